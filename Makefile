@@ -1,0 +1,69 @@
+# Squall's two commands for a newcomer:
+#   make demo   install what a fresh machine lacks, build, run the main job
+#   make test   run every test
+#
+# Everything the project needs is installed from here: apt packages, the
+# Python virtualenv at .venv. Stamps in .stamps/ make re-runs instant.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+# The interpreter that makes .venv. PyO3 builds against the same one
+# (see ../shared/TOOLCHAIN.md: the CPython embedding trap).
+PYTHON ?= $(shell command -v python3)
+export PYO3_PYTHON ?= $(PYTHON)
+
+VENV := .venv
+STAMPS := .stamps
+SQUALL := target/release/squall
+
+# Debian packages the build and tests use. g++ builds the vendored libzmq.
+APT_PACKAGES := g++ make pkg-config
+
+.PHONY: demo test setup build clean help
+
+help:
+	@echo "make demo    install everything, build, and run the main job"
+	@echo "make test    run all tests (Rust unit, property, integration)"
+	@echo "make setup   install apt packages and the Python virtualenv only"
+	@echo "make build   build the release binary $(SQUALL)"
+	@echo "make clean   remove build outputs, the virtualenv and stamps"
+
+setup: $(STAMPS)/apt $(STAMPS)/venv
+
+$(STAMPS)/apt: Makefile
+	@mkdir -p $(STAMPS)
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing apt packages: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	@touch $@
+
+$(STAMPS)/venv: requirements-dev.txt
+	@mkdir -p $(STAMPS)
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	@touch $@
+
+build:
+	cargo build --release -p squall
+
+# The main job. Until the KVS lands it is the messaging layer every
+# component sits on: typed protocol messages round-tripping over real
+# ZeroMQ sockets, on each transport.
+demo: setup build
+	@echo "== Squall $$($(SQUALL) --version) =="
+	$(SQUALL) ping --transport tcp
+	$(SQUALL) ping --transport ipc
+	$(SQUALL) ping --transport inproc
+	@echo "== Python tools in $(VENV) =="
+	$(VENV)/bin/python -c "import cloudpickle, pytest; print('cloudpickle', cloudpickle.__version__, '| pytest', pytest.__version__)"
+
+test:
+	cargo test --workspace
+
+clean:
+	cargo clean
+	rm -rf $(VENV) $(STAMPS)

@@ -1,0 +1,327 @@
+//! [`LatticeValue`]: the one tagged enum that carries any lattice on the wire.
+//!
+//! The KVS stores a `LatticeValue` per key and merges incoming writes with
+//! [`LatticeValue::try_merge`], which refuses to merge two different lattice
+//! types (anywhere inside nested maps, too) with a [`TypeMismatch`] and leaves
+//! the stored value untouched. A silent overwrite is never an outcome.
+//!
+//! The variant order is part of the wire format: append, never reorder.
+
+use super::{
+    Counter, Lattice, Lww, MapLattice, Max, Min, MultiKeyCausal, OrderedSetLattice, Priority,
+    SetLattice, SingleKeyCausal, VectorClock,
+};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::cell::Cell;
+
+/// How many lattice maps deep a decoded value may nest. Deeper input is a
+/// decode error: unbounded nesting would let a crafted message overflow the
+/// decoder's stack.
+pub const MAX_NESTING: usize = 32;
+
+thread_local! {
+    static DECODE_DEPTH: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Counts one level of map nesting for as long as it lives.
+struct NestingGuard;
+
+impl NestingGuard {
+    fn enter<E: serde::de::Error>() -> Result<Self, E> {
+        DECODE_DEPTH.with(|depth| {
+            if depth.get() >= MAX_NESTING {
+                return Err(E::custom(format_args!(
+                    "lattice maps nested deeper than {MAX_NESTING}"
+                )));
+            }
+            depth.set(depth.get() + 1);
+            Ok(NestingGuard)
+        })
+    }
+}
+
+impl Drop for NestingGuard {
+    fn drop(&mut self) {
+        DECODE_DEPTH.with(|depth| depth.set(depth.get() - 1));
+    }
+}
+
+fn deserialize_nested_map<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<MapLattice<String, LatticeValue>, D::Error> {
+    let _level = NestingGuard::enter::<D::Error>()?;
+    MapLattice::deserialize(deserializer)
+}
+
+/// Any lattice the KVS can store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum LatticeValue {
+    /// Last-writer-wins bytes.
+    Lww(Lww),
+    /// Grow-only set of byte strings.
+    Set(SetLattice<Vec<u8>>),
+    /// Grow-only ordered set of byte strings.
+    OrderedSet(OrderedSetLattice<Vec<u8>>),
+    /// Maximum of integers.
+    Max(Max<i64>),
+    /// Minimum of integers.
+    Min(Min<i64>),
+    /// Increment/decrement counter.
+    Counter(Counter),
+    /// Map from field names to nested lattices, at most [`MAX_NESTING`]
+    /// maps deep.
+    Map(#[serde(deserialize_with = "deserialize_nested_map")] MapLattice<String, LatticeValue>),
+    /// A vector clock.
+    VectorClock(VectorClock),
+    /// Single-key causal values.
+    SingleKeyCausal(SingleKeyCausal),
+    /// Multi-key causal values.
+    MultiKeyCausal(MultiKeyCausal),
+    /// Lowest-priority-wins entry.
+    Priority(Priority),
+}
+
+/// The type of a [`LatticeValue`], without its data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum LatticeKind {
+    Lww,
+    Set,
+    OrderedSet,
+    Max,
+    Min,
+    Counter,
+    Map,
+    VectorClock,
+    SingleKeyCausal,
+    MultiKeyCausal,
+    Priority,
+}
+
+impl LatticeKind {
+    /// Every kind, in wire order.
+    pub const ALL: [LatticeKind; 11] = [
+        LatticeKind::Lww,
+        LatticeKind::Set,
+        LatticeKind::OrderedSet,
+        LatticeKind::Max,
+        LatticeKind::Min,
+        LatticeKind::Counter,
+        LatticeKind::Map,
+        LatticeKind::VectorClock,
+        LatticeKind::SingleKeyCausal,
+        LatticeKind::MultiKeyCausal,
+        LatticeKind::Priority,
+    ];
+
+    /// The name users type (CLI, config, Python): `lww`, `ordered-set`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            LatticeKind::Lww => "lww",
+            LatticeKind::Set => "set",
+            LatticeKind::OrderedSet => "ordered-set",
+            LatticeKind::Max => "max",
+            LatticeKind::Min => "min",
+            LatticeKind::Counter => "counter",
+            LatticeKind::Map => "map",
+            LatticeKind::VectorClock => "vector-clock",
+            LatticeKind::SingleKeyCausal => "single-key-causal",
+            LatticeKind::MultiKeyCausal => "multi-key-causal",
+            LatticeKind::Priority => "priority",
+        }
+    }
+}
+
+impl std::fmt::Display for LatticeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for LatticeKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        LatticeKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = LatticeKind::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown lattice type `{s}`; expected one of {}", names.join(", "))
+            })
+    }
+}
+
+/// A merge of two different lattice types, refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("type mismatch{}: stored value is {stored}, incoming value is {incoming}", at_path(.path))]
+pub struct TypeMismatch {
+    /// Where inside nested maps the types differ, as `field.field`; empty at
+    /// the top level.
+    pub path: String,
+    /// The type already stored.
+    pub stored: LatticeKind,
+    /// The type of the refused value.
+    pub incoming: LatticeKind,
+}
+
+fn at_path(path: &str) -> String {
+    if path.is_empty() {
+        String::new()
+    } else {
+        format!(" at `{path}`")
+    }
+}
+
+impl LatticeValue {
+    /// The type of this value.
+    pub fn kind(&self) -> LatticeKind {
+        match self {
+            LatticeValue::Lww(_) => LatticeKind::Lww,
+            LatticeValue::Set(_) => LatticeKind::Set,
+            LatticeValue::OrderedSet(_) => LatticeKind::OrderedSet,
+            LatticeValue::Max(_) => LatticeKind::Max,
+            LatticeValue::Min(_) => LatticeKind::Min,
+            LatticeValue::Counter(_) => LatticeKind::Counter,
+            LatticeValue::Map(_) => LatticeKind::Map,
+            LatticeValue::VectorClock(_) => LatticeKind::VectorClock,
+            LatticeValue::SingleKeyCausal(_) => LatticeKind::SingleKeyCausal,
+            LatticeValue::MultiKeyCausal(_) => LatticeKind::MultiKeyCausal,
+            LatticeValue::Priority(_) => LatticeKind::Priority,
+        }
+    }
+
+    /// Merges `other` into `self` if both have the same type all the way
+    /// down; otherwise returns the mismatch and leaves `self` unchanged.
+    pub fn try_merge(&mut self, other: LatticeValue) -> Result<bool, TypeMismatch> {
+        self.check_compatible(&other, &mut String::new())?;
+        Ok(self.merge(other))
+    }
+
+    /// Whether `other` could be merged into `self` without a type mismatch.
+    pub fn check_compatible(
+        &self,
+        other: &LatticeValue,
+        path: &mut String,
+    ) -> Result<(), TypeMismatch> {
+        match (self, other) {
+            (LatticeValue::Map(mine), LatticeValue::Map(theirs)) => {
+                for (field, value) in theirs.reveal() {
+                    if let Some(existing) = mine.get(field) {
+                        let len = path.len();
+                        if !path.is_empty() {
+                            path.push('.');
+                        }
+                        path.push_str(field);
+                        existing.check_compatible(value, path)?;
+                        path.truncate(len);
+                    }
+                }
+                Ok(())
+            }
+            _ if self.kind() == other.kind() => Ok(()),
+            _ => Err(TypeMismatch {
+                path: path.clone(),
+                stored: self.kind(),
+                incoming: other.kind(),
+            }),
+        }
+    }
+}
+
+impl Default for LatticeValue {
+    fn default() -> Self {
+        LatticeValue::Lww(Lww::default())
+    }
+}
+
+/// The ordinal sum of the lattice types, in [`LatticeKind`] order: values of
+/// one type merge as that type; between two types, the later kind wins.
+///
+/// This makes `LatticeValue` a lattice on its own (nested maps need one), but
+/// the KVS never relies on the cross-type rule: it calls
+/// [`LatticeValue::try_merge`], which refuses mixed types first.
+impl Lattice for LatticeValue {
+    fn merge(&mut self, other: Self) -> bool {
+        use LatticeValue as V;
+        match (self, other) {
+            (V::Lww(a), V::Lww(b)) => a.merge(b),
+            (V::Set(a), V::Set(b)) => a.merge(b),
+            (V::OrderedSet(a), V::OrderedSet(b)) => a.merge(b),
+            (V::Max(a), V::Max(b)) => a.merge(b),
+            (V::Min(a), V::Min(b)) => a.merge(b),
+            (V::Counter(a), V::Counter(b)) => a.merge(b),
+            (V::Map(a), V::Map(b)) => a.merge(b),
+            (V::VectorClock(a), V::VectorClock(b)) => a.merge(b),
+            (V::SingleKeyCausal(a), V::SingleKeyCausal(b)) => a.merge(b),
+            (V::MultiKeyCausal(a), V::MultiKeyCausal(b)) => a.merge(b),
+            (V::Priority(a), V::Priority(b)) => a.merge(b),
+            (mine, theirs) => {
+                let grows = theirs.kind() > mine.kind();
+                if grows {
+                    *mine = theirs;
+                }
+                grows
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lattice::{Timestamp, WriterId};
+
+    fn lww(v: &[u8]) -> LatticeValue {
+        let ts = Timestamp {
+            wall_ms: 1,
+            logical: 0,
+            writer: WriterId(1),
+        };
+        LatticeValue::Lww(Lww::new(ts, v.to_vec()))
+    }
+
+    #[test]
+    fn merging_a_different_type_is_refused_and_changes_nothing() {
+        let mut stored = LatticeValue::Counter(Counter::default());
+        let before = stored.clone();
+        let err = stored.try_merge(lww(b"x")).unwrap_err();
+        assert_eq!(err.stored, LatticeKind::Counter);
+        assert_eq!(err.incoming, LatticeKind::Lww);
+        assert_eq!(stored, before);
+        assert_eq!(
+            err.to_string(),
+            "type mismatch: stored value is counter, incoming value is lww"
+        );
+    }
+
+    #[test]
+    fn a_mismatch_inside_a_nested_map_names_its_path_and_changes_nothing() {
+        let inner = |v: LatticeValue| {
+            LatticeValue::Map(MapLattice::new([("b".to_string(), v)]))
+        };
+        let outer = |v: LatticeValue, extra: bool| {
+            let mut m = MapLattice::new([("a".to_string(), inner(v))]);
+            if extra {
+                m.insert("c".to_string(), LatticeValue::Max(Max::new(1)));
+            }
+            LatticeValue::Map(m)
+        };
+        let mut stored = outer(LatticeValue::Max(Max::new(3)), false);
+        let before = stored.clone();
+        let err = stored.try_merge(outer(lww(b"x"), true)).unwrap_err();
+        assert_eq!(err.path, "a.b");
+        assert_eq!(stored, before);
+        assert!(err.to_string().contains("at `a.b`"));
+        assert!(stored
+            .try_merge(outer(LatticeValue::Max(Max::new(9)), true))
+            .unwrap());
+    }
+
+    #[test]
+    fn kind_names_round_trip() {
+        for kind in LatticeKind::ALL {
+            assert_eq!(kind.name().parse::<LatticeKind>(), Ok(kind));
+        }
+        assert!("nope".parse::<LatticeKind>().unwrap_err().contains("lww"));
+    }
+}

@@ -1,0 +1,26 @@
+//! # anna — Squall's storage tier
+//!
+//! An Anna-style key-value store: every value is a lattice, every write is a
+//! merge, replicas converge by gossip, and nothing on the data path
+//! coordinates. This crate is the bottom of the workspace: the compute tier
+//! and the monitor talk to the KVS only through its protocol and client.
+//!
+//! # Layout
+//!
+//! - [`lattice`]: the [`Lattice`](lattice::Lattice) trait, every lattice type,
+//!   [`LatticeValue`](lattice::LatticeValue) (the wire enum) and the law
+//!   checker. Pure data: no socket, clock or randomness.
+//! - [`protocol`]: every message of the system, its versioned encoding and a
+//!   decoder that returns an error, never panics, on any bytes. Pure data.
+//! - [`role`]: the state-machine shape of a node role
+//!   ([`Role`](role::Role): message and time in, messages out) and the
+//!   [`Driver`](role::Driver) trait its drivers implement.
+//! - [`transport`]: ZeroMQ PUSH/PULL sockets carrying protocol messages, and
+//!   [`ZmqDriver`](transport::ZmqDriver), the real-time driver of one role.
+//! - [`time`]: [`Time`](time::Time), the instant every handler is given.
+
+pub mod lattice;
+pub mod protocol;
+pub mod role;
+pub mod time;
+pub mod transport;

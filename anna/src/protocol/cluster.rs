@@ -1,0 +1,45 @@
+//! Messages of the cluster: routing questions and membership.
+
+use super::{Address, Key, RequestId};
+use serde::{Deserialize, Serialize};
+
+/// A node's identity, stable across restarts.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct NodeId(pub u64);
+
+/// A storage node as the rings see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: NodeId,
+    /// One address per worker thread, in thread order.
+    pub threads: Vec<Address>,
+}
+
+/// "Which threads hold these keys?", answered at `reply_to`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteRequest {
+    pub id: RequestId,
+    pub reply_to: Address,
+    pub keys: Vec<Key>,
+}
+
+/// The threads holding each asked key, under ring `ring_version`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteResponse {
+    pub id: RequestId,
+    pub ring_version: u64,
+    pub placements: Vec<(Key, Vec<Address>)>,
+}
+
+/// Changes to the set of storage nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Membership {
+    /// A node asks to join (sent to a seed router).
+    Join { node: NodeInfo },
+    /// A node leaves gracefully, after handing its keys over.
+    Depart { node: NodeId },
+    /// The current set of nodes, from the routing tier to everyone.
+    Ring { version: u64, nodes: Vec<NodeInfo> },
+}

@@ -1,0 +1,103 @@
+//! Messages of the storage tier: reads and writes, their answers, gossip.
+
+use super::{Address, Key, RequestId};
+use crate::lattice::{LatticeKind, LatticeValue, TypeMismatch};
+use serde::{Deserialize, Serialize};
+
+/// One operation on one key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum KeyOp {
+    /// Read the key's merged value.
+    Get { key: Key },
+    /// Merge `value` into the key.
+    Put { key: Key, value: LatticeValue },
+    /// Delete the key (a tombstone that merges like any lattice).
+    Delete { key: Key },
+}
+
+impl KeyOp {
+    /// The key this operation is on.
+    pub fn key(&self) -> &Key {
+        match self {
+            KeyOp::Get { key } | KeyOp::Put { key, .. } | KeyOp::Delete { key } => key,
+        }
+    }
+}
+
+/// When a write is acknowledged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ack {
+    /// After the first replica has merged it (fast; survives no crash of
+    /// that replica before its next gossip).
+    #[default]
+    FirstReplica,
+    /// After this many replicas hold it (survives `n - 1` crashes); capped
+    /// by the key's replication factor.
+    Replicas(u8),
+}
+
+/// Operations for one storage thread, answered at `reply_to`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KvsRequest {
+    pub id: RequestId,
+    pub reply_to: Address,
+    pub ops: Vec<KeyOp>,
+    pub ack: Ack,
+}
+
+/// The answer to a [`KvsRequest`]: one result per operation, in order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KvsResponse {
+    pub id: RequestId,
+    pub results: Vec<KeyResult>,
+}
+
+/// The result of one [`KeyOp`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyResult {
+    pub key: Key,
+    pub outcome: Outcome,
+}
+
+/// What happened to one operation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// A read found this value.
+    Value(LatticeValue),
+    /// A read found no value (never written, or deleted).
+    NotFound,
+    /// A write was merged (at the acknowledgement level asked).
+    Stored,
+    /// This thread does not own the key under ring `ring_version`; ask a
+    /// router again.
+    NotMine { ring_version: u64 },
+    /// The operation failed.
+    Error(KvsError),
+}
+
+/// Why an operation failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum KvsError {
+    /// The write's lattice type differs from the stored one.
+    #[error(transparent)]
+    TypeMismatch(#[from] TypeMismatch),
+    /// The requested acknowledgement level was not reached in time.
+    #[error("only {acked} of {wanted} replicas acknowledged in time")]
+    AckTimeout { acked: u8, wanted: u8 },
+    /// A read asked for a type the key does not hold.
+    #[error("key holds {stored}, not {wanted}")]
+    WrongKind {
+        stored: LatticeKind,
+        wanted: LatticeKind,
+    },
+}
+
+/// Merged values pushed to other replicas (and subscribed caches). Applying
+/// a gossip message twice, late, or never changes only how soon replicas
+/// agree, not what they agree on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Gossip {
+    /// The sending thread.
+    pub from: Address,
+    pub entries: Vec<(Key, LatticeValue)>,
+}

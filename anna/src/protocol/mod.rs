@@ -1,0 +1,106 @@
+//! The wire protocol: every message of the system, in one module.
+//!
+//! Squall's components talk by one-way messages that name where their answer
+//! goes ([`Address`] reply-to fields), so any component can answer any other
+//! without a connection held open. Every frame is the protocol version
+//! followed by one [`Message`] encoded with bincode (serde, standard config).
+//! [`decode`] is a pure function from bytes to `Result`: it checks the
+//! version first, bounds the size, refuses trailing bytes and never panics on
+//! any input; malformed frames are the caller's to count and drop.
+//!
+//! The variant order of every enum here is part of the wire format: append
+//! new variants at the end, never reorder, and bump [`PROTOCOL_VERSION`] when
+//! an existing shape changes. `tests/protocol_golden.rs` pins the bytes.
+//!
+//! # Layout
+//!
+//! - [`codec`]: framing, [`encode`], [`decode`], [`DecodeError`].
+//! - [`kvs`]: requests to storage threads, their responses, gossip.
+//! - [`cluster`]: routing questions and membership.
+
+pub mod cluster;
+pub mod codec;
+pub mod kvs;
+
+pub use cluster::{Membership, NodeId, NodeInfo, RouteRequest, RouteResponse};
+pub use codec::{
+    decode, encode, encode_into, DecodeError, EncodeError, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+};
+pub use kvs::{Ack, Gossip, KeyOp, KeyResult, KvsError, KvsRequest, KvsResponse, Outcome};
+
+use serde::{Deserialize, Serialize};
+
+/// A key of the KVS.
+pub type Key = String;
+
+/// Where a message can be delivered: a ZeroMQ endpoint (`tcp://host:port`,
+/// `ipc://path`, `inproc://name`) for real drivers, any unique name for the
+/// simulator.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Address(pub String);
+
+impl Address {
+    /// The address as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for Address {
+    fn from(s: &str) -> Self {
+        Address(s.to_string())
+    }
+}
+
+/// Matches a response to its request; unique per requester.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct RequestId(pub u64);
+
+/// Every message any component sends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    /// Liveness probe; answered with [`Message::Pong`] at `reply_to`.
+    Ping {
+        id: RequestId,
+        reply_to: Address,
+    },
+    /// Answer to a [`Message::Ping`].
+    Pong { id: RequestId },
+    /// A client (or cache) asks a storage thread to read or write keys.
+    KvsRequest(KvsRequest),
+    /// A storage thread answers a [`KvsRequest`].
+    KvsResponse(KvsResponse),
+    /// A storage thread sends merged values to other replicas and
+    /// subscribers.
+    Gossip(Gossip),
+    /// "Which threads hold these keys?", to a router.
+    RouteRequest(RouteRequest),
+    /// A router's answer.
+    RouteResponse(RouteResponse),
+    /// Joins, departures and ring updates.
+    Membership(Membership),
+}
+
+impl Message {
+    /// A short name of the message type, for logs and counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Ping { .. } => "ping",
+            Message::Pong { .. } => "pong",
+            Message::KvsRequest(_) => "kvs-request",
+            Message::KvsResponse(_) => "kvs-response",
+            Message::Gossip(_) => "gossip",
+            Message::RouteRequest(_) => "route-request",
+            Message::RouteResponse(_) => "route-response",
+            Message::Membership(_) => "membership",
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Roles are state machines; drivers are plumbing.
+//!
+//! A node role (a KVS worker, a router, a scheduler, an executor's
+//! bookkeeping) is a struct implementing [`Role`]: its one entry point takes
+//! the time and an [`Input`] (a message, or a tick it asked for) and pushes
+//! the messages it wants sent into an [`Outbox`]. It owns no socket, reads no
+//! clock and draws no random number: those are the driver's.
+//!
+//! A [`Driver`] delivers inputs to roles. [`crate::transport::ZmqDriver`]
+//! drives one role from a ZeroMQ socket in real time; a seeded simulator
+//! drives many roles in one process in virtual time, deciding which messages
+//! are dropped, duplicated, delayed or reordered, so a failing run replays
+//! exactly from its seed.
+//!
+//! ```
+//! use anna::protocol::{Address, Message, RequestId};
+//! use anna::role::{Input, Outbox, PingResponder, Role};
+//! use anna::time::Time;
+//!
+//! let mut role = PingResponder::default();
+//! let mut out = Outbox::default();
+//! let ping = Message::Ping { id: RequestId(1), reply_to: Address::from("inproc://me") };
+//! role.step(Time(0), Input::Message(ping), &mut out);
+//! let sent: Vec<_> = out.drain().collect();
+//! assert_eq!(sent, vec![(Address::from("inproc://me"), Message::Pong { id: RequestId(1) })]);
+//! ```
+
+use crate::protocol::{Address, Message};
+use crate::time::Time;
+use std::time::Duration;
+
+/// What a role is handed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// A message arrived.
+    Message(Message),
+    /// The time the role asked for in [`Role::next_tick`] has come.
+    Tick,
+}
+
+/// Messages a role wants sent, in order. Drivers drain it after every step
+/// and keep its allocation for the next.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    pending: Vec<(Address, Message)>,
+}
+
+impl Outbox {
+    /// Queues `msg` for `to`.
+    pub fn send(&mut self, to: Address, msg: Message) {
+        self.pending.push((to, msg));
+    }
+
+    /// Takes every queued message, oldest first.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, (Address, Message)> {
+        self.pending.drain(..)
+    }
+
+    /// How many messages are queued.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+/// A node role as a state machine.
+pub trait Role {
+    /// Handles one input at time `now`, queueing what to send in `out`.
+    fn step(&mut self, now: Time, input: Input, out: &mut Outbox);
+
+    /// When the role next wants an [`Input::Tick`]; `None` if it only reacts
+    /// to messages. Drivers sleep until then, never poll.
+    fn next_tick(&self) -> Option<Time>;
+}
+
+/// What one [`Driver::step`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// At least one message was handed to a role.
+    Delivered,
+    /// A role's tick was due and ran.
+    Ticked,
+    /// Nothing arrived and nothing was due within the wait.
+    Idle,
+    /// The driver was told to stop (or, simulated, has nothing left to do).
+    Stopped,
+}
+
+/// Delivers inputs to roles and sends what they return.
+pub trait Driver {
+    /// The error a step can end in (a broken socket, say). Malformed input
+    /// is not one: drivers count and drop it.
+    type Error: std::error::Error;
+
+    /// The driver's clock: real or virtual.
+    fn now(&self) -> Time;
+
+    /// Waits at most `max_wait` (really or virtually) for the next message or
+    /// due tick, hands it to its role and sends what the role queued.
+    fn step(&mut self, max_wait: Duration) -> Result<Step, Self::Error>;
+
+    /// Steps until the driver stops.
+    fn run(&mut self) -> Result<(), Self::Error> {
+        while self.step(Duration::from_secs(3600))? != Step::Stopped {}
+        Ok(())
+    }
+}
+
+/// The smallest real role: answers every [`Message::Ping`] with a
+/// [`Message::Pong`] at its reply-to address and ignores everything else.
+/// Health checks and the transport's tests and benchmarks use it.
+#[derive(Debug, Default)]
+pub struct PingResponder {
+    answered: u64,
+}
+
+impl PingResponder {
+    /// How many pings it has answered.
+    pub fn answered(&self) -> u64 {
+        self.answered
+    }
+}
+
+impl Role for PingResponder {
+    fn step(&mut self, _now: Time, input: Input, out: &mut Outbox) {
+        if let Input::Message(Message::Ping { id, reply_to }) = input {
+            self.answered += 1;
+            out.send(reply_to, Message::Pong { id });
+        }
+    }
+
+    fn next_tick(&self) -> Option<Time> {
+        None
+    }
+}

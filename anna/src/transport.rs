@@ -1,0 +1,439 @@
+//! ZeroMQ plumbing: PUSH/PULL sockets that carry protocol messages, and the
+//! real-time driver of one role.
+//!
+//! Every component binds one PULL socket ([`Receiver`]) and pushes to others'
+//! PULL sockets through a [`Sender`], which keeps one PUSH socket per peer.
+//! Messages are one-way and carry their reply-to address, so nobody holds a
+//! connection open waiting for an answer. Addresses are `tcp://`, `ipc://`
+//! or `inproc://` endpoints; a `tcp://host:*` address binds a free port,
+//! which [`Receiver::address`] then names.
+//!
+//! Sends never block: a peer whose queue is full (or who has been gone long
+//! enough to fill it) loses the message and the sender counts it; the
+//! protocol above tolerates loss (clients retry, gossip repeats). Frames that
+//! do not decode are counted and dropped; they never reach a role or end a
+//! thread.
+
+use crate::protocol::{self, Address, DecodeError, EncodeError, Message};
+use crate::role::{Driver, Input, Outbox, Role, Step};
+use crate::time::Time;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tracing::{debug, warn};
+
+/// How many messages a peer's PUSH socket queues before sends to it drop.
+pub const SEND_QUEUE: i32 = 10_000;
+/// How long a closing socket keeps trying to deliver what it queued.
+pub const LINGER: Duration = Duration::from_millis(200);
+/// How many peers a [`Sender`] keeps a socket to; the least recently used
+/// is closed beyond that.
+pub const MAX_PEERS: usize = 1024;
+/// How many queued messages a driver hands its role per step, so ticks are
+/// not starved under load.
+pub const DELIVERY_BATCH: usize = 256;
+
+/// A transport failure. Malformed input is not one: it is counted.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The address could not be bound (in use, bad syntax, no permission).
+    #[error("cannot bind {address}: {source}")]
+    Bind {
+        address: Address,
+        source: zmq::Error,
+    },
+    /// The address could not be connected to (bad syntax).
+    #[error("cannot connect to {address}: {source}")]
+    Connect {
+        address: Address,
+        source: zmq::Error,
+    },
+    /// The peer's queue is full; the message was dropped.
+    #[error("send queue to {address} is full; message dropped")]
+    QueueFull { address: Address },
+    /// The message could not be encoded (too large).
+    #[error("cannot send to {address}: {source}")]
+    Encode {
+        address: Address,
+        source: EncodeError,
+    },
+    /// Any other socket error.
+    #[error("socket error: {0}")]
+    Socket(#[from] zmq::Error),
+}
+
+/// What a socket owner has counted. Plain integers: each counter belongs to
+/// one thread.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// Frames received that decoded.
+    pub received: u64,
+    /// Frames received that did not decode, dropped.
+    pub malformed: u64,
+    /// Messages handed to a peer's queue.
+    pub sent: u64,
+    /// Messages dropped because a peer's queue was full or they did not
+    /// encode.
+    pub dropped: u64,
+}
+
+/// A bound PULL socket that yields decoded messages.
+pub struct Receiver {
+    socket: zmq::Socket,
+    address: Address,
+    frame: zmq::Message,
+    stats: TransportStats,
+}
+
+impl Receiver {
+    /// Binds `address`. With a `tcp://host:*` address a free port is chosen;
+    /// [`Receiver::address`] names it.
+    pub fn bind(ctx: &zmq::Context, address: &Address) -> Result<Self, TransportError> {
+        let bind_err = |source| TransportError::Bind {
+            address: address.clone(),
+            source,
+        };
+        let socket = ctx.socket(zmq::PULL).map_err(bind_err)?;
+        socket.set_linger(0).map_err(bind_err)?;
+        socket.bind(address.as_str()).map_err(bind_err)?;
+        let bound = match socket.get_last_endpoint().map_err(bind_err)? {
+            Ok(endpoint) if !endpoint.is_empty() => Address(endpoint),
+            _ => address.clone(),
+        };
+        Ok(Receiver {
+            socket,
+            address: bound,
+            frame: zmq::Message::new(),
+            stats: TransportStats::default(),
+        })
+    }
+
+    /// The address peers send to.
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// What this receiver has counted.
+    pub fn stats(&self) -> TransportStats {
+        self.stats
+    }
+
+    /// The next message, waiting at most `timeout` (forever if `None`).
+    /// Malformed frames are counted and skipped within the same wait.
+    pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Option<Message>, TransportError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if let Some(msg) = self.try_recv()? {
+                return Ok(Some(msg));
+            }
+            let wait = match deadline {
+                None => -1,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => poll_millis(left),
+                    _ => return Ok(None),
+                },
+            };
+            let mut items = [self.socket.as_poll_item(zmq::POLLIN)];
+            zmq::poll(&mut items, wait)?;
+        }
+    }
+
+    /// The next message if one is already queued. Malformed frames in front
+    /// of it are counted and skipped.
+    pub fn try_recv(&mut self) -> Result<Option<Message>, TransportError> {
+        loop {
+            match self.socket.recv(&mut self.frame, zmq::DONTWAIT) {
+                Ok(()) => {}
+                Err(zmq::Error::EAGAIN) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+            match protocol::decode(&self.frame) {
+                Ok(msg) => {
+                    self.stats.received += 1;
+                    return Ok(Some(msg));
+                }
+                Err(e) => self.count_malformed(&e),
+            }
+        }
+    }
+
+    fn count_malformed(&mut self, error: &DecodeError) {
+        self.stats.malformed += 1;
+        let n = self.stats.malformed;
+        if n.is_power_of_two() {
+            warn!(address = %self.address, malformed = n, %error, "dropped malformed frame");
+        } else {
+            debug!(address = %self.address, malformed = n, %error, "dropped malformed frame");
+        }
+    }
+}
+
+struct Peer {
+    socket: zmq::Socket,
+    last_used: u64,
+}
+
+/// PUSH sockets to peers, connected on first use and kept for reuse.
+pub struct Sender {
+    ctx: zmq::Context,
+    peers: HashMap<Address, Peer>,
+    buf: Vec<u8>,
+    uses: u64,
+    stats: TransportStats,
+}
+
+impl Sender {
+    /// A sender with no connections yet.
+    pub fn new(ctx: &zmq::Context) -> Self {
+        Sender {
+            ctx: ctx.clone(),
+            peers: HashMap::new(),
+            buf: Vec::new(),
+            uses: 0,
+            stats: TransportStats::default(),
+        }
+    }
+
+    /// What this sender has counted.
+    pub fn stats(&self) -> TransportStats {
+        self.stats
+    }
+
+    /// Queues `msg` for `to` without blocking.
+    pub fn send(&mut self, to: &Address, msg: &Message) -> Result<(), TransportError> {
+        if let Err(source) = protocol::encode_into(msg, &mut self.buf) {
+            self.stats.dropped += 1;
+            return Err(TransportError::Encode {
+                address: to.clone(),
+                source,
+            });
+        }
+        self.send_frame(to)
+    }
+
+    /// Queues raw bytes for `to`: for tests that speak garbage on purpose.
+    pub fn send_raw(&mut self, to: &Address, bytes: &[u8]) -> Result<(), TransportError> {
+        self.buf.clear();
+        self.buf.extend_from_slice(bytes);
+        self.send_frame(to)
+    }
+
+    fn send_frame(&mut self, to: &Address) -> Result<(), TransportError> {
+        self.uses += 1;
+        let uses = self.uses;
+        if !self.peers.contains_key(to) {
+            let socket = self.connect(to)?;
+            self.peers.insert(
+                to.clone(),
+                Peer {
+                    socket,
+                    last_used: uses,
+                },
+            );
+        }
+        let Some(peer) = self.peers.get_mut(to) else {
+            unreachable!("peer inserted above");
+        };
+        peer.last_used = uses;
+        match peer.socket.send(&self.buf[..], zmq::DONTWAIT) {
+            Ok(()) => {
+                self.stats.sent += 1;
+                Ok(())
+            }
+            Err(zmq::Error::EAGAIN) => {
+                self.stats.dropped += 1;
+                Err(TransportError::QueueFull {
+                    address: to.clone(),
+                })
+            }
+            Err(e) => {
+                self.stats.dropped += 1;
+                Err(e.into())
+            }
+        }
+    }
+
+    fn connect(&mut self, to: &Address) -> Result<zmq::Socket, TransportError> {
+        if self.peers.len() >= MAX_PEERS {
+            self.evict_least_recently_used();
+        }
+        let connect_err = |source| TransportError::Connect {
+            address: to.clone(),
+            source,
+        };
+        let socket = self.ctx.socket(zmq::PUSH).map_err(connect_err)?;
+        socket
+            .set_linger(LINGER.as_millis() as i32)
+            .map_err(connect_err)?;
+        socket.set_sndhwm(SEND_QUEUE).map_err(connect_err)?;
+        socket.connect(to.as_str()).map_err(connect_err)?;
+        Ok(socket)
+    }
+
+    fn evict_least_recently_used(&mut self) {
+        let oldest = self
+            .peers
+            .iter()
+            .min_by_key(|(_, p)| p.last_used)
+            .map(|(a, _)| a.clone());
+        if let Some(address) = oldest {
+            self.peers.remove(&address);
+        }
+    }
+}
+
+/// ZeroMQ's poll timeout in whole milliseconds, rounded up so a wait for a
+/// sub-millisecond deadline sleeps instead of spinning.
+fn poll_millis(d: Duration) -> i64 {
+    i64::try_from(d.as_micros().div_ceil(1000)).unwrap_or(i64::MAX)
+}
+
+/// Stops a [`ZmqDriver`] from any thread.
+#[derive(Clone)]
+pub struct Shutdown {
+    ctx: zmq::Context,
+    endpoint: String,
+}
+
+impl Shutdown {
+    /// Asks the driver to stop; it returns [`Step::Stopped`] from its current
+    /// or next step.
+    pub fn stop(&self) -> Result<(), TransportError> {
+        let socket = self.ctx.socket(zmq::PUSH)?;
+        socket.set_linger(LINGER.as_millis() as i32)?;
+        socket.connect(&self.endpoint)?;
+        socket.send(&[][..], 0)?;
+        Ok(())
+    }
+}
+
+/// Drives one role from its own PULL socket in real time: blocks until a
+/// message arrives, the role's next tick is due, or shutdown is asked; never
+/// polls with a zero timeout, so an idle role costs no CPU.
+pub struct ZmqDriver<R: Role> {
+    role: R,
+    receiver: Receiver,
+    sender: Sender,
+    control: zmq::Socket,
+    shutdown: Shutdown,
+    outbox: Outbox,
+    stopped: bool,
+}
+
+impl<R: Role> ZmqDriver<R> {
+    /// Binds `address` for `role`.
+    pub fn bind(ctx: &zmq::Context, address: &Address, role: R) -> Result<Self, TransportError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let endpoint = format!(
+            "inproc://squall-driver-control-{}",
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let control = ctx.socket(zmq::PULL)?;
+        control.set_linger(0)?;
+        control.bind(&endpoint)?;
+        Ok(ZmqDriver {
+            role,
+            receiver: Receiver::bind(ctx, address)?,
+            sender: Sender::new(ctx),
+            control,
+            shutdown: Shutdown {
+                ctx: ctx.clone(),
+                endpoint,
+            },
+            outbox: Outbox::default(),
+            stopped: false,
+        })
+    }
+
+    /// The address the role receives at.
+    pub fn address(&self) -> &Address {
+        self.receiver.address()
+    }
+
+    /// A handle that stops this driver from another thread.
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// The role.
+    pub fn role(&self) -> &R {
+        &self.role
+    }
+
+    /// The role, after the driver is done.
+    pub fn into_role(self) -> R {
+        self.role
+    }
+
+    /// Receive and send counters together.
+    pub fn stats(&self) -> TransportStats {
+        let (r, s) = (self.receiver.stats(), self.sender.stats());
+        TransportStats {
+            received: r.received,
+            malformed: r.malformed,
+            sent: s.sent,
+            dropped: s.dropped,
+        }
+    }
+
+    fn flush(&mut self) {
+        for (to, msg) in self.outbox.drain() {
+            if let Err(error) = self.sender.send(&to, &msg) {
+                debug!(%to, kind = msg.kind(), %error, "message not sent");
+            }
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        self.role.step(Time::wall_clock(), input, &mut self.outbox);
+        self.flush();
+    }
+}
+
+impl<R: Role> Driver for ZmqDriver<R> {
+    type Error = TransportError;
+
+    fn now(&self) -> Time {
+        Time::wall_clock()
+    }
+
+    fn step(&mut self, max_wait: Duration) -> Result<Step, TransportError> {
+        if self.stopped {
+            return Ok(Step::Stopped);
+        }
+        let now = Time::wall_clock();
+        let mut wait = max_wait;
+        if let Some(due) = self.role.next_tick() {
+            if due <= now {
+                self.handle(Input::Tick);
+                return Ok(Step::Ticked);
+            }
+            wait = wait.min(due.saturating_since(now));
+        }
+        let (stop, ready) = {
+            let mut items = [
+                self.control.as_poll_item(zmq::POLLIN),
+                self.receiver.socket.as_poll_item(zmq::POLLIN),
+            ];
+            zmq::poll(&mut items, poll_millis(wait))?;
+            (items[0].is_readable(), items[1].is_readable())
+        };
+        if stop {
+            self.stopped = true;
+            return Ok(Step::Stopped);
+        }
+        let mut delivered = false;
+        if ready {
+            for _ in 0..DELIVERY_BATCH {
+                match self.receiver.try_recv()? {
+                    Some(msg) => {
+                        self.handle(Input::Message(msg));
+                        delivered = true;
+                    }
+                    None => break,
+                }
+            }
+        }
+        Ok(if delivered { Step::Delivered } else { Step::Idle })
+    }
+}

@@ -12,6 +12,8 @@
 //!   checker. Pure data: no socket, clock or randomness.
 //! - [`protocol`]: every message of the system, its versioned encoding and a
 //!   decoder that returns an error, never panics, on any bytes. Pure data.
+//! - [`ring`]: consistent hashing with virtual nodes (global and local
+//!   rings) and the stable key hash.
 //! - [`role`]: the state-machine shape of a node role
 //!   ([`Role`](role::Role): message and time in, messages out) and the
 //!   [`Driver`](role::Driver) trait its drivers implement.
@@ -21,6 +23,7 @@
 
 pub mod lattice;
 pub mod protocol;
+pub mod ring;
 pub mod role;
 pub mod time;
 pub mod transport;

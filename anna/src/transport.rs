@@ -434,6 +434,10 @@ impl<R: Role> Driver for ZmqDriver<R> {
                 }
             }
         }
-        Ok(if delivered { Step::Delivered } else { Step::Idle })
+        Ok(if delivered {
+            Step::Delivered
+        } else {
+            Step::Idle
+        })
     }
 }

@@ -46,7 +46,14 @@ fn typed_messages_cross_inproc_in_order() {
 fn a_bound_wildcard_port_is_named_in_the_address() {
     let ctx = zmq::Context::new();
     let rx = Receiver::bind(&ctx, &Address::from("tcp://127.0.0.1:*")).unwrap();
-    let port: u16 = rx.address().as_str().rsplit(':').next().unwrap().parse().unwrap();
+    let port: u16 = rx
+        .address()
+        .as_str()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_ne!(port, 0);
 }
 
@@ -70,9 +77,12 @@ fn recv_times_out_with_none() {
 #[test]
 fn a_driven_role_answers_over_tcp_and_survives_garbage() {
     let ctx = zmq::Context::new();
-    let mut driver =
-        ZmqDriver::bind(&ctx, &Address::from("tcp://127.0.0.1:*"), PingResponder::default())
-            .unwrap();
+    let mut driver = ZmqDriver::bind(
+        &ctx,
+        &Address::from("tcp://127.0.0.1:*"),
+        PingResponder::default(),
+    )
+    .unwrap();
     let server = driver.address().clone();
     let stop = driver.shutdown_handle();
     let thread = std::thread::spawn(move || {
@@ -143,8 +153,12 @@ fn the_driver_sleeps_until_a_tick_is_due_then_delivers_it() {
 #[test]
 fn an_idle_driver_blocks_for_the_whole_wait() {
     let ctx = zmq::Context::new();
-    let mut driver =
-        ZmqDriver::bind(&ctx, &Address::from("inproc://idle"), PingResponder::default()).unwrap();
+    let mut driver = ZmqDriver::bind(
+        &ctx,
+        &Address::from("inproc://idle"),
+        PingResponder::default(),
+    )
+    .unwrap();
     let started = Instant::now();
     assert_eq!(driver.step(Duration::from_millis(50)).unwrap(), Step::Idle);
     assert!(started.elapsed() >= Duration::from_millis(45));

@@ -48,7 +48,10 @@ impl Counter {
 }
 
 /// Merges per-writer totals by maximum; returns whether `into` changed.
-pub(crate) fn merge_max_entries<K: Ord>(into: &mut BTreeMap<K, u64>, from: BTreeMap<K, u64>) -> bool {
+pub(crate) fn merge_max_entries<K: Ord>(
+    into: &mut BTreeMap<K, u64>,
+    from: BTreeMap<K, u64>,
+) -> bool {
     let mut changed = false;
     for (k, v) in from {
         let e = into.entry(k).or_insert_with(|| {

@@ -17,7 +17,11 @@ fn merged<T: Lattice>(a: &T, b: &T) -> T {
         changed,
         out != *a,
         "merge reported changed={changed} but the value {} when merging\n  {b:?}\ninto\n  {a:?}",
-        if out != *a { "changed" } else { "did not change" },
+        if out != *a {
+            "changed"
+        } else {
+            "did not change"
+        },
     );
     out
 }
@@ -27,7 +31,11 @@ pub fn check_laws<T: Lattice>(items: &[T]) {
     let bottom = T::default();
     for a in items {
         assert_eq!(merged(a, a), *a, "not idempotent: {a:?}");
-        assert_eq!(merged(a, &bottom), *a, "bottom is not an identity for {a:?}");
+        assert_eq!(
+            merged(a, &bottom),
+            *a,
+            "bottom is not an identity for {a:?}"
+        );
         assert_eq!(merged(&bottom, a), *a, "merging {a:?} into bottom differs");
         for b in items {
             let ab = merged(a, b);
@@ -49,7 +57,10 @@ pub fn check_laws<T: Lattice>(items: &[T]) {
 /// index at least once; it may repeat some (duplicates) in any order.
 pub fn check_order_insensitive<T: Lattice>(updates: &[T], order: &[usize]) {
     for i in 0..updates.len() {
-        assert!(order.contains(&i), "order {order:?} never delivers update {i}");
+        assert!(
+            order.contains(&i),
+            "order {order:?} never delivers update {i}"
+        );
     }
     let in_order = updates
         .iter()

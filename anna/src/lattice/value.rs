@@ -146,7 +146,10 @@ impl std::str::FromStr for LatticeKind {
             .find(|k| k.name() == s)
             .ok_or_else(|| {
                 let names: Vec<_> = LatticeKind::ALL.iter().map(|k| k.name()).collect();
-                format!("unknown lattice type `{s}`; expected one of {}", names.join(", "))
+                format!(
+                    "unknown lattice type `{s}`; expected one of {}",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -296,9 +299,7 @@ mod tests {
 
     #[test]
     fn a_mismatch_inside_a_nested_map_names_its_path_and_changes_nothing() {
-        let inner = |v: LatticeValue| {
-            LatticeValue::Map(MapLattice::new([("b".to_string(), v)]))
-        };
+        let inner = |v: LatticeValue| LatticeValue::Map(MapLattice::new([("b".to_string(), v)]));
         let outer = |v: LatticeValue, extra: bool| {
             let mut m = MapLattice::new([("a".to_string(), inner(v))]);
             if extra {

@@ -92,7 +92,10 @@ mod tests {
 
     #[test]
     fn causal_order_of_clocks() {
-        assert_eq!(vc(&[(1, 1)]).causal_cmp(&vc(&[(1, 2)])), CausalOrder::Before);
+        assert_eq!(
+            vc(&[(1, 1)]).causal_cmp(&vc(&[(1, 2)])),
+            CausalOrder::Before
+        );
         assert_eq!(vc(&[(1, 2)]).causal_cmp(&vc(&[(1, 1)])), CausalOrder::After);
         assert_eq!(
             vc(&[(1, 1)]).causal_cmp(&vc(&[(2, 1)])),

@@ -130,7 +130,10 @@ mod tests {
         frame[0] = frame[0].wrapping_add(1);
         assert!(matches!(
             decode(&frame),
-            Err(DecodeError::WrongVersion { expected: PROTOCOL_VERSION, .. })
+            Err(DecodeError::WrongVersion {
+                expected: PROTOCOL_VERSION,
+                ..
+            })
         ));
         assert_eq!(decode(&[1]), Err(DecodeError::Truncated { len: 1 }));
     }

@@ -68,10 +68,7 @@ pub struct RequestId(pub u64);
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Message {
     /// Liveness probe; answered with [`Message::Pong`] at `reply_to`.
-    Ping {
-        id: RequestId,
-        reply_to: Address,
-    },
+    Ping { id: RequestId, reply_to: Address },
     /// Answer to a [`Message::Ping`].
     Pong { id: RequestId },
     /// A client (or cache) asks a storage thread to read or write keys.

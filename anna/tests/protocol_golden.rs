@@ -1,0 +1,187 @@
+//! Golden bytes: the exact encoding of a few representative messages.
+//!
+//! Peers of one `PROTOCOL_VERSION` must agree byte for byte, so a change to
+//! any message's shape, a reordered variant or a different bincode
+//! configuration must come with a version bump. These tests make such a
+//! change fail loudly instead of shipping silently. The values are chosen to
+//! exercise multi-byte varints (300, 1000, a millisecond timestamp) and
+//! nested collections. Sets are avoided: a `SetLattice` is a hash set, whose
+//! encoding order is not stable between processes.
+
+use anna::lattice::{Counter, LatticeValue, Lww, Timestamp, WriterId};
+use anna::protocol::{
+    decode, encode, Ack, Address, Gossip, KeyOp, KvsRequest, Membership, Message, NodeId, NodeInfo,
+    RequestId, PROTOCOL_VERSION,
+};
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("golden hex"))
+        .collect()
+}
+
+/// Checks `msg` encodes to exactly `golden` and `golden` decodes to `msg`.
+fn assert_golden(name: &str, msg: Message, golden: &str) {
+    let actual = hex(&encode(&msg).expect("encodes"));
+    assert_eq!(
+        actual, golden,
+        "the wire encoding of `{name}` changed (protocol version {PROTOCOL_VERSION}). \
+         If the change is intended, bump PROTOCOL_VERSION in anna/src/protocol/codec.rs \
+         and replace the golden bytes here with the new ones; if not, a message type, \
+         a variant order or the bincode configuration changed by accident."
+    );
+    assert_eq!(
+        decode(&unhex(golden)),
+        Ok(msg),
+        "the golden bytes of `{name}` no longer decode to the same message"
+    );
+}
+
+#[test]
+fn frames_start_with_the_little_endian_version() {
+    let frame = encode(&Message::Pong { id: RequestId(0) }).unwrap();
+    assert_eq!(frame[..2], PROTOCOL_VERSION.to_le_bytes());
+}
+
+#[test]
+fn ping_encoding_is_pinned() {
+    let msg = Message::Ping {
+        id: RequestId(7),
+        reply_to: Address::from("tcp://10.0.0.1:6000"),
+    };
+    assert_golden(
+        "ping",
+        msg,
+        concat!(
+            "0100", // protocol version 1, u16 LE
+            "00",   // Message::Ping
+            "07",   // id
+            "13",
+            "7463703a2f2f31302e302e302e313a36303030", // reply_to, 19 bytes
+        ),
+    );
+}
+
+#[test]
+fn kvs_request_with_an_lww_put_encoding_is_pinned() {
+    let ts = Timestamp {
+        wall_ms: 1_700_000_000_000,
+        logical: 300,
+        writer: WriterId(0xabcd),
+    };
+    let msg = Message::KvsRequest(KvsRequest {
+        id: RequestId(42),
+        reply_to: Address::from("ipc://c"),
+        ops: vec![KeyOp::Put {
+            key: "k".to_string(),
+            value: LatticeValue::Lww(Lww::new(ts, b"v".to_vec())),
+        }],
+        ack: Ack::Replicas(2),
+    });
+    assert_golden(
+        "kvs-request put lww",
+        msg,
+        concat!(
+            "0100", // protocol version 1
+            "02",   // Message::KvsRequest
+            "2a",   // id 42
+            "07",
+            "6970633a2f2f63", // reply_to "ipc://c"
+            "01",             // one op
+            "01",             // KeyOp::Put
+            "01",
+            "6b", // key "k"
+            "00", // LatticeValue::Lww
+            "fd",
+            "0068e5cf8b010000", // wall_ms: u64 varint marker, 8 bytes LE
+            "fb",
+            "2c01", // logical 300: u16 varint marker, 2 bytes LE
+            "fb",
+            "cdab", // writer 0xabcd
+            "01",
+            "76", // value b"v"
+            "01",
+            "02", // Ack::Replicas(2)
+        ),
+    );
+}
+
+#[test]
+fn gossip_of_a_counter_encoding_is_pinned() {
+    let mut counter = Counter::default();
+    counter.increment(WriterId(1), 5);
+    counter.increment(WriterId(300), 1000);
+    counter.decrement(WriterId(2), 2);
+    let msg = Message::Gossip(Gossip {
+        from: Address::from("tcp://n1:6000"),
+        entries: vec![("hits".to_string(), LatticeValue::Counter(counter))],
+    });
+    assert_golden(
+        "gossip counter",
+        msg,
+        concat!(
+            "0100", // protocol version 1
+            "04",   // Message::Gossip
+            "0d",
+            "7463703a2f2f6e313a36303030", // from "tcp://n1:6000"
+            "01",                         // one entry
+            "04",
+            "68697473", // key "hits"
+            "05",       // LatticeValue::Counter
+            "02",
+            "01",
+            "05", // increments: writer 1 -> 5,
+            "fb2c01",
+            "fbe803", //   writer 300 -> 1000
+            "01",
+            "02",
+            "02", // decrements: writer 2 -> 2
+        ),
+    );
+}
+
+#[test]
+fn membership_ring_encoding_is_pinned() {
+    let msg = Message::Membership(Membership::Ring {
+        version: 3,
+        nodes: vec![
+            NodeInfo {
+                id: NodeId(1),
+                threads: vec![
+                    Address::from("tcp://n1:6000"),
+                    Address::from("tcp://n1:6001"),
+                ],
+            },
+            NodeInfo {
+                id: NodeId(2),
+                threads: vec![Address::from("tcp://n2:6000")],
+            },
+        ],
+    });
+    assert_golden(
+        "membership ring",
+        msg,
+        concat!(
+            "0100", // protocol version 1
+            "07",   // Message::Membership
+            "02",   // Membership::Ring
+            "03",   // version 3
+            "02",   // two nodes
+            "01",
+            "02", // node 1, two threads:
+            "0d",
+            "7463703a2f2f6e313a36303030", //   "tcp://n1:6000"
+            "0d",
+            "7463703a2f2f6e313a36303031", //   "tcp://n1:6001"
+            "02",
+            "01", // node 2, one thread:
+            "0d",
+            "7463703a2f2f6e323a36303030", //   "tcp://n2:6000"
+        ),
+    );
+}

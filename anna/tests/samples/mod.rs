@@ -1,0 +1,227 @@
+//! Hand-built messages covering every variant of the wire protocol.
+//!
+//! Built from the public constructors only, so a sample is a value real code
+//! could send. Every `Message` variant, every variant of the enums inside
+//! (`KeyOp`, `Outcome`, `KvsError`, `Ack`, `Membership`) and a value of every
+//! `LatticeKind` appear at least once; `covers_every_lattice_kind` in
+//! `protocol_decode.rs` checks the last claim so a new kind cannot be missed.
+
+use anna::lattice::{
+    Counter, Dependent, LatticeKind, LatticeValue, Lww, MapLattice, Max, Min, MultiKeyCausal,
+    OrderedSetLattice, Priority, SetLattice, SingleKeyCausal, Timestamp, TypeMismatch, VectorClock,
+    WriterId,
+};
+use anna::protocol::{
+    Ack, Address, Gossip, KeyOp, KeyResult, KvsError, KvsRequest, KvsResponse, Membership, Message,
+    NodeId, NodeInfo, Outcome, RequestId, RouteRequest, RouteResponse,
+};
+use std::collections::BTreeMap;
+
+fn clock(entries: &[(u64, u64)]) -> VectorClock {
+    VectorClock::new(entries.iter().map(|&(w, n)| (WriterId(w), n)))
+}
+
+fn lww(wall_ms: u64, value: &[u8]) -> LatticeValue {
+    let ts = Timestamp {
+        wall_ms,
+        logical: 3,
+        writer: WriterId(0xfeed),
+    };
+    LatticeValue::Lww(Lww::new(ts, value.to_vec()))
+}
+
+fn field(name: &str, value: LatticeValue) -> (String, LatticeValue) {
+    (name.to_string(), value)
+}
+
+/// One value of every lattice kind, in `LatticeKind::ALL` order, with the
+/// map nested three maps deep.
+pub fn sample_values() -> Vec<LatticeValue> {
+    let mut counter = Counter::default();
+    counter.increment(WriterId(1), 10);
+    counter.increment(WriterId(u64::MAX), u64::MAX);
+    counter.decrement(WriterId(2), 4);
+
+    let innermost = LatticeValue::Map(MapLattice::new([
+        field("leaf", LatticeValue::Max(Max::new(i64::MAX))),
+        field("empty", LatticeValue::Map(MapLattice::default())),
+    ]));
+    let middle = LatticeValue::Map(MapLattice::new([
+        field("inner", innermost),
+        field("when", lww(7, b"mid")),
+    ]));
+    let nested = LatticeValue::Map(MapLattice::new([
+        field("middle", middle),
+        field("count", LatticeValue::Counter(counter.clone())),
+    ]));
+
+    let dependent = Dependent {
+        dependencies: BTreeMap::from([
+            ("x".to_string(), clock(&[(9, 2)])),
+            ("y".to_string(), clock(&[])),
+        ]),
+        value: b"computed".to_vec(),
+    };
+
+    vec![
+        lww(1_700_000_000_000, b"hello"),
+        LatticeValue::Set(SetLattice::new([b"a".to_vec(), Vec::new(), vec![0xff; 3]])),
+        LatticeValue::OrderedSet(OrderedSetLattice::new([b"z".to_vec(), b"a".to_vec()])),
+        LatticeValue::Max(Max::new(-5)),
+        LatticeValue::Min(Min::new(i64::MIN)),
+        LatticeValue::Counter(counter),
+        nested,
+        LatticeValue::VectorClock(clock(&[(1, 1), (2, u64::MAX)])),
+        LatticeValue::SingleKeyCausal(SingleKeyCausal::new(clock(&[(1, 2)]), b"v1".to_vec())),
+        LatticeValue::MultiKeyCausal(MultiKeyCausal::new(clock(&[(3, 1)]), dependent)),
+        LatticeValue::Priority(Priority::new(-0.5, b"urgent".to_vec())),
+    ]
+}
+
+/// Bottom of every kind that has one of its own: empty collections and
+/// `None` options encode differently from populated ones.
+fn bottom_values() -> Vec<LatticeValue> {
+    vec![
+        LatticeValue::default(),
+        LatticeValue::Set(SetLattice::default()),
+        LatticeValue::OrderedSet(OrderedSetLattice::default()),
+        LatticeValue::Max(Max::default()),
+        LatticeValue::Min(Min::default()),
+        LatticeValue::Counter(Counter::default()),
+        LatticeValue::Map(MapLattice::default()),
+        LatticeValue::VectorClock(VectorClock::default()),
+        LatticeValue::SingleKeyCausal(SingleKeyCausal::default()),
+        LatticeValue::MultiKeyCausal(MultiKeyCausal::default()),
+        LatticeValue::Priority(Priority::default()),
+        LatticeValue::Priority(Priority::new(f64::NAN, Vec::new())),
+    ]
+}
+
+fn node(id: u64, threads: usize) -> NodeInfo {
+    NodeInfo {
+        id: NodeId(id),
+        threads: (0..threads)
+            .map(|t| Address(format!("tcp://10.0.0.{id}:{}", 6000 + t)))
+            .collect(),
+    }
+}
+
+/// At least one message of every variant, covering every inner enum variant
+/// and every lattice kind.
+pub fn sample_messages() -> Vec<Message> {
+    let values = sample_values();
+    let reply_to = Address::from("ipc:///tmp/client-0");
+
+    let puts: Vec<KeyOp> = values
+        .iter()
+        .chain(bottom_values().iter())
+        .enumerate()
+        .map(|(i, value)| KeyOp::Put {
+            key: format!("key-{i}"),
+            value: value.clone(),
+        })
+        .collect();
+
+    let result = |key: &str, outcome| KeyResult {
+        key: key.to_string(),
+        outcome,
+    };
+    vec![
+        Message::Ping {
+            id: RequestId(0),
+            reply_to: reply_to.clone(),
+        },
+        Message::Ping {
+            id: RequestId(u64::MAX),
+            reply_to: Address::from(""),
+        },
+        Message::Pong { id: RequestId(42) },
+        Message::KvsRequest(KvsRequest {
+            id: RequestId(1),
+            reply_to: reply_to.clone(),
+            ops: vec![
+                KeyOp::Get {
+                    key: "k".to_string(),
+                },
+                KeyOp::Delete {
+                    key: "gone".to_string(),
+                },
+            ],
+            ack: Ack::FirstReplica,
+        }),
+        Message::KvsRequest(KvsRequest {
+            id: RequestId(2),
+            reply_to: reply_to.clone(),
+            ops: puts,
+            ack: Ack::Replicas(3),
+        }),
+        Message::KvsRequest(KvsRequest {
+            id: RequestId(3),
+            reply_to: reply_to.clone(),
+            ops: Vec::new(),
+            ack: Ack::Replicas(u8::MAX),
+        }),
+        Message::KvsResponse(KvsResponse {
+            id: RequestId(2),
+            results: vec![
+                result("a", Outcome::Value(values[0].clone())),
+                result("b", Outcome::NotFound),
+                result("c", Outcome::Stored),
+                result("d", Outcome::NotMine { ring_version: 17 }),
+                result(
+                    "e",
+                    Outcome::Error(KvsError::TypeMismatch(TypeMismatch {
+                        path: "a.b".to_string(),
+                        stored: LatticeKind::Counter,
+                        incoming: LatticeKind::Lww,
+                    })),
+                ),
+                result(
+                    "f",
+                    Outcome::Error(KvsError::AckTimeout {
+                        acked: 1,
+                        wanted: 3,
+                    }),
+                ),
+                result(
+                    "g",
+                    Outcome::Error(KvsError::WrongKind {
+                        stored: LatticeKind::Priority,
+                        wanted: LatticeKind::Map,
+                    }),
+                ),
+            ],
+        }),
+        Message::Gossip(Gossip {
+            from: Address::from("tcp://10.0.0.1:6000"),
+            entries: values
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (format!("g{i}"), v))
+                .collect(),
+        }),
+        Message::RouteRequest(RouteRequest {
+            id: RequestId(5),
+            reply_to: reply_to.clone(),
+            keys: vec!["a".to_string(), "ünïcode-κλειδί".to_string(), String::new()],
+        }),
+        Message::RouteResponse(RouteResponse {
+            id: RequestId(5),
+            ring_version: 9,
+            placements: vec![
+                ("a".to_string(), node(1, 2).threads),
+                ("b".to_string(), Vec::new()),
+            ],
+        }),
+        Message::Membership(Membership::Join { node: node(3, 4) }),
+        Message::Membership(Membership::Depart { node: NodeId(3) }),
+        Message::Membership(Membership::Ring {
+            version: 10,
+            nodes: vec![node(1, 2), node(2, 1)],
+        }),
+        Message::Membership(Membership::Ring {
+            version: 0,
+            nodes: Vec::new(),
+        }),
+    ]
+}

@@ -7,6 +7,9 @@
 //!
 //! # Layout
 //!
+//! - [`cluster`]: [`ClusterState`](cluster::ClusterState), membership and
+//!   replication overrides as a lattice, and the [`Placement`](cluster::Placement)
+//!   of keys on nodes and threads it implies.
 //! - [`lattice`]: the [`Lattice`](lattice::Lattice) trait, every lattice type,
 //!   [`LatticeValue`](lattice::LatticeValue) (the wire enum) and the law
 //!   checker. Pure data: no socket, clock or randomness.
@@ -21,6 +24,7 @@
 //!   [`ZmqDriver`](transport::ZmqDriver), the real-time driver of one role.
 //! - [`time`]: [`Time`](time::Time), the instant every handler is given.
 
+pub mod cluster;
 pub mod lattice;
 pub mod protocol;
 pub mod ring;

@@ -10,7 +10,7 @@
 mod samples;
 
 use anna::lattice::value::MAX_NESTING;
-use anna::lattice::{LatticeKind, LatticeValue, MapLattice, Max};
+use anna::lattice::{KeyState, LatticeKind, LatticeValue, MapLattice, Max};
 use anna::protocol::{
     decode, encode, encode_into, Ack, Address, DecodeError, EncodeError, Gossip, KeyOp, KvsError,
     Membership, Message, Outcome, RequestId, MAX_FRAME_BYTES, PROTOCOL_VERSION,
@@ -36,7 +36,11 @@ const TAG_LWW: u8 = 0;
 const TAG_SET: u8 = 1;
 const TAG_MAX: u8 = 3;
 const TAG_MAP: u8 = 6;
-const MESSAGE_VARIANTS: u8 = 8;
+const MESSAGE_VARIANTS: u8 = 9;
+
+/// A gossip entry's `KeyState` prefix: never deleted (`None`), then
+/// `Some(value)`; the value's bytes follow.
+const KEY_STATE_WITH_VALUE: [u8; 2] = [0, 1];
 
 /// Decodes `bytes`; when they decode, checks the message re-encodes and
 /// decodes back to itself. A panic anywhere fails the calling property.
@@ -104,7 +108,8 @@ fn carriers(value: LatticeValue) -> Vec<Message> {
     vec![
         Message::Gossip(Gossip {
             from: Address::from("a"),
-            entries: vec![("k".to_string(), value.clone())],
+            entries: vec![("k".to_string(), KeyState::from_value(value.clone()))],
+            ack: None,
         }),
         Message::KvsRequest(anna::protocol::KvsRequest {
             id: RequestId(1),
@@ -160,6 +165,7 @@ fn samples_cover_every_variant_and_lattice_kind() {
                 seen.insert(match req.ack {
                     Ack::FirstReplica => "ack-first",
                     Ack::Replicas(_) => "ack-replicas",
+                    Ack::All => "ack-all",
                 });
                 for op in &req.ops {
                     seen.insert(match op {
@@ -186,17 +192,20 @@ fn samples_cover_every_variant_and_lattice_kind() {
                 seen.insert(match m {
                     Membership::Join { .. } => "join",
                     Membership::Depart { .. } => "depart",
-                    Membership::Ring { .. } => "ring",
+                    Membership::Heartbeat { .. } => "heartbeat",
+                    Membership::State(_) => "state",
+                    Membership::SetReplication { .. } => "set-replication",
                 });
             }
             Message::Ping { .. }
             | Message::Pong { .. }
             | Message::Gossip(_)
+            | Message::GossipAck { .. }
             | Message::RouteRequest(_)
             | Message::RouteResponse(_) => {}
         }
     }
-    assert_eq!(seen.len(), 2 + 3 + 7 + 3, "{seen:?}");
+    assert_eq!(seen.len(), 3 + 3 + 7 + 5, "{seen:?}");
 }
 
 // ---- (c) truncation, trailing bytes ------------------------------------
@@ -316,6 +325,7 @@ fn huge_length_prefixes_are_errors_without_allocating_them() {
                 &empty_string,
                 &one,
                 &empty_string,
+                &KEY_STATE_WITH_VALUE,
                 &[TAG_LWW, 0, 0, 0],
                 &huge,
                 &[7],
@@ -328,6 +338,7 @@ fn huge_length_prefixes_are_errors_without_allocating_them() {
                 &empty_string,
                 &one,
                 &empty_string,
+                &KEY_STATE_WITH_VALUE,
                 &[TAG_SET],
                 &huge,
             ]),
@@ -339,6 +350,7 @@ fn huge_length_prefixes_are_errors_without_allocating_them() {
                 &empty_string,
                 &one,
                 &empty_string,
+                &KEY_STATE_WITH_VALUE,
                 &[TAG_MAP],
                 &huge,
             ]),
@@ -409,7 +421,13 @@ fn a_million_maps_deep_is_refused_without_overflowing_the_stack() {
     // stack in its own drop. Each level is `Map { "k": ... }`.
     const DEPTH: usize = 1_000_000;
     let level = [TAG_MAP, 1, 1, b'k'];
-    let mut frame = frame_of(&[&[TAG_GOSSIP], &varint(0), &varint(1), &varint(0)]);
+    let mut frame = frame_of(&[
+        &[TAG_GOSSIP],
+        &varint(0),
+        &varint(1),
+        &varint(0),
+        &KEY_STATE_WITH_VALUE,
+    ]);
     frame.reserve(DEPTH * level.len() + 3);
     for _ in 0..DEPTH {
         frame.extend_from_slice(&level);

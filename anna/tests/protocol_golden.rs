@@ -8,7 +8,8 @@
 //! nested collections. Sets are avoided: a `SetLattice` is a hash set, whose
 //! encoding order is not stable between processes.
 
-use anna::lattice::{Counter, LatticeValue, Lww, Timestamp, WriterId};
+use anna::cluster::ClusterState;
+use anna::lattice::{Counter, KeyState, LatticeValue, Lww, Timestamp, WriterId};
 use anna::protocol::{
     decode, encode, Ack, Address, Gossip, KeyOp, KvsRequest, Membership, Message, NodeId, NodeInfo,
     RequestId, PROTOCOL_VERSION,
@@ -58,7 +59,7 @@ fn ping_encoding_is_pinned() {
         "ping",
         msg,
         concat!(
-            "0100", // protocol version 1, u16 LE
+            "0200", // protocol version 2, u16 LE
             "00",   // Message::Ping
             "07",   // id
             "13",
@@ -87,7 +88,7 @@ fn kvs_request_with_an_lww_put_encoding_is_pinned() {
         "kvs-request put lww",
         msg,
         concat!(
-            "0100", // protocol version 1
+            "0200", // protocol version 2
             "02",   // Message::KvsRequest
             "2a",   // id 42
             "07",
@@ -119,19 +120,25 @@ fn gossip_of_a_counter_encoding_is_pinned() {
     counter.decrement(WriterId(2), 2);
     let msg = Message::Gossip(Gossip {
         from: Address::from("tcp://n1:6000"),
-        entries: vec![("hits".to_string(), LatticeValue::Counter(counter))],
+        entries: vec![(
+            "hits".to_string(),
+            KeyState::from_value(LatticeValue::Counter(counter)),
+        )],
+        ack: None,
     });
     assert_golden(
         "gossip counter",
         msg,
         concat!(
-            "0100", // protocol version 1
+            "0200", // protocol version 2
             "04",   // Message::Gossip
             "0d",
             "7463703a2f2f6e313a36303030", // from "tcp://n1:6000"
             "01",                         // one entry
             "04",
             "68697473", // key "hits"
+            "00",       // KeyState: never deleted
+            "01",       //   and holds a value:
             "05",       // LatticeValue::Counter
             "02",
             "01",
@@ -141,47 +148,50 @@ fn gossip_of_a_counter_encoding_is_pinned() {
             "01",
             "02",
             "02", // decrements: writer 2 -> 2
+            "00", // no acknowledgement asked
         ),
     );
 }
 
 #[test]
-fn membership_ring_encoding_is_pinned() {
-    let msg = Message::Membership(Membership::Ring {
-        version: 3,
-        nodes: vec![
-            NodeInfo {
-                id: NodeId(1),
-                threads: vec![
-                    Address::from("tcp://n1:6000"),
-                    Address::from("tcp://n1:6001"),
-                ],
-            },
-            NodeInfo {
-                id: NodeId(2),
-                threads: vec![Address::from("tcp://n2:6000")],
-            },
+fn membership_state_encoding_is_pinned() {
+    let mut state = ClusterState::default();
+    state.record_join(NodeInfo {
+        id: NodeId(1),
+        threads: vec![
+            Address::from("tcp://n1:6000"),
+            Address::from("tcp://n1:6001"),
         ],
     });
+    state.record_join(NodeInfo {
+        id: NodeId(2),
+        threads: vec![Address::from("tcp://n2:6000")],
+    });
+    state.record_departure(NodeId(2), 1);
+    let msg = Message::Membership(Membership::State(state));
     assert_golden(
-        "membership ring",
+        "membership state",
         msg,
         concat!(
-            "0100", // protocol version 1
+            "0200", // protocol version 2
             "07",   // Message::Membership
-            "02",   // Membership::Ring
-            "03",   // version 3
-            "02",   // two nodes
+            "03",   // Membership::State
+            "02",   // two member records
+            "01",   // node 1:
+            "01",   //   Max holds a record
+            "01",   //   incarnation 1
+            "00",   //   MemberStatus::Up
             "01",
-            "02", // node 1, two threads:
+            "02", //     node 1, two threads:
             "0d",
-            "7463703a2f2f6e313a36303030", //   "tcp://n1:6000"
+            "7463703a2f2f6e313a36303030", //       "tcp://n1:6000"
             "0d",
-            "7463703a2f2f6e313a36303031", //   "tcp://n1:6001"
-            "02",
-            "01", // node 2, one thread:
-            "0d",
-            "7463703a2f2f6e323a36303030", //   "tcp://n2:6000"
+            "7463703a2f2f6e313a36303031", //       "tcp://n1:6001"
+            "02",                         // node 2:
+            "01",                         //   Max holds a record
+            "01",                         //   incarnation 1
+            "01",                         //   MemberStatus::Departed
+            "00",                         // no replication overrides
         ),
     );
 }

@@ -22,10 +22,12 @@
 //! - [`priority`]: the entry with the lowest priority wins.
 //! - [`value`]: [`LatticeValue`], the one tagged enum that carries any of the
 //!   above on the wire, and [`TypeMismatch`].
+//! - [`key_state`]: [`KeyState`], a key's value with delete tombstones.
 //! - [`laws`]: the law checker.
 
 pub mod causal;
 pub mod counter;
+pub mod key_state;
 pub mod laws;
 pub mod lww;
 pub mod map;
@@ -37,6 +39,7 @@ pub mod vector_clock;
 
 pub use causal::{Causal, CausalVersion, Dependent, MultiKeyCausal, SingleKeyCausal};
 pub use counter::Counter;
+pub use key_state::KeyState;
 pub use laws::check_laws;
 pub use lww::{Hlc, Lww, Timestamp};
 pub use map::MapLattice;

@@ -193,6 +193,42 @@ impl LatticeValue {
         }
     }
 
+    /// An estimate of the bytes this value occupies (payloads and entries;
+    /// allocator overhead aside), for statistics and cache bounds.
+    pub fn approx_bytes(&self) -> usize {
+        const ENTRY: usize = 16;
+        match self {
+            LatticeValue::Lww(l) => l.value().len(),
+            LatticeValue::Set(s) => s.reveal().iter().map(|e| e.len() + ENTRY).sum(),
+            LatticeValue::OrderedSet(s) => s.reveal().iter().map(|e| e.len() + ENTRY).sum(),
+            LatticeValue::Max(_) | LatticeValue::Min(_) => 8,
+            LatticeValue::Counter(c) => (c.increments().len() + c.decrements().len()) * ENTRY,
+            LatticeValue::Map(m) => m
+                .reveal()
+                .iter()
+                .map(|(k, v)| k.len() + ENTRY + v.approx_bytes())
+                .sum(),
+            LatticeValue::VectorClock(vc) => vc.reveal().len() * ENTRY,
+            LatticeValue::SingleKeyCausal(c) => c
+                .versions()
+                .map(|v| v.clock.reveal().len() * ENTRY + v.payload.len())
+                .sum(),
+            LatticeValue::MultiKeyCausal(c) => c
+                .versions()
+                .map(|v| {
+                    let deps: usize = v
+                        .payload
+                        .dependencies
+                        .iter()
+                        .map(|(k, vc)| k.len() + vc.reveal().len() * ENTRY)
+                        .sum();
+                    v.clock.reveal().len() * ENTRY + deps + v.payload.value.len()
+                })
+                .sum(),
+            LatticeValue::Priority(p) => p.reveal().map_or(0, |(_, v)| v.len() + 8),
+        }
+    }
+
     /// Merges `other` into `self` if both have the same type all the way
     /// down; otherwise returns the mismatch and leaves `self` unchanged.
     pub fn try_merge(&mut self, other: LatticeValue) -> Result<bool, TypeMismatch> {

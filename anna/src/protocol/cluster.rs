@@ -1,6 +1,8 @@
 //! Messages of the cluster: routing questions and membership.
 
 use super::{Address, Key, RequestId};
+use crate::cluster::{ClusterState, ReplicationFactor};
+use crate::lattice::Timestamp;
 use serde::{Deserialize, Serialize};
 
 /// A node's identity, stable across restarts.
@@ -10,7 +12,7 @@ use serde::{Deserialize, Serialize};
 pub struct NodeId(pub u64);
 
 /// A storage node as the rings see it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct NodeInfo {
     pub id: NodeId,
     /// One address per worker thread, in thread order.
@@ -36,10 +38,21 @@ pub struct RouteResponse {
 /// Changes to the set of storage nodes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Membership {
-    /// A node asks to join (sent to a seed router).
+    /// A node asks to join (sent to a seed router). The router records a new
+    /// incarnation of it and broadcasts the new [`ClusterState`].
     Join { node: NodeInfo },
-    /// A node leaves gracefully, after handing its keys over.
-    Depart { node: NodeId },
-    /// The current set of nodes, from the routing tier to everyone.
-    Ring { version: u64, nodes: Vec<NodeInfo> },
+    /// A node ends its incarnation gracefully, after handing its keys over.
+    Depart { node: NodeId, incarnation: u64 },
+    /// A node says it is alive; a router that hears nothing for its failure
+    /// timeout declares the incarnation departed.
+    Heartbeat { node: NodeId, incarnation: u64 },
+    /// The membership and replication overrides, from routers to everyone
+    /// (and between routers). Merged, never replaced.
+    State(ClusterState),
+    /// Sets a key's replication factors as of `at` (the latest wins).
+    SetReplication {
+        key: Key,
+        at: Timestamp,
+        factor: ReplicationFactor,
+    },
 }

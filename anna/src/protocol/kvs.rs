@@ -1,7 +1,7 @@
 //! Messages of the storage tier: reads and writes, their answers, gossip.
 
 use super::{Address, Key, RequestId};
-use crate::lattice::{LatticeKind, LatticeValue, TypeMismatch};
+use crate::lattice::{KeyState, LatticeKind, LatticeValue, Timestamp, TypeMismatch};
 use serde::{Deserialize, Serialize};
 
 /// One operation on one key.
@@ -11,15 +11,16 @@ pub enum KeyOp {
     Get { key: Key },
     /// Merge `value` into the key.
     Put { key: Key, value: LatticeValue },
-    /// Delete the key (a tombstone that merges like any lattice).
-    Delete { key: Key },
+    /// Delete the key as of `at` (a tombstone that merges like any lattice:
+    /// see [`KeyState`]).
+    Delete { key: Key, at: Timestamp },
 }
 
 impl KeyOp {
     /// The key this operation is on.
     pub fn key(&self) -> &Key {
         match self {
-            KeyOp::Get { key } | KeyOp::Put { key, .. } | KeyOp::Delete { key } => key,
+            KeyOp::Get { key } | KeyOp::Put { key, .. } | KeyOp::Delete { key, .. } => key,
         }
     }
 }
@@ -34,6 +35,9 @@ pub enum Ack {
     /// After this many replicas hold it (survives `n - 1` crashes); capped
     /// by the key's replication factor.
     Replicas(u8),
+    /// After every live replica holds it. The default for deletes, so that
+    /// no later put lands on a replica that has not seen the delete.
+    All,
 }
 
 /// Operations for one storage thread, answered at `reply_to`.
@@ -92,12 +96,16 @@ pub enum KvsError {
     },
 }
 
-/// Merged values pushed to other replicas (and subscribed caches). Applying
-/// a gossip message twice, late, or never changes only how soon replicas
-/// agree, not what they agree on.
+/// Merged key states pushed to other replicas (and subscribed caches).
+/// Applying a gossip message twice, late, or never changes only how soon
+/// replicas agree, not what they agree on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Gossip {
     /// The sending thread.
     pub from: Address,
-    pub entries: Vec<(Key, LatticeValue)>,
+    pub entries: Vec<(Key, KeyState)>,
+    /// If set, the receiver answers [`crate::protocol::Message::GossipAck`]
+    /// with this id once it has merged every entry: used where the sender
+    /// must know a replica holds the data (acknowledged puts, key handoff).
+    pub ack: Option<RequestId>,
 }

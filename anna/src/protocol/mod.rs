@@ -84,6 +84,8 @@ pub enum Message {
     RouteResponse(RouteResponse),
     /// Joins, departures and ring updates.
     Membership(Membership),
+    /// A replica has merged a [`Gossip`] that asked for an acknowledgement.
+    GossipAck { id: RequestId, from: Address },
 }
 
 impl Message {
@@ -98,6 +100,7 @@ impl Message {
             Message::RouteRequest(_) => "route-request",
             Message::RouteResponse(_) => "route-response",
             Message::Membership(_) => "membership",
+            Message::GossipAck { .. } => "gossip-ack",
         }
     }
 }

@@ -6,10 +6,11 @@
 //! `LatticeKind` appear at least once; `covers_every_lattice_kind` in
 //! `protocol_decode.rs` checks the last claim so a new kind cannot be missed.
 
+use anna::cluster::{ClusterState, ReplicationFactor};
 use anna::lattice::{
-    Counter, Dependent, LatticeKind, LatticeValue, Lww, MapLattice, Max, Min, MultiKeyCausal,
-    OrderedSetLattice, Priority, SetLattice, SingleKeyCausal, Timestamp, TypeMismatch, VectorClock,
-    WriterId,
+    Counter, Dependent, KeyState, LatticeKind, LatticeValue, Lww, MapLattice, Max, Min,
+    MultiKeyCausal, OrderedSetLattice, Priority, SetLattice, SingleKeyCausal, Timestamp,
+    TypeMismatch, VectorClock, WriterId,
 };
 use anna::protocol::{
     Ack, Address, Gossip, KeyOp, KeyResult, KvsError, KvsRequest, KvsResponse, Membership, Message,
@@ -97,6 +98,32 @@ fn bottom_values() -> Vec<LatticeValue> {
     ]
 }
 
+fn ts(wall_ms: u64, logical: u32, writer: u64) -> Timestamp {
+    Timestamp {
+        wall_ms,
+        logical,
+        writer: WriterId(writer),
+    }
+}
+
+/// Two nodes up, one departed, one replication override.
+fn cluster_state() -> ClusterState {
+    let mut state = ClusterState::default();
+    state.record_join(node(1, 2));
+    state.record_join(node(2, 1));
+    state.record_join(node(3, 4));
+    state.record_departure(NodeId(3), 1);
+    state.set_replication(
+        "hot".to_string(),
+        ts(1, 0, 1),
+        ReplicationFactor {
+            global: 2,
+            local: 1,
+        },
+    );
+    state
+}
+
 fn node(id: u64, threads: usize) -> NodeInfo {
     NodeInfo {
         id: NodeId(id),
@@ -145,6 +172,7 @@ pub fn sample_messages() -> Vec<Message> {
                 },
                 KeyOp::Delete {
                     key: "gone".to_string(),
+                    at: ts(1_700_000_000_000, 4, 9),
                 },
             ],
             ack: Ack::FirstReplica,
@@ -160,6 +188,12 @@ pub fn sample_messages() -> Vec<Message> {
             reply_to: reply_to.clone(),
             ops: Vec::new(),
             ack: Ack::Replicas(u8::MAX),
+        }),
+        Message::KvsRequest(KvsRequest {
+            id: RequestId(4),
+            reply_to: reply_to.clone(),
+            ops: Vec::new(),
+            ack: Ack::All,
         }),
         Message::KvsResponse(KvsResponse {
             id: RequestId(2),
@@ -197,9 +231,18 @@ pub fn sample_messages() -> Vec<Message> {
             entries: values
                 .into_iter()
                 .enumerate()
-                .map(|(i, v)| (format!("g{i}"), v))
+                .map(|(i, v)| (format!("g{i}"), KeyState::from_value(v)))
+                .chain([
+                    ("deleted".to_string(), KeyState::tombstone(ts(5, 0, 1))),
+                    ("bottom".to_string(), KeyState::default()),
+                ])
                 .collect(),
+            ack: Some(RequestId(77)),
         }),
+        Message::GossipAck {
+            id: RequestId(77),
+            from: Address::from("tcp://10.0.0.2:6000"),
+        },
         Message::RouteRequest(RouteRequest {
             id: RequestId(5),
             reply_to: reply_to.clone(),
@@ -214,14 +257,23 @@ pub fn sample_messages() -> Vec<Message> {
             ],
         }),
         Message::Membership(Membership::Join { node: node(3, 4) }),
-        Message::Membership(Membership::Depart { node: NodeId(3) }),
-        Message::Membership(Membership::Ring {
-            version: 10,
-            nodes: vec![node(1, 2), node(2, 1)],
+        Message::Membership(Membership::Depart {
+            node: NodeId(3),
+            incarnation: 2,
         }),
-        Message::Membership(Membership::Ring {
-            version: 0,
-            nodes: Vec::new(),
+        Message::Membership(Membership::Heartbeat {
+            node: NodeId(3),
+            incarnation: u64::MAX,
+        }),
+        Message::Membership(Membership::State(cluster_state())),
+        Message::Membership(Membership::State(ClusterState::default())),
+        Message::Membership(Membership::SetReplication {
+            key: "hot".to_string(),
+            at: ts(9, 1, 2),
+            factor: ReplicationFactor {
+                global: 3,
+                local: 2,
+            },
         }),
     ]
 }

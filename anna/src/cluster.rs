@@ -14,7 +14,7 @@ use crate::lattice::{Lattice, MapLattice, Max, Timestamp};
 use crate::protocol::{Address, Key, NodeId, NodeInfo};
 use crate::ring::{key_hash, HashRing};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// A node's membership, as far as the routers know.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -152,6 +152,7 @@ pub struct Placement {
     version: u64,
     global: HashRing<NodeId>,
     nodes: BTreeMap<NodeId, NodeInfo>,
+    holders: HashMap<Address, (NodeId, u64)>,
     local: BTreeMap<usize, HashRing<u32>>,
     defaults: ReplicationFactor,
     overrides: BTreeMap<Key, ReplicationFactor>,
@@ -172,6 +173,14 @@ impl Placement {
                 .entry(t)
                 .or_insert_with(|| HashRing::new(0..u32::try_from(t).unwrap_or(u32::MAX)));
         }
+        let holders = state
+            .members()
+            .filter_map(|(id, r)| match &r.status {
+                MemberStatus::Up(info) => Some((id, r.incarnation, info)),
+                MemberStatus::Departed => None,
+            })
+            .flat_map(|(id, inc, info)| info.threads.iter().map(move |t| (t.clone(), (id, inc))))
+            .collect();
         let overrides = state
             .replication
             .reveal()
@@ -182,6 +191,7 @@ impl Placement {
             version: state.ring_version(),
             global: HashRing::new(nodes.keys().copied()),
             nodes,
+            holders,
             local,
             defaults,
             overrides,
@@ -196,6 +206,20 @@ impl Placement {
     /// The live nodes.
     pub fn nodes(&self) -> &BTreeMap<NodeId, NodeInfo> {
         &self.nodes
+    }
+
+    /// The live node and incarnation a thread address belongs to.
+    pub fn holder(&self, thread: &Address) -> Option<(NodeId, u64)> {
+        self.holders.get(thread).copied()
+    }
+
+    /// Whether `thread` held `key` here as the same incarnation it is in
+    /// `now`: a thread that was not an owner, or whose node restarted since
+    /// (and so lost its memory), needs the key handed to it.
+    pub fn held_by_same(&self, now: &Placement, key: &str, thread: &Address) -> bool {
+        self.holder(thread).is_some()
+            && self.holder(thread) == now.holder(thread)
+            && self.owners(key).contains(thread)
     }
 
     /// The replication factor of `key`, before capping by live members.
@@ -266,6 +290,7 @@ mod tests {
             threads: (0..threads)
                 .map(|t| Address(format!("tcp://127.0.0.1:{}", 7000 + id * 10 + t as u64)))
                 .collect(),
+            boot: id,
         }
     }
 

@@ -7,9 +7,13 @@
 //!
 //! # Layout
 //!
+//! - [`client`]: the KVS client: a state machine, and a blocking ZeroMQ
+//!   client around it.
 //! - [`cluster`]: [`ClusterState`](cluster::ClusterState), membership and
 //!   replication overrides as a lattice, and the [`Placement`](cluster::Placement)
 //!   of keys on nodes and threads it implies.
+//! - [`config`]: helpers shared by every role's settings.
+//! - [`kvs`]: the storage worker, one thread's shard as a state machine.
 //! - [`lattice`]: the [`Lattice`](lattice::Lattice) trait, every lattice type,
 //!   [`LatticeValue`](lattice::LatticeValue) (the wire enum) and the law
 //!   checker. Pure data: no socket, clock or randomness.
@@ -20,14 +24,23 @@
 //! - [`role`]: the state-machine shape of a node role
 //!   ([`Role`](role::Role): message and time in, messages out) and the
 //!   [`Driver`](role::Driver) trait its drivers implement.
+//! - [`sim`]: [`Sim`](sim::Sim), the seeded deterministic simulator: many
+//!   roles in one process, virtual time, a lossy, duplicating, reordering,
+//!   partitionable network and crashes; a failing seed replays exactly.
 //! - [`transport`]: ZeroMQ PUSH/PULL sockets carrying protocol messages, and
 //!   [`ZmqDriver`](transport::ZmqDriver), the real-time driver of one role.
+//! - [`router`]: the routing tier: placements of keys, and membership.
 //! - [`time`]: [`Time`](time::Time), the instant every handler is given.
 
+pub mod client;
 pub mod cluster;
+pub mod config;
+pub mod kvs;
 pub mod lattice;
 pub mod protocol;
 pub mod ring;
 pub mod role;
+pub mod router;
+pub mod sim;
 pub mod time;
 pub mod transport;

@@ -27,7 +27,20 @@
 
 use crate::protocol::{Address, Message};
 use crate::time::Time;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 use std::time::Duration;
+
+/// A hash map whose iteration order depends only on its contents and
+/// history, not on a per-process random seed: roles use it wherever they
+/// iterate, so a simulated run replays exactly. (SipHash with fixed keys:
+/// as fast as `std`'s default, but not keyed against hash flooding; the
+/// cluster trusts its clients.)
+pub type StableHashMap<K, V> = HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
+
+/// The set counterpart of [`StableHashMap`].
+pub type StableHashSet<K> = HashSet<K, BuildHasherDefault<DefaultHasher>>;
 
 /// What a role is handed.
 #[derive(Clone, Debug, PartialEq)]

@@ -162,10 +162,12 @@ fn membership_state_encoding_is_pinned() {
             Address::from("tcp://n1:6000"),
             Address::from("tcp://n1:6001"),
         ],
+        boot: 7,
     });
     state.record_join(NodeInfo {
         id: NodeId(2),
         threads: vec![Address::from("tcp://n2:6000")],
+        boot: 300,
     });
     state.record_departure(NodeId(2), 1);
     let msg = Message::Membership(Membership::State(state));
@@ -187,6 +189,7 @@ fn membership_state_encoding_is_pinned() {
             "7463703a2f2f6e313a36303030", //       "tcp://n1:6000"
             "0d",
             "7463703a2f2f6e313a36303031", //       "tcp://n1:6001"
+            "07",                         //     boot 7
             "02",                         // node 2:
             "01",                         //   Max holds a record
             "01",                         //   incarnation 1

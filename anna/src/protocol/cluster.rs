@@ -17,6 +17,10 @@ pub struct NodeInfo {
     pub id: NodeId,
     /// One address per worker thread, in thread order.
     pub threads: Vec<Address>,
+    /// A number fresh at every start of the node's process: a restarted
+    /// node (same id, same addresses, empty memory) is told apart from the
+    /// incarnation it replaces by it.
+    pub boot: u64,
 }
 
 /// "Which threads hold these keys?", answered at `reply_to`.

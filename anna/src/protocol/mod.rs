@@ -86,6 +86,20 @@ pub enum Message {
     Membership(Membership),
     /// A replica has merged a [`Gossip`] that asked for an acknowledgement.
     GossipAck { id: RequestId, from: Address },
+    /// "What do you hold for these keys?", whether or not the receiver owns
+    /// them: a new owner asks the previous owners while keys move.
+    Fetch {
+        id: RequestId,
+        reply_to: Address,
+        keys: Vec<Key>,
+    },
+    /// The answer to a [`Message::Fetch`]: the states held (bottom for a
+    /// key not held).
+    FetchReply {
+        id: RequestId,
+        from: Address,
+        entries: Vec<(Key, crate::lattice::KeyState)>,
+    },
 }
 
 impl Message {
@@ -101,6 +115,8 @@ impl Message {
             Message::RouteResponse(_) => "route-response",
             Message::Membership(_) => "membership",
             Message::GossipAck { .. } => "gossip-ack",
+            Message::Fetch { .. } => "fetch",
+            Message::FetchReply { .. } => "fetch-reply",
         }
     }
 }

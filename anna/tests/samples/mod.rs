@@ -126,6 +126,7 @@ fn cluster_state() -> ClusterState {
 
 fn node(id: u64, threads: usize) -> NodeInfo {
     NodeInfo {
+        boot: id * 1_000_003,
         id: NodeId(id),
         threads: (0..threads)
             .map(|t| Address(format!("tcp://10.0.0.{id}:{}", 6000 + t)))
@@ -242,6 +243,19 @@ pub fn sample_messages() -> Vec<Message> {
         Message::GossipAck {
             id: RequestId(77),
             from: Address::from("tcp://10.0.0.2:6000"),
+        },
+        Message::Fetch {
+            id: RequestId(78),
+            reply_to: Address::from("tcp://10.0.0.2:6000"),
+            keys: vec!["a".to_string(), String::new()],
+        },
+        Message::FetchReply {
+            id: RequestId(78),
+            from: Address::from("tcp://10.0.0.1:6000"),
+            entries: vec![
+                ("a".to_string(), KeyState::from_value(lww(1, b"x"))),
+                (String::new(), KeyState::default()),
+            ],
         },
         Message::RouteRequest(RouteRequest {
             id: RequestId(5),

@@ -1,0 +1,180 @@
+//! [`Client`]: the KVS client over ZeroMQ, with blocking calls.
+//!
+//! It binds one reply socket, drives a [`ClientCore`] with the wall clock,
+//! and waits for its operation's answer, retrying and timing out as the core
+//! decides. One `Client` is one writer (its id breaks timestamp ties); use
+//! one per thread.
+
+use super::{ClientConfig, ClientCore, ClientError, Completion, OpId, OpOutput};
+use crate::lattice::{LatticeValue, Lww, Timestamp, WriterId};
+use crate::protocol::{Address, Key};
+use crate::role::Outbox;
+use crate::time::Time;
+use crate::transport::{Receiver, Sender, TransportError};
+use std::collections::HashMap;
+use std::time::Duration;
+
+impl From<TransportError> for ClientError {
+    fn from(e: TransportError) -> Self {
+        ClientError::Transport(e.to_string())
+    }
+}
+
+/// A blocking KVS client.
+pub struct Client {
+    core: ClientCore,
+    rx: Receiver,
+    tx: Sender,
+    outbox: Outbox,
+    finished: HashMap<OpId, Result<OpOutput, ClientError>>,
+    _ctx: zmq::Context,
+}
+
+/// A writer id unique to this process and moment, without a random source.
+fn fresh_writer(me: &Address) -> WriterId {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let seed = format!("{}/{}/{nanos}", std::process::id(), me);
+    WriterId(crate::ring::stable_hash(seed.as_bytes()))
+}
+
+impl Client {
+    /// A client of the cluster whose routers are `routers`, receiving
+    /// answers on a free loopback port.
+    pub fn connect(routers: Vec<Address>, config: ClientConfig) -> Result<Self, ClientError> {
+        Self::connect_from(&Address::from("tcp://127.0.0.1:*"), routers, config)
+    }
+
+    /// Like [`Client::connect`], receiving answers at `bind` (an address
+    /// the storage nodes can reach).
+    pub fn connect_from(
+        bind: &Address,
+        routers: Vec<Address>,
+        config: ClientConfig,
+    ) -> Result<Self, ClientError> {
+        if routers.is_empty() {
+            return Err(ClientError::Transport(
+                "no router address given".to_string(),
+            ));
+        }
+        let ctx = zmq::Context::new();
+        let rx = Receiver::bind(&ctx, bind)?;
+        let me = rx.address().clone();
+        let writer = fresh_writer(&me);
+        Ok(Client {
+            core: ClientCore::new(config, me, routers, writer),
+            tx: Sender::new(&ctx),
+            rx,
+            outbox: Outbox::default(),
+            finished: HashMap::new(),
+            _ctx: ctx,
+        })
+    }
+
+    /// A fresh hybrid-logical-clock timestamp of this writer.
+    pub fn timestamp(&mut self) -> Timestamp {
+        self.core.timestamp(Time::wall_clock())
+    }
+
+    /// Reads `key`: its merged value, or `None`.
+    pub fn get(&mut self, key: &str) -> Result<Option<LatticeValue>, ClientError> {
+        let id = self
+            .core
+            .get(Time::wall_clock(), key.to_string(), &mut self.outbox);
+        match self.wait(id)? {
+            OpOutput::Value(v) => Ok(v),
+            OpOutput::Written => Ok(None),
+        }
+    }
+
+    /// Merges `value` into `key`.
+    pub fn put(&mut self, key: &str, value: LatticeValue) -> Result<(), ClientError> {
+        let id = self
+            .core
+            .put(Time::wall_clock(), key.to_string(), value, &mut self.outbox);
+        self.wait(id).map(|_| ())
+    }
+
+    /// Writes `bytes` to `key` as last-writer-wins, stamped now.
+    pub fn put_lww(&mut self, key: &str, bytes: Vec<u8>) -> Result<(), ClientError> {
+        let at = self.timestamp();
+        self.put(key, LatticeValue::Lww(Lww::new(at, bytes)))
+    }
+
+    /// Deletes `key`.
+    pub fn delete(&mut self, key: &str) -> Result<(), ClientError> {
+        let id = self
+            .core
+            .delete(Time::wall_clock(), key.to_string(), &mut self.outbox);
+        self.wait(id).map(|_| ())
+    }
+
+    /// Starts a read without waiting: for pipelined load. Collect with
+    /// [`Client::wait_any`].
+    pub fn start_get(&mut self, key: Key) -> OpId {
+        self.core.get(Time::wall_clock(), key, &mut self.outbox)
+    }
+
+    /// Starts a put without waiting.
+    pub fn start_put(&mut self, key: Key, value: LatticeValue) -> OpId {
+        self.core
+            .put(Time::wall_clock(), key, value, &mut self.outbox)
+    }
+
+    /// Waits for any started operation to finish.
+    pub fn wait_any(&mut self) -> Result<Completion, ClientError> {
+        if let Some(&id) = self.finished.keys().next() {
+            let result = self.finished.remove(&id).unwrap_or(Ok(OpOutput::Written));
+            return Ok((id, result));
+        }
+        loop {
+            let done = self.pump()?;
+            let mut done = done.into_iter();
+            if let Some(first) = done.next() {
+                self.finished.extend(done);
+                return Ok(first);
+            }
+            if self.core.in_flight() == 0 {
+                return Err(ClientError::Transport("no operation in flight".into()));
+            }
+        }
+    }
+
+    fn wait(&mut self, id: OpId) -> Result<OpOutput, ClientError> {
+        loop {
+            if let Some(result) = self.finished.remove(&id) {
+                return result;
+            }
+            let done = self.pump()?;
+            self.finished.extend(done);
+        }
+    }
+
+    /// Sends what the core queued, then waits for one answer or the core's
+    /// next deadline, and returns what that finished.
+    fn pump(&mut self) -> Result<Vec<Completion>, ClientError> {
+        for (to, msg) in self.outbox.drain() {
+            if let Err(e) = self.tx.send(&to, &msg) {
+                tracing::debug!(%to, error = %e, "request not sent; the attempt will time out");
+            }
+        }
+        let now = Time::wall_clock();
+        let wait = self
+            .core
+            .next_tick()
+            .map_or(Duration::from_secs(1), |t| t.saturating_since(now));
+        let mut done = match self.rx.recv(Some(wait))? {
+            Some(msg) => self.core.handle(Time::wall_clock(), msg, &mut self.outbox),
+            None => Vec::new(),
+        };
+        // Retries and deadlines run even while unrelated messages keep
+        // arriving.
+        let now = Time::wall_clock();
+        if self.core.next_tick().is_some_and(|t| t <= now) {
+            done.extend(self.core.tick(now, &mut self.outbox));
+        }
+        Ok(done)
+    }
+}

@@ -1,0 +1,426 @@
+//! The KVS client.
+//!
+//! [`ClientCore`] is the protocol as a state machine (no socket, no clock):
+//! it asks a router where a key lives, caches the answer, sends the
+//! operation to a replica, retries another replica when one does not answer
+//! in time, refreshes its routes when a thread says "not mine", and gives up
+//! with a clear error at the operation's deadline. The simulator drives it
+//! directly; [`Client`] drives it over ZeroMQ with blocking calls.
+//!
+//! # Layout
+//!
+//! - `mod.rs`: [`ClientCore`], its settings and errors.
+//! - [`blocking`]: [`Client`], the blocking ZeroMQ client.
+
+pub mod blocking;
+
+pub use blocking::Client;
+
+use crate::lattice::{Hlc, LatticeKind, LatticeValue, Timestamp, TypeMismatch, WriterId};
+use crate::protocol::{
+    Ack, Address, Key, KeyOp, KvsError, KvsRequest, KvsResponse, Message, Outcome, RequestId,
+    RouteRequest, RouteResponse,
+};
+use crate::role::Outbox;
+use crate::time::Time;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+/// Settings of a client. Every field has a default that runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    /// How long one attempt (at one replica, or one router) may take
+    /// before the next is tried.
+    #[serde(with = "crate::config::millis")]
+    pub attempt_timeout: Duration,
+    /// How long an operation may take in all before it fails with
+    /// [`ClientError::Timeout`].
+    #[serde(with = "crate::config::millis")]
+    pub op_timeout: Duration,
+    /// Acknowledgement level of puts.
+    pub put_ack: Ack,
+    /// Acknowledgement level of deletes (all replicas, so no later put
+    /// lands on a replica that missed the delete).
+    pub delete_ack: Ack,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            attempt_timeout: Duration::from_millis(500),
+            op_timeout: Duration::from_secs(5),
+            put_ack: Ack::FirstReplica,
+            delete_ack: Ack::All,
+        }
+    }
+}
+
+/// Why an operation failed.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ClientError {
+    /// No answer in time from any replica or router tried.
+    #[error("`{key}`: no answer within {after:?} (tried {tried})")]
+    Timeout {
+        key: Key,
+        after: Duration,
+        tried: String,
+    },
+    /// The key holds another lattice type than the one written.
+    #[error("`{key}`: {source}")]
+    TypeMismatch { key: Key, source: TypeMismatch },
+    /// Fewer replicas than asked acknowledged the write in time.
+    #[error("`{key}`: only {acked} of {wanted} replicas acknowledged the write in time")]
+    AckTimeout { key: Key, acked: u8, wanted: u8 },
+    /// The key holds another type than the caller expects.
+    #[error("`{key}` holds {stored}, not {wanted}")]
+    WrongKind {
+        key: Key,
+        stored: LatticeKind,
+        wanted: LatticeKind,
+    },
+    /// The routers know no live storage node.
+    #[error("`{key}`: the cluster has no live storage node")]
+    NoNodes { key: Key },
+    /// A socket failed.
+    #[error("transport: {0}")]
+    Transport(String),
+}
+
+/// Identifies one operation of a [`ClientCore`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OpId(pub u64);
+
+/// What a finished operation gives back.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OpOutput {
+    /// A read's value, `None` if the key holds nothing.
+    Value(Option<LatticeValue>),
+    /// A write (put or delete) was acknowledged.
+    Written,
+}
+
+/// A finished operation.
+pub type Completion = (OpId, Result<OpOutput, ClientError>);
+
+#[derive(Clone, Debug)]
+enum OpKind {
+    Get,
+    Put(LatticeValue, Ack),
+    Delete(Timestamp, Ack),
+}
+
+#[derive(Debug)]
+struct Op {
+    key: Key,
+    kind: OpKind,
+    deadline: Time,
+    attempt_deadline: Time,
+    /// Where the current attempt went: a replica, or a router (routing).
+    at: Option<Address>,
+    tried: Vec<Address>,
+    request: RequestId,
+}
+
+/// The client protocol as a state machine.
+pub struct ClientCore {
+    config: ClientConfig,
+    me: Address,
+    routers: Vec<Address>,
+    hlc: Hlc,
+    routes: HashMap<Key, Vec<Address>>,
+    ops: BTreeMap<OpId, Op>,
+    by_request: HashMap<RequestId, OpId>,
+    next: u64,
+}
+
+impl ClientCore {
+    /// A client receiving at `me`, routing through `routers`, writing as
+    /// `writer` (unique per client: it breaks timestamp ties).
+    pub fn new(config: ClientConfig, me: Address, routers: Vec<Address>, writer: WriterId) -> Self {
+        ClientCore {
+            config,
+            me,
+            routers,
+            hlc: Hlc::new(writer),
+            routes: HashMap::new(),
+            ops: BTreeMap::new(),
+            by_request: HashMap::new(),
+            next: 0,
+        }
+    }
+
+    /// The address answers must come to.
+    pub fn address(&self) -> &Address {
+        &self.me
+    }
+
+    /// A fresh timestamp from this client's hybrid logical clock.
+    pub fn timestamp(&mut self, now: Time) -> Timestamp {
+        self.hlc.now(now.as_millis())
+    }
+
+    /// How many operations are in flight.
+    pub fn in_flight(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Starts a read of `key`.
+    pub fn get(&mut self, now: Time, key: Key, out: &mut Outbox) -> OpId {
+        self.start(now, key, OpKind::Get, out)
+    }
+
+    /// Starts a merge of `value` into `key`, acknowledged at the configured
+    /// level.
+    pub fn put(&mut self, now: Time, key: Key, value: LatticeValue, out: &mut Outbox) -> OpId {
+        let ack = self.config.put_ack;
+        self.put_with(now, key, value, ack, out)
+    }
+
+    /// Starts a merge of `value` into `key`, acknowledged at `ack`.
+    pub fn put_with(
+        &mut self,
+        now: Time,
+        key: Key,
+        value: LatticeValue,
+        ack: Ack,
+        out: &mut Outbox,
+    ) -> OpId {
+        self.start(now, key, OpKind::Put(value, ack), out)
+    }
+
+    /// Starts a delete of `key` as of now.
+    pub fn delete(&mut self, now: Time, key: Key, out: &mut Outbox) -> OpId {
+        let at = self.timestamp(now);
+        let ack = self.config.delete_ack;
+        self.start(now, key, OpKind::Delete(at, ack), out)
+    }
+
+    fn fresh(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+
+    fn start(&mut self, now: Time, key: Key, kind: OpKind, out: &mut Outbox) -> OpId {
+        let id = OpId(self.fresh());
+        let op = Op {
+            key,
+            kind,
+            deadline: now + self.config.op_timeout,
+            attempt_deadline: now,
+            at: None,
+            tried: Vec::new(),
+            request: RequestId(0),
+        };
+        self.ops.insert(id, op);
+        self.attempt(now, id, out);
+        id
+    }
+
+    /// Sends the next attempt of `id`: to the first cached replica not yet
+    /// tried, else to a router for fresh routes.
+    fn attempt(&mut self, now: Time, id: OpId, out: &mut Outbox) {
+        let request = RequestId(self.fresh());
+        let Some(op) = self.ops.get_mut(&id) else {
+            return;
+        };
+        self.by_request.remove(&op.request);
+        self.by_request.insert(request, id);
+        op.request = request;
+        op.attempt_deadline = now + self.config.attempt_timeout;
+        let replica = self
+            .routes
+            .get(&op.key)
+            .and_then(|owners| owners.iter().find(|a| !op.tried.contains(a)))
+            .cloned();
+        match replica {
+            Some(to) => {
+                let (kv_op, ack) = match &op.kind {
+                    OpKind::Get => (
+                        KeyOp::Get {
+                            key: op.key.clone(),
+                        },
+                        Ack::FirstReplica,
+                    ),
+                    OpKind::Put(v, ack) => (
+                        KeyOp::Put {
+                            key: op.key.clone(),
+                            value: v.clone(),
+                        },
+                        *ack,
+                    ),
+                    OpKind::Delete(at, ack) => (
+                        KeyOp::Delete {
+                            key: op.key.clone(),
+                            at: *at,
+                        },
+                        *ack,
+                    ),
+                };
+                op.tried.push(to.clone());
+                op.at = Some(to.clone());
+                out.send(
+                    to,
+                    Message::KvsRequest(KvsRequest {
+                        id: request,
+                        reply_to: self.me.clone(),
+                        ops: vec![kv_op],
+                        ack,
+                    }),
+                );
+            }
+            None => {
+                // Every cached replica tried (or none cached): ask a router,
+                // a different one each attempt.
+                op.tried.clear();
+                self.routes.remove(&op.key);
+                if self.routers.is_empty() {
+                    return;
+                }
+                let router = self.routers[(request.0 as usize) % self.routers.len()].clone();
+                op.at = Some(router.clone());
+                out.send(
+                    router,
+                    Message::RouteRequest(RouteRequest {
+                        id: request,
+                        reply_to: self.me.clone(),
+                        keys: vec![op.key.clone()],
+                    }),
+                );
+            }
+        }
+    }
+
+    /// Handles an answer; returns the operations it finished.
+    pub fn handle(&mut self, now: Time, msg: Message, out: &mut Outbox) -> Vec<Completion> {
+        let mut done = Vec::new();
+        match msg {
+            Message::RouteResponse(r) => self.on_route(now, r, out, &mut done),
+            Message::KvsResponse(r) => self.on_response(now, r, out, &mut done),
+            _ => {}
+        }
+        done
+    }
+
+    fn on_route(
+        &mut self,
+        now: Time,
+        r: RouteResponse,
+        out: &mut Outbox,
+        done: &mut Vec<Completion>,
+    ) {
+        let Some(&id) = self.by_request.get(&r.id) else {
+            return;
+        };
+        let mut empty = false;
+        for (key, owners) in r.placements {
+            empty |= owners.is_empty();
+            self.routes.insert(key, owners);
+        }
+        if empty {
+            // No live node yet: wait for the attempt timeout and ask again,
+            // unless the deadline is near.
+            if let Some(op) = self.ops.get(&id) {
+                if op.deadline <= op.attempt_deadline {
+                    let key = op.key.clone();
+                    self.finish(id, Err(ClientError::NoNodes { key }), done);
+                }
+            }
+            return;
+        }
+        self.attempt(now, id, out);
+    }
+
+    fn on_response(
+        &mut self,
+        now: Time,
+        r: KvsResponse,
+        out: &mut Outbox,
+        done: &mut Vec<Completion>,
+    ) {
+        let Some(&id) = self.by_request.get(&r.id) else {
+            return;
+        };
+        let Some(result) = r.results.into_iter().next() else {
+            return;
+        };
+        let Some(op) = self.ops.get(&id) else {
+            return;
+        };
+        let key = op.key.clone();
+        let output = match result.outcome {
+            Outcome::Value(v) => Ok(OpOutput::Value(Some(v))),
+            Outcome::NotFound => Ok(OpOutput::Value(None)),
+            Outcome::Stored => Ok(OpOutput::Written),
+            Outcome::NotMine { .. } => {
+                self.routes.remove(&key);
+                if let Some(op) = self.ops.get_mut(&id) {
+                    op.tried.clear();
+                }
+                self.attempt(now, id, out);
+                return;
+            }
+            Outcome::Error(KvsError::TypeMismatch(source)) => {
+                Err(ClientError::TypeMismatch { key, source })
+            }
+            Outcome::Error(KvsError::AckTimeout { acked, wanted }) => {
+                Err(ClientError::AckTimeout { key, acked, wanted })
+            }
+            Outcome::Error(KvsError::WrongKind { stored, wanted }) => Err(ClientError::WrongKind {
+                key,
+                stored,
+                wanted,
+            }),
+        };
+        self.finish(id, output, done);
+    }
+
+    fn finish(
+        &mut self,
+        id: OpId,
+        result: Result<OpOutput, ClientError>,
+        done: &mut Vec<Completion>,
+    ) {
+        if let Some(op) = self.ops.remove(&id) {
+            self.by_request.remove(&op.request);
+            done.push((id, result));
+        }
+    }
+
+    /// Retries attempts that timed out and fails operations past their
+    /// deadline; returns the operations it finished.
+    pub fn tick(&mut self, now: Time, out: &mut Outbox) -> Vec<Completion> {
+        let mut done = Vec::new();
+        let due: Vec<OpId> = self
+            .ops
+            .iter()
+            .filter(|(_, op)| op.attempt_deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let Some(op) = self.ops.get(&id) else {
+                continue;
+            };
+            if op.deadline <= now {
+                let err = ClientError::Timeout {
+                    key: op.key.clone(),
+                    after: self.config.op_timeout,
+                    tried: op
+                        .at
+                        .as_ref()
+                        .map_or_else(|| "no router configured".to_string(), |a| a.to_string()),
+                };
+                self.finish(id, Err(err), &mut done);
+            } else {
+                self.attempt(now, id, out);
+            }
+        }
+        done
+    }
+
+    /// When [`ClientCore::tick`] next has work.
+    pub fn next_tick(&self) -> Option<Time> {
+        self.ops.values().map(|op| op.attempt_deadline).min()
+    }
+}

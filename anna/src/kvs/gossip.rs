@@ -1,0 +1,129 @@
+//! Gossip: changed keys go to their other replicas every gossip period, and
+//! a slice of the whole shard goes every anti-entropy period. Received
+//! gossip is merged; a key this worker does not own (the sender's ring is
+//! newer, or this one's is) is kept and handed on to its owners, never
+//! dropped.
+
+use super::StorageWorker;
+use crate::lattice::{KeyState, Lattice};
+use crate::protocol::{Address, Gossip, Key, Message, RequestId};
+use crate::role::Outbox;
+use crate::time::Time;
+use std::collections::BTreeMap;
+
+/// Most entries in one gossip message; larger batches are split.
+pub const GOSSIP_BATCH: usize = 512;
+
+impl StorageWorker {
+    /// Sends every key changed since the last round to its other owners.
+    pub(super) fn gossip(&mut self, now: Time, out: &mut Outbox) {
+        self.next_gossip = now + self.config.gossip_period;
+        self.send_handoffs(now, out);
+        if self.changed.is_empty() {
+            return;
+        }
+        let keys: Vec<Key> = self.changed.drain().collect();
+        let batches = self.batch_to_replicas(keys);
+        self.send_batches(batches, out);
+    }
+
+    /// Re-sends the next slice of the shard to its other owners.
+    pub(super) fn anti_entropy(&mut self, now: Time, out: &mut Outbox) {
+        self.next_anti_entropy = now + self.config.anti_entropy_period;
+        if self.sweep.is_empty() {
+            self.sweep = self.shard.keys().cloned().collect();
+        }
+        let take = self.config.anti_entropy_keys.min(self.sweep.len());
+        let keys: Vec<Key> = self.sweep.split_off(self.sweep.len() - take);
+        let batches = self.batch_to_replicas(keys);
+        self.stats.anti_entropy_keys += batches.values().map(Vec::len).sum::<usize>() as u64;
+        self.send_batches(batches, out);
+    }
+
+    /// Groups the states of `keys` (those still held and owned) by the other
+    /// owners they go to.
+    fn batch_to_replicas(&mut self, keys: Vec<Key>) -> BTreeMap<Address, Vec<(Key, KeyState)>> {
+        let mut batches: BTreeMap<Address, Vec<(Key, KeyState)>> = BTreeMap::new();
+        let mut owners = std::mem::take(&mut self.scratch);
+        for key in keys {
+            let Some(state) = self.shard.get(&key) else {
+                continue;
+            };
+            if !self.owns(&key) {
+                continue;
+            }
+            self.placement.owners_into(&key, &mut owners);
+            for to in owners.iter().filter(|a| **a != self.me) {
+                batches
+                    .entry(to.clone())
+                    .or_default()
+                    .push((key.clone(), state.clone()));
+            }
+        }
+        self.scratch = owners;
+        batches
+    }
+
+    fn send_batches(&mut self, batches: BTreeMap<Address, Vec<(Key, KeyState)>>, out: &mut Outbox) {
+        for (to, mut entries) in batches {
+            while !entries.is_empty() {
+                let rest = entries.split_off(entries.len().min(GOSSIP_BATCH));
+                self.stats.gossip_out += 1;
+                out.send(
+                    to.clone(),
+                    Message::Gossip(Gossip {
+                        from: self.me.clone(),
+                        entries,
+                        ack: None,
+                    }),
+                );
+                entries = rest;
+            }
+        }
+    }
+
+    pub(super) fn on_gossip(&mut self, _now: Time, gossip: Gossip, out: &mut Outbox) {
+        self.stats.gossip_in += 1;
+        let Gossip { from, entries, ack } = gossip;
+        for (key, state) in entries {
+            let owned = self.owns(&key);
+            let entry = self.shard.entry(key.clone()).or_default();
+            let changed = entry.merge(state);
+            if !owned && (changed || !self.outstanding.contains_key(&key)) {
+                self.to_handoff.insert(key);
+            }
+        }
+        if let Some(id) = ack {
+            out.send(
+                from,
+                Message::GossipAck {
+                    id,
+                    from: self.me.clone(),
+                },
+            );
+        }
+    }
+
+    pub(super) fn on_gossip_ack(
+        &mut self,
+        now: Time,
+        id: RequestId,
+        from: Address,
+        out: &mut Outbox,
+    ) {
+        if let Some(handoff) = self.handoffs.remove(&id) {
+            self.handoff_acked(now, handoff.keys);
+            return;
+        }
+        let Some(wait) = self.waits.get_mut(&id) else {
+            return;
+        };
+        let super::WaitFor::Acks { wanted, got, .. } = &mut wait.what else {
+            return;
+        };
+        got.insert(from);
+        if got.len() >= *wanted {
+            self.finish_wait(id, out);
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! The storage worker: one thread's shard of the KVS, as a state machine.
+//!
+//! A node runs T workers, each owning its shard outright (a plain map, no
+//! lock) and its own socket. A worker answers reads and writes for the keys
+//! the [`Placement`] gives it, answers "not mine" (with the ring version) for
+//! the others, gossips changed keys to their other replicas every gossip
+//! period, sweeps its whole shard to the replicas more slowly (anti-entropy,
+//! so a lost gossip message costs only time), and hands keys to their new
+//! owners when the membership changes.
+//!
+//! # Layout
+//!
+//! - `mod.rs`: the worker's state, configuration and dispatch.
+//! - [`requests`]: gets, puts and deletes, with acknowledgement levels and
+//!   reads that consult the previous owners while keys move.
+//! - [`gossip`]: periodic gossip, anti-entropy, receiving gossip and acks.
+//! - [`membership`]: joining, heartbeats, ring changes and key handoff.
+//! - [`stats`]: bounded per-epoch access statistics.
+
+pub mod gossip;
+pub mod membership;
+pub mod requests;
+pub mod stats;
+
+use crate::cluster::{ClusterState, Placement, ReplicationFactor};
+use crate::lattice::KeyState;
+use crate::protocol::{Address, Key, KeyResult, Message, NodeInfo, RequestId};
+use crate::role::{Input, Outbox, Role, StableHashMap, StableHashSet};
+use crate::time::Time;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub use stats::WorkerStats;
+
+/// Settings of a storage worker. Every field has a default that runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Replication factor of keys without an override: nodes (global) and
+    /// threads per node (local). Capped by the live nodes and threads.
+    pub replication: ReplicationFactor,
+    /// How often changed keys are sent to their other replicas.
+    #[serde(with = "crate::config::millis")]
+    pub gossip_period: Duration,
+    /// How often a slice of the whole shard is re-sent to the replicas, so
+    /// replicas converge even after gossip was lost.
+    #[serde(with = "crate::config::millis")]
+    pub anti_entropy_period: Duration,
+    /// How many keys each anti-entropy round re-sends.
+    pub anti_entropy_keys: usize,
+    /// How long a put waits for the replicas its acknowledgement level asks
+    /// for before answering with an error.
+    #[serde(with = "crate::config::millis")]
+    pub ack_timeout: Duration,
+    /// How often thread 0 tells the routers the node is alive.
+    #[serde(with = "crate::config::millis")]
+    pub heartbeat_period: Duration,
+    /// How long an unacknowledged key handoff waits before it is resent.
+    #[serde(with = "crate::config::millis")]
+    pub handoff_retry: Duration,
+    /// After a ring change, how long reads of a key also ask its previous
+    /// owners (whose handoff may not have arrived yet).
+    #[serde(with = "crate::config::millis")]
+    pub transition_window: Duration,
+    /// Length of one statistics epoch.
+    #[serde(with = "crate::config::millis")]
+    pub stats_epoch: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            replication: ReplicationFactor {
+                global: 2,
+                local: 1,
+            },
+            gossip_period: Duration::from_millis(10),
+            anti_entropy_period: Duration::from_millis(500),
+            anti_entropy_keys: 512,
+            ack_timeout: Duration::from_secs(2),
+            heartbeat_period: Duration::from_millis(500),
+            handoff_retry: Duration::from_millis(300),
+            transition_window: Duration::from_secs(3),
+            stats_epoch: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A client request waiting for replica acknowledgements or for the
+/// previous owners' copies of keys.
+struct Pending {
+    reply_to: Address,
+    client_id: RequestId,
+    results: Vec<KeyResult>,
+    open: usize,
+    waits: Vec<RequestId>,
+    deadline: Time,
+}
+
+/// What one internal request id (an acked gossip or a fetch) waits for.
+struct Wait {
+    pending: RequestId,
+    op: usize,
+    what: WaitFor,
+}
+
+enum WaitFor {
+    /// Acknowledgements from other replicas of a write.
+    Acks {
+        wanted: usize,
+        got: StableHashSet<Address>,
+    },
+    /// Copies of a key from its previous owners.
+    Fetch {
+        key: Key,
+        expect: StableHashSet<Address>,
+        state: KeyState,
+    },
+}
+
+/// An unacknowledged batch of keys handed to a new owner.
+struct Handoff {
+    target: Address,
+    keys: Vec<Key>,
+    sent: Time,
+}
+
+/// One storage thread.
+pub struct StorageWorker {
+    config: WorkerConfig,
+    node: NodeInfo,
+    thread: u32,
+    me: Address,
+    routers: Vec<Address>,
+    cluster: ClusterState,
+    placement: Placement,
+    previous: Option<(Placement, Time)>,
+    incarnation: Option<u64>,
+    shard: StableHashMap<Key, KeyState>,
+    changed: StableHashSet<Key>,
+    to_handoff: StableHashSet<Key>,
+    outstanding: StableHashMap<Key, u32>,
+    handoffs: StableHashMap<RequestId, Handoff>,
+    pending: StableHashMap<RequestId, Pending>,
+    waits: StableHashMap<RequestId, Wait>,
+    deadlines: BTreeMap<(Time, RequestId), ()>,
+    sweep: Vec<Key>,
+    next_id: u64,
+    next_gossip: Time,
+    next_anti_entropy: Time,
+    next_heartbeat: Time,
+    stats: WorkerStats,
+    scratch: Vec<Address>,
+}
+
+impl StorageWorker {
+    /// Thread `thread` of `node`, which joins through `routers`.
+    ///
+    /// Panics if `thread` is not one of `node`'s threads: that is a wiring
+    /// bug in the launcher, not input.
+    pub fn new(config: WorkerConfig, node: NodeInfo, thread: u32, routers: Vec<Address>) -> Self {
+        let me = node.threads[thread as usize].clone();
+        let cluster = ClusterState::default();
+        let placement = Placement::new(&cluster, config.replication);
+        StorageWorker {
+            stats: WorkerStats::new(config.stats_epoch),
+            config,
+            node,
+            thread,
+            me,
+            routers,
+            cluster,
+            placement,
+            previous: None,
+            incarnation: None,
+            shard: StableHashMap::default(),
+            changed: StableHashSet::default(),
+            to_handoff: StableHashSet::default(),
+            outstanding: StableHashMap::default(),
+            handoffs: StableHashMap::default(),
+            pending: StableHashMap::default(),
+            waits: StableHashMap::default(),
+            deadlines: BTreeMap::new(),
+            sweep: Vec::new(),
+            next_id: 0,
+            next_gossip: Time::default(),
+            next_anti_entropy: Time::default(),
+            next_heartbeat: Time::default(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The address this worker receives at.
+    pub fn address(&self) -> &Address {
+        &self.me
+    }
+
+    /// The state held for `key`, owned or not.
+    pub fn get_state(&self, key: &str) -> Option<&KeyState> {
+        self.shard.get(key)
+    }
+
+    /// Every key held, with its state.
+    pub fn shard(&self) -> &StableHashMap<Key, KeyState> {
+        &self.shard
+    }
+
+    /// The membership this worker knows.
+    pub fn cluster(&self) -> &ClusterState {
+        &self.cluster
+    }
+
+    /// The placement this worker routes by.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    /// The counters and access statistics.
+    pub fn stats(&self) -> &WorkerStats {
+        &self.stats
+    }
+
+    /// Whether this worker is in the ring.
+    pub fn joined(&self) -> bool {
+        self.incarnation.is_some()
+    }
+
+    /// Whether no handoff is outstanding and every key held is owned.
+    pub fn settled(&self) -> bool {
+        self.handoffs.is_empty()
+            && self.to_handoff.is_empty()
+            && self.shard.keys().all(|k| self.owns(k))
+    }
+
+    /// Whether this worker holds `key` under the current placement. A
+    /// worker that has not joined (or whose incarnation was declared
+    /// departed) owns nothing, even if an older incarnation at the same
+    /// addresses is still in the ring.
+    fn owns(&self, key: &str) -> bool {
+        self.incarnation.is_some() && self.placement.is_owner(key, self.node.id, self.thread)
+    }
+
+    fn fresh_id(&mut self) -> RequestId {
+        self.next_id += 1;
+        RequestId(self.next_id)
+    }
+}
+
+impl Role for StorageWorker {
+    fn step(&mut self, now: Time, input: Input, out: &mut Outbox) {
+        match input {
+            Input::Message(msg) => self.on_message(now, msg, out),
+            Input::Tick => self.on_tick(now, out),
+        }
+    }
+
+    fn next_tick(&self) -> Option<Time> {
+        let mut next = None;
+        let mut consider = |t: Time| {
+            next = Some(next.map_or(t, |n: Time| n.min(t)));
+        };
+        if !self.changed.is_empty() || !self.to_handoff.is_empty() {
+            consider(self.next_gossip);
+        }
+        if !self.shard.is_empty() {
+            consider(self.next_anti_entropy);
+        }
+        if self.thread == 0 {
+            consider(self.next_heartbeat);
+        }
+        if let Some(((deadline, _), ())) = self.deadlines.first_key_value() {
+            consider(*deadline);
+        }
+        if let Some(h) = self.handoffs.values().map(|h| h.sent).min() {
+            consider(h + self.config.handoff_retry);
+        }
+        next
+    }
+}
+
+impl StorageWorker {
+    fn on_message(&mut self, now: Time, msg: Message, out: &mut Outbox) {
+        match msg {
+            Message::Ping { id, reply_to } => out.send(reply_to, Message::Pong { id }),
+            Message::KvsRequest(req) => self.on_request(now, req, out),
+            Message::Gossip(g) => self.on_gossip(now, g, out),
+            Message::GossipAck { id, from } => self.on_gossip_ack(now, id, from, out),
+            Message::Fetch { id, reply_to, keys } => self.on_fetch(id, reply_to, keys, out),
+            Message::FetchReply { id, from, entries } => {
+                self.on_fetch_reply(now, id, from, entries, out)
+            }
+            Message::Membership(m) => self.on_membership(now, m, out),
+            other => {
+                self.stats.unexpected += 1;
+                tracing::debug!(kind = other.kind(), "storage worker ignored a message");
+            }
+        }
+    }
+
+    fn on_tick(&mut self, now: Time, out: &mut Outbox) {
+        self.expire_pending(now, out);
+        if now >= self.next_gossip {
+            self.gossip(now, out);
+        }
+        if now >= self.next_anti_entropy {
+            self.anti_entropy(now, out);
+        }
+        if self.thread == 0 && now >= self.next_heartbeat {
+            self.heartbeat(now, out);
+        }
+        self.retry_handoffs(now, out);
+    }
+}

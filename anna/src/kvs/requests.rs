@@ -1,0 +1,327 @@
+//! Client requests: gets, puts and deletes.
+//!
+//! A write is merged here first; if its acknowledgement level asks for more
+//! replicas, the merged state is sent to the other owners as a gossip that
+//! asks for an acknowledgement, and the answer waits for them (or for the
+//! acknowledgement timeout, which answers `AckTimeout`). A read during a
+//! ring transition also asks the key's previous owners (`Fetch`) and answers
+//! with the merge, so no client sees a key missing because it moved.
+
+use super::{Pending, StorageWorker, Wait, WaitFor};
+use crate::lattice::{KeyState, Lattice};
+use crate::protocol::{
+    Ack, Address, Gossip, Key, KeyOp, KeyResult, KvsError, KvsRequest, KvsResponse, Message,
+    Outcome, RequestId,
+};
+use crate::role::Outbox;
+use crate::role::StableHashSet;
+use crate::time::Time;
+
+/// What a read of `state` answers.
+pub(super) fn read_outcome(state: Option<&KeyState>) -> Outcome {
+    match state.and_then(KeyState::value) {
+        Some(v) => Outcome::Value(v.clone()),
+        None => Outcome::NotFound,
+    }
+}
+
+impl StorageWorker {
+    pub(super) fn on_request(&mut self, now: Time, req: KvsRequest, out: &mut Outbox) {
+        let KvsRequest {
+            id,
+            reply_to,
+            ops,
+            ack,
+        } = req;
+        let pending_id = self.fresh_id();
+        let mut results = Vec::with_capacity(ops.len());
+        let mut opened = Vec::new();
+        for (index, op) in ops.into_iter().enumerate() {
+            self.stats.record_access(now, op.key());
+            let key = op.key().clone();
+            if !self.owns(&key) {
+                self.stats.not_mine += 1;
+                results.push(KeyResult {
+                    key,
+                    outcome: Outcome::NotMine {
+                        ring_version: self.placement.version(),
+                    },
+                });
+                continue;
+            }
+            let outcome = match op {
+                KeyOp::Get { key } => {
+                    self.stats.gets += 1;
+                    match self.start_fetch(now, pending_id, index, &key, out) {
+                        Some(wait) => {
+                            opened.push(wait);
+                            Outcome::NotFound
+                        }
+                        None => read_outcome(self.shard.get(&key)),
+                    }
+                }
+                KeyOp::Put { key, value } => {
+                    self.stats.puts += 1;
+                    let entry = self.shard.entry(key.clone()).or_default();
+                    match entry.put(value) {
+                        Ok(changed) => {
+                            if changed {
+                                self.changed.insert(key.clone());
+                            }
+                            self.replicate(pending_id, index, &key, ack, &mut opened, out)
+                        }
+                        Err(e) => {
+                            if entry.value().is_none() && entry.deleted_at().is_none() {
+                                self.shard.remove(&key);
+                            }
+                            Outcome::Error(KvsError::TypeMismatch(e))
+                        }
+                    }
+                }
+                KeyOp::Delete { key, at } => {
+                    self.stats.deletes += 1;
+                    if self.shard.entry(key.clone()).or_default().delete(at) {
+                        self.changed.insert(key.clone());
+                    }
+                    self.replicate(pending_id, index, &key, ack, &mut opened, out)
+                }
+            };
+            results.push(KeyResult { key, outcome });
+        }
+        if opened.is_empty() {
+            out.send(reply_to, Message::KvsResponse(KvsResponse { id, results }));
+            return;
+        }
+        let deadline = now + self.config.ack_timeout;
+        self.deadlines.insert((deadline, pending_id), ());
+        self.pending.insert(
+            pending_id,
+            Pending {
+                reply_to,
+                client_id: id,
+                results,
+                open: opened.len(),
+                waits: opened,
+                deadline,
+            },
+        );
+    }
+
+    /// Sends the merged state of `key` to the other owners if `ack` asks
+    /// for more than this replica; returns the outcome to answer now.
+    fn replicate(
+        &mut self,
+        pending: RequestId,
+        op: usize,
+        key: &Key,
+        ack: Ack,
+        opened: &mut Vec<RequestId>,
+        out: &mut Outbox,
+    ) -> Outcome {
+        let mut owners = std::mem::take(&mut self.scratch);
+        self.placement.owners_into(key, &mut owners);
+        let others: StableHashSet<Address> = owners.drain(..).filter(|a| *a != self.me).collect();
+        self.scratch = owners;
+        let wanted = match ack {
+            Ack::FirstReplica => 0,
+            Ack::Replicas(k) => usize::from(k).saturating_sub(1).min(others.len()),
+            Ack::All => others.len(),
+        };
+        if wanted == 0 {
+            return Outcome::Stored;
+        }
+        let id = self.fresh_id();
+        let state = self.shard.get(key).cloned().unwrap_or_default();
+        for to in &others {
+            out.send(
+                to.clone(),
+                Message::Gossip(Gossip {
+                    from: self.me.clone(),
+                    entries: vec![(key.clone(), state.clone())],
+                    ack: Some(id),
+                }),
+            );
+        }
+        self.waits.insert(
+            id,
+            Wait {
+                pending,
+                op,
+                what: WaitFor::Acks {
+                    wanted,
+                    got: StableHashSet::default(),
+                },
+            },
+        );
+        opened.push(id);
+        Outcome::Stored
+    }
+
+    /// During a ring transition, if this worker is new to `key` (it did not
+    /// hold it as this incarnation before the change), asks the key's
+    /// previous owners for their copies; returns the wait, if it asked.
+    fn start_fetch(
+        &mut self,
+        now: Time,
+        pending: RequestId,
+        op: usize,
+        key: &Key,
+        out: &mut Outbox,
+    ) -> Option<RequestId> {
+        let (previous, until) = self.previous.as_ref()?;
+        if now >= *until || previous.held_by_same(&self.placement, key, &self.me) {
+            return None;
+        }
+        let expect: StableHashSet<Address> = previous
+            .owners(key)
+            .into_iter()
+            .filter(|a| *a != self.me)
+            .collect();
+        if expect.is_empty() {
+            return None;
+        }
+        let id = self.fresh_id();
+        for to in &expect {
+            out.send(
+                to.clone(),
+                Message::Fetch {
+                    id,
+                    reply_to: self.me.clone(),
+                    keys: vec![key.clone()],
+                },
+            );
+        }
+        self.stats.fetches += 1;
+        self.waits.insert(
+            id,
+            Wait {
+                pending,
+                op,
+                what: WaitFor::Fetch {
+                    key: key.clone(),
+                    expect,
+                    state: KeyState::default(),
+                },
+            },
+        );
+        Some(id)
+    }
+
+    pub(super) fn on_fetch(
+        &mut self,
+        id: RequestId,
+        reply_to: Address,
+        keys: Vec<Key>,
+        out: &mut Outbox,
+    ) {
+        let entries = keys
+            .into_iter()
+            .map(|k| {
+                let state = self.shard.get(&k).cloned().unwrap_or_default();
+                (k, state)
+            })
+            .collect();
+        out.send(
+            reply_to,
+            Message::FetchReply {
+                id,
+                from: self.me.clone(),
+                entries,
+            },
+        );
+    }
+
+    pub(super) fn on_fetch_reply(
+        &mut self,
+        _now: Time,
+        id: RequestId,
+        from: Address,
+        entries: Vec<(Key, KeyState)>,
+        out: &mut Outbox,
+    ) {
+        let Some(wait) = self.waits.get_mut(&id) else {
+            return;
+        };
+        let WaitFor::Fetch { expect, state, .. } = &mut wait.what else {
+            return;
+        };
+        if !expect.remove(&from) {
+            return;
+        }
+        for (_, s) in entries {
+            state.merge(s);
+        }
+        if expect.is_empty() {
+            self.finish_wait(id, out);
+        }
+    }
+
+    /// Settles the operation an internal id waited for, answering its
+    /// request if it was the last open one.
+    pub(super) fn finish_wait(&mut self, id: RequestId, out: &mut Outbox) {
+        let Some(wait) = self.waits.remove(&id) else {
+            return;
+        };
+        let outcome = match wait.what {
+            WaitFor::Acks { wanted, got, .. } if got.len() >= wanted => Outcome::Stored,
+            WaitFor::Acks { wanted, got, .. } => Outcome::Error(KvsError::AckTimeout {
+                acked: u8::try_from(got.len() + 1).unwrap_or(u8::MAX),
+                wanted: u8::try_from(wanted + 1).unwrap_or(u8::MAX),
+            }),
+            WaitFor::Fetch { key, state, .. } => {
+                // Read repair: what the previous owners held is ours now.
+                let entry = self.shard.entry(key.clone()).or_default();
+                entry.merge(state);
+                let outcome = read_outcome(Some(entry));
+                if entry.value().is_none() && entry.deleted_at().is_none() {
+                    self.shard.remove(&key);
+                }
+                outcome
+            }
+        };
+        let Some(pending) = self.pending.get_mut(&wait.pending) else {
+            return;
+        };
+        if let Some(r) = pending.results.get_mut(wait.op) {
+            r.outcome = outcome;
+        }
+        pending.open = pending.open.saturating_sub(1);
+        if pending.open == 0 {
+            self.answer(wait.pending, out);
+        }
+    }
+
+    fn answer(&mut self, pending_id: RequestId, out: &mut Outbox) {
+        if let Some(p) = self.pending.remove(&pending_id) {
+            self.deadlines.remove(&(p.deadline, pending_id));
+            out.send(
+                p.reply_to,
+                Message::KvsResponse(KvsResponse {
+                    id: p.client_id,
+                    results: p.results,
+                }),
+            );
+        }
+    }
+
+    /// Answers every request whose deadline has passed with what it has:
+    /// writes short of their replicas as `AckTimeout`, reads with the copies
+    /// that did arrive.
+    pub(super) fn expire_pending(&mut self, now: Time, out: &mut Outbox) {
+        while let Some((&(deadline, pending_id), ())) = self.deadlines.first_key_value() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.remove(&(deadline, pending_id));
+            let waits = self
+                .pending
+                .get_mut(&pending_id)
+                .map(|p| std::mem::take(&mut p.waits))
+                .unwrap_or_default();
+            for id in waits {
+                self.finish_wait(id, out);
+            }
+            self.answer(pending_id, out);
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! The routing tier: answers "which threads hold key K?" and keeps the
+//! cluster's membership.
+//!
+//! A router holds the [`ClusterState`] lattice. Joins, departures and
+//! replication overrides are merged into it and the result is broadcast to
+//! every live storage thread and every other router; states received from
+//! peers are merged the same way, so routers agree without coordinating. A
+//! node whose heartbeats stop for `failure_timeout` has its incarnation
+//! declared departed, and the survivors re-replicate its keys. The whole
+//! state is also re-broadcast every `broadcast_period`, so a lost broadcast
+//! costs only time.
+
+use crate::cluster::{ClusterState, MemberStatus, Placement, ReplicationFactor};
+use crate::lattice::Lattice;
+use crate::protocol::{Address, Membership, Message, NodeId, RouteRequest, RouteResponse};
+use crate::role::{Input, Outbox, Role};
+use crate::time::Time;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Settings of a router. Every field has a default that runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Replication factor of keys without an override; must match the
+    /// storage workers'.
+    pub replication: ReplicationFactor,
+    /// A node silent this long is declared departed.
+    #[serde(with = "crate::config::millis")]
+    pub failure_timeout: Duration,
+    /// How often the whole cluster state is re-sent to everyone.
+    #[serde(with = "crate::config::millis")]
+    pub broadcast_period: Duration,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            replication: crate::kvs::WorkerConfig::default().replication,
+            failure_timeout: Duration::from_secs(3),
+            broadcast_period: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Counters of one router.
+#[derive(Clone, Debug, Default)]
+pub struct RouterStats {
+    pub route_requests: u64,
+    pub joins: u64,
+    pub departures: u64,
+    pub failures_declared: u64,
+    pub unexpected: u64,
+}
+
+/// One routing thread.
+pub struct Router {
+    config: RouterConfig,
+    me: Address,
+    peers: Vec<Address>,
+    cluster: ClusterState,
+    placement: Placement,
+    last_heard: BTreeMap<NodeId, Time>,
+    next_broadcast: Time,
+    stats: RouterStats,
+}
+
+impl Router {
+    /// A router at `me` that shares state with the routers `peers`.
+    pub fn new(config: RouterConfig, me: Address, peers: Vec<Address>) -> Self {
+        let cluster = ClusterState::default();
+        let placement = Placement::new(&cluster, config.replication);
+        let peers = peers.into_iter().filter(|p| *p != me).collect();
+        Router {
+            config,
+            me,
+            peers,
+            cluster,
+            placement,
+            last_heard: BTreeMap::new(),
+            next_broadcast: Time::default(),
+            stats: RouterStats::default(),
+        }
+    }
+
+    /// The membership this router knows.
+    pub fn cluster(&self) -> &ClusterState {
+        &self.cluster
+    }
+
+    /// The placement it answers from.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> &RouterStats {
+        &self.stats
+    }
+
+    /// The address it receives at.
+    pub fn address(&self) -> &Address {
+        &self.me
+    }
+
+    fn on_route(&mut self, req: RouteRequest, out: &mut Outbox) {
+        self.stats.route_requests += 1;
+        let placements = req
+            .keys
+            .into_iter()
+            .map(|k| {
+                let owners = self.placement.owners(&k);
+                (k, owners)
+            })
+            .collect();
+        out.send(
+            req.reply_to,
+            Message::RouteResponse(RouteResponse {
+                id: req.id,
+                ring_version: self.placement.version(),
+                placements,
+            }),
+        );
+    }
+
+    fn on_membership(&mut self, now: Time, m: Membership, out: &mut Outbox) {
+        let changed = match m {
+            Membership::Join { node } => {
+                self.stats.joins += 1;
+                let id = node.id;
+                let incarnation = self.cluster.record_join(node);
+                tracing::info!(node = id.0, incarnation, "node joined");
+                self.last_heard.insert(id, now);
+                true
+            }
+            Membership::Depart { node, incarnation } => {
+                self.stats.departures += 1;
+                tracing::info!(node = node.0, incarnation, "node departed");
+                self.last_heard.remove(&node);
+                self.cluster.record_departure(node, incarnation)
+            }
+            Membership::Heartbeat { node, incarnation } => {
+                self.last_heard.insert(node, now);
+                let known = self.cluster.member(node).is_some_and(|r| {
+                    r.incarnation == incarnation && matches!(r.status, MemberStatus::Up(_))
+                });
+                if !known {
+                    // This router has not seen that incarnation (it restarted,
+                    // or the node's view is stale): show the node the state so
+                    // it rejoins or catches up.
+                    self.send_state_to_node(node, out);
+                }
+                false
+            }
+            Membership::State(state) => self.cluster.merge(state),
+            Membership::SetReplication { key, at, factor } => {
+                tracing::info!(%key, global = factor.global, local = factor.local, "replication override");
+                self.cluster.set_replication(key, at, factor)
+            }
+        };
+        if changed {
+            self.placement = Placement::new(&self.cluster, self.config.replication);
+            self.broadcast(now, out);
+        }
+    }
+
+    fn send_state_to_node(&self, node: NodeId, out: &mut Outbox) {
+        if let Some(MemberStatus::Up(info)) = self.cluster.member(node).map(|r| &r.status) {
+            for t in &info.threads {
+                out.send(
+                    t.clone(),
+                    Message::Membership(Membership::State(self.cluster.clone())),
+                );
+            }
+        }
+    }
+
+    /// Sends the state to every live storage thread and every peer router.
+    fn broadcast(&mut self, now: Time, out: &mut Outbox) {
+        self.next_broadcast = now + self.config.broadcast_period;
+        let msg = Message::Membership(Membership::State(self.cluster.clone()));
+        for (_, info) in self.cluster.live_nodes() {
+            for t in &info.threads {
+                out.send(t.clone(), msg.clone());
+            }
+        }
+        for p in &self.peers {
+            out.send(p.clone(), msg.clone());
+        }
+    }
+
+    /// Declares departed every live node silent for the failure timeout,
+    /// and forgets silent nodes that are not live.
+    fn declare_failures(&mut self, now: Time) -> bool {
+        let timeout = self.config.failure_timeout;
+        let silent: Vec<(NodeId, Time)> = self
+            .last_heard
+            .iter()
+            .filter(|(_, heard)| **heard + timeout <= now)
+            .map(|(n, t)| (*n, *t))
+            .collect();
+        let mut changed = false;
+        for (node, heard) in silent {
+            self.last_heard.remove(&node);
+            let Some(record) = self.cluster.member(node) else {
+                continue;
+            };
+            if !matches!(record.status, MemberStatus::Up(_)) {
+                continue;
+            }
+            let incarnation = record.incarnation;
+            tracing::warn!(
+                node = node.0,
+                incarnation,
+                silent_ms = now.saturating_since(heard).as_millis() as u64,
+                "node declared failed"
+            );
+            self.stats.failures_declared += 1;
+            changed |= self.cluster.record_departure(node, incarnation);
+        }
+        changed
+    }
+}
+
+impl Role for Router {
+    fn step(&mut self, now: Time, input: Input, out: &mut Outbox) {
+        match input {
+            Input::Message(Message::Ping { id, reply_to }) => {
+                out.send(reply_to, Message::Pong { id })
+            }
+            Input::Message(Message::RouteRequest(req)) => self.on_route(req, out),
+            Input::Message(Message::Membership(m)) => self.on_membership(now, m, out),
+            Input::Message(other) => {
+                self.stats.unexpected += 1;
+                tracing::debug!(kind = other.kind(), "router ignored a message");
+            }
+            Input::Tick => {
+                if self.declare_failures(now) {
+                    self.placement = Placement::new(&self.cluster, self.config.replication);
+                    self.broadcast(now, out);
+                } else if now >= self.next_broadcast {
+                    self.broadcast(now, out);
+                }
+            }
+        }
+    }
+
+    fn next_tick(&self) -> Option<Time> {
+        let earliest_failure = self
+            .last_heard
+            .values()
+            .min()
+            .map(|t| *t + self.config.failure_timeout);
+        let anyone_to_tell = self.cluster.live_nodes().next().is_some() || !self.peers.is_empty();
+        let broadcast = anyone_to_tell.then_some(self.next_broadcast);
+        [earliest_failure, broadcast].into_iter().flatten().min()
+    }
+}

@@ -1,0 +1,121 @@
+//! The network's knobs and the fault verbs: partitions, isolation,
+//! crashes. Partitions are checked when a message arrives, so a cut also
+//! stops what was already on the wire.
+
+use super::{Fate, Network, Sim, SimError};
+use crate::protocol::Address;
+use crate::role::Role;
+use crate::time::Time;
+use std::time::Duration;
+
+impl<R: Role> Sim<R> {
+    /// The network's fault model now.
+    pub fn network(&self) -> Network {
+        self.config.network
+    }
+
+    /// Replaces the network's fault model for messages sent from now on
+    /// (messages on the wire keep the fate they drew).
+    pub fn set_network(&mut self, network: Network) -> Result<(), SimError> {
+        network.validate()?;
+        self.config.network = network;
+        Ok(())
+    }
+
+    /// Sets the probability that a message is lost.
+    pub fn set_drop_rate(&mut self, p: f64) -> Result<(), SimError> {
+        self.set_network(Network {
+            drop_rate: p,
+            ..self.network()
+        })
+    }
+
+    /// Sets the probability that a message arrives twice.
+    pub fn set_duplicate_rate(&mut self, p: f64) -> Result<(), SimError> {
+        self.set_network(Network {
+            duplicate_rate: p,
+            ..self.network()
+        })
+    }
+
+    /// Sets the range each hop's latency is drawn from.
+    pub fn set_latency(&mut self, min: Duration, max: Duration) -> Result<(), SimError> {
+        self.set_network(Network {
+            min_latency: min,
+            max_latency: max,
+            ..self.network()
+        })
+    }
+
+    /// Cuts the link between `a` and `b`, both ways, until
+    /// [`Sim::repair`] or [`Sim::heal`]. Messages arriving while it is cut
+    /// are lost, including those sent before.
+    pub fn partition(&mut self, a: &Address, b: &Address) {
+        self.cuts.insert(link(a, b));
+    }
+
+    /// Restores the link between `a` and `b` (not an isolation of either).
+    pub fn repair(&mut self, a: &Address, b: &Address) {
+        self.cuts.remove(&link(a, b));
+    }
+
+    /// Cuts `a` off from every other address until [`Sim::rejoin`] or
+    /// [`Sim::heal`].
+    pub fn isolate(&mut self, a: &Address) {
+        self.isolated.insert(a.clone());
+    }
+
+    /// Ends the isolation of `a` (not its partitions).
+    pub fn rejoin(&mut self, a: &Address) {
+        self.isolated.remove(a);
+    }
+
+    /// Repairs every partition and ends every isolation.
+    pub fn heal(&mut self) {
+        self.cuts.clear();
+        self.isolated.clear();
+    }
+
+    /// Crashes `address`: its role and all its state are gone (returned,
+    /// for inspection), messages on the wire to it are lost, and so is
+    /// everything sent to it until [`Sim::add`] hosts a role there again.
+    /// Messages it sent before crashing are already on the wire and arrive.
+    pub fn crash(&mut self, address: &Address) -> Option<R> {
+        self.crashed.insert(address.clone());
+        let doomed: Vec<(Time, u64)> = self
+            .in_flight
+            .iter()
+            .filter(|(_, env)| env.to == *address)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in doomed {
+            if let Some(env) = self.in_flight.remove(&key) {
+                self.stats.undeliverable += 1;
+                self.record(env.from, env.to, env.msg.kind(), Fate::Undeliverable);
+            }
+        }
+        self.hosts.remove(address).map(|h| h.role)
+    }
+
+    /// Whether `address` has crashed and not been restarted.
+    pub fn is_crashed(&self, address: &Address) -> bool {
+        self.crashed.contains(address)
+    }
+
+    /// Whether a partition or isolation stands between `from` and `to`.
+    pub(super) fn separated(&self, from: &Address, to: &Address) -> bool {
+        from != to
+            && (self.isolated.contains(from)
+                || self.isolated.contains(to)
+                || (!self.cuts.is_empty() && self.cuts.contains(&link(from, to))))
+    }
+}
+
+/// The key of the undirected link between `a` and `b`.
+fn link(a: &Address, b: &Address) -> (Address, Address) {
+    if a <= b {
+        (a.clone(), b.clone())
+    } else {
+        (b.clone(), a.clone())
+    }
+}

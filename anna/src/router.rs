@@ -230,6 +230,14 @@ impl Role for Router {
                 out.send(reply_to, Message::Pong { id })
             }
             Input::Message(Message::RouteRequest(req)) => self.on_route(req, out),
+            Input::Message(Message::StatusRequest { id, reply_to }) => out.send(
+                reply_to,
+                Message::StatusReply {
+                    id,
+                    from: self.me.clone(),
+                    cluster: self.cluster.clone(),
+                },
+            ),
             Input::Message(Message::Membership(m)) => self.on_membership(now, m, out),
             Input::Message(other) => {
                 self.stats.unexpected += 1;

@@ -36,7 +36,7 @@ const TAG_LWW: u8 = 0;
 const TAG_SET: u8 = 1;
 const TAG_MAX: u8 = 3;
 const TAG_MAP: u8 = 6;
-const MESSAGE_VARIANTS: u8 = 11;
+const MESSAGE_VARIANTS: u8 = 13;
 
 /// A gossip entry's `KeyState` prefix: never deleted (`None`), then
 /// `Some(value)`; the value's bytes follow.
@@ -203,6 +203,8 @@ fn samples_cover_every_variant_and_lattice_kind() {
             | Message::GossipAck { .. }
             | Message::Fetch { .. }
             | Message::FetchReply { .. }
+            | Message::StatusRequest { .. }
+            | Message::StatusReply { .. }
             | Message::RouteRequest(_)
             | Message::RouteResponse(_) => {}
         }

@@ -1,18 +1,29 @@
 //! `squall`: the one binary of Squall.
 //!
-//! Every role and every person's tool is a subcommand of it. What exists
-//! today is listed by `squall --help`; the storage and compute roles, the
-//! local cluster launcher (`up`, `down`, `status`) and `kv` arrive with their
-//! issues (see ARCHITECTURE.md).
+//! Every role and every person's tool is a subcommand: `up`, `down` and
+//! `status` run a local cluster of real processes; `kv` reads and writes
+//! keys; `kvs` and `route` are what the launcher (or a Kubernetes pod) runs;
+//! `ping` measures the messaging layer.
 //!
 //! # Layout
 //!
-//! - `main.rs`: argument parsing and logging set-up.
-//! - `ping.rs`: `squall ping`, a round-trip check of the messaging layer.
+//! - `main.rs`: argument parsing, logging, config loading.
+//! - `config.rs`: the config file (`deploy/squall.toml` documents it).
+//! - `roles.rs`: `squall kvs` and `squall route`.
+//! - `cluster.rs`: `squall up`, `down`, `status`.
+//! - `kv.rs`: `squall kv`.
+//! - `ping.rs`: `squall ping`.
 
+mod cluster;
+mod config;
+mod kv;
 mod ping;
+mod roles;
 
+use anna::protocol::Address;
+use anyhow::Result;
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Squall: stateful functions next to a coordination-free lattice KVS.
@@ -20,8 +31,17 @@ use std::process::ExitCode;
 #[command(name = "squall", version, about, long_about = None)]
 struct Cli {
     /// Log filter (tracing's env-filter syntax), e.g. `info` or `anna=debug`.
-    #[arg(long, global = true, env = "SQUALL_LOG", default_value = "warn")]
+    #[arg(long, global = true, env = "SQUALL_LOG", default_value = "info")]
     log: String,
+
+    /// Config file (TOML; every setting documented in deploy/squall.toml).
+    #[arg(long, global = true, env = "SQUALL_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Where the local cluster's record and logs live (overrides
+    /// `cluster.state_dir`).
+    #[arg(long, global = true, env = "SQUALL_STATE_DIR")]
+    state_dir: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -29,9 +49,65 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start a local cluster (routers and storage nodes as processes) and
+    /// wait until it answers.
+    Up(cluster::UpArgs),
+    /// Stop the local cluster started by `up`; no process is left behind.
+    Down,
+    /// Show the local cluster's processes and what the routers see.
+    Status {
+        /// Ask this router instead of the local cluster's (repeat).
+        #[arg(long = "router")]
+        routers: Vec<String>,
+    },
+    /// Read and write keys: `squall kv get KEY`, `put KEY VALUE`, `del KEY`.
+    Kv {
+        /// Router to use instead of the local cluster's (repeat).
+        #[arg(long = "router", global = true)]
+        routers: Vec<String>,
+        #[command(flatten)]
+        args: kv::KvArgs,
+    },
+    /// Run one storage node (what `up` starts).
+    Kvs(roles::KvsArgs),
+    /// Run one router (what `up` starts).
+    Route(roles::RouteArgs),
     /// Measure protocol round trips over ZeroMQ: to a responder started in
     /// this process, or to any Squall component with `--to`.
     Ping(ping::PingArgs),
+}
+
+fn routers_of(given: &[String], config: &config::SquallConfig) -> Result<Vec<Address>> {
+    if !given.is_empty() {
+        return Ok(given.iter().map(|r| Address(r.clone())).collect());
+    }
+    let record = cluster::read_record(&config.cluster.state_dir)?;
+    Ok(record.router_addresses())
+}
+
+fn run(cli: &Cli) -> Result<ExitCode> {
+    let mut config = config::SquallConfig::load(cli.config.as_deref())?;
+    if let Some(dir) = &cli.state_dir {
+        config.cluster.state_dir = dir.clone();
+    }
+    match &cli.command {
+        Command::Up(args) => cluster::up(args, &config, cli.config.as_deref(), &cli.log)?,
+        Command::Down => cluster::down(&config)?,
+        Command::Status { routers } => {
+            let routers: Vec<Address> = routers.iter().map(|r| Address(r.clone())).collect();
+            cluster::status(&config, &routers)?
+        }
+        Command::Kv { routers, args } => {
+            let routers = routers_of(routers, &config)?;
+            if !kv::run(args, routers, &config.client)? {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Kvs(args) => roles::run_kvs(args, &config)?,
+        Command::Route(args) => roles::run_router(args, &config)?,
+        Command::Ping(args) => ping::run(args)?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
@@ -40,11 +116,8 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
         .with_writer(std::io::stderr)
         .init();
-    let result = match cli.command {
-        Command::Ping(args) => ping::run(&args),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    match run(&cli) {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("squall: {e:#}");
             ExitCode::FAILURE

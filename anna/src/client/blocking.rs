@@ -73,6 +73,11 @@ impl Client {
         })
     }
 
+    /// The writer id this client stamps and counts as.
+    pub fn writer(&self) -> WriterId {
+        self.core.writer()
+    }
+
     /// A fresh hybrid-logical-clock timestamp of this writer.
     pub fn timestamp(&mut self) -> Timestamp {
         self.core.timestamp(Time::wall_clock())

@@ -68,8 +68,8 @@ pub enum ClientError {
         tried: String,
     },
     /// The key holds another lattice type than the one written.
-    #[error("`{key}`: {source}")]
-    TypeMismatch { key: Key, source: TypeMismatch },
+    #[error("`{key}`: {mismatch}")]
+    TypeMismatch { key: Key, mismatch: TypeMismatch },
     /// Fewer replicas than asked acknowledged the write in time.
     #[error("`{key}`: only {acked} of {wanted} replicas acknowledged the write in time")]
     AckTimeout { key: Key, acked: u8, wanted: u8 },
@@ -149,6 +149,11 @@ impl ClientCore {
             by_request: HashMap::new(),
             next: 0,
         }
+    }
+
+    /// The writer id this client stamps and counts as.
+    pub fn writer(&self) -> WriterId {
+        self.hlc.writer()
     }
 
     /// The address answers must come to.
@@ -361,8 +366,8 @@ impl ClientCore {
                 self.attempt(now, id, out);
                 return;
             }
-            Outcome::Error(KvsError::TypeMismatch(source)) => {
-                Err(ClientError::TypeMismatch { key, source })
+            Outcome::Error(KvsError::TypeMismatch(mismatch)) => {
+                Err(ClientError::TypeMismatch { key, mismatch })
             }
             Outcome::Error(KvsError::AckTimeout { acked, wanted }) => {
                 Err(ClientError::AckTimeout { key, acked, wanted })

@@ -291,6 +291,14 @@ impl StorageWorker {
                 self.on_fetch_reply(now, id, from, entries, out)
             }
             Message::Membership(m) => self.on_membership(now, m, out),
+            Message::StatusRequest { id, reply_to } => out.send(
+                reply_to,
+                Message::StatusReply {
+                    id,
+                    from: self.me.clone(),
+                    cluster: self.cluster.clone(),
+                },
+            ),
             other => {
                 self.stats.unexpected += 1;
                 tracing::debug!(kind = other.kind(), "storage worker ignored a message");

@@ -100,6 +100,14 @@ pub enum Message {
         from: Address,
         entries: Vec<(Key, crate::lattice::KeyState)>,
     },
+    /// "What cluster do you see?", to a router or a storage thread.
+    StatusRequest { id: RequestId, reply_to: Address },
+    /// The answer to a [`Message::StatusRequest`].
+    StatusReply {
+        id: RequestId,
+        from: Address,
+        cluster: crate::cluster::ClusterState,
+    },
 }
 
 impl Message {
@@ -117,6 +125,8 @@ impl Message {
             Message::GossipAck { .. } => "gossip-ack",
             Message::Fetch { .. } => "fetch",
             Message::FetchReply { .. } => "fetch-reply",
+            Message::StatusRequest { .. } => "status-request",
+            Message::StatusReply { .. } => "status-reply",
         }
     }
 }

@@ -271,6 +271,15 @@ pub fn sample_messages() -> Vec<Message> {
             ],
         }),
         Message::Membership(Membership::Join { node: node(3, 4) }),
+        Message::StatusRequest {
+            id: RequestId(90),
+            reply_to: reply_to.clone(),
+        },
+        Message::StatusReply {
+            id: RequestId(90),
+            from: Address::from("tcp://router:7000"),
+            cluster: cluster_state(),
+        },
         Message::Membership(Membership::Depart {
             node: NodeId(3),
             incarnation: 2,

@@ -1,0 +1,234 @@
+//! `squall kv get|put|del`: every lattice type from the shell.
+//!
+//! Values are typed with `--type` (default `lww`); each type has a plain
+//! form on the command line, and `--json` takes or prints any value in its
+//! serde JSON form (the wire enum `LatticeValue`), nested maps included.
+
+use anna::client::{Client, ClientConfig};
+use anna::lattice::{
+    Causal, Counter, Dependent, LatticeKind, LatticeValue, Lww, MapLattice, Max, Min,
+    OrderedSetLattice, Priority, SetLattice, VectorClock, WriterId,
+};
+use anna::protocol::Address;
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Args)]
+pub struct KvArgs {
+    #[command(subcommand)]
+    op: KvOp,
+}
+
+#[derive(Debug, Subcommand)]
+enum KvOp {
+    /// Print a key's value (`(not found)` and exit code 1 if it has none).
+    Get {
+        key: String,
+        /// Print the value as JSON (the wire form), timestamps and all.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Merge a value into a key.
+    ///
+    /// Forms by --type: lww VALUE...; set/ordered-set ELEMENT...; max/min
+    /// INTEGER; counter DELTA (negative decrements); priority PRIORITY
+    /// VALUE; vector-clock WRITER=COUNT...; map FIELD=VALUE... (lww
+    /// fields); single-key-causal VALUE and multi-key-causal VALUE (the
+    /// write supersedes every version read). Any type: --json JSON.
+    Put {
+        key: String,
+        /// The value, in the form of its type.
+        #[arg(allow_negative_numbers = true)]
+        values: Vec<String>,
+        /// The lattice type.
+        #[arg(long = "type", short = 't', default_value = "lww")]
+        kind: LatticeKind,
+        /// The whole value as JSON (the wire form); overrides VALUES.
+        #[arg(long, conflicts_with = "values")]
+        json: Option<String>,
+    },
+    /// Delete a key (a tombstone; later puts start afresh).
+    Del { key: String },
+}
+
+pub fn run(args: &KvArgs, routers: Vec<Address>, config: &ClientConfig) -> Result<bool> {
+    let mut client = Client::connect(routers, config.clone())?;
+    match &args.op {
+        KvOp::Get { key, json } => match client.get(key)? {
+            Some(v) if *json => println!("{}", serde_json::to_string_pretty(&v)?),
+            Some(v) => print!("{}", render(&v)),
+            None => {
+                eprintln!("(not found)");
+                return Ok(false);
+            }
+        },
+        KvOp::Put {
+            key,
+            values,
+            kind,
+            json,
+        } => {
+            let value = match json {
+                Some(j) => serde_json::from_str(j).context("parsing --json as a lattice value")?,
+                None => parse(&mut client, key, *kind, values)?,
+            };
+            client.put(key, value)?;
+        }
+        KvOp::Del { key } => client.delete(key)?,
+    }
+    Ok(true)
+}
+
+fn one<'a>(values: &'a [String], what: &str) -> Result<&'a str> {
+    match values {
+        [v] => Ok(v),
+        _ => bail!("expected exactly one {what}, got {}", values.len()),
+    }
+}
+
+fn int(values: &[String]) -> Result<i64> {
+    let v = one(values, "integer")?;
+    v.parse().with_context(|| format!("`{v}` is not an integer"))
+}
+
+fn parse(client: &mut Client, key: &str, kind: LatticeKind, values: &[String]) -> Result<LatticeValue> {
+    let bytes = |v: &String| v.as_bytes().to_vec();
+    Ok(match kind {
+        LatticeKind::Lww => {
+            let at = client.timestamp();
+            LatticeValue::Lww(Lww::new(at, values.join(" ").into_bytes()))
+        }
+        LatticeKind::Set => LatticeValue::Set(SetLattice::new(values.iter().map(bytes))),
+        LatticeKind::OrderedSet => {
+            LatticeValue::OrderedSet(OrderedSetLattice::new(values.iter().map(bytes)))
+        }
+        LatticeKind::Max => LatticeValue::Max(Max::new(int(values)?)),
+        LatticeKind::Min => LatticeValue::Min(Min::new(int(values)?)),
+        LatticeKind::Counter => {
+            let delta = int(values)?;
+            let mut c = Counter::default();
+            if delta >= 0 {
+                c.increment(client.writer(), delta.unsigned_abs());
+            } else {
+                c.decrement(client.writer(), delta.unsigned_abs());
+            }
+            LatticeValue::Counter(c)
+        }
+        LatticeKind::Priority => match values {
+            [p, rest @ ..] => {
+                let p: f64 = p.parse().with_context(|| format!("`{p}` is not a number"))?;
+                LatticeValue::Priority(Priority::new(p, rest.join(" ").into_bytes()))
+            }
+            [] => bail!("expected PRIORITY VALUE"),
+        },
+        LatticeKind::VectorClock => {
+            let mut entries = Vec::new();
+            for v in values {
+                let (w, n) = v
+                    .split_once('=')
+                    .with_context(|| format!("`{v}` is not WRITER=COUNT"))?;
+                let w = u64::from_str_radix(w.trim_start_matches("0x"), 16)
+                    .with_context(|| format!("writer `{w}` is not a hex id"))?;
+                let n = n.parse().with_context(|| format!("count `{n}` is not a number"))?;
+                entries.push((WriterId(w), n));
+            }
+            LatticeValue::VectorClock(VectorClock::new(entries))
+        }
+        LatticeKind::Map => {
+            let mut m = MapLattice::default();
+            for v in values {
+                let (field, value) = v
+                    .split_once('=')
+                    .with_context(|| format!("`{v}` is not FIELD=VALUE"))?;
+                let at = client.timestamp();
+                m.insert(
+                    field.to_string(),
+                    LatticeValue::Lww(Lww::new(at, value.as_bytes().to_vec())),
+                );
+            }
+            LatticeValue::Map(m)
+        }
+        LatticeKind::SingleKeyCausal | LatticeKind::MultiKeyCausal => {
+            let value = values.join(" ").into_bytes();
+            // Supersede every version there is: our clock is the merge of
+            // theirs, plus one event of ours.
+            let mut clock = match client.get(key)? {
+                Some(LatticeValue::SingleKeyCausal(c)) => c.vector_clock(),
+                Some(LatticeValue::MultiKeyCausal(c)) => c.vector_clock(),
+                _ => VectorClock::default(),
+            };
+            clock.increment(client.writer());
+            if kind == LatticeKind::SingleKeyCausal {
+                LatticeValue::SingleKeyCausal(Causal::new(clock, value))
+            } else {
+                let payload = Dependent {
+                    dependencies: Default::default(),
+                    value,
+                };
+                LatticeValue::MultiKeyCausal(Causal::new(clock, payload))
+            }
+        }
+    })
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A value as a person reads it, one item per line.
+fn render(value: &LatticeValue) -> String {
+    let mut s = String::new();
+    match value {
+        LatticeValue::Lww(l) => s.push_str(&format!("{}\n", text(l.value()))),
+        LatticeValue::Set(set) => {
+            let mut items: Vec<String> = set.reveal().iter().map(|e| text(e)).collect();
+            items.sort();
+            for e in items {
+                s.push_str(&format!("{e}\n"));
+            }
+        }
+        LatticeValue::OrderedSet(set) => {
+            for e in set.reveal() {
+                s.push_str(&format!("{}\n", text(e)));
+            }
+        }
+        LatticeValue::Max(m) => s.push_str(&format!("{}\n", fmt_opt(m.reveal()))),
+        LatticeValue::Min(m) => s.push_str(&format!("{}\n", fmt_opt(m.reveal()))),
+        LatticeValue::Counter(c) => s.push_str(&format!("{}\n", c.value())),
+        LatticeValue::Map(m) => {
+            for (field, v) in m.reveal() {
+                let inner = render(v);
+                s.push_str(&format!("{field} = {}\n", inner.trim_end().replace('\n', ", ")));
+            }
+        }
+        LatticeValue::VectorClock(vc) => {
+            for (w, n) in vc.reveal() {
+                s.push_str(&format!("{w}={n}\n"));
+            }
+        }
+        LatticeValue::SingleKeyCausal(c) => {
+            for v in c.versions() {
+                s.push_str(&format!("{}\t{}\n", text(&v.payload), clock(&v.clock)));
+            }
+        }
+        LatticeValue::MultiKeyCausal(c) => {
+            for v in c.versions() {
+                s.push_str(&format!("{}\t{}\n", text(&v.payload.value), clock(&v.clock)));
+            }
+        }
+        LatticeValue::Priority(p) => match p.reveal() {
+            Some((prio, v)) => s.push_str(&format!("{prio}\t{}\n", text(v))),
+            None => s.push_str("(empty)\n"),
+        },
+    }
+    s
+}
+
+fn fmt_opt(v: Option<&i64>) -> String {
+    v.map_or_else(|| "(empty)".to_string(), i64::to_string)
+}
+
+fn clock(vc: &VectorClock) -> String {
+    let parts: Vec<String> = vc.reveal().iter().map(|(w, n)| format!("{w}={n}")).collect();
+    format!("[{}]", parts.join(" "))
+}

@@ -154,6 +154,10 @@ impl Router {
                 false
             }
             Membership::State(state) => self.cluster.merge(state),
+            Membership::Leave { .. } | Membership::Left { .. } => {
+                self.stats.unexpected += 1;
+                false
+            }
             Membership::SetReplication { key, at, factor } => {
                 tracing::info!(%key, global = factor.global, local = factor.local, "replication override");
                 self.cluster.set_replication(key, at, factor)

@@ -15,7 +15,7 @@ use anna::client::{ClientConfig, ClientCore, OpId, OpOutput};
 use anna::cluster::ReplicationFactor;
 use anna::kvs::{StorageWorker, WorkerConfig};
 use anna::lattice::{LatticeValue, SetLattice, WriterId};
-use anna::protocol::{Ack, Address, NodeId, NodeInfo};
+use anna::protocol::{Ack, Address, Membership, Message, NodeId, NodeInfo};
 use anna::role::{Input, Outbox, Role};
 use anna::router::{Router, RouterConfig};
 use anna::sim::{Sim, SimConfig};
@@ -397,6 +397,76 @@ fn a_restarted_node_rejoins_under_the_same_id() {
         );
         assert!(
             r.cluster().member(NodeId(2)).unwrap().incarnation >= 2,
+            "seed {seed}"
+        );
+    }
+}
+
+#[test]
+fn a_node_leaving_gracefully_under_load_hands_over_every_write() {
+    for seed in seeds() {
+        // One replica per key: the leaving node's copy is the only one, so
+        // a key not handed over would be lost outright.
+        let mut c = cluster(seed, 3, 1, Ack::FirstReplica, 60);
+        c.sim.run_for(Duration::from_millis(2_100));
+        let process = Address::from("node3-process");
+        for t in node_info(3, 0).threads {
+            let leave = Membership::Leave {
+                node: NodeId(3),
+                reply_to: process.clone(),
+            };
+            c.sim.send(process.clone(), t, Message::Membership(leave));
+        }
+        // What `squall kvs` does on SIGTERM: wait for every thread's Left
+        // (asking again if a Leave was lost), then depart.
+        let mut left = BTreeMap::new();
+        let deadline = c.sim.now() + Duration::from_secs(20);
+        while left.len() < THREADS && c.sim.now() < deadline {
+            c.sim.run_for(Duration::from_millis(200));
+            for msg in c.sim.take_outside(&process) {
+                if let Message::Membership(Membership::Left {
+                    thread,
+                    incarnation,
+                    ..
+                }) = msg
+                {
+                    left.insert(thread, incarnation);
+                }
+            }
+            for (t, addr) in node_info(3, 0).threads.into_iter().enumerate() {
+                if !left.contains_key(&(t as u32)) {
+                    let leave = Membership::Leave {
+                        node: NodeId(3),
+                        reply_to: process.clone(),
+                    };
+                    c.sim
+                        .send(process.clone(), addr, Message::Membership(leave));
+                }
+            }
+        }
+        assert_eq!(
+            left.len(),
+            THREADS,
+            "seed {seed}: node 3 never finished its handoff"
+        );
+        let incarnation = *left.values().next().unwrap();
+        let depart = Membership::Depart {
+            node: NodeId(3),
+            incarnation,
+        };
+        c.sim.send(
+            process.clone(),
+            c.router.clone(),
+            Message::Membership(depart),
+        );
+        c.sim.run_for(Duration::from_millis(500));
+        crash_node(&mut c.sim, 3);
+        c.settle_and_check(seed);
+        let Some(Host::Router(r)) = c.sim.role(&c.router) else {
+            panic!()
+        };
+        assert!(
+            !r.placement().nodes().contains_key(&NodeId(3)),
             "seed {seed}"
         );
     }

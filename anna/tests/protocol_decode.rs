@@ -195,6 +195,8 @@ fn samples_cover_every_variant_and_lattice_kind() {
                     Membership::Heartbeat { .. } => "heartbeat",
                     Membership::State(_) => "state",
                     Membership::SetReplication { .. } => "set-replication",
+                    Membership::Leave { .. } => "leave",
+                    Membership::Left { .. } => "left",
                 });
             }
             Message::Ping { .. }
@@ -209,7 +211,7 @@ fn samples_cover_every_variant_and_lattice_kind() {
             | Message::RouteResponse(_) => {}
         }
     }
-    assert_eq!(seen.len(), 3 + 3 + 7 + 5, "{seen:?}");
+    assert_eq!(seen.len(), 3 + 3 + 7 + 7, "{seen:?}");
 }
 
 // ---- (c) truncation, trailing bytes ------------------------------------

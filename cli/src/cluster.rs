@@ -5,7 +5,7 @@
 //! same binary (`squall route`, `squall kvs`), each logging to
 //! `STATE_DIR/logs/`, records them in `STATE_DIR/cluster.json`, and returns
 //! once the cluster answers a real put and get. If anything fails on the way
-//! it stops what it started. `down` stops every recorded process (SIGTERM,
+//! it stops what it started. `down` stops every recorded process (SIGINT,
 //! then SIGKILL after a grace period) and removes the record, so no process
 //! is left behind. `status` asks the routers what they see.
 
@@ -105,18 +105,23 @@ fn signal(pid: u32, sig: libc::c_int) {
     }
 }
 
-/// Stops every process of `record`: SIGTERM, then SIGKILL after `grace`.
+/// Stops every process of `record`: SIGINT (stop now, no handoff: the
+/// whole cluster is going away), then SIGKILL after `grace`.
 fn stop_all(record: &ClusterRecord, grace: Duration) -> usize {
-    let pids: Vec<u32> = record.processes().map(|p| p.pid).filter(|&p| alive(p)).collect();
+    let pids: Vec<u32> = record
+        .processes()
+        .map(|p| p.pid)
+        .filter(|&p| alive(p))
+        .collect();
     for &pid in &pids {
-        signal(pid, libc::SIGTERM);
+        signal(pid, libc::SIGINT);
     }
     let started = Instant::now();
     while started.elapsed() < grace && pids.iter().any(|&p| alive(p)) {
         std::thread::sleep(Duration::from_millis(20));
     }
     for &pid in pids.iter().filter(|&&p| alive(p)) {
-        tracing::warn!(pid, "process ignored SIGTERM; killing it");
+        tracing::warn!(pid, "process ignored SIGINT; killing it");
         signal(pid, libc::SIGKILL);
     }
     pids.len()
@@ -132,8 +137,8 @@ struct Launch<'a> {
 impl Launch<'_> {
     fn spawn(&self, name: &str, args: &[String]) -> Result<(u32, PathBuf)> {
         let log = self.logs.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log)
-            .with_context(|| format!("creating {}", log.display()))?;
+        let file =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = Command::new(&self.exe);
         if let Some(c) = self.config_path {
             cmd.arg("--config").arg(c);
@@ -230,7 +235,12 @@ pub fn up(
         }
         std::fs::write(state_file(dir), serde_json::to_string_pretty(&record)?)
             .context("writing the cluster record")?;
-        wait_ready(&record, usize::from(nodes), &config.client, Duration::from_secs(args.wait))
+        wait_ready(
+            &record,
+            usize::from(nodes),
+            &config.client,
+            Duration::from_secs(args.wait),
+        )
     })();
     if let Err(e) = result {
         stop_all(&record, Duration::from_secs(2));
@@ -244,7 +254,11 @@ pub fn up(
         "squall: local cluster up: {routers} router(s) at {}, {nodes} storage node(s) x {threads} thread(s)",
         record.router_addresses().iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
     );
-    println!("  record: {}   logs: {}", state_file(dir).display(), dir.join("logs").display());
+    println!(
+        "  record: {}   logs: {}",
+        state_file(dir).display(),
+        dir.join("logs").display()
+    );
     println!("  try:    squall kv put hello world && squall kv get hello");
     Ok(())
 }
@@ -262,7 +276,11 @@ fn wait_ready(
     loop {
         for p in record.processes() {
             if !alive(p.pid) {
-                bail!("process {} exited during start-up; see {}", p.pid, p.log.display());
+                bail!(
+                    "process {} exited during start-up; see {}",
+                    p.pid,
+                    p.log.display()
+                );
             }
         }
         let mut ready = true;
@@ -301,7 +319,10 @@ pub fn query_status(to: &Address, timeout: Duration) -> Result<ClusterState> {
     )?;
     let deadline = Instant::now() + timeout;
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        if let Some(Message::StatusReply { id: got, cluster, .. }) = rx.recv(Some(left))? {
+        if let Some(Message::StatusReply {
+            id: got, cluster, ..
+        }) = rx.recv(Some(left))?
+        {
             if got == id {
                 return Ok(cluster);
             }
@@ -322,7 +343,10 @@ pub fn down(config: &SquallConfig) -> Result<()> {
 pub fn status(config: &SquallConfig, routers: &[Address]) -> Result<()> {
     let record = read_record(&config.cluster.state_dir).ok();
     let routers: Vec<Address> = if routers.is_empty() {
-        record.as_ref().map(ClusterRecord::router_addresses).unwrap_or_default()
+        record
+            .as_ref()
+            .map(ClusterRecord::router_addresses)
+            .unwrap_or_default()
     } else {
         routers.to_vec()
     };
@@ -330,11 +354,26 @@ pub fn status(config: &SquallConfig, routers: &[Address]) -> Result<()> {
         bail!("no router to ask: start a cluster with `squall up`, or pass --router ADDRESS");
     }
     if let Some(record) = &record {
-        println!("processes (from {}):", state_file(&config.cluster.state_dir).display());
+        println!(
+            "processes (from {}):",
+            state_file(&config.cluster.state_dir).display()
+        );
         for p in record.processes() {
-            let what = if p.id == 0 { "router".to_string() } else { format!("node {}", p.id) };
-            let state = if alive(p.pid) { "running" } else { "NOT RUNNING" };
-            println!("  {what:<8} pid {:<7} {state:<12} {}", p.pid, p.addresses.join(" "));
+            let what = if p.id == 0 {
+                "router".to_string()
+            } else {
+                format!("node {}", p.id)
+            };
+            let state = if alive(p.pid) {
+                "running"
+            } else {
+                "NOT RUNNING"
+            };
+            println!(
+                "  {what:<8} pid {:<7} {state:<12} {}",
+                p.pid,
+                p.addresses.join(" ")
+            );
         }
     }
     let mut answered = false;
@@ -348,7 +387,10 @@ pub fn status(config: &SquallConfig, routers: &[Address]) -> Result<()> {
                         MemberStatus::Up(info) => format!("up, {} thread(s)", info.threads.len()),
                         MemberStatus::Departed => "departed".to_string(),
                     };
-                    println!("  node {:<4} incarnation {:<3} {status}", id.0, rec.incarnation);
+                    println!(
+                        "  node {:<4} incarnation {:<3} {status}",
+                        id.0, rec.incarnation
+                    );
                 }
             }
             Err(e) => println!("router {r}: {e:#}"),

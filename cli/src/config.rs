@@ -115,14 +115,32 @@ impl SquallConfig {
             bail!("storage.replication: global and local must be at least 1");
         }
         let positive = [
-            ("storage.gossip_period", self.storage.gossip_period.as_millis()),
-            ("storage.anti_entropy_period", self.storage.anti_entropy_period.as_millis()),
+            (
+                "storage.gossip_period",
+                self.storage.gossip_period.as_millis(),
+            ),
+            (
+                "storage.anti_entropy_period",
+                self.storage.anti_entropy_period.as_millis(),
+            ),
             ("storage.ack_timeout", self.storage.ack_timeout.as_millis()),
-            ("storage.heartbeat_period", self.storage.heartbeat_period.as_millis()),
-            ("storage.handoff_retry", self.storage.handoff_retry.as_millis()),
+            (
+                "storage.heartbeat_period",
+                self.storage.heartbeat_period.as_millis(),
+            ),
+            (
+                "storage.handoff_retry",
+                self.storage.handoff_retry.as_millis(),
+            ),
             ("storage.stats_epoch", self.storage.stats_epoch.as_millis()),
-            ("router.broadcast_period", u128::from(self.router.broadcast_period)),
-            ("client.attempt_timeout", self.client.attempt_timeout.as_millis()),
+            (
+                "router.broadcast_period",
+                u128::from(self.router.broadcast_period),
+            ),
+            (
+                "client.attempt_timeout",
+                self.client.attempt_timeout.as_millis(),
+            ),
             ("client.op_timeout", self.client.op_timeout.as_millis()),
         ];
         for (name, ms) in positive {
@@ -181,6 +199,10 @@ mod tests {
     fn a_failure_timeout_shorter_than_heartbeats_is_refused() {
         let mut c = SquallConfig::default();
         c.router.failure_timeout = 100;
-        assert!(c.validate().unwrap_err().to_string().contains("failure_timeout"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("failure_timeout"));
     }
 }

@@ -88,10 +88,16 @@ fn one<'a>(values: &'a [String], what: &str) -> Result<&'a str> {
 
 fn int(values: &[String]) -> Result<i64> {
     let v = one(values, "integer")?;
-    v.parse().with_context(|| format!("`{v}` is not an integer"))
+    v.parse()
+        .with_context(|| format!("`{v}` is not an integer"))
 }
 
-fn parse(client: &mut Client, key: &str, kind: LatticeKind, values: &[String]) -> Result<LatticeValue> {
+fn parse(
+    client: &mut Client,
+    key: &str,
+    kind: LatticeKind,
+    values: &[String],
+) -> Result<LatticeValue> {
     let bytes = |v: &String| v.as_bytes().to_vec();
     Ok(match kind {
         LatticeKind::Lww => {
@@ -116,7 +122,9 @@ fn parse(client: &mut Client, key: &str, kind: LatticeKind, values: &[String]) -
         }
         LatticeKind::Priority => match values {
             [p, rest @ ..] => {
-                let p: f64 = p.parse().with_context(|| format!("`{p}` is not a number"))?;
+                let p: f64 = p
+                    .parse()
+                    .with_context(|| format!("`{p}` is not a number"))?;
                 LatticeValue::Priority(Priority::new(p, rest.join(" ").into_bytes()))
             }
             [] => bail!("expected PRIORITY VALUE"),
@@ -129,7 +137,9 @@ fn parse(client: &mut Client, key: &str, kind: LatticeKind, values: &[String]) -
                     .with_context(|| format!("`{v}` is not WRITER=COUNT"))?;
                 let w = u64::from_str_radix(w.trim_start_matches("0x"), 16)
                     .with_context(|| format!("writer `{w}` is not a hex id"))?;
-                let n = n.parse().with_context(|| format!("count `{n}` is not a number"))?;
+                let n = n
+                    .parse()
+                    .with_context(|| format!("count `{n}` is not a number"))?;
                 entries.push((WriterId(w), n));
             }
             LatticeValue::VectorClock(VectorClock::new(entries))
@@ -198,7 +208,10 @@ fn render(value: &LatticeValue) -> String {
         LatticeValue::Map(m) => {
             for (field, v) in m.reveal() {
                 let inner = render(v);
-                s.push_str(&format!("{field} = {}\n", inner.trim_end().replace('\n', ", ")));
+                s.push_str(&format!(
+                    "{field} = {}\n",
+                    inner.trim_end().replace('\n', ", ")
+                ));
             }
         }
         LatticeValue::VectorClock(vc) => {
@@ -213,7 +226,11 @@ fn render(value: &LatticeValue) -> String {
         }
         LatticeValue::MultiKeyCausal(c) => {
             for v in c.versions() {
-                s.push_str(&format!("{}\t{}\n", text(&v.payload.value), clock(&v.clock)));
+                s.push_str(&format!(
+                    "{}\t{}\n",
+                    text(&v.payload.value),
+                    clock(&v.clock)
+                ));
             }
         }
         LatticeValue::Priority(p) => match p.reveal() {
@@ -229,6 +246,10 @@ fn fmt_opt(v: Option<&i64>) -> String {
 }
 
 fn clock(vc: &VectorClock) -> String {
-    let parts: Vec<String> = vc.reveal().iter().map(|(w, n)| format!("{w}={n}")).collect();
+    let parts: Vec<String> = vc
+        .reveal()
+        .iter()
+        .map(|(w, n)| format!("{w}={n}"))
+        .collect();
     format!("[{}]", parts.join(" "))
 }

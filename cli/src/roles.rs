@@ -1,17 +1,24 @@
 //! `squall kvs` and `squall route`: one storage node, one router, each a
 //! process whose threads are role state machines behind ZeroMQ drivers.
 //!
-//! Both run until SIGTERM or SIGINT, then stop their drivers and exit 0.
+//! Both run until SIGTERM or SIGINT. A router then stops. A storage node
+//! given SIGTERM first departs gracefully (see [`leave`]): its keys go to
+//! their next owners, then it stops; given SIGINT it stops at once (what
+//! `squall down` sends, as the whole cluster is going away).
 
 use crate::config::SquallConfig;
 use anna::kvs::StorageWorker;
-use anna::protocol::{Address, NodeId, NodeInfo};
+use anna::protocol::{Address, Membership, Message, NodeId, NodeInfo};
 use anna::role::{Driver, Role};
 use anna::router::Router;
-use anna::transport::{Shutdown, TransportError, ZmqDriver};
+use anna::transport::{Receiver, Sender, Shutdown, TransportError, ZmqDriver};
 use anyhow::{Context, Result};
 use clap::Args;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use std::collections::BTreeMap;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Args)]
 pub struct KvsArgs {
@@ -70,19 +77,21 @@ fn spawn_driver<R: Role + Send + 'static>(
     Ok((stop, thread))
 }
 
-/// Blocks until SIGTERM or SIGINT, then stops every driver and joins it.
-fn serve_until_signalled(
-    what: &str,
-    drivers: Vec<(Shutdown, JoinHandle<Result<(), TransportError>>)>,
-) -> Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])
-    .context("installing signal handlers")?;
-    if let Some(sig) = signals.forever().next() {
-        tracing::info!(signal = sig, "{what} stopping");
-    }
+type Drivers = Vec<(Shutdown, JoinHandle<Result<(), TransportError>>)>;
+
+fn signals() -> Result<Signals> {
+    Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")
+}
+
+/// Blocks until SIGTERM or SIGINT; returns which.
+fn wait_for_signal(signals: &mut Signals, what: &str) -> i32 {
+    let sig = signals.forever().next().unwrap_or(SIGINT);
+    tracing::info!(signal = sig, "{what} stopping");
+    sig
+}
+
+/// Stops every driver and joins its thread.
+fn stop_drivers(what: &str, drivers: Drivers) -> Result<()> {
     for (stop, _) in &drivers {
         stop.stop()?;
     }
@@ -93,6 +102,78 @@ fn serve_until_signalled(
         }
     }
     tracing::info!("{what} stopped");
+    Ok(())
+}
+
+/// A graceful departure: every thread hands its keys to the owners they
+/// will have without this node (`Leave` / `Left`), then the routers are told
+/// the node departs, and it keeps answering ("not mine") for a moment so
+/// clients re-route. A second signal, or `leave_timeout`, cuts it short.
+fn leave(
+    ctx: &zmq::Context,
+    node: &NodeInfo,
+    routers: &[Address],
+    config: &SquallConfig,
+    signals: &mut Signals,
+) -> Result<()> {
+    let mut rx = Receiver::bind(
+        ctx,
+        &Address(format!("inproc://squall-leave-{}", node.id.0)),
+    )?;
+    let mut tx = Sender::new(ctx);
+    let started = Instant::now();
+    let mut left: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut asked = None::<Instant>;
+    while left.len() < node.threads.len() {
+        if signals.pending().next().is_some() {
+            tracing::warn!("second signal: stopping without finishing the handoff");
+            return Ok(());
+        }
+        if started.elapsed() > config.storage.leave_timeout {
+            tracing::warn!(handed_over = left.len(), "leave timeout: departing anyway");
+            break;
+        }
+        if asked.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+            for (t, addr) in node.threads.iter().enumerate() {
+                if !left.contains_key(&(t as u32)) {
+                    let msg = Message::Membership(Membership::Leave {
+                        node: node.id,
+                        reply_to: rx.address().clone(),
+                    });
+                    tx.send(addr, &msg)?;
+                }
+            }
+            asked = Some(Instant::now());
+        }
+        if let Some(Message::Membership(Membership::Left {
+            thread,
+            incarnation,
+            ..
+        })) = rx.recv(Some(Duration::from_millis(100)))?
+        {
+            left.insert(thread, incarnation);
+        }
+    }
+    tracing::info!(
+        ms = started.elapsed().as_millis() as u64,
+        "keys handed over"
+    );
+    if let Some(&incarnation) = left.values().find(|&&i| i > 0) {
+        for r in routers {
+            let msg = Message::Membership(Membership::Depart {
+                node: node.id,
+                incarnation,
+            });
+            tx.send(r, &msg)?;
+        }
+        // Answer "not mine" while the departure reaches everyone.
+        std::thread::sleep(
+            config
+                .router_config()
+                .broadcast_period
+                .min(Duration::from_secs(2)),
+        );
+    }
     Ok(())
 }
 
@@ -116,7 +197,12 @@ pub fn run_kvs(args: &KvsArgs, config: &SquallConfig) -> Result<()> {
             routers.clone(),
         );
         let address = node.threads[usize::from(t)].clone();
-        drivers.push(spawn_driver(&ctx, &address, worker, format!("kvs-{}-{t}", args.id))?);
+        drivers.push(spawn_driver(
+            &ctx,
+            &address,
+            worker,
+            format!("kvs-{}-{t}", args.id),
+        )?);
     }
     tracing::info!(
         node = args.id,
@@ -124,7 +210,11 @@ pub fn run_kvs(args: &KvsArgs, config: &SquallConfig) -> Result<()> {
         first = %node.threads[0],
         "storage node serving"
     );
-    serve_until_signalled("storage node", drivers)
+    let mut signals = signals()?;
+    if wait_for_signal(&mut signals, "storage node") == SIGTERM {
+        leave(&ctx, &node, &routers, config, &mut signals)?;
+    }
+    stop_drivers("storage node", drivers)
 }
 
 pub fn run_router(args: &RouteArgs, config: &SquallConfig) -> Result<()> {
@@ -134,5 +224,7 @@ pub fn run_router(args: &RouteArgs, config: &SquallConfig) -> Result<()> {
     let router = Router::new(config.router_config(), me.clone(), peers);
     let driver = spawn_driver(&ctx, &me, router, "router".to_string())?;
     tracing::info!(address = %me, "router serving");
-    serve_until_signalled("router", vec![driver])
+    let mut signals = signals()?;
+    wait_for_signal(&mut signals, "router");
+    stop_drivers("router", vec![driver])
 }

@@ -82,15 +82,28 @@ impl StorageWorker {
         }
     }
 
-    pub(super) fn on_gossip(&mut self, _now: Time, gossip: Gossip, out: &mut Outbox) {
+    pub(super) fn on_gossip(&mut self, now: Time, gossip: Gossip, out: &mut Outbox) {
         self.stats.gossip_in += 1;
         let Gossip { from, entries, ack } = gossip;
         for (key, state) in entries {
             let owned = self.owns(&key);
             let entry = self.shard.entry(key.clone()).or_default();
             let changed = entry.merge(state);
-            if !owned && (changed || !self.outstanding.contains_key(&key)) {
-                self.to_handoff.insert(key);
+            if owned {
+                if changed {
+                    if let Some(leave) = &mut self.leave {
+                        leave.dirty.insert(key);
+                    }
+                }
+            } else if self.outstanding.contains_key(&key) {
+                // Already being handed on: send the news too.
+                if changed {
+                    self.to_handoff.insert(key);
+                }
+            } else {
+                // Probably sent under a ring this worker has not seen yet:
+                // keep it a while before handing it to the owners it knows.
+                self.strand(now, key);
             }
         }
         if let Some(id) = ack {

@@ -8,7 +8,7 @@
 //! for `transition_window` the new owners' reads also ask this worker
 //! (`Fetch`), so a moving key is never missing.
 
-use super::{Handoff, StorageWorker};
+use super::{Handoff, Leave, StorageWorker};
 use crate::cluster::{ClusterState, MemberStatus, Placement};
 use crate::lattice::Lattice;
 use crate::protocol::{Address, Gossip, Key, Membership, Message};
@@ -21,6 +21,20 @@ impl StorageWorker {
     pub(super) fn on_membership(&mut self, now: Time, m: Membership, out: &mut Outbox) {
         match m {
             Membership::State(state) => self.merge_cluster(now, state, out),
+            Membership::Leave { node, reply_to } if node == self.node.id => {
+                tracing::info!(
+                    node = node.0,
+                    thread = self.thread,
+                    "leaving: handing keys over"
+                );
+                self.leave = Some(Leave {
+                    reply_to,
+                    without_me: self.placement_without_me(),
+                    dirty: self.shard.keys().cloned().collect(),
+                    reported: false,
+                });
+                self.continue_leave(now, out);
+            }
             other => {
                 self.stats.unexpected += 1;
                 tracing::debug!(?other, "storage worker ignored a membership message");
@@ -48,6 +62,100 @@ impl StorageWorker {
         self.rehome_keys(&old);
         self.previous = Some((old, now + self.config.transition_window));
         self.send_handoffs(now, out);
+        if self.leave.is_some() {
+            // The handoffs were reset with the ring: start the departure's
+            // handoff again against the new ring.
+            let without_me = self.placement_without_me();
+            let keys = self.shard.keys().cloned().collect();
+            if let Some(leave) = &mut self.leave {
+                leave.without_me = without_me;
+                leave.dirty = keys;
+            }
+        }
+    }
+
+    /// Where keys will live once this node has departed.
+    fn placement_without_me(&self) -> Placement {
+        let mut state = self.cluster.clone();
+        if let Some(incarnation) = self.incarnation {
+            state.record_departure(self.node.id, incarnation);
+        }
+        Placement::new(&state, self.config.replication)
+    }
+
+    /// A departure in progress: hands over keys written since the last
+    /// round, and reports `Left` once every handoff is acknowledged.
+    pub(super) fn continue_leave(&mut self, now: Time, out: &mut Outbox) {
+        let Some(leave) = &mut self.leave else {
+            return;
+        };
+        let dirty: Vec<Key> = leave.dirty.drain().collect();
+        let mut batches: BTreeMap<Address, Vec<Key>> = BTreeMap::new();
+        for key in dirty {
+            for to in leave.without_me.owners(&key) {
+                if to != self.me {
+                    batches.entry(to).or_default().push(key.clone());
+                }
+            }
+        }
+        for (target, keys) in batches {
+            self.send_handoff(now, target, keys, out);
+        }
+        let Some(leave) = &mut self.leave else {
+            return;
+        };
+        if !leave.reported && self.handoffs.is_empty() && leave.dirty.is_empty() {
+            leave.reported = true;
+            tracing::info!(
+                node = self.node.id.0,
+                thread = self.thread,
+                "every key handed over"
+            );
+            out.send(
+                leave.reply_to.clone(),
+                Message::Membership(Membership::Left {
+                    node: self.node.id,
+                    thread: self.thread,
+                    incarnation: self.incarnation.unwrap_or(0),
+                }),
+            );
+        }
+    }
+
+    /// Records that `key` arrived here without this worker owning it.
+    pub(super) fn strand(&mut self, now: Time, key: Key) {
+        self.stranded.entry(key).or_insert(now);
+        if self.next_stranded_check.is_none() {
+            self.next_stranded_check = Some(now + self.config.transition_window);
+        }
+    }
+
+    /// Keys held unowned for a whole transition window go to their owners.
+    pub(super) fn rehome_stranded(&mut self, now: Time) {
+        if self.next_stranded_check.is_none_or(|t| t > now) {
+            return;
+        }
+        let window = self.config.transition_window;
+        let due: Vec<Key> = self
+            .stranded
+            .iter()
+            .filter(|(_, since)| **since + window <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.stranded.remove(&key);
+            if self.shard.contains_key(&key) && !self.owns(&key) {
+                self.to_handoff.insert(key);
+            }
+        }
+        self.next_stranded_check = self.stranded.values().min().map(|t| *t + window);
+    }
+
+    /// While leaving, a write to `key` must be handed over again.
+    pub(super) fn mark_leave_dirty(&mut self, key: &Key) {
+        if let Some(leave) = &mut self.leave {
+            leave.dirty.insert(key.clone());
+        }
     }
 
     /// After a placement change: queues every held key for the owners that
@@ -188,7 +296,8 @@ impl StorageWorker {
         }
     }
 
-    /// Thread 0: tells the routers the node is alive, or asks to join.
+    /// Thread 0: tells the routers the node is alive, or asks to join
+    /// (unless it is leaving).
     pub(super) fn heartbeat(&mut self, now: Time, out: &mut Outbox) {
         self.next_heartbeat = now + self.config.heartbeat_period;
         let msg = match self.incarnation {
@@ -196,6 +305,7 @@ impl StorageWorker {
                 node: self.node.id,
                 incarnation,
             },
+            None if self.leave.is_some() => return,
             None => Membership::Join {
                 node: self.node.clone(),
             },

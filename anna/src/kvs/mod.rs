@@ -66,6 +66,10 @@ pub struct WorkerConfig {
     /// Length of one statistics epoch.
     #[serde(with = "crate::config::millis")]
     pub stats_epoch: Duration,
+    /// How long a node stopping gracefully (SIGTERM) may spend handing its
+    /// keys over before it departs anyway.
+    #[serde(with = "crate::config::millis")]
+    pub leave_timeout: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -83,6 +87,7 @@ impl Default for WorkerConfig {
             handoff_retry: Duration::from_millis(300),
             transition_window: Duration::from_secs(3),
             stats_epoch: Duration::from_secs(1),
+            leave_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -119,6 +124,16 @@ enum WaitFor {
     },
 }
 
+/// A graceful departure in progress: every key is handed to the owners it
+/// will have without this node, then [`crate::protocol::Membership::Left`]
+/// is reported.
+struct Leave {
+    reply_to: Address,
+    without_me: Placement,
+    dirty: StableHashSet<Key>,
+    reported: bool,
+}
+
 /// An unacknowledged batch of keys handed to a new owner.
 struct Handoff {
     target: Address,
@@ -140,6 +155,9 @@ pub struct StorageWorker {
     shard: StableHashMap<Key, KeyState>,
     changed: StableHashSet<Key>,
     to_handoff: StableHashSet<Key>,
+    stranded: StableHashMap<Key, Time>,
+    next_stranded_check: Option<Time>,
+    leave: Option<Leave>,
     outstanding: StableHashMap<Key, u32>,
     handoffs: StableHashMap<RequestId, Handoff>,
     pending: StableHashMap<RequestId, Pending>,
@@ -177,6 +195,9 @@ impl StorageWorker {
             shard: StableHashMap::default(),
             changed: StableHashSet::default(),
             to_handoff: StableHashSet::default(),
+            stranded: StableHashMap::default(),
+            next_stranded_check: None,
+            leave: None,
             outstanding: StableHashMap::default(),
             handoffs: StableHashMap::default(),
             pending: StableHashMap::default(),
@@ -233,12 +254,20 @@ impl StorageWorker {
             && self.shard.keys().all(|k| self.owns(k))
     }
 
+    /// Whether a graceful departure has handed every key over.
+    pub fn left(&self) -> bool {
+        self.leave.as_ref().is_some_and(|l| l.reported)
+    }
+
     /// Whether this worker holds `key` under the current placement. A
     /// worker that has not joined (or whose incarnation was declared
     /// departed) owns nothing, even if an older incarnation at the same
-    /// addresses is still in the ring.
+    /// addresses is still in the ring; nor does one that has handed all its
+    /// keys over to leave (a write it took now would not be handed over).
     fn owns(&self, key: &str) -> bool {
-        self.incarnation.is_some() && self.placement.is_owner(key, self.node.id, self.thread)
+        self.incarnation.is_some()
+            && !self.left()
+            && self.placement.is_owner(key, self.node.id, self.thread)
     }
 
     fn fresh_id(&mut self) -> RequestId {
@@ -274,6 +303,14 @@ impl Role for StorageWorker {
         }
         if let Some(h) = self.handoffs.values().map(|h| h.sent).min() {
             consider(h + self.config.handoff_retry);
+        }
+        if let Some(t) = self.next_stranded_check {
+            consider(t);
+        }
+        if let Some(leave) = &self.leave {
+            if !leave.reported || !leave.dirty.is_empty() {
+                consider(self.next_gossip);
+            }
         }
         next
     }
@@ -318,5 +355,7 @@ impl StorageWorker {
             self.heartbeat(now, out);
         }
         self.retry_handoffs(now, out);
+        self.rehome_stranded(now);
+        self.continue_leave(now, out);
     }
 }

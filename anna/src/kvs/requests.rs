@@ -67,6 +67,7 @@ impl StorageWorker {
                         Ok(changed) => {
                             if changed {
                                 self.changed.insert(key.clone());
+                                self.mark_leave_dirty(&key);
                             }
                             self.replicate(pending_id, index, &key, ack, &mut opened, out)
                         }
@@ -82,6 +83,7 @@ impl StorageWorker {
                     self.stats.deletes += 1;
                     if self.shard.entry(key.clone()).or_default().delete(at) {
                         self.changed.insert(key.clone());
+                        self.mark_leave_dirty(&key);
                     }
                     self.replicate(pending_id, index, &key, ack, &mut opened, out)
                 }

@@ -59,4 +59,14 @@ pub enum Membership {
         at: Timestamp,
         factor: ReplicationFactor,
     },
+    /// Asks a storage thread of `node` to hand all its keys to the owners
+    /// they will have once the node is gone, then report [`Membership::Left`]
+    /// at `reply_to`. Sent by the node's own process on SIGTERM.
+    Leave { node: NodeId, reply_to: Address },
+    /// A thread of `node` has handed every key over; the node may depart.
+    Left {
+        node: NodeId,
+        thread: u32,
+        incarnation: u64,
+    },
 }

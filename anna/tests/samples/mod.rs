@@ -284,6 +284,15 @@ pub fn sample_messages() -> Vec<Message> {
             node: NodeId(3),
             incarnation: 2,
         }),
+        Message::Membership(Membership::Leave {
+            node: NodeId(3),
+            reply_to: reply_to.clone(),
+        }),
+        Message::Membership(Membership::Left {
+            node: NodeId(3),
+            thread: 1,
+            incarnation: 2,
+        }),
         Message::Membership(Membership::Heartbeat {
             node: NodeId(3),
             incarnation: u64::MAX,

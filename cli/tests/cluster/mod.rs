@@ -1,0 +1,391 @@
+//! A harness for multi-process tests: real `squall route` and `squall kvs`
+//! processes on loopback, driven through the Rust client and raw protocol
+//! messages.
+//!
+//! Every test gets its own temporary directory (config file, one log per
+//! process) and its own block of ports, probed free, so tests run in
+//! parallel. [`Cluster`] kills every process it started when it is dropped,
+//! panics included, and then prints the tail of each log so a failure
+//! explains itself. Every wait has a deadline ([`wait_until`]).
+//!
+//! # Layout
+//!
+//! - `mod.rs`: [`Cluster`] (processes, ports, the config file) and
+//!   [`wait_until`].
+//! - [`probe`]: [`Probe`], raw protocol questions to one socket: status,
+//!   routes, reads at one replica.
+//! - [`load`]: [`Writer`], a thread writing distinct keys until stopped, and
+//!   the read-back check of what it got acknowledged.
+
+#![allow(dead_code)] // each test file uses part of the harness
+
+pub mod load;
+pub mod probe;
+
+pub use load::{assert_all_readable, assert_on_every_owner, Writer, WriterReport};
+pub use probe::Probe;
+
+use anna::client::{Client, ClientConfig};
+use anna::cluster::ClusterState;
+use anna::protocol::{Address, NodeId};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// The binary under test.
+pub const SQUALL: &str = env!("CARGO_BIN_EXE_squall");
+
+/// Ports each test reserves: the router, then node `id`'s thread `t` at
+/// `base + 10 * id + t`; `squall up` needs `base .. base + 100 + 20 * nodes`.
+pub const PORT_BLOCK: u16 = 200;
+/// Below the kernel's ephemeral range (32768..), so no client socket takes
+/// a port a node will bind after a restart.
+const PORT_FLOOR: u16 = 20_000;
+const PORT_BLOCKS: u32 = 60;
+
+/// Settings short enough that failure detection and handoff take a second
+/// or two, not the production defaults' several.
+pub const FAILURE_TIMEOUT: Duration = Duration::from_millis(1500);
+pub const TRANSITION_WINDOW: Duration = Duration::from_millis(1500);
+
+/// The config file every test process reads, with `global` replicas per key.
+pub fn config_toml(global: u8) -> String {
+    format!(
+        "[storage]\n\
+         replication = {{ global = {global}, local = 1 }}\n\
+         heartbeat_period = 200\n\
+         ack_timeout = 1000\n\
+         handoff_retry = 200\n\
+         anti_entropy_period = 300\n\
+         transition_window = {}\n\
+         \n\
+         [router]\n\
+         failure_timeout = {}\n\
+         broadcast_period = 300\n\
+         \n\
+         [client]\n\
+         attempt_timeout = 300\n\
+         op_timeout = 5000\n",
+        TRANSITION_WINDOW.as_millis(),
+        FAILURE_TIMEOUT.as_millis(),
+    )
+}
+
+/// Client settings matching [`config_toml`]: quick retries, bounded ops.
+pub fn client_config() -> ClientConfig {
+    ClientConfig {
+        attempt_timeout: Duration::from_millis(300),
+        op_timeout: Duration::from_secs(5),
+        ..ClientConfig::default()
+    }
+}
+
+/// The first port of a block of [`PORT_BLOCK`] ports that were all free a
+/// moment ago. Blocks differ between the tests of one process; across
+/// processes the probe (and the process id in the starting block) keeps
+/// them apart.
+pub fn reserve_ports() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7);
+    for _ in 0..PORT_BLOCKS {
+        let block = start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % PORT_BLOCKS;
+        let base = PORT_FLOOR + u16::try_from(block).expect("block index") * PORT_BLOCK;
+        if (base..base + PORT_BLOCK).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no free block of {PORT_BLOCK} ports above {PORT_FLOOR}");
+}
+
+/// Polls `f` every 50 ms until it gives a value; panics with `what` after
+/// `limit`.
+pub fn wait_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(t) = f() {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether process `pid` exists (a zombie counts: reap children first).
+pub fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// Sends `sig` to `pid`.
+pub fn signal(pid: u32, sig: libc::c_int) {
+    let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
+    // SAFETY: sending a signal has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// One process this harness started.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+/// A router and storage nodes, each a `squall` process; all killed on drop.
+pub struct Cluster {
+    dir: TempDir,
+    config: PathBuf,
+    base: u16,
+    threads: u16,
+    router: Proc,
+    nodes: BTreeMap<u64, Proc>,
+    /// Processes that exited or were killed, kept for their logs.
+    gone: Vec<Proc>,
+    starts: u32,
+}
+
+impl Cluster {
+    /// A router and nodes `1..=nodes` with `threads` threads each and
+    /// `global` replicas per key; returns once every process agrees all
+    /// nodes are up and a put and a get went through.
+    pub fn start(nodes: u64, threads: u16, global: u8) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("squall-test-")
+            .tempdir()
+            .expect("temporary directory");
+        let config = dir.path().join("squall.toml");
+        std::fs::write(&config, config_toml(global)).expect("writing the config");
+        let base = reserve_ports();
+        let router = spawn(
+            dir.path(),
+            &config,
+            "router",
+            &["route", "--host", "127.0.0.1", "--port", &base.to_string()],
+        );
+        let mut cluster = Cluster {
+            dir,
+            config,
+            base,
+            threads,
+            router,
+            nodes: BTreeMap::new(),
+            gone: Vec::new(),
+            starts: 0,
+        };
+        for id in 1..=nodes {
+            cluster.start_node(id);
+        }
+        let ids: Vec<u64> = (1..=nodes).collect();
+        cluster.wait_live(&ids);
+        cluster.wait_serving();
+        cluster
+    }
+
+    /// The test's temporary directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The router's address.
+    pub fn router(&self) -> Address {
+        Address(format!("tcp://127.0.0.1:{}", self.base))
+    }
+
+    /// The thread addresses of node `id`.
+    pub fn node_threads(&self, id: u64) -> Vec<Address> {
+        let first = self.base + 10 * u16::try_from(id).expect("small node id");
+        (0..self.threads)
+            .map(|t| Address(format!("tcp://127.0.0.1:{}", first + t)))
+            .collect()
+    }
+
+    /// Every socket of the cluster: the router's, then every node thread's.
+    pub fn all_sockets(&self) -> Vec<Address> {
+        let mut all = vec![self.router()];
+        for id in self.nodes.keys() {
+            all.extend(self.node_threads(*id));
+        }
+        all
+    }
+
+    /// A client of this cluster.
+    pub fn client(&self, config: ClientConfig) -> Client {
+        Client::connect(vec![self.router()], config).expect("client binds a loopback port")
+    }
+
+    /// Starts `squall kvs --id id` (again, after a kill: same ports).
+    pub fn start_node(&mut self, id: u64) {
+        assert!(!self.nodes.contains_key(&id), "node {id} is already running");
+        let port = self.node_threads(id)[0]
+            .as_str()
+            .rsplit(':')
+            .next()
+            .expect("port")
+            .to_string();
+        let name = format!("node-{id}-{}", self.starts);
+        self.starts += 1;
+        let proc = spawn(
+            self.dir.path(),
+            &self.config,
+            &name,
+            &[
+                "kvs",
+                "--id",
+                &id.to_string(),
+                "--threads",
+                &self.threads.to_string(),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port,
+                "--router",
+                self.router().as_str(),
+            ],
+        );
+        self.nodes.insert(id, proc);
+    }
+
+    /// `kill -9` node `id` and reaps it.
+    pub fn kill_node(&mut self, id: u64) {
+        let mut proc = self.nodes.remove(&id).expect("node is running");
+        proc.child.kill().expect("SIGKILL");
+        proc.child.wait().expect("reaping the killed node");
+        self.gone.push(proc);
+    }
+
+    /// Sends SIGTERM to node `id` without waiting.
+    pub fn terminate_node(&mut self, id: u64) {
+        signal(self.nodes[&id].child.id(), libc::SIGTERM);
+    }
+
+    /// Waits for node `id` to exit by itself; returns how it exited.
+    pub fn wait_node_exit(&mut self, id: u64, limit: Duration) -> ExitStatus {
+        let proc = self.nodes.get_mut(&id).expect("node was started");
+        let status = wait_until(&format!("node {id} to exit"), limit, || {
+            proc.child.try_wait().expect("polling a child")
+        });
+        let proc = self.nodes.remove(&id).expect("node was started");
+        self.gone.push(proc);
+        status
+    }
+
+    /// Panics unless the router and every node not stopped on purpose are
+    /// still running.
+    pub fn assert_all_running(&mut self) {
+        let mut dead = Vec::new();
+        if let Some(s) = self.router.child.try_wait().expect("polling") {
+            dead.push(format!("router ({s})"));
+        }
+        for (id, p) in &mut self.nodes {
+            if let Some(s) = p.child.try_wait().expect("polling") {
+                dead.push(format!("node {id} ({s})"));
+            }
+        }
+        assert!(dead.is_empty(), "processes died: {}", dead.join(", "));
+    }
+
+    /// What the router sees now.
+    pub fn router_view(&self) -> ClusterState {
+        let mut probe = Probe::new();
+        wait_until("the router's status", Duration::from_secs(5), || {
+            probe.status(&self.router(), Duration::from_millis(500))
+        })
+    }
+
+    /// Waits until the router sees exactly the nodes `ids` up, and every
+    /// thread of those nodes sees the same membership.
+    pub fn wait_live(&self, ids: &[u64]) {
+        let want: BTreeSet<NodeId> = ids.iter().map(|&i| NodeId(i)).collect();
+        let mut probe = Probe::new();
+        wait_until(
+            &format!("nodes {ids:?} up and agreed on"),
+            Duration::from_secs(15),
+            || {
+                let seen = probe.status(&self.router(), Duration::from_millis(500))?;
+                let live: BTreeSet<NodeId> = seen.live_nodes().map(|(id, _)| id).collect();
+                if live != want {
+                    return None;
+                }
+                for id in ids {
+                    for t in self.node_threads(*id) {
+                        let theirs = probe.status(&t, Duration::from_millis(500))?;
+                        if theirs != seen {
+                            return None;
+                        }
+                    }
+                }
+                Some(())
+            },
+        );
+    }
+
+    /// Waits until a put and a get through a fresh client succeed.
+    pub fn wait_serving(&self) {
+        let mut client = self.client(client_config());
+        wait_until("a put and a get to succeed", Duration::from_secs(10), || {
+            let ok = client.put_lww("__probe", b"ready".to_vec()).is_ok()
+                && matches!(client.get("__probe"), Ok(Some(_)));
+            ok.then_some(())
+        });
+    }
+}
+
+fn spawn(dir: &Path, config: &Path, name: &str, args: &[&str]) -> Proc {
+    let log = dir.join(format!("{name}.log"));
+    let file = std::fs::File::create(&log).expect("creating a log file");
+    let child = Command::new(SQUALL)
+        .env_remove("SQUALL_CONFIG")
+        .env_remove("SQUALL_STATE_DIR")
+        .arg("--config")
+        .arg(config)
+        .arg("--log")
+        .arg("info")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("log file handle"))
+        .stderr(file)
+        .spawn()
+        .expect("starting squall");
+    Proc { child, log }
+}
+
+/// The last `n` lines of `path`.
+pub fn tail(path: &Path, n: usize) -> Vec<String> {
+    let Ok(file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let lines: Vec<String> = BufReader::new(file).lines().map_while(Result::ok).collect();
+    lines[lines.len().saturating_sub(n)..].to_vec()
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let procs = std::iter::once(&mut self.router)
+            .chain(self.nodes.values_mut())
+            .chain(self.gone.iter_mut());
+        let mut logs = Vec::new();
+        for p in procs {
+            if matches!(p.child.try_wait(), Ok(None)) {
+                let _ = p.child.kill();
+            }
+            let _ = p.child.wait();
+            logs.push(p.log.clone());
+        }
+        if std::thread::panicking() {
+            for log in logs {
+                eprintln!("---- {} (last 30 lines)", log.display());
+                for line in tail(&log, 30) {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}

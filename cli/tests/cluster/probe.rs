@@ -1,0 +1,125 @@
+//! Raw protocol questions to one socket, bypassing the client: what cluster
+//! a process sees, where the router places keys, and what one replica holds.
+
+use anna::cluster::ClusterState;
+use anna::protocol::{
+    Ack, Address, Key, KeyOp, KeyResult, KvsRequest, Message, RequestId, RouteRequest,
+};
+use anna::transport::{Receiver, Sender};
+use std::time::{Duration, Instant};
+
+/// Keys per route or read request, so no frame grows large.
+const BATCH: usize = 256;
+
+/// A reply socket and a sender, for one thread of a test.
+pub struct Probe {
+    rx: Receiver,
+    tx: Sender,
+    next: u64,
+    _ctx: zmq::Context,
+}
+
+fn reply_id(msg: &Message) -> Option<RequestId> {
+    match msg {
+        Message::StatusReply { id, .. } => Some(*id),
+        Message::RouteResponse(r) => Some(r.id),
+        Message::KvsResponse(r) => Some(r.id),
+        Message::Pong { id } => Some(*id),
+        _ => None,
+    }
+}
+
+impl Probe {
+    /// A probe receiving on a free loopback port.
+    pub fn new() -> Probe {
+        let ctx = zmq::Context::new();
+        let rx = Receiver::bind(&ctx, &Address::from("tcp://127.0.0.1:*")).expect("binding");
+        Probe {
+            tx: Sender::new(&ctx),
+            rx,
+            next: 0,
+            _ctx: ctx,
+        }
+    }
+
+    /// Sends raw bytes to `to` (queued; never blocks).
+    pub fn send_raw(&mut self, to: &Address, bytes: &[u8]) {
+        self.tx.send_raw(to, bytes).expect("queueing raw bytes");
+    }
+
+    /// Sends the message `make` builds and waits for the reply with its id.
+    fn ask(
+        &mut self,
+        to: &Address,
+        timeout: Duration,
+        make: impl FnOnce(RequestId, Address) -> Message,
+    ) -> Option<Message> {
+        self.next += 1;
+        let id = RequestId(self.next);
+        let msg = make(id, self.rx.address().clone());
+        self.tx.send(to, &msg).ok()?;
+        let deadline = Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.rx.recv(Some(left)) {
+                Ok(Some(reply)) if reply_id(&reply) == Some(id) => return Some(reply),
+                Ok(_) => {}
+                Err(e) => panic!("probe socket failed: {e}"),
+            }
+        }
+        None
+    }
+
+    /// The cluster state `to` (a router or a storage thread) sees.
+    pub fn status(&mut self, to: &Address, timeout: Duration) -> Option<ClusterState> {
+        match self.ask(to, timeout, |id, reply_to| Message::StatusRequest { id, reply_to })? {
+            Message::StatusReply { cluster, .. } => Some(cluster),
+            _ => None,
+        }
+    }
+
+    /// Whether `to` answers a ping within `timeout`.
+    pub fn ping(&mut self, to: &Address, timeout: Duration) -> bool {
+        self.ask(to, timeout, |id, reply_to| Message::Ping { id, reply_to })
+            .is_some()
+    }
+
+    /// The owner threads the router at `router` gives each of `keys`.
+    pub fn owners(&mut self, router: &Address, keys: &[Key]) -> Option<Vec<(Key, Vec<Address>)>> {
+        let mut all = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(BATCH) {
+            let reply = self.ask(router, Duration::from_secs(1), |id, reply_to| {
+                Message::RouteRequest(RouteRequest {
+                    id,
+                    reply_to,
+                    keys: chunk.to_vec(),
+                })
+            })?;
+            match reply {
+                Message::RouteResponse(r) => all.extend(r.placements),
+                _ => return None,
+            }
+        }
+        Some(all)
+    }
+
+    /// Reads `keys` at the one storage thread `at`: one result per key, in
+    /// order (`NotMine` where it does not own the key).
+    pub fn read_at(&mut self, at: &Address, keys: &[Key]) -> Option<Vec<KeyResult>> {
+        let mut all = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(BATCH) {
+            let reply = self.ask(at, Duration::from_secs(2), |id, reply_to| {
+                Message::KvsRequest(KvsRequest {
+                    id,
+                    reply_to,
+                    ops: chunk.iter().map(|k| KeyOp::Get { key: k.clone() }).collect(),
+                    ack: Ack::FirstReplica,
+                })
+            })?;
+            match reply {
+                Message::KvsResponse(r) => all.extend(r.results),
+                _ => return None,
+            }
+        }
+        Some(all)
+    }
+}

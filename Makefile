@@ -17,16 +17,19 @@ VENV := .venv
 STAMPS := .stamps
 SQUALL := target/release/squall
 
-# Debian packages the build and tests use. g++ builds the vendored libzmq.
-APT_PACKAGES := g++ make pkg-config
+# Debian packages the build and tests use. g++ builds the vendored libzmq;
+# redis-server is the peer the KVS benchmark (and its tests) start, and
+# redis-tools brings redis-cli and redis-benchmark to cross-check it.
+APT_PACKAGES := g++ make pkg-config redis-server redis-tools
 
-.PHONY: demo test setup build clean help
+.PHONY: demo test setup build bench-kvs clean help
 
 help:
 	@echo "make demo    install everything, build, and run the main job"
 	@echo "make test    run all tests (Rust unit, property, integration)"
 	@echo "make setup   install apt packages and the Python virtualenv only"
 	@echo "make build   build the release binary $(SQUALL)"
+	@echo "make bench-kvs  run the KVS benchmark matrix against Redis (~2 min)"
 	@echo "make clean   remove build outputs, the virtualenv and stamps"
 
 setup: $(STAMPS)/apt $(STAMPS)/venv
@@ -50,19 +53,19 @@ $(STAMPS)/venv: requirements-dev.txt
 build:
 	cargo build --release -p squall
 
-# The main job. Until the KVS lands it is the messaging layer every
-# component sits on: typed protocol messages round-tripping over real
-# ZeroMQ sockets, on each transport.
+# The main job: a local cluster of real processes, a round trip of several
+# lattice types through it, and a clean stop (deploy/demo.sh).
 demo: setup build
 	@echo "== Squall $$($(SQUALL) --version) =="
-	$(SQUALL) ping --transport tcp
-	$(SQUALL) ping --transport ipc
-	$(SQUALL) ping --transport inproc
-	@echo "== Python tools in $(VENV) =="
-	$(VENV)/bin/python -c "import cloudpickle, pytest; print('cloudpickle', cloudpickle.__version__, '| pytest', pytest.__version__)"
+	SQUALL=$(SQUALL) deploy/demo.sh
 
 test:
 	cargo test --workspace
+
+# The KVS benchmark's standard matrix, every backend side by side with a
+# redis-server it starts itself; figures are recorded in benches/RESULTS.md.
+bench-kvs: $(STAMPS)/apt
+	cargo run --release -p squall-benches --bin squall-bench -- kvs --matrix
 
 clean:
 	cargo clean

@@ -80,6 +80,21 @@ impl Outbox {
     }
 }
 
+/// What a driver's sockets have counted for a role. Plain integers: each
+/// counter belongs to one thread.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// Frames received that decoded.
+    pub received: u64,
+    /// Frames received that did not decode, dropped.
+    pub malformed: u64,
+    /// Messages handed to a peer's queue.
+    pub sent: u64,
+    /// Messages dropped because a peer's queue was full or they did not
+    /// encode.
+    pub dropped: u64,
+}
+
 /// A node role as a state machine.
 pub trait Role {
     /// Handles one input at time `now`, queueing what to send in `out`.
@@ -88,6 +103,10 @@ pub trait Role {
     /// When the role next wants an [`Input::Tick`]; `None` if it only reacts
     /// to messages. Drivers sleep until then, never poll.
     fn next_tick(&self) -> Option<Time>;
+
+    /// The driver's transport counters, handed in before a step whenever
+    /// they changed, so the role can report them. Ignored by default.
+    fn observe_transport(&mut self, _stats: TransportStats) {}
 }
 
 /// What one [`Driver::step`] did.

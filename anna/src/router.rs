@@ -52,6 +52,29 @@ pub struct RouterStats {
     pub departures: u64,
     pub failures_declared: u64,
     pub unexpected: u64,
+    /// The driver's transport counters, as last observed.
+    pub transport: crate::role::TransportStats,
+}
+
+impl RouterStats {
+    /// Every counter by name, for status replies.
+    pub fn counters(&self) -> Vec<(String, u64)> {
+        let t = self.transport;
+        [
+            ("route_requests", self.route_requests),
+            ("joins", self.joins),
+            ("departures", self.departures),
+            ("failures_declared", self.failures_declared),
+            ("unexpected", self.unexpected),
+            ("received", t.received),
+            ("malformed", t.malformed),
+            ("sent", t.sent),
+            ("dropped", t.dropped),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
 }
 
 /// One routing thread.
@@ -228,6 +251,10 @@ impl Router {
 }
 
 impl Role for Router {
+    fn observe_transport(&mut self, stats: crate::role::TransportStats) {
+        self.stats.transport = stats;
+    }
+
     fn step(&mut self, now: Time, input: Input, out: &mut Outbox) {
         match input {
             Input::Message(Message::Ping { id, reply_to }) => {
@@ -240,6 +267,7 @@ impl Role for Router {
                     id,
                     from: self.me.clone(),
                     cluster: self.cluster.clone(),
+                    counters: self.stats.counters(),
                 },
             ),
             Input::Message(Message::Membership(m)) => self.on_membership(now, m, out),

@@ -62,20 +62,7 @@ pub enum TransportError {
     Socket(#[from] zmq::Error),
 }
 
-/// What a socket owner has counted. Plain integers: each counter belongs to
-/// one thread.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TransportStats {
-    /// Frames received that decoded.
-    pub received: u64,
-    /// Frames received that did not decode, dropped.
-    pub malformed: u64,
-    /// Messages handed to a peer's queue.
-    pub sent: u64,
-    /// Messages dropped because a peer's queue was full or they did not
-    /// encode.
-    pub dropped: u64,
-}
+pub use crate::role::TransportStats;
 
 /// A bound PULL socket that yields decoded messages.
 pub struct Receiver {
@@ -318,6 +305,7 @@ pub struct ZmqDriver<R: Role> {
     shutdown: Shutdown,
     outbox: Outbox,
     stopped: bool,
+    reported: TransportStats,
 }
 
 impl<R: Role> ZmqDriver<R> {
@@ -342,6 +330,7 @@ impl<R: Role> ZmqDriver<R> {
             },
             outbox: Outbox::default(),
             stopped: false,
+            reported: TransportStats::default(),
         })
     }
 
@@ -385,6 +374,11 @@ impl<R: Role> ZmqDriver<R> {
     }
 
     fn handle(&mut self, input: Input) {
+        let stats = self.stats();
+        if stats != self.reported {
+            self.reported = stats;
+            self.role.observe_transport(stats);
+        }
         self.role.step(Time::wall_clock(), input, &mut self.outbox);
         self.flush();
     }

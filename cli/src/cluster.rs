@@ -304,8 +304,29 @@ fn wait_ready(
     }
 }
 
+/// What one component reported: the cluster it sees and its counters.
+pub struct Status {
+    pub cluster: ClusterState,
+    pub counters: Vec<(String, u64)>,
+}
+
+impl Status {
+    /// One counter, zero if absent.
+    pub fn counter(&self, name: &str) -> u64 {
+        self.counters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, v)| *v)
+    }
+}
+
 /// Asks one component what cluster it sees.
 pub fn query_status(to: &Address, timeout: Duration) -> Result<ClusterState> {
+    Ok(query(to, timeout)?.cluster)
+}
+
+/// Asks one component what cluster it sees and what it has counted.
+pub fn query(to: &Address, timeout: Duration) -> Result<Status> {
     let ctx = zmq::Context::new();
     let mut rx = Receiver::bind(&ctx, &Address::from("tcp://127.0.0.1:*"))?;
     let mut tx = Sender::new(&ctx);
@@ -320,11 +341,14 @@ pub fn query_status(to: &Address, timeout: Duration) -> Result<ClusterState> {
     let deadline = Instant::now() + timeout;
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
         if let Some(Message::StatusReply {
-            id: got, cluster, ..
+            id: got,
+            cluster,
+            counters,
+            ..
         }) = rx.recv(Some(left))?
         {
             if got == id {
-                return Ok(cluster);
+                return Ok(Status { cluster, counters });
             }
         }
     }
@@ -394,6 +418,23 @@ pub fn status(config: &SquallConfig, routers: &[Address]) -> Result<()> {
                 }
             }
             Err(e) => println!("router {r}: {e:#}"),
+        }
+    }
+    if let Some(record) = &record {
+        println!("storage threads:");
+        for node in &record.nodes {
+            for a in &node.addresses {
+                match query(&Address(a.clone()), Duration::from_secs(1)) {
+                    Ok(s) => println!(
+                        "  {a:<24} keys {:<8} gets {:<10} puts {:<10} malformed {}",
+                        s.counter("keys"),
+                        s.counter("gets"),
+                        s.counter("puts"),
+                        s.counter("malformed")
+                    ),
+                    Err(e) => println!("  {a:<24} {e:#}"),
+                }
+            }
         }
     }
     if !answered {

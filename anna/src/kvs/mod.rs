@@ -284,6 +284,10 @@ impl Role for StorageWorker {
         }
     }
 
+    fn observe_transport(&mut self, stats: crate::role::TransportStats) {
+        self.stats.transport = stats;
+    }
+
     fn next_tick(&self) -> Option<Time> {
         let mut next = None;
         let mut consider = |t: Time| {
@@ -334,6 +338,7 @@ impl StorageWorker {
                     id,
                     from: self.me.clone(),
                     cluster: self.cluster.clone(),
+                    counters: self.stats.counters(self.shard.len()),
                 },
             ),
             other => {

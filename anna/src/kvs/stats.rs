@@ -26,6 +26,8 @@ pub struct WorkerStats {
     pub handoffs_out: u64,
     pub anti_entropy_keys: u64,
     pub unexpected: u64,
+    /// The driver's transport counters, as last observed.
+    pub transport: crate::role::TransportStats,
     epoch: Duration,
     epoch_start: Time,
     current: HashMap<Key, u32>,
@@ -69,6 +71,31 @@ impl WorkerStats {
     /// (at most 100).
     pub fn hot_keys(&self) -> &[(Key, u32)] {
         &self.last
+    }
+
+    /// Every counter by name, for status replies.
+    pub fn counters(&self, keys: usize) -> Vec<(String, u64)> {
+        let t = self.transport;
+        [
+            ("keys", keys as u64),
+            ("gets", self.gets),
+            ("puts", self.puts),
+            ("deletes", self.deletes),
+            ("not_mine", self.not_mine),
+            ("fetches", self.fetches),
+            ("gossip_in", self.gossip_in),
+            ("gossip_out", self.gossip_out),
+            ("handoffs_out", self.handoffs_out),
+            ("anti_entropy_keys", self.anti_entropy_keys),
+            ("unexpected", self.unexpected),
+            ("received", t.received),
+            ("malformed", t.malformed),
+            ("sent", t.sent),
+            ("dropped", t.dropped),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
     }
 
     /// How many distinct keys the current epoch tracks.

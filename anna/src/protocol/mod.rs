@@ -102,11 +102,13 @@ pub enum Message {
     },
     /// "What cluster do you see?", to a router or a storage thread.
     StatusRequest { id: RequestId, reply_to: Address },
-    /// The answer to a [`Message::StatusRequest`].
+    /// The answer to a [`Message::StatusRequest`]: the cluster seen, and
+    /// the component's counters by name (`gets`, `malformed`, ...).
     StatusReply {
         id: RequestId,
         from: Address,
         cluster: crate::cluster::ClusterState,
+        counters: Vec<(String, u64)>,
     },
 }
 

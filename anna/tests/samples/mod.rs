@@ -279,6 +279,7 @@ pub fn sample_messages() -> Vec<Message> {
             id: RequestId(90),
             from: Address::from("tcp://router:7000"),
             cluster: cluster_state(),
+            counters: vec![("malformed".to_string(), 3), ("gets".to_string(), u64::MAX)],
         },
         Message::Membership(Membership::Depart {
             node: NodeId(3),

@@ -267,6 +267,14 @@ impl Cluster {
                     .extend(els.iter().cloned());
             }
         }
+        for (addr, host) in self.sim.roles() {
+            if let Host::Worker(w) = host {
+                assert!(
+                    !w.joined() || w.settled(),
+                    "seed {seed}: {addr} still holds keys it does not own, or has handoffs pending"
+                );
+            }
+        }
         let placement = match self.sim.role(&self.router) {
             Some(Host::Router(r)) => r.placement().clone(),
             _ => panic!("router gone"),
@@ -469,6 +477,46 @@ fn a_node_leaving_gracefully_under_load_hands_over_every_write() {
             !r.placement().nodes().contains_key(&NodeId(3)),
             "seed {seed}"
         );
+    }
+}
+
+#[test]
+fn raising_and_lowering_a_keys_replication_moves_its_copies() {
+    use anna::cluster::ReplicationFactor;
+    use anna::lattice::{Timestamp, WriterId as W};
+    for seed in seeds().into_iter().take(100) {
+        let mut c = cluster(seed, 3, 1, Ack::FirstReplica, 40);
+        c.sim.run_for(Duration::from_millis(2_100));
+        let admin = Address::from("admin");
+        // Sent five times, as a client retries until a router shows it: a
+        // lossy network may drop any one copy.
+        let set = |c: &mut Cluster, at: u64, global: u8| {
+            let msg = Membership::SetReplication {
+                key: "key-1".to_string(),
+                at: Timestamp {
+                    wall_ms: at,
+                    logical: 0,
+                    writer: W(7),
+                },
+                factor: ReplicationFactor { global, local: 1 },
+            };
+            for _ in 0..5 {
+                let router = c.router.clone();
+                c.sim
+                    .send(admin.clone(), router, Message::Membership(msg.clone()));
+            }
+        };
+        set(&mut c, 1, 3);
+        c.sim.run_for(Duration::from_secs(2));
+        c.settle_and_check(seed);
+        let placement = match c.sim.role(&c.router) {
+            Some(Host::Router(r)) => r.placement().clone(),
+            _ => panic!(),
+        };
+        assert_eq!(placement.owners("key-1").len(), 3, "seed {seed}");
+        set(&mut c, 2, 1);
+        c.sim.run_for(Duration::from_secs(1));
+        c.settle_and_check(seed);
     }
 }
 

@@ -5,6 +5,7 @@
 //! serde JSON form (the wire enum `LatticeValue`), nested maps included.
 
 use anna::client::{Client, ClientConfig};
+use anna::cluster::ReplicationFactor;
 use anna::lattice::{
     Causal, Counter, Dependent, LatticeKind, LatticeValue, Lww, MapLattice, Max, Min,
     OrderedSetLattice, Priority, SetLattice, VectorClock, WriterId,
@@ -49,6 +50,17 @@ enum KvOp {
     },
     /// Delete a key (a tombstone; later puts start afresh).
     Del { key: String },
+    /// Set a key's replication factor: on how many nodes, and on how many
+    /// threads of each (capped by what is live). New owners receive it.
+    Replicate {
+        key: String,
+        /// Nodes holding the key.
+        #[arg(long)]
+        global: u8,
+        /// Threads holding it on each of those nodes.
+        #[arg(long, default_value_t = 1)]
+        local: u8,
+    },
 }
 
 pub fn run(args: &KvArgs, routers: Vec<Address>, config: &ClientConfig) -> Result<bool> {
@@ -75,6 +87,16 @@ pub fn run(args: &KvArgs, routers: Vec<Address>, config: &ClientConfig) -> Resul
             client.put(key, value)?;
         }
         KvOp::Del { key } => client.delete(key)?,
+        KvOp::Replicate { key, global, local } => {
+            if *global == 0 || *local == 0 {
+                bail!("--global and --local must be at least 1");
+            }
+            let factor = ReplicationFactor {
+                global: *global,
+                local: *local,
+            };
+            client.set_replication(key, factor)?;
+        }
     }
     Ok(true)
 }

@@ -6,13 +6,14 @@
 //! one per thread.
 
 use super::{ClientConfig, ClientCore, ClientError, Completion, OpId, OpOutput};
+use crate::cluster::ReplicationFactor;
 use crate::lattice::{LatticeValue, Lww, Timestamp, WriterId};
-use crate::protocol::{Address, Key};
+use crate::protocol::{Address, Key, Membership, Message, RequestId};
 use crate::role::Outbox;
 use crate::time::Time;
 use crate::transport::{Receiver, Sender, TransportError};
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 impl From<TransportError> for ClientError {
     fn from(e: TransportError) -> Self {
@@ -114,6 +115,53 @@ impl Client {
             .core
             .delete(Time::wall_clock(), key.to_string(), &mut self.outbox);
         self.wait(id).map(|_| ())
+    }
+
+    /// Sets the replication factor of `key` (nodes, and threads per node;
+    /// capped by what is live) and waits until a router shows it. Owners
+    /// added by a higher factor receive the key by handoff.
+    pub fn set_replication(
+        &mut self,
+        key: &str,
+        factor: ReplicationFactor,
+    ) -> Result<(), ClientError> {
+        let at = self.timestamp();
+        let msg = Message::Membership(Membership::SetReplication {
+            key: key.to_string(),
+            at,
+            factor,
+        });
+        let routers = self.core.routers().to_vec();
+        let deadline = Instant::now() + self.core.config().op_timeout;
+        let mut id = 0;
+        loop {
+            for r in &routers {
+                if let Err(e) = self.tx.send(r, &msg) {
+                    tracing::debug!(%r, error = %e, "replication override not sent");
+                }
+            }
+            id += 1;
+            let ask = Message::StatusRequest {
+                id: RequestId(u64::MAX - id),
+                reply_to: self.rx.address().clone(),
+            };
+            self.tx.send(&routers[0], &ask)?;
+            let until = Instant::now() + Duration::from_millis(200);
+            while let Some(left) = until.checked_duration_since(Instant::now()) {
+                if let Some(Message::StatusReply { cluster, .. }) = self.rx.recv(Some(left))? {
+                    if cluster.replication_override(key) == Some(factor) {
+                        return Ok(());
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(ClientError::Timeout {
+                    key: key.to_string(),
+                    after: self.core.config().op_timeout,
+                    tried: routers[0].to_string(),
+                });
+            }
+        }
     }
 
     /// Starts a read without waiting: for pipelined load. Collect with

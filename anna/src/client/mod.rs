@@ -151,6 +151,16 @@ impl ClientCore {
         }
     }
 
+    /// The routers this client asks.
+    pub fn routers(&self) -> &[Address] {
+        &self.routers
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
     /// The writer id this client stamps and counts as.
     pub fn writer(&self) -> WriterId {
         self.hlc.writer()

@@ -267,6 +267,7 @@ impl Role for Router {
                     id,
                     from: self.me.clone(),
                     cluster: self.cluster.clone(),
+                    replication: self.config.replication,
                     counters: self.stats.counters(),
                 },
             ),

@@ -74,7 +74,10 @@ fn puts_and_gets_of_several_lattice_types_go_through_the_router_and_merge() {
 
     let at = c.timestamp();
     let first = MapLattice::new([
-        ("name".to_string(), LatticeValue::Lww(Lww::new(at, b"ada".to_vec()))),
+        (
+            "name".to_string(),
+            LatticeValue::Lww(Lww::new(at, b"ada".to_vec())),
+        ),
         ("score".to_string(), LatticeValue::Max(Max::new(1))),
     ]);
     c.put("map", LatticeValue::Map(first)).unwrap();
@@ -82,14 +85,27 @@ fn puts_and_gets_of_several_lattice_types_go_through_the_router_and_merge() {
     other.put("map", LatticeValue::Map(second)).unwrap();
     match c.get("map").unwrap() {
         Some(LatticeValue::Map(m)) => {
-            assert_eq!(m.get(&"score".to_string()), Some(&LatticeValue::Max(Max::new(7))));
-            assert!(matches!(m.get(&"name".to_string()), Some(LatticeValue::Lww(l)) if l.value() == b"ada"));
+            assert_eq!(
+                m.get(&"score".to_string()),
+                Some(&LatticeValue::Max(Max::new(7)))
+            );
+            assert!(
+                matches!(m.get(&"name".to_string()), Some(LatticeValue::Lww(l)) if l.value() == b"ada")
+            );
         }
         got => panic!("map: {got:?}"),
     }
 
-    c.put("priority", LatticeValue::Priority(Priority::new(2.0, b"low".to_vec()))).unwrap();
-    c.put("priority", LatticeValue::Priority(Priority::new(1.0, b"high".to_vec()))).unwrap();
+    c.put(
+        "priority",
+        LatticeValue::Priority(Priority::new(2.0, b"low".to_vec())),
+    )
+    .unwrap();
+    c.put(
+        "priority",
+        LatticeValue::Priority(Priority::new(1.0, b"high".to_vec())),
+    )
+    .unwrap();
     match c.get("priority").unwrap() {
         Some(LatticeValue::Priority(p)) => assert_eq!(p.reveal(), Some((1.0, &b"high"[..]))),
         got => panic!("priority: {got:?}"),
@@ -137,19 +153,30 @@ fn concurrent_set_merges_from_many_clients_converge_to_their_union_on_every_repl
         acked.extend(w.join().expect("a writer panicked"));
     }
     let attempted = CLIENTS * PUTS;
-    assert!(acked.len() * 10 >= attempted * 9, "only {} of {attempted} puts acknowledged", acked.len());
+    assert!(
+        acked.len() * 10 >= attempted * 9,
+        "only {} of {attempted} puts acknowledged",
+        acked.len()
+    );
 
     // Through the client: stable, and holding every acknowledged element
     // (an unacknowledged put may have landed too, but nothing else).
     let mut c = cluster.client(client_config());
     let mut previous = None;
-    let seen = wait_until("the set to read the same twice", Duration::from_secs(10), || {
-        let now = elements(c.get(key).ok()?);
-        let stable = previous.as_ref() == Some(&now) && now.is_superset(&acked);
-        previous = Some(now.clone());
-        stable.then_some(now)
-    });
-    assert!(seen.iter().all(|e| e.starts_with(b"w")), "an element nobody wrote: {seen:?}");
+    let seen = wait_until(
+        "the set to read the same twice",
+        Duration::from_secs(10),
+        || {
+            let now = elements(c.get(key).ok()?);
+            let stable = previous.as_ref() == Some(&now) && now.is_superset(&acked);
+            previous = Some(now.clone());
+            stable.then_some(now)
+        },
+    );
+    assert!(
+        seen.iter().all(|e| e.starts_with(b"w")),
+        "an element nobody wrote: {seen:?}"
+    );
     assert!(seen.len() <= attempted);
 
     // Every replica, read directly, converges to that same union.
@@ -157,18 +184,22 @@ fn concurrent_set_merges_from_many_clients_converge_to_their_union_on_every_repl
     let owners = probe.owners(&cluster.router(), &[key.to_string()]).unwrap();
     let owners = &owners[0].1;
     assert_eq!(owners.len(), 3, "three replicas: {owners:?}");
-    wait_until("every replica to hold the union", Duration::from_secs(10), || {
-        owners
-            .iter()
-            .all(|o| match probe.read_at(o, &[key.to_string()]) {
-                Some(r) => match &r[0].outcome {
-                    Outcome::Value(v) => elements(Some(v.clone())) == seen,
-                    _ => false,
-                },
-                None => false,
-            })
-            .then_some(())
-    });
+    wait_until(
+        "every replica to hold the union",
+        Duration::from_secs(10),
+        || {
+            owners
+                .iter()
+                .all(|o| match probe.read_at(o, &[key.to_string()]) {
+                    Some(r) => match &r[0].outcome {
+                        Outcome::Value(v) => elements(Some(v.clone())) == seen,
+                        _ => false,
+                    },
+                    None => false,
+                })
+                .then_some(())
+        },
+    );
 }
 
 /// splitmix64: a seeded source for the garbage, so a failure replays.
@@ -194,7 +225,7 @@ impl Garbage {
                 _ => 256 << 10,
             };
             let mut bytes: Vec<u8> = (0..len).map(|_| self.next() as u8).collect();
-            if len >= 2 && self.next() % 2 == 0 {
+            if len >= 2 && self.next().is_multiple_of(2) {
                 bytes[..2].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
             }
             if anna::protocol::decode(&bytes).is_err() {
@@ -224,25 +255,44 @@ fn random_bytes_on_every_socket_leave_every_process_serving() {
     // One connection per socket delivers in order: a pong means every
     // frame before it was read (and dropped).
     for s in &sockets {
-        assert!(probe.ping(s, Duration::from_secs(10)), "{s} stopped answering after garbage");
+        assert!(
+            probe.ping(s, Duration::from_secs(10)),
+            "{s} stopped answering after garbage"
+        );
     }
     cluster.assert_all_running();
+    for s in &sockets {
+        assert_eq!(probe.counter(s, "malformed"), Some(FRAMES as u64), "{s}");
+    }
 
     let view = cluster.router_view();
-    assert_eq!(view.live_nodes().count(), 3, "garbage changed the membership: {view:?}");
+    assert_eq!(
+        view.live_nodes().count(),
+        3,
+        "garbage changed the membership: {view:?}"
+    );
     for i in 0..20 {
         let got = c.get(&format!("before-{i}")).unwrap();
-        assert!(matches!(got, Some(LatticeValue::Lww(l)) if l.value() == [i]), "before-{i}");
+        assert!(
+            matches!(got, Some(LatticeValue::Lww(l)) if l.value() == [i]),
+            "before-{i}"
+        );
     }
     let mut fresh = cluster.client(client_config());
     for i in 0..20 {
         fresh.put_lww(&format!("after-{i}"), vec![i]).unwrap();
     }
-    let ids: Vec<_> = (0..20u8).map(|i| (fresh.start_get(format!("after-{i}")), i)).collect();
+    let ids: Vec<_> = (0..20u8)
+        .map(|i| (fresh.start_get(format!("after-{i}")), i))
+        .collect();
     let mut done = 0;
     while done < ids.len() {
         let (id, result) = fresh.wait_any().unwrap();
-        let i = ids.iter().find(|(op, _)| *op == id).map(|(_, i)| *i).unwrap();
+        let i = ids
+            .iter()
+            .find(|(op, _)| *op == id)
+            .map(|(_, i)| *i)
+            .unwrap();
         assert!(
             matches!(&result, Ok(OpOutput::Value(Some(LatticeValue::Lww(l)))) if l.value() == [i]),
             "after-{i}: {result:?}"

@@ -1,10 +1,12 @@
 //! The KVS client.
 //!
 //! [`ClientCore`] is the protocol as a state machine (no socket, no clock):
-//! it asks a router where a key lives, caches the answer, sends the
-//! operation to a replica, retries another replica when one does not answer
-//! in time, refreshes its routes when a thread says "not mine", and gives up
-//! with a clear error at the operation's deadline. The simulator drives it
+//! it fetches the cluster state from a router once and places keys itself
+//! (the same [`Placement`] the routers and workers compute), sends each
+//! operation to one of the key's replicas (spreading operations over them),
+//! retries another replica when one does not answer in time, fetches the
+//! state again when a thread says "not mine", and gives up with a clear
+//! error at the operation's deadline. No per-key routing round trip. The simulator drives it
 //! directly; [`Client`] drives it over ZeroMQ with blocking calls.
 //!
 //! # Layout
@@ -16,10 +18,10 @@ pub mod blocking;
 
 pub use blocking::Client;
 
+use crate::cluster::{ClusterState, Placement, ReplicationFactor};
 use crate::lattice::{Hlc, LatticeKind, LatticeValue, Timestamp, TypeMismatch, WriterId};
 use crate::protocol::{
     Ack, Address, Key, KeyOp, KvsError, KvsRequest, KvsResponse, Message, Outcome, RequestId,
-    RouteRequest, RouteResponse,
 };
 use crate::role::Outbox;
 use crate::time::Time;
@@ -117,7 +119,8 @@ struct Op {
     kind: OpKind,
     deadline: Time,
     attempt_deadline: Time,
-    /// Where the current attempt went: a replica, or a router (routing).
+    /// Where the current attempt went: a replica, or `None` while waiting
+    /// for the cluster state.
     at: Option<Address>,
     tried: Vec<Address>,
     request: RequestId,
@@ -129,7 +132,10 @@ pub struct ClientCore {
     me: Address,
     routers: Vec<Address>,
     hlc: Hlc,
-    routes: HashMap<Key, Vec<Address>>,
+    placement: Option<Placement>,
+    /// The outstanding cluster-state request, and when it was sent.
+    asking: Option<(RequestId, Time)>,
+    asked: u64,
     ops: BTreeMap<OpId, Op>,
     by_request: HashMap<RequestId, OpId>,
     next: u64,
@@ -144,7 +150,9 @@ impl ClientCore {
             me,
             routers,
             hlc: Hlc::new(writer),
-            routes: HashMap::new(),
+            placement: None,
+            asking: None,
+            asked: 0,
             ops: BTreeMap::new(),
             by_request: HashMap::new(),
             next: 0,
@@ -233,8 +241,10 @@ impl ClientCore {
         id
     }
 
-    /// Sends the next attempt of `id`: to the first cached replica not yet
-    /// tried, else to a router for fresh routes.
+    /// Sends the next attempt of `id` to a replica of its key not yet
+    /// tried (starting at a replica chosen by the operation id, so load
+    /// spreads over replicas); with no placement, or every replica tried,
+    /// asks a router for the cluster state and waits for it.
     fn attempt(&mut self, now: Time, id: OpId, out: &mut Outbox) {
         let request = RequestId(self.fresh());
         let Some(op) = self.ops.get_mut(&id) else {
@@ -244,107 +254,141 @@ impl ClientCore {
         self.by_request.insert(request, id);
         op.request = request;
         op.attempt_deadline = now + self.config.attempt_timeout;
-        let replica = self
-            .routes
-            .get(&op.key)
-            .and_then(|owners| owners.iter().find(|a| !op.tried.contains(a)))
-            .cloned();
-        match replica {
-            Some(to) => {
-                let (kv_op, ack) = match &op.kind {
-                    OpKind::Get => (
-                        KeyOp::Get {
-                            key: op.key.clone(),
-                        },
-                        Ack::FirstReplica,
-                    ),
-                    OpKind::Put(v, ack) => (
-                        KeyOp::Put {
-                            key: op.key.clone(),
-                            value: v.clone(),
-                        },
-                        *ack,
-                    ),
-                    OpKind::Delete(at, ack) => (
-                        KeyOp::Delete {
-                            key: op.key.clone(),
-                            at: *at,
-                        },
-                        *ack,
-                    ),
-                };
-                op.tried.push(to.clone());
-                op.at = Some(to.clone());
-                out.send(
-                    to,
-                    Message::KvsRequest(KvsRequest {
-                        id: request,
-                        reply_to: self.me.clone(),
-                        ops: vec![kv_op],
-                        ack,
-                    }),
-                );
-            }
-            None => {
-                // Every cached replica tried (or none cached): ask a router,
-                // a different one each attempt.
-                op.tried.clear();
-                self.routes.remove(&op.key);
-                if self.routers.is_empty() {
-                    return;
-                }
-                let router = self.routers[(request.0 as usize) % self.routers.len()].clone();
-                op.at = Some(router.clone());
-                out.send(
-                    router,
-                    Message::RouteRequest(RouteRequest {
-                        id: request,
-                        reply_to: self.me.clone(),
-                        keys: vec![op.key.clone()],
-                    }),
-                );
+        let replica = self.placement.as_ref().and_then(|p| {
+            let owners = p.owners(&op.key);
+            let n = owners.len();
+            (0..n)
+                .map(|i| &owners[(id.0 as usize + i) % n])
+                .find(|a| !op.tried.contains(a))
+                .cloned()
+        });
+        let Some(to) = replica else {
+            op.tried.clear();
+            op.at = None;
+            self.ask_for_state(now, out);
+            return;
+        };
+        let (kv_op, ack) = match &op.kind {
+            OpKind::Get => (
+                KeyOp::Get {
+                    key: op.key.clone(),
+                },
+                Ack::FirstReplica,
+            ),
+            OpKind::Put(v, ack) => (
+                KeyOp::Put {
+                    key: op.key.clone(),
+                    value: v.clone(),
+                },
+                *ack,
+            ),
+            OpKind::Delete(at, ack) => (
+                KeyOp::Delete {
+                    key: op.key.clone(),
+                    at: *at,
+                },
+                *ack,
+            ),
+        };
+        op.tried.push(to.clone());
+        op.at = Some(to.clone());
+        out.send(
+            to,
+            Message::KvsRequest(KvsRequest {
+                id: request,
+                reply_to: self.me.clone(),
+                ops: vec![kv_op],
+                ack,
+            }),
+        );
+    }
+
+    /// Asks a router (a different one each time) for the cluster state,
+    /// unless a request is already out and not yet timed out.
+    fn ask_for_state(&mut self, now: Time, out: &mut Outbox) {
+        if let Some((_, sent)) = self.asking {
+            if sent + self.config.attempt_timeout > now {
+                return;
             }
         }
+        if self.routers.is_empty() {
+            return;
+        }
+        self.asked += 1;
+        let id = RequestId(self.fresh());
+        let router = self.routers[(self.asked as usize) % self.routers.len()].clone();
+        self.asking = Some((id, now));
+        out.send(
+            router,
+            Message::StatusRequest {
+                id,
+                reply_to: self.me.clone(),
+            },
+        );
+    }
+
+    /// Forgets the placement (a thread said "not mine"): the next attempt
+    /// fetches the cluster state again.
+    fn forget_placement(&mut self) {
+        self.placement = None;
     }
 
     /// Handles an answer; returns the operations it finished.
     pub fn handle(&mut self, now: Time, msg: Message, out: &mut Outbox) -> Vec<Completion> {
         let mut done = Vec::new();
         match msg {
-            Message::RouteResponse(r) => self.on_route(now, r, out, &mut done),
+            Message::StatusReply {
+                id,
+                cluster,
+                replication,
+                ..
+            } => self.on_state(now, id, cluster, replication, out, &mut done),
             Message::KvsResponse(r) => self.on_response(now, r, out, &mut done),
             _ => {}
         }
         done
     }
 
-    fn on_route(
+    fn on_state(
         &mut self,
         now: Time,
-        r: RouteResponse,
+        id: RequestId,
+        cluster: ClusterState,
+        replication: ReplicationFactor,
         out: &mut Outbox,
         done: &mut Vec<Completion>,
     ) {
-        let Some(&id) = self.by_request.get(&r.id) else {
+        if self.asking.map(|(asked, _)| asked) != Some(id) {
             return;
-        };
-        let mut empty = false;
-        for (key, owners) in r.placements {
-            empty |= owners.is_empty();
-            self.routes.insert(key, owners);
         }
-        if empty {
-            // No live node yet: wait for the attempt timeout and ask again,
-            // unless the deadline is near.
-            if let Some(op) = self.ops.get(&id) {
+        self.asking = None;
+        let placement = Placement::new(&cluster, replication);
+        let empty = placement.nodes().is_empty();
+        self.placement = Some(placement);
+        let waiting: Vec<OpId> = self
+            .ops
+            .iter()
+            .filter(|(_, op)| op.at.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            if empty {
+                // No live node yet: fail now if the deadline is near, else
+                // ask again at the attempt timeout.
+                let Some(op) = self.ops.get(&id) else {
+                    continue;
+                };
                 if op.deadline <= op.attempt_deadline {
                     let key = op.key.clone();
                     self.finish(id, Err(ClientError::NoNodes { key }), done);
                 }
+            } else {
+                self.attempt(now, id, out);
             }
-            return;
         }
-        self.attempt(now, id, out);
+        if empty {
+            self.placement = None;
+        }
     }
 
     fn on_response(
@@ -369,7 +413,7 @@ impl ClientCore {
             Outcome::NotFound => Ok(OpOutput::Value(None)),
             Outcome::Stored => Ok(OpOutput::Written),
             Outcome::NotMine { .. } => {
-                self.routes.remove(&key);
+                self.forget_placement();
                 if let Some(op) = self.ops.get_mut(&id) {
                     op.tried.clear();
                 }

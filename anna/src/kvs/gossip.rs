@@ -84,6 +84,11 @@ impl StorageWorker {
 
     pub(super) fn on_gossip(&mut self, now: Time, gossip: Gossip, out: &mut Outbox) {
         self.stats.gossip_in += 1;
+        if self.left() {
+            // Everything here has been handed over and this node is about to
+            // stop: taking (and acknowledging) data now would lose it.
+            return;
+        }
         let Gossip { from, entries, ack } = gossip;
         for (key, state) in entries {
             let owned = self.owns(&key);
@@ -95,6 +100,9 @@ impl StorageWorker {
                         leave.dirty.insert(key);
                     }
                 }
+            } else if let Some(leave) = &mut self.leave {
+                // Leaving: pass it on with everything else.
+                leave.dirty.insert(key);
             } else if self.outstanding.contains_key(&key) {
                 // Already being handed on: send the news too.
                 if changed {

@@ -338,6 +338,7 @@ impl StorageWorker {
                     id,
                     from: self.me.clone(),
                     cluster: self.cluster.clone(),
+                    replication: self.config.replication,
                     counters: self.stats.counters(self.shard.len()),
                 },
             ),

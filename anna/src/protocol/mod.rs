@@ -108,6 +108,9 @@ pub enum Message {
         id: RequestId,
         from: Address,
         cluster: crate::cluster::ClusterState,
+        /// The replication factor of keys without an override, so that a
+        /// client can place keys itself.
+        replication: crate::cluster::ReplicationFactor,
         counters: Vec<(String, u64)>,
     },
 }

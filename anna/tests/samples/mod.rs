@@ -279,6 +279,10 @@ pub fn sample_messages() -> Vec<Message> {
             id: RequestId(90),
             from: Address::from("tcp://router:7000"),
             cluster: cluster_state(),
+            replication: ReplicationFactor {
+                global: 2,
+                local: 1,
+            },
             counters: vec![("malformed".to_string(), 3), ("gets".to_string(), u64::MAX)],
         },
         Message::Membership(Membership::Depart {

@@ -93,7 +93,18 @@ impl Writer {
     pub fn stop(mut self) -> WriterReport {
         self.stop.store(true, Ordering::Relaxed);
         let thread = self.thread.take().expect("stopped once");
-        thread.join().expect("the writer thread panicked")
+        let report = thread.join().expect("the writer thread panicked");
+        eprintln!(
+            "writer: {} puts acknowledged ({} after the mark), {} failed{}",
+            report.acked.len(),
+            report.acked_after_mark,
+            report.failed.len(),
+            report
+                .failed
+                .first()
+                .map_or(String::new(), |(k, e)| format!(", e.g. {k}: {e}"))
+        );
+        report
     }
 }
 

@@ -17,7 +17,7 @@
 //! - [`load`]: [`Writer`], a thread writing distinct keys until stopped, and
 //!   the read-back check of what it got acknowledged.
 
-#![allow(dead_code)] // each test file uses part of the harness
+#![allow(dead_code, unused_imports)] // each test file uses part of the harness
 
 pub mod load;
 pub mod probe;
@@ -110,18 +110,24 @@ pub fn wait_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<
         if let Some(t) = f() {
             return t;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-/// Whether process `pid` exists (a zombie counts: reap children first).
-pub fn pid_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
+/// Whether `pid` is running: it exists and is not a zombie (an exited
+/// process whose parent has not reaped it yet has stopped all the same).
+pub fn running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid, 0) == 0 }
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, Some('Z' | 'X') | None)
 }
 
 /// Sends `sig` to `pid`.
@@ -149,6 +155,7 @@ pub struct Cluster {
     nodes: BTreeMap<u64, Proc>,
     /// Processes that exited or were killed, kept for their logs.
     gone: Vec<Proc>,
+    /// Node starts so far, so a restarted node logs to a fresh file.
     starts: u32,
 }
 
@@ -157,6 +164,7 @@ impl Cluster {
     /// `global` replicas per key; returns once every process agrees all
     /// nodes are up and a put and a get went through.
     pub fn start(nodes: u64, threads: u16, global: u8) -> Cluster {
+        assert!(threads <= 10, "node ports are 10 apart");
         let dir = tempfile::Builder::new()
             .prefix("squall-test-")
             .tempdir()
@@ -223,7 +231,14 @@ impl Cluster {
 
     /// Starts `squall kvs --id id` (again, after a kill: same ports).
     pub fn start_node(&mut self, id: u64) {
-        assert!(!self.nodes.contains_key(&id), "node {id} is already running");
+        assert!(
+            (1..PORT_BLOCK as u64 / 10).contains(&id),
+            "node ids fit the port block"
+        );
+        assert!(
+            !self.nodes.contains_key(&id),
+            "node {id} is already running"
+        );
         let port = self.node_threads(id)[0]
             .as_str()
             .rsplit(':')
@@ -292,6 +307,21 @@ impl Cluster {
         assert!(dead.is_empty(), "processes died: {}", dead.join(", "));
     }
 
+    /// The router's log so far.
+    pub fn router_log(&self) -> String {
+        std::fs::read_to_string(&self.router.log).unwrap_or_default()
+    }
+
+    /// The log so far of running node `id`.
+    pub fn node_log(&self, id: u64) -> String {
+        std::fs::read_to_string(&self.nodes[&id].log).unwrap_or_default()
+    }
+
+    /// The ids of the nodes started and not stopped.
+    pub fn running_nodes(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
+    }
+
     /// What the router sees now.
     pub fn router_view(&self) -> ClusterState {
         let mut probe = Probe::new();
@@ -330,11 +360,15 @@ impl Cluster {
     /// Waits until a put and a get through a fresh client succeed.
     pub fn wait_serving(&self) {
         let mut client = self.client(client_config());
-        wait_until("a put and a get to succeed", Duration::from_secs(10), || {
-            let ok = client.put_lww("__probe", b"ready".to_vec()).is_ok()
-                && matches!(client.get("__probe"), Ok(Some(_)));
-            ok.then_some(())
-        });
+        wait_until(
+            "a put and a get to succeed",
+            Duration::from_secs(10),
+            || {
+                let ok = client.put_lww("__probe", b"ready".to_vec()).is_ok()
+                    && matches!(client.get("__probe"), Ok(Some(_)));
+                ok.then_some(())
+            },
+        );
     }
 }
 
@@ -380,6 +414,8 @@ impl Drop for Cluster {
             logs.push(p.log.clone());
         }
         if std::thread::panicking() {
+            self.dir.disable_cleanup(true);
+            eprintln!("logs kept in {}", self.dir.path().display());
             for log in logs {
                 eprintln!("---- {} (last 30 lines)", log.display());
                 for line in tail(&log, 30) {

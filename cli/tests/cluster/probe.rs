@@ -71,8 +71,30 @@ impl Probe {
 
     /// The cluster state `to` (a router or a storage thread) sees.
     pub fn status(&mut self, to: &Address, timeout: Duration) -> Option<ClusterState> {
-        match self.ask(to, timeout, |id, reply_to| Message::StatusRequest { id, reply_to })? {
-            Message::StatusReply { cluster, .. } => Some(cluster),
+        self.status_and_counters(to, timeout).map(|(c, _)| c)
+    }
+
+    /// The counter named `name` (`malformed`, `gets`, ...) that `to` reports.
+    pub fn counter(&mut self, to: &Address, name: &str) -> Option<u64> {
+        let (_, counters) = self.status_and_counters(to, Duration::from_secs(2))?;
+        counters
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+    }
+
+    fn status_and_counters(
+        &mut self,
+        to: &Address,
+        timeout: Duration,
+    ) -> Option<(ClusterState, Vec<(String, u64)>)> {
+        match self.ask(to, timeout, |id, reply_to| Message::StatusRequest {
+            id,
+            reply_to,
+        })? {
+            Message::StatusReply {
+                cluster, counters, ..
+            } => Some((cluster, counters)),
             _ => None,
         }
     }
@@ -111,7 +133,10 @@ impl Probe {
                 Message::KvsRequest(KvsRequest {
                     id,
                     reply_to,
-                    ops: chunk.iter().map(|k| KeyOp::Get { key: k.clone() }).collect(),
+                    ops: chunk
+                        .iter()
+                        .map(|k| KeyOp::Get { key: k.clone() })
+                        .collect(),
                     ack: Ack::FirstReplica,
                 })
             })?;

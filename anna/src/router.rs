@@ -150,12 +150,23 @@ impl Router {
     fn on_membership(&mut self, now: Time, m: Membership, out: &mut Outbox) {
         let changed = match m {
             Membership::Join { node } => {
-                self.stats.joins += 1;
                 let id = node.id;
-                let incarnation = self.cluster.record_join(node);
-                tracing::info!(node = id.0, incarnation, "node joined");
                 self.last_heard.insert(id, now);
-                true
+                let already = self
+                    .cluster
+                    .member(id)
+                    .is_some_and(|r| r.status == MemberStatus::Up(node.clone()));
+                if already {
+                    // A repeated join of the same process (its answer was
+                    // lost): the same incarnation, shown to it again.
+                    self.send_state_to_node(id, out);
+                    false
+                } else {
+                    self.stats.joins += 1;
+                    let incarnation = self.cluster.record_join(node);
+                    tracing::info!(node = id.0, incarnation, "node joined");
+                    true
+                }
             }
             Membership::Depart { node, incarnation } => {
                 self.stats.departures += 1;

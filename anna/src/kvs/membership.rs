@@ -60,7 +60,16 @@ impl StorageWorker {
         let placement = Placement::new(&self.cluster, self.config.replication);
         let old = std::mem::replace(&mut self.placement, placement);
         self.rehome_keys(&old);
-        self.previous = Some((old, now + self.config.transition_window));
+        // Reads of keys new to this worker consult the owners before the
+        // change. A worker that has just joined (or rejoined as a new
+        // incarnation) may never have seen the ring without itself: the
+        // owners before its join are those of the ring without it.
+        let before = if !was_joined && self.incarnation.is_some() {
+            self.placement_without_me()
+        } else {
+            old
+        };
+        self.previous = Some((before, now + self.config.transition_window));
         self.send_handoffs(now, out);
         if self.leave.is_some() {
             // The handoffs were reset with the ring: start the departure's

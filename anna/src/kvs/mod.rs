@@ -116,11 +116,13 @@ enum WaitFor {
         wanted: usize,
         got: StableHashSet<Address>,
     },
-    /// Copies of a key from its previous owners.
+    /// Copies of a key from its previous owners; asked again every
+    /// `handoff_retry` until they answer or the request's deadline.
     Fetch {
         key: Key,
         expect: StableHashSet<Address>,
         state: KeyState,
+        asked: Time,
     },
 }
 
@@ -308,6 +310,9 @@ impl Role for StorageWorker {
         if let Some(h) = self.handoffs.values().map(|h| h.sent).min() {
             consider(h + self.config.handoff_retry);
         }
+        if let Some(t) = self.fetch_retry_due() {
+            consider(t);
+        }
         if let Some(t) = self.next_stranded_check {
             consider(t);
         }
@@ -361,6 +366,7 @@ impl StorageWorker {
             self.heartbeat(now, out);
         }
         self.retry_handoffs(now, out);
+        self.retry_fetches(now, out);
         self.rehome_stranded(now);
         self.continue_leave(now, out);
     }

@@ -202,11 +202,51 @@ impl StorageWorker {
                 what: WaitFor::Fetch {
                     key: key.clone(),
                     expect,
-                    state: KeyState::default(),
+                    state: self.shard.get(key).cloned().unwrap_or_default(),
+                    asked: now,
                 },
             },
         );
         Some(id)
+    }
+
+    /// When the oldest unanswered fetch is due to be asked again.
+    pub(super) fn fetch_retry_due(&self) -> Option<Time> {
+        self.waits
+            .values()
+            .filter_map(|w| match &w.what {
+                WaitFor::Fetch { asked, .. } => Some(*asked + self.config.handoff_retry),
+                WaitFor::Acks { .. } => None,
+            })
+            .min()
+    }
+
+    /// Asks previous owners again whose copies have not arrived: a lost
+    /// fetch must not turn into a read that misses data.
+    pub(super) fn retry_fetches(&mut self, now: Time, out: &mut Outbox) {
+        let retry = self.config.handoff_retry;
+        for (id, wait) in self.waits.iter_mut() {
+            let WaitFor::Fetch {
+                key, expect, asked, ..
+            } = &mut wait.what
+            else {
+                continue;
+            };
+            if *asked + retry > now {
+                continue;
+            }
+            *asked = now;
+            for to in expect.iter() {
+                out.send(
+                    to.clone(),
+                    Message::Fetch {
+                        id: *id,
+                        reply_to: self.me.clone(),
+                        keys: vec![key.clone()],
+                    },
+                );
+            }
+        }
     }
 
     pub(super) fn on_fetch(
@@ -270,13 +310,18 @@ impl StorageWorker {
                 acked: u8::try_from(got.len() + 1).unwrap_or(u8::MAX),
                 wanted: u8::try_from(wanted + 1).unwrap_or(u8::MAX),
             }),
-            WaitFor::Fetch { key, state, .. } => {
-                // Read repair: what the previous owners held is ours now.
-                let entry = self.shard.entry(key.clone()).or_default();
-                entry.merge(state);
-                let outcome = read_outcome(Some(entry));
-                if entry.value().is_none() && entry.deleted_at().is_none() {
-                    self.shard.remove(&key);
+            WaitFor::Fetch { key, mut state, .. } => {
+                // `state` began as the local copy when the read arrived; the
+                // key may have moved on since (handed to a newer owner), so
+                // the answer is that copy, what the previous owners sent,
+                // and whatever is held now.
+                if let Some(local) = self.shard.get(&key) {
+                    state.merge(local.clone());
+                }
+                let outcome = read_outcome(Some(&state));
+                if self.owns(&key) && state != KeyState::default() {
+                    // Read repair: what the previous owners held is ours now.
+                    self.shard.entry(key).or_default().merge(state);
                 }
                 outcome
             }

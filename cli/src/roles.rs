@@ -188,6 +188,10 @@ pub fn run_kvs(args: &KvsArgs, config: &SquallConfig) -> Result<()> {
     };
     let routers: Vec<Address> = args.routers.iter().map(|r| Address(r.clone())).collect();
     let ctx = zmq::Context::new();
+    // One ZeroMQ I/O thread per worker: a single one carries every frame
+    // of every worker and becomes the bottleneck.
+    ctx.set_io_threads(i32::from(threads.max(1)))
+        .context("setting ZeroMQ I/O threads")?;
     let mut drivers = Vec::new();
     for t in 0..threads {
         let worker = StorageWorker::new(

@@ -1,0 +1,353 @@
+//! `squall-bench`: Squall's benchmarks against its peers, side by side.
+//!
+//! `squall-bench kvs` runs one closed-loop key-value workload against each
+//! backend in turn and prints one table; `--matrix` runs the standard
+//! matrix (uniform and Zipf 0.99, 50% and 95% reads, at `--clients` and at
+//! one request in flight). Every backend is started before the first run
+//! and stopped when the command ends, on success or error.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use squall_benches::redis::RedisFactory;
+use squall_benches::squall::SquallFactory;
+use squall_benches::zmq_floor::ZmqFloorFactory;
+use squall_benches::{run_interleaved, table, BackendFactory, Report, Stop, Workload};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Squall's benchmarks, each measured beside its peers in the same run.
+#[derive(Debug, Parser)]
+#[command(name = "squall-bench", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Key-value throughput and latency: closed-loop clients against each
+    /// backend in turn, one table.
+    Kvs(KvsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct KvsArgs {
+    /// Backends to run, in order; the first `redis` row of a workload is
+    /// the baseline of the ratio columns.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "squall,redis,zmq-floor"
+    )]
+    backends: Vec<BackendName>,
+    /// Worker threads of the Squall storage node (repeat the `squall`
+    /// backend with --squall-threads 1,2 to see the scaling).
+    #[arg(long, value_delimiter = ',', default_value = "2")]
+    squall_threads: Vec<u16>,
+    /// Client threads (= requests in flight). With --matrix, the concurrent
+    /// column; 1 client always runs too.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Distinct keys, all preloaded.
+    #[arg(long, default_value_t = 100_000)]
+    keys: usize,
+    /// Zipf exponent of key popularity; 0 is uniform [default: 0].
+    #[arg(long)]
+    zipf: Option<f64>,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Fraction of requests that are reads, 0 to 1 [default: 0.95].
+    #[arg(long)]
+    reads: Option<f64>,
+    /// Measured seconds per run [default: 5; 6 with --matrix, ~2 minutes
+    /// in all].
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Measure this many requests in all instead of a duration.
+    #[arg(long, conflicts_with = "duration")]
+    requests: Option<u64>,
+    /// Unmeasured seconds before each run.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Split each run into this many rounds, alternating backends, so a
+    /// busy machine skews every backend alike [default: 1; 6 with
+    /// --matrix].
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Seed of the clients' key and operation choices.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Run the standard matrix: 100k keys, 100-byte values (unless
+    /// --keys/--value-size say otherwise), uniform and Zipf 0.99, 50% and
+    /// 95% reads, at --clients and at 1 client.
+    #[arg(long, conflicts_with_all = ["zipf", "reads"])]
+    matrix: bool,
+    /// The redis-server binary: a path, or a name on PATH.
+    #[arg(long, default_value = "redis-server")]
+    redis_server: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BackendName {
+    /// A local Squall cluster (one router, one storage node), started with
+    /// the `squall` binary built beside this one.
+    Squall,
+    /// A private redis-server on a loopback port.
+    Redis,
+    /// Not a store: one ZeroMQ ping round trip per request.
+    ZmqFloor,
+}
+
+fn main() -> ExitCode {
+    let Command::Kvs(args) = Cli::parse().command;
+    match kvs(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("squall-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn kvs(args: &KvsArgs) -> Result<()> {
+    let workloads = workloads(args)?;
+    for w in &workloads {
+        w.validate().context("invalid workload")?;
+    }
+    // Started up front so a missing redis-server fails before minutes of
+    // runs; dropped (servers stopped) when this function returns.
+    let mut factories = Vec::new();
+    for b in &args.backends {
+        factories.extend(start(*b, args)?);
+    }
+
+    print_context(args, &factories);
+    let started = Instant::now();
+    let rounds = rounds(args);
+    let backends: Vec<&dyn BackendFactory> = factories.iter().map(|f| f.as_ref()).collect();
+    let mut reports = Vec::new();
+    for w in &workloads {
+        eprintln!(
+            "[{:>5.1} s] {} | {} clients | {rounds} rounds",
+            started.elapsed().as_secs_f64(),
+            w.label(),
+            w.clients
+        );
+        for report in run_interleaved(w, &backends, rounds)? {
+            if let Some(e) = &report.first_error {
+                eprintln!(
+                    "  warning: {}: {} failed requests; first: {e}",
+                    report.backend, report.counts.errors
+                );
+            }
+            reports.push(report);
+        }
+    }
+    eprintln!("[{:>5.1} s] done", started.elapsed().as_secs_f64());
+    print_tables(args, &reports);
+    if let Some(load) = load_average() {
+        println!("load average after the runs: {load}");
+    }
+    Ok(())
+}
+
+fn workloads(args: &KvsArgs) -> Result<Vec<Workload>> {
+    let default_secs = if args.matrix { 6.0 } else { 5.0 };
+    let stop = match args.requests {
+        Some(n) => Stop::Requests(n),
+        None => Stop::After(seconds(args.duration.unwrap_or(default_secs))?),
+    };
+    let base = Workload {
+        clients: args.clients,
+        keys: args.keys,
+        zipf: args.zipf.unwrap_or(0.0),
+        value_size: args.value_size,
+        read_ratio: args.reads.unwrap_or(0.95),
+        stop,
+        warmup: seconds(args.warmup)?,
+        preload: true,
+        seed: args.seed,
+    };
+    if !args.matrix {
+        return Ok(vec![base]);
+    }
+    let mut cells = Vec::new();
+    let mut clients = vec![args.clients];
+    if args.clients != 1 {
+        clients.push(1);
+    }
+    for clients in clients {
+        for zipf in [0.0, 0.99] {
+            for read_ratio in [0.5, 0.95] {
+                cells.push(Workload {
+                    clients,
+                    zipf,
+                    read_ratio,
+                    ..base.clone()
+                });
+            }
+        }
+    }
+    Ok(cells)
+}
+
+fn rounds(args: &KvsArgs) -> usize {
+    args.rounds
+        .unwrap_or(if args.matrix { 6 } else { 1 })
+        .max(1)
+}
+
+fn seconds(s: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(s).with_context(|| format!("{s} is not a number of seconds"))
+}
+
+fn start(name: BackendName, args: &KvsArgs) -> Result<Vec<Box<dyn BackendFactory>>> {
+    Ok(match name {
+        BackendName::Squall => {
+            let mut out: Vec<Box<dyn BackendFactory>> = Vec::new();
+            for (i, &threads) in args.squall_threads.iter().enumerate() {
+                let base = 17_100 + 300 * i as u16;
+                out.push(Box::new(
+                    SquallFactory::start(threads, base).context("starting the Squall cluster")?,
+                ));
+            }
+            out
+        }
+        BackendName::Redis => vec![Box::new(
+            RedisFactory::start(&args.redis_server).context("starting the Redis baseline")?,
+        )],
+        BackendName::ZmqFloor => {
+            vec![Box::new(
+                ZmqFloorFactory::start().context("starting the zmq-floor responder")?,
+            )]
+        }
+    })
+}
+
+fn print_context(args: &KvsArgs, factories: &[Box<dyn BackendFactory>]) {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let names: Vec<&str> = factories.iter().map(|f| f.name()).collect();
+    println!("squall-bench kvs: {}", names.join(", "));
+    println!(
+        "  machine: {cores} cores ({}), loopback only",
+        cpu_model().unwrap_or_else(|| "unknown CPU".into())
+    );
+    if let Some(load) = load_average() {
+        println!("  load average before the runs: {load}");
+        let one_minute: f64 = load
+            .split_whitespace()
+            .next()
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0.0);
+        if one_minute > cores as f64 / 2.0 {
+            eprintln!(
+                "warning: load average {one_minute} on {cores} cores: other processes are \
+                 busy and will skew these figures"
+            );
+        }
+    }
+    if args.backends.contains(&BackendName::Redis) {
+        println!("  redis: {}", redis_version(&args.redis_server));
+    }
+    let stop = match args.requests {
+        Some(n) => format!("{n} requests"),
+        None => format!(
+            "{} s",
+            args.duration.unwrap_or(if args.matrix { 6.0 } else { 5.0 })
+        ),
+    };
+    println!(
+        "  {} keys preloaded, {}-byte values, {stop} measured per backend after {} s warm-up, \
+         in {} alternating rounds, seed {}",
+        args.keys,
+        args.value_size,
+        args.warmup,
+        rounds(args),
+        args.seed
+    );
+    println!();
+}
+
+fn print_tables(args: &KvsArgs, reports: &[Report]) {
+    let baseline = "redis";
+    let concurrent: Vec<Report> = reports
+        .iter()
+        .filter(|r| r.workload.clients != 1)
+        .cloned()
+        .collect();
+    let single: Vec<Report> = reports
+        .iter()
+        .filter(|r| r.workload.clients == 1)
+        .cloned()
+        .collect();
+    if !concurrent.is_empty() {
+        println!("{} clients, one request in flight each:", args.clients);
+        println!("{}", table(&concurrent, baseline));
+    }
+    if !single.is_empty() {
+        println!("1 client, 1 request in flight:");
+        println!("{}", table(&single, baseline));
+    }
+    println!(
+        "other CPU: cores' worth of CPU that other processes (not this benchmark, not the \
+         servers it started) used during the run; above ~0.1 the row was measured on a busy machine."
+    );
+    let misses: u64 = reports.iter().map(|r| r.counts.misses).sum();
+    if misses > 0 {
+        println!("warning: {misses} reads of preloaded keys found nothing (counted in errors)");
+    }
+}
+
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("model name"))?;
+    Some(line.split_once(':')?.1.trim().to_string())
+}
+
+fn load_average() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    Some(
+        text.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+fn redis_version(binary: &str) -> String {
+    std::process::Command::new(binary)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map_or_else(|| "version unknown".into(), |v| v.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_matrix_has_every_cell_at_both_client_counts() {
+        let cli = Cli::parse_from(["squall-bench", "kvs", "--matrix", "--clients", "8"]);
+        let Command::Kvs(args) = cli.command;
+        let cells = workloads(&args).unwrap();
+        assert_eq!(cells.len(), 8);
+        assert!(cells
+            .iter()
+            .all(|w| w.keys == 100_000 && w.value_size == 100));
+        assert_eq!(cells.iter().filter(|w| w.clients == 1).count(), 4);
+        assert_eq!(cells[0].stop, Stop::After(Duration::from_secs(6)));
+        assert!(cells.iter().any(|w| w.zipf == 0.99 && w.read_ratio == 0.5));
+    }
+
+    #[test]
+    fn matrix_refuses_its_own_parameters() {
+        assert!(Cli::try_parse_from(["squall-bench", "kvs", "--matrix", "--zipf", "1"]).is_err());
+        let cli = Cli::try_parse_from(["squall-bench", "kvs", "--backends", "zmq-floor"]).unwrap();
+        let Command::Kvs(args) = cli.command;
+        assert_eq!(args.backends, [BackendName::ZmqFloor]);
+    }
+}

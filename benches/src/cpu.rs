@@ -1,0 +1,127 @@
+//! How much CPU *other* processes took during a run.
+//!
+//! On a shared 2-core machine a compiler or a test suite starting mid-run
+//! moves every figure, and nothing in the figures says so. So each run
+//! samples the machine's busy time (`/proc/stat`, hypervisor steal included)
+//! and the CPU time of the benchmark's own process and of the backend's
+//! server processes (`/proc/PID/stat`); the difference, in cores, is what
+//! something else used. A row with a large value was measured on a busy
+//! machine. Linux only; elsewhere there is no figure.
+
+use std::time::Instant;
+
+/// One reading of the machine's and our processes' CPU time.
+#[derive(Clone, Debug)]
+pub struct CpuSample {
+    /// Busy ticks of all cores (user, nice, system, irq, softirq, steal).
+    busy: u64,
+    /// All ticks of all cores, idle included.
+    total: u64,
+    /// Ticks of this process and the watched processes.
+    ours: u64,
+    cores: usize,
+    at: Instant,
+}
+
+impl CpuSample {
+    /// Reads the counters now, counting `pids` (besides this process) as
+    /// ours. `None` where `/proc` is not readable.
+    pub fn now(pids: &[u32]) -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let (busy, total, cores) = parse_proc_stat(&stat)?;
+        let mut ours = process_ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
+        for pid in pids {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            ours += process_ticks(&text)?;
+        }
+        Some(CpuSample {
+            busy,
+            total,
+            ours,
+            cores,
+            at: Instant::now(),
+        })
+    }
+
+    /// Cores' worth of CPU that other processes used between `self` and
+    /// `later` (0 if none; can reach the core count).
+    pub fn others_since(&self, later: &CpuSample) -> f64 {
+        let total = later.total.saturating_sub(self.total);
+        if total == 0 || later.at <= self.at {
+            return 0.0;
+        }
+        let busy = later.busy.saturating_sub(self.busy);
+        let ours = later.ours.saturating_sub(self.ours);
+        busy.saturating_sub(ours) as f64 / total as f64 * self.cores as f64
+    }
+}
+
+/// Busy and total ticks of the `cpu` line, and the number of `cpuN` lines.
+fn parse_proc_stat(text: &str) -> Option<(u64, u64, usize)> {
+    let first = text.lines().next()?;
+    let mut fields = first.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let ticks: Vec<u64> = fields.map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest is in user).
+    let field = |i: usize| ticks.get(i).copied().unwrap_or(0);
+    let busy = field(0) + field(1) + field(2) + field(5) + field(6) + field(7);
+    let total = busy + field(3) + field(4);
+    let cores = text
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count();
+    Some((busy, total, cores.max(1)))
+}
+
+/// utime + stime of a `/proc/PID/stat` line (fields 14 and 15; the name
+/// in parentheses may hold spaces, so count from the last `)`).
+fn process_ticks(text: &str) -> Option<u64> {
+    let after_name = &text[text.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_parses_busy_total_and_cores() {
+        let text = "cpu  100 5 50 800 10 1 2 3 0 0\ncpu0 50 0 0 0 0 0 0 0 0 0\n\
+                    cpu1 50 5 50 800 10 1 2 3 0 0\nintr 1 2 3\n";
+        assert_eq!(parse_proc_stat(text), Some((161, 971, 2)));
+        assert_eq!(parse_proc_stat("intr 1\n"), None);
+    }
+
+    #[test]
+    fn process_ticks_skip_a_name_with_spaces() {
+        let line = "42 (my (odd) name) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0";
+        assert_eq!(process_ticks(line), Some(10));
+        assert_eq!(process_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn others_are_the_busy_ticks_that_are_not_ours() {
+        let at = Instant::now();
+        let before = CpuSample {
+            busy: 0,
+            total: 0,
+            ours: 0,
+            cores: 2,
+            at,
+        };
+        let after = CpuSample {
+            busy: 150,
+            total: 200,
+            ours: 100,
+            cores: 2,
+            at: at + std::time::Duration::from_secs(1),
+        };
+        assert!((before.others_since(&after) - 0.5).abs() < 1e-9);
+        assert!(CpuSample::now(&[]).is_some(), "runs on Linux");
+    }
+}

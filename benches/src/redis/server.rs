@@ -1,0 +1,168 @@
+//! A `redis-server` process the benchmark starts and always stops.
+//!
+//! [`RedisServer::start`] runs the binary on a free loopback port with
+//! persistence off (`--save '' --appendonly no`), waits until it answers
+//! `PING`, and returns a guard whose `Drop` kills and reaps it: an error or
+//! a panic anywhere after the start still stops the server. On Linux the
+//! child also gets `PR_SET_PDEATHSIG`, so it dies if this process is killed
+//! outright and no destructor runs. (That signal follows the *thread* that
+//! started the server: start it on a thread that outlives it, as the main
+//! thread and a test's own thread do.)
+
+use super::client::RedisConnection;
+use crate::backend::{BackendError, Result};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a fresh server has to answer `PING`.
+pub const START_TIMEOUT: Duration = Duration::from_secs(5);
+/// Ports tried before giving up (another process may take a free port
+/// between our check and the server's bind).
+const START_ATTEMPTS: usize = 3;
+
+/// A running `redis-server`, killed when dropped.
+pub struct RedisServer {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl RedisServer {
+    /// Starts `binary` (a path, or a name looked up on `PATH`).
+    pub fn start(binary: &str) -> Result<Self> {
+        let Some(path) = find_program(binary) else {
+            return Err(BackendError::Setup(format!(
+                "`{binary}` not found on PATH: the Redis comparison needs it. \
+                 Run `make setup`, or `apt-get install redis-server` (Debian package \
+                 redis-server), or pass --redis-server /path/to/redis-server"
+            )));
+        };
+        let mut attempt = 1;
+        loop {
+            match Self::start_on_free_port(&path) {
+                Ok(server) => return Ok(server),
+                Err(e) if attempt >= START_ATTEMPTS => return Err(e),
+                Err(_) => attempt += 1,
+            }
+        }
+    }
+
+    /// The address it serves on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn start_on_free_port(path: &Path) -> Result<Self> {
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+            .local_addr()?
+            .port();
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let log = std::env::temp_dir().join(format!(
+            "squall-bench-redis-{}-{port}.log",
+            std::process::id()
+        ));
+        let mut command = Command::new(path);
+        command
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(std::env::temp_dir())
+            .arg("--logfile")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        die_with_parent(&mut command);
+        let child = command
+            .spawn()
+            .map_err(|e| BackendError::Setup(format!("cannot start {}: {e}", path.display())))?;
+        // From here on the guard owns the process: any error drops it.
+        let mut server = RedisServer { child, addr, log };
+        server.wait_until_ready()?;
+        Ok(server)
+    }
+
+    fn wait_until_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Err(BackendError::Setup(format!(
+                    "redis-server exited at start ({status}); its log ends:\n{}",
+                    self.log_tail()
+                )));
+            }
+            let answer = RedisConnection::connect(self.addr, Duration::from_millis(500))
+                .and_then(|mut conn| conn.ping());
+            match answer {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(BackendError::Setup(format!(
+                        "redis-server on {} did not answer PING within {START_TIMEOUT:?} \
+                         ({e}); its log ends:\n{}",
+                        self.addr,
+                        self.log_tail()
+                    )))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join("\n")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        // Killing an already exited child fails harmlessly; wait reaps it
+        // either way, so no zombie is left.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// `name` if it is a path to a file, else the first match on `PATH`.
+fn find_program(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        let path = PathBuf::from(name);
+        return path.is_file().then_some(path);
+    }
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+#[cfg(target_os = "linux")]
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: runs in the forked child before exec; prctl and getppid are
+    // async-signal-safe and touch no memory of the parent's.
+    let parent = std::process::id();
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before the prctl took effect.
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                return Err(std::io::ErrorKind::Other.into());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_command: &mut Command) {}

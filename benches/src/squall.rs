@@ -1,0 +1,192 @@
+//! `squall`: the Squall KVS as a benchmark backend.
+//!
+//! [`SquallFactory`] starts a local cluster of real processes with the
+//! `squall` binary built beside this one (`squall up`: one router and one
+//! storage node of `threads` worker threads on loopback ports, in a
+//! temporary state directory), and stops it with `squall down` when
+//! dropped. Each client thread opens its own [`anna::client::Client`]: it
+//! fetches the cluster state once and sends every request straight to the
+//! owning worker thread. Values are last-writer-wins bytes.
+
+use crate::backend::{BackendError, BackendFactory, KvBackend, Result};
+use anna::client::{Client, ClientConfig};
+use anna::lattice::{LatticeValue, Lww};
+use anna::protocol::Address;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// How many puts a preloading connection keeps in flight.
+const PRELOAD_IN_FLIGHT: usize = 64;
+
+/// A local Squall cluster for the benchmark's clients.
+pub struct SquallFactory {
+    name: String,
+    squall: PathBuf,
+    dir: PathBuf,
+    routers: Vec<Address>,
+    pids: Vec<u32>,
+}
+
+fn setup(what: impl std::fmt::Display) -> BackendError {
+    BackendError::Setup(what.to_string())
+}
+
+/// The `squall` binary next to the running one (both are built into
+/// `target/<profile>/`).
+fn squall_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe().map_err(setup)?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| setup("no directory for the binary"))?;
+    // Test binaries live one level down, in deps/.
+    for candidate in [dir.join("squall"), dir.join("../squall")] {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(setup(format!(
+        "the squall binary is not built next to {} (run `cargo build --release -p squall`)",
+        exe.display()
+    )))
+}
+
+impl SquallFactory {
+    /// Starts one router and one storage node of `threads` worker threads
+    /// with ports from `base_port` up.
+    pub fn start(threads: u16, base_port: u16) -> Result<Self> {
+        let squall = squall_binary()?;
+        let dir = std::env::temp_dir().join(format!("squall-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let config = dir.join("squall.toml");
+        // One node: one replica per key, whatever the default.
+        std::fs::write(
+            &config,
+            "[storage]\nreplication = { global = 1, local = 1 }\n",
+        )?;
+        let status = Command::new(&squall)
+            .arg("--config")
+            .arg(&config)
+            .arg("--state-dir")
+            .arg(&dir)
+            .arg("--log")
+            .arg("warn")
+            .args(["up", "--routers", "1", "--nodes", "1"])
+            .args(["--threads", &threads.to_string()])
+            .args(["--base-port", &base_port.to_string()])
+            .status()
+            .map_err(|e| setup(format!("running {}: {e}", squall.display())))?;
+        if !status.success() {
+            return Err(setup(format!(
+                "`squall up` failed ({status}); see {}",
+                dir.display()
+            )));
+        }
+        let (routers, pids) = read_record(&dir)?;
+        Ok(SquallFactory {
+            name: format!("squall ({threads}t)"),
+            squall,
+            dir,
+            routers,
+            pids,
+        })
+    }
+}
+
+/// The router addresses and every pid from `squall up`'s record.
+fn read_record(dir: &Path) -> Result<(Vec<Address>, Vec<u32>)> {
+    let text = std::fs::read_to_string(dir.join("cluster.json"))?;
+    let record: serde_json::Value = serde_json::from_str(&text).map_err(setup)?;
+    let list = |field: &str| record[field].as_array().cloned().unwrap_or_default();
+    let routers = list("routers")
+        .iter()
+        .flat_map(|r| r["addresses"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a.as_str().map(|s| Address(s.to_string())))
+        .collect();
+    let pids = list("routers")
+        .iter()
+        .chain(list("nodes").iter())
+        .filter_map(|p| p["pid"].as_u64().and_then(|p| u32::try_from(p).ok()))
+        .collect();
+    Ok((routers, pids))
+}
+
+impl Drop for SquallFactory {
+    fn drop(&mut self) {
+        let stopped = Command::new(&self.squall)
+            .arg("--state-dir")
+            .arg(&self.dir)
+            .arg("--log")
+            .arg("warn")
+            .arg("down")
+            .output();
+        if let Err(e) = stopped {
+            eprintln!("warning: `squall down` failed: {e}");
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl BackendFactory for SquallFactory {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn connect(&self) -> Result<Box<dyn KvBackend + Send>> {
+        let client = Client::connect(self.routers.clone(), ClientConfig::default())
+            .map_err(|e| setup(format!("connecting to squall: {e}")))?;
+        Ok(Box::new(SquallConnection { client }))
+    }
+
+    fn server_pids(&self) -> Vec<u32> {
+        self.pids.clone()
+    }
+}
+
+/// One client thread's connection.
+pub struct SquallConnection {
+    client: Client,
+}
+
+fn server(e: anna::client::ClientError) -> BackendError {
+    match e {
+        anna::client::ClientError::Timeout { after, .. } => BackendError::Timeout(after),
+        other => BackendError::Server(other.to_string()),
+    }
+}
+
+impl KvBackend for SquallConnection {
+    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
+        match self.client.get(key).map_err(server)? {
+            Some(LatticeValue::Lww(l)) => Ok(Some(l.into_value())),
+            Some(other) => Err(BackendError::Protocol(format!(
+                "`{key}` holds {}, not lww",
+                other.kind()
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    fn put(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        self.client.put_lww(key, value.to_vec()).map_err(server)
+    }
+
+    fn put_batch(&mut self, items: &[(&str, &[u8])]) -> Result<()> {
+        let mut in_flight = 0;
+        for (key, value) in items {
+            if in_flight == PRELOAD_IN_FLIGHT {
+                let (_, r) = self.client.wait_any().map_err(server)?;
+                r.map_err(server)?;
+                in_flight -= 1;
+            }
+            let at = self.client.timestamp();
+            let v = LatticeValue::Lww(Lww::new(at, value.to_vec()));
+            self.client.start_put(key.to_string(), v);
+            in_flight += 1;
+        }
+        for _ in 0..in_flight {
+            let (_, r) = self.client.wait_any().map_err(server)?;
+            r.map_err(server)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,171 @@
+//! `zmq-floor`: the messaging floor, measured as if it were a backend.
+//!
+//! It is **not a key-value store**. Every `get` and `put` is one
+//! [`Message::Ping`] / [`Message::Pong`] round trip over `tcp://127.0.0.1`
+//! to an `anna` [`PingResponder`] driven by the same [`ZmqDriver`] every
+//! Squall role uses, on one thread, as Redis serves on one. It stores
+//! nothing and carries no value (a ping is ~40 bytes on the wire, a 100-byte
+//! value would add little on loopback). Run under the same load generator,
+//! its row is the least any Squall KVS request can cost: one ZeroMQ hop
+//! there and one back, through the I/O threads of both ends, with protocol
+//! encoding and decoding, and no storage work at all. A Squall KVS row
+//! should be read against it as well as against Redis.
+//!
+//! The responder has its own ZeroMQ context (its own I/O thread), as a
+//! server process would; the client connections share another, as the
+//! threads of one client process would.
+
+use crate::backend::{BackendError, BackendFactory, KvBackend, Result};
+use anna::protocol::{Address, Message, RequestId};
+use anna::role::{Driver, PingResponder};
+use anna::transport::{Receiver, Sender, Shutdown, TransportError, ZmqDriver};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long a round trip may take before it counts as failed.
+pub const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A ping responder on a thread of this process, and the context its
+/// clients connect from. The responder stops when the factory drops.
+pub struct ZmqFloorFactory {
+    client_ctx: zmq::Context,
+    server: Address,
+    shutdown: Shutdown,
+    responder: Option<JoinHandle<std::result::Result<u64, TransportError>>>,
+}
+
+impl ZmqFloorFactory {
+    /// Starts the responder on a free loopback TCP port.
+    pub fn start() -> Result<Self> {
+        let server_ctx = zmq::Context::new();
+        let mut driver = ZmqDriver::bind(
+            &server_ctx,
+            &Address::from("tcp://127.0.0.1:*"),
+            PingResponder::default(),
+        )
+        .map_err(setup)?;
+        let server = driver.address().clone();
+        let shutdown = driver.shutdown_handle();
+        let responder = std::thread::Builder::new()
+            .name("zmq-floor-responder".into())
+            .spawn(move || {
+                driver.run()?;
+                Ok(driver.role().answered())
+            })?;
+        Ok(ZmqFloorFactory {
+            client_ctx: zmq::Context::new(),
+            server,
+            shutdown,
+            responder: Some(responder),
+        })
+    }
+
+    /// The responder's address.
+    pub fn address(&self) -> &Address {
+        &self.server
+    }
+}
+
+impl Drop for ZmqFloorFactory {
+    fn drop(&mut self) {
+        if self.shutdown.stop().is_ok() {
+            if let Some(responder) = self.responder.take() {
+                let _ = responder.join();
+            }
+        }
+    }
+}
+
+impl BackendFactory for ZmqFloorFactory {
+    fn name(&self) -> &str {
+        "zmq-floor"
+    }
+
+    fn connect(&self) -> Result<Box<dyn KvBackend + Send>> {
+        let rx =
+            Receiver::bind(&self.client_ctx, &Address::from("tcp://127.0.0.1:*")).map_err(setup)?;
+        Ok(Box::new(ZmqFloorConnection {
+            reply_to: rx.address().clone(),
+            rx,
+            tx: Sender::new(&self.client_ctx),
+            server: self.server.clone(),
+            next_id: 0,
+        }))
+    }
+}
+
+/// One client's reply socket and its sockets to the responder.
+pub struct ZmqFloorConnection {
+    rx: Receiver,
+    tx: Sender,
+    reply_to: Address,
+    server: Address,
+    next_id: u64,
+}
+
+impl ZmqFloorConnection {
+    /// One ping, answered.
+    pub fn round_trip(&mut self) -> Result<()> {
+        self.next_id += 1;
+        let id = RequestId(self.next_id);
+        let started = Instant::now();
+        let ping = Message::Ping {
+            id,
+            reply_to: self.reply_to.clone(),
+        };
+        self.tx.send(&self.server, &ping).map_err(transport)?;
+        loop {
+            let left = ROUND_TRIP_TIMEOUT.saturating_sub(started.elapsed());
+            match self.rx.recv(Some(left)).map_err(transport)? {
+                Some(Message::Pong { id: got }) if got == id => return Ok(()),
+                // A late answer to an earlier, timed-out ping.
+                Some(_) => continue,
+                None => return Err(BackendError::Timeout(ROUND_TRIP_TIMEOUT)),
+            }
+        }
+    }
+}
+
+impl KvBackend for ZmqFloorConnection {
+    /// One round trip; answers an empty value (the floor stores nothing).
+    fn get(&mut self, _key: &str) -> Result<Option<Vec<u8>>> {
+        self.round_trip().map(|()| Some(Vec::new()))
+    }
+
+    /// One round trip; stores nothing.
+    fn put(&mut self, _key: &str, _value: &[u8]) -> Result<()> {
+        self.round_trip()
+    }
+
+    /// One round trip for the whole batch: there is nothing to preload,
+    /// only a check that the responder answers.
+    fn put_batch(&mut self, _items: &[(&str, &[u8])]) -> Result<()> {
+        self.round_trip()
+    }
+}
+
+fn setup(e: TransportError) -> BackendError {
+    BackendError::Setup(format!("zmq-floor: {e}"))
+}
+
+fn transport(e: TransportError) -> BackendError {
+    BackendError::Io(std::io::Error::other(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_is_one_answered_round_trip() {
+        let factory = ZmqFloorFactory::start().unwrap();
+        assert!(factory.address().as_str().starts_with("tcp://127.0.0.1:"));
+        let mut a = factory.connect().unwrap();
+        let mut b = factory.connect().unwrap();
+        for _ in 0..100 {
+            assert_eq!(a.get("k").unwrap(), Some(Vec::new()));
+            b.put("k", b"v").unwrap();
+        }
+        a.put_batch(&[("k", b"v"), ("l", b"w")]).unwrap();
+    }
+}

@@ -95,6 +95,30 @@ pub struct TransportStats {
     pub dropped: u64,
 }
 
+impl TransportStats {
+    /// The counters by name, for status replies: a role's own counters
+    /// followed by these.
+    pub fn named(&self) -> [(&'static str, u64); 4] {
+        [
+            ("received", self.received),
+            ("malformed", self.malformed),
+            ("sent", self.sent),
+            ("dropped", self.dropped),
+        ]
+    }
+}
+
+/// Names counters for a status reply: `own`, then the transport's.
+pub fn named_counters(
+    own: &[(&'static str, u64)],
+    transport: &TransportStats,
+) -> Vec<(String, u64)> {
+    own.iter()
+        .chain(transport.named().iter())
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect()
+}
+
 /// A node role as a state machine.
 pub trait Role {
     /// Handles one input at time `now`, queueing what to send in `out`.

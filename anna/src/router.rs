@@ -59,21 +59,14 @@ pub struct RouterStats {
 impl RouterStats {
     /// Every counter by name, for status replies.
     pub fn counters(&self) -> Vec<(String, u64)> {
-        let t = self.transport;
-        [
+        let own = [
             ("route_requests", self.route_requests),
             ("joins", self.joins),
             ("departures", self.departures),
             ("failures_declared", self.failures_declared),
             ("unexpected", self.unexpected),
-            ("received", t.received),
-            ("malformed", t.malformed),
-            ("sent", t.sent),
-            ("dropped", t.dropped),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+        ];
+        crate::role::named_counters(&own, &self.transport)
     }
 }
 
@@ -272,16 +265,17 @@ impl Role for Router {
                 out.send(reply_to, Message::Pong { id })
             }
             Input::Message(Message::RouteRequest(req)) => self.on_route(req, out),
-            Input::Message(Message::StatusRequest { id, reply_to }) => out.send(
-                reply_to,
-                Message::StatusReply {
+            Input::Message(Message::StatusRequest { id, reply_to }) => {
+                let counters = self.stats.counters();
+                let reply = Message::status_reply(
                     id,
-                    from: self.me.clone(),
-                    cluster: self.cluster.clone(),
-                    replication: self.config.replication,
-                    counters: self.stats.counters(),
-                },
-            ),
+                    &self.me,
+                    &self.cluster,
+                    self.config.replication,
+                    counters,
+                );
+                out.send(reply_to, reply)
+            }
             Input::Message(Message::Membership(m)) => self.on_membership(now, m, out),
             Input::Message(other) => {
                 self.stats.unexpected += 1;

@@ -337,16 +337,17 @@ impl StorageWorker {
                 self.on_fetch_reply(now, id, from, entries, out)
             }
             Message::Membership(m) => self.on_membership(now, m, out),
-            Message::StatusRequest { id, reply_to } => out.send(
-                reply_to,
-                Message::StatusReply {
+            Message::StatusRequest { id, reply_to } => {
+                let counters = self.stats.counters(self.shard.len());
+                let reply = Message::status_reply(
                     id,
-                    from: self.me.clone(),
-                    cluster: self.cluster.clone(),
-                    replication: self.config.replication,
-                    counters: self.stats.counters(self.shard.len()),
-                },
-            ),
+                    &self.me,
+                    &self.cluster,
+                    self.config.replication,
+                    counters,
+                );
+                out.send(reply_to, reply)
+            }
             other => {
                 self.stats.unexpected += 1;
                 tracing::debug!(kind = other.kind(), "storage worker ignored a message");

@@ -75,8 +75,7 @@ impl WorkerStats {
 
     /// Every counter by name, for status replies.
     pub fn counters(&self, keys: usize) -> Vec<(String, u64)> {
-        let t = self.transport;
-        [
+        let own = [
             ("keys", keys as u64),
             ("gets", self.gets),
             ("puts", self.puts),
@@ -88,14 +87,8 @@ impl WorkerStats {
             ("handoffs_out", self.handoffs_out),
             ("anti_entropy_keys", self.anti_entropy_keys),
             ("unexpected", self.unexpected),
-            ("received", t.received),
-            ("malformed", t.malformed),
-            ("sent", t.sent),
-            ("dropped", t.dropped),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+        ];
+        crate::role::named_counters(&own, &self.transport)
     }
 
     /// How many distinct keys the current epoch tracks.

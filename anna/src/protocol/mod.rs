@@ -116,6 +116,24 @@ pub enum Message {
 }
 
 impl Message {
+    /// The answer to a status request: what `from` sees and has counted.
+    /// Storage workers and routers answer alike.
+    pub fn status_reply(
+        id: RequestId,
+        from: &Address,
+        cluster: &crate::cluster::ClusterState,
+        replication: crate::cluster::ReplicationFactor,
+        counters: Vec<(String, u64)>,
+    ) -> Message {
+        Message::StatusReply {
+            id,
+            from: from.clone(),
+            cluster: cluster.clone(),
+            replication,
+            counters,
+        }
+    }
+
     /// A short name of the message type, for logs and counters.
     pub fn kind(&self) -> &'static str {
         match self {

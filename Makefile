@@ -65,7 +65,8 @@ test:
 # The KVS benchmark's standard matrix, every backend side by side with a
 # redis-server it starts itself; figures are recorded in benches/RESULTS.md.
 bench-kvs: $(STAMPS)/apt
-	cargo run --release -p squall-benches --bin squall-bench -- kvs --matrix
+	cargo build --release -p squall -p squall-benches
+	target/release/squall-bench kvs --matrix --squall-threads 1,2
 
 clean:
 	cargo clean

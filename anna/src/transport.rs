@@ -29,6 +29,12 @@ pub const LINGER: Duration = Duration::from_millis(200);
 /// How many peers a [`Sender`] keeps a socket to; the least recently used
 /// is closed beyond that.
 pub const MAX_PEERS: usize = 1024;
+/// A peer socket unused this long is closed: a departed client's address
+/// would otherwise be reconnected to for as long as the process lives.
+pub const PEER_IDLE: Duration = Duration::from_secs(30);
+/// The longest a PUSH socket waits between reconnection attempts to a peer
+/// that is gone (ZeroMQ backs off exponentially from 100 ms up to this).
+pub const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// How many queued messages a driver hands its role per step, so ticks are
 /// not starved under load.
 pub const DELIVERY_BATCH: usize = 256;
@@ -157,7 +163,7 @@ impl Receiver {
 
 struct Peer {
     socket: zmq::Socket,
-    last_used: u64,
+    last_used: Instant,
 }
 
 /// PUSH sockets to peers, connected on first use and kept for reuse.
@@ -165,7 +171,7 @@ pub struct Sender {
     ctx: zmq::Context,
     peers: HashMap<Address, Peer>,
     buf: Vec<u8>,
-    uses: u64,
+    next_sweep: Instant,
     stats: TransportStats,
 }
 
@@ -176,7 +182,7 @@ impl Sender {
             ctx: ctx.clone(),
             peers: HashMap::new(),
             buf: Vec::new(),
-            uses: 0,
+            next_sweep: Instant::now() + PEER_IDLE,
             stats: TransportStats::default(),
         }
     }
@@ -206,22 +212,26 @@ impl Sender {
     }
 
     fn send_frame(&mut self, to: &Address) -> Result<(), TransportError> {
-        self.uses += 1;
-        let uses = self.uses;
+        let now = Instant::now();
+        if now >= self.next_sweep {
+            self.next_sweep = now + PEER_IDLE;
+            self.peers
+                .retain(|_, p| now.saturating_duration_since(p.last_used) < PEER_IDLE);
+        }
         if !self.peers.contains_key(to) {
             let socket = self.connect(to)?;
             self.peers.insert(
                 to.clone(),
                 Peer {
                     socket,
-                    last_used: uses,
+                    last_used: now,
                 },
             );
         }
         let Some(peer) = self.peers.get_mut(to) else {
             unreachable!("peer inserted above");
         };
-        peer.last_used = uses;
+        peer.last_used = now;
         match peer.socket.send(&self.buf[..], zmq::DONTWAIT) {
             Ok(()) => {
                 self.stats.sent += 1;
@@ -253,6 +263,9 @@ impl Sender {
             .set_linger(LINGER.as_millis() as i32)
             .map_err(connect_err)?;
         socket.set_sndhwm(SEND_QUEUE).map_err(connect_err)?;
+        socket
+            .set_reconnect_ivl_max(RECONNECT_MAX.as_millis() as i32)
+            .map_err(connect_err)?;
         socket.connect(to.as_str()).map_err(connect_err)?;
         Ok(socket)
     }

@@ -6,17 +6,15 @@
 //! blocking and takes `&mut self`. A backend never shares a connection
 //! between threads; the factory is the only shared part.
 //!
-//! # Plugging in Squall
+//! # Plugging in a store
 //!
-//! The Squall KVS backend will implement these two traits over `anna`'s
-//! Rust client: the factory holds the cluster's routing address (or starts a
-//! local cluster and stops it on drop, as [`crate::redis::RedisFactory`]
-//! does with `redis-server`), and `connect` opens one `anna` client per
-//! thread. `get` reads a last-writer-wins key and returns its bytes (`None`
-//! for `NotFound`), `put` merges a last-writer-wins value, and `put_batch`
-//! sends one multi-key `KvsRequest` per storage thread so preloading 100k
-//! keys takes a fraction of a second. It is then one more name in
-//! `squall-bench kvs --backends` and one more row per workload in the table.
+//! [`crate::squall`] is the worked example: its factory starts a local
+//! cluster with `squall up` and stops it on drop (as
+//! [`crate::redis::RedisFactory`] does with `redis-server`), `connect`
+//! opens one `anna` client per thread, `get`/`put` read and write
+//! last-writer-wins bytes, and `put_batch` keeps many puts in flight so
+//! preloading 100k keys is quick. A new store is one more such module and
+//! one more name in `squall-bench kvs --backends`.
 
 use std::time::Duration;
 

@@ -1,20 +1,51 @@
-//! How much CPU *other* processes took during a run.
+//! How much CPU something else took during a run.
 //!
 //! On a shared 2-core machine a compiler or a test suite starting mid-run
 //! moves every figure, and nothing in the figures says so. So each run
-//! samples the machine's busy time (`/proc/stat`, hypervisor steal included)
-//! and the CPU time of the benchmark's own process and of the backend's
-//! server processes (`/proc/PID/stat`); the difference, in cores, is what
-//! something else used. A row with a large value was measured on a busy
-//! machine. Linux only; elsewhere there is no figure.
+//! samples the machine's busy time (`/proc/stat`) and the CPU time of the
+//! benchmark's own process and of the backend's server processes
+//! (`/proc/PID/stat`); the difference, in cores, is what other processes
+//! of this machine used. Separately it reports *steal*: time the hypervisor
+//! kept our virtual CPUs from running, charged to no process. Steal comes
+//! from neighbours on the host but also from our own wake-ups (a halted
+//! vCPU's wake-up is partly accounted as steal), so it grows with request
+//! rate. A row with a large value of either was measured on a busy machine.
+//! Linux only; elsewhere there is no figure.
 
 use std::time::Instant;
+
+/// What else used the CPU during a run, in cores' worth (0 to the core
+/// count).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Interference {
+    /// Other processes of this machine.
+    pub others: f64,
+    /// Time the hypervisor did not run our virtual CPUs.
+    pub steal: f64,
+}
+
+impl Interference {
+    /// The time-weighted mean of two periods' figures.
+    pub fn weighted(self, weight: f64, other: Interference, other_weight: f64) -> Interference {
+        let total = weight + other_weight;
+        if total <= 0.0 {
+            return self;
+        }
+        Interference {
+            others: (self.others * weight + other.others * other_weight) / total,
+            steal: (self.steal * weight + other.steal * other_weight) / total,
+        }
+    }
+}
 
 /// One reading of the machine's and our processes' CPU time.
 #[derive(Clone, Debug)]
 pub struct CpuSample {
-    /// Busy ticks of all cores (user, nice, system, irq, softirq, steal).
+    /// Busy ticks of all cores run by this machine (user, nice, system, irq,
+    /// softirq; steal excluded).
     busy: u64,
+    /// Ticks stolen by the hypervisor.
+    steal: u64,
     /// All ticks of all cores, idle included.
     total: u64,
     /// Ticks of this process and the watched processes.
@@ -28,7 +59,12 @@ impl CpuSample {
     /// ours. `None` where `/proc` is not readable.
     pub fn now(pids: &[u32]) -> Option<Self> {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        let (busy, total, cores) = parse_proc_stat(&stat)?;
+        let Ticks {
+            busy,
+            steal,
+            total,
+            cores,
+        } = parse_proc_stat(&stat)?;
         let mut ours = process_ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
         for pid in pids {
             let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -36,6 +72,7 @@ impl CpuSample {
         }
         Some(CpuSample {
             busy,
+            steal,
             total,
             ours,
             cores,
@@ -43,21 +80,33 @@ impl CpuSample {
         })
     }
 
-    /// Cores' worth of CPU that other processes used between `self` and
-    /// `later` (0 if none; can reach the core count).
-    pub fn others_since(&self, later: &CpuSample) -> f64 {
+    /// What other processes and the hypervisor took between `self` and
+    /// `later`.
+    pub fn interference_since(&self, later: &CpuSample) -> Interference {
         let total = later.total.saturating_sub(self.total);
         if total == 0 || later.at <= self.at {
-            return 0.0;
+            return Interference::default();
         }
+        let cores = |ticks: u64| ticks as f64 / total as f64 * self.cores as f64;
         let busy = later.busy.saturating_sub(self.busy);
         let ours = later.ours.saturating_sub(self.ours);
-        busy.saturating_sub(ours) as f64 / total as f64 * self.cores as f64
+        Interference {
+            others: cores(busy.saturating_sub(ours)),
+            steal: cores(later.steal.saturating_sub(self.steal)),
+        }
     }
 }
 
-/// Busy and total ticks of the `cpu` line, and the number of `cpuN` lines.
-fn parse_proc_stat(text: &str) -> Option<(u64, u64, usize)> {
+/// The `cpu` line of `/proc/stat`, and the number of `cpuN` lines.
+#[derive(Debug, PartialEq)]
+struct Ticks {
+    busy: u64,
+    steal: u64,
+    total: u64,
+    cores: usize,
+}
+
+fn parse_proc_stat(text: &str) -> Option<Ticks> {
     let first = text.lines().next()?;
     let mut fields = first.split_whitespace();
     if fields.next()? != "cpu" {
@@ -66,13 +115,19 @@ fn parse_proc_stat(text: &str) -> Option<(u64, u64, usize)> {
     let ticks: Vec<u64> = fields.map(|f| f.parse().ok()).collect::<Option<_>>()?;
     // user nice system idle iowait irq softirq steal (guest is in user).
     let field = |i: usize| ticks.get(i).copied().unwrap_or(0);
-    let busy = field(0) + field(1) + field(2) + field(5) + field(6) + field(7);
-    let total = busy + field(3) + field(4);
+    let busy = field(0) + field(1) + field(2) + field(5) + field(6);
+    let steal = field(7);
+    let total = busy + steal + field(3) + field(4);
     let cores = text
         .lines()
         .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
         .count();
-    Some((busy, total, cores.max(1)))
+    Some(Ticks {
+        busy,
+        steal,
+        total,
+        cores: cores.max(1),
+    })
 }
 
 /// utime + stime of a `/proc/PID/stat` line (fields 14 and 15; the name
@@ -93,7 +148,13 @@ mod tests {
     fn proc_stat_parses_busy_total_and_cores() {
         let text = "cpu  100 5 50 800 10 1 2 3 0 0\ncpu0 50 0 0 0 0 0 0 0 0 0\n\
                     cpu1 50 5 50 800 10 1 2 3 0 0\nintr 1 2 3\n";
-        assert_eq!(parse_proc_stat(text), Some((161, 971, 2)));
+        let ticks = Ticks {
+            busy: 158,
+            steal: 3,
+            total: 971,
+            cores: 2,
+        };
+        assert_eq!(parse_proc_stat(text), Some(ticks));
         assert_eq!(parse_proc_stat("intr 1\n"), None);
     }
 
@@ -105,10 +166,11 @@ mod tests {
     }
 
     #[test]
-    fn others_are_the_busy_ticks_that_are_not_ours() {
+    fn others_are_the_busy_ticks_that_are_not_ours_and_steal_is_apart() {
         let at = Instant::now();
         let before = CpuSample {
             busy: 0,
+            steal: 0,
             total: 0,
             ours: 0,
             cores: 2,
@@ -116,12 +178,16 @@ mod tests {
         };
         let after = CpuSample {
             busy: 150,
+            steal: 20,
             total: 200,
             ours: 100,
             cores: 2,
             at: at + std::time::Duration::from_secs(1),
         };
-        assert!((before.others_since(&after) - 0.5).abs() < 1e-9);
+        let i = before.interference_since(&after);
+        assert!((i.others - 0.5).abs() < 1e-9 && (i.steal - 0.2).abs() < 1e-9);
+        let mean = i.weighted(1.0, Interference::default(), 3.0);
+        assert!((mean.others - 0.125).abs() < 1e-9 && (mean.steal - 0.05).abs() < 1e-9);
         assert!(CpuSample::now(&[]).is_some(), "runs on Linux");
     }
 }

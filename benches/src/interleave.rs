@@ -6,22 +6,76 @@
 //! rounds and alternates them (A B A B ...), so every backend samples the
 //! same stretch of time and the same interference; each backend's rounds
 //! are merged into one [`Report`]. The first round warms up for the
-//! workload's full warm-up, later rounds (fresh connections) for at most
-//! [`ROUND_WARMUP`].
+//! workload's full warm-up, later rounds for at most [`ROUND_WARMUP`].
+//!
+//! Connections come from a [`ConnectionPool`] and stay open from round to
+//! round (and, with one pool for a whole matrix, from workload to
+//! workload), as a benchmark client's would. Opening fresh ones each round
+//! would leave hundreds of departed clients behind, and a ZeroMQ server
+//! keeps trying to reconnect to every one of them (every 100 ms by
+//! default), which burns CPU that then skews every later row.
 
 use crate::backend::BackendFactory;
 use crate::report::Report;
-use crate::runner::{measure, preload, RunError};
+use crate::runner::{connect_all, measure_on, preload_on, Connection, RunError};
 use crate::workload::{Stop, Workload};
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// The longest warm-up of every round after the first.
 pub const ROUND_WARMUP: Duration = Duration::from_millis(200);
 
+/// Open connections per backend (by name), reused from run to run.
+#[derive(Default)]
+pub struct ConnectionPool {
+    idle: HashMap<String, Vec<Connection>>,
+}
+
+impl ConnectionPool {
+    /// `n` connections to `factory`'s store: the pooled ones first, new
+    /// ones if there are not enough.
+    pub fn take(
+        &mut self,
+        factory: &dyn BackendFactory,
+        n: usize,
+    ) -> Result<Vec<Connection>, RunError> {
+        let mut conns = self.idle.remove(factory.name()).unwrap_or_default();
+        if conns.len() < n {
+            conns.extend(connect_all(factory, n - conns.len())?);
+        }
+        let rest = conns.split_off(n);
+        self.idle.insert(factory.name().to_string(), rest);
+        Ok(conns)
+    }
+
+    /// Returns connections for the next [`ConnectionPool::take`].
+    pub fn put_back(&mut self, factory: &dyn BackendFactory, mut conns: Vec<Connection>) {
+        let idle = self.idle.entry(factory.name().to_string()).or_default();
+        conns.append(idle);
+        *idle = conns;
+    }
+
+    /// How many connections to `backend` are pooled.
+    pub fn idle(&self, backend: &str) -> usize {
+        self.idle.get(backend).map_or(0, Vec::len)
+    }
+}
+
 /// Runs `workload` against every factory, preloading each once, then
-/// alternating `rounds` slices of the measured period between them. Reports
-/// are in the order of `factories`, each for the whole workload.
+/// alternating `rounds` slices of the measured period between them, on
+/// connections that stay open throughout. Reports are in the order of
+/// `factories`, each for the whole workload.
 pub fn run_interleaved(
+    workload: &Workload,
+    factories: &[&dyn BackendFactory],
+    rounds: usize,
+) -> Result<Vec<Report>, RunError> {
+    run_interleaved_pooled(&mut ConnectionPool::default(), workload, factories, rounds)
+}
+
+/// [`run_interleaved`] on connections from `pool`, returned to it after.
+pub fn run_interleaved_pooled(
+    pool: &mut ConnectionPool,
     workload: &Workload,
     factories: &[&dyn BackendFactory],
     rounds: usize,
@@ -30,7 +84,10 @@ pub fn run_interleaved(
     workload.validate()?;
     if workload.preload {
         for factory in factories {
-            preload(workload, *factory)?;
+            let mut conns = pool.take(*factory, 1)?;
+            let loaded = preload_on(workload, factory.name(), conns[0].as_mut());
+            pool.put_back(*factory, conns);
+            loaded?;
         }
     }
     let mut reports: Vec<Option<Report>> = factories.iter().map(|_| None).collect();
@@ -48,7 +105,10 @@ pub fn run_interleaved(
             ..workload.clone()
         };
         for (factory, report) in factories.iter().zip(&mut reports) {
-            let measured = measure(&slice, *factory)?;
+            let mut conns = pool.take(*factory, slice.clients)?;
+            let measured = measure_on(&slice, *factory, &mut conns);
+            pool.put_back(*factory, conns);
+            let measured = measured?;
             match report {
                 Some(r) => r.merge(measured),
                 None => *report = Some(measured),
@@ -129,7 +189,8 @@ mod tests {
             warmup: Duration::ZERO,
             ..Workload::default()
         };
-        let reports = run_interleaved(&w, &[&a, &b], 4).unwrap();
+        let mut pool = ConnectionPool::default();
+        let reports = run_interleaved_pooled(&mut pool, &w, &[&a, &b], 4).unwrap();
         assert_eq!(reports.len(), 2);
         for (r, name) in reports.iter().zip(["a", "b"]) {
             assert_eq!(r.backend, name);
@@ -137,9 +198,16 @@ mod tests {
             assert_eq!(r.counts.reads + r.counts.writes, 1_001);
             assert_eq!(r.histogram.len(), 1_001);
         }
-        // One preload connection, then two clients in each of four rounds.
-        assert_eq!(a.connects.load(Ordering::Relaxed), 1 + 4 * 2);
-        assert_eq!(b.connects.load(Ordering::Relaxed), 1 + 4 * 2);
+        // The preload connection becomes the first client's; the rounds
+        // reuse both.
+        assert_eq!(a.connects.load(Ordering::Relaxed), 2);
+        assert_eq!(b.connects.load(Ordering::Relaxed), 2);
+        assert_eq!(pool.idle("a"), 2);
+        // A later workload with fewer clients opens nothing new.
+        let one = Workload { clients: 1, ..w };
+        run_interleaved_pooled(&mut pool, &one, &[&a], 2).unwrap();
+        assert_eq!(a.connects.load(Ordering::Relaxed), 2);
+        assert_eq!(pool.idle("a"), 2);
     }
 
     #[test]

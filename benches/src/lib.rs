@@ -48,7 +48,7 @@ pub mod zipf;
 pub mod zmq_floor;
 
 pub use backend::{BackendError, BackendFactory, KvBackend};
-pub use interleave::run_interleaved;
+pub use interleave::{run_interleaved, run_interleaved_pooled, ConnectionPool};
 pub use report::{table, Report};
 pub use runner::{run, RunError};
 pub use workload::{Stop, Workload};

@@ -1,5 +1,6 @@
 //! What a run measured, and the side-by-side table of several runs.
 
+use crate::cpu::Interference;
 use crate::runner::Counts;
 use crate::workload::Workload;
 use hdrhistogram::Histogram;
@@ -25,9 +26,10 @@ pub struct Report {
     pub elapsed: Duration,
     /// The first error any client saw, if any.
     pub first_error: Option<String>,
-    /// Cores' worth of CPU other processes used during the run (warm-up
-    /// included); `None` where it cannot be read. See [`crate::cpu`].
-    pub other_cpu: Option<f64>,
+    /// What other processes and the hypervisor took during the run
+    /// (warm-up included); `None` where it cannot be read. See
+    /// [`crate::cpu`].
+    pub interference: Option<Interference>,
 }
 
 impl Report {
@@ -40,7 +42,7 @@ impl Report {
             counts: Counts::default(),
             elapsed: Duration::ZERO,
             first_error: None,
-            other_cpu: None,
+            interference: None,
         }
     }
 
@@ -62,10 +64,8 @@ impl Report {
     /// (another round of an interleaved comparison).
     pub fn merge(&mut self, other: Report) {
         let (ours, theirs) = (self.elapsed.as_secs_f64(), other.elapsed.as_secs_f64());
-        self.other_cpu = match (self.other_cpu, other.other_cpu) {
-            (Some(a), Some(b)) if ours + theirs > 0.0 => {
-                Some((a * ours + b * theirs) / (ours + theirs))
-            }
+        self.interference = match (self.interference, other.interference) {
+            (Some(a), Some(b)) => Some(a.weighted(ours, b, theirs)),
             (a, b) => a.or(b),
         };
         self.elapsed += other.elapsed;
@@ -120,6 +120,7 @@ pub fn table(reports: &[Report], baseline: &str) -> String {
         "p99.9 µs".to_string(),
         "errors".to_string(),
         "other CPU".to_string(),
+        "steal".to_string(),
         format!("ops/s ÷ {baseline}"),
         format!("p50 ÷ {baseline}"),
     ];
@@ -144,7 +145,10 @@ pub fn table(reports: &[Report], baseline: &str) -> String {
             r.p99().to_string(),
             r.p999().to_string(),
             (r.counts.errors + r.counts.misses).to_string(),
-            r.other_cpu.map_or("-".to_string(), |c| format!("{c:.2}")),
+            r.interference
+                .map_or("-".to_string(), |i| format!("{:.2}", i.others)),
+            r.interference
+                .map_or("-".to_string(), |i| format!("{:.2}", i.steal)),
             ratio(r.ops_per_sec(), base.map_or(0.0, Report::ops_per_sec)),
             ratio(r.p50() as f64, base.map_or(0, Report::p50) as f64),
         ]);

@@ -1,8 +1,8 @@
 //! The closed-loop load generator: preload, warm up, measure.
 //!
-//! [`run`] opens one connection per client (all before any request, so a
-//! store that cannot take them fails the run up front), preloads every key
-//! through one more connection, then starts the clients together. Each
+//! [`run`] preloads every key through one connection, opens one connection
+//! per client (all before any request, so a store that cannot take them
+//! fails the run up front), then starts the clients together. Each
 //! client sends a request, waits for its answer, and sends the next: the
 //! store sees exactly `clients` requests in flight. Latency is each
 //! request's round trip, recorded in the client's own histogram in
@@ -42,6 +42,12 @@ pub enum RunError {
         backend: String,
         source: BackendError,
     },
+    #[error("{backend}: {wanted} clients need as many connections, not {got}")]
+    Connections {
+        backend: String,
+        wanted: usize,
+        got: usize,
+    },
     #[error("{backend}: a client thread panicked")]
     ClientPanicked { backend: String },
 }
@@ -55,17 +61,25 @@ pub fn run(workload: &Workload, factory: &dyn BackendFactory) -> Result<Report, 
     measure(workload, factory)
 }
 
+/// One client thread's connection.
+pub type Connection = Box<dyn KvBackend + Send>;
+
 /// Writes every key of `workload` once, with its value, in batches of
-/// [`PRELOAD_BATCH`] through one connection.
+/// [`PRELOAD_BATCH`] through a new connection.
 pub fn preload(workload: &Workload, factory: &dyn BackendFactory) -> Result<(), RunError> {
+    let mut conn = connect_all(factory, 1)?;
+    preload_on(workload, factory.name(), conn[0].as_mut())
+}
+
+/// [`preload`] through `conn`; `backend` names it in errors.
+pub fn preload_on(
+    workload: &Workload,
+    backend: &str,
+    conn: &mut dyn KvBackend,
+) -> Result<(), RunError> {
     workload.validate()?;
-    let backend = factory.name();
     let keys: Vec<String> = (0..workload.keys).map(Workload::key_name).collect();
     let value = value_bytes(workload.value_size, workload.seed);
-    let mut conn = factory.connect().map_err(|source| RunError::Connect {
-        backend: backend.to_string(),
-        source,
-    })?;
     for chunk in keys.chunks(PRELOAD_BATCH) {
         let items: Vec<(&str, &[u8])> = chunk.iter().map(|k| (k.as_str(), &value[..])).collect();
         conn.put_batch(&items).map_err(|source| RunError::Preload {
@@ -76,22 +90,44 @@ pub fn preload(workload: &Workload, factory: &dyn BackendFactory) -> Result<(), 
     Ok(())
 }
 
-/// Warms up and measures `workload`, without preloading. If
-/// `workload.preload` is set the keys are expected present (someone called
-/// [`preload`]), and reads that find nothing are counted as misses.
-pub fn measure(workload: &Workload, factory: &dyn BackendFactory) -> Result<Report, RunError> {
-    let chooser = workload.validate()?;
-    let backend = factory.name().to_string();
-    let keys: Vec<String> = (0..workload.keys).map(Workload::key_name).collect();
-    let value = value_bytes(workload.value_size, workload.seed);
-    let conns = (0..workload.clients)
+/// Opens `n` connections.
+pub fn connect_all(factory: &dyn BackendFactory, n: usize) -> Result<Vec<Connection>, RunError> {
+    (0..n)
         .map(|_| factory.connect())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|source| RunError::Connect {
-            backend: backend.clone(),
+            backend: factory.name().to_string(),
             source,
-        })?;
+        })
+}
 
+/// Warms up and measures `workload` on new connections, without
+/// preloading. If `workload.preload` is set the keys are expected present
+/// (someone called [`preload`]), and reads that find nothing are counted
+/// as misses.
+pub fn measure(workload: &Workload, factory: &dyn BackendFactory) -> Result<Report, RunError> {
+    let mut conns = connect_all(factory, workload.clients)?;
+    measure_on(workload, factory, &mut conns)
+}
+
+/// [`measure`] on open connections, one per client; a client whose request
+/// fails replaces its connection in `conns` with a new one.
+pub fn measure_on(
+    workload: &Workload,
+    factory: &dyn BackendFactory,
+    conns: &mut [Connection],
+) -> Result<Report, RunError> {
+    let chooser = workload.validate()?;
+    let backend = factory.name().to_string();
+    if conns.len() != workload.clients {
+        return Err(RunError::Connections {
+            backend,
+            wanted: workload.clients,
+            got: conns.len(),
+        });
+    }
+    let keys: Vec<String> = (0..workload.keys).map(Workload::key_name).collect();
+    let value = value_bytes(workload.value_size, workload.seed);
     let pids = factory.server_pids();
     let cpu_before = CpuSample::now(&pids);
     let plan = Plan {
@@ -104,7 +140,7 @@ pub fn measure(workload: &Workload, factory: &dyn BackendFactory) -> Result<Repo
     };
     let outcomes = std::thread::scope(|scope| {
         let handles: Vec<_> = conns
-            .into_iter()
+            .iter_mut()
             .enumerate()
             .map(|(i, conn)| {
                 let plan = &plan;
@@ -117,9 +153,9 @@ pub fn measure(workload: &Workload, factory: &dyn BackendFactory) -> Result<Repo
     let cpu_after = CpuSample::now(&pids);
 
     let mut report = Report::empty(backend.clone(), workload.clone());
-    report.other_cpu = cpu_before
+    report.interference = cpu_before
         .zip(cpu_after)
-        .map(|(before, after)| before.others_since(&after));
+        .map(|(before, after)| before.interference_since(&after));
     let mut last_finish = Duration::ZERO;
     for outcome in outcomes {
         let outcome = outcome.map_err(|_| RunError::ClientPanicked {
@@ -166,7 +202,7 @@ struct Plan<'a> {
 }
 
 impl Plan<'_> {
-    fn client(&self, index: usize, mut conn: Box<dyn KvBackend + Send>) -> ClientOutcome {
+    fn client(&self, index: usize, conn: &mut Connection) -> ClientOutcome {
         let w = self.workload;
         let mut rng = SmallRng::seed_from_u64(w.seed.wrapping_add(index as u64));
         let mut histogram = new_histogram();
@@ -196,7 +232,7 @@ impl Plan<'_> {
             if !measured {
                 // Warm-up, or a request straddling the end of the window.
                 if let Err(e) = result {
-                    if !self.reconnect(&mut conn, e, &mut error) {
+                    if !self.reconnect(conn, e, &mut error) {
                         break;
                     }
                 }
@@ -218,7 +254,7 @@ impl Plan<'_> {
                 }
                 Err(e) => {
                     counts.errors += 1;
-                    if !self.reconnect(&mut conn, e, &mut error) {
+                    if !self.reconnect(conn, e, &mut error) {
                         break;
                     }
                 }
@@ -236,7 +272,7 @@ impl Plan<'_> {
     /// too and the client should stop.
     fn reconnect(
         &self,
-        conn: &mut Box<dyn KvBackend + Send>,
+        conn: &mut Connection,
         cause: BackendError,
         first_error: &mut Option<String>,
     ) -> bool {

@@ -55,7 +55,8 @@ impl SquallFactory {
     /// with ports from `base_port` up.
     pub fn start(threads: u16, base_port: u16) -> Result<Self> {
         let squall = squall_binary()?;
-        let dir = std::env::temp_dir().join(format!("squall-bench-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("squall-bench-{}-{base_port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("squall.toml");
         // One node: one replica per key, whatever the default.

@@ -4,14 +4,18 @@
 //! backend in turn and prints one table; `--matrix` runs the standard
 //! matrix (uniform and Zipf 0.99, 50% and 95% reads, at `--clients` and at
 //! one request in flight). Every backend is started before the first run
-//! and stopped when the command ends, on success or error.
+//! and stopped when the command ends, on success or error. Backends are
+//! measured in alternating rounds (`--rounds`), so interference from other
+//! processes falls on all of them alike.
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use squall_benches::redis::RedisFactory;
 use squall_benches::squall::SquallFactory;
 use squall_benches::zmq_floor::ZmqFloorFactory;
-use squall_benches::{run_interleaved, table, BackendFactory, Report, Stop, Workload};
+use squall_benches::{
+    run_interleaved_pooled, table, BackendFactory, ConnectionPool, Report, Stop, Workload,
+};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -127,6 +131,9 @@ fn kvs(args: &KvsArgs) -> Result<()> {
     let started = Instant::now();
     let rounds = rounds(args);
     let backends: Vec<&dyn BackendFactory> = factories.iter().map(|f| f.as_ref()).collect();
+    // One pool for every workload: client connections stay open from the
+    // first run to the last (and close before the servers stop).
+    let mut pool = ConnectionPool::default();
     let mut reports = Vec::new();
     for w in &workloads {
         eprintln!(
@@ -135,7 +142,7 @@ fn kvs(args: &KvsArgs) -> Result<()> {
             w.label(),
             w.clients
         );
-        for report in run_interleaved(w, &backends, rounds)? {
+        for report in run_interleaved_pooled(&mut pool, w, &backends, rounds)? {
             if let Some(e) = &report.first_error {
                 eprintln!(
                     "  warning: {}: {} failed requests; first: {e}",
@@ -292,7 +299,9 @@ fn print_tables(args: &KvsArgs, reports: &[Report]) {
     }
     println!(
         "other CPU: cores' worth of CPU that other processes (not this benchmark, not the \
-         servers it started) used during the run; above ~0.1 the row was measured on a busy machine."
+         servers it started) used during the run;\nsteal: cores' worth of time the hypervisor \
+         did not run our vCPUs (neighbours, and our own wake-ups).\nAbove ~0.1 of either, the \
+         row was measured on a busy machine."
     );
     let misses: u64 = reports.iter().map(|r| r.counts.misses).sum();
     if misses > 0 {

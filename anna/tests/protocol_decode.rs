@@ -19,7 +19,6 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use std::collections::BTreeSet;
 use std::sync::LazyLock;
-use std::time::{Duration, Instant};
 
 /// Cases per proptest property. Each case decodes at most a few KiB, so
 /// the whole file runs in seconds in a debug build.
@@ -376,7 +375,6 @@ fn huge_length_prefixes_are_errors_without_allocating_them() {
             frame_of(&[&[TAG_GOSSIP], &empty_string, &[254], &[0xff; 16]]),
         ),
     ];
-    let started = Instant::now();
     for (what, frame) in &cases {
         assert!(
             matches!(decode(frame), Err(DecodeError::Malformed(_))),
@@ -384,9 +382,8 @@ fn huge_length_prefixes_are_errors_without_allocating_them() {
             decode(frame)
         );
     }
-    // Trying to allocate any of these would abort; looping over the claimed
-    // elements would take hours. Both finish in microseconds when correct.
-    assert!(started.elapsed() < Duration::from_secs(10));
+    // Trying to allocate any of these would abort the test process; the
+    // decoder refuses each claimed length before allocating it.
 }
 
 // ---- (g) nesting -------------------------------------------------------

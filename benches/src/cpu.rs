@@ -132,6 +132,24 @@ fn parse_proc_stat(text: &str) -> Option<Ticks> {
 
 /// utime + stime of a `/proc/PID/stat` line (fields 14 and 15; the name
 /// in parentheses may hold spaces, so count from the last `)`).
+/// CPU seconds (user + system) `pid` has used so far; `None` if it is gone
+/// or `/proc` is not readable.
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as f64 } else { 100.0 };
+    Some(process_ticks(&text)? as f64 / hz)
+}
+
+/// Resident memory of `pid` in bytes (`VmRSS`).
+pub fn resident_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 fn process_ticks(text: &str) -> Option<u64> {
     let after_name = &text[text.rfind(')')? + 1..];
     let mut fields = after_name.split_whitespace().skip(11);

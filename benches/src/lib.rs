@@ -28,6 +28,8 @@
 //! - [`interleave`]: [`run_interleaved`], several backends measured in
 //!   alternating rounds, so a busy machine skews them alike.
 //! - [`report`]: [`Report`], its percentiles, and the comparison [`table`].
+//! - [`cluster`]: gossip convergence time, idle CPU and memory of a
+//!   Squall cluster.
 //! - [`cpu`]: how much CPU other processes took during a run, so a row
 //!   measured on a busy machine says so.
 //! - [`redis`]: RESP2 parser, blocking connection, `redis-server` guard.
@@ -37,6 +39,7 @@
 //! - `src/bin/squall-bench.rs`: the command line, and the standard matrix.
 
 pub mod backend;
+pub mod cluster;
 pub mod cpu;
 pub mod interleave;
 pub mod redis;

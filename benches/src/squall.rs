@@ -54,15 +54,20 @@ impl SquallFactory {
     /// Starts one router and one storage node of `threads` worker threads
     /// with ports from `base_port` up.
     pub fn start(threads: u16, base_port: u16) -> Result<Self> {
+        Self::start_cluster(1, threads, 1, base_port)
+    }
+
+    /// Starts one router and `nodes` storage nodes of `threads` worker
+    /// threads, every key on `replicas` nodes, with ports from `base_port`.
+    pub fn start_cluster(nodes: u16, threads: u16, replicas: u8, base_port: u16) -> Result<Self> {
         let squall = squall_binary()?;
         let dir =
             std::env::temp_dir().join(format!("squall-bench-{}-{base_port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("squall.toml");
-        // One node: one replica per key, whatever the default.
         std::fs::write(
             &config,
-            "[storage]\nreplication = { global = 1, local = 1 }\n",
+            format!("[storage]\nreplication = {{ global = {replicas}, local = 1 }}\n"),
         )?;
         let status = Command::new(&squall)
             .arg("--config")
@@ -71,7 +76,7 @@ impl SquallFactory {
             .arg(&dir)
             .arg("--log")
             .arg("warn")
-            .args(["up", "--routers", "1", "--nodes", "1"])
+            .args(["up", "--routers", "1", "--nodes", &nodes.to_string()])
             .args(["--threads", &threads.to_string()])
             .args(["--base-port", &base_port.to_string()])
             .status()
@@ -84,7 +89,11 @@ impl SquallFactory {
         }
         let (routers, pids) = read_record(&dir)?;
         Ok(SquallFactory {
-            name: format!("squall ({threads}t)"),
+            name: if nodes == 1 {
+                format!("squall ({threads}t)")
+            } else {
+                format!("squall ({nodes}n x {threads}t)")
+            },
             squall,
             dir,
             routers,
@@ -109,6 +118,13 @@ fn read_record(dir: &Path) -> Result<(Vec<Address>, Vec<u32>)> {
         .filter_map(|p| p["pid"].as_u64().and_then(|p| u32::try_from(p).ok()))
         .collect();
     Ok((routers, pids))
+}
+
+impl SquallFactory {
+    /// The routers' addresses.
+    pub fn routers(&self) -> &[Address] {
+        &self.routers
+    }
 }
 
 impl Drop for SquallFactory {

@@ -32,6 +32,29 @@ enum Command {
     /// Key-value throughput and latency: closed-loop clients against each
     /// backend in turn, one table.
     Kvs(KvsArgs),
+    /// A Squall cluster as a whole: gossip convergence time (a write
+    /// acknowledged by one replica, until every replica returns it), CPU of
+    /// the idle cluster, resident memory.
+    Cluster(ClusterArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ClusterArgs {
+    /// Storage nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: u16,
+    /// Worker threads per node.
+    #[arg(long, default_value_t = 1)]
+    threads: u16,
+    /// Nodes holding each key.
+    #[arg(long, default_value_t = 3)]
+    replicas: u8,
+    /// Convergence samples.
+    #[arg(long, default_value_t = 200)]
+    samples: usize,
+    /// Seconds the idle cluster is watched.
+    #[arg(long, default_value_t = 10)]
+    idle_secs: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -105,14 +128,55 @@ enum BackendName {
 }
 
 fn main() -> ExitCode {
-    let Command::Kvs(args) = Cli::parse().command;
-    match kvs(&args) {
+    let result = match Cli::parse().command {
+        Command::Kvs(args) => kvs(&args),
+        Command::Cluster(args) => cluster(&args),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("squall-bench: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn cluster(args: &ClusterArgs) -> Result<()> {
+    use squall_benches::cluster::{convergence, idle_cpu, resident};
+    let factory = SquallFactory::start_cluster(args.nodes, args.threads, args.replicas, 18_100)
+        .context("starting the Squall cluster")?;
+    let pids = factory.server_pids();
+    println!(
+        "squall-bench cluster: {} node(s) x {} thread(s), {} replica(s) per key, 1 router",
+        args.nodes, args.threads, args.replicas
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let mib = |b: Option<u64>| {
+        b.map_or("?".to_string(), |b| {
+            format!("{:.1} MiB", b as f64 / 1048576.0)
+        })
+    };
+    println!(
+        "  resident memory of all its processes, started: {}",
+        mib(resident(&pids))
+    );
+    let idle = idle_cpu(&pids, Duration::from_secs(args.idle_secs));
+    println!(
+        "  idle CPU over {} s: {}",
+        args.idle_secs,
+        idle.map_or("?".to_string(), |c| format!("{:.2}% of a core", c * 100.0))
+    );
+    let times = convergence(factory.routers(), args.samples)?;
+    let at = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "  gossip convergence over {} writes: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        times.len(),
+        at(0.5).as_secs_f64() * 1e3,
+        at(0.99).as_secs_f64() * 1e3,
+        at(1.0).as_secs_f64() * 1e3,
+    );
+    println!("  resident memory after: {}", mib(resident(&pids)));
+    Ok(())
 }
 
 fn kvs(args: &KvsArgs) -> Result<()> {

@@ -1,0 +1,137 @@
+//! Measurements of a Squall cluster as a whole, beyond request load:
+//! how long a write takes to reach every replica by gossip, how much CPU
+//! an idle cluster uses, and its resident memory.
+//!
+//! Convergence: a client writes a fresh last-writer-wins value to one
+//! replica (acknowledged by that replica alone), then reads the key at every
+//! owner thread directly, again and again, until all of them return it; the
+//! time from the acknowledgement to the last owner answering with it is one
+//! sample.
+
+use crate::backend::{BackendError, Result};
+use crate::cpu::{process_cpu_seconds, resident_bytes};
+use anna::client::{Client, ClientConfig};
+use anna::cluster::Placement;
+use anna::lattice::LatticeValue;
+use anna::protocol::{Address, KeyOp, KvsRequest, Message, Outcome, RequestId};
+use anna::transport::{Receiver, Sender};
+use std::time::{Duration, Instant};
+
+fn io(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Protocol(e.to_string())
+}
+
+/// The cluster state and default replication a router reports.
+fn placement(rx: &mut Receiver, tx: &mut Sender, router: &Address) -> Result<Placement> {
+    let id = RequestId(u64::MAX);
+    let ask = Message::StatusRequest {
+        id,
+        reply_to: rx.address().clone(),
+    };
+    tx.send(router, &ask).map_err(io)?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        if let Some(Message::StatusReply {
+            id: got,
+            cluster,
+            replication,
+            ..
+        }) = rx.recv(Some(left)).map_err(io)?
+        {
+            if got == id {
+                return Ok(Placement::new(&cluster, replication));
+            }
+        }
+    }
+    Err(BackendError::Timeout(Duration::from_secs(5)))
+}
+
+/// Whether the owner at `to` returns `expected` for `key` now.
+fn holds(
+    rx: &mut Receiver,
+    tx: &mut Sender,
+    to: &Address,
+    key: &str,
+    expected: &[u8],
+    id: RequestId,
+) -> Result<bool> {
+    let req = Message::KvsRequest(KvsRequest {
+        id,
+        reply_to: rx.address().clone(),
+        ops: vec![KeyOp::Get {
+            key: key.to_string(),
+        }],
+        ack: Default::default(),
+    });
+    tx.send(to, &req).map_err(io)?;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        if let Some(Message::KvsResponse(r)) = rx.recv(Some(left)).map_err(io)? {
+            if r.id != id {
+                continue;
+            }
+            return Ok(matches!(
+                r.results.first().map(|k| &k.outcome),
+                Some(Outcome::Value(LatticeValue::Lww(l))) if l.value() == expected
+            ));
+        }
+    }
+    Err(BackendError::Timeout(Duration::from_secs(2)))
+}
+
+/// `samples` convergence times, in ascending order.
+pub fn convergence(routers: &[Address], samples: usize) -> Result<Vec<Duration>> {
+    let mut client = Client::connect(routers.to_vec(), ClientConfig::default())
+        .map_err(|e| BackendError::Setup(e.to_string()))?;
+    let ctx = zmq::Context::new();
+    let mut rx = Receiver::bind(&ctx, &Address::from("tcp://127.0.0.1:*")).map_err(io)?;
+    let mut tx = Sender::new(&ctx);
+    let placement = placement(&mut rx, &mut tx, &routers[0])?;
+    let mut times = Vec::with_capacity(samples);
+    let mut next_id = 0u64;
+    for i in 0..samples {
+        let key = format!("convergence:{i}");
+        let value = format!("v{i}").into_bytes();
+        let owners = placement.owners(&key);
+        client
+            .put_lww(&key, value.clone())
+            .map_err(|e| BackendError::Server(e.to_string()))?;
+        let acked = Instant::now();
+        let mut pending: Vec<Address> = owners;
+        while !pending.is_empty() {
+            let mut still = Vec::new();
+            for owner in pending {
+                next_id += 1;
+                if !holds(&mut rx, &mut tx, &owner, &key, &value, RequestId(next_id))? {
+                    still.push(owner);
+                }
+            }
+            pending = still;
+            if acked.elapsed() > Duration::from_secs(30) {
+                return Err(BackendError::Timeout(Duration::from_secs(30)));
+            }
+        }
+        times.push(acked.elapsed());
+    }
+    times.sort_unstable();
+    Ok(times)
+}
+
+/// CPU the processes `pids` used over `over`, in cores (1.0 = one core).
+pub fn idle_cpu(pids: &[u32], over: Duration) -> Option<f64> {
+    let before: f64 = pids
+        .iter()
+        .map(|&p| process_cpu_seconds(p))
+        .sum::<Option<f64>>()?;
+    std::thread::sleep(over);
+    let after: f64 = pids
+        .iter()
+        .map(|&p| process_cpu_seconds(p))
+        .sum::<Option<f64>>()?;
+    Some((after - before) / over.as_secs_f64())
+}
+
+/// Resident memory of `pids`, summed.
+pub fn resident(pids: &[u32]) -> Option<u64> {
+    pids.iter().map(|&p| resident_bytes(p)).sum()
+}

@@ -405,7 +405,9 @@ mod tests {
     #[test]
     fn the_matrix_has_every_cell_at_both_client_counts() {
         let cli = Cli::parse_from(["squall-bench", "kvs", "--matrix", "--clients", "8"]);
-        let Command::Kvs(args) = cli.command;
+        let Command::Kvs(args) = cli.command else {
+            panic!("parsed as another command")
+        };
         let cells = workloads(&args).unwrap();
         assert_eq!(cells.len(), 8);
         assert!(cells
@@ -420,7 +422,9 @@ mod tests {
     fn matrix_refuses_its_own_parameters() {
         assert!(Cli::try_parse_from(["squall-bench", "kvs", "--matrix", "--zipf", "1"]).is_err());
         let cli = Cli::try_parse_from(["squall-bench", "kvs", "--backends", "zmq-floor"]).unwrap();
-        let Command::Kvs(args) = cli.command;
+        let Command::Kvs(args) = cli.command else {
+            panic!("parsed as another command")
+        };
         assert_eq!(args.backends, [BackendName::ZmqFloor]);
     }
 }

@@ -29,7 +29,7 @@ help:
 	@echo "make test    run all tests (Rust unit, property, integration)"
 	@echo "make setup   install apt packages and the Python virtualenv only"
 	@echo "make build   build the release binary $(SQUALL)"
-	@echo "make bench-kvs  run the KVS benchmark matrix against Redis (~2 min)"
+	@echo "make bench-kvs  run the KVS benchmark matrix: Squall (1 and 2 threads), Redis, ZeroMQ floor (~5 min)"
 	@echo "make clean   remove build outputs, the virtualenv and stamps"
 
 setup: $(STAMPS)/apt $(STAMPS)/venv

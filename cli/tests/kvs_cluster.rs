@@ -301,3 +301,33 @@ fn random_bytes_on_every_socket_leave_every_process_serving() {
     }
     cluster.assert_all_running();
 }
+
+#[test]
+fn raising_a_keys_replication_puts_a_copy_on_every_node() {
+    let cluster = Cluster::start(3, 1, 1);
+    let mut c = cluster.client(client_config());
+    c.put_lww("hot", b"v".to_vec()).expect("put");
+    let factor = anna::cluster::ReplicationFactor {
+        global: 3,
+        local: 1,
+    };
+    c.set_replication("hot", factor).expect("set replication");
+    let mut probe = Probe::new();
+    let key = vec!["hot".to_string()];
+    let owners = wait_until("three owners of `hot`", Duration::from_secs(10), || {
+        let placements = probe.owners(&cluster.router(), &key)?;
+        let owners = placements.into_iter().next()?.1;
+        (owners.len() == 3).then_some(owners)
+    });
+    for owner in owners {
+        wait_until(
+            &format!("{owner} holding `hot`"),
+            Duration::from_secs(10),
+            || {
+                let r = probe.read_at(&owner, &key)?;
+                matches!(&r[0].outcome, Outcome::Value(LatticeValue::Lww(l)) if l.value() == b"v")
+                    .then_some(())
+            },
+        );
+    }
+}

@@ -11,6 +11,7 @@ mod samples;
 
 use anna::lattice::value::MAX_NESTING;
 use anna::lattice::{KeyState, LatticeKind, LatticeValue, MapLattice, Max};
+use anna::protocol::compute::{CallErrorKind, CallOutcome};
 use anna::protocol::{
     decode, encode, encode_into, Ack, Address, DecodeError, EncodeError, Gossip, KeyOp, KvsError,
     Membership, Message, Outcome, RequestId, MAX_FRAME_BYTES, PROTOCOL_VERSION,
@@ -35,7 +36,7 @@ const TAG_LWW: u8 = 0;
 const TAG_SET: u8 = 1;
 const TAG_MAX: u8 = 3;
 const TAG_MAP: u8 = 6;
-const MESSAGE_VARIANTS: u8 = 13;
+const MESSAGE_VARIANTS: u8 = 26;
 
 /// A gossip entry's `KeyState` prefix: never deleted (`None`), then
 /// `Some(value)`; the value's bytes follow.
@@ -198,8 +199,35 @@ fn samples_cover_every_variant_and_lattice_kind() {
                     Membership::Left { .. } => "left",
                 });
             }
+            Message::CallResult(result) => {
+                seen.insert(match &result.outcome {
+                    CallOutcome::Value(_) => "call-value",
+                    CallOutcome::Error(e) => match e.kind {
+                        CallErrorKind::Remote => "remote",
+                        CallErrorKind::UnknownFunction => "unknown-function",
+                        CallErrorKind::UnknownDag => "unknown-dag",
+                        CallErrorKind::BadArguments => "bad-arguments",
+                        CallErrorKind::BadFunction => "bad-function",
+                        CallErrorKind::Timeout => "timeout",
+                        CallErrorKind::ExecutorDied => "executor-died",
+                        CallErrorKind::Overloaded => "overloaded",
+                    },
+                });
+            }
             Message::Ping { .. }
             | Message::Pong { .. }
+            | Message::Invoke { .. }
+            | Message::Trigger { .. }
+            | Message::Call(_)
+            | Message::CallDag(_)
+            | Message::CallDone { .. }
+            | Message::ExecutorReport(_)
+            | Message::CacheReport(_)
+            | Message::DagChanged(_)
+            | Message::Subscribe(_)
+            | Message::UserMessage(_)
+            | Message::ComputeStatusRequest { .. }
+            | Message::ComputeStatusReply { .. }
             | Message::Gossip(_)
             | Message::GossipAck { .. }
             | Message::Fetch { .. }
@@ -210,7 +238,7 @@ fn samples_cover_every_variant_and_lattice_kind() {
             | Message::RouteResponse(_) => {}
         }
     }
-    assert_eq!(seen.len(), 3 + 3 + 7 + 7, "{seen:?}");
+    assert_eq!(seen.len(), 3 + 3 + 7 + 7 + 1 + 8, "{seen:?}");
 }
 
 // ---- (c) truncation, trailing bytes ------------------------------------

@@ -198,3 +198,36 @@ fn membership_state_encoding_is_pinned() {
         ),
     );
 }
+
+#[test]
+fn call_result_error_encoding_is_pinned() {
+    use anna::protocol::compute::{CallError, CallErrorKind, CallId, CallOutcome, CallResult};
+    let msg = Message::CallResult(CallResult {
+        id: CallId {
+            caller: 300,
+            seq: 1,
+        },
+        outcome: CallOutcome::Error(CallError {
+            kind: CallErrorKind::Timeout,
+            type_name: "T".to_string(),
+            message: "m".to_string(),
+            traceback: String::new(),
+            function: Some("f".to_string()),
+        }),
+    });
+    assert_golden(
+        "call-result",
+        msg,
+        concat!(
+            "0200", // protocol version 2
+            "11",   // Message::CallResult (variant 17)
+            "fb2c01", "01",     // CallId { caller: 300 (varint), seq: 1 }
+            "01",     // CallOutcome::Error
+            "05",     // CallErrorKind::Timeout
+            "0154",   // type_name "T"
+            "016d",   // message "m"
+            "00",     // traceback ""
+            "010166", // function Some("f")
+        ),
+    );
+}

@@ -17,9 +17,12 @@
 //! - [`codec`]: framing, [`encode`], [`decode`], [`DecodeError`].
 //! - [`kvs`]: requests to storage threads, their responses, gossip.
 //! - [`cluster`]: routing questions and membership.
+//! - [`compute`]: calls, DAG plans, results, executor and cache reports,
+//!   key subscriptions, messages between functions.
 
 pub mod cluster;
 pub mod codec;
+pub mod compute;
 pub mod kvs;
 
 pub use cluster::{Membership, NodeId, NodeInfo, RouteRequest, RouteResponse};
@@ -36,7 +39,7 @@ pub type Key = String;
 /// Where a message can be delivered: a ZeroMQ endpoint (`tcp://host:port`,
 /// `ipc://path`, `inproc://name`) for real drivers, any unique name for the
 /// simulator.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Address(pub String);
 
 impl Address {
@@ -113,6 +116,53 @@ pub enum Message {
         replication: crate::cluster::ReplicationFactor,
         counters: Vec<(String, u64)>,
     },
+    /// "Run function `function` of this plan", from a scheduler to the
+    /// executor of a source function.
+    Invoke {
+        plan: Box<compute::Plan>,
+        function: u16,
+    },
+    /// An upstream function's result, from its executor to the executor of
+    /// downstream function `function`.
+    Trigger {
+        plan: Box<compute::Plan>,
+        function: u16,
+        from: u16,
+        result: Vec<u8>,
+    },
+    /// "Call this function", from a client to a scheduler.
+    Call(compute::CallRequest),
+    /// "Call this DAG", from a client to a scheduler.
+    CallDag(compute::DagCallRequest),
+    /// A call's result (or error), to its caller.
+    CallResult(compute::CallResult),
+    /// An executor finished its function of a plan, to the plan's
+    /// scheduler. `failed`: the function failed and the caller has been
+    /// sent the error, so no downstream function will run.
+    CallDone {
+        id: compute::CallId,
+        attempt: u32,
+        function: u16,
+        executor: Address,
+        failed: bool,
+    },
+    /// An executor's periodic load report and heartbeat, to schedulers.
+    ExecutorReport(compute::ExecutorReport),
+    /// A cache's periodic report of the keys it holds, to schedulers.
+    CacheReport(compute::CacheReport),
+    /// A DAG was registered again or deleted, to schedulers.
+    DagChanged(compute::DagChanged),
+    /// Subscribe to changes of keys, to their owner threads or to a cache.
+    Subscribe(compute::Subscribe),
+    /// A message between running functions, to an executor.
+    UserMessage(compute::UserMessage),
+    /// "What do you know of the compute tier?", to a scheduler.
+    ComputeStatusRequest { id: RequestId, reply_to: Address },
+    /// The answer to a [`Message::ComputeStatusRequest`].
+    ComputeStatusReply {
+        id: RequestId,
+        status: compute::ComputeStatus,
+    },
 }
 
 impl Message {
@@ -150,6 +200,19 @@ impl Message {
             Message::FetchReply { .. } => "fetch-reply",
             Message::StatusRequest { .. } => "status-request",
             Message::StatusReply { .. } => "status-reply",
+            Message::Invoke { .. } => "invoke",
+            Message::Trigger { .. } => "trigger",
+            Message::Call(_) => "call",
+            Message::CallDag(_) => "call-dag",
+            Message::CallResult(_) => "call-result",
+            Message::CallDone { .. } => "call-done",
+            Message::ExecutorReport(_) => "executor-report",
+            Message::CacheReport(_) => "cache-report",
+            Message::DagChanged(_) => "dag-changed",
+            Message::Subscribe(_) => "subscribe",
+            Message::UserMessage(_) => "user-message",
+            Message::ComputeStatusRequest { .. } => "compute-status-request",
+            Message::ComputeStatusReply { .. } => "compute-status-reply",
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Built from the public constructors only, so a sample is a value real code
 //! could send. Every `Message` variant, every variant of the enums inside
-//! (`KeyOp`, `Outcome`, `KvsError`, `Ack`, `Membership`) and a value of every
+//! (`KeyOp`, `Outcome`, `KvsError`, `Ack`, `Membership`, `CallOutcome`,
+//! `CallErrorKind`) and a value of every
 //! `LatticeKind` appear at least once; `covers_every_lattice_kind` in
 //! `protocol_decode.rs` checks the last claim so a new kind cannot be missed.
 
@@ -11,6 +12,11 @@ use anna::lattice::{
     Counter, Dependent, KeyState, LatticeKind, LatticeValue, Lww, MapLattice, Max, Min,
     MultiKeyCausal, OrderedSetLattice, Priority, SetLattice, SingleKeyCausal, Timestamp,
     TypeMismatch, VectorClock, WriterId,
+};
+use anna::protocol::compute::{
+    CacheReport, CallArgs, CallError, CallErrorKind, CallId, CallOutcome, CallRequest, CallResult,
+    ComputeStatus, DagCallRequest, DagChanged, ExecutorReport, Plan, PlannedFunction, ReplyTo,
+    Subscribe, UserMessage,
 };
 use anna::protocol::{
     Ack, Address, Gossip, KeyOp, KeyResult, KvsError, KvsRequest, KvsResponse, Membership, Message,
@@ -313,4 +319,169 @@ pub fn sample_messages() -> Vec<Message> {
             },
         }),
     ]
+    .into_iter()
+    .chain(compute_messages())
+    .collect()
+}
+
+/// Every compute-tier error kind, in declaration order.
+pub const CALL_ERROR_KINDS: [CallErrorKind; 8] = [
+    CallErrorKind::Remote,
+    CallErrorKind::UnknownFunction,
+    CallErrorKind::UnknownDag,
+    CallErrorKind::BadArguments,
+    CallErrorKind::BadFunction,
+    CallErrorKind::Timeout,
+    CallErrorKind::ExecutorDied,
+    CallErrorKind::Overloaded,
+];
+
+fn plan() -> Plan {
+    let exec = |i: u8| Address(format!("tcp://10.0.1.{i}:7400"));
+    Plan {
+        id: CallId {
+            caller: 0xabc,
+            seq: 7,
+        },
+        dag: Some("square-then-increment".to_string()),
+        functions: vec![
+            PlannedFunction {
+                name: "square".to_string(),
+                executor: exec(1),
+                args: CallArgs {
+                    payload: vec![0x80, 5, 1, 2],
+                    refs: vec!["big-array".to_string()],
+                },
+                upstream: Vec::new(),
+                downstream: vec![1],
+            },
+            PlannedFunction {
+                name: "increment".to_string(),
+                executor: exec(2),
+                args: CallArgs::default(),
+                upstream: vec![0],
+                downstream: Vec::new(),
+            },
+        ],
+        reply: ReplyTo {
+            address: Address::from("tcp://127.0.0.1:50000"),
+            response_key: Some("response/abc-7".to_string()),
+        },
+        deadline_ms: 1_700_000_000_000,
+        attempt: 1,
+        scheduler: Address::from("tcp://127.0.0.1:7300"),
+    }
+}
+
+fn executor_report() -> ExecutorReport {
+    ExecutorReport {
+        executor: Address::from("tcp://127.0.0.1:7400"),
+        node: "compute-0".to_string(),
+        cache: Address::from("ipc:///tmp/squall-cache-0"),
+        busy_permille: 999,
+        queue: 3,
+        warm: vec!["square".to_string()],
+        calls: vec![("square".to_string(), u64::MAX)],
+    }
+}
+
+fn cache_report() -> CacheReport {
+    CacheReport {
+        node: "compute-0".to_string(),
+        cache: Address::from("tcp://127.0.0.1:7350"),
+        keys: vec![("big-array".to_string(), 10 << 20)],
+        hits: 10,
+        misses: 2,
+    }
+}
+
+/// One message of every compute-tier variant, with every error kind.
+fn compute_messages() -> Vec<Message> {
+    let caller = Address::from("tcp://127.0.0.1:50000");
+    let mut msgs = vec![
+        Message::Invoke {
+            plan: Box::new(plan()),
+            function: 0,
+        },
+        Message::Trigger {
+            plan: Box::new(plan()),
+            function: 1,
+            from: 0,
+            result: vec![0x80, 4, 0x4b, 9, 0x2e],
+        },
+        Message::Call(CallRequest {
+            id: CallId { caller: 1, seq: 1 },
+            function: "square".to_string(),
+            args: CallArgs {
+                payload: vec![1, 2, 3],
+                refs: Vec::new(),
+            },
+            reply: ReplyTo {
+                address: caller.clone(),
+                response_key: None,
+            },
+            timeout_ms: u32::MAX,
+        }),
+        Message::CallDag(DagCallRequest {
+            id: CallId { caller: 1, seq: 2 },
+            dag: "pipeline".to_string(),
+            args: vec![("square".to_string(), CallArgs::default())],
+            reply: ReplyTo {
+                address: caller.clone(),
+                response_key: None,
+            },
+            timeout_ms: 1000,
+        }),
+        Message::CallResult(CallResult {
+            id: CallId { caller: 1, seq: 1 },
+            outcome: CallOutcome::Value(vec![0x80, 4, 0x4b, 4, 0x2e]),
+        }),
+        Message::CallDone {
+            id: CallId { caller: 1, seq: 1 },
+            attempt: 0,
+            function: 0,
+            executor: Address::from("tcp://127.0.0.1:7400"),
+            failed: true,
+        },
+        Message::ExecutorReport(executor_report()),
+        Message::CacheReport(cache_report()),
+        Message::DagChanged(DagChanged {
+            name: "pipeline".to_string(),
+        }),
+        Message::Subscribe(Subscribe {
+            subscriber: Address::from("tcp://127.0.0.1:7350"),
+            keys: vec!["big-array".to_string(), String::new()],
+            lease_ms: 10_000,
+        }),
+        Message::UserMessage(UserMessage {
+            from: Address::from("tcp://127.0.0.1:7401"),
+            payload: b"hello".to_vec(),
+        }),
+        Message::ComputeStatusRequest {
+            id: RequestId(91),
+            reply_to: caller.clone(),
+        },
+        Message::ComputeStatusReply {
+            id: RequestId(91),
+            status: ComputeStatus {
+                executors: vec![executor_report()],
+                caches: vec![cache_report()],
+                in_flight: 1,
+                queued: 0,
+            },
+        },
+    ];
+    msgs.extend(CALL_ERROR_KINDS.iter().map(|&kind| {
+        Message::CallResult(CallResult {
+            id: CallId { caller: 2, seq: 9 },
+            outcome: CallOutcome::Error(CallError {
+                kind,
+                type_name: "ZeroDivisionError".to_string(),
+                message: "division by zero".to_string(),
+                traceback: "Traceback (most recent call last):\n  ...".to_string(),
+                function: Some("divide".to_string()),
+            }),
+        })
+    }));
+    msgs
 }

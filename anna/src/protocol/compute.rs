@@ -1,0 +1,406 @@
+//! Messages of the compute tier: calls, DAG plans, results, executor and
+//! cache reports, key subscriptions, and messages between running functions.
+//!
+//! # How a call travels
+//!
+//! 1. A client sends [`CallRequest`] (one function) or [`DagCallRequest`]
+//!    (a registered DAG) to a scheduler.
+//! 2. The scheduler assigns every function of the call to an executor once
+//!    and writes the assignment into a [`Plan`]. A single call is a plan of
+//!    one function. It sends [`Message::Invoke`] with the plan to the
+//!    executor of every source function (one with no upstream).
+//! 3. An executor runs its function. If the function has downstream
+//!    functions, it sends each of their executors a [`Message::Trigger`]
+//!    carrying the plan and the result; a function with several upstream
+//!    functions runs once it holds a trigger from each, its upstream results
+//!    first in the order of [`PlannedFunction::upstream`]. A sink function's
+//!    result goes to the caller as [`Message::CallResult`] (and, with a
+//!    response key, into the KVS). Executors send [`Message::CallDone`] to
+//!    the scheduler for its bookkeeping; nothing else of the call passes
+//!    through the scheduler.
+//! 4. Every executor sends [`Message::ExecutorReport`] to the schedulers
+//!    every report period; a silent executor is declared dead, and its
+//!    in-flight plans are re-planned under the same [`CallId`] (at-least-once,
+//!    bounded) or failed (at-most-once).
+//!
+//! Payloads are opaque bytes in the encoding of the function's runtime: for
+//! Python, arguments are `cloudpickle.dumps((args, kwargs))` and results
+//! `cloudpickle.dumps(result)`.
+//!
+//! # Keys the compute tier uses in the KVS
+//!
+//! See [`function_key`], [`dag_key`], [`FUNCTIONS_KEY`], [`DAGS_KEY`]. A
+//! function key holds a last-writer-wins value whose bytes are a
+//! bincode-encoded [`FunctionCode`]; a DAG key one whose bytes are a
+//! bincode-encoded [`Dag`] (both with [`encode_value`]).
+
+use super::{Address, Key};
+use serde::{Deserialize, Serialize};
+
+/// Prefix of every key the compute tier keeps in the KVS.
+pub const SYSTEM_PREFIX: &str = "__squall/";
+
+/// The set (a set lattice of names) of every function ever registered;
+/// a name whose [`function_key`] is deleted is no longer registered.
+pub const FUNCTIONS_KEY: &str = "__squall/functions";
+
+/// The set of every DAG name ever registered; see [`FUNCTIONS_KEY`].
+pub const DAGS_KEY: &str = "__squall/dags";
+
+/// The KVS key of function `name`'s code.
+pub fn function_key(name: &str) -> Key {
+    format!("{SYSTEM_PREFIX}fn/{name}")
+}
+
+/// The KVS key of DAG `name`'s definition.
+pub fn dag_key(name: &str) -> Key {
+    format!("{SYSTEM_PREFIX}dag/{name}")
+}
+
+/// Encodes a compute-tier record ([`FunctionCode`], [`Dag`]) for storage as
+/// a KVS value: bincode, standard config, as on the wire.
+pub fn encode_value<T: Serialize>(value: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .expect("compute-tier records always encode")
+}
+
+/// Decodes a record stored by [`encode_value`]; `None` if the bytes are not
+/// one (a corrupt or foreign value).
+pub fn decode_value<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    let config = bincode::config::standard().with_limit::<{ super::MAX_FRAME_BYTES }>();
+    match bincode::serde::decode_from_slice(bytes, config) {
+        Ok((value, used)) if used == bytes.len() => Some(value),
+        _ => None,
+    }
+}
+
+/// Which runtime runs a function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Runtime {
+    /// A cloudpickled Python callable, run in an embedded CPython.
+    Python,
+    /// A WebAssembly module (the WebAssembly issue).
+    Wasm,
+}
+
+/// A registered function as stored under its [`function_key`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionCode {
+    pub runtime: Runtime,
+    /// Python: `cloudpickle.dumps(fn_or_class)`. WebAssembly: the module.
+    pub code: Vec<u8>,
+    /// Python: the code is a class, instantiated once per executor; calls
+    /// go to its `__call__` (or `run`). WebAssembly: unused.
+    pub is_class: bool,
+    /// WebAssembly: the export to call. Python: unused.
+    pub export: String,
+}
+
+/// A DAG as registered: functions and the edges between them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dag {
+    pub name: String,
+    /// Registered function names; each appears once.
+    pub functions: Vec<String>,
+    /// `(upstream, downstream)` edges. A function with several upstream
+    /// functions receives their results in the order the edges are listed.
+    pub connections: Vec<(String, String)>,
+}
+
+/// One call, unique per caller; every retry of the call keeps it, so an
+/// answer can be matched and a duplicate ignored.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct CallId {
+    /// Unique per caller (a client's writer id).
+    pub caller: u64,
+    /// Unique per call of that caller.
+    pub seq: u64,
+}
+
+impl std::fmt::Display for CallId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}-{}", self.caller, self.seq)
+    }
+}
+
+/// What a function is given by its caller.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallArgs {
+    /// Arguments in the runtime's encoding (Python: cloudpickled
+    /// `(args, kwargs)`), references included as `squall.Reference` objects.
+    pub payload: Vec<u8>,
+    /// The KVS keys the payload references: the executor resolves them
+    /// through its node's cache, and the scheduler places the call where
+    /// they are cached.
+    pub refs: Vec<Key>,
+}
+
+/// Where a call's result goes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyTo {
+    /// The caller's address: it gets a [`Message::CallResult`].
+    pub address: Address,
+    /// If set, the result (a [`CallOutcome`] encoded with [`encode_value`])
+    /// is also stored under this key as last-writer-wins, for a future to
+    /// read later.
+    pub response_key: Option<Key>,
+}
+
+/// "Call this function", to a scheduler.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRequest {
+    pub id: CallId,
+    pub function: String,
+    pub args: CallArgs,
+    pub reply: ReplyTo,
+    /// The whole call fails with [`CallErrorKind::Timeout`] after this long.
+    pub timeout_ms: u32,
+}
+
+/// "Call this DAG", to a scheduler.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DagCallRequest {
+    pub id: CallId,
+    pub dag: String,
+    /// Arguments of individual functions by name; a function not listed
+    /// gets none beyond its upstream results.
+    pub args: Vec<(String, CallArgs)>,
+    pub reply: ReplyTo,
+    pub timeout_ms: u32,
+}
+
+/// One function of a [`Plan`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedFunction {
+    pub name: String,
+    /// The executor that runs it in this call.
+    pub executor: Address,
+    /// Its own arguments; upstream results come before them.
+    pub args: CallArgs,
+    /// Indexes (into [`Plan::functions`]) of the functions whose results it
+    /// takes, in the order it takes them.
+    pub upstream: Vec<u16>,
+    /// Indexes of the functions its result goes to.
+    pub downstream: Vec<u16>,
+}
+
+/// A call as the scheduler placed it. It travels with the call from
+/// executor to executor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub id: CallId,
+    /// The DAG's name, or `None` for a single call.
+    pub dag: Option<String>,
+    pub functions: Vec<PlannedFunction>,
+    pub reply: ReplyTo,
+    /// Wall-clock milliseconds (since the Unix epoch) after which the call
+    /// has failed with a timeout.
+    pub deadline_ms: u64,
+    /// 0 for the first attempt; a re-plan after an executor died counts up.
+    pub attempt: u32,
+    /// The scheduler that made the plan: [`Message::CallDone`] goes there.
+    pub scheduler: Address,
+}
+
+impl Plan {
+    /// Indexes of the functions with no upstream function: where the call
+    /// starts.
+    pub fn sources(&self) -> impl Iterator<Item = u16> + '_ {
+        self.functions
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.upstream.is_empty())
+            .map(|(i, _)| i as u16)
+    }
+}
+
+/// Why a call failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CallErrorKind {
+    /// The function raised (or a WebAssembly function trapped).
+    Remote,
+    /// No function is registered under the name.
+    UnknownFunction,
+    /// No DAG is registered under the name.
+    UnknownDag,
+    /// The arguments could not be decoded or do not fit the function.
+    BadArguments,
+    /// The stored function could not be loaded (a corrupt pickle, say).
+    BadFunction,
+    /// The call did not finish before its deadline (a function still
+    /// running, a reference that never appeared, no executor free).
+    Timeout,
+    /// The executor running the call died and the call was not retried
+    /// (at-most-once mode, or retries exhausted).
+    ExecutorDied,
+    /// No executor could take the call and the scheduler's queue is full.
+    Overloaded,
+}
+
+/// A failed call, as the caller sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallError {
+    pub kind: CallErrorKind,
+    /// The remote exception's type name (`ZeroDivisionError`), or a short
+    /// name of the failure for other kinds.
+    pub type_name: String,
+    pub message: String,
+    /// The remote traceback, formatted; empty where there is none.
+    pub traceback: String,
+    /// The function that failed, if one did.
+    pub function: Option<String>,
+}
+
+/// A call's result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CallOutcome {
+    /// The sink function's result, in the runtime's encoding.
+    Value(Vec<u8>),
+    Error(CallError),
+}
+
+/// A call's result, to the caller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallResult {
+    pub id: CallId,
+    pub outcome: CallOutcome,
+}
+
+/// What an executor tells the schedulers every report period. It is also
+/// the executor's heartbeat.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutorReport {
+    /// The executor's address (its id).
+    pub executor: Address,
+    /// The compute node it runs on (executors of one node share a cache).
+    pub node: String,
+    /// Its node's cache.
+    pub cache: Address,
+    /// Fraction of the last period spent running functions, in thousandths.
+    pub busy_permille: u16,
+    /// Invocations waiting to run.
+    pub queue: u32,
+    /// Functions loaded and warm.
+    pub warm: Vec<String>,
+    /// Calls completed per function since the executor started.
+    pub calls: Vec<(String, u64)>,
+}
+
+/// What a cache tells the schedulers every report period: the keys it
+/// holds, with their approximate sizes in bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheReport {
+    pub node: String,
+    pub cache: Address,
+    pub keys: Vec<(Key, u64)>,
+    /// Reads answered from the cache, and reads that had to go to the KVS,
+    /// since the cache started.
+    pub hits: u64,
+    pub misses: u64,
+}
+
+/// A DAG definition changed (registered again or deleted): schedulers drop
+/// what they cached of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DagChanged {
+    pub name: String,
+}
+
+/// "Push me every change of these keys for the next `lease_ms`", to a
+/// key's owner threads (from a cache) or to a cache (from an executor).
+/// Changes arrive as [`crate::protocol::Gossip`] at `subscriber`. Renew
+/// before the lease ends; a lapsed subscription costs the owner nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscribe {
+    pub subscriber: Address,
+    pub keys: Vec<Key>,
+    pub lease_ms: u32,
+}
+
+/// A message from one running function to another executor, for
+/// `squall.user.send` / `recv`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserMessage {
+    /// The sending executor.
+    pub from: Address,
+    pub payload: Vec<u8>,
+}
+
+/// What a scheduler knows of the compute tier, the answer to
+/// [`crate::protocol::Message::ComputeStatusRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComputeStatus {
+    pub executors: Vec<ExecutorReport>,
+    pub caches: Vec<CacheReport>,
+    /// Calls in flight and waiting in the scheduler's queue.
+    pub in_flight: u32,
+    pub queued: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_records_round_trip_and_foreign_bytes_are_refused() {
+        let code = FunctionCode {
+            runtime: Runtime::Python,
+            code: vec![0x80, 5, 0x95],
+            is_class: true,
+            export: String::new(),
+        };
+        let bytes = encode_value(&code);
+        assert_eq!(decode_value::<FunctionCode>(&bytes), Some(code));
+        let dag = Dag {
+            name: "d".to_string(),
+            functions: vec!["a".to_string(), "b".to_string()],
+            connections: vec![("a".to_string(), "b".to_string())],
+        };
+        assert_eq!(decode_value::<Dag>(&encode_value(&dag)), Some(dag.clone()));
+
+        let mut trailing = encode_value(&dag);
+        trailing.push(0);
+        assert_eq!(decode_value::<Dag>(&trailing), None);
+        assert_eq!(decode_value::<FunctionCode>(b"not a record"), None);
+        assert_eq!(decode_value::<FunctionCode>(&[]), None);
+    }
+
+    #[test]
+    fn system_keys_share_one_prefix() {
+        for key in [
+            function_key("f"),
+            dag_key("d"),
+            FUNCTIONS_KEY.to_string(),
+            DAGS_KEY.to_string(),
+        ] {
+            assert!(key.starts_with(SYSTEM_PREFIX), "{key}");
+        }
+        assert_ne!(function_key("x"), dag_key("x"));
+    }
+
+    #[test]
+    fn sources_are_the_functions_without_upstream() {
+        let f = |upstream: Vec<u16>| PlannedFunction {
+            name: String::new(),
+            executor: Address::default(),
+            args: CallArgs::default(),
+            upstream,
+            downstream: Vec::new(),
+        };
+        let plan = Plan {
+            id: CallId::default(),
+            dag: None,
+            functions: vec![f(vec![]), f(vec![0]), f(vec![]), f(vec![0, 2])],
+            reply: ReplyTo {
+                address: Address::default(),
+                response_key: None,
+            },
+            deadline_ms: 0,
+            attempt: 0,
+            scheduler: Address::default(),
+        };
+        assert_eq!(plan.sources().collect::<Vec<_>>(), vec![0, 2]);
+    }
+}

@@ -106,6 +106,23 @@ impl Receiver {
         &self.address
     }
 
+    /// Binds a further endpoint to the same socket (a cache takes its
+    /// executors' messages over `ipc://` and the KVS's over `tcp://`);
+    /// messages from every endpoint arrive in one queue. Returns the bound
+    /// endpoint (a `tcp://host:*` address names its port).
+    /// [`Receiver::address`] stays the first one.
+    pub fn bind_also(&mut self, address: &Address) -> Result<Address, TransportError> {
+        let bind_err = |source| TransportError::Bind {
+            address: address.clone(),
+            source,
+        };
+        self.socket.bind(address.as_str()).map_err(bind_err)?;
+        Ok(match self.socket.get_last_endpoint().map_err(bind_err)? {
+            Ok(endpoint) if !endpoint.is_empty() => Address(endpoint),
+            _ => address.clone(),
+        })
+    }
+
     /// What this receiver has counted.
     pub fn stats(&self) -> TransportStats {
         self.stats
@@ -350,6 +367,11 @@ impl<R: Role> ZmqDriver<R> {
     /// The address the role receives at.
     pub fn address(&self) -> &Address {
         self.receiver.address()
+    }
+
+    /// Binds a further endpoint for the role: see [`Receiver::bind_also`].
+    pub fn bind_also(&mut self, address: &Address) -> Result<Address, TransportError> {
+        self.receiver.bind_also(address)
     }
 
     /// A handle that stops this driver from another thread.

@@ -103,6 +103,50 @@ impl Client {
         self.wait(id).map(|_| ())
     }
 
+    /// Reads several keys at once: one request per replica holding some of
+    /// them (each answered with one response), values in the order of
+    /// `keys`. Fails with the first key's error if any read fails.
+    pub fn get_many(&mut self, keys: &[&str]) -> Result<Vec<Option<LatticeValue>>, ClientError> {
+        let now = Time::wall_clock();
+        let ids: Vec<OpId> = self.core.batch(&mut self.outbox, |core, out| {
+            keys.iter()
+                .map(|k| core.get(now, k.to_string(), out))
+                .collect()
+        });
+        let mut values = Vec::with_capacity(ids.len());
+        let mut first_error = None;
+        for id in ids {
+            match self.wait(id) {
+                Ok(OpOutput::Value(v)) => values.push(v),
+                Ok(OpOutput::Written) => values.push(None),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    values.push(None);
+                }
+            }
+        }
+        first_error.map_or(Ok(values), Err)
+    }
+
+    /// Merges several values at once (see [`Client::get_many`]); fails with
+    /// the first error if any write fails.
+    pub fn put_many(&mut self, entries: Vec<(Key, LatticeValue)>) -> Result<(), ClientError> {
+        let now = Time::wall_clock();
+        let ids: Vec<OpId> = self.core.batch(&mut self.outbox, |core, out| {
+            entries
+                .into_iter()
+                .map(|(k, v)| core.put(now, k, v, out))
+                .collect()
+        });
+        let mut first_error = None;
+        for id in ids {
+            if let Err(e) = self.wait(id) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     /// Writes `bytes` to `key` as last-writer-wins, stamped now.
     pub fn put_lww(&mut self, key: &str, bytes: Vec<u8>) -> Result<(), ClientError> {
         let at = self.timestamp();

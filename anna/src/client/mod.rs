@@ -123,7 +123,9 @@ struct Op {
     /// for the cluster state.
     at: Option<Address>,
     tried: Vec<Address>,
-    request: RequestId,
+    /// The request carrying the current attempt, and the operation's place
+    /// among that request's operations.
+    request: (RequestId, u32),
 }
 
 /// The client protocol as a state machine.
@@ -137,7 +139,10 @@ pub struct ClientCore {
     asking: Option<(RequestId, Time)>,
     asked: u64,
     ops: BTreeMap<OpId, Op>,
-    by_request: HashMap<RequestId, OpId>,
+    by_request: HashMap<(RequestId, u32), OpId>,
+    /// While a batch is open ([`ClientCore::batch`]): the requests being
+    /// assembled, one per (replica, acknowledgement level).
+    batch: Option<Vec<(Address, KvsRequest)>>,
     next: u64,
 }
 
@@ -155,6 +160,7 @@ impl ClientCore {
             asked: 0,
             ops: BTreeMap::new(),
             by_request: HashMap::new(),
+            batch: None,
             next: 0,
         }
     }
@@ -220,6 +226,35 @@ impl ClientCore {
         self.start(now, key, OpKind::Delete(at, ack), out)
     }
 
+    /// Starts a delete of `key` as of `at`, acknowledged at `ack`: for a
+    /// component relaying another's delete (a cache), which keeps its
+    /// caller's timestamp.
+    pub fn delete_at(
+        &mut self,
+        now: Time,
+        key: Key,
+        at: Timestamp,
+        ack: Ack,
+        out: &mut Outbox,
+    ) -> OpId {
+        self.hlc.observe(at);
+        self.start(now, key, OpKind::Delete(at, ack), out)
+    }
+
+    /// The owner threads of `key` under the placement this client knows;
+    /// `None` until it has fetched the cluster state (or after a thread
+    /// said "not mine" and it has not fetched it again).
+    pub fn owners(&self, key: &str) -> Option<Vec<Address>> {
+        self.placement.as_ref().map(|p| p.owners(key))
+    }
+
+    /// Asks a router for the cluster state now (unless a request is already
+    /// out), so that a placement that went stale with a ring change is
+    /// refreshed without waiting for a "not mine".
+    pub fn refresh_placement(&mut self, now: Time, out: &mut Outbox) {
+        self.ask_for_state(now, out);
+    }
+
     fn fresh(&mut self) -> u64 {
         self.next += 1;
         self.next
@@ -234,7 +269,7 @@ impl ClientCore {
             attempt_deadline: now,
             at: None,
             tried: Vec::new(),
-            request: RequestId(0),
+            request: (RequestId(0), 0),
         };
         self.ops.insert(id, op);
         self.attempt(now, id, out);
@@ -246,13 +281,11 @@ impl ClientCore {
     /// spreads over replicas); with no placement, or every replica tried,
     /// asks a router for the cluster state and waits for it.
     fn attempt(&mut self, now: Time, id: OpId, out: &mut Outbox) {
-        let request = RequestId(self.fresh());
+        let fresh = RequestId(self.next + 1);
         let Some(op) = self.ops.get_mut(&id) else {
             return;
         };
         self.by_request.remove(&op.request);
-        self.by_request.insert(request, id);
-        op.request = request;
         op.attempt_deadline = now + self.config.attempt_timeout;
         let replica = self.placement.as_ref().and_then(|p| {
             let owners = p.owners(&op.key);
@@ -292,15 +325,55 @@ impl ClientCore {
         };
         op.tried.push(to.clone());
         op.at = Some(to.clone());
-        out.send(
-            to,
-            Message::KvsRequest(KvsRequest {
-                id: request,
-                reply_to: self.me.clone(),
-                ops: vec![kv_op],
-                ack,
-            }),
-        );
+        // In a batch, join the request already going to this replica at
+        // this acknowledgement level; otherwise send a request of its own.
+        let joined = self.batch.as_mut().and_then(|batch| {
+            let (_, req) = batch
+                .iter_mut()
+                .find(|(at, req)| *at == to && req.ack == ack)?;
+            req.ops.push(kv_op.clone());
+            Some((req.id, req.ops.len() as u32 - 1))
+        });
+        let request = match joined {
+            Some(place) => place,
+            None => {
+                self.next += 1;
+                let req = KvsRequest {
+                    id: fresh,
+                    reply_to: self.me.clone(),
+                    ops: vec![kv_op],
+                    ack,
+                };
+                match self.batch.as_mut() {
+                    Some(batch) => batch.push((to, req)),
+                    None => out.send(to, Message::KvsRequest(req)),
+                }
+                (fresh, 0)
+            }
+        };
+        self.by_request.insert(request, id);
+        if let Some(op) = self.ops.get_mut(&id) {
+            op.request = request;
+        }
+    }
+
+    /// Runs `start` (which starts operations: [`ClientCore::get`],
+    /// [`ClientCore::put`], ...) as one batch: operations bound for the
+    /// same replica at the same acknowledgement level travel in one
+    /// request, answered by one response (a multi-key get or put). Retries
+    /// go one by one.
+    pub fn batch<T>(
+        &mut self,
+        out: &mut Outbox,
+        start: impl FnOnce(&mut Self, &mut Outbox) -> T,
+    ) -> T {
+        let outer = self.batch.replace(Vec::new());
+        let result = start(self, out);
+        let batch = std::mem::replace(&mut self.batch, outer).unwrap_or_default();
+        for (to, req) in batch {
+            out.send(to, Message::KvsRequest(req));
+        }
+        result
     }
 
     /// Asks a router (a different one each time) for the cluster state,
@@ -398,12 +471,22 @@ impl ClientCore {
         out: &mut Outbox,
         done: &mut Vec<Completion>,
     ) {
-        let Some(&id) = self.by_request.get(&r.id) else {
-            return;
-        };
-        let Some(result) = r.results.into_iter().next() else {
-            return;
-        };
+        for (place, result) in r.results.into_iter().enumerate() {
+            let Some(&id) = self.by_request.get(&(r.id, place as u32)) else {
+                continue;
+            };
+            self.on_result(now, id, result, out, done);
+        }
+    }
+
+    fn on_result(
+        &mut self,
+        now: Time,
+        id: OpId,
+        result: crate::protocol::KeyResult,
+        out: &mut Outbox,
+        done: &mut Vec<Completion>,
+    ) {
         let Some(op) = self.ops.get(&id) else {
             return;
         };
@@ -481,5 +564,127 @@ impl ClientCore {
     /// When [`ClientCore::tick`] next has work.
     pub fn next_tick(&self) -> Option<Time> {
         self.ops.values().map(|op| op.attempt_deadline).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lattice::Max;
+    use crate::protocol::{KeyResult, NodeId, NodeInfo};
+
+    const ME: &str = "inproc://client";
+
+    /// A client that knows a cluster of one node with one thread, every
+    /// key on it.
+    fn client_of_one_thread(now: Time, out: &mut Outbox) -> ClientCore {
+        let mut core = ClientCore::new(
+            ClientConfig::default(),
+            Address::from(ME),
+            vec![Address::from("inproc://router")],
+            WriterId(1),
+        );
+        core.get(now, "warm-up".to_string(), out);
+        let (_, Message::StatusRequest { id, .. }) = out.drain().next().unwrap() else {
+            panic!("the client asks for the cluster state first");
+        };
+        let mut cluster = ClusterState::default();
+        cluster.record_join(NodeInfo {
+            id: NodeId(1),
+            threads: vec![Address::from("inproc://thread-0")],
+            boot: 1,
+        });
+        let reply = Message::StatusReply {
+            id,
+            from: Address::from("inproc://router"),
+            cluster,
+            replication: ReplicationFactor {
+                global: 1,
+                local: 1,
+            },
+            counters: Vec::new(),
+        };
+        core.handle(now, reply, out);
+        out.drain().for_each(drop);
+        core
+    }
+
+    fn max(n: i64) -> LatticeValue {
+        LatticeValue::Max(Max::new(n))
+    }
+
+    #[test]
+    fn a_batch_sends_one_request_per_replica_and_matches_results_in_order() {
+        let now = Time(1_000);
+        let mut out = Outbox::default();
+        let mut core = client_of_one_thread(now, &mut out);
+        let keys = ["a", "b", "c"];
+        let ids: Vec<OpId> = core.batch(&mut out, |core, out| {
+            keys.iter()
+                .map(|k| core.get(now, k.to_string(), out))
+                .collect()
+        });
+        let sent: Vec<_> = out.drain().collect();
+        assert_eq!(sent.len(), 1, "one request for three keys on one thread");
+        let Message::KvsRequest(req) = &sent[0].1 else {
+            panic!("{sent:?}");
+        };
+        let asked: Vec<&str> = req.ops.iter().map(|op| op.key().as_str()).collect();
+        assert_eq!(asked, keys);
+
+        let results = vec![
+            KeyResult {
+                key: "a".into(),
+                outcome: Outcome::Value(max(1)),
+            },
+            KeyResult {
+                key: "b".into(),
+                outcome: Outcome::NotMine { ring_version: 9 },
+            },
+            KeyResult {
+                key: "c".into(),
+                outcome: Outcome::NotFound,
+            },
+        ];
+        let response = Message::KvsResponse(KvsResponse {
+            id: req.id,
+            results,
+        });
+        let done = core.handle(now, response, &mut out);
+        assert_eq!(
+            done,
+            vec![
+                (ids[0], Ok(OpOutput::Value(Some(max(1))))),
+                (ids[2], Ok(OpOutput::Value(None))),
+            ]
+        );
+        assert_eq!(
+            core.in_flight(),
+            2,
+            "`b` (not mine) is retried, with the warm-up get"
+        );
+        // The retry of `b` goes alone, after the state is fetched again.
+        let again: Vec<_> = out.drain().collect();
+        assert!(
+            matches!(again.as_slice(), [(_, Message::StatusRequest { .. })]),
+            "{again:?}"
+        );
+    }
+
+    #[test]
+    fn outside_a_batch_each_operation_is_its_own_request() {
+        let now = Time(1_000);
+        let mut out = Outbox::default();
+        let mut core = client_of_one_thread(now, &mut out);
+        core.put(now, "a".into(), max(1), &mut out);
+        core.put(now, "b".into(), max(2), &mut out);
+        let sent: Vec<_> = out.drain().collect();
+        assert_eq!(sent.len(), 2);
+        for (_, msg) in sent {
+            let Message::KvsRequest(req) = msg else {
+                panic!("{msg:?}");
+            };
+            assert_eq!(req.ops.len(), 1);
+        }
     }
 }

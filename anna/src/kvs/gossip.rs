@@ -1,5 +1,6 @@
-//! Gossip: changed keys go to their other replicas every gossip period, and
-//! a slice of the whole shard goes every anti-entropy period. Received
+//! Gossip: changed keys go to their other replicas (and subscribers) every
+//! gossip period, and a slice of the whole shard goes every anti-entropy
+//! period. Received
 //! gossip is merged; a key this worker does not own (the sender's ring is
 //! newer, or this one's is) is kept and handed on to its owners, never
 //! dropped.
@@ -19,10 +20,21 @@ impl StorageWorker {
     pub(super) fn gossip(&mut self, now: Time, out: &mut Outbox) {
         self.next_gossip = now + self.config.gossip_period;
         self.send_handoffs(now, out);
+        if !self.notify.is_empty() {
+            // Changed by other replicas' gossip: for subscribers only.
+            let changed = &self.changed;
+            let notify: Vec<Key> = self
+                .notify
+                .drain()
+                .filter(|k| !changed.contains(k))
+                .collect();
+            self.push_to_subscribers(now, &notify, out);
+        }
         if self.changed.is_empty() {
             return;
         }
         let keys: Vec<Key> = self.changed.drain().collect();
+        self.push_to_subscribers(now, &keys, out);
         let batches = self.batch_to_replicas(keys);
         self.send_batches(batches, out);
     }
@@ -96,6 +108,7 @@ impl StorageWorker {
             let changed = entry.merge(state);
             if owned {
                 if changed {
+                    self.note_for_subscribers(&key);
                     if let Some(leave) = &mut self.leave {
                         leave.dirty.insert(key);
                     }

@@ -16,11 +16,13 @@
 //! - [`gossip`]: periodic gossip, anti-entropy, receiving gossip and acks.
 //! - [`membership`]: joining, heartbeats, ring changes and key handoff.
 //! - [`stats`]: bounded per-epoch access statistics.
+//! - [`subscriptions`]: caches subscribed to keys, pushed every change.
 
 pub mod gossip;
 pub mod membership;
 pub mod requests;
 pub mod stats;
+pub mod subscriptions;
 
 use crate::cluster::{ClusterState, Placement, ReplicationFactor};
 use crate::lattice::KeyState;
@@ -32,6 +34,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use stats::WorkerStats;
+pub use subscriptions::Subscribers;
 
 /// Settings of a storage worker. Every field has a default that runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -171,6 +174,9 @@ pub struct StorageWorker {
     next_anti_entropy: Time,
     next_heartbeat: Time,
     stats: WorkerStats,
+    subscribers: Subscribers,
+    notify: subscriptions::Notify,
+    next_prune: Time,
     scratch: Vec<Address>,
 }
 
@@ -210,6 +216,9 @@ impl StorageWorker {
             next_gossip: Time::default(),
             next_anti_entropy: Time::default(),
             next_heartbeat: Time::default(),
+            subscribers: Subscribers::default(),
+            notify: subscriptions::Notify::default(),
+            next_prune: Time::default(),
             scratch: Vec::new(),
         }
     }
@@ -295,8 +304,11 @@ impl Role for StorageWorker {
         let mut consider = |t: Time| {
             next = Some(next.map_or(t, |n: Time| n.min(t)));
         };
-        if !self.changed.is_empty() || !self.to_handoff.is_empty() {
+        if !self.changed.is_empty() || !self.to_handoff.is_empty() || !self.notify.is_empty() {
             consider(self.next_gossip);
+        }
+        if let Some(t) = self.prune_due() {
+            consider(t);
         }
         if !self.shard.is_empty() {
             consider(self.next_anti_entropy);
@@ -337,8 +349,11 @@ impl StorageWorker {
                 self.on_fetch_reply(now, id, from, entries, out)
             }
             Message::Membership(m) => self.on_membership(now, m, out),
+            Message::Subscribe(sub) => self.on_subscribe(now, sub, out),
             Message::StatusRequest { id, reply_to } => {
-                let counters = self.stats.counters(self.shard.len());
+                let counters = self
+                    .stats
+                    .counters(self.shard.len(), self.subscribers.len());
                 let reply = Message::status_reply(
                     id,
                     &self.me,
@@ -370,5 +385,6 @@ impl StorageWorker {
         self.retry_fetches(now, out);
         self.rehome_stranded(now);
         self.continue_leave(now, out);
+        self.prune_subscriptions(now);
     }
 }

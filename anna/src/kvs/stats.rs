@@ -26,6 +26,15 @@ pub struct WorkerStats {
     pub handoffs_out: u64,
     pub anti_entropy_keys: u64,
     pub unexpected: u64,
+    /// `Subscribe` messages received.
+    pub subscribes: u64,
+    /// Subscriptions refused because a key or the table was full.
+    pub subscriptions_refused: u64,
+    /// Keys of `Subscribe` messages ignored because this worker does not
+    /// own them.
+    pub subscriptions_not_mine: u64,
+    /// Key states pushed to subscribers.
+    pub subscription_pushes: u64,
     /// The driver's transport counters, as last observed.
     pub transport: crate::role::TransportStats,
     epoch: Duration,
@@ -73,8 +82,9 @@ impl WorkerStats {
         &self.last
     }
 
-    /// Every counter by name, for status replies.
-    pub fn counters(&self, keys: usize) -> Vec<(String, u64)> {
+    /// Every counter by name, for status replies: `keys` held and
+    /// `subscriptions` recorded are the worker's to give.
+    pub fn counters(&self, keys: usize, subscriptions: usize) -> Vec<(String, u64)> {
         let own = [
             ("keys", keys as u64),
             ("gets", self.gets),
@@ -87,6 +97,11 @@ impl WorkerStats {
             ("handoffs_out", self.handoffs_out),
             ("anti_entropy_keys", self.anti_entropy_keys),
             ("unexpected", self.unexpected),
+            ("subscriptions", subscriptions as u64),
+            ("subscribes", self.subscribes),
+            ("subscriptions_refused", self.subscriptions_refused),
+            ("subscriptions_not_mine", self.subscriptions_not_mine),
+            ("subscription_pushes", self.subscription_pushes),
         ];
         crate::role::named_counters(&own, &self.transport)
     }

@@ -1,0 +1,210 @@
+//! Executors' reads and writes, answered like a storage thread answers
+//! them, for any key.
+//!
+//! A read of a held key is a hit, answered at once. A miss goes to the KVS
+//! through the embedded client (one fetch however many reads wait on it);
+//! the value found is held from then on and subscribed at its owners; a key
+//! the KVS does not hold is answered `NotFound` and not held. A write is
+//! merged into the held state (refused, untouched, if its lattice kind
+//! differs), relayed to the KVS at the request's acknowledgement level and
+//! answered when the KVS acknowledges; a delete also stops holding the key.
+
+use crate::cache::{Cache, InFlight, OpKind, Pending};
+use anna::client::{ClientError, Completion, OpOutput};
+use anna::kvs::subscriptions::{push_batches, PushBatches};
+use anna::lattice::{KeyState, Timestamp};
+use anna::protocol::{KeyOp, KeyResult, KvsError, KvsRequest, KvsResponse, Message, Outcome};
+use anna::role::Outbox;
+use anna::time::Time;
+
+/// What a read of `state` answers.
+fn read_outcome(state: Option<&KeyState>) -> Outcome {
+    match state.and_then(KeyState::value) {
+        Some(v) => Outcome::Value(v.clone()),
+        None => Outcome::NotFound,
+    }
+}
+
+/// What an executor is told of a failed KVS operation. The protocol has no
+/// "unavailable" error: a read or write that no replica answered in time
+/// reads as a write no replica acknowledged.
+fn error_outcome(error: ClientError) -> Outcome {
+    Outcome::Error(match error {
+        ClientError::TypeMismatch { mismatch, .. } => KvsError::TypeMismatch(mismatch),
+        ClientError::AckTimeout { acked, wanted, .. } => KvsError::AckTimeout { acked, wanted },
+        ClientError::WrongKind { stored, wanted, .. } => KvsError::WrongKind { stored, wanted },
+        ClientError::Timeout { .. } | ClientError::NoNodes { .. } | ClientError::Transport(_) => {
+            tracing::debug!(%error, "cache: the KVS did not answer");
+            KvsError::AckTimeout {
+                acked: 0,
+                wanted: 1,
+            }
+        }
+    })
+}
+
+impl Cache {
+    pub(crate) fn on_request(&mut self, now: Time, req: KvsRequest, out: &mut Outbox) {
+        let KvsRequest {
+            id,
+            reply_to,
+            ops,
+            ack,
+        } = req;
+        let pending = self.fresh_pending();
+        let mut results = Vec::with_capacity(ops.len());
+        let mut open = 0;
+        for (index, op) in ops.into_iter().enumerate() {
+            let key = op.key().clone();
+            let waiter = (pending, index);
+            let outcome = match op {
+                KeyOp::Get { key } => self.get(now, key, waiter, out),
+                KeyOp::Put { key, value } => {
+                    self.stats.puts += 1;
+                    match self.store.put_held(&key, value.clone()) {
+                        Err(mismatch) => Some(Outcome::Error(KvsError::TypeMismatch(mismatch))),
+                        Ok(changed) => {
+                            if changed == Some(true) {
+                                self.to_push.insert(key.clone());
+                            }
+                            let op = self.client.put_with(now, key.clone(), value, ack, out);
+                            self.wait(op, key, OpKind::Write, waiter);
+                            None
+                        }
+                    }
+                }
+                KeyOp::Delete { key, at } => {
+                    self.stats.deletes += 1;
+                    self.drop_deleted(now, &key, at, out);
+                    let op = self.client.delete_at(now, key.clone(), at, ack, out);
+                    self.wait(op, key, OpKind::Write, waiter);
+                    None
+                }
+            };
+            if outcome.is_none() {
+                open += 1;
+            }
+            results.push(KeyResult {
+                key,
+                outcome: outcome.unwrap_or(Outcome::NotFound),
+            });
+        }
+        if open == 0 {
+            out.send(reply_to, Message::KvsResponse(KvsResponse { id, results }));
+        } else {
+            self.pending.insert(
+                pending,
+                Pending {
+                    reply_to,
+                    id,
+                    results,
+                    open,
+                },
+            );
+        }
+    }
+
+    /// A read: the answer if it is a hit, `None` if it waits for the KVS.
+    fn get(
+        &mut self,
+        now: Time,
+        key: String,
+        waiter: (u64, usize),
+        out: &mut Outbox,
+    ) -> Option<Outcome> {
+        if let Some(state) = self.store.read(&key) {
+            self.stats.hits += 1;
+            return Some(read_outcome(Some(state)));
+        }
+        self.stats.misses += 1;
+        if let Some(op) = self.fetching.get(&key) {
+            if let Some(f) = self.ops.get_mut(op) {
+                f.waiters.push(waiter);
+                return None;
+            }
+        }
+        let op = self.client.get(now, key.clone(), out);
+        self.fetching.insert(key.clone(), op);
+        self.wait(op, key, OpKind::Get, waiter);
+        None
+    }
+
+    fn wait(&mut self, op: anna::client::OpId, key: String, kind: OpKind, waiter: (u64, usize)) {
+        self.ops.insert(
+            op,
+            InFlight {
+                key,
+                kind,
+                waiters: vec![waiter],
+            },
+        );
+    }
+
+    /// A deleted key is no longer held; executors subscribed to it are told.
+    fn drop_deleted(&mut self, now: Time, key: &str, at: Timestamp, out: &mut Outbox) {
+        self.store.remove(key);
+        self.unsubscribed.remove(key);
+        self.to_push.remove(key);
+        let batches: PushBatches = self
+            .executors
+            .batch([&key.to_string()], now, |_| Some(KeyState::tombstone(at)));
+        self.stats.pushes += push_batches(&self.me, batches, out);
+    }
+
+    /// Settles the executor operations waiting on finished KVS operations.
+    pub(crate) fn complete(&mut self, now: Time, done: Vec<Completion>, out: &mut Outbox) {
+        for (op, result) in done {
+            let Some(f) = self.ops.remove(&op) else {
+                continue;
+            };
+            if f.kind == OpKind::Get {
+                self.fetching.remove(&f.key);
+            }
+            let outcome = match result {
+                Ok(OpOutput::Value(Some(value))) => {
+                    let was_empty = self.store.is_empty();
+                    if self.store.fill(&f.key, KeyState::from_value(value)) {
+                        self.to_push.insert(f.key.clone());
+                    }
+                    if was_empty {
+                        // Nothing was held, so no renewal was due: the
+                        // first comes a period after the first key.
+                        self.next_renewal = now + self.config.renewal_period();
+                    }
+                    self.unsubscribed.insert(f.key.clone());
+                    read_outcome(self.store.peek(&f.key))
+                }
+                Ok(OpOutput::Value(None)) => Outcome::NotFound,
+                Ok(OpOutput::Written) => Outcome::Stored,
+                Err(e) => {
+                    self.stats.kvs_errors += 1;
+                    error_outcome(e)
+                }
+            };
+            for (pending, index) in f.waiters {
+                self.settle(pending, index, outcome.clone(), out);
+            }
+        }
+    }
+
+    fn settle(&mut self, pending: u64, index: usize, outcome: Outcome, out: &mut Outbox) {
+        let Some(p) = self.pending.get_mut(&pending) else {
+            return;
+        };
+        if let Some(r) = p.results.get_mut(index) {
+            r.outcome = outcome;
+        }
+        p.open = p.open.saturating_sub(1);
+        if p.open == 0 {
+            if let Some(p) = self.pending.remove(&pending) {
+                out.send(
+                    p.reply_to,
+                    Message::KvsResponse(KvsResponse {
+                        id: p.id,
+                        results: p.results,
+                    }),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,530 @@
+//! The cache as a state machine, driven with synthetic messages and an
+//! explicit `now`: misses go to the KVS and subscribe at the owners, hits
+//! stay local, pushes keep the replica fresh and reach executors, eviction
+//! is least recently used by bytes, renewals and reports come on time.
+
+use anna::cluster::{ClusterState, ReplicationFactor};
+use anna::lattice::{KeyState, LatticeKind, LatticeValue, Max, SetLattice, Timestamp, WriterId};
+use anna::protocol::compute::{CacheReport, Subscribe};
+use anna::protocol::{
+    Ack, Address, Gossip, KeyOp, KeyResult, KvsError, KvsRequest, KvsResponse, Message, NodeId,
+    NodeInfo, Outcome, RequestId,
+};
+use anna::role::{Input, Outbox, Role};
+use anna::time::Time;
+use squall_cache::{Cache, CacheConfig};
+use std::time::Duration;
+
+const MS: u64 = 1000;
+const OWNER: &str = "w0";
+const EXEC: &str = "exec";
+
+fn addr(s: &str) -> Address {
+    Address::from(s)
+}
+
+fn max(n: i64) -> LatticeValue {
+    LatticeValue::Max(Max::new(n))
+}
+
+struct Harness {
+    cache: Cache,
+    now: Time,
+    next_id: u64,
+}
+
+type Sent = Vec<(Address, Message)>;
+
+impl Harness {
+    fn new(config: CacheConfig, schedulers: &[&str]) -> Harness {
+        let cache = Cache::new(
+            config,
+            "node-a".to_string(),
+            addr("cache"),
+            vec![addr("router")],
+            schedulers.iter().map(|s| addr(s)).collect(),
+            WriterId(7),
+        );
+        Harness {
+            cache,
+            now: Time(1_000 * MS),
+            next_id: 0,
+        }
+    }
+
+    fn step(&mut self, input: Input) -> Sent {
+        let mut out = Outbox::default();
+        self.cache.step(self.now, input, &mut out);
+        out.drain().collect()
+    }
+
+    fn send(&mut self, msg: Message) -> Sent {
+        self.step(Input::Message(msg))
+    }
+
+    fn request(&mut self, ops: Vec<KeyOp>, ack: Ack) -> (RequestId, Sent) {
+        self.next_id += 1;
+        let id = RequestId(self.next_id);
+        let sent = self.send(Message::KvsRequest(KvsRequest {
+            id,
+            reply_to: addr(EXEC),
+            ops,
+            ack,
+        }));
+        (id, sent)
+    }
+
+    fn get(&mut self, key: &str) -> (RequestId, Sent) {
+        self.request(vec![KeyOp::Get { key: key.into() }], Ack::FirstReplica)
+    }
+
+    /// A read of a key the cache does not hold, answered by the KVS with
+    /// `value`: the messages the cache sends on the answer.
+    fn miss(&mut self, key: &str, value: Option<LatticeValue>) -> Sent {
+        let (_, sent) = self.get(key);
+        let sent = self.answer_placement(sent);
+        let (to, req) = kvs_request(&sent);
+        assert_eq!(to, addr(OWNER));
+        assert_eq!(req.reply_to, addr("cache"));
+        let outcome = value.map_or(Outcome::NotFound, Outcome::Value);
+        self.send(Message::KvsResponse(KvsResponse {
+            id: req.id,
+            results: vec![KeyResult {
+                key: key.into(),
+                outcome,
+            }],
+        }))
+    }
+
+    /// Answers a status request to the router in `sent`, if any, with a
+    /// cluster of one node with one thread ([`OWNER`]).
+    fn answer_placement(&mut self, sent: Sent) -> Sent {
+        let Some(id) = sent.iter().find_map(|(to, m)| match m {
+            Message::StatusRequest { id, .. } if to == &addr("router") => Some(*id),
+            _ => None,
+        }) else {
+            return sent;
+        };
+        let mut cluster = ClusterState::default();
+        cluster.record_join(NodeInfo {
+            id: NodeId(1),
+            threads: vec![addr(OWNER)],
+            boot: 1,
+        });
+        self.send(Message::status_reply(
+            id,
+            &addr("router"),
+            &cluster,
+            ReplicationFactor {
+                global: 1,
+                local: 1,
+            },
+            vec![],
+        ))
+    }
+
+    fn gossip(&mut self, entries: Vec<(&str, KeyState)>) -> Sent {
+        self.send(Message::Gossip(Gossip {
+            from: addr(OWNER),
+            entries: entries.into_iter().map(|(k, s)| (k.into(), s)).collect(),
+            ack: None,
+        }))
+    }
+
+    fn counter(&self, name: &str) -> u64 {
+        self.cache
+            .counters()
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .unwrap_or_else(|| panic!("no counter {name}"))
+            .1
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now = self.now + d;
+    }
+}
+
+fn kvs_request(sent: &Sent) -> (Address, KvsRequest) {
+    sent.iter()
+        .find_map(|(to, m)| match m {
+            Message::KvsRequest(r) => Some((to.clone(), r.clone())),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no KVS request in {sent:?}"))
+}
+
+/// The responses sent to the executor.
+fn responses(sent: &Sent) -> Vec<KvsResponse> {
+    sent.iter()
+        .filter_map(|(to, m)| match m {
+            Message::KvsResponse(r) if to == &addr(EXEC) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn outcomes(sent: &Sent) -> Vec<Outcome> {
+    let r = responses(sent);
+    assert_eq!(r.len(), 1, "one response: {sent:?}");
+    r[0].results.iter().map(|r| r.outcome.clone()).collect()
+}
+
+fn subscribes(sent: &Sent) -> Vec<(Address, Subscribe)> {
+    sent.iter()
+        .filter_map(|(to, m)| match m {
+            Message::Subscribe(s) => Some((to.clone(), s.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn pushes_to(sent: &Sent, to: &str) -> Vec<Gossip> {
+    sent.iter()
+        .filter_map(|(a, m)| match m {
+            Message::Gossip(g) if a == &addr(to) => Some(g.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_miss_fetches_from_the_kvs_then_subscribes_at_the_owner_and_a_second_read_is_a_hit() {
+    let mut h = Harness::new(CacheConfig::default(), &[]);
+    let sent = h.miss("k", Some(max(5)));
+    assert_eq!(outcomes(&sent), vec![Outcome::Value(max(5))]);
+    let subs = subscribes(&sent);
+    assert_eq!(subs.len(), 1, "{sent:?}");
+    assert_eq!(subs[0].0, addr(OWNER));
+    assert_eq!(subs[0].1.subscriber, addr("cache"));
+    assert_eq!(subs[0].1.keys, vec!["k".to_string()]);
+    assert_eq!(subs[0].1.lease_ms, 10_000);
+    assert!(h.cache.holds("k"));
+
+    let (id, sent) = h.get("k");
+    assert_eq!(sent.len(), 1, "a hit sends nothing to the KVS: {sent:?}");
+    assert_eq!(responses(&sent)[0].id, id);
+    assert_eq!(outcomes(&sent), vec![Outcome::Value(max(5))]);
+    assert_eq!((h.counter("hits"), h.counter("misses")), (1, 1));
+}
+
+#[test]
+fn a_key_the_kvs_does_not_hold_is_not_found_and_not_cached() {
+    let mut h = Harness::new(CacheConfig::default(), &[]);
+    let sent = h.miss("absent", None);
+    assert_eq!(outcomes(&sent), vec![Outcome::NotFound]);
+    assert!(subscribes(&sent).is_empty());
+    assert!(!h.cache.holds("absent"));
+    let (_, sent) = h.get("absent");
+    assert!(matches!(kvs_request(&sent).1.ops[0], KeyOp::Get { .. }));
+    assert_eq!(h.counter("misses"), 2);
+}
+
+#[test]
+fn reads_of_one_missing_key_share_one_fetch() {
+    let mut h = Harness::new(CacheConfig::default(), &[]);
+    let (_, sent) = h.get("k");
+    let sent = h.answer_placement(sent);
+    let (_, req) = kvs_request(&sent);
+    let (_, second) = h.get("k");
+    assert!(second.is_empty(), "no second fetch: {second:?}");
+    let sent = h.send(Message::KvsResponse(KvsResponse {
+        id: req.id,
+        results: vec![KeyResult {
+            key: "k".into(),
+            outcome: Outcome::Value(max(1)),
+        }],
+    }));
+    assert_eq!(responses(&sent).len(), 2, "both reads answered");
+}
+
+#[test]
+fn a_pushed_update_refreshes_the_held_value_and_reaches_a_subscribed_executor() {
+    let mut h = Harness::new(CacheConfig::default(), &[]);
+    h.miss("k", Some(max(5)));
+    let sent = h.send(Message::Subscribe(Subscribe {
+        subscriber: addr(EXEC),
+        keys: vec!["k".into(), "other".into()],
+        lease_ms: 10_000,
+    }));
+    let now = pushes_to(&sent, EXEC);
+    assert_eq!(now.len(), 1, "the held state at once: {sent:?}");
+    assert_eq!(now[0].entries[0].1.value(), Some(&max(5)));
+
+    let sent = h.gossip(vec![
+        ("k", KeyState::from_value(max(9))),
+        ("not-held", KeyState::from_value(max(1))),
+    ]);
+    let pushed = pushes_to(&sent, EXEC);
+    assert_eq!(pushed.len(), 1, "{sent:?}");
+    assert_eq!(pushed[0].from, addr("cache"));
+    assert_eq!(pushed[0].ack, None);
+    assert_eq!(pushed[0].entries.len(), 1);
+    assert_eq!(pushed[0].entries[0].0, "k");
+    assert_eq!(pushed[0].entries[0].1.value(), Some(&max(9)));
+    assert!(
+        !h.cache.holds("not-held"),
+        "pushes of keys not held are ignored"
+    );
+
+    let (_, sent) = h.get("k");
+    assert_eq!(outcomes(&sent), vec![Outcome::Value(max(9))]);
+    assert_eq!(h.counter("hits"), 1);
+
+    // A stale push changes nothing and is not passed on.
+    let sent = h.gossip(vec![("k", KeyState::from_value(max(2)))]);
+    assert!(pushes_to(&sent, EXEC).is_empty());
+
+    // Once the executor's lease lapses it hears nothing more.
+    h.advance(Duration::from_secs(11));
+    let sent = h.gossip(vec![("k", KeyState::from_value(max(10)))]);
+    assert!(pushes_to(&sent, EXEC).is_empty());
+}
+
+#[test]
+fn a_put_of_another_lattice_kind_is_refused_without_touching_anything() {
+    let mut h = Harness::new(CacheConfig::default(), &[]);
+    h.miss("k", Some(max(5)));
+    let set = LatticeValue::Set(SetLattice::new([b"x".to_vec()]));
+    let (_, sent) = h.request(
+        vec![KeyOp::Put {
+            key: "k".into(),
+            value: set,
+        }],
+        Ack::FirstReplica,
+    );
+    assert_eq!(sent.len(), 1, "nothing goes to the KVS: {sent:?}");
+    match &outcomes(&sent)[0] {
+        Outcome::Error(KvsError::TypeMismatch(m)) => {
+            assert_eq!((m.stored, m.incoming), (LatticeKind::Max, LatticeKind::Set));
+        }
+        other => panic!("expected a type mismatch, got {other:?}"),
+    }
+    let (_, sent) = h.get("k");
+    assert_eq!(outcomes(&sent), vec![Outcome::Value(max(5))]);
+}
+
+#[test]
+fn a_put_merges_locally_is_relayed_at_its_ack_level_and_answered_when_the_kvs_acknowledges() {
+    let mut h = Harness::new(CacheConfig::default(), &[]);
+    h.miss("k", Some(max(5)));
+    let (id, sent) = h.request(
+        vec![KeyOp::Put {
+            key: "k".into(),
+            value: max(8),
+        }],
+        Ack::Replicas(2),
+    );
+    assert!(
+        responses(&sent).is_empty(),
+        "not before the KVS acknowledges"
+    );
+    let (to, req) = kvs_request(&sent);
+    assert_eq!((to, req.ack), (addr(OWNER), Ack::Replicas(2)));
+    let (_, hit) = h.get("k");
+    assert_eq!(
+        outcomes(&hit),
+        vec![Outcome::Value(max(8))],
+        "merged locally"
+    );
+    let sent = h.send(Message::KvsResponse(KvsResponse {
+        id: req.id,
+        results: vec![KeyResult {
+            key: "k".into(),
+            outcome: Outcome::Stored,
+        }],
+    }));
+    assert_eq!(responses(&sent)[0].id, id);
+    assert_eq!(outcomes(&sent), vec![Outcome::Stored]);
+}
+
+#[test]
+fn a_request_of_several_operations_is_answered_once_in_order() {
+    let mut h = Harness::new(CacheConfig::default(), &[]);
+    h.miss("held", Some(max(1)));
+    let at = Timestamp {
+        wall_ms: 5,
+        ..Timestamp::default()
+    };
+    let (id, sent) = h.request(
+        vec![
+            KeyOp::Get { key: "held".into() },
+            KeyOp::Get {
+                key: "missing".into(),
+            },
+            KeyOp::Delete {
+                key: "held".into(),
+                at,
+            },
+        ],
+        Ack::FirstReplica,
+    );
+    assert!(responses(&sent).is_empty());
+    assert!(!h.cache.holds("held"), "a delete drops the key at once");
+    let mut answers = Vec::new();
+    for (_, m) in &sent {
+        if let Message::KvsRequest(r) = m {
+            let outcome = match &r.ops[0] {
+                KeyOp::Get { .. } => Outcome::NotFound,
+                KeyOp::Delete { at: a, .. } => {
+                    assert_eq!(*a, at, "the executor's delete time is kept");
+                    Outcome::Stored
+                }
+                KeyOp::Put { .. } => panic!("no put was asked"),
+            };
+            answers.push((r.id, r.ops[0].key().clone(), outcome));
+        }
+    }
+    assert_eq!(answers.len(), 2, "{sent:?}");
+    let mut last = Vec::new();
+    for (rid, key, outcome) in answers {
+        last = h.send(Message::KvsResponse(KvsResponse {
+            id: rid,
+            results: vec![KeyResult { key, outcome }],
+        }));
+    }
+    let r = responses(&last);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].id, id);
+    let got: Vec<_> = r[0]
+        .results
+        .iter()
+        .map(|r| (r.key.as_str(), r.outcome.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("held", Outcome::Value(max(1))),
+            ("missing", Outcome::NotFound),
+            ("held", Outcome::Stored),
+        ]
+    );
+}
+
+#[test]
+fn beyond_capacity_the_least_recently_used_key_is_evicted_and_no_longer_renewed() {
+    let mut probe = Harness::new(CacheConfig::default(), &[]);
+    probe.miss("k1", Some(max(1)));
+    let one = probe.cache.bytes();
+    let config = CacheConfig {
+        capacity_bytes: 3 * one,
+        ..CacheConfig::default()
+    };
+    let mut h = Harness::new(config, &[]);
+    for k in ["k1", "k2", "k3"] {
+        h.miss(k, Some(max(1)));
+    }
+    h.get("k1");
+    h.miss("k4", Some(max(1)));
+    assert!(h.cache.holds("k1"), "read recently");
+    assert!(!h.cache.holds("k2"), "the least recently used");
+    assert!(h.cache.holds("k3") && h.cache.holds("k4"));
+    assert_eq!(h.counter("evictions"), 1);
+    assert!(h.cache.bytes() <= 3 * one);
+
+    let due = h.cache.next_tick().expect("a renewal is due");
+    h.now = due;
+    let sent = h.step(Input::Tick);
+    let mut renewed: Vec<String> = subscribes(&sent)
+        .into_iter()
+        .flat_map(|(_, s)| s.keys)
+        .collect();
+    renewed.sort();
+    assert_eq!(renewed, vec!["k1", "k3", "k4"]);
+}
+
+#[test]
+fn subscriptions_are_renewed_every_third_of_the_lease() {
+    let config = CacheConfig {
+        lease: Duration::from_millis(3000),
+        ..CacheConfig::default()
+    };
+    let mut h = Harness::new(config, &[]);
+    assert_eq!(h.cache.next_tick(), None, "idle: no tick at all");
+    let start = h.now;
+    h.miss("k", Some(max(1)));
+    assert_eq!(h.cache.next_tick(), Some(start + Duration::from_secs(1)));
+
+    h.now = start + Duration::from_millis(999);
+    assert!(subscribes(&h.step(Input::Tick)).is_empty(), "not yet");
+    for round in 1..=3 {
+        h.now = start + Duration::from_secs(round);
+        let sent = h.step(Input::Tick);
+        let subs = subscribes(&sent);
+        assert_eq!(subs.len(), 1, "round {round}: {sent:?}");
+        assert_eq!(subs[0].0, addr(OWNER));
+        assert_eq!(subs[0].1.lease_ms, 3000);
+        assert!(
+            sent.iter()
+                .any(|(to, m)| to == &addr("router") && matches!(m, Message::StatusRequest { .. })),
+            "each renewal refreshes the placement"
+        );
+        h.answer_placement(sent);
+        assert_eq!(
+            h.cache.next_tick(),
+            Some(start + Duration::from_secs(round + 1))
+        );
+    }
+}
+
+#[test]
+fn reports_name_the_largest_keys_with_hits_and_misses() {
+    let config = CacheConfig {
+        report_keys: 2,
+        report_period: Duration::from_millis(500),
+        ..CacheConfig::default()
+    };
+    let mut h = Harness::new(config, &["sched"]);
+    let set = |n: usize| LatticeValue::Set(SetLattice::new((0..n).map(|i| vec![i as u8; 64])));
+    h.miss("small", Some(set(1)));
+    h.miss("large", Some(set(20)));
+    h.miss("medium", Some(set(5)));
+    h.get("small");
+    let due = h.cache.next_tick().expect("a report is due");
+    h.now = due;
+    let sent = h.step(Input::Tick);
+    let reports: Vec<CacheReport> = sent
+        .iter()
+        .filter_map(|(to, m)| match m {
+            Message::CacheReport(r) if to == &addr("sched") => Some(r.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reports.len(), 1, "{sent:?}");
+    let r = &reports[0];
+    assert_eq!((r.node.as_str(), &r.cache), ("node-a", &addr("cache")));
+    let names: Vec<&str> = r.keys.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, vec!["large", "medium"]);
+    assert!(r.keys[0].1 > r.keys[1].1);
+    assert_eq!((r.hits, r.misses), (1, 3));
+    assert_eq!(h.cache.next_tick(), Some(due + Duration::from_millis(500)));
+}
+
+#[test]
+fn a_status_request_is_answered_with_named_counters() {
+    let mut h = Harness::new(CacheConfig::default(), &[]);
+    h.miss("k", Some(max(1)));
+    let sent = h.send(Message::StatusRequest {
+        id: RequestId(42),
+        reply_to: addr("admin"),
+    });
+    let Some((to, Message::StatusReply { id, counters, .. })) = sent.into_iter().next() else {
+        panic!("no status reply");
+    };
+    assert_eq!((to, id), (addr("admin"), RequestId(42)));
+    for name in [
+        "hits",
+        "misses",
+        "evictions",
+        "bytes",
+        "keys",
+        "subscriptions",
+        "received",
+    ] {
+        assert!(
+            counters.iter().any(|(k, _)| k == name),
+            "no {name}: {counters:?}"
+        );
+    }
+    assert!(counters.contains(&("keys".to_string(), 1)));
+}

@@ -1,0 +1,101 @@
+//! Placement: which executor runs a function.
+//!
+//! Among the executors that are not overloaded (fewer than
+//! `executor_capacity` invocations outstanding from this scheduler, and a
+//! reported busy fraction under `busy_permille`), the scheduler prefers, in
+//! order:
+//!
+//! 1. the most bytes of the function's referenced keys (`CallArgs::refs`)
+//!    already in its node's cache, as the caches last reported: reading
+//!    them is then local;
+//! 2. the function already warm there (loaded, its class initialised);
+//! 3. the fewest invocations outstanding;
+//!
+//! and breaks remaining ties by rotating over the tied executors, so equal
+//! executors share the load. Nothing here is random: the same reports and
+//! calls give the same placement.
+
+use crate::registry::{Executor, Registry};
+use anna::protocol::compute::Plan;
+use anna::protocol::{Address, Key};
+
+/// When an executor counts as overloaded.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub capacity: u32,
+    pub busy_permille: u16,
+}
+
+impl Limits {
+    fn overloaded(&self, e: &Executor) -> bool {
+        e.outstanding >= self.capacity || e.report.busy_permille >= self.busy_permille
+    }
+}
+
+/// How good an executor is for a function; higher is better: (local
+/// bytes, warm, fewest outstanding).
+type Score = (u64, bool, std::cmp::Reverse<u32>);
+
+impl Registry {
+    /// Bytes of `refs` the cache of `e`'s node holds.
+    fn local_bytes(&self, e: &Executor, refs: &[Key]) -> u64 {
+        let Some(cache) = self.caches.get(&e.report.node) else {
+            return 0;
+        };
+        refs.iter()
+            .filter_map(|k| cache.sizes.get(k))
+            .fold(0u64, |sum, s| sum.saturating_add(*s))
+    }
+
+    /// The best executor for `function` with arguments referencing `refs`,
+    /// or `None` if every executor is overloaded (or none is known).
+    pub fn choose(&mut self, function: &str, refs: &[Key], limits: Limits) -> Option<Address> {
+        let scored: Vec<(&Address, Score)> = self
+            .executors
+            .iter()
+            .filter(|(_, e)| !limits.overloaded(e))
+            .map(|(a, e)| {
+                let warm = e.report.warm.iter().any(|w| w == function);
+                let score = (
+                    self.local_bytes(e, refs),
+                    warm,
+                    std::cmp::Reverse(e.outstanding),
+                );
+                (a, score)
+            })
+            .collect();
+        let best = scored.iter().map(|(_, s)| *s).max()?;
+        let tied: Vec<&Address> = scored
+            .iter()
+            .filter(|(_, s)| *s == best)
+            .map(|(a, _)| *a)
+            .collect();
+        let pick = tied[(self.turn % tied.len() as u64) as usize].clone();
+        self.turn = self.turn.wrapping_add(1);
+        Some(pick)
+    }
+
+    /// Assigns every function of `plan` an executor, counting each as
+    /// outstanding there (so later functions of the same plan see the load
+    /// of earlier ones). All or nothing: if one function finds no executor,
+    /// nothing stays taken and `false` is returned.
+    pub fn place(&mut self, plan: &mut Plan, limits: Limits) -> bool {
+        for i in 0..plan.functions.len() {
+            let f = &plan.functions[i];
+            match self.choose(&f.name, &f.args.refs, limits) {
+                Some(executor) => {
+                    self.take(&executor);
+                    plan.functions[i].executor = executor;
+                }
+                None => {
+                    for placed in &mut plan.functions[..i] {
+                        let executor = std::mem::take(&mut placed.executor);
+                        self.release(&executor);
+                    }
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}

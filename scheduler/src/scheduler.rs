@@ -1,0 +1,205 @@
+//! [`Scheduler`]: the role's state and its entry point. The handlers live
+//! beside it, one concern per file: `dispatch.rs` (admitting, queueing and
+//! finishing calls), `dag_reads.rs` (DAG definitions from the KVS),
+//! `recovery.rs` (executor deaths and deadlines).
+
+use crate::calls::{deadline_time, InFlight};
+use crate::config::SchedulerConfig;
+use crate::dags::Dags;
+use crate::placement::Limits;
+use crate::registry::Registry;
+use crate::stats::SchedulerStats;
+use anna::client::ClientCore;
+use anna::cluster::{ClusterState, ReplicationFactor};
+use anna::lattice::WriterId;
+use anna::protocol::compute::{CallId, Plan};
+use anna::protocol::{Address, Message};
+use anna::role::{Input, Outbox, Role, TransportStats};
+use anna::time::Time;
+use std::collections::{BTreeMap, VecDeque};
+
+/// The scheduler of the compute tier, as a state machine: see the crate
+/// documentation for what it decides and when.
+pub struct Scheduler {
+    pub(crate) config: SchedulerConfig,
+    pub(crate) me: Address,
+    /// Reads DAG definitions; answers come to `me`.
+    pub(crate) client: ClientCore,
+    pub(crate) registry: Registry,
+    pub(crate) calls: BTreeMap<CallId, InFlight>,
+    /// Calls waiting for a free executor, oldest first; executors not yet
+    /// chosen.
+    pub(crate) queue: VecDeque<Plan>,
+    pub(crate) dags: Dags,
+    /// The storage cluster as last seen by the client, for status replies.
+    cluster: ClusterState,
+    replication: ReplicationFactor,
+    pub(crate) stats: SchedulerStats,
+}
+
+impl Scheduler {
+    /// A scheduler receiving at `me`, reading the KVS through `routers` as
+    /// writer `writer` (unique per scheduler).
+    pub fn new(
+        config: SchedulerConfig,
+        me: Address,
+        routers: Vec<Address>,
+        writer: WriterId,
+    ) -> Self {
+        let client = ClientCore::new(config.client.clone(), me.clone(), routers, writer);
+        Scheduler {
+            config,
+            me,
+            client,
+            registry: Registry::default(),
+            calls: BTreeMap::new(),
+            queue: VecDeque::new(),
+            dags: Dags::default(),
+            cluster: ClusterState::default(),
+            replication: anna::kvs::WorkerConfig::default().replication,
+            stats: SchedulerStats::default(),
+        }
+    }
+
+    /// The address it receives at.
+    pub fn address(&self) -> &Address {
+        &self.me
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> &SchedulerStats {
+        &self.stats
+    }
+
+    /// Calls in flight (placed and invoked, not yet finished).
+    pub fn in_flight(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Calls waiting: for a free executor, or for their DAG's definition.
+    pub fn queued(&self) -> usize {
+        self.queue.len() + self.dags.waiting()
+    }
+
+    pub(crate) fn limits(&self) -> Limits {
+        Limits {
+            capacity: self.config.executor_capacity,
+            busy_permille: self.config.busy_permille,
+        }
+    }
+
+    fn on_tick(&mut self, now: Time, out: &mut Outbox) {
+        let done = self.client.tick(now, out);
+        self.on_completions(now, done, out);
+        let dead = self.registry.expire(now, self.config.executor_timeout);
+        if !dead.is_empty() {
+            self.on_executors_died(now, &dead, out);
+        }
+        self.expire_calls(now, out);
+        self.expire_waiting(now, out);
+        self.dags.prune(now, self.config.dag_cache_ttl);
+        self.drain_queue(now, out);
+    }
+
+    fn on_status_request(
+        &self,
+        id: anna::protocol::RequestId,
+        reply_to: Address,
+        out: &mut Outbox,
+    ) {
+        let reply = Message::status_reply(
+            id,
+            &self.me,
+            &self.cluster,
+            self.replication,
+            self.stats.counters(),
+        );
+        out.send(reply_to, reply);
+    }
+
+    fn on_kvs_answer(&mut self, now: Time, msg: Message, out: &mut Outbox) {
+        if let Message::StatusReply {
+            cluster,
+            replication,
+            ..
+        } = &msg
+        {
+            self.cluster = cluster.clone();
+            self.replication = *replication;
+        }
+        let done = self.client.handle(now, msg, out);
+        self.on_completions(now, done, out);
+    }
+}
+
+impl Role for Scheduler {
+    fn step(&mut self, now: Time, input: Input, out: &mut Outbox) {
+        let msg = match input {
+            Input::Tick => return self.on_tick(now, out),
+            Input::Message(msg) => msg,
+        };
+        match msg {
+            Message::Call(req) => self.on_call(now, req, out),
+            Message::CallDag(req) => self.on_call_dag(now, req, out),
+            Message::CallDone {
+                id,
+                attempt,
+                function,
+                executor,
+                failed,
+            } => self.on_call_done(now, id, attempt, function, &executor, failed, out),
+            Message::ExecutorReport(report) => {
+                self.registry.on_executor_report(now, report);
+                self.drain_queue(now, out);
+            }
+            Message::CacheReport(report) => self.registry.on_cache_report(now, report),
+            Message::DagChanged(changed) => self.dags.changed(&changed.name),
+            m @ (Message::KvsResponse(_) | Message::StatusReply { .. }) => {
+                self.on_kvs_answer(now, m, out)
+            }
+            Message::StatusRequest { id, reply_to } => self.on_status_request(id, reply_to, out),
+            Message::ComputeStatusRequest { id, reply_to } => {
+                let status = self
+                    .registry
+                    .status(count(self.calls.len()), count(self.queued()));
+                out.send(reply_to, Message::ComputeStatusReply { id, status });
+            }
+            Message::Ping { id, reply_to } => out.send(reply_to, Message::Pong { id }),
+            other => {
+                self.stats.unexpected += 1;
+                tracing::debug!(kind = other.kind(), "scheduler ignored a message");
+            }
+        }
+    }
+
+    fn next_tick(&self) -> Option<Time> {
+        let executors = self.registry.next_expiry(self.config.executor_timeout);
+        let grace = self.config.deadline_grace;
+        let in_flight = self.calls.values().map(|c| c.deadline() + grace).min();
+        let queued = self.queue.iter().map(|p| p.deadline_ms).min();
+        let waiting = self.dags.next_deadline_ms();
+        let deadline = [queued, waiting].into_iter().flatten().min();
+        [
+            executors,
+            in_flight,
+            deadline.map(deadline_time),
+            self.client.next_tick(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn observe_transport(&mut self, stats: TransportStats) {
+        self.stats.transport = stats;
+    }
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}

@@ -1,0 +1,257 @@
+//! Helpers shared by the scheduler's tests: a scheduler driven directly with
+//! explicit times, synthetic reports and calls, and a fake KVS answering
+//! the embedded client.
+
+#![allow(dead_code)]
+
+use anna::cluster::{ClusterState, ReplicationFactor};
+use anna::lattice::{LatticeValue, Lww, Timestamp, WriterId};
+use anna::protocol::compute::{
+    encode_value, CacheReport, CallArgs, CallId, CallRequest, CallResult, Dag, DagCallRequest,
+    ExecutorReport, Plan, ReplyTo,
+};
+use anna::protocol::{
+    Address, KeyOp, KeyResult, KvsRequest, KvsResponse, Message, NodeId, NodeInfo, Outcome,
+    RequestId,
+};
+use anna::role::{Input, Outbox, Role};
+use anna::time::Time;
+use squall_scheduler::{Scheduler, SchedulerConfig};
+
+pub const ROUTER: &str = "router";
+pub const KVS: &str = "kvs-0";
+pub const CLIENT: &str = "client";
+
+pub fn scheduler(config: SchedulerConfig) -> Scheduler {
+    Scheduler::new(
+        config,
+        Address::from("scheduler"),
+        vec![Address::from(ROUTER)],
+        WriterId(7),
+    )
+}
+
+pub fn at(ms: u64) -> Time {
+    Time::from_micros(ms * 1000)
+}
+
+pub fn step(s: &mut Scheduler, now_ms: u64, msg: Message) -> Vec<(Address, Message)> {
+    let mut out = Outbox::default();
+    s.step(at(now_ms), Input::Message(msg), &mut out);
+    out.drain().collect()
+}
+
+pub fn tick(s: &mut Scheduler, now_ms: u64) -> Vec<(Address, Message)> {
+    let mut out = Outbox::default();
+    s.step(at(now_ms), Input::Tick, &mut out);
+    out.drain().collect()
+}
+
+pub fn report(executor: &str, node: &str, busy_permille: u16, warm: &[&str]) -> Message {
+    Message::ExecutorReport(ExecutorReport {
+        executor: Address::from(executor),
+        node: node.to_string(),
+        cache: Address::from(format!("cache-{node}").as_str()),
+        busy_permille,
+        queue: 0,
+        warm: warm.iter().map(|w| w.to_string()).collect(),
+        calls: Vec::new(),
+    })
+}
+
+pub fn cache(node: &str, keys: &[(&str, u64)]) -> Message {
+    Message::CacheReport(CacheReport {
+        node: node.to_string(),
+        cache: Address::from(format!("cache-{node}").as_str()),
+        keys: keys.iter().map(|(k, s)| (k.to_string(), *s)).collect(),
+        hits: 0,
+        misses: 0,
+    })
+}
+
+pub fn id(seq: u64) -> CallId {
+    CallId { caller: 1, seq }
+}
+
+pub fn reply() -> ReplyTo {
+    ReplyTo {
+        address: Address::from(CLIENT),
+        response_key: None,
+    }
+}
+
+pub fn args(refs: &[&str]) -> CallArgs {
+    CallArgs {
+        payload: b"args".to_vec(),
+        refs: refs.iter().map(|r| r.to_string()).collect(),
+    }
+}
+
+pub fn call(seq: u64, function: &str, refs: &[&str], timeout_ms: u32) -> Message {
+    Message::Call(CallRequest {
+        id: id(seq),
+        function: function.to_string(),
+        args: args(refs),
+        reply: reply(),
+        timeout_ms,
+    })
+}
+
+pub fn call_dag(seq: u64, dag: &str, fn_args: &[(&str, CallArgs)]) -> Message {
+    Message::CallDag(DagCallRequest {
+        id: id(seq),
+        dag: dag.to_string(),
+        args: fn_args
+            .iter()
+            .map(|(n, a)| (n.to_string(), a.clone()))
+            .collect(),
+        reply: reply(),
+        timeout_ms: 10_000,
+    })
+}
+
+pub fn done(seq: u64, attempt: u32, function: u16, executor: &str, failed: bool) -> Message {
+    Message::CallDone {
+        id: id(seq),
+        attempt,
+        function,
+        executor: Address::from(executor),
+        failed,
+    }
+}
+
+pub fn dag(name: &str, functions: &[&str], connections: &[(&str, &str)]) -> Dag {
+    Dag {
+        name: name.to_string(),
+        functions: functions.iter().map(|f| f.to_string()).collect(),
+        connections: connections
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect(),
+    }
+}
+
+/// Every `Invoke` sent: (executor, plan, function).
+pub fn invokes(sent: &[(Address, Message)]) -> Vec<(Address, Plan, u16)> {
+    sent.iter()
+        .filter_map(|(to, m)| match m {
+            Message::Invoke { plan, function } => Some((to.clone(), (**plan).clone(), *function)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every `CallResult` sent to the client.
+pub fn results(sent: &[(Address, Message)]) -> Vec<CallResult> {
+    sent.iter()
+        .filter_map(|(to, m)| match m {
+            Message::CallResult(r) if to.as_str() == CLIENT => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The one error of the results sent, with its kind and message.
+pub fn error(sent: &[(Address, Message)]) -> anna::protocol::compute::CallError {
+    let results = results(sent);
+    assert_eq!(results.len(), 1, "expected one result, sent: {sent:?}");
+    match &results[0].outcome {
+        anna::protocol::compute::CallOutcome::Error(e) => e.clone(),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+/// What the fake KVS holds under a DAG key.
+pub enum Stored {
+    Dag(Dag),
+    Bytes(Vec<u8>),
+    Nothing,
+}
+
+/// Answers what the scheduler's KVS client sent in `sent` (a status request
+/// to the router, reads of the storage thread) until it sends no more, and
+/// returns everything else the scheduler sent meanwhile. Counts reads in
+/// `reads`.
+pub fn serve_kvs(
+    s: &mut Scheduler,
+    now_ms: u64,
+    mut sent: Vec<(Address, Message)>,
+    stored: &Stored,
+    reads: &mut u32,
+) -> Vec<(Address, Message)> {
+    let mut rest = Vec::new();
+    while !sent.is_empty() {
+        let mut next = Vec::new();
+        for (to, msg) in sent {
+            match msg {
+                Message::StatusRequest { id, .. } if to.as_str() == ROUTER => {
+                    next.extend(step(s, now_ms, status_reply(id)));
+                }
+                Message::KvsRequest(req) if to.as_str() == KVS => {
+                    *reads += 1;
+                    next.extend(step(s, now_ms, kvs_answer(&req, stored)));
+                }
+                other => rest.push((to, other)),
+            }
+        }
+        sent = next;
+    }
+    rest
+}
+
+/// The fake KVS's answer to a read.
+pub fn kvs_answer(req: &KvsRequest, stored: &Stored) -> Message {
+    let results = req
+        .ops
+        .iter()
+        .map(|op| {
+            let KeyOp::Get { key } = op else {
+                panic!("the scheduler only reads: {op:?}");
+            };
+            let outcome = match stored {
+                Stored::Dag(d) => Outcome::Value(lww(encode_value(d))),
+                Stored::Bytes(b) => Outcome::Value(lww(b.clone())),
+                Stored::Nothing => Outcome::NotFound,
+            };
+            KeyResult {
+                key: key.clone(),
+                outcome,
+            }
+        })
+        .collect();
+    Message::KvsResponse(KvsResponse {
+        id: req.id,
+        results,
+    })
+}
+
+fn lww(bytes: Vec<u8>) -> LatticeValue {
+    LatticeValue::Lww(Lww::new(
+        Timestamp {
+            wall_ms: 1,
+            logical: 0,
+            writer: WriterId(1),
+        },
+        bytes,
+    ))
+}
+
+/// A router's answer: one storage node with one thread, `KVS`.
+pub fn status_reply(id: RequestId) -> Message {
+    let mut cluster = ClusterState::default();
+    cluster.record_join(NodeInfo {
+        id: NodeId(1),
+        threads: vec![Address::from(KVS)],
+        boot: 1,
+    });
+    Message::StatusReply {
+        id,
+        from: Address::from(ROUTER),
+        cluster,
+        replication: ReplicationFactor {
+            global: 1,
+            local: 1,
+        },
+        counters: Vec::new(),
+    }
+}

@@ -1,0 +1,95 @@
+//! Where single calls go: referenced bytes, overload, warmth, ties.
+
+mod common;
+
+use common::*;
+use squall_scheduler::SchedulerConfig;
+
+#[test]
+fn a_call_goes_where_the_cache_holds_most_referenced_bytes() {
+    let mut s = scheduler(SchedulerConfig::default());
+    step(&mut s, 0, report("e1", "n1", 0, &[]));
+    step(&mut s, 0, report("e2", "n2", 0, &[]));
+    step(&mut s, 0, cache("n1", &[("small", 10), ("other", 5000)]));
+    step(&mut s, 0, cache("n2", &[("big", 1000)]));
+
+    let sent = step(&mut s, 1, call(1, "f", &["small", "big"], 1000));
+    let inv = invokes(&sent);
+    assert_eq!(inv.len(), 1);
+    let (to, plan, function) = &inv[0];
+    assert_eq!(to.as_str(), "e2");
+    assert_eq!(*function, 0);
+    assert_eq!(plan.functions[0].executor.as_str(), "e2");
+    assert_eq!(plan.deadline_ms, 1 + 1000);
+    assert_eq!(plan.attempt, 0);
+    assert_eq!(plan.dag, None);
+    assert_eq!(plan.scheduler.as_str(), "scheduler");
+    assert!(plan.functions[0].upstream.is_empty() && plan.functions[0].downstream.is_empty());
+
+    let sent = step(&mut s, 2, call(2, "f", &["small"], 1000));
+    assert_eq!(invokes(&sent)[0].0.as_str(), "e1");
+}
+
+#[test]
+fn an_executor_reporting_busy_is_skipped_despite_its_data() {
+    let mut s = scheduler(SchedulerConfig::default());
+    step(&mut s, 0, report("e1", "n1", 0, &[]));
+    step(&mut s, 0, report("e2", "n2", 950, &["f"]));
+    step(&mut s, 0, cache("n2", &[("k", 1000)]));
+    let sent = step(&mut s, 1, call(1, "f", &["k"], 1000));
+    assert_eq!(invokes(&sent)[0].0.as_str(), "e1");
+}
+
+#[test]
+fn an_executor_at_capacity_is_skipped_until_a_call_finishes() {
+    let config = SchedulerConfig {
+        executor_capacity: 1,
+        ..SchedulerConfig::default()
+    };
+    let mut s = scheduler(config);
+    step(&mut s, 0, report("e1", "n1", 0, &[]));
+    step(&mut s, 0, report("e2", "n2", 0, &[]));
+    step(&mut s, 0, cache("n2", &[("k", 1000)]));
+    let first = step(&mut s, 1, call(1, "f", &["k"], 1000));
+    assert_eq!(invokes(&first)[0].0.as_str(), "e2");
+    let second = step(&mut s, 2, call(2, "f", &["k"], 1000));
+    assert_eq!(invokes(&second)[0].0.as_str(), "e1", "e2 is at capacity");
+    step(&mut s, 3, done(1, 0, 0, "e2", false));
+    let third = step(&mut s, 4, call(3, "f", &["k"], 1000));
+    assert_eq!(invokes(&third)[0].0.as_str(), "e2", "e2 is free again");
+}
+
+#[test]
+fn with_no_data_anywhere_the_executor_where_the_function_is_warm_wins() {
+    let mut s = scheduler(SchedulerConfig::default());
+    step(&mut s, 0, report("e1", "n1", 0, &["g"]));
+    step(&mut s, 0, report("e2", "n2", 0, &["f"]));
+    step(&mut s, 0, report("e3", "n3", 0, &[]));
+    for seq in 0..3 {
+        let sent = step(&mut s, 1, call(seq, "f", &[], 1000));
+        assert_eq!(invokes(&sent)[0].0.as_str(), "e2");
+    }
+}
+
+#[test]
+fn equal_executors_share_calls() {
+    let mut s = scheduler(SchedulerConfig::default());
+    step(&mut s, 0, report("e1", "n1", 0, &[]));
+    step(&mut s, 0, report("e2", "n2", 0, &[]));
+    let a = invokes(&step(&mut s, 1, call(1, "f", &[], 1000)))[0]
+        .0
+        .clone();
+    let b = invokes(&step(&mut s, 1, call(2, "f", &[], 1000)))[0]
+        .0
+        .clone();
+    assert_ne!(a, b, "the second call goes to the less loaded executor");
+    step(&mut s, 2, done(1, 0, 0, a.as_str(), false));
+    step(&mut s, 2, done(2, 0, 0, b.as_str(), false));
+    let c = invokes(&step(&mut s, 3, call(3, "f", &[], 1000)))[0]
+        .0
+        .clone();
+    let d = invokes(&step(&mut s, 3, call(4, "f", &[], 1000)))[0]
+        .0
+        .clone();
+    assert_ne!(c, d);
+}

@@ -26,13 +26,13 @@ APT_PACKAGES := g++ make pkg-config redis-server redis-tools
 
 help:
 	@echo "make demo    install everything, build, and run the main job"
-	@echo "make test    run all tests (Rust unit, property, integration)"
-	@echo "make setup   install apt packages and the Python virtualenv only"
+	@echo "make test    run all tests (Rust unit, property, integration; Python client)"
+	@echo "make setup   install apt packages, the Python virtualenv and the squall Python package"
 	@echo "make build   build the release binary $(SQUALL)"
 	@echo "make bench-kvs  run the KVS benchmark matrix: Squall (1 and 2 threads), Redis, ZeroMQ floor (~5 min)"
 	@echo "make clean   remove build outputs, the virtualenv and stamps"
 
-setup: $(STAMPS)/apt $(STAMPS)/venv
+setup: $(STAMPS)/apt $(STAMPS)/venv $(STAMPS)/client-py
 
 $(STAMPS)/apt: Makefile
 	@mkdir -p $(STAMPS)
@@ -50,6 +50,21 @@ $(STAMPS)/venv: requirements-dev.txt
 	$(VENV)/bin/pip install -q -r requirements-dev.txt
 	@touch $@
 
+# The `squall` Python package (client-py/), built by maturin and installed
+# into .venv in editable mode: its Python sources are used in place, the
+# native module is rebuilt when client-py's or anna's Rust sources change.
+# A debug build by default, the profile CI builds anyway;
+# `make CLIENT_PY_PROFILE=--release setup` for an optimised one.
+CLIENT_PY_PROFILE ?=
+CLIENT_PY_INPUTS := $(shell find client-py/src anna/src -name '*.rs' 2>/dev/null) \
+	client-py/Cargo.toml client-py/pyproject.toml anna/Cargo.toml Cargo.lock
+
+$(STAMPS)/client-py: $(STAMPS)/venv $(CLIENT_PY_INPUTS)
+	@mkdir -p $(STAMPS)
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(VENV)/bin:$$PATH \
+		$(VENV)/bin/maturin develop -q $(CLIENT_PY_PROFILE) -m client-py/Cargo.toml
+	@touch $@
+
 build:
 	cargo build --release -p squall
 
@@ -61,6 +76,8 @@ demo: setup build
 
 test:
 	cargo test --workspace
+	@$(MAKE) --no-print-directory $(STAMPS)/client-py
+	$(VENV)/bin/python -m pytest -q client-py/tests
 
 # The KVS benchmark's standard matrix, every backend side by side with a
 # redis-server it starts itself; figures are recorded in benches/RESULTS.md.

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# The README's main job: a local cluster of real processes (a router and
-# three storage nodes), a real round trip of several lattice types through
-# it, what the router sees, and a clean stop. Run by `make demo`.
+# The README's main job: a local cluster of real processes (a router, three
+# storage nodes, a scheduler, a cache and two Python executors), a round
+# trip of several lattice types from the shell, the Python quickstart
+# (functions, a Reference, a DAG, a class), what the cluster sees, and a
+# clean stop. Run by `make demo`.
 set -euo pipefail
 squall=${SQUALL:-target/release/squall}
+python=${PYTHON_VENV:-.venv}/bin/python
 state=${SQUALL_STATE_DIR:-.squall/demo}
 export SQUALL_STATE_DIR=$state SQUALL_LOG=${SQUALL_LOG:-warn}
 
 "$squall" down >/dev/null 2>&1 || true
 trap '"$squall" down >/dev/null 2>&1 || true' EXIT
 
-echo "== squall up: 1 router, 3 storage nodes x 2 threads =="
+echo "== squall up: 1 router, 3 storage nodes x 2 threads, 1 scheduler, 1 compute node x 2 executors =="
 "$squall" up --nodes 3 --threads 2 --base-port 7700
 
 echo
@@ -30,6 +33,10 @@ set -x
 "$squall" kv get greeting || echo "(deleted, as expected)"
 "$squall" kv put visits oops || echo "(refused: a counter is not last-writer-wins)"
 set +x
+
+echo
+echo "== the Python quickstart (examples/quickstart.py) =="
+"$python" examples/quickstart.py
 
 echo
 echo "== squall status =="

@@ -61,6 +61,7 @@ impl SquallFactory {
     /// threads, every key on `replicas` nodes, with ports from `base_port`.
     pub fn start_cluster(nodes: u16, threads: u16, replicas: u8, base_port: u16) -> Result<Self> {
         let squall = squall_binary()?;
+        reap_orphans(&squall);
         let dir =
             std::env::temp_dir().join(format!("squall-bench-{}-{base_port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
@@ -77,6 +78,7 @@ impl SquallFactory {
             .arg("--log")
             .arg("warn")
             .args(["up", "--routers", "1", "--nodes", &nodes.to_string()])
+            .args(["--compute-nodes", "0"])
             .args(["--threads", &threads.to_string()])
             .args(["--base-port", &base_port.to_string()])
             .status()
@@ -99,6 +101,42 @@ impl SquallFactory {
             routers,
             pids,
         })
+    }
+}
+
+/// Stops the clusters of earlier benchmark runs that were killed before
+/// their destructors ran (their state directories name their pid, which is
+/// gone), so a killed benchmark leaves nothing running for long.
+fn reap_orphans(squall: &Path) {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("squall-bench-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only checks whether the process exists.
+        if pid == std::process::id() as i32 || unsafe { libc::kill(pid, 0) } == 0 {
+            continue;
+        }
+        let dir = entry.path();
+        if dir.join("cluster.json").exists() {
+            eprintln!(
+                "stopping a cluster left by killed run {pid}: {}",
+                dir.display()
+            );
+            let _ = Command::new(squall)
+                .arg("--state-dir")
+                .arg(&dir)
+                .args(["--log", "warn", "down"])
+                .output();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 

@@ -1,10 +1,13 @@
 //! `squall up`, `squall down`, `squall status`: a local cluster of real
 //! processes on this machine.
 //!
-//! `up` starts the routers and storage nodes as child processes of this
-//! same binary (`squall route`, `squall kvs`), each logging to
+//! `up` starts the routers, storage nodes, schedulers and compute nodes (a
+//! cache and its executors each) as child processes of this same binary
+//! (`squall route`, `squall kvs`, `squall scheduler`, `squall cache`,
+//! `squall executor`), each logging to
 //! `STATE_DIR/logs/`, records them in `STATE_DIR/cluster.json`, and returns
-//! once the cluster answers a real put and get. If anything fails on the way
+//! once the cluster answers a real put and get and the schedulers see every
+//! executor. If anything fails on the way
 //! it stops what it started. `down` stops every recorded process (SIGINT,
 //! then SIGKILL after a grace period) and removes the record, so no process
 //! is left behind. `status` asks the routers what they see.
@@ -12,6 +15,7 @@
 use crate::config::SquallConfig;
 use anna::client::{Client, ClientConfig};
 use anna::cluster::{ClusterState, MemberStatus};
+use anna::protocol::compute::ComputeStatus;
 use anna::protocol::{Address, Message, RequestId};
 use anna::transport::{Receiver, Sender};
 use anyhow::{bail, Context, Result};
@@ -26,6 +30,14 @@ use std::time::{Duration, Instant};
 pub struct ClusterRecord {
     pub routers: Vec<ProcessRecord>,
     pub nodes: Vec<ProcessRecord>,
+    #[serde(default)]
+    pub schedulers: Vec<ProcessRecord>,
+    /// One cache per compute node; its addresses are its tcp address (for
+    /// the KVS) and its `ipc://` address (for its executors).
+    #[serde(default)]
+    pub caches: Vec<ProcessRecord>,
+    #[serde(default)]
+    pub executors: Vec<ProcessRecord>,
 }
 
 /// One process of the local cluster.
@@ -34,7 +46,8 @@ pub struct ProcessRecord {
     pub pid: u32,
     /// The router's address, or the node's thread addresses.
     pub addresses: Vec<String>,
-    /// The node id (0 for routers).
+    /// The storage node's id; the compute node's number for caches and
+    /// executors; 0 for routers and schedulers.
     pub id: u64,
     pub log: PathBuf,
 }
@@ -48,8 +61,28 @@ impl ClusterRecord {
             .collect()
     }
 
+    /// The scheduler addresses.
+    pub fn scheduler_addresses(&self) -> Vec<Address> {
+        self.schedulers
+            .iter()
+            .flat_map(|r| r.addresses.iter().map(|a| Address(a.clone())))
+            .collect()
+    }
+
+    /// Every recorded process with what it is, in start order.
+    fn labelled(&self) -> impl Iterator<Item = (&'static str, &ProcessRecord)> {
+        let tag = |what: &'static str| move |p| (what, p);
+        self.routers
+            .iter()
+            .map(tag("router"))
+            .chain(self.nodes.iter().map(tag("storage")))
+            .chain(self.schedulers.iter().map(tag("scheduler")))
+            .chain(self.caches.iter().map(tag("cache")))
+            .chain(self.executors.iter().map(tag("executor")))
+    }
+
     fn processes(&self) -> impl Iterator<Item = &ProcessRecord> {
-        self.routers.iter().chain(self.nodes.iter())
+        self.labelled().map(|(_, p)| p)
     }
 }
 
@@ -64,6 +97,16 @@ pub struct UpArgs {
     /// Worker threads per node (default: `cluster.threads`, 0 = cores).
     #[arg(long)]
     threads: Option<u16>,
+    /// Scheduler processes (default: `cluster.schedulers`).
+    #[arg(long)]
+    schedulers: Option<u16>,
+    /// Compute nodes, a cache and its executors each (default:
+    /// `cluster.compute_nodes`; 0 starts the storage tier only).
+    #[arg(long)]
+    compute_nodes: Option<u16>,
+    /// Executor processes per compute node (default: `cluster.executors`).
+    #[arg(long)]
+    executors: Option<u16>,
     /// First port (default: `cluster.base_port`).
     #[arg(long)]
     base_port: Option<u16>,
@@ -175,6 +218,8 @@ pub fn up(
     let nodes = args.nodes.unwrap_or(c.nodes);
     let threads = args.threads.unwrap_or_else(|| c.threads()).max(1);
     let base = args.base_port.unwrap_or(c.base_port);
+    let compute_nodes = args.compute_nodes.unwrap_or(c.compute_nodes);
+    let executors = args.executors.unwrap_or(c.executors).max(1);
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     let launch = Launch {
@@ -233,13 +278,24 @@ pub fn up(
                 log,
             });
         }
+        let compute = Compute {
+            schedulers: if compute_nodes > 0 {
+                args.schedulers.unwrap_or(c.schedulers).max(1)
+            } else {
+                0
+            },
+            nodes: compute_nodes,
+            executors,
+        };
+        start_compute(&launch, c, base, &compute, routers, &mut record, dir)?;
         std::fs::write(state_file(dir), serde_json::to_string_pretty(&record)?)
             .context("writing the cluster record")?;
-        wait_ready(
+        let limit = Duration::from_secs(args.wait);
+        wait_ready(&record, usize::from(nodes), &config.client, limit)?;
+        wait_compute_ready(
             &record,
-            usize::from(nodes),
-            &config.client,
-            Duration::from_secs(args.wait),
+            usize::from(compute.nodes * compute.executors),
+            limit,
         )
     })();
     if let Err(e) = result {
@@ -254,12 +310,197 @@ pub fn up(
         "squall: local cluster up: {routers} router(s) at {}, {nodes} storage node(s) x {threads} thread(s)",
         record.router_addresses().iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
     );
+    if compute_nodes > 0 {
+        println!(
+            "  compute: {} scheduler(s) at {}, {compute_nodes} compute node(s) x {executors} executor(s)",
+            record.schedulers.len(),
+            record.scheduler_addresses().iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
     println!(
         "  record: {}   logs: {}",
         state_file(dir).display(),
         dir.join("logs").display()
     );
     println!("  try:    squall kv put hello world && squall kv get hello");
+    Ok(())
+}
+
+/// How much of the compute tier `up` starts.
+struct Compute {
+    schedulers: u16,
+    nodes: u16,
+    executors: u16,
+}
+
+/// The virtualenv whose site-packages executors import from (cloudpickle,
+/// the `squall` package): `$VIRTUAL_ENV`, else `./.venv`, else the `.venv`
+/// of the source tree this binary was built from.
+fn python_env() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("VIRTUAL_ENV").map(PathBuf::from),
+        Some(PathBuf::from(".venv")),
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.join("bin/python").exists())
+        .and_then(|p| p.canonicalize().ok())
+}
+
+/// Starts the schedulers, then each compute node's cache and executors.
+fn start_compute(
+    launch: &Launch,
+    c: &crate::config::LocalCluster,
+    base: u16,
+    compute: &Compute,
+    routers: u16,
+    record: &mut ClusterRecord,
+    dir: &Path,
+) -> Result<()> {
+    if compute.nodes == 0 {
+        return Ok(());
+    }
+    let tcp = |port: u16| format!("tcp://{}:{port}", c.host);
+    let router_args: Vec<String> = (0..routers)
+        .flat_map(|i| ["--router".to_string(), tcp(base + i)])
+        .collect();
+    for s in 0..compute.schedulers {
+        let port = base + 50 + s;
+        let mut a = vec![
+            "scheduler".into(),
+            "--host".into(),
+            c.host.clone(),
+            "--port".into(),
+            port.to_string(),
+        ];
+        a.extend(router_args.iter().cloned());
+        let (pid, log) = launch.spawn(&format!("scheduler-{s}"), &a)?;
+        record.schedulers.push(ProcessRecord {
+            pid,
+            addresses: vec![tcp(port)],
+            id: 0,
+            log,
+        });
+    }
+    let scheduler_args: Vec<String> = record
+        .scheduler_addresses()
+        .into_iter()
+        .flat_map(|a| ["--scheduler".to_string(), a.0])
+        .collect();
+    let sockets = dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", dir.display()))?;
+    let venv = python_env();
+    if venv.is_none() {
+        tracing::warn!(
+            "no Python virtualenv found ($VIRTUAL_ENV, ./.venv): executors use the \
+             interpreter's own site-packages; run `make setup` to create .venv"
+        );
+    }
+    for n in 0..compute.nodes {
+        let node = format!("compute-{n}");
+        let port = base + 400 + 20 * n;
+        let ipc = format!(
+            "ipc://{}",
+            sockets.join(format!("cache-{n}.sock")).display()
+        );
+        let mut a = vec![
+            "cache".into(),
+            "--node".into(),
+            node.clone(),
+            "--host".into(),
+            c.host.clone(),
+            "--port".into(),
+            port.to_string(),
+            "--ipc".into(),
+            ipc.clone(),
+        ];
+        a.extend(router_args.iter().cloned());
+        a.extend(scheduler_args.iter().cloned());
+        let (pid, log) = launch.spawn(&format!("cache-{n}"), &a)?;
+        record.caches.push(ProcessRecord {
+            pid,
+            addresses: vec![tcp(port), ipc.clone()],
+            id: u64::from(n),
+            log,
+        });
+        for e in 0..compute.executors {
+            let port = port + 1 + e;
+            let mut a = vec![
+                "executor".into(),
+                "--node".into(),
+                node.clone(),
+                "--host".into(),
+                c.host.clone(),
+                "--port".into(),
+                port.to_string(),
+                "--cache".into(),
+                ipc.clone(),
+            ];
+            a.extend(scheduler_args.iter().cloned());
+            if let Some(venv) = &venv {
+                a.extend(["--venv".into(), venv.display().to_string()]);
+            }
+            let (pid, log) = launch.spawn(&format!("executor-{n}-{e}"), &a)?;
+            record.executors.push(ProcessRecord {
+                pid,
+                addresses: vec![tcp(port)],
+                id: u64::from(n),
+                log,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Asks a scheduler what it knows of the compute tier.
+pub fn query_compute(to: &Address, timeout: Duration) -> Result<ComputeStatus> {
+    let ctx = zmq::Context::new();
+    let mut rx = Receiver::bind(&ctx, &Address::from("tcp://127.0.0.1:*"))?;
+    let mut tx = Sender::new(&ctx);
+    let id = RequestId(1);
+    tx.send(
+        to,
+        &Message::ComputeStatusRequest {
+            id,
+            reply_to: rx.address().clone(),
+        },
+    )?;
+    let deadline = Instant::now() + timeout;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        if let Some(Message::ComputeStatusReply { id: got, status }) = rx.recv(Some(left))? {
+            if got == id {
+                return Ok(status);
+            }
+        }
+    }
+    bail!("no answer from {to} within {timeout:?}")
+}
+
+/// Waits until every scheduler has heard from `executors` executors.
+fn wait_compute_ready(record: &ClusterRecord, executors: usize, limit: Duration) -> Result<()> {
+    let started = Instant::now();
+    for s in record.scheduler_addresses() {
+        loop {
+            if let Some(p) = record.processes().find(|p| !alive(p.pid)) {
+                bail!(
+                    "process {} exited during start-up; see {}",
+                    p.pid,
+                    p.log.display()
+                );
+            }
+            match query_compute(&s, Duration::from_millis(500)) {
+                Ok(status) if status.executors.len() >= executors => break,
+                _ => {}
+            }
+            if started.elapsed() > limit {
+                bail!("scheduler {s} did not see {executors} executor(s) within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     Ok(())
 }
 
@@ -382,11 +623,11 @@ pub fn status(config: &SquallConfig, routers: &[Address]) -> Result<()> {
             "processes (from {}):",
             state_file(&config.cluster.state_dir).display()
         );
-        for p in record.processes() {
-            let what = if p.id == 0 {
-                "router".to_string()
-            } else {
-                format!("node {}", p.id)
+        for (kind, p) in record.labelled() {
+            let what = match kind {
+                "storage" => format!("node {}", p.id),
+                "cache" | "executor" => format!("{kind} {}", p.id),
+                _ => kind.to_string(),
             };
             let state = if alive(p.pid) {
                 "running"
@@ -394,7 +635,7 @@ pub fn status(config: &SquallConfig, routers: &[Address]) -> Result<()> {
                 "NOT RUNNING"
             };
             println!(
-                "  {what:<8} pid {:<7} {state:<12} {}",
+                "  {what:<10} pid {:<7} {state:<12} {}",
                 p.pid,
                 p.addresses.join(" ")
             );
@@ -434,6 +675,39 @@ pub fn status(config: &SquallConfig, routers: &[Address]) -> Result<()> {
                     ),
                     Err(e) => println!("  {a:<24} {e:#}"),
                 }
+            }
+        }
+    }
+    if let Some(record) = &record {
+        for s in record.scheduler_addresses() {
+            match query_compute(&s, Duration::from_secs(2)) {
+                Ok(status) => {
+                    println!(
+                        "scheduler {s}: {} call(s) in flight, {} queued",
+                        status.in_flight, status.queued
+                    );
+                    for e in &status.executors {
+                        println!(
+                            "  executor {:<24} {:<10} busy {:>5.1}% queue {:<4} warm [{}]",
+                            e.executor.as_str(),
+                            e.node,
+                            f64::from(e.busy_permille) / 10.0,
+                            e.queue,
+                            e.warm.join(", ")
+                        );
+                    }
+                    for c in &status.caches {
+                        println!(
+                            "  cache    {:<24} {:<10} keys {:<6} hits {:<8} misses {}",
+                            c.cache.as_str(),
+                            c.node,
+                            c.keys.len(),
+                            c.hits,
+                            c.misses
+                        );
+                    }
+                }
+                Err(e) => println!("scheduler {s}: {e:#}"),
             }
         }
     }

@@ -25,6 +25,12 @@ pub struct SquallConfig {
     pub router: RouterSection,
     /// Clients (`squall kv`, benchmarks, the Python client).
     pub client: ClientConfig,
+    /// Schedulers (`squall scheduler`).
+    pub scheduler: squall_scheduler::SchedulerConfig,
+    /// Compute nodes' caches (`squall cache`).
+    pub cache: squall_cache::CacheConfig,
+    /// Executors (`squall executor`).
+    pub executor: squall_executor::ExecutorConfig,
 }
 
 /// Router settings as written in the file (replication comes from
@@ -58,10 +64,19 @@ pub struct LocalCluster {
     pub nodes: u16,
     /// Worker threads per storage node; 0 means one per core.
     pub threads: u16,
+    /// Scheduler processes.
+    pub schedulers: u16,
+    /// Compute nodes: each is one cache process and its executors.
+    pub compute_nodes: u16,
+    /// Executor processes per compute node (each runs one Python call at
+    /// a time).
+    pub executors: u16,
     /// The host every process binds and is reached at.
     pub host: String,
-    /// Routers listen at `base_port`, `base_port + 1`, ...; node `i`'s
-    /// threads at `base_port + 100 + 20 * i + t`.
+    /// Routers listen at `base_port`, `base_port + 1`, ...; schedulers at
+    /// `base_port + 50 + s`; storage node `i`'s threads at
+    /// `base_port + 100 + 20 * i + t`; compute node `c`'s cache at
+    /// `base_port + 400 + 20 * c` and its executor `e` at that `+ 1 + e`.
     pub base_port: u16,
     /// Where `squall up` keeps its state file and the processes' logs.
     pub state_dir: PathBuf,
@@ -73,6 +88,9 @@ impl Default for LocalCluster {
             routers: 1,
             nodes: 1,
             threads: 0,
+            schedulers: 1,
+            compute_nodes: 1,
+            executors: 2,
             host: "127.0.0.1".to_string(),
             base_port: 7100,
             state_dir: PathBuf::from(".squall"),

@@ -2,7 +2,8 @@
 //!
 //! Every role and every person's tool is a subcommand: `up`, `down` and
 //! `status` run a local cluster of real processes; `kv` reads and writes
-//! keys; `kvs` and `route` are what the launcher (or a Kubernetes pod) runs;
+//! keys; `kvs`, `route`, `scheduler`, `cache` and `executor` are what the
+//! launcher (or a Kubernetes pod) runs;
 //! `ping` measures the messaging layer.
 //!
 //! # Layout
@@ -10,11 +11,13 @@
 //! - `main.rs`: argument parsing, logging, config loading.
 //! - `config.rs`: the config file (`deploy/squall.toml` documents it).
 //! - `roles.rs`: `squall kvs` and `squall route`.
+//! - `compute.rs`: `squall scheduler`, `squall cache`, `squall executor`.
 //! - `cluster.rs`: `squall up`, `down`, `status`.
 //! - `kv.rs`: `squall kv`.
 //! - `ping.rs`: `squall ping`.
 
 mod cluster;
+mod compute;
 mod config;
 mod kv;
 mod ping;
@@ -72,6 +75,15 @@ enum Command {
     Kvs(roles::KvsArgs),
     /// Run one router (what `up` starts).
     Route(roles::RouteArgs),
+    /// Run one scheduler: places calls and DAGs on executors (what `up`
+    /// starts).
+    Scheduler(compute::SchedulerArgs),
+    /// Run one compute node's cache: a lattice replica of the keys its
+    /// executors read (what `up` starts).
+    Cache(compute::CacheArgs),
+    /// Run one executor: Python functions in an embedded interpreter (what
+    /// `up` starts).
+    Executor(compute::ExecutorArgs),
     /// Measure protocol round trips over ZeroMQ: to a responder started in
     /// this process, or to any Squall component with `--to`.
     Ping(ping::PingArgs),
@@ -105,6 +117,9 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         }
         Command::Kvs(args) => roles::run_kvs(args, &config)?,
         Command::Route(args) => roles::run_router(args, &config)?,
+        Command::Scheduler(args) => compute::run_scheduler(args, &config)?,
+        Command::Cache(args) => compute::run_cache(args, &config)?,
+        Command::Executor(args) => compute::run_executor(args, &config)?,
         Command::Ping(args) => ping::run(args)?,
     }
     Ok(ExitCode::SUCCESS)

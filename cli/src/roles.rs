@@ -53,7 +53,7 @@ pub struct RouteArgs {
 }
 
 /// A fresh number per process start, telling restarts apart.
-fn boot_id() -> u64 {
+pub(crate) fn boot_id() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -61,14 +61,31 @@ fn boot_id() -> u64 {
     anna::ring::stable_hash(format!("{}/{nanos}", std::process::id()).as_bytes())
 }
 
-fn spawn_driver<R: Role + Send + 'static>(
+pub(crate) fn spawn_driver<R: Role + Send + 'static>(
     ctx: &zmq::Context,
     address: &Address,
     role: R,
     name: String,
 ) -> Result<(Shutdown, JoinHandle<Result<(), TransportError>>)> {
+    spawn_driver_also(ctx, address, &[], role, &name)
+}
+
+/// Like [`spawn_driver`], the role also receiving at each of `also`.
+pub(crate) fn spawn_driver_also<R: Role + Send + 'static>(
+    ctx: &zmq::Context,
+    address: &Address,
+    also: &[Address],
+    role: R,
+    name: &str,
+) -> Result<(Shutdown, JoinHandle<Result<(), TransportError>>)> {
+    let name = name.to_string();
     let mut driver =
         ZmqDriver::bind(ctx, address, role).with_context(|| format!("starting {name}"))?;
+    for a in also {
+        driver
+            .bind_also(a)
+            .with_context(|| format!("{name}: binding {a}"))?;
+    }
     let stop = driver.shutdown_handle();
     let thread = std::thread::Builder::new()
         .name(name)
@@ -77,21 +94,21 @@ fn spawn_driver<R: Role + Send + 'static>(
     Ok((stop, thread))
 }
 
-type Drivers = Vec<(Shutdown, JoinHandle<Result<(), TransportError>>)>;
+pub(crate) type Drivers = Vec<(Shutdown, JoinHandle<Result<(), TransportError>>)>;
 
-fn signals() -> Result<Signals> {
+pub(crate) fn signals() -> Result<Signals> {
     Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")
 }
 
 /// Blocks until SIGTERM or SIGINT; returns which.
-fn wait_for_signal(signals: &mut Signals, what: &str) -> i32 {
+pub(crate) fn wait_for_signal(signals: &mut Signals, what: &str) -> i32 {
     let sig = signals.forever().next().unwrap_or(SIGINT);
     tracing::info!(signal = sig, "{what} stopping");
     sig
 }
 
 /// Stops every driver and joins its thread.
-fn stop_drivers(what: &str, drivers: Drivers) -> Result<()> {
+pub(crate) fn stop_drivers(what: &str, drivers: Drivers) -> Result<()> {
     for (stop, _) in &drivers {
         stop.stop()?;
     }

@@ -67,10 +67,16 @@ fn puts_and_gets_of_several_lattice_types_go_through_the_router_and_merge() {
     let mut down = Counter::default();
     down.decrement(other.writer(), 2);
     other.put("counter", LatticeValue::Counter(down)).unwrap();
-    match c.get("counter").unwrap() {
-        Some(LatticeValue::Counter(n)) => assert_eq!(n.value(), 3),
-        got => panic!("counter: {got:?}"),
-    }
+    // The two puts may have reached different replicas: wait for gossip.
+    wait_until(
+        "both increments on the replica read",
+        Duration::from_secs(5),
+        || match c.get("counter").unwrap() {
+            Some(LatticeValue::Counter(n)) if n.value() == 3 => Some(()),
+            Some(LatticeValue::Counter(_)) => None,
+            got => panic!("counter: {got:?}"),
+        },
+    );
 
     let at = c.timestamp();
     let first = MapLattice::new([
@@ -125,6 +131,25 @@ fn puts_and_gets_of_several_lattice_types_go_through_the_router_and_merge() {
     assert_eq!(c.get("never-written").unwrap(), None);
     c.delete("lww").unwrap();
     assert_eq!(c.get("lww").unwrap(), None);
+
+    // Multi-key: one request per replica thread, values in key order.
+    let many: Vec<(String, LatticeValue)> = (0..40)
+        .map(|i| (format!("many-{i}"), LatticeValue::Max(Max::new(i))))
+        .collect();
+    c.put_many(many.clone()).unwrap();
+    let mut keys: Vec<&str> = many.iter().map(|(k, _)| k.as_str()).collect();
+    keys.push("never-written");
+    let got = c.get_many(&keys).unwrap();
+    let want: Vec<Option<LatticeValue>> = many
+        .into_iter()
+        .map(|(_, v)| Some(v))
+        .chain([None])
+        .collect();
+    assert_eq!(got, want);
+    match c.put_many(vec![("max".to_string(), set_of(&["x"]))]) {
+        Err(ClientError::TypeMismatch { key, .. }) => assert_eq!(key, "max"),
+        other => panic!("expected a type mismatch, got {other:?}"),
+    }
 }
 
 #[test]

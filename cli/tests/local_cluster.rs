@@ -111,7 +111,7 @@ fn recorded_pids(state_dir: &Path) -> Vec<u32> {
         return Vec::new();
     };
     let record: serde_json::Value = serde_json::from_str(&text).expect("cluster.json is JSON");
-    ["routers", "nodes"]
+    ["routers", "nodes", "schedulers", "caches", "executors"]
         .iter()
         .flat_map(|part| record[part].as_array().cloned().unwrap_or_default())
         .map(|p| {
@@ -163,7 +163,11 @@ fn up_kv_status_and_down_run_a_local_cluster_and_leave_no_process_behind() {
         "20",
     ]);
     local.pids = local.recorded_pids();
-    assert_eq!(local.pids.len(), 4, "one router and three nodes");
+    assert_eq!(
+        local.pids.len(),
+        8,
+        "one router, three storage nodes, a scheduler, a cache and two executors"
+    );
     assert!(local.pids.iter().all(|&p| running(p)));
 
     // A second `up` on the same state directory refuses.
@@ -204,7 +208,7 @@ fn up_kv_status_and_down_run_a_local_cluster_and_leave_no_process_behind() {
     );
 
     let status = local.ok(&["status"]);
-    assert_eq!(status.matches("running").count(), 4, "{status}");
+    assert_eq!(status.matches(" running ").count(), 8, "{status}");
     assert!(!status.contains("NOT RUNNING"), "{status}");
     for n in 1..=3 {
         let line = status
@@ -215,9 +219,21 @@ fn up_kv_status_and_down_run_a_local_cluster_and_leave_no_process_behind() {
             .unwrap_or_else(|| panic!("no router line for node {n}:\n{status}"));
         assert!(line.contains("up, 2 thread(s)"), "{line}");
     }
+    // The scheduler has heard from both executors and the cache.
+    let executors = status
+        .lines()
+        .filter(|l| l.trim_start().starts_with("executor tcp://"))
+        .count();
+    assert_eq!(executors, 2, "{status}");
+    assert!(
+        status
+            .lines()
+            .any(|l| l.trim_start().starts_with("cache    tcp://")),
+        "{status}"
+    );
 
     let down = local.ok(&["down"]);
-    assert!(down.contains("4 process(es) stopped"), "{down}");
+    assert!(down.contains("8 process(es) stopped"), "{down}");
     for &pid in &local.pids {
         assert!(!running(pid), "pid {pid} still running after `squall down`");
     }

@@ -1,6 +1,442 @@
-//! The native half of the `squall` Python package (PyO3 + maturin).
+//! The native half of the `squall` Python package: `squall._native`.
+//!
+//! Only plumbing lives here; the API users see is the pure-Python package
+//! (`client-py/python/squall/`), which imports this module lazily.
 //!
 //! # Layout
 //!
-//! Nothing yet. The Python client arrives with the functions issue; until
-//! then this crate builds and exports nothing.
+//! - `lib.rs`: the module: [`Client`], [`DirectKvs`] and the record helpers
+//!   (`encode_function`, `encode_dag`, keys), registered with Python.
+//! - [`values`]: the one conversion between `LatticeValue` and Python
+//!   objects (pickled last-writer-wins, or the `squall.lattices` classes).
+//! - [`store`]: get/put/delete of Python values over any KVS endpoint,
+//!   with the GIL released while waiting.
+//! - [`direct`]: one endpoint, plain request/response (the executor's
+//!   cache), and user messages between executors.
+//! - [`calls`]: calls and DAG calls to schedulers, and their results.
+//! - [`errors`]: Rust errors as `squall.errors` exceptions.
+
+mod calls;
+mod direct;
+mod errors;
+mod store;
+mod values;
+
+use anna::client::ClientConfig;
+use anna::lattice::LatticeValue;
+use anna::protocol::compute::{self, CallArgs, CallOutcome, Dag, FunctionCode, Runtime};
+use anna::protocol::Address;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyTuple};
+use std::time::Duration;
+use store::{lock, Store};
+
+fn seconds(timeout_s: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(timeout_s)
+        .map_err(|_| PyValueError::new_err(format!("bad timeout {timeout_s}")))
+}
+
+fn call_failed(py: Python<'_>, message: String) -> PyErr {
+    errors::squall_error(py, "SquallError", message)
+}
+
+/// A client of a Squall cluster: the KVS through its routers, and calls
+/// through its schedulers. Use `squall.connect()`, which wraps this.
+#[pyclass(module = "squall._native", frozen)]
+struct Client {
+    kvs: Store<anna::client::Client>,
+    /// `None` without schedulers: a KVS-only client keeps no reply socket.
+    calls: Option<calls::Calls>,
+}
+
+const NO_SCHEDULER: &str = "no scheduler known: the cluster record lists no `schedulers` \
+     (start the compute tier, e.g. `squall up --compute-nodes 1`) and none was given \
+     to connect(scheduler=...)";
+
+impl Client {
+    fn calls(&self, py: Python<'_>) -> PyResult<&calls::Calls> {
+        self.calls
+            .as_ref()
+            .ok_or_else(|| call_failed(py, NO_SCHEDULER.to_string()))
+    }
+}
+
+#[pymethods]
+impl Client {
+    /// Connects to the routers `routers` (and, for calls, the schedulers
+    /// `schedulers`). `timeout_s` bounds every KVS operation. Answers come
+    /// to free ports on `bind_host`.
+    #[new]
+    #[pyo3(signature = (routers, schedulers, timeout_s = 5.0, bind_host = "127.0.0.1"))]
+    fn new(
+        py: Python<'_>,
+        routers: Vec<String>,
+        schedulers: Vec<String>,
+        timeout_s: f64,
+        bind_host: &str,
+    ) -> PyResult<Self> {
+        let timeout = seconds(timeout_s)?;
+        let config = ClientConfig {
+            op_timeout: timeout,
+            attempt_timeout: ClientConfig::default().attempt_timeout.min(timeout),
+            ..ClientConfig::default()
+        };
+        let bind = Address(format!("tcp://{bind_host}:*"));
+        let routers = routers.into_iter().map(Address).collect();
+        let net = anna::client::Client::connect_from(&bind, routers, config)
+            .map_err(errors::KvsFailure)?;
+        let writer = net.writer();
+        let schedulers: Vec<Address> = schedulers.into_iter().map(Address).collect();
+        let calls = if schedulers.is_empty() {
+            None
+        } else {
+            let calls =
+                calls::Calls::start(writer.0, schedulers, &bind).map_err(|e| call_failed(py, e))?;
+            Some(calls)
+        };
+        Ok(Client {
+            kvs: Store::new(net, writer),
+            calls,
+        })
+    }
+
+    /// This client's unique id: its writer id, and the caller of its calls.
+    #[getter]
+    fn writer(&self) -> u64 {
+        self.kvs.writer().0
+    }
+
+    /// The address call results come to (`None` without schedulers).
+    #[getter]
+    fn reply_address(&self) -> Option<String> {
+        self.calls.as_ref().map(|c| c.reply_address().to_string())
+    }
+
+    /// The schedulers calls go to.
+    #[getter]
+    fn schedulers(&self) -> Vec<String> {
+        self.calls.as_ref().map_or_else(Vec::new, |c| {
+            c.schedulers().iter().map(|a| a.to_string()).collect()
+        })
+    }
+
+    /// The key's value (see `squall.Client.get`); `None` if it has none.
+    #[pyo3(signature = (key, raw = false))]
+    fn get(&self, py: Python<'_>, key: &str, raw: bool) -> PyResult<Py<PyAny>> {
+        self.kvs.get(py, key, raw)
+    }
+
+    /// Whether the key holds a value.
+    fn exists(&self, py: Python<'_>, key: &str) -> PyResult<bool> {
+        Ok(self.kvs.get_lattice(py, key)?.is_some())
+    }
+
+    /// Merges `value` into `key` (see `squall.Client.put`).
+    fn put(&self, py: Python<'_>, key: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.kvs.put(py, key, value)
+    }
+
+    /// Deletes `key`.
+    fn delete(&self, py: Python<'_>, key: &str) -> PyResult<()> {
+        self.kvs.delete(py, key)
+    }
+
+    /// Sends a call of `function` with `payload` (cloudpickled
+    /// `(args, kwargs)`) referencing `refs`; returns its sequence number.
+    fn call(
+        &self,
+        py: Python<'_>,
+        function: String,
+        payload: Vec<u8>,
+        refs: Vec<String>,
+        timeout_ms: u32,
+    ) -> PyResult<u64> {
+        let args = CallArgs { payload, refs };
+        self.calls(py)?
+            .call(function, args, timeout_ms)
+            .map_err(|e| call_failed(py, e))
+    }
+
+    /// Sends a call of DAG `dag` with `args`, a list of
+    /// `(function, payload, refs)`; returns its sequence number.
+    fn call_dag(
+        &self,
+        py: Python<'_>,
+        dag: String,
+        args: Vec<(String, Vec<u8>, Vec<String>)>,
+        timeout_ms: u32,
+    ) -> PyResult<u64> {
+        let args = args
+            .into_iter()
+            .map(|(f, payload, refs)| (f, CallArgs { payload, refs }))
+            .collect();
+        self.calls(py)?
+            .call_dag(dag, args, timeout_ms)
+            .map_err(|e| call_failed(py, e))
+    }
+
+    /// Tells every scheduler that DAG `name` changed.
+    fn dag_changed(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+        self.calls(py)?
+            .dag_changed(name)
+            .map_err(|e| call_failed(py, e))
+    }
+
+    /// Waits up to `timeout_s` (forever if `None`) for call `seq`'s result,
+    /// with the GIL released. Returns `None` if none arrived, else
+    /// `("value", bytes)` or `("error", kind, type_name, message,
+    /// traceback, function)`.
+    #[pyo3(signature = (seq, timeout_s = None))]
+    fn wait<'py>(
+        &self,
+        py: Python<'py>,
+        seq: u64,
+        timeout_s: Option<f64>,
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let timeout = timeout_s.map(|t| seconds(t.max(0.0))).transpose()?;
+        let calls = self.calls(py)?;
+        let outcome = py.detach(|| calls.wait(seq, timeout));
+        outcome.map(|o| outcome_tuple(py, o)).transpose()
+    }
+
+    /// Whether call `seq`'s result has arrived.
+    fn done(&self, seq: u64) -> bool {
+        self.calls.as_ref().is_some_and(|c| c.done(seq))
+    }
+
+    /// Stops waiting for call `seq`; a late result is dropped.
+    fn forget(&self, seq: u64) {
+        if let Some(c) = &self.calls {
+            c.forget(seq)
+        }
+    }
+}
+
+fn outcome_tuple(py: Python<'_>, outcome: CallOutcome) -> PyResult<Bound<'_, PyTuple>> {
+    match outcome {
+        CallOutcome::Value(bytes) => PyTuple::new(
+            py,
+            [
+                "value".into_pyobject(py)?.into_any(),
+                PyBytes::new(py, &bytes).into_any(),
+            ],
+        ),
+        CallOutcome::Error(e) => (
+            "error",
+            format!("{:?}", e.kind),
+            e.type_name,
+            e.message,
+            e.traceback,
+            e.function,
+        )
+            .into_pyobject(py),
+    }
+}
+
+/// Get, put and delete against ONE endpoint (a compute node's cache, which
+/// answers for any key), each a plain request/response bounded by
+/// `timeout_s`. Values convert exactly as `squall.Client`'s do. For the
+/// executor's user library; keep one per process (it is one writer).
+#[pyclass(module = "squall._native", frozen)]
+struct DirectKvs {
+    store: Store<direct::Direct>,
+    address: String,
+    target: String,
+}
+
+#[pymethods]
+impl DirectKvs {
+    /// Talks to `address`, receiving answers on a free port of `bind_host`.
+    #[new]
+    #[pyo3(signature = (address, timeout_s = 5.0, bind_host = "127.0.0.1"))]
+    fn new(address: String, timeout_s: f64, bind_host: &str) -> PyResult<Self> {
+        let bind = Address(format!("tcp://{bind_host}:*"));
+        let net = direct::Direct::connect(Address(address.clone()), &bind, seconds(timeout_s)?)?;
+        let me = net.address().to_string();
+        let writer = values::fresh_writer(&me);
+        Ok(DirectKvs {
+            store: Store::new(net, writer),
+            address: me,
+            target: address,
+        })
+    }
+
+    /// The endpoint asked.
+    #[getter]
+    fn target(&self) -> String {
+        self.target.clone()
+    }
+
+    /// Where its answers come.
+    #[getter]
+    fn address(&self) -> String {
+        self.address.clone()
+    }
+
+    /// This writer's id.
+    #[getter]
+    fn writer(&self) -> u64 {
+        self.store.writer().0
+    }
+
+    /// The key's value; `None` if it has none.
+    #[pyo3(signature = (key, raw = false))]
+    fn get(&self, py: Python<'_>, key: &str, raw: bool) -> PyResult<Py<PyAny>> {
+        self.store.get(py, key, raw)
+    }
+
+    /// Merges `value` into `key`.
+    fn put(&self, py: Python<'_>, key: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.store.put(py, key, value)
+    }
+
+    /// Deletes `key`.
+    fn delete(&self, py: Python<'_>, key: &str) -> PyResult<()> {
+        self.store.delete(py, key)
+    }
+}
+
+/// Sends `payload` to the executor at `to_address` as a user message from
+/// `from_address` (one process-wide sender; never blocks).
+#[pyfunction]
+fn send_user_message(
+    py: Python<'_>,
+    to_address: &str,
+    from_address: &str,
+    payload: Vec<u8>,
+) -> PyResult<()> {
+    direct::send_user_message(
+        &Address::from(to_address),
+        &Address::from(from_address),
+        payload,
+    )
+    .map_err(|e| errors::squall_error(py, "SquallError", e.to_string()))
+}
+
+/// A `FunctionCode` record (`runtime` "python" or "wasm"), encoded for
+/// storage under a function key.
+#[pyfunction]
+#[pyo3(signature = (code, is_class, runtime = "python", export = ""))]
+fn encode_function<'py>(
+    py: Python<'py>,
+    code: Vec<u8>,
+    is_class: bool,
+    runtime: &str,
+    export: &str,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let runtime = match runtime {
+        "python" => Runtime::Python,
+        "wasm" => Runtime::Wasm,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "unknown runtime `{other}`; expected python or wasm"
+            )))
+        }
+    };
+    let record = FunctionCode {
+        runtime,
+        code,
+        is_class,
+        export: export.to_string(),
+    };
+    Ok(PyBytes::new(py, &compute::encode_value(&record)))
+}
+
+/// Decodes a `FunctionCode` record: `(runtime, code, is_class, export)`,
+/// or `None` if the bytes are not one.
+#[pyfunction]
+fn decode_function<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    let Some(f) = compute::decode_value::<FunctionCode>(data) else {
+        return Ok(None);
+    };
+    let runtime = match f.runtime {
+        Runtime::Python => "python",
+        Runtime::Wasm => "wasm",
+    };
+    let tuple = (runtime, PyBytes::new(py, &f.code), f.is_class, f.export).into_pyobject(py)?;
+    Ok(Some(tuple))
+}
+
+/// A `Dag` record, encoded for storage under a DAG key.
+#[pyfunction]
+fn encode_dag<'py>(
+    py: Python<'py>,
+    name: String,
+    functions: Vec<String>,
+    connections: Vec<(String, String)>,
+) -> Bound<'py, PyBytes> {
+    let dag = Dag {
+        name,
+        functions,
+        connections,
+    };
+    PyBytes::new(py, &compute::encode_value(&dag))
+}
+
+/// A DAG as Python sees it: `(name, functions, connections)`.
+type DagParts = (String, Vec<String>, Vec<(String, String)>);
+
+/// Decodes a `Dag` record: `(name, functions, connections)`, or `None`.
+#[pyfunction]
+fn decode_dag(data: &[u8]) -> Option<DagParts> {
+    compute::decode_value::<Dag>(data).map(|d| (d.name, d.functions, d.connections))
+}
+
+/// Decodes a `LatticeValue` in its wire encoding (bincode, as
+/// `encode_value` writes it) into its Python object, as `get` would return
+/// it. For the executor, which receives values as bytes.
+#[pyfunction]
+#[pyo3(signature = (data, raw = false))]
+fn decode_lattice(py: Python<'_>, data: &[u8], raw: bool) -> PyResult<Py<PyAny>> {
+    let value: LatticeValue = compute::decode_value(data)
+        .ok_or_else(|| PyValueError::new_err("not an encoded lattice value"))?;
+    Ok(values::from_lattice(py, &value, raw)?.unbind())
+}
+
+static ENCODE_WRITER: std::sync::OnceLock<std::sync::Mutex<values::Writer>> =
+    std::sync::OnceLock::new();
+
+/// Encodes a Python value as the `LatticeValue` a put would merge, in its
+/// wire encoding (one process-wide writer; causal values need an explicit
+/// clock).
+#[pyfunction]
+fn encode_lattice<'py>(
+    py: Python<'py>,
+    value: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let writer = ENCODE_WRITER
+        .get_or_init(|| std::sync::Mutex::new(values::Writer::new(values::fresh_writer("encode"))));
+    let lattice = values::to_lattice(value, "", None, &mut lock(writer))?;
+    Ok(PyBytes::new(py, &compute::encode_value(&lattice)))
+}
+
+/// The KVS key of function `name`'s code.
+#[pyfunction]
+fn function_key(name: &str) -> String {
+    compute::function_key(name)
+}
+
+/// The KVS key of DAG `name`'s definition.
+#[pyfunction]
+fn dag_key(name: &str) -> String {
+    compute::dag_key(name)
+}
+
+#[pymodule(name = "_native")]
+fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Client>()?;
+    m.add_class::<DirectKvs>()?;
+    m.add_function(wrap_pyfunction!(send_user_message, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_function, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_function, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_dag, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_dag, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_lattice, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_lattice, m)?)?;
+    m.add_function(wrap_pyfunction!(function_key, m)?)?;
+    m.add_function(wrap_pyfunction!(dag_key, m)?)?;
+    m.add("FUNCTIONS_KEY", compute::FUNCTIONS_KEY)?;
+    m.add("DAGS_KEY", compute::DAGS_KEY)?;
+    Ok(())
+}

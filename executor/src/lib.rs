@@ -1,8 +1,56 @@
-//! The executor of the compute tier: runs user functions (cloudpickled Python
-//! through embedded CPython, or WebAssembly through wasmtime) next to the
-//! node's cache.
+//! The executor of the compute tier: runs registered Python functions in an
+//! embedded CPython next to the node's cache.
 //!
 //! # Layout
 //!
-//! Nothing yet. This crate is reserved for the functions issue; it builds and
-//! exports nothing so that no other crate can depend on behaviour it lacks.
+//! - [`config`]: [`ExecutorConfig`], the `[executor]` section.
+//! - [`core`]: [`ExecutorCore`], the executor's bookkeeping as a pure
+//!   [`anna::role::Role`]: invokes, triggers and fan-in, the queue, code
+//!   fetches and the warm set, results, reports. Unit-tested with an
+//!   explicit `now`.
+//! - [`job`]: the [`Job`] the core hands the worker and the [`JobDone`] that
+//!   comes back.
+//! - [`runtime`]: the [`Runtime`] trait (load code, invoke with a deadline)
+//!   and its Python implementation; WebAssembly is the second one to come.
+//! - [`worker`]: the worker thread that runs jobs one at a time, the
+//!   mailbox of `user.recv`.
+//! - [`driver`]: [`run`], the I/O thread.
+//!
+//! # Threads
+//!
+//! ```text
+//!  sockets ──► I/O thread (driver: ExecutorCore) ──jobs──► worker thread (Runtime, GIL)
+//!              ▲   never touches the GIL            ◄─done / user sends (channel + inproc wake)
+//!              │                                         ▲
+//!              └─ reports keep flowing while a           │ async exception at the deadline
+//!                 function runs                 watchdog thread
+//! ```
+//!
+//! One function runs at a time: the GIL makes a process per core the honest
+//! unit of Python work, so a node runs several executor processes.
+//!
+//! # Timeouts and failures
+//!
+//! Every call carries its plan's deadline. At the deadline the watchdog
+//! raises an exception in the worker thread (`PyThreadState_SetAsyncExc`):
+//! pure-Python code, an infinite loop included, ends with a `Timeout` error
+//! and the executor keeps serving. A function stuck in C code past the
+//! deadline plus [`ExecutorConfig::grace`] cannot be interrupted: the core
+//! sends its caller the `Timeout` error and [`run`] returns
+//! [`ExecutorError::Stuck`], on which the process must exit (non-zero); the
+//! schedulers see its reports stop and re-plan or fail its calls. A crash
+//! of the interpreter (a segfault) kills the process the same way and is
+//! detected the same way. An exception in a function only fails that call.
+
+pub mod config;
+pub mod core;
+pub mod driver;
+pub mod job;
+pub mod runtime;
+pub mod worker;
+
+pub use crate::core::{Counters, ExecutorCore, Identity};
+pub use config::{ConfigError, ExecutorConfig};
+pub use driver::{run, ExecutorError, ExecutorOptions};
+pub use job::{CallEnv, Job, JobDone};
+pub use runtime::Runtime;

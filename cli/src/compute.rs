@@ -1,0 +1,180 @@
+//! `squall scheduler`, `squall cache`, `squall executor`: the compute tier's
+//! processes, what `squall up` starts for each compute node (a cache and its
+//! executors) and for the cluster (schedulers).
+//!
+//! The scheduler and the cache are role state machines behind a ZeroMQ
+//! driver, like the storage roles; the executor is its own loop around an
+//! embedded Python interpreter (`squall_executor::run`). Each runs until
+//! SIGINT or SIGTERM.
+
+use crate::config::SquallConfig;
+use crate::roles::{boot_id, signals, spawn_driver, stop_drivers, wait_for_signal};
+use anna::lattice::WriterId;
+use anna::protocol::Address;
+use anyhow::{Context, Result};
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Debug, Args)]
+pub struct SchedulerArgs {
+    /// Host to bind and be reached at.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen at.
+    #[arg(long)]
+    port: u16,
+    /// A router of the storage cluster (repeat for several).
+    #[arg(long = "router", required = true)]
+    routers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// The compute node this cache serves (its executors name the same).
+    #[arg(long)]
+    node: String,
+    /// Host to bind and be reached at by storage nodes.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port storage nodes push subscribed keys to.
+    #[arg(long)]
+    port: u16,
+    /// Where the node's executors reach the cache (an `ipc://` path).
+    #[arg(long)]
+    ipc: String,
+    /// A router of the storage cluster (repeat for several).
+    #[arg(long = "router", required = true)]
+    routers: Vec<String>,
+    /// A scheduler to report held keys to (repeat).
+    #[arg(long = "scheduler")]
+    schedulers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecutorArgs {
+    /// The compute node this executor runs on.
+    #[arg(long)]
+    node: String,
+    /// Host to bind and be reached at.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen at; `tcp://HOST:PORT` is the executor's id.
+    #[arg(long)]
+    port: u16,
+    /// The node's cache (its `ipc://` address).
+    #[arg(long)]
+    cache: String,
+    /// A scheduler to report to (repeat).
+    #[arg(long = "scheduler", required = true)]
+    schedulers: Vec<String>,
+    /// A Python virtualenv whose site-packages functions import from
+    /// (cloudpickle, the `squall` package); default `$VIRTUAL_ENV`, else
+    /// `./.venv`.
+    #[arg(long)]
+    venv: Option<PathBuf>,
+    /// An extra directory for Python's import path (repeat).
+    #[arg(long = "python-path")]
+    python_path: Vec<PathBuf>,
+}
+
+fn addresses(list: &[String]) -> Vec<Address> {
+    list.iter().map(|a| Address(a.clone())).collect()
+}
+
+/// A writer id unique to this process start and address.
+fn writer_for(me: &Address) -> WriterId {
+    WriterId(boot_id() ^ anna::ring::stable_hash(me.as_str().as_bytes()))
+}
+
+/// The site-packages directories of a virtualenv.
+fn site_packages(venv: &Path) -> Result<Vec<PathBuf>> {
+    let lib = venv.join("lib");
+    let dirs: Vec<PathBuf> = std::fs::read_dir(&lib)
+        .with_context(|| {
+            format!(
+                "reading {} (is {} a virtualenv?)",
+                lib.display(),
+                venv.display()
+            )
+        })?
+        .flatten()
+        .map(|e| e.path().join("site-packages"))
+        .filter(|p| p.is_dir())
+        .collect();
+    if dirs.is_empty() {
+        anyhow::bail!("no lib/python*/site-packages under {}", venv.display());
+    }
+    Ok(dirs)
+}
+
+pub fn run_scheduler(args: &SchedulerArgs, config: &SquallConfig) -> Result<()> {
+    config.scheduler.validate()?;
+    let me = Address(format!("tcp://{}:{}", args.host, args.port));
+    let ctx = zmq::Context::new();
+    let scheduler = squall_scheduler::Scheduler::new(
+        config.scheduler.clone(),
+        me.clone(),
+        addresses(&args.routers),
+        writer_for(&me),
+    );
+    let driver = spawn_driver(&ctx, &me, scheduler, "scheduler".to_string())?;
+    tracing::info!(address = %me, "scheduler serving");
+    let mut signals = signals()?;
+    wait_for_signal(&mut signals, "scheduler");
+    stop_drivers("scheduler", vec![driver])
+}
+
+pub fn run_cache(args: &CacheArgs, config: &SquallConfig) -> Result<()> {
+    config.cache.validate()?;
+    let me = Address(format!("tcp://{}:{}", args.host, args.port));
+    let ipc = Address(args.ipc.clone());
+    let ctx = zmq::Context::new();
+    let cache = squall_cache::Cache::new(
+        config.cache.clone(),
+        args.node.clone(),
+        me.clone(),
+        addresses(&args.routers),
+        addresses(&args.schedulers),
+        writer_for(&me),
+    );
+    let driver =
+        crate::roles::spawn_driver_also(&ctx, &me, std::slice::from_ref(&ipc), cache, "cache")?;
+    tracing::info!(node = %args.node, address = %me, executors_at = %ipc, "cache serving");
+    let mut signals = signals()?;
+    wait_for_signal(&mut signals, "cache");
+    stop_drivers("cache", vec![driver])
+}
+
+pub fn run_executor(args: &ExecutorArgs, config: &SquallConfig) -> Result<()> {
+    let me = Address(format!("tcp://{}:{}", args.host, args.port));
+    let mut python_path = args.python_path.clone();
+    let venv = args
+        .venv
+        .clone()
+        .or_else(|| std::env::var_os("VIRTUAL_ENV").map(PathBuf::from))
+        .or_else(|| Some(PathBuf::from(".venv")).filter(|p| p.is_dir()));
+    if let Some(venv) = &venv {
+        python_path.extend(site_packages(venv)?);
+    }
+    let opts = squall_executor::ExecutorOptions {
+        address: me,
+        node: args.node.clone(),
+        cache: Address(args.cache.clone()),
+        schedulers: addresses(&args.schedulers),
+        python_path,
+    };
+    config.executor.validate()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut signals = signals()?;
+    let flag = stop.clone();
+    std::thread::Builder::new()
+        .name("signals".to_string())
+        .spawn(move || {
+            wait_for_signal(&mut signals, "executor");
+            flag.store(true, Ordering::Relaxed);
+        })
+        .context("spawning the signal thread")?;
+    squall_executor::run(opts, &config.executor, stop)
+}

@@ -1,0 +1,130 @@
+"""Squall's Python client: functions, DAGs and lattice state on a Squall
+cluster.
+
+    import squall
+    client = squall.connect()            # the local cluster of `squall up`
+    client.put("greeting", {"hello": "world"})
+    client.register(lambda x: x + 1, name="inc")
+    client.call("inc", 41)               # -> 42
+
+`import squall` loads no native code: `Reference`, the exception classes and
+the lattice wrapper classes are pure Python, so processes without the
+extension (the executor's interpreter before it loads it, a pickle reader)
+can use them. The native module `squall._native` is imported by `connect`.
+See client-py/README.md for the whole API.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    BadArgumentsError,
+    BadFunctionError,
+    CallError,
+    CallTimeoutError,
+    ClusterNotFoundError,
+    ExecutorDiedError,
+    KvsError,
+    KvsTimeoutError,
+    OverloadedError,
+    RemoteError,
+    SquallError,
+    TypeMismatchError,
+    UnknownDagError,
+    UnknownFunctionError,
+)
+from .lattices import (
+    CausalVersion,
+    Counter,
+    Lww,
+    Map,
+    Max,
+    Min,
+    MultiKeyCausal,
+    OrderedSet,
+    Priority,
+    Set,
+    SingleKeyCausal,
+    VectorClock,
+)
+from .reference import Reference
+
+if TYPE_CHECKING:
+    from .client import Client, Future
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "connect",
+    "Client",
+    "Future",
+    "Reference",
+    "Lww",
+    "Set",
+    "OrderedSet",
+    "Counter",
+    "Max",
+    "Min",
+    "Map",
+    "Priority",
+    "VectorClock",
+    "CausalVersion",
+    "SingleKeyCausal",
+    "MultiKeyCausal",
+    "SquallError",
+    "ClusterNotFoundError",
+    "KvsError",
+    "KvsTimeoutError",
+    "TypeMismatchError",
+    "CallError",
+    "RemoteError",
+    "UnknownFunctionError",
+    "UnknownDagError",
+    "BadArgumentsError",
+    "BadFunctionError",
+    "CallTimeoutError",
+    "ExecutorDiedError",
+    "OverloadedError",
+]
+
+
+def connect(
+    address: "str | None" = None,
+    scheduler: "str | list[str] | None" = None,
+    timeout: float = 5.0,
+    call_timeout: float = 60.0,
+    bind_host: str = "127.0.0.1",
+) -> "Client":
+    """Connects to a Squall cluster and returns a `Client`.
+
+    Args:
+        address: where the cluster is. ``None``: the local cluster of
+            ``squall up``, recorded in ``$SQUALL_STATE_DIR/cluster.json``
+            (default ``./.squall/cluster.json``). A path: that state
+            directory. A ``tcp://host:port`` address: one router.
+        scheduler: scheduler address(es) for calls, used instead of those in
+            the cluster record (a router address gives none, so pass this to
+            make calls).
+        timeout: seconds every KVS operation may take before
+            `KvsTimeoutError`.
+        call_timeout: seconds a call may take when ``call(..., timeout=)``
+            is not given.
+        bind_host: the host this client receives answers on (a free port of
+            it); must be reachable from the cluster.
+
+    Raises:
+        ClusterNotFoundError: no cluster record where one was looked for.
+    """
+    from .client import Client
+
+    return Client._connect(address, scheduler, timeout, call_timeout, bind_host)
+
+
+def __getattr__(name: str) -> Any:
+    # `squall.Client` and `squall.Future` load the native module on first use.
+    if name in ("Client", "Future"):
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'squall' has no attribute {name!r}")

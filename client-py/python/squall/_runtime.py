@@ -1,0 +1,215 @@
+"""The executor's Python side.
+
+The executor compiles this file into its binary and loads it as module
+``_squall_runtime`` in its embedded interpreter; it is not meant to be
+imported by clients. The executor calls, from its worker thread:
+
+- ``setup(venv_roots, extra_paths) -> dict``: adds the first virtualenv's
+  ``lib/pythonX.Y/site-packages`` and every extra directory with
+  ``site.addsitedir``, checks that ``cloudpickle`` imports, and describes
+  the interpreter for the executor's log.
+- ``load(code, is_class, name) -> ("ok", callable) | error``: unpickles a
+  registered function; a class is instantiated once and its ``__call__``
+  (else ``run``) serves the calls.
+- ``invoke(fn, payload, upstream, deadline, cache, name) -> ("ok", bytes) |
+  error``: unpickles ``(args, kwargs)``, replaces top-level ``Reference``
+  arguments with the referenced values (read through
+  ``squall._native.DirectKvs(cache)``, waiting for a missing key until
+  ``deadline``, seconds since the epoch), calls ``fn(*upstream, *args,
+  **kwargs)`` and pickles the result.
+
+An error is ``("error", kind, type_name, message, traceback)`` where kind
+is ``Remote``, ``BadArguments``, ``BadFunction`` or ``Timeout``. At the
+call's deadline the executor raises :class:`CallTimeout` in the worker
+thread; it derives from ``BaseException`` so that a function's
+``except Exception`` does not swallow it.
+"""
+
+import os
+import site
+import sys
+import time
+import traceback
+
+#: How long to wait before reading a missing referenced key again.
+REFERENCE_POLL_S = 0.005
+#: The longest one read of a referenced key may take.
+REFERENCE_READ_TIMEOUT_S = 1.0
+#: A missing reference gives up this long before the call's deadline, so
+#: the caller learns which key was missing rather than a bare timeout.
+REFERENCE_MARGIN_S = 0.05
+
+
+class CallTimeout(BaseException):
+    """Raised in a function by the executor at its call's deadline."""
+
+
+def setup(venv_roots, extra_paths):
+    version = sys.version_info
+    before = list(sys.path)
+    used = []
+    for root in venv_roots:
+        packages = os.path.join(
+            root, "lib", f"python{version.major}.{version.minor}", "site-packages"
+        )
+        if os.path.isdir(packages):
+            site.addsitedir(packages)
+            used.append(packages)
+            break
+    for path in extra_paths:
+        site.addsitedir(path)
+        used.append(path)
+    # addsitedir appends; the virtualenv's packages must win over the base
+    # interpreter's own site-packages, as they do in the venv's python.
+    added = [p for p in sys.path if p not in before]
+    sys.path[:] = added + before
+    try:
+        import cloudpickle
+    except ImportError as e:
+        raise ImportError(
+            f"cloudpickle is not importable in the embedded Python "
+            f"{sys.version.split()[0]} (prefix {sys.prefix}; paths added: "
+            f"{used or 'none'}). Create the virtualenv (make setup), set "
+            f"VIRTUAL_ENV, or give its site-packages as python_path."
+        ) from e
+    return {
+        "version": sys.version.split()[0],
+        "prefix": sys.prefix,
+        "paths": used,
+        "cloudpickle": cloudpickle.__file__,
+    }
+
+
+def _error(kind, exc, skip_frames=1):
+    tb = exc.__traceback__
+    for _ in range(skip_frames):
+        if tb is not None:
+            tb = tb.tb_next
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    return ("error", kind, type(exc).__name__, str(exc), text)
+
+
+def load(code, is_class, name):
+    import cloudpickle
+
+    try:
+        obj = cloudpickle.loads(code)
+    except CallTimeout:
+        raise
+    except BaseException as e:
+        return _error("BadFunction", e)
+    if is_class:
+        try:
+            instance = obj()
+        except CallTimeout:
+            raise
+        except BaseException as e:
+            return _error("Remote", e)
+        if callable(instance):
+            return ("ok", instance)
+        run = getattr(instance, "run", None)
+        if callable(run):
+            return ("ok", run)
+        return (
+            "error",
+            "BadFunction",
+            "TypeError",
+            f"class {type(instance).__name__} of {name!r} has neither __call__ nor run",
+            "",
+        )
+    if not callable(obj):
+        return ("error", "BadFunction", "TypeError", f"{name!r} is not callable", "")
+    return ("ok", obj)
+
+
+def _is_reference(value):
+    return type(value).__name__ == "Reference" and hasattr(value, "key")
+
+
+class _ReferenceTimeout(Exception):
+    pass
+
+
+def _missing(exc):
+    return isinstance(exc, KeyError) or "NotFound" in type(exc).__name__
+
+
+def _read_reference(kvs, key, deadline):
+    start = time.time()
+    while True:
+        try:
+            value = kvs.get(key)
+            if value is not None:
+                return value
+        except Exception as e:
+            if not _missing(e):
+                raise
+        if time.time() + REFERENCE_POLL_S >= deadline - REFERENCE_MARGIN_S:
+            raise _ReferenceTimeout(
+                f"reference {key!r} did not appear within {time.time() - start:.3f} s"
+            )
+        time.sleep(REFERENCE_POLL_S)
+
+
+def _resolve(args, kwargs, deadline, cache):
+    if not any(map(_is_reference, args)) and not any(
+        map(_is_reference, kwargs.values())
+    ):
+        return args, kwargs
+    from squall import _native
+
+    left = deadline - REFERENCE_MARGIN_S - time.time()
+    left = max(0.01, min(REFERENCE_READ_TIMEOUT_S, left))
+    kvs = _native.DirectKvs(cache, left)
+    memo = {}
+
+    def value(x):
+        if not _is_reference(x):
+            return x
+        if x.key not in memo:
+            memo[x.key] = _read_reference(kvs, x.key, deadline)
+        return memo[x.key]
+
+    return tuple(value(a) for a in args), {k: value(v) for k, v in kwargs.items()}
+
+
+def invoke(fn, payload, upstream, deadline, cache, name):
+    import cloudpickle
+
+    try:
+        if payload:
+            args, kwargs = cloudpickle.loads(payload)
+            args, kwargs = tuple(args), dict(kwargs)
+        else:
+            args, kwargs = (), {}
+        inputs = [cloudpickle.loads(u) for u in upstream]
+    except CallTimeout:
+        raise
+    except BaseException as e:
+        return _error("BadArguments", e)
+    try:
+        args, kwargs = _resolve(args, kwargs, deadline, cache)
+    except CallTimeout:
+        raise
+    except _ReferenceTimeout as e:
+        return ("error", "Timeout", "Timeout", str(e), "")
+    except BaseException as e:
+        return _error("Remote", e)
+    try:
+        result = fn(*inputs, *args, **kwargs)
+    except CallTimeout:
+        return (
+            "error",
+            "Timeout",
+            "Timeout",
+            f"{name} did not finish before the call's deadline",
+            "",
+        )
+    except BaseException as e:
+        return _error("Remote", e)
+    try:
+        return ("ok", cloudpickle.dumps(result))
+    except CallTimeout:
+        raise
+    except BaseException as e:
+        return _error("Remote", e)

@@ -1,0 +1,406 @@
+"""`Client` and `Future`: the KVS, functions and DAGs of one cluster.
+
+This module imports the native extension; `squall.connect` imports it on
+first use.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import cloudpickle
+
+from . import _native
+from .errors import CallTimeoutError, ClusterNotFoundError, UnknownFunctionError, call_error
+from .lattices import Lww, Set
+from .reference import Reference
+
+__all__ = ["Client", "Future"]
+
+# How long after a call's own deadline the client still waits for the
+# scheduler's answer (a timeout error, usually) before giving up itself.
+_GRACE_S = 2.0
+_SCHEMES = ("tcp://", "ipc://", "inproc://")
+
+
+def _addresses(record: Mapping[str, Any], field: str) -> List[str]:
+    out: List[str] = []
+    for process in record.get(field) or []:
+        out.extend(process.get("addresses") or [])
+    return out
+
+
+def _state_dir(address: Optional[str]) -> Path:
+    if address is not None:
+        return Path(address)
+    return Path(os.environ.get("SQUALL_STATE_DIR") or ".squall")
+
+
+def _pickle_args(args: Sequence[Any], kwargs: Mapping[str, Any]) -> Tuple[bytes, List[str]]:
+    """The call payload ``cloudpickle.dumps((args, kwargs))`` and the keys of
+    the top-level `Reference` arguments."""
+    refs = [a.key for a in list(args) + list(kwargs.values()) if isinstance(a, Reference)]
+    return cloudpickle.dumps((tuple(args), dict(kwargs))), list(dict.fromkeys(refs))
+
+
+def _dumps_by_value(obj: Any) -> bytes:
+    """cloudpickle `obj`, with its own module pickled by value, so the
+    executors need not be able to import it (a test file, a script)."""
+    module = sys.modules.get(getattr(obj, "__module__", "") or "")
+    by_value = module is not None and module.__name__ not in ("__main__", "builtins")
+    if by_value:
+        try:
+            cloudpickle.register_pickle_by_value(module)
+        except ValueError:
+            by_value = False
+    try:
+        return cloudpickle.dumps(obj)
+    finally:
+        if by_value:
+            cloudpickle.unregister_pickle_by_value(module)
+
+
+def _timeout_ms(seconds: float) -> int:
+    if not seconds > 0:
+        raise ValueError(f"timeout must be positive, not {seconds}")
+    return min(int(math.ceil(seconds * 1000)), 2**32 - 1)
+
+
+class Future:
+    """The pending result of `Client.call_async` or `Client.call_dag_async`."""
+
+    def __init__(self, native: "_native.Client", seq: int, deadline: float, what: str) -> None:
+        self._native = native
+        self._seq = seq
+        self._deadline = deadline
+        self._what = what
+        self._outcome: Optional[Tuple[bool, Any]] = None
+
+    def done(self) -> bool:
+        """Whether the result (or error) has arrived."""
+        return self._outcome is not None or self._native.done(self._seq)
+
+    def get(self, timeout: Optional[float] = None) -> Any:
+        """The call's result, waiting up to `timeout` seconds (``None``:
+        until the call's own deadline).
+
+        Raises:
+            RemoteError: the function raised (``.traceback`` has the remote
+                traceback).
+            CallTimeoutError: no result within `timeout` (the future stays
+                pending and may be waited on again), or the call's deadline
+                passed.
+            CallError: any other failure of the call (see its subclasses).
+        """
+        if self._outcome is None:
+            self._outcome = self._wait(timeout)
+        ok, value = self._outcome
+        if ok:
+            return value
+        raise value
+
+    def _wait(self, timeout: Optional[float]) -> Tuple[bool, Any]:
+        last_moment = self._deadline + _GRACE_S
+        left = last_moment - time.monotonic()
+        wait = left if timeout is None else min(timeout, left)
+        got = self._native.wait(self._seq, max(wait, 0.0))
+        if got is None:
+            if time.monotonic() < last_moment:
+                raise CallTimeoutError(
+                    f"{self._what}: no result within {timeout} s (still pending)",
+                    type_name="Timeout",
+                )
+            self._native.forget(self._seq)
+            return False, CallTimeoutError(
+                f"{self._what}: no answer before the call's deadline", type_name="Timeout"
+            )
+        if got[0] == "value":
+            return True, cloudpickle.loads(got[1])
+        _, kind, type_name, message, traceback, function = got
+        return False, call_error(kind, type_name, message, traceback, function)
+
+    def __del__(self) -> None:
+        try:
+            if self._outcome is None:
+                self._native.forget(self._seq)
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        state = "done" if self.done() else "pending"
+        return f"<squall.Future {self._what} {state}>"
+
+
+class Client:
+    """A connection to a Squall cluster; create one with `squall.connect`.
+
+    Safe to share between threads. Values:
+
+    - ``put(key, obj)`` of a plain Python object stores
+      ``cloudpickle.dumps(obj)`` as last-writer-wins; ``get`` unpickles it.
+    - Last-writer-wins bytes that are not a pickle (``squall kv put k
+      hello``, or ``put(k, squall.Lww(b"hello"))``) come back as `bytes`.
+    - Instances of the lattice classes (`squall.Set`, `Counter`, `Max`,
+      `Min`, `OrderedSet`, `Map`, `Priority`, `VectorClock`,
+      `SingleKeyCausal`, `MultiKeyCausal`) are merged as that lattice, and
+      ``get`` returns the same class.
+    """
+
+    def __init__(self, native: "_native.Client", call_timeout: float) -> None:
+        self._native = native
+        self._call_timeout = call_timeout
+
+    @classmethod
+    def _connect(
+        cls,
+        address: Optional[str],
+        scheduler: Union[str, Sequence[str], None],
+        timeout: float,
+        call_timeout: float,
+        bind_host: str,
+    ) -> "Client":
+        if address is not None and address.startswith(_SCHEMES):
+            routers, schedulers = [address], []
+        else:
+            path = _state_dir(address) / "cluster.json"
+            try:
+                record = json.loads(path.read_text())
+            except FileNotFoundError:
+                raise ClusterNotFoundError(
+                    f"no local cluster recorded at {path} (start one with `squall up`)"
+                ) from None
+            routers, schedulers = _addresses(record, "routers"), _addresses(record, "schedulers")
+        if scheduler is not None:
+            schedulers = [scheduler] if isinstance(scheduler, str) else list(scheduler)
+        native = _native.Client(routers, schedulers, float(timeout), bind_host)
+        return cls(native, float(call_timeout))
+
+    # -- the key-value store ------------------------------------------------
+
+    def get(self, key: str, raw: bool = False) -> Any:
+        """The value of `key`, or ``None`` if it has none.
+
+        With ``raw=True`` a last-writer-wins value is returned as
+        `squall.Lww` (its bytes and timestamp) instead of being unpickled.
+        """
+        return self._native.get(key, raw)
+
+    def put(self, key: str, value: Any) -> None:
+        """Merges `value` into `key`: a plain object as pickled
+        last-writer-wins, a lattice class instance as that lattice.
+
+        Raises:
+            TypeMismatchError: the key holds another lattice type.
+        """
+        self._native.put(key, value)
+
+    def delete(self, key: str) -> None:
+        """Deletes `key` (a later put starts afresh)."""
+        self._native.delete(key)
+
+    def exists(self, key: str) -> bool:
+        """Whether `key` holds a value."""
+        return self._native.exists(key)
+
+    # -- functions ----------------------------------------------------------
+
+    def register(self, fn_or_class: Callable[..., Any], name: Optional[str] = None) -> str:
+        """Registers a function (or a class, instantiated once per executor
+        and called through ``__call__``) under `name` (default: its
+        ``__name__``); registering a name again replaces it. Returns the
+        name.
+
+        The object is cloudpickled with its own module by value, so the
+        executors need not import that module; modules it imports must be
+        installed where the executors run.
+        """
+        name = name or getattr(fn_or_class, "__name__", None)
+        if not name or name == "<lambda>":
+            raise ValueError("give a name= for a function without a usable __name__")
+        code = _dumps_by_value(fn_or_class)
+        record = _native.encode_function(code, inspect.isclass(fn_or_class))
+        self._native.put(_native.function_key(name), Lww(record))
+        self._native.put(_native.FUNCTIONS_KEY, Set([name]))
+        return name
+
+    def delete_function(self, name: str) -> None:
+        """Unregisters function `name`."""
+        self._native.delete(_native.function_key(name))
+
+    def list_functions(self) -> List[str]:
+        """The names of the registered functions, sorted."""
+        return self._listed(_native.FUNCTIONS_KEY, _native.function_key)
+
+    def _listed(self, index: str, key_of: Callable[[str], str]) -> List[str]:
+        names = self._native.get(index) or ()
+        found = (n.decode("utf-8", "replace") for n in names)
+        return sorted(n for n in found if self._native.exists(key_of(n)))
+
+    def call(self, name: str, /, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> Any:
+        """Calls function `name` with `args` and `kwargs` and returns its
+        result. Top-level `squall.Reference` arguments are resolved to their
+        keys' values on the executor. `timeout` (seconds; default the
+        client's ``call_timeout``) bounds the whole call.
+
+        Raises:
+            RemoteError: the function raised; ``str(e)`` shows the remote
+                traceback.
+            UnknownFunctionError, BadArgumentsError, BadFunctionError,
+            CallTimeoutError, ExecutorDiedError, OverloadedError: the call
+                failed for that reason (all `CallError`, `SquallError`).
+        """
+        return self.call_async(name, *args, timeout=timeout, **kwargs).get()
+
+    def call_async(
+        self, name: str, /, *args: Any, timeout: Optional[float] = None, **kwargs: Any
+    ) -> Future:
+        """Like `call`, but returns a `Future` at once."""
+        seconds = self._call_timeout if timeout is None else timeout
+        payload, refs = _pickle_args(args, kwargs)
+        seq = self._native.call(name, payload, refs, _timeout_ms(seconds))
+        return Future(self._native, seq, time.monotonic() + seconds, f"call of `{name}`")
+
+    # -- DAGs ---------------------------------------------------------------
+
+    def register_dag(
+        self, name: str, functions: Sequence[str], connections: Iterable[Tuple[str, str]]
+    ) -> str:
+        """Registers DAG `name` of registered `functions` and the edges
+        `connections` ``[(upstream, downstream), ...]``; registering a name
+        again replaces it. A function with several upstream functions gets
+        their results, in the order their edges are listed, before its own
+        arguments. The sink (the one function with no downstream) gives the
+        DAG's result. Returns the name.
+
+        Raises:
+            UnknownFunctionError: a function is not registered.
+            ValueError: a duplicate function, an edge naming a function not
+                listed, a cycle, or not exactly one sink.
+        """
+        functions = list(functions)
+        connections = [tuple(c) for c in connections]
+        _check_dag(functions, connections)
+        for f in functions:
+            if not self._native.exists(_native.function_key(f)):
+                raise UnknownFunctionError(
+                    f"DAG `{name}`: function `{f}` is not registered",
+                    type_name="UnknownFunction",
+                    function=f,
+                )
+        record = _native.encode_dag(name, functions, connections)
+        self._native.put(_native.dag_key(name), Lww(record))
+        self._native.put(_native.DAGS_KEY, Set([name]))
+        self._dag_changed(name)
+        return name
+
+    def _dag_changed(self, name: str) -> None:
+        if self._native.schedulers:
+            self._native.dag_changed(name)
+
+    def delete_dag(self, name: str) -> None:
+        """Unregisters DAG `name`."""
+        self._native.delete(_native.dag_key(name))
+        self._dag_changed(name)
+
+    def list_dags(self) -> List[str]:
+        """The names of the registered DAGs, sorted."""
+        return self._listed(_native.DAGS_KEY, _native.dag_key)
+
+    def call_dag(
+        self,
+        name: str,
+        args: Optional[Mapping[str, Sequence[Any]]] = None,
+        timeout: Optional[float] = None,
+    ) -> Any:
+        """Calls DAG `name` and returns its sink's result. `args` maps a
+        function name to its own positional arguments (a tuple or list),
+        which come after its upstream results. Errors as for `call`, plus
+        `UnknownDagError`."""
+        return self.call_dag_async(name, args, timeout).get()
+
+    def call_dag_async(
+        self,
+        name: str,
+        args: Optional[Mapping[str, Sequence[Any]]] = None,
+        timeout: Optional[float] = None,
+    ) -> Future:
+        """Like `call_dag`, but returns a `Future` at once."""
+        seconds = self._call_timeout if timeout is None else timeout
+        wire = []
+        for function, fn_args in (args or {}).items():
+            if not isinstance(fn_args, (tuple, list)):
+                raise TypeError(
+                    f"arguments of `{function}` must be a tuple or list, "
+                    f"not {type(fn_args).__name__}"
+                )
+            payload, refs = _pickle_args(fn_args, {})
+            wire.append((function, payload, refs))
+        seq = self._native.call_dag(name, wire, _timeout_ms(seconds))
+        return Future(self._native, seq, time.monotonic() + seconds, f"call of DAG `{name}`")
+
+    # -- misc ---------------------------------------------------------------
+
+    @property
+    def id(self) -> int:
+        """This client's unique id (its writer id, and its calls' caller)."""
+        return self._native.writer
+
+    def close(self) -> None:
+        """Releases the sockets (also done when the client is collected)."""
+        self._native = None  # type: ignore[assignment]
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<squall.Client {self.id:016x}>" if self._native else "<squall.Client closed>"
+
+
+def _check_dag(functions: List[str], connections: List[Tuple[str, ...]]) -> None:
+    """Raises ValueError unless the DAG is well formed."""
+    if not functions:
+        raise ValueError("a DAG needs at least one function")
+    seen = set()
+    for f in functions:
+        if f in seen:
+            raise ValueError(f"function `{f}` is listed twice")
+        seen.add(f)
+    downstream: Dict[str, List[str]] = {f: [] for f in functions}
+    indegree = {f: 0 for f in functions}
+    for edge in connections:
+        if len(edge) != 2:
+            raise ValueError(f"connection {edge!r} is not an (upstream, downstream) pair")
+        up, down = edge
+        for f in (up, down):
+            if f not in seen:
+                raise ValueError(f"connection ({up!r}, {down!r}) names `{f}`, which is not listed")
+        downstream[up].append(down)
+        indegree[down] += 1
+    ready = [f for f in functions if indegree[f] == 0]
+    visited = 0
+    while ready:
+        f = ready.pop()
+        visited += 1
+        for d in downstream[f]:
+            indegree[d] -= 1
+            if indegree[d] == 0:
+                ready.append(d)
+    if visited != len(functions):
+        cyclic = sorted(f for f in functions if indegree[f] > 0)
+        raise ValueError(f"the connections form a cycle (through {', '.join(cyclic)})")
+    sinks = [f for f in functions if not downstream[f]]
+    if len(sinks) != 1:
+        raise ValueError(
+            f"a DAG needs exactly one sink (a function with no downstream); "
+            f"found {len(sinks)}: {', '.join(sinks)}"
+        )

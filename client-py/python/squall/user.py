@@ -1,0 +1,96 @@
+"""The library a function sees while it runs on an executor.
+
+Use it inside a registered function::
+
+    from squall import user
+
+    def f(x):
+        user.put("seen", x)
+        peer = user.executor_of("g")
+        user.send(peer, b"hello")
+        sender, data = user.recv(timeout=1.0)
+
+Reads and writes go to the node's cache (``squall._native.DirectKvs``) with
+the same values as the client's ``get``/``put``; ``send``/``recv`` carry
+bytes between the executors of running functions. Outside an executor
+every function raises ``RuntimeError``.
+"""
+
+#: The longest one read or write through the cache may take.
+KVS_TIMEOUT_S = 1.0
+
+_stores = {}
+
+
+def _executor():
+    try:
+        import _squall_executor
+    except ImportError:
+        raise RuntimeError(
+            "squall.user works only inside a function running on an executor"
+        ) from None
+    return _squall_executor
+
+
+def _store():
+    cache = _executor().cache_address()
+    store = _stores.get(cache)
+    if store is None:
+        from squall import _native
+
+        store = _native.DirectKvs(cache, KVS_TIMEOUT_S)
+        _stores[cache] = store
+    return store
+
+
+def get(key):
+    """The value of ``key`` read through the node's cache (None if absent)."""
+    return _store().get(key)
+
+
+def put(key, value):
+    """Writes ``value`` under ``key`` through the node's cache."""
+    _store().put(key, value)
+
+
+def delete(key):
+    """Deletes ``key`` through the node's cache."""
+    _store().delete(key)
+
+
+def send(executor_id, data):
+    """Sends ``data`` (bytes) to the executor ``executor_id``; its running
+    function reads it with :func:`recv`. Delivery is best effort."""
+    _executor().send(str(executor_id), bytes(data))
+
+
+def recv(timeout=None):
+    """The next message ``(from_executor_id, data)`` sent to this executor,
+    waiting at most ``timeout`` seconds (and never past the call's
+    deadline); raises ``TimeoutError`` if none arrives."""
+    got = _executor().recv(timeout)
+    if got is None:
+        raise TimeoutError(f"no message arrived within {timeout} s")
+    return got
+
+
+def executor_id():
+    """This executor's id: the address other functions ``send`` to."""
+    return _executor().executor_id()
+
+
+def executor_of(name):
+    """The executor running function ``name`` in the current DAG call, or
+    None if the call has no such function."""
+    return _executor().executor_of(name)
+
+
+def cache_address():
+    """The address of the node's cache."""
+    return _executor().cache_address()
+
+
+def __getattr__(name):
+    if name == "id":
+        return executor_id()
+    raise AttributeError(f"module 'squall.user' has no attribute {name!r}")

@@ -1,0 +1,164 @@
+//! [`Direct`]: plain request/response against one KVS endpoint (a node's
+//! cache, which answers `KvsRequest`s for any key), for the executor's
+//! user library; and [`send_user_message`], a message to another executor.
+
+use crate::errors::KvsFailure;
+use crate::store::{lock, Kvs};
+use anna::client::{ClientConfig, ClientError};
+use anna::lattice::{LatticeValue, Timestamp};
+use anna::protocol::{
+    compute::UserMessage, Ack, Address, KeyOp, KvsError, KvsRequest, Message, Outcome, RequestId,
+};
+use anna::transport::{Receiver, Sender, TransportError};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// One endpoint, one request at a time, each bounded by `timeout`.
+pub struct Direct {
+    target: Address,
+    timeout: Duration,
+    next: u64,
+    rx: Receiver,
+    tx: Sender,
+    // Dropped last: sockets close before their context.
+    _ctx: zmq::Context,
+}
+
+impl Direct {
+    /// Talks to `target`, receiving answers at `bind` (a `tcp://host:*`
+    /// address the endpoint can reach).
+    pub fn connect(target: Address, bind: &Address, timeout: Duration) -> Result<Self, KvsFailure> {
+        let ctx = zmq::Context::new();
+        let rx = Receiver::bind(&ctx, bind)?;
+        Ok(Direct {
+            target,
+            timeout,
+            next: 0,
+            tx: Sender::new(&ctx),
+            rx,
+            _ctx: ctx,
+        })
+    }
+
+    /// The address answers come to.
+    pub fn address(&self) -> &Address {
+        self.rx.address()
+    }
+
+    fn request(&mut self, op: KeyOp, ack: Ack) -> Result<Outcome, KvsFailure> {
+        self.next += 1;
+        let id = RequestId(self.next);
+        let key = op.key().clone();
+        let msg = Message::KvsRequest(KvsRequest {
+            id,
+            reply_to: self.rx.address().clone(),
+            ops: vec![op],
+            ack,
+        });
+        self.tx.send(&self.target, &msg)?;
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return Err(ClientError::Timeout {
+                    key,
+                    after: self.timeout,
+                    tried: self.target.to_string(),
+                }
+                .into());
+            };
+            // Answers to earlier, timed-out requests are skipped.
+            if let Some(Message::KvsResponse(r)) = self.rx.recv(Some(left))? {
+                if r.id == id {
+                    let outcome = r.results.into_iter().next().map(|r| r.outcome);
+                    return outcome.ok_or_else(|| {
+                        ClientError::Transport(format!("{}: empty answer", self.target)).into()
+                    });
+                }
+            }
+        }
+    }
+
+    fn check(&self, key: &str, outcome: Outcome) -> Result<Option<LatticeValue>, KvsFailure> {
+        let key = key.to_string();
+        match outcome {
+            Outcome::Value(v) => Ok(Some(v)),
+            Outcome::NotFound | Outcome::Stored => Ok(None),
+            Outcome::NotMine { .. } => Err(ClientError::Transport(format!(
+                "`{key}`: {} does not serve this key",
+                self.target
+            ))
+            .into()),
+            Outcome::Error(KvsError::TypeMismatch(mismatch)) => {
+                Err(ClientError::TypeMismatch { key, mismatch }.into())
+            }
+            Outcome::Error(KvsError::AckTimeout { acked, wanted }) => {
+                Err(ClientError::AckTimeout { key, acked, wanted }.into())
+            }
+            Outcome::Error(KvsError::WrongKind { stored, wanted }) => Err(ClientError::WrongKind {
+                key,
+                stored,
+                wanted,
+            }
+            .into()),
+        }
+    }
+}
+
+impl Kvs for Direct {
+    fn get(&mut self, key: &str) -> Result<Option<LatticeValue>, KvsFailure> {
+        let outcome = self.request(
+            KeyOp::Get {
+                key: key.to_string(),
+            },
+            Ack::FirstReplica,
+        )?;
+        self.check(key, outcome)
+    }
+
+    fn put(&mut self, key: &str, value: LatticeValue) -> Result<(), KvsFailure> {
+        let op = KeyOp::Put {
+            key: key.to_string(),
+            value,
+        };
+        let outcome = self.request(op, ClientConfig::default().put_ack)?;
+        self.check(key, outcome).map(|_| ())
+    }
+
+    fn delete(&mut self, key: &str, at: Timestamp) -> Result<(), KvsFailure> {
+        let op = KeyOp::Delete {
+            key: key.to_string(),
+            at,
+        };
+        let outcome = self.request(op, ClientConfig::default().delete_ack)?;
+        self.check(key, outcome).map(|_| ())
+    }
+}
+
+/// The process's sender of user messages, with its context.
+struct UserSender {
+    tx: Sender,
+    _ctx: zmq::Context,
+}
+
+static USER_SENDER: OnceLock<Mutex<UserSender>> = OnceLock::new();
+
+/// Sends `payload` to the executor at `to` as a `UserMessage` from `from`,
+/// without blocking (a full queue drops it, with an error).
+pub fn send_user_message(
+    to: &Address,
+    from: &Address,
+    payload: Vec<u8>,
+) -> Result<(), TransportError> {
+    let sender = USER_SENDER.get_or_init(|| {
+        let ctx = zmq::Context::new();
+        Mutex::new(UserSender {
+            tx: Sender::new(&ctx),
+            _ctx: ctx,
+        })
+    });
+    let msg = Message::UserMessage(UserMessage {
+        from: from.clone(),
+        payload,
+    });
+    lock(sender).tx.send(to, &msg)
+}

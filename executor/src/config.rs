@@ -1,0 +1,138 @@
+//! [`ExecutorConfig`]: the `[executor]` section of the config file.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Settings of one executor process. Every field has a default that runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecutorConfig {
+    /// How often the executor sends its load report to every scheduler.
+    /// Reports are also its heartbeat: a scheduler declares an executor
+    /// dead after a few silent periods.
+    #[serde(with = "anna::config::millis")]
+    pub report_period: Duration,
+    /// How long after a call's deadline a function that has not returned
+    /// (stuck in C code, where the timeout exception cannot reach it) is
+    /// given before the executor sends the timeout error and exits.
+    #[serde(with = "anna::config::millis")]
+    pub grace: Duration,
+    /// How many functions are kept loaded and warm; the least recently used
+    /// is dropped beyond that.
+    pub max_warm_functions: usize,
+    /// The call timeout used when a plan carries no deadline.
+    #[serde(with = "anna::config::millis")]
+    pub default_timeout: Duration,
+    /// Extra site-packages directories for the embedded interpreter, added
+    /// with `site.addsitedir` after the virtualenv's.
+    pub python_path: Vec<PathBuf>,
+    /// How many invocations may wait to run; beyond it a call fails with
+    /// `Overloaded`.
+    pub max_queue: usize,
+    /// How many partly triggered fan-ins (a function waiting for more
+    /// upstream results) are held; beyond it new ones are dropped.
+    pub max_pending_fanins: usize,
+    /// How many `UserMessage`s wait in the mailbox for `user.recv`; newer
+    /// ones are dropped beyond it.
+    pub mailbox_capacity: usize,
+    /// How long a code fetch from the cache waits for an answer before it
+    /// is sent again (until the call's deadline).
+    #[serde(with = "anna::config::millis")]
+    pub fetch_retry: Duration,
+    /// The lease of the executor's subscriptions to its warm functions'
+    /// keys at the cache; renewed at half of it.
+    #[serde(with = "anna::config::millis")]
+    pub subscription_lease: Duration,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            report_period: Duration::from_millis(200),
+            grace: Duration::from_millis(2000),
+            max_warm_functions: 64,
+            default_timeout: Duration::from_secs(30),
+            python_path: Vec::new(),
+            max_queue: 1024,
+            max_pending_fanins: 1024,
+            mailbox_capacity: 1024,
+            fetch_retry: Duration::from_millis(500),
+            subscription_lease: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A setting that cannot run.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid [executor] setting `{field}`: {reason}")]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub reason: &'static str,
+}
+
+impl ExecutorConfig {
+    /// Checks the settings before start.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive: [(&'static str, Duration); 4] = [
+            ("report_period", self.report_period),
+            ("default_timeout", self.default_timeout),
+            ("fetch_retry", self.fetch_retry),
+            ("subscription_lease", self.subscription_lease),
+        ];
+        for (field, d) in positive {
+            if d.is_zero() {
+                return Err(ConfigError {
+                    field,
+                    reason: "must be more than 0 ms",
+                });
+            }
+        }
+        let counts = [
+            ("max_warm_functions", self.max_warm_functions),
+            ("max_queue", self.max_queue),
+            ("max_pending_fanins", self.max_pending_fanins),
+            ("mailbox_capacity", self.mailbox_capacity),
+        ];
+        for (field, n) in counts {
+            if n == 0 {
+                return Err(ConfigError {
+                    field,
+                    reason: "must be at least 1",
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_section_gives_the_defaults() {
+        let config: ExecutorConfig = toml::from_str("").unwrap();
+        assert_eq!(config, ExecutorConfig::default());
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn durations_are_milliseconds_and_unknown_fields_are_refused() {
+        let config: ExecutorConfig =
+            toml::from_str("report_period = 50\ngrace = 10\npython_path = [\"/x\"]").unwrap();
+        assert_eq!(config.report_period, Duration::from_millis(50));
+        assert_eq!(config.grace, Duration::from_millis(10));
+        assert_eq!(config.python_path, vec![PathBuf::from("/x")]);
+        assert!(toml::from_str::<ExecutorConfig>("reprot_period = 5").is_err());
+    }
+
+    #[test]
+    fn zero_bounds_are_refused() {
+        let config = ExecutorConfig {
+            max_queue: 0,
+            ..ExecutorConfig::default()
+        };
+        assert_eq!(config.validate().unwrap_err().field, "max_queue");
+    }
+}

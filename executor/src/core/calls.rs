@@ -1,0 +1,386 @@
+//! Calls: invokes and triggers in, fan-in assembly, the queue, the job
+//! handed to the worker, and where a result or an error goes.
+
+use super::ExecutorCore;
+use crate::job::{call_error, CallEnv, Job, JobDone};
+use anna::lattice::{LatticeValue, Lww};
+use anna::protocol::compute::{
+    encode_value, CallError, CallErrorKind, CallId, CallOutcome, CallResult, Plan,
+};
+use anna::protocol::{Ack, KeyOp, KvsRequest, Message};
+use anna::role::Outbox;
+use anna::time::Time;
+use std::sync::Arc;
+use tracing::warn;
+
+/// One function of one attempt of one call: what duplicates are told apart
+/// by.
+pub(super) type InvKey = (CallId, u32, u16);
+
+/// A function ready to run once its code is warm.
+#[derive(Clone, Debug)]
+pub(super) struct Invocation {
+    pub plan: Arc<Plan>,
+    pub function: u16,
+    pub upstream: Vec<Vec<u8>>,
+    pub deadline_ms: u64,
+}
+
+impl Invocation {
+    pub fn name(&self) -> &str {
+        &self.plan.functions[self.function as usize].name
+    }
+}
+
+/// A function with several upstream functions, waiting for the rest of
+/// their results.
+#[derive(Debug)]
+pub(super) struct PendingFanIn {
+    plan: Arc<Plan>,
+    results: Vec<Option<Vec<u8>>>,
+    deadline_ms: u64,
+}
+
+/// The job on the worker.
+#[derive(Debug)]
+pub(super) struct Running {
+    pub seq: u64,
+    pub inv: Invocation,
+    pub started: Time,
+}
+
+impl ExecutorCore {
+    fn deadline_ms(&self, now: Time, plan: &Plan) -> u64 {
+        if plan.deadline_ms == 0 {
+            (now + self.config.default_timeout).as_millis()
+        } else {
+            plan.deadline_ms
+        }
+    }
+
+    fn valid_index(&mut self, plan: &Plan, index: u16) -> bool {
+        let ok = (index as usize) < plan.functions.len();
+        if !ok {
+            self.counters.malformed += 1;
+        }
+        ok
+    }
+
+    pub(super) fn on_invoke(
+        &mut self,
+        now: Time,
+        plan: Box<Plan>,
+        function: u16,
+        out: &mut Outbox,
+    ) {
+        self.counters.invokes += 1;
+        if !self.valid_index(&plan, function) {
+            return;
+        }
+        let key = (plan.id, plan.attempt, function);
+        if self.seen.contains_key(&key) {
+            self.counters.duplicates += 1;
+            return;
+        }
+        let deadline_ms = self.deadline_ms(now, &plan);
+        self.seen.insert(key, deadline_ms);
+        let inv = Invocation {
+            plan: Arc::from(plan),
+            function,
+            upstream: Vec::new(),
+            deadline_ms,
+        };
+        self.enqueue(now, inv, out);
+    }
+
+    pub(super) fn on_trigger(
+        &mut self,
+        now: Time,
+        plan: Box<Plan>,
+        function: u16,
+        from: u16,
+        result: Vec<u8>,
+        out: &mut Outbox,
+    ) {
+        self.counters.triggers += 1;
+        if !self.valid_index(&plan, function) {
+            return;
+        }
+        let upstream = &plan.functions[function as usize].upstream;
+        let Some(position) = upstream.iter().position(|&u| u == from) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        let key = (plan.id, plan.attempt, function);
+        if self.seen.contains_key(&key) {
+            self.counters.duplicates += 1;
+            return;
+        }
+        if !self.fanins.contains_key(&key) {
+            if self.fanins.len() >= self.config.max_pending_fanins {
+                self.counters.fanins_dropped += 1;
+                return;
+            }
+            let pending = PendingFanIn {
+                results: vec![None; upstream.len()],
+                deadline_ms: self.deadline_ms(now, &plan),
+                plan: Arc::from(plan),
+            };
+            self.fanins.insert(key, pending);
+        }
+        let Some(pending) = self.fanins.get_mut(&key) else {
+            return;
+        };
+        if pending.results[position].is_some() {
+            self.counters.duplicates += 1;
+            return;
+        }
+        pending.results[position] = Some(result);
+        if pending.results.iter().any(Option::is_none) {
+            return;
+        }
+        let Some(pending) = self.fanins.remove(&key) else {
+            return;
+        };
+        self.seen.insert(key, pending.deadline_ms);
+        let inv = Invocation {
+            plan: pending.plan,
+            function,
+            upstream: pending.results.into_iter().flatten().collect(),
+            deadline_ms: pending.deadline_ms,
+        };
+        self.enqueue(now, inv, out);
+    }
+
+    fn enqueue(&mut self, now: Time, inv: Invocation, out: &mut Outbox) {
+        if self.queue_len() >= self.config.max_queue {
+            self.counters.overloaded += 1;
+            let error = call_error(
+                CallErrorKind::Overloaded,
+                "Overloaded",
+                format!(
+                    "executor {} has {} calls queued",
+                    self.id.address,
+                    self.queue_len()
+                ),
+                inv.name(),
+            );
+            return self.finish(now, inv, Err(error), out);
+        }
+        let name = inv.name().to_string();
+        if let Some(warm) = self.warm.get_mut(&name) {
+            warm.last_used = now;
+            self.ready.push_back(inv);
+        } else {
+            self.waiting.entry(name.clone()).or_default().push(inv);
+            self.ensure_fetch(now, &name, out);
+        }
+    }
+
+    /// The next job for the worker, if it is idle and one is ready; calls
+    /// whose deadline passed in the queue fail with a timeout instead.
+    pub fn next_job(&mut self, now: Time, out: &mut Outbox) -> Option<Job> {
+        if self.running.is_some() || self.stuck {
+            return None;
+        }
+        while let Some(inv) = self.ready.pop_front() {
+            if now.as_millis() >= inv.deadline_ms {
+                let error = timeout_error(&inv, "waited in the executor's queue past its deadline");
+                self.finish(now, inv, Err(error), out);
+                continue;
+            }
+            let name = inv.name().to_string();
+            let Some(warm) = self.warm.get_mut(&name) else {
+                // Invalidated while queued: fetch the new code first.
+                self.waiting.entry(name.clone()).or_default().push(inv);
+                self.ensure_fetch(now, &name, out);
+                continue;
+            };
+            warm.last_used = now;
+            let (code, generation) = (warm.code.clone(), warm.generation);
+            self.next_seq += 1;
+            let planned = &inv.plan.functions[inv.function as usize];
+            let job = Job {
+                seq: self.next_seq,
+                function: name,
+                code,
+                generation,
+                payload: planned.args.payload.clone(),
+                upstream: inv.upstream.clone(),
+                deadline_ms: inv.deadline_ms,
+                env: CallEnv {
+                    executor: self.id.address.clone(),
+                    cache: self.id.cache.clone(),
+                    peers: (inv.plan.functions.iter())
+                        .map(|f| (f.name.clone(), f.executor.clone()))
+                        .collect(),
+                    deadline_ms: inv.deadline_ms,
+                },
+                evict: std::mem::take(&mut self.evicted),
+            };
+            self.running = Some(Running {
+                seq: job.seq,
+                inv,
+                started: now,
+            });
+            return Some(job);
+        }
+        None
+    }
+
+    /// The worker finished a job.
+    pub fn job_done(&mut self, now: Time, done: JobDone, out: &mut Outbox) {
+        match &self.running {
+            Some(running) if running.seq == done.seq => {}
+            // A job already failed as stuck, or a stray answer.
+            _ => return,
+        }
+        let Some(running) = self.running.take() else {
+            return;
+        };
+        self.busy_in_period += now.saturating_since(running.started.max(self.period_start));
+        *self
+            .calls
+            .entry(running.inv.name().to_string())
+            .or_default() += 1;
+        self.finish(now, running.inv, done.outcome, out);
+    }
+
+    /// Sends a finished function's result downstream or to the caller, and
+    /// tells the scheduler.
+    pub(super) fn finish(
+        &mut self,
+        now: Time,
+        inv: Invocation,
+        outcome: Result<Vec<u8>, CallError>,
+        out: &mut Outbox,
+    ) {
+        let plan = &inv.plan;
+        let planned = &plan.functions[inv.function as usize];
+        let failed = outcome.is_err();
+        match outcome {
+            Ok(result) if !planned.downstream.is_empty() => {
+                self.counters.calls_ok += 1;
+                for &d in &planned.downstream {
+                    let Some(target) = plan.functions.get(d as usize) else {
+                        continue;
+                    };
+                    let trigger = Message::Trigger {
+                        plan: Box::new(Plan::clone(plan)),
+                        function: d,
+                        from: inv.function,
+                        result: result.clone(),
+                    };
+                    out.send(target.executor.clone(), trigger);
+                }
+            }
+            Ok(result) => {
+                self.counters.calls_ok += 1;
+                self.reply(now, plan, CallOutcome::Value(result), out);
+            }
+            Err(error) => {
+                self.counters.calls_failed += 1;
+                if error.kind == CallErrorKind::Timeout {
+                    self.counters.timeouts += 1;
+                }
+                self.reply(now, plan, CallOutcome::Error(error), out);
+            }
+        }
+        let done = Message::CallDone {
+            id: plan.id,
+            attempt: plan.attempt,
+            function: inv.function,
+            executor: self.id.address.clone(),
+            failed,
+        };
+        out.send(plan.scheduler.clone(), done);
+    }
+
+    fn reply(&mut self, now: Time, plan: &Plan, outcome: CallOutcome, out: &mut Outbox) {
+        if let Some(key) = &plan.reply.response_key {
+            let stamp = self.hlc.now(now.as_millis());
+            let value = LatticeValue::Lww(Lww::new(stamp, encode_value(&outcome)));
+            let put = KvsRequest {
+                id: self.request_id(),
+                reply_to: self.id.address.clone(),
+                ops: vec![KeyOp::Put {
+                    key: key.clone(),
+                    value,
+                }],
+                ack: Ack::FirstReplica,
+            };
+            out.send(self.id.cache.clone(), Message::KvsRequest(put));
+        }
+        let result = CallResult {
+            id: plan.id,
+            outcome,
+        };
+        out.send(plan.reply.address.clone(), Message::CallResult(result));
+    }
+
+    /// Fails what waited past its deadline and forgets old duplicates.
+    pub(super) fn expire(&mut self, now: Time, out: &mut Outbox) {
+        let now_ms = now.as_millis();
+        let before = self.fanins.len();
+        self.fanins.retain(|_, f| f.deadline_ms > now_ms);
+        self.counters.fanins_expired += (before - self.fanins.len()) as u64;
+        let keep_ms = self.config.grace.as_millis() as u64;
+        self.seen
+            .retain(|_, deadline| deadline.saturating_add(keep_ms) > now_ms);
+        let mut expired = Vec::new();
+        for list in self.waiting.values_mut() {
+            let (late, on_time): (Vec<_>, Vec<_>) =
+                list.drain(..).partition(|inv| inv.deadline_ms <= now_ms);
+            *list = on_time;
+            expired.extend(late);
+        }
+        self.waiting.retain(|_, list| !list.is_empty());
+        let (late, on_time): (Vec<_>, Vec<_>) = self
+            .ready
+            .drain(..)
+            .partition(|inv| inv.deadline_ms <= now_ms);
+        self.ready = on_time.into();
+        expired.extend(late);
+        for inv in expired {
+            let error = timeout_error(&inv, "did not start before its deadline");
+            self.finish(now, inv, Err(error), out);
+        }
+    }
+
+    /// A function past its deadline by more than the grace is stuck where
+    /// the timeout cannot reach it: its caller gets the timeout and the
+    /// executor gives up (the driver exits the process).
+    pub(super) fn check_stuck(&mut self, now: Time, out: &mut Outbox) {
+        let Some(running) = &self.running else {
+            return;
+        };
+        let limit = running.inv.deadline_ms + self.config.grace.as_millis() as u64;
+        if self.stuck || now.as_millis() < limit {
+            return;
+        }
+        let Some(running) = self.running.take() else {
+            return;
+        };
+        self.stuck = true;
+        warn!(
+            function = running.inv.name(),
+            call = %running.inv.plan.id,
+            grace_ms = self.config.grace.as_millis() as u64,
+            "function did not return after its deadline and grace; the executor gives up"
+        );
+        let error = timeout_error(
+            &running.inv,
+            "did not return by its deadline and could not be interrupted",
+        );
+        self.finish(now, running.inv, Err(error), out);
+    }
+}
+
+fn timeout_error(inv: &Invocation, what: &str) -> CallError {
+    call_error(
+        CallErrorKind::Timeout,
+        "Timeout",
+        format!("call {} of {} {what}", inv.plan.id, inv.name()),
+        inv.name(),
+    )
+}

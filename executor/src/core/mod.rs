@@ -1,0 +1,283 @@
+//! [`ExecutorCore`]: the executor's bookkeeping as a pure state machine.
+//!
+//! It owns no socket, thread or interpreter. The I/O thread hands it
+//! messages and ticks through [`Role::step`], asks it for the next [`crate::job::Job`]
+//! whenever the worker is idle ([`ExecutorCore::next_job`]), and hands back
+//! what the worker finished ([`ExecutorCore::job_done`]). Everything it wants
+//! sent comes out of the [`Outbox`]; user messages for the mailbox come out
+//! of [`ExecutorCore::take_deliveries`].
+//!
+//! - [`calls`]: invokes, triggers and fan-in, the queue, results and errors.
+//! - [`functions`]: fetching code from the cache, the warm set, invalidation.
+
+mod calls;
+mod functions;
+#[cfg(test)]
+mod tests;
+
+use crate::config::ExecutorConfig;
+use anna::cluster::{ClusterState, ReplicationFactor};
+use anna::lattice::{Hlc, WriterId};
+use anna::protocol::compute::{ExecutorReport, UserMessage};
+use anna::protocol::{Address, Message, RequestId};
+use anna::role::{named_counters, Input, Outbox, Role, StableHashMap, TransportStats};
+use anna::time::Time;
+use calls::{InvKey, Invocation, PendingFanIn, Running};
+use functions::{Fetch, Warm};
+use std::collections::{BTreeMap, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::time::Duration;
+
+/// Who an executor is and whom it talks to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// Its own address (its id).
+    pub address: Address,
+    /// The compute node it runs on.
+    pub node: String,
+    /// The node's cache.
+    pub cache: Address,
+    /// The schedulers that get its reports.
+    pub schedulers: Vec<Address>,
+}
+
+/// What the executor has counted, for status replies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub invokes: u64,
+    pub triggers: u64,
+    pub duplicates: u64,
+    pub malformed: u64,
+    pub calls_ok: u64,
+    pub calls_failed: u64,
+    pub timeouts: u64,
+    pub overloaded: u64,
+    pub fetches: u64,
+    pub invalidations: u64,
+    pub fanins_expired: u64,
+    pub fanins_dropped: u64,
+    pub user_messages: u64,
+    pub mailbox_dropped: u64,
+}
+
+impl Counters {
+    fn named(&self) -> [(&'static str, u64); 14] {
+        [
+            ("invokes", self.invokes),
+            ("triggers", self.triggers),
+            ("duplicates", self.duplicates),
+            ("malformed_calls", self.malformed),
+            ("calls_ok", self.calls_ok),
+            ("calls_failed", self.calls_failed),
+            ("timeouts", self.timeouts),
+            ("overloaded", self.overloaded),
+            ("fetches", self.fetches),
+            ("invalidations", self.invalidations),
+            ("fanins_expired", self.fanins_expired),
+            ("fanins_dropped", self.fanins_dropped),
+            ("user_messages", self.user_messages),
+            ("mailbox_dropped", self.mailbox_dropped),
+        ]
+    }
+}
+
+/// The executor's state machine; see the module docs.
+pub struct ExecutorCore {
+    config: ExecutorConfig,
+    id: Identity,
+    hlc: Hlc,
+    next_request: u64,
+    next_seq: u64,
+    next_generation: u64,
+    warm: StableHashMap<String, Warm>,
+    fetches: StableHashMap<String, Fetch>,
+    fetch_ids: StableHashMap<RequestId, String>,
+    waiting: StableHashMap<String, Vec<Invocation>>,
+    evicted: Vec<String>,
+    subscribed_at: Time,
+    fanins: StableHashMap<InvKey, PendingFanIn>,
+    seen: StableHashMap<InvKey, u64>,
+    ready: VecDeque<Invocation>,
+    running: Option<Running>,
+    deliveries: Vec<UserMessage>,
+    stuck: bool,
+    next_report: Time,
+    period_start: Time,
+    busy_in_period: Duration,
+    calls: BTreeMap<String, u64>,
+    counters: Counters,
+    transport: TransportStats,
+}
+
+impl ExecutorCore {
+    /// An executor with nothing loaded, started at `now`.
+    pub fn new(config: ExecutorConfig, id: Identity, now: Time) -> Self {
+        let mut hasher = DefaultHasher::new();
+        id.address.hash(&mut hasher);
+        ExecutorCore {
+            hlc: Hlc::new(WriterId(hasher.finish())),
+            next_report: now + config.report_period,
+            period_start: now,
+            config,
+            id,
+            next_request: 0,
+            next_seq: 0,
+            next_generation: 0,
+            warm: StableHashMap::default(),
+            fetches: StableHashMap::default(),
+            fetch_ids: StableHashMap::default(),
+            waiting: StableHashMap::default(),
+            evicted: Vec::new(),
+            subscribed_at: now,
+            fanins: StableHashMap::default(),
+            seen: StableHashMap::default(),
+            ready: VecDeque::new(),
+            running: None,
+            deliveries: Vec::new(),
+            stuck: false,
+            busy_in_period: Duration::ZERO,
+            calls: BTreeMap::new(),
+            counters: Counters::default(),
+            transport: TransportStats::default(),
+        }
+    }
+
+    /// Who this executor is.
+    pub fn identity(&self) -> &Identity {
+        &self.id
+    }
+
+    /// What it has counted.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Whether a function overran its deadline by more than the grace: the
+    /// worker thread is lost, its caller has been told, and the process
+    /// must exit.
+    pub fn is_stuck(&self) -> bool {
+        self.stuck
+    }
+
+    /// Whether a job is running on the worker.
+    pub fn is_busy(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// User messages received since the last call, for the mailbox.
+    pub fn take_deliveries(&mut self) -> std::vec::Drain<'_, UserMessage> {
+        self.deliveries.drain(..)
+    }
+
+    /// The names of the warm functions, sorted.
+    pub fn warm_functions(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.warm.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    fn request_id(&mut self) -> RequestId {
+        self.next_request += 1;
+        RequestId(self.next_request)
+    }
+
+    fn on_tick(&mut self, now: Time, out: &mut Outbox) {
+        self.expire(now, out);
+        self.retry_fetches(now, out);
+        self.renew_subscriptions(now, out);
+        self.check_stuck(now, out);
+        if now >= self.next_report {
+            self.report(now, out);
+            self.next_report = now + self.config.report_period;
+        }
+    }
+
+    fn report(&mut self, now: Time, out: &mut Outbox) {
+        let mut busy = self.busy_in_period;
+        if let Some(running) = &self.running {
+            busy += now.saturating_since(running.started.max(self.period_start));
+        }
+        let elapsed = now
+            .saturating_since(self.period_start)
+            .max(Duration::from_micros(1));
+        let permille = (busy.as_micros() * 1000 / elapsed.as_micros()).min(1000) as u16;
+        self.period_start = now;
+        self.busy_in_period = Duration::ZERO;
+        let report = ExecutorReport {
+            executor: self.id.address.clone(),
+            node: self.id.node.clone(),
+            cache: self.id.cache.clone(),
+            busy_permille: permille,
+            queue: self.queue_len() as u32,
+            warm: self.warm_functions(),
+            calls: self.calls.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        };
+        for scheduler in &self.id.schedulers {
+            out.send(scheduler.clone(), Message::ExecutorReport(report.clone()));
+        }
+    }
+
+    fn queue_len(&self) -> usize {
+        self.ready.len() + self.waiting.values().map(Vec::len).sum::<usize>()
+    }
+
+    fn on_user_message(&mut self, msg: UserMessage) {
+        self.counters.user_messages += 1;
+        if self.deliveries.len() >= self.config.mailbox_capacity {
+            self.counters.mailbox_dropped += 1;
+        } else {
+            self.deliveries.push(msg);
+        }
+    }
+
+    /// Counts a user message the mailbox had no room for.
+    pub fn count_mailbox_drop(&mut self) {
+        self.counters.mailbox_dropped += 1;
+    }
+}
+
+impl Role for ExecutorCore {
+    fn step(&mut self, now: Time, input: Input, out: &mut Outbox) {
+        let msg = match input {
+            Input::Tick => return self.on_tick(now, out),
+            Input::Message(msg) => msg,
+        };
+        match msg {
+            Message::Invoke { plan, function } => self.on_invoke(now, plan, function, out),
+            Message::Trigger {
+                plan,
+                function,
+                from,
+                result,
+            } => self.on_trigger(now, plan, function, from, result, out),
+            Message::KvsResponse(response) => self.on_kvs_response(now, response, out),
+            Message::Gossip(gossip) => self.on_gossip(&gossip),
+            Message::UserMessage(msg) => self.on_user_message(msg),
+            Message::Ping { id, reply_to } => out.send(reply_to, Message::Pong { id }),
+            Message::StatusRequest { id, reply_to } => {
+                let counters = named_counters(&self.counters.named(), &self.transport);
+                let factor = ReplicationFactor {
+                    global: 1,
+                    local: 1,
+                };
+                let reply = Message::status_reply(
+                    id,
+                    &self.id.address,
+                    &ClusterState::default(),
+                    factor,
+                    counters,
+                );
+                out.send(reply_to, reply);
+            }
+            _ => self.counters.malformed += 1,
+        }
+    }
+
+    fn next_tick(&self) -> Option<Time> {
+        Some(self.next_report)
+    }
+
+    fn observe_transport(&mut self, stats: TransportStats) {
+        self.transport = stats;
+    }
+}

@@ -1,0 +1,562 @@
+use super::*;
+use crate::job::{Job, JobDone};
+use anna::lattice::{KeyState, LatticeValue, Lww, Timestamp};
+use anna::protocol::compute::{
+    decode_value, encode_value, function_key, CallArgs, CallErrorKind, CallId, CallOutcome,
+    FunctionCode, Plan, PlannedFunction, ReplyTo, Runtime,
+};
+use anna::protocol::{Gossip, KeyOp, KeyResult, KvsResponse, Outcome};
+
+const ME: &str = "tcp://exec:1";
+const CACHE: &str = "tcp://cache:1";
+const SCHED: &str = "tcp://sched:1";
+const CALLER: &str = "tcp://caller:1";
+const T0: Time = Time(1_000_000_000);
+
+fn core() -> ExecutorCore {
+    let id = Identity {
+        address: ME.into(),
+        node: "n1".into(),
+        cache: CACHE.into(),
+        schedulers: vec![SCHED.into()],
+    };
+    ExecutorCore::new(ExecutorConfig::default(), id, T0)
+}
+
+fn planned(
+    name: &str,
+    upstream: Vec<u16>,
+    downstream: Vec<u16>,
+    executor: &str,
+) -> PlannedFunction {
+    PlannedFunction {
+        name: name.into(),
+        executor: executor.into(),
+        args: CallArgs {
+            payload: name.as_bytes().to_vec(),
+            refs: vec![],
+        },
+        upstream,
+        downstream,
+    }
+}
+
+fn plan(functions: Vec<PlannedFunction>, response_key: Option<&str>) -> Box<Plan> {
+    Box::new(Plan {
+        id: CallId { caller: 7, seq: 1 },
+        dag: None,
+        functions,
+        reply: ReplyTo {
+            address: CALLER.into(),
+            response_key: response_key.map(str::to_string),
+        },
+        deadline_ms: T0.as_millis() + 10_000,
+        attempt: 0,
+        scheduler: SCHED.into(),
+    })
+}
+
+fn single(name: &str) -> Box<Plan> {
+    plan(vec![planned(name, vec![], vec![], ME)], None)
+}
+
+fn code(tag: u8) -> FunctionCode {
+    FunctionCode {
+        runtime: Runtime::Python,
+        code: vec![tag],
+        is_class: false,
+        export: String::new(),
+    }
+}
+
+fn step(core: &mut ExecutorCore, now: Time, msg: Message) -> Vec<(Address, Message)> {
+    let mut out = Outbox::default();
+    core.step(now, Input::Message(msg), &mut out);
+    out.drain().collect()
+}
+
+/// Answers the code fetch in `sent` with `outcome`.
+fn answer_fetch(
+    core: &mut ExecutorCore,
+    sent: &[(Address, Message)],
+    outcome: Outcome,
+) -> Vec<(Address, Message)> {
+    let (to, Message::KvsRequest(req)) = sent
+        .iter()
+        .find(|(_, m)| matches!(m, Message::KvsRequest(_)))
+        .cloned()
+        .expect("a fetch")
+    else {
+        unreachable!()
+    };
+    assert_eq!(to, Address::from(CACHE));
+    let key = req.ops[0].key().clone();
+    let response = KvsResponse {
+        id: req.id,
+        results: vec![KeyResult { key, outcome }],
+    };
+    step(core, T0, Message::KvsResponse(response))
+}
+
+fn found(code: &FunctionCode) -> Outcome {
+    Outcome::Value(LatticeValue::Lww(Lww::new(
+        Timestamp::default(),
+        encode_value(code),
+    )))
+}
+
+fn next_job(core: &mut ExecutorCore) -> Option<Job> {
+    let mut out = Outbox::default();
+    let job = core.next_job(T0, &mut out);
+    assert!(out.is_empty());
+    job
+}
+
+fn finish(
+    core: &mut ExecutorCore,
+    job: &Job,
+    outcome: Result<Vec<u8>, anna::protocol::compute::CallError>,
+) -> Vec<(Address, Message)> {
+    let mut out = Outbox::default();
+    core.job_done(
+        T0,
+        JobDone {
+            seq: job.seq,
+            outcome,
+        },
+        &mut out,
+    );
+    out.drain().collect()
+}
+
+fn warm_up(core: &mut ExecutorCore, name: &str) -> Job {
+    let sent = step(
+        core,
+        T0,
+        Message::Invoke {
+            plan: single(name),
+            function: 0,
+        },
+    );
+    answer_fetch(core, &sent, found(&code(1)));
+    let job = next_job(core).expect("a job");
+    finish(core, &job, Ok(vec![]));
+    job
+}
+
+#[test]
+fn an_invoke_fetches_the_code_from_the_cache_then_runs_and_answers_the_caller() {
+    let mut core = core();
+    let sent = step(
+        &mut core,
+        T0,
+        Message::Invoke {
+            plan: single("f"),
+            function: 0,
+        },
+    );
+    let Some((_, Message::KvsRequest(req))) = sent.first() else {
+        panic!("{sent:?}")
+    };
+    assert_eq!(
+        req.ops,
+        vec![KeyOp::Get {
+            key: function_key("f")
+        }]
+    );
+    let after = answer_fetch(&mut core, &sent, found(&code(1)));
+    assert!(
+        matches!(&after[..], [(to, Message::Subscribe(s))] if to.as_str() == CACHE && s.keys == vec![function_key("f")] && s.subscriber.as_str() == ME)
+    );
+    let job = next_job(&mut core).unwrap();
+    assert_eq!(
+        (job.function.as_str(), job.payload.as_slice()),
+        ("f", &b"f"[..])
+    );
+    assert_eq!(job.env.peers, vec![("f".to_string(), Address::from(ME))]);
+    assert!(next_job(&mut core).is_none(), "one job at a time");
+    let sent = finish(&mut core, &job, Ok(b"42".to_vec()));
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].0.as_str(), CALLER);
+    assert!(
+        matches!(&sent[0].1, Message::CallResult(r) if r.outcome == CallOutcome::Value(b"42".to_vec()))
+    );
+    assert_eq!(sent[1].0.as_str(), SCHED);
+    assert!(
+        matches!(&sent[1].1, Message::CallDone { failed: false, function: 0, executor, .. } if executor.as_str() == ME)
+    );
+}
+
+#[test]
+fn a_warm_function_is_reused_without_a_fetch() {
+    let mut core = core();
+    let first = warm_up(&mut core, "f");
+    let mut second = single("f");
+    second.id.seq = 2;
+    let sent = step(
+        &mut core,
+        T0,
+        Message::Invoke {
+            plan: second,
+            function: 0,
+        },
+    );
+    assert!(sent.is_empty(), "no fetch: {sent:?}");
+    let job = next_job(&mut core).unwrap();
+    assert_eq!(job.generation, first.generation);
+    assert_eq!(core.warm_functions(), vec!["f".to_string()]);
+}
+
+#[test]
+fn an_unknown_function_fails_the_call_with_unknown_function() {
+    let mut core = core();
+    let sent = step(
+        &mut core,
+        T0,
+        Message::Invoke {
+            plan: single("nope"),
+            function: 0,
+        },
+    );
+    let sent = answer_fetch(&mut core, &sent, Outcome::NotFound);
+    let Message::CallResult(result) = &sent[0].1 else {
+        panic!("{sent:?}")
+    };
+    let CallOutcome::Error(e) = &result.outcome else {
+        panic!()
+    };
+    assert_eq!(e.kind, CallErrorKind::UnknownFunction);
+    assert!(matches!(&sent[1].1, Message::CallDone { failed: true, .. }));
+    assert!(next_job(&mut core).is_none());
+}
+
+#[test]
+fn bytes_that_are_not_a_function_record_fail_with_bad_function() {
+    let mut core = core();
+    let sent = step(
+        &mut core,
+        T0,
+        Message::Invoke {
+            plan: single("f"),
+            function: 0,
+        },
+    );
+    let garbage = Outcome::Value(LatticeValue::Lww(Lww::new(
+        Timestamp::default(),
+        vec![0xff; 3],
+    )));
+    let sent = answer_fetch(&mut core, &sent, garbage);
+    let Message::CallResult(result) = &sent[0].1 else {
+        panic!("{sent:?}")
+    };
+    assert!(
+        matches!(&result.outcome, CallOutcome::Error(e) if e.kind == CallErrorKind::BadFunction)
+    );
+}
+
+#[test]
+fn a_gossip_of_the_function_key_drops_the_warm_function_and_the_next_call_refetches() {
+    let mut core = core();
+    let first = warm_up(&mut core, "f");
+    let gossip = Gossip {
+        from: CACHE.into(),
+        entries: vec![(function_key("f"), KeyState::default())],
+        ack: None,
+    };
+    step(&mut core, T0, Message::Gossip(gossip));
+    assert!(core.warm_functions().is_empty());
+    let mut again = single("f");
+    again.id.seq = 2;
+    let sent = step(
+        &mut core,
+        T0,
+        Message::Invoke {
+            plan: again,
+            function: 0,
+        },
+    );
+    answer_fetch(&mut core, &sent, found(&code(2)));
+    let job = next_job(&mut core).unwrap();
+    assert_eq!(job.code.code, vec![2]);
+    assert_ne!(job.generation, first.generation);
+    assert_eq!(
+        job.evict,
+        vec!["f".to_string()],
+        "the worker unloads the old code"
+    );
+}
+
+#[test]
+fn a_gossip_of_unchanged_code_keeps_the_function_warm() {
+    let mut core = core();
+    let first = warm_up(&mut core, "f");
+    let Outcome::Value(unchanged) = found(&first.code) else {
+        unreachable!()
+    };
+    let gossip = Gossip {
+        from: CACHE.into(),
+        entries: vec![(function_key("f"), KeyState::from_value(unchanged))],
+        ack: None,
+    };
+    step(&mut core, T0, Message::Gossip(gossip));
+    assert_eq!(core.warm_functions(), vec!["f".to_string()]);
+    assert_eq!(core.counters().invalidations, 0);
+}
+
+#[test]
+fn duplicate_invokes_are_ignored() {
+    let mut core = core();
+    warm_up(&mut core, "f");
+    let sent = step(
+        &mut core,
+        T0,
+        Message::Invoke {
+            plan: single("f"),
+            function: 0,
+        },
+    );
+    assert!(sent.is_empty());
+    assert!(next_job(&mut core).is_none());
+    assert_eq!(core.counters().duplicates, 1);
+}
+
+fn fan_in_plan() -> Box<Plan> {
+    // a, b -> c, upstream order [b, a].
+    plan(
+        vec![
+            planned("a", vec![], vec![2], ME),
+            planned("b", vec![], vec![2], ME),
+            planned("c", vec![1, 0], vec![], ME),
+        ],
+        None,
+    )
+}
+
+fn trigger(from: u16, result: &[u8]) -> Message {
+    Message::Trigger {
+        plan: fan_in_plan(),
+        function: 2,
+        from,
+        result: result.to_vec(),
+    }
+}
+
+#[test]
+fn a_fan_in_runs_once_every_upstream_triggered_with_results_in_upstream_order() {
+    let mut core = core();
+    warm_up(&mut core, "c");
+    assert!(step(&mut core, T0, trigger(0, b"A")).is_empty());
+    assert!(next_job(&mut core).is_none(), "waits for b");
+    assert!(step(&mut core, T0, trigger(0, b"A")).is_empty());
+    assert_eq!(core.counters().duplicates, 1);
+    step(&mut core, T0, trigger(1, b"B"));
+    let job = next_job(&mut core).unwrap();
+    assert_eq!(job.upstream, vec![b"B".to_vec(), b"A".to_vec()]);
+    finish(&mut core, &job, Ok(vec![]));
+    step(&mut core, T0, trigger(1, b"B"));
+    assert!(
+        next_job(&mut core).is_none(),
+        "a late duplicate trigger does not run it again"
+    );
+}
+
+#[test]
+fn a_partial_fan_in_is_dropped_at_the_deadline() {
+    let mut core = core();
+    warm_up(&mut core, "c");
+    step(&mut core, T0, trigger(0, b"A"));
+    let mut out = Outbox::default();
+    core.step(Time(T0.0 + 11_000_000), Input::Tick, &mut out);
+    assert_eq!(core.counters().fanins_expired, 1);
+}
+
+#[test]
+fn a_result_with_downstream_functions_triggers_their_executors() {
+    let mut core = core();
+    let p = plan(
+        vec![
+            planned("a", vec![], vec![1], ME),
+            planned("b", vec![0], vec![], "tcp://other:1"),
+        ],
+        None,
+    );
+    let sent = step(
+        &mut core,
+        T0,
+        Message::Invoke {
+            plan: p,
+            function: 0,
+        },
+    );
+    answer_fetch(&mut core, &sent, found(&code(1)));
+    let job = next_job(&mut core).unwrap();
+    let sent = finish(&mut core, &job, Ok(b"r".to_vec()));
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].0.as_str(), "tcp://other:1");
+    assert!(
+        matches!(&sent[0].1, Message::Trigger { function: 1, from: 0, result, .. } if result == b"r")
+    );
+    assert!(matches!(
+        &sent[1].1,
+        Message::CallDone { failed: false, .. }
+    ));
+}
+
+#[test]
+fn a_failure_goes_to_the_caller_at_once_and_nothing_runs_downstream() {
+    let mut core = core();
+    let p = plan(
+        vec![
+            planned("a", vec![], vec![1], ME),
+            planned("b", vec![0], vec![], ME),
+        ],
+        None,
+    );
+    let sent = step(
+        &mut core,
+        T0,
+        Message::Invoke {
+            plan: p,
+            function: 0,
+        },
+    );
+    answer_fetch(&mut core, &sent, found(&code(1)));
+    let job = next_job(&mut core).unwrap();
+    let error = call_error_for_test();
+    let sent = finish(&mut core, &job, Err(error.clone()));
+    assert_eq!(sent.len(), 2);
+    assert!(
+        matches!(&sent[0], (to, Message::CallResult(r)) if to.as_str() == CALLER && r.outcome == CallOutcome::Error(error.clone()))
+    );
+    assert!(matches!(&sent[1].1, Message::CallDone { failed: true, .. }));
+}
+
+fn call_error_for_test() -> anna::protocol::compute::CallError {
+    crate::job::call_error(
+        CallErrorKind::Remote,
+        "ZeroDivisionError",
+        "division by zero",
+        "a",
+    )
+}
+
+#[test]
+fn a_response_key_gets_the_encoded_outcome_through_the_cache() {
+    let mut core = core();
+    let p = plan(vec![planned("f", vec![], vec![], ME)], Some("resp/1"));
+    let sent = step(
+        &mut core,
+        T0,
+        Message::Invoke {
+            plan: p,
+            function: 0,
+        },
+    );
+    answer_fetch(&mut core, &sent, found(&code(1)));
+    let job = next_job(&mut core).unwrap();
+    let sent = finish(&mut core, &job, Ok(b"v".to_vec()));
+    let put = sent.iter().find_map(|(to, m)| match m {
+        Message::KvsRequest(r) if to.as_str() == CACHE => Some(r.clone()),
+        _ => None,
+    });
+    let put = put.expect("a put");
+    let KeyOp::Put {
+        key,
+        value: LatticeValue::Lww(lww),
+    } = &put.ops[0]
+    else {
+        panic!("{put:?}")
+    };
+    assert_eq!(key, "resp/1");
+    assert_eq!(
+        decode_value::<CallOutcome>(lww.value()),
+        Some(CallOutcome::Value(b"v".to_vec()))
+    );
+    assert!(sent
+        .iter()
+        .any(|(_, m)| matches!(m, Message::CallResult(_))));
+}
+
+#[test]
+fn reports_go_to_every_scheduler_each_period_with_busy_time_queue_and_calls() {
+    let mut core = core();
+    warm_up(&mut core, "f");
+    let mut p = single("f");
+    p.id.seq = 9;
+    step(
+        &mut core,
+        T0,
+        Message::Invoke {
+            plan: p,
+            function: 0,
+        },
+    );
+    let _job = next_job(&mut core).unwrap();
+    let due = core.next_tick().unwrap();
+    assert_eq!(due, T0 + ExecutorConfig::default().report_period);
+    let mut out = Outbox::default();
+    core.step(due, Input::Tick, &mut out);
+    let sent: Vec<_> = out.drain().collect();
+    let Some((to, Message::ExecutorReport(report))) = sent.last() else {
+        panic!("{sent:?}")
+    };
+    assert_eq!(to.as_str(), SCHED);
+    assert_eq!(report.executor.as_str(), ME);
+    assert_eq!(report.cache.as_str(), CACHE);
+    assert_eq!(report.warm, vec!["f".to_string()]);
+    assert_eq!(report.calls, vec![("f".to_string(), 1)]);
+    assert_eq!(report.busy_permille, 1000, "running the whole period");
+    assert!(core.next_tick().unwrap() > due);
+}
+
+#[test]
+fn a_function_past_its_deadline_and_grace_is_failed_and_marks_the_executor_stuck() {
+    let mut core = core();
+    warm_up(&mut core, "f");
+    let mut p = single("f");
+    p.id.seq = 3;
+    step(
+        &mut core,
+        T0,
+        Message::Invoke {
+            plan: p,
+            function: 0,
+        },
+    );
+    let job = next_job(&mut core).unwrap();
+    let mut out = Outbox::default();
+    core.step(Time(T0.0 + 10_500_000), Input::Tick, &mut out);
+    assert!(!core.is_stuck(), "within the grace");
+    core.step(Time(T0.0 + 12_100_000), Input::Tick, &mut out);
+    assert!(core.is_stuck());
+    let sent: Vec<_> = out.drain().collect();
+    assert!(sent.iter().any(|(_, m)| matches!(m, Message::CallResult(r) if matches!(&r.outcome, CallOutcome::Error(e) if e.kind == CallErrorKind::Timeout))));
+    assert!(
+        finish(&mut core, &job, Ok(vec![])).is_empty(),
+        "a late answer is ignored"
+    );
+}
+
+#[test]
+fn user_messages_are_delivered_and_status_requests_answered() {
+    let mut core = core();
+    let msg = anna::protocol::compute::UserMessage {
+        from: "tcp://peer:1".into(),
+        payload: b"hi".to_vec(),
+    };
+    step(&mut core, T0, Message::UserMessage(msg.clone()));
+    assert_eq!(core.take_deliveries().collect::<Vec<_>>(), vec![msg]);
+    let sent = step(
+        &mut core,
+        T0,
+        Message::StatusRequest {
+            id: RequestId(4),
+            reply_to: "tcp://ops:1".into(),
+        },
+    );
+    let Some((_, Message::StatusReply { counters, from, .. })) = sent.first() else {
+        panic!()
+    };
+    assert_eq!(from.as_str(), ME);
+    assert!(counters.contains(&("user_messages".to_string(), 1)));
+}

@@ -1,0 +1,275 @@
+//! [`run`]: the executor process's I/O thread.
+//!
+//! It binds the executor's PULL socket, starts the worker thread (which
+//! sets up the embedded interpreter), and then loops: wait for a message, a
+//! worker event or the core's next tick (never a zero-timeout poll), step
+//! the [`ExecutorCore`], hand the worker its next job, send what the core
+//! queued. It never touches the GIL, so reports flow while a function runs.
+
+use crate::config::ExecutorConfig;
+use crate::core::{ExecutorCore, Identity};
+use crate::runtime::python::{PythonPaths, PythonRuntime};
+use crate::worker::{Mailbox, Outlet, Worker, WorkerEvent};
+use anna::protocol::compute::UserMessage;
+use anna::protocol::{self, Address, Message};
+use anna::role::{Input, Outbox, Role, TransportStats};
+use anna::time::Time;
+use anna::transport::{Sender, DELIVERY_BATCH};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::Duration;
+use tracing::{debug, error, info};
+
+/// The longest the loop sleeps before it looks at the stop flag again.
+const STOP_CHECK: Duration = Duration::from_millis(100);
+
+/// Who the executor is; from the command line.
+#[derive(Clone, Debug, Default)]
+pub struct ExecutorOptions {
+    /// The address to bind (`tcp://host:port`; `tcp://host:*` picks a free
+    /// port). The bound address is the executor's id.
+    pub address: Address,
+    /// The compute node it runs on.
+    pub node: String,
+    /// The node's cache.
+    pub cache: Address,
+    /// Schedulers to report to.
+    pub schedulers: Vec<Address>,
+    /// Extra site-packages directories, after the config's.
+    pub python_path: Vec<PathBuf>,
+}
+
+/// Why [`run`] ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot bind {address}: {source}")]
+    Bind {
+        address: Address,
+        source: zmq::Error,
+    },
+    #[error("socket error: {0}")]
+    Socket(#[from] zmq::Error),
+    /// The embedded interpreter could not be set up (no `cloudpickle`, say).
+    #[error("cannot start Python: {0}")]
+    Python(String),
+    /// A function did not return after its deadline and the grace: the
+    /// worker thread is lost and the process must exit non-zero.
+    #[error("a function is stuck past its deadline and grace; the executor must exit")]
+    Stuck,
+    /// The worker thread ended unexpectedly.
+    #[error("the worker thread ended")]
+    WorkerGone,
+}
+
+/// Runs an executor until `stop` is set (checked at least every 100 ms).
+///
+/// Returns `Err` with an [`ExecutorError`] inside on a start-up failure and
+/// on [`ExecutorError::Stuck`], after which the caller must exit the
+/// process with a non-zero code (a thread of it holds the interpreter).
+pub fn run(
+    opts: ExecutorOptions,
+    config: &ExecutorConfig,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    config.validate().map_err(ExecutorError::from)?;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let ctx = zmq::Context::new();
+    let inbox = ctx.socket(zmq::PULL)?;
+    inbox.set_linger(0)?;
+    inbox
+        .bind(opts.address.as_str())
+        .map_err(|source| ExecutorError::Bind {
+            address: opts.address.clone(),
+            source,
+        })?;
+    let address = match inbox.get_last_endpoint()? {
+        Ok(endpoint) if !endpoint.is_empty() => Address(endpoint),
+        _ => opts.address.clone(),
+    };
+    let wake_endpoint = format!(
+        "inproc://squall-executor-wake-{}",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let wake = ctx.socket(zmq::PULL)?;
+    wake.set_linger(0)?;
+    wake.bind(&wake_endpoint)?;
+
+    let (events_tx, events) = mpsc::channel();
+    let outlet = Arc::new(Outlet::connect(&ctx, &wake_endpoint, events_tx)?);
+    let mailbox = Arc::new(Mailbox::new(config.mailbox_capacity));
+    let mut extra = config.python_path.clone();
+    extra.extend(opts.python_path.iter().cloned());
+    let paths = PythonPaths::discover(extra);
+    let jobs = start_worker(paths, mailbox.clone(), outlet)?;
+
+    let id = Identity {
+        address: address.clone(),
+        node: opts.node.clone(),
+        cache: opts.cache.clone(),
+        schedulers: opts.schedulers.clone(),
+    };
+    info!(%address, node = %opts.node, cache = %opts.cache, "executor serving");
+    let mut io = Io {
+        core: ExecutorCore::new(config.clone(), id, Time::wall_clock()),
+        sender: Sender::new(&ctx),
+        outbox: Outbox::default(),
+        received: TransportStats::default(),
+        mailbox,
+    };
+    let result = io.serve(&inbox, &wake, &events, &jobs, &stop);
+    if let Err(e) = &result {
+        error!(error = %e, "executor stopped");
+    }
+    result.map_err(anyhow::Error::from)
+}
+
+fn start_worker(
+    paths: PythonPaths,
+    mailbox: Arc<Mailbox>,
+    outlet: Arc<Outlet>,
+) -> Result<mpsc::Sender<crate::job::Job>, ExecutorError> {
+    let (jobs_tx, jobs_rx) = mpsc::channel();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    thread::Builder::new()
+        .name("squall-python".into())
+        .spawn(move || {
+            let runtime = match PythonRuntime::start(&paths, mailbox, outlet.clone()) {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
+            Worker::new(vec![Box::new(runtime)]).serve(jobs_rx, &outlet);
+        })
+        .map_err(|e| ExecutorError::Python(format!("cannot spawn the worker: {e}")))?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(jobs_tx),
+        Ok(Err(e)) => Err(ExecutorError::Python(e)),
+        Err(_) => Err(ExecutorError::WorkerGone),
+    }
+}
+
+struct Io {
+    core: ExecutorCore,
+    sender: Sender,
+    outbox: Outbox,
+    received: TransportStats,
+    mailbox: Arc<Mailbox>,
+}
+
+impl Io {
+    fn serve(
+        &mut self,
+        inbox: &zmq::Socket,
+        wake: &zmq::Socket,
+        events: &mpsc::Receiver<WorkerEvent>,
+        jobs: &mpsc::Sender<crate::job::Job>,
+        stop: &AtomicBool,
+    ) -> Result<(), ExecutorError> {
+        let mut frame = zmq::Message::new();
+        while !stop.load(Ordering::Relaxed) {
+            let now = Time::wall_clock();
+            if self.core.next_tick().is_some_and(|due| due <= now) {
+                self.step(now, Input::Tick);
+            }
+            if let Some(job) = self.core.next_job(now, &mut self.outbox) {
+                jobs.send(job).map_err(|_| ExecutorError::WorkerGone)?;
+            }
+            self.flush();
+            if self.core.is_stuck() {
+                // Give the sockets a moment to deliver the timeout error.
+                thread::sleep(anna::transport::LINGER);
+                return Err(ExecutorError::Stuck);
+            }
+            let wait = (self.core.next_tick())
+                .map(|due| due.saturating_since(Time::wall_clock()))
+                .unwrap_or(STOP_CHECK)
+                .min(STOP_CHECK);
+            let (message, woken) = {
+                let mut items = [
+                    inbox.as_poll_item(zmq::POLLIN),
+                    wake.as_poll_item(zmq::POLLIN),
+                ];
+                zmq::poll(&mut items, wait.as_millis().max(1) as i64)?;
+                (items[0].is_readable(), items[1].is_readable())
+            };
+            if woken {
+                while wake.recv(&mut frame, zmq::DONTWAIT).is_ok() {}
+            }
+            while let Ok(event) = events.try_recv() {
+                self.on_event(event);
+            }
+            if message {
+                self.receive(inbox, &mut frame)?;
+            }
+        }
+        info!("executor stopping");
+        Ok(())
+    }
+
+    fn receive(&mut self, inbox: &zmq::Socket, frame: &mut zmq::Message) -> Result<(), zmq::Error> {
+        for _ in 0..DELIVERY_BATCH {
+            match inbox.recv(frame, zmq::DONTWAIT) {
+                Ok(()) => {}
+                Err(zmq::Error::EAGAIN) => break,
+                Err(e) => return Err(e),
+            }
+            match protocol::decode(frame) {
+                Ok(msg) => {
+                    self.received.received += 1;
+                    self.step(Time::wall_clock(), Input::Message(msg));
+                }
+                Err(error) => {
+                    self.received.malformed += 1;
+                    debug!(%error, "dropped malformed frame");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, event: WorkerEvent) {
+        match event {
+            WorkerEvent::Done(done) => {
+                self.core
+                    .job_done(Time::wall_clock(), done, &mut self.outbox);
+            }
+            WorkerEvent::Send { to, payload } => {
+                let msg = Message::UserMessage(UserMessage {
+                    from: self.core.identity().address.clone(),
+                    payload,
+                });
+                self.outbox.send(to, msg);
+            }
+        }
+    }
+
+    fn step(&mut self, now: Time, input: Input) {
+        let sent = self.sender.stats();
+        self.core.observe_transport(TransportStats {
+            sent: sent.sent,
+            dropped: sent.dropped,
+            ..self.received
+        });
+        self.core.step(now, input, &mut self.outbox);
+        for msg in self.core.take_deliveries().collect::<Vec<_>>() {
+            if !self.mailbox.push(msg.from, msg.payload) {
+                self.core.count_mailbox_drop();
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        for (to, msg) in self.outbox.drain() {
+            if let Err(error) = self.sender.send(&to, &msg) {
+                debug!(%to, kind = msg.kind(), %error, "message not sent");
+            }
+        }
+    }
+}

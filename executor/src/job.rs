@@ -1,0 +1,67 @@
+//! What the I/O thread hands the worker thread, and what comes back.
+
+use anna::protocol::compute::{CallError, CallErrorKind, FunctionCode};
+use anna::protocol::Address;
+use std::sync::Arc;
+
+/// One function to run, from [`crate::ExecutorCore::next_job`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Job {
+    /// Matches the [`JobDone`]; unique per executor.
+    pub seq: u64,
+    /// The function's registered name.
+    pub function: String,
+    /// Its code, as fetched from the cache.
+    pub code: Arc<FunctionCode>,
+    /// Changes whenever the code was fetched again: a runtime holding an
+    /// older generation loaded reloads it.
+    pub generation: u64,
+    /// The caller's arguments in the runtime's encoding (empty: none).
+    pub payload: Vec<u8>,
+    /// Upstream results, in the order of `PlannedFunction::upstream`.
+    pub upstream: Vec<Vec<u8>>,
+    /// Wall-clock milliseconds after which the call has timed out.
+    pub deadline_ms: u64,
+    /// What the user library needs to know of the call.
+    pub env: CallEnv,
+    /// Functions dropped from the warm set since the last job: the runtime
+    /// unloads them first.
+    pub evict: Vec<String>,
+}
+
+/// The call's surroundings, as `squall.user` sees them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallEnv {
+    /// This executor's address (its id).
+    pub executor: Address,
+    /// The node's cache.
+    pub cache: Address,
+    /// The executor of every function of the current plan, by name.
+    pub peers: Vec<(String, Address)>,
+    /// Wall-clock milliseconds after which the call has timed out.
+    pub deadline_ms: u64,
+}
+
+/// A finished [`Job`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobDone {
+    pub seq: u64,
+    /// The result in the runtime's encoding, or why there is none.
+    pub outcome: Result<Vec<u8>, CallError>,
+}
+
+/// A [`CallError`] of `kind` with no traceback.
+pub fn call_error(
+    kind: CallErrorKind,
+    type_name: &str,
+    message: impl Into<String>,
+    function: &str,
+) -> CallError {
+    CallError {
+        kind,
+        type_name: type_name.to_string(),
+        message: message.into(),
+        traceback: String::new(),
+        function: Some(function.to_string()),
+    }
+}

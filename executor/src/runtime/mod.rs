@@ -1,0 +1,43 @@
+//! [`Runtime`]: what runs a function's code. [`python::PythonRuntime`] is
+//! the first implementation; a WebAssembly runtime is the second to come
+//! (load a module per function, a fresh store per call, epoch deadlines).
+//!
+//! A runtime lives on the worker thread and runs one call at a time; the
+//! worker keeps track of which code generation each runtime has loaded and
+//! calls [`Runtime::load`] again when the code changed.
+
+pub mod python;
+mod watchdog;
+
+use crate::job::CallEnv;
+use anna::protocol::compute::{self, CallError, FunctionCode};
+
+/// One call's input.
+#[derive(Clone, Copy, Debug)]
+pub struct CallInput<'a> {
+    /// The caller's arguments in the runtime's encoding (empty: none).
+    pub payload: &'a [u8],
+    /// Upstream results, in the plan's order, passed before the arguments.
+    pub upstream: &'a [Vec<u8>],
+    /// The call's surroundings; `env.deadline_ms` bounds the call.
+    pub env: &'a CallEnv,
+}
+
+/// Runs functions of one kind of code.
+pub trait Runtime {
+    /// The kind of [`FunctionCode`] it runs.
+    fn kind(&self) -> compute::Runtime;
+
+    /// Loads (or reloads) `function` from `code`, keeping it warm until
+    /// [`Runtime::unload`]. May run user code (a class's initialiser),
+    /// bounded by `env.deadline_ms`.
+    fn load(&mut self, function: &str, code: &FunctionCode, env: &CallEnv)
+        -> Result<(), CallError>;
+
+    /// Calls a loaded function; its result is in the runtime's encoding.
+    /// Returns a `Timeout` error if the call ran past its deadline.
+    fn invoke(&mut self, function: &str, input: CallInput<'_>) -> Result<Vec<u8>, CallError>;
+
+    /// Drops a loaded function.
+    fn unload(&mut self, function: &str);
+}

@@ -1,0 +1,383 @@
+//! The Python runtime: cloudpickled functions in the embedded CPython.
+//!
+//! Its Python side is `client-py/python/squall/_runtime.py`, compiled into
+//! the binary (so the executor and its runtime never disagree) and loaded as
+//! module `_squall_runtime`. Functions reach the executor through the native
+//! module `_squall_executor` (`executor_id`, `cache_address`, `executor_of`,
+//! `deadline`, `send`, `recv`), which `squall.user` wraps; its functions
+//! read the current call from a thread-local set around every call.
+
+use super::watchdog::Watchdog;
+use super::{CallInput, Runtime};
+use crate::job::{call_error, CallEnv};
+use crate::worker::{Mailbox, Outlet, WorkerEvent};
+use anna::protocol::compute::{self, CallError, CallErrorKind, FunctionCode};
+use anna::protocol::Address;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::info;
+
+const RUNTIME_SOURCE: &str = include_str!("../../../client-py/python/squall/_runtime.py");
+const RUNTIME_MODULE: &str = "_squall_runtime";
+const NATIVE_MODULE: &str = "_squall_executor";
+
+struct CallContext {
+    env: CallEnv,
+    mailbox: Arc<Mailbox>,
+    outlet: Arc<Outlet>,
+}
+
+thread_local! {
+    static CONTEXT: RefCell<Option<CallContext>> = const { RefCell::new(None) };
+}
+
+fn with_context<T>(f: impl FnOnce(&CallContext) -> PyResult<T>) -> PyResult<T> {
+    CONTEXT.with(|c| match c.borrow().as_ref() {
+        Some(ctx) => f(ctx),
+        None => Err(pyo3::exceptions::PyRuntimeError::new_err(
+            "squall.user works only inside a function running on an executor",
+        )),
+    })
+}
+
+fn now_ms() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    since.as_millis() as u64
+}
+
+/// The executor's address (its id).
+#[pyfunction]
+fn executor_id() -> PyResult<String> {
+    with_context(|c| Ok(c.env.executor.0.clone()))
+}
+
+/// The node's cache address.
+#[pyfunction]
+fn cache_address() -> PyResult<String> {
+    with_context(|c| Ok(c.env.cache.0.clone()))
+}
+
+/// The executor of function `name` in the current call, if it is part of it.
+#[pyfunction]
+fn executor_of(name: &str) -> PyResult<Option<String>> {
+    with_context(|c| {
+        Ok((c.env.peers.iter())
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| a.0.clone()))
+    })
+}
+
+/// The current call's deadline, in seconds since the Unix epoch.
+#[pyfunction]
+fn deadline() -> PyResult<f64> {
+    with_context(|c| Ok(c.env.deadline_ms as f64 / 1000.0))
+}
+
+/// Sends `payload` to the executor at `to` as a user message.
+#[pyfunction]
+fn send(to: String, payload: Vec<u8>) -> PyResult<()> {
+    with_context(|c| {
+        c.outlet.send(WorkerEvent::Send {
+            to: Address(to),
+            payload,
+        });
+        Ok(())
+    })
+}
+
+/// The next user message `(from, payload)`, waiting at most `timeout_s`
+/// (and never past the call's deadline); `None` if none came.
+#[pyfunction]
+#[pyo3(signature = (timeout_s=None))]
+fn recv(py: Python<'_>, timeout_s: Option<f64>) -> PyResult<Option<(String, Py<PyBytes>)>> {
+    let (mailbox, deadline_ms) = with_context(|c| Ok((c.mailbox.clone(), c.env.deadline_ms)))?;
+    let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms()));
+    let wait = match timeout_s {
+        Some(t) if t.is_finite() && t >= 0.0 => left.min(Duration::from_secs_f64(t)),
+        _ => left,
+    };
+    let got = py.detach(|| mailbox.recv(wait));
+    Ok(got.map(|(from, payload)| (from.0, PyBytes::new(py, &payload).unbind())))
+}
+
+fn native_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
+    let m = PyModule::new(py, NATIVE_MODULE)?;
+    m.add_function(wrap_pyfunction!(executor_id, &m)?)?;
+    m.add_function(wrap_pyfunction!(cache_address, &m)?)?;
+    m.add_function(wrap_pyfunction!(executor_of, &m)?)?;
+    m.add_function(wrap_pyfunction!(deadline, &m)?)?;
+    m.add_function(wrap_pyfunction!(send, &m)?)?;
+    m.add_function(wrap_pyfunction!(recv, &m)?)?;
+    Ok(m)
+}
+
+/// Where the interpreter looks for packages.
+#[derive(Clone, Debug, Default)]
+pub struct PythonPaths {
+    /// Virtualenv roots to try, first found wins (its
+    /// `lib/pythonX.Y/site-packages`).
+    pub venvs: Vec<PathBuf>,
+    /// Extra site-packages directories.
+    pub extra: Vec<PathBuf>,
+}
+
+impl PythonPaths {
+    /// `$VIRTUAL_ENV`, else `.venv` in the working directory or the nearest
+    /// ancestor that has one; then `extra`.
+    pub fn discover(extra: Vec<PathBuf>) -> Self {
+        let mut venvs = Vec::new();
+        if let Some(v) = std::env::var_os("VIRTUAL_ENV") {
+            venvs.push(PathBuf::from(v));
+        }
+        if let Ok(cwd) = std::env::current_dir() {
+            if let Some(dir) = cwd.ancestors().find(|d| d.join(".venv").is_dir()) {
+                venvs.push(dir.join(".venv"));
+            }
+        }
+        PythonPaths { venvs, extra }
+    }
+}
+
+fn strings(paths: &[PathBuf]) -> Vec<String> {
+    paths.iter().map(|p| p.display().to_string()).collect()
+}
+
+/// Runs cloudpickled Python functions; lives on the worker thread.
+pub struct PythonRuntime {
+    runtime: Py<PyModule>,
+    timeout_class: Py<PyAny>,
+    functions: HashMap<String, Py<PyAny>>,
+    watchdog: Watchdog,
+    thread_id: std::ffi::c_ulong,
+    mailbox: Arc<Mailbox>,
+    outlet: Arc<Outlet>,
+}
+
+impl PythonRuntime {
+    /// Sets the interpreter up on the calling (worker) thread: the paths,
+    /// the native module, the runtime module, a `cloudpickle` import check.
+    pub fn start(
+        paths: &PythonPaths,
+        mailbox: Arc<Mailbox>,
+        outlet: Arc<Outlet>,
+    ) -> Result<Self, String> {
+        // Executors sharing a process (tests) set the modules up one at a
+        // time, taking the lock before the GIL so neither waits on the other
+        // while holding one: a half-executed runtime module is never seen.
+        static SETUP: Mutex<()> = Mutex::new(());
+        let _setup = SETUP.lock().unwrap_or_else(|e| e.into_inner());
+        Python::attach(|py| {
+            let describe = |e: PyErr| format!("embedded Python: {e}");
+            let sys_modules = py.import("sys").map_err(describe)?.getattr("modules");
+            let sys_modules = sys_modules.map_err(describe)?;
+            if !sys_modules.contains(NATIVE_MODULE).map_err(describe)? {
+                let native = native_module(py).map_err(describe)?;
+                sys_modules
+                    .set_item(NATIVE_MODULE, native)
+                    .map_err(describe)?;
+            }
+            let runtime = if sys_modules.contains(RUNTIME_MODULE).map_err(describe)? {
+                py.import(RUNTIME_MODULE).map_err(describe)?
+            } else {
+                let source = CString::new(RUNTIME_SOURCE).map_err(|e| e.to_string())?;
+                PyModule::from_code(py, &source, c"squall/_runtime.py", c"_squall_runtime")
+                    .map_err(describe)?
+            };
+            let info = runtime
+                .call_method1("setup", (strings(&paths.venvs), strings(&paths.extra)))
+                .map_err(describe)?;
+            let text = |k: &str| -> String {
+                info.get_item(k)
+                    .and_then(|v| v.str().map(|s| s.to_string()))
+                    .unwrap_or_default()
+            };
+            info!(
+                python = %text("version"),
+                prefix = %text("prefix"),
+                paths = %text("paths"),
+                cloudpickle = %text("cloudpickle"),
+                "embedded Python ready"
+            );
+            let timeout_class = runtime.getattr("CallTimeout").map_err(describe)?.unbind();
+            Ok(PythonRuntime {
+                watchdog: Watchdog::start(timeout_class.clone_ref(py)),
+                // SAFETY: returns the calling thread's identifier.
+                thread_id: unsafe { pyo3::ffi::PyThread_get_thread_ident() },
+                runtime: runtime.unbind(),
+                timeout_class,
+                functions: HashMap::new(),
+                mailbox,
+                outlet,
+            })
+        })
+    }
+
+    /// Runs `f` with the watchdog armed for `deadline_ms`, the call's
+    /// context set, and the GIL held; afterwards no timeout exception is
+    /// left pending for this thread.
+    fn guarded<T>(&mut self, env: &CallEnv, f: impl FnOnce(Python<'_>, &Self) -> T) -> (T, bool) {
+        let left = Duration::from_millis(env.deadline_ms.saturating_sub(now_ms()));
+        CONTEXT.with(|c| {
+            *c.borrow_mut() = Some(CallContext {
+                env: env.clone(),
+                mailbox: self.mailbox.clone(),
+                outlet: self.outlet.clone(),
+            })
+        });
+        let result = Python::attach(|py| {
+            self.watchdog.arm(Instant::now() + left);
+            let value = f(py, self);
+            let fired = self.watchdog.disarm(py);
+            // SAFETY: GIL held; a null exception clears a pending one.
+            unsafe {
+                pyo3::ffi::PyThreadState_SetAsyncExc(self.thread_id as _, std::ptr::null_mut());
+            }
+            (value, fired)
+        });
+        CONTEXT.with(|c| *c.borrow_mut() = None);
+        result
+    }
+
+    /// Reads `("ok", value)` or `("error", kind, type, message, traceback)`.
+    fn outcome(
+        &self,
+        py: Python<'_>,
+        function: &str,
+        result: PyResult<Bound<'_, PyAny>>,
+    ) -> Result<Py<PyAny>, CallError> {
+        let tuple = match result {
+            Ok(tuple) => tuple,
+            Err(e) if e.is_instance(py, self.timeout_class.bind(py)) => {
+                return Err(timeout(function))
+            }
+            Err(e) => {
+                let type_name = (e.get_type(py).name())
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|_| "Exception".into());
+                return Err(call_error(
+                    CallErrorKind::Remote,
+                    &type_name,
+                    e.value(py).to_string(),
+                    function,
+                ));
+            }
+        };
+        let read = |t: &Bound<'_, PyAny>| -> PyResult<Result<Py<PyAny>, CallError>> {
+            let t = t.cast::<PyTuple>()?;
+            if t.get_item(0)?.extract::<String>()? == "ok" {
+                return Ok(Ok(t.get_item(1)?.unbind()));
+            }
+            let kind = match t.get_item(1)?.extract::<String>()?.as_str() {
+                "BadArguments" => CallErrorKind::BadArguments,
+                "BadFunction" => CallErrorKind::BadFunction,
+                "Timeout" => CallErrorKind::Timeout,
+                _ => CallErrorKind::Remote,
+            };
+            Ok(Err(CallError {
+                kind,
+                type_name: t.get_item(2)?.extract()?,
+                message: t.get_item(3)?.extract()?,
+                traceback: t.get_item(4)?.extract()?,
+                function: Some(function.to_string()),
+            }))
+        };
+        read(&tuple).unwrap_or_else(|e| {
+            Err(call_error(
+                CallErrorKind::Remote,
+                "RuntimeError",
+                format!("the executor's runtime answered oddly: {e}"),
+                function,
+            ))
+        })
+    }
+}
+
+fn timeout(function: &str) -> CallError {
+    call_error(
+        CallErrorKind::Timeout,
+        "Timeout",
+        format!("{function} did not finish before the call's deadline"),
+        function,
+    )
+}
+
+impl Runtime for PythonRuntime {
+    fn kind(&self) -> compute::Runtime {
+        compute::Runtime::Python
+    }
+
+    fn load(
+        &mut self,
+        function: &str,
+        code: &FunctionCode,
+        env: &CallEnv,
+    ) -> Result<(), CallError> {
+        let (loaded, fired) = self.guarded(env, |py, me| {
+            let runtime = me.runtime.bind(py);
+            let bytes = PyBytes::new(py, &code.code);
+            let result = runtime.call_method1("load", (bytes, code.is_class, function));
+            me.outcome(py, function, result)
+        });
+        match loaded {
+            Ok(callable) => {
+                self.functions.insert(function.to_string(), callable);
+                Ok(())
+            }
+            Err(_) if fired => Err(timeout(function)),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn invoke(&mut self, function: &str, input: CallInput<'_>) -> Result<Vec<u8>, CallError> {
+        let Some(callable) =
+            Python::attach(|py| self.functions.get(function).map(|f| f.clone_ref(py)))
+        else {
+            return Err(call_error(
+                CallErrorKind::BadFunction,
+                "BadFunction",
+                format!("{function} is not loaded"),
+                function,
+            ));
+        };
+        let (result, fired) = self.guarded(input.env, |py, me| {
+            let upstream: Vec<Bound<'_, PyBytes>> =
+                input.upstream.iter().map(|u| PyBytes::new(py, u)).collect();
+            let kwargs = PyDict::new(py);
+            let args = (
+                callable.bind(py),
+                PyBytes::new(py, input.payload),
+                PyList::new(py, upstream).ok(),
+                input.env.deadline_ms as f64 / 1000.0,
+                input.env.cache.as_str(),
+                function,
+            );
+            let result = me
+                .runtime
+                .bind(py)
+                .call_method("invoke", args, Some(&kwargs));
+            me.outcome(py, function, result).and_then(|value| {
+                (value.bind(py).extract::<Vec<u8>>()).map_err(|e| {
+                    call_error(CallErrorKind::Remote, "TypeError", e.to_string(), function)
+                })
+            })
+        });
+        match result {
+            Err(e) if fired && e.kind == CallErrorKind::Remote => Err(timeout(function)),
+            other => other,
+        }
+    }
+
+    fn unload(&mut self, function: &str) {
+        if let Some(f) = self.functions.remove(function) {
+            Python::attach(|_py| drop(f));
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! The worker thread: runs [`Job`]s one at a time through a [`Runtime`],
+//! and the [`Mailbox`] that `user.recv` reads.
+//!
+//! The I/O thread sends jobs over a channel; the worker answers through an
+//! [`Outlet`]: a channel of [`WorkerEvent`]s plus a one-byte wake-up on an
+//! inproc socket the I/O thread polls beside its own.
+
+use crate::job::{call_error, Job, JobDone};
+use crate::runtime::{CallInput, Runtime};
+use anna::protocol::compute::CallErrorKind;
+use anna::protocol::Address;
+use std::collections::{HashMap, VecDeque};
+use std::sync::mpsc;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// What the worker tells the I/O thread.
+#[derive(Debug)]
+pub enum WorkerEvent {
+    /// A job finished.
+    Done(JobDone),
+    /// A function called `user.send(to, payload)`.
+    Send { to: Address, payload: Vec<u8> },
+}
+
+/// The worker's way back to the I/O thread.
+pub struct Outlet {
+    events: mpsc::Sender<WorkerEvent>,
+    wake: Mutex<zmq::Socket>,
+}
+
+impl Outlet {
+    /// An outlet that wakes the I/O thread at inproc `endpoint`.
+    pub fn connect(
+        ctx: &zmq::Context,
+        endpoint: &str,
+        events: mpsc::Sender<WorkerEvent>,
+    ) -> Result<Self, zmq::Error> {
+        let wake = ctx.socket(zmq::PUSH)?;
+        wake.set_linger(0)?;
+        wake.connect(endpoint)?;
+        Ok(Outlet {
+            events,
+            wake: Mutex::new(wake),
+        })
+    }
+
+    /// Hands `event` to the I/O thread and wakes it.
+    pub fn send(&self, event: WorkerEvent) {
+        if self.events.send(event).is_ok() {
+            let wake = self.wake.lock().unwrap_or_else(|e| e.into_inner());
+            // A full wake queue means the I/O thread is awake anyway.
+            let _ = wake.send(&[][..], zmq::DONTWAIT);
+        }
+    }
+}
+
+/// User messages waiting for `user.recv`, bounded.
+pub struct Mailbox {
+    queue: Mutex<VecDeque<(Address, Vec<u8>)>>,
+    arrived: Condvar,
+    capacity: usize,
+}
+
+impl Mailbox {
+    /// An empty mailbox holding at most `capacity` messages.
+    pub fn new(capacity: usize) -> Self {
+        Mailbox {
+            queue: Mutex::new(VecDeque::new()),
+            arrived: Condvar::new(),
+            capacity,
+        }
+    }
+
+    /// Adds a message; `false` (dropped) if the mailbox is full.
+    pub fn push(&self, from: Address, payload: Vec<u8>) -> bool {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.len() >= self.capacity {
+            return false;
+        }
+        queue.push_back((from, payload));
+        self.arrived.notify_one();
+        true
+    }
+
+    /// The oldest message, waiting at most `wait` for one.
+    pub fn recv(&self, wait: Duration) -> Option<(Address, Vec<u8>)> {
+        let deadline = Instant::now() + wait;
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(msg) = queue.pop_front() {
+                return Some(msg);
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            if left.is_zero() {
+                return None;
+            }
+            queue = self
+                .arrived
+                .wait_timeout(queue, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+/// Runs jobs on the runtimes it holds, loading code when its generation
+/// changed.
+pub struct Worker {
+    runtimes: Vec<Box<dyn Runtime>>,
+    loaded: HashMap<String, u64>,
+}
+
+impl Worker {
+    /// A worker over `runtimes` (one per kind of code).
+    pub fn new(runtimes: Vec<Box<dyn Runtime>>) -> Self {
+        Worker {
+            runtimes,
+            loaded: HashMap::new(),
+        }
+    }
+
+    /// Runs one job to its end.
+    pub fn run(&mut self, job: &Job) -> JobDone {
+        for name in &job.evict {
+            if self.loaded.remove(name).is_some() {
+                self.runtimes.iter_mut().for_each(|r| r.unload(name));
+            }
+        }
+        JobDone {
+            seq: job.seq,
+            outcome: self.call(job),
+        }
+    }
+
+    fn call(&mut self, job: &Job) -> Result<Vec<u8>, anna::protocol::compute::CallError> {
+        let name = job.function.as_str();
+        let Some(runtime) = self
+            .runtimes
+            .iter_mut()
+            .find(|r| r.kind() == job.code.runtime)
+        else {
+            return Err(call_error(
+                CallErrorKind::BadFunction,
+                "BadFunction",
+                format!("this executor has no {:?} runtime", job.code.runtime),
+                name,
+            ));
+        };
+        if self.loaded.get(name) != Some(&job.generation) {
+            self.loaded.remove(name);
+            runtime.load(name, &job.code, &job.env)?;
+            self.loaded.insert(name.to_string(), job.generation);
+        }
+        let input = CallInput {
+            payload: &job.payload,
+            upstream: &job.upstream,
+            env: &job.env,
+        };
+        runtime.invoke(name, input)
+    }
+
+    /// Serves jobs until the channel closes.
+    pub fn serve(mut self, jobs: mpsc::Receiver<Job>, outlet: &Outlet) {
+        while let Ok(job) = jobs.recv() {
+            outlet.send(WorkerEvent::Done(self.run(&job)));
+        }
+    }
+}

@@ -42,6 +42,38 @@ pub struct ReplicationFactor {
     pub local: u8,
 }
 
+/// Prefix of the metadata keys that hold per-key replication overrides:
+/// the override of key `K` is stored in the KVS itself, under
+/// [`replication_key`]`(K)`, as a last-writer-wins value of two bytes
+/// (global, local). A storage worker that merges a write of such a key
+/// announces it to the routers ([`crate::protocol::Membership::SetReplication`]),
+/// which carry it in the [`ClusterState`] every worker and client places
+/// keys with; workers announce the overrides they hold again with every
+/// anti-entropy slice, so a lost announcement or a restarted router costs
+/// time, never the override.
+pub const REPLICATION_PREFIX: &str = "__squall/meta/replication/";
+
+/// The metadata key holding `key`'s replication override.
+pub fn replication_key(key: &str) -> Key {
+    format!("{REPLICATION_PREFIX}{key}")
+}
+
+impl ReplicationFactor {
+    /// The factor as stored in a metadata key's value.
+    pub fn to_bytes(self) -> Vec<u8> {
+        vec![self.global, self.local]
+    }
+
+    /// A factor stored by [`ReplicationFactor::to_bytes`]; `None` for any
+    /// other bytes, or a zero factor.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        match *bytes {
+            [global, local] if global > 0 && local > 0 => Some(ReplicationFactor { global, local }),
+            _ => None,
+        }
+    }
+}
+
 /// A per-key replication override; the latest (by timestamp) wins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ReplicationOverride {

@@ -337,6 +337,11 @@ fn raising_a_keys_replication_puts_a_copy_on_every_node() {
         local: 1,
     };
     c.set_replication("hot", factor).expect("set replication");
+    // The override is a metadata key in the KVS itself.
+    match c.get(&anna::cluster::replication_key("hot")).expect("get") {
+        Some(LatticeValue::Lww(l)) => assert_eq!(l.value(), factor.to_bytes()),
+        other => panic!("replication metadata of `hot`: {other:?}"),
+    }
     let mut probe = Probe::new();
     let key = vec!["hot".to_string()];
     let owners = wait_until("three owners of `hot`", Duration::from_secs(10), || {

@@ -18,9 +18,10 @@ pub struct ExecutorConfig {
     /// given before the executor sends the timeout error and exits.
     #[serde(with = "anna::config::millis")]
     pub grace: Duration,
-    /// How many functions are kept loaded and warm; the least recently used
-    /// is dropped beyond that.
-    pub max_warm_functions: usize,
+    /// How many bytes of function code (pickled or WebAssembly) are kept
+    /// loaded and warm; the least recently used functions are dropped
+    /// beyond that. One function larger than the bound still runs, alone.
+    pub max_warm_bytes: usize,
     /// The call timeout used when a plan carries no deadline.
     #[serde(with = "anna::config::millis")]
     pub default_timeout: Duration,
@@ -51,7 +52,7 @@ impl Default for ExecutorConfig {
         ExecutorConfig {
             report_period: Duration::from_millis(200),
             grace: Duration::from_millis(2000),
-            max_warm_functions: 64,
+            max_warm_bytes: 64 << 20,
             default_timeout: Duration::from_secs(30),
             python_path: Vec::new(),
             max_queue: 1024,
@@ -89,7 +90,7 @@ impl ExecutorConfig {
             }
         }
         let counts = [
-            ("max_warm_functions", self.max_warm_functions),
+            ("max_warm_bytes", self.max_warm_bytes),
             ("max_queue", self.max_queue),
             ("max_pending_fanins", self.max_pending_fanins),
             ("mailbox_capacity", self.mailbox_capacity),

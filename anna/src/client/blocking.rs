@@ -8,7 +8,7 @@
 use super::{ClientConfig, ClientCore, ClientError, Completion, OpId, OpOutput};
 use crate::cluster::ReplicationFactor;
 use crate::lattice::{LatticeValue, Lww, Timestamp, WriterId};
-use crate::protocol::{Address, Key, Membership, Message, RequestId};
+use crate::protocol::{Address, Key, Message, RequestId};
 use crate::role::Outbox;
 use crate::time::Time;
 use crate::transport::{Receiver, Sender, TransportError};
@@ -162,34 +162,32 @@ impl Client {
     }
 
     /// Sets the replication factor of `key` (nodes, and threads per node;
-    /// capped by what is live) and waits until a router shows it. Owners
-    /// added by a higher factor receive the key by handoff.
+    /// capped by what is live): writes the override to its metadata key in
+    /// the KVS ([`crate::cluster::replication_key`]), whose owners announce
+    /// it to the routers, and waits until a router shows it. Owners added
+    /// by a higher factor receive the key by handoff.
     pub fn set_replication(
         &mut self,
         key: &str,
         factor: ReplicationFactor,
     ) -> Result<(), ClientError> {
         let at = self.timestamp();
-        let msg = Message::Membership(Membership::SetReplication {
-            key: key.to_string(),
-            at,
-            factor,
-        });
+        let meta = crate::cluster::replication_key(key);
+        let value = LatticeValue::Lww(Lww::new(at, factor.to_bytes()));
         let routers = self.core.routers().to_vec();
         let deadline = Instant::now() + self.core.config().op_timeout;
-        let mut id = 0;
+        let mut asked = 0;
         loop {
-            for r in &routers {
-                if let Err(e) = self.tx.send(r, &msg) {
-                    tracing::debug!(%r, error = %e, "replication override not sent");
-                }
-            }
-            id += 1;
+            // Every write of the metadata key is announced again, so a
+            // lost announcement is repaired by writing it again.
+            self.put(&meta, value.clone())?;
+            asked += 1;
             let ask = Message::StatusRequest {
-                id: RequestId(u64::MAX - id),
+                id: RequestId(u64::MAX - asked),
                 reply_to: self.rx.address().clone(),
             };
-            self.tx.send(&routers[0], &ask)?;
+            let router = &routers[asked as usize % routers.len()];
+            self.tx.send(router, &ask)?;
             let until = Instant::now() + Duration::from_millis(200);
             while let Some(left) = until.checked_duration_since(Instant::now()) {
                 if let Some(Message::StatusReply { cluster, .. }) = self.rx.recv(Some(left))? {
@@ -202,7 +200,7 @@ impl Client {
                 return Err(ClientError::Timeout {
                     key: key.to_string(),
                     after: self.core.config().op_timeout,
-                    tried: routers[0].to_string(),
+                    tried: router.to_string(),
                 });
             }
         }

@@ -6,6 +6,7 @@
 //! dropped.
 
 use super::StorageWorker;
+use crate::cluster::REPLICATION_PREFIX;
 use crate::lattice::{KeyState, Lattice};
 use crate::protocol::{Address, Gossip, Key, Message, RequestId};
 use crate::role::Outbox;
@@ -47,6 +48,9 @@ impl StorageWorker {
         }
         let take = self.config.anti_entropy_keys.min(self.sweep.len());
         let keys: Vec<Key> = self.sweep.split_off(self.sweep.len() - take);
+        for key in keys.iter().filter(|k| k.starts_with(REPLICATION_PREFIX)) {
+            self.announce_replication(key, out);
+        }
         let batches = self.batch_to_replicas(keys);
         self.stats.anti_entropy_keys += batches.values().map(Vec::len).sum::<usize>() as u64;
         self.send_batches(batches, out);
@@ -108,6 +112,7 @@ impl StorageWorker {
             let changed = entry.merge(state);
             if owned {
                 if changed {
+                    self.announce_replication(&key, out);
                     self.note_for_subscribers(&key);
                     if let Some(leave) = &mut self.leave {
                         leave.dirty.insert(key);

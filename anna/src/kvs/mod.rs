@@ -20,6 +20,7 @@
 
 pub mod gossip;
 pub mod membership;
+mod replication;
 pub mod requests;
 pub mod stats;
 pub mod subscriptions;

@@ -69,6 +69,7 @@ impl StorageWorker {
                                 self.changed.insert(key.clone());
                                 self.mark_leave_dirty(&key);
                             }
+                            self.announce_replication(&key, out);
                             self.replicate(pending_id, index, &key, ack, &mut opened, out)
                         }
                         Err(e) => {
@@ -85,6 +86,7 @@ impl StorageWorker {
                         self.changed.insert(key.clone());
                         self.mark_leave_dirty(&key);
                     }
+                    self.announce_replication(&key, out);
                     self.replicate(pending_id, index, &key, ack, &mut opened, out)
                 }
             };

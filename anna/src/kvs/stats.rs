@@ -35,6 +35,10 @@ pub struct WorkerStats {
     pub subscriptions_not_mine: u64,
     /// Key states pushed to subscribers.
     pub subscription_pushes: u64,
+    /// Replication overrides announced to the routers (from metadata keys).
+    pub replication_announcements: u64,
+    /// Replication metadata keys holding something other than a factor.
+    pub bad_replication_metadata: u64,
     /// The driver's transport counters, as last observed.
     pub transport: crate::role::TransportStats,
     epoch: Duration,
@@ -102,6 +106,8 @@ impl WorkerStats {
             ("subscriptions_refused", self.subscriptions_refused),
             ("subscriptions_not_mine", self.subscriptions_not_mine),
             ("subscription_pushes", self.subscription_pushes),
+            ("replication_announcements", self.replication_announcements),
+            ("bad_replication_metadata", self.bad_replication_metadata),
         ];
         crate::role::named_counters(&own, &self.transport)
     }

@@ -145,9 +145,14 @@ impl ExecutorCore {
     }
 
     fn install(&mut self, now: Time, name: String, code: FunctionCode, out: &mut Outbox) {
-        while self.warm.len() >= self.config.max_warm_functions {
+        let held = |warm: &super::StableHashMap<String, Warm>| -> usize {
+            warm.values().map(|w| w.code.code.len()).sum()
+        };
+        while !self.warm.is_empty()
+            && held(&self.warm) + code.code.len() > self.config.max_warm_bytes
+        {
             let Some(oldest) = (self.warm.iter())
-                .min_by_key(|(_, w)| w.last_used)
+                .min_by_key(|(_, w)| (w.last_used, w.generation))
                 .map(|(n, _)| n.clone())
             else {
                 break;

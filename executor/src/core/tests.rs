@@ -287,6 +287,34 @@ fn a_gossip_of_the_function_key_drops_the_warm_function_and_the_next_call_refetc
 }
 
 #[test]
+fn warm_functions_are_bounded_by_bytes_least_recently_used_out() {
+    let id = Identity {
+        address: ME.into(),
+        node: "n1".into(),
+        cache: CACHE.into(),
+        schedulers: vec![SCHED.into()],
+    };
+    let config = ExecutorConfig {
+        max_warm_bytes: 2,
+        ..ExecutorConfig::default()
+    };
+    let mut core = ExecutorCore::new(config, id, T0);
+    for (seq, name) in [(1, "f"), (2, "g"), (3, "h")] {
+        let mut plan = single(name);
+        plan.id.seq = seq;
+        let sent = step(&mut core, T0, Message::Invoke { plan, function: 0 });
+        answer_fetch(&mut core, &sent, found(&code(seq as u8)));
+        let job = next_job(&mut core).expect("a job");
+        finish(&mut core, &job, Ok(vec![]));
+    }
+    // One byte of code each, two bytes allowed: `f`, used least recently,
+    // made room for `h`.
+    let mut warm = core.warm_functions();
+    warm.sort();
+    assert_eq!(warm, vec!["g".to_string(), "h".to_string()]);
+}
+
+#[test]
 fn a_gossip_of_unchanged_code_keeps_the_function_warm() {
     let mut core = core();
     let first = warm_up(&mut core, "f");

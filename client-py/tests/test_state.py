@@ -1,0 +1,104 @@
+"""State next to functions: references kept fresh by the cache's
+subscription, functions reading and writing keys through their node's
+cache, messages between two running functions, and a reference to a key
+that never appears."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import squall
+
+
+def unique(prefix):
+    return f"{prefix}_{time.monotonic_ns() % 10**9}"
+
+
+def identity(value):
+    return value
+
+
+def bump(key):
+    from squall import user
+
+    value = (user.get(key) or 0) + 1
+    user.put(key, value)
+    return value
+
+
+def sender(receiver_name):
+    from squall import user
+
+    user.send(user.executor_of(receiver_name), b"hello from upstream")
+    return user.executor_id()
+
+
+def receiver(upstream_executor):
+    from squall import user
+
+    got_from, data = user.recv(timeout=5.0)
+    return upstream_executor, got_from, data
+
+
+def cache_hits(cluster):
+    """Hits of every cache, from `squall status`."""
+    out = cluster.cli("status").stdout
+    hits = 0
+    for line in out.splitlines():
+        words = line.split()
+        if words[:1] == ["cache"] and "hits" in words:
+            hits += int(words[words.index("hits") + 1])
+    return hits
+
+
+def test_a_reference_sees_a_value_written_after_the_key_was_cached(compute, cluster, key):
+    name = compute.register(identity, name=unique("identity"))
+    compute.put(key, "first")
+    assert compute.call(name, squall.Reference(key)) == "first"
+    hits_before = cache_hits(cluster)
+
+    # Written straight to the KVS: the cache learns it by its subscription.
+    compute.put(key, "second")
+    deadline = time.monotonic() + 5
+    seen = None
+    while time.monotonic() < deadline:
+        seen = compute.call(name, squall.Reference(key))
+        if seen == "second":
+            break
+        time.sleep(0.02)
+    assert seen == "second"
+    # Served from the cache, not fetched again: its hits rose. (Reports
+    # reach the scheduler every 500 ms.)
+    deadline = time.monotonic() + 3
+    while cache_hits(cluster) <= hits_before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert cache_hits(cluster) > hits_before
+
+
+def test_functions_read_and_write_keys_through_the_cache(compute, key):
+    name = compute.register(bump, name=unique("bump"))
+    assert compute.call(name, key) == 1
+    assert compute.call(name, key) == 2
+    # The writes went through to the KVS.
+    assert compute.get(key) == 2
+
+
+def test_two_functions_of_one_dag_exchange_a_message(compute):
+    a = compute.register(sender, name=unique("sender"))
+    b = compute.register(receiver, name=unique("receiver"))
+    dag = compute.register_dag(unique("talk"), [a, b], [(a, b)])
+    upstream, got_from, data = compute.call_dag(dag, {a: (b,)}, timeout=20)
+    assert data == b"hello from upstream"
+    assert got_from == upstream and upstream.startswith("tcp://")
+
+
+def test_a_reference_to_a_key_that_never_appears_times_out(compute):
+    name = compute.register(identity, name=unique("identity"))
+    missing = unique("never-written")
+    started = time.monotonic()
+    with pytest.raises(squall.CallTimeoutError) as e:
+        compute.call(name, squall.Reference(missing), timeout=1.5)
+    assert missing in str(e.value)
+    assert time.monotonic() - started < 5

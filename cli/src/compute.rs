@@ -4,18 +4,23 @@
 //!
 //! The scheduler and the cache are role state machines behind a ZeroMQ
 //! driver, like the storage roles; the executor is its own loop around an
-//! embedded Python interpreter (`squall_executor::run`). Each runs until
+//! embedded Python interpreter (`squall_executor::run`), run as the child
+//! of a small supervisor that starts it again if it dies. Each runs until
 //! SIGINT or SIGTERM.
 
 use crate::config::SquallConfig;
 use crate::roles::{boot_id, signals, spawn_driver, stop_drivers, wait_for_signal};
 use anna::lattice::WriterId;
 use anna::protocol::Address;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
+use std::collections::VecDeque;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Args)]
 pub struct SchedulerArgs {
@@ -77,6 +82,81 @@ pub struct ExecutorArgs {
     /// An extra directory for Python's import path (repeat).
     #[arg(long = "python-path")]
     python_path: Vec<PathBuf>,
+    /// Run the executor in this process. Without it, this process is a
+    /// supervisor that runs the executor as a child and starts it again if
+    /// it dies (a function that crashed the interpreter, or got stuck in C
+    /// past its timeout).
+    #[arg(long)]
+    no_supervisor: bool,
+}
+
+/// Restarts allowed within [`RESTART_WINDOW`] before the supervisor gives
+/// up: an executor that cannot start at all should fail loudly, not spin.
+const MAX_RESTARTS: usize = 5;
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
+
+/// Runs the executor as a child process (`--no-supervisor`) and starts it
+/// again whenever it ends abnormally. The child dies with the supervisor
+/// (`PR_SET_PDEATHSIG`), so `kill -9` of the supervisor leaves nothing
+/// behind; SIGINT and SIGTERM are passed on to the child, which stops.
+fn supervise() -> Result<()> {
+    let exe = std::env::current_exe().context("locating the squall binary")?;
+    let mut child_args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    child_args.push("--no-supervisor".into());
+    let child_pid = Arc::new(AtomicU32::new(0));
+    let stopping = Arc::new(AtomicBool::new(false));
+    let mut signals = signals()?;
+    {
+        let (child_pid, stopping) = (child_pid.clone(), stopping.clone());
+        std::thread::Builder::new()
+            .name("signals".to_string())
+            .spawn(move || {
+                for sig in signals.forever() {
+                    stopping.store(true, Ordering::SeqCst);
+                    let pid = child_pid.load(Ordering::SeqCst);
+                    if pid != 0 {
+                        // SAFETY: sending a signal has no memory-safety
+                        // preconditions.
+                        unsafe { libc::kill(pid as libc::pid_t, sig) };
+                    }
+                }
+            })
+            .context("spawning the signal thread")?;
+    }
+    let mut restarts: VecDeque<Instant> = VecDeque::new();
+    loop {
+        let mut cmd = Command::new(&exe);
+        cmd.args(&child_args);
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().context("starting the executor process")?;
+        child_pid.store(child.id(), Ordering::SeqCst);
+        if stopping.load(Ordering::SeqCst) {
+            // A signal came while it started: pass it on now.
+            // SAFETY: as above.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        }
+        let status = child.wait().context("waiting for the executor process")?;
+        child_pid.store(0, Ordering::SeqCst);
+        if status.success() || stopping.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        restarts.retain(|t| now.duration_since(*t) < RESTART_WINDOW);
+        if restarts.len() >= MAX_RESTARTS {
+            bail!("the executor ended abnormally {MAX_RESTARTS} times within {RESTART_WINDOW:?} ({status}); giving up");
+        }
+        restarts.push_back(now);
+        tracing::error!(%status, "the executor process ended abnormally; starting it again");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn addresses(list: &[String]) -> Vec<Address> {
@@ -148,6 +228,10 @@ pub fn run_cache(args: &CacheArgs, config: &SquallConfig) -> Result<()> {
 }
 
 pub fn run_executor(args: &ExecutorArgs, config: &SquallConfig) -> Result<()> {
+    config.executor.validate()?;
+    if !args.no_supervisor {
+        return supervise();
+    }
     let me = Address(format!("tcp://{}:{}", args.host, args.port));
     let mut python_path = args.python_path.clone();
     let venv = args
@@ -165,7 +249,6 @@ pub fn run_executor(args: &ExecutorArgs, config: &SquallConfig) -> Result<()> {
         schedulers: addresses(&args.schedulers),
         python_path,
     };
-    config.executor.validate()?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut signals = signals()?;
     let flag = stop.clone();

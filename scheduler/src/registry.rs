@@ -62,6 +62,14 @@ impl Registry {
         }
     }
 
+    /// Whether `report` comes from a new process at the address of a known
+    /// executor (its `boot` differs).
+    pub fn restarted(&self, report: &ExecutorReport) -> bool {
+        self.executors
+            .get(&report.executor)
+            .is_some_and(|e| e.report.boot != report.boot)
+    }
+
     /// Records the key set of a node's cache.
     pub fn on_cache_report(&mut self, now: Time, report: CacheReport) {
         let mut sizes = StableHashMap::default();

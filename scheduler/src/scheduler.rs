@@ -154,6 +154,14 @@ impl Role for Scheduler {
                 failed,
             } => self.on_call_done(now, id, attempt, function, &executor, failed, out),
             Message::ExecutorReport(report) => {
+                if self.registry.restarted(&report) {
+                    // The process that had our calls died and was started
+                    // again before it fell silent for long: its calls are
+                    // lost all the same.
+                    let address = report.executor.clone();
+                    self.registry.executors.remove(&address);
+                    self.on_executors_died(now, &[address], out);
+                }
                 self.registry.on_executor_report(now, report);
                 self.drain_queue(now, out);
             }

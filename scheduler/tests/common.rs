@@ -48,6 +48,17 @@ pub fn tick(s: &mut Scheduler, now_ms: u64) -> Vec<(Address, Message)> {
 }
 
 pub fn report(executor: &str, node: &str, busy_permille: u16, warm: &[&str]) -> Message {
+    report_of_boot(executor, node, busy_permille, warm, 1)
+}
+
+/// A report from the executor process started `boot`.
+pub fn report_of_boot(
+    executor: &str,
+    node: &str,
+    busy_permille: u16,
+    warm: &[&str],
+    boot: u64,
+) -> Message {
     Message::ExecutorReport(ExecutorReport {
         executor: Address::from(executor),
         node: node.to_string(),
@@ -56,6 +67,7 @@ pub fn report(executor: &str, node: &str, busy_permille: u16, warm: &[&str]) -> 
         queue: 0,
         warm: warm.iter().map(|w| w.to_string()).collect(),
         calls: Vec::new(),
+        boot,
     })
 }
 

@@ -44,6 +44,32 @@ fn executor_death_invokes_the_call_again_with_the_same_id_and_attempt_1() {
 }
 
 #[test]
+fn an_executor_restarted_before_it_fell_silent_counts_as_dead() {
+    let mut s = call_on_e1(SchedulerConfig::default());
+    // e1's process died and its supervisor started it again within the
+    // timeout: a report with a new boot number.
+    let sent = step(&mut s, 1200, report_of_boot("e1", "n1", 0, &[], 2));
+    let inv = invokes(&sent);
+    assert_eq!(inv.len(), 1, "{sent:?}");
+    let (_, plan, _) = &inv[0];
+    assert_eq!((plan.id, plan.attempt), (id(1), 1));
+    assert_eq!(s.stats().executor_deaths, 1);
+    // The new process is an executor like any other.
+    let status = step(
+        &mut s,
+        1200,
+        Message::ComputeStatusRequest {
+            id: RequestId(1),
+            reply_to: Address::from("admin"),
+        },
+    );
+    assert!(matches!(
+        &status[0].1,
+        Message::ComputeStatusReply { status, .. } if status.executors.len() == 2
+    ));
+}
+
+#[test]
 fn when_retries_are_exhausted_the_call_fails_with_executor_died() {
     let mut s = call_on_e1(SchedulerConfig::default());
     step(&mut s, 1000, report("e3", "n3", 0, &[]));

@@ -286,6 +286,10 @@ pub struct ExecutorReport {
     pub warm: Vec<String>,
     /// Calls completed per function since the executor started.
     pub calls: Vec<(String, u64)>,
+    /// A number fresh at every start of the executor's process: a report
+    /// from a known address with another `boot` means the process that had
+    /// calls in flight died and was started again.
+    pub boot: u64,
 }
 
 /// What a cache tells the schedulers every report period: the keys it

@@ -382,6 +382,7 @@ fn executor_report() -> ExecutorReport {
         queue: 3,
         warm: vec!["square".to_string()],
         calls: vec![("square".to_string(), u64::MAX)],
+        boot: 0x5eed,
     }
 }
 

@@ -39,6 +39,8 @@ pub struct Identity {
     pub cache: Address,
     /// The schedulers that get its reports.
     pub schedulers: Vec<Address>,
+    /// Fresh at every start of the process (see `ExecutorReport::boot`).
+    pub boot: u64,
 }
 
 /// What the executor has counted, for status replies.
@@ -211,6 +213,7 @@ impl ExecutorCore {
             queue: self.queue_len() as u32,
             warm: self.warm_functions(),
             calls: self.calls.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            boot: self.id.boot,
         };
         for scheduler in &self.id.schedulers {
             out.send(scheduler.clone(), Message::ExecutorReport(report.clone()));

@@ -19,6 +19,7 @@ fn core() -> ExecutorCore {
         node: "n1".into(),
         cache: CACHE.into(),
         schedulers: vec![SCHED.into()],
+        boot: 1,
     };
     ExecutorCore::new(ExecutorConfig::default(), id, T0)
 }
@@ -293,6 +294,7 @@ fn warm_functions_are_bounded_by_bytes_least_recently_used_out() {
         node: "n1".into(),
         cache: CACHE.into(),
         schedulers: vec![SCHED.into()],
+        boot: 1,
     };
     let config = ExecutorConfig {
         max_warm_bytes: 2,

@@ -30,6 +30,9 @@ pub struct Report {
     /// (warm-up included); `None` where it cannot be read. See
     /// [`crate::cpu`].
     pub interference: Option<Interference>,
+    /// Resident memory of the store's processes (summed) before and after
+    /// the measured requests, in bytes; `None` where it cannot be read.
+    pub resident: Option<(u64, u64)>,
 }
 
 impl Report {
@@ -43,6 +46,7 @@ impl Report {
             elapsed: Duration::ZERO,
             first_error: None,
             interference: None,
+            resident: None,
         }
     }
 
@@ -66,6 +70,10 @@ impl Report {
         let (ours, theirs) = (self.elapsed.as_secs_f64(), other.elapsed.as_secs_f64());
         self.interference = match (self.interference, other.interference) {
             (Some(a), Some(b)) => Some(a.weighted(ours, b, theirs)),
+            (a, b) => a.or(b),
+        };
+        self.resident = match (self.resident, other.resident) {
+            (Some((before, _)), Some((_, after))) => Some((before, after)),
             (a, b) => a.or(b),
         };
         self.elapsed += other.elapsed;
@@ -121,6 +129,7 @@ pub fn table(reports: &[Report], baseline: &str) -> String {
         "errors".to_string(),
         "other CPU".to_string(),
         "steal".to_string(),
+        "server MiB".to_string(),
         format!("ops/s ÷ {baseline}"),
         format!("p50 ÷ {baseline}"),
     ];
@@ -149,6 +158,10 @@ pub fn table(reports: &[Report], baseline: &str) -> String {
                 .map_or("-".to_string(), |i| format!("{:.2}", i.others)),
             r.interference
                 .map_or("-".to_string(), |i| format!("{:.2}", i.steal)),
+            r.resident.map_or("-".to_string(), |(before, after)| {
+                let mib = |b: u64| b as f64 / f64::from(1 << 20);
+                format!("{:.1}→{:.1}", mib(before), mib(after))
+            }),
             ratio(r.ops_per_sec(), base.map_or(0.0, Report::ops_per_sec)),
             ratio(r.p50() as f64, base.map_or(0, Report::p50) as f64),
         ]);

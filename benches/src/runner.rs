@@ -130,6 +130,12 @@ pub fn measure_on(
     let value = value_bytes(workload.value_size, workload.seed);
     let pids = factory.server_pids();
     let cpu_before = CpuSample::now(&pids);
+    let resident = |pids: &[u32]| {
+        (!pids.is_empty())
+            .then(|| crate::cluster::resident(pids))
+            .flatten()
+    };
+    let resident_before = resident(&pids);
     let plan = Plan {
         workload,
         factory,
@@ -151,11 +157,13 @@ pub fn measure_on(
     });
 
     let cpu_after = CpuSample::now(&pids);
+    let resident_after = resident(&pids);
 
     let mut report = Report::empty(backend.clone(), workload.clone());
     report.interference = cpu_before
         .zip(cpu_after)
         .map(|(before, after)| before.interference_since(&after));
+    report.resident = resident_before.zip(resident_after);
     let mut last_finish = Duration::ZERO;
     for outcome in outcomes {
         let outcome = outcome.map_err(|_| RunError::ClientPanicked {

@@ -365,7 +365,8 @@ fn print_tables(args: &KvsArgs, reports: &[Report]) {
         "other CPU: cores' worth of CPU that other processes (not this benchmark, not the \
          servers it started) used during the run;\nsteal: cores' worth of time the hypervisor \
          did not run our vCPUs (neighbours, and our own wake-ups).\nAbove ~0.1 of either, the \
-         row was measured on a busy machine."
+         row was measured on a busy machine.\nserver MiB: resident memory of the store's \
+         processes before and after the measured requests."
     );
     let misses: u64 = reports.iter().map(|r| r.counts.misses).sum();
     if misses > 0 {

@@ -25,6 +25,9 @@ pub struct SquallFactory {
     dir: PathBuf,
     routers: Vec<Address>,
     pids: Vec<u32>,
+    /// One ZeroMQ context for every client thread (as the ZeroMQ-floor
+    /// backend has): one I/O thread, not one per client.
+    ctx: zmq::Context,
 }
 
 fn setup(what: impl std::fmt::Display) -> BackendError {
@@ -100,6 +103,7 @@ impl SquallFactory {
             dir,
             routers,
             pids,
+            ctx: zmq::Context::new(),
         })
     }
 }
@@ -187,8 +191,13 @@ impl BackendFactory for SquallFactory {
     }
 
     fn connect(&self) -> Result<Box<dyn KvBackend + Send>> {
-        let client = Client::connect(self.routers.clone(), ClientConfig::default())
-            .map_err(|e| setup(format!("connecting to squall: {e}")))?;
+        let client = Client::connect_in(
+            &self.ctx,
+            &anna::protocol::Address::from("tcp://127.0.0.1:*"),
+            self.routers.clone(),
+            ClientConfig::default(),
+        )
+        .map_err(|e| setup(format!("connecting to squall: {e}")))?;
         Ok(Box::new(SquallConnection { client }))
     }
 

@@ -55,12 +55,24 @@ impl Client {
         routers: Vec<Address>,
         config: ClientConfig,
     ) -> Result<Self, ClientError> {
+        Self::connect_in(&zmq::Context::new(), bind, routers, config)
+    }
+
+    /// Like [`Client::connect_from`], with sockets of `ctx`: many clients
+    /// of one process (one per thread) can share one ZeroMQ context, and so
+    /// its I/O thread, instead of each waking its own.
+    pub fn connect_in(
+        ctx: &zmq::Context,
+        bind: &Address,
+        routers: Vec<Address>,
+        config: ClientConfig,
+    ) -> Result<Self, ClientError> {
         if routers.is_empty() {
             return Err(ClientError::Transport(
                 "no router address given".to_string(),
             ));
         }
-        let ctx = zmq::Context::new();
+        let ctx = ctx.clone();
         let rx = Receiver::bind(&ctx, bind)?;
         let me = rx.address().clone();
         let writer = fresh_writer(&me);

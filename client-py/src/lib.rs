@@ -316,6 +316,13 @@ fn send_user_message(
 
 /// A `FunctionCode` record (`runtime` "python" or "wasm"), encoded for
 /// storage under a function key.
+/// Whether last-writer-wins bytes are a pickle (and so read back as the
+/// object they pickle) rather than raw bytes: the rule `get` applies.
+#[pyfunction]
+fn looks_pickled(data: &[u8]) -> bool {
+    values::looks_pickled(data)
+}
+
 #[pyfunction]
 #[pyo3(signature = (code, is_class, runtime = "python", export = ""))]
 fn encode_function<'py>(
@@ -428,6 +435,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Client>()?;
     m.add_class::<DirectKvs>()?;
     m.add_function(wrap_pyfunction!(send_user_message, m)?)?;
+    m.add_function(wrap_pyfunction!(looks_pickled, m)?)?;
     m.add_function(wrap_pyfunction!(encode_function, m)?)?;
     m.add_function(wrap_pyfunction!(decode_function, m)?)?;
     m.add_function(wrap_pyfunction!(encode_dag, m)?)?;

@@ -102,3 +102,17 @@ def test_a_reference_to_a_key_that_never_appears_times_out(compute):
         compute.call(name, squall.Reference(missing), timeout=1.5)
     assert missing in str(e.value)
     assert time.monotonic() - started < 5
+
+
+def append_one(values):
+    values.append(99)
+    return len(values)
+
+
+def test_a_kept_referenced_value_is_fresh_for_every_call(compute, key):
+    # Executors keep referenced values between calls; a function that
+    # mutates its argument must not change what the next call sees.
+    name = compute.register(append_one, name=unique("append_one"))
+    compute.put(key, [1, 2, 3])
+    assert [compute.call(name, squall.Reference(key)) for _ in range(4)] == [4, 4, 4, 4]
+    assert compute.get(key) == [1, 2, 3]

@@ -22,6 +22,14 @@ pub struct ExecutorConfig {
     /// loaded and warm; the least recently used functions are dropped
     /// beyond that. One function larger than the bound still runs, alone.
     pub max_warm_bytes: usize,
+    /// How many bytes of referenced values are kept between calls (as
+    /// stored; decoded afresh for each call); the least recently used are
+    /// dropped beyond that. Kept values are dropped when they change.
+    pub max_value_bytes: usize,
+    /// How many referenced keys the executor stays subscribed to at its
+    /// node's cache (to learn when a kept value changes); the least
+    /// recently used beyond that are dropped, and their values with them.
+    pub max_value_keys: usize,
     /// The call timeout used when a plan carries no deadline.
     #[serde(with = "anna::config::millis")]
     pub default_timeout: Duration,
@@ -53,6 +61,8 @@ impl Default for ExecutorConfig {
             report_period: Duration::from_millis(200),
             grace: Duration::from_millis(2000),
             max_warm_bytes: 64 << 20,
+            max_value_bytes: 256 << 20,
+            max_value_keys: 4096,
             default_timeout: Duration::from_secs(30),
             python_path: Vec::new(),
             max_queue: 1024,
@@ -91,6 +101,8 @@ impl ExecutorConfig {
         }
         let counts = [
             ("max_warm_bytes", self.max_warm_bytes),
+            ("max_value_bytes", self.max_value_bytes),
+            ("max_value_keys", self.max_value_keys),
             ("max_queue", self.max_queue),
             ("max_pending_fanins", self.max_pending_fanins),
             ("mailbox_capacity", self.mailbox_capacity),

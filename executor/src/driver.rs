@@ -104,7 +104,7 @@ pub fn run(
     let mut extra = config.python_path.clone();
     extra.extend(opts.python_path.iter().cloned());
     let paths = PythonPaths::discover(extra);
-    let jobs = start_worker(paths, mailbox.clone(), outlet)?;
+    let jobs = start_worker(paths, config.max_value_bytes, mailbox.clone(), outlet)?;
 
     let id = Identity {
         address: address.clone(),
@@ -130,6 +130,7 @@ pub fn run(
 
 fn start_worker(
     paths: PythonPaths,
+    max_value_bytes: usize,
     mailbox: Arc<Mailbox>,
     outlet: Arc<Outlet>,
 ) -> Result<mpsc::Sender<crate::job::Job>, ExecutorError> {
@@ -138,13 +139,14 @@ fn start_worker(
     thread::Builder::new()
         .name("squall-python".into())
         .spawn(move || {
-            let runtime = match PythonRuntime::start(&paths, mailbox, outlet.clone()) {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
+            let runtime =
+                match PythonRuntime::start(&paths, max_value_bytes, mailbox, outlet.clone()) {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
             let _ = ready_tx.send(Ok(()));
             Worker::new(vec![Box::new(runtime)]).serve(jobs_rx, &outlet);
         })

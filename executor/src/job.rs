@@ -27,6 +27,10 @@ pub struct Job {
     /// Functions dropped from the warm set since the last job: the runtime
     /// unloads them first.
     pub evict: Vec<String>,
+    /// Referenced keys whose kept values are stale (the key changed, or the
+    /// executor stopped watching it) since the last job: the runtime drops
+    /// them first.
+    pub stale_values: Vec<String>,
 }
 
 /// The call's surroundings, as `squall.user` sees them.

@@ -127,6 +127,11 @@ impl Worker {
                 self.runtimes.iter_mut().for_each(|r| r.unload(name));
             }
         }
+        if !job.stale_values.is_empty() {
+            for runtime in &mut self.runtimes {
+                runtime.forget_values(&job.stale_values);
+            }
+        }
         JobDone {
             seq: job.seq,
             outcome: self.call(job),

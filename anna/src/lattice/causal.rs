@@ -42,6 +42,7 @@ pub struct Dependent {
     /// For each key this value was computed from, the clock read there.
     pub dependencies: BTreeMap<String, VectorClock>,
     /// The value.
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
 }
 

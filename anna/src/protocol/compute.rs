@@ -88,6 +88,7 @@ pub enum Runtime {
 pub struct FunctionCode {
     pub runtime: Runtime,
     /// Python: `cloudpickle.dumps(fn_or_class)`. WebAssembly: the module.
+    #[serde(with = "serde_bytes")]
     pub code: Vec<u8>,
     /// Python: the code is a class, instantiated once per executor; calls
     /// go to its `__call__` (or `run`). WebAssembly: unused.
@@ -130,6 +131,7 @@ impl std::fmt::Display for CallId {
 pub struct CallArgs {
     /// Arguments in the runtime's encoding (Python: cloudpickled
     /// `(args, kwargs)`), references included as `squall.Reference` objects.
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
     /// The KVS keys the payload references: the executor resolves them
     /// through its node's cache, and the scheduler places the call where
@@ -257,7 +259,7 @@ pub struct CallError {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CallOutcome {
     /// The sink function's result, in the runtime's encoding.
-    Value(Vec<u8>),
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
     Error(CallError),
 }
 
@@ -329,6 +331,7 @@ pub struct Subscribe {
 pub struct UserMessage {
     /// The sending executor.
     pub from: Address,
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
 }
 

@@ -128,6 +128,7 @@ pub enum Message {
         plan: Box<compute::Plan>,
         function: u16,
         from: u16,
+        #[serde(with = "serde_bytes")]
         result: Vec<u8>,
     },
     /// "Call this function", from a client to a scheduler.

@@ -98,3 +98,8 @@ def function_key(name: str) -> str:
 
 def dag_key(name: str) -> str:
     """The KVS key of DAG `name`."""
+
+def looks_pickled(data: bytes) -> bool:
+    """Whether last-writer-wins bytes are a pickle (read back as the object
+    they pickle) rather than raw bytes: the rule `get` applies."""
+    ...

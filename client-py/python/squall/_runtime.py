@@ -17,6 +17,16 @@ imported by clients. The executor calls, from its worker thread:
   ``squall._native.DirectKvs(cache)``, waiting for a missing key until
   ``deadline``, seconds since the epoch), calls ``fn(*upstream, *args,
   **kwargs)`` and pickles the result.
+- ``configure(max_value_bytes)``: bounds the executor's cache of referenced
+  values.
+- ``invalidate(keys)``: drops those keys from it (the node's cache pushed a
+  change of them).
+
+Referenced last-writer-wins values are kept between calls as the bytes
+read (least recently used out beyond ``max_value_bytes``) and decoded
+afresh for every call, so a function that mutates its argument cannot
+change what the next call sees. The executor subscribes at the node's
+cache to every key it keeps and calls ``invalidate`` when one changes.
 
 An error is ``("error", kind, type_name, message, traceback)`` where kind
 is ``Remote``, ``BadArguments``, ``BadFunction`` or ``Timeout``. At the
@@ -27,6 +37,7 @@ thread; it derives from ``BaseException`` so that a function's
 
 import os
 import site
+from collections import OrderedDict
 import sys
 import time
 import traceback
@@ -134,11 +145,84 @@ def _missing(exc):
     return isinstance(exc, KeyError) or "NotFound" in type(exc).__name__
 
 
-def _read_reference(kvs, key, deadline):
+#: Referenced last-writer-wins values kept between calls: key -> bytes as
+#: stored, least recently used first; at most `_value_budget` bytes.
+_values = OrderedDict()
+_value_bytes = 0
+_value_budget = 256 << 20
+
+
+def configure(max_value_bytes):
+    global _value_budget
+    _value_budget = max_value_bytes
+    _trim()
+
+
+def invalidate(keys):
+    for key in keys:
+        _forget(key)
+
+
+def value_cache():
+    """(keys, bytes) held, for tests and the executor's log."""
+    return len(_values), _value_bytes
+
+
+def _forget(key):
+    global _value_bytes
+    data = _values.pop(key, None)
+    if data is not None:
+        _value_bytes -= len(data)
+
+
+def _trim():
+    global _value_bytes
+    while _values and _value_bytes > _value_budget:
+        _, data = _values.popitem(last=False)
+        _value_bytes -= len(data)
+
+
+def _remember(key, data):
+    global _value_bytes
+    _forget(key)
+    if len(data) > _value_budget:
+        return
+    _values[key] = data
+    _value_bytes += len(data)
+    _trim()
+
+
+def _decode(data):
+    from squall import _native
+
+    if _native.looks_pickled(data):
+        import cloudpickle
+
+        return cloudpickle.loads(data)
+    return data
+
+
+def _read_reference(cache, key, deadline):
+    data = _values.get(key)
+    if data is not None:
+        _values.move_to_end(key)
+        return _decode(data)
+    from squall import _native
+
+    left = deadline - REFERENCE_MARGIN_S - time.time()
+    left = max(0.01, min(REFERENCE_READ_TIMEOUT_S, left))
+    value = _read_stored(_native.DirectKvs(cache, left), key, deadline)
+    if type(value).__name__ == "Lww" and isinstance(getattr(value, "value", None), bytes):
+        _remember(key, value.value)
+        return _decode(value.value)
+    return value
+
+
+def _read_stored(kvs, key, deadline):
     start = time.time()
     while True:
         try:
-            value = kvs.get(key)
+            value = kvs.get(key, raw=True)
             if value is not None:
                 return value
         except Exception as e:
@@ -156,18 +240,13 @@ def _resolve(args, kwargs, deadline, cache):
         map(_is_reference, kwargs.values())
     ):
         return args, kwargs
-    from squall import _native
-
-    left = deadline - REFERENCE_MARGIN_S - time.time()
-    left = max(0.01, min(REFERENCE_READ_TIMEOUT_S, left))
-    kvs = _native.DirectKvs(cache, left)
     memo = {}
 
     def value(x):
         if not _is_reference(x):
             return x
         if x.key not in memo:
-            memo[x.key] = _read_reference(kvs, x.key, deadline)
+            memo[x.key] = _read_reference(cache, x.key, deadline)
         return memo[x.key]
 
     return tuple(value(a) for a in args), {k: value(v) for k, v in kwargs.items()}

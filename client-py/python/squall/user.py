@@ -51,11 +51,23 @@ def get(key):
 def put(key, value):
     """Writes ``value`` under ``key`` through the node's cache."""
     _store().put(key, value)
+    _written(key)
 
 
 def delete(key):
     """Deletes ``key`` through the node's cache."""
     _store().delete(key)
+    _written(key)
+
+
+def _written(key):
+    # A later call on this executor reads the key anew, not the referenced
+    # value the executor kept from before this write.
+    import sys
+
+    runtime = sys.modules.get("_squall_runtime")
+    if runtime is not None:
+        runtime.invalidate([key])
 
 
 def send(executor_id, data):

@@ -217,6 +217,13 @@ impl ExecutorCore {
                     deadline_ms: inv.deadline_ms,
                 },
                 evict: std::mem::take(&mut self.evicted),
+                stale_values: Vec::new(),
+            };
+            let refs = planned.args.refs.clone();
+            self.watch_values(now, &refs, out);
+            let job = Job {
+                stale_values: std::mem::take(&mut self.stale_values),
+                ..job
             };
             self.running = Some(Running {
                 seq: job.seq,

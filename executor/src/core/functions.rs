@@ -184,17 +184,13 @@ impl ExecutorCore {
             return;
         }
         self.subscribed_at = now;
-        if self.warm.is_empty() {
+        let mut keys: Vec<String> = self.warm.keys().map(|n| function_key(n)).collect();
+        keys.extend(self.watched_values().cloned());
+        if keys.is_empty() {
             return;
         }
-        let mut keys: Vec<String> = self.warm.keys().map(|n| function_key(n)).collect();
         keys.sort();
-        let subscribe = Subscribe {
-            subscriber: self.id.address.clone(),
-            keys,
-            lease_ms: self.config.subscription_lease.as_millis() as u32,
-        };
-        out.send(self.id.cache.clone(), Message::Subscribe(subscribe));
+        self.subscribe(keys, out);
     }
 
     pub(super) fn on_gossip(&mut self, gossip: &Gossip) {

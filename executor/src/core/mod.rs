@@ -9,11 +9,13 @@
 //!
 //! - [`calls`]: invokes, triggers and fan-in, the queue, results and errors.
 //! - [`functions`]: fetching code from the cache, the warm set, invalidation.
+//! - [`values`]: watching referenced keys whose values the runtime keeps.
 
 mod calls;
 mod functions;
 #[cfg(test)]
 mod tests;
+mod values;
 
 use crate::config::ExecutorConfig;
 use anna::cluster::{ClusterState, ReplicationFactor};
@@ -60,10 +62,12 @@ pub struct Counters {
     pub fanins_dropped: u64,
     pub user_messages: u64,
     pub mailbox_dropped: u64,
+    /// Kept referenced values dropped because their key changed.
+    pub value_invalidations: u64,
 }
 
 impl Counters {
-    fn named(&self) -> [(&'static str, u64); 14] {
+    fn named(&self) -> [(&'static str, u64); 15] {
         [
             ("invokes", self.invokes),
             ("triggers", self.triggers),
@@ -79,6 +83,7 @@ impl Counters {
             ("fanins_dropped", self.fanins_dropped),
             ("user_messages", self.user_messages),
             ("mailbox_dropped", self.mailbox_dropped),
+            ("value_invalidations", self.value_invalidations),
         ]
     }
 }
@@ -96,6 +101,8 @@ pub struct ExecutorCore {
     fetch_ids: StableHashMap<RequestId, String>,
     waiting: StableHashMap<String, Vec<Invocation>>,
     evicted: Vec<String>,
+    values: StableHashMap<String, values::Watched>,
+    stale_values: Vec<String>,
     subscribed_at: Time,
     fanins: StableHashMap<InvKey, PendingFanIn>,
     seen: StableHashMap<InvKey, u64>,
@@ -130,6 +137,8 @@ impl ExecutorCore {
             fetch_ids: StableHashMap::default(),
             waiting: StableHashMap::default(),
             evicted: Vec::new(),
+            values: StableHashMap::default(),
+            stale_values: Vec::new(),
             subscribed_at: now,
             fanins: StableHashMap::default(),
             seen: StableHashMap::default(),
@@ -254,7 +263,10 @@ impl Role for ExecutorCore {
                 result,
             } => self.on_trigger(now, plan, function, from, result, out),
             Message::KvsResponse(response) => self.on_kvs_response(now, response, out),
-            Message::Gossip(gossip) => self.on_gossip(&gossip),
+            Message::Gossip(gossip) => {
+                self.on_gossip(&gossip);
+                self.on_value_gossip(&gossip);
+            }
             Message::UserMessage(msg) => self.on_user_message(msg),
             Message::Ping { id, reply_to } => out.send(reply_to, Message::Pong { id }),
             Message::StatusRequest { id, reply_to } => {

@@ -590,3 +590,101 @@ fn user_messages_are_delivered_and_status_requests_answered() {
     assert_eq!(from.as_str(), ME);
     assert!(counters.contains(&("user_messages".to_string(), 1)));
 }
+
+/// Runs `f` once more with the references `refs`, answering nothing but
+/// the job; returns what was sent and the job.
+fn call_with_refs(
+    core: &mut ExecutorCore,
+    seq: u64,
+    refs: &[&str],
+) -> (Vec<(Address, Message)>, Job) {
+    let mut p = single("f");
+    p.id.seq = seq;
+    p.functions[0].args.refs = refs.iter().map(|r| r.to_string()).collect();
+    let mut sent = step(
+        core,
+        T0,
+        Message::Invoke {
+            plan: p,
+            function: 0,
+        },
+    );
+    let mut out = Outbox::default();
+    let job = core.next_job(T0, &mut out).expect("a job");
+    sent.extend(out.drain());
+    finish(core, &job, Ok(vec![]));
+    (sent, job)
+}
+
+fn push(key: &str, value: LatticeValue) -> Message {
+    Message::Gossip(Gossip {
+        from: CACHE.into(),
+        entries: vec![(key.to_string(), KeyState::from_value(value))],
+        ack: None,
+    })
+}
+
+fn lww_at(wall_ms: u64, bytes: &[u8]) -> LatticeValue {
+    LatticeValue::Lww(Lww::new(
+        Timestamp {
+            wall_ms,
+            ..Timestamp::default()
+        },
+        bytes.to_vec(),
+    ))
+}
+
+#[test]
+fn referenced_keys_are_watched_and_a_changed_value_goes_stale_for_the_next_job() {
+    let mut core = core();
+    warm_up(&mut core, "f");
+    let (sent, job) = call_with_refs(&mut core, 2, &["k"]);
+    assert!(
+        sent.iter().any(|(to, m)| to.as_str() == CACHE
+            && matches!(m, Message::Subscribe(s) if s.keys == vec!["k".to_string()])),
+        "{sent:?}"
+    );
+    assert!(job.stale_values.is_empty());
+
+    // The first push after subscribing drops what the runtime may have
+    // read before it; the same state again drops nothing; a new one does.
+    step(&mut core, T0, push("k", lww_at(1, b"a")));
+    let (_, job) = call_with_refs(&mut core, 3, &["k"]);
+    assert_eq!(job.stale_values, vec!["k".to_string()]);
+    step(&mut core, T0, push("k", lww_at(1, b"a")));
+    let (sent, job) = call_with_refs(&mut core, 4, &["k"]);
+    assert!(job.stale_values.is_empty());
+    assert!(
+        !sent.iter().any(|(_, m)| matches!(m, Message::Subscribe(_))),
+        "already watched: {sent:?}"
+    );
+    step(&mut core, T0, push("k", lww_at(2, b"b")));
+    let (_, job) = call_with_refs(&mut core, 5, &["k"]);
+    assert_eq!(job.stale_values, vec!["k".to_string()]);
+    assert_eq!(core.counters().value_invalidations, 2);
+    // Pushes of keys nobody referenced are ignored.
+    step(&mut core, T0, push("other", lww_at(3, b"c")));
+    let (_, job) = call_with_refs(&mut core, 6, &[]);
+    assert!(job.stale_values.is_empty());
+}
+
+#[test]
+fn watched_keys_are_bounded_and_one_dropped_goes_stale() {
+    let id = Identity {
+        address: ME.into(),
+        node: "n1".into(),
+        cache: CACHE.into(),
+        schedulers: vec![SCHED.into()],
+        boot: 1,
+    };
+    let config = ExecutorConfig {
+        max_value_keys: 2,
+        ..ExecutorConfig::default()
+    };
+    let mut core = ExecutorCore::new(config, id, T0);
+    warm_up(&mut core, "f");
+    call_with_refs(&mut core, 2, &["a", "b"]);
+    let (_, job) = call_with_refs(&mut core, 3, &["c"]);
+    assert_eq!(job.stale_values.len(), 1, "{:?}", job.stale_values);
+    assert!(["a", "b"].contains(&job.stale_values[0].as_str()));
+}

@@ -40,4 +40,8 @@ pub trait Runtime {
 
     /// Drops a loaded function.
     fn unload(&mut self, function: &str);
+
+    /// Drops kept referenced values of these keys (they changed). Runtimes
+    /// that keep none ignore it.
+    fn forget_values(&mut self, _keys: &[String]) {}
 }

@@ -166,6 +166,7 @@ impl PythonRuntime {
     /// the native module, the runtime module, a `cloudpickle` import check.
     pub fn start(
         paths: &PythonPaths,
+        max_value_bytes: usize,
         mailbox: Arc<Mailbox>,
         outlet: Arc<Outlet>,
     ) -> Result<Self, String> {
@@ -206,6 +207,9 @@ impl PythonRuntime {
                 cloudpickle = %text("cloudpickle"),
                 "embedded Python ready"
             );
+            runtime
+                .call_method1("configure", (max_value_bytes,))
+                .map_err(describe)?;
             let timeout_class = runtime.getattr("CallTimeout").map_err(describe)?.unbind();
             Ok(PythonRuntime {
                 watchdog: Watchdog::start(timeout_class.clone_ref(py)),
@@ -379,5 +383,14 @@ impl Runtime for PythonRuntime {
         if let Some(f) = self.functions.remove(function) {
             Python::attach(|_py| drop(f));
         }
+    }
+
+    fn forget_values(&mut self, keys: &[String]) {
+        Python::attach(|py| {
+            let runtime = self.runtime.bind(py);
+            if let Err(e) = runtime.call_method1("invalidate", (keys.to_vec(),)) {
+                tracing::warn!(error = %e, "dropping kept values failed");
+            }
+        });
     }
 }

@@ -22,7 +22,7 @@ SQUALL := target/release/squall
 # redis-tools brings redis-cli and redis-benchmark to cross-check it.
 APT_PACKAGES := g++ make pkg-config redis-server redis-tools
 
-.PHONY: demo test setup build bench-kvs clean help
+.PHONY: demo test setup build bench-kvs bench-functions clean help
 
 help:
 	@echo "make demo    install everything, build, and run the main job"
@@ -30,7 +30,8 @@ help:
 	@echo "make setup   install apt packages, the Python virtualenv and the squall Python package"
 	@echo "make build   build the release binary $(SQUALL)"
 	@echo "make bench-kvs  run the KVS benchmark matrix: Squall (1 and 2 threads), Redis, ZeroMQ floor (~5 min)"
-	@echo "make clean   remove build outputs, the virtualenv and stamps"
+	@echo "make bench-functions  run the functions benchmark: Squall vs Ray vs Dask (~3 min; installs them into .venv-bench)"
+	@echo "make clean   remove build outputs, the virtualenvs and stamps"
 
 setup: $(STAMPS)/apt $(STAMPS)/venv $(STAMPS)/client-py
 
@@ -85,6 +86,20 @@ bench-kvs: $(STAMPS)/apt
 	cargo build --release -p squall -p squall-benches
 	target/release/squall-bench kvs --matrix --squall-threads 1,2
 
+# The functions benchmark: composition, locality, throughput, Squall vs Ray
+# vs Dask side by side; the peers live in .venv-bench (not .venv, not CI).
+BENCH_VENV := .venv-bench
+
+$(STAMPS)/venv-bench: benches/functions/requirements.txt benches/functions/setup.sh \
+		$(CLIENT_PY_INPUTS) $(wildcard client-py/python/squall/*.py)
+	@mkdir -p $(STAMPS)
+	PYTHON=$(PYTHON) benches/functions/setup.sh
+	@touch $@
+
+bench-functions: $(STAMPS)/venv-bench
+	cargo build --release -p squall
+	$(BENCH_VENV)/bin/python benches/functions/compose.py
+
 clean:
 	cargo clean
-	rm -rf $(VENV) $(STAMPS)
+	rm -rf $(VENV) $(BENCH_VENV) $(STAMPS)

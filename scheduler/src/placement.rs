@@ -8,8 +8,12 @@
 //! 1. the most bytes of the function's referenced keys (`CallArgs::refs`)
 //!    already in its node's cache, as the caches last reported: reading
 //!    them is then local;
-//! 2. the function already warm there (loaded, its class initialised);
-//! 3. the fewest invocations outstanding;
+//! 2. in a DAG, for a link of a chain (a function whose only upstream
+//!    function has no other downstream one), the executor of that upstream
+//!    function: the two run one after the other anyway, and the result
+//!    then passes within the executor instead of over a socket;
+//! 3. the function already warm there (loaded, its class initialised);
+//! 4. the fewest invocations outstanding;
 //!
 //! and breaks remaining ties by rotating over the tied executors, so equal
 //! executors share the load. Nothing here is random: the same reports and
@@ -33,8 +37,8 @@ impl Limits {
 }
 
 /// How good an executor is for a function; higher is better: (local
-/// bytes, warm, fewest outstanding).
-type Score = (u64, bool, std::cmp::Reverse<u32>);
+/// bytes, follows its chain, warm, fewest outstanding).
+type Score = (u64, bool, bool, std::cmp::Reverse<u32>);
 
 impl Registry {
     /// Bytes of `refs` the cache of `e`'s node holds.
@@ -47,9 +51,16 @@ impl Registry {
             .fold(0u64, |sum, s| sum.saturating_add(*s))
     }
 
-    /// The best executor for `function` with arguments referencing `refs`,
-    /// or `None` if every executor is overloaded (or none is known).
-    pub fn choose(&mut self, function: &str, refs: &[Key], limits: Limits) -> Option<Address> {
+    /// The best executor for `function` with arguments referencing `refs`
+    /// (preferring `follow`, the executor of the function it follows in a
+    /// chain), or `None` if every executor is overloaded (or none is known).
+    pub fn choose(
+        &mut self,
+        function: &str,
+        refs: &[Key],
+        follow: Option<&Address>,
+        limits: Limits,
+    ) -> Option<Address> {
         let scored: Vec<(&Address, Score)> = self
             .executors
             .iter()
@@ -58,6 +69,7 @@ impl Registry {
                 let warm = e.report.warm.iter().any(|w| w == function);
                 let score = (
                     self.local_bytes(e, refs),
+                    follow == Some(a),
                     warm,
                     std::cmp::Reverse(e.outstanding),
                 );
@@ -82,7 +94,18 @@ impl Registry {
     pub fn place(&mut self, plan: &mut Plan, limits: Limits) -> bool {
         for i in 0..plan.functions.len() {
             let f = &plan.functions[i];
-            match self.choose(&f.name, &f.args.refs, limits) {
+            // A chain link follows its upstream function, if that one is
+            // placed already.
+            let follow = match f.upstream[..] {
+                [u] if usize::from(u) < i
+                    && plan.functions[usize::from(u)].downstream.len() == 1 =>
+                {
+                    Some(plan.functions[usize::from(u)].executor.clone())
+                }
+                _ => None,
+            };
+            let f = &plan.functions[i];
+            match self.choose(&f.name, &f.args.refs, follow.as_ref(), limits) {
                 Some(executor) => {
                     self.take(&executor);
                     plan.functions[i].executor = executor;

@@ -101,6 +101,24 @@ fn a_dag_plan_fans_out_and_in_with_upstream_in_connection_order() {
 }
 
 #[test]
+fn a_chain_link_follows_its_upstream_function_and_a_fan_out_spreads() {
+    let mut s = with_executors();
+    // a -> b -> c is a chain: all three on one executor, whichever it is.
+    let chain = dag("d", &["a", "b", "c"], &[("a", "b"), ("b", "c")]);
+    let (sent, _) = call_stored(&mut s, 1, 1, &Stored::Dag(chain), &[]);
+    let (_, plan, _) = &invokes(&sent)[0];
+    let on: Vec<&str> = plan.functions.iter().map(|f| f.executor.as_str()).collect();
+    assert!(on.iter().all(|e| *e == on[0]), "{on:?}");
+
+    // a -> b, a -> c fans out: b and c are no chain links, and spread.
+    let mut s = with_executors();
+    let fan = dag("d", &["a", "b", "c"], &[("a", "b"), ("a", "c")]);
+    let (sent, _) = call_stored(&mut s, 1, 1, &Stored::Dag(fan), &[]);
+    let (_, plan, _) = &invokes(&sent)[0];
+    assert_ne!(plan.functions[1].executor, plan.functions[2].executor);
+}
+
+#[test]
 fn every_source_of_a_dag_is_invoked() {
     let mut s = with_executors();
     let d = dag("d", &["x", "y", "join"], &[("x", "join"), ("y", "join")]);

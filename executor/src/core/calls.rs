@@ -265,6 +265,9 @@ impl ExecutorCore {
         let plan = &inv.plan;
         let planned = &plan.functions[inv.function as usize];
         let failed = outcome.is_err();
+        // Downstream functions planned on this executor are triggered here,
+        // without a trip through a socket.
+        let mut local = Vec::new();
         match outcome {
             Ok(result) if !planned.downstream.is_empty() => {
                 self.counters.calls_ok += 1;
@@ -272,6 +275,10 @@ impl ExecutorCore {
                     let Some(target) = plan.functions.get(d as usize) else {
                         continue;
                     };
+                    if target.executor == self.id.address {
+                        local.push((d, result.clone()));
+                        continue;
+                    }
                     let trigger = Message::Trigger {
                         plan: Box::new(Plan::clone(plan)),
                         function: d,
@@ -301,6 +308,10 @@ impl ExecutorCore {
             failed,
         };
         out.send(plan.scheduler.clone(), done);
+        for (d, result) in local {
+            let plan = Box::new(Plan::clone(&inv.plan));
+            self.on_trigger(now, plan, d, inv.function, result, out);
+        }
     }
 
     fn reply(&mut self, now: Time, plan: &Plan, outcome: CallOutcome, out: &mut Outbox) {

@@ -433,6 +433,44 @@ fn a_result_with_downstream_functions_triggers_their_executors() {
 }
 
 #[test]
+fn a_downstream_function_on_the_same_executor_is_triggered_without_a_message() {
+    let mut core = core();
+    let p = plan(
+        vec![
+            planned("a", vec![], vec![1], ME),
+            planned("b", vec![0], vec![], ME),
+        ],
+        None,
+    );
+    let sent = step(
+        &mut core,
+        T0,
+        Message::Invoke {
+            plan: p,
+            function: 0,
+        },
+    );
+    answer_fetch(&mut core, &sent, found(&code(1)));
+    let a = next_job(&mut core).unwrap();
+    let sent = finish(&mut core, &a, Ok(b"r".to_vec()));
+    assert!(
+        !sent
+            .iter()
+            .any(|(_, m)| matches!(m, Message::Trigger { .. })),
+        "{sent:?}"
+    );
+    // `b` needs its code first; then it runs with `a`'s result.
+    let sent: Vec<_> = sent
+        .into_iter()
+        .filter(|(_, m)| matches!(m, Message::KvsRequest(_)))
+        .collect();
+    answer_fetch(&mut core, &sent, found(&code(2)));
+    let b = next_job(&mut core).unwrap();
+    assert_eq!(b.function, "b");
+    assert_eq!(b.upstream, vec![b"r".to_vec()]);
+}
+
+#[test]
 fn a_failure_goes_to_the_caller_at_once_and_nothing_runs_downstream() {
     let mut core = core();
     let p = plan(

@@ -1,0 +1,553 @@
+#!/usr/bin/env python3
+"""The functions benchmark: Squall vs Ray vs Dask distributed, side by side
+in one run on one machine.
+
+    benches/functions/setup.sh                       # once: .venv-bench
+    .venv-bench/bin/python benches/functions/compose.py [--calls 1000] [--warmup 100]
+
+Three parts, each run against every system one after the other:
+
+  (a) composition latency: increment(square(x)), one call in flight, `--calls`
+      measured calls after `--warmup` unmeasured ones; p50/p99/mean in ms.
+      Squall: a registered DAG (register_dag + call_dag), and a plain `call`
+      of one function for reference. Ray: increment.remote(square.remote(x))
+      then ray.get. Dask: client.submit(increment, client.submit(square, x))
+      .result(), pure=False.
+  (b) locality: a function summing a 1 MB and a 10 MB float64 array held by
+      the system (Squall: put in the KVS, passed as squall.Reference; Ray:
+      ray.put object refs; Dask: scattered futures). "first": the first call
+      on freshly stored arrays (median over --locality-fresh pairs);
+      "warm": later calls on the same arrays (median of --locality-warm).
+  (c) throughput: --tasks tiny calls put in flight at once (Squall
+      call_async, Ray .remote, Dask submit), then all awaited; wall time and
+      calls/s.
+
+The script starts the Squall cluster itself (the release binary, a temporary
+state directory, a free port range) and always stops it; Ray and Dask are
+shut down at the end of their parts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import gc
+import json
+import os
+import platform
+import shlex
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+MB = 1 << 20
+
+
+# -- the functions every system runs ---------------------------------------
+
+def square(x):
+    return x * x
+
+
+def increment(x):
+    return x + 1
+
+
+def total(a, b):
+    return float(a.sum()) + float(b.sum())
+
+
+# -- helpers ----------------------------------------------------------------
+
+def ms_stats(samples_s):
+    xs = sorted(samples_s)
+    n = len(xs)
+    p = lambda q: xs[min(n - 1, max(0, int(round(q * n + 0.5)) - 1))]  # nearest rank
+    return {
+        "n": n,
+        "p50": p(0.50) * 1e3,
+        "p99": p(0.99) * 1e3,
+        "mean": statistics.fmean(xs) * 1e3,
+    }
+
+
+def timed_loop(fn, calls, warmup, check=None):
+    for i in range(warmup):
+        fn(i)
+    out = []
+    for i in range(calls):
+        t0 = time.perf_counter()
+        r = fn(i)
+        out.append(time.perf_counter() - t0)
+        if check is not None and i < 5:
+            assert r == check(i), (r, check(i))
+    return out
+
+
+def loadavg():
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def free_port_block(span=600):
+    """A base port whose whole range [base, base+span) is free on loopback
+    (squall up puts routers, schedulers, nodes, caches and executors at fixed
+    offsets from it)."""
+    for base in range(20000, 60000 - span, 997):
+        ok = True
+        for off in (0, 50, 100, 101, 400, 401, 402, 403):
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", base + off))
+            except OSError:
+                ok = False
+            finally:
+                s.close()
+            if not ok:
+                break
+        if ok:
+            return base
+    raise RuntimeError("no free port range found")
+
+
+def git_commit():
+    try:
+        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain",
+                                "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+        return rev + ("+uncommitted changes" if dirty else "")
+    except Exception:
+        return "?"
+
+
+def versions():
+    v = {"python": platform.python_version(), "numpy": np.__version__}
+    for mod in ("ray", "dask", "distributed", "squall"):
+        try:
+            v[mod] = __import__(mod).__version__
+        except Exception as e:  # noqa: BLE001
+            v[mod] = f"not importable ({type(e).__name__})"
+    v["squall commit"] = git_commit()
+    return v
+
+
+def arrays(seed):
+    rng = np.random.default_rng(seed)
+    return rng.random(MB // 8), rng.random(10 * MB // 8)
+
+
+# -- Squall -----------------------------------------------------------------
+
+class SquallCluster:
+    def __init__(self, binary, executors):
+        self.binary = str(binary)
+        self.dir = tempfile.mkdtemp(prefix="squall-fbench-")
+        self.port = free_port_block()
+        self.executors = executors
+        self.started = False
+
+    def up(self):
+        env = dict(os.environ)
+        # Executors import from this venv (numpy, cloudpickle, squall).
+        env["VIRTUAL_ENV"] = sys.prefix
+        cmd = [self.binary, "--state-dir", self.dir, "up", "--base-port", str(self.port),
+               "--nodes", "1", "--threads", "1", "--compute-nodes", "1",
+               "--executors", str(self.executors)]
+        print("  $", " ".join(shlex.quote(c) for c in cmd), flush=True)
+        self.started = True  # a failed `up` may still leave processes: always `down`
+        t0 = time.perf_counter()
+        subprocess.run(cmd, env=env, check=True, cwd=str(ROOT),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return time.perf_counter() - t0
+
+    def down(self):
+        if not self.started:
+            return
+        r = subprocess.run([self.binary, "--state-dir", self.dir, "down"],
+                           capture_output=True, text=True, cwd=str(ROOT))
+        if r.returncode != 0:
+            print(f"  squall down failed ({r.returncode}): {r.stderr.strip()}; "
+                  f"state and logs kept in {self.dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        self.started = False
+
+    def logs_tail(self, lines=20):
+        out = []
+        for p in sorted(Path(self.dir).rglob("*.log")):
+            try:
+                tail = p.read_text(errors="replace").splitlines()[-lines:]
+            except OSError:
+                continue
+            out.append(f"--- {p.name}\n" + "\n".join(tail))
+        return "\n".join(out)
+
+
+def run_squall(args, res):
+    import squall
+
+    cluster = SquallCluster(args.squall_bin, args.executors)
+    try:
+        res["start_s"] = cluster.up()
+        client = squall.connect(cluster.dir, call_timeout=120.0)
+        client.register(square)
+        client.register(increment)
+        client.register(total)
+        client.register_dag("square-then-increment", ["square", "increment"],
+                            [("square", "increment")])
+        assert client.call_dag("square-then-increment", {"square": [5]}) == 26
+        assert client.call("increment", 41) == 42
+
+        print("  (a) composition: call_dag", flush=True)
+        res["compose"] = ms_stats(timed_loop(
+            lambda i: client.call_dag("square-then-increment", {"square": [i]}),
+            args.calls, args.warmup, check=lambda i: i * i + 1))
+        print("  (a) single call: call", flush=True)
+        res["single"] = ms_stats(timed_loop(
+            lambda i: client.call("increment", i), args.calls, args.warmup,
+            check=lambda i: i + 1))
+
+        print("  (b) locality", flush=True)
+        first = []
+        for k in range(args.locality_fresh):
+            a, b = arrays(k)
+            client.put(f"fbench:a:{k}", a)
+            client.put(f"fbench:b:{k}", b)
+            want = float(a.sum()) + float(b.sum())
+            t0 = time.perf_counter()
+            got = client.call("total", squall.Reference(f"fbench:a:{k}"),
+                              squall.Reference(f"fbench:b:{k}"))
+            first.append(time.perf_counter() - t0)
+            assert abs(got - want) < 1e-6 * abs(want), (got, want)
+        warm = []
+        ra, rb = squall.Reference("fbench:a:0"), squall.Reference("fbench:b:0")
+        for _ in range(args.warmup // 10 + 2):
+            client.call("total", ra, rb)
+        for _ in range(args.locality_warm):
+            t0 = time.perf_counter()
+            client.call("total", ra, rb)
+            warm.append(time.perf_counter() - t0)
+        res["loc_first"] = ms_stats(first)
+        res["loc_warm"] = ms_stats(warm)
+        res["loc_driver"] = ms_stats(timed_loop(
+            lambda i: (client.get("fbench:a:0"), client.get("fbench:b:0")),
+            args.locality_warm, 2))
+
+        print(f"  (c) throughput: {args.tasks} call_async in flight", flush=True)
+        for i in range(min(200, args.tasks)):
+            client.call_async("increment", i).get()
+        gc.collect()
+        t0 = time.perf_counter()
+        futs = [client.call_async("increment", i) for i in range(args.tasks)]
+        t_sub = time.perf_counter() - t0
+        errors, bad = 0, 0
+        first_error = None
+        for i, f in enumerate(futs):
+            try:
+                if f.get() != i + 1:
+                    bad += 1
+            except Exception as e:  # noqa: BLE001
+                errors += 1
+                first_error = first_error or f"{type(e).__name__}: {e}"
+        wall = time.perf_counter() - t0
+        res["tput"] = {"wall_s": wall, "submit_s": t_sub, "per_s": args.tasks / wall,
+                       "errors": errors, "wrong": bad, "first_error": first_error}
+    except Exception:
+        res["error"] = traceback.format_exc()
+        res["logs"] = cluster.logs_tail()
+    finally:
+        cluster.down()
+
+
+# -- Ray --------------------------------------------------------------------
+
+def run_ray(args, res):
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+
+    try:
+        t0 = time.perf_counter()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR", _node_ip_address="127.0.0.1")
+        res["start_s"] = time.perf_counter() - t0
+        r_square = ray.remote(square)
+        r_increment = ray.remote(increment)
+        r_total = ray.remote(total)
+
+        print("  (a) composition: increment.remote(square.remote(x))", flush=True)
+        res["compose"] = ms_stats(timed_loop(
+            lambda i: ray.get(r_increment.remote(r_square.remote(i))),
+            args.calls, args.warmup, check=lambda i: i * i + 1))
+        print("  (a) single task", flush=True)
+        res["single"] = ms_stats(timed_loop(
+            lambda i: ray.get(r_increment.remote(i)), args.calls, args.warmup,
+            check=lambda i: i + 1))
+
+        print("  (b) locality", flush=True)
+        first = []
+        keep = []
+        for k in range(args.locality_fresh):
+            a, b = arrays(k)
+            ra, rb = ray.put(a), ray.put(b)
+            keep.append((ra, rb))
+            want = float(a.sum()) + float(b.sum())
+            t0 = time.perf_counter()
+            got = ray.get(r_total.remote(ra, rb))
+            first.append(time.perf_counter() - t0)
+            assert abs(got - want) < 1e-6 * abs(want)
+        ra, rb = keep[0]
+        for _ in range(args.warmup // 10 + 2):
+            ray.get(r_total.remote(ra, rb))
+        warm = []
+        for _ in range(args.locality_warm):
+            t0 = time.perf_counter()
+            ray.get(r_total.remote(ra, rb))
+            warm.append(time.perf_counter() - t0)
+        res["loc_first"] = ms_stats(first)
+        res["loc_warm"] = ms_stats(warm)
+        res["loc_driver"] = ms_stats(timed_loop(
+            lambda i: (ray.get(ra), ray.get(rb)), args.locality_warm, 2))
+        del keep, ra, rb
+
+        print(f"  (c) throughput: {args.tasks} .remote in flight", flush=True)
+        ray.get([r_increment.remote(i) for i in range(min(200, args.tasks))])
+        gc.collect()
+        t0 = time.perf_counter()
+        refs = [r_increment.remote(i) for i in range(args.tasks)]
+        t_sub = time.perf_counter() - t0
+        out = ray.get(refs)
+        wall = time.perf_counter() - t0
+        bad = sum(1 for i, v in enumerate(out) if v != i + 1)
+        res["tput"] = {"wall_s": wall, "submit_s": t_sub, "per_s": args.tasks / wall,
+                       "errors": 0, "wrong": bad, "first_error": None}
+    except Exception:
+        res["error"] = traceback.format_exc()
+    finally:
+        try:
+            ray.shutdown()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+# -- Dask -------------------------------------------------------------------
+
+def run_dask(args, res):
+    from dask.distributed import Client, LocalCluster
+
+    cluster = client = None
+    try:
+        t0 = time.perf_counter()
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                               dashboard_address=None, host="127.0.0.1")
+        client = Client(cluster)
+        res["start_s"] = time.perf_counter() - t0
+
+        print("  (a) composition: submit(increment, submit(square, x)).result()", flush=True)
+        res["compose"] = ms_stats(timed_loop(
+            lambda i: client.submit(increment, client.submit(square, i, pure=False),
+                                    pure=False).result(),
+            args.calls, args.warmup, check=lambda i: i * i + 1))
+        print("  (a) single task", flush=True)
+        res["single"] = ms_stats(timed_loop(
+            lambda i: client.submit(increment, i, pure=False).result(),
+            args.calls, args.warmup, check=lambda i: i + 1))
+
+        print("  (b) locality", flush=True)
+        first = []
+        keep = []
+        for k in range(args.locality_fresh):
+            a, b = arrays(k)
+            fa, fb = client.scatter(a), client.scatter(b)
+            keep.append((fa, fb))
+            want = float(a.sum()) + float(b.sum())
+            t0 = time.perf_counter()
+            got = client.submit(total, fa, fb, pure=False).result()
+            first.append(time.perf_counter() - t0)
+            assert abs(got - want) < 1e-6 * abs(want)
+        fa, fb = keep[0]
+        for _ in range(args.warmup // 10 + 2):
+            client.submit(total, fa, fb, pure=False).result()
+        warm = []
+        for _ in range(args.locality_warm):
+            t0 = time.perf_counter()
+            client.submit(total, fa, fb, pure=False).result()
+            warm.append(time.perf_counter() - t0)
+        res["loc_first"] = ms_stats(first)
+        res["loc_warm"] = ms_stats(warm)
+        res["loc_driver"] = ms_stats(timed_loop(
+            lambda i: (fa.result(), fb.result()), args.locality_warm, 2))
+        del keep, fa, fb
+
+        print(f"  (c) throughput: {args.tasks} submit in flight", flush=True)
+        client.gather(client.map(increment, range(min(200, args.tasks)), pure=False))
+        gc.collect()
+        t0 = time.perf_counter()
+        futs = [client.submit(increment, i, pure=False) for i in range(args.tasks)]
+        t_sub = time.perf_counter() - t0
+        out = client.gather(futs)
+        wall = time.perf_counter() - t0
+        bad = sum(1 for i, v in enumerate(out) if v != i + 1)
+        res["tput"] = {"wall_s": wall, "submit_s": t_sub, "per_s": args.tasks / wall,
+                       "errors": 0, "wrong": bad, "first_error": None}
+    except Exception:
+        res["error"] = traceback.format_exc()
+    finally:
+        for thing in (client, cluster):
+            try:
+                if thing is not None:
+                    thing.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+# -- report -----------------------------------------------------------------
+
+def local_sum_ms(reps=20):
+    a, b = arrays(0)
+    xs = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        total(a, b)
+        xs.append(time.perf_counter() - t0)
+    return statistics.median(xs) * 1e3
+
+
+def fmt(x, nd=2):
+    return "—" if x is None else f"{x:.{nd}f}"
+
+
+def report(args, results, meta):
+    systems = [s for s in ("squall", "ray", "dask") if s in results]
+    names = {"squall": "Squall", "ray": "Ray", "dask": "Dask"}
+    print()
+    print("## Functions benchmark: Squall vs Ray vs Dask (one run, same machine)")
+    print()
+    print("```")
+    print(meta["command"])
+    print("```")
+    print()
+    print(f"- date: {meta['date']}; machine: {meta['machine']}; load average before {meta['load_before']}, after {meta['load_after']}")
+    print("- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
+    print(f"- Squall cluster: 1 router, 1 storage node x 1 thread, 1 scheduler, 1 compute node x {args.executors} executors (binary {os.path.relpath(args.squall_bin, ROOT)}, built {meta['squall_bin_built']})")
+    print("- Ray: ray.init(num_cpus=2, include_dashboard=False); Dask: LocalCluster(n_workers=2, threads_per_worker=1, processes=True)")
+    print(f"- the same sum done locally in the driver: {local_sum_ms():.2f} ms")
+    print()
+
+    def row(label, key, sub=("p50", "p99", "mean")):
+        cells = []
+        for s in systems:
+            r = results[s].get(key)
+            cells.append(" / ".join(fmt(r[k]) for k in sub) if r else "failed" if "error" in results[s] else "—")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+    print(f"(a) latency, one call in flight, {args.calls} calls after {args.warmup} warm-up, ms p50 / p99 / mean")
+    print()
+    print("| measure | " + " | ".join(names[s] for s in systems) + " |")
+    print("|---|" + "---|" * len(systems))
+    row("composition increment(square(x)) (Squall: call_dag)", "compose")
+    row("single call increment(x) (Squall: call)", "single")
+    print()
+    print(f"(b) locality: sum of a 1 MB and a 10 MB float64 array held by the system, ms p50 / p99 / mean")
+    print(f"    first = first call on freshly stored arrays ({args.locality_fresh} pairs); warm = later calls on the same arrays ({args.locality_warm} calls)")
+    print()
+    print("| measure | " + " | ".join(names[s] for s in systems) + " |")
+    print("|---|" + "---|" * len(systems))
+    row("first call", "loc_first")
+    row("warm (cached) call", "loc_warm")
+    row("reference: both arrays fetched into the driver (get / ray.get / future.result)", "loc_driver")
+    print()
+    print(f"(c) throughput: {args.tasks} tiny calls (increment) in flight at once, then all awaited")
+    print()
+    print("| measure | " + " | ".join(names[s] for s in systems) + " |")
+    print("|---|" + "---|" * len(systems))
+    for label, k, nd in (("wall time, s", "wall_s", 2), ("of which submitting, s", "submit_s", 2),
+                         ("calls/s", "per_s", 0), ("failed calls", "errors", 0)):
+        cells = []
+        for s in systems:
+            t = results[s].get("tput")
+            cells.append(fmt(t[k], nd) if t else "failed" if "error" in results[s] else "—")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    print()
+    print("| cluster start, s | " + " | ".join(fmt(results[s].get("start_s")) for s in systems) + " |")
+    print()
+    for s in systems:
+        t = results[s].get("tput") or {}
+        if t.get("first_error"):
+            print(f"{names[s]} throughput: first failed call: {t['first_error']}")
+        if "error" in results[s]:
+            print(f"{names[s]} FAILED:\n{results[s]['error']}")
+            if results[s].get("logs"):
+                print(f"{names[s]} logs (tails):\n{results[s]['logs']}")
+    if "squall" in results and "compose" in results["squall"]:
+        sq = results["squall"]["compose"]["p50"]
+        line = f"Goals: Squall composition p50 {sq:.3f} ms (goal < 1 ms: {'met' if sq < 1 else 'NOT met'})"
+        if "ray" in results and "compose" in results["ray"]:
+            ratio = results["ray"]["compose"]["p50"] / sq
+            line += f"; Ray p50 / Squall p50 = {ratio:.2f}x (goal >= 3x: {'met' if ratio >= 3 else 'NOT met'})"
+        print(line)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--calls", type=int, default=1000, help="measured calls per latency row")
+    ap.add_argument("--warmup", type=int, default=100, help="unmeasured calls before each latency row")
+    ap.add_argument("--tasks", type=int, default=10000, help="calls in flight in the throughput part")
+    ap.add_argument("--locality-fresh", type=int, default=5, help="freshly stored array pairs (first calls)")
+    ap.add_argument("--locality-warm", type=int, default=20, help="warm calls on the same arrays")
+    ap.add_argument("--executors", type=int, default=2, help="Squall executors (Ray/Dask use 2 workers)")
+    ap.add_argument("--skip-squall", action="store_true")
+    ap.add_argument("--skip-ray", action="store_true")
+    ap.add_argument("--skip-dask", action="store_true")
+    ap.add_argument("--squall-bin", default=str(ROOT / "target/release/squall"))
+    ap.add_argument("--json", help="also write the raw results to this file")
+    args = ap.parse_args()
+
+    meta = {
+        "command": " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else sys.executable, os.path.relpath(os.path.abspath(sys.argv[0]), ROOT)] + sys.argv[1:]),
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.platform()}",
+        "load_before": loadavg(),
+        "versions": versions(),
+        "squall_bin_built": (_dt.datetime.fromtimestamp(os.path.getmtime(args.squall_bin), _dt.timezone.utc)
+                             .strftime("%Y-%m-%d %H:%M UTC") if os.path.exists(args.squall_bin) else "missing"),
+    }
+    print("functions benchmark:", meta["command"], flush=True)
+    print("versions:", meta["versions"], flush=True)
+    results = {}
+    plan = [("squall", run_squall, args.skip_squall), ("ray", run_ray, args.skip_ray),
+            ("dask", run_dask, args.skip_dask)]
+    for name, fn, skip in plan:
+        if skip:
+            continue
+        print(f"== {name}", flush=True)
+        results[name] = {}
+        t0 = time.perf_counter()
+        try:
+            fn(args, results[name])
+        except Exception:  # an import failure, say
+            results[name]["error"] = traceback.format_exc()
+        print(f"   {name}: {time.perf_counter() - t0:.1f} s"
+              + (" (FAILED)" if "error" in results[name] else ""), flush=True)
+        gc.collect()
+    meta["load_after"] = loadavg()
+    report(args, results, meta)
+    return 1 if any("error" in r for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -346,6 +346,7 @@ fn encode_function<'py>(
         code,
         is_class,
         export: export.to_string(),
+        result: anna::protocol::compute::ValueKind::Bytes,
     };
     Ok(PyBytes::new(py, &compute::encode_value(&record)))
 }

@@ -112,6 +112,7 @@ fn registered() -> (HashMap<String, FunctionCode>, PathBuf) {
             code,
             is_class: name == "Counter",
             export: String::new(),
+            result: anna::protocol::compute::ValueKind::Bytes,
         };
         functions.insert(name.to_string(), code);
     }

@@ -95,6 +95,25 @@ pub struct FunctionCode {
     pub is_class: bool,
     /// WebAssembly: the export to call. Python: unused.
     pub export: String,
+    /// WebAssembly: how the bytes the function returns reach a Python
+    /// caller (or a Python function downstream). Python: unused.
+    pub result: ValueKind,
+}
+
+/// How WebAssembly functions' bytes map to Python values: arguments are
+/// converted to bytes by their Python type, results from bytes by the kind
+/// the function was registered with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ValueKind {
+    /// `bytes` as they are.
+    #[default]
+    Bytes,
+    /// `str`, as UTF-8.
+    Str,
+    /// `int`, as 8 bytes, little-endian two's complement.
+    Int,
+    /// `float`, as 8 bytes, little-endian IEEE 754.
+    Float,
 }
 
 /// A DAG as registered: functions and the edges between them.
@@ -357,6 +376,7 @@ mod tests {
             code: vec![0x80, 5, 0x95],
             is_class: true,
             export: String::new(),
+            result: ValueKind::Bytes,
         };
         let bytes = encode_value(&code);
         assert_eq!(decode_value::<FunctionCode>(&bytes), Some(code));

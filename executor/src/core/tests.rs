@@ -67,6 +67,7 @@ fn code(tag: u8) -> FunctionCode {
         code: vec![tag],
         is_class: false,
         export: String::new(),
+        result: anna::protocol::compute::ValueKind::Bytes,
     }
 }
 

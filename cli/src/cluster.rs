@@ -457,22 +457,36 @@ fn start_compute(
 
 /// Asks a scheduler what it knows of the compute tier.
 pub fn query_compute(to: &Address, timeout: Duration) -> Result<ComputeStatus> {
+    ask(
+        to,
+        timeout,
+        |id, reply_to| Message::ComputeStatusRequest { id, reply_to },
+        |msg| match msg {
+            Message::ComputeStatusReply { id, status } => Some((id, status)),
+            _ => None,
+        },
+    )
+}
+
+/// Sends one question to `to` (built from a request id and a reply-to
+/// address) and waits up to `timeout` for the answer `answer` recognises
+/// with that id.
+fn ask<T>(
+    to: &Address,
+    timeout: Duration,
+    question: impl FnOnce(RequestId, Address) -> Message,
+    answer: impl Fn(Message) -> Option<(RequestId, T)>,
+) -> Result<T> {
     let ctx = zmq::Context::new();
     let mut rx = Receiver::bind(&ctx, &Address::from("tcp://127.0.0.1:*"))?;
     let mut tx = Sender::new(&ctx);
     let id = RequestId(1);
-    tx.send(
-        to,
-        &Message::ComputeStatusRequest {
-            id,
-            reply_to: rx.address().clone(),
-        },
-    )?;
+    tx.send(to, &question(id, rx.address().clone()))?;
     let deadline = Instant::now() + timeout;
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        if let Some(Message::ComputeStatusReply { id: got, status }) = rx.recv(Some(left))? {
+        if let Some((got, value)) = rx.recv(Some(left))?.and_then(&answer) {
             if got == id {
-                return Ok(status);
+                return Ok(value);
             }
         }
     }
@@ -568,32 +582,20 @@ pub fn query_status(to: &Address, timeout: Duration) -> Result<ClusterState> {
 
 /// Asks one component what cluster it sees and what it has counted.
 pub fn query(to: &Address, timeout: Duration) -> Result<Status> {
-    let ctx = zmq::Context::new();
-    let mut rx = Receiver::bind(&ctx, &Address::from("tcp://127.0.0.1:*"))?;
-    let mut tx = Sender::new(&ctx);
-    let id = RequestId(1);
-    tx.send(
+    ask(
         to,
-        &Message::StatusRequest {
-            id,
-            reply_to: rx.address().clone(),
+        timeout,
+        |id, reply_to| Message::StatusRequest { id, reply_to },
+        |msg| match msg {
+            Message::StatusReply {
+                id,
+                cluster,
+                counters,
+                ..
+            } => Some((id, Status { cluster, counters })),
+            _ => None,
         },
-    )?;
-    let deadline = Instant::now() + timeout;
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        if let Some(Message::StatusReply {
-            id: got,
-            cluster,
-            counters,
-            ..
-        }) = rx.recv(Some(left))?
-        {
-            if got == id {
-                return Ok(Status { cluster, counters });
-            }
-        }
-    }
-    bail!("no answer from {to} within {timeout:?}")
+    )
 }
 
 pub fn down(config: &SquallConfig) -> Result<()> {

@@ -53,6 +53,10 @@ pub struct ExecutorConfig {
     /// keys at the cache; renewed at half of it.
     #[serde(with = "anna::config::millis")]
     pub subscription_lease: Duration,
+    /// The most linear memory (bytes) one WebAssembly instance may have;
+    /// `memory.grow` beyond it returns -1 and a call that then fails says
+    /// so. Every call gets a fresh instance.
+    pub wasm_memory_bytes: usize,
 }
 
 impl Default for ExecutorConfig {
@@ -70,6 +74,7 @@ impl Default for ExecutorConfig {
             mailbox_capacity: 1024,
             fetch_retry: Duration::from_millis(500),
             subscription_lease: Duration::from_secs(10),
+            wasm_memory_bytes: 64 << 20,
         }
     }
 }
@@ -115,9 +120,18 @@ impl ExecutorConfig {
                 });
             }
         }
+        if self.wasm_memory_bytes < WASM_PAGE {
+            return Err(ConfigError {
+                field: "wasm_memory_bytes",
+                reason: "must be at least 65536 (one WebAssembly page)",
+            });
+        }
         Ok(())
     }
 }
+
+/// The size of a WebAssembly memory page.
+const WASM_PAGE: usize = 64 << 10;
 
 #[cfg(test)]
 mod tests {
@@ -147,5 +161,10 @@ mod tests {
             ..ExecutorConfig::default()
         };
         assert_eq!(config.validate().unwrap_err().field, "max_queue");
+        let config = ExecutorConfig {
+            wasm_memory_bytes: 4096,
+            ..ExecutorConfig::default()
+        };
+        assert_eq!(config.validate().unwrap_err().field, "wasm_memory_bytes");
     }
 }

@@ -1,7 +1,7 @@
 //! [`run`]: the executor process's I/O thread.
 //!
 //! It binds the executor's PULL socket, starts the worker thread (which
-//! sets up the embedded interpreter), and then loops: wait for a message, a
+//! sets up the embedded interpreter and the WebAssembly engine), and then loops: wait for a message, a
 //! worker event or the core's next tick (never a zero-timeout poll), step
 //! the [`ExecutorCore`], hand the worker its next job, send what the core
 //! queued. It never touches the GIL, so reports flow while a function runs.
@@ -9,6 +9,8 @@
 use crate::config::ExecutorConfig;
 use crate::core::{ExecutorCore, Identity};
 use crate::runtime::python::{PythonPaths, PythonRuntime};
+use crate::runtime::wasm::WasmRuntime;
+use crate::runtime::Runtime;
 use crate::worker::{Mailbox, Outlet, Worker, WorkerEvent};
 use anna::protocol::compute::UserMessage;
 use anna::protocol::{self, Address, Message};
@@ -104,7 +106,7 @@ pub fn run(
     let mut extra = config.python_path.clone();
     extra.extend(opts.python_path.iter().cloned());
     let paths = PythonPaths::discover(extra);
-    let jobs = start_worker(paths, config.max_value_bytes, mailbox.clone(), outlet)?;
+    let jobs = start_worker(paths, config, mailbox.clone(), outlet)?;
 
     let id = Identity {
         address: address.clone(),
@@ -130,25 +132,36 @@ pub fn run(
 
 fn start_worker(
     paths: PythonPaths,
-    max_value_bytes: usize,
+    config: &ExecutorConfig,
     mailbox: Arc<Mailbox>,
     outlet: Arc<Outlet>,
 ) -> Result<mpsc::Sender<crate::job::Job>, ExecutorError> {
     let (jobs_tx, jobs_rx) = mpsc::channel();
     let (ready_tx, ready_rx) = mpsc::channel();
+    let (max_value_bytes, wasm_memory_bytes) = (config.max_value_bytes, config.wasm_memory_bytes);
     thread::Builder::new()
         .name("squall-python".into())
         .spawn(move || {
-            let runtime =
-                match PythonRuntime::start(&paths, max_value_bytes, mailbox, outlet.clone()) {
-                    Ok(runtime) => runtime,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
+            // The Python runtime first: the WebAssembly one uses the
+            // `_squall_runtime` module it loads.
+            let runtimes =
+                PythonRuntime::start(&paths, max_value_bytes, mailbox.clone(), outlet.clone())
+                    .and_then(|python| {
+                        let wasm = WasmRuntime::start(wasm_memory_bytes, mailbox, outlet.clone())?;
+                        Ok(vec![
+                            Box::new(python) as Box<dyn Runtime>,
+                            Box::new(wasm) as Box<dyn Runtime>,
+                        ])
+                    });
+            let runtimes = match runtimes {
+                Ok(runtimes) => runtimes,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
             let _ = ready_tx.send(Ok(()));
-            Worker::new(vec![Box::new(runtime)]).serve(jobs_rx, &outlet);
+            Worker::new(runtimes).serve(jobs_rx, &outlet);
         })
         .map_err(|e| ExecutorError::Python(format!("cannot spawn the worker: {e}")))?;
     match ready_rx.recv() {

@@ -1,5 +1,6 @@
 //! The executor of the compute tier: runs registered Python functions in an
-//! embedded CPython next to the node's cache.
+//! embedded CPython, and WebAssembly functions with wasmtime, next to the
+//! node's cache.
 //!
 //! # Layout
 //!
@@ -11,7 +12,8 @@
 //! - [`job`]: the [`Job`] the core hands the worker and the [`JobDone`] that
 //!   comes back.
 //! - [`runtime`]: the [`Runtime`] trait (load code, invoke with a deadline)
-//!   and its Python implementation; WebAssembly is the second one to come.
+//!   and its two implementations, Python and WebAssembly
+//!   ([`runtime::wasm`] states the WebAssembly calling convention).
 //! - [`worker`]: the worker thread that runs jobs one at a time, the
 //!   mailbox of `user.recv`.
 //! - [`driver`]: [`run`], the I/O thread.
@@ -41,6 +43,10 @@
 //! schedulers see its reports stop and re-plan or fail its calls. A crash
 //! of the interpreter (a segfault) kills the process the same way and is
 //! detected the same way. An exception in a function only fails that call.
+//!
+//! WebAssembly functions need no watchdog: each call's store carries an
+//! epoch deadline (the engine's epoch advances every few milliseconds), so
+//! a runaway loop traps at the deadline with a `Timeout` error.
 
 pub mod config;
 pub mod core;

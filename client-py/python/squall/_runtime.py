@@ -22,6 +22,20 @@ imported by clients. The executor calls, from its worker thread:
 - ``invalidate(keys)``: drops those keys from it (the node's cache pushed a
   change of them).
 
+For WebAssembly functions (``executor/src/runtime/wasm.rs`` documents the
+calling convention) the executor calls, with the current call's context set:
+
+- ``wasm_args(payload, upstream, deadline, cache) -> ("ok", [bytes]) |
+  error``: the upstream results then the positional arguments (resolving
+  ``Reference`` arguments as ``invoke`` does), each converted to bytes by
+  :func:`wasm_bytes`; keyword arguments are refused.
+- ``wasm_result(data, kind) -> ("ok", pickled) | error``: the bytes a
+  function returned, as the Python value its registered result kind
+  (``"Bytes"``, ``"Str"``, ``"Int"``, ``"Float"``) names, cloudpickled.
+- ``wasm_get(key) -> ("ok", bytes) | ("missing",) | error`` and
+  ``wasm_put(key, data) -> ("ok",) | error``: the host imports ``squall.get``
+  and ``squall.put``, through ``squall.user``.
+
 Referenced last-writer-wins values are kept between calls as the bytes
 read (least recently used out beyond ``max_value_bytes``) and decoded
 afresh for every call, so a function that mutates its argument cannot
@@ -37,6 +51,7 @@ thread; it derives from ``BaseException`` so that a function's
 
 import os
 import site
+import struct
 from collections import OrderedDict
 import sys
 import time
@@ -288,6 +303,126 @@ def invoke(fn, payload, upstream, deadline, cache, name):
         return _error("Remote", e)
     try:
         return ("ok", cloudpickle.dumps(result))
+    except CallTimeout:
+        raise
+    except BaseException as e:
+        return _error("Remote", e)
+
+
+def wasm_bytes(value):
+    """``value`` as a WebAssembly function receives it: bytes-like objects
+    as they are, ``str`` as UTF-8, ``bool`` as one byte 0/1, ``int`` as 8
+    bytes little-endian two's complement, ``float`` as 8 bytes little-endian
+    IEEE 754. Raises ``TypeError`` for any other type and ``OverflowError``
+    for an ``int`` outside 64 bits."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, bool):
+        return b"\x01" if value else b"\x00"
+    if isinstance(value, int):
+        try:
+            return value.to_bytes(8, "little", signed=True)
+        except OverflowError:
+            raise OverflowError(
+                f"int {value} does not fit in 64 bits for a WebAssembly function"
+            ) from None
+    if isinstance(value, float):
+        return struct.pack("<d", value)
+    raise TypeError(
+        f"a WebAssembly function takes bytes, str, int, float or bool, "
+        f"not {type(value).__name__}"
+    )
+
+
+def wasm_args(payload, upstream, deadline, cache):
+    import cloudpickle
+
+    try:
+        if payload:
+            args, kwargs = cloudpickle.loads(payload)
+            args, kwargs = tuple(args), dict(kwargs)
+        else:
+            args, kwargs = (), {}
+        inputs = [cloudpickle.loads(u) for u in upstream]
+    except CallTimeout:
+        raise
+    except BaseException as e:
+        return _error("BadArguments", e)
+    if kwargs:
+        return (
+            "error",
+            "BadArguments",
+            "TypeError",
+            f"a WebAssembly function takes no keyword arguments "
+            f"(got {', '.join(sorted(kwargs))})",
+            "",
+        )
+    try:
+        args, _ = _resolve(args, {}, deadline, cache)
+    except CallTimeout:
+        raise
+    except _ReferenceTimeout as e:
+        return ("error", "Timeout", "Timeout", str(e), "")
+    except BaseException as e:
+        return _error("Remote", e)
+    out = []
+    for i, value in enumerate([*inputs, *args]):
+        try:
+            out.append(wasm_bytes(value))
+        except (TypeError, OverflowError, UnicodeError) as e:
+            return ("error", "BadArguments", type(e).__name__, f"argument {i}: {e}", "")
+    return ("ok", out)
+
+
+def wasm_result(data, kind):
+    import cloudpickle
+
+    data = bytes(data)
+    if kind == "Str":
+        try:
+            value = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return ("error", "Remote", "UnicodeDecodeError", f"a Str result: {e}", "")
+    elif kind in ("Int", "Float"):
+        if len(data) != 8:
+            return (
+                "error",
+                "Remote",
+                "ValueError",
+                f"an {kind} result must be 8 bytes, got {len(data)}",
+                "",
+            )
+        if kind == "Int":
+            value = int.from_bytes(data, "little", signed=True)
+        else:
+            (value,) = struct.unpack("<d", data)
+    else:
+        value = data
+    return ("ok", cloudpickle.dumps(value))
+
+
+def wasm_get(key):
+    from squall import user
+
+    try:
+        value = user.get(key)
+        if value is None:
+            return ("missing",)
+        return ("ok", wasm_bytes(value))
+    except CallTimeout:
+        raise
+    except BaseException as e:
+        return _error("Remote", e)
+
+
+def wasm_put(key, data):
+    from squall import user
+
+    try:
+        user.put(key, bytes(data))
+        return ("ok",)
     except CallTimeout:
         raise
     except BaseException as e:

@@ -1,12 +1,14 @@
-//! [`Runtime`]: what runs a function's code. [`python::PythonRuntime`] is
-//! the first implementation; a WebAssembly runtime is the second to come
-//! (load a module per function, a fresh store per call, epoch deadlines).
+//! [`Runtime`]: what runs a function's code. [`python::PythonRuntime`]
+//! runs cloudpickled Python; [`wasm::WasmRuntime`] runs WebAssembly modules
+//! (compiled once per code generation, a fresh store per call, epoch
+//! deadlines; its module docs state the calling convention).
 //!
 //! A runtime lives on the worker thread and runs one call at a time; the
 //! worker keeps track of which code generation each runtime has loaded and
 //! calls [`Runtime::load`] again when the code changed.
 
 pub mod python;
+pub mod wasm;
 mod watchdog;
 
 use crate::job::CallEnv;

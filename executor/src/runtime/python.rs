@@ -46,7 +46,29 @@ fn with_context<T>(f: impl FnOnce(&CallContext) -> PyResult<T>) -> PyResult<T> {
     })
 }
 
-fn now_ms() -> u64 {
+/// Runs `f` with the current call's context set for the native module's
+/// functions (and so for `squall.user`), cleared afterwards. The
+/// WebAssembly runtime sets it too: its host imports go through
+/// `squall.user`.
+pub(crate) fn with_call_context<T>(
+    env: &CallEnv,
+    mailbox: &Arc<Mailbox>,
+    outlet: &Arc<Outlet>,
+    f: impl FnOnce() -> T,
+) -> T {
+    CONTEXT.with(|c| {
+        *c.borrow_mut() = Some(CallContext {
+            env: env.clone(),
+            mailbox: mailbox.clone(),
+            outlet: outlet.clone(),
+        })
+    });
+    let result = f();
+    CONTEXT.with(|c| *c.borrow_mut() = None);
+    result
+}
+
+pub(crate) fn now_ms() -> u64 {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -229,25 +251,19 @@ impl PythonRuntime {
     /// left pending for this thread.
     fn guarded<T>(&mut self, env: &CallEnv, f: impl FnOnce(Python<'_>, &Self) -> T) -> (T, bool) {
         let left = Duration::from_millis(env.deadline_ms.saturating_sub(now_ms()));
-        CONTEXT.with(|c| {
-            *c.borrow_mut() = Some(CallContext {
-                env: env.clone(),
-                mailbox: self.mailbox.clone(),
-                outlet: self.outlet.clone(),
+        let (mailbox, outlet) = (self.mailbox.clone(), self.outlet.clone());
+        with_call_context(env, &mailbox, &outlet, || {
+            Python::attach(|py| {
+                self.watchdog.arm(Instant::now() + left);
+                let value = f(py, self);
+                let fired = self.watchdog.disarm(py);
+                // SAFETY: GIL held; a null exception clears a pending one.
+                unsafe {
+                    pyo3::ffi::PyThreadState_SetAsyncExc(self.thread_id as _, std::ptr::null_mut());
+                }
+                (value, fired)
             })
-        });
-        let result = Python::attach(|py| {
-            self.watchdog.arm(Instant::now() + left);
-            let value = f(py, self);
-            let fired = self.watchdog.disarm(py);
-            // SAFETY: GIL held; a null exception clears a pending one.
-            unsafe {
-                pyo3::ffi::PyThreadState_SetAsyncExc(self.thread_id as _, std::ptr::null_mut());
-            }
-            (value, fired)
-        });
-        CONTEXT.with(|c| *c.borrow_mut() = None);
-        result
+        })
     }
 
     /// Reads `("ok", value)` or `("error", kind, type, message, traceback)`.
@@ -274,37 +290,46 @@ impl PythonRuntime {
                 ));
             }
         };
-        let read = |t: &Bound<'_, PyAny>| -> PyResult<Result<Py<PyAny>, CallError>> {
-            let t = t.cast::<PyTuple>()?;
-            if t.get_item(0)?.extract::<String>()? == "ok" {
-                return Ok(Ok(t.get_item(1)?.unbind()));
-            }
-            let kind = match t.get_item(1)?.extract::<String>()?.as_str() {
-                "BadArguments" => CallErrorKind::BadArguments,
-                "BadFunction" => CallErrorKind::BadFunction,
-                "Timeout" => CallErrorKind::Timeout,
-                _ => CallErrorKind::Remote,
-            };
-            Ok(Err(CallError {
-                kind,
-                type_name: t.get_item(2)?.extract()?,
-                message: t.get_item(3)?.extract()?,
-                traceback: t.get_item(4)?.extract()?,
-                function: Some(function.to_string()),
-            }))
-        };
-        read(&tuple).unwrap_or_else(|e| {
-            Err(call_error(
-                CallErrorKind::Remote,
-                "RuntimeError",
-                format!("the executor's runtime answered oddly: {e}"),
-                function,
-            ))
-        })
+        read_outcome(function, &tuple)
     }
 }
 
-fn timeout(function: &str) -> CallError {
+/// Reads a runtime module's answer, `("ok", value)` or `("error", kind,
+/// type, message, traceback)`, as the call's outcome.
+pub(crate) fn read_outcome(
+    function: &str,
+    tuple: &Bound<'_, PyAny>,
+) -> Result<Py<PyAny>, CallError> {
+    let read = |t: &Bound<'_, PyAny>| -> PyResult<Result<Py<PyAny>, CallError>> {
+        let t = t.cast::<PyTuple>()?;
+        if t.get_item(0)?.extract::<String>()? == "ok" {
+            return Ok(Ok(t.get_item(1)?.unbind()));
+        }
+        let kind = match t.get_item(1)?.extract::<String>()?.as_str() {
+            "BadArguments" => CallErrorKind::BadArguments,
+            "BadFunction" => CallErrorKind::BadFunction,
+            "Timeout" => CallErrorKind::Timeout,
+            _ => CallErrorKind::Remote,
+        };
+        Ok(Err(CallError {
+            kind,
+            type_name: t.get_item(2)?.extract()?,
+            message: t.get_item(3)?.extract()?,
+            traceback: t.get_item(4)?.extract()?,
+            function: Some(function.to_string()),
+        }))
+    };
+    read(tuple).unwrap_or_else(|e| {
+        Err(call_error(
+            CallErrorKind::Remote,
+            "RuntimeError",
+            format!("the executor's runtime answered oddly: {e}"),
+            function,
+        ))
+    })
+}
+
+pub(crate) fn timeout(function: &str) -> CallError {
     call_error(
         CallErrorKind::Timeout,
         "Timeout",

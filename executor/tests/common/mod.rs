@@ -1,0 +1,312 @@
+//! The harness of the executor's end-to-end tests: over real sockets the
+//! test plays the scheduler, the cache and the caller on one address,
+//! answers the executor's code fetches and key reads and writes (a fake
+//! cache of last-writer-wins bytes), and checks what comes back.
+#![allow(dead_code)]
+
+use anna::lattice::{LatticeValue, Lww, Timestamp};
+use anna::protocol::compute::{encode_value, function_key};
+use anna::protocol::compute::{
+    CallArgs, CallError, CallId, CallOutcome, ExecutorReport, FunctionCode, Plan, PlannedFunction,
+    ReplyTo, Runtime, ValueKind,
+};
+use anna::protocol::{Address, KeyOp, KeyResult, KvsResponse, Message, Outcome};
+use anna::transport::{Receiver, Sender};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use squall_executor::{run, ExecutorConfig, ExecutorOptions};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn scratch() -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "squall-executor-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Cloudpickles the functions `names` of the Python `source` in a separate
+/// interpreter (the virtualenv's), as a client would; those in `classes`
+/// are registered as classes. Returns them and the source's path.
+pub fn pickle_functions(
+    source: &str,
+    names: &[&str],
+    classes: &[&str],
+) -> (HashMap<String, FunctionCode>, PathBuf) {
+    let dir = scratch();
+    let path = dir.join("functions.py");
+    std::fs::write(&path, source).unwrap();
+    let script = format!(
+        "import runpy, cloudpickle\n\
+         ns = runpy.run_path({source:?}, run_name='__main__')\n\
+         for name in {names:?}:\n\
+         \x20   print(name, cloudpickle.dumps(ns[name]).hex())\n",
+        source = path.display().to_string()
+    );
+    let python = repo().join(".venv/bin/python");
+    let out = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("the virtualenv's python (make setup)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut functions = HashMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let (name, hex) = line.split_once(' ').unwrap();
+        let code = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let code = FunctionCode {
+            runtime: Runtime::Python,
+            code,
+            is_class: classes.contains(&name),
+            export: String::new(),
+            result: ValueKind::Bytes,
+        };
+        functions.insert(name.to_string(), code);
+    }
+    (functions, path)
+}
+
+/// `pickle.dumps(eval(expr))` in this process's interpreter.
+pub fn pickle(expr: &str) -> Vec<u8> {
+    Python::attach(|py| {
+        let code = std::ffi::CString::new(format!("__import__('pickle').dumps({expr})")).unwrap();
+        let bytes = py.eval(&code, None, None).unwrap();
+        bytes.cast::<PyBytes>().unwrap().as_bytes().to_vec()
+    })
+}
+
+/// `repr(pickle.loads(bytes))`.
+pub fn unpickle(bytes: &[u8]) -> String {
+    Python::attach(|py| {
+        let value = py
+            .import("pickle")
+            .unwrap()
+            .call_method1("loads", (PyBytes::new(py, bytes),))
+            .unwrap();
+        value.repr().unwrap().to_string()
+    })
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A function of a test plan: name, pickled arguments, upstream, downstream.
+pub type Step<'a> = (&'a str, Vec<u8>, Vec<u16>, Vec<u16>);
+
+pub struct Harness {
+    pub rx: Receiver,
+    pub tx: Sender,
+    pub executor: Address,
+    pub functions: HashMap<String, FunctionCode>,
+    /// Data keys the test's "cache" holds, as last-writer-wins bytes;
+    /// last-writer-wins puts replace them.
+    pub values: HashMap<String, Vec<u8>>,
+    pub reports: Vec<ExecutorReport>,
+    pub seq: u64,
+    pub stop: Arc<AtomicBool>,
+    pub thread: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Harness {
+    pub fn start(functions: HashMap<String, FunctionCode>, python_path: Vec<PathBuf>) -> Self {
+        let ctx = zmq::Context::new();
+        let rx = Receiver::bind(&ctx, &Address::from("tcp://127.0.0.1:*")).unwrap();
+        let me = rx.address().clone();
+        let config = ExecutorConfig {
+            report_period: Duration::from_millis(50),
+            ..ExecutorConfig::default()
+        };
+        let opts = ExecutorOptions {
+            address: "tcp://127.0.0.1:*".into(),
+            node: "node-1".into(),
+            cache: me.clone(),
+            schedulers: vec![me.clone()],
+            python_path,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let theirs = stop.clone();
+        let thread = std::thread::spawn(move || run(opts, &config, theirs));
+        let mut h = Harness {
+            rx,
+            tx: Sender::new(&ctx),
+            executor: Address::default(),
+            functions,
+            values: HashMap::new(),
+            reports: Vec::new(),
+            seq: 0,
+            stop,
+            thread: Some(thread),
+        };
+        let end = Instant::now() + Duration::from_secs(30);
+        while h.reports.is_empty() && Instant::now() < end {
+            if h.thread.as_ref().is_some_and(|t| t.is_finished()) {
+                let result = h.thread.take().map(|t| t.join());
+                panic!("the executor ended: {result:?}");
+            }
+            h.wait_for(Duration::from_millis(100), |_| None::<()>);
+        }
+        h.executor = h.reports.first().expect("a first report").executor.clone();
+        h
+    }
+
+    /// Pumps messages (answering code fetches, recording reports) until `f`
+    /// picks one or `timeout` passes.
+    pub fn wait_for<T>(
+        &mut self,
+        timeout: Duration,
+        mut f: impl FnMut(&Message) -> Option<T>,
+    ) -> Option<T> {
+        let end = Instant::now() + timeout;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            let Some(msg) = self.rx.recv(Some(left)).unwrap() else {
+                break;
+            };
+            match &msg {
+                Message::KvsRequest(req) => self.answer(req),
+                Message::ExecutorReport(r) => self.reports.push(r.clone()),
+                _ => {}
+            }
+            if let Some(t) = f(&msg) {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    fn answer(&mut self, req: &anna::protocol::KvsRequest) {
+        let results = (req.ops.iter())
+            .map(|op| {
+                let outcome = match op {
+                    KeyOp::Get { key } => (self.functions.iter())
+                        .find(|(name, _)| function_key(name) == *key)
+                        .map(|(_, code)| {
+                            let lww = Lww::new(Timestamp::default(), encode_value(code));
+                            Outcome::Value(LatticeValue::Lww(lww))
+                        })
+                        .or_else(|| {
+                            let bytes = self.values.get(key)?.clone();
+                            let lww = Lww::new(Timestamp::default(), bytes);
+                            Some(Outcome::Value(LatticeValue::Lww(lww)))
+                        })
+                        .unwrap_or(Outcome::NotFound),
+                    KeyOp::Put {
+                        key,
+                        value: LatticeValue::Lww(lww),
+                    } => {
+                        self.values.insert(key.clone(), lww.value().to_vec());
+                        Outcome::Stored
+                    }
+                    _ => Outcome::Stored,
+                };
+                KeyResult {
+                    key: op.key().clone(),
+                    outcome,
+                }
+            })
+            .collect();
+        let response = Message::KvsResponse(KvsResponse {
+            id: req.id,
+            results,
+        });
+        self.tx.send(&req.reply_to, &response).unwrap();
+    }
+
+    pub fn plan(&mut self, functions: Vec<Step<'_>>, timeout_ms: u64) -> Plan {
+        self.seq += 1;
+        Plan {
+            id: CallId {
+                caller: 1,
+                seq: self.seq,
+            },
+            dag: None,
+            functions: (functions.into_iter())
+                .map(|(name, payload, upstream, downstream)| PlannedFunction {
+                    name: name.into(),
+                    executor: self.executor.clone(),
+                    args: CallArgs {
+                        payload,
+                        refs: vec![],
+                    },
+                    upstream,
+                    downstream,
+                })
+                .collect(),
+            reply: ReplyTo {
+                address: self.rx.address().clone(),
+                response_key: None,
+            },
+            deadline_ms: now_ms() + timeout_ms,
+            attempt: 0,
+            scheduler: self.rx.address().clone(),
+        }
+    }
+
+    pub fn invoke(&mut self, plan: &Plan, function: u16) {
+        let msg = Message::Invoke {
+            plan: Box::new(plan.clone()),
+            function,
+        };
+        self.tx.send(&self.executor, &msg).unwrap();
+    }
+
+    pub fn result(&mut self, plan: &Plan) -> CallOutcome {
+        let id = plan.id;
+        self.wait_for(Duration::from_secs(20), |m| match m {
+            Message::CallResult(r) if r.id == id => Some(r.outcome.clone()),
+            _ => None,
+        })
+        .expect("a call result")
+    }
+
+    pub fn call(&mut self, name: &str, args: &str, timeout_ms: u64) -> CallOutcome {
+        let plan = self.plan(vec![(name, pickle(args), vec![], vec![])], timeout_ms);
+        self.invoke(&plan, 0);
+        self.result(&plan)
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+pub fn value(outcome: CallOutcome) -> String {
+    match outcome {
+        CallOutcome::Value(bytes) => unpickle(&bytes),
+        CallOutcome::Error(e) => panic!("call failed: {e:?}"),
+    }
+}
+
+pub fn error(outcome: CallOutcome) -> CallError {
+    match outcome {
+        CallOutcome::Error(e) => e,
+        CallOutcome::Value(v) => panic!("call succeeded: {}", unpickle(&v)),
+    }
+}

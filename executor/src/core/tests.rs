@@ -14,6 +14,10 @@ const CALLER: &str = "tcp://caller:1";
 const T0: Time = Time(1_000_000_000);
 
 fn core() -> ExecutorCore {
+    core_with(ExecutorConfig::default())
+}
+
+fn core_with(config: ExecutorConfig) -> ExecutorCore {
     let id = Identity {
         address: ME.into(),
         node: "n1".into(),
@@ -21,7 +25,7 @@ fn core() -> ExecutorCore {
         schedulers: vec![SCHED.into()],
         boot: 1,
     };
-    ExecutorCore::new(ExecutorConfig::default(), id, T0)
+    ExecutorCore::new(config, id, T0)
 }
 
 fn planned(
@@ -290,18 +294,11 @@ fn a_gossip_of_the_function_key_drops_the_warm_function_and_the_next_call_refetc
 
 #[test]
 fn warm_functions_are_bounded_by_bytes_least_recently_used_out() {
-    let id = Identity {
-        address: ME.into(),
-        node: "n1".into(),
-        cache: CACHE.into(),
-        schedulers: vec![SCHED.into()],
-        boot: 1,
-    };
     let config = ExecutorConfig {
         max_warm_bytes: 2,
         ..ExecutorConfig::default()
     };
-    let mut core = ExecutorCore::new(config, id, T0);
+    let mut core = core_with(config);
     for (seq, name) in [(1, "f"), (2, "g"), (3, "h")] {
         let mut plan = single(name);
         plan.id.seq = seq;
@@ -709,18 +706,11 @@ fn referenced_keys_are_watched_and_a_changed_value_goes_stale_for_the_next_job()
 
 #[test]
 fn watched_keys_are_bounded_and_one_dropped_goes_stale() {
-    let id = Identity {
-        address: ME.into(),
-        node: "n1".into(),
-        cache: CACHE.into(),
-        schedulers: vec![SCHED.into()],
-        boot: 1,
-    };
     let config = ExecutorConfig {
         max_value_keys: 2,
         ..ExecutorConfig::default()
     };
-    let mut core = ExecutorCore::new(config, id, T0);
+    let mut core = core_with(config);
     warm_up(&mut core, "f");
     call_with_refs(&mut core, 2, &["a", "b"]);
     let (_, job) = call_with_refs(&mut core, 3, &["c"]);

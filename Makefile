@@ -77,6 +77,8 @@ demo: setup build
 
 test:
 	cargo test --workspace
+	@$(MAKE) --no-print-directory $(STAMPS)/venv
+	deploy/k8s/validate.sh
 	@$(MAKE) --no-print-directory $(STAMPS)/client-py
 	$(VENV)/bin/python -m pytest -q client-py/tests
 

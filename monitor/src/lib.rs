@@ -1,7 +1,55 @@
 //! The monitor: collects statistics from both tiers and scales each on its
 //! own through a provider (local processes or Kubernetes).
 //!
+//! This crate is the monitor's first landed step: the interface its
+//! policies will act through, and that interface on Kubernetes. Nothing in
+//! Squall calls it yet.
+//!
 //! # Layout
 //!
-//! Nothing yet. This crate is reserved for the monitor issue; it builds and
-//! exports nothing so that no other crate can depend on behaviour it lacks.
+//! - `provider.rs`: [`Provider`], the one interface for "run N nodes of kind
+//!   X" ([`NodeKind`]: storage, router, scheduler, compute), the counts it
+//!   reports ([`Replicas`]: desired and observed) and its error
+//!   ([`ProviderError`], every variant naming the workload). The trait is
+//!   synchronous and object-safe, so a local-process provider can implement
+//!   it with plain `std::process` calls and the monitor can hold a
+//!   `Box<dyn Provider>`.
+//! - `kubernetes.rs`: [`KubernetesProvider`], which scales the workloads of
+//!   `deploy/k8s` through their `/scale` subresource (a merge patch of
+//!   `spec.replicas`; reads are a GET of the same subresource), and its
+//!   settings ([`KubernetesConfig`], defaults matching the manifests). It
+//!   owns a one-thread Tokio runtime and bounds each request by
+//!   `request_timeout`.
+//!
+//! # What is tested, and how
+//!
+//! No Kubernetes API server can run on the machine this was built on, so:
+//!
+//! - `tests/kubernetes_mock.rs` puts a `tower-test` mock service under a real
+//!   `kube::Client` (as kube-rs tests itself) and asserts the exact HTTP
+//!   request of every call for every kind (method, path, query, the merge
+//!   patch's content type, the JSON body), answers it with a `Scale` object
+//!   or a `Status` error (404, 403), and checks the result or error. These
+//!   run in `cargo test -p squall-monitor`.
+//! - The manifests of `deploy/k8s` are validated offline against the
+//!   Kubernetes schemas by `deploy/k8s/validate.sh` (`kubernetes-validate
+//!   --strict`); that checks their shape, not their behaviour.
+//! - `tests/kubernetes_cluster.rs` holds `#[ignore]`d tests that read and
+//!   re-apply the replica counts on a real cluster where the manifests are
+//!   deployed: `KUBECONFIG=... cargo test -p squall-monitor -- --ignored`.
+//!   They have never been run: no cluster was reachable. Neither has the
+//!   `connect` path (kubeconfig or in-cluster service account) nor the
+//!   manifests on a real cluster.
+//!
+//! # Not built yet
+//!
+//! Statistics (collection, aggregation, `squall status`, `/metrics`), the
+//! policies (`decide(stats, now) -> actions`), the local-process provider,
+//! the monitor's binary (`squall monitor`, which the monitor Deployment in
+//! `deploy/k8s` names), and watching pods. See issue 6.
+
+pub mod kubernetes;
+pub mod provider;
+
+pub use kubernetes::{KubernetesConfig, KubernetesProvider, Workload, WorkloadResource};
+pub use provider::{Action, NodeKind, Provider, ProviderError, Replicas};

@@ -10,7 +10,9 @@ Three parts, each run against every system one after the other:
   (a) composition latency: increment(square(x)), one call in flight, `--calls`
       measured calls after `--warmup` unmeasured ones; p50/p99/mean in ms.
       Squall: a registered DAG (register_dag + call_dag), and a plain `call`
-      of one function for reference. Ray: increment.remote(square.remote(x))
+      of one function for reference; then the same two with both functions
+      in WebAssembly (examples/wasm/square.wat and increment.wat, registered
+      with register_wasm; --skip-wasm leaves them out). Ray: increment.remote(square.remote(x))
       then ray.get. Dask: client.submit(increment, client.submit(square, x))
       .result(), pure=False.
   (b) locality: a function summing a 1 MB and a 10 MB float64 array held by
@@ -50,6 +52,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 MB = 1 << 20
+WASM_EXAMPLES = ROOT / "examples" / "wasm"
 
 
 # -- the functions every system runs ---------------------------------------
@@ -220,6 +223,12 @@ def run_squall(args, res):
             lambda i: client.call("increment", i), args.calls, args.warmup,
             check=lambda i: i + 1))
 
+        if not args.skip_wasm:
+            try:
+                run_squall_wasm(args, client, res)
+            except Exception:  # the Python figures still count
+                res["wasm_error"] = traceback.format_exc()
+
         print("  (b) locality", flush=True)
         first = []
         for k in range(args.locality_fresh):
@@ -270,6 +279,26 @@ def run_squall(args, res):
         res["logs"] = cluster.logs_tail()
     finally:
         cluster.down()
+
+
+def run_squall_wasm(args, client, res):
+    """(a) again with square and increment in WebAssembly (hand-written WAT,
+    Int in, Int out): a DAG of the two, and one call of increment."""
+    client.register_wasm(WASM_EXAMPLES / "square.wat", "wasm_square", result="int")
+    client.register_wasm(WASM_EXAMPLES / "increment.wat", "wasm_increment", result="int")
+    client.register_dag("wasm-square-then-increment", ["wasm_square", "wasm_increment"],
+                        [("wasm_square", "wasm_increment")])
+    assert client.call_dag("wasm-square-then-increment", {"wasm_square": [5]}) == 26
+    assert client.call("wasm_increment", 41) == 42
+
+    print("  (a) composition, WebAssembly: call_dag", flush=True)
+    res["compose_wasm"] = ms_stats(timed_loop(
+        lambda i: client.call_dag("wasm-square-then-increment", {"wasm_square": [i]}),
+        args.calls, args.warmup, check=lambda i: i * i + 1))
+    print("  (a) single call, WebAssembly: call", flush=True)
+    res["single_wasm"] = ms_stats(timed_loop(
+        lambda i: client.call("wasm_increment", i), args.calls, args.warmup,
+        check=lambda i: i + 1))
 
 
 # -- Ray --------------------------------------------------------------------
@@ -459,6 +488,10 @@ def report(args, results, meta):
     print("|---|" + "---|" * len(systems))
     row("composition increment(square(x)) (Squall: call_dag)", "compose")
     row("single call increment(x) (Squall: call)", "single")
+    if "squall" in results and not args.skip_wasm:
+        row("composition, both in WebAssembly (Squall: call_dag of square.wat -> increment.wat)",
+            "compose_wasm")
+        row("single call, WebAssembly (Squall: call of increment.wat)", "single_wasm")
     print()
     print(f"(b) locality: sum of a 1 MB and a 10 MB float64 array held by the system, ms p50 / p99 / mean")
     print(f"    first = first call on freshly stored arrays ({args.locality_fresh} pairs); warm = later calls on the same arrays ({args.locality_warm} calls)")
@@ -487,6 +520,8 @@ def report(args, results, meta):
         t = results[s].get("tput") or {}
         if t.get("first_error"):
             print(f"{names[s]} throughput: first failed call: {t['first_error']}")
+        if results[s].get("wasm_error"):
+            print(f"{names[s]} WebAssembly rows FAILED:\n{results[s]['wasm_error']}")
         if "error" in results[s]:
             print(f"{names[s]} FAILED:\n{results[s]['error']}")
             if results[s].get("logs"):
@@ -498,6 +533,11 @@ def report(args, results, meta):
             ratio = results["ray"]["compose"]["p50"] / sq
             line += f"; Ray p50 / Squall p50 = {ratio:.2f}x (goal >= 3x: {'met' if ratio >= 3 else 'NOT met'})"
         print(line)
+    if "squall" in results and "compose_wasm" in results["squall"]:
+        sq = results["squall"]
+        print(f"Squall WebAssembly vs Python, p50: composition {sq['compose_wasm']['p50']:.3f} vs "
+              f"{sq['compose']['p50']:.3f} ms; single call {sq['single_wasm']['p50']:.3f} vs "
+              f"{sq['single']['p50']:.3f} ms")
     if args.json:
         Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=2))
 
@@ -513,6 +553,8 @@ def main():
     ap.add_argument("--skip-squall", action="store_true")
     ap.add_argument("--skip-ray", action="store_true")
     ap.add_argument("--skip-dask", action="store_true")
+    ap.add_argument("--skip-wasm", action="store_true",
+                    help="leave out Squall's WebAssembly rows of (a)")
     ap.add_argument("--squall-bin", default=str(ROOT / "target/release/squall"))
     ap.add_argument("--json", help="also write the raw results to this file")
     args = ap.parse_args()
@@ -546,7 +588,7 @@ def main():
         gc.collect()
     meta["load_after"] = loadavg()
     report(args, results, meta)
-    return 1 if any("error" in r for r in results.values()) else 0
+    return 1 if any("error" in r or "wasm_error" in r for r in results.values()) else 0
 
 
 if __name__ == "__main__":

@@ -15,16 +15,19 @@
 //!   cache), and user messages between executors.
 //! - [`calls`]: calls and DAG calls to schedulers, and their results.
 //! - [`errors`]: Rust errors as `squall.errors` exceptions.
+//! - [`wasm`]: WebAssembly modules for `register_wasm`: WAT to binary,
+//!   validation, the calling convention's exports and imports.
 
 mod calls;
 mod direct;
 mod errors;
 mod store;
 mod values;
+mod wasm;
 
 use anna::client::ClientConfig;
 use anna::lattice::LatticeValue;
-use anna::protocol::compute::{self, CallArgs, CallOutcome, Dag, FunctionCode, Runtime};
+use anna::protocol::compute::{self, CallArgs, CallOutcome, Dag, FunctionCode, Runtime, ValueKind};
 use anna::protocol::Address;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -314,8 +317,6 @@ fn send_user_message(
     .map_err(|e| errors::squall_error(py, "SquallError", e.to_string()))
 }
 
-/// A `FunctionCode` record (`runtime` "python" or "wasm"), encoded for
-/// storage under a function key.
 /// Whether last-writer-wins bytes are a pickle (and so read back as the
 /// object they pickle) rather than raw bytes: the rule `get` applies.
 #[pyfunction]
@@ -323,14 +324,41 @@ fn looks_pickled(data: &[u8]) -> bool {
     values::looks_pickled(data)
 }
 
+fn value_kind(name: &str) -> PyResult<ValueKind> {
+    Ok(match name {
+        "bytes" => ValueKind::Bytes,
+        "str" => ValueKind::Str,
+        "int" => ValueKind::Int,
+        "float" => ValueKind::Float,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "unknown result kind `{other}`; expected bytes, str, int or float"
+            )))
+        }
+    })
+}
+
+fn value_kind_name(kind: ValueKind) -> &'static str {
+    match kind {
+        ValueKind::Bytes => "bytes",
+        ValueKind::Str => "str",
+        ValueKind::Int => "int",
+        ValueKind::Float => "float",
+    }
+}
+
+/// A `FunctionCode` record (`runtime` "python" or "wasm"; `result` "bytes",
+/// "str", "int" or "float", how a WebAssembly function's result bytes
+/// become a Python value), encoded for storage under a function key.
 #[pyfunction]
-#[pyo3(signature = (code, is_class, runtime = "python", export = ""))]
+#[pyo3(signature = (code, is_class, runtime = "python", export = "", result = "bytes"))]
 fn encode_function<'py>(
     py: Python<'py>,
     code: Vec<u8>,
     is_class: bool,
     runtime: &str,
     export: &str,
+    result: &str,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let runtime = match runtime {
         "python" => Runtime::Python,
@@ -346,15 +374,21 @@ fn encode_function<'py>(
         code,
         is_class,
         export: export.to_string(),
-        result: anna::protocol::compute::ValueKind::Bytes,
+        result: value_kind(result)?,
     };
     Ok(PyBytes::new(py, &compute::encode_value(&record)))
 }
 
 /// Decodes a `FunctionCode` record: `(runtime, code, is_class, export)`,
-/// or `None` if the bytes are not one.
+/// plus the result kind with `with_result=True`, or `None` if the bytes
+/// are not one.
 #[pyfunction]
-fn decode_function<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Option<Bound<'py, PyTuple>>> {
+#[pyo3(signature = (data, with_result = false))]
+fn decode_function<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    with_result: bool,
+) -> PyResult<Option<Bound<'py, PyTuple>>> {
     let Some(f) = compute::decode_value::<FunctionCode>(data) else {
         return Ok(None);
     };
@@ -362,8 +396,30 @@ fn decode_function<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Option<Bound<'
         Runtime::Python => "python",
         Runtime::Wasm => "wasm",
     };
-    let tuple = (runtime, PyBytes::new(py, &f.code), f.is_class, f.export).into_pyobject(py)?;
+    let code = PyBytes::new(py, &f.code);
+    let tuple = if with_result {
+        let result = value_kind_name(f.result);
+        (runtime, code, f.is_class, f.export, result).into_pyobject(py)?
+    } else {
+        (runtime, code, f.is_class, f.export).into_pyobject(py)?
+    };
     Ok(Some(tuple))
+}
+
+/// `module` (a WebAssembly binary, or WAT text) as a validated binary
+/// whose entry point is `export`; `ValueError` with the reason if it is
+/// not a valid module following Squall's calling convention.
+#[pyfunction]
+#[pyo3(signature = (module, export = "run"))]
+fn wasm_module<'py>(py: Python<'py>, module: &[u8], export: &str) -> PyResult<Bound<'py, PyBytes>> {
+    let checked = py.detach(|| {
+        let binary = wasm::to_binary(module)?;
+        wasm::check(&binary, export)?;
+        Ok::<_, String>(binary)
+    });
+    checked
+        .map(|binary| PyBytes::new(py, &binary))
+        .map_err(PyValueError::new_err)
 }
 
 /// A `Dag` record, encoded for storage under a DAG key.
@@ -439,6 +495,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(looks_pickled, m)?)?;
     m.add_function(wrap_pyfunction!(encode_function, m)?)?;
     m.add_function(wrap_pyfunction!(decode_function, m)?)?;
+    m.add_function(wrap_pyfunction!(wasm_module, m)?)?;
     m.add_function(wrap_pyfunction!(encode_dag, m)?)?;
     m.add_function(wrap_pyfunction!(decode_dag, m)?)?;
     m.add_function(wrap_pyfunction!(encode_lattice, m)?)?;

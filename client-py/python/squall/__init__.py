@@ -55,6 +55,15 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
+
+class InvalidModuleError(SquallError, ValueError):
+    """`Client.register_wasm` refused a module: not WAT or a WebAssembly
+    binary, a WAT syntax error, a module the validator rejects, or one that
+    does not follow the calling convention (the exports ``memory``,
+    ``alloc`` and the function called, the ``squall`` host imports).
+    ``str(e)`` gives the reason; nothing was registered."""
+
+
 __all__ = [
     "connect",
     "Client",
@@ -86,6 +95,7 @@ __all__ = [
     "CallTimeoutError",
     "ExecutorDiedError",
     "OverloadedError",
+    "InvalidModuleError",
 ]
 
 

@@ -4,7 +4,7 @@ Users call `squall.connect()` and the `squall.Client` it returns; the
 executor's user library uses `DirectKvs` and `send_user_message`.
 """
 
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple, overload
 
 FUNCTIONS_KEY: str
 """The KVS set of every registered function name."""
@@ -75,11 +75,27 @@ class DirectKvs:
 def send_user_message(to_address: str, from_address: str, payload: bytes) -> None:
     """Sends a `UserMessage` to the executor at `to_address` (never blocks)."""
 
-def encode_function(code: bytes, is_class: bool, runtime: str = "python", export: str = "") -> bytes:
-    """A `FunctionCode` record for a function key."""
+def encode_function(
+    code: bytes, is_class: bool, runtime: str = "python", export: str = "", result: str = "bytes"
+) -> bytes:
+    """A `FunctionCode` record for a function key. `runtime` is "python" or
+    "wasm"; `result` ("bytes", "str", "int", "float") is how a WebAssembly
+    function's result bytes become a Python value."""
 
-def decode_function(data: bytes) -> Optional[Tuple[str, bytes, bool, str]]:
-    """(runtime, code, is_class, export), or None if not a record."""
+@overload
+def decode_function(data: bytes) -> Optional[Tuple[str, bytes, bool, str]]: ...
+@overload
+def decode_function(
+    data: bytes, with_result: bool
+) -> Optional[Tuple[str, bytes, bool, str, str]]: ...
+def decode_function(data: bytes, with_result: bool = False) -> Optional[Tuple[Any, ...]]:
+    """(runtime, code, is_class, export), plus the result kind with
+    `with_result=True`, or None if not a record."""
+
+def wasm_module(module: bytes, export: str = "run") -> bytes:
+    """`module` (a WebAssembly binary or WAT text) as a validated binary
+    that follows the calling convention with entry point `export`.
+    Raises ValueError with the reason otherwise."""
 
 def encode_dag(name: str, functions: Sequence[str], connections: Sequence[Tuple[str, str]]) -> bytes:
     """A `Dag` record for a DAG key."""

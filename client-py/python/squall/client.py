@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import cloudpickle
 
-from . import _native
+from . import InvalidModuleError, _native
 from .errors import CallTimeoutError, ClusterNotFoundError, UnknownFunctionError, call_error
 from .lattices import Lww, Set
 from .reference import Reference
@@ -65,6 +65,23 @@ def _dumps_by_value(obj: Any) -> bytes:
     finally:
         if by_value:
             cloudpickle.unregister_pickle_by_value(module)
+
+
+_RESULT_KINDS = ("bytes", "str", "int", "float")
+
+
+def _module_bytes(module: Any) -> bytes:
+    """The bytes of a module given as bytes, WAT text or a file path."""
+    if isinstance(module, (bytes, bytearray, memoryview)):
+        return bytes(module)
+    if isinstance(module, str) and module.lstrip().startswith("("):
+        return module.encode("utf-8")
+    if isinstance(module, (str, os.PathLike)):
+        return Path(module).read_bytes()
+    raise TypeError(
+        "module must be bytes (a .wasm binary or WAT text), WAT text as str, or the path "
+        f"of a .wasm or .wat file, not {type(module).__name__}"
+    )
 
 
 def _timeout_ms(seconds: float) -> int:
@@ -226,6 +243,57 @@ class Client:
             raise ValueError("give a name= for a function without a usable __name__")
         code = _dumps_by_value(fn_or_class)
         record = _native.encode_function(code, inspect.isclass(fn_or_class))
+        self._native.put(_native.function_key(name), Lww(record))
+        self._native.put(_native.FUNCTIONS_KEY, Set([name]))
+        return name
+
+    def register_wasm(
+        self,
+        module: Union[bytes, bytearray, str, "os.PathLike[str]"],
+        name: str,
+        export: str = "run",
+        result: str = "bytes",
+    ) -> str:
+        """Registers a WebAssembly function under `name`; registering a name
+        again replaces it (a Python function too). Returns the name.
+
+        Args:
+            module: the module: a binary (``bytes`` starting with
+                ``\\0asm``), WAT text (``bytes``, or a ``str`` that starts
+                with ``(``), or the path (``str`` or path-like) of a
+                ``.wasm`` or ``.wat`` file. WAT is compiled here.
+            name: the function's name, as for `call` and `register_dag`.
+            export: the exported function to call, ``(i32, i32) -> i64``.
+            result: how the bytes it returns become a Python value:
+                ``"bytes"`` (as they are), ``"str"`` (UTF-8), ``"int"`` (8
+                bytes, little-endian two's complement) or ``"float"`` (8
+                bytes, little-endian IEEE 754).
+
+        The module must export ``memory``, ``alloc: (i32) -> i32`` and
+        `export`, and import nothing but the ``squall`` host functions: see
+        client-py/README.md, "WebAssembly functions", for the calling
+        convention. It is validated here with the features the executors'
+        runtime (wasmtime) accepts; nothing is stored unless it passes.
+
+        Raises:
+            InvalidModuleError: (a `ValueError`) not WAT or a WebAssembly
+                binary, a WAT syntax error, an invalid module, or one that
+                does not follow the calling convention; the message says why.
+            ValueError: an unknown `result` kind or an empty `name`.
+            FileNotFoundError: a path that does not exist.
+        """
+        if not name:
+            raise ValueError("give the function a name")
+        if result not in _RESULT_KINDS:
+            raise ValueError(
+                f"unknown result kind {result!r}; expected one of {', '.join(_RESULT_KINDS)}"
+            )
+        source = _module_bytes(module)
+        try:
+            binary = _native.wasm_module(source, export)
+        except ValueError as e:
+            raise InvalidModuleError(f"function `{name}`: {e}") from None
+        record = _native.encode_function(binary, False, "wasm", export, result)
         self._native.put(_native.function_key(name), Lww(record))
         self._native.put(_native.FUNCTIONS_KEY, Set([name]))
         return name

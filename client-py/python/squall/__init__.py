@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import errors, lattices
 from .errors import (
     BadArgumentsError,
     BadFunctionError,
@@ -25,6 +26,7 @@ from .errors import (
     CallTimeoutError,
     ClusterNotFoundError,
     ExecutorDiedError,
+    InvalidModuleError,
     KvsError,
     KvsTimeoutError,
     OverloadedError,
@@ -56,47 +58,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 
-class InvalidModuleError(SquallError, ValueError):
-    """`Client.register_wasm` refused a module: not WAT or a WebAssembly
-    binary, a WAT syntax error, a module the validator rejects, or one that
-    does not follow the calling convention (the exports ``memory``,
-    ``alloc`` and the function called, the ``squall`` host imports).
-    ``str(e)`` gives the reason; nothing was registered."""
-
-
-__all__ = [
-    "connect",
-    "Client",
-    "Future",
-    "Reference",
-    "Lww",
-    "Set",
-    "OrderedSet",
-    "Counter",
-    "Max",
-    "Min",
-    "Map",
-    "Priority",
-    "VectorClock",
-    "CausalVersion",
-    "SingleKeyCausal",
-    "MultiKeyCausal",
-    "SquallError",
-    "ClusterNotFoundError",
-    "KvsError",
-    "KvsTimeoutError",
-    "TypeMismatchError",
-    "CallError",
-    "RemoteError",
-    "UnknownFunctionError",
-    "UnknownDagError",
-    "BadArgumentsError",
-    "BadFunctionError",
-    "CallTimeoutError",
-    "ExecutorDiedError",
-    "OverloadedError",
-    "InvalidModuleError",
-]
+__all__ = ["connect", "Client", "Future", "Reference"] + errors.__all__ + lattices.__all__
 
 
 def connect(

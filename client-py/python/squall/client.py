@@ -17,7 +17,8 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import cloudpickle
 
-from . import InvalidModuleError, _native
+from . import _native
+from .errors import InvalidModuleError
 from .errors import CallTimeoutError, ClusterNotFoundError, UnknownFunctionError, call_error
 from .lattices import Lww, Set
 from .reference import Reference

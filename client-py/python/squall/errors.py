@@ -25,7 +25,7 @@ __all__ = [
     "CallTimeoutError",
     "ExecutorDiedError",
     "OverloadedError",
-    "call_error",
+    "InvalidModuleError",
 ]
 
 
@@ -154,3 +154,11 @@ def call_error(
     """The exception for a `CallError` of `kind` (a `CallErrorKind` name)."""
     cls = _BY_KIND.get(kind, CallError)
     return cls(message, type_name=type_name, traceback=traceback, function=function)
+
+
+class InvalidModuleError(SquallError, ValueError):
+    """`Client.register_wasm` refused a module: not WAT or a WebAssembly
+    binary, a WAT syntax error, a module the validator rejects, or one that
+    does not follow the calling convention (the exports ``memory``,
+    ``alloc`` and the function called, the ``squall`` host imports).
+    ``str(e)`` gives the reason; nothing was registered."""

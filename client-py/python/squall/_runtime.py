@@ -267,7 +267,10 @@ def _resolve(args, kwargs, deadline, cache):
     return tuple(value(a) for a in args), {k: value(v) for k, v in kwargs.items()}
 
 
-def invoke(fn, payload, upstream, deadline, cache, name):
+def _arguments(payload, upstream, deadline, cache, keywords=True):
+    """``("ok", (inputs, args, kwargs))``: the upstream results and the
+    caller's arguments unpickled, references resolved; or an error tuple.
+    ``keywords=False`` refuses keyword arguments."""
     import cloudpickle
 
     try:
@@ -281,6 +284,15 @@ def invoke(fn, payload, upstream, deadline, cache, name):
         raise
     except BaseException as e:
         return _error("BadArguments", e)
+    if kwargs and not keywords:
+        return (
+            "error",
+            "BadArguments",
+            "TypeError",
+            f"a WebAssembly function takes no keyword arguments "
+            f"(got {', '.join(sorted(kwargs))})",
+            "",
+        )
     try:
         args, kwargs = _resolve(args, kwargs, deadline, cache)
     except CallTimeout:
@@ -289,6 +301,16 @@ def invoke(fn, payload, upstream, deadline, cache, name):
         return ("error", "Timeout", "Timeout", str(e), "")
     except BaseException as e:
         return _error("Remote", e)
+    return ("ok", (inputs, args, kwargs))
+
+
+def invoke(fn, payload, upstream, deadline, cache, name):
+    import cloudpickle
+
+    prepared = _arguments(payload, upstream, deadline, cache)
+    if prepared[0] != "ok":
+        return prepared
+    inputs, args, kwargs = prepared[1]
     try:
         result = fn(*inputs, *args, **kwargs)
     except CallTimeout:
@@ -337,36 +359,10 @@ def wasm_bytes(value):
 
 
 def wasm_args(payload, upstream, deadline, cache):
-    import cloudpickle
-
-    try:
-        if payload:
-            args, kwargs = cloudpickle.loads(payload)
-            args, kwargs = tuple(args), dict(kwargs)
-        else:
-            args, kwargs = (), {}
-        inputs = [cloudpickle.loads(u) for u in upstream]
-    except CallTimeout:
-        raise
-    except BaseException as e:
-        return _error("BadArguments", e)
-    if kwargs:
-        return (
-            "error",
-            "BadArguments",
-            "TypeError",
-            f"a WebAssembly function takes no keyword arguments "
-            f"(got {', '.join(sorted(kwargs))})",
-            "",
-        )
-    try:
-        args, _ = _resolve(args, {}, deadline, cache)
-    except CallTimeout:
-        raise
-    except _ReferenceTimeout as e:
-        return ("error", "Timeout", "Timeout", str(e), "")
-    except BaseException as e:
-        return _error("Remote", e)
+    prepared = _arguments(payload, upstream, deadline, cache, keywords=False)
+    if prepared[0] != "ok":
+        return prepared
+    inputs, args, _ = prepared[1]
     out = []
     for i, value in enumerate([*inputs, *args]):
         try:

@@ -38,6 +38,8 @@ echo
 echo "== the Python quickstart (examples/quickstart.py) =="
 "$python" examples/quickstart.py
 
+# Caches and executors report to the scheduler every 500 ms.
+sleep 1
 echo
 echo "== squall status =="
 "$squall" status

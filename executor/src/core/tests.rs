@@ -136,18 +136,17 @@ fn finish(
 }
 
 fn warm_up(core: &mut ExecutorCore, name: &str) -> Job {
-    let sent = step(
-        core,
-        T0,
-        Message::Invoke {
-            plan: single(name),
-            function: 0,
-        },
-    );
-    answer_fetch(core, &sent, found(&code(1)));
-    let job = next_job(core).expect("a job");
+    let job = invoke_and_fetch(core, single(name));
     finish(core, &job, Ok(vec![]));
     job
+}
+
+/// Invokes function 0 of `plan`, answers its code fetch, and returns the
+/// job the worker gets.
+fn invoke_and_fetch(core: &mut ExecutorCore, plan: Box<Plan>) -> Job {
+    let sent = step(core, T0, Message::Invoke { plan, function: 0 });
+    answer_fetch(core, &sent, found(&code(1)));
+    next_job(core).expect("a job")
 }
 
 #[test]
@@ -408,16 +407,7 @@ fn a_result_with_downstream_functions_triggers_their_executors() {
         ],
         None,
     );
-    let sent = step(
-        &mut core,
-        T0,
-        Message::Invoke {
-            plan: p,
-            function: 0,
-        },
-    );
-    answer_fetch(&mut core, &sent, found(&code(1)));
-    let job = next_job(&mut core).unwrap();
+    let job = invoke_and_fetch(&mut core, p);
     let sent = finish(&mut core, &job, Ok(b"r".to_vec()));
     assert_eq!(sent.len(), 2);
     assert_eq!(sent[0].0.as_str(), "tcp://other:1");
@@ -440,16 +430,7 @@ fn a_downstream_function_on_the_same_executor_is_triggered_without_a_message() {
         ],
         None,
     );
-    let sent = step(
-        &mut core,
-        T0,
-        Message::Invoke {
-            plan: p,
-            function: 0,
-        },
-    );
-    answer_fetch(&mut core, &sent, found(&code(1)));
-    let a = next_job(&mut core).unwrap();
+    let a = invoke_and_fetch(&mut core, p);
     let sent = finish(&mut core, &a, Ok(b"r".to_vec()));
     assert!(
         !sent
@@ -478,16 +459,7 @@ fn a_failure_goes_to_the_caller_at_once_and_nothing_runs_downstream() {
         ],
         None,
     );
-    let sent = step(
-        &mut core,
-        T0,
-        Message::Invoke {
-            plan: p,
-            function: 0,
-        },
-    );
-    answer_fetch(&mut core, &sent, found(&code(1)));
-    let job = next_job(&mut core).unwrap();
+    let job = invoke_and_fetch(&mut core, p);
     let error = call_error_for_test();
     let sent = finish(&mut core, &job, Err(error.clone()));
     assert_eq!(sent.len(), 2);
@@ -510,16 +482,7 @@ fn call_error_for_test() -> anna::protocol::compute::CallError {
 fn a_response_key_gets_the_encoded_outcome_through_the_cache() {
     let mut core = core();
     let p = plan(vec![planned("f", vec![], vec![], ME)], Some("resp/1"));
-    let sent = step(
-        &mut core,
-        T0,
-        Message::Invoke {
-            plan: p,
-            function: 0,
-        },
-    );
-    answer_fetch(&mut core, &sent, found(&code(1)));
-    let job = next_job(&mut core).unwrap();
+    let job = invoke_and_fetch(&mut core, p);
     let sent = finish(&mut core, &job, Ok(b"v".to_vec()));
     let put = sent.iter().find_map(|(to, m)| match m {
         Message::KvsRequest(r) if to.as_str() == CACHE => Some(r.clone()),

@@ -28,16 +28,27 @@ pub(super) struct Watched {
 }
 
 /// A short stand-in for a pushed state: equal states give equal numbers.
-/// Last-writer-wins values are told apart by their timestamp (no bytes are
-/// hashed); other lattices by a hash of their encoding.
+/// Last-writer-wins values are told apart by their timestamp and any
+/// delete time (no value bytes are hashed, nothing allocated); other
+/// lattices by a hash of their encoding.
 fn fingerprint(state: &KeyState) -> u64 {
     match (state.value(), state.deleted_at()) {
         (Some(LatticeValue::Lww(l)), deleted) => {
             let t = l.timestamp();
-            let d = deleted.map_or(0, |d| d.wall_ms ^ d.writer.0);
-            anna::ring::stable_hash(
-                format!("{}/{}/{}/{d}", t.wall_ms, t.logical, t.writer.0).as_bytes(),
-            )
+            let d = deleted.unwrap_or_default();
+            let words = [
+                t.wall_ms,
+                t.logical.into(),
+                t.writer.0,
+                d.wall_ms,
+                d.logical.into(),
+                d.writer.0,
+            ];
+            let mut bytes = [0u8; 48];
+            for (chunk, w) in bytes.chunks_exact_mut(8).zip(words) {
+                chunk.copy_from_slice(&w.to_le_bytes());
+            }
+            anna::ring::stable_hash(&bytes)
         }
         _ => anna::ring::stable_hash(
             &bincode::serde::encode_to_vec(state, bincode::config::standard()).unwrap_or_default(),

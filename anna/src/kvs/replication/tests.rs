@@ -8,10 +8,11 @@ use crate::protocol::{Gossip, RequestId};
 use crate::role::{Input, Outbox, Role};
 use crate::time::Time;
 
-const DEFAULT: ReplicationFactor = ReplicationFactor {
-    global: 1,
-    local: 1,
-};
+const DEFAULT: ReplicationFactor = factor(1, 1);
+
+const fn factor(global: u8, local: u8) -> ReplicationFactor {
+    ReplicationFactor { global, local }
+}
 
 fn worker() -> StorageWorker {
     let node = NodeInfo {
@@ -71,10 +72,7 @@ fn announcements(out: &mut Outbox) -> Vec<(String, String, Timestamp, Replicatio
 fn a_write_of_a_metadata_key_is_announced_to_every_router_with_its_timestamp() {
     let mut w = worker();
     let mut out = Outbox::default();
-    let three = ReplicationFactor {
-        global: 3,
-        local: 2,
-    };
+    let three = factor(3, 2);
     w.step(
         Time(1_000),
         put_override("hot", 5, three.to_bytes()),
@@ -107,10 +105,7 @@ fn a_write_of_a_metadata_key_is_announced_to_every_router_with_its_timestamp() {
 fn deleting_the_metadata_key_announces_the_default_factor() {
     let mut w = worker();
     let mut out = Outbox::default();
-    let three = ReplicationFactor {
-        global: 3,
-        local: 1,
-    };
+    let three = factor(3, 1);
     w.step(
         Time(1_000),
         put_override("hot", 5, three.to_bytes()),
@@ -136,10 +131,7 @@ fn deleting_the_metadata_key_announces_the_default_factor() {
 fn metadata_merged_by_gossip_is_announced_and_garbage_is_counted_not_announced() {
     let mut w = worker();
     let mut out = Outbox::default();
-    let two = ReplicationFactor {
-        global: 2,
-        local: 1,
-    };
+    let two = factor(2, 1);
     let gossip = Gossip {
         from: Address::from("w-other"),
         entries: vec![(
@@ -164,10 +156,7 @@ fn metadata_merged_by_gossip_is_announced_and_garbage_is_counted_not_announced()
 fn anti_entropy_announces_held_overrides_again() {
     let mut w = worker();
     let mut out = Outbox::default();
-    let three = ReplicationFactor {
-        global: 3,
-        local: 1,
-    };
+    let three = factor(3, 1);
     w.step(
         Time(1_000),
         put_override("hot", 5, three.to_bytes()),

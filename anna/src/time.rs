@@ -55,6 +55,19 @@ impl std::ops::Add<Duration> for Time {
     }
 }
 
+/// A number unique to this process, this moment and `salt`, without a
+/// random source: what tells a restarted process from the one it replaces
+/// (boot numbers) and one writer from another (writer ids). Only drivers
+/// call this; roles are handed the result.
+pub fn fresh_id(salt: &str) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let seed = format!("{}/{salt}/{nanos}", std::process::id());
+    crate::ring::stable_hash(seed.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +79,13 @@ mod tests {
         assert_eq!(Time(u64::MAX) + Duration::from_secs(1), Time(u64::MAX));
         assert_eq!(t.saturating_since(Time(10)), Duration::ZERO);
         assert_eq!(Time(2_500).as_millis(), 2);
+    }
+
+    #[test]
+    fn fresh_ids_differ_by_salt_and_moment() {
+        assert_ne!(super::fresh_id("a"), super::fresh_id("b"));
+        let first = super::fresh_id("a");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        assert_ne!(first, super::fresh_id("a"));
     }
 }

@@ -9,7 +9,7 @@
 //! SIGINT or SIGTERM.
 
 use crate::config::SquallConfig;
-use crate::roles::{boot_id, signals, spawn_driver, stop_drivers, wait_for_signal};
+use crate::roles::{signals, spawn_driver, stop_drivers, wait_for_signal};
 use anna::lattice::WriterId;
 use anna::protocol::Address;
 use anyhow::{bail, Context, Result};
@@ -165,7 +165,7 @@ fn addresses(list: &[String]) -> Vec<Address> {
 
 /// A writer id unique to this process start and address.
 fn writer_for(me: &Address) -> WriterId {
-    WriterId(boot_id() ^ anna::ring::stable_hash(me.as_str().as_bytes()))
+    WriterId(anna::time::fresh_id(me.as_str()))
 }
 
 /// The site-packages directories of a virtualenv.

@@ -52,15 +52,6 @@ pub struct RouteArgs {
     peers: Vec<String>,
 }
 
-/// A fresh number per process start, telling restarts apart.
-pub(crate) fn boot_id() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    anna::ring::stable_hash(format!("{}/{nanos}", std::process::id()).as_bytes())
-}
-
 pub(crate) fn spawn_driver<R: Role + Send + 'static>(
     ctx: &zmq::Context,
     address: &Address,
@@ -201,7 +192,7 @@ pub fn run_kvs(args: &KvsArgs, config: &SquallConfig) -> Result<()> {
         threads: (0..threads)
             .map(|t| Address(format!("tcp://{}:{}", args.host, args.port + t)))
             .collect(),
-        boot: boot_id(),
+        boot: anna::time::fresh_id("boot"),
     };
     let routers: Vec<Address> = args.routers.iter().map(|r| Address(r.clone())).collect();
     let ctx = zmq::Context::new();

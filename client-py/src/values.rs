@@ -82,12 +82,7 @@ impl Writer {
 
 /// A writer id unique to this process, this moment and `salt`.
 pub fn fresh_writer(salt: &str) -> WriterId {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let seed = format!("{}/{salt}/{nanos}", std::process::id());
-    WriterId(anna::ring::stable_hash(seed.as_bytes()))
+    WriterId(anna::time::fresh_id(salt))
 }
 
 static LATTICES: PyOnceLock<Py<PyModule>> = PyOnceLock::new();

@@ -113,7 +113,7 @@ pub fn run(
         node: opts.node.clone(),
         cache: opts.cache.clone(),
         schedulers: opts.schedulers.clone(),
-        boot: boot_id(),
+        boot: anna::time::fresh_id("boot"),
     };
     info!(%address, node = %opts.node, cache = %opts.cache, "executor serving");
     let mut io = Io {
@@ -288,13 +288,4 @@ impl Io {
             }
         }
     }
-}
-
-/// A number fresh at every start of this process.
-fn boot_id() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    anna::ring::stable_hash(format!("{}/{nanos}", std::process::id()).as_bytes())
 }

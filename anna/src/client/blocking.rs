@@ -31,16 +31,6 @@ pub struct Client {
     _ctx: zmq::Context,
 }
 
-/// A writer id unique to this process and moment, without a random source.
-fn fresh_writer(me: &Address) -> WriterId {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let seed = format!("{}/{}/{nanos}", std::process::id(), me);
-    WriterId(crate::ring::stable_hash(seed.as_bytes()))
-}
-
 impl Client {
     /// A client of the cluster whose routers are `routers`, receiving
     /// answers on a free loopback port.
@@ -75,7 +65,7 @@ impl Client {
         let ctx = ctx.clone();
         let rx = Receiver::bind(&ctx, bind)?;
         let me = rx.address().clone();
-        let writer = fresh_writer(&me);
+        let writer = WriterId(crate::time::fresh_id(me.as_str()));
         Ok(Client {
             core: ClientCore::new(config, me, routers, writer),
             tx: Sender::new(&ctx),

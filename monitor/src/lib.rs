@@ -1,9 +1,9 @@
 //! The monitor: collects statistics from both tiers and scales each on its
 //! own through a provider (local processes or Kubernetes).
 //!
-//! This crate is the monitor's first landed step: the interface its
-//! policies will act through, and that interface on Kubernetes. Nothing in
-//! Squall calls it yet.
+//! `squall monitor` (the cli crate) drives [`Monitor`] and carries out its
+//! decisions through a [`Provider`]: the local-process one (cli crate) or
+//! [`KubernetesProvider`].
 //!
 //! # Layout
 //!
@@ -41,15 +41,32 @@
 //!   `connect` path (kubeconfig or in-cluster service account) nor the
 //!   manifests on a real cluster.
 //!
-//! # Not built yet
+//! # Statistics and policies
 //!
-//! Statistics (collection, aggregation, `squall status`, `/metrics`), the
-//! policies (`decide(stats, now) -> actions`), the local-process provider,
-//! the monitor's binary (`squall monitor`, which the monitor Deployment in
-//! `deploy/k8s` names), and watching pods. See issue 6.
-
+//! - `config.rs`: [`MonitorConfig`], the `[monitor]` section: the period
+//!   and every policy's thresholds.
+//! - `monitor.rs`: [`Monitor`], a [`anna::role::Role`]: every period it
+//!   asks a router for the cluster state, every live storage thread for its
+//!   `StorageReport` and every scheduler for its compute status, evaluates
+//!   the policies on what came back, sends `Prewarm`s itself and hands the
+//!   other actions to a channel (the actuator of `squall monitor` carries
+//!   them out through a [`Provider`] and a KVS client). It answers
+//!   `MonitorStatusRequest` (for `squall status`) and renders `/metrics`.
+//! - `policy.rs`: the policies as pure functions (KVS and executor
+//!   elasticity, hot keys, hot functions), each returning [`Decision`]s
+//!   that carry their event (what, why, the figures).
+//! - `metrics.rs`: the Prometheus text page.
+//!
+pub mod config;
 pub mod kubernetes;
+pub mod metrics;
+pub mod monitor;
+pub mod policy;
 pub mod provider;
+
+pub use config::{HotFunctionPolicy, HotKeyPolicy, MonitorConfig, TierPolicy};
+pub use monitor::Monitor;
+pub use policy::Decision;
 
 pub use kubernetes::{KubernetesConfig, KubernetesProvider, Workload, WorkloadResource};
 pub use provider::{Action, NodeKind, Provider, ProviderError, Replicas};

@@ -19,11 +19,13 @@
 //! - [`cluster`]: routing questions and membership.
 //! - [`compute`]: calls, DAG plans, results, executor and cache reports,
 //!   key subscriptions, messages between functions.
+//! - [`monitor`]: storage statistics and the monitor's status.
 
 pub mod cluster;
 pub mod codec;
 pub mod compute;
 pub mod kvs;
+pub mod monitor;
 
 pub use cluster::{Membership, NodeId, NodeInfo, RouteRequest, RouteResponse};
 pub use codec::{
@@ -164,6 +166,24 @@ pub enum Message {
         id: RequestId,
         status: compute::ComputeStatus,
     },
+    /// "What are your statistics?", from the monitor (or `squall status`)
+    /// to a storage thread.
+    StatsRequest { id: RequestId, reply_to: Address },
+    /// A storage thread's answer to a [`Message::StatsRequest`].
+    StorageReport {
+        id: RequestId,
+        report: monitor::StorageReport,
+    },
+    /// "Load function `function` and keep it warm", from the monitor to an
+    /// executor, for a hot function.
+    Prewarm { function: String },
+    /// "What do you see and what have you decided?", to the monitor.
+    MonitorStatusRequest { id: RequestId, reply_to: Address },
+    /// The answer to a [`Message::MonitorStatusRequest`].
+    MonitorStatusReply {
+        id: RequestId,
+        status: Box<monitor::MonitorStatus>,
+    },
 }
 
 impl Message {
@@ -214,6 +234,11 @@ impl Message {
             Message::UserMessage(_) => "user-message",
             Message::ComputeStatusRequest { .. } => "compute-status-request",
             Message::ComputeStatusReply { .. } => "compute-status-reply",
+            Message::StatsRequest { .. } => "stats-request",
+            Message::StorageReport { .. } => "storage-report",
+            Message::Prewarm { .. } => "prewarm",
+            Message::MonitorStatusRequest { .. } => "monitor-status-request",
+            Message::MonitorStatusReply { .. } => "monitor-status-reply",
         }
     }
 }

@@ -1,0 +1,255 @@
+//! The monitor's figures in the Prometheus text exposition format (0.0.4),
+//! served at `/metrics` by `squall monitor`.
+//!
+//! Gauges are the last period's figures; `_total` series are the
+//! components' own cumulative counters (they restart at zero when the
+//! component restarts, which Prometheus's `rate()` handles).
+
+use crate::monitor::Monitor;
+use std::fmt::Write;
+
+/// Escapes a label value: backslash, double quote and newline.
+fn label(value: &str) -> String {
+    let mut s = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+struct Page(String);
+
+impl Page {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{k}=\"{}\"", label(v));
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+}
+
+/// The whole `/metrics` page.
+pub fn render(m: &Monitor) -> String {
+    let mut p = Page(String::new());
+    let status = m.status();
+
+    p.family(
+        "squall_nodes",
+        "gauge",
+        "Nodes of each kind: desired by the monitor and observed.",
+    );
+    for (kind, desired, observed) in &status.replicas {
+        p.sample(
+            "squall_nodes",
+            &[("kind", kind), ("state", "desired")],
+            f64::from(*desired),
+        );
+        p.sample(
+            "squall_nodes",
+            &[("kind", kind), ("state", "observed")],
+            f64::from(*observed),
+        );
+    }
+
+    let storage = &status.storage;
+    p.family(
+        "squall_storage_busy_ratio",
+        "gauge",
+        "Fraction of the last epoch a storage thread spent handling messages.",
+    );
+    for r in storage {
+        let (node, thread) = (r.node.0.to_string(), r.thread.to_string());
+        p.sample(
+            "squall_storage_busy_ratio",
+            &[("node", &node), ("thread", &thread)],
+            f64::from(r.busy_permille) / 1000.0,
+        );
+    }
+    p.family(
+        "squall_storage_keys",
+        "gauge",
+        "Keys held by a storage thread.",
+    );
+    for r in storage {
+        let (node, thread) = (r.node.0.to_string(), r.thread.to_string());
+        p.sample(
+            "squall_storage_keys",
+            &[("node", &node), ("thread", &thread)],
+            r.keys as f64,
+        );
+    }
+    p.family(
+        "squall_storage_bytes",
+        "gauge",
+        "Approximate bytes held by a storage thread.",
+    );
+    for r in storage {
+        let (node, thread) = (r.node.0.to_string(), r.thread.to_string());
+        p.sample(
+            "squall_storage_bytes",
+            &[("node", &node), ("thread", &thread)],
+            r.bytes as f64,
+        );
+    }
+    p.family(
+        "squall_storage_accesses_per_second",
+        "gauge",
+        "Gets and puts a second at a storage thread over its last epoch.",
+    );
+    for r in storage {
+        let (node, thread) = (r.node.0.to_string(), r.thread.to_string());
+        let secs = f64::from(r.epoch_ms.max(1)) / 1000.0;
+        p.sample(
+            "squall_storage_accesses_per_second",
+            &[("node", &node), ("thread", &thread)],
+            r.accesses as f64 / secs,
+        );
+    }
+
+    let compute = &status.compute;
+    p.family(
+        "squall_executor_busy_ratio",
+        "gauge",
+        "Fraction of its last report period an executor spent running functions.",
+    );
+    for e in &compute.executors {
+        p.sample(
+            "squall_executor_busy_ratio",
+            &[("executor", e.executor.as_str()), ("node", &e.node)],
+            f64::from(e.busy_permille) / 1000.0,
+        );
+    }
+    p.family(
+        "squall_executor_queue",
+        "gauge",
+        "Invocations waiting at an executor.",
+    );
+    for e in &compute.executors {
+        p.sample(
+            "squall_executor_queue",
+            &[("executor", e.executor.as_str()), ("node", &e.node)],
+            f64::from(e.queue),
+        );
+    }
+    p.family(
+        "squall_executor_calls_total",
+        "counter",
+        "Calls an executor completed, per function, since it started.",
+    );
+    for e in &compute.executors {
+        for (f, n) in &e.calls {
+            p.sample(
+                "squall_executor_calls_total",
+                &[("executor", e.executor.as_str()), ("function", f)],
+                *n as f64,
+            );
+        }
+    }
+    p.family(
+        "squall_function_calls_per_second",
+        "gauge",
+        "Calls completed a second per function over the last period, all executors.",
+    );
+    for (f, r) in m.function_rates() {
+        p.sample("squall_function_calls_per_second", &[("function", f)], *r);
+    }
+    p.family(
+        "squall_cache_hits_total",
+        "counter",
+        "Reads a compute node's cache answered itself.",
+    );
+    for c in &compute.caches {
+        p.sample(
+            "squall_cache_hits_total",
+            &[("node", &c.node)],
+            c.hits as f64,
+        );
+    }
+    p.family(
+        "squall_cache_misses_total",
+        "counter",
+        "Reads a compute node's cache had to send to the KVS.",
+    );
+    for c in &compute.caches {
+        p.sample(
+            "squall_cache_misses_total",
+            &[("node", &c.node)],
+            c.misses as f64,
+        );
+    }
+    p.family(
+        "squall_cache_hit_ratio",
+        "gauge",
+        "Hits over all reads of a cache since it started.",
+    );
+    for c in &compute.caches {
+        let reads = (c.hits + c.misses).max(1) as f64;
+        p.sample(
+            "squall_cache_hit_ratio",
+            &[("node", &c.node)],
+            c.hits as f64 / reads,
+        );
+    }
+    p.family(
+        "squall_scheduler_calls",
+        "gauge",
+        "Calls at the schedulers: in flight and queued.",
+    );
+    p.sample(
+        "squall_scheduler_calls",
+        &[("state", "in_flight")],
+        f64::from(compute.in_flight),
+    );
+    p.sample(
+        "squall_scheduler_calls",
+        &[("state", "queued")],
+        f64::from(compute.queued),
+    );
+
+    p.family(
+        "squall_hot_keys_raised",
+        "gauge",
+        "Keys whose replication the monitor has raised.",
+    );
+    p.sample("squall_hot_keys_raised", &[], status.raised.len() as f64);
+    p.family(
+        "squall_monitor_decisions_total",
+        "counter",
+        "Decisions of the monitor, by policy and action.",
+    );
+    for ((policy, action), n) in m.decision_counts() {
+        p.sample(
+            "squall_monitor_decisions_total",
+            &[("policy", policy), ("action", action)],
+            *n as f64,
+        );
+    }
+    p.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -1,0 +1,723 @@
+//! [`Monitor`]: the monitor as a state machine.
+//!
+//! Every `period` it evaluates the policies on what arrived during the last
+//! period, then asks again: the cluster state of one router (which storage
+//! threads are live, the replication overrides), a `StorageReport` of every
+//! live storage thread, and the compute status of every scheduler (each
+//! holds every executor's and cache's latest report). Decisions that need
+//! no more than a message (`Prewarm` to executors) are sent from here; the
+//! others (scaling through a provider, writing a replication override) go
+//! to the `actions` channel, whose receiver (the `squall monitor` process's
+//! actuator thread) carries them out, so a slow provider never stalls the
+//! statistics.
+//!
+//! Every decision is also an event: logged as one structured line (target
+//! `squall::monitor::event`), kept (the last `events_kept`) for
+//! `MonitorStatusRequest`, and counted for `/metrics`.
+
+use crate::config::MonitorConfig;
+use crate::policy::{
+    self, Action, Decision, ExecutorFigures, KeyFigures, RaisedKey, TierFigures, TierState,
+};
+use crate::provider::NodeKind;
+use anna::cluster::{ClusterState, ReplicationFactor};
+use anna::lattice::Lattice;
+use anna::protocol::compute::{ComputeStatus, ExecutorReport};
+use anna::protocol::monitor::{MonitorEvent, MonitorStatus, StorageReport};
+use anna::protocol::{Address, Key, Message, RequestId};
+use anna::role::{Input, Outbox, Role};
+use anna::time::Time;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+/// Reports older than this many periods are not used.
+const STALE_PERIODS: u32 = 3;
+
+/// The monitor's state machine.
+pub struct Monitor {
+    config: MonitorConfig,
+    me: Address,
+    routers: Vec<Address>,
+    schedulers: Vec<Address>,
+    actions: mpsc::Sender<Action>,
+    /// The Prometheus text of the last evaluation, for the metrics server.
+    metrics: Arc<Mutex<String>>,
+    next_tick: Time,
+    last_evaluation: Option<Time>,
+    next_id: u64,
+    turn: usize,
+    cluster: ClusterState,
+    default_replication: ReplicationFactor,
+    storage: BTreeMap<Address, (Time, StorageReport)>,
+    /// Outstanding compute status requests, by id.
+    asked: BTreeMap<RequestId, Address>,
+    compute: BTreeMap<Address, (Time, ComputeStatus)>,
+    /// Completed calls per function of each executor incarnation, as of
+    /// the last evaluation.
+    calls_seen: BTreeMap<(Address, u64), Vec<(String, u64)>>,
+    rates: BTreeMap<String, f64>,
+    /// What the monitor last asked of each kind.
+    desired: BTreeMap<NodeKind, u32>,
+    storage_tier: TierState,
+    compute_tier: TierState,
+    raised: BTreeMap<Key, RaisedKey>,
+    spread: BTreeMap<String, Time>,
+    events: VecDeque<MonitorEvent>,
+    decisions: BTreeMap<(String, String), u64>,
+    /// Messages this monitor could not use.
+    pub unexpected: u64,
+}
+
+impl Monitor {
+    /// A monitor receiving at `me`, asking `routers` and `schedulers`,
+    /// handing actions to `actions` and publishing `/metrics` text into
+    /// `metrics`.
+    pub fn new(
+        config: MonitorConfig,
+        me: Address,
+        routers: Vec<Address>,
+        schedulers: Vec<Address>,
+        actions: mpsc::Sender<Action>,
+        metrics: Arc<Mutex<String>>,
+    ) -> Self {
+        Monitor {
+            config,
+            me,
+            routers,
+            schedulers,
+            actions,
+            metrics,
+            next_tick: Time::default(),
+            last_evaluation: None,
+            next_id: 1,
+            turn: 0,
+            cluster: ClusterState::default(),
+            default_replication: ReplicationFactor {
+                global: 1,
+                local: 1,
+            },
+            storage: BTreeMap::new(),
+            asked: BTreeMap::new(),
+            compute: BTreeMap::new(),
+            calls_seen: BTreeMap::new(),
+            rates: BTreeMap::new(),
+            desired: BTreeMap::new(),
+            storage_tier: TierState::default(),
+            compute_tier: TierState::default(),
+            raised: BTreeMap::new(),
+            spread: BTreeMap::new(),
+            events: VecDeque::new(),
+            decisions: BTreeMap::new(),
+            unexpected: 0,
+        }
+    }
+
+    fn fresh_id(&mut self) -> RequestId {
+        self.next_id += 1;
+        RequestId(self.next_id)
+    }
+
+    fn stale_before(&self, now: Time) -> Time {
+        Time::from_micros(
+            now.as_micros()
+                .saturating_sub((self.config.period * STALE_PERIODS).as_micros() as u64),
+        )
+    }
+
+    /// The latest report of every live storage thread, fresh enough to use.
+    pub fn storage_reports(&self) -> impl Iterator<Item = &StorageReport> {
+        self.storage.values().map(|(_, r)| r)
+    }
+
+    /// Every executor the schedulers report, once (the latest report).
+    pub fn executors(&self) -> Vec<&ExecutorReport> {
+        let mut seen: BTreeMap<&Address, &ExecutorReport> = BTreeMap::new();
+        for (_, status) in self.compute.values() {
+            for e in &status.executors {
+                seen.insert(&e.executor, e);
+            }
+        }
+        seen.into_values().collect()
+    }
+
+    /// The schedulers' compute status, merged: executors and caches once
+    /// each, calls in flight and queued summed.
+    pub fn compute_status(&self) -> ComputeStatus {
+        let mut caches = BTreeMap::new();
+        let (mut in_flight, mut queued) = (0, 0);
+        for (_, s) in self.compute.values() {
+            for c in &s.caches {
+                caches.insert(c.cache.clone(), c.clone());
+            }
+            in_flight += s.in_flight;
+            queued += s.queued;
+        }
+        ComputeStatus {
+            executors: self.executors().into_iter().cloned().collect(),
+            caches: caches.into_values().collect(),
+            in_flight,
+            queued,
+        }
+    }
+
+    /// Calls completed a second per function over the last period.
+    pub fn function_rates(&self) -> &BTreeMap<String, f64> {
+        &self.rates
+    }
+
+    /// Live storage nodes, as the routers last said.
+    pub fn storage_nodes(&self) -> u32 {
+        self.cluster.live_nodes().count() as u32
+    }
+
+    /// Compute nodes with at least one reporting executor.
+    pub fn compute_nodes(&self) -> u32 {
+        let nodes: BTreeSet<&str> = self.executors().iter().map(|e| e.node.as_str()).collect();
+        nodes.len() as u32
+    }
+
+    /// Decisions taken, by (policy, action).
+    pub fn decision_counts(&self) -> &BTreeMap<(String, String), u64> {
+        &self.decisions
+    }
+
+    /// What `squall status` is told.
+    pub fn status(&self) -> MonitorStatus {
+        let observed = [
+            (NodeKind::Storage, self.storage_nodes()),
+            (NodeKind::Compute, self.compute_nodes()),
+        ];
+        MonitorStatus {
+            storage: self.storage_reports().cloned().collect(),
+            compute: self.compute_status(),
+            replicas: observed
+                .iter()
+                .map(|(kind, seen)| {
+                    let desired = self.desired.get(kind).copied().unwrap_or(*seen);
+                    (kind.to_string(), desired, *seen)
+                })
+                .collect(),
+            raised: self
+                .raised
+                .iter()
+                .filter_map(|(k, r)| {
+                    r.factor
+                        .map(|f| (k.clone(), u32::from(f.global), u32::from(f.local)))
+                })
+                .collect(),
+            events: self.events.iter().cloned().collect(),
+        }
+    }
+
+    fn on_message(&mut self, now: Time, msg: Message, out: &mut Outbox) {
+        match msg {
+            Message::StatusReply {
+                cluster,
+                replication,
+                ..
+            } => {
+                self.cluster.merge(cluster);
+                self.default_replication = replication;
+            }
+            Message::StorageReport { report, .. } => {
+                self.storage.insert(report.from.clone(), (now, report));
+            }
+            Message::ComputeStatusReply { id, status } => match self.asked.remove(&id) {
+                Some(scheduler) => {
+                    self.compute.insert(scheduler, (now, status));
+                }
+                None => self.unexpected += 1,
+            },
+            Message::MonitorStatusRequest { id, reply_to } => {
+                let status = Box::new(self.status());
+                out.send(reply_to, Message::MonitorStatusReply { id, status });
+            }
+            Message::Ping { id, reply_to } => out.send(reply_to, Message::Pong { id }),
+            other => {
+                self.unexpected += 1;
+                tracing::debug!(kind = other.kind(), "monitor ignored a message");
+            }
+        }
+    }
+
+    /// Evaluates every policy on the last period's figures.
+    fn evaluate(&mut self, now: Time, out: &mut Outbox) {
+        let stale = self.stale_before(now);
+        let live: BTreeSet<Address> = self
+            .cluster
+            .live_nodes()
+            .flat_map(|(_, n)| n.threads.iter().cloned())
+            .collect();
+        self.storage
+            .retain(|a, (t, _)| *t >= stale && live.contains(a));
+        self.compute.retain(|_, (t, _)| *t >= stale);
+        self.update_rates(now);
+
+        let mut decisions = Vec::new();
+        let storage = self.storage_figures();
+        decisions.extend(policy::tier(
+            NodeKind::Storage,
+            &self.config.storage,
+            &mut self.storage_tier,
+            &storage,
+            now,
+        ));
+        let compute = self.compute_figures();
+        decisions.extend(policy::tier(
+            NodeKind::Compute,
+            &self.config.compute,
+            &mut self.compute_tier,
+            &compute,
+            now,
+        ));
+        let keys = KeyFigures::from_reports(self.storage.values().map(|(_, r)| r));
+        let (cluster, default) = (&self.cluster, self.default_replication);
+        decisions.extend(policy::hot_keys(
+            &self.config.hot_keys,
+            &mut self.raised,
+            &keys,
+            |k| cluster.replication_override(k).unwrap_or(default),
+            now,
+        ));
+        let executors: Vec<ExecutorFigures> = self
+            .executors()
+            .into_iter()
+            .map(|e| ExecutorFigures {
+                address: e.executor.clone(),
+                warm: e.warm.clone(),
+            })
+            .collect();
+        decisions.extend(policy::hot_functions(
+            &self.config.hot_functions,
+            &mut self.spread,
+            &self.rates,
+            &executors,
+            now,
+        ));
+        for d in decisions {
+            self.carry_out(d, out);
+        }
+        self.last_evaluation = Some(now);
+        let text = crate::metrics::render(self);
+        if let Ok(mut m) = self.metrics.lock() {
+            *m = text;
+        }
+    }
+
+    fn storage_figures(&self) -> TierFigures {
+        let reports: Vec<&StorageReport> = self.storage_reports().collect();
+        let busy: Vec<u16> = reports.iter().map(|r| r.busy_permille).collect();
+        TierFigures {
+            nodes: self.storage_nodes(),
+            reporting: reports.len() as u32,
+            busy_avg: average(&busy),
+            busy_max: busy.iter().copied().max().unwrap_or(0),
+            bytes: reports.iter().map(|r| r.bytes).sum(),
+            queued: 0,
+        }
+    }
+
+    fn compute_figures(&self) -> TierFigures {
+        let executors = self.executors();
+        let busy: Vec<u16> = executors.iter().map(|e| e.busy_permille).collect();
+        TierFigures {
+            nodes: self.compute_nodes(),
+            reporting: executors.len() as u32,
+            busy_avg: average(&busy),
+            busy_max: busy.iter().copied().max().unwrap_or(0),
+            bytes: 0,
+            queued: self.compute.values().map(|(_, s)| s.queued).sum(),
+        }
+    }
+
+    /// Per-function call rates from the executors' cumulative counts.
+    fn update_rates(&mut self, now: Time) {
+        let elapsed = self
+            .last_evaluation
+            .map(|t| now.saturating_since(t).as_secs_f64())
+            .unwrap_or(0.0);
+        let mut seen = BTreeMap::new();
+        let mut rates: BTreeMap<String, f64> = BTreeMap::new();
+        for e in self.executors() {
+            let id = (e.executor.clone(), e.boot);
+            if let (Some(before), true) = (self.calls_seen.get(&id), elapsed > 0.0) {
+                for (function, n) in &e.calls {
+                    let was = before
+                        .iter()
+                        .find(|(f, _)| f == function)
+                        .map_or(0, |(_, n)| *n);
+                    *rates.entry(function.clone()).or_default() +=
+                        n.saturating_sub(was) as f64 / elapsed;
+                }
+            }
+            seen.insert(id, e.calls.clone());
+        }
+        self.calls_seen = seen;
+        self.rates = rates;
+    }
+
+    fn carry_out(&mut self, d: Decision, out: &mut Outbox) {
+        let e = &d.event;
+        tracing::info!(
+            target: "squall::monitor::event",
+            policy = %e.policy,
+            action = %e.action,
+            reason = %e.reason,
+            figures = %e.figures,
+            "decision"
+        );
+        *self
+            .decisions
+            .entry((e.policy.clone(), e.action.clone()))
+            .or_default() += 1;
+        self.events.push_back(d.event);
+        while self.events.len() > self.config.events_kept {
+            self.events.pop_front();
+        }
+        match d.action {
+            Action::Prewarm {
+                function,
+                executors,
+            } => {
+                for to in executors {
+                    out.send(
+                        to,
+                        Message::Prewarm {
+                            function: function.clone(),
+                        },
+                    );
+                }
+            }
+            action => {
+                if let Action::Scale { kind, replicas } = &action {
+                    self.desired.insert(*kind, *replicas);
+                }
+                if self.actions.send(action).is_err() {
+                    tracing::warn!("monitor: the actuator is gone; decision not carried out");
+                }
+            }
+        }
+    }
+
+    /// Asks for the next period's figures.
+    fn ask(&mut self, out: &mut Outbox) {
+        if !self.routers.is_empty() {
+            let router = self.routers[self.turn % self.routers.len()].clone();
+            self.turn = self.turn.wrapping_add(1);
+            let id = self.fresh_id();
+            out.send(
+                router,
+                Message::StatusRequest {
+                    id,
+                    reply_to: self.me.clone(),
+                },
+            );
+        }
+        let threads: Vec<Address> = self
+            .cluster
+            .live_nodes()
+            .flat_map(|(_, n)| n.threads.iter().cloned())
+            .collect();
+        for t in threads {
+            let id = self.fresh_id();
+            out.send(
+                t,
+                Message::StatsRequest {
+                    id,
+                    reply_to: self.me.clone(),
+                },
+            );
+        }
+        self.asked.clear();
+        for s in self.schedulers.clone() {
+            let id = self.fresh_id();
+            self.asked.insert(id, s.clone());
+            out.send(
+                s,
+                Message::ComputeStatusRequest {
+                    id,
+                    reply_to: self.me.clone(),
+                },
+            );
+        }
+    }
+}
+
+fn average(values: &[u16]) -> u16 {
+    if values.is_empty() {
+        return 0;
+    }
+    (values.iter().map(|v| u64::from(*v)).sum::<u64>() / values.len() as u64) as u16
+}
+
+impl Role for Monitor {
+    fn step(&mut self, now: Time, input: Input, out: &mut Outbox) {
+        match input {
+            Input::Message(m) => self.on_message(now, m, out),
+            Input::Tick => {
+                if now < self.next_tick {
+                    return;
+                }
+                self.evaluate(now, out);
+                self.ask(out);
+                self.next_tick = now + self.config.period;
+            }
+        }
+    }
+
+    fn next_tick(&self) -> Option<Time> {
+        Some(self.next_tick)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TierPolicy;
+    use anna::protocol::{NodeId, NodeInfo};
+    use std::time::Duration;
+
+    fn secs(s: u64) -> Time {
+        Time::from_micros(s * 1_000_000)
+    }
+
+    struct Fixture {
+        monitor: Monitor,
+        actions: mpsc::Receiver<Action>,
+        metrics: Arc<Mutex<String>>,
+        out: Outbox,
+    }
+
+    fn fixture() -> Fixture {
+        let config = MonitorConfig {
+            storage: TierPolicy {
+                sustain: Duration::from_secs(2),
+                ..TierPolicy::default()
+            },
+            ..MonitorConfig::default()
+        };
+        let (tx, rx) = mpsc::channel();
+        let metrics = Arc::new(Mutex::new(String::new()));
+        let monitor = Monitor::new(
+            config,
+            Address::from("monitor"),
+            vec![Address::from("router")],
+            vec![Address::from("scheduler")],
+            tx,
+            metrics.clone(),
+        );
+        Fixture {
+            monitor,
+            actions: rx,
+            metrics,
+            out: Outbox::default(),
+        }
+    }
+
+    impl Fixture {
+        fn tick(&mut self, now: Time) -> Vec<(Address, Message)> {
+            self.monitor.step(now, Input::Tick, &mut self.out);
+            self.out.drain().collect()
+        }
+
+        fn deliver(&mut self, now: Time, m: Message) -> Vec<(Address, Message)> {
+            self.monitor.step(now, Input::Message(m), &mut self.out);
+            self.out.drain().collect()
+        }
+    }
+
+    fn one_node() -> ClusterState {
+        let mut c = ClusterState::default();
+        c.record_join(NodeInfo {
+            id: NodeId(1),
+            threads: vec![Address::from("t0"), Address::from("t1")],
+            boot: 1,
+        });
+        c
+    }
+
+    fn busy_report(thread: u32, busy: u16) -> Message {
+        Message::StorageReport {
+            id: RequestId(0),
+            report: StorageReport {
+                from: Address(format!("t{thread}")),
+                node: NodeId(1),
+                thread,
+                epoch_ms: 1000,
+                keys: 100,
+                bytes: 10_000,
+                busy_permille: busy,
+                accesses: 5000,
+                hot_keys: vec![("k".into(), 40)],
+            },
+        }
+    }
+
+    #[test]
+    fn asks_every_live_thread_and_scales_storage_after_a_sustained_high_mark() {
+        let mut f = fixture();
+        let sent = f.tick(secs(0));
+        assert!(
+            matches!(sent[0], (ref to, Message::StatusRequest { .. }) if to.as_str() == "router")
+        );
+        assert!(sent.iter().any(|(to, m)| to.as_str() == "scheduler"
+            && matches!(m, Message::ComputeStatusRequest { .. })));
+        f.deliver(
+            secs(0),
+            Message::StatusReply {
+                id: RequestId(2),
+                from: Address::from("router"),
+                cluster: one_node(),
+                replication: ReplicationFactor {
+                    global: 1,
+                    local: 1,
+                },
+                counters: vec![],
+            },
+        );
+        for t in 1..=3 {
+            let sent = f.tick(secs(t));
+            let asked: Vec<&str> = sent
+                .iter()
+                .filter(|(_, m)| matches!(m, Message::StatsRequest { .. }))
+                .map(|(to, _)| to.as_str())
+                .collect();
+            assert_eq!(asked, ["t0", "t1"]);
+            f.deliver(secs(t), busy_report(0, 950));
+            f.deliver(secs(t), busy_report(1, 850));
+        }
+        assert!(f.actions.try_recv().is_err(), "not before sustain");
+        f.tick(secs(4)); // high since t=2 (first evaluation with reports)
+        f.tick(secs(5));
+        assert_eq!(
+            f.actions.try_recv().unwrap(),
+            Action::Scale {
+                kind: NodeKind::Storage,
+                replicas: 2
+            }
+        );
+        let reply = f.deliver(
+            secs(5),
+            Message::MonitorStatusRequest {
+                id: RequestId(9),
+                reply_to: Address::from("me"),
+            },
+        );
+        let Message::MonitorStatusReply { status, .. } = &reply[0].1 else {
+            panic!("{reply:?}");
+        };
+        assert_eq!(status.events.len(), 1);
+        assert_eq!(status.events[0].action, "add-node");
+        assert!(
+            status.events[0].reason.contains("900‰"),
+            "{}",
+            status.events[0].reason
+        );
+        assert_eq!(status.replicas[0], ("storage".to_string(), 2, 1));
+        let metrics = f.metrics.lock().unwrap().clone();
+        assert!(
+            metrics.contains("squall_storage_busy_ratio{node=\"1\",thread=\"0\"} 0.95"),
+            "{metrics}"
+        );
+        assert!(metrics
+            .contains("squall_monitor_decisions_total{policy=\"storage\",action=\"add-node\"} 1"));
+        assert!(metrics.contains("squall_nodes{kind=\"storage\",state=\"desired\"} 2"));
+    }
+
+    #[test]
+    fn reports_of_departed_threads_and_stale_reports_are_dropped() {
+        let mut f = fixture();
+        f.tick(secs(0));
+        f.deliver(
+            secs(0),
+            Message::StatusReply {
+                id: RequestId(2),
+                from: Address::from("router"),
+                cluster: one_node(),
+                replication: ReplicationFactor {
+                    global: 1,
+                    local: 1,
+                },
+                counters: vec![],
+            },
+        );
+        f.deliver(secs(0), busy_report(0, 10));
+        f.deliver(
+            secs(0),
+            Message::StorageReport {
+                id: RequestId(0),
+                report: StorageReport {
+                    from: Address::from("gone"),
+                    ..StorageReport::default()
+                },
+            },
+        );
+        f.tick(secs(1));
+        assert_eq!(f.monitor.storage_reports().count(), 1);
+        f.tick(secs(10));
+        assert_eq!(f.monitor.storage_reports().count(), 0);
+        // A reply to no request is counted, not used.
+        f.deliver(
+            secs(10),
+            Message::ComputeStatusReply {
+                id: RequestId(12345),
+                status: ComputeStatus {
+                    executors: vec![],
+                    caches: vec![],
+                    in_flight: 0,
+                    queued: 99,
+                },
+            },
+        );
+        assert_eq!(f.monitor.unexpected, 1);
+    }
+
+    #[test]
+    fn function_rates_come_from_cumulative_counts_and_restarts_reset_them() {
+        let mut f = fixture();
+        let report = |calls: u64, boot: u64| ExecutorReport {
+            executor: Address::from("e1"),
+            node: "c0".into(),
+            calls: vec![("f".into(), calls)],
+            boot,
+            ..ExecutorReport::default()
+        };
+        let status = |r: ExecutorReport| ComputeStatus {
+            executors: vec![r],
+            caches: vec![],
+            in_flight: 0,
+            queued: 0,
+        };
+        let mut reply = |f: &mut Fixture, t: u64, r: ExecutorReport| {
+            let sent = f.tick(secs(t));
+            let id = sent
+                .iter()
+                .find_map(|(_, m)| match m {
+                    Message::ComputeStatusRequest { id, .. } => Some(*id),
+                    _ => None,
+                })
+                .unwrap();
+            f.deliver(
+                secs(t),
+                Message::ComputeStatusReply {
+                    id,
+                    status: status(r),
+                },
+            );
+        };
+        reply(&mut f, 0, report(100, 1));
+        reply(&mut f, 1, report(300, 1));
+        f.tick(secs(2));
+        assert_eq!(f.monitor.function_rates()["f"], 200.0);
+        // Its reports still come (the same counts): the rate falls to 0.
+        assert_eq!(f.monitor.compute_nodes(), 1);
+        reply(&mut f, 3, report(5, 2));
+        f.tick(secs(4));
+        assert!(f
+            .monitor
+            .function_rates()
+            .get("f")
+            .is_none_or(|r| *r == 0.0));
+    }
+}

@@ -1,10 +1,15 @@
 //! What the I/O thread hands the worker thread, and what comes back.
+//!
+//! A job is a call, or, for a prewarm, only the loading of a function's
+//! code ([`Job::load_only`]): the same step a first call takes, a class's
+//! initialiser included, with nothing invoked.
 
 use anna::protocol::compute::{CallError, CallErrorKind, FunctionCode};
 use anna::protocol::Address;
 use std::sync::Arc;
 
-/// One function to run, from [`crate::ExecutorCore::next_job`].
+/// One function to run (or only load), from
+/// [`crate::ExecutorCore::next_job`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Job {
     /// Matches the [`JobDone`]; unique per executor.
@@ -31,6 +36,10 @@ pub struct Job {
     /// executor stopped watching it) since the last job: the runtime drops
     /// them first.
     pub stale_values: Vec<String>,
+    /// Load the code (running a class's initialiser) and call nothing: a
+    /// prewarm. Its [`JobDone`] carries an empty result or the load's
+    /// error. `payload` and `upstream` are empty.
+    pub load_only: bool,
 }
 
 /// The call's surroundings, as `squall.user` sees them.

@@ -7,10 +7,10 @@
 //! - [`config`]: [`ExecutorConfig`], the `[executor]` section.
 //! - [`core`]: [`ExecutorCore`], the executor's bookkeeping as a pure
 //!   [`anna::role::Role`]: invokes, triggers and fan-in, the queue, code
-//!   fetches and the warm set, results, reports. Unit-tested with an
-//!   explicit `now`.
-//! - [`job`]: the [`Job`] the core hands the worker and the [`JobDone`] that
-//!   comes back.
+//!   fetches and the warm set, prewarms, results, reports. Unit-tested
+//!   with an explicit `now`.
+//! - [`job`]: the [`Job`] the core hands the worker (a call, or only the
+//!   loading of code for a prewarm) and the [`JobDone`] that comes back.
 //! - [`runtime`]: the [`Runtime`] trait (load code, invoke with a deadline)
 //!   and its two implementations, Python and WebAssembly
 //!   ([`runtime::wasm`] states the WebAssembly calling convention).

@@ -1,5 +1,6 @@
-//! The worker thread: runs [`Job`]s one at a time through a [`Runtime`],
-//! and the [`Mailbox`] that `user.recv` reads.
+//! The worker thread: runs [`Job`]s one at a time through a [`Runtime`]
+//! (a load-only job of a prewarm stops after loading the code), and the
+//! [`Mailbox`] that `user.recv` reads.
 //!
 //! The I/O thread sends jobs over a channel; the worker answers through an
 //! [`Outlet`]: a channel of [`WorkerEvent`]s plus a one-byte wake-up on an
@@ -156,6 +157,9 @@ impl Worker {
             self.loaded.remove(name);
             runtime.load(name, &job.code, &job.env)?;
             self.loaded.insert(name.to_string(), job.generation);
+        }
+        if job.load_only {
+            return Ok(Vec::new());
         }
         let input = CallInput {
             payload: &job.payload,

@@ -51,14 +51,21 @@ class Counter:
     def __call__(self):
         self.calls += 1
         return self.calls
+
+class Aged:
+    def __init__(self):
+        self.born = time.time()
+
+    def __call__(self):
+        return time.time() - self.born
 "#;
 
 /// Cloudpickles every function of [`FUNCTIONS`] in a separate interpreter.
 fn registered() -> (HashMap<String, FunctionCode>, PathBuf) {
     let names = [
-        "add", "boom", "spin", "nap", "inc", "tenfold", "talk", "Counter",
+        "add", "boom", "spin", "nap", "inc", "tenfold", "talk", "Counter", "Aged",
     ];
-    pickle_functions(FUNCTIONS, &names, &["Counter"])
+    pickle_functions(FUNCTIONS, &names, &["Counter", "Aged"])
 }
 
 #[test]
@@ -133,6 +140,31 @@ fn a_class_is_instantiated_once_and_serves_every_call() {
     let mut h = Harness::start(functions, vec![]);
     assert_eq!(value(h.call("Counter", "((), {})", 10_000)), "1");
     assert_eq!(value(h.call("Counter", "((), {})", 10_000)), "2");
+}
+
+#[test]
+fn a_prewarmed_class_is_reported_warm_and_initialised_before_its_first_call() {
+    let (functions, _) = registered();
+    let mut h = Harness::start(functions, vec![]);
+    let prewarm = Message::Prewarm {
+        function: "Aged".into(),
+    };
+    h.tx.send(&h.executor, &prewarm).unwrap();
+    let report = h
+        .wait_for(Duration::from_secs(20), |m| match m {
+            Message::ExecutorReport(r) if r.warm.iter().any(|f| f == "Aged") => Some(r.clone()),
+            Message::CallResult(_) | Message::CallDone { .. } => panic!("no call runs: {m:?}"),
+            _ => None,
+        })
+        .expect("a report listing the prewarmed function");
+    assert!(report.calls.is_empty(), "{report:?}");
+    // The initialiser ran at the prewarm: the instance the first call
+    // finds is as old as the wait.
+    h.wait_for(Duration::from_millis(500), |_| None::<()>);
+    let age: f64 = value(h.call("Aged", "((), {})", 10_000)).parse().unwrap();
+    assert!(age >= 0.3, "initialised only {age} s before the call");
+    let later: f64 = value(h.call("Aged", "((), {})", 10_000)).parse().unwrap();
+    assert!(later >= age, "the same instance serves the next call");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Calls: invokes and triggers in, fan-in assembly, the queue, the job
 //! handed to the worker, and where a result or an error goes.
 
+use super::prewarm::Load;
 use super::ExecutorCore;
 use crate::job::{call_error, CallEnv, Job, JobDone};
 use anna::lattice::{LatticeValue, Lww};
@@ -45,8 +46,17 @@ pub(super) struct PendingFanIn {
 #[derive(Debug)]
 pub(super) struct Running {
     pub seq: u64,
-    pub inv: Invocation,
+    pub work: Work,
     pub started: Time,
+    pub deadline_ms: u64,
+}
+
+/// What the job on the worker does.
+#[derive(Debug)]
+pub(super) enum Work {
+    Call(Invocation),
+    /// A prewarm's loading of a function.
+    Load(Load),
 }
 
 impl ExecutorCore {
@@ -177,8 +187,9 @@ impl ExecutorCore {
         }
     }
 
-    /// The next job for the worker, if it is idle and one is ready; calls
-    /// whose deadline passed in the queue fail with a timeout instead.
+    /// The next job for the worker, if it is idle and one is ready (calls
+    /// first, then prewarm loads); calls whose deadline passed in the queue
+    /// fail with a timeout instead.
     pub fn next_job(&mut self, now: Time, out: &mut Outbox) -> Option<Job> {
         if self.running.is_some() || self.stuck {
             return None;
@@ -218,6 +229,7 @@ impl ExecutorCore {
                 },
                 evict: std::mem::take(&mut self.evicted),
                 stale_values: Vec::new(),
+                load_only: false,
             };
             let refs = planned.args.refs.clone();
             self.watch_values(now, &refs, out);
@@ -225,14 +237,17 @@ impl ExecutorCore {
                 stale_values: std::mem::take(&mut self.stale_values),
                 ..job
             };
+            // The call loads the code itself: a prewarm's load is moot.
+            self.loads.retain(|n| *n != job.function);
             self.running = Some(Running {
                 seq: job.seq,
-                inv,
+                deadline_ms: inv.deadline_ms,
+                work: Work::Call(inv),
                 started: now,
             });
             return Some(job);
         }
-        None
+        self.next_load(now)
     }
 
     /// The worker finished a job.
@@ -246,11 +261,13 @@ impl ExecutorCore {
             return;
         };
         self.busy_in_period += now.saturating_since(running.started.max(self.period_start));
-        *self
-            .calls
-            .entry(running.inv.name().to_string())
-            .or_default() += 1;
-        self.finish(now, running.inv, done.outcome, out);
+        match running.work {
+            Work::Call(inv) => {
+                *self.calls.entry(inv.name().to_string()).or_default() += 1;
+                self.finish(now, inv, done.outcome, out);
+            }
+            Work::Load(load) => self.load_done(load, done.outcome),
+        }
     }
 
     /// Sends a finished function's result downstream or to the caller, and
@@ -372,7 +389,7 @@ impl ExecutorCore {
         let Some(running) = &self.running else {
             return;
         };
-        let limit = running.inv.deadline_ms + self.config.grace.as_millis() as u64;
+        let limit = running.deadline_ms + self.config.grace.as_millis() as u64;
         if self.stuck || now.as_millis() < limit {
             return;
         }
@@ -380,17 +397,22 @@ impl ExecutorCore {
             return;
         };
         self.stuck = true;
+        let grace_ms = self.config.grace.as_millis() as u64;
+        let (function, call) = match &running.work {
+            Work::Call(inv) => (inv.name(), Some(inv.plan.id)),
+            Work::Load(load) => (load.function.as_str(), None),
+        };
         warn!(
-            function = running.inv.name(),
-            call = %running.inv.plan.id,
-            grace_ms = self.config.grace.as_millis() as u64,
+            function,
+            ?call,
+            grace_ms,
             "function did not return after its deadline and grace; the executor gives up"
         );
-        let error = timeout_error(
-            &running.inv,
-            "did not return by its deadline and could not be interrupted",
-        );
-        self.finish(now, running.inv, Err(error), out);
+        if let Work::Call(inv) = running.work {
+            let why = "did not return by its deadline and could not be interrupted";
+            let error = timeout_error(&inv, why);
+            self.finish(now, inv, Err(error), out);
+        }
     }
 }
 

@@ -1,6 +1,7 @@
-//! Function code: fetched from the node's cache on first use, kept warm
-//! (bounded, least recently used out), and dropped when the cache gossips a
-//! change of its key, so a re-registration takes effect on the next call.
+//! Function code: fetched from the node's cache on first use (or on a
+//! prewarm, see `prewarm`), kept warm (bounded, least recently used out),
+//! and dropped when the cache gossips a change of its key, so a
+//! re-registration takes effect on the next call.
 
 use super::calls::Invocation;
 use super::ExecutorCore;
@@ -69,6 +70,18 @@ impl ExecutorCore {
     }
 
     pub(super) fn retry_fetches(&mut self, now: Time, out: &mut Outbox) {
+        // Fetches nobody waits for any more (their calls expired, their
+        // prewarms gave up) end; the rest are sent again when due.
+        self.expire_prewarms(now);
+        let (waiting, prewarms) = (&self.waiting, &self.prewarms);
+        let ids = &mut self.fetch_ids;
+        self.fetches.retain(|name, f| {
+            let keep = waiting.contains_key(name) || prewarms.contains_key(name);
+            if !keep {
+                ids.remove(&f.request);
+            }
+            keep
+        });
         let retry = self.config.fetch_retry;
         let due: Vec<String> = (self.fetches.iter())
             .filter(|(_, f)| now.saturating_since(f.sent) >= retry)
@@ -77,16 +90,6 @@ impl ExecutorCore {
         for name in due {
             self.send_fetch(now, &name, out);
         }
-        // Fetches nobody waits for any more (their calls expired) end.
-        let waiting = &self.waiting;
-        let ids = &mut self.fetch_ids;
-        self.fetches.retain(|name, f| {
-            let keep = waiting.contains_key(name);
-            if !keep {
-                ids.remove(&f.request);
-            }
-            keep
-        });
     }
 
     pub(super) fn on_kvs_response(&mut self, now: Time, response: KvsResponse, out: &mut Outbox) {
@@ -112,6 +115,7 @@ impl ExecutorCore {
                     message,
                     &name,
                 );
+                self.prewarm_failed(&name, true);
                 return self.fail_waiting(now, &name, error, out);
             }
             // An error or a misrouted answer: retried at the next tick.
@@ -122,8 +126,12 @@ impl ExecutorCore {
             }
         };
         match code {
-            Ok(code) => self.install(now, name, code, out),
+            Ok(code) => {
+                self.prewarm_installed(&name);
+                self.install(now, name, code, out);
+            }
             Err(why) => {
+                self.prewarm_failed(&name, false);
                 let message = format!("the stored code of '{name}' {why}");
                 let error = call_error(CallErrorKind::BadFunction, "BadFunction", message, &name);
                 self.fail_waiting(now, &name, error, out);

@@ -9,10 +9,13 @@
 //!
 //! - [`calls`]: invokes, triggers and fan-in, the queue, results and errors.
 //! - [`functions`]: fetching code from the cache, the warm set, invalidation.
+//! - [`prewarm`]: loading a function the monitor calls hot before any call
+//!   of it arrives.
 //! - [`values`]: watching referenced keys whose values the runtime keeps.
 
 mod calls;
 mod functions;
+mod prewarm;
 #[cfg(test)]
 mod tests;
 mod values;
@@ -64,10 +67,16 @@ pub struct Counters {
     pub mailbox_dropped: u64,
     /// Kept referenced values dropped because their key changed.
     pub value_invalidations: u64,
+    /// `Prewarm` messages received.
+    pub prewarms: u64,
+    /// Prewarms of functions with no code stored.
+    pub prewarms_unknown: u64,
+    /// Prewarms whose code was unusable or failed to load.
+    pub prewarms_failed: u64,
 }
 
 impl Counters {
-    fn named(&self) -> [(&'static str, u64); 15] {
+    fn named(&self) -> [(&'static str, u64); 18] {
         [
             ("invokes", self.invokes),
             ("triggers", self.triggers),
@@ -84,6 +93,9 @@ impl Counters {
             ("user_messages", self.user_messages),
             ("mailbox_dropped", self.mailbox_dropped),
             ("value_invalidations", self.value_invalidations),
+            ("prewarms", self.prewarms),
+            ("prewarms_unknown", self.prewarms_unknown),
+            ("prewarms_failed", self.prewarms_failed),
         ]
     }
 }
@@ -100,6 +112,10 @@ pub struct ExecutorCore {
     fetches: StableHashMap<String, Fetch>,
     fetch_ids: StableHashMap<RequestId, String>,
     waiting: StableHashMap<String, Vec<Invocation>>,
+    /// Prewarmed functions whose code is being fetched, and until when.
+    prewarms: StableHashMap<String, Time>,
+    /// Warm functions a prewarm asked the worker to load.
+    loads: VecDeque<String>,
     evicted: Vec<String>,
     values: StableHashMap<String, values::Watched>,
     stale_values: Vec<String>,
@@ -136,6 +152,8 @@ impl ExecutorCore {
             fetches: StableHashMap::default(),
             fetch_ids: StableHashMap::default(),
             waiting: StableHashMap::default(),
+            prewarms: StableHashMap::default(),
+            loads: VecDeque::new(),
             evicted: Vec::new(),
             values: StableHashMap::default(),
             stale_values: Vec::new(),
@@ -268,6 +286,7 @@ impl Role for ExecutorCore {
                 self.on_value_gossip(&gossip);
             }
             Message::UserMessage(msg) => self.on_user_message(msg),
+            Message::Prewarm { function } => self.on_prewarm(now, function, out),
             Message::Ping { id, reply_to } => out.send(reply_to, Message::Pong { id }),
             Message::StatusRequest { id, reply_to } => {
                 let counters = named_counters(&self.counters.named(), &self.transport);

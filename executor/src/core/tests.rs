@@ -7,6 +7,8 @@ use anna::protocol::compute::{
 };
 use anna::protocol::{Gossip, KeyOp, KeyResult, KvsResponse, Outcome};
 
+mod prewarm;
+
 const ME: &str = "tcp://exec:1";
 const CACHE: &str = "tcp://cache:1";
 const SCHED: &str = "tcp://sched:1";

@@ -5,7 +5,8 @@
 //!
 //! A runtime lives on the worker thread and runs one call at a time; the
 //! worker keeps track of which code generation each runtime has loaded and
-//! calls [`Runtime::load`] again when the code changed.
+//! calls [`Runtime::load`] again when the code changed. A prewarm reaches a
+//! runtime as a load-only job: [`Runtime::load`] and no invoke.
 
 pub mod python;
 pub mod wasm;

@@ -93,17 +93,25 @@ pub struct TransportStats {
     /// Messages dropped because a peer's queue was full or they did not
     /// encode.
     pub dropped: u64,
+    /// Microseconds spent handling inputs, cumulative: from a poll
+    /// returning ready (or a tick falling due) through the role's steps and
+    /// the sending of what they queued. Time blocked waiting is not counted,
+    /// so the growth of this over an interval, divided by the interval, is
+    /// the fraction of it the role's thread was busy. Drivers that do not
+    /// measure it (the simulator) leave it at zero.
+    pub busy_us: u64,
 }
 
 impl TransportStats {
     /// The counters by name, for status replies: a role's own counters
     /// followed by these.
-    pub fn named(&self) -> [(&'static str, u64); 4] {
+    pub fn named(&self) -> [(&'static str, u64); 5] {
         [
             ("received", self.received),
             ("malformed", self.malformed),
             ("sent", self.sent),
             ("dropped", self.dropped),
+            ("busy_us", self.busy_us),
         ]
     }
 }
@@ -129,7 +137,9 @@ pub trait Role {
     fn next_tick(&self) -> Option<Time>;
 
     /// The driver's transport counters, handed in before a step whenever
-    /// they changed, so the role can report them. Ignored by default.
+    /// they changed, so the role can report them (and turn
+    /// [`TransportStats::busy_us`] into a busy fraction). Ignored by
+    /// default.
     fn observe_transport(&mut self, _stats: TransportStats) {}
 }
 

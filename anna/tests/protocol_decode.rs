@@ -36,7 +36,7 @@ const TAG_LWW: u8 = 0;
 const TAG_SET: u8 = 1;
 const TAG_MAX: u8 = 3;
 const TAG_MAP: u8 = 6;
-const MESSAGE_VARIANTS: u8 = 26;
+const MESSAGE_VARIANTS: u8 = 31;
 
 /// A gossip entry's `KeyState` prefix: never deleted (`None`), then
 /// `Some(value)`; the value's bytes follow.
@@ -228,6 +228,11 @@ fn samples_cover_every_variant_and_lattice_kind() {
             | Message::UserMessage(_)
             | Message::ComputeStatusRequest { .. }
             | Message::ComputeStatusReply { .. }
+            | Message::StatsRequest { .. }
+            | Message::StorageReport { .. }
+            | Message::Prewarm { .. }
+            | Message::MonitorStatusRequest { .. }
+            | Message::MonitorStatusReply { .. }
             | Message::Gossip(_)
             | Message::GossipAck { .. }
             | Message::Fetch { .. }

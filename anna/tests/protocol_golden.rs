@@ -231,3 +231,44 @@ fn call_result_error_encoding_is_pinned() {
         ),
     );
 }
+
+#[test]
+fn storage_report_encoding_is_pinned() {
+    use anna::protocol::monitor::StorageReport;
+    let msg = Message::StorageReport {
+        id: RequestId(5),
+        report: StorageReport {
+            from: Address::from("tcp://n1:6000"),
+            node: NodeId(2),
+            thread: 1,
+            epoch_ms: 1000,
+            keys: 2,
+            bytes: 300,
+            busy_permille: 250,
+            accesses: 70_000,
+            hot_keys: vec![("hot".to_string(), 1000)],
+        },
+    };
+    assert_golden(
+        "storage-report",
+        msg,
+        concat!(
+            "0300", // protocol version 3
+            "1b",   // Message::StorageReport (variant 27)
+            "05",   // id
+            "0d",
+            "7463703a2f2f6e313a36303030", // from "tcp://n1:6000"
+            "02",                         // node 2
+            "01",                         // thread 1
+            "fbe803",                     // epoch_ms 1000
+            "02",                         // keys 2
+            "fb2c01",                     // bytes 300
+            "fa",                         // busy_permille 250 (below 251: one byte)
+            "fc70110100",                 // accesses 70 000: u32 varint marker, 4 bytes LE
+            "01",                         // one hot key:
+            "03",
+            "686f74", //   "hot"
+            "fbe803", //   1000 accesses
+        ),
+    );
+}

@@ -163,3 +163,67 @@ fn an_idle_driver_blocks_for_the_whole_wait() {
     assert_eq!(driver.step(Duration::from_millis(50)).unwrap(), Step::Idle);
     assert!(started.elapsed() >= Duration::from_millis(45));
 }
+
+/// Answers pings after working `work` on each, and keeps the busy time
+/// its driver last reported.
+struct SlowResponder {
+    work: Duration,
+    answered: u32,
+    observed_busy_us: u64,
+}
+
+impl Role for SlowResponder {
+    fn step(&mut self, _now: Time, input: Input, out: &mut Outbox) {
+        if let Input::Message(Message::Ping { id, reply_to }) = input {
+            std::thread::sleep(self.work);
+            self.answered += 1;
+            out.send(reply_to, Message::Pong { id });
+        }
+    }
+
+    fn next_tick(&self) -> Option<Time> {
+        None
+    }
+
+    fn observe_transport(&mut self, stats: anna::role::TransportStats) {
+        self.observed_busy_us = stats.busy_us;
+    }
+}
+
+#[test]
+fn the_driver_counts_time_handling_inputs_as_busy_and_time_waiting_as_not() {
+    let ctx = zmq::Context::new();
+    let role = SlowResponder {
+        work: Duration::from_millis(20),
+        answered: 0,
+        observed_busy_us: 0,
+    };
+    let mut driver = ZmqDriver::bind(&ctx, &Address::from("inproc://busy"), role).unwrap();
+    let server = driver.address().clone();
+    let mut tx = Sender::new(&ctx);
+    let me = Address::from("inproc://busy-client");
+    let _rx = Receiver::bind(&ctx, &me).unwrap();
+
+    for id in 0..3 {
+        tx.send(&server, &ping(id, &me)).unwrap();
+    }
+    while driver.role().answered < 3 {
+        assert_ne!(driver.step(Duration::from_secs(5)).unwrap(), Step::Stopped);
+    }
+    let busy = driver.stats().busy_us;
+    assert!(busy >= 60_000, "3 × 20 ms of work counted as {busy} µs");
+
+    assert_eq!(driver.step(Duration::from_millis(100)).unwrap(), Step::Idle);
+    let idle = driver.stats().busy_us - busy;
+    assert!(
+        idle < 20_000,
+        "100 ms blocked waiting counted {idle} µs busy"
+    );
+
+    // The role is handed the figure before its next step.
+    tx.send(&server, &ping(3, &me)).unwrap();
+    while driver.role().answered < 4 {
+        driver.step(Duration::from_secs(5)).unwrap();
+    }
+    assert!(driver.role().observed_busy_us >= 60_000);
+}

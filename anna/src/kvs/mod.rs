@@ -15,12 +15,15 @@
 //!   reads that consult the previous owners while keys move.
 //! - [`gossip`]: periodic gossip, anti-entropy, receiving gossip and acks.
 //! - [`membership`]: joining, heartbeats, ring changes and key handoff.
-//! - [`stats`]: bounded per-epoch access statistics.
+//! - [`stats`]: counters, and per-epoch access statistics (a Misra–Gries
+//!   heavy-hitter summary) with the busy fraction.
+//! - `report`: the answer to the monitor's `StatsRequest`.
 //! - [`subscriptions`]: caches subscribed to keys, pushed every change.
 
 pub mod gossip;
 pub mod membership;
 mod replication;
+mod report;
 pub mod requests;
 pub mod stats;
 pub mod subscriptions;
@@ -290,6 +293,7 @@ impl StorageWorker {
 
 impl Role for StorageWorker {
     fn step(&mut self, now: Time, input: Input, out: &mut Outbox) {
+        self.stats.advance(now);
         match input {
             Input::Message(msg) => self.on_message(now, msg, out),
             Input::Tick => self.on_tick(now, out),
@@ -364,6 +368,7 @@ impl StorageWorker {
                 );
                 out.send(reply_to, reply)
             }
+            Message::StatsRequest { id, reply_to } => self.on_stats_request(id, reply_to, out),
             other => {
                 self.stats.unexpected += 1;
                 tracing::debug!(kind = other.kind(), "storage worker ignored a message");

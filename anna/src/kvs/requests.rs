@@ -37,7 +37,6 @@ impl StorageWorker {
         let mut results = Vec::with_capacity(ops.len());
         let mut opened = Vec::new();
         for (index, op) in ops.into_iter().enumerate() {
-            self.stats.record_access(now, op.key());
             let key = op.key().clone();
             if !self.owns(&key) {
                 self.stats.not_mine += 1;
@@ -49,6 +48,8 @@ impl StorageWorker {
                 });
                 continue;
             }
+            // Only keys served count: a key misrouted here is not hot here.
+            self.stats.record_access(now, &key);
             let outcome = match op {
                 KeyOp::Get { key } => {
                     self.stats.gets += 1;

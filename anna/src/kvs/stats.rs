@@ -1,17 +1,121 @@
-//! A worker's counters and bounded per-epoch access statistics.
+//! A worker's counters and its per-epoch access statistics.
 //!
-//! Access counts live in a map that is emptied every epoch and holds at
-//! most [`MAX_TRACKED_KEYS`] keys (further keys are counted in aggregate
-//! only), so memory stays flat however long a read load runs. The last
-//! complete epoch is kept for the monitor.
+//! Every access (a get, put or delete of a key the worker owns) is counted
+//! exactly in the epoch's total `N`. Which keys are hot is estimated by a
+//! Misra–Gries summary ([`HeavyHitters`]) of `k` = [`SUMMARY_COUNTERS`]
+//! counters: an access to a counted key increments its counter; a new key
+//! takes a free counter; when all `k` are taken, every counter is
+//! decremented instead, and those reaching zero are dropped. Each such round
+//! discards `k + 1` accesses (one from each counter, and the new one), so
+//! there are at most `N / (k + 1)` rounds, which gives the guarantee:
+//!
+//! - a key's count is a lower bound, short of its true count by at most
+//!   `N / (k + 1)`;
+//! - so every key accessed more than `N / (k + 1)` times in the epoch is in
+//!   the summary (with 1024 counters: any key above ~0.1% of the accesses);
+//! - the summary never holds more than `k` keys, whatever the load, and an
+//!   access costs amortised O(1): a round costs O(k) and follows at least
+//!   `k` accesses that each added one count.
+//!
+//! Epochs are consecutive windows of `epoch` starting at the first time
+//! the worker was stepped. They are closed lazily, whenever the worker is
+//! handed a time ([`WorkerStats::advance`]): the epoch before the current
+//! one is kept ([`EpochStats`]: total, the [`HOT_KEYS`] hottest keys and the
+//! busy fraction), everything older is dropped, so memory stays flat. If
+//! whole epochs passed with no input, the last complete epoch is one of
+//! them and reports no access.
 
 use crate::protocol::Key;
+use crate::role::{StableHashMap, TransportStats};
 use crate::time::Time;
-use std::collections::HashMap;
+use std::cmp::Ordering;
 use std::time::Duration;
 
-/// Most distinct keys counted per epoch.
-pub const MAX_TRACKED_KEYS: usize = 10_000;
+/// Counters of the Misra–Gries summary: how many keys it can hold.
+pub const SUMMARY_COUNTERS: usize = 1024;
+/// How many of the hottest keys an epoch keeps and reports.
+pub const HOT_KEYS: usize = 100;
+
+/// A Misra–Gries heavy-hitter summary of at most `capacity` keys: see the
+/// module documentation for its guarantee.
+#[derive(Clone, Debug, Default)]
+pub struct HeavyHitters {
+    counts: StableHashMap<Key, u32>,
+    capacity: usize,
+}
+
+impl HeavyHitters {
+    /// An empty summary of `capacity` counters (at least one).
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        let mut counts = StableHashMap::default();
+        counts.reserve(capacity);
+        HeavyHitters { counts, capacity }
+    }
+
+    /// Counts one access of `key`.
+    pub fn record(&mut self, key: &str) {
+        if let Some(n) = self.counts.get_mut(key) {
+            *n = n.saturating_add(1);
+        } else if self.counts.len() < self.capacity {
+            self.counts.insert(key.to_string(), 1);
+        } else {
+            self.counts.retain(|_, n| {
+                *n -= 1;
+                *n > 0
+            });
+        }
+    }
+
+    /// The count of `key`: a lower bound of its accesses (0 if not held).
+    pub fn count(&self, key: &str) -> u32 {
+        self.counts.get(key).copied().unwrap_or(0)
+    }
+
+    /// How many keys are counted.
+    pub fn len(&self) -> usize {
+        self.counts.len()
+    }
+
+    /// Whether no key is counted.
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
+
+    /// Empties the summary into `into` (cleared first), keeping the `n`
+    /// highest counts, highest first (ties by key). The summary keeps its
+    /// allocation.
+    pub fn drain_top(&mut self, n: usize, into: &mut Vec<(Key, u32)>) {
+        into.clear();
+        into.extend(self.counts.drain());
+        let hottest_first =
+            |a: &(Key, u32), b: &(Key, u32)| -> Ordering { b.1.cmp(&a.1).then(a.0.cmp(&b.0)) };
+        if into.len() > n && n > 0 {
+            into.select_nth_unstable_by(n - 1, hottest_first);
+        }
+        into.truncate(n);
+        into.sort_unstable_by(hottest_first);
+    }
+
+    /// Forgets every count, keeping the allocation.
+    pub fn clear(&mut self) {
+        self.counts.clear();
+    }
+}
+
+/// The figures of one complete epoch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EpochStats {
+    /// Accesses counted, exactly.
+    pub accesses: u64,
+    /// The hottest keys (at most [`HOT_KEYS`]), hottest first, with counts
+    /// that are lower bounds.
+    pub hot_keys: Vec<(Key, u32)>,
+    /// Thousandths of the time between the two rotations that closed the
+    /// epoch (one epoch when the worker is stepped steadily) that the
+    /// driver reported busy.
+    pub busy_permille: u16,
+}
 
 /// Counters of one storage worker. Plain integers: one thread owns them.
 #[derive(Clone, Debug, Default)]
@@ -39,13 +143,18 @@ pub struct WorkerStats {
     pub replication_announcements: u64,
     /// Replication metadata keys holding something other than a factor.
     pub bad_replication_metadata: u64,
+    /// `StatsRequest` messages answered.
+    pub stats_requests: u64,
     /// The driver's transport counters, as last observed.
-    pub transport: crate::role::TransportStats,
+    pub transport: TransportStats,
     epoch: Duration,
-    epoch_start: Time,
-    current: HashMap<Key, u32>,
-    untracked: u64,
-    last: Vec<(Key, u32)>,
+    /// The start of the current epoch; `None` until the first time is seen.
+    epoch_start: Option<Time>,
+    accesses: u64,
+    summary: HeavyHitters,
+    /// When the last epoch was closed, and the driver's busy time then.
+    busy_mark: (Time, u64),
+    last: EpochStats,
 }
 
 impl WorkerStats {
@@ -53,37 +162,73 @@ impl WorkerStats {
     pub fn new(epoch: Duration) -> Self {
         WorkerStats {
             epoch,
+            summary: HeavyHitters::new(SUMMARY_COUNTERS),
+            last: EpochStats {
+                hot_keys: Vec::with_capacity(SUMMARY_COUNTERS),
+                ..EpochStats::default()
+            },
             ..WorkerStats::default()
         }
     }
 
-    /// Counts one access of `key` at `now`.
-    pub fn record_access(&mut self, now: Time, key: &str) {
-        if now >= self.epoch_start + self.epoch {
-            self.rotate(now);
-        }
-        if let Some(n) = self.current.get_mut(key) {
-            *n = n.saturating_add(1);
-        } else if self.current.len() < MAX_TRACKED_KEYS {
-            self.current.insert(key.to_string(), 1);
-        } else {
-            self.untracked += 1;
-        }
+    /// The length of an epoch.
+    pub fn epoch(&self) -> Duration {
+        self.epoch
     }
 
-    fn rotate(&mut self, now: Time) {
-        let mut counts: Vec<(Key, u32)> = self.current.drain().collect();
-        counts.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        counts.truncate(100);
-        self.last = counts;
-        self.untracked = 0;
-        self.epoch_start = now;
+    /// Counts one access of `key` at `now`.
+    pub fn record_access(&mut self, now: Time, key: &str) {
+        self.advance(now);
+        self.accesses += 1;
+        self.summary.record(key);
+    }
+
+    /// Closes the current epoch if `now` is past its end. Cheap when it is
+    /// not: the worker calls this on every input.
+    pub fn advance(&mut self, now: Time) {
+        let Some(start) = self.epoch_start else {
+            self.epoch_start = Some(now);
+            self.busy_mark = (now, self.transport.busy_us);
+            return;
+        };
+        let epoch_us = u64::try_from(self.epoch.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let elapsed = now.as_micros().saturating_sub(start.as_micros());
+        if elapsed < epoch_us {
+            return;
+        }
+        let epochs = elapsed / epoch_us;
+        if epochs == 1 {
+            self.last.accesses = self.accesses;
+            self.summary.drain_top(HOT_KEYS, &mut self.last.hot_keys);
+        } else {
+            self.last.accesses = 0;
+            self.last.hot_keys.clear();
+            self.summary.clear();
+        }
+        self.accesses = 0;
+        let (marked_at, marked_busy) = self.busy_mark;
+        let busy = self.transport.busy_us.saturating_sub(marked_busy);
+        self.last.busy_permille = permille(busy, now.as_micros().saturating_sub(marked_at.0));
+        self.busy_mark = (now, self.transport.busy_us);
+        self.epoch_start = Some(Time(start.as_micros() + epochs * epoch_us));
+    }
+
+    /// The last complete epoch.
+    pub fn last_epoch(&self) -> &EpochStats {
+        &self.last
     }
 
     /// The most accessed keys of the last complete epoch, hottest first
-    /// (at most 100).
+    /// (at most [`HOT_KEYS`]).
     pub fn hot_keys(&self) -> &[(Key, u32)] {
-        &self.last
+        &self.last.hot_keys
+    }
+
+    /// How many distinct keys the current epoch's summary holds.
+    pub fn tracked_keys(&self) -> usize {
+        self.summary.len()
     }
 
     /// Every counter by name, for status replies: `keys` held and
@@ -108,33 +253,20 @@ impl WorkerStats {
             ("subscription_pushes", self.subscription_pushes),
             ("replication_announcements", self.replication_announcements),
             ("bad_replication_metadata", self.bad_replication_metadata),
+            ("stats_requests", self.stats_requests),
         ];
         crate::role::named_counters(&own, &self.transport)
     }
+}
 
-    /// How many distinct keys the current epoch tracks.
-    pub fn tracked_keys(&self) -> usize {
-        self.current.len()
+/// `part / whole` in thousandths, capped at 1000 (0 for an empty whole).
+fn permille(part: u64, whole: u64) -> u16 {
+    if whole == 0 {
+        return 0;
     }
+    let p = u128::from(part) * 1000 / u128::from(whole);
+    u16::try_from(p.min(1000)).unwrap_or(1000)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tracking_is_bounded_and_resets_every_epoch() {
-        let mut s = WorkerStats::new(Duration::from_secs(1));
-        for i in 0..(MAX_TRACKED_KEYS + 500) {
-            s.record_access(Time(0), &format!("k{i}"));
-        }
-        for _ in 0..5 {
-            s.record_access(Time(0), "k7");
-        }
-        assert_eq!(s.tracked_keys(), MAX_TRACKED_KEYS);
-        s.record_access(Time(2_000_000), "fresh");
-        assert_eq!(s.tracked_keys(), 1);
-        assert_eq!(s.hot_keys()[0], ("k7".to_string(), 6));
-        assert!(s.hot_keys().len() <= 100);
-    }
-}
+mod tests;

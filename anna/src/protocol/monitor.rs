@@ -33,7 +33,7 @@ pub struct StorageReport {
     /// Fraction of the last epoch the thread spent handling messages, in
     /// thousandths.
     pub busy_permille: u16,
-    /// Gets and puts of the last epoch.
+    /// Gets, puts and deletes of keys the thread owns, in the last epoch.
     pub accesses: u64,
     /// The heaviest keys of the last epoch, hottest first, with their
     /// access counts (lower bounds).

@@ -18,6 +18,7 @@ use anna::protocol::compute::{
     ComputeStatus, DagCallRequest, DagChanged, ExecutorReport, Plan, PlannedFunction, ReplyTo,
     Subscribe, UserMessage,
 };
+use anna::protocol::monitor::{MonitorEvent, MonitorStatus, StorageReport};
 use anna::protocol::{
     Ack, Address, Gossip, KeyOp, KeyResult, KvsError, KvsRequest, KvsResponse, Membership, Message,
     NodeId, NodeInfo, Outcome, RequestId, RouteRequest, RouteResponse,
@@ -321,6 +322,7 @@ pub fn sample_messages() -> Vec<Message> {
     ]
     .into_iter()
     .chain(compute_messages())
+    .chain(monitor_messages())
     .collect()
 }
 
@@ -485,4 +487,65 @@ fn compute_messages() -> Vec<Message> {
         })
     }));
     msgs
+}
+
+fn storage_report() -> StorageReport {
+    StorageReport {
+        from: Address::from("tcp://10.0.0.1:6000"),
+        node: NodeId(3),
+        thread: 1,
+        epoch_ms: 1000,
+        keys: 12_345,
+        bytes: u64::MAX,
+        busy_permille: 1000,
+        accesses: 70_000,
+        hot_keys: vec![("hot".to_string(), u32::MAX), (String::new(), 1)],
+    }
+}
+
+/// One message of every monitor variant.
+fn monitor_messages() -> Vec<Message> {
+    let status = MonitorStatus {
+        storage: vec![storage_report(), StorageReport::default()],
+        compute: ComputeStatus {
+            executors: vec![executor_report()],
+            caches: Vec::new(),
+            in_flight: 0,
+            queued: 2,
+        },
+        replicas: vec![("storage".to_string(), 3, 2), ("compute".to_string(), 1, 1)],
+        raised: vec![("hot".to_string(), 3, 2)],
+        events: vec![MonitorEvent {
+            at_ms: 1_700_000_000_000,
+            policy: "hot-key".to_string(),
+            action: "raise-replication".to_string(),
+            reason: "`hot` took 40% of a thread's accesses".to_string(),
+            figures: r#"{"key":"hot","share":0.4}"#.to_string(),
+        }],
+    };
+    vec![
+        Message::StatsRequest {
+            id: RequestId(92),
+            reply_to: Address::from("tcp://127.0.0.1:7500"),
+        },
+        Message::StorageReport {
+            id: RequestId(92),
+            report: storage_report(),
+        },
+        Message::StorageReport {
+            id: RequestId(0),
+            report: StorageReport::default(),
+        },
+        Message::Prewarm {
+            function: "square".to_string(),
+        },
+        Message::MonitorStatusRequest {
+            id: RequestId(93),
+            reply_to: Address::from("ipc:///tmp/squall-status"),
+        },
+        Message::MonitorStatusReply {
+            id: RequestId(93),
+            status: Box::new(status),
+        },
+    ]
 }

@@ -1,0 +1,47 @@
+//! Answering the monitor's `StatsRequest` with a [`StorageReport`].
+//!
+//! The access figures and the busy fraction are those of the last complete
+//! epoch ([`super::stats`]); the worker closes epochs on every input, the
+//! request included, so a report after a quiet spell shows it quiet.
+
+use super::StorageWorker;
+use crate::protocol::monitor::StorageReport;
+use crate::protocol::{Address, Message, RequestId};
+use crate::role::Outbox;
+
+impl StorageWorker {
+    pub(super) fn on_stats_request(&mut self, id: RequestId, reply_to: Address, out: &mut Outbox) {
+        self.stats.stats_requests += 1;
+        let last = self.stats.last_epoch();
+        let report = StorageReport {
+            from: self.me.clone(),
+            node: self.node.id,
+            thread: self.thread,
+            epoch_ms: u32::try_from(self.stats.epoch().as_millis()).unwrap_or(u32::MAX),
+            keys: self.shard.len() as u64,
+            bytes: self.shard_bytes(),
+            busy_permille: last.busy_permille,
+            accesses: last.accesses,
+            hot_keys: last.hot_keys.clone(),
+        };
+        out.send(reply_to, Message::StorageReport { id, report });
+    }
+
+    /// The approximate bytes held: every key's length plus
+    /// [`crate::lattice::KeyState::approx_bytes`] of its state (a fixed
+    /// per-state size plus the value's payload and entries; tombstones
+    /// count the fixed size). Computed by walking the shard when asked,
+    /// not kept up to date on every write: a walk costs one pass over the
+    /// shard, O(keys held + the entries of collection values), and is asked
+    /// for about once a second, whereas tracking it would size every merged
+    /// value (a whole set or map) twice on the write path.
+    fn shard_bytes(&self) -> u64 {
+        self.shard
+            .iter()
+            .map(|(key, state)| (key.len() + state.approx_bytes()) as u64)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests;

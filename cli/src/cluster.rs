@@ -1,5 +1,5 @@
 //! `squall up`, `squall down`, `squall status`: a local cluster of real
-//! processes on this machine.
+//! processes on this machine, and the functions that start its nodes.
 //!
 //! `up` starts the routers, storage nodes, schedulers and compute nodes (a
 //! cache and its executors each) as child processes of this same binary
@@ -11,6 +11,20 @@
 //! it stops what it started. `down` stops every recorded process (SIGINT,
 //! then SIGKILL after a grace period) and removes the record, so no process
 //! is left behind. `status` asks the routers what they see.
+//!
+//! Storage and compute nodes start through [`start_storage_node`] and
+//! [`start_compute_node`], the same for `up` and for the local provider
+//! (`local.rs`, behind `squall scale` and the monitor), which adds and
+//! removes nodes later. So that those start like the first ones, the record
+//! keeps how `up` launched them ([`LaunchSettings`]: config file, log
+//! filter, ports, threads, executors, virtualenv). Both may change the
+//! record at once, so every change is made under [`RecordLock`] and
+//! written whole ([`write_record`]).
+//!
+//! Ports: routers at `base`, `base + 1`, ...; schedulers at `base + 50 + s`;
+//! storage node `i` (from 1) at `base + 100 + 20 * (i - 1) + t` for thread
+//! `t`; compute node `n` (from 0) has its cache at `base + 400 + 20 * n` and
+//! its executor `e` at that `+ 1 + e`.
 
 use crate::config::SquallConfig;
 use anna::client::{Client, ClientConfig};
@@ -21,13 +35,19 @@ use anna::transport::{Receiver, Sender};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::{Deserialize, Serialize};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// What `squall up` started, as recorded in `cluster.json`.
+/// What `squall up` started, as recorded in `cluster.json` (and changed by
+/// the local provider as it adds and removes nodes).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ClusterRecord {
+    /// How the processes were started; absent in records written before
+    /// nodes could be added later.
+    #[serde(default)]
+    pub launch: Option<LaunchSettings>,
     pub routers: Vec<ProcessRecord>,
     pub nodes: Vec<ProcessRecord>,
     #[serde(default)]
@@ -38,6 +58,10 @@ pub struct ClusterRecord {
     pub caches: Vec<ProcessRecord>,
     #[serde(default)]
     pub executors: Vec<ProcessRecord>,
+    /// The monitor, if `up` started one: its address, then its metrics
+    /// URL.
+    #[serde(default)]
+    pub monitors: Vec<ProcessRecord>,
 }
 
 /// One process of the local cluster.
@@ -50,6 +74,32 @@ pub struct ProcessRecord {
     /// executors; 0 for routers and schedulers.
     pub id: u64,
     pub log: PathBuf,
+    /// Asked to stop and not yet gone (a storage node handing its keys
+    /// over); kept in the record until it exits, so `down` still stops it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub stopping: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// How `up` launched the cluster's processes, so that nodes added later
+/// run with the same config, log filter and layout.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LaunchSettings {
+    /// The config file every process reads (absolute), if any.
+    pub config: Option<PathBuf>,
+    pub log_filter: String,
+    /// The host every process binds and is reached at.
+    pub host: String,
+    pub base_port: u16,
+    /// Worker threads per storage node.
+    pub threads: u16,
+    /// Executors per compute node.
+    pub executors: u16,
+    /// The virtualenv executors import from.
+    pub venv: Option<PathBuf>,
 }
 
 impl ClusterRecord {
@@ -79,6 +129,15 @@ impl ClusterRecord {
             .chain(self.schedulers.iter().map(tag("scheduler")))
             .chain(self.caches.iter().map(tag("cache")))
             .chain(self.executors.iter().map(tag("executor")))
+            .chain(self.monitors.iter().map(tag("monitor")))
+    }
+
+    /// The monitor addresses.
+    pub fn monitor_addresses(&self) -> Vec<Address> {
+        self.monitors
+            .iter()
+            .filter_map(|m| m.addresses.first().map(|a| Address(a.clone())))
+            .collect()
     }
 
     fn processes(&self) -> impl Iterator<Item = &ProcessRecord> {
@@ -113,13 +172,18 @@ pub struct UpArgs {
     /// How long to wait for the cluster to answer, in seconds.
     #[arg(long, default_value_t = 30)]
     wait: u64,
+    /// Start no monitor (statistics, /metrics and autoscaling), whatever
+    /// `monitor.enabled` says.
+    #[arg(long)]
+    no_monitor: bool,
 }
 
 fn state_file(dir: &Path) -> PathBuf {
     dir.join("cluster.json")
 }
 
-/// Reads the record of the cluster `squall up` started in `dir`.
+/// Reads the record of the cluster `squall up` started in `dir`. Needs no
+/// lock: the record is only ever replaced whole.
 pub fn read_record(dir: &Path) -> Result<ClusterRecord> {
     let path = state_file(dir);
     let text = std::fs::read_to_string(&path).with_context(|| {
@@ -131,15 +195,76 @@ pub fn read_record(dir: &Path) -> Result<ClusterRecord> {
     serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))
 }
 
-fn alive(pid: u32) -> bool {
+/// Replaces the record in `dir` atomically (a temporary file renamed over
+/// it), so a reader sees the old record or the new one, never half of one.
+/// Call it holding the [`RecordLock`].
+pub(crate) fn write_record(dir: &Path, record: &ClusterRecord) -> Result<()> {
+    let path = state_file(dir);
+    let tmp = dir.join(format!("cluster.json.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, serde_json::to_string_pretty(record)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))
+}
+
+/// An exclusive lock on the record of the cluster in one state directory
+/// (`flock` of `cluster.lock`), held until dropped. `up`, `down`,
+/// `squall scale` and a monitor each read, change and write the record
+/// under it, so no change is lost and none starts a process that `down`
+/// will not find. The lock file itself stays: removing it would let two
+/// processes lock two different files.
+pub(crate) struct RecordLock {
+    _file: std::fs::File,
+}
+
+impl RecordLock {
+    /// Waits for the lock of the state directory `dir`, creating it.
+    pub(crate) fn acquire(dir: &Path) -> Result<RecordLock> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("cluster.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        loop {
+            // SAFETY: flock on a descriptor this function owns; no memory
+            // is shared with the call.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(RecordLock { _file: file });
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(err).with_context(|| format!("locking {}", path.display()));
+            }
+        }
+    }
+}
+
+/// Whether `pid` is running. An exited process whose parent has not reaped
+/// it yet (a zombie) still answers signal 0, so: it is reaped here if it is
+/// our child (the monitor starts nodes and outlives them), and otherwise
+/// its state is read from `/proc` (an init process may reap late).
+pub(crate) fn alive(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;
     };
+    // SAFETY: waitpid with WNOHANG and a null status pointer only reaps
+    // `pid` if it is our exited child; for any other pid it fails.
+    unsafe {
+        libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG);
+    }
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        return !matches!(state, Some('Z' | 'X') | None);
+    }
     // SAFETY: kill with signal 0 only checks that the process exists.
     unsafe { libc::kill(pid, 0) == 0 }
 }
 
-fn signal(pid: u32, sig: libc::c_int) {
+pub(crate) fn signal(pid: u32, sig: libc::c_int) {
     if let Ok(pid) = libc::pid_t::try_from(pid) {
         // SAFETY: sending a signal has no memory-safety preconditions.
         unsafe {
@@ -148,45 +273,100 @@ fn signal(pid: u32, sig: libc::c_int) {
     }
 }
 
-/// Stops every process of `record`: SIGINT (stop now, no handoff: the
-/// whole cluster is going away), then SIGKILL after `grace`.
-fn stop_all(record: &ClusterRecord, grace: Duration) -> usize {
-    let pids: Vec<u32> = record
-        .processes()
-        .map(|p| p.pid)
-        .filter(|&p| alive(p))
-        .collect();
-    for &pid in &pids {
-        signal(pid, libc::SIGINT);
-    }
+/// Waits up to `limit` for every one of `pids` to exit; true if they did.
+pub(crate) fn wait_exit(pids: &[u32], limit: Duration) -> bool {
     let started = Instant::now();
-    while started.elapsed() < grace && pids.iter().any(|&p| alive(p)) {
+    while pids.iter().any(|&p| alive(p)) {
+        if started.elapsed() >= limit {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
+    true
+}
+
+/// Stops `pids`: `sig`, then SIGKILL for those still running after
+/// `grace`. Returns how many were running.
+pub(crate) fn stop_processes(pids: &[u32], sig: libc::c_int, grace: Duration) -> usize {
+    let pids: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
+    for &pid in &pids {
+        signal(pid, sig);
+    }
+    wait_exit(&pids, grace);
     for &pid in pids.iter().filter(|&&p| alive(p)) {
-        tracing::warn!(pid, "process ignored SIGINT; killing it");
+        tracing::warn!(pid, signal = sig, "process ignored the signal; killing it");
         signal(pid, libc::SIGKILL);
     }
     pids.len()
 }
 
-struct Launch<'a> {
-    exe: PathBuf,
-    config_path: Option<&'a Path>,
-    log_filter: &'a str,
-    logs: PathBuf,
+/// Stops every process of `record`: SIGINT (stop now, no handoff: the
+/// whole cluster is going away), then SIGKILL after `grace`.
+fn stop_all(record: &ClusterRecord, grace: Duration) -> usize {
+    let pids: Vec<u32> = record.processes().map(|p| p.pid).collect();
+    stop_processes(&pids, libc::SIGINT, grace)
 }
 
-impl Launch<'_> {
+/// What starting a process of the local cluster needs: the binary, how
+/// `up` launched the others, and where logs and sockets go.
+pub(crate) struct Launch {
+    exe: PathBuf,
+    settings: LaunchSettings,
+    logs: PathBuf,
+    /// The state directory, absolute: caches' `ipc://` sockets live there.
+    sockets: PathBuf,
+    /// Name a log `NAME-2.log` (and so on) rather than overwrite
+    /// `NAME.log`: a node started later must not erase the log of an
+    /// earlier one that had its id.
+    keep_logs: bool,
+}
+
+impl Launch {
+    /// Launching into the state directory `dir` (its `logs/` created).
+    pub(crate) fn new(
+        exe: PathBuf,
+        dir: &Path,
+        settings: LaunchSettings,
+        keep_logs: bool,
+    ) -> Result<Launch> {
+        let logs = dir.join("logs");
+        std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+        let sockets = dir
+            .canonicalize()
+            .with_context(|| format!("resolving {}", dir.display()))?;
+        Ok(Launch {
+            exe,
+            settings,
+            logs,
+            sockets,
+            keep_logs,
+        })
+    }
+
+    pub(crate) fn settings(&self) -> &LaunchSettings {
+        &self.settings
+    }
+
+    fn log_file(&self, name: &str) -> PathBuf {
+        let first = self.logs.join(format!("{name}.log"));
+        if !self.keep_logs || !first.exists() {
+            return first;
+        }
+        (2..)
+            .map(|k| self.logs.join(format!("{name}-{k}.log")))
+            .find(|p| !p.exists())
+            .unwrap_or(first)
+    }
+
     fn spawn(&self, name: &str, args: &[String]) -> Result<(u32, PathBuf)> {
-        let log = self.logs.join(format!("{name}.log"));
+        let log = self.log_file(name);
         let file =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = Command::new(&self.exe);
-        if let Some(c) = self.config_path {
+        if let Some(c) = &self.settings.config {
             cmd.arg("--config").arg(c);
         }
-        cmd.arg("--log").arg(self.log_filter);
+        cmd.arg("--log").arg(&self.settings.log_filter);
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
@@ -194,7 +374,189 @@ impl Launch<'_> {
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {name} ({})", self.exe.display()))?;
+        tracing::debug!(name, pid = child.id(), log = %log.display(), "process started");
         Ok((child.id(), log))
+    }
+
+    fn tcp(&self, port: u16) -> String {
+        format!("tcp://{}:{port}", self.settings.host)
+    }
+}
+
+/// `base + offset`, refused beyond the last port.
+fn port(base: u16, offset: u64) -> Result<u16> {
+    u64::from(base)
+        .checked_add(offset)
+        .and_then(|p| u16::try_from(p).ok())
+        .with_context(|| format!("port {base} + {offset} is beyond 65535"))
+}
+
+/// The first port of storage node `id` (from 1); thread `t` is at `+ t`.
+pub(crate) fn storage_port(base: u16, id: u64) -> Result<u16> {
+    port(base, 100 + 20 * id.saturating_sub(1))
+}
+
+/// The port of compute node `n`'s cache; its executor `e` is at `+ 1 + e`.
+pub(crate) fn compute_port(base: u16, n: u64) -> Result<u16> {
+    port(base, 400 + 20 * n)
+}
+
+fn router_args(routers: &[Address]) -> Vec<String> {
+    routers
+        .iter()
+        .flat_map(|r| ["--router".to_string(), r.0.clone()])
+        .collect()
+}
+
+fn scheduler_args(schedulers: &[Address]) -> Vec<String> {
+    schedulers
+        .iter()
+        .flat_map(|s| ["--scheduler".to_string(), s.0.clone()])
+        .collect()
+}
+
+/// Starts storage node `id` (from 1): `squall kvs` with the recorded
+/// threads at [`storage_port`], joining through `routers`.
+pub(crate) fn start_storage_node(
+    launch: &Launch,
+    id: u64,
+    routers: &[Address],
+) -> Result<ProcessRecord> {
+    let s = &launch.settings;
+    let first = storage_port(s.base_port, id)?;
+    let last = port(first, u64::from(s.threads.saturating_sub(1)))?;
+    let mut a = vec![
+        "kvs".into(),
+        "--id".into(),
+        id.to_string(),
+        "--threads".into(),
+        s.threads.to_string(),
+        "--host".into(),
+        s.host.clone(),
+        "--port".into(),
+        first.to_string(),
+    ];
+    a.extend(router_args(routers));
+    let (pid, log) = launch.spawn(&format!("node-{id}"), &a)?;
+    Ok(ProcessRecord {
+        pid,
+        addresses: (first..=last).map(|p| launch.tcp(p)).collect(),
+        id,
+        log,
+        stopping: false,
+    })
+}
+
+/// One compute node's processes.
+pub(crate) struct ComputeNode {
+    pub cache: ProcessRecord,
+    pub executors: Vec<ProcessRecord>,
+}
+
+/// Starts compute node `n` (from 0): its cache at [`compute_port`], then
+/// the recorded number of executors reading through it, all reporting to
+/// `schedulers`. If one fails to start, those already started are stopped.
+pub(crate) fn start_compute_node(
+    launch: &Launch,
+    n: u64,
+    routers: &[Address],
+    schedulers: &[Address],
+) -> Result<ComputeNode> {
+    let s = &launch.settings;
+    let node = format!("compute-{n}");
+    let cache_port = compute_port(s.base_port, n)?;
+    let ipc = format!(
+        "ipc://{}",
+        launch.sockets.join(format!("cache-{n}.sock")).display()
+    );
+    let mut a = vec![
+        "cache".into(),
+        "--node".into(),
+        node.clone(),
+        "--host".into(),
+        s.host.clone(),
+        "--port".into(),
+        cache_port.to_string(),
+        "--ipc".into(),
+        ipc.clone(),
+    ];
+    a.extend(router_args(routers));
+    a.extend(scheduler_args(schedulers));
+    let (pid, log) = launch.spawn(&format!("cache-{n}"), &a)?;
+    let mut started = ComputeNode {
+        cache: ProcessRecord {
+            pid,
+            addresses: vec![launch.tcp(cache_port), ipc.clone()],
+            id: n,
+            log,
+            stopping: false,
+        },
+        executors: Vec::new(),
+    };
+    for e in 0..s.executors {
+        let spawned = port(cache_port, 1 + u64::from(e)).and_then(|port| {
+            let mut a = vec![
+                "executor".into(),
+                "--node".into(),
+                node.clone(),
+                "--host".into(),
+                s.host.clone(),
+                "--port".into(),
+                port.to_string(),
+                "--cache".into(),
+                ipc.clone(),
+            ];
+            a.extend(scheduler_args(schedulers));
+            if let Some(venv) = &s.venv {
+                a.extend(["--venv".into(), venv.display().to_string()]);
+            }
+            let (pid, log) = launch.spawn(&format!("executor-{n}-{e}"), &a)?;
+            Ok(ProcessRecord {
+                pid,
+                addresses: vec![launch.tcp(port)],
+                id: n,
+                log,
+                stopping: false,
+            })
+        });
+        match spawned {
+            Ok(p) => started.executors.push(p),
+            Err(err) => {
+                let pids: Vec<u32> = std::iter::once(&started.cache)
+                    .chain(&started.executors)
+                    .map(|p| p.pid)
+                    .collect();
+                stop_processes(&pids, libc::SIGINT, Duration::from_secs(2));
+                return Err(err);
+            }
+        }
+    }
+    Ok(started)
+}
+
+/// The virtualenv whose site-packages executors import from (cloudpickle,
+/// the `squall` package): `$VIRTUAL_ENV`, else `./.venv`, else the `.venv`
+/// of the source tree this binary was built from.
+pub(crate) fn python_env() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("VIRTUAL_ENV").map(PathBuf::from),
+        Some(PathBuf::from(".venv")),
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.join("bin/python").exists())
+        .and_then(|p| p.canonicalize().ok())
+}
+
+/// Warns, when starting executors, that they have no virtualenv.
+pub(crate) fn warn_if_no_venv(settings: &LaunchSettings) {
+    if settings.venv.is_none() {
+        tracing::warn!(
+            "no Python virtualenv found ($VIRTUAL_ENV, ./.venv): executors use the \
+             interpreter's own site-packages; run `make setup` to create .venv"
+        );
     }
 }
 
@@ -206,6 +568,7 @@ pub fn up(
 ) -> Result<()> {
     let c = &config.cluster;
     let dir = &c.state_dir;
+    let _lock = RecordLock::acquire(dir)?;
     if let Ok(existing) = read_record(dir) {
         if existing.processes().any(|p| alive(p.pid)) {
             bail!(
@@ -216,87 +579,78 @@ pub fn up(
     }
     let routers = args.routers.unwrap_or(c.routers).max(1);
     let nodes = args.nodes.unwrap_or(c.nodes);
-    let threads = args.threads.unwrap_or_else(|| c.threads()).max(1);
-    let base = args.base_port.unwrap_or(c.base_port);
     let compute_nodes = args.compute_nodes.unwrap_or(c.compute_nodes);
-    let executors = args.executors.unwrap_or(c.executors).max(1);
-    let logs = dir.join("logs");
-    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-    let launch = Launch {
-        exe: std::env::current_exe().context("locating the squall binary")?,
-        config_path,
-        log_filter,
-        logs,
+    let settings = LaunchSettings {
+        config: config_path
+            .map(std::path::absolute)
+            .transpose()
+            .context("resolving the config file's path")?,
+        log_filter: log_filter.to_string(),
+        host: c.host.clone(),
+        base_port: args.base_port.unwrap_or(c.base_port),
+        threads: args.threads.unwrap_or_else(|| c.threads()).max(1),
+        executors: args.executors.unwrap_or(c.executors).max(1),
+        venv: python_env(),
     };
+    let (threads, executors, base) = (settings.threads, settings.executors, settings.base_port);
+    let exe = std::env::current_exe().context("locating the squall binary")?;
+    let launch = Launch::new(exe, dir, settings.clone(), false)?;
 
-    let router_addr = |i: u16| format!("tcp://{}:{}", c.host, base + i);
-    let mut record = ClusterRecord::default();
+    let mut record = ClusterRecord {
+        launch: Some(settings),
+        ..ClusterRecord::default()
+    };
     let result = (|| -> Result<()> {
-        for i in 0..routers {
+        let router_ports: Vec<u16> = (0..routers)
+            .map(|i| port(base, u64::from(i)))
+            .collect::<Result<_>>()?;
+        let router_addrs: Vec<Address> = router_ports
+            .iter()
+            .map(|&p| Address(launch.tcp(p)))
+            .collect();
+        for (i, (me, p)) in router_addrs.iter().zip(&router_ports).enumerate() {
             let mut a = vec![
                 "route".into(),
                 "--host".into(),
                 c.host.clone(),
                 "--port".into(),
-                (base + i).to_string(),
+                p.to_string(),
             ];
-            for j in (0..routers).filter(|&j| j != i) {
-                a.extend(["--peer".into(), router_addr(j)]);
+            for peer in router_addrs.iter().filter(|&p| p != me) {
+                a.extend(["--peer".into(), peer.0.clone()]);
             }
             let (pid, log) = launch.spawn(&format!("router-{i}"), &a)?;
             record.routers.push(ProcessRecord {
                 pid,
-                addresses: vec![router_addr(i)],
+                addresses: vec![me.0.clone()],
                 id: 0,
                 log,
+                stopping: false,
             });
         }
         for n in 0..nodes {
-            let id = u64::from(n) + 1;
-            let port = base + 100 + 20 * n;
-            let mut a = vec![
-                "kvs".into(),
-                "--id".into(),
-                id.to_string(),
-                "--threads".into(),
-                threads.to_string(),
-                "--host".into(),
-                c.host.clone(),
-                "--port".into(),
-                port.to_string(),
-            ];
-            for i in 0..routers {
-                a.extend(["--router".into(), router_addr(i)]);
-            }
-            let (pid, log) = launch.spawn(&format!("node-{id}"), &a)?;
-            record.nodes.push(ProcessRecord {
-                pid,
-                addresses: (0..threads)
-                    .map(|t| format!("tcp://{}:{}", c.host, port + t))
-                    .collect(),
-                id,
-                log,
-            });
+            let node = start_storage_node(&launch, u64::from(n) + 1, &router_addrs)?;
+            record.nodes.push(node);
         }
-        let compute = Compute {
-            schedulers: if compute_nodes > 0 {
-                args.schedulers.unwrap_or(c.schedulers).max(1)
-            } else {
-                0
-            },
-            nodes: compute_nodes,
-            executors,
-        };
-        start_compute(&launch, c, base, &compute, routers, &mut record, dir)?;
-        std::fs::write(state_file(dir), serde_json::to_string_pretty(&record)?)
-            .context("writing the cluster record")?;
+        if compute_nodes > 0 {
+            let schedulers = args.schedulers.unwrap_or(c.schedulers).max(1);
+            start_schedulers(&launch, schedulers, &router_addrs, &mut record)?;
+            warn_if_no_venv(launch.settings());
+            let scheduler_addrs = record.scheduler_addresses();
+            for n in 0..compute_nodes {
+                let node =
+                    start_compute_node(&launch, u64::from(n), &router_addrs, &scheduler_addrs)?;
+                record.caches.push(node.cache);
+                record.executors.extend(node.executors);
+            }
+        }
+        if config.monitor.enabled && !args.no_monitor {
+            start_monitor(&launch, &router_addrs, &mut record)?;
+        }
+        write_record(dir, &record).context("writing the cluster record")?;
         let limit = Duration::from_secs(args.wait);
         wait_ready(&record, usize::from(nodes), &config.client, limit)?;
-        wait_compute_ready(
-            &record,
-            usize::from(compute.nodes * compute.executors),
-            limit,
-        )
+        wait_compute_ready(&record, usize::from(compute_nodes * executors), limit)
     })();
     if let Err(e) = result {
         stop_all(&record, Duration::from_secs(2));
@@ -317,6 +671,13 @@ pub fn up(
             record.scheduler_addresses().iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
         );
     }
+    for m in &record.monitors {
+        println!(
+            "  monitor: {}   metrics: {}",
+            m.addresses.first().map_or("", String::as_str),
+            m.addresses.get(1).map_or("", String::as_str)
+        );
+    }
     println!(
         "  record: {}   logs: {}",
         state_file(dir).display(),
@@ -326,131 +687,64 @@ pub fn up(
     Ok(())
 }
 
-/// How much of the compute tier `up` starts.
-struct Compute {
-    schedulers: u16,
-    nodes: u16,
-    executors: u16,
-}
-
-/// The virtualenv whose site-packages executors import from (cloudpickle,
-/// the `squall` package): `$VIRTUAL_ENV`, else `./.venv`, else the `.venv`
-/// of the source tree this binary was built from.
-fn python_env() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("VIRTUAL_ENV").map(PathBuf::from),
-        Some(PathBuf::from(".venv")),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv")),
+/// Starts the monitor at `base + 60`, its metrics at `base + 61`, scaling
+/// this local cluster (the local provider).
+fn start_monitor(launch: &Launch, routers: &[Address], record: &mut ClusterRecord) -> Result<()> {
+    let port = port(launch.settings.base_port, 60)?;
+    let metrics = format!(
+        "{}:{}",
+        launch.settings.host,
+        self::port(launch.settings.base_port, 61)?
+    );
+    let mut a = vec![
+        "monitor".into(),
+        "--host".into(),
+        launch.settings.host.clone(),
+        "--port".into(),
+        port.to_string(),
+        "--metrics".into(),
+        metrics.clone(),
+        "--provider".into(),
+        "local".into(),
     ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.join("bin/python").exists())
-        .and_then(|p| p.canonicalize().ok())
+    a.extend(router_args(routers));
+    a.extend(scheduler_args(&record.scheduler_addresses()));
+    let (pid, log) = launch.spawn("monitor", &a)?;
+    record.monitors.push(ProcessRecord {
+        pid,
+        addresses: vec![launch.tcp(port), format!("http://{metrics}/metrics")],
+        id: 0,
+        log,
+        stopping: false,
+    });
+    Ok(())
 }
 
-/// Starts the schedulers, then each compute node's cache and executors.
-fn start_compute(
+/// Starts `count` schedulers at `base + 50 + s`.
+fn start_schedulers(
     launch: &Launch,
-    c: &crate::config::LocalCluster,
-    base: u16,
-    compute: &Compute,
-    routers: u16,
+    count: u16,
+    routers: &[Address],
     record: &mut ClusterRecord,
-    dir: &Path,
 ) -> Result<()> {
-    if compute.nodes == 0 {
-        return Ok(());
-    }
-    let tcp = |port: u16| format!("tcp://{}:{port}", c.host);
-    let router_args: Vec<String> = (0..routers)
-        .flat_map(|i| ["--router".to_string(), tcp(base + i)])
-        .collect();
-    for s in 0..compute.schedulers {
-        let port = base + 50 + s;
+    for s in 0..count {
+        let port = port(launch.settings.base_port, 50 + u64::from(s))?;
         let mut a = vec![
             "scheduler".into(),
             "--host".into(),
-            c.host.clone(),
+            launch.settings.host.clone(),
             "--port".into(),
             port.to_string(),
         ];
-        a.extend(router_args.iter().cloned());
+        a.extend(router_args(routers));
         let (pid, log) = launch.spawn(&format!("scheduler-{s}"), &a)?;
         record.schedulers.push(ProcessRecord {
             pid,
-            addresses: vec![tcp(port)],
+            addresses: vec![launch.tcp(port)],
             id: 0,
             log,
+            stopping: false,
         });
-    }
-    let scheduler_args: Vec<String> = record
-        .scheduler_addresses()
-        .into_iter()
-        .flat_map(|a| ["--scheduler".to_string(), a.0])
-        .collect();
-    let sockets = dir
-        .canonicalize()
-        .with_context(|| format!("resolving {}", dir.display()))?;
-    let venv = python_env();
-    if venv.is_none() {
-        tracing::warn!(
-            "no Python virtualenv found ($VIRTUAL_ENV, ./.venv): executors use the \
-             interpreter's own site-packages; run `make setup` to create .venv"
-        );
-    }
-    for n in 0..compute.nodes {
-        let node = format!("compute-{n}");
-        let port = base + 400 + 20 * n;
-        let ipc = format!(
-            "ipc://{}",
-            sockets.join(format!("cache-{n}.sock")).display()
-        );
-        let mut a = vec![
-            "cache".into(),
-            "--node".into(),
-            node.clone(),
-            "--host".into(),
-            c.host.clone(),
-            "--port".into(),
-            port.to_string(),
-            "--ipc".into(),
-            ipc.clone(),
-        ];
-        a.extend(router_args.iter().cloned());
-        a.extend(scheduler_args.iter().cloned());
-        let (pid, log) = launch.spawn(&format!("cache-{n}"), &a)?;
-        record.caches.push(ProcessRecord {
-            pid,
-            addresses: vec![tcp(port), ipc.clone()],
-            id: u64::from(n),
-            log,
-        });
-        for e in 0..compute.executors {
-            let port = port + 1 + e;
-            let mut a = vec![
-                "executor".into(),
-                "--node".into(),
-                node.clone(),
-                "--host".into(),
-                c.host.clone(),
-                "--port".into(),
-                port.to_string(),
-                "--cache".into(),
-                ipc.clone(),
-            ];
-            a.extend(scheduler_args.iter().cloned());
-            if let Some(venv) = &venv {
-                a.extend(["--venv".into(), venv.display().to_string()]);
-            }
-            let (pid, log) = launch.spawn(&format!("executor-{n}-{e}"), &a)?;
-            record.executors.push(ProcessRecord {
-                pid,
-                addresses: vec![tcp(port)],
-                id: u64::from(n),
-                log,
-            });
-        }
     }
     Ok(())
 }
@@ -471,7 +765,7 @@ pub fn query_compute(to: &Address, timeout: Duration) -> Result<ComputeStatus> {
 /// Sends one question to `to` (built from a request id and a reply-to
 /// address) and waits up to `timeout` for the answer `answer` recognises
 /// with that id.
-fn ask<T>(
+pub(crate) fn ask<T>(
     to: &Address,
     timeout: Duration,
     question: impl FnOnce(RequestId, Address) -> Message,
@@ -600,6 +894,9 @@ pub fn query(to: &Address, timeout: Duration) -> Result<Status> {
 
 pub fn down(config: &SquallConfig) -> Result<()> {
     let dir = &config.cluster.state_dir;
+    // No cluster: say so before the lock creates a state directory.
+    read_record(dir)?;
+    let _lock = RecordLock::acquire(dir)?;
     let record = read_record(dir)?;
     let stopped = stop_all(&record, Duration::from_secs(5));
     std::fs::remove_file(state_file(dir)).context("removing the cluster record")?;
@@ -631,10 +928,10 @@ pub fn status(config: &SquallConfig, routers: &[Address]) -> Result<()> {
                 "cache" | "executor" => format!("{kind} {}", p.id),
                 _ => kind.to_string(),
             };
-            let state = if alive(p.pid) {
-                "running"
-            } else {
-                "NOT RUNNING"
+            let state = match (alive(p.pid), p.stopping) {
+                (true, false) => "running",
+                (true, true) => "stopping",
+                (false, _) => "NOT RUNNING",
             };
             println!(
                 "  {what:<10} pid {:<7} {state:<12} {}",
@@ -711,6 +1008,9 @@ pub fn status(config: &SquallConfig, routers: &[Address]) -> Result<()> {
                 }
                 Err(e) => println!("scheduler {s}: {e:#}"),
             }
+        }
+        for m in record.monitor_addresses() {
+            crate::monitor::print_status(&m);
         }
     }
     if !answered {

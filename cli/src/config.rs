@@ -31,6 +31,8 @@ pub struct SquallConfig {
     pub cache: squall_cache::CacheConfig,
     /// Executors (`squall executor`).
     pub executor: squall_executor::ExecutorConfig,
+    /// The monitor (`squall monitor`): statistics and autoscaling policies.
+    pub monitor: squall_monitor::MonitorConfig,
 }
 
 /// Router settings as written in the file (replication comes from
@@ -177,6 +179,7 @@ impl SquallConfig {
         if self.cluster.routers == 0 {
             bail!("cluster.routers must be at least 1");
         }
+        self.monitor.validate()?;
         Ok(())
     }
 

@@ -13,13 +13,17 @@
 //! - `roles.rs`: `squall kvs` and `squall route`.
 //! - `compute.rs`: `squall scheduler`, `squall cache`, `squall executor`.
 //! - `cluster.rs`: `squall up`, `down`, `status`.
+//! - `local.rs`: the local cluster as a monitor provider; `squall scale`.
 //! - `kv.rs`: `squall kv`.
+//! - `monitor.rs`: `squall monitor` (statistics, policies, /metrics).
 //! - `ping.rs`: `squall ping`.
 
 mod cluster;
 mod compute;
 mod config;
 mod kv;
+mod local;
+mod monitor;
 mod ping;
 mod roles;
 
@@ -84,6 +88,13 @@ enum Command {
     /// Run one executor: Python functions in an embedded interpreter (what
     /// `up` starts).
     Executor(compute::ExecutorArgs),
+    /// Add or remove storage or compute nodes of the local cluster
+    /// (`squall scale storage 3`) and wait until the cluster sees them.
+    Scale(local::ScaleArgs),
+    /// Run the monitor: gathers both tiers' statistics, serves /metrics,
+    /// and scales storage and compute nodes by the `[monitor]` policies
+    /// (what `up` starts).
+    Monitor(monitor::MonitorArgs),
     /// Measure protocol round trips over ZeroMQ: to a responder started in
     /// this process, or to any Squall component with `--to`.
     Ping(ping::PingArgs),
@@ -120,6 +131,10 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Scheduler(args) => compute::run_scheduler(args, &config)?,
         Command::Cache(args) => compute::run_cache(args, &config)?,
         Command::Executor(args) => compute::run_executor(args, &config)?,
+        Command::Scale(args) => local::run_scale(args, &config)?,
+        Command::Monitor(args) => {
+            monitor::run_monitor(args, &config, cli.config.as_deref(), &cli.log)?
+        }
         Command::Ping(args) => ping::run(args)?,
     }
     Ok(ExitCode::SUCCESS)

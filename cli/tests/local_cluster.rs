@@ -111,7 +111,7 @@ fn recorded_pids(state_dir: &Path) -> Vec<u32> {
         return Vec::new();
     };
     let record: serde_json::Value = serde_json::from_str(&text).expect("cluster.json is JSON");
-    ["routers", "nodes", "schedulers", "caches", "executors"]
+    ["routers", "nodes", "schedulers", "caches", "executors", "monitors"]
         .iter()
         .flat_map(|part| record[part].as_array().cloned().unwrap_or_default())
         .map(|p| {
@@ -165,8 +165,8 @@ fn up_kv_status_and_down_run_a_local_cluster_and_leave_no_process_behind() {
     local.pids = local.recorded_pids();
     assert_eq!(
         local.pids.len(),
-        8,
-        "one router, three storage nodes, a scheduler, a cache and two executors"
+        9,
+        "one router, three storage nodes, a scheduler, a cache, two executors and the monitor"
     );
     assert!(local.pids.iter().all(|&p| running(p)));
 
@@ -208,7 +208,12 @@ fn up_kv_status_and_down_run_a_local_cluster_and_leave_no_process_behind() {
     );
 
     let status = local.ok(&["status"]);
-    assert_eq!(status.matches(" running ").count(), 8, "{status}");
+    assert_eq!(status.matches(" running ").count(), 9, "{status}");
+    // The monitor answers with what it gathered.
+    assert!(
+        status.lines().any(|l| l.starts_with("monitor tcp://")),
+        "{status}"
+    );
     assert!(!status.contains("NOT RUNNING"), "{status}");
     for n in 1..=3 {
         let line = status
@@ -233,7 +238,7 @@ fn up_kv_status_and_down_run_a_local_cluster_and_leave_no_process_behind() {
     );
 
     let down = local.ok(&["down"]);
-    assert!(down.contains("8 process(es) stopped"), "{down}");
+    assert!(down.contains("9 process(es) stopped"), "{down}");
     for &pid in &local.pids {
         assert!(!running(pid), "pid {pid} still running after `squall down`");
     }

@@ -27,6 +27,9 @@ pub struct MonitorConfig {
     pub hot_keys: HotKeyPolicy,
     /// Hot functions kept warm on more executors.
     pub hot_functions: HotFunctionPolicy,
+    /// Where the Kubernetes provider finds the workloads
+    /// (`squall monitor --provider kubernetes`).
+    pub kubernetes: crate::kubernetes::KubernetesConfig,
 }
 
 impl Default for MonitorConfig {
@@ -39,6 +42,7 @@ impl Default for MonitorConfig {
             compute: TierPolicy::default(),
             hot_keys: HotKeyPolicy::default(),
             hot_functions: HotFunctionPolicy::default(),
+            kubernetes: crate::kubernetes::KubernetesConfig::default(),
         }
     }
 }
@@ -175,6 +179,8 @@ pub enum ConfigError {
     },
     #[error("monitor.hot_keys: multiple must be at least 2 and replication factors at least 1")]
     HotKeys,
+    #[error("monitor.kubernetes: {0}")]
+    Kubernetes(String),
 }
 
 impl MonitorConfig {
@@ -205,7 +211,7 @@ impl MonitorConfig {
         if h.multiple < 2 || h.replication.global == 0 || h.replication.local == 0 {
             return Err(ConfigError::HotKeys);
         }
-        Ok(())
+        self.kubernetes.validate().map_err(ConfigError::Kubernetes)
     }
 }
 

@@ -17,7 +17,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v1::Scale;
 use kube::api::{Api, Patch, PatchParams};
 use kube::Client;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ use std::time::Duration;
 pub const FIELD_MANAGER: &str = "squall-monitor";
 
 /// Where the workloads are. Every default matches `deploy/k8s`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KubernetesConfig {
     /// Namespace of every workload.
@@ -39,12 +39,8 @@ pub struct KubernetesConfig {
     /// The compute nodes' Deployment (cache and executors per pod).
     pub compute: String,
     /// One request to the API server gets this long, in milliseconds.
-    #[serde(deserialize_with = "millis")]
+    #[serde(with = "anna::config::millis")]
     pub request_timeout: Duration,
-}
-
-fn millis<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    u64::deserialize(d).map(Duration::from_millis)
 }
 
 impl Default for KubernetesConfig {

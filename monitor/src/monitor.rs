@@ -689,7 +689,7 @@ mod tests {
             in_flight: 0,
             queued: 0,
         };
-        let mut reply = |f: &mut Fixture, t: u64, r: ExecutorReport| {
+        let reply = |f: &mut Fixture, t: u64, r: ExecutorReport| {
             let sent = f.tick(secs(t));
             let id = sent
                 .iter()

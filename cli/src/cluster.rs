@@ -4,13 +4,15 @@
 //! `up` starts the routers, storage nodes, schedulers and compute nodes (a
 //! cache and its executors each) as child processes of this same binary
 //! (`squall route`, `squall kvs`, `squall scheduler`, `squall cache`,
-//! `squall executor`), each logging to
+//! `squall executor`) and a monitor (`squall monitor`, unless
+//! `--no-monitor` or `monitor.enabled = false`), each logging to
 //! `STATE_DIR/logs/`, records them in `STATE_DIR/cluster.json`, and returns
 //! once the cluster answers a real put and get and the schedulers see every
 //! executor. If anything fails on the way
 //! it stops what it started. `down` stops every recorded process (SIGINT,
 //! then SIGKILL after a grace period) and removes the record, so no process
-//! is left behind. `status` asks the routers what they see.
+//! is left behind. `status` asks the routers, storage threads, schedulers
+//! and the monitor what they see.
 //!
 //! Storage and compute nodes start through [`start_storage_node`] and
 //! [`start_compute_node`], the same for `up` and for the local provider
@@ -24,7 +26,8 @@
 //! Ports: routers at `base`, `base + 1`, ...; schedulers at `base + 50 + s`;
 //! storage node `i` (from 1) at `base + 100 + 20 * (i - 1) + t` for thread
 //! `t`; compute node `n` (from 0) has its cache at `base + 400 + 20 * n` and
-//! its executor `e` at that `+ 1 + e`.
+//! its executor `e` at that `+ 1 + e`; the monitor at `base + 60`, its
+//! `/metrics` at `base + 61`.
 
 use crate::config::SquallConfig;
 use anna::client::{Client, ClientConfig};

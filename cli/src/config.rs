@@ -78,7 +78,8 @@ pub struct LocalCluster {
     /// Routers listen at `base_port`, `base_port + 1`, ...; schedulers at
     /// `base_port + 50 + s`; storage node `i`'s threads at
     /// `base_port + 100 + 20 * i + t`; compute node `c`'s cache at
-    /// `base_port + 400 + 20 * c` and its executor `e` at that `+ 1 + e`.
+    /// `base_port + 400 + 20 * c` and its executor `e` at that `+ 1 + e`;
+    /// the monitor at `base_port + 60`, its `/metrics` at `base_port + 61`.
     pub base_port: u16,
     /// Where `squall up` keeps its state file and the processes' logs.
     pub state_dir: PathBuf,

@@ -2,9 +2,9 @@
 //!
 //! Every role and every person's tool is a subcommand: `up`, `down` and
 //! `status` run a local cluster of real processes; `kv` reads and writes
-//! keys; `kvs`, `route`, `scheduler`, `cache` and `executor` are what the
-//! launcher (or a Kubernetes pod) runs;
-//! `ping` measures the messaging layer.
+//! keys; `scale` adds and removes nodes of the local cluster; `kvs`,
+//! `route`, `scheduler`, `cache`, `executor` and `monitor` are what the
+//! launcher (or a Kubernetes pod) runs; `ping` measures the messaging layer.
 //!
 //! # Layout
 //!

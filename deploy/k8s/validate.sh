@@ -5,8 +5,10 @@
 #     are errors), by kubernetes-validate (requirements-dev.txt);
 #  2. the shell of every `sh -c` command, probe and hook parses (`sh -n`),
 #     and a storage pod's command gives `--id` = ordinal + 1;
-#  3. the ConfigMap's squall.toml is accepted by `squall --config`, when a
-#     built squall binary is found (SQUALL=path, else target/{debug,release}).
+#  3. the ConfigMap's squall.toml is accepted by `squall --config`, and every
+#     container's command line is accepted by the binary's argument parser,
+#     when a built squall binary is found (SQUALL=path, else
+#     target/{debug,release}).
 #
 # Usage: deploy/k8s/validate.sh   (from anywhere; exits non-zero on a failure)
 set -euo pipefail
@@ -87,6 +89,33 @@ with tempfile.TemporaryDirectory() as bin_dir:
           f"pod squall-kvs-3 runs `squall {' '.join(out)}` (--id 4, --host its pod IP)")
 
 squall = os.environ.get("SQUALL_BIN")
+
+# Every container's command, expanded by a stand-in `squall` as a pod would
+# run it, is then parsed by the real binary (`--help` appended: clap refuses
+# an unknown flag or a bad value before it prints help and exits 0).
+if squall:
+    with tempfile.TemporaryDirectory() as bin_dir:
+        stub = os.path.join(bin_dir, "squall")
+        with open(stub, "w") as f:
+            f.write('#!/bin/sh\nfor a in "$@"; do printf "%s\\0" "$a"; done\n')
+        os.chmod(stub, 0o755)
+        env = {"PATH": bin_dir + ":/usr/bin:/bin", "HOSTNAME": "squall-pod-0", "POD_IP": "10.1.2.3"}
+        for file, doc in docs:
+            spec = doc.get("spec", {}).get("template", {}).get("spec")
+            if not spec:
+                continue
+            for c in spec["containers"]:
+                cmd = (c.get("command") or []) + (c.get("args") or [])
+                if cmd[:2] != ["/bin/sh", "-c"]:
+                    continue
+                argv = subprocess.run(["sh", "-c", cmd[2]], env=env, capture_output=True).stdout
+                argv = [a.decode() for a in argv.split(b"\0") if a]
+                r = subprocess.run([squall, *argv, "--help"], capture_output=True, text=True)
+                check(r.returncode == 0,
+                      f"{file} {doc['metadata']['name']}/{c['name']}: `squall {' '.join(argv[:1])} ...` flags accepted {r.stderr.strip()[-300:]}".rstrip())
+else:
+    print("  skip  container flags: no squall binary built (set SQUALL=path)")
+
 toml = next(d for _, d in docs if d["kind"] == "ConfigMap")["data"]["squall.toml"]
 if squall:
     with tempfile.NamedTemporaryFile("w", suffix=".toml") as f:

@@ -168,7 +168,8 @@ class SquallCluster:
         env["VIRTUAL_ENV"] = sys.prefix
         cmd = [self.binary, "--state-dir", self.dir, "up", "--base-port", str(self.port),
                "--nodes", "1", "--threads", "1", "--compute-nodes", "1",
-               "--executors", str(self.executors)]
+               "--executors", str(self.executors),
+               "--no-monitor"]  # a fixed cluster: no autoscaling mid-measurement
         print("  $", " ".join(shlex.quote(c) for c in cmd), flush=True)
         self.started = True  # a failed `up` may still leave processes: always `down`
         t0 = time.perf_counter()

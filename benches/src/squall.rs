@@ -82,6 +82,8 @@ impl SquallFactory {
             .arg("warn")
             .args(["up", "--routers", "1", "--nodes", &nodes.to_string()])
             .args(["--compute-nodes", "0"])
+            // A fixed cluster: the monitor would add nodes under the load.
+            .arg("--no-monitor")
             .args(["--threads", &threads.to_string()])
             .args(["--base-port", &base_port.to_string()])
             .status()

@@ -648,7 +648,7 @@ pub fn up(
             }
         }
         if config.monitor.enabled && !args.no_monitor {
-            start_monitor(&launch, &router_addrs, &mut record)?;
+            start_monitor(&launch, &router_addrs, (nodes, compute_nodes), &mut record)?;
         }
         write_record(dir, &record).context("writing the cluster record")?;
         let limit = Duration::from_secs(args.wait);
@@ -691,8 +691,14 @@ pub fn up(
 }
 
 /// Starts the monitor at `base + 60`, its metrics at `base + 61`, scaling
-/// this local cluster (the local provider).
-fn start_monitor(launch: &Launch, routers: &[Address], record: &mut ClusterRecord) -> Result<()> {
+/// this local cluster (the local provider), never below the `(storage,
+/// compute)` nodes `up` started.
+fn start_monitor(
+    launch: &Launch,
+    routers: &[Address],
+    floors: (u16, u16),
+    record: &mut ClusterRecord,
+) -> Result<()> {
     let port = port(launch.settings.base_port, 60)?;
     let metrics = format!(
         "{}:{}",
@@ -709,6 +715,10 @@ fn start_monitor(launch: &Launch, routers: &[Address], record: &mut ClusterRecor
         metrics.clone(),
         "--provider".into(),
         "local".into(),
+        "--min-storage-nodes".into(),
+        floors.0.max(1).to_string(),
+        "--min-compute-nodes".into(),
+        floors.1.max(1).to_string(),
     ];
     a.extend(router_args(routers));
     a.extend(scheduler_args(&record.scheduler_addresses()));

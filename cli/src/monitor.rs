@@ -60,6 +60,29 @@ pub struct MonitorArgs {
     /// Where scaling decisions go.
     #[arg(long, value_enum, default_value = "local")]
     provider: ProviderKind,
+    /// Never fewer storage nodes than this (raises `monitor.storage.min_nodes`;
+    /// `up` passes the count it started).
+    #[arg(long)]
+    min_storage_nodes: Option<u32>,
+    /// Never fewer compute nodes than this (raises
+    /// `monitor.compute.min_nodes`; `up` passes the count it started).
+    #[arg(long)]
+    min_compute_nodes: Option<u32>,
+}
+
+/// The `[monitor]` settings with the floors given on the command line.
+fn with_floors(args: &MonitorArgs, config: &SquallConfig) -> squall_monitor::MonitorConfig {
+    let mut m = config.monitor.clone();
+    for (tier, floor) in [
+        (&mut m.storage, args.min_storage_nodes),
+        (&mut m.compute, args.min_compute_nodes),
+    ] {
+        if let Some(floor) = floor {
+            tier.min_nodes = tier.min_nodes.max(floor);
+            tier.max_nodes = tier.max_nodes.max(tier.min_nodes);
+        }
+    }
+    m
 }
 
 type BoxedProvider = Box<dyn Provider + Send>;
@@ -108,7 +131,7 @@ pub fn run_monitor(
     let ctx = zmq::Context::new();
     let me = Address(format!("tcp://{}:{}", args.host, args.port));
     let role = Monitor::new(
-        config.monitor.clone(),
+        with_floors(args, config),
         me.clone(),
         routers,
         schedulers,
@@ -320,4 +343,39 @@ pub fn print_status(to: &Address) {
 fn clock(at_ms: u64) -> String {
     let s = at_ms / 1000;
     format!("{:02}:{:02}:{:02}", s / 3600 % 24, s / 60 % 60, s % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: MonitorArgs,
+    }
+
+    #[test]
+    fn floors_from_up_raise_min_nodes_and_never_lower_them() {
+        let cli = Cli::parse_from([
+            "monitor",
+            "--port",
+            "1",
+            "--router",
+            "tcp://r:1",
+            "--min-storage-nodes",
+            "6",
+            "--min-compute-nodes",
+            "0",
+        ]);
+        let m = with_floors(&cli.args, &SquallConfig::default());
+        assert_eq!((m.storage.min_nodes, m.storage.max_nodes), (6, 6));
+        let d = SquallConfig::default().monitor.compute;
+        assert_eq!(
+            (m.compute.min_nodes, m.compute.max_nodes),
+            (d.min_nodes, d.max_nodes)
+        );
+        m.validate().unwrap();
+    }
 }

@@ -537,6 +537,20 @@ mod tests {
         c
     }
 
+    /// The router's answer: one node of two threads, default replication 1/1.
+    fn one_node_state() -> Message {
+        Message::StatusReply {
+            id: RequestId(2),
+            from: Address::from("router"),
+            cluster: one_node(),
+            replication: ReplicationFactor {
+                global: 1,
+                local: 1,
+            },
+            counters: vec![],
+        }
+    }
+
     fn busy_report(thread: u32, busy: u16) -> Message {
         Message::StorageReport {
             id: RequestId(0),
@@ -563,19 +577,7 @@ mod tests {
         );
         assert!(sent.iter().any(|(to, m)| to.as_str() == "scheduler"
             && matches!(m, Message::ComputeStatusRequest { .. })));
-        f.deliver(
-            secs(0),
-            Message::StatusReply {
-                id: RequestId(2),
-                from: Address::from("router"),
-                cluster: one_node(),
-                replication: ReplicationFactor {
-                    global: 1,
-                    local: 1,
-                },
-                counters: vec![],
-            },
-        );
+        f.deliver(secs(0), one_node_state());
         for t in 1..=3 {
             let sent = f.tick(secs(t));
             let asked: Vec<&str> = sent
@@ -629,19 +631,7 @@ mod tests {
     fn reports_of_departed_threads_and_stale_reports_are_dropped() {
         let mut f = fixture();
         f.tick(secs(0));
-        f.deliver(
-            secs(0),
-            Message::StatusReply {
-                id: RequestId(2),
-                from: Address::from("router"),
-                cluster: one_node(),
-                replication: ReplicationFactor {
-                    global: 1,
-                    local: 1,
-                },
-                counters: vec![],
-            },
-        );
+        f.deliver(secs(0), one_node_state());
         f.deliver(secs(0), busy_report(0, 10));
         f.deliver(
             secs(0),

@@ -111,16 +111,23 @@ fn recorded_pids(state_dir: &Path) -> Vec<u32> {
         return Vec::new();
     };
     let record: serde_json::Value = serde_json::from_str(&text).expect("cluster.json is JSON");
-    ["routers", "nodes", "schedulers", "caches", "executors", "monitors"]
-        .iter()
-        .flat_map(|part| record[part].as_array().cloned().unwrap_or_default())
-        .map(|p| {
-            p["pid"]
-                .as_u64()
-                .and_then(|p| u32::try_from(p).ok())
-                .expect("a pid")
-        })
-        .collect()
+    [
+        "routers",
+        "nodes",
+        "schedulers",
+        "caches",
+        "executors",
+        "monitors",
+    ]
+    .iter()
+    .flat_map(|part| record[part].as_array().cloned().unwrap_or_default())
+    .map(|p| {
+        p["pid"]
+            .as_u64()
+            .and_then(|p| u32::try_from(p).ok())
+            .expect("a pid")
+    })
+    .collect()
 }
 
 impl Drop for Local {

@@ -111,7 +111,7 @@ pub fn render(m: &Monitor) -> String {
     p.family(
         "squall_storage_accesses_per_second",
         "gauge",
-        "Gets and puts a second at a storage thread over its last epoch.",
+        "Gets, puts and deletes a second at a storage thread over its last epoch.",
     );
     for r in storage {
         let (node, thread) = (r.node.0.to_string(), r.thread.to_string());

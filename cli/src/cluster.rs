@@ -648,7 +648,13 @@ pub fn up(
             }
         }
         if config.monitor.enabled && !args.no_monitor {
-            start_monitor(&launch, &router_addrs, (nodes, compute_nodes), &mut record)?;
+            start_monitor(
+                &launch,
+                dir,
+                &router_addrs,
+                (nodes, compute_nodes),
+                &mut record,
+            )?;
         }
         write_record(dir, &record).context("writing the cluster record")?;
         let limit = Duration::from_secs(args.wait);
@@ -695,6 +701,7 @@ pub fn up(
 /// compute)` nodes `up` started.
 fn start_monitor(
     launch: &Launch,
+    state_dir: &Path,
     routers: &[Address],
     floors: (u16, u16),
     record: &mut ClusterRecord,
@@ -705,7 +712,12 @@ fn start_monitor(
         launch.settings.host,
         self::port(launch.settings.base_port, 61)?
     );
+    // The provider finds the cluster through its record: the same state
+    // directory, whatever the monitor's working directory.
+    let state_dir = std::path::absolute(state_dir).context("resolving the state directory")?;
     let mut a = vec![
+        "--state-dir".into(),
+        state_dir.display().to_string(),
         "monitor".into(),
         "--host".into(),
         launch.settings.host.clone(),

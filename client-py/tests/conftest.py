@@ -5,6 +5,12 @@ builds), else target/release/squall. The cluster runs in a temporary state
 directory on free ports and is always stopped at the end. When the binary
 starts the compute tier too (a scheduler, one compute node, two executors);
 tests of functions use the `compute` fixture.
+
+The cluster's monitor runs, but with its storage and compute policies off
+(a config file in the state directory, passed to every `squall` command
+of the fixture), so the cluster keeps its shape whatever load the tests
+make. Tests of the policies start clusters of their own
+(`test_monitor.py`).
 """
 
 from __future__ import annotations
@@ -23,7 +29,20 @@ import pytest
 import squall
 
 ROOT = Path(__file__).resolve().parents[2]
-PORTS = 64
+# `squall up` takes ports from its base port up: routers, schedulers (+50),
+# the monitor (+60, +61), storage nodes (+100, 20 each), compute nodes
+# (+400, 20 each).
+PORTS = 500
+
+# The session cluster's config: a monitor that decides nothing about the
+# number of nodes.
+SESSION_CONFIG = """\
+[monitor.storage]
+enabled = false
+
+[monitor.compute]
+enabled = false
+"""
 
 
 def squall_bin() -> Path:
@@ -37,13 +56,13 @@ def squall_bin() -> Path:
     pytest.exit("no squall binary: run `cargo build -p squall` or set SQUALL_BIN", 2)
 
 
-def free_base_port() -> int:
-    """A port P such that P..P+PORTS are free now."""
+def free_base_port(ports: int = PORTS, low: int = 20000, high: int = 60000) -> int:
+    """A port P in low..high such that P..P+ports are free now."""
     for _ in range(50):
-        base = random.randrange(20000, 60000 - PORTS)
+        base = random.randrange(low, high - ports)
+        socks = []
         try:
-            socks = []
-            for p in range(base, base + PORTS):
+            for p in range(base, base + ports):
                 s = socket.socket()
                 socks.append(s)
                 s.bind(("127.0.0.1", p))
@@ -75,18 +94,39 @@ def up_args(binary: Path) -> list:
 
 
 class Cluster:
-    def __init__(self, binary: Path, state_dir: Path) -> None:
+    """A local cluster's state directory, and `squall` commands on it, with
+    `config` (a file) passed to each if given."""
+
+    def __init__(self, binary: Path, state_dir: Path, config: "Path | None" = None) -> None:
         self.binary = binary
         self.state_dir = state_dir
+        self.config = config
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        config = ["--config", str(self.config)] if self.config is not None else []
         return subprocess.run(
-            [str(self.binary), "--state-dir", str(self.state_dir), *args],
+            [str(self.binary), "--state-dir", str(self.state_dir), *config, *args],
             capture_output=True,
             text=True,
             timeout=60,
             check=check,
         )
+
+    def up(self, *args: str, **ports: int) -> None:
+        """`squall up ARGS` on free ports (`ports`: as `free_base_port`
+        takes them), tried three times; fails the test with the logs if it
+        never starts."""
+        last = None
+        for _ in range(3):
+            base = free_base_port(**ports)
+            last = self.cli("up", "--base-port", str(base), *args, check=False)
+            if last.returncode == 0:
+                return
+            try:
+                self.cli("down", check=False)
+            except subprocess.TimeoutExpired:
+                pass
+        pytest.fail(f"squall up failed:\n{last.stdout}\n{last.stderr}\n{self.logs()}")
 
     @property
     def record(self) -> dict:
@@ -103,19 +143,11 @@ class Cluster:
 def cluster():
     binary = squall_bin()
     state_dir = Path(tempfile.mkdtemp(prefix="squall-pytest-"))
-    c = Cluster(binary, state_dir)
+    config = state_dir / "squall.toml"
+    config.write_text(SESSION_CONFIG)
+    c = Cluster(binary, state_dir, config)
     try:
-        last = None
-        for _ in range(3):
-            last = c.cli("up", "--base-port", str(free_base_port()), *up_args(binary), check=False)
-            if last.returncode == 0:
-                break
-            try:
-                c.cli("down", check=False)
-            except subprocess.TimeoutExpired:
-                pass
-        else:
-            pytest.fail(f"squall up failed:\n{last.stdout}\n{last.stderr}\n{c.logs()}")
+        c.up(*up_args(binary))
         yield c
     finally:
         try:

@@ -103,6 +103,10 @@ pub struct TierState {
     high: Sustained,
     low: Sustained,
     last_change: Option<Time>,
+    /// The node count of the last evaluation: a change of it (a node this
+    /// policy asked for joining, or one added or removed by hand) starts a
+    /// grace period too.
+    last_nodes: Option<u32>,
 }
 
 impl TierState {
@@ -130,6 +134,13 @@ pub fn tier(
         state.high.reset();
         state.low.reset();
         return None;
+    }
+    if state
+        .last_nodes
+        .replace(f.nodes)
+        .is_some_and(|n| n != f.nodes)
+    {
+        state.changed(now);
     }
     let memory = if kind == NodeKind::Storage {
         let capacity = p.node_capacity_bytes.saturating_mul(u64::from(f.nodes));
@@ -534,6 +545,31 @@ mod tests {
         for t in 11..100 {
             assert_eq!(tier(NodeKind::Storage, &p, &mut s, &one, secs(t)), None);
         }
+    }
+
+    #[test]
+    fn a_node_added_by_hand_gets_a_grace_period_before_it_can_be_removed() {
+        let p = policy();
+        let mut s = TierState::default();
+        // Idle at min_nodes for a long time: nothing to remove.
+        for t in 0..60 {
+            assert_eq!(
+                tier(NodeKind::Compute, &p, &mut s, &figures(1, 0), secs(t)),
+                None
+            );
+        }
+        // `squall scale compute 2` by hand: not removed during the grace
+        // period its arrival starts (20 s), then removed as the tier has
+        // stayed under its low mark meanwhile.
+        for t in 60..80 {
+            assert_eq!(
+                tier(NodeKind::Compute, &p, &mut s, &figures(2, 0), secs(t)),
+                None,
+                "t={t}"
+            );
+        }
+        let d = tier(NodeKind::Compute, &p, &mut s, &figures(2, 0), secs(80)).expect("removed");
+        assert_eq!(d.event.action, "remove-node");
     }
 
     #[test]

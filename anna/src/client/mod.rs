@@ -46,6 +46,12 @@ pub struct ClientConfig {
     /// Acknowledgement level of deletes (all replicas, so no later put
     /// lands on a replica that missed the delete).
     pub delete_ack: Ack,
+    /// A cluster state older than this is fetched again in the background
+    /// (operations go on with the old one meanwhile), so that a key whose
+    /// replication was raised is spread over its new replicas without any
+    /// "not mine" to tell the client.
+    #[serde(with = "crate::config::millis")]
+    pub placement_refresh: Duration,
 }
 
 impl Default for ClientConfig {
@@ -55,6 +61,7 @@ impl Default for ClientConfig {
             op_timeout: Duration::from_secs(5),
             put_ack: Ack::FirstReplica,
             delete_ack: Ack::All,
+            placement_refresh: Duration::from_secs(1),
         }
     }
 }
@@ -126,6 +133,9 @@ struct Op {
     /// The request carrying the current attempt, and the operation's place
     /// among that request's operations.
     request: (RequestId, u32),
+    /// Which replica of its key the operation tries first: consecutive
+    /// operations start at consecutive replicas.
+    turn: u64,
 }
 
 /// The client protocol as a state machine.
@@ -135,6 +145,10 @@ pub struct ClientCore {
     routers: Vec<Address>,
     hlc: Hlc,
     placement: Option<Placement>,
+    /// When the placement's cluster state arrived.
+    placement_at: Time,
+    /// Operations started, for [`Op::turn`].
+    turns: u64,
     /// The outstanding cluster-state request, and when it was sent.
     asking: Option<(RequestId, Time)>,
     asked: u64,
@@ -156,6 +170,8 @@ impl ClientCore {
             routers,
             hlc: Hlc::new(writer),
             placement: None,
+            placement_at: Time::default(),
+            turns: 0,
             asking: None,
             asked: 0,
             ops: BTreeMap::new(),
@@ -261,7 +277,11 @@ impl ClientCore {
     }
 
     fn start(&mut self, now: Time, key: Key, kind: OpKind, out: &mut Outbox) -> OpId {
+        if self.placement.is_some() && now >= self.placement_at + self.config.placement_refresh {
+            self.ask_for_state(now, out);
+        }
         let id = OpId(self.fresh());
+        self.turns = self.turns.wrapping_add(1);
         let op = Op {
             key,
             kind,
@@ -270,6 +290,7 @@ impl ClientCore {
             at: None,
             tried: Vec::new(),
             request: (RequestId(0), 0),
+            turn: self.turns,
         };
         self.ops.insert(id, op);
         self.attempt(now, id, out);
@@ -277,8 +298,8 @@ impl ClientCore {
     }
 
     /// Sends the next attempt of `id` to a replica of its key not yet
-    /// tried (starting at a replica chosen by the operation id, so load
-    /// spreads over replicas); with no placement, or every replica tried,
+    /// tried (starting at the operation's turn, so consecutive operations
+    /// spread over the replicas); with no placement, or every replica tried,
     /// asks a router for the cluster state and waits for it.
     fn attempt(&mut self, now: Time, id: OpId, out: &mut Outbox) {
         let fresh = RequestId(self.next + 1);
@@ -291,7 +312,7 @@ impl ClientCore {
             let owners = p.owners(&op.key);
             let n = owners.len();
             (0..n)
-                .map(|i| &owners[(id.0 as usize + i) % n])
+                .map(|i| &owners[(op.turn as usize).wrapping_add(i) % n])
                 .find(|a| !op.tried.contains(a))
                 .cloned()
         });
@@ -435,6 +456,7 @@ impl ClientCore {
             return;
         }
         self.asking = None;
+        self.placement_at = now;
         let placement = Placement::new(&cluster, replication);
         let empty = placement.nodes().is_empty();
         self.placement = Some(placement);
@@ -575,9 +597,28 @@ mod tests {
 
     const ME: &str = "inproc://client";
 
-    /// A client that knows a cluster of one node with one thread, every
-    /// key on it.
-    fn client_of_one_thread(now: Time, out: &mut Outbox) -> ClientCore {
+    /// One node with `threads` threads, replication 1 node x `local`.
+    fn state_reply(id: RequestId, threads: usize, local: u8) -> Message {
+        let mut cluster = ClusterState::default();
+        cluster.record_join(NodeInfo {
+            id: NodeId(1),
+            threads: (0..threads)
+                .map(|t| Address(format!("inproc://thread-{t}")))
+                .collect(),
+            boot: 1,
+        });
+        Message::StatusReply {
+            id,
+            from: Address::from("inproc://router"),
+            cluster,
+            replication: ReplicationFactor { global: 1, local },
+            counters: Vec::new(),
+        }
+    }
+
+    /// A client that knows a cluster of one node with `threads` threads
+    /// and keys on `local` of them.
+    fn client_of(now: Time, out: &mut Outbox, threads: usize, local: u8) -> ClientCore {
         let mut core = ClientCore::new(
             ClientConfig::default(),
             Address::from(ME),
@@ -588,25 +629,78 @@ mod tests {
         let (_, Message::StatusRequest { id, .. }) = out.drain().next().unwrap() else {
             panic!("the client asks for the cluster state first");
         };
-        let mut cluster = ClusterState::default();
-        cluster.record_join(NodeInfo {
-            id: NodeId(1),
-            threads: vec![Address::from("inproc://thread-0")],
-            boot: 1,
-        });
-        let reply = Message::StatusReply {
-            id,
-            from: Address::from("inproc://router"),
-            cluster,
-            replication: ReplicationFactor {
-                global: 1,
-                local: 1,
-            },
-            counters: Vec::new(),
-        };
-        core.handle(now, reply, out);
+        core.handle(now, state_reply(id, threads, local), out);
         out.drain().for_each(drop);
         core
+    }
+
+    /// A client that knows a cluster of one node with one thread, every
+    /// key on it.
+    fn client_of_one_thread(now: Time, out: &mut Outbox) -> ClientCore {
+        client_of(now, out, 1, 1)
+    }
+
+    /// Where each of `n` gets of `key` went.
+    fn gets_per_replica(
+        core: &mut ClientCore,
+        now: Time,
+        key: &str,
+        n: usize,
+    ) -> BTreeMap<String, usize> {
+        let mut out = Outbox::default();
+        let mut at = BTreeMap::new();
+        for _ in 0..n {
+            core.get(now, key.to_string(), &mut out);
+        }
+        for (to, msg) in out.drain() {
+            if matches!(msg, Message::KvsRequest(_)) {
+                *at.entry(to.0).or_default() += 1;
+            }
+        }
+        at
+    }
+
+    #[test]
+    fn consecutive_reads_of_a_key_spread_evenly_over_its_replicas() {
+        let now = Time(1_000);
+        let mut out = Outbox::default();
+        let mut core = client_of(now, &mut out, 2, 2);
+        let at = gets_per_replica(&mut core, now, "hot", 10);
+        assert_eq!(at.values().copied().collect::<Vec<_>>(), [5, 5], "{at:?}");
+    }
+
+    #[test]
+    fn an_old_placement_is_refreshed_in_the_background_and_new_replicas_get_reads() {
+        let now = Time(1_000_000);
+        let mut out = Outbox::default();
+        let mut core = client_of(now, &mut out, 2, 1);
+        assert_eq!(gets_per_replica(&mut core, now, "hot", 4).len(), 1);
+        // Past placement_refresh: the next operation goes out at once with
+        // the old placement, and the state is asked for beside it.
+        let later = now + ClientConfig::default().placement_refresh;
+        core.get(later, "hot".to_string(), &mut out);
+        let sent: Vec<_> = out.drain().collect();
+        assert!(
+            sent.iter()
+                .any(|(_, m)| matches!(m, Message::KvsRequest(_))),
+            "{sent:?}"
+        );
+        let id = sent
+            .iter()
+            .find_map(|(_, m)| match m {
+                Message::StatusRequest { id, .. } => Some(*id),
+                _ => None,
+            })
+            .expect("a background refresh");
+        // The key's replication was raised meanwhile: reads now spread.
+        core.handle(later, state_reply(id, 2, 2), &mut out);
+        let at = gets_per_replica(&mut core, later, "hot", 10);
+        assert_eq!(at.values().copied().collect::<Vec<_>>(), [5, 5], "{at:?}");
+        // Fresh again: no further state request.
+        core.get(later, "hot".to_string(), &mut out);
+        assert!(!out
+            .drain()
+            .any(|(_, m)| matches!(m, Message::StatusRequest { .. })));
     }
 
     fn max(n: i64) -> LatticeValue {

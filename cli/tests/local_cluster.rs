@@ -2,182 +2,31 @@
 
 mod cluster;
 
-use cluster::{config_toml, reserve_ports, running, signal, SQUALL};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use cluster::local::all_pids;
+use cluster::{config_toml, running, LocalCluster, PortRange};
+use std::time::Duration;
 
-/// What one `squall` command did.
-struct Run {
-    ok: bool,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// The local cluster of one test: its state directory and config, and the
-/// pids `up` recorded, SIGKILLed on drop whatever `down` did.
-struct Local {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    base: u16,
-    pids: Vec<u32>,
-    runs: u32,
-}
-
-impl Local {
-    fn new() -> Local {
-        let dir = tempfile::Builder::new()
-            .prefix("squall-up-")
-            .tempdir()
-            .expect("temporary directory");
-        let config = dir.path().join("squall.toml");
-        std::fs::write(&config, config_toml(2)).expect("writing the config");
-        Local {
-            dir,
-            config,
-            base: reserve_ports(),
-            pids: Vec::new(),
-            runs: 0,
-        }
-    }
-
-    fn state_dir(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-
-    /// Runs `squall ARGS` with this cluster's config and state directory,
-    /// killing it after `limit`.
-    fn squall(&mut self, args: &[&str], limit: Duration) -> Run {
-        self.runs += 1;
-        let out = self.dir.path().join(format!("run-{}.out", self.runs));
-        let err = self.dir.path().join(format!("run-{}.err", self.runs));
-        let mut child = Command::new(SQUALL)
-            .env_remove("SQUALL_CONFIG")
-            .env_remove("SQUALL_STATE_DIR")
-            .env_remove("SQUALL_LOG")
-            .arg("--config")
-            .arg(&self.config)
-            .arg("--state-dir")
-            .arg(self.state_dir())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).expect("stdout file"))
-            .stderr(std::fs::File::create(&err).expect("stderr file"))
-            .spawn()
-            .expect("starting squall");
-        let deadline = Instant::now() + limit;
-        let status = loop {
-            if let Some(s) = child.try_wait().expect("polling squall") {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("`squall {}` ran past {limit:?}", args.join(" "));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Run {
-            ok: status.success(),
-            code: status.code(),
-            stdout: std::fs::read_to_string(out).unwrap_or_default(),
-            stderr: std::fs::read_to_string(err).unwrap_or_default(),
-        }
-    }
-
-    /// Like [`Local::squall`], panicking unless it succeeds.
-    fn ok(&mut self, args: &[&str]) -> String {
-        let run = self.squall(args, Duration::from_secs(30));
-        assert!(
-            run.ok,
-            "`squall {}` failed ({:?}):\n{}\n{}",
-            args.join(" "),
-            run.code,
-            run.stdout,
-            run.stderr
-        );
-        run.stdout
-    }
-
-    /// The pids recorded in `cluster.json`.
-    fn recorded_pids(&self) -> Vec<u32> {
-        recorded_pids(&self.state_dir())
-    }
-}
-
-fn recorded_pids(state_dir: &Path) -> Vec<u32> {
-    let Ok(text) = std::fs::read_to_string(state_dir.join("cluster.json")) else {
-        return Vec::new();
-    };
-    let record: serde_json::Value = serde_json::from_str(&text).expect("cluster.json is JSON");
-    [
-        "routers",
-        "nodes",
-        "schedulers",
-        "caches",
-        "executors",
-        "monitors",
-    ]
-    .iter()
-    .flat_map(|part| record[part].as_array().cloned().unwrap_or_default())
-    .map(|p| {
-        p["pid"]
-            .as_u64()
-            .and_then(|p| u32::try_from(p).ok())
-            .expect("a pid")
-    })
-    .collect()
-}
-
-impl Drop for Local {
-    fn drop(&mut self) {
-        let mut pids = self.pids.clone();
-        pids.extend(self.recorded_pids());
-        for pid in pids {
-            if running(pid) {
-                signal(pid, libc::SIGKILL);
-            }
-        }
-        if std::thread::panicking() {
-            self.dir.disable_cleanup(true);
-            let logs = self.state_dir().join("logs");
-            for entry in std::fs::read_dir(&logs).into_iter().flatten().flatten() {
-                eprintln!("---- {} (last 30 lines)", entry.path().display());
-                for line in cluster::tail(&entry.path(), 30) {
-                    eprintln!("{line}");
-                }
-            }
-        }
-    }
-}
+/// This file's ports: the `cluster` harness's range, 20000 up to the
+/// kernel's ephemeral ports.
+const PORTS: PortRange = PortRange {
+    floor: 20_000,
+    blocks: 24,
+};
 
 #[test]
 fn up_kv_status_and_down_run_a_local_cluster_and_leave_no_process_behind() {
-    let mut local = Local::new();
-    let base = local.base.to_string();
-    local.ok(&[
-        "up",
-        "--routers",
-        "1",
-        "--nodes",
-        "3",
-        "--threads",
-        "2",
-        "--base-port",
-        &base,
-        "--wait",
-        "20",
-    ]);
-    local.pids = local.recorded_pids();
+    let mut local = LocalCluster::new(&config_toml(2), "squall-up-", PORTS);
+    local.up(&["--routers", "1", "--nodes", "3", "--threads", "2"]);
+    let pids = all_pids(&local.record());
     assert_eq!(
-        local.pids.len(),
+        pids.len(),
         9,
         "one router, three storage nodes, a scheduler, a cache, two executors and the monitor"
     );
-    assert!(local.pids.iter().all(|&p| running(p)));
+    assert!(pids.iter().all(|&p| running(p)));
 
     // A second `up` on the same state directory refuses.
+    let base = local.base().to_string();
     let again = local.squall(&["up", "--base-port", &base], Duration::from_secs(30));
     assert!(
         !again.ok && again.stderr.contains("already running"),
@@ -244,11 +93,7 @@ fn up_kv_status_and_down_run_a_local_cluster_and_leave_no_process_behind() {
         "{status}"
     );
 
-    let down = local.ok(&["down"]);
-    assert!(down.contains("9 process(es) stopped"), "{down}");
-    for &pid in &local.pids {
-        assert!(!running(pid), "pid {pid} still running after `squall down`");
-    }
+    local.down(9);
     assert!(!local.state_dir().join("cluster.json").exists());
     let after = local.squall(&["status"], Duration::from_secs(30));
     assert!(

@@ -1,6 +1,6 @@
 //! A harness for multi-process tests: real `squall route` and `squall kvs`
-//! processes on loopback, driven through the Rust client and raw protocol
-//! messages.
+//! processes on loopback (or a whole cluster `squall up` starts), driven
+//! through the Rust client and raw protocol messages.
 //!
 //! Every test gets its own temporary directory (config file, one log per
 //! process) and its own block of ports, probed free, so tests run in
@@ -12,6 +12,8 @@
 //!
 //! - `mod.rs`: [`Cluster`] (processes, ports, the config file) and
 //!   [`wait_until`].
+//! - [`local`]: [`LocalCluster`], a cluster `squall up` started, driven
+//!   through the binary's commands.
 //! - [`probe`]: [`Probe`], raw protocol questions to one socket: status,
 //!   routes, reads at one replica.
 //! - [`load`]: [`Writer`], a thread writing distinct keys until stopped, and
@@ -20,9 +22,11 @@
 #![allow(dead_code, unused_imports)] // each test file uses part of the harness
 
 pub mod load;
+pub mod local;
 pub mod probe;
 
 pub use load::{assert_all_readable, assert_on_every_owner, Writer, WriterReport};
+pub use local::{LocalCluster, PortRange, Run};
 pub use probe::Probe;
 
 use anna::client::{Client, ClientConfig};

@@ -1,7 +1,9 @@
 //! Raw protocol questions to one socket, bypassing the client: what cluster
-//! a process sees, where the router places keys, and what one replica holds.
+//! a process sees, where the router places keys, what one replica holds,
+//! a storage thread's statistics and the monitor's status.
 
 use anna::cluster::ClusterState;
+use anna::protocol::monitor::{MonitorStatus, StorageReport};
 use anna::protocol::{
     Ack, Address, Key, KeyOp, KeyResult, KvsRequest, Message, RequestId, RouteRequest,
 };
@@ -25,6 +27,8 @@ fn reply_id(msg: &Message) -> Option<RequestId> {
         Message::RouteResponse(r) => Some(r.id),
         Message::KvsResponse(r) => Some(r.id),
         Message::Pong { id } => Some(*id),
+        Message::StorageReport { id, .. } => Some(*id),
+        Message::MonitorStatusReply { id, .. } => Some(*id),
         _ => None,
     }
 }
@@ -103,6 +107,29 @@ impl Probe {
     pub fn ping(&mut self, to: &Address, timeout: Duration) -> bool {
         self.ask(to, timeout, |id, reply_to| Message::Ping { id, reply_to })
             .is_some()
+    }
+
+    /// The statistics of the storage thread `at`.
+    pub fn stats(&mut self, at: &Address, timeout: Duration) -> Option<StorageReport> {
+        match self.ask(at, timeout, |id, reply_to| Message::StatsRequest {
+            id,
+            reply_to,
+        })? {
+            Message::StorageReport { report, .. } => Some(report),
+            _ => None,
+        }
+    }
+
+    /// What the monitor at `to` gathered and decided.
+    pub fn monitor(&mut self, to: &Address, timeout: Duration) -> Option<MonitorStatus> {
+        let reply = self.ask(to, timeout, |id, reply_to| Message::MonitorStatusRequest {
+            id,
+            reply_to,
+        })?;
+        match reply {
+            Message::MonitorStatusReply { status, .. } => Some(*status),
+            _ => None,
+        }
     }
 
     /// The owner threads the router at `router` gives each of `keys`.

@@ -147,7 +147,10 @@ impl ClusterState {
             .insert(key, Max::new(ReplicationOverride { at, factor }))
     }
 
-    /// The override for `key`, if any.
+    /// The latest factor recorded for `key`, if any. A state only grows, so
+    /// a deleted override is recorded as the default factor at the
+    /// deletion's time: after a delete this answers `Some(default)`, not
+    /// `None`.
     pub fn replication_override(&self, key: &str) -> Option<ReplicationFactor> {
         self.replication
             .reveal()

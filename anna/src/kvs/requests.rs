@@ -177,10 +177,13 @@ impl StorageWorker {
         if now >= *until || previous.held_by_same(&self.placement, key, &self.me) {
             return None;
         }
+        // Only previous owners still live: a node that departed handed its
+        // keys over first (or crashed and cannot answer), and waiting for
+        // it would hold the read for `ack_timeout`.
         let expect: StableHashSet<Address> = previous
             .owners(key)
             .into_iter()
-            .filter(|a| *a != self.me)
+            .filter(|a| *a != self.me && self.placement.holder(a).is_some())
             .collect();
         if expect.is_empty() {
             return None;
@@ -375,3 +378,6 @@ impl StorageWorker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

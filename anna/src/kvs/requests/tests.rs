@@ -1,0 +1,64 @@
+//! Reads during a ring change, driven directly with an explicit `now`.
+
+use crate::cluster::{ClusterState, Placement, ReplicationFactor};
+use crate::kvs::{StorageWorker, WorkerConfig};
+use crate::protocol::{Ack, Address, KeyOp, KvsRequest, Message, NodeId, NodeInfo, RequestId};
+use crate::role::{Input, Outbox, Role};
+use crate::time::Time;
+
+const ONE: ReplicationFactor = ReplicationFactor {
+    global: 1,
+    local: 1,
+};
+
+fn node(id: u64, thread: &str) -> NodeInfo {
+    NodeInfo {
+        id: NodeId(id),
+        threads: vec![Address::from(thread)],
+        boot: 1,
+    }
+}
+
+#[test]
+fn a_read_after_a_departure_does_not_wait_for_the_departed_owner() {
+    let (me, gone) = (node(1, "w1"), node(2, "w2"));
+    let config = WorkerConfig {
+        replication: ONE,
+        ..WorkerConfig::default()
+    };
+    let mut w = StorageWorker::new(config, me.clone(), 0, vec![Address::from("router")]);
+    let mut state = ClusterState::default();
+    state.record_join(me.clone());
+    let incarnation = state.record_join(gone.clone());
+    let mut out = Outbox::default();
+    w.merge_cluster(Time(0), state.clone(), &mut out);
+    // A key node 2 owned while it was up.
+    let both = Placement::new(&state, ONE);
+    let key = (0..1000)
+        .map(|i| format!("k{i}"))
+        .find(|k| both.owners(k) == vec![Address::from("w2")])
+        .expect("some key on node 2");
+
+    // Node 2 departs: the key is this worker's now, within the
+    // transition window.
+    state.record_departure(gone.id, incarnation);
+    w.merge_cluster(Time(1_000), state, &mut out);
+    out.drain().for_each(drop);
+    let get = Message::KvsRequest(KvsRequest {
+        id: RequestId(9),
+        reply_to: Address::from("client"),
+        ops: vec![KeyOp::Get { key: key.clone() }],
+        ack: Ack::FirstReplica,
+    });
+    w.step(Time(2_000), Input::Message(get), &mut out);
+    let sent: Vec<(Address, Message)> = out.drain().collect();
+    assert!(
+        !sent.iter().any(|(_, m)| matches!(m, Message::Fetch { .. })),
+        "no fetch from the departed owner: {sent:?}"
+    );
+    assert!(
+        sent.iter()
+            .any(|(to, m)| to.as_str() == "client" && matches!(m, Message::KvsResponse(_))),
+        "answered at once: {sent:?}"
+    );
+}

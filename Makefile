@@ -22,7 +22,7 @@ SQUALL := target/release/squall
 # redis-tools brings redis-cli and redis-benchmark to cross-check it.
 APT_PACKAGES := g++ make pkg-config redis-server redis-tools
 
-.PHONY: demo test setup build bench-kvs bench-functions clean help
+.PHONY: demo test setup build bench-kvs bench-functions bench-autoscale clean help
 
 help:
 	@echo "make demo    install everything, build, and run the main job"
@@ -101,6 +101,15 @@ $(STAMPS)/venv-bench: benches/functions/requirements.txt benches/functions/setup
 bench-functions: $(STAMPS)/venv-bench
 	cargo build --release -p squall
 	$(BENCH_VENV)/bin/python benches/functions/compose.py
+
+# Autoscaling: a load spike against a local cluster whose monitor may add
+# a node, storage tier then compute tier (~3 minutes); reaction times,
+# throughput and p99 printed, CSV and SVG written to benches/results/,
+# figures recorded in benches/RESULTS.md. The compute run registers its
+# function with the squall package of .venv.
+bench-autoscale: $(STAMPS)/client-py
+	cargo build --release -p squall -p squall-benches
+	target/release/squall-bench autoscale
 
 clean:
 	cargo clean

@@ -30,6 +30,9 @@
 //! - [`report`]: [`Report`], its percentiles, and the comparison [`table`].
 //! - [`cluster`]: gossip convergence time, idle CPU and memory of a
 //!   Squall cluster.
+//! - [`autoscale`]: reaction time of the monitor's autoscaling to a load
+//!   spike (storage and compute tiers), throughput and p99 around it.
+//! - [`plot`]: line charts over time as hand-written SVG.
 //! - [`cpu`]: how much CPU other processes took during a run, so a row
 //!   measured on a busy machine says so.
 //! - [`redis`]: RESP2 parser, blocking connection, `redis-server` guard.
@@ -38,10 +41,12 @@
 //! - [`zmq_floor`]: the ping round-trip "backend".
 //! - `src/bin/squall-bench.rs`: the command line, and the standard matrix.
 
+pub mod autoscale;
 pub mod backend;
 pub mod cluster;
 pub mod cpu;
 pub mod interleave;
+pub mod plot;
 pub mod redis;
 pub mod report;
 pub mod runner;

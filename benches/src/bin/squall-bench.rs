@@ -7,6 +7,10 @@
 //! and stopped when the command ends, on success or error. Backends are
 //! measured in alternating rounds (`--rounds`), so interference from other
 //! processes falls on all of them alike.
+//!
+//! `squall-bench autoscale` measures how the monitor reacts to a load
+//! spike (storage nodes, then compute nodes) and writes a CSV and an SVG
+//! per tier; `squall-bench plot` redraws such a CSV.
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -16,6 +20,7 @@ use squall_benches::zmq_floor::ZmqFloorFactory;
 use squall_benches::{
     run_interleaved_pooled, table, BackendFactory, ConnectionPool, Report, Stop, Workload,
 };
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -36,6 +41,114 @@ enum Command {
     /// acknowledged by one replica, until every replica returns it), CPU of
     /// the idle cluster, resident memory.
     Cluster(ClusterArgs),
+    /// Autoscaling: a load spike against a local cluster whose monitor may
+    /// add one node; reaction times, throughput and p99 around the change,
+    /// a CSV and an SVG plot per tier.
+    Autoscale(AutoscaleArgs),
+    /// Draws a CSV written by `autoscale` as an SVG: a throughput line and
+    /// a node-count step line over time, p99 below, phases and decisions
+    /// marked.
+    Plot(PlotArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Tier {
+    Storage,
+    Compute,
+    Both,
+}
+
+#[derive(Debug, clap::Args)]
+struct AutoscaleArgs {
+    /// Which tier to scale.
+    #[arg(long, value_enum, default_value = "both")]
+    tier: Tier,
+    /// Where the CSV and SVG files go.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
+    out: PathBuf,
+    /// Seconds of light load before the spike.
+    #[arg(long, default_value_t = 10.0)]
+    light_secs: f64,
+    /// Seconds of the spike (the burst, for compute).
+    #[arg(long, default_value_t = 35.0)]
+    spike_secs: f64,
+    /// At most this many seconds of light load after the spike; the run
+    /// ends 5 s after the added node is gone.
+    #[arg(long, default_value_t = 60.0)]
+    settle_secs: f64,
+    /// Storage: closed-loop clients during the spike (1 otherwise).
+    #[arg(long, default_value_t = 16)]
+    spike_clients: usize,
+    /// Storage: distinct keys, preloaded.
+    #[arg(long, default_value_t = 10_000)]
+    keys: usize,
+    /// Storage: bytes per value.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Storage: fraction of requests that are reads.
+    #[arg(long, default_value_t = 0.9)]
+    reads: f64,
+    /// Storage: keys per request (a multi-key get or put above 1).
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Storage: the monitor's busy_high, thousandths.
+    #[arg(long, default_value_t = 500)]
+    storage_busy_high: u16,
+    /// Storage: the monitor's busy_low, thousandths.
+    #[arg(long, default_value_t = 300)]
+    storage_busy_low: u16,
+    /// Compute: calls a second in the light phases.
+    #[arg(long, default_value_t = 4.0)]
+    light_rate: f64,
+    /// Compute: calls a second in the burst.
+    #[arg(long, default_value_t = 50.0)]
+    burst_rate: f64,
+    /// Compute: how long each call sleeps, ms.
+    #[arg(long, default_value_t = 30)]
+    sleep_ms: u32,
+    /// Compute: executors per compute node.
+    #[arg(long, default_value_t = 1)]
+    executors: u16,
+    /// Compute: the monitor's busy_high, thousandths.
+    #[arg(long, default_value_t = 700)]
+    compute_busy_high: u16,
+    /// Compute: the monitor's busy_low, thousandths.
+    #[arg(long, default_value_t = 250)]
+    compute_busy_low: u16,
+    /// Compute: the Python with the `squall` package (registers the
+    /// function).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python"))]
+    python: PathBuf,
+    /// First port of the storage run's cluster; the compute run's is 1000
+    /// above.
+    #[arg(long, default_value_t = 19_100)]
+    base_port: u16,
+    /// Keep the clusters' state directories (logs) after the run.
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct PlotArgs {
+    /// The CSV to draw.
+    #[arg(long)]
+    csv: PathBuf,
+    /// The SVG to write.
+    #[arg(long)]
+    svg: PathBuf,
+    /// The chart's title.
+    #[arg(long, default_value = "")]
+    title: String,
+    /// Column drawn against the left axis [default: the third].
+    #[arg(long)]
+    left: Option<String>,
+    /// Column drawn as a step line against the right axis [default: the
+    /// sixth].
+    #[arg(long)]
+    right: Option<String>,
+    /// Column drawn in a lower panel [default: the fourth].
+    #[arg(long)]
+    lower: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -131,6 +244,8 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Kvs(args) => kvs(&args),
         Command::Cluster(args) => cluster(&args),
+        Command::Autoscale(args) => autoscale(&args),
+        Command::Plot(args) => plot(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -139,6 +254,80 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn autoscale(a: &AutoscaleArgs) -> Result<()> {
+    use squall_benches::autoscale::{compute, storage};
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "squall-bench autoscale: {cores} cores ({}); load average before: {}",
+        cpu_model().unwrap_or_else(|| "unknown CPU".into()),
+        load_average().unwrap_or_default()
+    );
+    if matches!(a.tier, Tier::Storage | Tier::Both) {
+        storage::run(&storage::StorageArgs {
+            light_secs: a.light_secs,
+            spike_secs: a.spike_secs,
+            settle_secs: a.settle_secs,
+            spike_clients: a.spike_clients,
+            keys: a.keys,
+            value_size: a.value_size,
+            reads: a.reads,
+            batch: a.batch,
+            busy_high: a.storage_busy_high,
+            busy_low: a.storage_busy_low,
+            base_port: a.base_port,
+            out: a.out.clone(),
+            keep: a.keep,
+        })
+        .context("the storage autoscaling run")?;
+        println!();
+    }
+    if matches!(a.tier, Tier::Compute | Tier::Both) {
+        compute::run(&compute::ComputeArgs {
+            light_secs: a.light_secs,
+            burst_secs: a.spike_secs,
+            settle_secs: a.settle_secs,
+            light_rate: a.light_rate,
+            burst_rate: a.burst_rate,
+            sleep_ms: a.sleep_ms,
+            executors: a.executors,
+            busy_high: a.compute_busy_high,
+            busy_low: a.compute_busy_low,
+            python: a.python.clone(),
+            base_port: a.base_port.saturating_add(1000),
+            out: a.out.clone(),
+            keep: a.keep,
+        })
+        .context("the compute autoscaling run")?;
+    }
+    if let Some(load) = load_average() {
+        println!("load average after: {load}");
+    }
+    Ok(())
+}
+
+fn plot(a: &PlotArgs) -> Result<()> {
+    let text =
+        std::fs::read_to_string(&a.csv).with_context(|| format!("reading {}", a.csv.display()))?;
+    let header: Vec<&str> = text
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .context("the CSV has no header")?
+        .split(',')
+        .collect();
+    let pick = |given: &Option<String>, i: usize| {
+        given
+            .clone()
+            .or_else(|| header.get(i).map(|s| s.to_string()))
+            .with_context(|| format!("the CSV has no column {}", i + 1))
+    };
+    let (left, right, lower) = (pick(&a.left, 2)?, pick(&a.right, 5)?, pick(&a.lower, 3)?);
+    let chart = squall_benches::plot::from_csv(&text, &a.title, &left, &right, Some(&lower))
+        .map_err(anyhow::Error::msg)?;
+    std::fs::write(&a.svg, squall_benches::plot::svg(&chart))
+        .with_context(|| format!("writing {}", a.svg.display()))?;
+    Ok(())
 }
 
 fn cluster(args: &ClusterArgs) -> Result<()> {
@@ -417,6 +606,18 @@ mod tests {
         assert_eq!(cells.iter().filter(|w| w.clients == 1).count(), 4);
         assert_eq!(cells[0].stop, Stop::After(Duration::from_secs(6)));
         assert!(cells.iter().any(|w| w.zipf == 0.99 && w.read_ratio == 0.5));
+    }
+
+    #[test]
+    fn autoscale_defaults_to_both_tiers_and_plot_needs_its_files() {
+        let cli = Cli::parse_from(["squall-bench", "autoscale"]);
+        let Command::Autoscale(args) = cli.command else {
+            panic!("parsed as another command")
+        };
+        assert_eq!(args.tier, Tier::Both);
+        assert!(args.out.ends_with("results"));
+        assert!(args.storage_busy_low < args.storage_busy_high);
+        assert!(Cli::try_parse_from(["squall-bench", "plot", "--csv", "x.csv"]).is_err());
     }
 
     #[test]

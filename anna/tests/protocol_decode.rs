@@ -36,7 +36,7 @@ const TAG_LWW: u8 = 0;
 const TAG_SET: u8 = 1;
 const TAG_MAX: u8 = 3;
 const TAG_MAP: u8 = 6;
-const MESSAGE_VARIANTS: u8 = 31;
+const MESSAGE_VARIANTS: u8 = 32;
 
 /// A gossip entry's `KeyState` prefix: never deleted (`None`), then
 /// `Some(value)`; the value's bytes follow.
@@ -233,6 +233,7 @@ fn samples_cover_every_variant_and_lattice_kind() {
             | Message::Prewarm { .. }
             | Message::MonitorStatusRequest { .. }
             | Message::MonitorStatusReply { .. }
+            | Message::ExecutorLeaving { .. }
             | Message::Gossip(_)
             | Message::GossipAck { .. }
             | Message::Fetch { .. }

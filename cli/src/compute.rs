@@ -6,7 +6,10 @@
 //! driver, like the storage roles; the executor is its own loop around an
 //! embedded Python interpreter (`squall_executor::run`), run as the child
 //! of a small supervisor that starts it again if it dies. Each runs until
-//! SIGINT or SIGTERM.
+//! SIGINT or SIGTERM. A stopped executor tells its schedulers it is leaving
+//! (they re-plan its calls at once): the supervisor passes the signal on to
+//! the child, which runs the executor and says goodbye, and does not start
+//! it again.
 
 use crate::config::SquallConfig;
 use crate::roles::{signals, spawn_driver, stop_drivers, wait_for_signal};
@@ -98,7 +101,10 @@ const RESTART_WINDOW: Duration = Duration::from_secs(60);
 /// Runs the executor as a child process (`--no-supervisor`) and starts it
 /// again whenever it ends abnormally. The child dies with the supervisor
 /// (`PR_SET_PDEATHSIG`), so `kill -9` of the supervisor leaves nothing
-/// behind; SIGINT and SIGTERM are passed on to the child, which stops.
+/// behind. SIGINT and SIGTERM are passed on to the child, which sends
+/// `ExecutorLeaving` to its schedulers and exits; once a signal came, the
+/// supervisor starts no child again, however the last one ended (a child
+/// the signal reached before its handlers were installed dies of it).
 fn supervise() -> Result<()> {
     let exe = std::env::current_exe().context("locating the squall binary")?;
     let mut child_args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
@@ -156,6 +162,9 @@ fn supervise() -> Result<()> {
         restarts.push_back(now);
         tracing::error!(%status, "the executor process ended abnormally; starting it again");
         std::thread::sleep(Duration::from_millis(200));
+        if stopping.load(Ordering::SeqCst) {
+            return Ok(());
+        }
     }
 }
 

@@ -5,6 +5,15 @@
 //! worker event or the core's next tick (never a zero-timeout poll), step
 //! the [`ExecutorCore`], hand the worker its next job, send what the core
 //! queued. It never touches the GIL, so reports flow while a function runs.
+//!
+//! When asked to stop, it sends `ExecutorLeaving` to every scheduler
+//! ([`ExecutorCore::leave`]) before it returns, so they re-plan its calls
+//! at once rather than after `executor_timeout`. Sends go through a ZeroMQ
+//! context of their own, dropped as [`run`] returns: dropping it waits (up
+//! to [`anna::transport::LINGER`]) until every queued frame has left, in
+//! order, the goodbye last. The context of the receiving sockets cannot
+//! promise that, because the worker thread, possibly still inside a
+//! function, holds a socket of it.
 
 use crate::config::ExecutorConfig;
 use crate::core::{ExecutorCore, Identity};
@@ -67,7 +76,8 @@ pub enum ExecutorError {
     WorkerGone,
 }
 
-/// Runs an executor until `stop` is set (checked at least every 100 ms).
+/// Runs an executor until `stop` is set (checked at least every 100 ms),
+/// then tells its schedulers it is leaving.
 ///
 /// Returns `Err` with an [`ExecutorError`] inside on a start-up failure and
 /// on [`ExecutorError::Stuck`], after which the caller must exit the
@@ -116,9 +126,10 @@ pub fn run(
         boot: anna::time::fresh_id("boot"),
     };
     info!(%address, node = %opts.node, cache = %opts.cache, "executor serving");
+    let send_ctx = zmq::Context::new();
     let mut io = Io {
         core: ExecutorCore::new(config.clone(), id, Time::wall_clock()),
-        sender: Sender::new(&ctx),
+        sender: Sender::new(&send_ctx),
         outbox: Outbox::default(),
         received: TransportStats::default(),
         mailbox,
@@ -127,6 +138,9 @@ pub fn run(
     if let Err(e) = &result {
         error!(error = %e, "executor stopped");
     }
+    // Closes the sending sockets and waits until their frames have left.
+    drop(io);
+    drop(send_ctx);
     result.map_err(anyhow::Error::from)
 }
 
@@ -199,8 +213,9 @@ impl Io {
             }
             self.flush();
             if self.core.is_stuck() {
-                // Give the sockets a moment to deliver the timeout error.
-                thread::sleep(anna::transport::LINGER);
+                // The timeout error leaves as `run` drops the sending
+                // context. No goodbye: the supervisor starts the process
+                // again, and its new `boot` tells the schedulers.
                 return Err(ExecutorError::Stuck);
             }
             let wait = (self.core.next_tick())
@@ -212,7 +227,12 @@ impl Io {
                     inbox.as_poll_item(zmq::POLLIN),
                     wake.as_poll_item(zmq::POLLIN),
                 ];
-                zmq::poll(&mut items, wait.as_millis().max(1) as i64)?;
+                match zmq::poll(&mut items, wait.as_millis().max(1) as i64) {
+                    // A signal cut the wait short; a stop request sets the
+                    // flag this loop checks.
+                    Ok(_) | Err(zmq::Error::EINTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
                 (items[0].is_readable(), items[1].is_readable())
             };
             if woken {
@@ -225,7 +245,9 @@ impl Io {
                 self.receive(inbox, &mut frame)?;
             }
         }
-        info!("executor stopping");
+        info!("executor stopping: telling the schedulers");
+        self.core.leave(&mut self.outbox);
+        self.flush();
         Ok(())
     }
 
@@ -233,7 +255,7 @@ impl Io {
         for _ in 0..DELIVERY_BATCH {
             match inbox.recv(frame, zmq::DONTWAIT) {
                 Ok(()) => {}
-                Err(zmq::Error::EAGAIN) => break,
+                Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => break,
                 Err(e) => return Err(e),
             }
             match protocol::decode(frame) {

@@ -43,6 +43,9 @@
 //! schedulers see its reports stop and re-plan or fail its calls. A crash
 //! of the interpreter (a segfault) kills the process the same way and is
 //! detected the same way. An exception in a function only fails that call.
+//! An executor asked to stop (the `stop` flag of [`run`]; SIGTERM or SIGINT
+//! in `squall executor`) says so first: `ExecutorLeaving` to every
+//! scheduler, which re-plans its calls at once.
 //!
 //! WebAssembly functions need no watchdog: each call's store carries an
 //! epoch deadline (the engine's epoch advances every few milliseconds), so

@@ -28,7 +28,10 @@
 //!   registered"); a call arriving at a full queue (`queue_capacity`, which
 //!   also bounds calls waiting for a DAG definition) fails at once with
 //!   `Overloaded`.
-//! - **Retries.** An executor silent for `executor_timeout` is dead. By
+//! - **Retries.** An executor silent for `executor_timeout` is dead, and
+//!   so at once is one whose report comes from a new process (a new
+//!   `boot`) or one that says it is leaving (`ExecutorLeaving`, sent when
+//!   it is told to stop); a later report brings it back as new. By
 //!   default delivery is **at-least-once with `max_retries = 1`**: every call
 //!   with an unfinished function on it is re-planned whole (every function
 //!   re-placed on live executors) under the **same `CallId`**, with

@@ -1,5 +1,11 @@
-//! When things go wrong: executors that fall silent, and calls that pass
-//! their deadline in flight, in the queue, or waiting for their DAG.
+//! When things go wrong: executors that fall silent, restart or leave, and
+//! calls that pass their deadline in flight, in the queue, or waiting for
+//! their DAG.
+//!
+//! However an executor is found dead, one path handles it:
+//! [`Scheduler::on_executors_died`]. An executor that says it is leaving
+//! (`ExecutorLeaving`, sent when it is told to stop) takes that path at
+//! once instead of after `executor_timeout` of silence.
 
 use crate::config::Delivery;
 use crate::scheduler::Scheduler;
@@ -10,14 +16,27 @@ use anna::time::Time;
 use std::collections::VecDeque;
 
 impl Scheduler {
-    /// `dead` executors were silent too long and are already forgotten:
-    /// every call with an unfinished function on one is re-planned (at
-    /// least once, attempts left) or failed with `ExecutorDied`.
+    /// `executor` is stopping and said so: it is dead now, exactly as if
+    /// it had been silent for `executor_timeout`. An executor not (or no
+    /// longer) known is ignored; a later report makes it live again, as
+    /// any new executor.
+    pub(crate) fn on_executor_leaving(&mut self, now: Time, executor: Address, out: &mut Outbox) {
+        if !self.registry.remove(&executor) {
+            return;
+        }
+        tracing::info!(%executor, "executor leaving: declared dead");
+        self.stats.executors_left += 1;
+        self.on_executors_died(now, &[executor], out);
+        // Failed calls may have freed room on other executors.
+        self.drain_queue(now, out);
+    }
+
+    /// `dead` executors were silent too long, restarted or left, and are
+    /// already forgotten: every call with an unfinished function on one is
+    /// re-planned (at least once, attempts left) or failed with
+    /// `ExecutorDied`.
     pub(crate) fn on_executors_died(&mut self, now: Time, dead: &[Address], out: &mut Outbox) {
         self.stats.executor_deaths += dead.len() as u64;
-        for executor in dead {
-            tracing::warn!(%executor, "executor silent too long: declared dead");
-        }
         let affected: Vec<(CallId, Address, u16)> = self
             .calls
             .iter()

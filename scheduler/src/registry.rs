@@ -124,6 +124,12 @@ impl Registry {
         }
     }
 
+    /// Forgets `executor` (it left, or its process restarted); returns
+    /// whether it was known.
+    pub fn remove(&mut self, executor: &Address) -> bool {
+        self.executors.remove(executor).is_some()
+    }
+
     /// Whether `executor` is alive.
     pub fn is_live(&self, executor: &Address) -> bool {
         self.executors.contains_key(executor)

@@ -98,6 +98,9 @@ impl Scheduler {
         self.on_completions(now, done, out);
         let dead = self.registry.expire(now, self.config.executor_timeout);
         if !dead.is_empty() {
+            for executor in &dead {
+                tracing::warn!(%executor, "executor silent too long: declared dead");
+            }
             self.on_executors_died(now, &dead, out);
         }
         self.expire_calls(now, out);
@@ -159,12 +162,14 @@ impl Role for Scheduler {
                     // again before it fell silent for long: its calls are
                     // lost all the same.
                     let address = report.executor.clone();
-                    self.registry.executors.remove(&address);
+                    tracing::warn!(executor = %address, "executor restarted: declared dead");
+                    self.registry.remove(&address);
                     self.on_executors_died(now, &[address], out);
                 }
                 self.registry.on_executor_report(now, report);
                 self.drain_queue(now, out);
             }
+            Message::ExecutorLeaving { executor } => self.on_executor_leaving(now, executor, out),
             Message::CacheReport(report) => self.registry.on_cache_report(now, report),
             Message::DagChanged(changed) => self.dags.changed(&changed.name),
             m @ (Message::KvsResponse(_) | Message::StatusReply { .. }) => {

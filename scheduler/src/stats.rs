@@ -18,8 +18,11 @@ pub struct SchedulerStats {
     pub failed: u64,
     /// Calls re-planned after an executor died.
     pub retries: u64,
-    /// Executors declared dead.
+    /// Executors declared dead (silent, restarted, or left).
     pub executor_deaths: u64,
+    /// Executors that said they were leaving (`ExecutorLeaving`); counted
+    /// in `executor_deaths` too.
+    pub executors_left: u64,
     /// Calls failed with `ExecutorDied`.
     pub executor_died: u64,
     /// Calls that had to wait in the queue.
@@ -60,6 +63,7 @@ impl SchedulerStats {
             ("failed", self.failed),
             ("retries", self.retries),
             ("executor_deaths", self.executor_deaths),
+            ("executors_left", self.executors_left),
             ("executor_died", self.executor_died),
             ("queued", self.queued),
             ("overloaded", self.overloaded),

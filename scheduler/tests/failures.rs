@@ -1,4 +1,5 @@
-//! Executor deaths, retries, the queue, deadlines, and an idle scheduler.
+//! Executor deaths (by silence, restart or leaving), retries, the queue,
+//! deadlines, and an idle scheduler.
 
 mod common;
 
@@ -248,4 +249,91 @@ fn status_requests_are_answered_with_named_counters() {
     assert_eq!(get("queued"), Some(1));
     assert_eq!(get("retries"), Some(0));
     assert_eq!(get("received"), Some(0));
+}
+
+fn leaving(executor: &str) -> Message {
+    Message::ExecutorLeaving {
+        executor: Address::from(executor),
+    }
+}
+
+fn executors_in_status(s: &mut squall_scheduler::Scheduler, now_ms: u64) -> Vec<String> {
+    let request = Message::ComputeStatusRequest {
+        id: RequestId(1),
+        reply_to: Address::from("admin"),
+    };
+    match &step(s, now_ms, request)[0].1 {
+        Message::ComputeStatusReply { status, .. } => (status.executors.iter())
+            .map(|r| r.executor.to_string())
+            .collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_executor_leaving_has_its_call_replanned_at_once_on_another_executor() {
+    let mut s = call_on_e1(SchedulerConfig::default());
+    // Well before e1's executor_timeout (1500 ms) would have run out.
+    let sent = step(&mut s, 1001, leaving("e1"));
+    let inv = invokes(&sent);
+    assert_eq!(inv.len(), 1, "{sent:?}");
+    let (to, plan, _) = &inv[0];
+    assert_eq!(to.as_str(), "e2");
+    assert_eq!((plan.id, plan.attempt), (id(1), 1));
+    assert!(results(&sent).is_empty());
+    assert_eq!(s.stats().retries, 1);
+    assert_eq!(s.stats().executor_deaths, 1);
+    assert_eq!(s.stats().executors_left, 1);
+    assert_eq!(executors_in_status(&mut s, 1001), ["e2"]);
+    // Its timeout passing later changes nothing: it is already gone.
+    assert!(invokes(&tick(&mut s, 1500)).is_empty());
+    assert_eq!(s.stats().executor_deaths, 1);
+    // A repeated goodbye is ignored.
+    assert!(step(&mut s, 1501, leaving("e1")).is_empty());
+    assert_eq!(s.stats().executors_left, 1);
+}
+
+#[test]
+fn no_call_is_placed_on_an_executor_after_it_leaves_until_it_reports_from_a_new_process() {
+    let mut s = scheduler(SchedulerConfig::default());
+    step(&mut s, 0, report("e1", "n1", 0, &[]));
+    step(&mut s, 0, report("e2", "n2", 0, &[]));
+    step(&mut s, 0, cache("n1", &[("k", 100)]));
+    step(&mut s, 10, leaving("e1"));
+    // e1's cache holds the data, but e1 is gone.
+    for seq in 1..=3 {
+        let sent = step(&mut s, 20, call(seq, "f", &["k"], 60_000));
+        assert_eq!(invokes(&sent)[0].0.as_str(), "e2", "call {seq}");
+    }
+    // A new process at the same address (a new boot) is a new executor,
+    // placed on again.
+    step(&mut s, 30, report_of_boot("e1", "n1", 0, &[], 2));
+    assert_eq!(executors_in_status(&mut s, 30), ["e1", "e2"]);
+    let sent = step(&mut s, 40, call(4, "f", &["k"], 60_000));
+    assert_eq!(invokes(&sent)[0].0.as_str(), "e1");
+}
+
+#[test]
+fn at_most_once_fails_the_call_at_once_when_its_executor_leaves() {
+    let config = SchedulerConfig {
+        delivery: Delivery::AtMostOnce,
+        ..SchedulerConfig::default()
+    };
+    let mut s = call_on_e1(config);
+    let sent = step(&mut s, 1001, leaving("e1"));
+    assert!(invokes(&sent).is_empty(), "{sent:?}");
+    let e = error(&sent);
+    assert_eq!(e.kind, CallErrorKind::ExecutorDied);
+    assert!(e.message.contains("e1") && e.message.contains("at-most-once"));
+    assert_eq!(results(&sent)[0].id, id(1));
+    assert_eq!(s.in_flight(), 0);
+}
+
+#[test]
+fn an_unknown_executor_leaving_changes_nothing() {
+    let mut s = call_on_e1(SchedulerConfig::default());
+    assert!(step(&mut s, 1001, leaving("e9")).is_empty());
+    assert_eq!(s.stats().executor_deaths, 0);
+    assert_eq!(s.in_flight(), 1);
+    assert_eq!(executors_in_status(&mut s, 1001), ["e1", "e2"]);
 }

@@ -184,6 +184,10 @@ pub enum Message {
         id: RequestId,
         status: Box<monitor::MonitorStatus>,
     },
+    /// An executor was told to stop (SIGTERM, SIGINT) and is going, to the
+    /// schedulers it reports to: they treat it as dead at once instead of
+    /// after `executor_timeout` of silence, and re-plan its calls.
+    ExecutorLeaving { executor: Address },
 }
 
 impl Message {
@@ -239,6 +243,7 @@ impl Message {
             Message::Prewarm { .. } => "prewarm",
             Message::MonitorStatusRequest { .. } => "monitor-status-request",
             Message::MonitorStatusReply { .. } => "monitor-status-reply",
+            Message::ExecutorLeaving { .. } => "executor-leaving",
         }
     }
 }

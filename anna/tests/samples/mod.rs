@@ -473,6 +473,9 @@ fn compute_messages() -> Vec<Message> {
                 queued: 0,
             },
         },
+        Message::ExecutorLeaving {
+            executor: Address::from("tcp://127.0.0.1:7400"),
+        },
     ];
     msgs.extend(CALL_ERROR_KINDS.iter().map(|&kind| {
         Message::CallResult(CallResult {

@@ -247,6 +247,16 @@ impl ExecutorCore {
         }
     }
 
+    /// Tells every scheduler this executor is going, because it was asked
+    /// to stop: they re-plan its calls now instead of after their
+    /// `executor_timeout` of silence. The last thing the core sends.
+    pub fn leave(&self, out: &mut Outbox) {
+        for scheduler in &self.id.schedulers {
+            let executor = self.id.address.clone();
+            out.send(scheduler.clone(), Message::ExecutorLeaving { executor });
+        }
+    }
+
     fn queue_len(&self) -> usize {
         self.ready.len() + self.waiting.values().map(Vec::len).sum::<usize>()
     }

@@ -541,6 +541,30 @@ fn reports_go_to_every_scheduler_each_period_with_busy_time_queue_and_calls() {
 }
 
 #[test]
+fn leaving_tells_every_scheduler_who_is_going() {
+    let id = Identity {
+        address: ME.into(),
+        node: "n1".into(),
+        cache: CACHE.into(),
+        schedulers: vec![SCHED.into(), "tcp://sched:2".into()],
+        boot: 1,
+    };
+    let core = ExecutorCore::new(ExecutorConfig::default(), id, T0);
+    let mut out = Outbox::default();
+    core.leave(&mut out);
+    let sent: Vec<_> = out.drain().collect();
+    let leaving = |to: &str| {
+        (
+            Address::from(to),
+            Message::ExecutorLeaving {
+                executor: ME.into(),
+            },
+        )
+    };
+    assert_eq!(sent, vec![leaving(SCHED), leaving("tcp://sched:2")]);
+}
+
+#[test]
 fn a_function_past_its_deadline_and_grace_is_failed_and_marks_the_executor_stuck() {
     let mut core = core();
     warm_up(&mut core, "f");

@@ -322,14 +322,13 @@ impl ClientCore {
         };
         self.by_request.remove(&op.request);
         op.attempt_deadline = now + self.config.attempt_timeout;
-        let wrote_at = match op.kind {
-            OpKind::Get => self
-                .recent_writes
-                .get(&op.key)
-                .filter(|(_, until)| *until > now)
-                .map(|(at, _)| at),
-            _ => None,
-        };
+        // Reads and writes of a key written lately go where the last write
+        // went, so one client's operations on a key see each other.
+        let wrote_at = self
+            .recent_writes
+            .get(&op.key)
+            .filter(|(_, until)| *until > now)
+            .map(|(at, _)| at);
         let replica = self.placement.as_ref().and_then(|p| {
             let owners = p.owners(&op.key);
             let n = owners.len();

@@ -172,6 +172,7 @@ fn samples_cover_every_variant_and_lattice_kind() {
                         KeyOp::Get { .. } => "get",
                         KeyOp::Put { .. } => "put",
                         KeyOp::Delete { .. } => "delete",
+                        KeyOp::ReadState { .. } => "read-state",
                     });
                 }
             }
@@ -185,6 +186,8 @@ fn samples_cover_every_variant_and_lattice_kind() {
                         Outcome::Error(KvsError::TypeMismatch(_)) => "type-mismatch",
                         Outcome::Error(KvsError::AckTimeout { .. }) => "ack-timeout",
                         Outcome::Error(KvsError::WrongKind { .. }) => "wrong-kind",
+                        Outcome::Error(KvsError::Stale) => "stale",
+                        Outcome::State(_) => "key-state",
                     });
                 }
             }
@@ -244,7 +247,7 @@ fn samples_cover_every_variant_and_lattice_kind() {
             | Message::RouteResponse(_) => {}
         }
     }
-    assert_eq!(seen.len(), 3 + 3 + 7 + 7 + 1 + 8, "{seen:?}");
+    assert_eq!(seen.len(), 3 + 4 + 9 + 7 + 1 + 8, "{seen:?}");
 }
 
 // ---- (c) truncation, trailing bytes ------------------------------------

@@ -59,7 +59,7 @@ fn ping_encoding_is_pinned() {
         "ping",
         msg,
         concat!(
-            "0300", // protocol version 3, u16 LE
+            "0400", // protocol version 4, u16 LE
             "00",   // Message::Ping
             "07",   // id
             "13",
@@ -88,7 +88,7 @@ fn kvs_request_with_an_lww_put_encoding_is_pinned() {
         "kvs-request put lww",
         msg,
         concat!(
-            "0300", // protocol version 3
+            "0400", // protocol version 4
             "02",   // Message::KvsRequest
             "2a",   // id 42
             "07",
@@ -130,7 +130,7 @@ fn gossip_of_a_counter_encoding_is_pinned() {
         "gossip counter",
         msg,
         concat!(
-            "0300", // protocol version 3
+            "0400", // protocol version 4
             "04",   // Message::Gossip
             "0d",
             "7463703a2f2f6e313a36303030", // from "tcp://n1:6000"
@@ -148,6 +148,7 @@ fn gossip_of_a_counter_encoding_is_pinned() {
             "01",
             "02",
             "02", // decrements: writer 2 -> 2
+            "00", // no baseline (never deleted)
             "00", // no acknowledgement asked
         ),
     );
@@ -175,7 +176,7 @@ fn membership_state_encoding_is_pinned() {
         "membership state",
         msg,
         concat!(
-            "0300", // protocol version 3
+            "0400", // protocol version 4
             "07",   // Message::Membership
             "03",   // Membership::State
             "02",   // two member records
@@ -219,7 +220,7 @@ fn call_result_error_encoding_is_pinned() {
         "call-result",
         msg,
         concat!(
-            "0300", // protocol version 3
+            "0400", // protocol version 4
             "11",   // Message::CallResult (variant 17)
             "fb2c01", "01",     // CallId { caller: 300 (varint), seq: 1 }
             "01",     // CallOutcome::Error
@@ -253,7 +254,7 @@ fn storage_report_encoding_is_pinned() {
         "storage-report",
         msg,
         concat!(
-            "0300", // protocol version 3
+            "0400", // protocol version 4
             "1b",   // Message::StorageReport (variant 27)
             "05",   // id
             "0d",

@@ -7,8 +7,8 @@
 
 use super::{ClientConfig, ClientCore, ClientError, Completion, OpId, OpOutput};
 use crate::cluster::ReplicationFactor;
-use crate::lattice::{LatticeValue, Lww, Timestamp, WriterId};
-use crate::protocol::{Address, Key, Message, RequestId};
+use crate::lattice::{KeyState, LatticeValue, Lww, Timestamp, WriterId};
+use crate::protocol::{Ack, Address, Key, Message, RequestId, Session};
 use crate::role::Outbox;
 use crate::time::Time;
 use crate::transport::{Receiver, Sender, TransportError};
@@ -91,18 +91,32 @@ impl Client {
         let id = self
             .core
             .get(Time::wall_clock(), key.to_string(), &mut self.outbox);
-        match self.wait(id)? {
-            OpOutput::Value(v) => Ok(v),
-            OpOutput::Written => Ok(None),
-        }
+        Ok(read_value(self.wait(id)?))
     }
 
     /// Merges `value` into `key`.
     pub fn put(&mut self, key: &str, value: LatticeValue) -> Result<(), ClientError> {
-        let id = self
-            .core
-            .put(Time::wall_clock(), key.to_string(), value, &mut self.outbox);
+        let ack = self.core.config().put_ack;
+        self.put_with(key, value, ack)
+    }
+
+    /// Merges `value` into `key`, acknowledged at `ack`.
+    pub fn put_with(&mut self, key: &str, value: LatticeValue, ack: Ack) -> Result<(), ClientError> {
+        let now = Time::wall_clock();
+        let id = (self.core).put_with(now, key.to_string(), value, ack, &mut self.outbox);
         self.wait(id).map(|_| ())
+    }
+
+    /// The versions of this client's acknowledged writes, for a call to
+    /// carry (see [`crate::protocol::session`]).
+    pub fn session(&mut self) -> Session {
+        self.core.session()
+    }
+
+    /// Records a write made on this client's behalf (by a function it
+    /// called): its later reads see it.
+    pub fn record_write(&mut self, key: &str, state: &KeyState) {
+        self.core.record_write(key, state);
     }
 
     /// Reads several keys at once: one request per replica holding some of
@@ -119,8 +133,7 @@ impl Client {
         let mut first_error = None;
         for id in ids {
             match self.wait(id) {
-                Ok(OpOutput::Value(v)) => values.push(v),
-                Ok(OpOutput::Written) => values.push(None),
+                Ok(output) => values.push(read_value(output)),
                 Err(e) => {
                     first_error.get_or_insert(e);
                     values.push(None);
@@ -157,9 +170,15 @@ impl Client {
 
     /// Deletes `key`.
     pub fn delete(&mut self, key: &str) -> Result<(), ClientError> {
-        let id = self
-            .core
-            .delete(Time::wall_clock(), key.to_string(), &mut self.outbox);
+        let ack = self.core.config().delete_ack;
+        self.delete_with(key, ack)
+    }
+
+    /// Deletes `key`, acknowledged at `ack`.
+    pub fn delete_with(&mut self, key: &str, ack: Ack) -> Result<(), ClientError> {
+        let now = Time::wall_clock();
+        let at = self.core.timestamp(now);
+        let id = (self.core).delete_at(now, key.to_string(), at, ack, &mut self.outbox);
         self.wait(id).map(|_| ())
     }
 
@@ -273,5 +292,14 @@ impl Client {
             done.extend(self.core.tick(now, &mut self.outbox));
         }
         Ok(done)
+    }
+}
+
+/// The value a finished read gives.
+fn read_value(output: OpOutput) -> Option<LatticeValue> {
+    match output {
+        OpOutput::Value(v) => v,
+        OpOutput::State(s) => s.visible().map(|v| v.into_owned()),
+        OpOutput::Written => None,
     }
 }

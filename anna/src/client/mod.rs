@@ -19,9 +19,12 @@ pub mod blocking;
 pub use blocking::Client;
 
 use crate::cluster::{ClusterState, Placement, ReplicationFactor};
-use crate::lattice::{Hlc, LatticeKind, LatticeValue, Timestamp, TypeMismatch, WriterId};
+use crate::lattice::{
+    Hlc, KeyState, Lattice, LatticeKind, LatticeValue, Timestamp, TypeMismatch, WriterId,
+};
 use crate::protocol::{
     Ack, Address, Key, KeyOp, KvsError, KvsRequest, KvsResponse, Message, Outcome, RequestId,
+    Session, SessionLog,
 };
 use crate::role::Outbox;
 use crate::time::Time;
@@ -92,10 +95,19 @@ pub enum ClientError {
     /// The routers know no live storage node.
     #[error("`{key}`: the cluster has no live storage node")]
     NoNodes { key: Key },
+    /// No replica answered with the version the read must see (this
+    /// client's own write, or its caller's) before the deadline.
+    #[error("`{key}`: no replica reached holds this session's write of it (tried {tried})")]
+    Stale { key: Key, tried: String },
     /// A socket failed.
     #[error("transport: {0}")]
     Transport(String),
 }
+
+/// How long a read that found only older versions than its session's waits
+/// before asking the replicas again (gossip brings a write to every replica
+/// within a few 10 ms periods).
+const STALE_RETRY: Duration = Duration::from_millis(5);
 
 /// How long after writing a key a client reads it at the replica that took
 /// the write (gossip reaches the other replicas within a few gossip periods,
@@ -118,6 +130,8 @@ pub enum OpOutput {
     Value(Option<LatticeValue>),
     /// A write (put or delete) was acknowledged.
     Written,
+    /// A [`ClientCore::read_state`]'s state.
+    State(KeyState),
 }
 
 /// A finished operation.
@@ -126,6 +140,14 @@ pub type Completion = (OpId, Result<OpOutput, ClientError>);
 #[derive(Clone, Debug)]
 enum OpKind {
     Get,
+    /// A read that must see at least `at_least` (answered from `merged`,
+    /// the merge of every replica's answer so far), or wants the whole
+    /// state (`whole`).
+    Read {
+        at_least: Option<KeyState>,
+        merged: KeyState,
+        whole: bool,
+    },
     Put(LatticeValue, Ack),
     Delete(Timestamp, Ack),
 }
@@ -162,6 +184,8 @@ pub struct ClientCore {
     /// Keys written lately: the replica each write went to, and until when
     /// reads of the key go there first ([`READ_YOUR_WRITES`]).
     recent_writes: HashMap<Key, (Address, Time)>,
+    /// Every acknowledged write's version: reads of a key wait for it.
+    session: SessionLog,
     /// The outstanding cluster-state request, and when it was sent.
     asking: Option<(RequestId, Time)>,
     asked: u64,
@@ -186,6 +210,7 @@ impl ClientCore {
             placement_at: Time::default(),
             turns: 0,
             recent_writes: HashMap::new(),
+            session: SessionLog::default(),
             asking: None,
             asked: 0,
             ops: BTreeMap::new(),
@@ -225,9 +250,54 @@ impl ClientCore {
         self.ops.len()
     }
 
-    /// Starts a read of `key`.
+    /// Starts a read of `key`: at least at the version this client wrote
+    /// of it, if it did.
     pub fn get(&mut self, now: Time, key: Key, out: &mut Outbox) -> OpId {
-        self.start(now, key, OpKind::Get, out)
+        let kind = match self.session.get(&key) {
+            None => OpKind::Get,
+            Some(w) => OpKind::Read {
+                at_least: Some(w.clone()),
+                merged: KeyState::default(),
+                whole: false,
+            },
+        };
+        self.start(now, key, kind, out)
+    }
+
+    /// Starts a read of `key`'s whole state ([`OpOutput::State`]) that
+    /// covers `at_least` and this client's own write of the key: replicas
+    /// are asked in turn (their answers merged) until one does, or the
+    /// operation's deadline ends it with [`ClientError::Stale`].
+    pub fn read_state(
+        &mut self,
+        now: Time,
+        key: Key,
+        at_least: Option<KeyState>,
+        out: &mut Outbox,
+    ) -> OpId {
+        let at_least = match (at_least, self.session.get(&key)) {
+            (a, None) => a,
+            (None, Some(w)) => Some(w.clone()),
+            (Some(a), Some(w)) => Some(a.join(w.clone())),
+        };
+        let kind = OpKind::Read {
+            at_least,
+            merged: KeyState::default(),
+            whole: true,
+        };
+        self.start(now, key, kind, out)
+    }
+
+    /// The versions of this client's acknowledged writes, for its calls to
+    /// carry.
+    pub fn session(&mut self) -> Session {
+        self.session.snapshot()
+    }
+
+    /// Records a write made on this client's behalf by someone else (a
+    /// function it called), so its later reads see it too.
+    pub fn record_write(&mut self, key: &str, state: &KeyState) {
+        self.session.record(key, state);
     }
 
     /// Starts a merge of `value` into `key`, acknowledged at the configured
@@ -353,6 +423,13 @@ impl ClientCore {
                 },
                 Ack::FirstReplica,
             ),
+            OpKind::Read { .. } => (
+                KeyOp::ReadState {
+                    key: op.key.clone(),
+                    at_least: None,
+                },
+                Ack::FirstReplica,
+            ),
             OpKind::Put(v, ack) => (
                 KeyOp::Put {
                     key: op.key.clone(),
@@ -370,7 +447,7 @@ impl ClientCore {
         };
         op.tried.push(to.clone());
         op.at = Some(to.clone());
-        if !matches!(op.kind, OpKind::Get) {
+        if matches!(op.kind, OpKind::Put(..) | OpKind::Delete(..)) {
             let key = op.key.clone();
             self.remember_write(now, key, to.clone());
         }
@@ -553,6 +630,11 @@ impl ClientCore {
         };
         let key = op.key.clone();
         let output = match result.outcome {
+            Outcome::State(state) => return self.on_state_read(now, id, state, out, done),
+            Outcome::Error(KvsError::Stale) => Err(ClientError::Stale {
+                key,
+                tried: result_from(op),
+            }),
             Outcome::Value(v) => Ok(OpOutput::Value(Some(v))),
             Outcome::NotFound => Ok(OpOutput::Value(None)),
             Outcome::Stored => Ok(OpOutput::Written),
@@ -579,6 +661,51 @@ impl ClientCore {
         self.finish(id, output, done);
     }
 
+    /// A replica's state for a [`OpKind::Read`]: finished if what the
+    /// replicas answered so far covers the version asked; otherwise the
+    /// next replica is asked, or, every one tried, all again shortly.
+    fn on_state_read(
+        &mut self,
+        now: Time,
+        id: OpId,
+        state: KeyState,
+        out: &mut Outbox,
+        done: &mut Vec<Completion>,
+    ) {
+        let Some(op) = self.ops.get_mut(&id) else {
+            return;
+        };
+        let OpKind::Read {
+            at_least,
+            merged,
+            whole,
+        } = &mut op.kind
+        else {
+            return;
+        };
+        merged.merge(state);
+        if at_least.as_ref().is_none_or(|w| merged.covers(w)) {
+            let output = if *whole {
+                OpOutput::State(std::mem::take(merged))
+            } else {
+                OpOutput::Value(merged.visible().map(|v| v.into_owned()))
+            };
+            return self.finish(id, Ok(output), done);
+        }
+        let untried = self.placement.as_ref().is_some_and(|p| {
+            p.owners(&op.key).iter().any(|a| !op.tried.contains(a))
+        });
+        if untried {
+            self.attempt(now, id, out);
+        } else {
+            // Every replica answered an older version: the write is still
+            // on its way to them. Ask them all again shortly.
+            op.tried.clear();
+            self.by_request.remove(&op.request);
+            op.attempt_deadline = now + STALE_RETRY;
+        }
+    }
+
     fn finish(
         &mut self,
         id: OpId,
@@ -587,6 +714,18 @@ impl ClientCore {
     ) {
         if let Some(op) = self.ops.remove(&id) {
             self.by_request.remove(&op.request);
+            if result.is_ok() {
+                match &op.kind {
+                    OpKind::Put(v, _) => {
+                        self.session
+                            .record(&op.key, &KeyState::from_value(v.clone()))
+                    }
+                    OpKind::Delete(at, _) => {
+                        self.session.record(&op.key, &KeyState::tombstone(*at))
+                    }
+                    _ => {}
+                }
+            }
             done.push((id, result));
         }
     }
@@ -606,6 +745,17 @@ impl ClientCore {
                 continue;
             };
             if op.deadline <= now {
+                if let OpKind::Read {
+                    at_least: Some(_), ..
+                } = &op.kind
+                {
+                    let err = ClientError::Stale {
+                        key: op.key.clone(),
+                        tried: result_from(op),
+                    };
+                    self.finish(id, Err(err), &mut done);
+                    continue;
+                }
                 let err = ClientError::Timeout {
                     key: op.key.clone(),
                     after: self.config.op_timeout,
@@ -626,6 +776,13 @@ impl ClientCore {
     pub fn next_tick(&self) -> Option<Time> {
         self.ops.values().map(|op| op.attempt_deadline).min()
     }
+}
+
+/// Where an operation's attempts went, for an error message.
+fn result_from(op: &Op) -> String {
+    op.at
+        .as_ref()
+        .map_or_else(|| "no replica".to_string(), |a| a.to_string())
 }
 
 #[cfg(test)]

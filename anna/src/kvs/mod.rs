@@ -130,6 +130,8 @@ enum WaitFor {
         expect: StableHashSet<Address>,
         state: KeyState,
         asked: Time,
+        /// The read asked for the whole state (`KeyOp::ReadState`).
+        whole: bool,
     },
 }
 

@@ -18,9 +18,12 @@ use crate::role::StableHashSet;
 use crate::time::Time;
 
 /// What a read of `state` answers.
-pub(super) fn read_outcome(state: Option<&KeyState>) -> Outcome {
-    match state.and_then(KeyState::value) {
-        Some(v) => Outcome::Value(v.clone()),
+pub(super) fn read_outcome(state: Option<&KeyState>, whole: bool) -> Outcome {
+    if whole {
+        return Outcome::State(state.cloned().unwrap_or_default());
+    }
+    match state.and_then(KeyState::visible) {
+        Some(v) => Outcome::Value(v.into_owned()),
         None => Outcome::NotFound,
     }
 }
@@ -51,14 +54,17 @@ impl StorageWorker {
             // Only keys served count: a key misrouted here is not hot here.
             self.stats.record_access(now, &key);
             let outcome = match op {
-                KeyOp::Get { key } => {
+                KeyOp::Get { .. } | KeyOp::ReadState { .. } => {
                     self.stats.gets += 1;
-                    match self.start_fetch(now, pending_id, index, &key, out) {
+                    // A thread answers what it holds; waiting for a
+                    // version (`at_least`) is the reader's business.
+                    let whole = matches!(op, KeyOp::ReadState { .. });
+                    match self.start_fetch(now, pending_id, index, &key, whole, out) {
                         Some(wait) => {
                             opened.push(wait);
                             Outcome::NotFound
                         }
-                        None => read_outcome(self.shard.get(&key)),
+                        None => read_outcome(self.shard.get(&key), whole),
                     }
                 }
                 KeyOp::Put { key, value } => {
@@ -171,6 +177,7 @@ impl StorageWorker {
         pending: RequestId,
         op: usize,
         key: &Key,
+        whole: bool,
         out: &mut Outbox,
     ) -> Option<RequestId> {
         let (previous, until) = self.previous.as_ref()?;
@@ -210,6 +217,7 @@ impl StorageWorker {
                     expect,
                     state: self.shard.get(key).cloned().unwrap_or_default(),
                     asked: now,
+                    whole,
                 },
             },
         );
@@ -316,7 +324,12 @@ impl StorageWorker {
                 acked: u8::try_from(got.len() + 1).unwrap_or(u8::MAX),
                 wanted: u8::try_from(wanted + 1).unwrap_or(u8::MAX),
             }),
-            WaitFor::Fetch { key, mut state, .. } => {
+            WaitFor::Fetch {
+                key,
+                mut state,
+                whole,
+                ..
+            } => {
                 // `state` began as the local copy when the read arrived; the
                 // key may have moved on since (handed to a newer owner), so
                 // the answer is that copy, what the previous owners sent,
@@ -324,7 +337,7 @@ impl StorageWorker {
                 if let Some(local) = self.shard.get(&key) {
                     state.merge(local.clone());
                 }
-                let outcome = read_outcome(Some(&state));
+                let outcome = read_outcome(Some(&state), whole);
                 if self.owns(&key) && state != KeyState::default() {
                     // Read repair: what the previous owners held is ours now.
                     self.shard.entry(key).or_default().merge(state);

@@ -36,6 +36,21 @@ impl Counter {
         up - down
     }
 
+    /// This counter less `baseline`'s per-writer totals (a writer below its
+    /// baseline counts zero): the count since a delete.
+    pub fn since(&self, baseline: &Counter) -> Counter {
+        let less = |mine: &BTreeMap<WriterId, u64>, base: &BTreeMap<WriterId, u64>| {
+            (mine.iter())
+                .map(|(w, &n)| (*w, n.saturating_sub(base.get(w).copied().unwrap_or(0))))
+                .filter(|&(_, n)| n > 0)
+                .collect()
+        };
+        Counter {
+            increments: less(&self.increments, &baseline.increments),
+            decrements: less(&self.decrements, &baseline.decrements),
+        }
+    }
+
     /// Per-writer increment totals.
     pub fn increments(&self) -> &BTreeMap<WriterId, u64> {
         &self.increments

@@ -23,6 +23,8 @@
 //! - [`value`]: [`LatticeValue`], the one tagged enum that carries any of the
 //!   above on the wire, and [`TypeMismatch`].
 //! - [`key_state`]: [`KeyState`], a key's value with delete tombstones.
+//! - [`version`]: witnesses of writes and the order that checks them
+//!   (`covers`), counters' baselines after a delete.
 //! - [`laws`]: the law checker.
 
 pub mod causal;
@@ -36,6 +38,7 @@ pub mod priority;
 pub mod set;
 pub mod value;
 pub mod vector_clock;
+pub mod version;
 
 pub use causal::{Causal, CausalVersion, Dependent, MultiKeyCausal, SingleKeyCausal};
 pub use counter::Counter;

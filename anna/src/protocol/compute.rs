@@ -34,7 +34,7 @@
 //! bincode-encoded [`FunctionCode`]; a DAG key one whose bytes are a
 //! bincode-encoded [`Dag`] (both with [`encode_value`]).
 
-use super::{Address, Key};
+use super::{Address, Key, Session};
 use serde::{Deserialize, Serialize};
 
 /// Prefix of every key the compute tier keeps in the KVS.
@@ -170,7 +170,7 @@ pub struct ReplyTo {
 }
 
 /// "Call this function", to a scheduler.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CallRequest {
     pub id: CallId,
     pub function: String,
@@ -178,10 +178,13 @@ pub struct CallRequest {
     pub reply: ReplyTo,
     /// The whole call fails with [`CallErrorKind::Timeout`] after this long.
     pub timeout_ms: u32,
+    /// The versions the caller wrote: every read the call makes sees at
+    /// least them (see [`crate::protocol::session`]).
+    pub session: Session,
 }
 
 /// "Call this DAG", to a scheduler.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DagCallRequest {
     pub id: CallId,
     pub dag: String,
@@ -190,6 +193,8 @@ pub struct DagCallRequest {
     pub args: Vec<(String, CallArgs)>,
     pub reply: ReplyTo,
     pub timeout_ms: u32,
+    /// See [`CallRequest::session`]; the DAG record is read at least at it.
+    pub session: Session,
 }
 
 /// One function of a [`Plan`].
@@ -209,7 +214,7 @@ pub struct PlannedFunction {
 
 /// A call as the scheduler placed it. It travels with the call from
 /// executor to executor.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub id: CallId,
     /// The DAG's name, or `None` for a single call.
@@ -223,6 +228,8 @@ pub struct Plan {
     pub attempt: u32,
     /// The scheduler that made the plan: [`Message::CallDone`] goes there.
     pub scheduler: Address,
+    /// The caller's session: code and values are read at least at it.
+    pub session: Session,
 }
 
 impl Plan {
@@ -427,6 +434,7 @@ mod tests {
             deadline_ms: 0,
             attempt: 0,
             scheduler: Address::default(),
+            session: Session::default(),
         };
         assert_eq!(plan.sources().collect::<Vec<_>>(), vec![0, 2]);
     }

@@ -14,13 +14,26 @@ pub enum KeyOp {
     /// Delete the key as of `at` (a tombstone that merges like any lattice:
     /// see [`KeyState`]).
     Delete { key: Key, at: Timestamp },
+    /// Read the key's whole [`KeyState`] (delete time and counters'
+    /// baseline included), answered [`Outcome::State`]. `at_least` is the
+    /// version the reader needs (a session's witness, see
+    /// [`crate::lattice::version`]): a storage thread answers what it holds
+    /// and the reader checks; a cache answers only a state that covers it,
+    /// fetching from the KVS until one does.
+    ReadState {
+        key: Key,
+        at_least: Option<KeyState>,
+    },
 }
 
 impl KeyOp {
     /// The key this operation is on.
     pub fn key(&self) -> &Key {
         match self {
-            KeyOp::Get { key } | KeyOp::Put { key, .. } | KeyOp::Delete { key, .. } => key,
+            KeyOp::Get { key }
+            | KeyOp::Put { key, .. }
+            | KeyOp::Delete { key, .. }
+            | KeyOp::ReadState { key, .. } => key,
         }
     }
 }
@@ -77,6 +90,9 @@ pub enum Outcome {
     NotMine { ring_version: u64 },
     /// The operation failed.
     Error(KvsError),
+    /// A [`KeyOp::ReadState`] found this state (the default state: the key
+    /// was never written here).
+    State(KeyState),
 }
 
 /// Why an operation failed.
@@ -94,6 +110,10 @@ pub enum KvsError {
         stored: LatticeKind,
         wanted: LatticeKind,
     },
+    /// A read could not reach the version it asked for (`at_least`) in
+    /// time: no replica reached held the caller's own write yet.
+    #[error("no replica reached holds the version this read must see")]
+    Stale,
 }
 
 /// Merged key states pushed to other replicas (and subscribed caches).

@@ -20,17 +20,20 @@
 //! - [`compute`]: calls, DAG plans, results, executor and cache reports,
 //!   key subscriptions, messages between functions.
 //! - [`monitor`]: storage statistics and the monitor's status.
+//! - [`session`]: the versions a client wrote, carried by its calls.
 
 pub mod cluster;
 pub mod codec;
 pub mod compute;
 pub mod kvs;
 pub mod monitor;
+pub mod session;
 
 pub use cluster::{Membership, NodeId, NodeInfo, RouteRequest, RouteResponse};
 pub use codec::{
     decode, encode, encode_into, DecodeError, EncodeError, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
+pub use session::{Session, SessionLog};
 pub use kvs::{Ack, Gossip, KeyOp, KeyResult, KvsError, KvsRequest, KvsResponse, Outcome};
 
 use serde::{Deserialize, Serialize};

@@ -21,9 +21,22 @@ use anna::protocol::compute::{
 use anna::protocol::monitor::{MonitorEvent, MonitorStatus, StorageReport};
 use anna::protocol::{
     Ack, Address, Gossip, KeyOp, KeyResult, KvsError, KvsRequest, KvsResponse, Membership, Message,
-    NodeId, NodeInfo, Outcome, RequestId, RouteRequest, RouteResponse,
+    NodeId, NodeInfo, Outcome, RequestId, RouteRequest, RouteResponse, Session,
 };
 use std::collections::BTreeMap;
+
+/// A counter deleted and incremented again: a state with a baseline.
+fn deleted_counter() -> KeyState {
+    let count = |n| {
+        let mut c = Counter::default();
+        c.increment(WriterId(3), n);
+        LatticeValue::Counter(c)
+    };
+    let mut s = KeyState::from_value(count(5));
+    s.delete(ts(1_700_000_000_000, 0, 1));
+    s.put(count(6)).expect("a counter");
+    s
+}
 
 fn clock(entries: &[(u64, u64)]) -> VectorClock {
     VectorClock::new(entries.iter().map(|&(w, n)| (WriterId(w), n)))
@@ -182,6 +195,14 @@ pub fn sample_messages() -> Vec<Message> {
                     key: "gone".to_string(),
                     at: ts(1_700_000_000_000, 4, 9),
                 },
+                KeyOp::ReadState {
+                    key: "k".to_string(),
+                    at_least: Some(KeyState::tombstone(ts(1_700_000_000_000, 4, 9))),
+                },
+                KeyOp::ReadState {
+                    key: "k".to_string(),
+                    at_least: None,
+                },
             ],
             ack: Ack::FirstReplica,
         }),
@@ -232,6 +253,9 @@ pub fn sample_messages() -> Vec<Message> {
                         wanted: LatticeKind::Map,
                     }),
                 ),
+                result("h", Outcome::Error(KvsError::Stale)),
+                result("i", Outcome::State(deleted_counter())),
+                result("j", Outcome::State(KeyState::default())),
             ],
         }),
         Message::Gossip(Gossip {
@@ -372,6 +396,13 @@ fn plan() -> Plan {
         deadline_ms: 1_700_000_000_000,
         attempt: 1,
         scheduler: Address::from("tcp://127.0.0.1:7300"),
+        session: Session::new(vec![
+            ("big-array".to_string(), KeyState::tombstone(ts(1_700_000_000_000, 1, 2))),
+            (
+                "__squall/fn/square".to_string(),
+                KeyState::from_value(LatticeValue::Lww(Lww::new(ts(1_700_000_000_001, 0, 2), Vec::new()))),
+            ),
+        ]),
     }
 }
 
@@ -424,6 +455,7 @@ fn compute_messages() -> Vec<Message> {
                 response_key: None,
             },
             timeout_ms: u32::MAX,
+            session: Session::default(),
         }),
         Message::CallDag(DagCallRequest {
             id: CallId { caller: 1, seq: 2 },
@@ -434,6 +466,7 @@ fn compute_messages() -> Vec<Message> {
                 response_key: None,
             },
             timeout_ms: 1000,
+            session: plan().session,
         }),
         Message::CallResult(CallResult {
             id: CallId { caller: 1, seq: 1 },

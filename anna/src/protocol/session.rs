@@ -1,0 +1,141 @@
+//! [`Session`]: what a client has written, carried by its calls so that
+//! every read a call makes is at least at those versions.
+//!
+//! A client records, for each key it wrote (values, deletes, function code,
+//! DAG records), the *witness* of the write once acknowledged
+//! ([`crate::lattice::KeyState::witness`]: the written state with
+//! last-writer-wins payloads emptied). Its `get` of such a key, and every
+//! read a call it sends makes (a `Reference` argument, `squall.user.get`,
+//! the function's code, the DAG record), is answered only from a state that
+//! covers the witness: read-your-writes through functions, with no time
+//! window. [`SessionLog`] keeps the most recent [`SESSION_KEYS`] keys.
+
+use super::Key;
+use crate::lattice::{KeyState, Lattice};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Most keys a session remembers; beyond, the key written longest ago is
+/// forgotten (its write has long reached every replica, unless one is
+/// partitioned away).
+pub const SESSION_KEYS: usize = 1024;
+
+/// A session's versions as they travel with a call: `(key, witness)`,
+/// sorted by key.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Session(Vec<(Key, KeyState)>);
+
+impl Session {
+    /// A session of `entries` (sorted here).
+    pub fn new(mut entries: Vec<(Key, KeyState)>) -> Self {
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.dedup_by(|a, b| a.0 == b.0);
+        Session(entries)
+    }
+
+    /// The version a read of `key` must see, if the session wrote it.
+    pub fn get(&self, key: &str) -> Option<&KeyState> {
+        let i = self.0.binary_search_by(|(k, _)| k.as_str().cmp(key)).ok()?;
+        Some(&self.0[i].1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn entries(&self) -> &[(Key, KeyState)] {
+        &self.0
+    }
+}
+
+/// A client's record of its acknowledged writes, bounded by
+/// [`SESSION_KEYS`].
+#[derive(Clone, Debug, Default)]
+pub struct SessionLog {
+    witnesses: HashMap<Key, (KeyState, u64)>,
+    next: u64,
+    /// The snapshot calls carry, rebuilt after a write.
+    snapshot: Option<Session>,
+}
+
+impl SessionLog {
+    /// Records an acknowledged write of `key` that produced at least
+    /// `state` (merged with what was recorded of the key before).
+    pub fn record(&mut self, key: &str, state: &KeyState) {
+        self.next += 1;
+        self.snapshot = None;
+        let witness = state.witness();
+        match self.witnesses.get_mut(key) {
+            Some((w, at)) => {
+                w.merge(witness);
+                *at = self.next;
+            }
+            None => {
+                if self.witnesses.len() >= SESSION_KEYS {
+                    let oldest = (self.witnesses.iter())
+                        .min_by_key(|(_, (_, at))| *at)
+                        .map(|(k, _)| k.clone());
+                    if let Some(k) = oldest {
+                        self.witnesses.remove(&k);
+                    }
+                }
+                self.witnesses.insert(key.to_string(), (witness, self.next));
+            }
+        }
+    }
+
+    /// The version recorded for `key`, if any.
+    pub fn get(&self, key: &str) -> Option<&KeyState> {
+        self.witnesses.get(key).map(|(w, _)| w)
+    }
+
+    /// Every recorded version, as a call carries them.
+    pub fn snapshot(&mut self) -> Session {
+        self.snapshot
+            .get_or_insert_with(|| {
+                Session::new(
+                    (self.witnesses.iter())
+                        .map(|(k, (w, _))| (k.clone(), w.clone()))
+                        .collect(),
+                )
+            })
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lattice::{LatticeValue, Lww, Timestamp, WriterId};
+
+    fn write(ms: u64) -> KeyState {
+        let ts = Timestamp {
+            wall_ms: ms,
+            logical: 0,
+            writer: WriterId(1),
+        };
+        KeyState::from_value(LatticeValue::Lww(Lww::new(ts, b"payload".to_vec())))
+    }
+
+    #[test]
+    fn a_log_keeps_witnesses_merged_and_bounded() {
+        let mut log = SessionLog::default();
+        log.record("a", &write(1));
+        log.record("a", &write(3));
+        log.record("a", &write(2));
+        let w = log.get("a").unwrap();
+        assert!(write(3).covers(w) && !write(2).covers(w));
+        assert_eq!(w.approx_bytes(), KeyState::from_value(LatticeValue::default()).approx_bytes());
+        for i in 0..SESSION_KEYS + 5 {
+            log.record(&format!("k{i}"), &write(1));
+        }
+        let session = log.snapshot();
+        assert_eq!(session.len(), SESSION_KEYS);
+        assert!(session.get("a").is_none(), "the oldest key is forgotten first");
+        assert!(session.get(&format!("k{}", SESSION_KEYS + 4)).is_some());
+    }
+}

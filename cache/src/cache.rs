@@ -22,7 +22,11 @@ pub(crate) struct Pending {
 /// What a KVS operation of the embedded client is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum OpKind {
+    /// A fetch of a missing key for plain reads (answered by value).
     Get,
+    /// A fetch for a [`anna::protocol::KeyOp::ReadState`] (answered by
+    /// state), at least at the version it asked.
+    ReadState,
     Write,
 }
 

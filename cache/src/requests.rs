@@ -8,19 +8,29 @@
 //! merged into the held state (refused, untouched, if its lattice kind
 //! differs), relayed to the KVS at the request's acknowledgement level and
 //! answered when the KVS acknowledges; a delete also stops holding the key.
+//!
+//! A `ReadState` with a version (`at_least`, from a caller's session) is a
+//! hit only if the held state covers it; otherwise the embedded client
+//! reads the replicas until one covers it (or the read fails `Stale`), the
+//! answer is merged into the held state, and that is what the executor
+//! gets: never an older version than its caller wrote.
 
 use crate::cache::{Cache, InFlight, OpKind, Pending};
 use anna::client::{ClientError, Completion, OpOutput};
 use anna::kvs::subscriptions::{push_batches, PushBatches};
-use anna::lattice::{KeyState, Timestamp};
+use anna::lattice::{KeyState, Lattice, Timestamp};
 use anna::protocol::{KeyOp, KeyResult, KvsError, KvsRequest, KvsResponse, Message, Outcome};
 use anna::role::Outbox;
 use anna::time::Time;
 
-/// What a read of `state` answers.
-fn read_outcome(state: Option<&KeyState>) -> Outcome {
-    match state.and_then(KeyState::value) {
-        Some(v) => Outcome::Value(v.clone()),
+/// What a read of `state` answers: its visible value, or the whole state
+/// for a `ReadState`.
+fn read_outcome(state: Option<&KeyState>, kind: OpKind) -> Outcome {
+    if kind == OpKind::ReadState {
+        return Outcome::State(state.cloned().unwrap_or_default());
+    }
+    match state.and_then(KeyState::visible) {
+        Some(v) => Outcome::Value(v.into_owned()),
         None => Outcome::NotFound,
     }
 }
@@ -33,6 +43,7 @@ fn error_outcome(error: ClientError) -> Outcome {
         ClientError::TypeMismatch { mismatch, .. } => KvsError::TypeMismatch(mismatch),
         ClientError::AckTimeout { acked, wanted, .. } => KvsError::AckTimeout { acked, wanted },
         ClientError::WrongKind { stored, wanted, .. } => KvsError::WrongKind { stored, wanted },
+        ClientError::Stale { .. } => KvsError::Stale,
         ClientError::Timeout { .. } | ClientError::NoNodes { .. } | ClientError::Transport(_) => {
             tracing::debug!(%error, "cache: the KVS did not answer");
             KvsError::AckTimeout {
@@ -58,7 +69,10 @@ impl Cache {
             let key = op.key().clone();
             let waiter = (pending, index);
             let outcome = match op {
-                KeyOp::Get { key } => self.get(now, key, waiter, out),
+                KeyOp::Get { key } => self.get(now, key, None, OpKind::Get, waiter, out),
+                KeyOp::ReadState { key, at_least } => {
+                    self.get(now, key, at_least, OpKind::ReadState, waiter, out)
+                }
                 KeyOp::Put { key, value } => {
                     self.stats.puts += 1;
                     match self.store.put_held(&key, value.clone()) {
@@ -104,28 +118,40 @@ impl Cache {
         }
     }
 
-    /// A read: the answer if it is a hit, `None` if it waits for the KVS.
+    /// A read: the answer if it is a hit (a held state covering
+    /// `at_least`, if given), `None` if it waits for the KVS.
     fn get(
         &mut self,
         now: Time,
         key: String,
+        at_least: Option<KeyState>,
+        kind: OpKind,
         waiter: (u64, usize),
         out: &mut Outbox,
     ) -> Option<Outcome> {
         if let Some(state) = self.store.read(&key) {
-            self.stats.hits += 1;
-            return Some(read_outcome(Some(state)));
-        }
-        self.stats.misses += 1;
-        if let Some(op) = self.fetching.get(&key) {
-            if let Some(f) = self.ops.get_mut(op) {
-                f.waiters.push(waiter);
-                return None;
+            if at_least.as_ref().is_none_or(|w| state.covers(w)) {
+                self.stats.hits += 1;
+                return Some(read_outcome(Some(state), kind));
             }
         }
-        let op = self.client.get(now, key.clone(), out);
-        self.fetching.insert(key.clone(), op);
-        self.wait(op, key, OpKind::Get, waiter);
+        self.stats.misses += 1;
+        if kind == OpKind::Get {
+            // Plain reads of one missing key share one fetch.
+            if let Some(op) = self.fetching.get(&key) {
+                if let Some(f) = self.ops.get_mut(op) {
+                    f.waiters.push(waiter);
+                    return None;
+                }
+            }
+        }
+        // The whole state, so the held copy is a faithful replica (its
+        // delete time and counters' baseline included).
+        let op = self.client.read_state(now, key.clone(), at_least, out);
+        if kind == OpKind::Get {
+            self.fetching.insert(key.clone(), op);
+        }
+        self.wait(op, key, kind, waiter);
         None
     }
 
@@ -157,13 +183,21 @@ impl Cache {
             let Some(f) = self.ops.remove(&op) else {
                 continue;
             };
-            if f.kind == OpKind::Get {
+            if f.kind == OpKind::Get && self.fetching.get(&f.key) == Some(&op) {
                 self.fetching.remove(&f.key);
             }
             let outcome = match result {
-                Ok(OpOutput::Value(Some(value))) => {
+                Ok(OpOutput::State(state)) if state.value().is_none() => {
+                    // Never written, or deleted: not held. The merge with
+                    // what is held (if anything) is what a read answers.
+                    let held = self.store.peek(&f.key).cloned();
+                    let state = held.map_or(state.clone(), |h| h.join(state));
+                    read_outcome(Some(&state), f.kind)
+                }
+                Ok(OpOutput::State(state)) => {
                     let was_empty = self.store.is_empty();
-                    if self.store.fill(&f.key, KeyState::from_value(value)) {
+                    let fetched = state.clone();
+                    if self.store.fill(&f.key, state) {
                         self.to_push.insert(f.key.clone());
                     }
                     if was_empty {
@@ -172,9 +206,11 @@ impl Cache {
                         self.next_renewal = now + self.config.renewal_period();
                     }
                     self.unsubscribed.insert(f.key.clone());
-                    read_outcome(self.store.peek(&f.key))
+                    // Held unless the budget evicted it at once.
+                    let held = self.store.peek(&f.key).cloned().unwrap_or(fetched);
+                    read_outcome(Some(&held), f.kind)
                 }
-                Ok(OpOutput::Value(None)) => Outcome::NotFound,
+                Ok(OpOutput::Value(_)) => Outcome::NotFound,
                 Ok(OpOutput::Written) => Outcome::Stored,
                 Err(e) => {
                     self.stats.kvs_errors += 1;

@@ -86,7 +86,9 @@ impl Harness {
         let (to, req) = kvs_request(&sent);
         assert_eq!(to, addr(OWNER));
         assert_eq!(req.reply_to, addr("cache"));
-        let outcome = value.map_or(Outcome::NotFound, Outcome::Value);
+        // The cache reads whole states, so its copy is a faithful replica.
+        assert!(matches!(req.ops[0], KeyOp::ReadState { .. }), "{req:?}");
+        let outcome = Outcome::State(value.map(KeyState::from_value).unwrap_or_default());
         self.send(Message::KvsResponse(KvsResponse {
             id: req.id,
             results: vec![KeyResult {
@@ -216,7 +218,7 @@ fn a_key_the_kvs_does_not_hold_is_not_found_and_not_cached() {
     assert!(subscribes(&sent).is_empty());
     assert!(!h.cache.holds("absent"));
     let (_, sent) = h.get("absent");
-    assert!(matches!(kvs_request(&sent).1.ops[0], KeyOp::Get { .. }));
+    assert!(matches!(kvs_request(&sent).1.ops[0], KeyOp::ReadState { .. }));
     assert_eq!(h.counter("misses"), 2);
 }
 
@@ -232,7 +234,7 @@ fn reads_of_one_missing_key_share_one_fetch() {
         id: req.id,
         results: vec![KeyResult {
             key: "k".into(),
-            outcome: Outcome::Value(max(1)),
+            outcome: Outcome::State(KeyState::from_value(max(1))),
         }],
     }));
     assert_eq!(responses(&sent).len(), 2, "both reads answered");
@@ -365,7 +367,8 @@ fn a_request_of_several_operations_is_answered_once_in_order() {
     for (_, m) in &sent {
         if let Message::KvsRequest(r) = m {
             let outcome = match &r.ops[0] {
-                KeyOp::Get { .. } => Outcome::NotFound,
+                KeyOp::ReadState { .. } => Outcome::State(KeyState::default()),
+                KeyOp::Get { .. } => panic!("the cache reads whole states"),
                 KeyOp::Delete { at: a, .. } => {
                     assert_eq!(*a, at, "the executor's delete time is kept");
                     Outcome::Stored

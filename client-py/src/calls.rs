@@ -11,7 +11,7 @@ use crate::store::lock;
 use anna::protocol::compute::{
     CallArgs, CallId, CallOutcome, CallRequest, DagCallRequest, DagChanged, ReplyTo,
 };
-use anna::protocol::{Address, Message};
+use anna::protocol::{Address, Message, Session};
 use anna::transport::{Receiver, Sender};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -121,7 +121,13 @@ impl Calls {
     }
 
     /// Sends a call of `function`; returns its sequence number.
-    pub fn call(&self, function: String, args: CallArgs, timeout_ms: u32) -> Result<u64, String> {
+    pub fn call(
+        &self,
+        function: String,
+        args: CallArgs,
+        timeout_ms: u32,
+        session: Session,
+    ) -> Result<u64, String> {
         let reply = self.reply_to();
         self.send(|id| {
             Message::Call(CallRequest {
@@ -130,6 +136,7 @@ impl Calls {
                 args,
                 reply,
                 timeout_ms,
+                session,
             })
         })
     }
@@ -140,6 +147,7 @@ impl Calls {
         dag: String,
         args: Vec<(String, CallArgs)>,
         timeout_ms: u32,
+        session: Session,
     ) -> Result<u64, String> {
         let reply = self.reply_to();
         self.send(|id| {
@@ -149,6 +157,7 @@ impl Calls {
                 args,
                 reply,
                 timeout_ms,
+                session,
             })
         })
     }

@@ -5,7 +5,7 @@
 use crate::errors::KvsFailure;
 use crate::store::{lock, Kvs};
 use anna::client::{ClientConfig, ClientError};
-use anna::lattice::{LatticeValue, Timestamp};
+use anna::lattice::{KeyState, LatticeValue, Timestamp};
 use anna::protocol::{
     compute::UserMessage, Ack, Address, KeyOp, KvsError, KvsRequest, Message, Outcome, RequestId,
 };
@@ -82,6 +82,7 @@ impl Direct {
         let key = key.to_string();
         match outcome {
             Outcome::Value(v) => Ok(Some(v)),
+            Outcome::State(s) => Ok(s.visible().map(|v| v.into_owned())),
             Outcome::NotFound | Outcome::Stored => Ok(None),
             Outcome::NotMine { .. } => Err(ClientError::Transport(format!(
                 "`{key}`: {} does not serve this key",
@@ -100,36 +101,51 @@ impl Direct {
                 wanted,
             }
             .into()),
+            Outcome::Error(KvsError::Stale) => Err(ClientError::Stale {
+                key,
+                tried: self.target.to_string(),
+            }
+            .into()),
         }
     }
 }
 
 impl Kvs for Direct {
-    fn get(&mut self, key: &str) -> Result<Option<LatticeValue>, KvsFailure> {
-        let outcome = self.request(
-            KeyOp::Get {
+    fn get(
+        &mut self,
+        key: &str,
+        at_least: Option<&KeyState>,
+    ) -> Result<Option<LatticeValue>, KvsFailure> {
+        let op = match at_least {
+            None => KeyOp::Get {
                 key: key.to_string(),
             },
-            Ack::FirstReplica,
-        )?;
+            Some(w) => KeyOp::ReadState {
+                key: key.to_string(),
+                at_least: Some(w.clone()),
+            },
+        };
+        let outcome = self.request(op, Ack::FirstReplica)?;
         self.check(key, outcome)
     }
 
-    fn put(&mut self, key: &str, value: LatticeValue) -> Result<(), KvsFailure> {
+    fn put(&mut self, key: &str, value: LatticeValue, ack: Option<Ack>) -> Result<(), KvsFailure> {
         let op = KeyOp::Put {
             key: key.to_string(),
             value,
         };
-        let outcome = self.request(op, ClientConfig::default().put_ack)?;
+        let ack = ack.unwrap_or(ClientConfig::default().put_ack);
+        let outcome = self.request(op, ack)?;
         self.check(key, outcome).map(|_| ())
     }
 
-    fn delete(&mut self, key: &str, at: Timestamp) -> Result<(), KvsFailure> {
+    fn delete(&mut self, key: &str, at: Timestamp, ack: Option<Ack>) -> Result<(), KvsFailure> {
         let op = KeyOp::Delete {
             key: key.to_string(),
             at,
         };
-        let outcome = self.request(op, ClientConfig::default().delete_ack)?;
+        let ack = ack.unwrap_or(ClientConfig::default().delete_ack);
+        let outcome = self.request(op, ack)?;
         self.check(key, outcome).map(|_| ())
     }
 }

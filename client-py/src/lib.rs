@@ -125,9 +125,10 @@ impl Client {
     }
 
     /// The key's value (see `squall.Client.get`); `None` if it has none.
+    /// At least at the version this client wrote, if it wrote the key.
     #[pyo3(signature = (key, raw = false))]
     fn get(&self, py: Python<'_>, key: &str, raw: bool) -> PyResult<Py<PyAny>> {
-        self.kvs.get(py, key, raw)
+        self.kvs.get(py, key, raw, None)
     }
 
     /// Whether the key holds a value.
@@ -135,14 +136,28 @@ impl Client {
         Ok(self.kvs.get_lattice(py, key)?.is_some())
     }
 
-    /// Merges `value` into `key` (see `squall.Client.put`).
-    fn put(&self, py: Python<'_>, key: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.kvs.put(py, key, value)
+    /// Merges `value` into `key` (see `squall.Client.put`), acknowledged
+    /// at `ack` (`"one"`, an integer k, `"all"`; `None`: the default).
+    #[pyo3(signature = (key, value, ack = None))]
+    fn put(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        value: &Bound<'_, PyAny>,
+        ack: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.kvs.put(py, key, value, parse_ack(ack)?)
     }
 
-    /// Deletes `key`.
-    fn delete(&self, py: Python<'_>, key: &str) -> PyResult<()> {
-        self.kvs.delete(py, key)
+    /// Deletes `key`, acknowledged at `ack` (default: every replica).
+    #[pyo3(signature = (key, ack = None))]
+    fn delete(&self, py: Python<'_>, key: &str, ack: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        self.kvs.delete(py, key, parse_ack(ack)?)
+    }
+
+    /// How many keys this client's session remembers having written.
+    fn session_keys(&self, py: Python<'_>) -> usize {
+        self.kvs.session(py).len()
     }
 
     /// Sends a call of `function` with `payload` (cloudpickled
@@ -156,8 +171,9 @@ impl Client {
         timeout_ms: u32,
     ) -> PyResult<u64> {
         let args = CallArgs { payload, refs };
+        let session = self.kvs.session(py);
         self.calls(py)?
-            .call(function, args, timeout_ms)
+            .call(function, args, timeout_ms, session)
             .map_err(|e| call_failed(py, e))
     }
 
@@ -174,8 +190,9 @@ impl Client {
             .into_iter()
             .map(|(f, payload, refs)| (f, CallArgs { payload, refs }))
             .collect();
+        let session = self.kvs.session(py);
         self.calls(py)?
-            .call_dag(dag, args, timeout_ms)
+            .call_dag(dag, args, timeout_ms, session)
             .map_err(|e| call_failed(py, e))
     }
 
@@ -213,6 +230,31 @@ impl Client {
         if let Some(c) = &self.calls {
             c.forget(seq)
         }
+    }
+}
+
+/// An acknowledgement level as Python names it: `"one"` (the first
+/// replica), an integer k (k replicas), `"all"`; `None` keeps the default.
+fn parse_ack(ack: Option<&Bound<'_, PyAny>>) -> PyResult<Option<anna::protocol::Ack>> {
+    use anna::protocol::Ack;
+    let Some(ack) = ack.filter(|a| !a.is_none()) else {
+        return Ok(None);
+    };
+    if let Ok(name) = ack.extract::<String>() {
+        return match name.as_str() {
+            "one" => Ok(Some(Ack::FirstReplica)),
+            "all" => Ok(Some(Ack::All)),
+            _ => Err(PyValueError::new_err(format!(
+                "unknown acknowledgement level {name:?}: use \"one\", \"all\" or a number of replicas"
+            ))),
+        };
+    }
+    match ack.extract::<i64>() {
+        Ok(1) => Ok(Some(Ack::FirstReplica)),
+        Ok(k) if (2..=255).contains(&k) => Ok(Some(Ack::Replicas(k as u8))),
+        _ => Err(PyValueError::new_err(format!(
+            "unknown acknowledgement level {ack}: use \"one\", \"all\" or a number of replicas from 1 to 255"
+        ))),
     }
 }
 
@@ -283,20 +325,49 @@ impl DirectKvs {
         self.store.writer().0
     }
 
-    /// The key's value; `None` if it has none.
-    #[pyo3(signature = (key, raw = false))]
-    fn get(&self, py: Python<'_>, key: &str, raw: bool) -> PyResult<Py<PyAny>> {
-        self.store.get(py, key, raw)
+    /// The key's value; `None` if it has none. `at_least`: the version
+    /// (an encoded witness, from the running call's session) the answer
+    /// must cover; the cache waits for it.
+    #[pyo3(signature = (key, raw = false, at_least = None))]
+    fn get(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        raw: bool,
+        at_least: Option<&[u8]>,
+    ) -> PyResult<Py<PyAny>> {
+        let at_least = at_least
+            .map(|bytes| {
+                compute::decode_value::<anna::lattice::KeyState>(bytes)
+                    .ok_or_else(|| PyValueError::new_err("at_least is not an encoded version"))
+            })
+            .transpose()?;
+        self.store.get(py, key, raw, at_least.as_ref())
     }
 
-    /// Merges `value` into `key`.
-    fn put(&self, py: Python<'_>, key: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.store.put(py, key, value)
+    /// Merges `value` into `key`, acknowledged at `ack` (see
+    /// `Client.put`).
+    #[pyo3(signature = (key, value, ack = None))]
+    fn put(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        value: &Bound<'_, PyAny>,
+        ack: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.store.put(py, key, value, parse_ack(ack)?)
     }
 
     /// Deletes `key`.
-    fn delete(&self, py: Python<'_>, key: &str) -> PyResult<()> {
-        self.store.delete(py, key)
+    #[pyo3(signature = (key, ack = None))]
+    fn delete(&self, py: Python<'_>, key: &str, ack: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        self.store.delete(py, key, parse_ack(ack)?)
+    }
+
+    /// Writes as `writer` from now on (the running invocation's identity,
+    /// the same for every attempt of it).
+    fn set_writer(&self, writer: u64) {
+        self.store.set_writer(anna::lattice::WriterId(writer))
     }
 }
 

@@ -7,30 +7,53 @@
 
 use crate::errors::KvsFailure;
 use crate::values::{self, Writer};
-use anna::lattice::{LatticeValue, Timestamp, WriterId};
+use anna::lattice::{KeyState, LatticeValue, Timestamp, WriterId};
+use anna::protocol::{Ack, Session};
 use pyo3::prelude::*;
 use std::sync::{Mutex, MutexGuard};
 
 /// Blocking get, put and delete against some KVS endpoint.
 pub trait Kvs: Send {
-    fn get(&mut self, key: &str) -> Result<Option<LatticeValue>, KvsFailure>;
-    fn put(&mut self, key: &str, value: LatticeValue) -> Result<(), KvsFailure>;
+    /// Reads `key`, at least at version `at_least` (a session's witness).
+    fn get(
+        &mut self,
+        key: &str,
+        at_least: Option<&KeyState>,
+    ) -> Result<Option<LatticeValue>, KvsFailure>;
+    /// Merges `value` into `key`, acknowledged at `ack` (the endpoint's
+    /// default if `None`).
+    fn put(&mut self, key: &str, value: LatticeValue, ack: Option<Ack>) -> Result<(), KvsFailure>;
     /// Deletes `key` as of `at`.
-    fn delete(&mut self, key: &str, at: Timestamp) -> Result<(), KvsFailure>;
+    fn delete(&mut self, key: &str, at: Timestamp, ack: Option<Ack>) -> Result<(), KvsFailure>;
+    /// The versions this endpoint's client wrote, for calls to carry.
+    fn session(&mut self) -> Session {
+        Session::default()
+    }
 }
 
 impl Kvs for anna::client::Client {
-    fn get(&mut self, key: &str) -> Result<Option<LatticeValue>, KvsFailure> {
+    fn get(
+        &mut self,
+        key: &str,
+        _at_least: Option<&KeyState>,
+    ) -> Result<Option<LatticeValue>, KvsFailure> {
+        // The routed client reads at least at its own session's versions.
         Ok(anna::client::Client::get(self, key)?)
     }
 
-    fn put(&mut self, key: &str, value: LatticeValue) -> Result<(), KvsFailure> {
-        Ok(anna::client::Client::put(self, key, value)?)
+    fn put(&mut self, key: &str, value: LatticeValue, ack: Option<Ack>) -> Result<(), KvsFailure> {
+        let ack = ack.unwrap_or(self.config().put_ack);
+        Ok(anna::client::Client::put_with(self, key, value, ack)?)
     }
 
-    fn delete(&mut self, key: &str, _at: Timestamp) -> Result<(), KvsFailure> {
+    fn delete(&mut self, key: &str, _at: Timestamp, ack: Option<Ack>) -> Result<(), KvsFailure> {
         // The routed client stamps deletes with its own clock.
-        Ok(anna::client::Client::delete(self, key)?)
+        let ack = ack.unwrap_or(self.config().delete_ack);
+        Ok(anna::client::Client::delete_with(self, key, ack)?)
+    }
+
+    fn session(&mut self) -> Session {
+        anna::client::Client::session(self)
     }
 }
 
@@ -58,9 +81,31 @@ impl<B: Kvs> Store<B> {
         lock(&self.writer).id()
     }
 
+    /// Writes as `writer` from now on, with its own running counter totals
+    /// (a function's writes under one invocation: every attempt of the
+    /// invocation writes as the same writer, so a retry's increments merge
+    /// into the first attempt's instead of adding to them).
+    pub fn set_writer(&self, writer: WriterId) {
+        let mut w = lock(&self.writer);
+        if w.id() != writer {
+            *w = Writer::new(writer);
+        }
+    }
+
+    /// The versions written through this store, for calls to carry.
+    pub fn session(&self, py: Python<'_>) -> Session {
+        py.detach(|| lock(&self.net).session())
+    }
+
     /// The key's value as a Python object; `None` if it has none.
-    pub fn get(&self, py: Python<'_>, key: &str, raw: bool) -> PyResult<Py<PyAny>> {
-        let value = py.detach(|| lock(&self.net).get(key))?;
+    pub fn get(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        raw: bool,
+        at_least: Option<&KeyState>,
+    ) -> PyResult<Py<PyAny>> {
+        let value = py.detach(|| lock(&self.net).get(key, at_least))?;
         match value {
             None => Ok(py.None()),
             Some(v) => Ok(values::from_lattice(py, &v, raw)?.unbind()),
@@ -69,13 +114,20 @@ impl<B: Kvs> Store<B> {
 
     /// The key's value as stored, without converting it.
     pub fn get_lattice(&self, py: Python<'_>, key: &str) -> PyResult<Option<LatticeValue>> {
-        Ok(py.detach(|| lock(&self.net).get(key))?)
+        Ok(py.detach(|| lock(&self.net).get(key, None))?)
     }
 
-    /// Merges `obj` (converted by [`values::to_lattice`]) into `key`.
-    pub fn put(&self, py: Python<'_>, key: &str, obj: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// Merges `obj` (converted by [`values::to_lattice`]) into `key`,
+    /// acknowledged at `ack`.
+    pub fn put(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        obj: &Bound<'_, PyAny>,
+        ack: Option<Ack>,
+    ) -> PyResult<()> {
         let stored = if values::needs_stored(obj)? {
-            py.detach(|| lock(&self.net).get(key))?
+            py.detach(|| lock(&self.net).get(key, None))?
         } else {
             None
         };
@@ -84,7 +136,7 @@ impl<B: Kvs> Store<B> {
             let saved = w.save(key);
             (values::to_lattice(obj, key, stored.as_ref(), &mut w), saved)
         };
-        let result = value.and_then(|v| Ok(py.detach(|| lock(&self.net).put(key, v))?));
+        let result = value.and_then(|v| Ok(py.detach(|| lock(&self.net).put(key, v, ack))?));
         if result.is_err() {
             // A refused counter write must not count later.
             lock(&self.writer).restore(key, saved);
@@ -92,13 +144,11 @@ impl<B: Kvs> Store<B> {
         result
     }
 
-    /// Deletes `key`.
-    pub fn delete(&self, py: Python<'_>, key: &str) -> PyResult<()> {
-        let at = {
-            let mut w = lock(&self.writer);
-            w.forget(key);
-            w.timestamp()
-        };
-        Ok(py.detach(|| lock(&self.net).delete(key, at))?)
+    /// Deletes `key`, acknowledged at `ack`. The writer keeps its counter
+    /// totals: the delete keeps them as the key's baseline, and later
+    /// increments count from it (see `anna::lattice::key_state`).
+    pub fn delete(&self, py: Python<'_>, key: &str, ack: Option<Ack>) -> PyResult<()> {
+        let at = lock(&self.writer).timestamp();
+        Ok(py.detach(|| lock(&self.net).delete(key, at, ack))?)
     }
 }

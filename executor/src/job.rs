@@ -4,8 +4,9 @@
 //! code ([`Job::load_only`]): the same step a first call takes, a class's
 //! initialiser included, with nothing invoked.
 
-use anna::protocol::compute::{CallError, CallErrorKind, FunctionCode};
-use anna::protocol::Address;
+use anna::lattice::WriterId;
+use anna::protocol::compute::{CallError, CallErrorKind, CallId, FunctionCode};
+use anna::protocol::{Address, Session};
 use std::sync::Arc;
 
 /// One function to run (or only load), from
@@ -43,7 +44,7 @@ pub struct Job {
 }
 
 /// The call's surroundings, as `squall.user` sees them.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct CallEnv {
     /// This executor's address (its id).
     pub executor: Address,
@@ -53,6 +54,24 @@ pub struct CallEnv {
     pub peers: Vec<(String, Address)>,
     /// Wall-clock milliseconds after which the call has timed out.
     pub deadline_ms: u64,
+    /// The caller's session: `squall.user.get` and `Reference` arguments
+    /// read at least at its versions.
+    pub session: Session,
+    /// Who the function's writes are by: derived from the call and the
+    /// function's place in it ([`invocation_writer`]), the same for every
+    /// attempt, so a retried invocation's lattice writes merge into the
+    /// first attempt's (a counter it increments counts once).
+    pub writer: WriterId,
+}
+
+/// The writer identity of function `function` of call `id`, the same for
+/// every attempt of the call.
+pub fn invocation_writer(id: CallId, function: u16) -> WriterId {
+    let mut bytes = [0u8; 18];
+    bytes[..8].copy_from_slice(&id.caller.to_le_bytes());
+    bytes[8..16].copy_from_slice(&id.seq.to_le_bytes());
+    bytes[16..].copy_from_slice(&function.to_le_bytes());
+    WriterId(anna::ring::stable_hash(&bytes))
 }
 
 /// A finished [`Job`].

@@ -1,10 +1,10 @@
 //! Reading DAG definitions from the KVS with the embedded client, and
 //! answering the calls that waited for them.
 
-use crate::dags::Waiting;
+use crate::dags::{needed, Waiting};
 use crate::scheduler::Scheduler;
 use anna::client::{ClientError, Completion, OpOutput};
-use anna::lattice::LatticeValue;
+use anna::lattice::{KeyState, LatticeValue};
 use anna::protocol::compute::{dag_key, decode_value, CallErrorKind, Dag};
 use anna::role::Outbox;
 use anna::time::Time;
@@ -20,8 +20,9 @@ impl Scheduler {
         out: &mut Outbox,
     ) {
         self.stats.dag_reads += 1;
-        let op = self.client.get(now, dag_key(&name), out);
-        self.dags.start(name, op, waiting);
+        let at_least = needed(&waiting);
+        let op = (self.client).read_state(now, dag_key(&name), at_least.clone(), out);
+        self.dags.start(name, op, waiting, at_least);
     }
 
     /// Handles finished KVS operations: DAG reads plan (or fail) the calls
@@ -40,9 +41,9 @@ impl Scheduler {
                 continue;
             }
             match read_dag(&name, result) {
-                Ok(dag) => {
+                Ok((dag, version)) => {
                     let dag = Arc::new(dag);
-                    self.dags.insert(name, dag.clone(), now);
+                    self.dags.insert(name, dag.clone(), version, now);
                     for w in fetch.waiting {
                         self.plan_dag(now, &dag, w.req, w.deadline_ms, out);
                     }
@@ -63,13 +64,18 @@ impl Scheduler {
     }
 }
 
-/// The DAG a read of `name`'s key found, or the error its callers get.
+/// The DAG a read of `name`'s key found (with the state it was read
+/// from), or the error its callers get.
 fn read_dag(
     name: &str,
     result: Result<OpOutput, ClientError>,
-) -> Result<Dag, (CallErrorKind, String)> {
+) -> Result<(Dag, KeyState), (CallErrorKind, String)> {
     let key = dag_key(name);
-    match result {
+    let (value, state) = match result {
+        Ok(OpOutput::State(state)) => (Ok(OpOutput::Value(state.visible().map(|v| v.into_owned()))), state),
+        other => (other, KeyState::default()),
+    };
+    let dag = match value {
         Ok(OpOutput::Value(Some(LatticeValue::Lww(stored)))) => decode_value::<Dag>(stored.value())
             .ok_or_else(|| {
                 let message = format!(
@@ -89,7 +95,7 @@ fn read_dag(
             CallErrorKind::UnknownDag,
             format!("no DAG is registered under `{name}`"),
         )),
-        Ok(OpOutput::Written) => Err((
+        Ok(OpOutput::Written | OpOutput::State(_)) => Err((
             CallErrorKind::BadFunction,
             format!("reading key `{key}` answered as a write"),
         )),
@@ -97,5 +103,6 @@ fn read_dag(
             CallErrorKind::Timeout,
             format!("could not read the definition of DAG `{name}`: {e}"),
         )),
-    }
+    }?;
+    Ok((dag, state))
 }

@@ -33,7 +33,9 @@ impl Scheduler {
             return;
         }
         let deadline_ms = now.as_millis().saturating_add(u64::from(req.timeout_ms));
-        if let Some(dag) = self.dags.lookup(&req.dag, now, self.config.dag_cache_ttl) {
+        let at_least = req.session.get(&anna::protocol::compute::dag_key(&req.dag));
+        let ttl = self.config.dag_cache_ttl;
+        if let Some(dag) = self.dags.lookup(&req.dag, now, ttl, at_least) {
             self.stats.dag_cache_hits += 1;
             return self.plan_dag(now, &dag, req, deadline_ms, out);
         }

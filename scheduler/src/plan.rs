@@ -32,6 +32,7 @@ pub(crate) fn single(req: CallRequest, deadline_ms: u64, scheduler: &Address) ->
         deadline_ms,
         attempt: 0,
         scheduler: scheduler.clone(),
+        session: req.session,
     }
 }
 
@@ -114,6 +115,7 @@ pub(crate) fn dag(
         deadline_ms,
         attempt: 0,
         scheduler: scheduler.clone(),
+        session: req.session,
     })
 }
 

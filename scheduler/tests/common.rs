@@ -106,6 +106,7 @@ pub fn call(seq: u64, function: &str, refs: &[&str], timeout_ms: u32) -> Message
         args: args(refs),
         reply: reply(),
         timeout_ms,
+        session: Default::default(),
     })
 }
 
@@ -119,6 +120,7 @@ pub fn call_dag(seq: u64, dag: &str, fn_args: &[(&str, CallArgs)]) -> Message {
             .collect(),
         reply: reply(),
         timeout_ms: 10_000,
+        session: Default::default(),
     })
 }
 

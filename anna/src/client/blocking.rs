@@ -76,6 +76,11 @@ impl Client {
         })
     }
 
+    /// The client's settings.
+    pub fn config(&self) -> &ClientConfig {
+        self.core.config()
+    }
+
     /// The writer id this client stamps and counts as.
     pub fn writer(&self) -> WriterId {
         self.core.writer()

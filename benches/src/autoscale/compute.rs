@@ -147,6 +147,7 @@ fn caller(
                     response_key: None,
                 },
                 timeout_ms: 120_000,
+                session: Default::default(),
             });
             tx.send(scheduler, &call).map_err(io)?;
             pending.insert(seq, next);

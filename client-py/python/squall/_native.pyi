@@ -4,7 +4,7 @@ Users call `squall.connect()` and the `squall.Client` it returns; the
 executor's user library uses `DirectKvs` and `send_user_message`.
 """
 
-from typing import Any, List, Optional, Sequence, Tuple, overload
+from typing import Any, List, Optional, Sequence, Tuple, Union, overload
 
 FUNCTIONS_KEY: str
 """The KVS set of every registered function name."""
@@ -35,9 +35,9 @@ class Client:
         """The key's value (as `squall.Client.get`), or None."""
     def exists(self, key: str) -> bool:
         """Whether the key holds a value."""
-    def put(self, key: str, value: Any) -> None:
+    def put(self, key: str, value: Any, ack: Union[str, int, None] = None) -> None:
         """Merges `value` into the key (as `squall.Client.put`)."""
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, ack: Union[str, int, None] = None) -> None:
         """Deletes the key."""
     def call(self, function: str, payload: bytes, refs: Sequence[str], timeout_ms: int) -> int:
         """Sends a call; returns its sequence number."""
@@ -69,8 +69,8 @@ class DirectKvs:
     @property
     def writer(self) -> int: ...
     def get(self, key: str, raw: bool = False) -> Any: ...
-    def put(self, key: str, value: Any) -> None: ...
-    def delete(self, key: str) -> None: ...
+    def put(self, key: str, value: Any, ack: Union[str, int, None] = None) -> None: ...
+    def delete(self, key: str, ack: Union[str, int, None] = None) -> None: ...
 
 def send_user_message(to_address: str, from_address: str, payload: bytes) -> None:
     """Sends a `UserMessage` to the executor at `to_address` (never blocks)."""

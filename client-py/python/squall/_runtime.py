@@ -218,7 +218,12 @@ def _decode(data):
 
 
 def _read_reference(cache, key, deadline):
-    data = _values.get(key)
+    import _squall_executor
+
+    # A key the caller wrote is read at least at its write: not from the
+    # kept values, which may predate it.
+    at_least = _squall_executor.version(key)
+    data = _values.get(key) if at_least is None else None
     if data is not None:
         _values.move_to_end(key)
         return _decode(data)
@@ -226,18 +231,18 @@ def _read_reference(cache, key, deadline):
 
     left = deadline - REFERENCE_MARGIN_S - time.time()
     left = max(0.01, min(REFERENCE_READ_TIMEOUT_S, left))
-    value = _read_stored(_native.DirectKvs(cache, left), key, deadline)
+    value = _read_stored(_native.DirectKvs(cache, left), key, deadline, at_least)
     if type(value).__name__ == "Lww" and isinstance(getattr(value, "value", None), bytes):
         _remember(key, value.value)
         return _decode(value.value)
     return value
 
 
-def _read_stored(kvs, key, deadline):
+def _read_stored(kvs, key, deadline, at_least=None):
     start = time.time()
     while True:
         try:
-            value = kvs.get(key, raw=True)
+            value = kvs.get(key, raw=True, at_least=at_least)
             if value is not None:
                 return value
         except Exception as e:

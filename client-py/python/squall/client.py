@@ -210,18 +210,29 @@ class Client:
         """
         return self._native.get(key, raw)
 
-    def put(self, key: str, value: Any) -> None:
+    def put(self, key: str, value: Any, ack: Union[str, int] = "one") -> None:
         """Merges `value` into `key`: a plain object as pickled
         last-writer-wins, a lattice class instance as that lattice.
 
+        `ack` is when the put returns: ``"one"`` once the first replica
+        merged it (the default: fast; lost if that replica crashes before
+        its next gossip, milliseconds later), an integer k once k replicas
+        hold it, ``"all"`` once every live replica does.
+
+        This client's later reads of `key`, and every call it makes, see at
+        least this write, whichever replica or cache serves them.
+
         Raises:
             TypeMismatchError: the key holds another lattice type.
+            ValueError: an unknown acknowledgement level.
         """
-        self._native.put(key, value)
+        self._native.put(key, value, ack)
 
-    def delete(self, key: str) -> None:
-        """Deletes `key` (a later put starts afresh)."""
-        self._native.delete(key)
+    def delete(self, key: str, ack: Union[str, int] = "all") -> None:
+        """Deletes `key` (a later put starts afresh; a counter counts from
+        zero again, whoever incremented it before). Acknowledged by every
+        replica unless `ack` says otherwise (see `put`)."""
+        self._native.delete(key, ack)
 
     def exists(self, key: str) -> bool:
         """Whether `key` holds a value."""

@@ -14,6 +14,12 @@ Reads and writes go to the node's cache (``squall._native.DirectKvs``) with
 the same values as the client's ``get``/``put``; ``send``/``recv`` carry
 bytes between the executors of running functions. Outside an executor
 every function raises ``RuntimeError``.
+
+A read of a key the caller wrote (before the call) sees at least that
+write: the call carries the caller's session, and the cache waits for the
+version. A function's writes are made as the invocation's writer, the same
+for every attempt of the call, so a retried call's counter increments and
+set additions merge into the first attempt's instead of adding to them.
 """
 
 #: The longest one read or write through the cache may take.
@@ -33,30 +39,43 @@ def _executor():
 
 
 def _store():
-    cache = _executor().cache_address()
+    executor = _executor()
+    cache = executor.cache_address()
     store = _stores.get(cache)
     if store is None:
         from squall import _native
 
         store = _native.DirectKvs(cache, KVS_TIMEOUT_S)
         _stores[cache] = store
+    store.set_writer(executor.writer())
     return store
 
 
-def get(key):
-    """The value of ``key`` read through the node's cache (None if absent)."""
-    return _store().get(key)
+def version(key):
+    """The version of ``key`` the caller wrote before this call (encoded),
+    or None: reads of ``key`` see at least it."""
+    return _executor().version(key)
 
 
-def put(key, value):
-    """Writes ``value`` under ``key`` through the node's cache."""
-    _store().put(key, value)
+def get(key, raw=False):
+    """The value of ``key`` read through the node's cache (None if absent),
+    at least the version the caller wrote before the call."""
+    store = _store()
+    return store.get(key, raw, version(key))
+
+
+def put(key, value, ack=None):
+    """Writes ``value`` under ``key`` through the node's cache, acknowledged
+    at ``ack``: ``"one"`` (the first replica, the default), a number of
+    replicas, or ``"all"``."""
+    _store().put(key, value, ack)
     _written(key)
 
 
-def delete(key):
-    """Deletes ``key`` through the node's cache."""
-    _store().delete(key)
+def delete(key, ack=None):
+    """Deletes ``key`` through the node's cache (acknowledged by every
+    replica unless ``ack`` says otherwise)."""
+    _store().delete(key, ack)
     _written(key)
 
 

@@ -3,10 +3,10 @@
 
 use super::prewarm::Load;
 use super::ExecutorCore;
-use crate::job::{call_error, CallEnv, Job, JobDone};
+use crate::job::{call_error, invocation_writer, CallEnv, Job, JobDone};
 use anna::lattice::{LatticeValue, Lww};
 use anna::protocol::compute::{
-    encode_value, CallError, CallErrorKind, CallId, CallOutcome, CallResult, Plan,
+    encode_value, function_key, CallError, CallErrorKind, CallId, CallOutcome, CallResult, Plan,
 };
 use anna::protocol::{Ack, KeyOp, KvsRequest, Message};
 use anna::role::Outbox;
@@ -178,12 +178,16 @@ impl ExecutorCore {
             return self.finish(now, inv, Err(error), out);
         }
         let name = inv.name().to_string();
-        if let Some(warm) = self.warm.get_mut(&name) {
-            warm.last_used = now;
+        let plan = inv.plan.clone();
+        let at_least = plan.session.get(&function_key(&name));
+        if self.warm_covers(&name, at_least) {
+            if let Some(warm) = self.warm.get_mut(&name) {
+                warm.last_used = now;
+            }
             self.ready.push_back(inv);
         } else {
             self.waiting.entry(name.clone()).or_default().push(inv);
-            self.ensure_fetch(now, &name, out);
+            self.ensure_fetch(now, &name, at_least, out);
         }
     }
 
@@ -203,8 +207,10 @@ impl ExecutorCore {
             let name = inv.name().to_string();
             let Some(warm) = self.warm.get_mut(&name) else {
                 // Invalidated while queued: fetch the new code first.
+                let plan = inv.plan.clone();
                 self.waiting.entry(name.clone()).or_default().push(inv);
-                self.ensure_fetch(now, &name, out);
+                let at_least = plan.session.get(&function_key(&name));
+                self.ensure_fetch(now, &name, at_least, out);
                 continue;
             };
             warm.last_used = now;
@@ -226,6 +232,8 @@ impl ExecutorCore {
                         .map(|f| (f.name.clone(), f.executor.clone()))
                         .collect(),
                     deadline_ms: inv.deadline_ms,
+                    session: inv.plan.session.clone(),
+                    writer: invocation_writer(inv.plan.id, inv.function),
                 },
                 evict: std::mem::take(&mut self.evicted),
                 stale_values: Vec::new(),

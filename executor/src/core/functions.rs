@@ -2,11 +2,18 @@
 //! prewarm, see `prewarm`), kept warm (bounded, least recently used out),
 //! and dropped when the cache gossips a change of its key, so a
 //! re-registration takes effect on the next call.
+//!
+//! Sessions: warm code remembers the version of its key it was read at. A
+//! call whose caller wrote the function's key (registered, re-registered
+//! or deleted it) runs warm code only if that version covers the caller's;
+//! otherwise the code is fetched again at least at the caller's version
+//! (the cache waits for it), so a call right after a register runs the new
+//! code and one after a delete fails `UnknownFunction`.
 
 use super::calls::Invocation;
 use super::ExecutorCore;
 use crate::job::call_error;
-use anna::lattice::LatticeValue;
+use anna::lattice::{KeyState, Lattice, LatticeValue};
 use anna::protocol::compute::{
     decode_value, function_key, CallErrorKind, FunctionCode, Subscribe, SYSTEM_PREFIX,
 };
@@ -19,6 +26,8 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub(super) struct Warm {
     pub code: Arc<FunctionCode>,
+    /// The version of the function's key the code was read at.
+    pub version: KeyState,
     pub generation: u64,
     pub last_used: Time,
 }
@@ -31,6 +40,9 @@ pub(super) struct Fetch {
     /// The key changed while the fetch was in flight: the answer may be the
     /// old code, so fetch again.
     stale: bool,
+    /// The version the answer must cover: the join of the waiting calls'
+    /// sessions' versions of the key.
+    at_least: Option<KeyState>,
 }
 
 fn function_name(key: &str) -> Option<&str> {
@@ -38,20 +50,50 @@ fn function_name(key: &str) -> Option<&str> {
 }
 
 impl ExecutorCore {
-    pub(super) fn ensure_fetch(&mut self, now: Time, name: &str, out: &mut Outbox) {
-        if !self.fetches.contains_key(name) {
-            self.send_fetch(now, name, out);
+    /// Makes sure `name`'s code is being fetched, at least at `at_least`
+    /// (a fetch in flight for an older version is marked stale and sent
+    /// again for the newer one when it answers).
+    pub(super) fn ensure_fetch(
+        &mut self,
+        now: Time,
+        name: &str,
+        at_least: Option<&KeyState>,
+        out: &mut Outbox,
+    ) {
+        match self.fetches.get_mut(name) {
+            None => {
+                let at_least = at_least.cloned();
+                self.send_fetch(now, name, at_least, out)
+            }
+            Some(f) => {
+                if let Some(w) = at_least {
+                    if !f.at_least.as_ref().is_some_and(|a| a.covers(w)) {
+                        f.stale = true;
+                        let joined = f.at_least.take().map_or(w.clone(), |a| a.join(w.clone()));
+                        f.at_least = Some(joined);
+                    }
+                }
+            }
         }
     }
 
-    fn send_fetch(&mut self, now: Time, name: &str, out: &mut Outbox) {
+    /// Whether warm code of `name` may serve a call whose caller wrote the
+    /// version `at_least` of its key.
+    pub(super) fn warm_covers(&self, name: &str, at_least: Option<&KeyState>) -> bool {
+        self.warm
+            .get(name)
+            .is_some_and(|w| at_least.is_none_or(|a| w.version.covers(a)))
+    }
+
+    fn send_fetch(&mut self, now: Time, name: &str, at_least: Option<KeyState>, out: &mut Outbox) {
         self.counters.fetches += 1;
         let request = self.request_id();
         let get = KvsRequest {
             id: request,
             reply_to: self.id.address.clone(),
-            ops: vec![KeyOp::Get {
+            ops: vec![KeyOp::ReadState {
                 key: function_key(name),
+                at_least: at_least.clone(),
             }],
             ack: Ack::FirstReplica,
         };
@@ -62,6 +104,7 @@ impl ExecutorCore {
                 request,
                 sent: now,
                 stale: false,
+                at_least,
             },
         ) {
             self.fetch_ids.remove(&old.request);
@@ -88,7 +131,8 @@ impl ExecutorCore {
             .map(|(name, _)| name.clone())
             .collect();
         for name in due {
-            self.send_fetch(now, &name, out);
+            let at_least = self.fetches.get(&name).and_then(|f| f.at_least.clone());
+            self.send_fetch(now, &name, at_least, out);
         }
     }
 
@@ -101,8 +145,19 @@ impl ExecutorCore {
             return;
         };
         let outcome = response.results.into_iter().next().map(|r| r.outcome);
-        let code = match outcome {
-            Some(_) if fetch.stale => return self.send_fetch(now, &name, out),
+        let version = match &outcome {
+            Some(Outcome::State(state)) => state.witness(),
+            _ => KeyState::default(),
+        };
+        let value = match outcome {
+            Some(Outcome::State(state)) => match state.visible() {
+                Some(v) => Some(Outcome::Value(v.into_owned())),
+                None => Some(Outcome::NotFound),
+            },
+            other => other,
+        };
+        let code = match value {
+            Some(_) if fetch.stale => return self.send_fetch(now, &name, fetch.at_least, out),
             Some(Outcome::Value(LatticeValue::Lww(lww))) => {
                 decode_value::<FunctionCode>(lww.value()).ok_or("is not a function record")
             }
@@ -128,7 +183,7 @@ impl ExecutorCore {
         match code {
             Ok(code) => {
                 self.prewarm_installed(&name);
-                self.install(now, name, code, out);
+                self.install(now, name, code, version, out);
             }
             Err(why) => {
                 self.prewarm_failed(&name, false);
@@ -152,7 +207,14 @@ impl ExecutorCore {
         }
     }
 
-    fn install(&mut self, now: Time, name: String, code: FunctionCode, out: &mut Outbox) {
+    fn install(
+        &mut self,
+        now: Time,
+        name: String,
+        code: FunctionCode,
+        version: KeyState,
+        out: &mut Outbox,
+    ) {
         let held = |warm: &super::StableHashMap<String, Warm>| -> usize {
             warm.values().map(|w| w.code.code.len()).sum()
         };
@@ -173,6 +235,7 @@ impl ExecutorCore {
             name.clone(),
             Warm {
                 code: Arc::new(code),
+                version,
                 generation: self.next_generation,
                 last_used: now,
             },
@@ -216,6 +279,9 @@ impl ExecutorCore {
                 _ => false,
             };
             if same {
+                if let Some(warm) = self.warm.get_mut(name) {
+                    warm.version.merge(state.witness());
+                }
                 continue;
             }
             if self.warm.remove(name).is_some() {

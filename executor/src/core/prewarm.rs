@@ -33,7 +33,7 @@ impl ExecutorCore {
         if self.warm.contains_key(&function) || self.prewarms.contains_key(&function) {
             return;
         }
-        self.ensure_fetch(now, &function, out);
+        self.ensure_fetch(now, &function, None, out);
         let until = now + self.config.default_timeout;
         self.prewarms.insert(function, until);
     }
@@ -91,6 +91,7 @@ impl ExecutorCore {
                     cache: self.id.cache.clone(),
                     peers: Vec::new(),
                     deadline_ms,
+                    ..CallEnv::default()
                 },
                 evict: std::mem::take(&mut self.evicted),
                 stale_values: std::mem::take(&mut self.stale_values),

@@ -60,6 +60,7 @@ fn plan(functions: Vec<PlannedFunction>, response_key: Option<&str>) -> Box<Plan
         deadline_ms: T0.as_millis() + 10_000,
         attempt: 0,
         scheduler: SCHED.into(),
+        session: Default::default(),
     })
 }
 
@@ -167,8 +168,9 @@ fn an_invoke_fetches_the_code_from_the_cache_then_runs_and_answers_the_caller() 
     };
     assert_eq!(
         req.ops,
-        vec![KeyOp::Get {
-            key: function_key("f")
+        vec![KeyOp::ReadState {
+            key: function_key("f"),
+            at_least: None,
         }]
     );
     let after = answer_fetch(&mut core, &sent, found(&code(1)));

@@ -4,7 +4,8 @@
 //! the binary (so the executor and its runtime never disagree) and loaded as
 //! module `_squall_runtime`. Functions reach the executor through the native
 //! module `_squall_executor` (`executor_id`, `cache_address`, `executor_of`,
-//! `deadline`, `send`, `recv`), which `squall.user` wraps; its functions
+//! `deadline`, `send`, `recv`, `version`, `writer`), which `squall.user`
+//! wraps; its functions
 //! read the current call from a thread-local set around every call.
 
 use super::watchdog::Watchdog;
@@ -103,6 +104,24 @@ fn deadline() -> PyResult<f64> {
     with_context(|c| Ok(c.env.deadline_ms as f64 / 1000.0))
 }
 
+/// The version of `key` the caller's session wrote (an encoded witness,
+/// for `DirectKvs.get(at_least=...)`), or `None`.
+#[pyfunction]
+fn version(py: Python<'_>, key: &str) -> PyResult<Option<Py<PyBytes>>> {
+    with_context(|c| {
+        Ok(c.env.session.get(key).map(|w| {
+            let bytes = anna::protocol::compute::encode_value(w);
+            PyBytes::new(py, &bytes).unbind()
+        }))
+    })
+}
+
+/// The writer id of the running invocation: the same for every attempt.
+#[pyfunction]
+fn writer() -> PyResult<u64> {
+    with_context(|c| Ok(c.env.writer.0))
+}
+
 /// Sends `payload` to the executor at `to` as a user message.
 #[pyfunction]
 fn send(to: String, payload: Vec<u8>) -> PyResult<()> {
@@ -138,6 +157,8 @@ fn native_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     m.add_function(wrap_pyfunction!(deadline, &m)?)?;
     m.add_function(wrap_pyfunction!(send, &m)?)?;
     m.add_function(wrap_pyfunction!(recv, &m)?)?;
+    m.add_function(wrap_pyfunction!(version, &m)?)?;
+    m.add_function(wrap_pyfunction!(writer, &m)?)?;
     Ok(m)
 }
 

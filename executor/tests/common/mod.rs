@@ -200,7 +200,7 @@ impl Harness {
         let results = (req.ops.iter())
             .map(|op| {
                 let outcome = match op {
-                    KeyOp::Get { key } => (self.functions.iter())
+                    KeyOp::Get { key } | KeyOp::ReadState { key, .. } => (self.functions.iter())
                         .find(|(name, _)| function_key(name) == *key)
                         .map(|(_, code)| {
                             let lww = Lww::new(Timestamp::default(), encode_value(code));
@@ -261,6 +261,7 @@ impl Harness {
             deadline_ms: now_ms() + timeout_ms,
             attempt: 0,
             scheduler: self.rx.address().clone(),
+            session: Default::default(),
         }
     }
 

@@ -15,7 +15,7 @@ fn tick(core: &mut ExecutorCore, now: Time) -> Vec<(Address, Message)> {
 }
 
 fn fetches(sent: &[(Address, Message)]) -> usize {
-    let fetch = |m: &Message| matches!(m, Message::KvsRequest(r) if r.ops == vec![KeyOp::Get { key: function_key("f") }]);
+    let fetch = |m: &Message| matches!(m, Message::KvsRequest(r) if r.ops == vec![KeyOp::ReadState { key: function_key("f"), at_least: None }]);
     sent.iter().filter(|(_, m)| fetch(m)).count()
 }
 

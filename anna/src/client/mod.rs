@@ -716,10 +716,7 @@ impl ClientCore {
             self.by_request.remove(&op.request);
             if result.is_ok() {
                 match &op.kind {
-                    OpKind::Put(v, _) => {
-                        self.session
-                            .record(&op.key, &KeyState::from_value(v.clone()))
-                    }
+                    OpKind::Put(v, _) => self.session.record_put(&op.key, v),
                     OpKind::Delete(at, _) => {
                         self.session.record(&op.key, &KeyState::tombstone(*at))
                     }

@@ -1,0 +1,220 @@
+"""Session guarantees on a replicated cluster: three storage nodes (every
+key on two of them) and two compute nodes of two executors each.
+
+A client's calls carry the versions it wrote, so whatever a function reads
+(its own code, a `Reference` argument, `squall.user.get`) is at least what
+its caller wrote, on whichever compute node it runs, with no time window.
+A function's writes are made as its invocation's writer, so a call retried
+after its executor was killed counts its increments once. A delete makes a
+counter start again from zero, whoever incremented it before.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+import squall
+from conftest import Cluster, free_base_port, squall_bin
+
+
+@pytest.fixture(scope="module")
+def replicated():
+    state_dir = Path(tempfile.mkdtemp(prefix="squall-sessions-"))
+    config = state_dir / "squall.toml"
+    config.write_text("[monitor.storage]\nenabled = false\n\n[monitor.compute]\nenabled = false\n")
+    c = Cluster(squall_bin(), state_dir, config)
+    try:
+        c.up("--nodes", "3", "--threads", "1", "--compute-nodes", "2", "--executors", "2")
+        client = squall.connect(str(state_dir), timeout=10.0)
+        yield c, client
+        client.close()
+    finally:
+        c.cli("down", check=False)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def identity(x):
+    return x
+
+
+def read_key(key):
+    from squall import user
+
+    return user.get(key)
+
+
+def where():
+    from squall import user
+
+    return user.executor_id()
+
+
+def settle(read, want, timeout=5.0):
+    """Reads until `read()` returns `want` (a value written by functions
+    converges within gossip periods); returns every distinct value seen
+    but `None` (not there yet)."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = read()
+        if got is not None and (not seen or seen[-1] != got):
+            seen.append(got)
+        if got == want:
+            break
+        time.sleep(0.01)
+    return seen
+
+
+def test_the_cluster_has_four_executors_and_calls_spread_over_them(replicated):
+    cluster, client = replicated
+    executors = {a for p in cluster.record["executors"] for a in p["addresses"]}
+    assert len(executors) == 4, executors
+    client.register(where)
+    seen = {client.call("where") for _ in range(40)}
+    assert len(seen) >= 2, f"every call ran on one executor: {seen}"
+
+
+def test_a_call_right_after_register_runs_the_registered_code(replicated):
+    _, client = replicated
+    failures = []
+    for i in range(1000):
+        name = f"fresh-{i}"
+        client.register(lambda x, i=i: x + i, name=name)
+        try:
+            got = client.call(name, 1)
+            if got != 1 + i:
+                failures.append((name, got))
+        except squall.SquallError as e:
+            failures.append((name, repr(e)))
+    assert failures == []
+
+
+def test_a_call_reads_the_value_its_caller_put_just_before(replicated):
+    _, client = replicated
+    client.register(identity)
+    client.register(read_key)
+    stale_refs, stale_gets = [], []
+    for i in range(1000):
+        client.put("session/cfg", i)
+        got = client.call("identity", squall.Reference("session/cfg"))
+        if got != i:
+            stale_refs.append((i, got))
+        client.put("session/cfg2", i)
+        got = client.call("read_key", "session/cfg2")
+        if got != i:
+            stale_gets.append((i, got))
+    assert stale_refs == [] and stale_gets == []
+
+
+def test_a_get_after_a_put_sees_the_put_on_any_replica(replicated):
+    _, client = replicated
+    stale = []
+    for i in range(500):
+        client.put("session/plain", i)
+        got = client.get("session/plain")
+        if got != i:
+            stale.append((i, got))
+    assert stale == []
+
+
+def test_re_registering_runs_the_new_code_and_deleting_stops_it(replicated):
+    _, client = replicated
+    old = []
+    for i in range(50):
+        client.register(lambda i=i: i, name="versioned")
+        got = client.call("versioned")
+        if got != i:
+            old.append((i, got))
+    assert old == []
+    client.delete_function("versioned")
+    with pytest.raises(squall.UnknownFunctionError):
+        client.call("versioned")
+    client.register(lambda: "back", name="versioned")
+    assert client.call("versioned") == "back"
+
+
+def increment(key):
+    from squall import user
+
+    user.put(key, squall.Counter(1))
+
+
+def test_a_deleted_counter_counts_from_zero_whoever_incremented_before(replicated):
+    _, client = replicated
+    client.register(increment)
+    key = "session/counter"
+    for _ in range(5):
+        client.call("increment", key)
+    seen = settle(lambda: client.get(key), 5)
+    assert seen[-1] == 5 and max(seen) == 5, seen
+    client.delete(key)
+    assert client.get(key) is None
+    # The functions' writers (and this client) incremented before; they
+    # count from zero after the delete.
+    client.call("increment", key)
+    seen = settle(lambda: client.get(key), 1)
+    assert seen[-1] == 1 and max(seen) == 1, seen
+    client.put(key, squall.Counter(2))
+    assert client.get(key) == 3
+
+
+def slow_increment(key):
+    import time as t
+
+    from squall import user
+
+    user.put(key, squall.Counter(1))
+    user.put(key + "/started", user.executor_id())
+    t.sleep(3)
+    return "done"
+
+
+def test_a_call_retried_after_its_executor_died_counts_once(replicated):
+    cluster, client = replicated
+    client.register(slow_increment)
+    key = "session/retried"
+    future = client.call_async("slow_increment", key, timeout=30)
+    deadline = time.monotonic() + 15
+    victim = None
+    while victim is None and time.monotonic() < deadline:
+        victim = client.get(key + "/started")
+        time.sleep(0.02)
+    assert victim is not None, "the call never started"
+    pids = {a: p["pid"] for p in cluster.record["executors"] for a in p["addresses"]}
+    os.kill(pids[victim], signal.SIGKILL)
+    assert future.get(timeout=30) == "done"
+    assert client.get(key + "/started") != victim, "the retry ran elsewhere"
+    seen = settle(lambda: client.get(key), 1)
+    time.sleep(0.2)
+    seen += settle(lambda: client.get(key), 1)
+    assert max(seen) == 1 and seen[-1] == 1, f"one logical call counted {seen}"
+
+
+def put_acked(key, ack):
+    from squall import user
+
+    user.put(key, squall.Max(7), ack=ack)
+    return "ok"
+
+
+def test_acknowledgement_levels_from_python(replicated):
+    _, client = replicated
+    for ack in ("one", 1, 2, "all"):
+        client.put("session/acked", ack if isinstance(ack, int) else len(ack), ack=ack)
+    client.delete("session/acked", ack="one")
+    for bad in ("most", 0, -1, 300, 1.5):
+        with pytest.raises(ValueError):
+            client.put("session/acked", 1, ack=bad)
+    client.register(put_acked)
+    assert client.call("put_acked", "session/acked-fn", "all") == "ok"
+    assert client.get("session/acked-fn") == 7
+    with pytest.raises(squall.RemoteError) as e:
+        client.call("put_acked", "session/acked-fn", "most")
+    assert "ValueError" in str(e.value)

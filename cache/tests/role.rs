@@ -218,7 +218,10 @@ fn a_key_the_kvs_does_not_hold_is_not_found_and_not_cached() {
     assert!(subscribes(&sent).is_empty());
     assert!(!h.cache.holds("absent"));
     let (_, sent) = h.get("absent");
-    assert!(matches!(kvs_request(&sent).1.ops[0], KeyOp::ReadState { .. }));
+    assert!(matches!(
+        kvs_request(&sent).1.ops[0],
+        KeyOp::ReadState { .. }
+    ));
     assert_eq!(h.counter("misses"), 2);
 }
 

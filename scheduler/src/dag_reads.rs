@@ -72,7 +72,10 @@ fn read_dag(
 ) -> Result<(Dag, KeyState), (CallErrorKind, String)> {
     let key = dag_key(name);
     let (value, state) = match result {
-        Ok(OpOutput::State(state)) => (Ok(OpOutput::Value(state.visible().map(|v| v.into_owned()))), state),
+        Ok(OpOutput::State(state)) => (
+            Ok(OpOutput::Value(state.visible().map(|v| v.into_owned()))),
+            state,
+        ),
         other => (other, KeyState::default()),
     };
     let dag = match value {

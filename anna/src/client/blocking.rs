@@ -106,7 +106,12 @@ impl Client {
     }
 
     /// Merges `value` into `key`, acknowledged at `ack`.
-    pub fn put_with(&mut self, key: &str, value: LatticeValue, ack: Ack) -> Result<(), ClientError> {
+    pub fn put_with(
+        &mut self,
+        key: &str,
+        value: LatticeValue,
+        ack: Ack,
+    ) -> Result<(), ClientError> {
         let now = Time::wall_clock();
         let id = (self.core).put_with(now, key.to_string(), value, ack, &mut self.outbox);
         self.wait(id).map(|_| ())

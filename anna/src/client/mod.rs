@@ -140,16 +140,31 @@ pub type Completion = (OpId, Result<OpOutput, ClientError>);
 #[derive(Clone, Debug)]
 enum OpKind {
     Get,
-    /// A read that must see at least `at_least` (answered from `merged`,
-    /// the merge of every replica's answer so far), or wants the whole
-    /// state (`whole`).
-    Read {
-        at_least: Option<KeyState>,
-        merged: KeyState,
-        whole: bool,
-    },
+    /// A read of the whole state (boxed: states are large, most ops are
+    /// not these).
+    Read(Box<StateRead>),
     Put(LatticeValue, Ack),
     Delete(Timestamp, Ack),
+}
+
+/// A read that must see at least `at_least` (answered from `merged`, the
+/// merge of every replica's answer so far), or wants the whole state
+/// (`whole`).
+#[derive(Clone, Debug)]
+struct StateRead {
+    at_least: Option<KeyState>,
+    merged: KeyState,
+    whole: bool,
+}
+
+impl OpKind {
+    fn read(at_least: Option<KeyState>, whole: bool) -> Self {
+        OpKind::Read(Box::new(StateRead {
+            at_least,
+            merged: KeyState::default(),
+            whole,
+        }))
+    }
 }
 
 #[derive(Debug)]
@@ -255,11 +270,7 @@ impl ClientCore {
     pub fn get(&mut self, now: Time, key: Key, out: &mut Outbox) -> OpId {
         let kind = match self.session.get(&key) {
             None => OpKind::Get,
-            Some(w) => OpKind::Read {
-                at_least: Some(w.clone()),
-                merged: KeyState::default(),
-                whole: false,
-            },
+            Some(w) => OpKind::read(Some(w.clone()), false),
         };
         self.start(now, key, kind, out)
     }
@@ -280,12 +291,7 @@ impl ClientCore {
             (None, Some(w)) => Some(w.clone()),
             (Some(a), Some(w)) => Some(a.join(w.clone())),
         };
-        let kind = OpKind::Read {
-            at_least,
-            merged: KeyState::default(),
-            whole: true,
-        };
-        self.start(now, key, kind, out)
+        self.start(now, key, OpKind::read(at_least, true), out)
     }
 
     /// The versions of this client's acknowledged writes, for its calls to
@@ -423,7 +429,7 @@ impl ClientCore {
                 },
                 Ack::FirstReplica,
             ),
-            OpKind::Read { .. } => (
+            OpKind::Read(_) => (
                 KeyOp::ReadState {
                     key: op.key.clone(),
                     at_least: None,
@@ -675,14 +681,14 @@ impl ClientCore {
         let Some(op) = self.ops.get_mut(&id) else {
             return;
         };
-        let OpKind::Read {
+        let OpKind::Read(read) = &mut op.kind else {
+            return;
+        };
+        let StateRead {
             at_least,
             merged,
             whole,
-        } = &mut op.kind
-        else {
-            return;
-        };
+        } = &mut **read;
         merged.merge(state);
         if at_least.as_ref().is_none_or(|w| merged.covers(w)) {
             let output = if *whole {
@@ -692,9 +698,10 @@ impl ClientCore {
             };
             return self.finish(id, Ok(output), done);
         }
-        let untried = self.placement.as_ref().is_some_and(|p| {
-            p.owners(&op.key).iter().any(|a| !op.tried.contains(a))
-        });
+        let untried = self
+            .placement
+            .as_ref()
+            .is_some_and(|p| p.owners(&op.key).iter().any(|a| !op.tried.contains(a)));
         if untried {
             self.attempt(now, id, out);
         } else {
@@ -742,10 +749,7 @@ impl ClientCore {
                 continue;
             };
             if op.deadline <= now {
-                if let OpKind::Read {
-                    at_least: Some(_), ..
-                } = &op.kind
-                {
+                if matches!(&op.kind, OpKind::Read(r) if r.at_least.is_some()) {
                     let err = ClientError::Stale {
                         key: op.key.clone(),
                         tried: result_from(op),

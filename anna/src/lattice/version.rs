@@ -30,9 +30,7 @@ impl LatticeValue {
                 .reveal()
                 .iter()
                 .all(|(field, v)| a.get(field).is_some_and(|mine| mine.covers(v))),
-            (mine, theirs) if mine.kind() == theirs.kind() => {
-                !mine.clone().merge(theirs.clone())
-            }
+            (mine, theirs) if mine.kind() == theirs.kind() => !mine.clone().merge(theirs.clone()),
             (mine, theirs) => mine.kind() > theirs.kind(),
         }
     }
@@ -90,7 +88,8 @@ impl LatticeValue {
 impl Counter {
     /// Whether every writer's totals here are at least `other`'s.
     pub fn covers(&self, other: &Counter) -> bool {
-        let at_least = |mine: &std::collections::BTreeMap<_, u64>, theirs: &std::collections::BTreeMap<_, u64>| {
+        let at_least = |mine: &std::collections::BTreeMap<_, u64>,
+                        theirs: &std::collections::BTreeMap<_, u64>| {
             theirs
                 .iter()
                 .all(|(w, &n)| n == 0 || mine.get(w).is_some_and(|&m| m >= n))

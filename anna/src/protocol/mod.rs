@@ -33,8 +33,8 @@ pub use cluster::{Membership, NodeId, NodeInfo, RouteRequest, RouteResponse};
 pub use codec::{
     decode, encode, encode_into, DecodeError, EncodeError, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
-pub use session::{Session, SessionLog};
 pub use kvs::{Ack, Gossip, KeyOp, KeyResult, KvsError, KvsRequest, KvsResponse, Outcome};
+pub use session::{Session, SessionLog};
 
 use serde::{Deserialize, Serialize};
 

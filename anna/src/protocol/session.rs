@@ -171,13 +171,19 @@ mod tests {
         log.record("a", &write(2));
         let w = log.get("a").unwrap();
         assert!(write(3).covers(w) && !write(2).covers(w));
-        assert_eq!(w.approx_bytes(), KeyState::from_value(LatticeValue::default()).approx_bytes());
+        assert_eq!(
+            w.approx_bytes(),
+            KeyState::from_value(LatticeValue::default()).approx_bytes()
+        );
         for i in 0..SESSION_KEYS + 5 {
             log.record(&format!("k{i}"), &write(1));
         }
         let session = log.snapshot();
         assert_eq!(session.len(), SESSION_KEYS);
-        assert!(session.get("a").is_none(), "the oldest key is forgotten first");
+        assert!(
+            session.get("a").is_none(),
+            "the oldest key is forgotten first"
+        );
         assert!(session.get(&format!("k{}", SESSION_KEYS + 4)).is_some());
     }
 }

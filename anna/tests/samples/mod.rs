@@ -397,10 +397,16 @@ fn plan() -> Plan {
         attempt: 1,
         scheduler: Address::from("tcp://127.0.0.1:7300"),
         session: Session::new(vec![
-            ("big-array".to_string(), KeyState::tombstone(ts(1_700_000_000_000, 1, 2))),
+            (
+                "big-array".to_string(),
+                KeyState::tombstone(ts(1_700_000_000_000, 1, 2)),
+            ),
             (
                 "__squall/fn/square".to_string(),
-                KeyState::from_value(LatticeValue::Lww(Lww::new(ts(1_700_000_000_001, 0, 2), Vec::new()))),
+                KeyState::from_value(LatticeValue::Lww(Lww::new(
+                    ts(1_700_000_000_001, 0, 2),
+                    Vec::new(),
+                ))),
             ),
         ]),
     }

@@ -857,6 +857,92 @@ mod tests {
         at
     }
 
+    /// Answers the `KvsRequest` for key `k` in `sent` with `outcome`;
+    /// returns where it went and what the client finished.
+    fn answer_one(
+        core: &mut ClientCore,
+        now: Time,
+        sent: Vec<(Address, Message)>,
+        outcome: Outcome,
+        out: &mut Outbox,
+    ) -> (Address, Vec<Completion>) {
+        let (to, req) = (sent.into_iter())
+            .find_map(|(to, m)| match m {
+                Message::KvsRequest(r) if r.ops[0].key() == "k" => Some((to, r)),
+                _ => None,
+            })
+            .expect("a request");
+        let response = KvsResponse {
+            id: req.id,
+            results: vec![KeyResult {
+                key: req.ops[0].key().clone(),
+                outcome,
+            }],
+        };
+        let done = core.handle(now, Message::KvsResponse(response), out);
+        (to, done)
+    }
+
+    #[test]
+    fn a_read_after_an_acknowledged_put_is_answered_only_by_a_replica_holding_it() {
+        let now = Time(1_000_000);
+        let mut out = Outbox::default();
+        let mut core = client_of(now, &mut out, 2, 2);
+        core.put(now, "k".into(), max(5), &mut out);
+        let sent: Vec<_> = out.drain().collect();
+        let (_, done) = answer_one(&mut core, now, sent, Outcome::Stored, &mut out);
+        assert!(matches!(done[..], [(_, Ok(OpOutput::Written))]));
+        assert!(
+            core.session().get("k").is_some(),
+            "the write is in the session"
+        );
+
+        // Long after the put (no sticky replica), the read asks for states.
+        let later = now + READ_YOUR_WRITES * 2;
+        let id = core.get(later, "k".into(), &mut out);
+        let sent: Vec<_> = out.drain().collect();
+        assert!(sent.iter().any(|(_, m)| matches!(m,
+            Message::KvsRequest(r) if matches!(r.ops[0], KeyOp::ReadState { .. }))));
+        // The first replica has not seen the put: the other one is asked.
+        let stale = Outcome::State(KeyState::default());
+        let (first, done) = answer_one(&mut core, later, sent, stale.clone(), &mut out);
+        assert!(done.is_empty(), "an older version is never the answer");
+        let sent: Vec<_> = out.drain().collect();
+        let (second, done) = answer_one(&mut core, later, sent, stale, &mut out);
+        assert_ne!(first, second);
+        assert!(done.is_empty());
+        // Both were behind: all are asked again after STALE_RETRY.
+        assert!(out.drain().next().is_none());
+        let retry = later + STALE_RETRY;
+        assert!(core.tick(retry, &mut out).is_empty());
+        let sent: Vec<_> = out.drain().collect();
+        let holding = Outcome::State(KeyState::from_value(max(5)));
+        let (_, done) = answer_one(&mut core, retry, sent, holding, &mut out);
+        assert_eq!(done, vec![(id, Ok(OpOutput::Value(Some(max(5)))))]);
+
+        // A replica that never catches up: the read fails `Stale`.
+        let id = core.get(retry, "k".into(), &mut out);
+        let deadline = retry + ClientConfig::default().op_timeout;
+        let mut now = retry;
+        let mut failed = Vec::new();
+        while failed.is_empty() && now <= deadline + STALE_RETRY {
+            for (to, m) in out.drain().collect::<Vec<_>>() {
+                if !matches!(&m, Message::KvsRequest(r) if r.ops[0].key() == "k") {
+                    continue;
+                }
+                let stale = Outcome::State(KeyState::default());
+                failed.extend(answer_one(&mut core, now, vec![(to, m)], stale, &mut out).1);
+            }
+            now = now + STALE_RETRY;
+            failed.extend(core.tick(now, &mut out));
+            failed.retain(|(op, _)| *op == id);
+        }
+        assert!(
+            matches!(&failed[..], [(_, Err(ClientError::Stale { .. }))]),
+            "{failed:?}"
+        );
+    }
+
     #[test]
     fn consecutive_reads_of_a_key_spread_evenly_over_its_replicas() {
         let now = Time(1_000);

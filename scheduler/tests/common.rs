@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use anna::cluster::{ClusterState, ReplicationFactor};
-use anna::lattice::{LatticeValue, Lww, Timestamp, WriterId};
+use anna::lattice::{KeyState, LatticeValue, Lww, Timestamp, WriterId};
 use anna::protocol::compute::{
     encode_value, CacheReport, CallArgs, CallId, CallRequest, CallResult, Dag, DagCallRequest,
     ExecutorReport, Plan, ReplyTo,
@@ -219,14 +219,17 @@ pub fn kvs_answer(req: &KvsRequest, stored: &Stored) -> Message {
         .ops
         .iter()
         .map(|op| {
-            let KeyOp::Get { key } = op else {
-                panic!("the scheduler only reads: {op:?}");
+            // The scheduler reads whole states (at least at its callers'
+            // versions).
+            let KeyOp::ReadState { key, .. } = op else {
+                panic!("the scheduler only reads states: {op:?}");
             };
-            let outcome = match stored {
-                Stored::Dag(d) => Outcome::Value(lww(encode_value(d))),
-                Stored::Bytes(b) => Outcome::Value(lww(b.clone())),
-                Stored::Nothing => Outcome::NotFound,
+            let state = match stored {
+                Stored::Dag(d) => KeyState::from_value(lww(encode_value(d))),
+                Stored::Bytes(b) => KeyState::from_value(lww(b.clone())),
+                Stored::Nothing => KeyState::default(),
             };
+            let outcome = Outcome::State(state);
             KeyResult {
                 key: key.clone(),
                 outcome,

@@ -3,9 +3,8 @@
 The binary is `$SQUALL_BIN`, else target/debug/squall (what `cargo test`
 builds), else target/release/squall. The cluster runs in a temporary state
 directory on free ports and is always stopped at the end. When the binary
-starts the compute tier too (a scheduler, two compute nodes of two executors each);
-tests of functions use the `compute` fixture. Three storage nodes and two
-compute nodes: a one-node cluster hides every replication bug.
+starts the compute tier too (a scheduler, one compute node, two executors);
+tests of functions use the `compute` fixture.
 
 The cluster's monitor runs, but with its storage and compute policies off
 (a config file in the state directory, passed to every `squall` command
@@ -77,11 +76,10 @@ def free_base_port(ports: int = PORTS, low: int = 20000, high: int = 60000) -> i
 
 
 def up_args(binary: Path) -> list:
-    """`squall up` flags: three storage nodes of one thread (every key on two
-    of them, so replication shows in every test), and the compute tier
-    (two compute nodes of two executors) where the binary has it.
-    `SQUALL_TEST_UP_ARGS` replaces the compute flags."""
-    args = ["--nodes", "3", "--threads", "1"]
+    """`squall up` flags: one storage node of one thread (so any key has one
+    owner, which `DirectKvs` tests rely on), and the compute tier where the
+    binary has it. `SQUALL_TEST_UP_ARGS` replaces the compute flags."""
+    args = ["--nodes", "1", "--threads", "1"]
     extra = os.environ.get("SQUALL_TEST_UP_ARGS")
     if extra is not None:
         return args + extra.split()
@@ -89,7 +87,7 @@ def up_args(binary: Path) -> list:
         [str(binary), "up", "--help"], capture_output=True, text=True, check=False
     ).stdout
     if "--compute-nodes" in helptext:
-        args += ["--compute-nodes", "2"]
+        args += ["--compute-nodes", "1"]
         if "--executors" in helptext:
             args += ["--executors", "2"]
     return args

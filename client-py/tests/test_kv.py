@@ -7,6 +7,7 @@ import dataclasses
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -233,6 +234,18 @@ def test_one_client_may_be_shared_by_threads(client, key):
     assert client.get(key) == 40
 
 
+def eventually(read, want=None, timeout=3.0):
+    """`read()` once it is `want` (or, without `want`, not None), or its
+    last value after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = read()
+        done = got is not None if want is None else got == want
+        if done or time.monotonic() > deadline:
+            return got
+        time.sleep(0.01)
+
+
 def test_direct_kvs_reads_and_writes_one_endpoint(client, key, cluster):
     from squall import _native
 
@@ -253,10 +266,12 @@ def test_direct_kvs_reads_and_writes_one_endpoint(client, key, cluster):
     direct = owner()
     direct.put(key, {"via": "direct"})
     assert direct.get(key) == {"via": "direct"}
-    assert client.get(key) == {"via": "direct"}
+    # Written at one replica by another writer: the client sees it once
+    # gossip brings it to the replica it reads (milliseconds).
+    assert eventually(lambda: client.get(key)) == {"via": "direct"}
     direct.put(key + "/n", squall.Counter(2))
     direct.put(key + "/n", squall.Counter(2))
-    assert client.get(key + "/n") == 4
+    assert eventually(lambda: client.get(key + "/n"), want=4) == 4
     with pytest.raises(squall.TypeMismatchError):
         direct.put(key + "/n", squall.Set([b"a"]))
     direct.delete(key)

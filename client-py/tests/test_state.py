@@ -69,8 +69,11 @@ def test_a_reference_sees_a_value_written_after_the_key_was_cached(compute, clus
             break
         time.sleep(0.02)
     assert seen == "second"
-    # Served from the cache, not fetched again: its hits rose. (Reports
-    # reach the scheduler every 500 ms.)
+    # Once the cache holds the version the caller wrote, calls are served
+    # from it, not fetched again: its hits rise. (Reports reach the
+    # scheduler every 500 ms.)
+    for _ in range(3):
+        assert compute.call(name, squall.Reference(key)) == "second"
     deadline = time.monotonic() + 3
     while cache_hits(cluster) <= hits_before and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -9,7 +9,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
 # The interpreter that makes .venv. PyO3 builds against the same one
-# (see ../shared/TOOLCHAIN.md: the CPython embedding trap).
+# (see ARCHITECTURE.md, "Embedding CPython").
 PYTHON ?= $(shell command -v python3)
 export PYO3_PYTHON ?= $(PYTHON)
 

@@ -18,7 +18,7 @@
 use crate::cache::{Cache, InFlight, OpKind, Pending};
 use anna::client::{ClientError, Completion, OpOutput};
 use anna::kvs::subscriptions::{push_batches, PushBatches};
-use anna::lattice::{KeyState, Lattice, Timestamp};
+use anna::lattice::{KeyState, Timestamp};
 use anna::protocol::{KeyOp, KeyResult, KvsError, KvsRequest, KvsResponse, Message, Outcome};
 use anna::role::Outbox;
 use anna::time::Time;
@@ -187,29 +187,7 @@ impl Cache {
                 self.fetching.remove(&f.key);
             }
             let outcome = match result {
-                Ok(OpOutput::State(state)) if state.value().is_none() => {
-                    // Never written, or deleted: not held. The merge with
-                    // what is held (if anything) is what a read answers.
-                    let held = self.store.peek(&f.key).cloned();
-                    let state = held.map_or(state.clone(), |h| h.join(state));
-                    read_outcome(Some(&state), f.kind)
-                }
-                Ok(OpOutput::State(state)) => {
-                    let was_empty = self.store.is_empty();
-                    let fetched = state.clone();
-                    if self.store.fill(&f.key, state) {
-                        self.to_push.insert(f.key.clone());
-                    }
-                    if was_empty {
-                        // Nothing was held, so no renewal was due: the
-                        // first comes a period after the first key.
-                        self.next_renewal = now + self.config.renewal_period();
-                    }
-                    self.unsubscribed.insert(f.key.clone());
-                    // Held unless the budget evicted it at once.
-                    let held = self.store.peek(&f.key).cloned().unwrap_or(fetched);
-                    read_outcome(Some(&held), f.kind)
-                }
+                Ok(OpOutput::State(state)) => self.fetched(now, &f.key, state, f.kind),
                 Ok(OpOutput::Value(_)) => Outcome::NotFound,
                 Ok(OpOutput::Written) => Outcome::Stored,
                 Err(e) => {
@@ -221,6 +199,28 @@ impl Cache {
                 self.settle(pending, index, outcome.clone(), out);
             }
         }
+    }
+
+    /// A state fetched from the KVS: merged into the held copy (held from
+    /// now on, subscribed at the next renewal) and answered from it. A key
+    /// with no value (never written, or deleted) that is not held is
+    /// answered as found and not held.
+    fn fetched(&mut self, now: Time, key: &str, state: KeyState, kind: OpKind) -> Outcome {
+        if state.value().is_none() && !self.store.contains(key) {
+            return read_outcome(Some(&state), kind);
+        }
+        let was_empty = self.store.is_empty();
+        if self.store.fill(key, state) {
+            self.to_push.insert(key.to_string());
+        }
+        if was_empty {
+            // Nothing was held, so no renewal was due: the first comes a
+            // period after the first key.
+            self.next_renewal = now + self.config.renewal_period();
+        }
+        self.unsubscribed.insert(key.to_string());
+        // Eviction runs after the request, so the key is held here.
+        read_outcome(self.store.peek(key), kind)
     }
 
     fn settle(&mut self, pending: u64, index: usize, outcome: Outcome, out: &mut Outbox) {

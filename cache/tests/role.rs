@@ -534,3 +534,75 @@ fn a_status_request_is_answered_with_named_counters() {
     }
     assert!(counters.contains(&("keys".to_string(), 1)));
 }
+
+/// A read of a caller's version: `KeyOp::ReadState` asking for `at_least`.
+fn read_at_least(h: &mut Harness, key: &str, at_least: KeyState) -> Sent {
+    let op = KeyOp::ReadState {
+        key: key.into(),
+        at_least: Some(at_least),
+    };
+    h.request(vec![op], Ack::FirstReplica).1
+}
+
+#[test]
+fn a_read_of_a_callers_version_is_a_hit_only_if_the_held_state_covers_it() {
+    let mut h = Harness::new(CacheConfig::default(), &[]);
+    h.miss("k", Some(max(5)));
+    let held = KeyState::from_value(max(5));
+
+    // The held state covers an older write: a hit, answered with the state.
+    let sent = read_at_least(&mut h, "k", KeyState::from_value(max(3)));
+    assert_eq!(outcomes(&sent), vec![Outcome::State(held.clone())]);
+    assert!(!sent
+        .iter()
+        .any(|(_, m)| matches!(m, Message::KvsRequest(_))));
+
+    // The caller wrote 9, which the cache has not seen: fetched from the
+    // KVS with the version, and answered only once it is there.
+    let newer = KeyState::from_value(max(9));
+    let sent = read_at_least(&mut h, "k", newer.clone());
+    assert!(responses(&sent).is_empty(), "never the older held state");
+    let (_, req) = kvs_request(&sent);
+    assert!(matches!(req.ops[0], KeyOp::ReadState { .. }), "{req:?}");
+    let sent = h.send(Message::KvsResponse(KvsResponse {
+        id: req.id,
+        results: vec![KeyResult {
+            key: "k".into(),
+            outcome: Outcome::State(newer.clone()),
+        }],
+    }));
+    assert_eq!(outcomes(&sent), vec![Outcome::State(newer.clone())]);
+    // The held replica moved on: plain reads see 9 now.
+    let (_, sent) = h.get("k");
+    assert_eq!(outcomes(&sent), vec![Outcome::Value(max(9))]);
+    assert_eq!(h.counter("misses"), 2);
+}
+
+#[test]
+fn a_delete_the_cache_missed_is_learnt_by_a_read_of_the_callers_version() {
+    let mut h = Harness::new(CacheConfig::default(), &[]);
+    h.miss("k", Some(max(5)));
+    let at = Timestamp {
+        wall_ms: 50,
+        ..Timestamp::default()
+    };
+    let sent = read_at_least(&mut h, "k", KeyState::tombstone(at));
+    let (_, req) = kvs_request(&sent);
+    let sent = h.send(Message::KvsResponse(KvsResponse {
+        id: req.id,
+        results: vec![KeyResult {
+            key: "k".into(),
+            outcome: Outcome::State(KeyState::tombstone(at)),
+        }],
+    }));
+    assert_eq!(
+        outcomes(&sent),
+        vec![Outcome::State(KeyState::tombstone(at))]
+    );
+    let (_, sent) = h.get("k");
+    assert_eq!(
+        outcomes(&sent),
+        vec![Outcome::NotFound],
+        "the held copy learnt the delete"
+    );
+}

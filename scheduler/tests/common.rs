@@ -178,6 +178,8 @@ pub fn error(sent: &[(Address, Message)]) -> anna::protocol::compute::CallError 
 /// What the fake KVS holds under a DAG key.
 pub enum Stored {
     Dag(Dag),
+    /// A definition written at this wall-clock millisecond.
+    DagAt(Dag, u64),
     Bytes(Vec<u8>),
     Nothing,
 }
@@ -226,6 +228,7 @@ pub fn kvs_answer(req: &KvsRequest, stored: &Stored) -> Message {
             };
             let state = match stored {
                 Stored::Dag(d) => KeyState::from_value(lww(encode_value(d))),
+                Stored::DagAt(d, ms) => KeyState::from_value(lww_at(*ms, encode_value(d))),
                 Stored::Bytes(b) => KeyState::from_value(lww(b.clone())),
                 Stored::Nothing => KeyState::default(),
             };
@@ -243,9 +246,14 @@ pub fn kvs_answer(req: &KvsRequest, stored: &Stored) -> Message {
 }
 
 fn lww(bytes: Vec<u8>) -> LatticeValue {
+    lww_at(1, bytes)
+}
+
+/// A last-writer-wins value written at `ms` by writer 1.
+pub fn lww_at(ms: u64, bytes: Vec<u8>) -> LatticeValue {
     LatticeValue::Lww(Lww::new(
         Timestamp {
-            wall_ms: 1,
+            wall_ms: ms,
             logical: 0,
             writer: WriterId(1),
         },

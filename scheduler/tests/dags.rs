@@ -292,3 +292,35 @@ fn functions_of_an_abandoned_attempt_hold_their_executor_until_reported_done() {
     let sent = step(&mut s, 1800, call(3, "f", &["k2"], 1000));
     assert_eq!(invokes(&sent)[0].0.as_str(), "e2");
 }
+
+#[test]
+fn a_cached_definition_older_than_the_callers_register_is_read_again() {
+    use anna::lattice::KeyState;
+    use anna::protocol::compute::{dag_key, encode_value};
+    use anna::protocol::Session;
+
+    let mut s = with_executors();
+    let old = Stored::DagAt(dag("d", &["old"], &[]), 1);
+    let (sent, reads) = call_stored(&mut s, 1, 1, &old, &[]);
+    assert_eq!(
+        (reads, invokes(&sent)[0].1.functions[0].name.as_str()),
+        (1, "old")
+    );
+
+    // The caller registered `d` again at 5; the cache holds the one of 1.
+    let new = dag("d", &["new"], &[]);
+    let written = KeyState::from_value(lww_at(5, encode_value(&new)));
+    let Message::CallDag(mut req) = call_dag(2, "d", &[]) else {
+        unreachable!()
+    };
+    req.session = Session::new(vec![(dag_key("d"), written.witness())]);
+    let sent = step(&mut s, 2, Message::CallDag(req));
+    let mut reads = 0;
+    let sent = serve_kvs(&mut s, 2, sent, &Stored::DagAt(new, 5), &mut reads);
+    assert_eq!(reads, 1, "read again, not served from the cache");
+    assert_eq!(invokes(&sent)[0].1.functions[0].name, "new");
+
+    // A caller that wrote nothing of `d` is served from the cache.
+    let (sent, reads) = call_stored(&mut s, 3, 3, &old, &[]);
+    assert_eq!((reads, invokes(&sent).len()), (0, 1));
+}

@@ -8,6 +8,7 @@ use anna::protocol::compute::{
 use anna::protocol::{Gossip, KeyOp, KeyResult, KvsResponse, Outcome};
 
 mod prewarm;
+mod sessions;
 
 const ME: &str = "tcp://exec:1";
 const CACHE: &str = "tcp://cache:1";

@@ -181,7 +181,7 @@ fn samples_cover_every_variant_and_lattice_kind() {
                     seen.insert(match &r.outcome {
                         Outcome::Value(_) => "value",
                         Outcome::NotFound => "not-found",
-                        Outcome::Stored => "stored",
+                        Outcome::Stored { .. } => "stored",
                         Outcome::NotMine { .. } => "not-mine",
                         Outcome::Error(KvsError::TypeMismatch(_)) => "type-mismatch",
                         Outcome::Error(KvsError::AckTimeout { .. }) => "ack-timeout",

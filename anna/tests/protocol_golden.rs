@@ -215,6 +215,7 @@ fn call_result_error_encoding_is_pinned() {
             traceback: String::new(),
             function: Some("f".to_string()),
         }),
+        written: anna::protocol::Session::default(),
     });
     assert_golden(
         "call-result",
@@ -229,6 +230,7 @@ fn call_result_error_encoding_is_pinned() {
             "016d",   // message "m"
             "00",     // traceback ""
             "010166", // function Some("f")
+            "00",     // written: no versions
         ),
     );
 }

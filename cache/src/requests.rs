@@ -189,7 +189,7 @@ impl Cache {
             let outcome = match result {
                 Ok(OpOutput::State(state)) => self.fetched(now, &f.key, state, f.kind),
                 Ok(OpOutput::Value(_)) => Outcome::NotFound,
-                Ok(OpOutput::Written) => Outcome::Stored,
+                Ok(OpOutput::Written { epoch }) => Outcome::Stored { epoch },
                 Err(e) => {
                     self.stats.kvs_errors += 1;
                     error_outcome(e)

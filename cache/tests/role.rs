@@ -336,11 +336,11 @@ fn a_put_merges_locally_is_relayed_at_its_ack_level_and_answered_when_the_kvs_ac
         id: req.id,
         results: vec![KeyResult {
             key: "k".into(),
-            outcome: Outcome::Stored,
+            outcome: Outcome::Stored { epoch: None },
         }],
     }));
     assert_eq!(responses(&sent)[0].id, id);
-    assert_eq!(outcomes(&sent), vec![Outcome::Stored]);
+    assert_eq!(outcomes(&sent), vec![Outcome::Stored { epoch: None }]);
 }
 
 #[test]
@@ -374,7 +374,7 @@ fn a_request_of_several_operations_is_answered_once_in_order() {
                 KeyOp::Get { .. } => panic!("the cache reads whole states"),
                 KeyOp::Delete { at: a, .. } => {
                     assert_eq!(*a, at, "the executor's delete time is kept");
-                    Outcome::Stored
+                    Outcome::Stored { epoch: None }
                 }
                 KeyOp::Put { .. } => panic!("no put was asked"),
             };
@@ -402,7 +402,7 @@ fn a_request_of_several_operations_is_answered_once_in_order() {
         vec![
             ("held", Outcome::Value(max(1))),
             ("missing", Outcome::NotFound),
-            ("held", Outcome::Stored),
+            ("held", Outcome::Stored { epoch: None }),
         ]
     );
 }

@@ -25,8 +25,8 @@ const STOP_CHECK: Duration = Duration::from_millis(500);
 struct Filed {
     /// Calls sent and not yet collected.
     awaited: HashSet<u64>,
-    /// Their results, once arrived.
-    done: HashMap<u64, CallOutcome>,
+    /// Their results, once arrived, with what the calls wrote.
+    done: HashMap<u64, (CallOutcome, Session)>,
 }
 
 struct Shared {
@@ -175,8 +175,9 @@ impl Calls {
     }
 
     /// Waits up to `timeout` (forever if `None`) for call `seq`'s result
-    /// and collects it; `None` if it has not arrived.
-    pub fn wait(&self, seq: u64, timeout: Option<Duration>) -> Option<CallOutcome> {
+    /// and collects it, with what the call wrote; `None` if it has not
+    /// arrived.
+    pub fn wait(&self, seq: u64, timeout: Option<Duration>) -> Option<(CallOutcome, Session)> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut filed = lock(&self.shared.filed);
         loop {
@@ -232,7 +233,7 @@ fn receive(rx: &mut Receiver, caller: u64, shared: &Shared) {
                 let mut filed = lock(&shared.filed);
                 let seq = result.id.seq;
                 if filed.awaited.contains(&seq) && !filed.done.contains_key(&seq) {
-                    filed.done.insert(seq, result.outcome);
+                    filed.done.insert(seq, (result.outcome, result.written));
                     shared.arrived.notify_all();
                 }
             }

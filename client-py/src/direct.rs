@@ -8,6 +8,7 @@ use anna::client::{ClientConfig, ClientError};
 use anna::lattice::{KeyState, LatticeValue, Timestamp};
 use anna::protocol::{
     compute::UserMessage, Ack, Address, KeyOp, KvsError, KvsRequest, Message, Outcome, RequestId,
+    Session,
 };
 use anna::transport::{Receiver, Sender, TransportError};
 use std::sync::{Mutex, OnceLock};
@@ -20,6 +21,8 @@ pub struct Direct {
     next: u64,
     rx: Receiver,
     tx: Sender,
+    /// Acknowledged writes since the last [`Kvs::take_written`].
+    written: Session,
     // Dropped last: sockets close before their context.
     _ctx: zmq::Context,
 }
@@ -35,6 +38,7 @@ impl Direct {
             timeout,
             next: 0,
             tx: Sender::new(&ctx),
+            written: Session::default(),
             rx,
             _ctx: ctx,
         })
@@ -83,7 +87,7 @@ impl Direct {
         match outcome {
             Outcome::Value(v) => Ok(Some(v)),
             Outcome::State(s) => Ok(s.visible().map(|v| v.into_owned())),
-            Outcome::NotFound | Outcome::Stored => Ok(None),
+            Outcome::NotFound | Outcome::Stored { .. } => Ok(None),
             Outcome::NotMine { .. } => Err(ClientError::Transport(format!(
                 "`{key}`: {} does not serve this key",
                 self.target
@@ -130,13 +134,19 @@ impl Kvs for Direct {
     }
 
     fn put(&mut self, key: &str, value: LatticeValue, ack: Option<Ack>) -> Result<(), KvsFailure> {
+        let witness = value.witness();
         let op = KeyOp::Put {
             key: key.to_string(),
             value,
         };
         let ack = ack.unwrap_or(ClientConfig::default().put_ack);
-        let outcome = self.request(op, ack)?;
-        self.check(key, outcome).map(|_| ())
+        match self.request(op, ack)? {
+            Outcome::Stored { epoch } => {
+                self.written.record(key, KeyState::written(epoch, witness));
+                Ok(())
+            }
+            other => self.check(key, other).map(|_| ()),
+        }
     }
 
     fn delete(&mut self, key: &str, at: Timestamp, ack: Option<Ack>) -> Result<(), KvsFailure> {
@@ -146,7 +156,13 @@ impl Kvs for Direct {
         };
         let ack = ack.unwrap_or(ClientConfig::default().delete_ack);
         let outcome = self.request(op, ack)?;
-        self.check(key, outcome).map(|_| ())
+        self.check(key, outcome)?;
+        self.written.record(key, KeyState::tombstone(at));
+        Ok(())
+    }
+
+    fn take_written(&mut self) -> Session {
+        std::mem::take(&mut self.written)
     }
 }
 

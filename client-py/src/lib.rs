@@ -217,7 +217,13 @@ impl Client {
         let timeout = timeout_s.map(|t| seconds(t.max(0.0))).transpose()?;
         let calls = self.calls(py)?;
         let outcome = py.detach(|| calls.wait(seq, timeout));
-        outcome.map(|o| outcome_tuple(py, o)).transpose()
+        outcome
+            .map(|(o, written)| {
+                // What the call wrote is this client's to read from now on.
+                self.kvs.record_written(&written);
+                outcome_tuple(py, o)
+            })
+            .transpose()
     }
 
     /// Whether call `seq`'s result has arrived.
@@ -362,6 +368,14 @@ impl DirectKvs {
     #[pyo3(signature = (key, ack = None))]
     fn delete(&self, py: Python<'_>, key: &str, ack: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         self.store.delete(py, key, parse_ack(ack)?)
+    }
+
+    /// The writes acknowledged since the last call of this method, as
+    /// `[(key, encoded witness)]`: the executor reports them to the caller.
+    fn take_written<'py>(&self, py: Python<'py>) -> Vec<(String, Bound<'py, PyBytes>)> {
+        (self.store.take_written().entries().iter())
+            .map(|(k, w)| (k.clone(), PyBytes::new(py, &compute::encode_value(w))))
+            .collect()
     }
 
     /// Writes as `writer` from now on (the running invocation's identity,

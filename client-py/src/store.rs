@@ -29,6 +29,16 @@ pub trait Kvs: Send {
     fn session(&mut self) -> Session {
         Session::default()
     }
+
+    /// The versions written since the last take (an executor's user
+    /// library reports a function's writes to its caller).
+    fn take_written(&mut self) -> Session {
+        Session::default()
+    }
+
+    /// Records writes made on this client's behalf (by a function it
+    /// called).
+    fn record_written(&mut self, _written: &Session) {}
 }
 
 impl Kvs for anna::client::Client {
@@ -54,6 +64,12 @@ impl Kvs for anna::client::Client {
 
     fn session(&mut self) -> Session {
         anna::client::Client::session(self)
+    }
+
+    fn record_written(&mut self, written: &Session) {
+        for (key, witness) in written.entries() {
+            self.record_write(key, witness);
+        }
     }
 }
 
@@ -95,6 +111,16 @@ impl<B: Kvs> Store<B> {
     /// The versions written through this store, for calls to carry.
     pub fn session(&self, py: Python<'_>) -> Session {
         py.detach(|| lock(&self.net).session())
+    }
+
+    /// See [`Kvs::take_written`].
+    pub fn take_written(&self) -> Session {
+        lock(&self.net).take_written()
+    }
+
+    /// See [`Kvs::record_written`].
+    pub fn record_written(&self, written: &Session) {
+        lock(&self.net).record_written(written)
     }
 
     /// The key's value as a Python object; `None` if it has none.

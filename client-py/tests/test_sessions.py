@@ -56,22 +56,6 @@ def where():
     return user.executor_id()
 
 
-def settle(read, want, timeout=5.0):
-    """Reads until `read()` returns `want` (a value written by functions
-    converges within gossip periods); returns every distinct value seen
-    but `None` (not there yet)."""
-    seen = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = read()
-        if got is not None and (not seen or seen[-1] != got):
-            seen.append(got)
-        if got == want:
-            break
-        time.sleep(0.01)
-    return seen
-
-
 def test_the_cluster_has_four_executors_and_calls_spread_over_them(replicated):
     cluster, client = replicated
     executors = {a for p in cluster.record["executors"] for a in p["addresses"]}
@@ -152,17 +136,44 @@ def test_a_deleted_counter_counts_from_zero_whoever_incremented_before(replicate
     key = "session/counter"
     for _ in range(5):
         client.call("increment", key)
-    seen = settle(lambda: client.get(key), 5)
-    assert seen[-1] == 5 and max(seen) == 5, seen
+    # The calls' writes came back with their results: read at once.
+    assert client.get(key) == 5
     client.delete(key)
     assert client.get(key) is None
     # The functions' writers (and this client) incremented before; they
     # count from zero after the delete.
     client.call("increment", key)
-    seen = settle(lambda: client.get(key), 1)
-    assert seen[-1] == 1 and max(seen) == 1, seen
+    assert client.get(key) == 1
     client.put(key, squall.Counter(2))
     assert client.get(key) == 3
+
+
+def test_a_functions_writes_are_read_by_its_caller_and_downstream_at_once(replicated):
+    _, client = replicated
+    client.register(increment)
+    client.register(read_key)
+    stale = []
+    for i in range(200):
+        client.call("increment", "session/by-functions")
+        got = client.get("session/by-functions")
+        if got != i + 1:
+            stale.append((i + 1, got))
+    assert stale == []
+
+    def write_then(key, n):
+        from squall import user
+
+        user.put(key, n)
+        return key
+
+    client.register(write_then)
+    client.register_dag("write-read", ["write_then", "read_key"], [("write_then", "read_key")])
+    stale = []
+    for i in range(200):
+        got = client.call_dag("write-read", {"write_then": ["session/dag", i]})
+        if got != i:
+            stale.append((i, got))
+    assert stale == []
 
 
 def slow_increment(key):
@@ -191,10 +202,9 @@ def test_a_call_retried_after_its_executor_died_counts_once(replicated):
     os.kill(pids[victim], signal.SIGKILL)
     assert future.get(timeout=30) == "done"
     assert client.get(key + "/started") != victim, "the retry ran elsewhere"
-    seen = settle(lambda: client.get(key), 1)
+    assert client.get(key) == 1, "one logical call counts once"
     time.sleep(0.2)
-    seen += settle(lambda: client.get(key), 1)
-    assert max(seen) == 1 and seen[-1] == 1, f"one logical call counted {seen}"
+    assert client.get(key) == 1
 
 
 def put_acked(key, ack):

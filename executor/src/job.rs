@@ -75,11 +75,13 @@ pub fn invocation_writer(id: CallId, function: u16) -> WriterId {
 }
 
 /// A finished [`Job`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct JobDone {
     pub seq: u64,
     /// The result in the runtime's encoding, or why there is none.
     pub outcome: Result<Vec<u8>, CallError>,
+    /// What the function wrote (witnesses of its acknowledged writes).
+    pub written: Session,
 }
 
 /// A [`CallError`] of `kind` with no traceback.

@@ -10,6 +10,7 @@ use crate::job::{call_error, Job, JobDone};
 use crate::runtime::{CallInput, Runtime};
 use anna::protocol::compute::CallErrorKind;
 use anna::protocol::Address;
+use anna::protocol::Session;
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc;
 use std::sync::{Condvar, Mutex};
@@ -133,9 +134,19 @@ impl Worker {
                 runtime.forget_values(&job.stale_values);
             }
         }
+        let outcome = self.call(job);
+        // Every runtime's user library may have written (a WebAssembly
+        // function's host calls go through the Python one).
+        let mut written = Session::default();
+        for runtime in &mut self.runtimes {
+            for (key, witness) in runtime.take_written() {
+                written.record(&key, witness);
+            }
+        }
         JobDone {
             seq: job.seq,
-            outcome: self.call(job),
+            outcome,
+            written,
         }
     }
 

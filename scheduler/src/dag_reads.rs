@@ -98,7 +98,7 @@ fn read_dag(
             CallErrorKind::UnknownDag,
             format!("no DAG is registered under `{name}`"),
         )),
-        Ok(OpOutput::Written | OpOutput::State(_)) => Err((
+        Ok(OpOutput::Written { .. } | OpOutput::State(_)) => Err((
             CallErrorKind::BadFunction,
             format!("reading key `{key}` answered as a write"),
         )),

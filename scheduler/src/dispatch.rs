@@ -266,7 +266,11 @@ impl Scheduler {
         }
         out.send(
             reply.address.clone(),
-            Message::CallResult(CallResult { id, outcome }),
+            Message::CallResult(CallResult {
+                id,
+                outcome,
+                written: Default::default(),
+            }),
         );
     }
 }

@@ -33,6 +33,7 @@ pub(crate) fn single(req: CallRequest, deadline_ms: u64, scheduler: &Address) ->
         attempt: 0,
         scheduler: scheduler.clone(),
         session: req.session,
+        written: Default::default(),
     }
 }
 
@@ -116,6 +117,7 @@ pub(crate) fn dag(
         attempt: 0,
         scheduler: scheduler.clone(),
         session: req.session,
+        written: Default::default(),
     })
 }
 

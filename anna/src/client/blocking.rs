@@ -252,7 +252,10 @@ impl Client {
     /// Waits for any started operation to finish.
     pub fn wait_any(&mut self) -> Result<Completion, ClientError> {
         if let Some(&id) = self.finished.keys().next() {
-            let result = self.finished.remove(&id).unwrap_or(Ok(OpOutput::Written));
+            let result = self
+                .finished
+                .remove(&id)
+                .unwrap_or(Ok(OpOutput::Written { epoch: None }));
             return Ok((id, result));
         }
         loop {
@@ -310,6 +313,6 @@ fn read_value(output: OpOutput) -> Option<LatticeValue> {
     match output {
         OpOutput::Value(v) => v,
         OpOutput::State(s) => s.visible().map(|v| v.into_owned()),
-        OpOutput::Written => None,
+        OpOutput::Written { .. } => None,
     }
 }

@@ -128,8 +128,9 @@ pub struct OpId(pub u64);
 pub enum OpOutput {
     /// A read's value, `None` if the key holds nothing.
     Value(Option<LatticeValue>),
-    /// A write (put or delete) was acknowledged.
-    Written,
+    /// A write (put or delete) was acknowledged, made in delete epoch
+    /// `epoch` (see `Outcome::Stored`).
+    Written { epoch: Option<Timestamp> },
     /// A [`ClientCore::read_state`]'s state.
     State(KeyState),
 }
@@ -643,7 +644,7 @@ impl ClientCore {
             }),
             Outcome::Value(v) => Ok(OpOutput::Value(Some(v))),
             Outcome::NotFound => Ok(OpOutput::Value(None)),
-            Outcome::Stored => Ok(OpOutput::Written),
+            Outcome::Stored { epoch } => Ok(OpOutput::Written { epoch }),
             Outcome::NotMine { .. } => {
                 self.forget_placement();
                 if let Some(op) = self.ops.get_mut(&id) {
@@ -721,9 +722,12 @@ impl ClientCore {
     ) {
         if let Some(op) = self.ops.remove(&id) {
             self.by_request.remove(&op.request);
-            if result.is_ok() {
+            if let Ok(OpOutput::Written { epoch }) = &result {
                 match &op.kind {
-                    OpKind::Put(v, _) => self.session.record_put(&op.key, v),
+                    OpKind::Put(v, _) => {
+                        let made = KeyState::written(*epoch, v.witness());
+                        self.session.record(&op.key, &made);
+                    }
                     OpKind::Delete(at, _) => {
                         self.session.record(&op.key, &KeyState::tombstone(*at))
                     }
@@ -890,8 +894,9 @@ mod tests {
         let mut core = client_of(now, &mut out, 2, 2);
         core.put(now, "k".into(), max(5), &mut out);
         let sent: Vec<_> = out.drain().collect();
-        let (_, done) = answer_one(&mut core, now, sent, Outcome::Stored, &mut out);
-        assert!(matches!(done[..], [(_, Ok(OpOutput::Written))]));
+        let stored = Outcome::Stored { epoch: None };
+        let (_, done) = answer_one(&mut core, now, sent, stored, &mut out);
+        assert!(matches!(done[..], [(_, Ok(OpOutput::Written { .. }))]));
         assert!(
             core.session().get("k").is_some(),
             "the write is in the session"

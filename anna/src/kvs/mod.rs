@@ -29,7 +29,7 @@ pub mod stats;
 pub mod subscriptions;
 
 use crate::cluster::{ClusterState, Placement, ReplicationFactor};
-use crate::lattice::KeyState;
+use crate::lattice::{KeyState, Timestamp};
 use crate::protocol::{Address, Key, KeyResult, Message, NodeInfo, RequestId};
 use crate::role::{Input, Outbox, Role, StableHashMap, StableHashSet};
 use crate::time::Time;
@@ -122,6 +122,8 @@ enum WaitFor {
     Acks {
         wanted: usize,
         got: StableHashSet<Address>,
+        /// The delete epoch the write landed in, for the answer.
+        epoch: Option<Timestamp>,
     },
     /// Copies of a key from its previous owners; asked again every
     /// `handoff_retry` until they answer or the request's deadline.

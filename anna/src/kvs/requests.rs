@@ -138,8 +138,9 @@ impl StorageWorker {
             Ack::Replicas(k) => usize::from(k).saturating_sub(1).min(others.len()),
             Ack::All => others.len(),
         };
+        let epoch = self.shard.get(key).and_then(KeyState::deleted_at);
         if wanted == 0 {
-            return Outcome::Stored;
+            return Outcome::Stored { epoch };
         }
         let id = self.fresh_id();
         let state = self.shard.get(key).cloned().unwrap_or_default();
@@ -161,11 +162,12 @@ impl StorageWorker {
                 what: WaitFor::Acks {
                     wanted,
                     got: StableHashSet::default(),
+                    epoch,
                 },
             },
         );
         opened.push(id);
-        Outcome::Stored
+        Outcome::Stored { epoch }
     }
 
     /// During a ring transition, if this worker is new to `key` (it did not
@@ -319,7 +321,9 @@ impl StorageWorker {
             return;
         };
         let outcome = match wait.what {
-            WaitFor::Acks { wanted, got, .. } if got.len() >= wanted => Outcome::Stored,
+            WaitFor::Acks {
+                wanted, got, epoch, ..
+            } if got.len() >= wanted => Outcome::Stored { epoch },
             WaitFor::Acks { wanted, got, .. } => Outcome::Error(KvsError::AckTimeout {
                 acked: u8::try_from(got.len() + 1).unwrap_or(u8::MAX),
                 wanted: u8::try_from(wanted + 1).unwrap_or(u8::MAX),

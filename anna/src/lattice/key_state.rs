@@ -46,6 +46,16 @@ impl KeyState {
         }
     }
 
+    /// The state a write of `value` makes in delete epoch `epoch` (see
+    /// `Outcome::Stored`): `value` written after the delete at `epoch`.
+    pub fn written(epoch: Option<Timestamp>, value: LatticeValue) -> Self {
+        KeyState {
+            deleted_at: epoch,
+            value: Some(value),
+            baseline: None,
+        }
+    }
+
     /// A tombstone of a delete at `at`.
     pub fn tombstone(at: Timestamp) -> Self {
         KeyState {

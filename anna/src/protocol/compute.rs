@@ -35,6 +35,7 @@
 //! bincode-encoded [`Dag`] (both with [`encode_value`]).
 
 use super::{Address, Key, Session};
+use crate::lattice::{KeyState, Lattice};
 use serde::{Deserialize, Serialize};
 
 /// Prefix of every key the compute tier keeps in the KVS.
@@ -230,9 +231,23 @@ pub struct Plan {
     pub scheduler: Address,
     /// The caller's session: code and values are read at least at it.
     pub session: Session,
+    /// What the functions of this call upstream of the receiver wrote
+    /// (witnesses): read at least at it too, and reported to the caller
+    /// with the result.
+    pub written: Session,
 }
 
 impl Plan {
+    /// The version of `key` a function of this call must read at least:
+    /// what its caller wrote joined with what upstream functions wrote.
+    pub fn version(&self, key: &str) -> Option<KeyState> {
+        match (self.session.get(key), self.written.get(key)) {
+            (None, None) => None,
+            (Some(v), None) | (None, Some(v)) => Some(v.clone()),
+            (Some(a), Some(b)) => Some(a.clone().join(b.clone())),
+        }
+    }
+
     /// Indexes of the functions with no upstream function: where the call
     /// starts.
     pub fn sources(&self) -> impl Iterator<Item = u16> + '_ {
@@ -290,10 +305,13 @@ pub enum CallOutcome {
 }
 
 /// A call's result, to the caller.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CallResult {
     pub id: CallId,
     pub outcome: CallOutcome,
+    /// What the call's functions wrote (witnesses): the caller's session
+    /// records them, so its later reads and calls see them.
+    pub written: Session,
 }
 
 /// What an executor tells the schedulers every report period. It is also
@@ -435,6 +453,7 @@ mod tests {
             attempt: 0,
             scheduler: Address::default(),
             session: Session::default(),
+            written: Session::default(),
         };
         assert_eq!(plan.sources().collect::<Vec<_>>(), vec![0, 2]);
     }

@@ -83,8 +83,11 @@ pub enum Outcome {
     Value(LatticeValue),
     /// A read found no value (never written, or deleted).
     NotFound,
-    /// A write was merged (at the acknowledgement level asked).
-    Stored,
+    /// A write was merged (at the acknowledgement level asked) into the
+    /// key's state of delete epoch `epoch` (the latest delete the replica
+    /// knew; `None`: never deleted there), so a session records exactly
+    /// the version the write made.
+    Stored { epoch: Option<Timestamp> },
     /// This thread does not own the key under ring `ring_version`; ask a
     /// router again.
     NotMine { ring_version: u64 },

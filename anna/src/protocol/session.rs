@@ -11,7 +11,7 @@
 //! window. [`SessionLog`] keeps the most recent [`SESSION_KEYS`] keys.
 
 use super::Key;
-use crate::lattice::{KeyState, Lattice, LatticeValue};
+use crate::lattice::{KeyState, Lattice};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -49,6 +49,24 @@ impl Session {
 
     pub fn entries(&self) -> &[(Key, KeyState)] {
         &self.0
+    }
+
+    /// Records that `key` is at least at `witness` (joined with what is
+    /// recorded of it).
+    pub fn record(&mut self, key: &str, witness: KeyState) {
+        match self.0.binary_search_by(|(k, _)| k.as_str().cmp(key)) {
+            Ok(i) => {
+                self.0[i].1.merge(witness);
+            }
+            Err(i) => self.0.insert(i, (key.to_string(), witness)),
+        }
+    }
+
+    /// Joins every version of `other` into this session.
+    pub fn join(&mut self, other: &Session) {
+        for (key, witness) in &other.0 {
+            self.record(key, witness.clone());
+        }
     }
 }
 
@@ -88,18 +106,6 @@ impl SessionLog {
         }
     }
 
-    /// Records an acknowledged put of `value` into `key`. It landed in the
-    /// delete epoch this session knows of the key or a later one (the
-    /// session's own delete was acknowledged before), so its witness is
-    /// the value in that epoch.
-    pub fn record_put(&mut self, key: &str, value: &LatticeValue) {
-        let mut state = self.get(key).cloned().unwrap_or_default();
-        if state.put(value.witness()).is_err() {
-            state = KeyState::from_value(value.witness());
-        }
-        self.record(key, &state);
-    }
-
     /// The version recorded for `key`, if any.
     pub fn get(&self, key: &str) -> Option<&KeyState> {
         self.witnesses.get(key).map(|(w, _)| w)
@@ -131,36 +137,6 @@ mod tests {
             writer: WriterId(1),
         };
         KeyState::from_value(LatticeValue::Lww(Lww::new(ts, b"payload".to_vec())))
-    }
-
-    #[test]
-    fn a_put_after_the_sessions_delete_is_recorded_in_the_deletes_epoch() {
-        let mut log = SessionLog::default();
-        log.record("k", &log_state_of_delete(5));
-        let value = LatticeValue::Lww(Lww::new(
-            Timestamp {
-                wall_ms: 6,
-                logical: 0,
-                writer: WriterId(1),
-            },
-            b"new".to_vec(),
-        ));
-        log.record_put("k", &value);
-        let w = log.get("k").unwrap();
-        // A replica holding the delete but not the put does not cover it.
-        let deleted_only = log_state_of_delete(5);
-        assert!(!deleted_only.covers(w));
-        let mut both = deleted_only.clone();
-        both.put(value).unwrap();
-        assert!(both.covers(w));
-    }
-
-    fn log_state_of_delete(ms: u64) -> KeyState {
-        KeyState::tombstone(Timestamp {
-            wall_ms: ms,
-            logical: 0,
-            writer: WriterId(1),
-        })
     }
 
     #[test]

@@ -229,7 +229,13 @@ pub fn sample_messages() -> Vec<Message> {
             results: vec![
                 result("a", Outcome::Value(values[0].clone())),
                 result("b", Outcome::NotFound),
-                result("c", Outcome::Stored),
+                result("c", Outcome::Stored { epoch: None }),
+                result(
+                    "c2",
+                    Outcome::Stored {
+                        epoch: Some(ts(1_700_000_000_000, 4, 9)),
+                    },
+                ),
                 result("d", Outcome::NotMine { ring_version: 17 }),
                 result(
                     "e",
@@ -409,6 +415,7 @@ fn plan() -> Plan {
                 ))),
             ),
         ]),
+        written: Session::new(vec![("counter".to_string(), deleted_counter())]),
     }
 }
 
@@ -477,6 +484,7 @@ fn compute_messages() -> Vec<Message> {
         Message::CallResult(CallResult {
             id: CallId { caller: 1, seq: 1 },
             outcome: CallOutcome::Value(vec![0x80, 4, 0x4b, 4, 0x2e]),
+            written: Session::default(),
         }),
         Message::CallDone {
             id: CallId { caller: 1, seq: 1 },
@@ -526,6 +534,7 @@ fn compute_messages() -> Vec<Message> {
                 traceback: "Traceback (most recent call last):\n  ...".to_string(),
                 function: Some("divide".to_string()),
             }),
+            written: plan().written,
         })
     }));
     msgs

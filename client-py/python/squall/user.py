@@ -79,6 +79,15 @@ def delete(key, ack=None):
     _written(key)
 
 
+def _take_written():
+    """The writes acknowledged since the last take, for the executor to
+    report to the caller: ``[(key, encoded version)]``."""
+    taken = []
+    for store in _stores.values():
+        taken.extend(store.take_written())
+    return taken
+
+
 def _written(key):
     # A later call on this executor reads the key anew, not the referenced
     # value the executor kept from before this write.

@@ -8,7 +8,7 @@ use anna::lattice::{LatticeValue, Lww};
 use anna::protocol::compute::{
     encode_value, function_key, CallError, CallErrorKind, CallId, CallOutcome, CallResult, Plan,
 };
-use anna::protocol::{Ack, KeyOp, KvsRequest, Message};
+use anna::protocol::{Ack, KeyOp, KvsRequest, Message, Session};
 use anna::role::Outbox;
 use anna::time::Time;
 use std::sync::Arc;
@@ -126,6 +126,7 @@ impl ExecutorCore {
             self.counters.duplicates += 1;
             return;
         }
+        let plan_written = plan.written.clone();
         if !self.fanins.contains_key(&key) {
             if self.fanins.len() >= self.config.max_pending_fanins {
                 self.counters.fanins_dropped += 1;
@@ -146,6 +147,10 @@ impl ExecutorCore {
             return;
         }
         pending.results[position] = Some(result);
+        if !plan_written.is_empty() {
+            // Every upstream function's writes are read at least.
+            Arc::make_mut(&mut pending.plan).written.join(&plan_written);
+        }
         if pending.results.iter().any(Option::is_none) {
             return;
         }
@@ -178,8 +183,8 @@ impl ExecutorCore {
             return self.finish(now, inv, Err(error), out);
         }
         let name = inv.name().to_string();
-        let plan = inv.plan.clone();
-        let at_least = plan.session.get(&function_key(&name));
+        let at_least = inv.plan.version(&function_key(&name));
+        let at_least = at_least.as_ref();
         if self.warm_covers(&name, at_least) {
             if let Some(warm) = self.warm.get_mut(&name) {
                 warm.last_used = now;
@@ -207,10 +212,9 @@ impl ExecutorCore {
             let name = inv.name().to_string();
             let Some(warm) = self.warm.get_mut(&name) else {
                 // Invalidated while queued: fetch the new code first.
-                let plan = inv.plan.clone();
+                let at_least = inv.plan.version(&function_key(&name));
                 self.waiting.entry(name.clone()).or_default().push(inv);
-                let at_least = plan.session.get(&function_key(&name));
-                self.ensure_fetch(now, &name, at_least, out);
+                self.ensure_fetch(now, &name, at_least.as_ref(), out);
                 continue;
             };
             warm.last_used = now;
@@ -232,7 +236,7 @@ impl ExecutorCore {
                         .map(|f| (f.name.clone(), f.executor.clone()))
                         .collect(),
                     deadline_ms: inv.deadline_ms,
-                    session: inv.plan.session.clone(),
+                    session: read_session(&inv.plan),
                     writer: invocation_writer(inv.plan.id, inv.function),
                 },
                 evict: std::mem::take(&mut self.evicted),
@@ -272,14 +276,14 @@ impl ExecutorCore {
         match running.work {
             Work::Call(inv) => {
                 *self.calls.entry(inv.name().to_string()).or_default() += 1;
-                self.finish(now, inv, done.outcome, out);
+                self.finish_with(now, inv, done.outcome, &done.written, out);
             }
             Work::Load(load) => self.load_done(load, done.outcome),
         }
     }
 
-    /// Sends a finished function's result downstream or to the caller, and
-    /// tells the scheduler.
+    /// Sends a failed (or never run) function's outcome on; see
+    /// [`ExecutorCore::finish_with`].
     pub(super) fn finish(
         &mut self,
         now: Time,
@@ -287,6 +291,24 @@ impl ExecutorCore {
         outcome: Result<Vec<u8>, CallError>,
         out: &mut Outbox,
     ) {
+        self.finish_with(now, inv, outcome, &Session::default(), out);
+    }
+
+    /// Sends a finished function's result downstream or to the caller, and
+    /// tells the scheduler. What the function `wrote` joins the plan's
+    /// `written`: downstream functions read at least at it, and the caller
+    /// gets it with the result.
+    pub(super) fn finish_with(
+        &mut self,
+        now: Time,
+        mut inv: Invocation,
+        outcome: Result<Vec<u8>, CallError>,
+        wrote: &Session,
+        out: &mut Outbox,
+    ) {
+        if !wrote.is_empty() {
+            Arc::make_mut(&mut inv.plan).written.join(wrote);
+        }
         let plan = &inv.plan;
         let planned = &plan.functions[inv.function as usize];
         let failed = outcome.is_err();
@@ -357,6 +379,7 @@ impl ExecutorCore {
         let result = CallResult {
             id: plan.id,
             outcome,
+            written: plan.written.clone(),
         };
         out.send(plan.reply.address.clone(), Message::CallResult(result));
     }
@@ -431,4 +454,12 @@ fn timeout_error(inv: &Invocation, what: &str) -> CallError {
         format!("call {} of {} {what}", inv.plan.id, inv.name()),
         inv.name(),
     )
+}
+
+/// The versions a function of `plan` reads at least: its caller's session
+/// joined with what upstream functions wrote.
+fn read_session(plan: &Plan) -> Session {
+    let mut session = plan.session.clone();
+    session.join(&plan.written);
+    session
 }

@@ -62,6 +62,7 @@ fn plan(functions: Vec<PlannedFunction>, response_key: Option<&str>) -> Box<Plan
         attempt: 0,
         scheduler: SCHED.into(),
         session: Default::default(),
+        written: Default::default(),
     })
 }
 
@@ -127,15 +128,23 @@ fn finish(
     job: &Job,
     outcome: Result<Vec<u8>, anna::protocol::compute::CallError>,
 ) -> Vec<(Address, Message)> {
+    finish_writing(core, job, outcome, anna::protocol::Session::default())
+}
+
+/// Finishes `job` as a function that wrote `written`.
+fn finish_writing(
+    core: &mut ExecutorCore,
+    job: &Job,
+    outcome: Result<Vec<u8>, anna::protocol::compute::CallError>,
+    written: anna::protocol::Session,
+) -> Vec<(Address, Message)> {
     let mut out = Outbox::default();
-    core.job_done(
-        T0,
-        JobDone {
-            seq: job.seq,
-            outcome,
-        },
-        &mut out,
-    );
+    let done = JobDone {
+        seq: job.seq,
+        outcome,
+        written,
+    };
+    core.job_done(T0, done, &mut out);
     out.drain().collect()
 }
 

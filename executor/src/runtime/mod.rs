@@ -13,7 +13,9 @@ pub mod wasm;
 mod watchdog;
 
 use crate::job::CallEnv;
+use anna::lattice::KeyState;
 use anna::protocol::compute::{self, CallError, FunctionCode};
+use anna::protocol::Key;
 
 /// One call's input.
 #[derive(Clone, Copy, Debug)]
@@ -47,4 +49,10 @@ pub trait Runtime {
     /// Drops kept referenced values of these keys (they changed). Runtimes
     /// that keep none ignore it.
     fn forget_values(&mut self, _keys: &[String]) {}
+
+    /// The witnesses of the writes the last call made through this
+    /// runtime's user library, taken (the next call starts with none).
+    fn take_written(&mut self) -> Vec<(Key, KeyState)> {
+        Vec::new()
+    }
 }

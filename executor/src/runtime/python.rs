@@ -12,8 +12,9 @@ use super::watchdog::Watchdog;
 use super::{CallInput, Runtime};
 use crate::job::{call_error, CallEnv};
 use crate::worker::{Mailbox, Outlet, WorkerEvent};
+use anna::lattice::KeyState;
 use anna::protocol::compute::{self, CallError, CallErrorKind, FunctionCode};
-use anna::protocol::Address;
+use anna::protocol::{Address, Key};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use std::cell::RefCell;
@@ -429,6 +430,29 @@ impl Runtime for PythonRuntime {
         if let Some(f) = self.functions.remove(function) {
             Python::attach(|_py| drop(f));
         }
+    }
+
+    fn take_written(&mut self) -> Vec<(Key, KeyState)> {
+        Python::attach(|py| {
+            let taken = (self.runtime.bind(py))
+                .call_method0("take_written")
+                .and_then(|list| list.extract::<Vec<(String, Vec<u8>)>>());
+            match taken {
+                Ok(list) => (list.into_iter())
+                    .filter_map(|(key, bytes)| {
+                        let witness = compute::decode_value::<KeyState>(&bytes);
+                        if witness.is_none() {
+                            tracing::warn!(%key, "a written version does not decode; dropped");
+                        }
+                        Some((key, witness?))
+                    })
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "collecting a function's writes failed");
+                    Vec::new()
+                }
+            }
+        })
     }
 
     fn forget_values(&mut self, keys: &[String]) {

@@ -217,9 +217,9 @@ impl Harness {
                         value: LatticeValue::Lww(lww),
                     } => {
                         self.values.insert(key.clone(), lww.value().to_vec());
-                        Outcome::Stored
+                        Outcome::Stored { epoch: None }
                     }
-                    _ => Outcome::Stored,
+                    _ => Outcome::Stored { epoch: None },
                 };
                 KeyResult {
                     key: op.key().clone(),
@@ -262,6 +262,7 @@ impl Harness {
             attempt: 0,
             scheduler: self.rx.address().clone(),
             session: Default::default(),
+            written: Default::default(),
         }
     }
 

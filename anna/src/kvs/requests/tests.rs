@@ -62,3 +62,81 @@ fn a_read_after_a_departure_does_not_wait_for_the_departed_owner() {
         "answered at once: {sent:?}"
     );
 }
+
+/// One request of `ops` to `w`; the outcomes answered.
+fn request(w: &mut StorageWorker, now: Time, ops: Vec<KeyOp>) -> Vec<crate::protocol::Outcome> {
+    let mut out = Outbox::default();
+    let req = Message::KvsRequest(KvsRequest {
+        id: RequestId(1),
+        reply_to: Address::from("client"),
+        ops,
+        ack: Ack::FirstReplica,
+    });
+    w.step(now, Input::Message(req), &mut out);
+    let answer = out.drain().find_map(|(_, m)| match m {
+        Message::KvsResponse(r) => Some(r.results.into_iter().map(|r| r.outcome).collect()),
+        _ => None,
+    });
+    answer.expect("an answer")
+}
+
+#[test]
+fn a_write_is_answered_with_the_delete_epoch_it_landed_in_and_a_read_of_state_with_it() {
+    use crate::lattice::{Counter, KeyState, LatticeValue, Timestamp, WriterId};
+    use crate::protocol::Outcome;
+
+    let me = node(1, "w1");
+    let config = WorkerConfig {
+        replication: ONE,
+        ..WorkerConfig::default()
+    };
+    let mut w = StorageWorker::new(config, me.clone(), 0, vec![Address::from("router")]);
+    let mut state = ClusterState::default();
+    state.record_join(me);
+    w.merge_cluster(Time(0), state, &mut Outbox::default());
+    let count = |n| {
+        let mut c = Counter::default();
+        c.increment(WriterId(3), n);
+        LatticeValue::Counter(c)
+    };
+    let put = |n| KeyOp::Put {
+        key: "k".into(),
+        value: count(n),
+    };
+    assert_eq!(
+        request(&mut w, Time(1), vec![put(5)]),
+        vec![Outcome::Stored { epoch: None }]
+    );
+    let at = Timestamp {
+        wall_ms: 7,
+        ..Timestamp::default()
+    };
+    let delete = KeyOp::Delete {
+        key: "k".into(),
+        at,
+    };
+    assert_eq!(
+        request(&mut w, Time(2), vec![delete, put(6)]),
+        vec![
+            Outcome::Stored { epoch: Some(at) },
+            Outcome::Stored { epoch: Some(at) }
+        ]
+    );
+    // A plain read counts since the delete; a state read has it all.
+    let get = KeyOp::Get { key: "k".into() };
+    assert_eq!(
+        request(&mut w, Time(3), vec![get]),
+        vec![Outcome::Value(
+            count(1).since(&LatticeValue::Counter(Counter::default()))
+        )]
+    );
+    let read = KeyOp::ReadState {
+        key: "k".into(),
+        at_least: None,
+    };
+    let Outcome::State(s) = request(&mut w, Time(3), vec![read]).remove(0) else {
+        panic!("a state");
+    };
+    assert!(s.covers(&KeyState::written(Some(at), count(6))));
+    assert_eq!(s.baseline(), Some(&count(5)));
+}

@@ -129,3 +129,51 @@ fn every_attempt_of_an_invocation_writes_as_the_same_writer() {
     assert_ne!(first.env.writer, invocation_writer(other.id, 0));
     assert_ne!(first.env.writer, invocation_writer(single("f").id, 1));
 }
+
+fn wrote(key: &str, ms: u64) -> Session {
+    let mut s = Session::default();
+    s.record(key, stored(&code(9), ms).witness());
+    s
+}
+
+#[test]
+fn a_functions_writes_travel_downstream_and_back_to_the_caller() {
+    let mut core = core();
+    let other = "tcp://exec:2";
+    let dag = plan(
+        vec![
+            planned("f", vec![], vec![1], ME),
+            planned("g", vec![0], vec![], other),
+        ],
+        None,
+    );
+    let job = invoke_and_fetch(&mut core, dag);
+    let sent = finish_writing(&mut core, &job, Ok(b"r".to_vec()), wrote("k", 5));
+    let trigger = sent.iter().find_map(|(to, m)| match m {
+        Message::Trigger { plan, .. } if to.as_str() == other => Some(plan.clone()),
+        _ => None,
+    });
+    let trigger = trigger.expect("g is triggered");
+    assert_eq!(trigger.written, wrote("k", 5), "g reads at least f's write");
+    assert_eq!(trigger.version("k"), Some(stored(&code(9), 5).witness()));
+
+    // A single call: the result carries the function's writes.
+    let mut single_call = single("f");
+    single_call.id.seq = 2;
+    let sent = step(
+        &mut core,
+        T0,
+        Message::Invoke {
+            plan: single_call,
+            function: 0,
+        },
+    );
+    assert_eq!(fetch_of(&sent), None);
+    let job = next_job(&mut core).expect("a job");
+    let sent = finish_writing(&mut core, &job, Ok(b"r".to_vec()), wrote("k", 6));
+    let result = sent.iter().find_map(|(_, m)| match m {
+        Message::CallResult(r) => Some(r.clone()),
+        _ => None,
+    });
+    assert_eq!(result.expect("a result").written, wrote("k", 6));
+}

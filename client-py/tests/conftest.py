@@ -3,8 +3,9 @@
 The binary is `$SQUALL_BIN`, else target/debug/squall (what `cargo test`
 builds), else target/release/squall. The cluster runs in a temporary state
 directory on free ports and is always stopped at the end. When the binary
-starts the compute tier too (a scheduler, one compute node, two executors);
-tests of functions use the `compute` fixture.
+starts the compute tier too (a scheduler, two compute nodes of two executors each);
+tests of functions use the `compute` fixture. Three storage nodes and two
+compute nodes: a one-node cluster hides every replication bug.
 
 The cluster's monitor runs, but with its storage and compute policies off
 (a config file in the state directory, passed to every `squall` command
@@ -22,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -75,11 +77,26 @@ def free_base_port(ports: int = PORTS, low: int = 20000, high: int = 60000) -> i
     raise RuntimeError("no free port range found")
 
 
+def eventually(read, want=None, timeout=3.0):
+    """`read()` once it is `want` (without `want`: once it is not None), or
+    its last value after `timeout` seconds: for reads of what *another*
+    writer wrote, which reach the replica read by gossip (a client reads
+    its own writes at once; see test_sessions.py)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = read()
+        done = got is not None if want is None else got == want
+        if done or time.monotonic() > deadline:
+            return got
+        time.sleep(0.01)
+
+
 def up_args(binary: Path) -> list:
-    """`squall up` flags: one storage node of one thread (so any key has one
-    owner, which `DirectKvs` tests rely on), and the compute tier where the
-    binary has it. `SQUALL_TEST_UP_ARGS` replaces the compute flags."""
-    args = ["--nodes", "1", "--threads", "1"]
+    """`squall up` flags: three storage nodes of one thread (every key on two
+    of them, so replication shows in every test), and the compute tier
+    (two compute nodes of two executors) where the binary has it.
+    `SQUALL_TEST_UP_ARGS` replaces the compute flags."""
+    args = ["--nodes", "3", "--threads", "1"]
     extra = os.environ.get("SQUALL_TEST_UP_ARGS")
     if extra is not None:
         return args + extra.split()
@@ -87,7 +104,7 @@ def up_args(binary: Path) -> list:
         [str(binary), "up", "--help"], capture_output=True, text=True, check=False
     ).stdout
     if "--compute-nodes" in helptext:
-        args += ["--compute-nodes", "1"]
+        args += ["--compute-nodes", "2"]
         if "--executors" in helptext:
             args += ["--executors", "2"]
     return args

@@ -12,6 +12,7 @@ import time
 import pytest
 
 import squall
+from conftest import eventually
 
 
 @dataclasses.dataclass
@@ -59,7 +60,9 @@ def test_delete_removes_the_value(client, key):
 def test_raw_lww_bytes_are_stored_as_is_and_read_as_bytes(client, key, cluster):
     client.put(key, squall.Lww(b"plain"))
     assert client.get(key) == b"plain"
-    assert cluster.cli("kv", "get", key).stdout == "plain\n"
+    # The shell is another client: it sees the write once gossip brings it
+    # to the replica it reads.
+    assert eventually(lambda: cluster.cli("kv", "get", key, check=False).stdout, "plain\n") == "plain\n"
     raw = client.get(key, raw=True)
     assert isinstance(raw, squall.Lww) and raw.value == b"plain"
     wall_ms, logical, writer = raw.timestamp
@@ -100,7 +103,8 @@ def test_counters_of_two_clients_both_count(client, key, cluster):
     client.put(key, squall.Counter(2))
     other.put(key, squall.Counter(3))
     client.put(key, squall.Counter(1))
-    assert client.get(key) == 6
+    # `other`'s increment reaches this client's replica by gossip.
+    assert eventually(lambda: client.get(key), 6) == 6
 
 
 def test_a_deleted_counter_starts_afresh(client, key):
@@ -194,23 +198,26 @@ def test_a_put_of_another_type_raises_type_mismatch_and_changes_nothing(client, 
 
 
 def test_values_written_by_the_shell_are_readable(client, key, cluster):
+    # The shell is another client: its writes reach the replica this
+    # client reads by gossip, milliseconds later.
     cluster.cli("kv", "put", key, "hello", "world")
-    assert client.get(key) == b"hello world"
+    assert eventually(lambda: client.get(key)) == b"hello world"
     cluster.cli("kv", "put", "-t", "set", key + "/set", "a", "b")
-    assert client.get(key + "/set") == {b"a", b"b"}
+    assert eventually(lambda: client.get(key + "/set")) == {b"a", b"b"}
     cluster.cli("kv", "put", "-t", "counter", key + "/n", "7")
     client.put(key + "/n", squall.Counter(1))
-    assert client.get(key + "/n") == 8
+    assert eventually(lambda: client.get(key + "/n"), 8) == 8
     cluster.cli("kv", "put", "-t", "map", key + "/map", "f=v")
-    assert client.get(key + "/map") == {"f": b"v"}
+    assert eventually(lambda: client.get(key + "/map")) == {"f": b"v"}
 
 
 def test_values_written_from_python_are_readable_by_the_shell(client, key, cluster):
+    shell = lambda k: cluster.cli("kv", "get", k, check=False).stdout  # noqa: E731
     client.put(key, squall.Set([b"x", b"y"]))
-    assert cluster.cli("kv", "get", key).stdout == "x\ny\n"
+    assert eventually(lambda: shell(key), "x\ny\n") == "x\ny\n"
     client.put(key + "/n", squall.Counter(41))
     client.put(key + "/n", squall.Counter(1))
-    assert cluster.cli("kv", "get", key + "/n").stdout == "42\n"
+    assert eventually(lambda: shell(key + "/n"), "42\n") == "42\n"
 
 
 def test_one_client_may_be_shared_by_threads(client, key):
@@ -232,18 +239,6 @@ def test_one_client_may_be_shared_by_threads(client, key):
         t.join()
     assert not errors
     assert client.get(key) == 40
-
-
-def eventually(read, want=None, timeout=3.0):
-    """`read()` once it is `want` (or, without `want`, not None), or its
-    last value after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = read()
-        done = got is not None if want is None else got == want
-        if done or time.monotonic() > deadline:
-            return got
-        time.sleep(0.01)
 
 
 def test_direct_kvs_reads_and_writes_one_endpoint(client, key, cluster):

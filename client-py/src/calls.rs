@@ -9,7 +9,7 @@
 
 use crate::store::lock;
 use anna::protocol::compute::{
-    CallArgs, CallId, CallOutcome, CallRequest, DagCallRequest, DagChanged, ReplyTo,
+    CallArgs, CallId, CallOutcome, CallRequest, Consistency, DagCallRequest, DagChanged, ReplyTo,
 };
 use anna::protocol::{Address, Message, Session};
 use anna::transport::{Receiver, Sender};
@@ -127,6 +127,7 @@ impl Calls {
         args: CallArgs,
         timeout_ms: u32,
         session: Session,
+        consistency: Consistency,
     ) -> Result<u64, String> {
         let reply = self.reply_to();
         self.send(|id| {
@@ -137,6 +138,7 @@ impl Calls {
                 reply,
                 timeout_ms,
                 session,
+                consistency,
             })
         })
     }
@@ -148,6 +150,7 @@ impl Calls {
         args: Vec<(String, CallArgs)>,
         timeout_ms: u32,
         session: Session,
+        consistency: Consistency,
     ) -> Result<u64, String> {
         let reply = self.reply_to();
         self.send(|id| {
@@ -158,6 +161,7 @@ impl Calls {
                 reply,
                 timeout_ms,
                 session,
+                consistency,
             })
         })
     }

@@ -23,6 +23,8 @@ pub struct Direct {
     tx: Sender,
     /// Acknowledged writes since the last [`Kvs::take_written`].
     written: Session,
+    /// States read by pinned reads since the last [`Kvs::take_pinned`].
+    pinned: Session,
     // Dropped last: sockets close before their context.
     _ctx: zmq::Context,
 }
@@ -39,6 +41,7 @@ impl Direct {
             next: 0,
             tx: Sender::new(&ctx),
             written: Session::default(),
+            pinned: Session::default(),
             rx,
             _ctx: ctx,
         })
@@ -163,6 +166,36 @@ impl Kvs for Direct {
 
     fn take_written(&mut self) -> Session {
         std::mem::take(&mut self.written)
+    }
+
+    fn get_pinned(
+        &mut self,
+        key: &str,
+        at_least: Option<&KeyState>,
+    ) -> Result<Option<LatticeValue>, KvsFailure> {
+        if let Some(state) = self.pinned.get(key) {
+            return Ok(state.visible().map(|v| v.into_owned()));
+        }
+        let op = KeyOp::ReadState {
+            key: key.to_string(),
+            at_least: at_least.cloned(),
+        };
+        match self.request(op, Ack::FirstReplica)? {
+            Outcome::State(state) => {
+                let value = state.visible().map(|v| v.into_owned());
+                // A key absent at its first read is not pinned: a
+                // reference to it waits for it to appear, as in any call.
+                if value.is_some() {
+                    self.pinned.pin(key, state);
+                }
+                Ok(value)
+            }
+            other => self.check(key, other),
+        }
+    }
+
+    fn take_pinned(&mut self) -> Session {
+        std::mem::take(&mut self.pinned)
     }
 }
 

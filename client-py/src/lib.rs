@@ -128,7 +128,7 @@ impl Client {
     /// At least at the version this client wrote, if it wrote the key.
     #[pyo3(signature = (key, raw = false))]
     fn get(&self, py: Python<'_>, key: &str, raw: bool) -> PyResult<Py<PyAny>> {
-        self.kvs.get(py, key, raw, None)
+        self.kvs.get(py, key, raw, None, false)
     }
 
     /// Whether the key holds a value.
@@ -161,7 +161,8 @@ impl Client {
     }
 
     /// Sends a call of `function` with `payload` (cloudpickled
-    /// `(args, kwargs)`) referencing `refs`; returns its sequence number.
+    /// `(args, kwargs)`) referencing `refs`, its reads at `consistency`
+    /// (`"lww"`, `"repeatable_read"`); returns its sequence number.
     fn call(
         &self,
         py: Python<'_>,
@@ -169,30 +170,35 @@ impl Client {
         payload: Vec<u8>,
         refs: Vec<String>,
         timeout_ms: u32,
+        consistency: &str,
     ) -> PyResult<u64> {
         let args = CallArgs { payload, refs };
+        let consistency = parse_consistency(consistency)?;
         let session = self.kvs.session(py);
         self.calls(py)?
-            .call(function, args, timeout_ms, session)
+            .call(function, args, timeout_ms, session, consistency)
             .map_err(|e| call_failed(py, e))
     }
 
     /// Sends a call of DAG `dag` with `args`, a list of
-    /// `(function, payload, refs)`; returns its sequence number.
+    /// `(function, payload, refs)`, at `consistency`; returns its sequence
+    /// number.
     fn call_dag(
         &self,
         py: Python<'_>,
         dag: String,
         args: Vec<(String, Vec<u8>, Vec<String>)>,
         timeout_ms: u32,
+        consistency: &str,
     ) -> PyResult<u64> {
         let args = args
             .into_iter()
             .map(|(f, payload, refs)| (f, CallArgs { payload, refs }))
             .collect();
+        let consistency = parse_consistency(consistency)?;
         let session = self.kvs.session(py);
         self.calls(py)?
-            .call_dag(dag, args, timeout_ms, session)
+            .call_dag(dag, args, timeout_ms, session, consistency)
             .map_err(|e| call_failed(py, e))
     }
 
@@ -237,6 +243,22 @@ impl Client {
             c.forget(seq)
         }
     }
+}
+
+/// A session's entries as `[(key, encoded state)]`.
+fn encoded_entries<'py>(
+    py: Python<'py>,
+    session: &anna::protocol::Session,
+) -> Vec<(String, Bound<'py, PyBytes>)> {
+    (session.entries().iter())
+        .map(|(k, s)| (k.clone(), PyBytes::new(py, &compute::encode_value(s))))
+        .collect()
+}
+
+/// A consistency level as Python names it; an unknown one is a
+/// `ValueError`.
+fn parse_consistency(name: &str) -> PyResult<compute::Consistency> {
+    name.parse().map_err(PyValueError::new_err)
 }
 
 /// An acknowledgement level as Python names it: `"one"` (the first
@@ -334,13 +356,16 @@ impl DirectKvs {
     /// The key's value; `None` if it has none. `at_least`: the version
     /// (an encoded witness, from the running call's session) the answer
     /// must cover; the cache waits for it.
-    #[pyo3(signature = (key, raw = false, at_least = None))]
+    /// `pin`: the state read is kept, and later pinned reads of the key
+    /// answer it (repeatable read; `take_pinned` hands the pins over).
+    #[pyo3(signature = (key, raw = false, at_least = None, pin = false))]
     fn get(
         &self,
         py: Python<'_>,
         key: &str,
         raw: bool,
         at_least: Option<&[u8]>,
+        pin: bool,
     ) -> PyResult<Py<PyAny>> {
         let at_least = at_least
             .map(|bytes| {
@@ -348,7 +373,7 @@ impl DirectKvs {
                     .ok_or_else(|| PyValueError::new_err("at_least is not an encoded version"))
             })
             .transpose()?;
-        self.store.get(py, key, raw, at_least.as_ref())
+        self.store.get(py, key, raw, at_least.as_ref(), pin)
     }
 
     /// Merges `value` into `key`, acknowledged at `ack` (see
@@ -373,9 +398,13 @@ impl DirectKvs {
     /// The writes acknowledged since the last call of this method, as
     /// `[(key, encoded witness)]`: the executor reports them to the caller.
     fn take_written<'py>(&self, py: Python<'py>) -> Vec<(String, Bound<'py, PyBytes>)> {
-        (self.store.take_written().entries().iter())
-            .map(|(k, w)| (k.clone(), PyBytes::new(py, &compute::encode_value(w))))
-            .collect()
+        encoded_entries(py, &self.store.take_written())
+    }
+
+    /// The states pinned since the last call of this method, as
+    /// `[(key, encoded state)]`: the executor passes them downstream.
+    fn take_pinned<'py>(&self, py: Python<'py>) -> Vec<(String, Bound<'py, PyBytes>)> {
+        encoded_entries(py, &self.store.take_pinned())
     }
 
     /// Writes as `writer` from now on (the running invocation's identity,

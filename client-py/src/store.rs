@@ -39,6 +39,21 @@ pub trait Kvs: Send {
     /// Records writes made on this client's behalf (by a function it
     /// called).
     fn record_written(&mut self, _written: &Session) {}
+
+    /// Reads `key` as [`Kvs::get`], and pins the state read: later pinned
+    /// reads of the key answer the same version (repeatable read).
+    fn get_pinned(
+        &mut self,
+        key: &str,
+        at_least: Option<&KeyState>,
+    ) -> Result<Option<LatticeValue>, KvsFailure> {
+        self.get(key, at_least)
+    }
+
+    /// The states pinned since the last take.
+    fn take_pinned(&mut self) -> Session {
+        Session::default()
+    }
 }
 
 impl Kvs for anna::client::Client {
@@ -118,20 +133,34 @@ impl<B: Kvs> Store<B> {
         lock(&self.net).take_written()
     }
 
+    /// See [`Kvs::take_pinned`].
+    pub fn take_pinned(&self) -> Session {
+        lock(&self.net).take_pinned()
+    }
+
     /// See [`Kvs::record_written`].
     pub fn record_written(&self, written: &Session) {
         lock(&self.net).record_written(written)
     }
 
-    /// The key's value as a Python object; `None` if it has none.
+    /// The key's value as a Python object; `None` if it has none. `pin`:
+    /// see [`Kvs::get_pinned`].
     pub fn get(
         &self,
         py: Python<'_>,
         key: &str,
         raw: bool,
         at_least: Option<&KeyState>,
+        pin: bool,
     ) -> PyResult<Py<PyAny>> {
-        let value = py.detach(|| lock(&self.net).get(key, at_least))?;
+        let value = py.detach(|| {
+            let mut net = lock(&self.net);
+            if pin {
+                net.get_pinned(key, at_least)
+            } else {
+                net.get(key, at_least)
+            }
+        })?;
         match value {
             None => Ok(py.None()),
             Some(v) => Ok(values::from_lattice(py, &v, raw)?.unbind()),

@@ -228,3 +228,63 @@ def test_acknowledgement_levels_from_python(replicated):
     with pytest.raises(squall.RemoteError) as e:
         client.call("put_acked", "session/acked-fn", "most")
     assert "ValueError" in str(e.value)
+
+
+def first_reads(value, key):
+    """Reads `key` twice (as a `Reference` argument and with `user.get`),
+    waits while a writer races, and passes what it saw on."""
+    import time as t
+
+    from squall import user
+
+    again = user.get(key)
+    t.sleep(0.03)
+    return key, [value, again]
+
+
+def second_read(seen):
+    from squall import user
+
+    key, reads = seen
+    return reads + [user.get(key)]
+
+
+def test_repeatable_read_gives_every_function_of_a_call_the_first_reads_version(replicated):
+    _, client = replicated
+    import threading
+
+    other = squall.connect(str(replicated[0].state_dir))
+    key = "session/raced"
+    other.put(key, 0)
+    stop = threading.Event()
+
+    def writer():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            other.put(key, i)
+            time.sleep(0.002)
+
+    client.register(first_reads)
+    client.register(second_read)
+    client.register_dag("raced", ["first_reads", "second_read"], [("first_reads", "second_read")])
+    racing = threading.Thread(target=writer)
+    racing.start()
+    try:
+        args = {"first_reads": [squall.Reference(key), key]}
+        repeatable = [client.call_dag("raced", args, consistency="repeatable_read") for _ in range(20)]
+        plain = [client.call_dag("raced", args) for _ in range(20)]
+    finally:
+        stop.set()
+        racing.join()
+    differing = [r for r in repeatable if len(set(r)) != 1]
+    assert differing == [], f"reads of one repeatable-read call differ: {differing}"
+    # The same calls at "lww" see the writer move on between their reads:
+    # the check above can fail.
+    assert any(len(set(r)) != 1 for r in plain), plain
+    with pytest.raises(ValueError):
+        client.call_dag("raced", args, consistency="serializable")
+    with pytest.raises(ValueError):
+        squall.connect(str(replicated[0].state_dir), consistency="strong")
+    rr = squall.connect(str(replicated[0].state_dir), consistency="repeatable_read")
+    assert len(set(rr.call_dag("raced", args))) == 1

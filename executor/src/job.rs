@@ -5,7 +5,7 @@
 //! initialiser included, with nothing invoked.
 
 use anna::lattice::WriterId;
-use anna::protocol::compute::{CallError, CallErrorKind, CallId, FunctionCode};
+use anna::protocol::compute::{CallError, CallErrorKind, CallId, Consistency, FunctionCode};
 use anna::protocol::{Address, Session};
 use std::sync::Arc;
 
@@ -57,6 +57,11 @@ pub struct CallEnv {
     /// The caller's session: `squall.user.get` and `Reference` arguments
     /// read at least at its versions.
     pub session: Session,
+    /// The call's consistency level, and (repeatable read) the states
+    /// upstream functions read, which this function's reads of those keys
+    /// answer.
+    pub consistency: Consistency,
+    pub pinned: Session,
     /// Who the function's writes are by: derived from the call and the
     /// function's place in it ([`invocation_writer`]), the same for every
     /// attempt, so a retried invocation's lattice writes merge into the
@@ -80,8 +85,26 @@ pub struct JobDone {
     pub seq: u64,
     /// The result in the runtime's encoding, or why there is none.
     pub outcome: Result<Vec<u8>, CallError>,
-    /// What the function wrote (witnesses of its acknowledged writes).
+    /// What the function did besides its result.
+    pub effects: Effects,
+}
+
+/// What a function did besides its result, reported by its runtime's user
+/// library: the versions of its acknowledged writes (for its caller's
+/// session and downstream reads) and, under repeatable read, the states
+/// its reads pinned (for downstream reads).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Effects {
     pub written: Session,
+    pub pinned: Session,
+}
+
+impl Effects {
+    /// Adds `other`'s writes and pins (the first pin of a key wins).
+    pub fn add(&mut self, other: Effects) {
+        self.written.join(&other.written);
+        self.pinned.pin_all(&other.pinned);
+    }
 }
 
 /// A [`CallError`] of `kind` with no traceback.

@@ -6,11 +6,10 @@
 //! [`Outlet`]: a channel of [`WorkerEvent`]s plus a one-byte wake-up on an
 //! inproc socket the I/O thread polls beside its own.
 
-use crate::job::{call_error, Job, JobDone};
+use crate::job::{call_error, Effects, Job, JobDone};
 use crate::runtime::{CallInput, Runtime};
 use anna::protocol::compute::CallErrorKind;
 use anna::protocol::Address;
-use anna::protocol::Session;
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc;
 use std::sync::{Condvar, Mutex};
@@ -135,18 +134,16 @@ impl Worker {
             }
         }
         let outcome = self.call(job);
-        // Every runtime's user library may have written (a WebAssembly
-        // function's host calls go through the Python one).
-        let mut written = Session::default();
+        // Every runtime's user library may have written or pinned (a
+        // WebAssembly function's host calls go through the Python one).
+        let mut effects = Effects::default();
         for runtime in &mut self.runtimes {
-            for (key, witness) in runtime.take_written() {
-                written.record(&key, witness);
-            }
+            effects.add(runtime.take_effects());
         }
         JobDone {
             seq: job.seq,
             outcome,
-            written,
+            effects,
         }
     }
 

@@ -34,6 +34,8 @@ pub(crate) fn single(req: CallRequest, deadline_ms: u64, scheduler: &Address) ->
         scheduler: scheduler.clone(),
         session: req.session,
         written: Default::default(),
+        consistency: req.consistency,
+        pinned: Default::default(),
     }
 }
 
@@ -118,6 +120,8 @@ pub(crate) fn dag(
         scheduler: scheduler.clone(),
         session: req.session,
         written: Default::default(),
+        consistency: req.consistency,
+        pinned: Default::default(),
     })
 }
 

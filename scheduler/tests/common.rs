@@ -107,6 +107,7 @@ pub fn call(seq: u64, function: &str, refs: &[&str], timeout_ms: u32) -> Message
         reply: reply(),
         timeout_ms,
         session: Default::default(),
+        consistency: Default::default(),
     })
 }
 
@@ -121,6 +122,7 @@ pub fn call_dag(seq: u64, dag: &str, fn_args: &[(&str, CallArgs)]) -> Message {
         reply: reply(),
         timeout_ms: 10_000,
         session: Default::default(),
+        consistency: Default::default(),
     })
 }
 

@@ -146,6 +146,45 @@ impl std::fmt::Display for CallId {
     }
 }
 
+/// How consistent the reads of one call are, chosen per call (Cloudburst's
+/// levels). Whatever the level, a call reads at least what its caller
+/// wrote (see [`crate::protocol::session`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Consistency {
+    /// Each read sees the key's state at a replica or cache at that
+    /// moment: the default, and the cheapest.
+    #[default]
+    Lww,
+    /// Every function of one call that reads key K sees the same version
+    /// of K: the one the call's first read of K got. The version read
+    /// travels with the call ([`Plan::pinned`]) to the functions
+    /// downstream.
+    RepeatableRead,
+}
+
+impl Consistency {
+    /// The name users give it (`"lww"`, `"repeatable_read"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Consistency::Lww => "lww",
+            Consistency::RepeatableRead => "repeatable_read",
+        }
+    }
+}
+
+impl std::str::FromStr for Consistency {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Consistency::Lww, Consistency::RepeatableRead]
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| {
+                format!("unknown consistency level {s:?}: use \"lww\" or \"repeatable_read\"")
+            })
+    }
+}
+
 /// What a function is given by its caller.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallArgs {
@@ -182,6 +221,7 @@ pub struct CallRequest {
     /// The versions the caller wrote: every read the call makes sees at
     /// least them (see [`crate::protocol::session`]).
     pub session: Session,
+    pub consistency: Consistency,
 }
 
 /// "Call this DAG", to a scheduler.
@@ -196,6 +236,7 @@ pub struct DagCallRequest {
     pub timeout_ms: u32,
     /// See [`CallRequest::session`]; the DAG record is read at least at it.
     pub session: Session,
+    pub consistency: Consistency,
 }
 
 /// One function of a [`Plan`].
@@ -235,6 +276,11 @@ pub struct Plan {
     /// (witnesses): read at least at it too, and reported to the caller
     /// with the result.
     pub written: Session,
+    pub consistency: Consistency,
+    /// Under [`Consistency::RepeatableRead`]: the whole state of every key
+    /// a function upstream of the receiver read, as it read it (the first
+    /// read of a key wins): the receiver's reads of those keys answer it.
+    pub pinned: Session,
 }
 
 impl Plan {
@@ -454,6 +500,8 @@ mod tests {
             scheduler: Address::default(),
             session: Session::default(),
             written: Session::default(),
+            consistency: Consistency::Lww,
+            pinned: Session::default(),
         };
         assert_eq!(plan.sources().collect::<Vec<_>>(), vec![0, 2]);
     }

@@ -62,6 +62,21 @@ impl Session {
         }
     }
 
+    /// Records `state` for `key` unless the key has one already (a pin:
+    /// the first read of a key wins).
+    pub fn pin(&mut self, key: &str, state: KeyState) {
+        if let Err(i) = self.0.binary_search_by(|(k, _)| k.as_str().cmp(key)) {
+            self.0.insert(i, (key.to_string(), state));
+        }
+    }
+
+    /// Pins every entry of `other` (see [`Session::pin`]).
+    pub fn pin_all(&mut self, other: &Session) {
+        for (key, state) in &other.0 {
+            self.pin(key, state.clone());
+        }
+    }
+
     /// Joins every version of `other` into this session.
     pub fn join(&mut self, other: &Session) {
         for (key, witness) in &other.0 {
@@ -137,6 +152,23 @@ mod tests {
             writer: WriterId(1),
         };
         KeyState::from_value(LatticeValue::Lww(Lww::new(ts, b"payload".to_vec())))
+    }
+
+    #[test]
+    fn the_first_pin_of_a_key_wins_and_records_join() {
+        let mut pins = Session::default();
+        pins.pin("k", write(2));
+        pins.pin("k", write(3));
+        assert_eq!(pins.get("k"), Some(&write(2)));
+        let mut later = Session::default();
+        later.pin("k", write(1));
+        later.pin("j", write(1));
+        pins.pin_all(&later);
+        assert_eq!((pins.len(), pins.get("k")), (2, Some(&write(2))));
+        let mut versions = Session::default();
+        versions.record("k", write(2));
+        versions.record("k", write(1));
+        assert_eq!(versions.get("k"), Some(&write(2)));
     }
 
     #[test]

@@ -15,8 +15,8 @@ use anna::lattice::{
 };
 use anna::protocol::compute::{
     CacheReport, CallArgs, CallError, CallErrorKind, CallId, CallOutcome, CallRequest, CallResult,
-    ComputeStatus, DagCallRequest, DagChanged, ExecutorReport, Plan, PlannedFunction, ReplyTo,
-    Subscribe, UserMessage,
+    ComputeStatus, Consistency, DagCallRequest, DagChanged, ExecutorReport, Plan, PlannedFunction,
+    ReplyTo, Subscribe, UserMessage,
 };
 use anna::protocol::monitor::{MonitorEvent, MonitorStatus, StorageReport};
 use anna::protocol::{
@@ -416,6 +416,8 @@ fn plan() -> Plan {
             ),
         ]),
         written: Session::new(vec![("counter".to_string(), deleted_counter())]),
+        consistency: Consistency::RepeatableRead,
+        pinned: Session::new(vec![("big-array".to_string(), deleted_counter())]),
     }
 }
 
@@ -469,6 +471,7 @@ fn compute_messages() -> Vec<Message> {
             },
             timeout_ms: u32::MAX,
             session: Session::default(),
+            consistency: Consistency::Lww,
         }),
         Message::CallDag(DagCallRequest {
             id: CallId { caller: 1, seq: 2 },
@@ -480,6 +483,7 @@ fn compute_messages() -> Vec<Message> {
             },
             timeout_ms: 1000,
             session: plan().session,
+            consistency: Consistency::RepeatableRead,
         }),
         Message::CallResult(CallResult {
             id: CallId { caller: 1, seq: 1 },

@@ -67,6 +67,7 @@ def connect(
     timeout: float = 5.0,
     call_timeout: float = 60.0,
     bind_host: str = "127.0.0.1",
+    consistency: str = "lww",
 ) -> "Client":
     """Connects to a Squall cluster and returns a `Client`.
 
@@ -84,13 +85,16 @@ def connect(
             is not given.
         bind_host: the host this client receives answers on (a free port of
             it); must be reachable from the cluster.
+        consistency: the default consistency level of this client's calls
+            (``"lww"`` or ``"repeatable_read"``; see `Client.call`).
 
     Raises:
         ClusterNotFoundError: no cluster record where one was looked for.
+        ValueError: an unknown consistency level.
     """
     from .client import Client
 
-    return Client._connect(address, scheduler, timeout, call_timeout, bind_host)
+    return Client._connect(address, scheduler, timeout, call_timeout, bind_host, consistency)
 
 
 def __getattr__(name: str) -> Any:

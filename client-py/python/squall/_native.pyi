@@ -39,10 +39,16 @@ class Client:
         """Merges `value` into the key (as `squall.Client.put`)."""
     def delete(self, key: str, ack: Union[str, int, None] = None) -> None:
         """Deletes the key."""
-    def call(self, function: str, payload: bytes, refs: Sequence[str], timeout_ms: int) -> int:
+    def call(
+        self, function: str, payload: bytes, refs: Sequence[str], timeout_ms: int, consistency: str
+    ) -> int:
         """Sends a call; returns its sequence number."""
     def call_dag(
-        self, dag: str, args: Sequence[Tuple[str, bytes, Sequence[str]]], timeout_ms: int
+        self,
+        dag: str,
+        args: Sequence[Tuple[str, bytes, Sequence[str]]],
+        timeout_ms: int,
+        consistency: str,
     ) -> int:
         """Sends a DAG call; returns its sequence number."""
     def dag_changed(self, name: str) -> None:

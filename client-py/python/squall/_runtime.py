@@ -59,8 +59,6 @@ import traceback
 
 #: How long to wait before reading a missing referenced key again.
 REFERENCE_POLL_S = 0.005
-#: The longest one read of a referenced key may take.
-REFERENCE_READ_TIMEOUT_S = 1.0
 #: A missing reference gives up this long before the call's deadline, so
 #: the caller learns which key was missing rather than a bare timeout.
 REFERENCE_MARGIN_S = 0.05
@@ -173,13 +171,14 @@ def configure(max_value_bytes):
     _trim()
 
 
-def take_written():
-    """``[(key, encoded version)]`` the last call wrote through
-    ``squall.user`` (taken: the next call starts with none)."""
+def take_effects():
+    """``(written, pinned)``, each ``[(key, encoded state)]``: what the last
+    call wrote through ``squall.user`` and, under repeatable read, the
+    states its reads pinned (taken: the next call starts with none)."""
     user = sys.modules.get("squall.user")
     if user is None:
-        return []
-    return user._take_written()
+        return [], []
+    return user._take_effects()
 
 
 def invalidate(keys):
@@ -226,32 +225,44 @@ def _decode(data):
     return data
 
 
-def _read_reference(cache, key, deadline):
+def _read_reference(key, deadline):
     import _squall_executor
 
-    # A key the caller wrote is read at least at its write: not from the
-    # kept values, which may predate it.
+    from squall import user
+
+    pin = _squall_executor.consistency() == "repeatable_read"
+    if pin:
+        pinned = user._pinned(key, raw=True)
+        if pinned is not user._NOT_PINNED:
+            return _plain(pinned)
+    # A key the caller (or an upstream function) wrote is read at least at
+    # that write: not from the kept values, which may predate it; nor is a
+    # read that pins the version for the rest of the call.
     at_least = _squall_executor.version(key)
-    data = _values.get(key) if at_least is None else None
+    data = _values.get(key) if at_least is None and not pin else None
     if data is not None:
         _values.move_to_end(key)
         return _decode(data)
-    from squall import _native
+    value = _read_stored(user._store(), key, deadline, at_least, pin)
+    return _plain(value, remember=key)
 
-    left = deadline - REFERENCE_MARGIN_S - time.time()
-    left = max(0.01, min(REFERENCE_READ_TIMEOUT_S, left))
-    value = _read_stored(_native.DirectKvs(cache, left), key, deadline, at_least)
+
+def _plain(value, remember=None):
+    """A raw read's value as the function sees it: last-writer-wins bytes
+    unpickled (kept under `remember`, if given), other lattices as they
+    are."""
     if type(value).__name__ == "Lww" and isinstance(getattr(value, "value", None), bytes):
-        _remember(key, value.value)
+        if remember is not None:
+            _remember(remember, value.value)
         return _decode(value.value)
     return value
 
 
-def _read_stored(kvs, key, deadline, at_least=None):
+def _read_stored(kvs, key, deadline, at_least=None, pin=False):
     start = time.time()
     while True:
         try:
-            value = kvs.get(key, raw=True, at_least=at_least)
+            value = kvs.get(key, raw=True, at_least=at_least, pin=pin)
             if value is not None:
                 return value
         except Exception as e:
@@ -275,7 +286,7 @@ def _resolve(args, kwargs, deadline, cache):
         if not _is_reference(x):
             return x
         if x.key not in memo:
-            memo[x.key] = _read_reference(cache, x.key, deadline)
+            memo[x.key] = _read_reference(x.key, deadline)
         return memo[x.key]
 
     return tuple(value(a) for a in args), {k: value(v) for k, v in kwargs.items()}

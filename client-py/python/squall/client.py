@@ -171,9 +171,12 @@ class Client:
       ``get`` returns the same class.
     """
 
-    def __init__(self, native: "_native.Client", call_timeout: float) -> None:
+    def __init__(
+        self, native: "_native.Client", call_timeout: float, consistency: str = "lww"
+    ) -> None:
         self._native = native
         self._call_timeout = call_timeout
+        self._consistency = _check_consistency(consistency)
 
     @classmethod
     def _connect(
@@ -183,6 +186,7 @@ class Client:
         timeout: float,
         call_timeout: float,
         bind_host: str,
+        consistency: str = "lww",
     ) -> "Client":
         if address is not None and address.startswith(_SCHEMES):
             routers, schedulers = [address], []
@@ -197,8 +201,9 @@ class Client:
             routers, schedulers = _addresses(record, "routers"), _addresses(record, "schedulers")
         if scheduler is not None:
             schedulers = [scheduler] if isinstance(scheduler, str) else list(scheduler)
+        consistency = _check_consistency(consistency)
         native = _native.Client(routers, schedulers, float(timeout), bind_host)
-        return cls(native, float(call_timeout))
+        return cls(native, float(call_timeout), consistency)
 
     # -- the key-value store ------------------------------------------------
 
@@ -323,11 +328,29 @@ class Client:
         found = (n.decode("utf-8", "replace") for n in names)
         return sorted(n for n in found if self._native.exists(key_of(n)))
 
-    def call(self, name: str, /, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> Any:
+    def call(
+        self,
+        name: str,
+        /,
+        *args: Any,
+        timeout: Optional[float] = None,
+        consistency: Optional[str] = None,
+        **kwargs: Any,
+    ) -> Any:
         """Calls function `name` with `args` and `kwargs` and returns its
         result. Top-level `squall.Reference` arguments are resolved to their
         keys' values on the executor. `timeout` (seconds; default the
         client's ``call_timeout``) bounds the whole call.
+
+        Every read the call makes (its code, `Reference` arguments,
+        `squall.user.get`) sees at least what this client wrote before it.
+        `consistency` (default: the client's, ``"lww"`` unless `connect`
+        said otherwise) is ``"lww"`` (each read sees the key as it is at
+        that moment) or ``"repeatable_read"`` (every function of the call
+        reading a key sees the version the call's first read of it got; the
+        version travels with a DAG call to its downstream functions).
+        Parameters named `timeout` or `consistency` cannot be passed to the
+        function by keyword.
 
         Raises:
             RemoteError: the function raised; ``str(e)`` shows the remote
@@ -336,15 +359,25 @@ class Client:
             CallTimeoutError, ExecutorDiedError, OverloadedError: the call
                 failed for that reason (all `CallError`, `SquallError`).
         """
-        return self.call_async(name, *args, timeout=timeout, **kwargs).get()
+        future = self.call_async(
+            name, *args, timeout=timeout, consistency=consistency, **kwargs
+        )
+        return future.get()
 
     def call_async(
-        self, name: str, /, *args: Any, timeout: Optional[float] = None, **kwargs: Any
+        self,
+        name: str,
+        /,
+        *args: Any,
+        timeout: Optional[float] = None,
+        consistency: Optional[str] = None,
+        **kwargs: Any,
     ) -> Future:
         """Like `call`, but returns a `Future` at once."""
         seconds = self._call_timeout if timeout is None else timeout
+        level = self._level(consistency)
         payload, refs = _pickle_args(args, kwargs)
-        seq = self._native.call(name, payload, refs, _timeout_ms(seconds))
+        seq = self._native.call(name, payload, refs, _timeout_ms(seconds), level)
         return Future(self._native, seq, time.monotonic() + seconds, f"call of `{name}`")
 
     # -- DAGs ---------------------------------------------------------------
@@ -398,21 +431,24 @@ class Client:
         name: str,
         args: Optional[Mapping[str, Sequence[Any]]] = None,
         timeout: Optional[float] = None,
+        consistency: Optional[str] = None,
     ) -> Any:
         """Calls DAG `name` and returns its sink's result. `args` maps a
         function name to its own positional arguments (a tuple or list),
-        which come after its upstream results. Errors as for `call`, plus
-        `UnknownDagError`."""
-        return self.call_dag_async(name, args, timeout).get()
+        which come after its upstream results. `consistency` as for `call`.
+        Errors as for `call`, plus `UnknownDagError`."""
+        return self.call_dag_async(name, args, timeout, consistency).get()
 
     def call_dag_async(
         self,
         name: str,
         args: Optional[Mapping[str, Sequence[Any]]] = None,
         timeout: Optional[float] = None,
+        consistency: Optional[str] = None,
     ) -> Future:
         """Like `call_dag`, but returns a `Future` at once."""
         seconds = self._call_timeout if timeout is None else timeout
+        level = self._level(consistency)
         wire = []
         for function, fn_args in (args or {}).items():
             if not isinstance(fn_args, (tuple, list)):
@@ -422,10 +458,13 @@ class Client:
                 )
             payload, refs = _pickle_args(fn_args, {})
             wire.append((function, payload, refs))
-        seq = self._native.call_dag(name, wire, _timeout_ms(seconds))
+        seq = self._native.call_dag(name, wire, _timeout_ms(seconds), level)
         return Future(self._native, seq, time.monotonic() + seconds, f"call of DAG `{name}`")
 
     # -- misc ---------------------------------------------------------------
+
+    def _level(self, consistency: Optional[str]) -> str:
+        return self._consistency if consistency is None else _check_consistency(consistency)
 
     @property
     def id(self) -> int:
@@ -484,3 +523,15 @@ def _check_dag(functions: List[str], connections: List[Tuple[str, ...]]) -> None
             f"a DAG needs exactly one sink (a function with no downstream); "
             f"found {len(sinks)}: {', '.join(sinks)}"
         )
+
+
+#: The consistency levels a call may ask for (see `Client.call`).
+CONSISTENCY_LEVELS = ("lww", "repeatable_read")
+
+
+def _check_consistency(level: str) -> str:
+    if level not in CONSISTENCY_LEVELS:
+        raise ValueError(
+            f"unknown consistency level {level!r}: use one of {', '.join(CONSISTENCY_LEVELS)}"
+        )
+    return level

@@ -57,10 +57,35 @@ def version(key):
     return _executor().version(key)
 
 
+#: `_pinned`'s answer for a key no upstream function of the call read.
+_NOT_PINNED = object()
+
+
+def _pinned(key, raw=False):
+    """Under repeatable read, the value an upstream function of the call
+    read of ``key`` (None if it was absent), else ``_NOT_PINNED``."""
+    data = _executor().pinned(key)
+    if data is None:
+        return _NOT_PINNED
+    if not data:
+        return None
+    from squall import _native
+
+    return _native.decode_lattice(data, raw)
+
+
 def get(key, raw=False):
     """The value of ``key`` read through the node's cache (None if absent),
-    at least the version the caller wrote before the call."""
+    at least the version the caller (or an upstream function) wrote before.
+    Under ``consistency="repeatable_read"`` every function of the call sees
+    the version of ``key`` the call's first read of it got."""
+    executor = _executor()
     store = _store()
+    if executor.consistency() == "repeatable_read":
+        pinned = _pinned(key, raw)
+        if pinned is not _NOT_PINNED:
+            return pinned
+        return store.get(key, raw, version(key), True)
     return store.get(key, raw, version(key))
 
 
@@ -79,13 +104,15 @@ def delete(key, ack=None):
     _written(key)
 
 
-def _take_written():
-    """The writes acknowledged since the last take, for the executor to
-    report to the caller: ``[(key, encoded version)]``."""
-    taken = []
+def _take_effects():
+    """The writes acknowledged and the states pinned since the last take,
+    for the executor to report to the caller and downstream functions:
+    ``(written, pinned)``, each ``[(key, encoded state)]``."""
+    written, pinned = [], []
     for store in _stores.values():
-        taken.extend(store.take_written())
-    return taken
+        written.extend(store.take_written())
+        pinned.extend(store.take_pinned())
+    return written, pinned
 
 
 def _written(key):

@@ -3,7 +3,7 @@
 
 use super::prewarm::Load;
 use super::ExecutorCore;
-use crate::job::{call_error, invocation_writer, CallEnv, Job, JobDone};
+use crate::job::{call_error, invocation_writer, CallEnv, Effects, Job, JobDone};
 use anna::lattice::{LatticeValue, Lww};
 use anna::protocol::compute::{
     encode_value, function_key, CallError, CallErrorKind, CallId, CallOutcome, CallResult, Plan,
@@ -126,7 +126,10 @@ impl ExecutorCore {
             self.counters.duplicates += 1;
             return;
         }
-        let plan_written = plan.written.clone();
+        let upstream_effects = Effects {
+            written: plan.written.clone(),
+            pinned: plan.pinned.clone(),
+        };
         if !self.fanins.contains_key(&key) {
             if self.fanins.len() >= self.config.max_pending_fanins {
                 self.counters.fanins_dropped += 1;
@@ -147,9 +150,10 @@ impl ExecutorCore {
             return;
         }
         pending.results[position] = Some(result);
-        if !plan_written.is_empty() {
-            // Every upstream function's writes are read at least.
-            Arc::make_mut(&mut pending.plan).written.join(&plan_written);
+        if upstream_effects != Effects::default() {
+            // Every upstream function's writes are read at least, and its
+            // pins hold (the first pin of a key wins).
+            add_effects(&mut pending.plan, upstream_effects);
         }
         if pending.results.iter().any(Option::is_none) {
             return;
@@ -237,6 +241,8 @@ impl ExecutorCore {
                         .collect(),
                     deadline_ms: inv.deadline_ms,
                     session: read_session(&inv.plan),
+                    consistency: inv.plan.consistency,
+                    pinned: inv.plan.pinned.clone(),
                     writer: invocation_writer(inv.plan.id, inv.function),
                 },
                 evict: std::mem::take(&mut self.evicted),
@@ -276,7 +282,7 @@ impl ExecutorCore {
         match running.work {
             Work::Call(inv) => {
                 *self.calls.entry(inv.name().to_string()).or_default() += 1;
-                self.finish_with(now, inv, done.outcome, &done.written, out);
+                self.finish_with(now, inv, done.outcome, done.effects, out);
             }
             Work::Load(load) => self.load_done(load, done.outcome),
         }
@@ -291,23 +297,23 @@ impl ExecutorCore {
         outcome: Result<Vec<u8>, CallError>,
         out: &mut Outbox,
     ) {
-        self.finish_with(now, inv, outcome, &Session::default(), out);
+        self.finish_with(now, inv, outcome, Effects::default(), out);
     }
 
     /// Sends a finished function's result downstream or to the caller, and
-    /// tells the scheduler. What the function `wrote` joins the plan's
-    /// `written`: downstream functions read at least at it, and the caller
-    /// gets it with the result.
+    /// tells the scheduler. What the function wrote joins the plan's
+    /// `written` (downstream functions read at least at it, and the caller
+    /// gets it with the result), what it pinned the plan's `pinned`.
     pub(super) fn finish_with(
         &mut self,
         now: Time,
         mut inv: Invocation,
         outcome: Result<Vec<u8>, CallError>,
-        wrote: &Session,
+        effects: Effects,
         out: &mut Outbox,
     ) {
-        if !wrote.is_empty() {
-            Arc::make_mut(&mut inv.plan).written.join(wrote);
+        if effects != Effects::default() {
+            add_effects(&mut inv.plan, effects);
         }
         let plan = &inv.plan;
         let planned = &plan.functions[inv.function as usize];
@@ -462,4 +468,11 @@ fn read_session(plan: &Plan) -> Session {
     let mut session = plan.session.clone();
     session.join(&plan.written);
     session
+}
+
+/// Adds a function's effects to the plan its downstream functions get.
+fn add_effects(plan: &mut Arc<Plan>, effects: Effects) {
+    let plan = Arc::make_mut(plan);
+    plan.written.join(&effects.written);
+    plan.pinned.pin_all(&effects.pinned);
 }

@@ -63,6 +63,8 @@ fn plan(functions: Vec<PlannedFunction>, response_key: Option<&str>) -> Box<Plan
         scheduler: SCHED.into(),
         session: Default::default(),
         written: Default::default(),
+        consistency: Default::default(),
+        pinned: Default::default(),
     })
 }
 
@@ -142,7 +144,10 @@ fn finish_writing(
     let done = JobDone {
         seq: job.seq,
         outcome,
-        written,
+        effects: crate::job::Effects {
+            written,
+            pinned: Default::default(),
+        },
     };
     core.job_done(T0, done, &mut out);
     out.drain().collect()

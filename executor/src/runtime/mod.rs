@@ -13,9 +13,8 @@ pub mod wasm;
 mod watchdog;
 
 use crate::job::CallEnv;
-use anna::lattice::KeyState;
+use crate::job::Effects;
 use anna::protocol::compute::{self, CallError, FunctionCode};
-use anna::protocol::Key;
 
 /// One call's input.
 #[derive(Clone, Copy, Debug)]
@@ -50,9 +49,9 @@ pub trait Runtime {
     /// that keep none ignore it.
     fn forget_values(&mut self, _keys: &[String]) {}
 
-    /// The witnesses of the writes the last call made through this
-    /// runtime's user library, taken (the next call starts with none).
-    fn take_written(&mut self) -> Vec<(Key, KeyState)> {
-        Vec::new()
+    /// What the last call did through this runtime's user library (its
+    /// writes, its pinned reads), taken: the next call starts with none.
+    fn take_effects(&mut self) -> Effects {
+        Effects::default()
     }
 }

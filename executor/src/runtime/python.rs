@@ -4,17 +4,18 @@
 //! the binary (so the executor and its runtime never disagree) and loaded as
 //! module `_squall_runtime`. Functions reach the executor through the native
 //! module `_squall_executor` (`executor_id`, `cache_address`, `executor_of`,
-//! `deadline`, `send`, `recv`, `version`, `writer`), which `squall.user`
+//! `deadline`, `send`, `recv`, `version`, `writer`, `consistency`,
+//! `pinned`), which `squall.user`
 //! wraps; its functions
 //! read the current call from a thread-local set around every call.
 
 use super::watchdog::Watchdog;
 use super::{CallInput, Runtime};
-use crate::job::{call_error, CallEnv};
+use crate::job::{call_error, CallEnv, Effects};
 use crate::worker::{Mailbox, Outlet, WorkerEvent};
 use anna::lattice::KeyState;
 use anna::protocol::compute::{self, CallError, CallErrorKind, FunctionCode};
-use anna::protocol::{Address, Key};
+use anna::protocol::{Address, Session};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use std::cell::RefCell;
@@ -117,6 +118,28 @@ fn version(py: Python<'_>, key: &str) -> PyResult<Option<Py<PyBytes>>> {
     })
 }
 
+/// The call's consistency level: `"lww"` or `"repeatable_read"`.
+#[pyfunction]
+fn consistency() -> PyResult<&'static str> {
+    with_context(|c| Ok(c.env.consistency.name()))
+}
+
+/// Under repeatable read, the value an upstream function of the call read
+/// of `key`: `None` if none read it, `b""` if it was absent, else the
+/// encoded value (for `squall._native.decode_lattice`).
+#[pyfunction]
+fn pinned(py: Python<'_>, key: &str) -> PyResult<Option<Py<PyBytes>>> {
+    with_context(|c| {
+        Ok(c.env.pinned.get(key).map(|state| {
+            let bytes = state
+                .visible()
+                .map(|v| compute::encode_value(v.as_ref()))
+                .unwrap_or_default();
+            PyBytes::new(py, &bytes).unbind()
+        }))
+    })
+}
+
 /// The writer id of the running invocation: the same for every attempt.
 #[pyfunction]
 fn writer() -> PyResult<u64> {
@@ -160,6 +183,8 @@ fn native_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     m.add_function(wrap_pyfunction!(recv, &m)?)?;
     m.add_function(wrap_pyfunction!(version, &m)?)?;
     m.add_function(wrap_pyfunction!(writer, &m)?)?;
+    m.add_function(wrap_pyfunction!(consistency, &m)?)?;
+    m.add_function(wrap_pyfunction!(pinned, &m)?)?;
     Ok(m)
 }
 
@@ -432,24 +457,30 @@ impl Runtime for PythonRuntime {
         }
     }
 
-    fn take_written(&mut self) -> Vec<(Key, KeyState)> {
+    fn take_effects(&mut self) -> Effects {
+        type Entries = Vec<(String, Vec<u8>)>;
+        let decode = |entries: Entries| {
+            let mut session = Session::default();
+            for (key, bytes) in entries {
+                match compute::decode_value::<KeyState>(&bytes) {
+                    Some(state) => session.record(&key, state),
+                    None => tracing::warn!(%key, "a reported state does not decode; dropped"),
+                }
+            }
+            session
+        };
         Python::attach(|py| {
             let taken = (self.runtime.bind(py))
-                .call_method0("take_written")
-                .and_then(|list| list.extract::<Vec<(String, Vec<u8>)>>());
+                .call_method0("take_effects")
+                .and_then(|t| t.extract::<(Entries, Entries)>());
             match taken {
-                Ok(list) => (list.into_iter())
-                    .filter_map(|(key, bytes)| {
-                        let witness = compute::decode_value::<KeyState>(&bytes);
-                        if witness.is_none() {
-                            tracing::warn!(%key, "a written version does not decode; dropped");
-                        }
-                        Some((key, witness?))
-                    })
-                    .collect(),
+                Ok((written, pinned)) => Effects {
+                    written: decode(written),
+                    pinned: decode(pinned),
+                },
                 Err(e) => {
                     tracing::warn!(error = %e, "collecting a function's writes failed");
-                    Vec::new()
+                    Effects::default()
                 }
             }
         })

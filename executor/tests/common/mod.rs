@@ -263,6 +263,8 @@ impl Harness {
             scheduler: self.rx.address().clone(),
             session: Default::default(),
             written: Default::default(),
+            consistency: Default::default(),
+            pinned: Default::default(),
         }
     }
 

@@ -177,3 +177,42 @@ fn a_functions_writes_travel_downstream_and_back_to_the_caller() {
     });
     assert_eq!(result.expect("a result").written, wrote("k", 6));
 }
+
+#[test]
+fn under_repeatable_read_the_first_read_of_a_key_is_pinned_for_the_functions_downstream() {
+    use crate::job::Effects;
+    use anna::protocol::compute::Consistency;
+
+    let mut core = core();
+    let other = "tcp://exec:2";
+    let mut dag = plan(
+        vec![
+            planned("f", vec![], vec![1], ME),
+            planned("g", vec![0], vec![], other),
+        ],
+        None,
+    );
+    dag.consistency = Consistency::RepeatableRead;
+    let job = invoke_and_fetch(&mut core, dag);
+    assert_eq!(job.env.consistency, Consistency::RepeatableRead);
+    let mut pinned = Session::default();
+    pinned.pin("k", stored(&code(1), 5));
+    let effects = Effects {
+        written: Session::default(),
+        pinned: pinned.clone(),
+    };
+    let mut out = Outbox::default();
+    let done = JobDone {
+        seq: job.seq,
+        outcome: Ok(b"r".to_vec()),
+        effects,
+    };
+    core.job_done(T0, done, &mut out);
+    let trigger = out.drain().find_map(|(to, m)| match m {
+        Message::Trigger { plan, .. } if to.as_str() == other => Some(plan),
+        _ => None,
+    });
+    let trigger = trigger.expect("g is triggered");
+    assert_eq!(trigger.pinned, pinned, "g reads what f read");
+    assert_eq!(trigger.consistency, Consistency::RepeatableRead);
+}

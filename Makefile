@@ -22,7 +22,7 @@ SQUALL := target/release/squall
 # redis-tools brings redis-cli and redis-benchmark to cross-check it.
 APT_PACKAGES := g++ make pkg-config redis-server redis-tools
 
-.PHONY: demo test setup build bench-kvs bench-functions bench-autoscale clean help
+.PHONY: demo test setup build bench-kvs bench-functions bench-consistency bench-autoscale clean help
 
 help:
 	@echo "make demo    install everything, build, and run the main job"
@@ -31,6 +31,7 @@ help:
 	@echo "make build   build the release binary $(SQUALL)"
 	@echo "make bench-kvs  run the KVS benchmark matrix: Squall (1 and 2 threads), Redis, ZeroMQ floor (~5 min)"
 	@echo "make bench-functions  run the functions benchmark: Squall vs Ray vs Dask (~3 min; installs them into .venv-bench)"
+	@echo "make bench-consistency  the price of each consistency level and of a session (~1 min)"
 	@echo "make clean   remove build outputs, the virtualenvs and stamps"
 
 setup: $(STAMPS)/apt $(STAMPS)/venv $(STAMPS)/client-py
@@ -101,6 +102,12 @@ $(STAMPS)/venv-bench: benches/functions/requirements.txt benches/functions/setup
 bench-functions: $(STAMPS)/venv-bench
 	cargo build --release -p squall
 	$(BENCH_VENV)/bin/python benches/functions/compose.py
+
+# The price of each consistency level (a DAG across executors reading 1 and
+# 10 keys) and of carrying a session of 1,024 writes with every call.
+bench-consistency: $(STAMPS)/client-py
+	cargo build --release -p squall
+	$(VENV)/bin/python benches/functions/consistency.py
 
 # Autoscaling: a load spike against a local cluster whose monitor may add
 # a node, storage tier then compute tier (~3 minutes); reaction times,

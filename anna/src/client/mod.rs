@@ -109,16 +109,6 @@ pub enum ClientError {
 /// within a few 10 ms periods).
 const STALE_RETRY: Duration = Duration::from_millis(5);
 
-/// How long after writing a key a client reads it at the replica that took
-/// the write (gossip reaches the other replicas within a few gossip periods,
-/// 10 ms each by default), so a client always reads its own writes while
-/// its other reads spread over the replicas.
-pub const READ_YOUR_WRITES: Duration = Duration::from_secs(1);
-
-/// Most keys remembered for [`READ_YOUR_WRITES`]; beyond, expired entries
-/// are dropped, and if none has expired, all (the reads then only spread).
-const MAX_RECENT_WRITES: usize = 4096;
-
 /// Identifies one operation of a [`ClientCore`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct OpId(pub u64);
@@ -197,9 +187,6 @@ pub struct ClientCore {
     placement_at: Time,
     /// Operations started, for [`Op::turn`].
     turns: u64,
-    /// Keys written lately: the replica each write went to, and until when
-    /// reads of the key go there first ([`READ_YOUR_WRITES`]).
-    recent_writes: HashMap<Key, (Address, Time)>,
     /// Every acknowledged write's version: reads of a key wait for it.
     session: SessionLog,
     /// The outstanding cluster-state request, and when it was sent.
@@ -225,7 +212,6 @@ impl ClientCore {
             placement: None,
             placement_at: Time::default(),
             turns: 0,
-            recent_writes: HashMap::new(),
             session: SessionLog::default(),
             asking: None,
             asked: 0,
@@ -399,23 +385,15 @@ impl ClientCore {
         };
         self.by_request.remove(&op.request);
         op.attempt_deadline = now + self.config.attempt_timeout;
-        // Reads and writes of a key written lately go where the last write
-        // went, so one client's operations on a key see each other.
-        let wrote_at = self
-            .recent_writes
-            .get(&op.key)
-            .filter(|(_, until)| *until > now)
-            .map(|(at, _)| at);
+        // Reads and writes spread over the replicas; a read of a key this
+        // client wrote waits for a replica holding the write (its session).
         let replica = self.placement.as_ref().and_then(|p| {
             let owners = p.owners(&op.key);
             let n = owners.len();
-            let sticky = wrote_at.filter(|a| owners.contains(a) && !op.tried.contains(a));
-            sticky.cloned().or_else(|| {
-                (0..n)
-                    .map(|i| &owners[(op.turn as usize).wrapping_add(i) % n])
-                    .find(|a| !op.tried.contains(a))
-                    .cloned()
-            })
+            (0..n)
+                .map(|i| &owners[(op.turn as usize).wrapping_add(i) % n])
+                .find(|a| !op.tried.contains(a))
+                .cloned()
         });
         let Some(to) = replica else {
             op.tried.clear();
@@ -454,10 +432,6 @@ impl ClientCore {
         };
         op.tried.push(to.clone());
         op.at = Some(to.clone());
-        if matches!(op.kind, OpKind::Put(..) | OpKind::Delete(..)) {
-            let key = op.key.clone();
-            self.remember_write(now, key, to.clone());
-        }
         // In a batch, join the request already going to this replica at
         // this acknowledgement level; otherwise send a request of its own.
         let joined = self.batch.as_mut().and_then(|batch| {
@@ -488,17 +462,6 @@ impl ClientCore {
         if let Some(op) = self.ops.get_mut(&id) {
             op.request = request;
         }
-    }
-
-    /// Reads of `key` go to `to` for [`READ_YOUR_WRITES`].
-    fn remember_write(&mut self, now: Time, key: Key, to: Address) {
-        if self.recent_writes.len() >= MAX_RECENT_WRITES && !self.recent_writes.contains_key(&key) {
-            self.recent_writes.retain(|_, (_, until)| *until > now);
-            if self.recent_writes.len() >= MAX_RECENT_WRITES {
-                self.recent_writes.clear();
-            }
-        }
-        self.recent_writes.insert(key, (to, now + READ_YOUR_WRITES));
     }
 
     /// Runs `start` (which starts operations: [`ClientCore::get`],
@@ -902,8 +865,8 @@ mod tests {
             "the write is in the session"
         );
 
-        // Long after the put (no sticky replica), the read asks for states.
-        let later = now + READ_YOUR_WRITES * 2;
+        // The read asks for whole states, merged until they hold the put.
+        let later = now + Duration::from_millis(1);
         let id = core.get(later, "k".into(), &mut out);
         let sent: Vec<_> = out.drain().collect();
         assert!(sent.iter().any(|(_, m)| matches!(m,
@@ -955,24 +918,6 @@ mod tests {
         let mut core = client_of(now, &mut out, 2, 2);
         let at = gets_per_replica(&mut core, now, "hot", 10);
         assert_eq!(at.values().copied().collect::<Vec<_>>(), [5, 5], "{at:?}");
-    }
-
-    #[test]
-    fn a_client_reads_its_own_writes_at_the_replica_that_took_them() {
-        let now = Time(1_000_000);
-        let mut out = Outbox::default();
-        let mut core = client_of(now, &mut out, 2, 2);
-        core.put(now, "k".into(), max(1), &mut out);
-        let (wrote_at, _) = out.drain().next().expect("the put");
-        // Every read of `k` within READ_YOUR_WRITES goes where the write went.
-        let at = gets_per_replica(&mut core, now, "k", 6);
-        assert_eq!(at.get(wrote_at.as_str()), Some(&6), "{at:?}");
-        // Other keys still spread.
-        assert_eq!(gets_per_replica(&mut core, now, "other", 6).len(), 2);
-        // Later, reads of `k` spread again.
-        let later = now + READ_YOUR_WRITES;
-        let at = gets_per_replica(&mut core, later, "k", 6);
-        assert_eq!(at.values().copied().collect::<Vec<_>>(), [3, 3], "{at:?}");
     }
 
     #[test]

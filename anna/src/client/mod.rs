@@ -109,6 +109,18 @@ pub enum ClientError {
 /// within a few 10 ms periods).
 const STALE_RETRY: Duration = Duration::from_millis(5);
 
+/// How long after writing a key a client sends its further writes of the
+/// key to the replica that took the first: one replica then sees the
+/// client's writes in order, so a write of another lattice type than the
+/// client's previous one is refused there (`TypeMismatch`) instead of
+/// landing on a replica gossip has not reached yet. Reads spread anyway;
+/// the session makes them see the writes.
+pub const WRITE_AFFINITY: Duration = Duration::from_secs(1);
+
+/// Most keys remembered for [`WRITE_AFFINITY`]; beyond, expired entries are
+/// dropped, and if none has expired, all.
+const MAX_RECENT_WRITES: usize = 4096;
+
 /// Identifies one operation of a [`ClientCore`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct OpId(pub u64);
@@ -189,6 +201,9 @@ pub struct ClientCore {
     turns: u64,
     /// Every acknowledged write's version: reads of a key wait for it.
     session: SessionLog,
+    /// Keys written lately: the replica each write went to, and until when
+    /// further writes of the key go there first ([`WRITE_AFFINITY`]).
+    recent_writes: HashMap<Key, (Address, Time)>,
     /// The outstanding cluster-state request, and when it was sent.
     asking: Option<(RequestId, Time)>,
     asked: u64,
@@ -213,6 +228,7 @@ impl ClientCore {
             placement_at: Time::default(),
             turns: 0,
             session: SessionLog::default(),
+            recent_writes: HashMap::new(),
             asking: None,
             asked: 0,
             ops: BTreeMap::new(),
@@ -385,15 +401,23 @@ impl ClientCore {
         };
         self.by_request.remove(&op.request);
         op.attempt_deadline = now + self.config.attempt_timeout;
-        // Reads and writes spread over the replicas; a read of a key this
-        // client wrote waits for a replica holding the write (its session).
+        // Reads spread over the replicas (a read of a key this client
+        // wrote waits for a replica holding the write: its session); a
+        // write of a key written lately goes where the last write went.
+        let is_write = matches!(op.kind, OpKind::Put(..) | OpKind::Delete(..));
+        let wrote_at = (self.recent_writes.get(&op.key))
+            .filter(|(_, until)| is_write && *until > now)
+            .map(|(at, _)| at);
         let replica = self.placement.as_ref().and_then(|p| {
             let owners = p.owners(&op.key);
             let n = owners.len();
-            (0..n)
-                .map(|i| &owners[(op.turn as usize).wrapping_add(i) % n])
-                .find(|a| !op.tried.contains(a))
-                .cloned()
+            let sticky = wrote_at.filter(|a| owners.contains(a) && !op.tried.contains(a));
+            sticky.cloned().or_else(|| {
+                (0..n)
+                    .map(|i| &owners[(op.turn as usize).wrapping_add(i) % n])
+                    .find(|a| !op.tried.contains(a))
+                    .cloned()
+            })
         });
         let Some(to) = replica else {
             op.tried.clear();
@@ -432,6 +456,10 @@ impl ClientCore {
         };
         op.tried.push(to.clone());
         op.at = Some(to.clone());
+        if is_write {
+            let key = op.key.clone();
+            self.remember_write(now, key, to.clone());
+        }
         // In a batch, join the request already going to this replica at
         // this acknowledgement level; otherwise send a request of its own.
         let joined = self.batch.as_mut().and_then(|batch| {
@@ -462,6 +490,17 @@ impl ClientCore {
         if let Some(op) = self.ops.get_mut(&id) {
             op.request = request;
         }
+    }
+
+    /// Writes of `key` go to `to` for [`WRITE_AFFINITY`].
+    fn remember_write(&mut self, now: Time, key: Key, to: Address) {
+        if self.recent_writes.len() >= MAX_RECENT_WRITES && !self.recent_writes.contains_key(&key) {
+            self.recent_writes.retain(|_, (_, until)| *until > now);
+            if self.recent_writes.len() >= MAX_RECENT_WRITES {
+                self.recent_writes.clear();
+            }
+        }
+        self.recent_writes.insert(key, (to, now + WRITE_AFFINITY));
     }
 
     /// Runs `start` (which starts operations: [`ClientCore::get`],
@@ -918,6 +957,29 @@ mod tests {
         let mut core = client_of(now, &mut out, 2, 2);
         let at = gets_per_replica(&mut core, now, "hot", 10);
         assert_eq!(at.values().copied().collect::<Vec<_>>(), [5, 5], "{at:?}");
+    }
+
+    #[test]
+    fn writes_of_a_key_written_lately_go_to_one_replica_and_reads_spread() {
+        let now = Time(1_000_000);
+        let mut out = Outbox::default();
+        let mut core = client_of(now, &mut out, 2, 2);
+        core.put(now, "k".into(), max(1), &mut out);
+        let (wrote_at, _) = out.drain().next().expect("the put");
+        let puts: BTreeMap<String, usize> = (0..6)
+            .map(|_| {
+                core.put(now, "k".into(), max(2), &mut out);
+                out.drain().next().expect("a put").0 .0
+            })
+            .fold(BTreeMap::new(), |mut m, a| {
+                *m.entry(a).or_default() += 1;
+                m
+            });
+        assert_eq!(puts.get(wrote_at.as_str()), Some(&6), "{puts:?}");
+        // Reads of `k` spread: the session, not the replica, makes them
+        // see the writes.
+        let at = gets_per_replica(&mut core, now, "k", 6);
+        assert_eq!(at.values().copied().collect::<Vec<_>>(), [3, 3], "{at:?}");
     }
 
     #[test]

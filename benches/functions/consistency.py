@@ -11,7 +11,9 @@ cross compute nodes). One call in flight; p50/p99/mean in ms over
 `--calls` calls after `--warmup`.
 
   (a) a two-function DAG: f reads key K (a `Reference` argument), g reads K
-      again (`squall.user.get`), at "lww" and at "repeatable_read";
+      again (`squall.user.get`), at "lww", "repeatable_read" and "causal"
+      (last-writer-wins values: causal costs what repeatable read does plus
+      its bookkeeping);
   (b) the same DAG reading 10 keys in each function;
   (c) one plain call from a client that wrote nothing, and from one whose
       session holds its 1,024 most recent writes (every call carries them).
@@ -126,7 +128,7 @@ def main():
             for k in keys:
                 client.put(k, b"x" * 100)
             dag_args = {"reads": [*(squall.Reference(k) for k in keys), *keys]}
-            for level in ("lww", "repeatable_read"):
+            for level in ("lww", "repeatable_read", "causal"):
                 crossed = {"executors": 0, "nodes": 0, "calls": 0}
 
                 def call():

@@ -5,7 +5,7 @@
 use crate::errors::KvsFailure;
 use crate::store::{lock, Kvs};
 use anna::client::{ClientConfig, ClientError};
-use anna::lattice::{KeyState, LatticeValue, Timestamp};
+use anna::lattice::{KeyState, Lattice, LatticeValue, Timestamp};
 use anna::protocol::{
     compute::UserMessage, Ack, Address, KeyOp, KvsError, KvsRequest, Message, Outcome, RequestId,
     Session,
@@ -117,13 +117,37 @@ impl Direct {
     }
 }
 
+impl Direct {
+    /// What a read of `key` must see: `at_least` joined with what this
+    /// endpoint wrote or must read of it (its writes, causal dependencies).
+    pub fn required(&self, key: &str, at_least: Option<&KeyState>) -> Option<KeyState> {
+        match (at_least, self.written.get(key)) {
+            (None, None) => None,
+            (Some(w), None) | (None, Some(w)) => Some(w.clone()),
+            (Some(a), Some(b)) => Some(a.clone().join(b.clone())),
+        }
+    }
+
+    /// Later reads of `key` (here, downstream, and by the caller) must see
+    /// at least `state` (a causal dependency).
+    pub fn require(&mut self, key: &str, state: KeyState) {
+        self.written.record(key, state);
+    }
+
+    /// The states this endpoint's pinned reads read.
+    pub fn pinned(&self) -> &Session {
+        &self.pinned
+    }
+}
+
 impl Kvs for Direct {
     fn get(
         &mut self,
         key: &str,
         at_least: Option<&KeyState>,
     ) -> Result<Option<LatticeValue>, KvsFailure> {
-        let op = match at_least {
+        let at_least = self.required(key, at_least);
+        let op = match at_least.as_ref() {
             None => KeyOp::Get {
                 key: key.to_string(),
             },
@@ -173,12 +197,17 @@ impl Kvs for Direct {
         key: &str,
         at_least: Option<&KeyState>,
     ) -> Result<Option<LatticeValue>, KvsFailure> {
+        let at_least = self.required(key, at_least);
         if let Some(state) = self.pinned.get(key) {
-            return Ok(state.visible().map(|v| v.into_owned()));
+            // A pin older than what this function must now read (a causal
+            // dependency learnt since) is read again.
+            if at_least.as_ref().is_none_or(|w| state.covers(w)) {
+                return Ok(state.visible().map(|v| v.into_owned()));
+            }
         }
         let op = KeyOp::ReadState {
             key: key.to_string(),
-            at_least: at_least.cloned(),
+            at_least,
         };
         match self.request(op, Ack::FirstReplica)? {
             Outcome::State(state) => {
@@ -186,7 +215,7 @@ impl Kvs for Direct {
                 // A key absent at its first read is not pinned: a
                 // reference to it waits for it to appear, as in any call.
                 if value.is_some() {
-                    self.pinned.pin(key, state);
+                    self.pinned.repin(key, state);
                 }
                 Ok(value)
             }

@@ -245,6 +245,15 @@ impl Client {
     }
 }
 
+/// Vector clocks as Python dicts: `{key: {writer: count}}`.
+fn clocks_dict(
+    clocks: Vec<(String, anna::lattice::VectorClock)>,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<u64, u64>> {
+    (clocks.into_iter())
+        .map(|(k, c)| (k, c.reveal().iter().map(|(w, n)| (w.0, *n)).collect()))
+        .collect()
+}
+
 /// A session's entries as `[(key, encoded state)]`.
 fn encoded_entries<'py>(
     py: Python<'py>,
@@ -399,6 +408,35 @@ impl DirectKvs {
     /// `[(key, encoded witness)]`: the executor reports them to the caller.
     fn take_written<'py>(&self, py: Python<'py>) -> Vec<(String, Bound<'py, PyBytes>)> {
         encoded_entries(py, &self.store.take_written())
+    }
+
+    /// The version (encoded) reads of `key` through this endpoint must see
+    /// beyond the caller's session: its own writes and causal
+    /// dependencies; `None` if nothing.
+    fn required<'py>(&self, py: Python<'py>, key: &str) -> Option<Bound<'py, PyBytes>> {
+        let state = self.store.with_net(|net| net.required(key, None))?;
+        Some(PyBytes::new(py, &compute::encode_value(&state)))
+    }
+
+    /// Later reads of `key` (in this function, downstream, and by the
+    /// caller) must see at least the causal version of clock `clock`
+    /// (`{writer: count}`): a dependency of a value the function read.
+    fn require(&self, key: &str, clock: std::collections::BTreeMap<u64, u64>) {
+        use anna::lattice::{Dependent, LatticeValue, MultiKeyCausal, VectorClock, WriterId};
+        let clock = VectorClock::new(clock.into_iter().map(|(w, n)| (WriterId(w), n)));
+        let witness =
+            LatticeValue::MultiKeyCausal(MultiKeyCausal::new(clock, Dependent::default()));
+        let state = anna::lattice::KeyState::from_value(witness);
+        self.store.with_net(|net| net.require(key, state));
+    }
+
+    /// `{key: {writer: count}}`: the vector clock of every causal value this
+    /// endpoint's pinned reads read (a causal write depends on them).
+    fn causal_cut(
+        &self,
+    ) -> std::collections::BTreeMap<String, std::collections::BTreeMap<u64, u64>> {
+        self.store
+            .with_net(|net| clocks_dict(net.pinned().causal_clocks()))
     }
 
     /// The states pinned since the last call of this method, as

@@ -133,6 +133,11 @@ impl<B: Kvs> Store<B> {
         lock(&self.net).take_written()
     }
 
+    /// Runs `f` on the endpoint (for what only one kind of endpoint does).
+    pub fn with_net<T>(&self, f: impl FnOnce(&mut B) -> T) -> T {
+        f(&mut lock(&self.net))
+    }
+
     /// See [`Kvs::take_pinned`].
     pub fn take_pinned(&self) -> Session {
         lock(&self.net).take_pinned()

@@ -288,3 +288,84 @@ def test_repeatable_read_gives_every_function_of_a_call_the_first_reads_version(
         squall.connect(str(replicated[0].state_dir), consistency="strong")
     rr = squall.connect(str(replicated[0].state_dir), consistency="repeatable_read")
     assert len(set(rr.call_dag("raced", args))) == 1
+
+
+def reply_then(reply, post_key):
+    """f: a reply (resolved `Reference`); passes on the post it answers."""
+    return reply is not None, post_key
+
+
+def post_of(seen):
+    """g: reads the post the reply answers."""
+    from squall import user
+
+    has_reply, post_key = seen
+    return has_reply, user.get(post_key) is not None
+
+
+@pytest.fixture(scope="module")
+def slow_gossip():
+    """A cluster whose replicas gossip once a second (not every 10 ms): a
+    write acknowledged by one replica stays missing at the other for up to
+    a second, so a read that does not wait for what it must see shows it."""
+    state_dir = Path(tempfile.mkdtemp(prefix="squall-causal-"))
+    config = state_dir / "squall.toml"
+    config.write_text(
+        "[storage]\ngossip_period = 1000\nanti_entropy_period = 10000\n\n"
+        "[monitor.storage]\nenabled = false\n\n[monitor.compute]\nenabled = false\n"
+    )
+    c = Cluster(squall_bin(), state_dir, config)
+    try:
+        c.up("--nodes", "3", "--threads", "1", "--compute-nodes", "1", "--executors", "2")
+        client = squall.connect(str(state_dir), timeout=10.0)
+        yield c, client
+        client.close()
+    finally:
+        c.cli("down", check=False)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def test_causal_reads_never_show_a_reply_without_the_post_it_answers(slow_gossip):
+    cluster, client = slow_gossip
+    writer = squall.connect(str(cluster.state_dir))
+    client.register(reply_then)
+    client.register(post_of)
+    client.register_dag("thread", ["reply_then", "post_of"], [("reply_then", "post_of")])
+    violations = {}
+    for level in ("lww", "causal"):
+        seen = []
+        for i in range(100):
+            post, reply = f"{level}/post/{i}", f"{level}/reply/{i}"
+            writer.put(post, squall.MultiKeyCausal(b"a post"))
+            clock = writer.get(post).versions[0].clock
+            writer.put(reply, squall.MultiKeyCausal(b"a reply", {post: clock}))
+            args = {"reply_then": [squall.Reference(reply), post]}
+            seen.append(client.call_dag("thread", args, consistency=level))
+        violations[level] = sum(1 for has_reply, has_post in seen if has_reply and not has_post)
+    print("replies seen without their post, of 100:", violations)
+    assert violations["causal"] == 0, violations
+    # Without the causal cut the same reads show replies without their posts.
+    assert violations["lww"] > 0, violations
+
+
+def reply_to(post_key, reply_key):
+    from squall import user
+
+    assert user.get(post_key) is not None
+    user.put(reply_key, squall.MultiKeyCausal(b"reply"))
+    return "ok"
+
+
+def test_a_causal_write_depends_on_the_causal_values_its_call_read(replicated):
+    _, client = replicated
+    client.put("session/dep-post", squall.MultiKeyCausal(b"post"))
+    post_clock = client.get("session/dep-post").versions[0].clock
+    client.register(reply_to)
+    got = client.call("reply_to", "session/dep-post", "session/dep-reply", consistency="causal")
+    assert got == "ok"
+    (version,) = client.get("session/dep-reply").versions
+    assert dict(version.dependencies["session/dep-post"]) == dict(post_clock)
+    # At "lww" the write carries no dependency it was not given.
+    client.call("reply_to", "session/dep-post", "session/dep-plain")
+    (plain,) = client.get("session/dep-plain").versions
+    assert dict(plain.dependencies) == {}

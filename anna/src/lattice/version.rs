@@ -12,12 +12,13 @@
 //! as a deleted key's baseline, and a counter's count since a baseline
 //! ([`LatticeValue::since`]): how a delete makes counters start again.
 
-use super::{Counter, KeyState, Lattice, LatticeValue, Lww, MapLattice};
+use super::{Causal, Counter, KeyState, Lattice, LatticeValue, Lww, MapLattice};
 
 impl LatticeValue {
     /// Whether `self` already holds everything `other` holds (`other ⊑
-    /// self`). Exact for every type; allocation-free for last-writer-wins,
-    /// counters, sets and maps of them.
+    /// self`): the lattice order, except that causal values compare by
+    /// clock only (see below). Allocation-free for last-writer-wins,
+    /// counters, sets, causal values and maps of them.
     pub fn covers(&self, other: &LatticeValue) -> bool {
         use LatticeValue as V;
         match (self, other) {
@@ -30,6 +31,12 @@ impl LatticeValue {
                 .reveal()
                 .iter()
                 .all(|(field, v)| a.get(field).is_some_and(|mine| mine.covers(v))),
+            // A causal write is named by its clock (a writer counts one
+            // event of its own per write), so a version is held when a
+            // version of an equal or later clock is: a dependency's clock
+            // with no payload is a witness of it.
+            (V::SingleKeyCausal(a), V::SingleKeyCausal(b)) => clocks_cover(a, b),
+            (V::MultiKeyCausal(a), V::MultiKeyCausal(b)) => clocks_cover(a, b),
             (mine, theirs) if mine.kind() == theirs.kind() => !mine.clone().merge(theirs.clone()),
             (mine, theirs) => mine.kind() > theirs.kind(),
         }
@@ -83,6 +90,15 @@ impl LatticeValue {
             (v, _) => v.clone(),
         }
     }
+}
+
+/// Whether every version of `theirs` has a version of `mine` at the same
+/// or a later clock.
+fn clocks_cover<P: Ord + Clone>(mine: &Causal<P>, theirs: &Causal<P>) -> bool {
+    theirs.versions().all(|t| {
+        mine.versions()
+            .any(|m| m.clock == t.clock || t.clock.happened_before(&m.clock))
+    })
 }
 
 impl Counter {
@@ -179,6 +195,28 @@ mod tests {
                 assert_eq!(a.covers(b), unchanged, "{a:?} covers {b:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_causal_version_is_covered_by_its_clock_or_a_later_one() {
+        use crate::lattice::{Dependent, MultiKeyCausal, VectorClock, WriterId as W};
+        let clock = |a: u64, b: u64| VectorClock::new([(W(1), a), (W(2), b)]);
+        let v = |c: VectorClock, bytes: &[u8]| {
+            LatticeValue::MultiKeyCausal(MultiKeyCausal::new(
+                c,
+                Dependent {
+                    dependencies: Default::default(),
+                    value: bytes.to_vec(),
+                },
+            ))
+        };
+        let stored = v(clock(2, 1), b"post");
+        // A dependency on the clock, with no payload, is held.
+        assert!(stored.covers(&v(clock(2, 1), b"")));
+        assert!(stored.covers(&v(clock(1, 1), b"")));
+        assert!(!stored.covers(&v(clock(2, 2), b"")));
+        assert!(!stored.covers(&v(clock(3, 0), b"")));
+        assert!(!LatticeValue::MultiKeyCausal(MultiKeyCausal::default()).covers(&stored));
     }
 
     #[test]

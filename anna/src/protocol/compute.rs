@@ -160,6 +160,12 @@ pub enum Consistency {
     /// travels with the call ([`Plan::pinned`]) to the functions
     /// downstream.
     RepeatableRead,
+    /// Repeatable read, and the reads form a causal cut: a read of a
+    /// multi-key causal value makes every later read of a key it depends on
+    /// (in this function and downstream) at least at that dependency, and
+    /// a multi-key causal write with no dependencies given depends on every
+    /// causal value the call read.
+    Causal,
 }
 
 impl Consistency {
@@ -168,6 +174,7 @@ impl Consistency {
         match self {
             Consistency::Lww => "lww",
             Consistency::RepeatableRead => "repeatable_read",
+            Consistency::Causal => "causal",
         }
     }
 }
@@ -176,12 +183,18 @@ impl std::str::FromStr for Consistency {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [Consistency::Lww, Consistency::RepeatableRead]
-            .into_iter()
-            .find(|c| c.name() == s)
-            .ok_or_else(|| {
-                format!("unknown consistency level {s:?}: use \"lww\" or \"repeatable_read\"")
-            })
+        [
+            Consistency::Lww,
+            Consistency::RepeatableRead,
+            Consistency::Causal,
+        ]
+        .into_iter()
+        .find(|c| c.name() == s)
+        .ok_or_else(|| {
+            format!(
+                "unknown consistency level {s:?}: use \"lww\", \"repeatable_read\" or \"causal\""
+            )
+        })
     }
 }
 

@@ -11,7 +11,7 @@
 //! window. [`SessionLog`] keeps the most recent [`SESSION_KEYS`] keys.
 
 use super::Key;
-use crate::lattice::{KeyState, Lattice};
+use crate::lattice::{KeyState, Lattice, LatticeValue, VectorClock};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -70,11 +70,32 @@ impl Session {
         }
     }
 
+    /// Pins `state` for `key`, replacing a pin it had (a later read that
+    /// had to be newer than the pin).
+    pub fn repin(&mut self, key: &str, state: KeyState) {
+        match self.0.binary_search_by(|(k, _)| k.as_str().cmp(key)) {
+            Ok(i) => self.0[i].1 = state,
+            Err(i) => self.0.insert(i, (key.to_string(), state)),
+        }
+    }
+
     /// Pins every entry of `other` (see [`Session::pin`]).
     pub fn pin_all(&mut self, other: &Session) {
         for (key, state) in &other.0 {
             self.pin(key, state.clone());
         }
+    }
+
+    /// The vector clock of every causal value among these states (pins):
+    /// what a causal write made after reading them depends on.
+    pub fn causal_clocks(&self) -> Vec<(Key, VectorClock)> {
+        (self.0.iter())
+            .filter_map(|(k, s)| match s.visible()?.as_ref() {
+                LatticeValue::MultiKeyCausal(c) => Some((k.clone(), c.vector_clock())),
+                LatticeValue::SingleKeyCausal(c) => Some((k.clone(), c.vector_clock())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Joins every version of `other` into this session.

@@ -86,7 +86,8 @@ def connect(
         bind_host: the host this client receives answers on (a free port of
             it); must be reachable from the cluster.
         consistency: the default consistency level of this client's calls
-            (``"lww"`` or ``"repeatable_read"``; see `Client.call`).
+            (``"lww"``, ``"repeatable_read"`` or ``"causal"``; see
+            `Client.call`).
 
     Raises:
         ClusterNotFoundError: no cluster record where one was looked for.

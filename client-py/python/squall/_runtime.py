@@ -230,21 +230,17 @@ def _read_reference(key, deadline):
 
     from squall import user
 
-    pin = _squall_executor.consistency() == "repeatable_read"
-    if pin:
-        pinned = user._pinned(key, raw=True)
-        if pinned is not user._NOT_PINNED:
-            return _plain(pinned)
-    # A key the caller (or an upstream function) wrote is read at least at
-    # that write: not from the kept values, which may predate it; nor is a
-    # read that pins the version for the rest of the call.
-    at_least = _squall_executor.version(key)
-    data = _values.get(key) if at_least is None and not pin else None
-    if data is not None:
-        _values.move_to_end(key)
-        return _decode(data)
-    value = _read_stored(user._store(), key, deadline, at_least, pin)
-    return _plain(value, remember=key)
+    # Kept values serve plain reads only: not a key the caller (or an
+    # upstream function) wrote, which must be read at least at that write,
+    # nor a read at a level that pins what it reads.
+    plain = _squall_executor.consistency() == "lww"
+    if plain and _squall_executor.version(key) is None:
+        data = _values.get(key)
+        if data is not None:
+            _values.move_to_end(key)
+            return _decode(data)
+    value = _read_stored(lambda: user._read(key, raw=True), key, deadline)
+    return _plain(value, remember=key if plain else None)
 
 
 def _plain(value, remember=None):
@@ -258,11 +254,11 @@ def _plain(value, remember=None):
     return value
 
 
-def _read_stored(kvs, key, deadline, at_least=None, pin=False):
+def _read_stored(read, key, deadline):
     start = time.time()
     while True:
         try:
-            value = kvs.get(key, raw=True, at_least=at_least, pin=pin)
+            value = read()
             if value is not None:
                 return value
         except Exception as e:

@@ -348,7 +348,10 @@ class Client:
         said otherwise) is ``"lww"`` (each read sees the key as it is at
         that moment) or ``"repeatable_read"`` (every function of the call
         reading a key sees the version the call's first read of it got; the
-        version travels with a DAG call to its downstream functions).
+        version travels with a DAG call to its downstream functions) or
+        ``"causal"`` (repeatable read, and the reads form a causal cut over
+        `MultiKeyCausal` values: a value read makes later reads of the keys
+        it depends on see at least those dependencies).
         Parameters named `timeout` or `consistency` cannot be passed to the
         function by keyword.
 
@@ -526,7 +529,7 @@ def _check_dag(functions: List[str], connections: List[Tuple[str, ...]]) -> None
 
 
 #: The consistency levels a call may ask for (see `Client.call`).
-CONSISTENCY_LEVELS = ("lww", "repeatable_read")
+CONSISTENCY_LEVELS = ("lww", "repeatable_read", "causal")
 
 
 def _check_consistency(level: str) -> str:

@@ -61,10 +61,15 @@ def version(key):
 _NOT_PINNED = object()
 
 
-def _pinned(key, raw=False):
-    """Under repeatable read, the value an upstream function of the call
-    read of ``key`` (None if it was absent), else ``_NOT_PINNED``."""
-    data = _executor().pinned(key)
+#: The levels at which a call's first read of a key is pinned.
+_PINNING = ("repeatable_read", "causal")
+
+
+def _pinned(key, store, raw=False):
+    """The value an upstream function of the call read of ``key`` (None if
+    it was absent), if it is still what this function may read; else
+    ``_NOT_PINNED``."""
+    data = _executor().pinned(key, store.required(key))
     if data is None:
         return _NOT_PINNED
     if not data:
@@ -74,27 +79,63 @@ def _pinned(key, raw=False):
     return _native.decode_lattice(data, raw)
 
 
+def _read(key, raw=False):
+    """One read of ``key`` at the call's consistency level (see `get`)."""
+    executor = _executor()
+    store = _store()
+    level = executor.consistency()
+    if level not in _PINNING:
+        return store.get(key, raw, version(key))
+    value = _pinned(key, store, raw)
+    if value is _NOT_PINNED:
+        value = store.get(key, raw, version(key), True)
+    if level == "causal":
+        # Every later read of a key this value depends on, here and
+        # downstream, sees at least that dependency.
+        for v in getattr(value, "versions", None) or ():
+            for dep_key, clock in (getattr(v, "dependencies", None) or {}).items():
+                store.require(dep_key, dict(clock))
+    return value
+
+
 def get(key, raw=False):
     """The value of ``key`` read through the node's cache (None if absent),
     at least the version the caller (or an upstream function) wrote before.
     Under ``consistency="repeatable_read"`` every function of the call sees
-    the version of ``key`` the call's first read of it got."""
-    executor = _executor()
-    store = _store()
-    if executor.consistency() == "repeatable_read":
-        pinned = _pinned(key, raw)
-        if pinned is not _NOT_PINNED:
-            return pinned
-        return store.get(key, raw, version(key), True)
-    return store.get(key, raw, version(key))
+    the version of ``key`` the call's first read of it got; under
+    ``"causal"`` also, and a read of a key a value read before depends on
+    sees at least that dependency."""
+    return _read(key, raw)
 
 
 def put(key, value, ack=None):
     """Writes ``value`` under ``key`` through the node's cache, acknowledged
     at ``ack``: ``"one"`` (the first replica, the default), a number of
-    replicas, or ``"all"``."""
-    _store().put(key, value, ack)
+    replicas, or ``"all"``. Under ``consistency="causal"`` a
+    ``squall.MultiKeyCausal`` written with no dependencies depends on every
+    causal value the call read."""
+    store = _store()
+    if _executor().consistency() == "causal":
+        value = _with_dependencies(key, store, value)
+    store.put(key, value, ack)
     _written(key)
+
+
+def _with_dependencies(key, store, value):
+    from squall.lattices import MultiKeyCausal
+
+    if not isinstance(value, MultiKeyCausal) or len(value.versions) != 1:
+        return value
+    version = value.versions[0]
+    if version.dependencies:
+        return value
+    cut = {k: dict(c) for k, c in _executor().causal_cut().items()}
+    for k, clock in store.causal_cut().items():
+        mine = cut.setdefault(k, {})
+        for writer, n in clock.items():
+            mine[writer] = max(mine.get(writer, 0), n)
+    cut.pop(key, None)
+    return MultiKeyCausal(version.value, dependencies=cut, clock=version.clock)
 
 
 def delete(key, ack=None):

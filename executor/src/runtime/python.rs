@@ -5,7 +5,7 @@
 //! module `_squall_runtime`. Functions reach the executor through the native
 //! module `_squall_executor` (`executor_id`, `cache_address`, `executor_of`,
 //! `deadline`, `send`, `recv`, `version`, `writer`, `consistency`,
-//! `pinned`), which `squall.user`
+//! `pinned`, `causal_cut`), which `squall.user`
 //! wraps; its functions
 //! read the current call from a thread-local set around every call.
 
@@ -118,25 +118,46 @@ fn version(py: Python<'_>, key: &str) -> PyResult<Option<Py<PyBytes>>> {
     })
 }
 
-/// The call's consistency level: `"lww"` or `"repeatable_read"`.
+/// The call's consistency level: `"lww"`, `"repeatable_read"` or `"causal"`.
 #[pyfunction]
 fn consistency() -> PyResult<&'static str> {
     with_context(|c| Ok(c.env.consistency.name()))
 }
 
-/// Under repeatable read, the value an upstream function of the call read
-/// of `key`: `None` if none read it, `b""` if it was absent, else the
-/// encoded value (for `squall._native.decode_lattice`).
+/// Under repeatable read and causal, the value an upstream function of the
+/// call read of `key`: `None` if none read it (or, `required` being an
+/// encoded version the read must now see, the pinned one is older), `b""`
+/// if it was absent, else the encoded value (for
+/// `squall._native.decode_lattice`).
 #[pyfunction]
-fn pinned(py: Python<'_>, key: &str) -> PyResult<Option<Py<PyBytes>>> {
+#[pyo3(signature = (key, required=None))]
+fn pinned(py: Python<'_>, key: &str, required: Option<&[u8]>) -> PyResult<Option<Py<PyBytes>>> {
+    let required = required.and_then(compute::decode_value::<KeyState>);
     with_context(|c| {
-        Ok(c.env.pinned.get(key).map(|state| {
-            let bytes = state
-                .visible()
-                .map(|v| compute::encode_value(v.as_ref()))
-                .unwrap_or_default();
-            PyBytes::new(py, &bytes).unbind()
-        }))
+        let Some(state) = c.env.pinned.get(key) else {
+            return Ok(None);
+        };
+        let need = [c.env.session.get(key), required.as_ref()];
+        if need.into_iter().flatten().any(|w| !state.covers(w)) {
+            return Ok(None);
+        }
+        let bytes = state
+            .visible()
+            .map(|v| compute::encode_value(v.as_ref()))
+            .unwrap_or_default();
+        Ok(Some(PyBytes::new(py, &bytes).unbind()))
+    })
+}
+
+/// `{key: {writer: count}}`: the vector clock of every causal value the
+/// upstream functions of the call read.
+#[pyfunction]
+fn causal_cut() -> PyResult<std::collections::BTreeMap<String, std::collections::BTreeMap<u64, u64>>>
+{
+    with_context(|c| {
+        Ok((c.env.pinned.causal_clocks().into_iter())
+            .map(|(k, clock)| (k, clock.reveal().iter().map(|(w, n)| (w.0, *n)).collect()))
+            .collect())
     })
 }
 
@@ -185,6 +206,7 @@ fn native_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     m.add_function(wrap_pyfunction!(writer, &m)?)?;
     m.add_function(wrap_pyfunction!(consistency, &m)?)?;
     m.add_function(wrap_pyfunction!(pinned, &m)?)?;
+    m.add_function(wrap_pyfunction!(causal_cut, &m)?)?;
     Ok(m)
 }
 

@@ -316,7 +316,7 @@ def slow_gossip():
     )
     c = Cluster(squall_bin(), state_dir, config)
     try:
-        c.up("--nodes", "3", "--threads", "1", "--compute-nodes", "1", "--executors", "2")
+        c.up("--nodes", "3", "--threads", "1", "--compute-nodes", "2", "--executors", "1")
         client = squall.connect(str(state_dir), timeout=10.0)
         yield c, client
         client.close()
@@ -369,3 +369,40 @@ def test_a_causal_write_depends_on_the_causal_values_its_call_read(replicated):
     client.call("reply_to", "session/dep-post", "session/dep-plain")
     (plain,) = client.get("session/dep-plain").versions
     assert dict(plain.dependencies) == {}
+
+
+def test_retwis_timelines_never_show_a_reply_without_its_post(slow_gossip):
+    """examples/retwis.py at `causal` on the slow-gossip cluster: one client
+    posts, another replies, a third reads its timeline at once."""
+    import importlib.util
+
+    cluster, _ = slow_gossip
+    spec = importlib.util.spec_from_file_location(
+        "retwis", Path(__file__).resolve().parents[2] / "examples" / "retwis.py"
+    )
+    retwis = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(retwis)
+    state = str(cluster.state_dir)
+    ada = squall.connect(state, consistency="causal")
+    bob = squall.connect(state, consistency="causal")
+    cy = squall.connect(state, consistency="causal")
+    # Each client registers what it calls: its session then holds the code
+    # (another client's registration reaches it only by gossip, here slow).
+    for c in (ada, bob, cy):
+        retwis.register(c)
+    cy.call("follow", "cy", "bob")
+    missing = []
+    for i in range(40):
+        ada.call("post", "ada", f"t{i}", f"post {i}")
+        # Bob replies once he sees the post (gossip brings it to him).
+        for _ in range(300):
+            try:
+                bob.call("post", "bob", f"r{i}", f"reply {i}", reply_to=f"t{i}")
+                break
+            except squall.RemoteError as e:
+                assert "no post" in str(e)
+                time.sleep(0.01)
+        for entry in cy.call("timeline", "cy"):
+            if entry["reply_to"] is not None and entry["answers"] is None:
+                missing.append(entry)
+    assert missing == [], f"{len(missing)} replies shown without their post"

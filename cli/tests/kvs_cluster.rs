@@ -89,7 +89,25 @@ fn puts_and_gets_of_several_lattice_types_go_through_the_router_and_merge() {
     c.put("map", LatticeValue::Map(first)).unwrap();
     let second = MapLattice::new([("score".to_string(), LatticeValue::Max(Max::new(7)))]);
     other.put("map", LatticeValue::Map(second)).unwrap();
-    match c.get("map").unwrap() {
+    // `other`'s write reaches the replica `c` reads by gossip; `c` sees
+    // its own at once (its session).
+    let merged = wait_until(
+        "the other client's map field",
+        Duration::from_secs(5),
+        || {
+            let got = c.get("map").unwrap();
+            match &got {
+                Some(LatticeValue::Map(m))
+                    if m.get(&"score".to_string()) == Some(&LatticeValue::Max(Max::new(7))) =>
+                {
+                    Some(got)
+                }
+                Some(LatticeValue::Map(_)) => None,
+                other => panic!("map: {other:?}"),
+            }
+        },
+    );
+    match merged {
         Some(LatticeValue::Map(m)) => {
             assert_eq!(
                 m.get(&"score".to_string()),

@@ -4,24 +4,34 @@
 //! client, all real state machines, through loss, duplication, reordering
 //! and a crashed executor.
 //!
-//! The client registers a function again and again (or deletes it) and
+//! A client registers a function again and again (or deletes it) and
 //! calls it at once. The promise checked: a call sees what its caller
 //! wrote — every answer that arrives is the code just registered, or
 //! `UnknownFunction` right after a delete; never older code, never a
 //! spurious `UnknownFunction`. Lost answers (the network dropped them) are
 //! allowed, a wrong one is not; most calls must complete.
 //!
+//! Then functions that write: each call adds one to a counter through its
+//! node's cache as its invocation's writer, executors crash in turn (often
+//! after a function wrote and before it answered, so the call is retried
+//! elsewhere), and the client deletes the counter halfway. Checked once
+//! the network is quiet: every replica holds the same count, and it counts
+//! each call after the delete at most once (at least the answered ones),
+//! none from before it.
+//!
 //! `SQUALL_SIM_SEED=<n>` runs one seed only, to replay a failure.
 
 use anna::client::{ClientCore, ClientError, OpId, OpOutput};
 use anna::cluster::ReplicationFactor;
 use anna::kvs::{StorageWorker, WorkerConfig};
-use anna::lattice::{LatticeValue, Lww, WriterId};
+use anna::lattice::{Counter, LatticeValue, Lww, WriterId};
 use anna::protocol::compute::{
     encode_value, function_key, CallArgs, CallErrorKind, CallId, CallOutcome, CallRequest,
     Consistency, FunctionCode, ReplyTo, Runtime, ValueKind,
 };
-use anna::protocol::{Address, Message, NodeId, NodeInfo};
+use anna::protocol::{
+    Ack, Address, KeyOp, KvsRequest, Message, NodeId, NodeInfo, Outcome, RequestId,
+};
 use anna::role::{Input, Outbox, Role};
 use anna::router::{Router, RouterConfig};
 use anna::sim::{Sim, SimConfig};
@@ -237,6 +247,8 @@ enum Host {
     Scheduler(Box<Scheduler>),
     Executor(Box<ScriptedExecutor>),
     Caller(Box<Caller>),
+    Counting(Box<CountingExecutor>),
+    CountingCaller(Box<CountingCaller>),
 }
 
 impl Role for Host {
@@ -248,6 +260,8 @@ impl Role for Host {
             Host::Scheduler(r) => r.step(now, input, out),
             Host::Executor(r) => r.step(now, input, out),
             Host::Caller(r) => r.step(now, input, out),
+            Host::Counting(r) => r.step(now, input, out),
+            Host::CountingCaller(r) => r.step(now, input, out),
         }
     }
 
@@ -259,25 +273,42 @@ impl Role for Host {
             Host::Scheduler(r) => r.next_tick(),
             Host::Executor(r) => r.next_tick(),
             Host::Caller(r) => r.next_tick(),
+            Host::Counting(r) => r.next_tick(),
+            Host::CountingCaller(r) => r.next_tick(),
         }
     }
 }
 
-fn executor(sim: &Sim<Host>, node: &str) -> ScriptedExecutor {
-    let id = Identity {
+fn identity(sim: &Sim<Host>, node: &str) -> Identity {
+    Identity {
         address: addr(&format!("exec-{node}")),
         node: node.to_string(),
         cache: addr(&format!("cache-{node}")),
         schedulers: vec![addr("sched")],
         boot: sim.now().as_micros(),
-    };
-    ScriptedExecutor {
-        core: ExecutorCore::new(ExecutorConfig::default(), id, sim.now()),
     }
 }
 
-/// The cluster, and a caller of `rounds` rounds starting after 2 s.
-fn cluster(seed: u64, rounds: u64) -> Sim<Host> {
+fn executor(sim: &Sim<Host>, node: &str) -> ScriptedExecutor {
+    ScriptedExecutor {
+        core: ExecutorCore::new(ExecutorConfig::default(), identity(sim, node), sim.now()),
+    }
+}
+
+fn counting_executor(sim: &Sim<Host>, node: &str) -> CountingExecutor {
+    let id = identity(sim, node);
+    CountingExecutor {
+        me: id.address.clone(),
+        cache: id.cache.clone(),
+        core: ExecutorCore::new(ExecutorConfig::default(), id, sim.now()),
+        writing: None,
+        next_request: 0,
+    }
+}
+
+/// Storage nodes, a router, a scheduler and the caches of compute nodes
+/// `a` and `b`, on a lossy network.
+fn base_cluster(seed: u64) -> Sim<Host> {
     let mut sim: Sim<Host> = SimConfig::new(seed)
         .drop_rate(0.05)
         .duplicate_rate(0.05)
@@ -325,11 +356,28 @@ fn cluster(seed: u64, rounds: u64) -> Sim<Host> {
             WriterId(80 + i as u64),
         );
         sim.add(me, Host::Cache(Box::new(cache)));
+    }
+    sim
+}
+
+fn client_core(me: &str) -> ClientCore {
+    ClientCore::new(
+        Default::default(),
+        addr(me),
+        vec![addr("router")],
+        WriterId(1),
+    )
+}
+
+/// The cluster, and a caller of `rounds` rounds starting after 2 s.
+fn cluster(seed: u64, rounds: u64) -> Sim<Host> {
+    let mut sim = base_cluster(seed);
+    for node in ["a", "b"] {
         let e = executor(&sim, node);
         sim.add(addr(&format!("exec-{node}")), Host::Executor(Box::new(e)));
     }
     let caller = Caller {
-        core: ClientCore::new(Default::default(), addr("client"), routers, WriterId(1)),
+        core: client_core("client"),
         me: addr("client"),
         scheduler: addr("sched"),
         round: 0,
@@ -395,5 +443,309 @@ fn a_call_sees_its_callers_register_while_an_executor_crashes_and_restarts() {
         let e = executor(&sim, "a");
         sim.add(addr("exec-a"), Host::Executor(Box::new(e)));
         check(&mut sim, seed, rounds);
+    }
+}
+
+// ---- functions that write: retries count once, a delete starts again ----
+
+/// How long a writing function holds its result after its write was
+/// acknowledged: an executor crashed in that window has written but not
+/// answered, and the call is retried elsewhere.
+const HOLD: Duration = Duration::from_millis(50);
+/// How often a writing function sends its unacknowledged write again.
+const WRITE_RETRY: Duration = Duration::from_millis(200);
+
+/// A write in progress: the job, its write's request id, and when the
+/// result goes out (once acknowledged) or the write is sent again.
+struct Writing {
+    job: squall_executor::Job,
+    request: RequestId,
+    reply_at: Option<Time>,
+    resend_at: Time,
+}
+
+/// An executor whose every function adds one to counter `COUNT` (as its
+/// invocation's writer, through its node's cache), then returns.
+struct CountingExecutor {
+    core: ExecutorCore,
+    cache: Address,
+    me: Address,
+    writing: Option<Writing>,
+    next_request: u64,
+}
+
+const COUNT: &str = "count";
+
+impl CountingExecutor {
+    fn send_write(&mut self, now: Time, out: &mut Outbox) {
+        let Some(w) = &mut self.writing else {
+            return;
+        };
+        let mut counter = Counter::default();
+        counter.increment(w.job.env.writer, 1);
+        let put = KvsRequest {
+            id: w.request,
+            reply_to: self.me.clone(),
+            ops: vec![KeyOp::Put {
+                key: COUNT.to_string(),
+                value: LatticeValue::Counter(counter),
+            }],
+            ack: Ack::FirstReplica,
+        };
+        out.send(self.cache.clone(), Message::KvsRequest(put));
+        w.resend_at = now + WRITE_RETRY;
+    }
+}
+
+impl Role for CountingExecutor {
+    fn step(&mut self, now: Time, input: Input, out: &mut Outbox) {
+        if let (Input::Message(Message::KvsResponse(r)), Some(w)) = (&input, &mut self.writing) {
+            let stored = r
+                .results
+                .iter()
+                .all(|r| matches!(r.outcome, Outcome::Stored { .. }));
+            if r.id == w.request && stored && w.reply_at.is_none() {
+                w.reply_at = Some(now + HOLD);
+            }
+        }
+        self.core.step(now, input, out);
+        if let Some(w) = &self.writing {
+            match w.reply_at {
+                Some(at) if now >= at => {
+                    let Some(w) = self.writing.take() else { return };
+                    let done = JobDone {
+                        seq: w.job.seq,
+                        outcome: Ok(b"counted".to_vec()),
+                        effects: Effects::default(),
+                    };
+                    self.core.job_done(now, done, out);
+                }
+                None if now >= w.resend_at => self.send_write(now, out),
+                _ => {}
+            }
+        }
+        if self.writing.is_none() {
+            if let Some(job) = self.core.next_job(now, out) {
+                self.next_request += 1;
+                self.writing = Some(Writing {
+                    job,
+                    request: RequestId(u64::MAX - self.next_request),
+                    reply_at: None,
+                    resend_at: now,
+                });
+                self.send_write(now, out);
+            }
+        }
+    }
+
+    fn next_tick(&self) -> Option<Time> {
+        let own = self
+            .writing
+            .as_ref()
+            .map(|w| w.reply_at.unwrap_or(w.resend_at));
+        [own, self.core.next_tick()].into_iter().flatten().min()
+    }
+}
+
+/// Registers `inc`, calls it `per_phase` times, deletes `COUNT`, calls it
+/// `per_phase` times again; counts the calls of the second phase sent and
+/// answered.
+struct CountingCaller {
+    core: ClientCore,
+    me: Address,
+    scheduler: Address,
+    per_phase: u64,
+    /// 0 register, 1 first calls, 2 delete, 3 second calls, 4 done.
+    stage: u8,
+    in_stage: u64,
+    op: Option<OpId>,
+    calling: Option<(u64, Time)>,
+    seq: u64,
+    next_at: Time,
+    sent_after_delete: u64,
+    ok_after_delete: u64,
+}
+
+impl CountingCaller {
+    fn advance(&mut self, now: Time, out: &mut Outbox) {
+        if now < self.next_at || self.op.is_some() || self.calling.is_some() {
+            return;
+        }
+        match self.stage {
+            0 => {
+                let at = self.core.timestamp(now);
+                let value = LatticeValue::Lww(Lww::new(at, Caller::code(0)));
+                self.op = Some(self.core.put(now, function_key("inc"), value, out));
+            }
+            2 => self.op = Some(self.core.delete(now, COUNT.to_string(), out)),
+            1 | 3 if self.in_stage < self.per_phase => {
+                self.seq += 1;
+                let call = CallRequest {
+                    id: CallId {
+                        caller: 2,
+                        seq: self.seq,
+                    },
+                    function: "inc".to_string(),
+                    args: CallArgs::default(),
+                    reply: ReplyTo {
+                        address: self.me.clone(),
+                        response_key: None,
+                    },
+                    timeout_ms: 3_000,
+                    session: self.core.session(),
+                    consistency: Consistency::Lww,
+                };
+                out.send(self.scheduler.clone(), Message::Call(call));
+                self.calling = Some((self.seq, now + Duration::from_secs(4)));
+                if self.stage == 3 {
+                    self.sent_after_delete += 1;
+                }
+            }
+            1 | 3 => {
+                self.stage += 1;
+                self.in_stage = 0;
+            }
+            _ => {}
+        }
+    }
+
+    fn call_ended(&mut self, now: Time, ok: bool) {
+        self.calling = None;
+        self.in_stage += 1;
+        if ok && self.stage == 3 {
+            self.ok_after_delete += 1;
+        }
+        self.next_at = now + Duration::from_millis(1);
+    }
+}
+
+impl Role for CountingCaller {
+    fn step(&mut self, now: Time, input: Input, out: &mut Outbox) {
+        let done = match input {
+            Input::Message(Message::CallResult(r)) => {
+                if self.calling.is_some_and(|(seq, _)| seq == r.id.seq) {
+                    self.call_ended(now, matches!(r.outcome, CallOutcome::Value(_)));
+                }
+                Vec::new()
+            }
+            Input::Message(msg) => self.core.handle(now, msg, out),
+            Input::Tick => {
+                if self.calling.is_some_and(|(_, deadline)| now >= deadline) {
+                    self.call_ended(now, false);
+                }
+                self.core.tick(now, out)
+            }
+        };
+        for (op, result) in done {
+            if Some(op) != self.op {
+                continue;
+            }
+            self.op = None;
+            // A failed register or delete is tried again.
+            if result.is_ok() {
+                self.stage += 1;
+                self.in_stage = 0;
+            }
+        }
+        self.advance(now, out);
+    }
+
+    fn next_tick(&self) -> Option<Time> {
+        let own = match (self.stage, self.calling) {
+            (4, _) => None,
+            (_, Some((_, deadline))) => Some(deadline),
+            _ => Some(self.next_at),
+        };
+        [own, self.core.next_tick()].into_iter().flatten().min()
+    }
+}
+
+fn counting_caller(sim: &Sim<Host>) -> &CountingCaller {
+    match sim.role(&addr("counter")) {
+        Some(Host::CountingCaller(c)) => c,
+        _ => panic!("no counting caller"),
+    }
+}
+
+#[test]
+fn a_retried_call_counts_once_and_a_delete_starts_the_count_again() {
+    let per_phase = 10;
+    for seed in seeds() {
+        let mut sim = base_cluster(seed);
+        for node in ["a", "b"] {
+            let e = counting_executor(&sim, node);
+            sim.add(addr(&format!("exec-{node}")), Host::Counting(Box::new(e)));
+        }
+        let caller = CountingCaller {
+            core: client_core("counter"),
+            me: addr("counter"),
+            scheduler: addr("sched"),
+            per_phase,
+            stage: 0,
+            in_stage: 0,
+            op: None,
+            calling: None,
+            seq: 0,
+            next_at: sim.now() + Duration::from_secs(2),
+            sent_after_delete: 0,
+            ok_after_delete: 0,
+        };
+        sim.add(addr("counter"), Host::CountingCaller(Box::new(caller)));
+        // Executors crash in turn, often mid-call (a function holds its
+        // result 50 ms after its write), and come back empty.
+        let limit = sim.now() + Duration::from_secs(120);
+        let mut turn = 0;
+        while counting_caller(&sim).stage < 4 && sim.now() < limit {
+            sim.run_for(Duration::from_millis(250));
+            let victim = addr(&format!("exec-{}", ["a", "b"][turn % 2]));
+            turn += 1;
+            sim.crash(&victim);
+            sim.run_for(Duration::from_millis(250));
+            let e = counting_executor(&sim, ["a", "b"][(turn - 1) % 2]);
+            sim.add(victim, Host::Counting(Box::new(e)));
+        }
+        let (sent, ok) = {
+            let c = counting_caller(&sim);
+            assert_eq!(
+                c.stage,
+                4,
+                "seed {seed}: the caller did not finish\n{}",
+                sim.trace_dump()
+            );
+            (c.sent_after_delete, c.ok_after_delete)
+        };
+        sim.heal();
+        sim.set_drop_rate(0.0).unwrap();
+        sim.set_duplicate_rate(0.0).unwrap();
+        sim.run_for(Duration::from_secs(10));
+        let placement = match sim.role(&addr("router")) {
+            Some(Host::Router(r)) => r.placement().clone(),
+            _ => panic!("router gone"),
+        };
+        let mut counts = Vec::new();
+        for owner in placement.owners(COUNT) {
+            let Some(Host::Worker(w)) = sim.role(&owner) else {
+                panic!("seed {seed}: owner {owner} is not a worker");
+            };
+            let count = match w.get_state(COUNT).and_then(|s| s.visible()).as_deref() {
+                Some(LatticeValue::Counter(c)) => c.value(),
+                None => 0,
+                Some(other) => panic!("seed {seed}: {other:?}"),
+            };
+            counts.push(count);
+        }
+        counts.dedup();
+        assert_eq!(
+            counts.len(),
+            1,
+            "seed {seed}: replicas disagree: {counts:?}"
+        );
+        // Each call after the delete counts at most once, however often it
+        // was retried, and nothing from before the delete counts.
+        let count = counts[0];
+        assert!(
+            i128::from(ok) <= count && count <= i128::from(sent),
+            "seed {seed}: count {count}, {ok} calls answered and {sent} sent after the delete"
+        );
     }
 }

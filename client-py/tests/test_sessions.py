@@ -28,7 +28,13 @@ from conftest import Cluster, free_base_port, squall_bin
 def replicated():
     state_dir = Path(tempfile.mkdtemp(prefix="squall-sessions-"))
     config = state_dir / "squall.toml"
-    config.write_text("[monitor.storage]\nenabled = false\n\n[monitor.compute]\nenabled = false\n")
+    # One invocation per executor at a time: the functions of a DAG call
+    # run on two executors (of either compute node), not one after the
+    # other on one.
+    config.write_text(
+        "[scheduler]\nexecutor_capacity = 1\n\n"
+        "[monitor.storage]\nenabled = false\n\n[monitor.compute]\nenabled = false\n"
+    )
     c = Cluster(squall_bin(), state_dir, config)
     try:
         c.up("--nodes", "3", "--threads", "1", "--compute-nodes", "2", "--executors", "2")
@@ -239,14 +245,14 @@ def first_reads(value, key):
 
     again = user.get(key)
     t.sleep(0.03)
-    return key, [value, again]
+    return key, [value, again], user.executor_id()
 
 
 def second_read(seen):
     from squall import user
 
-    key, reads = seen
-    return reads + [user.get(key)]
+    key, reads, first_at = seen
+    return reads + [user.get(key)], (first_at, user.executor_id())
 
 
 def test_repeatable_read_gives_every_function_of_a_call_the_first_reads_version(replicated):
@@ -277,17 +283,22 @@ def test_repeatable_read_gives_every_function_of_a_call_the_first_reads_version(
     finally:
         stop.set()
         racing.join()
-    differing = [r for r in repeatable if len(set(r)) != 1]
+    # Executor logs are named executor-NODE-I.log.
+    node_of = {a: Path(e["log"]).stem.split("-")[1]
+               for e in replicated[0].record["executors"] for a in e["addresses"]}
+    crossed = [node_of[f] != node_of[g] for _, (f, g) in repeatable]
+    assert any(crossed), "no call ran its two functions on two compute nodes"
+    differing = [r for r, _ in repeatable if len(set(r)) != 1]
     assert differing == [], f"reads of one repeatable-read call differ: {differing}"
     # The same calls at "lww" see the writer move on between their reads:
     # the check above can fail.
-    assert any(len(set(r)) != 1 for r in plain), plain
+    assert any(len(set(r)) != 1 for r, _ in plain), plain
     with pytest.raises(ValueError):
         client.call_dag("raced", args, consistency="serializable")
     with pytest.raises(ValueError):
         squall.connect(str(replicated[0].state_dir), consistency="strong")
     rr = squall.connect(str(replicated[0].state_dir), consistency="repeatable_read")
-    assert len(set(rr.call_dag("raced", args))) == 1
+    assert len(set(rr.call_dag("raced", args)[0])) == 1
 
 
 def reply_then(reply, post_key):

@@ -106,6 +106,25 @@ law_tests! {
     lattice_value_of_mixed_kinds: any_lattice_value();
 }
 
+proptest! {
+    #![proptest_config(config())]
+
+    /// Key states with delete tombstones and counters' baselines (a delete
+    /// keeps the counters it ends) are a lattice, and `covers` is its
+    /// order.
+    #[test]
+    fn key_states_with_counter_baselines_obey_the_laws(
+        items in any::<bool>().prop_flat_map(|in_map| vec(counter_key_state(in_map), 1..=MAX_ITEMS)),
+    ) {
+        check_laws(&items);
+        for a in &items {
+            for b in &items {
+                prop_assert_eq!(a.covers(b), !a.clone().merge(b.clone()));
+            }
+        }
+    }
+}
+
 /// The merge of two values of one kind, done on the typed structs.
 fn typed_join(a: LatticeValue, b: LatticeValue) -> LatticeValue {
     use LatticeValue as V;

@@ -108,7 +108,7 @@ impl Counter {
                         theirs: &std::collections::BTreeMap<_, u64>| {
             theirs
                 .iter()
-                .all(|(w, &n)| n == 0 || mine.get(w).is_some_and(|&m| m >= n))
+                .all(|(w, &n)| mine.get(w).is_some_and(|&m| m >= n))
         };
         at_least(self.increments(), other.increments())
             && at_least(self.decrements(), other.decrements())

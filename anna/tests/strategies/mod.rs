@@ -34,8 +34,8 @@
 #![allow(dead_code)]
 
 use anna::lattice::{
-    Causal, Counter, Dependent, Lattice, LatticeKind, LatticeValue, Lww, MapLattice, Max, Min,
-    MultiKeyCausal, OrderedSetLattice, Priority, SetLattice, SingleKeyCausal, Timestamp,
+    Causal, Counter, Dependent, KeyState, Lattice, LatticeKind, LatticeValue, Lww, MapLattice, Max,
+    Min, MultiKeyCausal, OrderedSetLattice, Priority, SetLattice, SingleKeyCausal, Timestamp,
     VectorClock, WriterId,
 };
 use proptest::collection::{btree_map, vec};
@@ -350,5 +350,43 @@ where
     vec(update, 1..=most).prop_flat_map(|updates| {
         let n = updates.len();
         (Just(updates), delivery_order(n))
+    })
+}
+
+/// A key's state as replicas reach it: counters (alone, or as the field
+/// of a map beside a maximum) written and deleted in random order, so
+/// states of several delete epochs carry baselines. One shape of value per
+/// case (`in_map`), as a key's writes have (the KVS refuses another type).
+pub fn counter_key_state(in_map: bool) -> impl Strategy<Value = KeyState> {
+    let op = prop_oneof![
+        3 => counter().prop_map(Some),
+        1 => Just(None),
+    ];
+    vec((op, 0u64..4), 0..=5).prop_map(move |ops| {
+        let mut state = KeyState::default();
+        for (op, at) in ops {
+            match op {
+                Some(c) => {
+                    let v = LatticeValue::Counter(c);
+                    let v = if in_map {
+                        LatticeValue::Map(MapLattice::new([
+                            ("n".to_string(), v),
+                            ("m".to_string(), LatticeValue::Max(Max::new(at as i64))),
+                        ]))
+                    } else {
+                        v
+                    };
+                    state.put(v).expect("one shape per case");
+                }
+                None => {
+                    state.delete(Timestamp {
+                        wall_ms: at,
+                        logical: 0,
+                        writer: WriterId(1),
+                    });
+                }
+            }
+        }
+        state
     })
 }

@@ -137,6 +137,21 @@ impl ClusterState {
         )
     }
 
+    /// Records that `node` says it is up in `incarnation` (a heartbeat).
+    /// A departure of that incarnation, or a later incarnation, already
+    /// known wins: a node declared departed is not brought back by its own
+    /// word. Returns whether anything changed.
+    pub fn record_alive(&mut self, node: NodeInfo, incarnation: u64) -> bool {
+        let id = node.id;
+        self.set_member(
+            id,
+            MemberRecord {
+                incarnation,
+                status: MemberStatus::Up(node),
+            },
+        )
+    }
+
     fn set_member(&mut self, node: NodeId, record: MemberRecord) -> bool {
         self.members.insert(node, Max::new(record))
     }

@@ -51,6 +51,8 @@ pub struct RouterStats {
     pub joins: u64,
     pub departures: u64,
     pub failures_declared: u64,
+    /// Heartbeats of incarnations already departed (answered with the state).
+    pub stale_heartbeats: u64,
     pub unexpected: u64,
     /// The driver's transport counters, as last observed.
     pub transport: crate::role::TransportStats,
@@ -64,6 +66,7 @@ impl RouterStats {
             ("joins", self.joins),
             ("departures", self.departures),
             ("failures_declared", self.failures_declared),
+            ("stale_heartbeats", self.stale_heartbeats),
             ("unexpected", self.unexpected),
         ];
         crate::role::named_counters(&own, &self.transport)
@@ -168,17 +171,34 @@ impl Router {
                 self.cluster.record_departure(node, incarnation)
             }
             Membership::Heartbeat { node, incarnation } => {
-                self.last_heard.insert(node, now);
-                let known = self.cluster.member(node).is_some_and(|r| {
-                    r.incarnation == incarnation && matches!(r.status, MemberStatus::Up(_))
+                let id = node.id;
+                self.last_heard.insert(id, now);
+                // A router that restarted learns the member from its own
+                // heartbeat; a departure it knows of is not undone by it.
+                let learnt = self.cluster.record_alive(node.clone(), incarnation);
+                let current = self.cluster.member(id).is_some_and(|r| {
+                    r.incarnation == incarnation && r.status == MemberStatus::Up(node.clone())
                 });
-                if !known {
-                    // This router has not seen that incarnation (it restarted,
-                    // or the node's view is stale): show the node the state so
-                    // it rejoins or catches up.
-                    self.send_state_to_node(node, out);
+                if !current {
+                    // The node was declared departed while alive (a stall, a
+                    // partition) or a later incarnation replaced it: show it
+                    // the state, so it hands its keys over and rejoins.
+                    tracing::warn!(
+                        node = id.0,
+                        incarnation,
+                        "heartbeat from a departed incarnation: telling the node to rejoin"
+                    );
+                    self.stats.stale_heartbeats += 1;
+                    for t in &node.threads {
+                        out.send(
+                            t.clone(),
+                            Message::Membership(Membership::State(self.cluster.clone())),
+                        );
+                    }
+                } else if learnt {
+                    tracing::info!(node = id.0, incarnation, "learnt a live node from its heartbeat");
                 }
-                false
+                learnt
             }
             Membership::State(state) => self.cluster.merge(state),
             Membership::Leave { .. } | Membership::Left { .. } => {

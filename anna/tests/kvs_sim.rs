@@ -298,6 +298,15 @@ impl Cluster {
                     .extend(els.iter().cloned());
             }
         }
+        // A run whose writes all failed would pass every check below.
+        let (acked_count, attempted_count) = (
+            acked.values().map(BTreeSet::len).sum::<usize>(),
+            attempted.values().map(BTreeSet::len).sum::<usize>(),
+        );
+        assert!(
+            acked_count * 2 >= attempted_count && acked_count > 0,
+            "seed {seed}: only {acked_count} of {attempted_count} writes were acknowledged"
+        );
         for (addr, host) in self.sim.roles() {
             if let Host::Worker(w) = host {
                 assert!(
@@ -446,6 +455,56 @@ fn a_restarted_node_rejoins_under_the_same_id() {
             r.cluster().member(NodeId(2)).unwrap().incarnation >= 2,
             "seed {seed}"
         );
+    }
+}
+
+#[test]
+fn a_node_stalled_past_the_failure_timeout_rejoins_and_loses_nothing() {
+    for seed in seeds().into_iter().take(100) {
+        let mut c = cluster(seed, 3, 2, Ack::Replicas(2), 60);
+        c.sim.run_for(Duration::from_millis(2_100));
+        let stalled = 1 + seed % 3;
+        for t in node_info(stalled, 0).threads {
+            c.sim.pause(&t);
+        }
+        // Past the router's failure timeout (3 s): the node is declared
+        // departed while its process still holds its keys.
+        c.sim.run_for(Duration::from_secs(4));
+        let router = c.router.clone();
+        let declared = |c: &Cluster| match c.sim.role(&router) {
+            Some(Host::Router(r)) => r.cluster().member(NodeId(stalled)).cloned(),
+            _ => None,
+        };
+        let before = declared(&c).expect("the stalled node was a member");
+        assert_eq!(
+            before.status,
+            anna::cluster::MemberStatus::Departed,
+            "seed {seed}: the stalled node was never declared failed"
+        );
+        for t in node_info(stalled, 0).threads {
+            c.sim.resume(&t);
+        }
+        let rejoined = c.sim.run_until(
+            |sim| match sim.role(&router) {
+                Some(Host::Router(r)) => r
+                    .cluster()
+                    .member(NodeId(stalled))
+                    .is_some_and(|m| m.incarnation > before.incarnation && m.status != anna::cluster::MemberStatus::Departed),
+                _ => false,
+            },
+            Duration::from_secs(3),
+        );
+        assert!(rejoined, "seed {seed}: node {stalled} never rejoined\n{}", c.sim.trace_dump());
+        c.settle_and_check(seed);
+        let rejoins: u64 = node_info(stalled, 0)
+            .threads
+            .iter()
+            .map(|t| match c.sim.role(t) {
+                Some(Host::Worker(w)) => w.stats().rejoins,
+                _ => 0,
+            })
+            .sum();
+        assert!(rejoins >= 1, "seed {seed}: no thread saw itself declared departed");
     }
 }
 

@@ -122,6 +122,55 @@ fn a_node_killed_and_restarted_under_its_id_rejoins_as_a_new_incarnation_and_get
 }
 
 #[test]
+fn a_node_stalled_past_the_failure_timeout_rejoins_by_itself_and_no_acknowledged_write_is_lost() {
+    let mut cluster = Cluster::start(3, 2, 2);
+    let writer = Writer::start(cluster.router(), acked_by(2), "stall");
+    writer.wait_for(BEFORE, Duration::from_secs(20));
+    let before = cluster
+        .router_view()
+        .member(NodeId(2))
+        .expect("node 2 joined")
+        .incarnation;
+    cluster.signal_node(2, libc::SIGSTOP);
+    wait_until(
+        "the router to declare the stalled node 2 failed",
+        FAILURE_TIMEOUT * 4,
+        || (!live(&cluster, 2)).then_some(()),
+    );
+    writer.mark();
+    writer.wait_for(writer.acked() + AFTER / 2, Duration::from_secs(20));
+    cluster.signal_node(2, libc::SIGCONT);
+    wait_until(
+        "node 2 to rejoin as a new incarnation",
+        Duration::from_secs(10),
+        || {
+            let view = cluster.router_view();
+            let r = view.member(NodeId(2))?;
+            (r.incarnation > before && matches!(r.status, MemberStatus::Up(_))).then_some(())
+        },
+    );
+    writer.wait_for(writer.acked() + AFTER / 2, Duration::from_secs(20));
+    let report = writer.stop();
+    assert!(report.acked_after_mark >= AFTER);
+
+    // Both sides say what happened.
+    let router_log = cluster.router_log();
+    assert!(router_log.contains("declared failed"), "{router_log}");
+    assert!(router_log.contains("departed incarnation"), "{router_log}");
+    let node_log = cluster.node_log(2);
+    assert!(node_log.contains("declared departed while alive"), "{node_log}");
+
+    assert_all_readable(
+        &mut cluster.client(client_config()),
+        &report.acked,
+        Duration::from_secs(15),
+    );
+    std::thread::sleep(TRANSITION_WINDOW);
+    assert_on_every_owner(&cluster.router(), &report.acked, Duration::from_secs(15));
+    cluster.assert_all_running();
+}
+
+#[test]
 fn a_node_stopped_with_sigterm_under_load_hands_its_keys_over_and_departs() {
     // One replica per key: a key the leaving node did not hand over exists
     // nowhere else.

@@ -52,10 +52,18 @@ impl StorageWorker {
             Some(r) if r.status == MemberStatus::Up(self.node.clone()) => Some(r.incarnation),
             _ => None,
         };
-        if self.thread == 0 && was_joined && self.incarnation.is_none() {
-            // Declared departed while alive (a partition, a slow heartbeat):
-            // rejoin at once rather than at the next heartbeat.
-            self.next_heartbeat = now;
+        if was_joined && self.incarnation.is_none() && self.leave.is_none() {
+            // Declared departed while alive (a stall, a partition): every
+            // key goes to its owners without this node, and thread 0 asks
+            // to join again at once, as a new incarnation.
+            if self.thread == 0 {
+                tracing::warn!(
+                    node = self.node.id.0,
+                    "this node was declared departed while alive: handing keys over and rejoining"
+                );
+                self.next_heartbeat = now;
+            }
+            self.stats.rejoins += 1;
         }
         let placement = Placement::new(&self.cluster, self.config.replication);
         let old = std::mem::replace(&mut self.placement, placement);
@@ -311,7 +319,7 @@ impl StorageWorker {
         self.next_heartbeat = now + self.config.heartbeat_period;
         let msg = match self.incarnation {
             Some(incarnation) => Membership::Heartbeat {
-                node: self.node.id,
+                node: self.node.clone(),
                 incarnation,
             },
             None if self.leave.is_some() => return,

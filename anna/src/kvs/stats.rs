@@ -145,6 +145,8 @@ pub struct WorkerStats {
     pub bad_replication_metadata: u64,
     /// `StatsRequest` messages answered.
     pub stats_requests: u64,
+    /// Times this node learnt it had been declared departed while alive.
+    pub rejoins: u64,
     /// The driver's transport counters, as last observed.
     pub transport: TransportStats,
     epoch: Duration,
@@ -254,6 +256,7 @@ impl WorkerStats {
             ("replication_announcements", self.replication_announcements),
             ("bad_replication_metadata", self.bad_replication_metadata),
             ("stats_requests", self.stats_requests),
+            ("rejoins", self.rejoins),
         ];
         crate::role::named_counters(&own, &self.transport)
     }

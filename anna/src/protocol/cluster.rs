@@ -47,9 +47,13 @@ pub enum Membership {
     Join { node: NodeInfo },
     /// A node ends its incarnation gracefully, after handing its keys over.
     Depart { node: NodeId, incarnation: u64 },
-    /// A node says it is alive; a router that hears nothing for its failure
-    /// timeout declares the incarnation departed.
-    Heartbeat { node: NodeId, incarnation: u64 },
+    /// A node says it is alive in `incarnation`; a router that hears
+    /// nothing for its failure timeout declares the incarnation departed.
+    /// The node's own record travels with it: a router that restarted
+    /// learns the member again, and a node declared departed while alive
+    /// (a stall, a partition) is shown the state at its threads, so it
+    /// learns it is out of the ring and rejoins.
+    Heartbeat { node: NodeInfo, incarnation: u64 },
     /// The membership and replication overrides, from routers to everyone
     /// (and between routers). Merged, never replaced.
     State(ClusterState),

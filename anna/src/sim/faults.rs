@@ -76,12 +76,37 @@ impl<R: Role> Sim<R> {
         self.isolated.clear();
     }
 
+    /// Pauses the role at `address` (a SIGSTOP): no tick runs and no
+    /// message reaches it until [`Sim::resume`]; messages that arrive
+    /// meanwhile are queued for it.
+    pub fn pause(&mut self, address: &Address) {
+        self.paused.entry(address.clone()).or_default();
+    }
+
+    /// Resumes a paused role (a SIGCONT): the messages queued for it arrive
+    /// now, in the order they came, and its overdue ticks run.
+    pub fn resume(&mut self, address: &Address) {
+        let Some(held) = self.paused.remove(address) else {
+            return;
+        };
+        for envelope in held {
+            self.seq += 1;
+            self.in_flight.insert((self.now, self.seq), envelope);
+        }
+    }
+
+    /// Whether the role at `address` is paused.
+    pub fn is_paused(&self, address: &Address) -> bool {
+        self.paused.contains_key(address)
+    }
+
     /// Crashes `address`: its role and all its state are gone (returned,
     /// for inspection), messages on the wire to it are lost, and so is
     /// everything sent to it until [`Sim::add`] hosts a role there again.
     /// Messages it sent before crashing are already on the wire and arrive.
     pub fn crash(&mut self, address: &Address) -> Option<R> {
         self.crashed.insert(address.clone());
+        self.paused.remove(address);
         let doomed: Vec<(Time, u64)> = self
             .in_flight
             .iter()

@@ -29,6 +29,10 @@
 //!   it in an outside mailbox that the test reads ([`Sim::take_outside`]).
 //!   Tests speak to roles from such outside addresses with [`Sim::send`],
 //!   through the same faulty network.
+//! - **Pausing** a role ([`Sim::pause`]) is a SIGSTOP: it neither ticks
+//!   nor receives; messages arriving for it queue, and [`Sim::resume`]
+//!   hands them over in arrival order as the role wakes, with the clock
+//!   moved on (its timers are all overdue at once).
 //! - **Crashing** removes the role and its state; messages in flight to it
 //!   are lost and its ticks stop. [`Sim::add`] at the same address is a
 //!   restart with whatever fresh role the test hands in.
@@ -148,6 +152,8 @@ pub struct SimStats {
     pub undeliverable: u64,
     /// Messages put in an outside mailbox.
     pub outside: u64,
+    /// Messages queued at a paused role.
+    pub held: u64,
     /// Ticks the spin guard delayed past the time their role asked for.
     pub throttled_ticks: u64,
 }
@@ -186,6 +192,8 @@ pub struct Sim<R> {
     /// Partitioned pairs, the smaller address first.
     cuts: BTreeSet<(Address, Address)>,
     isolated: BTreeSet<Address>,
+    /// Paused roles, with the messages that arrived while they were.
+    paused: BTreeMap<Address, Vec<Envelope>>,
     outbox: Outbox,
     stats: SimStats,
     trace: Trace,
@@ -205,6 +213,7 @@ impl<R: Role> Sim<R> {
             outside: BTreeMap::new(),
             cuts: BTreeSet::new(),
             isolated: BTreeSet::new(),
+            paused: BTreeMap::new(),
             outbox: Outbox::default(),
             stats: SimStats::default(),
             trace: Trace::new(config.trace_capacity),

@@ -101,6 +101,9 @@ impl<R: Role> Sim<R> {
         let arrival = self.in_flight.first_key_value().map(|(&(at, _), _)| at);
         let mut tick: Option<(Time, &Address, bool)> = None;
         for (address, host) in &self.hosts {
+            if self.paused.contains_key(address) {
+                continue;
+            }
             let Some((at, throttled)) = self.tick_due(host) else {
                 continue;
             };
@@ -160,6 +163,14 @@ impl<R: Role> Sim<R> {
         let fate = if self.separated(&from, &to) {
             self.stats.blocked += 1;
             Fate::Blocked
+        } else if let Some(held) = self.paused.get_mut(&to) {
+            held.push(Envelope {
+                from: from.clone(),
+                to: to.clone(),
+                msg,
+            });
+            self.stats.held += 1;
+            Fate::Held
         } else if let Some(host) = self.hosts.get_mut(&to) {
             host.role
                 .step(self.now, Input::Message(msg), &mut self.outbox);

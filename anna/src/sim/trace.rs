@@ -26,6 +26,8 @@ pub enum Fate {
     /// Its destination hosts no role and never crashed: put in the outside
     /// mailbox for the test to read.
     Outside,
+    /// Arrived at a paused role: queued there until it resumes.
+    Held,
 }
 
 impl Fate {
@@ -39,6 +41,7 @@ impl Fate {
             Fate::Blocked => "blocked",
             Fate::Undeliverable => "undeliverable",
             Fate::Outside => "outside",
+            Fate::Held => "held",
         }
     }
 
@@ -51,6 +54,7 @@ impl Fate {
             Fate::Blocked => 5,
             Fate::Undeliverable => 6,
             Fate::Outside => 7,
+            Fate::Held => 8,
         }
     }
 }

@@ -336,7 +336,7 @@ pub fn sample_messages() -> Vec<Message> {
             incarnation: 2,
         }),
         Message::Membership(Membership::Heartbeat {
-            node: NodeId(3),
+            node: node(3, 2),
             incarnation: u64::MAX,
         }),
         Message::Membership(Membership::State(cluster_state())),

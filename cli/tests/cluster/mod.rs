@@ -280,6 +280,12 @@ impl Cluster {
         self.gone.push(proc);
     }
 
+    /// Sends `sig` to running node `id` (SIGSTOP and SIGCONT stall and
+    /// resume it).
+    pub fn signal_node(&self, id: u64, sig: libc::c_int) {
+        signal(self.nodes[&id].child.id(), sig);
+    }
+
     /// Sends SIGTERM to node `id` without waiting.
     pub fn terminate_node(&mut self, id: u64) {
         signal(self.nodes[&id].child.id(), libc::SIGTERM);

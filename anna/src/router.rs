@@ -196,7 +196,11 @@ impl Router {
                         );
                     }
                 } else if learnt {
-                    tracing::info!(node = id.0, incarnation, "learnt a live node from its heartbeat");
+                    tracing::info!(
+                        node = id.0,
+                        incarnation,
+                        "learnt a live node from its heartbeat"
+                    );
                 }
                 learnt
             }

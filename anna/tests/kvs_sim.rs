@@ -486,15 +486,19 @@ fn a_node_stalled_past_the_failure_timeout_rejoins_and_loses_nothing() {
         }
         let rejoined = c.sim.run_until(
             |sim| match sim.role(&router) {
-                Some(Host::Router(r)) => r
-                    .cluster()
-                    .member(NodeId(stalled))
-                    .is_some_and(|m| m.incarnation > before.incarnation && m.status != anna::cluster::MemberStatus::Departed),
+                Some(Host::Router(r)) => r.cluster().member(NodeId(stalled)).is_some_and(|m| {
+                    m.incarnation > before.incarnation
+                        && m.status != anna::cluster::MemberStatus::Departed
+                }),
                 _ => false,
             },
             Duration::from_secs(3),
         );
-        assert!(rejoined, "seed {seed}: node {stalled} never rejoined\n{}", c.sim.trace_dump());
+        assert!(
+            rejoined,
+            "seed {seed}: node {stalled} never rejoined\n{}",
+            c.sim.trace_dump()
+        );
         c.settle_and_check(seed);
         let rejoins: u64 = node_info(stalled, 0)
             .threads
@@ -504,7 +508,10 @@ fn a_node_stalled_past_the_failure_timeout_rejoins_and_loses_nothing() {
                 _ => 0,
             })
             .sum();
-        assert!(rejoins >= 1, "seed {seed}: no thread saw itself declared departed");
+        assert!(
+            rejoins >= 1,
+            "seed {seed}: no thread saw itself declared departed"
+        );
     }
 }
 

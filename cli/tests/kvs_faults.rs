@@ -158,7 +158,10 @@ fn a_node_stalled_past_the_failure_timeout_rejoins_by_itself_and_no_acknowledged
     assert!(router_log.contains("declared failed"), "{router_log}");
     assert!(router_log.contains("departed incarnation"), "{router_log}");
     let node_log = cluster.node_log(2);
-    assert!(node_log.contains("declared departed while alive"), "{node_log}");
+    assert!(
+        node_log.contains("declared departed while alive"),
+        "{node_log}"
+    );
 
     assert_all_readable(
         &mut cluster.client(client_config()),

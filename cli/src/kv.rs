@@ -13,6 +13,8 @@ use anna::lattice::{
 use anna::protocol::Address;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
 pub struct KvArgs {
@@ -36,17 +38,29 @@ enum KvOp {
     /// VALUE; vector-clock WRITER=COUNT...; map FIELD=VALUE... (lww
     /// fields); single-key-causal VALUE and multi-key-causal VALUE (the
     /// write supersedes every version read). Any type: --json JSON.
+    ///
+    /// A value is required (an empty lww value is `''`). A lone `-` in
+    /// place of the value reads it from stdin, `--file PATH` from a file,
+    /// as bytes, unchanged (a trailing newline included): the way to put
+    /// values too big for the command line. That works for lww, set and
+    /// ordered-set (one element), priority (`PRIORITY -`) and the causal
+    /// types; `--json -` reads the JSON from stdin.
     Put {
         key: String,
-        /// The value, in the form of its type.
-        #[arg(allow_negative_numbers = true)]
+        /// The value, in the form of its type; `-` reads it from stdin.
+        #[arg(value_name = "VALUE", allow_negative_numbers = true)]
         values: Vec<String>,
         /// The lattice type.
         #[arg(long = "type", short = 't', default_value = "lww")]
         kind: LatticeKind,
-        /// The whole value as JSON (the wire form); overrides VALUES.
-        #[arg(long, conflicts_with = "values")]
+        /// The whole value as JSON (the wire form); overrides VALUES; `-`
+        /// reads it from stdin.
+        #[arg(long, conflicts_with_all = ["values", "file"])]
         json: Option<String>,
+        /// Read the value's bytes from this file (for a priority value,
+        /// give PRIORITY as the only VALUE).
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
     },
     /// Delete a key (a tombstone; later puts start afresh).
     Del { key: String },
@@ -79,10 +93,18 @@ pub fn run(args: &KvArgs, routers: Vec<Address>, config: &ClientConfig) -> Resul
             values,
             kind,
             json,
+            file,
         } => {
             let value = match json {
+                Some(j) if j == "-" => {
+                    let j = read_stdin()?;
+                    serde_json::from_slice(&j).context("parsing stdin as a lattice value")?
+                }
                 Some(j) => serde_json::from_str(j).context("parsing --json as a lattice value")?,
-                None => parse(&mut client, key, *kind, values)?,
+                None => {
+                    let (values, input) = value_input(*kind, values, file.as_deref())?;
+                    parse(&mut client, key, *kind, &values, input)?
+                }
             };
             client.put(key, value)?;
         }
@@ -99,6 +121,95 @@ pub fn run(args: &KvArgs, routers: Vec<Address>, config: &ClientConfig) -> Resul
         }
     }
     Ok(true)
+}
+
+/// The types whose value (or one element of it) is bytes: what stdin or
+/// `--file` can give.
+fn takes_bytes(kind: LatticeKind) -> bool {
+    matches!(
+        kind,
+        LatticeKind::Lww
+            | LatticeKind::Set
+            | LatticeKind::OrderedSet
+            | LatticeKind::Priority
+            | LatticeKind::SingleKeyCausal
+            | LatticeKind::MultiKeyCausal
+    )
+}
+
+/// How many words a type's value takes before the value proper: priority
+/// takes PRIORITY; every other type only the value.
+fn words_before_value(kind: LatticeKind) -> usize {
+    usize::from(kind == LatticeKind::Priority)
+}
+
+/// Refuses what cannot run before anything is asked of the cluster: a
+/// `kv put` with no value (it would store an empty one).
+pub fn check(args: &KvArgs) -> Result<()> {
+    if let KvOp::Put {
+        kind,
+        values,
+        json: None,
+        file: None,
+        ..
+    } = &args.op
+    {
+        if values.len() <= words_before_value(*kind) {
+            bail!(
+                "no value given: put VALUE... as arguments, `-` to read it from stdin, or \
+                 --file PATH (an empty value is '')"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Splits `kv put`'s arguments into the words given and the bytes read from
+/// stdin (a lone `-` where the value goes) or `--file`; refuses a put with
+/// no value at all.
+fn value_input(
+    kind: LatticeKind,
+    values: &[String],
+    file: Option<&Path>,
+) -> Result<(Vec<String>, Option<Vec<u8>>)> {
+    let before = words_before_value(kind);
+    let stdin = values.len() == before + 1 && values[before] == "-";
+    if file.is_none() && !stdin {
+        return Ok((values.to_vec(), None));
+    }
+    if !takes_bytes(kind) {
+        bail!(
+            "stdin and --file give a value's bytes, for the lww, set, ordered-set, priority and \
+             causal types; give a {kind:?} value as arguments or with --json"
+        );
+    }
+    let words = values[..before.min(values.len())].to_vec();
+    let bytes = match file {
+        Some(path) => {
+            if values.len() != before {
+                bail!(
+                    "--file gives the value: {}",
+                    if before == 0 {
+                        "give no VALUE with it"
+                    } else {
+                        "give only PRIORITY with it"
+                    }
+                );
+            }
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+        }
+        None => read_stdin()?,
+    };
+    Ok((words, Some(bytes)))
+}
+
+fn read_stdin() -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut bytes)
+        .context("reading the value from stdin")?;
+    Ok(bytes)
 }
 
 fn one<'a>(values: &'a [String], what: &str) -> Result<&'a str> {
@@ -119,16 +230,24 @@ fn parse(
     key: &str,
     kind: LatticeKind,
     values: &[String],
+    input: Option<Vec<u8>>,
 ) -> Result<LatticeValue> {
-    let bytes = |v: &String| v.as_bytes().to_vec();
+    // The value's bytes: what stdin or --file gave, else the words joined.
+    let joined = |values: &[String]| values.join(" ").into_bytes();
+    let elements = |input: Option<Vec<u8>>| -> Vec<Vec<u8>> {
+        match input {
+            Some(bytes) => vec![bytes],
+            None => values.iter().map(|v| v.as_bytes().to_vec()).collect(),
+        }
+    };
     Ok(match kind {
         LatticeKind::Lww => {
             let at = client.timestamp();
-            LatticeValue::Lww(Lww::new(at, values.join(" ").into_bytes()))
+            LatticeValue::Lww(Lww::new(at, input.unwrap_or_else(|| joined(values))))
         }
-        LatticeKind::Set => LatticeValue::Set(SetLattice::new(values.iter().map(bytes))),
+        LatticeKind::Set => LatticeValue::Set(SetLattice::new(elements(input))),
         LatticeKind::OrderedSet => {
-            LatticeValue::OrderedSet(OrderedSetLattice::new(values.iter().map(bytes)))
+            LatticeValue::OrderedSet(OrderedSetLattice::new(elements(input)))
         }
         LatticeKind::Max => LatticeValue::Max(Max::new(int(values)?)),
         LatticeKind::Min => LatticeValue::Min(Min::new(int(values)?)),
@@ -147,7 +266,8 @@ fn parse(
                 let p: f64 = p
                     .parse()
                     .with_context(|| format!("`{p}` is not a number"))?;
-                LatticeValue::Priority(Priority::new(p, rest.join(" ").into_bytes()))
+                let value = input.unwrap_or_else(|| joined(rest));
+                LatticeValue::Priority(Priority::new(p, value))
             }
             [] => bail!("expected PRIORITY VALUE"),
         },
@@ -181,7 +301,7 @@ fn parse(
             LatticeValue::Map(m)
         }
         LatticeKind::SingleKeyCausal | LatticeKind::MultiKeyCausal => {
-            let value = values.join(" ").into_bytes();
+            let value = input.unwrap_or_else(|| joined(values));
             // Supersede every version there is: our clock is the merge of
             // theirs, plus one event of ours.
             let mut clock = match client.get(key)? {

@@ -67,7 +67,8 @@ enum Command {
         #[arg(long = "router")]
         routers: Vec<String>,
     },
-    /// Read and write keys: `squall kv get KEY`, `put KEY VALUE`, `del KEY`.
+    /// Read and write keys: `squall kv get KEY`, `put KEY VALUE` (`put KEY
+    /// -` reads the value from stdin, `--file PATH` from a file), `del KEY`.
     Kv {
         /// Router to use instead of the local cluster's (repeat).
         #[arg(long = "router", global = true)]
@@ -121,6 +122,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             cluster::status(&config, &routers)?
         }
         Command::Kv { routers, args } => {
+            kv::check(args)?;
             let routers = routers_of(routers, &config)?;
             if !kv::run(args, routers, &config.client)? {
                 return Ok(ExitCode::from(1));
@@ -140,7 +142,40 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Makes a closed stdout or stderr (`squall status | head`) end the process
+/// as it ends other Unix tools: killed by `SIGPIPE`, silently, instead of
+/// `println!`'s panic.
+///
+/// The process keeps ignoring `SIGPIPE` (Rust's default) rather than
+/// restoring its default action up front: libzmq writes to its TCP
+/// sockets without `MSG_NOSIGNAL` on Linux, so with the default action a
+/// peer that went away while a message was on its way would kill any role,
+/// and a `kv` command, without a word. Only a failed print of our own
+/// output turns into the signal.
+fn die_quietly_on_closed_output() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info.payload_as_str().unwrap_or_default();
+        let printing = message.starts_with("failed printing to stdout")
+            || message.starts_with("failed printing to stderr");
+        let broken_pipe = std::io::Error::from_raw_os_error(libc::EPIPE).to_string();
+        if printing && message.ends_with(&broken_pipe) {
+            // SAFETY: restoring a signal's default action and raising it
+            // touch no memory of ours.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                libc::raise(libc::SIGPIPE);
+            }
+            // Only reached with SIGPIPE blocked in this thread: exit as a
+            // shell reports a process killed by it.
+            std::process::exit(128 + libc::SIGPIPE);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    die_quietly_on_closed_output();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))

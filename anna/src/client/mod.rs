@@ -763,13 +763,21 @@ impl ClientCore {
                     self.finish(id, Err(err), &mut done);
                     continue;
                 }
+                // No replica asked: the cluster state never came.
+                let no_router = || match self.routers.as_slice() {
+                    [] => "no router: none configured".to_string(),
+                    routers => {
+                        let routers: Vec<&str> = routers.iter().map(Address::as_str).collect();
+                        format!(
+                            "{}: no router answered, is the cluster up?",
+                            routers.join(", ")
+                        )
+                    }
+                };
                 let err = ClientError::Timeout {
                     key: op.key.clone(),
                     after: self.config.op_timeout,
-                    tried: op
-                        .at
-                        .as_ref()
-                        .map_or_else(|| "no router configured".to_string(), |a| a.to_string()),
+                    tried: op.at.as_ref().map_or_else(no_router, |a| a.to_string()),
                 };
                 self.finish(id, Err(err), &mut done);
             } else {

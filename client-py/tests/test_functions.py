@@ -103,6 +103,38 @@ def test_register_needs_a_name_for_a_lambda(client):
         client.register(lambda x: x)
 
 
+@pytest.mark.parametrize("not_callable", [42, "square", None, [square]])
+def test_register_refuses_what_cannot_be_called(client, not_callable):
+    name = unique("not_callable")
+    with pytest.raises(TypeError, match="function or a class"):
+        client.register(not_callable, name=name)
+    assert name not in client.list_functions()
+
+
+@pytest.mark.parametrize("name", ["", "  "])
+def test_register_refuses_an_empty_name(client, name):
+    before = client.list_functions()
+    with pytest.raises(ValueError, match="must not be empty"):
+        client.register(square, name=name)
+    with pytest.raises(ValueError, match="must not be empty"):
+        client.register_wasm(b"(module)", name)
+    f = client.register(square, name=unique("sq"))
+    with pytest.raises(ValueError, match="must not be empty"):
+        client.register_dag(name, [f], [])
+    assert name not in client.list_functions()
+    assert "square" not in set(client.list_functions()) - set(before)
+    assert name not in client.list_dags()
+
+
+def test_register_refuses_a_name_that_is_not_a_string(client):
+    with pytest.raises(TypeError, match="must be a str"):
+        client.register(square, name=7)
+    with pytest.raises(TypeError, match="must be a str"):
+        client.register_wasm(b"(module)", None)
+    with pytest.raises(TypeError, match="must be a str"):
+        client.register_dag(b"dag", [], [])
+
+
 def test_register_dag_refuses_unregistered_functions(client):
     with pytest.raises(squall.UnknownFunctionError, match="not_registered"):
         client.register_dag(unique("dag"), ["not_registered"], [])

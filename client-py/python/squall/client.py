@@ -85,6 +85,15 @@ def _module_bytes(module: Any) -> bytes:
     )
 
 
+def _check_name(name: Any, what: str) -> str:
+    """`name` if it can name a function or DAG: a non-empty string."""
+    if not isinstance(name, str):
+        raise TypeError(f"{what} name must be a str, not {type(name).__name__}")
+    if not name.strip():
+        raise ValueError(f"{what} name must not be empty")
+    return name
+
+
 def _timeout_ms(seconds: float) -> int:
     if not seconds > 0:
         raise ValueError(f"timeout must be positive, not {seconds}")
@@ -254,10 +263,22 @@ class Client:
         The object is cloudpickled with its own module by value, so the
         executors need not import that module; modules it imports must be
         installed where the executors run.
+
+        Raises:
+            TypeError: `fn_or_class` is not callable, or `name` is not a str.
+            ValueError: `name` is empty, or not given for an object without
+                a usable ``__name__`` (a lambda).
         """
-        name = name or getattr(fn_or_class, "__name__", None)
-        if not name or name == "<lambda>":
-            raise ValueError("give a name= for a function without a usable __name__")
+        if not callable(fn_or_class):
+            raise TypeError(
+                "register takes a function or a class, not "
+                f"{type(fn_or_class).__name__} {fn_or_class!r:.60}"
+            )
+        if name is None:
+            name = getattr(fn_or_class, "__name__", None)
+            if not isinstance(name, str) or not name or name == "<lambda>":
+                raise ValueError("give a name= for a function without a usable __name__")
+        name = _check_name(name, "function")
         code = _dumps_by_value(fn_or_class)
         record = _native.encode_function(code, inspect.isclass(fn_or_class))
         self._native.put(_native.function_key(name), Lww(record))
@@ -297,10 +318,10 @@ class Client:
                 binary, a WAT syntax error, an invalid module, or one that
                 does not follow the calling convention; the message says why.
             ValueError: an unknown `result` kind or an empty `name`.
+            TypeError: a `name` that is not a str.
             FileNotFoundError: a path that does not exist.
         """
-        if not name:
-            raise ValueError("give the function a name")
+        name = _check_name(name, "function")
         if result not in _RESULT_KINDS:
             raise ValueError(
                 f"unknown result kind {result!r}; expected one of {', '.join(_RESULT_KINDS)}"
@@ -397,9 +418,12 @@ class Client:
 
         Raises:
             UnknownFunctionError: a function is not registered.
-            ValueError: a duplicate function, an edge naming a function not
-                listed, a cycle, or not exactly one sink.
+            ValueError: an empty `name`, a duplicate function, an edge
+                naming a function not listed, a cycle, or not exactly one
+                sink.
+            TypeError: a `name` that is not a str.
         """
+        name = _check_name(name, "DAG")
         functions = list(functions)
         connections = [tuple(c) for c in connections]
         _check_dag(functions, connections)

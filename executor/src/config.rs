@@ -57,6 +57,21 @@ pub struct ExecutorConfig {
     /// `memory.grow` beyond it returns -1 and a call that then fails says
     /// so. Every call gets a fresh instance.
     pub wasm_memory_bytes: usize,
+    /// The most memory (bytes) the embedded Python interpreter may hold
+    /// while a call runs; 0: no cap. An allocation of a Python function
+    /// (its code, arguments and result included) that would go past it
+    /// fails, the function sees `MemoryError`, and the call fails with an
+    /// error naming the cap; the memory comes back as the function unwinds
+    /// and the executor keeps serving. Counted through CPython's allocators
+    /// (its raw domain and pymalloc's arenas) from the executor's start, so
+    /// warm functions, kept referenced values and what a function leaves in
+    /// globals count too; memory a C extension takes with `malloc` itself
+    /// (numpy arrays' data) does not, and is bounded only by the process's
+    /// limit (the container's). The default, 2 GiB, keeps one runaway
+    /// function from taking a node's memory while leaving ordinary ones
+    /// room; set it to what one executor process may use. Must be 0 or at
+    /// least 32 MiB, and more than `max_value_bytes`.
+    pub python_memory_bytes: usize,
 }
 
 impl Default for ExecutorConfig {
@@ -75,6 +90,7 @@ impl Default for ExecutorConfig {
             fetch_retry: Duration::from_millis(500),
             subscription_lease: Duration::from_secs(10),
             wasm_memory_bytes: 64 << 20,
+            python_memory_bytes: 2 << 30,
         }
     }
 }
@@ -126,9 +142,28 @@ impl ExecutorConfig {
                 reason: "must be at least 65536 (one WebAssembly page)",
             });
         }
+        if self.python_memory_bytes != 0 {
+            if self.python_memory_bytes < MIN_PYTHON_MEMORY {
+                return Err(ConfigError {
+                    field: "python_memory_bytes",
+                    reason: "must be 0 (no cap) or at least 33554432 (32 MiB): \
+                             the interpreter needs some to run at all",
+                });
+            }
+            if self.python_memory_bytes <= self.max_value_bytes {
+                return Err(ConfigError {
+                    field: "python_memory_bytes",
+                    reason: "must be more than max_value_bytes: kept values live \
+                             in the interpreter and count against the cap",
+                });
+            }
+        }
         Ok(())
     }
 }
+
+/// The smallest Python memory cap accepted.
+const MIN_PYTHON_MEMORY: usize = 32 << 20;
 
 /// The size of a WebAssembly memory page.
 const WASM_PAGE: usize = 64 << 10;
@@ -166,5 +201,28 @@ mod tests {
             ..ExecutorConfig::default()
         };
         assert_eq!(config.validate().unwrap_err().field, "wasm_memory_bytes");
+    }
+
+    #[test]
+    fn a_python_memory_cap_is_none_or_room_for_the_interpreter_and_kept_values() {
+        let with = |python_memory_bytes, max_value_bytes| ExecutorConfig {
+            python_memory_bytes,
+            max_value_bytes,
+            ..ExecutorConfig::default()
+        };
+        assert!(with(0, 256 << 20).validate().is_ok());
+        assert!(with(64 << 20, 16 << 20).validate().is_ok());
+        let small = with(16 << 20, 1 << 20).validate().unwrap_err();
+        assert_eq!(small.field, "python_memory_bytes");
+        assert!(small.reason.contains("32 MiB"), "{small}");
+        let below_values = with(64 << 20, 64 << 20).validate().unwrap_err();
+        assert_eq!(below_values.field, "python_memory_bytes");
+        assert!(
+            below_values.reason.contains("max_value_bytes"),
+            "{below_values}"
+        );
+        let parsed: ExecutorConfig =
+            toml::from_str("python_memory_bytes = 0\nmax_value_bytes = 1024").unwrap();
+        assert_eq!(parsed.python_memory_bytes, 0);
     }
 }

@@ -153,20 +153,26 @@ fn start_worker(
     let (jobs_tx, jobs_rx) = mpsc::channel();
     let (ready_tx, ready_rx) = mpsc::channel();
     let (max_value_bytes, wasm_memory_bytes) = (config.max_value_bytes, config.wasm_memory_bytes);
+    let python_memory_bytes = config.python_memory_bytes;
     thread::Builder::new()
         .name("squall-python".into())
         .spawn(move || {
             // The Python runtime first: the WebAssembly one uses the
             // `_squall_runtime` module it loads.
-            let runtimes =
-                PythonRuntime::start(&paths, max_value_bytes, mailbox.clone(), outlet.clone())
-                    .and_then(|python| {
-                        let wasm = WasmRuntime::start(wasm_memory_bytes, mailbox, outlet.clone())?;
-                        Ok(vec![
-                            Box::new(python) as Box<dyn Runtime>,
-                            Box::new(wasm) as Box<dyn Runtime>,
-                        ])
-                    });
+            let runtimes = PythonRuntime::start(
+                &paths,
+                max_value_bytes,
+                python_memory_bytes,
+                mailbox.clone(),
+                outlet.clone(),
+            )
+            .and_then(|python| {
+                let wasm = WasmRuntime::start(wasm_memory_bytes, mailbox, outlet.clone())?;
+                Ok(vec![
+                    Box::new(python) as Box<dyn Runtime>,
+                    Box::new(wasm) as Box<dyn Runtime>,
+                ])
+            });
             let runtimes = match runtimes {
                 Ok(runtimes) => runtimes,
                 Err(e) => {

@@ -1,5 +1,6 @@
 //! [`Runtime`]: what runs a function's code. [`python::PythonRuntime`]
-//! runs cloudpickled Python; [`wasm::WasmRuntime`] runs WebAssembly modules
+//! runs cloudpickled Python (under the memory cap of [`python_memory`]);
+//! [`wasm::WasmRuntime`] runs WebAssembly modules
 //! (compiled once per code generation, a fresh store per call, epoch
 //! deadlines; its module docs state the calling convention).
 //!
@@ -9,6 +10,7 @@
 //! runtime as a load-only job: [`Runtime::load`] and no invoke.
 
 pub mod python;
+pub mod python_memory;
 pub mod wasm;
 mod watchdog;
 

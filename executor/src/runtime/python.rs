@@ -9,6 +9,7 @@
 //! wraps; its functions
 //! read the current call from a thread-local set around every call.
 
+use super::python_memory;
 use super::watchdog::Watchdog;
 use super::{CallInput, Runtime};
 use crate::job::{call_error, CallEnv, Effects};
@@ -253,11 +254,14 @@ pub struct PythonRuntime {
 }
 
 impl PythonRuntime {
-    /// Sets the interpreter up on the calling (worker) thread: the paths,
-    /// the native module, the runtime module, a `cloudpickle` import check.
+    /// Sets the interpreter up on the calling (worker) thread: the memory
+    /// cap (`python_memory_bytes`, 0: none; see [`python_memory`]), the
+    /// paths, the native module, the runtime module, a `cloudpickle` import
+    /// check.
     pub fn start(
         paths: &PythonPaths,
         max_value_bytes: usize,
+        python_memory_bytes: usize,
         mailbox: Arc<Mailbox>,
         outlet: Arc<Outlet>,
     ) -> Result<Self, String> {
@@ -267,6 +271,7 @@ impl PythonRuntime {
         static SETUP: Mutex<()> = Mutex::new(());
         let _setup = SETUP.lock().unwrap_or_else(|e| e.into_inner());
         Python::attach(|py| {
+            python_memory::install(py, python_memory_bytes);
             let describe = |e: PyErr| format!("embedded Python: {e}");
             let sys_modules = py.import("sys").map_err(describe)?.getattr("modules");
             let sys_modules = sys_modules.map_err(describe)?;
@@ -398,6 +403,38 @@ pub(crate) fn read_outcome(
     })
 }
 
+/// After a call during which the memory cap refused an allocation: collects
+/// what the call left in reference cycles (a frame and the exception that
+/// unwound it, say), so the next call starts below the cap; and a
+/// `MemoryError` of the call becomes an error naming the cap.
+fn over_cap<T>(
+    function: &str,
+    outcome: Result<T, CallError>,
+    refused: bool,
+) -> Result<T, CallError> {
+    if !refused {
+        return outcome;
+    }
+    Python::attach(|py| {
+        if let Err(e) = py.import("gc").and_then(|gc| gc.call_method0("collect")) {
+            tracing::warn!(error = %e, "collecting garbage after a refused allocation failed");
+        }
+    });
+    match outcome {
+        Err(mut e) if e.type_name == "MemoryError" => {
+            tracing::info!(
+                function,
+                cap = python_memory::cap(),
+                "a call went past the Python memory cap"
+            );
+            e.kind = CallErrorKind::Remote;
+            e.message = python_memory::exceeded(function);
+            Err(e)
+        }
+        other => other,
+    }
+}
+
 pub(crate) fn timeout(function: &str) -> CallError {
     call_error(
         CallErrorKind::Timeout,
@@ -418,13 +455,15 @@ impl Runtime for PythonRuntime {
         code: &FunctionCode,
         env: &CallEnv,
     ) -> Result<(), CallError> {
-        let (loaded, fired) = self.guarded(env, |py, me| {
+        let ((loaded, refused), fired) = self.guarded(env, |py, me| {
             let runtime = me.runtime.bind(py);
             let bytes = PyBytes::new(py, &code.code);
+            let armed = python_memory::arm();
             let result = runtime.call_method1("load", (bytes, code.is_class, function));
-            me.outcome(py, function, result)
+            let refused = armed.finish();
+            (me.outcome(py, function, result), refused)
         });
-        match loaded {
+        match over_cap(function, loaded, refused) {
             Ok(callable) => {
                 self.functions.insert(function.to_string(), callable);
                 Ok(())
@@ -457,17 +496,21 @@ impl Runtime for PythonRuntime {
                 input.env.cache.as_str(),
                 function,
             );
+            let armed = python_memory::arm();
             let result = me
                 .runtime
                 .bind(py)
                 .call_method("invoke", args, Some(&kwargs));
-            me.outcome(py, function, result).and_then(|value| {
+            let refused = armed.finish();
+            let result = me.outcome(py, function, result).and_then(|value| {
                 (value.bind(py).extract::<Vec<u8>>()).map_err(|e| {
                     call_error(CallErrorKind::Remote, "TypeError", e.to_string(), function)
                 })
-            })
+            });
+            (result, refused)
         });
-        match result {
+        let (result, refused) = result;
+        match over_cap(function, result, refused) {
             Err(e) if fired && e.kind == CallErrorKind::Remote => Err(timeout(function)),
             other => other,
         }

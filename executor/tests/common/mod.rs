@@ -132,12 +132,21 @@ pub struct Harness {
 
 impl Harness {
     pub fn start(functions: HashMap<String, FunctionCode>, python_path: Vec<PathBuf>) -> Self {
+        Self::start_with(functions, python_path, ExecutorConfig::default())
+    }
+
+    /// [`Harness::start`] with `config` (its `report_period` made short).
+    pub fn start_with(
+        functions: HashMap<String, FunctionCode>,
+        python_path: Vec<PathBuf>,
+        config: ExecutorConfig,
+    ) -> Self {
         let ctx = zmq::Context::new();
         let rx = Receiver::bind(&ctx, &Address::from("tcp://127.0.0.1:*")).unwrap();
         let me = rx.address().clone();
         let config = ExecutorConfig {
             report_period: Duration::from_millis(50),
-            ..ExecutorConfig::default()
+            ..config
         };
         let opts = ExecutorOptions {
             address: "tcp://127.0.0.1:*".into(),

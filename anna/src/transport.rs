@@ -18,7 +18,7 @@ use crate::protocol::{self, Address, DecodeError, EncodeError, Message};
 use crate::role::{Driver, Input, Outbox, Role, Step};
 use crate::time::Time;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
@@ -70,6 +70,18 @@ pub enum TransportError {
 
 pub use crate::role::TransportStats;
 
+/// The largest frame a receiving socket of this process accepts
+/// (`ZMQ_MAXMSGSIZE`): the codec's ceiling unless the process set its
+/// `[limits] max_message_bytes` with [`set_max_message_bytes`].
+static MAX_MESSAGE_BYTES: AtomicUsize = AtomicUsize::new(protocol::MAX_FRAME_BYTES);
+
+/// Sets the largest frame every socket this process binds from now on
+/// accepts (at most the codec's ceiling): what a process does with its
+/// `[limits] max_message_bytes` before it binds anything.
+pub fn set_max_message_bytes(bytes: usize) {
+    MAX_MESSAGE_BYTES.store(bytes.min(protocol::MAX_FRAME_BYTES), Ordering::Relaxed);
+}
+
 /// A bound PULL socket that yields decoded messages.
 pub struct Receiver {
     socket: zmq::Socket,
@@ -88,6 +100,11 @@ impl Receiver {
         };
         let socket = ctx.socket(zmq::PULL).map_err(bind_err)?;
         socket.set_linger(0).map_err(bind_err)?;
+        // Larger frames are refused by ZeroMQ before they are buffered
+        // (the sender's connection is dropped).
+        socket
+            .set_maxmsgsize(MAX_MESSAGE_BYTES.load(Ordering::Relaxed) as i64)
+            .map_err(bind_err)?;
         socket.bind(address.as_str()).map_err(bind_err)?;
         let bound = match socket.get_last_endpoint().map_err(bind_err)? {
             Ok(endpoint) if !endpoint.is_empty() => Address(endpoint),
@@ -418,8 +435,12 @@ impl<R: Role> ZmqDriver<R> {
 
     fn flush(&mut self) {
         for (to, msg) in self.outbox.drain() {
-            if let Err(error) = self.sender.send(&to, &msg) {
-                debug!(%to, kind = msg.kind(), %error, "message not sent");
+            match self.sender.send(&to, &msg) {
+                Err(error @ TransportError::Encode { .. }) => {
+                    warn!(%to, kind = msg.kind(), %error, "message not sent")
+                }
+                Err(error) => debug!(%to, kind = msg.kind(), %error, "message not sent"),
+                Ok(()) => {}
             }
         }
     }

@@ -187,6 +187,8 @@ fn samples_cover_every_variant_and_lattice_kind() {
                         Outcome::Error(KvsError::AckTimeout { .. }) => "ack-timeout",
                         Outcome::Error(KvsError::WrongKind { .. }) => "wrong-kind",
                         Outcome::Error(KvsError::Stale) => "stale",
+                        Outcome::Error(KvsError::TooLarge { .. }) => "too-large",
+                        Outcome::Error(KvsError::ClockAhead { .. }) => "clock-ahead",
                         Outcome::State(_) => "key-state",
                     });
                 }
@@ -214,6 +216,7 @@ fn samples_cover_every_variant_and_lattice_kind() {
                         CallErrorKind::Timeout => "timeout",
                         CallErrorKind::ExecutorDied => "executor-died",
                         CallErrorKind::Overloaded => "overloaded",
+                        CallErrorKind::TooLarge => "call-too-large",
                     },
                 });
             }
@@ -247,7 +250,7 @@ fn samples_cover_every_variant_and_lattice_kind() {
             | Message::RouteResponse(_) => {}
         }
     }
-    assert_eq!(seen.len(), 3 + 4 + 9 + 7 + 1 + 8, "{seen:?}");
+    assert_eq!(seen.len(), 3 + 4 + 11 + 7 + 1 + 9, "{seen:?}");
 }
 
 // ---- (c) truncation, trailing bytes ------------------------------------

@@ -22,6 +22,11 @@ pub struct CacheConfig {
     pub report_keys: usize,
     /// How the cache's KVS client reads and writes misses and puts.
     pub client: ClientConfig,
+    /// The `[limits]` section: functions' writes over `max_value_bytes` or
+    /// timestamped past `max_clock_skew` are refused before the cache's
+    /// replica takes them. Set by the process from the config file.
+    #[serde(skip)]
+    pub limits: anna::config::Limits,
 }
 
 impl Default for CacheConfig {
@@ -32,6 +37,7 @@ impl Default for CacheConfig {
             report_period: Duration::from_millis(500),
             report_keys: 1024,
             client: ClientConfig::default(),
+            limits: anna::config::Limits::default(),
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct CacheStats {
     pub subscriptions_refused: u64,
     /// KVS operations that failed (timeouts included).
     pub kvs_errors: u64,
+    /// Writes refused by the `[limits]` (too large, timestamp too far ahead).
+    pub writes_refused: u64,
     /// Reports sent to schedulers.
     pub reports: u64,
     pub unexpected: u64,
@@ -78,6 +80,7 @@ impl Cache {
             ("keys", self.store.len() as u64),
             ("bytes", self.store.bytes()),
             ("hits", s.hits),
+            ("writes_refused", s.writes_refused),
             ("misses", s.misses),
             ("puts", s.puts),
             ("deletes", s.deletes),

@@ -39,19 +39,13 @@ fn read_outcome(state: Option<&KeyState>, kind: OpKind) -> Outcome {
 /// "unavailable" error: a read or write that no replica answered in time
 /// reads as a write no replica acknowledged.
 fn error_outcome(error: ClientError) -> Outcome {
-    Outcome::Error(match error {
-        ClientError::TypeMismatch { mismatch, .. } => KvsError::TypeMismatch(mismatch),
-        ClientError::AckTimeout { acked, wanted, .. } => KvsError::AckTimeout { acked, wanted },
-        ClientError::WrongKind { stored, wanted, .. } => KvsError::WrongKind { stored, wanted },
-        ClientError::Stale { .. } => KvsError::Stale,
-        ClientError::Timeout { .. } | ClientError::NoNodes { .. } | ClientError::Transport(_) => {
-            tracing::debug!(%error, "cache: the KVS did not answer");
-            KvsError::AckTimeout {
-                acked: 0,
-                wanted: 1,
-            }
-        }
-    })
+    if matches!(
+        error,
+        ClientError::Timeout { .. } | ClientError::NoNodes { .. } | ClientError::Transport(_)
+    ) {
+        tracing::debug!(%error, "cache: the KVS did not answer");
+    }
+    Outcome::Error(error.to_kvs())
 }
 
 impl Cache {
@@ -68,6 +62,15 @@ impl Cache {
         for (index, op) in ops.into_iter().enumerate() {
             let key = op.key().clone();
             let waiter = (pending, index);
+            if let Err(error) = self.config.limits.check_write(now, &op) {
+                self.stats.writes_refused += 1;
+                tracing::debug!(%key, %error, "cache: write refused");
+                results.push(KeyResult {
+                    key,
+                    outcome: Outcome::Error(error),
+                });
+                continue;
+            }
             let outcome = match op {
                 KeyOp::Get { key } => self.get(now, key, None, OpKind::Get, waiter, out),
                 KeyOp::ReadState { key, at_least } => {

@@ -33,6 +33,8 @@ pub struct SquallConfig {
     pub executor: squall_executor::ExecutorConfig,
     /// The monitor (`squall monitor`): statistics and autoscaling policies.
     pub monitor: squall_monitor::MonitorConfig,
+    /// Bounds every process enforces: message and value sizes, clock skew.
+    pub limits: anna::config::Limits,
 }
 
 /// Router settings as written in the file (replication comes from
@@ -126,7 +128,19 @@ impl SquallConfig {
             }
         };
         config.validate()?;
-        Ok(config)
+        Ok(config.with_limits_spread())
+    }
+
+    /// The `[limits]` section copied into every role's settings (each role
+    /// enforces them on its own).
+    pub fn with_limits_spread(mut self) -> Self {
+        let limits = self.limits;
+        self.storage.limits = limits;
+        self.client.limits = limits;
+        self.cache.limits = limits;
+        self.cache.client.limits = limits;
+        self.scheduler.client.limits = limits;
+        self
     }
 
     /// Refuses settings that cannot run.
@@ -180,6 +194,7 @@ impl SquallConfig {
         if self.cluster.routers == 0 {
             bail!("cluster.routers must be at least 1");
         }
+        self.limits.validate().map_err(anyhow::Error::msg)?;
         self.monitor.validate()?;
         Ok(())
     }
@@ -215,6 +230,24 @@ mod tests {
     fn unknown_settings_are_refused_by_name() {
         let err = toml::from_str::<SquallConfig>("[storage]\ngossip_perod = 5\n").unwrap_err();
         assert!(err.to_string().contains("gossip_perod"), "{err}");
+    }
+
+    #[test]
+    fn limits_reach_every_role_and_bad_ones_are_refused() {
+        let parsed: SquallConfig =
+            toml::from_str("[limits]\nmax_value_bytes = 1000\nmax_clock_skew = 2000\n").unwrap();
+        parsed.validate().unwrap();
+        let spread = parsed.with_limits_spread();
+        assert_eq!(spread.storage.limits.max_value_bytes, 1000);
+        assert_eq!(spread.cache.limits.max_clock_skew.as_millis(), 2000);
+        assert_eq!(spread.client.limits.max_value_bytes, 1000);
+        assert_eq!(spread.cache.client.limits.max_value_bytes, 1000);
+        let bad: SquallConfig = toml::from_str("[limits]\nmax_value_bytes = 0\n").unwrap();
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("max_value_bytes"));
     }
 
     #[test]

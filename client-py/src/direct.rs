@@ -96,23 +96,9 @@ impl Direct {
                 self.target
             ))
             .into()),
-            Outcome::Error(KvsError::TypeMismatch(mismatch)) => {
-                Err(ClientError::TypeMismatch { key, mismatch }.into())
+            Outcome::Error(error) => {
+                Err(ClientError::from_kvs(key, error, || self.target.to_string()).into())
             }
-            Outcome::Error(KvsError::AckTimeout { acked, wanted }) => {
-                Err(ClientError::AckTimeout { key, acked, wanted }.into())
-            }
-            Outcome::Error(KvsError::WrongKind { stored, wanted }) => Err(ClientError::WrongKind {
-                key,
-                stored,
-                wanted,
-            }
-            .into()),
-            Outcome::Error(KvsError::Stale) => Err(ClientError::Stale {
-                key,
-                tried: self.target.to_string(),
-            }
-            .into()),
         }
     }
 }

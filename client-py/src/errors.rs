@@ -43,6 +43,7 @@ impl From<KvsFailure> for PyErr {
         let class = match &e {
             ClientError::Timeout { .. } => "KvsTimeoutError",
             ClientError::TypeMismatch { .. } | ClientError::WrongKind { .. } => "TypeMismatchError",
+            ClientError::Refused { .. } => "RefusedError",
             _ => "KvsError",
         };
         Python::attach(|py| squall_error(py, class, e.to_string()))

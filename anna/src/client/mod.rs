@@ -55,6 +55,11 @@ pub struct ClientConfig {
     /// "not mine" to tell the client.
     #[serde(with = "crate::config::millis")]
     pub placement_refresh: Duration,
+    /// The `[limits]` section: a put over `max_value_bytes` fails at once,
+    /// without being sent. Set by the process from the config file's own
+    /// section.
+    #[serde(skip)]
+    pub limits: crate::config::Limits,
 }
 
 impl Default for ClientConfig {
@@ -65,6 +70,7 @@ impl Default for ClientConfig {
             put_ack: Ack::FirstReplica,
             delete_ack: Ack::All,
             placement_refresh: Duration::from_secs(1),
+            limits: crate::config::Limits::default(),
         }
     }
 }
@@ -99,9 +105,64 @@ pub enum ClientError {
     /// client's own write, or its caller's) before the deadline.
     #[error("`{key}`: no replica reached holds this session's write of it (tried {tried})")]
     Stale { key: Key, tried: String },
+    /// The write was refused by the `[limits]` (a value too large, a
+    /// timestamp too far ahead), by this client before sending or by the
+    /// replica.
+    #[error("`{key}`: {reason}")]
+    Refused { key: Key, reason: KvsError },
     /// A socket failed.
     #[error("transport: {0}")]
     Transport(String),
+}
+
+impl ClientError {
+    /// The error a replica's refusal `error` of an operation on `key`
+    /// becomes; `tried` names where the operation went (for `Stale`).
+    pub fn from_kvs(key: Key, error: KvsError, tried: impl FnOnce() -> String) -> Self {
+        match error {
+            KvsError::TypeMismatch(mismatch) => ClientError::TypeMismatch { key, mismatch },
+            KvsError::AckTimeout { acked, wanted } => {
+                ClientError::AckTimeout { key, acked, wanted }
+            }
+            KvsError::WrongKind { stored, wanted } => ClientError::WrongKind {
+                key,
+                stored,
+                wanted,
+            },
+            KvsError::Stale => ClientError::Stale {
+                key,
+                tried: tried(),
+            },
+            reason @ (KvsError::TooLarge { .. } | KvsError::ClockAhead { .. }) => {
+                ClientError::Refused { key, reason }
+            }
+        }
+    }
+
+    /// The protocol error this failure is relayed as (by a cache to the
+    /// executor that asked): a replica's refusal as it was; a timeout or a
+    /// transport failure reads as a write no replica acknowledged.
+    pub fn to_kvs(&self) -> KvsError {
+        match self {
+            ClientError::TypeMismatch { mismatch, .. } => KvsError::TypeMismatch(mismatch.clone()),
+            ClientError::AckTimeout { acked, wanted, .. } => KvsError::AckTimeout {
+                acked: *acked,
+                wanted: *wanted,
+            },
+            ClientError::WrongKind { stored, wanted, .. } => KvsError::WrongKind {
+                stored: *stored,
+                wanted: *wanted,
+            },
+            ClientError::Stale { .. } => KvsError::Stale,
+            ClientError::Refused { reason, .. } => reason.clone(),
+            ClientError::Timeout { .. }
+            | ClientError::NoNodes { .. }
+            | ClientError::Transport(_) => KvsError::AckTimeout {
+                acked: 0,
+                wanted: 1,
+            },
+        }
+    }
 }
 
 /// How long a read that found only older versions than its session's waits
@@ -212,6 +273,8 @@ pub struct ClientCore {
     /// While a batch is open ([`ClientCore::batch`]): the requests being
     /// assembled, one per (replica, acknowledgement level).
     batch: Option<Vec<(Address, KvsRequest)>>,
+    /// Operations refused before being sent, reported at the next tick.
+    refused: Vec<Completion>,
     next: u64,
 }
 
@@ -234,6 +297,7 @@ impl ClientCore {
             ops: BTreeMap::new(),
             by_request: HashMap::new(),
             batch: None,
+            refused: Vec::new(),
             next: 0,
         }
     }
@@ -265,7 +329,7 @@ impl ClientCore {
 
     /// How many operations are in flight.
     pub fn in_flight(&self) -> usize {
-        self.ops.len()
+        self.ops.len() + self.refused.len()
     }
 
     /// Starts a read of `key`: at least at the version this client wrote
@@ -325,6 +389,14 @@ impl ClientCore {
         ack: Ack,
         out: &mut Outbox,
     ) -> OpId {
+        if let Err(reason) = self.config.limits.check_size(value.approx_bytes()) {
+            // Refused here, at once: sending it would cost the whole
+            // timeout before the replica's refusal, or the socket's.
+            let id = OpId(self.fresh());
+            self.refused
+                .push((id, Err(ClientError::Refused { key, reason })));
+            return id;
+        }
         self.start(now, key, OpKind::Put(value, ack), out)
     }
 
@@ -640,10 +712,6 @@ impl ClientCore {
         let key = op.key.clone();
         let output = match result.outcome {
             Outcome::State(state) => return self.on_state_read(now, id, state, out, done),
-            Outcome::Error(KvsError::Stale) => Err(ClientError::Stale {
-                key,
-                tried: result_from(op),
-            }),
             Outcome::Value(v) => Ok(OpOutput::Value(Some(v))),
             Outcome::NotFound => Ok(OpOutput::Value(None)),
             Outcome::Stored { epoch } => Ok(OpOutput::Written { epoch }),
@@ -655,17 +723,7 @@ impl ClientCore {
                 self.attempt(now, id, out);
                 return;
             }
-            Outcome::Error(KvsError::TypeMismatch(mismatch)) => {
-                Err(ClientError::TypeMismatch { key, mismatch })
-            }
-            Outcome::Error(KvsError::AckTimeout { acked, wanted }) => {
-                Err(ClientError::AckTimeout { key, acked, wanted })
-            }
-            Outcome::Error(KvsError::WrongKind { stored, wanted }) => Err(ClientError::WrongKind {
-                key,
-                stored,
-                wanted,
-            }),
+            Outcome::Error(error) => Err(ClientError::from_kvs(key, error, || result_from(op))),
         };
         self.finish(id, output, done);
     }
@@ -743,7 +801,7 @@ impl ClientCore {
     /// Retries attempts that timed out and fails operations past their
     /// deadline; returns the operations it finished.
     pub fn tick(&mut self, now: Time, out: &mut Outbox) -> Vec<Completion> {
-        let mut done = Vec::new();
+        let mut done = std::mem::take(&mut self.refused);
         let due: Vec<OpId> = self
             .ops
             .iter()
@@ -789,6 +847,9 @@ impl ClientCore {
 
     /// When [`ClientCore::tick`] next has work.
     pub fn next_tick(&self) -> Option<Time> {
+        if !self.refused.is_empty() {
+            return Some(Time::default());
+        }
         self.ops.values().map(|op| op.attempt_deadline).min()
     }
 }

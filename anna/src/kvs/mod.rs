@@ -77,6 +77,11 @@ pub struct WorkerConfig {
     /// keys over before it departs anyway.
     #[serde(with = "crate::config::millis")]
     pub leave_timeout: Duration,
+    /// The `[limits]` section: writes over `max_value_bytes` or timestamped
+    /// past `max_clock_skew` are refused. Set by the process from the
+    /// config file's own section.
+    #[serde(skip)]
+    pub limits: crate::config::Limits,
 }
 
 impl Default for WorkerConfig {
@@ -95,6 +100,7 @@ impl Default for WorkerConfig {
             transition_window: Duration::from_secs(3),
             stats_epoch: Duration::from_secs(1),
             leave_timeout: Duration::from_secs(30),
+            limits: crate::config::Limits::default(),
         }
     }
 }

@@ -51,6 +51,17 @@ impl StorageWorker {
                 });
                 continue;
             }
+            if let Err(error) = self.config.limits.check_write(now, &op) {
+                self.stats.writes_refused += 1;
+                if self.stats.writes_refused.is_power_of_two() {
+                    tracing::warn!(%key, %error, refused = self.stats.writes_refused, "write refused");
+                }
+                results.push(KeyResult {
+                    key,
+                    outcome: Outcome::Error(error),
+                });
+                continue;
+            }
             // Only keys served count: a key misrouted here is not hot here.
             self.stats.record_access(now, &key);
             let outcome = match op {

@@ -147,6 +147,8 @@ pub struct WorkerStats {
     pub stats_requests: u64,
     /// Times this node learnt it had been declared departed while alive.
     pub rejoins: u64,
+    /// Writes refused by the `[limits]` (too large, timestamp too far ahead).
+    pub writes_refused: u64,
     /// The driver's transport counters, as last observed.
     pub transport: TransportStats,
     epoch: Duration,
@@ -257,6 +259,7 @@ impl WorkerStats {
             ("bad_replication_metadata", self.bad_replication_metadata),
             ("stats_requests", self.stats_requests),
             ("rejoins", self.rejoins),
+            ("writes_refused", self.writes_refused),
         ];
         crate::role::named_counters(&own, &self.transport)
     }

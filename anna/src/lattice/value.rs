@@ -229,6 +229,20 @@ impl LatticeValue {
         }
     }
 
+    /// The latest wall-clock time (ms) of any last-writer-wins timestamp in
+    /// this value, nested maps included; `None` if it holds none.
+    pub fn latest_wall_ms(&self) -> Option<u64> {
+        match self {
+            LatticeValue::Lww(l) => Some(l.timestamp().wall_ms),
+            LatticeValue::Map(m) => m
+                .reveal()
+                .values()
+                .filter_map(LatticeValue::latest_wall_ms)
+                .max(),
+            _ => None,
+        }
+    }
+
     /// Merges `other` into `self` if both have the same type all the way
     /// down; otherwise returns the mismatch and leaves `self` unchanged.
     pub fn try_merge(&mut self, other: LatticeValue) -> Result<bool, TypeMismatch> {

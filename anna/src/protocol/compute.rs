@@ -339,6 +339,9 @@ pub enum CallErrorKind {
     ExecutorDied,
     /// No executor could take the call and the scheduler's queue is full.
     Overloaded,
+    /// An argument or the function's result is larger than `[limits]
+    /// max_value_bytes`: refused where it was made, at once.
+    TooLarge,
 }
 
 /// A failed call, as the caller sees it.

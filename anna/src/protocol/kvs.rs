@@ -117,6 +117,16 @@ pub enum KvsError {
     /// time: no replica reached held the caller's own write yet.
     #[error("no replica reached holds the version this read must see")]
     Stale,
+    /// A put's value (or a relayed argument or result) is larger than the
+    /// receiver's `[limits] max_value_bytes`.
+    #[error("value of {size} bytes is over the limit of {limit} bytes ([limits] max_value_bytes)")]
+    TooLarge { size: u64, limit: u64 },
+    /// A write's last-writer-wins timestamp is further ahead of the
+    /// receiving node's clock than `[limits] max_clock_skew`.
+    #[error(
+        "timestamp {ahead_ms} ms ahead of this node's clock, past the allowed skew of          {max_ms} ms ([limits] max_clock_skew): is the writer's clock wrong?"
+    )]
+    ClockAhead { ahead_ms: u64, max_ms: u64 },
 }
 
 /// Merged key states pushed to other replicas (and subscribed caches).

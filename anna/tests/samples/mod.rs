@@ -262,6 +262,20 @@ pub fn sample_messages() -> Vec<Message> {
                 result("h", Outcome::Error(KvsError::Stale)),
                 result("i", Outcome::State(deleted_counter())),
                 result("j", Outcome::State(KeyState::default())),
+                result(
+                    "k",
+                    Outcome::Error(KvsError::TooLarge {
+                        size: 70 << 20,
+                        limit: 32 << 20,
+                    }),
+                ),
+                result(
+                    "l",
+                    Outcome::Error(KvsError::ClockAhead {
+                        ahead_ms: u64::MAX,
+                        max_ms: 10_000,
+                    }),
+                ),
             ],
         }),
         Message::Gossip(Gossip {
@@ -357,7 +371,7 @@ pub fn sample_messages() -> Vec<Message> {
 }
 
 /// Every compute-tier error kind, in declaration order.
-pub const CALL_ERROR_KINDS: [CallErrorKind; 8] = [
+pub const CALL_ERROR_KINDS: [CallErrorKind; 9] = [
     CallErrorKind::Remote,
     CallErrorKind::UnknownFunction,
     CallErrorKind::UnknownDag,
@@ -366,6 +380,7 @@ pub const CALL_ERROR_KINDS: [CallErrorKind; 8] = [
     CallErrorKind::Timeout,
     CallErrorKind::ExecutorDied,
     CallErrorKind::Overloaded,
+    CallErrorKind::TooLarge,
 ];
 
 fn plan() -> Plan {

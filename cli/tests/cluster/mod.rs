@@ -168,13 +168,19 @@ impl Cluster {
     /// `global` replicas per key; returns once every process agrees all
     /// nodes are up and a put and a get went through.
     pub fn start(nodes: u64, threads: u16, global: u8) -> Cluster {
+        Cluster::start_with(nodes, threads, global, "")
+    }
+
+    /// [`Cluster::start`] with `extra` appended to the config file (further
+    /// sections, such as `[limits]`).
+    pub fn start_with(nodes: u64, threads: u16, global: u8, extra: &str) -> Cluster {
         assert!(threads <= 10, "node ports are 10 apart");
         let dir = tempfile::Builder::new()
             .prefix("squall-test-")
             .tempdir()
             .expect("temporary directory");
         let config = dir.path().join("squall.toml");
-        std::fs::write(&config, config_toml(global)).expect("writing the config");
+        std::fs::write(&config, config_toml(global) + extra).expect("writing the config");
         let base = reserve_ports();
         let router = spawn(
             dir.path(),

@@ -151,6 +151,23 @@ impl Probe {
         Some(all)
     }
 
+    /// Sends `ops` to the one storage thread `at`, bypassing every client
+    /// check, and returns its results.
+    pub fn request_at(&mut self, at: &Address, ops: Vec<KeyOp>) -> Option<Vec<KeyResult>> {
+        let reply = self.ask(at, Duration::from_secs(5), |id, reply_to| {
+            Message::KvsRequest(KvsRequest {
+                id,
+                reply_to,
+                ops,
+                ack: Ack::FirstReplica,
+            })
+        })?;
+        match reply {
+            Message::KvsResponse(r) => Some(r.results),
+            _ => None,
+        }
+    }
+
     /// Reads `keys` at the one storage thread `at`: one result per key, in
     /// order (`NotMine` where it does not own the key).
     pub fn read_at(&mut self, at: &Address, keys: &[Key]) -> Option<Vec<KeyResult>> {

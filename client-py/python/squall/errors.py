@@ -25,6 +25,8 @@ __all__ = [
     "CallTimeoutError",
     "ExecutorDiedError",
     "OverloadedError",
+    "TooLargeError",
+    "RefusedError",
     "InvalidModuleError",
 ]
 
@@ -51,6 +53,13 @@ class TypeMismatchError(KvsError, TypeError):
     it and the stored value is unchanged. ``str(e)`` is the server's
     message, e.g. ``type mismatch: stored value is counter, incoming value
     is lww``."""
+
+
+class RefusedError(KvsError, ValueError):
+    """The cluster's ``[limits]`` refused a write: a value larger than
+    ``max_value_bytes``, or a last-writer-wins timestamp further ahead of the
+    node's clock than ``max_clock_skew``. Nothing was stored; the message
+    names the size (or the skew) and the limit."""
 
 
 class CallError(SquallError):
@@ -131,6 +140,12 @@ class OverloadedError(CallError):
     """No executor could take the call and the scheduler's queue is full."""
 
 
+class TooLargeError(CallError, ValueError):
+    """An argument or the function's result is larger than the cluster's
+    ``[limits] max_value_bytes``; refused at once where it was made. The
+    message names the size and the limit."""
+
+
 # Wire names of `CallErrorKind` (anna/src/protocol/compute.rs) -> class.
 _BY_KIND = {
     "Remote": RemoteError,
@@ -141,6 +156,7 @@ _BY_KIND = {
     "Timeout": CallTimeoutError,
     "ExecutorDied": ExecutorDiedError,
     "Overloaded": OverloadedError,
+    "TooLarge": TooLargeError,
 }
 
 

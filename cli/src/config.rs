@@ -140,6 +140,7 @@ impl SquallConfig {
         self.cache.limits = limits;
         self.cache.client.limits = limits;
         self.scheduler.client.limits = limits;
+        self.executor.limits = limits;
         self
     }
 

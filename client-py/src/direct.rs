@@ -7,8 +7,7 @@ use crate::store::{lock, Kvs};
 use anna::client::{ClientConfig, ClientError};
 use anna::lattice::{KeyState, Lattice, LatticeValue, Timestamp};
 use anna::protocol::{
-    compute::UserMessage, Ack, Address, KeyOp, KvsError, KvsRequest, Message, Outcome, RequestId,
-    Session,
+    compute::UserMessage, Ack, Address, KeyOp, KvsRequest, Message, Outcome, RequestId, Session,
 };
 use anna::transport::{Receiver, Sender, TransportError};
 use std::sync::{Mutex, OnceLock};

@@ -44,6 +44,34 @@ fn call_failed(py: Python<'_>, message: String) -> PyErr {
     errors::squall_error(py, "SquallError", message)
 }
 
+/// Refuses arguments over `[limits] max_value_bytes` at once (the
+/// default: this client reads no config file; the cluster enforces its
+/// own on arrival too), with `squall.TooLargeError` naming both sizes.
+fn check_args(py: Python<'_>, function: &str, args: &CallArgs) -> PyResult<()> {
+    let limit = anna::config::Limits::default().max_value_bytes;
+    if args.payload.len() <= limit {
+        return Ok(());
+    }
+    let message = format!(
+        "arguments of `{function}` are {} bytes, over the limit of {limit} bytes \
+         ([limits] max_value_bytes): pass large values by reference (put them, \
+         then give a squall.Reference)",
+        args.payload.len()
+    );
+    let build = || -> PyResult<PyErr> {
+        let errors = py.import("squall.errors")?;
+        let exc = errors.getattr("call_error")?.call1((
+            "TooLarge",
+            "TooLarge",
+            message.clone(),
+            "",
+            function,
+        ))?;
+        Ok(PyErr::from_value(exc))
+    };
+    Err(build().unwrap_or_else(|e| e))
+}
+
 /// A client of a Squall cluster: the KVS through its routers, and calls
 /// through its schedulers. Use `squall.connect()`, which wraps this.
 #[pyclass(module = "squall._native", frozen)]
@@ -173,6 +201,7 @@ impl Client {
         consistency: &str,
     ) -> PyResult<u64> {
         let args = CallArgs { payload, refs };
+        check_args(py, &function, &args)?;
         let consistency = parse_consistency(consistency)?;
         let session = self.kvs.session(py);
         self.calls(py)?
@@ -191,10 +220,13 @@ impl Client {
         timeout_ms: u32,
         consistency: &str,
     ) -> PyResult<u64> {
-        let args = args
+        let args: Vec<(String, CallArgs)> = args
             .into_iter()
             .map(|(f, payload, refs)| (f, CallArgs { payload, refs }))
             .collect();
+        for (f, a) in &args {
+            check_args(py, f, a)?;
+        }
         let consistency = parse_consistency(consistency)?;
         let session = self.kvs.session(py);
         self.calls(py)?

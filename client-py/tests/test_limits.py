@@ -1,10 +1,12 @@
-"""An executor's limits, on a cluster of its own: one storage node, one
-compute node of one executor, whose embedded Python may hold at most
-64 MiB (`[executor] python_memory_bytes`).
+"""Limits, on a cluster of its own: one storage node, one compute node of
+one executor, whose embedded Python may hold at most 64 MiB (`[executor]
+python_memory_bytes`), and values of at most 1 MiB (`[limits]
+max_value_bytes`).
 
 A function that allocates past the cap fails at the caller with a
 `RemoteError` naming the cap, and the same executor process serves the
-next call.
+next call. A put, an argument or a result over the size limit fails at
+once with the size and the limit.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import squall
 from conftest import Cluster, squall_bin
 
 CAP = 64 << 20
+VALUE_LIMIT = 1 << 20
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +30,7 @@ def capped():
     config = state_dir / "squall.toml"
     config.write_text(
         f"[executor]\npython_memory_bytes = {CAP}\nmax_value_bytes = {16 << 20}\n\n"
+        f"[limits]\nmax_value_bytes = {VALUE_LIMIT}\n\n"
         "[monitor.storage]\nenabled = false\n\n[monitor.compute]\nenabled = false\n"
     )
     c = Cluster(squall_bin(), state_dir, config)
@@ -85,3 +89,40 @@ def test_a_function_past_the_python_memory_cap_fails_naming_it_and_the_executor_
     # Under the cap a function allocates as ever.
     client.register(lambda n: len(bytearray(n)), name="moderate")
     assert client.call("moderate", 16 << 20) == 16 << 20
+
+
+def big_result(n):
+    return b"x" * n
+
+
+def test_values_over_the_size_limit_fail_at_once_naming_size_and_limit(capped):
+    import time
+
+    _, client = capped
+    client.register(big_result)
+    # A result over the cluster's limit: refused by the executor that made
+    # it, at once, not after the call's deadline.
+    started = time.monotonic()
+    with pytest.raises(squall.TooLargeError) as info:
+        client.call("big_result", 2 * VALUE_LIMIT, timeout=30.0)
+    assert time.monotonic() - started < 5.0
+    assert str(VALUE_LIMIT) in str(info.value) and "max_value_bytes" in str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert len(client.call("big_result", VALUE_LIMIT // 2)) == VALUE_LIMIT // 2
+
+    # A put over the cluster's limit: the replica refuses it, nothing stored.
+    with pytest.raises(squall.RefusedError) as info:
+        client.put("too-big", squall.Lww(b"y" * (2 * VALUE_LIMIT)))
+    assert str(2 * VALUE_LIMIT) in str(info.value), str(info.value)
+    assert client.get("too-big") is None
+
+    # Over the client's own (default, 32 MiB) limit: refused before sending.
+    huge = b"z" * ((32 << 20) + 1)
+    started = time.monotonic()
+    with pytest.raises(squall.RefusedError):
+        client.put("huge", squall.Lww(huge))
+    with pytest.raises(squall.TooLargeError) as info:
+        client.call("big_result", huge)
+    assert time.monotonic() - started < 2.0
+    assert "max_value_bytes" in str(info.value)
+    assert client.call("square", 3) == 9

@@ -317,6 +317,21 @@ impl ExecutorCore {
         }
         let plan = &inv.plan;
         let planned = &plan.functions[inv.function as usize];
+        let limit = self.config.limits.max_value_bytes;
+        let outcome = match outcome {
+            // Refused here, where it was made: a frame too large to send
+            // would leave the caller waiting out its deadline.
+            Ok(result) if result.len() > limit => Err(call_error(
+                CallErrorKind::TooLarge,
+                "TooLarge",
+                format!(
+                    "result of {} bytes is over the limit of {limit} bytes ([limits] max_value_bytes)",
+                    result.len()
+                ),
+                &planned.name,
+            )),
+            other => other,
+        };
         let failed = outcome.is_err();
         // Downstream functions planned on this executor are triggered here,
         // without a trip through a socket.

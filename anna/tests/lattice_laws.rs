@@ -13,8 +13,13 @@
 //! The types are each lattice struct (`typed::*`), [`LatticeValue`] holding
 //! one kind (`lattice_value::*`), and [`LatticeValue`] of mixed kinds, whose
 //! cross-type merge is an ordinal sum and must obey the laws too
-//! (`lattice_value_of_mixed_kinds`). Last, `try_merge` refuses mixed kinds
-//! and otherwise agrees with the typed merge.
+//! (`lattice_value_of_mixed_kinds`). The store's own lattices too:
+//! [`KeyState`](anna::lattice::KeyState) holding each kind through puts
+//! and deletes (`key_state::*`, and `covers` as its order), and
+//! [`ClusterState`](anna::cluster::ClusterState) through joins, departures,
+//! heartbeats and replication overrides (`cluster_state::*`). Last,
+//! `try_merge` refuses mixed kinds and otherwise agrees with the typed
+//! merge.
 
 mod strategies;
 
@@ -106,6 +111,43 @@ law_tests! {
     lattice_value_of_mixed_kinds: any_lattice_value();
 }
 
+/// [`KeyState`](anna::lattice::KeyState)s holding each kind, through puts
+/// and deletes: what a storage thread merges for every write, gossip and
+/// handoff.
+mod key_state {
+    use super::*;
+
+    law_tests! {
+        lww: strategies::key_state(LatticeKind::Lww);
+        set: strategies::key_state(LatticeKind::Set);
+        ordered_set: strategies::key_state(LatticeKind::OrderedSet);
+        max: strategies::key_state(LatticeKind::Max);
+        min: strategies::key_state(LatticeKind::Min);
+        counter: strategies::key_state(LatticeKind::Counter);
+        map: strategies::key_state(LatticeKind::Map);
+        vector_clock: strategies::key_state(LatticeKind::VectorClock);
+        single_key_causal: strategies::key_state(LatticeKind::SingleKeyCausal);
+        multi_key_causal: strategies::key_state(LatticeKind::MultiKeyCausal);
+        priority: strategies::key_state(LatticeKind::Priority);
+    }
+}
+
+/// [`ClusterState`](anna::cluster::ClusterState)s built from joins,
+/// departures, heartbeats and replication overrides: what routers merge
+/// and broadcast.
+mod cluster_state {
+    use super::*;
+
+    law_tests! {
+        states: strategies::cluster_state();
+        single_changes: strategies::cluster_op().prop_map(|op| {
+            let mut state = anna::cluster::ClusterState::default();
+            apply_cluster_op(&mut state, op);
+            state
+        });
+    }
+}
+
 proptest! {
     #![proptest_config(config())]
 
@@ -121,6 +163,59 @@ proptest! {
             for b in &items {
                 prop_assert_eq!(a.covers(b), !a.clone().merge(b.clone()));
             }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// `covers` is a key state's lattice order, for every kind: `a` covers
+    /// `b` exactly when merging `b` into `a` changes nothing. Causal values
+    /// compare by clock only (a version is held when one of an equal or
+    /// later clock is), so for them merging changing nothing implies
+    /// covering, not the converse.
+    #[test]
+    fn key_state_covers_is_its_order_for_every_kind(
+        (kind, items) in any_kind()
+            .prop_flat_map(|k| (Just(k), vec(strategies::key_state(k), 1..=MAX_ITEMS))),
+    ) {
+        let by_clock = matches!(kind, LatticeKind::SingleKeyCausal | LatticeKind::MultiKeyCausal);
+        for a in &items {
+            for b in &items {
+                let unchanged = !a.clone().merge(b.clone());
+                if by_clock {
+                    prop_assert!(!unchanged || a.covers(b), "{:?} does not cover {:?}", a, b);
+                } else {
+                    prop_assert_eq!(a.covers(b), unchanged, "{:?} covers {:?}", a, b);
+                }
+                prop_assert!(a.clone().join(b.clone()).covers(b));
+            }
+        }
+    }
+
+    /// A cluster state's ring version only grows as it merges, and states
+    /// that merged the same changes in any order place every key alike.
+    #[test]
+    fn cluster_states_version_grows_and_equal_states_place_keys_alike(
+        (updates, order) in updates_and_order(strategies::cluster_state(), MAX_ITEMS),
+    ) {
+        use anna::cluster::{ClusterState, Placement, ReplicationFactor};
+        let defaults = ReplicationFactor { global: 2, local: 1 };
+        let mut state = ClusterState::default();
+        for &i in &order {
+            let before = state.ring_version();
+            state.merge(updates[i].clone());
+            prop_assert!(state.ring_version() >= before);
+        }
+        let in_order = updates
+            .iter()
+            .fold(ClusterState::default(), |acc, u| acc.join(u.clone()));
+        prop_assert_eq!(state.ring_version(), in_order.ring_version());
+        let (p, q) = (Placement::new(&state, defaults), Placement::new(&in_order, defaults));
+        prop_assert_eq!(p.nodes(), q.nodes());
+        for key in ["a", "b", "c", "d"] {
+            prop_assert_eq!(p.owners(key), q.owners(key));
         }
     }
 }

@@ -29,15 +29,20 @@
 //!   without a type mismatch), [`any_kind`] and [`two_different_kinds`].
 //! - Delivery: [`delivery_order`] and [`updates_and_order`], a batch of
 //!   updates with a shuffled, duplicating order to deliver them in.
+//! - The store's own lattices: [`key_state`] (values of one kind, puts and
+//!   deletes), [`counter_key_state`], and [`cluster_state`] (joins,
+//!   departures, heartbeats, replication overrides: [`cluster_op`]).
 
 // Each test crate that declares this module uses only some of it.
 #![allow(dead_code)]
 
+use anna::cluster::{ClusterState, ReplicationFactor};
 use anna::lattice::{
     Causal, Counter, Dependent, KeyState, Lattice, LatticeKind, LatticeValue, Lww, MapLattice, Max,
     Min, MultiKeyCausal, OrderedSetLattice, Priority, SetLattice, SingleKeyCausal, Timestamp,
     VectorClock, WriterId,
 };
+use anna::protocol::{Address, NodeId, NodeInfo};
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
@@ -386,6 +391,102 @@ pub fn counter_key_state(in_map: bool) -> impl Strategy<Value = KeyState> {
                     });
                 }
             }
+        }
+        state
+    })
+}
+
+/// A key's state as replicas reach it, holding values of `kind`: up to six
+/// puts (well-typed, so one key's writes merge without a type mismatch, as
+/// the KVS refuses another type) and deletes at a handful of times, in
+/// random order. States of several delete epochs carry counters'
+/// baselines wherever `kind` holds counters (counters, maps).
+pub fn key_state(kind: LatticeKind) -> impl Strategy<Value = KeyState> {
+    let op = prop_oneof![
+        3 => any_well_typed_value_of_kind(kind).prop_map(Some),
+        1 => Just(None),
+    ];
+    vec((op, timestamp()), 0..=6).prop_map(|ops| {
+        let mut state = KeyState::default();
+        for (op, at) in ops {
+            match op {
+                Some(v) => {
+                    state.put(v).expect("one kind per case, maps well typed");
+                }
+                None => {
+                    state.delete(at);
+                }
+            }
+        }
+        state
+    })
+}
+
+/// One of three nodes, of one or two threads, in one of two boots: two
+/// records of one incarnation may differ in their addresses or boot, as
+/// they do when routers record two boots of a node concurrently.
+pub fn node_info() -> impl Strategy<Value = NodeInfo> {
+    (1u64..=3, 1usize..=2, 0u64..2).prop_map(|(id, threads, boot)| NodeInfo {
+        id: NodeId(id),
+        boot,
+        threads: (0..threads)
+            .map(|t| Address(format!("node{id}/b{boot}/t{t}")))
+            .collect(),
+    })
+}
+
+/// A replication factor of one to three nodes, one or two threads each.
+pub fn replication_factor() -> impl Strategy<Value = ReplicationFactor> {
+    (1u8..=3, 1u8..=2).prop_map(|(global, local)| ReplicationFactor { global, local })
+}
+
+/// What changes a cluster state: a join, a departure or a heartbeat of a
+/// node, or a replication override of a key.
+#[derive(Clone, Debug)]
+pub enum ClusterOp {
+    Join(NodeInfo),
+    Depart(NodeId, u64),
+    Alive(NodeInfo, u64),
+    Replicate(String, Timestamp, ReplicationFactor),
+}
+
+/// One [`ClusterOp`], from small pools (three nodes, incarnations 1..=3,
+/// three keys), so that two states often speak of the same node or key.
+pub fn cluster_op() -> impl Strategy<Value = ClusterOp> {
+    prop_oneof![
+        3 => node_info().prop_map(ClusterOp::Join),
+        2 => ((1u64..=3).prop_map(NodeId), 1u64..=3).prop_map(|(n, i)| ClusterOp::Depart(n, i)),
+        1 => (node_info(), 1u64..=3).prop_map(|(n, i)| ClusterOp::Alive(n, i)),
+        2 => (field_name(), timestamp(), replication_factor())
+            .prop_map(|(k, at, f)| ClusterOp::Replicate(k, at, f)),
+    ]
+}
+
+/// Applies `op` to `state` the way a router does.
+pub fn apply_cluster_op(state: &mut ClusterState, op: ClusterOp) {
+    match op {
+        ClusterOp::Join(info) => {
+            state.record_join(info);
+        }
+        ClusterOp::Depart(node, incarnation) => {
+            state.record_departure(node, incarnation);
+        }
+        ClusterOp::Alive(info, incarnation) => {
+            state.record_alive(info, incarnation);
+        }
+        ClusterOp::Replicate(key, at, factor) => {
+            state.set_replication(key, at, factor);
+        }
+    }
+}
+
+/// A cluster state as one router reaches it: up to six joins, departures,
+/// heartbeats and replication overrides, in random order.
+pub fn cluster_state() -> impl Strategy<Value = ClusterState> {
+    vec(cluster_op(), 0..=6).prop_map(|ops| {
+        let mut state = ClusterState::default();
+        for op in ops {
+            apply_cluster_op(&mut state, op);
         }
         state
     })

@@ -22,7 +22,7 @@
 //! let ping = Message::Ping { id: RequestId(1), reply_to: Address::from("inproc://me") };
 //! role.step(Time(0), Input::Message(ping), &mut out);
 //! let sent: Vec<_> = out.drain().collect();
-//! assert_eq!(sent, vec![(Address::from("inproc://me"), Message::Pong { id: RequestId(1) })]);
+//! assert_eq!(sent, vec![(Address::from("inproc://me"), Message::Pong { id: RequestId(1), boot: 0 })]);
 //! ```
 
 use crate::protocol::{Address, Message};
@@ -195,7 +195,7 @@ impl Role for PingResponder {
     fn step(&mut self, _now: Time, input: Input, out: &mut Outbox) {
         if let Input::Message(Message::Ping { id, reply_to }) = input {
             self.answered += 1;
-            out.send(reply_to, Message::Pong { id });
+            out.send(reply_to, Message::Pong { id, boot: 0 });
         }
     }
 

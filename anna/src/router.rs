@@ -286,7 +286,7 @@ impl Role for Router {
     fn step(&mut self, now: Time, input: Input, out: &mut Outbox) {
         match input {
             Input::Message(Message::Ping { id, reply_to }) => {
-                out.send(reply_to, Message::Pong { id })
+                out.send(reply_to, Message::Pong { id, boot: 0 })
             }
             Input::Message(Message::RouteRequest(req)) => self.on_route(req, out),
             Input::Message(Message::StatusRequest { id, reply_to }) => {

@@ -217,6 +217,7 @@ fn samples_cover_every_variant_and_lattice_kind() {
                         CallErrorKind::ExecutorDied => "executor-died",
                         CallErrorKind::Overloaded => "overloaded",
                         CallErrorKind::TooLarge => "call-too-large",
+                        CallErrorKind::Unavailable => "unavailable",
                     },
                 });
             }
@@ -250,7 +251,7 @@ fn samples_cover_every_variant_and_lattice_kind() {
             | Message::RouteResponse(_) => {}
         }
     }
-    assert_eq!(seen.len(), 3 + 4 + 11 + 7 + 1 + 9, "{seen:?}");
+    assert_eq!(seen.len(), 3 + 4 + 11 + 7 + 1 + 10, "{seen:?}");
 }
 
 // ---- (c) truncation, trailing bytes ------------------------------------

@@ -85,7 +85,7 @@ fn messages_to_unhosted_addresses_wait_in_an_outside_mailbox() {
         .take_outside(&client)
         .into_iter()
         .map(|m| match m {
-            Message::Pong { id } => id.0,
+            Message::Pong { id, .. } => id.0,
             other => panic!("unexpected {other:?}"),
         })
         .collect();
@@ -128,7 +128,7 @@ fn a_duplicate_rate_delivers_about_that_share_twice() {
     let mut distinct: Vec<_> = pongs
         .iter()
         .map(|m| match m {
-            Message::Pong { id } => id.0,
+            Message::Pong { id, .. } => id.0,
             other => panic!("unexpected {other:?}"),
         })
         .collect();

@@ -100,7 +100,7 @@ fn a_driven_role_answers_over_tcp_and_survives_garbage() {
         tx.send(&server, &ping(id, &me)).unwrap();
         assert_eq!(
             rx.recv(WAIT).unwrap(),
-            Some(Message::Pong { id: RequestId(id) })
+            Some(Message::Pong { id: RequestId(id), boot: 0 })
         );
     }
 
@@ -177,7 +177,7 @@ impl Role for SlowResponder {
         if let Input::Message(Message::Ping { id, reply_to }) = input {
             std::thread::sleep(self.work);
             self.answered += 1;
-            out.send(reply_to, Message::Pong { id });
+            out.send(reply_to, Message::Pong { id, boot: 0 });
         }
     }
 

@@ -117,7 +117,7 @@ impl ZmqFloorConnection {
         loop {
             let left = ROUND_TRIP_TIMEOUT.saturating_sub(started.elapsed());
             match self.rx.recv(Some(left)).map_err(transport)? {
-                Some(Message::Pong { id: got }) if got == id => return Ok(()),
+                Some(Message::Pong { id: got, .. }) if got == id => return Ok(()),
                 // A late answer to an earlier, timed-out ping.
                 Some(_) => continue,
                 None => return Err(BackendError::Timeout(ROUND_TRIP_TIMEOUT)),

@@ -129,7 +129,7 @@ impl Cache {
 
     fn on_message(&mut self, now: Time, msg: Message, out: &mut Outbox) {
         match msg {
-            Message::Ping { id, reply_to } => out.send(reply_to, Message::Pong { id }),
+            Message::Ping { id, reply_to } => out.send(reply_to, Message::Pong { id, boot: 0 }),
             Message::KvsRequest(req) => self.on_request(now, req, out),
             Message::Gossip(g) => self.on_gossip(g),
             Message::Subscribe(sub) => self.on_executor_subscribe(now, sub, out),

@@ -81,6 +81,20 @@ pub struct ProcessRecord {
     /// over); kept in the record until it exits, so `down` still stops it.
     #[serde(default, skip_serializing_if = "is_false")]
     pub stopping: bool,
+    /// What it was started as (its log's name and the binary's arguments
+    /// after `--config` and `--log`), so that the local provider can start
+    /// it again, the same, if it dies; empty in records written before.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// How many times it was started again after dying.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn is_false(b: &bool) -> bool {
@@ -381,6 +395,42 @@ impl Launch {
         Ok((child.id(), log))
     }
 
+    /// Starts process `name` with `args`, recorded with its `addresses`
+    /// and `id`.
+    fn start(
+        &self,
+        name: &str,
+        args: Vec<String>,
+        addresses: Vec<String>,
+        id: u64,
+    ) -> Result<ProcessRecord> {
+        let (pid, log) = self.spawn(name, &args)?;
+        Ok(ProcessRecord {
+            pid,
+            addresses,
+            id,
+            log,
+            stopping: false,
+            name: name.to_string(),
+            args,
+            restarts: 0,
+        })
+    }
+
+    /// Starts `process` again as it was first started (same arguments, so
+    /// the same addresses and id; a new log); `false` if its record does
+    /// not say how.
+    pub(crate) fn restart(&self, process: &mut ProcessRecord) -> Result<bool> {
+        if process.args.is_empty() {
+            return Ok(false);
+        }
+        let (pid, log) = self.spawn(&process.name, &process.args)?;
+        process.pid = pid;
+        process.log = log;
+        process.restarts += 1;
+        Ok(true)
+    }
+
     fn tcp(&self, port: u16) -> String {
         format!("tcp://{}:{port}", self.settings.host)
     }
@@ -440,14 +490,8 @@ pub(crate) fn start_storage_node(
         first.to_string(),
     ];
     a.extend(router_args(routers));
-    let (pid, log) = launch.spawn(&format!("node-{id}"), &a)?;
-    Ok(ProcessRecord {
-        pid,
-        addresses: (first..=last).map(|p| launch.tcp(p)).collect(),
-        id,
-        log,
-        stopping: false,
-    })
+    let addresses = (first..=last).map(|p| launch.tcp(p)).collect();
+    launch.start(&format!("node-{id}"), a, addresses, id)
 }
 
 /// One compute node's processes.
@@ -485,15 +529,14 @@ pub(crate) fn start_compute_node(
     ];
     a.extend(router_args(routers));
     a.extend(scheduler_args(schedulers));
-    let (pid, log) = launch.spawn(&format!("cache-{n}"), &a)?;
+    let cache = launch.start(
+        &format!("cache-{n}"),
+        a,
+        vec![launch.tcp(cache_port), ipc.clone()],
+        n,
+    )?;
     let mut started = ComputeNode {
-        cache: ProcessRecord {
-            pid,
-            addresses: vec![launch.tcp(cache_port), ipc.clone()],
-            id: n,
-            log,
-            stopping: false,
-        },
+        cache,
         executors: Vec::new(),
     };
     for e in 0..s.executors {
@@ -513,14 +556,7 @@ pub(crate) fn start_compute_node(
             if let Some(venv) = &s.venv {
                 a.extend(["--venv".into(), venv.display().to_string()]);
             }
-            let (pid, log) = launch.spawn(&format!("executor-{n}-{e}"), &a)?;
-            Ok(ProcessRecord {
-                pid,
-                addresses: vec![launch.tcp(port)],
-                id: n,
-                log,
-                stopping: false,
-            })
+            launch.start(&format!("executor-{n}-{e}"), a, vec![launch.tcp(port)], n)
         });
         match spawned {
             Ok(p) => started.executors.push(p),
@@ -622,14 +658,8 @@ pub fn up(
             for peer in router_addrs.iter().filter(|&p| p != me) {
                 a.extend(["--peer".into(), peer.0.clone()]);
             }
-            let (pid, log) = launch.spawn(&format!("router-{i}"), &a)?;
-            record.routers.push(ProcessRecord {
-                pid,
-                addresses: vec![me.0.clone()],
-                id: 0,
-                log,
-                stopping: false,
-            });
+            let router = launch.start(&format!("router-{i}"), a, vec![me.0.clone()], 0)?;
+            record.routers.push(router);
         }
         for n in 0..nodes {
             let node = start_storage_node(&launch, u64::from(n) + 1, &router_addrs)?;
@@ -734,14 +764,13 @@ fn start_monitor(
     ];
     a.extend(router_args(routers));
     a.extend(scheduler_args(&record.scheduler_addresses()));
-    let (pid, log) = launch.spawn("monitor", &a)?;
-    record.monitors.push(ProcessRecord {
-        pid,
-        addresses: vec![launch.tcp(port), format!("http://{metrics}/metrics")],
-        id: 0,
-        log,
-        stopping: false,
-    });
+    let monitor = launch.start(
+        "monitor",
+        a,
+        vec![launch.tcp(port), format!("http://{metrics}/metrics")],
+        0,
+    )?;
+    record.monitors.push(monitor);
     Ok(())
 }
 
@@ -762,14 +791,8 @@ fn start_schedulers(
             port.to_string(),
         ];
         a.extend(router_args(routers));
-        let (pid, log) = launch.spawn(&format!("scheduler-{s}"), &a)?;
-        record.schedulers.push(ProcessRecord {
-            pid,
-            addresses: vec![launch.tcp(port)],
-            id: 0,
-            log,
-            stopping: false,
-        });
+        let scheduler = launch.start(&format!("scheduler-{s}"), a, vec![launch.tcp(port)], 0)?;
+        record.schedulers.push(scheduler);
     }
     Ok(())
 }

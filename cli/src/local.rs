@@ -355,6 +355,62 @@ impl Provider for LocalProvider {
         Ok(counts(&record, kind))
     }
 
+    fn repair(&self) -> Result<Vec<String>, ProviderError> {
+        let fail = |e| self.failed(NodeKind::Storage, Action::Read, e);
+        // Nothing recorded: nothing to repair (the cluster is down).
+        if read_record(&self.dir).is_err() {
+            return Ok(Vec::new());
+        }
+        let _lock = RecordLock::acquire(&self.dir).map_err(fail)?;
+        let Ok(mut record) = read_record(&self.dir) else {
+            return Ok(Vec::new());
+        };
+        let launch = self.launch(&record).map_err(fail)?;
+        let mut restarted = Vec::new();
+        let tiers = [
+            ("router", &mut record.routers),
+            ("storage node", &mut record.nodes),
+            ("scheduler", &mut record.schedulers),
+            ("cache", &mut record.caches),
+            ("executor", &mut record.executors),
+        ];
+        for (what, processes) in tiers {
+            for p in processes.iter_mut() {
+                if p.stopping || alive(p.pid) {
+                    continue;
+                }
+                let died = p.pid;
+                match launch.restart(p) {
+                    Ok(true) => {
+                        let line = format!(
+                            "{what} {} (pid {died}) died: started again as pid {} (restart {}), log {}",
+                            p.name,
+                            p.pid,
+                            p.restarts,
+                            p.log.display()
+                        );
+                        tracing::warn!("{line}");
+                        restarted.push(line);
+                    }
+                    Ok(false) => {
+                        tracing::warn!(
+                            what,
+                            pid = died,
+                            "a process died; its record does not say how to start it again"
+                        )
+                    }
+                    Err(e) => {
+                        tracing::warn!(what, pid = died, error = %e, "starting a dead process again failed")
+                    }
+                }
+            }
+        }
+        if !restarted.is_empty() {
+            write_record(&self.dir, &record).map_err(fail)?;
+        }
+        Ok(restarted)
+    }
+
     fn replicas(&self, kind: NodeKind) -> Result<Replicas, ProviderError> {
         let record = read_record(&self.dir).map_err(|e| self.failed(kind, Action::Read, e))?;
         Ok(counts(&record, kind))
@@ -557,6 +613,9 @@ mod tests {
             id,
             log: PathBuf::new(),
             stopping,
+            name: String::new(),
+            args: Vec::new(),
+            restarts: 0,
         }
     }
 

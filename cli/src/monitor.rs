@@ -155,6 +155,10 @@ pub fn run_monitor(
 /// decision comes (the local provider also reaps the processes it started).
 const PROVIDER_POLL: Duration = Duration::from_secs(5);
 
+/// How often the actuator has the provider start again what died: a
+/// crashed process is back within about this long plus its start.
+const REPAIR_POLL: Duration = Duration::from_millis(500);
+
 /// Carries out decisions one at a time until the role is gone.
 fn actuate(
     decided: mpsc::Receiver<Action>,
@@ -163,11 +167,17 @@ fn actuate(
     client_config: anna::client::ClientConfig,
 ) {
     let mut client: Option<Client> = None;
+    let mut next_poll = std::time::Instant::now() + PROVIDER_POLL;
     loop {
-        let action = match decided.recv_timeout(PROVIDER_POLL) {
+        let action = match decided.recv_timeout(REPAIR_POLL) {
             Ok(a) => a,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                if let Some(p) = &provider {
+                let Some(p) = &provider else { continue };
+                if let Err(error) = p.repair() {
+                    tracing::warn!(%error, "repairing the cluster failed");
+                }
+                if std::time::Instant::now() >= next_poll {
+                    next_poll = std::time::Instant::now() + PROVIDER_POLL;
                     for kind in [NodeKind::Storage, NodeKind::Compute] {
                         if let Err(error) = p.replicas(kind) {
                             tracing::debug!(%kind, %error, "reading the provider's counts failed");

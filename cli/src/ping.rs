@@ -99,7 +99,7 @@ pub fn run(args: &PingArgs) -> Result<()> {
         tx.send(&target, &ping)?;
         loop {
             match rx.recv(Some(timeout.saturating_sub(started.elapsed())))? {
-                Some(Message::Pong { id: got }) if got == id => break,
+                Some(Message::Pong { id: got, .. }) if got == id => break,
                 Some(_) => continue,
                 None => bail!("no answer from {target} within {timeout:?} (ping {i})"),
             }

@@ -1,25 +1,93 @@
 //! [`Calls`]: function and DAG calls to schedulers, and their results.
 //!
 //! A call is one `Message::Call` (or `CallDag`) to a scheduler, chosen
-//! round-robin, naming this client's reply socket. A background thread owns
-//! that socket: it files each `CallResult` under its call's sequence number
-//! if the call is still awaited (duplicates and results of forgotten calls
-//! are dropped) and wakes the waiters. Waiting releases the GIL (the
-//! caller's job) and is bounded by the waiter's timeout.
+//! round-robin among those answering, naming this client's reply socket. A
+//! background thread owns that socket: it files each `CallResult` under its
+//! call's sequence number if the call is still awaited (duplicates and
+//! results of forgotten calls are dropped) and wakes the waiters. Waiting
+//! releases the GIL (the caller's job) and is bounded by the waiter's
+//! timeout.
+//!
+//! Failover: the thread pings every scheduler every [`PROBE`]. A scheduler
+//! silent for [`SILENT`], or answering with another boot number (it
+//! restarted and forgot its calls), loses its calls in flight: they are
+//! sent again, same call id, to a scheduler that answers (a result that
+//! comes twice is filed once; the function may run twice). When none has
+//! answered for [`GIVE_UP`], calls in flight fail, and new ones are refused
+//! at once, with `Unavailable` naming the schedulers.
 
 use crate::store::lock;
 use anna::protocol::compute::{
-    CallArgs, CallId, CallOutcome, CallRequest, Consistency, DagCallRequest, DagChanged, ReplyTo,
+    CallArgs, CallError, CallErrorKind, CallId, CallOutcome, CallRequest, Consistency,
+    DagCallRequest, DagChanged, ReplyTo,
 };
-use anna::protocol::{Address, Message, Session};
+use anna::protocol::{Address, Message, RequestId, Session};
 use anna::transport::{Receiver, Sender};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// How often the reply thread checks whether its client is gone.
-const STOP_CHECK: Duration = Duration::from_millis(500);
+/// How often the reply thread pings the schedulers (and checks whether
+/// its client is gone).
+const PROBE: Duration = Duration::from_millis(200);
+
+/// A scheduler that has not answered a ping for this long is taken for
+/// dead: its calls in flight go to another.
+const SILENT: Duration = Duration::from_millis(1000);
+
+/// With no scheduler answering for this long, calls fail `Unavailable`.
+const GIVE_UP: Duration = Duration::from_secs(3);
+
+/// What the reply thread knows of the schedulers.
+struct Health {
+    started: Instant,
+    /// Per scheduler: when it last answered, and its boot number then.
+    answered: Vec<Option<(Instant, u64)>>,
+    /// When any scheduler last answered (the start until one has).
+    any: Instant,
+    /// Calls sent and not yet answered: to which scheduler, and the message
+    /// (kept to send it again if that scheduler dies).
+    in_flight: HashMap<u64, (usize, Message)>,
+}
+
+impl Health {
+    fn live(&self, i: usize, now: Instant) -> bool {
+        match self.answered[i] {
+            Some((at, _)) => now.saturating_duration_since(at) < SILENT,
+            None => now.saturating_duration_since(self.started) < SILENT,
+        }
+    }
+
+    /// The first scheduler from `from` (round-robin) that answers.
+    fn pick(&self, from: usize, now: Instant) -> Option<usize> {
+        let n = self.answered.len();
+        (0..n).map(|k| (from + k) % n).find(|&i| self.live(i, now))
+    }
+
+    fn given_up(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.any) >= GIVE_UP
+    }
+}
+
+/// Why a call could not be sent.
+#[derive(Debug)]
+pub enum SendError {
+    /// No scheduler has answered for [`GIVE_UP`].
+    Unavailable(String),
+    /// The socket refused it.
+    Failed(String),
+}
+
+/// The error of a call no scheduler would take.
+fn unavailable(schedulers: &[Address]) -> String {
+    let list: Vec<&str> = schedulers.iter().map(Address::as_str).collect();
+    format!(
+        "no scheduler answered for {} s (tried {}): is the cluster up?",
+        GIVE_UP.as_secs(),
+        list.join(", ")
+    )
+}
 
 #[derive(Default)]
 struct Filed {
@@ -33,6 +101,19 @@ struct Shared {
     filed: Mutex<Filed>,
     arrived: Condvar,
     stop: AtomicBool,
+    health: Mutex<Health>,
+}
+
+impl Shared {
+    /// Files `outcome` for call `seq` if it is awaited and not yet done.
+    fn file(&self, seq: u64, outcome: CallOutcome, written: Session) {
+        lock(&self.health).in_flight.remove(&seq);
+        let mut filed = lock(&self.filed);
+        if filed.awaited.contains(&seq) && !filed.done.contains_key(&seq) {
+            filed.done.insert(seq, (outcome, written));
+            self.arrived.notify_all();
+        }
+    }
 }
 
 struct Out {
@@ -58,15 +139,29 @@ impl Calls {
         let ctx = zmq::Context::new();
         let mut rx = Receiver::bind(&ctx, bind).map_err(|e| e.to_string())?;
         let reply = rx.address().clone();
+        let now = Instant::now();
         let shared = Arc::new(Shared {
             filed: Mutex::new(Filed::default()),
             arrived: Condvar::new(),
             stop: AtomicBool::new(false),
+            health: Mutex::new(Health {
+                started: now,
+                answered: vec![None; schedulers.len()],
+                any: now,
+                in_flight: HashMap::new(),
+            }),
         });
         let theirs = Arc::clone(&shared);
+        let mut thread = ReplyThread {
+            caller,
+            schedulers: schedulers.clone(),
+            reply: reply.clone(),
+            tx: Sender::new(&ctx),
+            next_probe: now,
+        };
         std::thread::Builder::new()
             .name("squall-call-results".into())
-            .spawn(move || receive(&mut rx, caller, &theirs))
+            .spawn(move || thread.run(&mut rx, &theirs))
             .map_err(|e| format!("cannot start the call-results thread: {e}"))?;
         Ok(Calls {
             caller,
@@ -99,24 +194,42 @@ impl Calls {
         }
     }
 
-    fn send(&self, build: impl FnOnce(CallId) -> Message) -> Result<u64, String> {
+    fn send(&self, build: impl FnOnce(CallId) -> Message) -> Result<u64, SendError> {
         if self.schedulers.is_empty() {
-            return Err("no scheduler to send the call to".to_string());
+            return Err(SendError::Failed(
+                "no scheduler to send the call to".to_string(),
+            ));
         }
         let mut out = lock(&self.out);
+        out.next_scheduler = out.next_scheduler.wrapping_add(1);
+        let from = out.next_scheduler % self.schedulers.len();
+        let now = Instant::now();
+        let index = {
+            let health = lock(&self.shared.health);
+            match health.pick(from, now) {
+                Some(i) => i,
+                None if health.given_up(now) => {
+                    return Err(SendError::Unavailable(unavailable(&self.schedulers)))
+                }
+                // None answers yet: send anyway; the call moves to the
+                // first that does, or fails when the client gives up.
+                None => from,
+            }
+        };
         out.next_seq += 1;
         let seq = out.next_seq;
-        out.next_scheduler = out.next_scheduler.wrapping_add(1);
-        let to = &self.schedulers[out.next_scheduler % self.schedulers.len()];
         let msg = build(CallId {
             caller: self.caller,
             seq,
         });
         lock(&self.shared.filed).awaited.insert(seq);
-        if let Err(e) = out.tx.send(to, &msg) {
+        if let Err(e) = out.tx.send(&self.schedulers[index], &msg) {
             lock(&self.shared.filed).awaited.remove(&seq);
-            return Err(e.to_string());
+            return Err(SendError::Failed(e.to_string()));
         }
+        lock(&self.shared.health)
+            .in_flight
+            .insert(seq, (index, msg));
         Ok(seq)
     }
 
@@ -128,7 +241,7 @@ impl Calls {
         timeout_ms: u32,
         session: Session,
         consistency: Consistency,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, SendError> {
         let reply = self.reply_to();
         self.send(|id| {
             Message::Call(CallRequest {
@@ -151,7 +264,7 @@ impl Calls {
         timeout_ms: u32,
         session: Session,
         consistency: Consistency,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, SendError> {
         let reply = self.reply_to();
         self.send(|id| {
             Message::CallDag(DagCallRequest {
@@ -217,6 +330,7 @@ impl Calls {
 
     /// Stops waiting for call `seq`: a late result is dropped.
     pub fn forget(&self, seq: u64) {
+        lock(&self.shared.health).in_flight.remove(&seq);
         let mut filed = lock(&self.shared.filed);
         filed.awaited.remove(&seq);
         filed.done.remove(&seq);
@@ -229,21 +343,109 @@ impl Drop for Calls {
     }
 }
 
-/// The reply thread: files results until its client is dropped.
-fn receive(rx: &mut Receiver, caller: u64, shared: &Shared) {
-    while !shared.stop.load(Ordering::Relaxed) {
-        match rx.recv(Some(STOP_CHECK)) {
-            Ok(Some(Message::CallResult(result))) if result.id.caller == caller => {
-                let mut filed = lock(&shared.filed);
-                let seq = result.id.seq;
-                if filed.awaited.contains(&seq) && !filed.done.contains_key(&seq) {
-                    filed.done.insert(seq, (result.outcome, result.written));
-                    shared.arrived.notify_all();
-                }
+/// The reply thread's own state: it pings the schedulers and moves calls.
+struct ReplyThread {
+    caller: u64,
+    schedulers: Vec<Address>,
+    reply: Address,
+    tx: Sender,
+    next_probe: Instant,
+}
+
+impl ReplyThread {
+    /// Files results and watches the schedulers until the client is dropped.
+    fn run(&mut self, rx: &mut Receiver, shared: &Shared) {
+        while !shared.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now >= self.next_probe {
+                self.next_probe = now + PROBE;
+                self.probe(shared, now);
             }
-            Ok(_) => {}
-            // A socket error is not expected to clear; do not spin on it.
-            Err(_) => std::thread::sleep(STOP_CHECK),
+            let wait = self.next_probe.saturating_duration_since(Instant::now());
+            match rx.recv(Some(wait)) {
+                Ok(Some(Message::CallResult(result))) if result.id.caller == self.caller => {
+                    shared.file(result.id.seq, result.outcome, result.written);
+                }
+                Ok(Some(Message::Pong { id, boot })) => self.answered(shared, id, boot),
+                Ok(_) => {}
+                // A socket error is not expected to clear; do not spin on it.
+                Err(_) => std::thread::sleep(PROBE),
+            }
+        }
+    }
+
+    /// Scheduler `id` answered, as boot `boot`: a new boot means it
+    /// restarted and forgot the calls it was sent, which go out again.
+    fn answered(&mut self, shared: &Shared, id: RequestId, boot: u64) {
+        let now = Instant::now();
+        let i = id.0 as usize;
+        let mut health = lock(&shared.health);
+        if i >= health.answered.len() {
+            return;
+        }
+        let before = health.answered[i].replace((now, boot));
+        health.any = now;
+        if before.is_some_and(|(_, b)| b != boot) {
+            self.resend(&mut health, |s| s == i, now);
+        }
+    }
+
+    /// Pings every scheduler; calls at schedulers gone silent go to one that
+    /// answers, or fail once none has answered for [`GIVE_UP`].
+    fn probe(&mut self, shared: &Shared, now: Instant) {
+        for (i, s) in self.schedulers.iter().enumerate() {
+            let ping = Message::Ping {
+                id: RequestId(i as u64),
+                reply_to: self.reply.clone(),
+            };
+            let _ = self.tx.send(s, &ping);
+        }
+        let mut health = lock(&shared.health);
+        if health.in_flight.is_empty() {
+            return;
+        }
+        if health.given_up(now) {
+            let failed: Vec<u64> = health.in_flight.drain().map(|(seq, _)| seq).collect();
+            drop(health);
+            let message = unavailable(&self.schedulers);
+            for seq in failed {
+                let error = CallError {
+                    kind: CallErrorKind::Unavailable,
+                    type_name: "Unavailable".to_string(),
+                    message: message.clone(),
+                    traceback: String::new(),
+                    function: None,
+                };
+                shared.file(seq, CallOutcome::Error(error), Session::default());
+            }
+            return;
+        }
+        let dead: Vec<usize> = (0..self.schedulers.len())
+            .filter(|&i| !health.live(i, now))
+            .collect();
+        if !dead.is_empty() {
+            self.resend(&mut health, |s| dead.contains(&s), now);
+        }
+    }
+
+    /// Sends the calls in flight at the schedulers `gone` picks again, each
+    /// to the next scheduler that answers (none answering: they stay, and
+    /// move when one does).
+    fn resend(&mut self, health: &mut Health, gone: impl Fn(usize) -> bool, now: Instant) {
+        let moving: Vec<u64> = health
+            .in_flight
+            .iter()
+            .filter(|(_, (s, _))| gone(*s))
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in moving {
+            let Some(to) = health.pick((seq as usize) % self.schedulers.len(), now) else {
+                return;
+            };
+            if let Some((s, msg)) = health.in_flight.get_mut(&seq) {
+                *s = to;
+                let _ = self.tx.send(&self.schedulers[to], msg);
+            }
         }
     }
 }

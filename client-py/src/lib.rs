@@ -44,6 +44,28 @@ fn call_failed(py: Python<'_>, message: String) -> PyErr {
     errors::squall_error(py, "SquallError", message)
 }
 
+/// The `squall.errors` exception for a call error of `kind` (a
+/// `CallErrorKind` name), raised here rather than by a scheduler.
+fn call_error(py: Python<'_>, kind: &str, message: String, function: &str) -> PyErr {
+    let build = || -> PyResult<PyErr> {
+        let errors = py.import("squall.errors")?;
+        let exc =
+            errors
+                .getattr("call_error")?
+                .call1((kind, kind, message.clone(), "", function))?;
+        Ok(PyErr::from_value(exc))
+    };
+    build().unwrap_or_else(|e| e)
+}
+
+/// A call that could not be sent, as its exception.
+fn not_sent(py: Python<'_>, function: &str, e: calls::SendError) -> PyErr {
+    match e {
+        calls::SendError::Unavailable(m) => call_error(py, "Unavailable", m, function),
+        calls::SendError::Failed(m) => call_failed(py, m),
+    }
+}
+
 /// Refuses arguments over `[limits] max_value_bytes` at once (the
 /// default: this client reads no config file; the cluster enforces its
 /// own on arrival too), with `squall.TooLargeError` naming both sizes.
@@ -58,18 +80,7 @@ fn check_args(py: Python<'_>, function: &str, args: &CallArgs) -> PyResult<()> {
          then give a squall.Reference)",
         args.payload.len()
     );
-    let build = || -> PyResult<PyErr> {
-        let errors = py.import("squall.errors")?;
-        let exc = errors.getattr("call_error")?.call1((
-            "TooLarge",
-            "TooLarge",
-            message.clone(),
-            "",
-            function,
-        ))?;
-        Ok(PyErr::from_value(exc))
-    };
-    Err(build().unwrap_or_else(|e| e))
+    Err(call_error(py, "TooLarge", message, function))
 }
 
 /// A client of a Squall cluster: the KVS through its routers, and calls
@@ -204,9 +215,10 @@ impl Client {
         check_args(py, &function, &args)?;
         let consistency = parse_consistency(consistency)?;
         let session = self.kvs.session(py);
+        let name = function.clone();
         self.calls(py)?
             .call(function, args, timeout_ms, session, consistency)
-            .map_err(|e| call_failed(py, e))
+            .map_err(|e| not_sent(py, &name, e))
     }
 
     /// Sends a call of DAG `dag` with `args`, a list of
@@ -229,9 +241,10 @@ impl Client {
         }
         let consistency = parse_consistency(consistency)?;
         let session = self.kvs.session(py);
+        let name = dag.clone();
         self.calls(py)?
             .call_dag(dag, args, timeout_ms, session, consistency)
-            .map_err(|e| call_failed(py, e))
+            .map_err(|e| not_sent(py, &name, e))
     }
 
     /// Tells every scheduler that DAG `name` changed.

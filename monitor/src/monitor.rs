@@ -233,7 +233,7 @@ impl Monitor {
                 let status = Box::new(self.status());
                 out.send(reply_to, Message::MonitorStatusReply { id, status });
             }
-            Message::Ping { id, reply_to } => out.send(reply_to, Message::Pong { id }),
+            Message::Ping { id, reply_to } => out.send(reply_to, Message::Pong { id, boot: 0 }),
             other => {
                 self.unexpected += 1;
                 tracing::debug!(kind = other.kind(), "monitor ignored a message");

@@ -107,6 +107,8 @@ pub struct TierState {
     /// policy asked for joining, or one added or removed by hand) starts a
     /// grace period too.
     last_nodes: Option<u32>,
+    /// When the tier was last found below `min_nodes` and raised to it.
+    last_floor: Option<Time>,
 }
 
 impl TierState {
@@ -155,6 +157,35 @@ pub fn tier(
     let low = f.busy_avg <= p.busy_low && memory <= p.memory_low && f.queued == 0;
     let high_for = state.high.update(now, high);
     let low_for = state.low.update(now, low);
+    if f.nodes < p.min_nodes
+        && state
+            .last_floor
+            .is_none_or(|t| now.saturating_since(t) >= p.grace)
+    {
+        // A node died (or was removed by hand): never below the floor,
+        // whatever the grace period, and no load needed to say so. Asked
+        // again at most once a grace period while the tier stays below.
+        state.last_floor = Some(now);
+        state.changed(now);
+        let policy = match kind {
+            NodeKind::Storage => "storage",
+            _ => "compute",
+        };
+        return Some(decision(
+            now,
+            policy,
+            "below-minimum",
+            format!(
+                "{} {kind} nodes, below min_nodes {}: back to {}",
+                f.nodes, p.min_nodes, p.min_nodes
+            ),
+            json!({ "nodes": f.nodes, "min_nodes": p.min_nodes }),
+            Action::Scale {
+                kind,
+                replicas: p.min_nodes,
+            },
+        ));
+    }
     if state
         .last_change
         .is_some_and(|t| now.saturating_since(t) < p.grace)
@@ -545,6 +576,46 @@ mod tests {
         for t in 11..100 {
             assert_eq!(tier(NodeKind::Storage, &p, &mut s, &one, secs(t)), None);
         }
+    }
+
+    #[test]
+    fn a_tier_below_its_minimum_is_raised_at_once_whatever_its_load() {
+        let p = TierPolicy {
+            min_nodes: 3,
+            max_nodes: 5,
+            ..policy()
+        };
+        let mut s = TierState::default();
+        for t in 0..30 {
+            assert_eq!(
+                tier(NodeKind::Storage, &p, &mut s, &figures(3, 400), secs(t)),
+                None
+            );
+        }
+        // A node dies: the next evaluation asks for the floor, with no
+        // sustain and despite the grace period the change starts.
+        let d = tier(NodeKind::Storage, &p, &mut s, &figures(2, 400), secs(30)).expect("raised");
+        assert_eq!(d.event.action, "below-minimum");
+        assert_eq!(
+            d.action,
+            Action::Scale {
+                kind: NodeKind::Storage,
+                replicas: 3
+            }
+        );
+        // Still below: asked again only after a grace period.
+        assert_eq!(
+            tier(NodeKind::Storage, &p, &mut s, &figures(2, 400), secs(31)),
+            None
+        );
+        let again = tier(
+            NodeKind::Storage,
+            &p,
+            &mut s,
+            &figures(2, 400),
+            secs(30) + p.grace,
+        );
+        assert_eq!(again.expect("asked again").event.action, "below-minimum");
     }
 
     #[test]

@@ -75,6 +75,14 @@ pub trait Provider {
 
     /// The counts of `kind` now.
     fn replicas(&self, kind: NodeKind) -> Result<Replicas, ProviderError>;
+
+    /// Starts again every process of the cluster that died without being
+    /// asked to stop (a crash, `kill -9`), as it was; returns one line per
+    /// process restarted. The default does nothing: where a controller
+    /// restarts what dies (Kubernetes), there is nothing to repair.
+    fn repair(&self) -> Result<Vec<String>, ProviderError> {
+        Ok(Vec::new())
+    }
 }
 
 /// What a provider was doing when it failed.

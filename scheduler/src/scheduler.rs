@@ -182,7 +182,13 @@ impl Role for Scheduler {
                     .status(count(self.calls.len()), count(self.queued()));
                 out.send(reply_to, Message::ComputeStatusReply { id, status });
             }
-            Message::Ping { id, reply_to } => out.send(reply_to, Message::Pong { id }),
+            Message::Ping { id, reply_to } => out.send(
+                reply_to,
+                Message::Pong {
+                    id,
+                    boot: self.client.writer().0,
+                },
+            ),
             other => {
                 self.stats.unexpected += 1;
                 tracing::debug!(kind = other.kind(), "scheduler ignored a message");

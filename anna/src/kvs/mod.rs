@@ -355,7 +355,13 @@ impl Role for StorageWorker {
 impl StorageWorker {
     fn on_message(&mut self, now: Time, msg: Message, out: &mut Outbox) {
         match msg {
-            Message::Ping { id, reply_to } => out.send(reply_to, Message::Pong { id }),
+            Message::Ping { id, reply_to } => out.send(
+                reply_to,
+                Message::Pong {
+                    id,
+                    boot: self.node.boot,
+                },
+            ),
             Message::KvsRequest(req) => self.on_request(now, req, out),
             Message::Gossip(g) => self.on_gossip(now, g, out),
             Message::GossipAck { id, from } => self.on_gossip_ack(now, id, from, out),

@@ -342,6 +342,9 @@ pub enum CallErrorKind {
     /// An argument or the function's result is larger than `[limits]
     /// max_value_bytes`: refused where it was made, at once.
     TooLarge,
+    /// No scheduler answered: the caller's own verdict, never sent by a
+    /// scheduler.
+    Unavailable,
 }
 
 /// A failed call, as the caller sees it.

@@ -78,7 +78,14 @@ pub enum Message {
     /// Liveness probe; answered with [`Message::Pong`] at `reply_to`.
     Ping { id: RequestId, reply_to: Address },
     /// Answer to a [`Message::Ping`].
-    Pong { id: RequestId },
+    Pong {
+        id: RequestId,
+        /// A number fresh at each start of the answering process where the
+        /// role knows one (schedulers, storage nodes), else 0: a caller
+        /// tells a restarted peer, which forgot what it was sent, from the
+        /// one it sent to.
+        boot: u64,
+    },
     /// A client (or cache) asks a storage thread to read or write keys.
     KvsRequest(KvsRequest),
     /// A storage thread answers a [`KvsRequest`].

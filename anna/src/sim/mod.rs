@@ -102,7 +102,7 @@
 //! let ping = Message::Ping { id: RequestId(1), reply_to: tester.clone() };
 //! sim.send(tester.clone(), server.clone(), ping);
 //! sim.run_for(Duration::from_millis(100));
-//! assert_eq!(sim.take_outside(&tester), vec![Message::Pong { id: RequestId(1) }]);
+//! assert_eq!(sim.take_outside(&tester), vec![Message::Pong { id: RequestId(1), boot: 0 }]);
 //! assert_eq!(sim.role(&server).unwrap().answered(), 1);
 //! ```
 

@@ -183,7 +183,7 @@ pub fn sample_messages() -> Vec<Message> {
             id: RequestId(u64::MAX),
             reply_to: Address::from(""),
         },
-        Message::Pong { id: RequestId(42) },
+        Message::Pong { id: RequestId(42), boot: 0 },
         Message::KvsRequest(KvsRequest {
             id: RequestId(1),
             reply_to: reply_to.clone(),
@@ -371,7 +371,7 @@ pub fn sample_messages() -> Vec<Message> {
 }
 
 /// Every compute-tier error kind, in declaration order.
-pub const CALL_ERROR_KINDS: [CallErrorKind; 9] = [
+pub const CALL_ERROR_KINDS: [CallErrorKind; 10] = [
     CallErrorKind::Remote,
     CallErrorKind::UnknownFunction,
     CallErrorKind::UnknownDag,
@@ -381,6 +381,7 @@ pub const CALL_ERROR_KINDS: [CallErrorKind; 9] = [
     CallErrorKind::ExecutorDied,
     CallErrorKind::Overloaded,
     CallErrorKind::TooLarge,
+    CallErrorKind::Unavailable,
 ];
 
 fn plan() -> Plan {

@@ -63,7 +63,7 @@ impl Role for Peer {
             }
             Input::Message(Message::Ping { id, reply_to }) => {
                 self.answered += 1;
-                out.send(reply_to, Message::Pong { id });
+                out.send(reply_to, Message::Pong { id, boot: 0 });
             }
             Input::Message(Message::Pong { .. }) => self.pongs += 1,
             Input::Message(_) => {}
@@ -147,10 +147,11 @@ impl Role for Gossiper {
                     reply_to,
                     Message::Pong {
                         id: RequestId(self.known),
+                        boot: 0,
                     },
                 );
             }
-            Input::Message(Message::Pong { id }) => self.known |= id.0,
+            Input::Message(Message::Pong { id, .. }) => self.known |= id.0,
             Input::Message(_) => {}
         }
     }

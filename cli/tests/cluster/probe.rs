@@ -26,7 +26,7 @@ fn reply_id(msg: &Message) -> Option<RequestId> {
         Message::StatusReply { id, .. } => Some(*id),
         Message::RouteResponse(r) => Some(r.id),
         Message::KvsResponse(r) => Some(r.id),
-        Message::Pong { id } => Some(*id),
+        Message::Pong { id, .. } => Some(*id),
         Message::StorageReport { id, .. } => Some(*id),
         Message::MonitorStatusReply { id, .. } => Some(*id),
         _ => None,

@@ -34,6 +34,7 @@ from .errors import (
     RemoteError,
     SquallError,
     TooLargeError,
+    UnavailableError,
     TypeMismatchError,
     UnknownDagError,
     UnknownFunctionError,

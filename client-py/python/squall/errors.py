@@ -26,6 +26,7 @@ __all__ = [
     "ExecutorDiedError",
     "OverloadedError",
     "TooLargeError",
+    "UnavailableError",
     "RefusedError",
     "InvalidModuleError",
 ]
@@ -146,6 +147,13 @@ class TooLargeError(CallError, ValueError):
     message names the size and the limit."""
 
 
+class UnavailableError(CallError, ConnectionError):
+    """No scheduler answered this client for a few seconds (the message
+    names them): the cluster is down, or this client cannot reach it. A call
+    in flight at a scheduler that stops answering is sent again to another
+    (so it may run twice); this is raised only when none answers."""
+
+
 # Wire names of `CallErrorKind` (anna/src/protocol/compute.rs) -> class.
 _BY_KIND = {
     "Remote": RemoteError,
@@ -157,6 +165,7 @@ _BY_KIND = {
     "ExecutorDied": ExecutorDiedError,
     "Overloaded": OverloadedError,
     "TooLarge": TooLargeError,
+    "Unavailable": UnavailableError,
 }
 
 

@@ -297,7 +297,7 @@ impl Role for ExecutorCore {
             }
             Message::UserMessage(msg) => self.on_user_message(msg),
             Message::Prewarm { function } => self.on_prewarm(now, function, out),
-            Message::Ping { id, reply_to } => out.send(reply_to, Message::Pong { id }),
+            Message::Ping { id, reply_to } => out.send(reply_to, Message::Pong { id, boot: 0 }),
             Message::StatusRequest { id, reply_to } => {
                 let counters = named_counters(&self.counters.named(), &self.transport);
                 let factor = ReplicationFactor {

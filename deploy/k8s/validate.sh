@@ -6,9 +6,14 @@
 #  2. the shell of every `sh -c` command, probe and hook parses (`sh -n`),
 #     and a storage pod's command gives `--id` = ordinal + 1;
 #  3. the ConfigMap's squall.toml is accepted by `squall --config`, and every
-#     container's command line is accepted by the binary's argument parser,
-#     when a built squall binary is found (SQUALL=path, else
-#     target/{debug,release}).
+#     container's command line, as each pod of the workload runs it, is
+#     accepted by the binary's argument parser, when a built squall binary is
+#     found (SQUALL=path, else target/{debug,release});
+#  4. routers and schedulers are StatefulSets of two or more behind headless
+#     Services, kept by a PodDisruptionBudget that leaves one serving, and
+#     every component names each router and each scheduler by its pod's DNS
+#     name (`--router`, `--scheduler`, a router's `--peer`), exactly as many
+#     as the replica counts; the monitor's Role may scale every workload.
 #
 # Usage: deploy/k8s/validate.sh   (from anywhere; exits non-zero on a failure)
 set -euo pipefail
@@ -76,7 +81,7 @@ for file, doc in docs:
 
 # The storage pod's command, run with a stand-in `squall` that prints its
 # arguments, as pod squall-kvs-3 would run it.
-kvs = next(d for _, d in docs if d["kind"] == "StatefulSet")
+kvs = next(d for _, d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "squall-kvs")
 script = kvs["spec"]["template"]["spec"]["containers"][0]["args"][0]
 with tempfile.TemporaryDirectory() as bin_dir:
     stub = os.path.join(bin_dir, "squall")
@@ -90,31 +95,128 @@ with tempfile.TemporaryDirectory() as bin_dir:
 
 squall = os.environ.get("SQUALL_BIN")
 
-# Every container's command, expanded by a stand-in `squall` as a pod would
-# run it, is then parsed by the real binary (`--help` appended: clap refuses
-# an unknown flag or a bad value before it prints help and exits 0).
-if squall:
-    with tempfile.TemporaryDirectory() as bin_dir:
-        stub = os.path.join(bin_dir, "squall")
-        with open(stub, "w") as f:
-            f.write('#!/bin/sh\nfor a in "$@"; do printf "%s\\0" "$a"; done\n')
-        os.chmod(stub, 0o755)
-        env = {"PATH": bin_dir + ":/usr/bin:/bin", "HOSTNAME": "squall-pod-0", "POD_IP": "10.1.2.3"}
-        for file, doc in docs:
-            spec = doc.get("spec", {}).get("template", {}).get("spec")
-            if not spec:
+def pod_names(doc):
+    """The hostnames of a workload's pods: every ordinal of a StatefulSet,
+    a made-up one for a Deployment."""
+    name = doc["metadata"]["name"]
+    if doc["kind"] == "StatefulSet":
+        return [f"{name}-{i}" for i in range(doc["spec"].get("replicas", 1))]
+    return [f"{name}-5d4f7b9c6-x2x4q"]
+
+# Every container's command, expanded by a stand-in `squall` as each pod
+# would run it (HOSTNAME = the pod's name, POD_IP from the downward API).
+commands = []   # (what, pod name, argv)
+with tempfile.TemporaryDirectory() as bin_dir:
+    stub = os.path.join(bin_dir, "squall")
+    with open(stub, "w") as f:
+        f.write('#!/bin/sh\nfor a in "$@"; do printf "%s\\0" "$a"; done\n')
+    os.chmod(stub, 0o755)
+    for file, doc in docs:
+        spec = doc.get("spec", {}).get("template", {}).get("spec")
+        if not spec:
+            continue
+        for c in spec["containers"]:
+            cmd = (c.get("command") or []) + (c.get("args") or [])
+            if cmd[:2] != ["/bin/sh", "-c"]:
                 continue
-            for c in spec["containers"]:
-                cmd = (c.get("command") or []) + (c.get("args") or [])
-                if cmd[:2] != ["/bin/sh", "-c"]:
-                    continue
+            for pod in pod_names(doc):
+                env = {"PATH": bin_dir + ":/usr/bin:/bin", "HOSTNAME": pod, "POD_IP": "10.1.2.3"}
                 argv = subprocess.run(["sh", "-c", cmd[2]], env=env, capture_output=True).stdout
                 argv = [a.decode() for a in argv.split(b"\0") if a]
-                r = subprocess.run([squall, *argv, "--help"], capture_output=True, text=True)
-                check(r.returncode == 0,
-                      f"{file} {doc['metadata']['name']}/{c['name']}: `squall {' '.join(argv[:1])} ...` flags accepted {r.stderr.strip()[-300:]}".rstrip())
+                commands.append((f"{file} {pod}/{c['name']}", pod, argv))
+
+# ... then parsed by the real binary (`--help` appended: clap refuses an
+# unknown flag or a bad value before it prints help and exits 0).
+if squall:
+    for what, _, argv in commands:
+        r = subprocess.run([squall, *argv, "--help"], capture_output=True, text=True)
+        check(r.returncode == 0,
+              f"{what}: `squall {' '.join(argv[:1])} ...` flags accepted {r.stderr.strip()[-300:]}".rstrip())
 else:
     print("  skip  container flags: no squall binary built (set SQUALL=path)")
+
+# Routers and schedulers: StatefulSets of at least two behind headless
+# Services, so each pod has its own DNS name, and every component names
+# every one of them, as many as the replica count.
+def component(doc):
+    return doc["metadata"].get("labels", {}).get("app.kubernetes.io/component")
+
+def replicated(name):
+    """The address of every pod of component `name`'s StatefulSet, by its
+    stable DNS name, and the pod name -> address map."""
+    sets = [d for _, d in docs if d["kind"] == "StatefulSet" and component(d) == name]
+    check(len(sets) == 1 and not any(d["kind"] == "Deployment" and component(d) == name for _, d in docs),
+          f"{name}s: one StatefulSet and no Deployment")
+    sts = sets[0]
+    ns, replicas = sts["metadata"]["namespace"], sts["spec"].get("replicas", 1)
+    check(replicas >= 2, f"{name}s: {sts['metadata']['name']} runs {replicas} replicas (at least 2)")
+    svc = next((d for _, d in docs if d["kind"] == "Service"
+                and d["metadata"]["name"] == sts["spec"].get("serviceName")), None)
+    check(svc is not None, f"{name}s: serviceName {sts['spec'].get('serviceName')} is a Service")
+    if svc is None:
+        return {}
+    check(svc["spec"].get("clusterIP") == "None" and svc["spec"].get("publishNotReadyAddresses") is True,
+          f"{name}s: Service {svc['metadata']['name']} is headless (clusterIP: None) and publishes not-ready addresses")
+    check(svc["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"],
+          f"{name}s: Service {svc['metadata']['name']} selects the StatefulSet's pods")
+    port = svc["spec"]["ports"][0]
+    container_ports = {p.get("name"): p["containerPort"]
+                       for c in sts["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])}
+    check(container_ports.get(port["targetPort"]) == port["port"],
+          f"{name}s: Service port {port['port']} is the containers' port {port['targetPort']}")
+    # A drain keeps one of them serving and may still take one away.
+    pdb = [d for _, d in docs if d["kind"] == "PodDisruptionBudget"
+           and d["spec"]["selector"].get("matchLabels") == sts["spec"]["selector"]["matchLabels"]]
+    keeps = None
+    if len(pdb) == 1:
+        keeps = pdb[0]["spec"].get("minAvailable", replicas - pdb[0]["spec"].get("maxUnavailable", replicas))
+    check(isinstance(keeps, int) and 1 <= keeps < replicas,
+          f"{name}s: one PodDisruptionBudget keeping at least 1 of {replicas} and letting a drain take one (keeps {keeps})")
+    host = f"{svc['metadata']['name']}.{ns}.svc.cluster.local"
+    return {pod: f"tcp://{pod}.{host}:{port['port']}" for pod in pod_names(sts)}
+
+routers = replicated("router")
+schedulers = replicated("scheduler")
+# Which of them each subcommand names, by flag.
+wants = {
+    "kvs": {"--router": routers},
+    "route": {"--peer": routers},
+    "scheduler": {"--router": routers},
+    "cache": {"--router": routers, "--scheduler": schedulers},
+    "executor": {"--scheduler": schedulers},
+    "monitor": {"--router": routers, "--scheduler": schedulers},
+}
+for what, pod, argv in commands:
+    sub = argv[0] if argv else ""
+    if sub not in wants:
+        check(False, f"{what}: `squall {sub}` is not known to validate.sh (add it to `wants`)")
+        continue
+    for flag in ("--router", "--scheduler", "--peer"):
+        given = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == flag]
+        given += [a.split("=", 1)[1] for a in argv if a.startswith(flag + "=")]
+        expected = wants[sub].get(flag, {})
+        if not expected and not given:
+            continue
+        # A router may leave itself out of its peers (merging its own state
+        # changes nothing either way).
+        own = {expected[pod]} if flag == "--peer" and pod in expected else set()
+        ok = len(given) == len(set(given)) and set(given) | own == set(expected.values())
+        them = "routers" if expected is routers else "schedulers"
+        names = (f"every one of the {len(expected)} {them}" if not own or own <= set(given)
+                 else f"every other of the {len(expected)} {them}")
+        check(ok, f"{what}: {flag} names {names}" + ("" if ok else f" (gives {given})"))
+
+# The monitor's Role may scale every workload it could be told to scale,
+# through the /scale subresource of the workload's own resource.
+role = next(d for _, d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "squall-monitor")
+for _, doc in docs:
+    if doc["kind"] not in ("StatefulSet", "Deployment") or component(doc) == "monitor":
+        continue
+    resource = doc["kind"].lower() + "s/scale"
+    name = doc["metadata"]["name"]
+    check(any(resource in r.get("resources", []) and name in r.get("resourceNames", [])
+              and {"get", "patch", "update"} <= set(r.get("verbs", [])) for r in role["rules"]),
+          f"Role squall-monitor may get and patch {resource} of {name}")
 
 toml = next(d for _, d in docs if d["kind"] == "ConfigMap")["data"]["squall.toml"]
 if squall:

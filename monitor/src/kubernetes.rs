@@ -3,8 +3,11 @@
 //!
 //! Storage nodes are the StatefulSet `squall-kvs` (stable ordinals give
 //! stable node ids; scaling down removes the highest ordinal, whose pod
-//! departs gracefully on SIGTERM). Routers, schedulers and compute nodes are
-//! Deployments. A change is one merge patch, `{"spec":{"replicas":N}}`, to
+//! departs gracefully on SIGTERM). Routers and schedulers are the
+//! StatefulSets `squall-router` and `squall-scheduler` (each pod has a
+//! stable DNS name that every other component names; a scale past the
+//! lists written in the manifests adds pods nobody names). Compute nodes
+//! are the Deployment `squall-compute`. A change is one merge patch, `{"spec":{"replicas":N}}`, to
 //! `/apis/apps/v1/namespaces/NS/{statefulsets|deployments}/NAME/scale`; a
 //! read is a GET of the same path. Both answer an `autoscaling/v1` `Scale`,
 //! whose `spec.replicas` is the desired count and `status.replicas` the
@@ -32,9 +35,9 @@ pub struct KubernetesConfig {
     pub namespace: String,
     /// The storage nodes' StatefulSet.
     pub storage: String,
-    /// The routers' Deployment.
+    /// The routers' StatefulSet.
     pub routers: String,
-    /// The schedulers' Deployment.
+    /// The schedulers' StatefulSet.
     pub schedulers: String,
     /// The compute nodes' Deployment (cache and executors per pod).
     pub compute: String,
@@ -92,8 +95,8 @@ impl KubernetesConfig {
     pub fn workload(&self, kind: NodeKind) -> Workload {
         let (resource, name) = match kind {
             NodeKind::Storage => (WorkloadResource::StatefulSet, &self.storage),
-            NodeKind::Router => (WorkloadResource::Deployment, &self.routers),
-            NodeKind::Scheduler => (WorkloadResource::Deployment, &self.schedulers),
+            NodeKind::Router => (WorkloadResource::StatefulSet, &self.routers),
+            NodeKind::Scheduler => (WorkloadResource::StatefulSet, &self.schedulers),
             NodeKind::Compute => (WorkloadResource::Deployment, &self.compute),
         };
         Workload {

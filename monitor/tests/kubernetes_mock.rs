@@ -111,8 +111,10 @@ fn status_object(code: u16, reason: &str, message: &str) -> Value {
 fn scale_path(kind: NodeKind) -> &'static str {
     match kind {
         NodeKind::Storage => "/apis/apps/v1/namespaces/squall/statefulsets/squall-kvs/scale",
-        NodeKind::Router => "/apis/apps/v1/namespaces/squall/deployments/squall-router/scale",
-        NodeKind::Scheduler => "/apis/apps/v1/namespaces/squall/deployments/squall-scheduler/scale",
+        NodeKind::Router => "/apis/apps/v1/namespaces/squall/statefulsets/squall-router/scale",
+        NodeKind::Scheduler => {
+            "/apis/apps/v1/namespaces/squall/statefulsets/squall-scheduler/scale"
+        }
         NodeKind::Compute => "/apis/apps/v1/namespaces/squall/deployments/squall-compute/scale",
     }
 }
@@ -318,7 +320,7 @@ fn a_scale_without_a_replica_count_is_malformed() {
     assert!(matches!(err, ProviderError::Malformed { .. }), "{err:?}");
     assert!(err
         .to_string()
-        .starts_with("deployment squall/squall-router:"));
+        .starts_with("statefulset squall/squall-router:"));
 }
 
 #[test]
@@ -332,7 +334,7 @@ fn a_count_beyond_what_kubernetes_holds_is_refused_without_a_request() {
     assert!(matches!(err, ProviderError::InvalidCount { .. }), "{err:?}");
     assert!(err
         .to_string()
-        .contains("deployment squall/squall-scheduler"));
+        .contains("statefulset squall/squall-scheduler"));
 }
 
 #[test]
@@ -390,8 +392,8 @@ fn the_defaults_name_the_workloads_of_deploy_k8s() {
     let config = KubernetesConfig::default();
     let expect = [
         ("storage.yaml", "StatefulSet", &config.storage),
-        ("router.yaml", "Deployment", &config.routers),
-        ("scheduler.yaml", "Deployment", &config.schedulers),
+        ("router.yaml", "StatefulSet", &config.routers),
+        ("scheduler.yaml", "StatefulSet", &config.schedulers),
         ("compute.yaml", "Deployment", &config.compute),
     ];
     for (file, kind, name) in expect {

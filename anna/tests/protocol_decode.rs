@@ -241,6 +241,8 @@ fn samples_cover_every_variant_and_lattice_kind() {
             | Message::MonitorStatusRequest { .. }
             | Message::MonitorStatusReply { .. }
             | Message::ExecutorLeaving { .. }
+            | Message::Scale { .. }
+            | Message::Metrics { .. }
             | Message::Gossip(_)
             | Message::GossipAck { .. }
             | Message::Fetch { .. }

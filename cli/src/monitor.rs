@@ -2,29 +2,30 @@
 //! autoscaling policies and carries out their decisions.
 //!
 //! Three threads: the [`Monitor`] role under a ZeroMQ driver (statistics,
-//! policies, `Prewarm`s, `MonitorStatusRequest`s); the actuator, which
-//! carries out the role's other decisions one at a time — scaling through a
-//! provider (the local processes of `squall up`, Kubernetes, or none:
-//! decide and log only) and writing or deleting replication overrides with
-//! a KVS client — so a storage node taking 20 s to hand its keys over never
-//! stalls the statistics; and, unless `--metrics off`, a small HTTP server
-//! answering `GET /metrics` with the Prometheus text the role renders every
-//! period.
+//! policies, every decision carried out as messages); the [`Actuator`]
+//! role under its own driver on an `inproc://` socket, which scales
+//! through a provider (the local processes of `squall up`, Kubernetes; with
+//! `--provider none`, no actuator: decisions are logged only) when the
+//! monitor sends it `Message::Scale`, and has the provider repair the
+//! cluster every half second, so a storage node taking 20 s to hand its
+//! keys over never stalls the statistics; and, unless `--metrics off`, a
+//! small HTTP server answering `GET /metrics` with the Prometheus text the
+//! role sends it every period.
 
 use crate::config::SquallConfig;
 use crate::roles::{signals, spawn_driver, stop_drivers, wait_for_signal};
-use anna::client::Client;
-use anna::cluster::replication_key;
+use anna::lattice::WriterId;
 use anna::protocol::monitor::MonitorStatus;
 use anna::protocol::{Address, Message};
+use anna::role::{Input, Outbox, Role};
+use anna::time::Time;
+use anna::transport::Receiver;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use squall_monitor::policy::Action;
-use squall_monitor::{KubernetesProvider, Monitor, NodeKind, Provider};
+use squall_monitor::{KubernetesProvider, Monitor, NodeKind, Outlets, Provider};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 /// Where the monitor's scaling decisions go.
@@ -116,30 +117,42 @@ pub fn run_monitor(
     let routers: Vec<Address> = args.routers.iter().map(|r| Address(r.clone())).collect();
     let schedulers: Vec<Address> = args.schedulers.iter().map(|s| Address(s.clone())).collect();
     let provider = provider(args.provider, config, config_path, log_filter)?;
-    let metrics = Arc::new(Mutex::new(String::new()));
-    if args.metrics != "off" {
-        serve_metrics(&args.metrics, metrics.clone())?;
-    }
-    let (actions, decided) = mpsc::channel();
-    let client_config = config.client.clone();
-    let actuator_routers = routers.clone();
-    std::thread::Builder::new()
-        .name("actuator".into())
-        .spawn(move || actuate(decided, provider, actuator_routers, client_config))
-        .context("spawning the actuator")?;
-
     let ctx = zmq::Context::new();
+    let mut outlets = Outlets::default();
+    if args.metrics != "off" {
+        let page = Address(format!(
+            "inproc://squall-monitor-metrics-{}",
+            std::process::id()
+        ));
+        serve_metrics(&ctx, &args.metrics, &page)?;
+        outlets.metrics = Some(page);
+    }
+    let mut drivers = Vec::new();
+    if let Some(provider) = provider {
+        let at = Address(format!(
+            "inproc://squall-monitor-actuator-{}",
+            std::process::id()
+        ));
+        drivers.push(spawn_driver(
+            &ctx,
+            &at,
+            Actuator::new(provider),
+            "actuator".into(),
+        )?);
+        outlets.actuator = Some(at);
+    }
     let me = Address(format!("tcp://{}:{}", args.host, args.port));
     let role = Monitor::new(
         with_floors(args, config),
         me.clone(),
         routers,
         schedulers,
-        actions,
-        metrics,
+        outlets,
+        config.client.clone(),
+        WriterId(anna::time::fresh_id(me.as_str())),
     );
     let mut signals = signals()?;
-    let driver = spawn_driver(&ctx, &me, role, "monitor".into())?;
+    drivers.push(spawn_driver(&ctx, &me, role, "monitor".into())?);
     tracing::info!(
         address = %me,
         metrics = %args.metrics,
@@ -148,50 +161,43 @@ pub fn run_monitor(
         "monitor up"
     );
     wait_for_signal(&mut signals, "monitor");
-    stop_drivers("monitor", vec![driver])
+    stop_drivers("monitor", drivers)
 }
 
-/// How often the actuator asks the provider for its counts when no
-/// decision comes (the local provider also reaps the processes it started).
+/// How often the actuator asks the provider for its counts (the local
+/// provider also reaps the processes it started).
 const PROVIDER_POLL: Duration = Duration::from_secs(5);
 
 /// How often the actuator has the provider start again what died: a
 /// crashed process is back within about this long plus its start.
 const REPAIR_POLL: Duration = Duration::from_millis(500);
 
-/// Carries out decisions one at a time until the role is gone.
-fn actuate(
-    decided: mpsc::Receiver<Action>,
-    provider: Option<BoxedProvider>,
-    routers: Vec<Address>,
-    client_config: anna::client::ClientConfig,
-) {
-    let mut client: Option<Client> = None;
-    let mut next_poll = std::time::Instant::now() + PROVIDER_POLL;
-    loop {
-        let action = match decided.recv_timeout(REPAIR_POLL) {
-            Ok(a) => a,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                let Some(p) = &provider else { continue };
-                if let Err(error) = p.repair() {
-                    tracing::warn!(%error, "repairing the cluster failed");
-                }
-                if std::time::Instant::now() >= next_poll {
-                    next_poll = std::time::Instant::now() + PROVIDER_POLL;
-                    for kind in [NodeKind::Storage, NodeKind::Compute] {
-                        if let Err(error) = p.replicas(kind) {
-                            tracing::debug!(%kind, %error, "reading the provider's counts failed");
-                        }
-                    }
-                }
-                continue;
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
-        };
-        match action {
-            Action::Scale { kind, replicas } => match &provider {
-                None => tracing::info!(%kind, replicas, "no provider: not scaling"),
-                Some(p) => match p.scale(kind, replicas) {
+/// Carries out the monitor's `Message::Scale` through the provider, one at
+/// a time, on a driver thread of its own (a storage node taking 20 s to
+/// hand its keys over stalls only this); between them it has the provider
+/// repair the cluster every [`REPAIR_POLL`] and read its counts every
+/// [`PROVIDER_POLL`].
+struct Actuator {
+    provider: BoxedProvider,
+    next_repair: Time,
+    next_poll: Time,
+}
+
+impl Actuator {
+    fn new(provider: BoxedProvider) -> Self {
+        Actuator {
+            provider,
+            next_repair: Time::default(),
+            next_poll: Time::default(),
+        }
+    }
+}
+
+impl Role for Actuator {
+    fn step(&mut self, now: Time, input: Input, _out: &mut Outbox) {
+        match input {
+            Input::Message(Message::Scale { kind, replicas }) => {
+                match self.provider.scale(kind, replicas) {
                     Ok(r) => tracing::info!(
                         %kind,
                         desired = r.desired,
@@ -199,43 +205,52 @@ fn actuate(
                         "scaled"
                     ),
                     Err(error) => tracing::warn!(%kind, replicas, %error, "scaling failed"),
-                },
-            },
-            Action::Prewarm { .. } => {} // sent by the role itself
-            other => {
-                if client.is_none() {
-                    match Client::connect(routers.clone(), client_config.clone()) {
-                        Ok(c) => client = Some(c),
-                        Err(error) => {
-                            tracing::warn!(%error, "monitor: no KVS client; decision dropped");
-                            continue;
-                        }
+                }
+            }
+            Input::Message(other) => {
+                tracing::debug!(kind = other.kind(), "actuator ignored a message")
+            }
+            Input::Tick => {
+                if now >= self.next_repair {
+                    self.next_repair = now + REPAIR_POLL;
+                    if let Err(error) = self.provider.repair() {
+                        tracing::warn!(%error, "repairing the cluster failed");
                     }
                 }
-                let Some(c) = client.as_mut() else { continue };
-                let result = match &other {
-                    Action::SetReplication { key, factor } => c.set_replication(key, *factor),
-                    Action::ResetReplication { key } => c.delete(&replication_key(key)),
-                    _ => Ok(()),
-                };
-                match result {
-                    Ok(()) => tracing::info!(?other, "replication changed"),
-                    Err(error) => tracing::warn!(?other, %error, "changing replication failed"),
+                if now >= self.next_poll {
+                    self.next_poll = now + PROVIDER_POLL;
+                    for kind in [NodeKind::Storage, NodeKind::Compute] {
+                        if let Err(error) = self.provider.replicas(kind) {
+                            tracing::debug!(%kind, %error, "reading the provider's counts failed");
+                        }
+                    }
                 }
             }
         }
     }
+
+    fn next_tick(&self) -> Option<Time> {
+        Some(self.next_repair.min(self.next_poll))
+    }
 }
 
-/// Serves `GET /metrics` at `address` from a thread of its own.
-fn serve_metrics(address: &str, page: Arc<Mutex<String>>) -> Result<()> {
+/// Serves `GET /metrics` at `address` from a thread of its own, with the
+/// latest text the monitor sent to `page` (`Message::Metrics`).
+fn serve_metrics(ctx: &zmq::Context, address: &str, page: &Address) -> Result<()> {
     let listener = TcpListener::bind(address)
         .with_context(|| format!("binding the metrics endpoint at {address}"))?;
+    let mut texts = Receiver::bind(ctx, page).context("binding the metrics page socket")?;
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
+            let mut latest = String::new();
             for stream in listener.incoming().flatten() {
-                if let Err(error) = answer(stream, &page) {
+                while let Ok(Some(msg)) = texts.recv(Some(Duration::ZERO)) {
+                    if let Message::Metrics { text } = msg {
+                        latest = text;
+                    }
+                }
+                if let Err(error) = answer(stream, &latest) {
                     tracing::debug!(%error, "metrics request failed");
                 }
             }
@@ -244,7 +259,7 @@ fn serve_metrics(address: &str, page: Arc<Mutex<String>>) -> Result<()> {
     Ok(())
 }
 
-fn answer(mut stream: TcpStream, page: &Mutex<String>) -> std::io::Result<()> {
+fn answer(mut stream: TcpStream, page: &str) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut line = String::new();
     BufReader::new(&stream).read_line(&mut line)?;
@@ -252,13 +267,12 @@ fn answer(mut stream: TcpStream, page: &Mutex<String>) -> std::io::Result<()> {
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (status, kind, body) =
         if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
-            let body = page.lock().map(|p| p.clone()).unwrap_or_default();
-            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body)
+            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", page)
         } else {
             (
                 "404 Not Found",
                 "text/plain; charset=utf-8",
-                "squall monitor: metrics are at GET /metrics\n".to_string(),
+                "squall monitor: metrics are at GET /metrics\n",
             )
         };
     write!(

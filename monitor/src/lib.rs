@@ -48,10 +48,13 @@
 //! - `monitor.rs`: [`Monitor`], a [`anna::role::Role`]: every period it
 //!   asks a router for the cluster state, every live storage thread for its
 //!   `StorageReport` and every scheduler for its compute status, evaluates
-//!   the policies on what came back, sends `Prewarm`s itself and hands the
-//!   other actions to a channel (the actuator of `squall monitor` carries
-//!   them out through a [`Provider`] and a KVS client). It answers
-//!   `MonitorStatusRequest` (for `squall status`) and renders `/metrics`.
+//!   the policies on what came back, and carries every decision out as
+//!   messages: `Prewarm`s to executors, replication overrides written by
+//!   its own `ClientCore`, `Message::Scale` to its actuator (the
+//!   `squall monitor` process's [`Provider`], which also repairs what
+//!   died). It answers `MonitorStatusRequest` (for `squall status`) and
+//!   sends the `/metrics` text to the metrics server (`Message::Metrics`),
+//!   so the simulator drives all of it (`tests/sim.rs`).
 //! - `policy.rs`: the policies as pure functions (KVS and executor
 //!   elasticity, hot keys, hot functions), each returning [`Decision`]s
 //!   that carry their event (what, why, the figures).
@@ -65,7 +68,7 @@ pub mod policy;
 pub mod provider;
 
 pub use config::{HotFunctionPolicy, HotKeyPolicy, MonitorConfig, TierPolicy};
-pub use monitor::Monitor;
+pub use monitor::{Monitor, Outlets};
 pub use policy::Decision;
 
 pub use kubernetes::{KubernetesConfig, KubernetesProvider, Workload, WorkloadResource};

@@ -4,12 +4,14 @@
 //! period, then asks again: the cluster state of one router (which storage
 //! threads are live, the replication overrides), a `StorageReport` of every
 //! live storage thread, and the compute status of every scheduler (each
-//! holds every executor's and cache's latest report). Decisions that need
-//! no more than a message (`Prewarm` to executors) are sent from here; the
-//! others (scaling through a provider, writing a replication override) go
-//! to the `actions` channel, whose receiver (the `squall monitor` process's
-//! actuator thread) carries them out, so a slow provider never stalls the
-//! statistics.
+//! holds every executor's and cache's latest report). Every decision is
+//! carried out from here, as messages: `Prewarm` to executors, replication
+//! overrides written to the KVS by the monitor's own client (`ClientCore`),
+//! and `Message::Scale` to the actuator (the `squall monitor` process's
+//! provider, on its own thread, so a slow provider never stalls the
+//! statistics). The Prometheus text of each evaluation goes to the
+//! `/metrics` server as `Message::Metrics`. So the simulator drives the
+//! whole monitor, actions included.
 //!
 //! Every decision is also an event: logged as one structured line (target
 //! `squall::monitor::event`), kept (the last `events_kept`) for
@@ -20,16 +22,25 @@ use crate::policy::{
     self, Action, Decision, ExecutorFigures, KeyFigures, RaisedKey, TierFigures, TierState,
 };
 use crate::provider::NodeKind;
-use anna::cluster::{ClusterState, ReplicationFactor};
-use anna::lattice::Lattice;
+use anna::client::{ClientCore, OpId, OpOutput};
+use anna::cluster::{replication_key, ClusterState, ReplicationFactor};
+use anna::lattice::{Lattice, LatticeValue, Lww, WriterId};
 use anna::protocol::compute::{ComputeStatus, ExecutorReport};
 use anna::protocol::monitor::{MonitorEvent, MonitorStatus, StorageReport};
 use anna::protocol::{Address, Key, Message, RequestId};
 use anna::role::{Input, Outbox, Role};
 use anna::time::Time;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+
+/// Where the monitor's decisions and figures go, besides the cluster.
+#[derive(Clone, Debug, Default)]
+pub struct Outlets {
+    /// The actuator that carries out `Message::Scale`; none: scaling
+    /// decisions are logged only.
+    pub actuator: Option<Address>,
+    /// The `/metrics` server, sent `Message::Metrics` every period.
+    pub metrics: Option<Address>,
+}
 
 /// Reports older than this many periods are not used.
 const STALE_PERIODS: u32 = 3;
@@ -40,9 +51,11 @@ pub struct Monitor {
     me: Address,
     routers: Vec<Address>,
     schedulers: Vec<Address>,
-    actions: mpsc::Sender<Action>,
-    /// The Prometheus text of the last evaluation, for the metrics server.
-    metrics: Arc<Mutex<String>>,
+    outlets: Outlets,
+    /// Writes replication overrides (metadata keys of the KVS).
+    client: ClientCore,
+    /// Override writes in flight, for the log line of their outcome.
+    writes: BTreeMap<OpId, Action>,
     next_tick: Time,
     last_evaluation: Option<Time>,
     next_id: u64,
@@ -71,23 +84,27 @@ pub struct Monitor {
 
 impl Monitor {
     /// A monitor receiving at `me`, asking `routers` and `schedulers`,
-    /// handing actions to `actions` and publishing `/metrics` text into
-    /// `metrics`.
+    /// sending scaling decisions and `/metrics` text to `outlets`, and
+    /// writing replication overrides with a client of settings `client`,
+    /// as `writer`.
     pub fn new(
         config: MonitorConfig,
         me: Address,
         routers: Vec<Address>,
         schedulers: Vec<Address>,
-        actions: mpsc::Sender<Action>,
-        metrics: Arc<Mutex<String>>,
+        outlets: Outlets,
+        client: anna::client::ClientConfig,
+        writer: WriterId,
     ) -> Self {
+        let client = ClientCore::new(client, me.clone(), routers.clone(), writer);
         Monitor {
             config,
             me,
             routers,
             schedulers,
-            actions,
-            metrics,
+            outlets,
+            client,
+            writes: BTreeMap::new(),
             next_tick: Time::default(),
             last_evaluation: None,
             next_id: 1,
@@ -213,12 +230,19 @@ impl Monitor {
     fn on_message(&mut self, now: Time, msg: Message, out: &mut Outbox) {
         match msg {
             Message::StatusReply {
-                cluster,
+                ref cluster,
                 replication,
                 ..
             } => {
-                self.cluster.merge(cluster);
+                self.cluster.merge(cluster.clone());
                 self.default_replication = replication;
+                // The client's own placement questions come back here too.
+                let done = self.client.handle(now, msg, out);
+                self.settle(done);
+            }
+            Message::KvsResponse(_) => {
+                let done = self.client.handle(now, msg, out);
+                self.settle(done);
             }
             Message::StorageReport { report, .. } => {
                 self.storage.insert(report.from.clone(), (now, report));
@@ -296,12 +320,12 @@ impl Monitor {
             now,
         ));
         for d in decisions {
-            self.carry_out(d, out);
+            self.carry_out(now, d, out);
         }
         self.last_evaluation = Some(now);
-        let text = crate::metrics::render(self);
-        if let Ok(mut m) = self.metrics.lock() {
-            *m = text;
+        if let Some(to) = self.outlets.metrics.clone() {
+            let text = crate::metrics::render(self);
+            out.send(to, Message::Metrics { text });
         }
     }
 
@@ -357,7 +381,7 @@ impl Monitor {
         self.rates = rates;
     }
 
-    fn carry_out(&mut self, d: Decision, out: &mut Outbox) {
+    fn carry_out(&mut self, now: Time, d: Decision, out: &mut Outbox) {
         let e = &d.event;
         tracing::info!(
             target: "squall::monitor::event",
@@ -389,13 +413,35 @@ impl Monitor {
                     );
                 }
             }
-            action => {
-                if let Action::Scale { kind, replicas } = &action {
-                    self.desired.insert(*kind, *replicas);
+            Action::Scale { kind, replicas } => {
+                self.desired.insert(kind, replicas);
+                match &self.outlets.actuator {
+                    Some(to) => out.send(to.clone(), Message::Scale { kind, replicas }),
+                    None => tracing::info!(%kind, replicas, "no actuator: not scaling"),
                 }
-                if self.actions.send(action).is_err() {
-                    tracing::warn!("monitor: the actuator is gone; decision not carried out");
-                }
+            }
+            Action::SetReplication { ref key, factor } => {
+                let at = self.client.timestamp(now);
+                let value = LatticeValue::Lww(Lww::new(at, factor.to_bytes()));
+                let op = self.client.put(now, replication_key(key), value, out);
+                self.writes.insert(op, d.action);
+            }
+            Action::ResetReplication { ref key } => {
+                let op = self.client.delete(now, replication_key(key), out);
+                self.writes.insert(op, d.action);
+            }
+        }
+    }
+
+    /// Logs how replication override writes ended.
+    fn settle(&mut self, done: Vec<(OpId, Result<OpOutput, anna::client::ClientError>)>) {
+        for (op, result) in done {
+            let Some(action) = self.writes.remove(&op) else {
+                continue;
+            };
+            match result {
+                Ok(_) => tracing::info!(?action, "replication changed"),
+                Err(error) => tracing::warn!(?action, %error, "changing replication failed"),
             }
         }
     }
@@ -456,6 +502,8 @@ impl Role for Monitor {
         match input {
             Input::Message(m) => self.on_message(now, m, out),
             Input::Tick => {
+                let done = self.client.tick(now, out);
+                self.settle(done);
                 if now < self.next_tick {
                     return;
                 }
@@ -467,7 +515,8 @@ impl Role for Monitor {
     }
 
     fn next_tick(&self) -> Option<Time> {
-        Some(self.next_tick)
+        let client = self.client.next_tick();
+        Some(client.map_or(self.next_tick, |c| c.min(self.next_tick)))
     }
 }
 
@@ -484,9 +533,9 @@ mod tests {
 
     struct Fixture {
         monitor: Monitor,
-        actions: mpsc::Receiver<Action>,
-        metrics: Arc<Mutex<String>>,
         out: Outbox,
+        /// Everything the monitor sent, in order.
+        log: Vec<(Address, Message)>,
     }
 
     fn fixture() -> Fixture {
@@ -497,33 +546,63 @@ mod tests {
             },
             ..MonitorConfig::default()
         };
-        let (tx, rx) = mpsc::channel();
-        let metrics = Arc::new(Mutex::new(String::new()));
         let monitor = Monitor::new(
             config,
             Address::from("monitor"),
             vec![Address::from("router")],
             vec![Address::from("scheduler")],
-            tx,
-            metrics.clone(),
+            Outlets {
+                actuator: Some(Address::from("actuator")),
+                metrics: Some(Address::from("metrics")),
+            },
+            anna::client::ClientConfig::default(),
+            WriterId(7),
         );
         Fixture {
             monitor,
-            actions: rx,
-            metrics,
             out: Outbox::default(),
+            log: Vec::new(),
         }
     }
 
     impl Fixture {
         fn tick(&mut self, now: Time) -> Vec<(Address, Message)> {
             self.monitor.step(now, Input::Tick, &mut self.out);
-            self.out.drain().collect()
+            let sent: Vec<_> = self.out.drain().collect();
+            self.log.extend(sent.iter().cloned());
+            sent
         }
 
         fn deliver(&mut self, now: Time, m: Message) -> Vec<(Address, Message)> {
             self.monitor.step(now, Input::Message(m), &mut self.out);
-            self.out.drain().collect()
+            let sent: Vec<_> = self.out.drain().collect();
+            self.log.extend(sent.iter().cloned());
+            sent
+        }
+
+        /// The `Scale` messages sent to the actuator so far.
+        fn scalings(&self) -> Vec<(NodeKind, u32)> {
+            self.log
+                .iter()
+                .filter_map(|(to, m)| match m {
+                    Message::Scale { kind, replicas } if to.as_str() == "actuator" => {
+                        Some((*kind, *replicas))
+                    }
+                    _ => None,
+                })
+                .collect()
+        }
+
+        /// The last `/metrics` text sent.
+        fn metrics(&self) -> String {
+            self.log
+                .iter()
+                .rev()
+                .find_map(|(to, m)| match m {
+                    Message::Metrics { text } if to.as_str() == "metrics" => Some(text.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default()
         }
     }
 
@@ -572,9 +651,9 @@ mod tests {
     fn asks_every_live_thread_and_scales_storage_after_a_sustained_high_mark() {
         let mut f = fixture();
         let sent = f.tick(secs(0));
-        assert!(
-            matches!(sent[0], (ref to, Message::StatusRequest { .. }) if to.as_str() == "router")
-        );
+        assert!(sent
+            .iter()
+            .any(|(to, m)| matches!(m, Message::StatusRequest { .. }) && to.as_str() == "router"));
         assert!(sent.iter().any(|(to, m)| to.as_str() == "scheduler"
             && matches!(m, Message::ComputeStatusRequest { .. })));
         f.deliver(secs(0), one_node_state());
@@ -589,16 +668,10 @@ mod tests {
             f.deliver(secs(t), busy_report(0, 950));
             f.deliver(secs(t), busy_report(1, 850));
         }
-        assert!(f.actions.try_recv().is_err(), "not before sustain");
+        assert!(f.scalings().is_empty(), "not before sustain");
         f.tick(secs(4)); // high since t=2 (first evaluation with reports)
         f.tick(secs(5));
-        assert_eq!(
-            f.actions.try_recv().unwrap(),
-            Action::Scale {
-                kind: NodeKind::Storage,
-                replicas: 2
-            }
-        );
+        assert_eq!(f.scalings(), [(NodeKind::Storage, 2)]);
         let reply = f.deliver(
             secs(5),
             Message::MonitorStatusRequest {
@@ -617,7 +690,7 @@ mod tests {
             status.events[0].reason
         );
         assert_eq!(status.replicas[0], ("storage".to_string(), 2, 1));
-        let metrics = f.metrics.lock().unwrap().clone();
+        let metrics = f.metrics();
         assert!(
             metrics.contains("squall_storage_busy_ratio{node=\"1\",thread=\"0\"} 0.95"),
             "{metrics}"

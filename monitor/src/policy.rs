@@ -107,9 +107,15 @@ pub struct TierState {
     /// policy asked for joining, or one added or removed by hand) starts a
     /// grace period too.
     last_nodes: Option<u32>,
-    /// When the tier was last found below `min_nodes` and raised to it.
+    /// Since when the tier is below `min_nodes`.
+    below: Sustained,
+    /// When the tier was last raised to `min_nodes`.
     last_floor: Option<Time>,
 }
+
+/// How long a tier must stay below `min_nodes` before the monitor raises
+/// it: a cluster starting up (nodes still joining) is not below its floor.
+pub const BELOW_MINIMUM_FOR: Duration = Duration::from_secs(2);
 
 impl TierState {
     /// Records a change of the tier made at `now` (by this policy or asked
@@ -157,7 +163,8 @@ pub fn tier(
     let low = f.busy_avg <= p.busy_low && memory <= p.memory_low && f.queued == 0;
     let high_for = state.high.update(now, high);
     let low_for = state.low.update(now, low);
-    if f.nodes < p.min_nodes
+    let below_for = state.below.update(now, f.nodes < p.min_nodes);
+    if below_for.is_some_and(|d| d >= BELOW_MINIMUM_FOR)
         && state
             .last_floor
             .is_none_or(|t| now.saturating_since(t) >= p.grace)
@@ -592,9 +599,14 @@ mod tests {
                 None
             );
         }
-        // A node dies: the next evaluation asks for the floor, with no
-        // sustain and despite the grace period the change starts.
-        let d = tier(NodeKind::Storage, &p, &mut s, &figures(2, 400), secs(30)).expect("raised");
+        // A node dies: two seconds below the floor and the monitor asks for
+        // it, with no load sustained and despite the grace period the
+        // change starts.
+        assert_eq!(
+            tier(NodeKind::Storage, &p, &mut s, &figures(2, 400), secs(30)),
+            None
+        );
+        let d = tier(NodeKind::Storage, &p, &mut s, &figures(2, 400), secs(32)).expect("raised");
         assert_eq!(d.event.action, "below-minimum");
         assert_eq!(
             d.action,
@@ -605,7 +617,7 @@ mod tests {
         );
         // Still below: asked again only after a grace period.
         assert_eq!(
-            tier(NodeKind::Storage, &p, &mut s, &figures(2, 400), secs(31)),
+            tier(NodeKind::Storage, &p, &mut s, &figures(2, 400), secs(33)),
             None
         );
         let again = tier(
@@ -613,7 +625,7 @@ mod tests {
             &p,
             &mut s,
             &figures(2, 400),
-            secs(30) + p.grace,
+            secs(32) + p.grace,
         );
         assert_eq!(again.expect("asked again").event.action, "below-minimum");
     }

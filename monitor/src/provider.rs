@@ -15,40 +15,7 @@
 use std::fmt;
 use std::time::Duration;
 
-/// The kinds of node the monitor starts and stops.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum NodeKind {
-    /// A storage node (`squall kvs`): one process, several worker threads.
-    Storage,
-    /// A router (`squall route`).
-    Router,
-    /// A scheduler (`squall scheduler`).
-    Scheduler,
-    /// A compute node: one cache (`squall cache`) and the executors
-    /// (`squall executor`) that read through it, always placed together.
-    Compute,
-}
-
-impl NodeKind {
-    /// Every kind, in a fixed order.
-    pub const ALL: [NodeKind; 4] = [
-        NodeKind::Storage,
-        NodeKind::Router,
-        NodeKind::Scheduler,
-        NodeKind::Compute,
-    ];
-}
-
-impl fmt::Display for NodeKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            NodeKind::Storage => "storage",
-            NodeKind::Router => "router",
-            NodeKind::Scheduler => "scheduler",
-            NodeKind::Compute => "compute",
-        })
-    }
-}
+pub use anna::protocol::monitor::NodeKind;
 
 /// How many nodes of a kind there are.
 ///

@@ -198,6 +198,17 @@ pub enum Message {
     /// schedulers it reports to: they treat it as dead at once instead of
     /// after `executor_timeout` of silence, and re-plan its calls.
     ExecutorLeaving { executor: Address },
+    /// "Run `replicas` nodes of `kind`", from the monitor to its actuator
+    /// (the process's provider: local processes, Kubernetes), which
+    /// carries it out beside the monitor so a slow provider never stalls
+    /// the statistics.
+    Scale {
+        kind: monitor::NodeKind,
+        replicas: u32,
+    },
+    /// The monitor's Prometheus text of its last evaluation, to the server
+    /// of `/metrics`.
+    Metrics { text: String },
 }
 
 impl Message {
@@ -254,6 +265,8 @@ impl Message {
             Message::MonitorStatusRequest { .. } => "monitor-status-request",
             Message::MonitorStatusReply { .. } => "monitor-status-reply",
             Message::ExecutorLeaving { .. } => "executor-leaving",
+            Message::Scale { .. } => "scale",
+            Message::Metrics { .. } => "metrics",
         }
     }
 }

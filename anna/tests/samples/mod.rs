@@ -183,7 +183,10 @@ pub fn sample_messages() -> Vec<Message> {
             id: RequestId(u64::MAX),
             reply_to: Address::from(""),
         },
-        Message::Pong { id: RequestId(42), boot: 0 },
+        Message::Pong {
+            id: RequestId(42),
+            boot: 0,
+        },
         Message::KvsRequest(KvsRequest {
             id: RequestId(1),
             reply_to: reply_to.clone(),
@@ -542,6 +545,13 @@ fn compute_messages() -> Vec<Message> {
         },
         Message::ExecutorLeaving {
             executor: Address::from("tcp://127.0.0.1:7400"),
+        },
+        Message::Scale {
+            kind: anna::protocol::monitor::NodeKind::Compute,
+            replicas: 3,
+        },
+        Message::Metrics {
+            text: "squall_nodes{kind=\"storage\",state=\"desired\"} 2\n".to_string(),
         },
     ];
     msgs.extend(CALL_ERROR_KINDS.iter().map(|&kind| {

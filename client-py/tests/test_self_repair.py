@@ -146,3 +146,24 @@ def test_a_client_no_scheduler_answers_gets_unavailable_naming_them_within_secon
         assert time.monotonic() - started < 0.5
     finally:
         client.close()
+
+
+def test_a_client_given_every_router_goes_on_when_one_is_stalled(healing):
+    c, _ = healing
+    routers = [r["addresses"][0] for r in c.record["routers"]]
+    schedulers = [s["addresses"][0] for s in c.record["schedulers"]]
+    stalled = c.record["routers"][0]["pid"]
+    os.kill(stalled, signal.SIGSTOP)
+    try:
+        client = squall.connect(routers, scheduler=schedulers, timeout=10.0)
+        try:
+            client.put("repair/router-list", squall.Lww(b"ok"), ack=2)
+            assert client.get("repair/router-list") == b"ok"
+            client.register(double)
+            assert client.call("double", 4, timeout=20.0) == 8
+        finally:
+            client.close()
+    finally:
+        os.kill(stalled, signal.SIGCONT)
+    with pytest.raises(ValueError):
+        squall.connect(["not-an-address"])

@@ -65,7 +65,7 @@ __all__ = ["connect", "Client", "Future", "Reference"] + errors.__all__ + lattic
 
 
 def connect(
-    address: "str | None" = None,
+    address: "str | list[str] | None" = None,
     scheduler: "str | list[str] | None" = None,
     timeout: float = 5.0,
     call_timeout: float = 60.0,
@@ -78,7 +78,9 @@ def connect(
         address: where the cluster is. ``None``: the local cluster of
             ``squall up``, recorded in ``$SQUALL_STATE_DIR/cluster.json``
             (default ``./.squall/cluster.json``). A path: that state
-            directory. A ``tcp://host:port`` address: one router.
+            directory. A ``tcp://host:port`` address: one router; a list of
+            them: every router, tried in turn (give them all, so that losing
+            one stops nothing).
         scheduler: scheduler address(es) for calls, used instead of those in
             the cluster record (a router address gives none, so pass this to
             make calls).

@@ -190,14 +190,19 @@ class Client:
     @classmethod
     def _connect(
         cls,
-        address: Optional[str],
+        address: Union[str, Sequence[str], None],
         scheduler: Union[str, Sequence[str], None],
         timeout: float,
         call_timeout: float,
         bind_host: str,
         consistency: str = "lww",
     ) -> "Client":
-        if address is not None and address.startswith(_SCHEMES):
+        if address is not None and not isinstance(address, str):
+            routers, schedulers = list(address), []
+            bad = [a for a in routers if not isinstance(a, str) or not a.startswith(_SCHEMES)]
+            if bad or not routers:
+                raise ValueError(f"router addresses must be tcp:// addresses, got {bad or routers!r}")
+        elif address is not None and address.startswith(_SCHEMES):
             routers, schedulers = [address], []
         else:
             path = _state_dir(address) / "cluster.json"

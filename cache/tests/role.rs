@@ -287,6 +287,52 @@ fn a_pushed_update_refreshes_the_held_value_and_reaches_a_subscribed_executor() 
 }
 
 #[test]
+fn a_function_write_stamped_past_the_clock_skew_is_refused_before_the_replica_takes_it() {
+    let mut h = Harness::new(CacheConfig::default(), &[]);
+    let lww = |wall_ms: u64, bytes: &[u8]| {
+        LatticeValue::Lww(anna::lattice::Lww::new(
+            Timestamp {
+                wall_ms,
+                logical: 0,
+                writer: WriterId(3),
+            },
+            bytes.to_vec(),
+        ))
+    };
+    let now_ms = h.now.as_millis();
+    let (_, sent) = h.request(
+        vec![KeyOp::Put {
+            key: "k".into(),
+            value: lww(now_ms + 60_000, b"future"),
+        }],
+        Ack::FirstReplica,
+    );
+    assert_eq!(sent.len(), 1, "nothing goes to the KVS: {sent:?}");
+    assert!(
+        matches!(
+            outcomes(&sent)[0],
+            Outcome::Error(KvsError::ClockAhead {
+                ahead_ms: 60_000,
+                max_ms: 10_000
+            })
+        ),
+        "{sent:?}"
+    );
+    // Nothing held: the key is still a miss (no answer from the replica).
+    let (_, sent) = h.get("k");
+    assert!(responses(&sent).is_empty(), "{sent:?}");
+    // Within the skew it goes on to the KVS as ever (no answer yet).
+    let (_, sent) = h.request(
+        vec![KeyOp::Put {
+            key: "k2".into(),
+            value: lww(now_ms + 1_000, b"soon"),
+        }],
+        Ack::FirstReplica,
+    );
+    assert!(responses(&sent).is_empty(), "{sent:?}");
+}
+
+#[test]
 fn a_put_of_another_lattice_kind_is_refused_without_touching_anything() {
     let mut h = Harness::new(CacheConfig::default(), &[]);
     h.miss("k", Some(max(5)));

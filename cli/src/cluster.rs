@@ -91,6 +91,27 @@ pub struct ProcessRecord {
     /// How many times it was started again after dying.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub restarts: u32,
+    /// When (ms since the Unix epoch) it was last started again, within
+    /// the last [`RESTART_WINDOW`]: at most [`MAX_RESTARTS`] there, so a
+    /// process that cannot start (a bad flag, a port taken) is not started
+    /// every half second.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_restarts: Vec<u64>,
+}
+
+/// See [`ProcessRecord::recent_restarts`].
+pub(crate) const RESTART_WINDOW: Duration = Duration::from_secs(60);
+/// See [`ProcessRecord::recent_restarts`].
+pub(crate) const MAX_RESTARTS: usize = 5;
+
+/// What [`Launch::restart`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Restart {
+    Started,
+    /// The record does not say how (written before it kept arguments).
+    Unknown,
+    /// Started [`MAX_RESTARTS`] times within [`RESTART_WINDOW`] already.
+    TooOften,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -414,21 +435,30 @@ impl Launch {
             name: name.to_string(),
             args,
             restarts: 0,
+            recent_restarts: Vec::new(),
         })
     }
 
     /// Starts `process` again as it was first started (same arguments, so
-    /// the same addresses and id; a new log); `false` if its record does
-    /// not say how.
-    pub(crate) fn restart(&self, process: &mut ProcessRecord) -> Result<bool> {
+    /// the same addresses and id; a new log) at `now_ms`, unless its record
+    /// does not say how or it was started again too often lately.
+    pub(crate) fn restart(&self, process: &mut ProcessRecord, now_ms: u64) -> Result<Restart> {
         if process.args.is_empty() {
-            return Ok(false);
+            return Ok(Restart::Unknown);
+        }
+        let window = RESTART_WINDOW.as_millis() as u64;
+        process
+            .recent_restarts
+            .retain(|&at| now_ms.saturating_sub(at) < window);
+        if process.recent_restarts.len() >= MAX_RESTARTS {
+            return Ok(Restart::TooOften);
         }
         let (pid, log) = self.spawn(&process.name, &process.args)?;
         process.pid = pid;
         process.log = log;
         process.restarts += 1;
-        Ok(true)
+        process.recent_restarts.push(now_ms);
+        Ok(Restart::Started)
     }
 
     fn tcp(&self, port: u16) -> String {

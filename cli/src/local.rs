@@ -23,7 +23,7 @@
 use crate::cluster::{
     alive, python_env, query_compute, query_status, read_record, signal, start_compute_node,
     start_storage_node, wait_exit, warn_if_no_venv, write_record, ClusterRecord, Launch,
-    LaunchSettings, ProcessRecord, RecordLock,
+    LaunchSettings, ProcessRecord, RecordLock, Restart, MAX_RESTARTS, RESTART_WINDOW,
 };
 use crate::config::SquallConfig;
 use anyhow::{bail, Context, Result};
@@ -366,6 +366,7 @@ impl Provider for LocalProvider {
             return Ok(Vec::new());
         };
         let launch = self.launch(&record).map_err(fail)?;
+        let now_ms = anna::time::Time::wall_clock().as_millis();
         let mut restarted = Vec::new();
         let tiers = [
             ("router", &mut record.routers),
@@ -380,8 +381,8 @@ impl Provider for LocalProvider {
                     continue;
                 }
                 let died = p.pid;
-                match launch.restart(p) {
-                    Ok(true) => {
+                match launch.restart(p, now_ms) {
+                    Ok(Restart::Started) => {
                         let line = format!(
                             "{what} {} (pid {died}) died: started again as pid {} (restart {}), log {}",
                             p.name,
@@ -390,15 +391,17 @@ impl Provider for LocalProvider {
                             p.log.display()
                         );
                         tracing::warn!("{line}");
+                        if p.recent_restarts.len() == MAX_RESTARTS {
+                            tracing::warn!(
+                                what,
+                                name = %p.name,
+                                "started again {MAX_RESTARTS} times within {} s: the next start waits until the oldest is that old",
+                                RESTART_WINDOW.as_secs()
+                            );
+                        }
                         restarted.push(line);
                     }
-                    Ok(false) => {
-                        tracing::warn!(
-                            what,
-                            pid = died,
-                            "a process died; its record does not say how to start it again"
-                        )
-                    }
+                    Ok(Restart::Unknown | Restart::TooOften) => {}
                     Err(e) => {
                         tracing::warn!(what, pid = died, error = %e, "starting a dead process again failed")
                     }
@@ -616,7 +619,47 @@ mod tests {
             name: String::new(),
             args: Vec::new(),
             restarts: 0,
+            recent_restarts: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_process_that_keeps_dying_is_started_at_most_five_times_a_minute() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = LaunchSettings {
+            config: None,
+            log_filter: "warn".into(),
+            host: "127.0.0.1".into(),
+            base_port: 7100,
+            threads: 1,
+            executors: 1,
+            venv: None,
+        };
+        let launch = Launch::new(PathBuf::from("/bin/true"), dir.path(), settings, true).unwrap();
+        let mut p = ProcessRecord {
+            name: "router-0".into(),
+            args: vec!["route".into()],
+            ..proc(0, false)
+        };
+        let t0 = 1_000_000_000;
+        for k in 0..MAX_RESTARTS as u64 {
+            assert_eq!(
+                launch.restart(&mut p, t0 + k * 1000).unwrap(),
+                Restart::Started
+            );
+        }
+        assert_eq!(p.restarts, 5);
+        assert_eq!(
+            launch.restart(&mut p, t0 + 10_000).unwrap(),
+            Restart::TooOften
+        );
+        // Once the first start is a window old, one more may go.
+        let later = t0 + RESTART_WINDOW.as_millis() as u64;
+        assert_eq!(launch.restart(&mut p, later).unwrap(), Restart::Started);
+        assert_eq!(launch.restart(&mut p, later).unwrap(), Restart::TooOften);
+        // A record that does not say how is left alone.
+        let mut old = proc(1, false);
+        assert_eq!(launch.restart(&mut old, later).unwrap(), Restart::Unknown);
     }
 
     #[test]

@@ -22,7 +22,7 @@ SQUALL := target/release/squall
 # redis-tools brings redis-cli and redis-benchmark to cross-check it.
 APT_PACKAGES := g++ make pkg-config redis-server redis-tools
 
-.PHONY: demo test setup build bench-kvs bench-functions bench-consistency bench-autoscale clean help
+.PHONY: demo test setup build bench-kvs bench-functions bench-consistency bench-autoscale test-faults clean help
 
 help:
 	@echo "make demo    install everything, build, and run the main job"
@@ -32,6 +32,7 @@ help:
 	@echo "make bench-kvs  run the KVS benchmark matrix: Squall (1 and 2 threads), Redis, ZeroMQ floor (~5 min)"
 	@echo "make bench-functions  run the functions benchmark: Squall vs Ray vs Dask (~3 min; installs them into .venv-bench)"
 	@echo "make bench-consistency  the price of each consistency level and of a session (~1 min)"
+	@echo "make test-faults  fault campaign: load while processes are killed, stalled, stopped (10 min; MINUTES=1 shorter)"
 	@echo "make clean   remove build outputs, the virtualenvs and stamps"
 
 setup: $(STAMPS)/apt $(STAMPS)/venv $(STAMPS)/client-py
@@ -117,6 +118,19 @@ bench-consistency: $(STAMPS)/client-py
 bench-autoscale: $(STAMPS)/client-py
 	cargo build --release -p squall -p squall-benches
 	target/release/squall-bench autoscale
+
+# The fault campaign: a write-and-call load against a local cluster for
+# MINUTES while random processes are killed (kill -9), stalled
+# (SIGSTOP/SIGCONT) and stopped (SIGTERM); prints acknowledged and lost
+# writes, failed calls by error, calls without an answer and recovery
+# times, and fails if a write was lost or a call went unanswered
+# (benches/faults.py --help; FAULTS_ARGS passes more flags). A 40-second run
+# is part of `make test` (client-py/tests/test_faults.py).
+MINUTES ?= 10
+FAULTS_ARGS ?=
+test-faults: $(STAMPS)/client-py
+	cargo build --release -p squall
+	$(VENV)/bin/python benches/faults.py --minutes $(MINUTES) --binary $(SQUALL) $(FAULTS_ARGS)
 
 clean:
 	cargo clean

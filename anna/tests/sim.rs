@@ -380,3 +380,84 @@ fn bad_settings_are_refused_and_leave_the_network_as_it_was() {
         }
     );
 }
+
+#[test]
+fn a_skewed_role_reads_its_own_clock_and_ticks_as_often_as_the_others() {
+    use anna::sim::Skew;
+    let (ahead, behind, plain, rec) = (addr("ahead"), addr("behind"), addr("plain"), addr("rec"));
+    let mut sim: Sim<Node> = SimConfig::new(21).build().unwrap();
+    for p in [&ahead, &behind, &plain] {
+        sim.add(p.clone(), Node::Peer(Peer::new(p, &rec, ms(10), 20)));
+    }
+    sim.add(rec.clone(), Node::Recorder(Vec::new()));
+    sim.skew(&ahead, Skew::Ahead(Duration::from_secs(5)));
+    sim.skew(&behind, Skew::Behind(Duration::from_secs(5)));
+    sim.skew(&rec, Skew::Ahead(ms(7)));
+    assert_eq!(sim.clock_of(&ahead), sim.now() + Duration::from_secs(5));
+    assert_eq!(sim.clock_of(&plain), sim.now());
+    sim.run_for(ms(300));
+    let sent = |a: &Address| match sim.role(a) {
+        Some(Node::Peer(p)) => p.sent,
+        _ => panic!(),
+    };
+    assert_eq!((sent(&ahead), sent(&behind), sent(&plain)), (20, 20, 20));
+    // The recorder read its own clock at every arrival: the simulator's
+    // time of the arrival, 7 ms on.
+    let Some(Node::Recorder(log)) = sim.role(&rec) else {
+        panic!()
+    };
+    let arrivals: Vec<_> = sim
+        .trace()
+        .filter(|e| e.to == rec && e.fate == Fate::Delivered)
+        .map(|e| e.at + ms(7))
+        .collect();
+    let read: Vec<_> = log.iter().map(|(at, _)| *at).collect();
+    assert_eq!(read, arrivals);
+    assert_eq!(read.len(), 60);
+    // A restart keeps the machine's clock; setting it right ends the skew.
+    sim.crash(&ahead);
+    sim.add(ahead.clone(), Node::Responder(Default::default()));
+    assert_eq!(sim.skew_of(&ahead), Skew::Ahead(Duration::from_secs(5)));
+    sim.skew(&ahead, Skew::None);
+    assert_eq!(sim.clock_of(&ahead), sim.now());
+}
+
+#[test]
+fn a_partition_of_two_groups_cuts_across_them_only() {
+    let (a, b, c, d) = (addr("a"), addr("b"), addr("c"), addr("d"));
+    let mut sim: Sim<Peer> = SimConfig::new(22).build().unwrap();
+    // a and b ping each other, as do c and d; a pings across to c, and d
+    // to b.
+    sim.add(a.clone(), Peer::new(&a, &c, ms(10), u64::MAX));
+    sim.add(b.clone(), Peer::new(&b, &a, ms(10), u64::MAX));
+    sim.add(c.clone(), Peer::new(&c, &d, ms(10), u64::MAX));
+    sim.add(d.clone(), Peer::new(&d, &b, ms(10), u64::MAX));
+    sim.partition_groups(&[a.clone(), b.clone()], &[c.clone(), d.clone()]);
+    sim.run_for(ms(200));
+    assert_eq!(peer(&sim, &a).pongs + peer(&sim, &d).pongs, 0);
+    assert!(peer(&sim, &b).pongs > 15 && peer(&sim, &c).pongs > 15);
+    assert!(sim.stats().blocked >= 38, "{:?}", sim.stats());
+    sim.heal();
+    sim.run_for(ms(200));
+    assert!(peer(&sim, &a).pongs > 15 && peer(&sim, &d).pongs > 15);
+}
+
+#[test]
+fn a_paused_role_holds_its_messages_and_ticks_until_resumed() {
+    let (mut sim, a, b) = pair(SimConfig::new(23));
+    sim.run_for(ms(50));
+    sim.pause(&b);
+    let (answered, sent) = (peer(&sim, &b).answered, peer(&sim, &b).sent);
+    sim.run_for(ms(200));
+    assert!(sim.is_paused(&b));
+    assert_eq!(
+        (peer(&sim, &b).answered, peer(&sim, &b).sent),
+        (answered, sent)
+    );
+    let held = sim.stats().held;
+    assert!(held >= 15, "{:?}", sim.stats());
+    sim.resume(&b);
+    sim.run_for(ms(20));
+    assert!(peer(&sim, &b).answered >= answered + held);
+    assert!(peer(&sim, &a).pongs > 15);
+}

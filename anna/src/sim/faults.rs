@@ -1,8 +1,8 @@
 //! The network's knobs and the fault verbs: partitions, isolation,
-//! crashes. Partitions are checked when a message arrives, so a cut also
+//! pauses, clock skew, crashes. Partitions are checked when a message arrives, so a cut also
 //! stops what was already on the wire.
 
-use super::{Fate, Network, Sim, SimError};
+use super::{Fate, Network, Sim, SimError, Skew};
 use crate::protocol::Address;
 use crate::role::Role;
 use crate::time::Time;
@@ -98,6 +98,46 @@ impl<R: Role> Sim<R> {
     /// Whether the role at `address` is paused.
     pub fn is_paused(&self, address: &Address) -> bool {
         self.paused.contains_key(address)
+    }
+
+    /// Cuts every link between a member of `a` and a member of `b` (two
+    /// groups that cannot reach each other, each whole inside), until
+    /// [`Sim::heal`] (or [`Sim::repair`] of each pair).
+    pub fn partition_groups(&mut self, a: &[Address], b: &[Address]) {
+        for x in a {
+            for y in b {
+                self.partition(x, y);
+            }
+        }
+    }
+
+    /// Sets the clock of the role at `address` (hosted now or later, and
+    /// after restarts) off the simulator's by `skew`: every step hands it
+    /// the simulator's time moved by `skew`, and the ticks it asks for are
+    /// read on that clock. [`Skew::None`] sets it right again (the role's
+    /// clock then jumps, as a real clock stepped by NTP does).
+    pub fn skew(&mut self, address: &Address, skew: Skew) {
+        if skew == Skew::None {
+            self.skews.remove(address);
+        } else {
+            self.skews.insert(address.clone(), skew);
+        }
+        if let Some(host) = self.hosts.get_mut(address) {
+            host.skew = skew.micros();
+            // Its stale-tick history was read on the old clock.
+            host.stale = 0;
+        }
+    }
+
+    /// How far the clock at `address` is off (see [`Sim::skew`]).
+    pub fn skew_of(&self, address: &Address) -> Skew {
+        self.skews.get(address).copied().unwrap_or_default()
+    }
+
+    /// The time the role at `address` reads now: the simulator's, moved by
+    /// its [`Skew`].
+    pub fn clock_of(&self, address: &Address) -> Time {
+        super::shift(self.now, self.skew_of(address).micros())
     }
 
     /// Crashes `address`: its role and all its state are gone (returned,

@@ -24,6 +24,7 @@
 //!   moves time on.
 //! - **Arrival** checks the faults of that moment: a partition or isolation
 //!   between the ends blocks the message ([`Sim::partition`],
+//!   [`Sim::partition_groups`],
 //!   [`Sim::isolate`], [`Sim::heal`]); a crashed destination loses it
 //!   ([`Sim::crash`]); an address that hosts no role and never crashed keeps
 //!   it in an outside mailbox that the test reads ([`Sim::take_outside`]).
@@ -33,6 +34,12 @@
 //!   nor receives; messages arriving for it queue, and [`Sim::resume`]
 //!   hands them over in arrival order as the role wakes, with the clock
 //!   moved on (its timers are all overdue at once).
+//! - **Clocks** agree unless a test skews one ([`Sim::skew`]): the role
+//!   at a skewed address is handed `now` plus its [`Skew`] in every step,
+//!   and the times it asks to tick at are read on its own clock, so it
+//!   ticks as often as any other, just reading another time. Its
+//!   timestamps run ahead or behind everyone else's; the simulator's own
+//!   time (latencies, partitions, the order of events) is unaffected.
 //! - **Crashing** removes the role and its state; messages in flight to it
 //!   are lost and its ticks stop. [`Sim::add`] at the same address is a
 //!   restart with whatever fresh role the test hands in.
@@ -158,6 +165,35 @@ pub struct SimStats {
     pub throttled_ticks: u64,
 }
 
+/// How far a role's clock is off the simulator's: see [`Sim::skew`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Skew {
+    /// The role reads the simulator's time.
+    #[default]
+    None,
+    /// The role's clock runs this far ahead.
+    Ahead(Duration),
+    /// The role's clock runs this far behind.
+    Behind(Duration),
+}
+
+impl Skew {
+    /// The offset in signed microseconds.
+    fn micros(self) -> i64 {
+        let of = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+        match self {
+            Skew::None => 0,
+            Skew::Ahead(d) => of(d),
+            Skew::Behind(d) => -of(d),
+        }
+    }
+}
+
+/// `t` moved by `offset` microseconds, saturating at both ends.
+fn shift(t: Time, offset: i64) -> Time {
+    Time(t.as_micros().saturating_add_signed(offset))
+}
+
 /// A message on the wire.
 #[derive(Debug)]
 struct Envelope {
@@ -174,6 +210,20 @@ struct Host<R> {
     last_tick: Option<Time>,
     /// How many ticks in a row it asked for at or before its previous one.
     stale: u32,
+    /// Its clock's offset, in microseconds (see [`Sim::skew`]).
+    skew: i64,
+}
+
+impl<R: Role> Host<R> {
+    /// Simulator time `t` on this role's clock.
+    fn local(&self, t: Time) -> Time {
+        shift(t, self.skew)
+    }
+
+    /// When, in simulator time, this role wants its next tick.
+    fn wants_tick(&self) -> Option<Time> {
+        self.role.next_tick().map(|t| shift(t, -self.skew))
+    }
 }
 
 /// Many roles, a simulated network between them and virtual time: see the
@@ -194,6 +244,9 @@ pub struct Sim<R> {
     isolated: BTreeSet<Address>,
     /// Paused roles, with the messages that arrived while they were.
     paused: BTreeMap<Address, Vec<Envelope>>,
+    /// Skewed clocks, by address (kept across crashes and restarts: the
+    /// clock is the machine's).
+    skews: BTreeMap<Address, Skew>,
     outbox: Outbox,
     stats: SimStats,
     trace: Trace,
@@ -214,6 +267,7 @@ impl<R: Role> Sim<R> {
             cuts: BTreeSet::new(),
             isolated: BTreeSet::new(),
             paused: BTreeMap::new(),
+            skews: BTreeMap::new(),
             outbox: Outbox::default(),
             stats: SimStats::default(),
             trace: Trace::new(config.trace_capacity),
@@ -267,6 +321,7 @@ impl<R: Role> Sim<R> {
             role,
             last_tick: None,
             stale: 0,
+            skew: self.skews.get(&address).map_or(0, |s| s.micros()),
         };
         self.hosts.insert(address, host).map(|old| old.role)
     }

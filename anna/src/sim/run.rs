@@ -128,7 +128,7 @@ impl<R: Role> Sim<R> {
     /// When `host` ticks next, never before `now`, and whether the spin
     /// guard delayed it past the time the role asked for.
     fn tick_due(&self, host: &Host<R>) -> Option<(Time, bool)> {
-        let wanted = host.role.next_tick()?;
+        let wanted = host.wants_tick()?;
         let asked = wanted.max(self.now);
         let limit = self.config.max_stale_ticks;
         match host.last_tick {
@@ -172,8 +172,8 @@ impl<R: Role> Sim<R> {
             self.stats.held += 1;
             Fate::Held
         } else if let Some(host) = self.hosts.get_mut(&to) {
-            host.role
-                .step(self.now, Input::Message(msg), &mut self.outbox);
+            let now = host.local(self.now);
+            host.role.step(now, Input::Message(msg), &mut self.outbox);
             self.stats.delivered += 1;
             Fate::Delivered
         } else if self.crashed.contains(&to) {
@@ -198,7 +198,7 @@ impl<R: Role> Sim<R> {
         let Some(host) = self.hosts.get_mut(&address) else {
             unreachable!("a tick is only scheduled for a hosted role");
         };
-        let wanted = host.role.next_tick();
+        let wanted = host.wants_tick();
         let stale = matches!((host.last_tick, wanted), (Some(last), Some(w)) if w <= last);
         host.stale = if stale {
             host.stale.saturating_add(1)
@@ -213,7 +213,8 @@ impl<R: Role> Sim<R> {
             );
         }
         host.last_tick = Some(now);
-        host.role.step(now, Input::Tick, &mut self.outbox);
+        let local = host.local(now);
+        host.role.step(local, Input::Tick, &mut self.outbox);
         self.stats.ticks += 1;
         self.record(address.clone(), address.clone(), "tick", Fate::Ticked);
         self.flush(&address);

@@ -27,6 +27,7 @@
 
 use anna::client::{ClientConfig, ClientCore, ClientError, OpId, OpOutput};
 use anna::cluster::{MemberStatus, ReplicationFactor};
+use anna::kvs::departure::{Departure, DepartureConfig, DepartureOutcome};
 use anna::kvs::{StorageWorker, WorkerConfig};
 use anna::lattice::{
     Causal, Counter, Dependent, KeyState, Lattice, LatticeKind, LatticeValue, Lww, MapLattice, Max,
@@ -354,6 +355,8 @@ enum Host {
     Worker(Box<StorageWorker>),
     Router(Box<Router>),
     Writer(Box<Writer>),
+    /// A node process's graceful departure (SIGTERM).
+    Departure(Box<Departure>),
 }
 
 impl Role for Host {
@@ -362,6 +365,7 @@ impl Role for Host {
             Host::Worker(w) => w.step(now, input, out),
             Host::Router(r) => r.step(now, input, out),
             Host::Writer(c) => c.step(now, input, out),
+            Host::Departure(d) => d.step(now, input, out),
         }
     }
 
@@ -370,6 +374,7 @@ impl Role for Host {
             Host::Worker(w) => w.next_tick(),
             Host::Router(r) => r.next_tick(),
             Host::Writer(c) => c.next_tick(),
+            Host::Departure(d) => d.next_tick(),
         }
     }
 }
@@ -823,65 +828,100 @@ fn a_node_leaving_gracefully_under_load_hands_over_every_write() {
         // a key not handed over would be lost outright.
         let mut c = cluster(seed, 3, 1, Ack::FirstReplica, 60);
         c.sim.run_for(Duration::from_millis(2_100));
+        // What `squall kvs` runs on SIGTERM, at the node process's inbox.
         let process = Address::from("node3-process");
-        for t in node_info(3, 0).threads {
-            let leave = Membership::Leave {
-                node: NodeId(3),
-                reply_to: process.clone(),
-            };
-            c.sim.send(process.clone(), t, Message::Membership(leave));
-        }
-        // What `squall kvs` does on SIGTERM: wait for every thread's Left
-        // (asking again if a Leave was lost), then depart.
-        let mut left = BTreeMap::new();
-        let deadline = c.sim.now() + Duration::from_secs(20);
-        while left.len() < THREADS && c.sim.now() < deadline {
-            c.sim.run_for(Duration::from_millis(200));
-            for msg in c.sim.take_outside(&process) {
-                if let Message::Membership(Membership::Left {
-                    thread,
-                    incarnation,
-                    ..
-                }) = msg
-                {
-                    left.insert(thread, incarnation);
-                }
-            }
-            for (t, addr) in node_info(3, 0).threads.into_iter().enumerate() {
-                if !left.contains_key(&(t as u32)) {
-                    let leave = Membership::Leave {
-                        node: NodeId(3),
-                        reply_to: process.clone(),
-                    };
-                    c.sim
-                        .send(process.clone(), addr, Message::Membership(leave));
-                }
-            }
-        }
-        assert_eq!(
-            left.len(),
-            THREADS,
-            "seed {seed}: node 3 never finished its handoff"
-        );
-        let incarnation = *left.values().next().unwrap();
-        let depart = Membership::Depart {
-            node: NodeId(3),
-            incarnation,
+        let config = DepartureConfig {
+            leave_timeout: worker_config(1).leave_timeout,
+            ..DepartureConfig::default()
         };
-        c.sim.send(
+        let departure = Departure::new(
+            node_info(3, 0),
+            vec![c.router.clone()],
             process.clone(),
-            c.router.clone(),
-            Message::Membership(depart),
+            config,
         );
-        c.sim.run_for(Duration::from_millis(500));
-        crash_node(&mut c.sim, 3);
-        c.settle_and_check(seed);
-        let Some(Host::Router(r)) = c.sim.role(&c.router) else {
+        c.sim
+            .add(process.clone(), Host::Departure(Box::new(departure)));
+        let finished = c.sim.run_until(
+            |sim| matches!(sim.role(&process), Some(Host::Departure(d)) if d.finished()),
+            Duration::from_secs(40),
+        );
+        assert!(finished, "seed {seed}: the departure never finished");
+        let Some(Host::Departure(d)) = c.sim.role(&process) else {
             panic!()
         };
         assert!(
-            !r.placement().nodes().contains_key(&NodeId(3)),
+            matches!(d.outcome(), Some(DepartureOutcome::HandedOver { .. })),
+            "seed {seed}: node 3 never finished its handoff: {:?}",
+            d.outcome()
+        );
+        crash_node(&mut c.sim, 3);
+        c.sim.crash(&process);
+        c.settle_and_check(seed);
+        assert!(
+            !c.router().placement().nodes().contains_key(&NodeId(3)),
             "seed {seed}"
+        );
+    }
+}
+
+#[test]
+fn a_departure_whose_threads_never_answer_ends_at_its_leave_timeout() {
+    for seed in seeds().into_iter().take(20) {
+        let mut c = cluster(seed, 3, 2, Ack::Replicas(2), 30);
+        // Puts of the keys the stalled thread holds a copy of fail.
+        c.min_acked_percent = 60;
+        c.sim.run_for(Duration::from_millis(2_100));
+        // Thread 1 of node 3 is stalled: it never hands over.
+        let stalled = threads(3)[1].clone();
+        c.sim.pause(&stalled);
+        let process = Address::from("node3-process");
+        let config = DepartureConfig {
+            leave_timeout: Duration::from_secs(3),
+            ..DepartureConfig::default()
+        };
+        let departure = Departure::new(
+            node_info(3, 0),
+            vec![c.router.clone()],
+            process.clone(),
+            config,
+        );
+        c.sim
+            .add(process.clone(), Host::Departure(Box::new(departure)));
+        let started = c.sim.now();
+        let finished = c.sim.run_until(
+            |sim| matches!(sim.role(&process), Some(Host::Departure(d)) if d.finished()),
+            Duration::from_secs(10),
+        );
+        assert!(finished, "seed {seed}: the departure never finished");
+        let took = c.sim.now().saturating_since(started);
+        assert!(
+            took >= Duration::from_secs(3) && took < Duration::from_secs(5),
+            "seed {seed}: took {took:?}"
+        );
+        let Some(Host::Departure(d)) = c.sim.role(&process) else {
+            panic!()
+        };
+        assert!(
+            matches!(
+                d.outcome(),
+                Some(DepartureOutcome::TimedOut {
+                    handed_over: 1,
+                    incarnation: Some(_)
+                })
+            ),
+            "seed {seed}: {:?}",
+            d.outcome()
+        );
+        assert!(c.sim.stats().held > 0, "seed {seed}");
+        crash_node(&mut c.sim, 3);
+        c.sim.crash(&process);
+        // Two replicas per key: what the stalled thread held is still on
+        // another node.
+        c.settle_and_check(seed);
+        assert!(
+            !c.router().placement().nodes().contains_key(&NodeId(3)),
+            "seed {seed}: the routers were not told"
         );
     }
 }

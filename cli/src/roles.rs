@@ -7,18 +7,18 @@
 //! `squall down` sends, as the whole cluster is going away).
 
 use crate::config::SquallConfig;
+use anna::kvs::departure::{Departure, DepartureConfig};
 use anna::kvs::StorageWorker;
-use anna::protocol::{Address, Membership, Message, NodeId, NodeInfo};
+use anna::protocol::{Address, NodeId, NodeInfo};
 use anna::role::{Driver, Role};
 use anna::router::Router;
-use anna::transport::{Receiver, Sender, Shutdown, TransportError, ZmqDriver};
+use anna::transport::{Shutdown, TransportError, ZmqDriver};
 use anyhow::{Context, Result};
 use clap::Args;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use std::collections::BTreeMap;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, Args)]
 pub struct KvsArgs {
@@ -113,10 +113,11 @@ pub(crate) fn stop_drivers(what: &str, drivers: Drivers) -> Result<()> {
     Ok(())
 }
 
-/// A graceful departure: every thread hands its keys to the owners they
-/// will have without this node (`Leave` / `Left`), then the routers are told
-/// the node departs, and it keeps answering ("not mine") for a moment so
-/// clients re-route. A second signal, or `leave_timeout`, cuts it short.
+/// A graceful departure: the [`Departure`] role (every thread hands its
+/// keys to the owners they will have without this node, then the routers
+/// are told the node departs, and it lingers while they answer "not mine"),
+/// driven at an inproc address of this process until it finishes. A second
+/// signal cuts it short; `leave_timeout` ends the handoff (the role's own).
 fn leave(
     ctx: &zmq::Context,
     node: &NodeInfo,
@@ -124,64 +125,26 @@ fn leave(
     config: &SquallConfig,
     signals: &mut Signals,
 ) -> Result<()> {
-    let mut rx = Receiver::bind(
-        ctx,
-        &Address(format!("inproc://squall-leave-{}", node.id.0)),
-    )?;
-    let mut tx = Sender::new(ctx);
-    let started = Instant::now();
-    let mut left: BTreeMap<u32, u64> = BTreeMap::new();
-    let mut asked = None::<Instant>;
-    while left.len() < node.threads.len() {
+    let me = Address(format!("inproc://squall-leave-{}", node.id.0));
+    let departure_config = DepartureConfig {
+        leave_timeout: config.storage.leave_timeout,
+        linger: config
+            .router_config()
+            .broadcast_period
+            .min(Duration::from_secs(2)),
+        ..DepartureConfig::default()
+    };
+    let departure = Departure::new(node.clone(), routers.to_vec(), me.clone(), departure_config);
+    let mut driver = ZmqDriver::bind(ctx, &me, departure).context("starting the departure")?;
+    while !driver.role().finished() {
         if signals.pending().next().is_some() {
             tracing::warn!("second signal: stopping without finishing the handoff");
             return Ok(());
         }
-        if started.elapsed() > config.storage.leave_timeout {
-            tracing::warn!(handed_over = left.len(), "leave timeout: departing anyway");
-            break;
-        }
-        if asked.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
-            for (t, addr) in node.threads.iter().enumerate() {
-                if !left.contains_key(&(t as u32)) {
-                    let msg = Message::Membership(Membership::Leave {
-                        node: node.id,
-                        reply_to: rx.address().clone(),
-                    });
-                    tx.send(addr, &msg)?;
-                }
-            }
-            asked = Some(Instant::now());
-        }
-        if let Some(Message::Membership(Membership::Left {
-            thread,
-            incarnation,
-            ..
-        })) = rx.recv(Some(Duration::from_millis(100)))?
-        {
-            left.insert(thread, incarnation);
-        }
+        // Wake at least every 100 ms to notice a second signal.
+        driver.step(Duration::from_millis(100))?;
     }
-    tracing::info!(
-        ms = started.elapsed().as_millis() as u64,
-        "keys handed over"
-    );
-    if let Some(&incarnation) = left.values().find(|&&i| i > 0) {
-        for r in routers {
-            let msg = Message::Membership(Membership::Depart {
-                node: node.id,
-                incarnation,
-            });
-            tx.send(r, &msg)?;
-        }
-        // Answer "not mine" while the departure reaches everyone.
-        std::thread::sleep(
-            config
-                .router_config()
-                .broadcast_period
-                .min(Duration::from_secs(2)),
-        );
-    }
+    tracing::info!(outcome = ?driver.role().outcome(), "departed");
     Ok(())
 }
 

@@ -15,11 +15,14 @@
 //!   reads that consult the previous owners while keys move.
 //! - [`gossip`]: periodic gossip, anti-entropy, receiving gossip and acks.
 //! - [`membership`]: joining, heartbeats, ring changes and key handoff.
+//! - [`departure`]: a node's graceful departure (SIGTERM), a role of its
+//!   own that asks the workers to hand over, then tells the routers.
 //! - [`stats`]: counters, and per-epoch access statistics (a Misra–Gries
 //!   heavy-hitter summary) with the busy fraction.
 //! - `report`: the answer to the monitor's `StatsRequest`.
 //! - [`subscriptions`]: caches subscribed to keys, pushed every change.
 
+pub mod departure;
 pub mod gossip;
 pub mod membership;
 mod replication;

@@ -103,7 +103,13 @@ impl KeyState {
                 let value = match (&self.value, &other.value) {
                     (_, None) => true,
                     (None, Some(_)) => false,
-                    (Some(mine), Some(theirs)) => mine.covers(theirs),
+                    (Some(mine), Some(theirs)) => {
+                        mine.covers(theirs)
+                            && baseline_covers(
+                                self.baseline.as_ref(),
+                                mine.lost_counters(theirs).as_ref(),
+                            )
+                    }
                 };
                 value && baseline_covers(self.baseline.as_ref(), other.baseline.as_ref())
             }
@@ -167,14 +173,19 @@ impl Lattice for KeyState {
                 true
             }
             std::cmp::Ordering::Equal => {
-                let base = merge_baseline(&mut self.baseline, other.baseline);
+                let mut base = merge_baseline(&mut self.baseline, other.baseline);
                 let value = match (&mut self.value, other.value) {
                     (_, None) => false,
                     (None, Some(v)) => {
                         self.value = Some(v);
                         true
                     }
-                    (Some(mine), Some(theirs)) => mine.merge(theirs),
+                    (Some(mine), Some(theirs)) => {
+                        // A type race: the counters of the kind that loses
+                        // end with it, as at a delete.
+                        base |= merge_baseline(&mut self.baseline, mine.lost_counters(&theirs));
+                        mine.merge(theirs)
+                    }
                 };
                 base | value
             }

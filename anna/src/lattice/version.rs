@@ -70,6 +70,28 @@ impl LatticeValue {
         }
     }
 
+    /// The counters of `self` and `other` that merging them loses: where
+    /// their kinds differ (a type race between replicas), the counters of
+    /// the kind that loses; inside two maps, the same field by field. A
+    /// key state keeps them in its baseline, as a delete would, so that
+    /// replicas converge whatever order they merge in.
+    pub fn lost_counters(&self, other: &LatticeValue) -> Option<LatticeValue> {
+        match (self, other) {
+            (LatticeValue::Map(a), LatticeValue::Map(b)) => {
+                let fields: Vec<(String, LatticeValue)> = (b.reveal().iter())
+                    .filter_map(|(k, theirs)| {
+                        let mine = a.get(k)?;
+                        Some((k.clone(), mine.lost_counters(theirs)?))
+                    })
+                    .collect();
+                (!fields.is_empty()).then(|| LatticeValue::Map(MapLattice::new(fields)))
+            }
+            (a, b) if a.kind() == b.kind() => None,
+            (a, b) if a.kind() > b.kind() => b.counters(),
+            (a, _) => a.counters(),
+        }
+    }
+
     /// This value as counted since `baseline`: each counter (and counter
     /// field of a map) less the baseline's per-writer totals; other types
     /// as they are.

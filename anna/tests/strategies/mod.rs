@@ -422,6 +422,19 @@ pub fn key_state(kind: LatticeKind) -> impl Strategy<Value = KeyState> {
     })
 }
 
+/// A key's state as a replica reaches it after replicas accepted writes of
+/// different kinds concurrently (a type race the KVS cannot refuse, as no
+/// one replica saw both): key states of random kinds, merged.
+pub fn key_state_of_mixed_kinds() -> impl Strategy<Value = KeyState> {
+    vec(any_kind().prop_flat_map(key_state), 1..=3).prop_map(|states| {
+        let mut merged = KeyState::default();
+        for s in states {
+            merged.merge(s);
+        }
+        merged
+    })
+}
+
 /// One of three nodes, of one or two threads, in one of two boots: two
 /// records of one incarnation may differ in their addresses or boot, as
 /// they do when routers record two boots of a node concurrently.

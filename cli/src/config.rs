@@ -184,6 +184,9 @@ impl SquallConfig {
                 bail!("{name} must be at least 1 ms");
             }
         }
+        if self.storage.anti_entropy_bytes == 0 {
+            bail!("storage.anti_entropy_bytes must be at least 1");
+        }
         if u128::from(self.router.failure_timeout) <= self.storage.heartbeat_period.as_millis() {
             bail!(
                 "router.failure_timeout ({} ms) must exceed storage.heartbeat_period ({} ms), \

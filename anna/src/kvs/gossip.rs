@@ -4,6 +4,15 @@
 //! gossip is merged; a key this worker does not own (the sender's ring is
 //! newer, or this one's is) is kept and handed on to its owners, never
 //! dropped.
+//!
+//! Bytes bound both. An anti-entropy slice stops at `anti_entropy_keys`
+//! keys or `anti_entropy_bytes` bytes sent, whichever comes first; a key
+//! larger than the byte budget goes alone, and the next slice then waits as
+//! many periods as the bytes sent are worth, so the shard is swept at no
+//! more than the budget per period however large its values: an idle
+//! replica of a 60 MB value re-sends it every few minutes, not every
+//! period. Every gossip or handoff message is split to stay under half
+//! of `[limits] max_message_bytes` ([`split_by_bytes`]).
 
 use super::StorageWorker;
 use crate::cluster::REPLICATION_PREFIX;
@@ -12,9 +21,43 @@ use crate::protocol::{Address, Gossip, Key, Message, RequestId};
 use crate::role::Outbox;
 use crate::time::Time;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// Most entries in one gossip message; larger batches are split.
 pub const GOSSIP_BATCH: usize = 512;
+
+/// Bytes one entry of a gossip message is counted as: its key and
+/// [`KeyState::approx_bytes`] (which counts the state's fixed part too).
+pub fn entry_bytes(key: &str, state: &KeyState) -> usize {
+    key.len() + state.approx_bytes()
+}
+
+/// Splits `items` into batches of at most [`GOSSIP_BATCH`] items whose
+/// `size`s add up to at most `max_bytes`, in order; an item larger than
+/// `max_bytes` goes in a batch of its own.
+pub fn split_by_bytes<T>(
+    items: Vec<T>,
+    max_bytes: usize,
+    mut size: impl FnMut(&T) -> usize,
+) -> Vec<Vec<T>> {
+    let mut batches = Vec::new();
+    let mut batch = Vec::new();
+    let mut bytes = 0usize;
+    for item in items {
+        let n = size(&item);
+        if !batch.is_empty() && (batch.len() == GOSSIP_BATCH || bytes.saturating_add(n) > max_bytes)
+        {
+            batches.push(std::mem::take(&mut batch));
+            bytes = 0;
+        }
+        bytes = bytes.saturating_add(n);
+        batch.push(item);
+    }
+    if !batch.is_empty() {
+        batches.push(batch);
+    }
+    batches
+}
 
 impl StorageWorker {
     /// Sends every key changed since the last round to its other owners.
@@ -40,20 +83,70 @@ impl StorageWorker {
         self.send_batches(batches, out);
     }
 
-    /// Re-sends the next slice of the shard to its other owners.
+    /// Re-sends the next slice of the shard to its other owners: at most
+    /// `anti_entropy_keys` keys and `anti_entropy_bytes` bytes (a value
+    /// counted once per owner it goes to), except that the first key goes
+    /// however large it is. A slice over the budget delays the next one by
+    /// as many periods as its bytes are worth.
     pub(super) fn anti_entropy(&mut self, now: Time, out: &mut Outbox) {
-        self.next_anti_entropy = now + self.config.anti_entropy_period;
         if self.sweep.is_empty() {
             self.sweep = self.shard.keys().cloned().collect();
         }
-        let take = self.config.anti_entropy_keys.min(self.sweep.len());
-        let keys: Vec<Key> = self.sweep.split_off(self.sweep.len() - take);
+        let budget = self.config.anti_entropy_bytes.max(1);
+        let mut keys: Vec<Key> = Vec::new();
+        let mut bytes = 0usize;
+        while keys.len() < self.config.anti_entropy_keys && bytes < budget {
+            let Some(key) = self.sweep.pop() else {
+                break;
+            };
+            let cost = self.resend_bytes(&key);
+            if !keys.is_empty() && bytes.saturating_add(cost) > budget {
+                // The next round's.
+                self.sweep.push(key);
+                break;
+            }
+            bytes = bytes.saturating_add(cost);
+            keys.push(key);
+        }
+        let periods = u32::try_from(bytes.div_ceil(budget))
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let wait = self
+            .config
+            .anti_entropy_period
+            .checked_mul(periods)
+            .unwrap_or(Duration::MAX);
+        self.next_anti_entropy = now + wait;
         for key in keys.iter().filter(|k| k.starts_with(REPLICATION_PREFIX)) {
             self.announce_replication(key, out);
         }
         let batches = self.batch_to_replicas(keys);
         self.stats.anti_entropy_keys += batches.values().map(Vec::len).sum::<usize>() as u64;
         self.send_batches(batches, out);
+    }
+
+    /// The bytes anti-entropy sends for `key`: its entry once per other
+    /// owner, nothing if it is not held or not owned.
+    fn resend_bytes(&mut self, key: &str) -> usize {
+        let Some(state) = self.shard.get(key) else {
+            return 0;
+        };
+        if !self.owns(key) {
+            return 0;
+        }
+        let mut owners = std::mem::take(&mut self.scratch);
+        self.placement.owners_into(key, &mut owners);
+        let to = owners.iter().filter(|a| **a != self.me).count();
+        self.scratch = owners;
+        entry_bytes(key, state).saturating_mul(to)
+    }
+
+    /// The most bytes of entries one gossip or handoff message carries:
+    /// half the frame limit, so a message stays well under it. A single
+    /// entry may be larger (a value up to `max_value_bytes` still fits a
+    /// frame) and then goes alone.
+    pub(super) fn batch_bytes(&self) -> usize {
+        (self.config.limits.max_message_bytes / 2).max(1)
     }
 
     /// Groups the states of `keys` (those still held and owned) by the other
@@ -81,9 +174,9 @@ impl StorageWorker {
     }
 
     fn send_batches(&mut self, batches: BTreeMap<Address, Vec<(Key, KeyState)>>, out: &mut Outbox) {
-        for (to, mut entries) in batches {
-            while !entries.is_empty() {
-                let rest = entries.split_off(entries.len().min(GOSSIP_BATCH));
+        let max_bytes = self.batch_bytes();
+        for (to, entries) in batches {
+            for entries in split_by_bytes(entries, max_bytes, |(k, s)| entry_bytes(k, s)) {
                 self.stats.gossip_out += 1;
                 out.send(
                     to.clone(),
@@ -93,7 +186,6 @@ impl StorageWorker {
                         ack: None,
                     }),
                 );
-                entries = rest;
             }
         }
     }
@@ -166,3 +258,6 @@ impl StorageWorker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -224,14 +224,20 @@ impl StorageWorker {
         }
     }
 
+    /// Hands `keys` to `target` in acknowledged gossip messages of at most
+    /// `GOSSIP_BATCH` keys and half the frame limit in bytes each.
     fn send_handoff(&mut self, now: Time, target: Address, keys: Vec<Key>, out: &mut Outbox) {
-        for chunk in keys.chunks(super::gossip::GOSSIP_BATCH) {
+        let shard = &self.shard;
+        let chunks = super::gossip::split_by_bytes(keys, self.batch_bytes(), |k| {
+            shard.get(k).map_or(0, |s| super::gossip::entry_bytes(k, s))
+        });
+        for chunk in chunks {
             let id = self.fresh_id();
             let entries = chunk
                 .iter()
                 .filter_map(|k| self.shard.get(k).map(|s| (k.clone(), s.clone())))
                 .collect();
-            for k in chunk {
+            for k in &chunk {
                 *self.outstanding.entry(k.clone()).or_default() += 1;
             }
             self.stats.handoffs_out += 1;
@@ -247,7 +253,7 @@ impl StorageWorker {
                 id,
                 Handoff {
                     target: target.clone(),
-                    keys: chunk.to_vec(),
+                    keys: chunk,
                     sent: now,
                 },
             );

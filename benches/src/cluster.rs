@@ -1,6 +1,7 @@
 //! Measurements of a Squall cluster as a whole, beyond request load:
 //! how long a write takes to reach every replica by gossip, how much CPU
-//! an idle cluster uses, and its resident memory.
+//! an idle cluster uses (empty, and holding one large value: anti-entropy
+//! must not re-send it over and over), and its resident memory.
 //!
 //! Convergence: a client writes a fresh last-writer-wins value to one
 //! replica (acknowledged by that replica alone), then reads the key at every
@@ -54,6 +55,7 @@ fn holds(
     key: &str,
     expected: &[u8],
     id: RequestId,
+    wait: Duration,
 ) -> Result<bool> {
     let req = Message::KvsRequest(KvsRequest {
         id,
@@ -64,7 +66,7 @@ fn holds(
         ack: Default::default(),
     });
     tx.send(to, &req).map_err(io)?;
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = Instant::now() + wait;
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
         if let Some(Message::KvsResponse(r)) = rx.recv(Some(left)).map_err(io)? {
             if r.id != id {
@@ -76,7 +78,7 @@ fn holds(
             ));
         }
     }
-    Err(BackendError::Timeout(Duration::from_secs(2)))
+    Err(BackendError::Timeout(wait))
 }
 
 /// `samples` convergence times, in ascending order.
@@ -102,7 +104,16 @@ pub fn convergence(routers: &[Address], samples: usize) -> Result<Vec<Duration>>
             let mut still = Vec::new();
             for owner in pending {
                 next_id += 1;
-                if !holds(&mut rx, &mut tx, &owner, &key, &value, RequestId(next_id))? {
+                let id = RequestId(next_id);
+                if !holds(
+                    &mut rx,
+                    &mut tx,
+                    &owner,
+                    &key,
+                    &value,
+                    id,
+                    Duration::from_secs(2),
+                )? {
                     still.push(owner);
                 }
             }
@@ -129,6 +140,77 @@ pub fn idle_cpu(pids: &[u32], over: Duration) -> Option<f64> {
         .map(|&p| process_cpu_seconds(p))
         .sum::<Option<f64>>()?;
     Some((after - before) / over.as_secs_f64())
+}
+
+/// CPU each of the processes `pids` used over `over`, in cores, in the
+/// order of `pids`.
+pub fn idle_cpu_each(pids: &[u32], over: Duration) -> Option<Vec<f64>> {
+    let before: Vec<f64> = pids
+        .iter()
+        .map(|&p| process_cpu_seconds(p))
+        .collect::<Option<_>>()?;
+    std::thread::sleep(over);
+    let after: Vec<f64> = pids
+        .iter()
+        .map(|&p| process_cpu_seconds(p))
+        .collect::<Option<_>>()?;
+    Some(
+        after
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| (a - b) / over.as_secs_f64())
+            .collect(),
+    )
+}
+
+/// The `[limits]` section a cluster needs to hold a value of `bytes`
+/// (above the default `max_value_bytes` of 32 MiB): frames at the codec's
+/// ceiling, values up to 4 KiB below it, and never below `bytes`.
+pub fn limits_for_value(bytes: usize) -> String {
+    let frame = anna::protocol::MAX_FRAME_BYTES;
+    let value = (frame - 4096).max(bytes);
+    format!("[limits]\nmax_message_bytes = {frame}\nmax_value_bytes = {value}\n")
+}
+
+/// Stores one last-writer-wins value of `bytes` at `key` and waits until
+/// every owner returns it; how long that took.
+pub fn store_large_value(routers: &[Address], key: &str, bytes: usize) -> Result<Duration> {
+    let frame = anna::protocol::MAX_FRAME_BYTES;
+    let config = ClientConfig {
+        op_timeout: Duration::from_secs(60),
+        attempt_timeout: Duration::from_secs(20),
+        limits: anna::config::Limits {
+            max_message_bytes: frame,
+            max_value_bytes: (frame - 4096).max(bytes),
+            ..anna::config::Limits::default()
+        },
+        ..ClientConfig::default()
+    };
+    let mut client = Client::connect(routers.to_vec(), config)
+        .map_err(|e| BackendError::Setup(e.to_string()))?;
+    // Not all one byte, so nothing along the way can make it cheap.
+    let value: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
+    let started = Instant::now();
+    client
+        .put_lww(key, value.clone())
+        .map_err(|e| BackendError::Server(e.to_string()))?;
+    let ctx = zmq::Context::new();
+    let mut rx = Receiver::bind(&ctx, &Address::from("tcp://127.0.0.1:*")).map_err(io)?;
+    let mut tx = Sender::new(&ctx);
+    let mut pending = placement(&mut rx, &mut tx, &routers[0])?.owners(key);
+    let mut id = 0;
+    while let Some(owner) = pending.pop() {
+        id += 1;
+        let wait = Duration::from_secs(20);
+        if !holds(&mut rx, &mut tx, &owner, key, &value, RequestId(id), wait)? {
+            pending.push(owner);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            return Err(BackendError::Timeout(Duration::from_secs(120)));
+        }
+    }
+    Ok(started.elapsed())
 }
 
 /// Resident memory of `pids`, summed.

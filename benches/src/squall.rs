@@ -25,6 +25,8 @@ pub struct SquallFactory {
     dir: PathBuf,
     routers: Vec<Address>,
     pids: Vec<u32>,
+    /// What each of `pids` is: `router 0`, `node 0`, ...
+    names: Vec<String>,
     /// One ZeroMQ context for every client thread (as the ZeroMQ-floor
     /// backend has): one I/O thread, not one per client.
     ctx: zmq::Context,
@@ -63,6 +65,18 @@ impl SquallFactory {
     /// Starts one router and `nodes` storage nodes of `threads` worker
     /// threads, every key on `replicas` nodes, with ports from `base_port`.
     pub fn start_cluster(nodes: u16, threads: u16, replicas: u8, base_port: u16) -> Result<Self> {
+        Self::start_cluster_with(nodes, threads, replicas, base_port, "")
+    }
+
+    /// As [`SquallFactory::start_cluster`], with `extra` (whole TOML
+    /// sections, such as `[limits]`) appended to the cluster's config file.
+    pub fn start_cluster_with(
+        nodes: u16,
+        threads: u16,
+        replicas: u8,
+        base_port: u16,
+        extra: &str,
+    ) -> Result<Self> {
         let squall = squall_binary()?;
         reap_orphans(&squall);
         let dir =
@@ -71,7 +85,7 @@ impl SquallFactory {
         let config = dir.join("squall.toml");
         std::fs::write(
             &config,
-            format!("[storage]\nreplication = {{ global = {replicas}, local = 1 }}\n"),
+            format!("[storage]\nreplication = {{ global = {replicas}, local = 1 }}\n{extra}"),
         )?;
         let status = Command::new(&squall)
             .arg("--config")
@@ -94,7 +108,7 @@ impl SquallFactory {
                 dir.display()
             )));
         }
-        let (routers, pids) = read_record(&dir)?;
+        let (routers, pids, names) = read_record(&dir)?;
         Ok(SquallFactory {
             name: if nodes == 1 {
                 format!("squall ({threads}t)")
@@ -105,6 +119,7 @@ impl SquallFactory {
             dir,
             routers,
             pids,
+            names,
             ctx: zmq::Context::new(),
         })
     }
@@ -146,8 +161,9 @@ fn reap_orphans(squall: &Path) {
     }
 }
 
-/// The router addresses and every pid from `squall up`'s record.
-fn read_record(dir: &Path) -> Result<(Vec<Address>, Vec<u32>)> {
+/// The router addresses, every pid from `squall up`'s record, and what
+/// each pid is.
+fn read_record(dir: &Path) -> Result<(Vec<Address>, Vec<u32>, Vec<String>)> {
     let text = std::fs::read_to_string(dir.join("cluster.json"))?;
     let record: serde_json::Value = serde_json::from_str(&text).map_err(setup)?;
     let list = |field: &str| record[field].as_array().cloned().unwrap_or_default();
@@ -156,18 +172,28 @@ fn read_record(dir: &Path) -> Result<(Vec<Address>, Vec<u32>)> {
         .flat_map(|r| r["addresses"].as_array().cloned().unwrap_or_default())
         .filter_map(|a| a.as_str().map(|s| Address(s.to_string())))
         .collect();
-    let pids = list("routers")
-        .iter()
-        .chain(list("nodes").iter())
-        .filter_map(|p| p["pid"].as_u64().and_then(|p| u32::try_from(p).ok()))
-        .collect();
-    Ok((routers, pids))
+    let pid = |p: &serde_json::Value| p["pid"].as_u64().and_then(|p| u32::try_from(p).ok());
+    let mut pids = Vec::new();
+    let mut names = Vec::new();
+    for (kind, entries) in [("router", list("routers")), ("node", list("nodes"))] {
+        for (i, p) in entries.iter().filter_map(pid).enumerate() {
+            pids.push(p);
+            names.push(format!("{kind} {i}"));
+        }
+    }
+    Ok((routers, pids, names))
 }
 
 impl SquallFactory {
     /// The routers' addresses.
     pub fn routers(&self) -> &[Address] {
         &self.routers
+    }
+
+    /// What each of [`BackendFactory::server_pids`] is, in the same order:
+    /// `router 0`, `node 0`, `node 1`, ...
+    pub fn process_names(&self) -> &[String] {
+        &self.names
     }
 }
 

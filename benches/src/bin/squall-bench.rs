@@ -168,6 +168,17 @@ struct ClusterArgs {
     /// Seconds the idle cluster is watched.
     #[arg(long, default_value_t = 10)]
     idle_secs: u64,
+    /// Bytes of the one last-writer-wins value stored for the second idle
+    /// figure (anti-entropy must not keep re-sending it); 0 skips it. The
+    /// cluster's `[limits]` are raised to hold it.
+    #[arg(long, default_value_t = 60_000_000)]
+    large_value_bytes: usize,
+    /// Seconds the idle cluster holding the large value is watched: long
+    /// enough to include its periodic anti-entropy re-sends (at the default
+    /// `anti_entropy_bytes`, a 60 MB value on 3 nodes goes out from each
+    /// about every 230 s).
+    #[arg(long, default_value_t = 240)]
+    large_idle_secs: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -331,9 +342,17 @@ fn plot(a: &PlotArgs) -> Result<()> {
 }
 
 fn cluster(args: &ClusterArgs) -> Result<()> {
-    use squall_benches::cluster::{convergence, idle_cpu, resident};
-    let factory = SquallFactory::start_cluster(args.nodes, args.threads, args.replicas, 18_100)
-        .context("starting the Squall cluster")?;
+    use squall_benches::cluster::{
+        convergence, idle_cpu, idle_cpu_each, limits_for_value, resident, store_large_value,
+    };
+    let limits = if args.large_value_bytes > 0 {
+        limits_for_value(args.large_value_bytes)
+    } else {
+        String::new()
+    };
+    let factory =
+        SquallFactory::start_cluster_with(args.nodes, args.threads, args.replicas, 18_100, &limits)
+            .context("starting the Squall cluster")?;
     let pids = factory.server_pids();
     println!(
         "squall-bench cluster: {} node(s) x {} thread(s), {} replica(s) per key, 1 router",
@@ -365,6 +384,28 @@ fn cluster(args: &ClusterArgs) -> Result<()> {
         at(1.0).as_secs_f64() * 1e3,
     );
     println!("  resident memory after: {}", mib(resident(&pids)));
+    if args.large_value_bytes == 0 {
+        return Ok(());
+    }
+    let took = store_large_value(factory.routers(), "idle:large", args.large_value_bytes)?;
+    println!(
+        "  stored one {:.1} MB value on every replica in {:.2} s",
+        args.large_value_bytes as f64 / 1e6,
+        took.as_secs_f64()
+    );
+    // Let the write's own gossip settle before watching.
+    std::thread::sleep(Duration::from_secs(5));
+    let over = Duration::from_secs(args.large_idle_secs);
+    let each = idle_cpu_each(&pids, over).context("reading the processes' CPU time")?;
+    println!(
+        "  idle CPU over {} s holding it: {:.2}% of a core in all",
+        args.large_idle_secs,
+        each.iter().sum::<f64>() * 100.0
+    );
+    for (name, cpu) in factory.process_names().iter().zip(&each) {
+        println!("    {name}: {:.2}% of a core", cpu * 100.0);
+    }
+    println!("  resident memory holding it: {}", mib(resident(&pids)));
     Ok(())
 }
 

@@ -36,7 +36,7 @@ const TAG_LWW: u8 = 0;
 const TAG_SET: u8 = 1;
 const TAG_MAX: u8 = 3;
 const TAG_MAP: u8 = 6;
-const MESSAGE_VARIANTS: u8 = 32;
+const MESSAGE_VARIANTS: u8 = 34;
 
 /// A gossip entry's `KeyState` prefix: never deleted (`None`), then
 /// `Some(value)`; the value's bytes follow.

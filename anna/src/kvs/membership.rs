@@ -227,6 +227,23 @@ impl StorageWorker {
     /// Hands `keys` to `target` in acknowledged gossip messages of at most
     /// `GOSSIP_BATCH` keys and half the frame limit in bytes each.
     fn send_handoff(&mut self, now: Time, target: Address, keys: Vec<Key>, out: &mut Outbox) {
+        self.send_handoff_attempt(now, target, keys, 1, out);
+    }
+
+    /// [`Self::send_handoff`] as its `attempt`th send.
+    fn send_handoff_attempt(
+        &mut self,
+        now: Time,
+        target: Address,
+        keys: Vec<Key>,
+        attempt: u32,
+        out: &mut Outbox,
+    ) {
+        let wait = self
+            .config
+            .handoff_retry
+            .saturating_mul(1 << attempt.saturating_sub(1).min(6))
+            .min(super::MAX_HANDOFF_WAIT.max(self.config.handoff_retry));
         let shard = &self.shard;
         let chunks = super::gossip::split_by_bytes(keys, self.batch_bytes(), |k| {
             shard.get(k).map_or(0, |s| super::gossip::entry_bytes(k, s))
@@ -254,7 +271,8 @@ impl StorageWorker {
                 Handoff {
                     target: target.clone(),
                     keys: chunk,
-                    sent: now,
+                    retry_at: now + wait,
+                    attempts: attempt,
                 },
             );
         }
@@ -278,14 +296,14 @@ impl StorageWorker {
         }
     }
 
-    /// Resends handoffs unacknowledged for `handoff_retry`, with the current
-    /// state, to targets that are still owners; forgets the others (the ring
+    /// Resends handoffs unacknowledged for their wait (`handoff_retry`,
+    /// doubling with each resend up to 10 s), with the current state, to targets that are still owners; forgets the others (the ring
     /// change that removed them queued the keys again).
     pub(super) fn retry_handoffs(&mut self, now: Time, out: &mut Outbox) {
         let due: Vec<_> = self
             .handoffs
             .iter()
-            .filter(|(_, h)| h.sent + self.config.handoff_retry <= now)
+            .filter(|(_, h)| h.retry_at <= now)
             .map(|(id, _)| *id)
             .collect();
         if due.is_empty() {
@@ -297,7 +315,7 @@ impl StorageWorker {
             .values()
             .flat_map(|n| n.threads.iter())
             .collect();
-        let mut resend: BTreeMap<Address, Vec<Key>> = BTreeMap::new();
+        let mut resend: BTreeMap<(Address, u32), Vec<Key>> = BTreeMap::new();
         for id in due {
             let Some(h) = self.handoffs.remove(&id) else {
                 continue;
@@ -308,14 +326,17 @@ impl StorageWorker {
                 }
             }
             if live.contains(&h.target) {
-                resend.entry(h.target).or_default().extend(h.keys);
+                resend
+                    .entry((h.target, h.attempts + 1))
+                    .or_default()
+                    .extend(h.keys);
             } else {
                 self.to_handoff.extend(h.keys);
             }
         }
         self.outstanding.retain(|_, n| *n > 0);
-        for (target, keys) in resend {
-            self.send_handoff(now, target, keys, out);
+        for ((target, attempt), keys) in resend {
+            self.send_handoff_attempt(now, target, keys, attempt, out);
         }
     }
 

@@ -170,8 +170,17 @@ struct Leave {
 struct Handoff {
     target: Address,
     keys: Vec<Key>,
-    sent: Time,
+    /// When it is sent again if unacknowledged: `handoff_retry` after the
+    /// first send, doubling with every resend up to [`MAX_HANDOFF_WAIT`],
+    /// so a receiver slow to merge a large value is not sent it again and
+    /// again.
+    retry_at: Time,
+    /// Sends so far.
+    attempts: u32,
 }
+
+/// The longest wait before an unacknowledged handoff is sent again.
+const MAX_HANDOFF_WAIT: Duration = Duration::from_secs(10);
 
 /// One storage thread.
 pub struct StorageWorker {
@@ -347,8 +356,8 @@ impl Role for StorageWorker {
         if let Some(((deadline, _), ())) = self.deadlines.first_key_value() {
             consider(*deadline);
         }
-        if let Some(h) = self.handoffs.values().map(|h| h.sent).min() {
-            consider(h + self.config.handoff_retry);
+        if let Some(h) = self.handoffs.values().map(|h| h.retry_at).min() {
+            consider(h);
         }
         if let Some(t) = self.fetch_retry_due() {
             consider(t);

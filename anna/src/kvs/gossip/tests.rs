@@ -265,3 +265,44 @@ fn a_handoff_is_split_by_bytes_and_each_part_acknowledged() {
     }
     assert!(w.settled(), "every part acknowledged");
 }
+
+#[test]
+fn an_unacknowledged_handoff_is_sent_again_after_doubling_waits() {
+    let mut w = worker(1, &[1], limits(64 << 20));
+    put(&mut w, Time(MS), "big", 1 << 20);
+    tick(&mut w, Time(2 * MS));
+    let mut state = w.cluster().clone();
+    state.record_join(node(2));
+    let start = 3 * MS;
+    let mut out = Outbox::default();
+    w.merge_cluster(Time(start), state, &mut out);
+    let handoffs = |sent: &[(Address, Gossip)]| {
+        sent.iter()
+            .filter(|(to, g)| *to == Address::from("w2") && g.ack.is_some())
+            .count()
+    };
+    assert_eq!(handoffs(&gossip(&mut out)), 1);
+    // Node 2 never answers: resent at 300 ms, then 600 ms later, then
+    // 1.2 s later..., never more than once per wait.
+    let retry = WorkerConfig::default().handoff_retry.as_micros() as u64;
+    let mut resent_at = Vec::new();
+    let mut now = start;
+    while now < start + 5_000 * MS {
+        now += 10 * MS;
+        let sent = tick(&mut w, Time(now));
+        if handoffs(&sent) > 0 {
+            resent_at.push(now - start);
+        }
+    }
+    assert!(resent_at.len() >= 3, "{resent_at:?}");
+    let gaps: Vec<u64> = std::iter::once(resent_at[0])
+        .chain(resent_at.windows(2).map(|w| w[1] - w[0]))
+        .collect();
+    for (k, gap) in gaps.iter().enumerate() {
+        let wait = retry << k.min(6);
+        assert!(
+            *gap >= wait && *gap <= wait + 20 * MS,
+            "resend {k} after {gap} µs, expected about {wait}: {resent_at:?}"
+        );
+    }
+}

@@ -42,9 +42,10 @@ replicas survives the loss of one node at a time, not of two within the
 failure and handoff window. The campaign keeps to that model: a storage
 fault is injected only when no other fault is pending and the cluster has
 been whole for `--storage-settle` seconds, and it stays pending (nothing
-else is faulted) until the node is up at every router again *and* holds
-its keys again (as many as before the fault, per `squall status`: the keys
-handed back to a restarted, empty node). Other roles are hit
+else is faulted) until the node is up at every router again *and* serves
+its keys again: every key of a sample of writes acknowledged before the
+fault that the node owns, read from the node directly, has its value (the
+keys handed back to a restarted, empty node). Other roles are hit
 more freely: faults of different kinds of role overlap (a router and a
 scheduler may be down at once), but never two processes of one kind, so one
 router and one scheduler always remain.
@@ -52,12 +53,16 @@ router and one scheduler always remain.
 At the end the load stops, the cluster is left to heal and go quiet, and
 every acknowledged write is read back by fresh clients (retrying a miss for
 `--readback-retry` seconds, since a read may reach a replica that has not
-caught up yet). The summary gives the duration, faults by kind and role,
-acknowledged and lost writes, failed writes and calls by error, calls left
-without an answer, recovery times per role, and what the logs say
-(panics, processes that died without being faulted).
+caught up yet), then read from every storage node directly to count its
+replicas (a write acknowledged by k replicas must be on k nodes). The summary gives the duration, faults by kind and role,
+acknowledged, lost and under-replicated writes, failed writes and calls by
+error (and by the fault in progress while they ran), calls left without an
+answer, recovery times per role, and what the logs say (panics, processes
+that died without being faulted, storage nodes declared failed by a router
+and the fault in progress then).
 
-Exit status: 0 when no acknowledged write was lost, no call was left
+Exit status: 0 when no acknowledged write was lost or under-replicated,
+no call was left
 without an answer or got a wrong result, and every fault healed within
 `--recovery-limit`; 1 otherwise; 2 when the cluster could not be set up.
 """
@@ -128,10 +133,10 @@ KIND_OF = {
 }
 
 STALL_MIN_S, STALL_MAX_S = 1.0, 6.0
-# A storage node has its keys back once it holds this share of the keys it
-# held before the fault (it held a few it no longer owns, kept for a
-# transition window, or gone since).
-KEYS_BACK = 0.98
+# A faulted storage node serves its keys again once it answers, with the
+# acknowledged value, every key of a sample of this many acknowledged before
+# the fault that it owns.
+PROBE_KEYS = 200
 
 
 # -- functions the callers call (pickled by value) -----------------------
@@ -394,6 +399,12 @@ class Load:
         self.in_flight = {}  # thread name -> (what, started)
         self.threads = []
 
+    def sample(self, n: int) -> list:
+        """Up to n acknowledged last-writer-wins (key, value) pairs."""
+        with self.acked_lock:
+            pool = list(self.acked_lww)
+        return random.sample(pool, min(n, len(pool)))
+
     def writes_tried(self) -> int:
         return next(self._tried)  # the count so far (this call's own is not one)
 
@@ -534,15 +545,20 @@ class Fault:
         self.failed = None  # why it never recovered
         self.log = log
         self.incarnation = None  # a storage node's, before the fault
-        self.keys_before = 0  # the keys a storage node held before the fault
-        self.keys_back_s = None  # until it holds as many again
+        self.sample = []  # acknowledged (key, value)s before the fault (storage)
+        self.keys_back_s = None  # until the node serves every sampled key it owns
+        self.probe = ""  # the last probe's finding
+        self.injected_wall = time.time()
+        self.ended_wall = None
         self.rejoined = False
 
 
 class Campaign:
-    def __init__(self, cluster: Cluster, args: argparse.Namespace) -> None:
+    def __init__(self, cluster: Cluster, args: argparse.Namespace, sample=lambda n: []) -> None:
         self.cluster = cluster
         self.args = args
+        self.sample = sample  # n acknowledged (key, value) pairs
+        self.direct = {}  # storage thread address -> squall._native.DirectKvs
         self.rng = random.Random(f"{args.seed}/faults")
         self.roles = parse_weights(args.role_weights, ROLES)
         self.kinds = parse_weights(args.fault_weights, ("kill", "stall", "term"))
@@ -555,6 +571,7 @@ class Campaign:
         self.last_storage_recovery = 0.0
         self.status_cache = (0.0, None, None)
         self.stalled = set()  # pids SIGSTOPped and not yet continued
+        self.until = float("inf")
 
     def note(self, text: str) -> None:
         line = f"[{time.strftime('%H:%M:%S')}] {text}"
@@ -595,7 +612,7 @@ class Campaign:
         role = weighted(self.rng, self.roles)
         kind = weighted(self.rng, self.kinds)
         if role == "storage":
-            if not self.wait_whole_for_storage():
+            if not self.wait_whole_for_storage(self.until):
                 self.skipped["storage: the cluster was not whole"] += 1
                 return
         else:
@@ -617,8 +634,7 @@ class Campaign:
         fault = Fault(role, index, kind, pid, time.monotonic(), None)
         if role == "storage":
             fault.incarnation = self.incarnation(status, record["nodes"][index]["id"])
-            fault.keys_before = sum(status["keys"].get(a, 0)
-                                    for a in record["nodes"][index]["addresses"])
+            fault.sample = self.sample(PROBE_KEYS)
         name = record[ROLES[role]][index].get("name") or f"{role}-{index}"
         if role == "executor-child":
             name += " (executor process)"
@@ -651,10 +667,11 @@ class Campaign:
         with self.lock:
             self.pending.append(fault)
 
-    def wait_whole_for_storage(self) -> bool:
+    def wait_whole_for_storage(self, until: float) -> bool:
         """Until nothing is pending and the cluster has been whole for
-        --storage-settle seconds (at most --recovery-limit)."""
-        deadline = time.monotonic() + self.args.recovery_limit
+        --storage-settle seconds (at most --recovery-limit, and not past
+        `until`)."""
+        deadline = min(time.monotonic() + self.args.recovery_limit, until)
         whole_since = None
         while time.monotonic() < deadline and not self.stop.is_set():
             with self.lock:
@@ -705,27 +722,55 @@ class Campaign:
                     inc = self.incarnation(status, node_id)
                     f.rejoined = (inc is not None and f.incarnation is not None
                                   and inc > f.incarnation)
-            if f.role == "storage" and f.keys_before:
-                # Its keys back: as many as it held before the fault.
-                have = sum(status["keys"].get(a, 0) for a in record["nodes"][f.index]["addresses"])
-                if have < KEYS_BACK * f.keys_before:
+            if f.role == "storage" and f.sample:
+                # It serves its keys again: each sampled key it owns, read
+                # from it directly, has its acknowledged value.
+                served, missing = self.probe(record["nodes"][f.index]["addresses"], f.sample)
+                f.probe = f"{missing} of the {served + missing} sampled keys it owns missing"
+                if missing or not served:
                     if now - f.started > self.args.recovery_limit:
-                        self.give_up(f, issues, f"its keys are not back: {have} of the "
-                                     f"{f.keys_before} it held before")
+                        self.give_up(f, issues, f"it does not serve its keys: {f.probe}")
                     continue
-                f.keys_back_s = now - f.started
+                f.keys_back_s = time.monotonic() - f.started
             f.ended = now
+            f.ended_wall = time.time()
             if f.role == "storage":
                 self.last_storage_recovery = now
             self.note(f"recovered: {f.kind} {f.role} {f.index} in {f.recovered_s:.2f} s"
                       + (" (new incarnation)" if f.rejoined else "")
-                      + (f", its keys back in {f.keys_back_s:.2f} s" if f.keys_back_s else ""))
+                      + (f", serves its keys after {f.keys_back_s:.2f} s" if f.keys_back_s else ""))
             with self.lock:
                 self.pending.remove(f)
                 self.done.append(f)
 
+    def probe(self, addresses, sample):
+        """(served, missing): of `sample`, the keys a storage node owns, read
+        from its threads directly, that have their value, and that do not."""
+        from squall import _native
+
+        served = missing = 0
+        for key, value in sample:
+            for a in addresses:
+                d = self.direct.get(a)
+                if d is None:
+                    d = self.direct[a] = _native.DirectKvs(a, 2.0)
+                try:
+                    got = d.get(key)
+                except Exception as e:  # noqa: BLE001
+                    if "does not serve" in str(e):
+                        continue  # not an owner
+                    missing += 1
+                    break
+                if got == value:
+                    served += 1
+                else:
+                    missing += 1
+                break
+        return served, missing
+
     def give_up(self, f: Fault, issues, why: str) -> None:
         f.ended = time.monotonic()
+        f.ended_wall = time.time()
         f.failed = f"not recovered after {self.args.recovery_limit:.0f} s: {why}"
         self.note(f"NOT RECOVERED: {f.kind} {f.role} {f.index}: {why}; problems: "
                   + "; ".join(sorted({t for _, _, t in issues})))
@@ -743,6 +788,7 @@ class Campaign:
 
     def drive(self, until: float) -> None:
         """Faults every --fault-every seconds (0.5x to 1.5x) until `until`."""
+        self.until = until
         while not self.stop.is_set():
             wait = self.args.fault_every * self.rng.uniform(0.5, 1.5)
             if time.monotonic() + wait >= until:
@@ -882,7 +928,87 @@ def read_back(cluster: Cluster, load: Load, retry_s: float, threads: int = 4) ->
     }
 
 
+# Keys live on 2 storage nodes (the default replication, one thread each).
+REPLICATION = 2
+
+
+def replica_audit(cluster: Cluster, load: Load, want: int) -> dict:
+    """Reads every acknowledged write from every storage node directly
+    (`squall._native.DirectKvs`; a node that does not own a key says so) and
+    counts the nodes holding it: a write acknowledged by `want` replicas
+    should be on `want` nodes once the cluster is whole and quiet."""
+    from squall import _native
+
+    record = cluster.record()
+    nodes = [(p["id"], p["addresses"]) for p in record.get("nodes", []) if not p.get("stopping")]
+    lww = list(load.acked_lww)
+    sets = collections.defaultdict(set)
+    for key, element in load.acked_set:
+        sets[key].add(element)
+    held = {}  # node id -> {key: value or None}
+
+    def read_node(node_id, addresses):
+        directs = [_native.DirectKvs(a, 5.0) for a in addresses]
+        out = {}
+        for key in [k for k, _ in lww] + list(sets):
+            got = "unreachable"
+            for d in directs:
+                try:
+                    got = d.get(key)
+                    break
+                except Exception as e:  # noqa: BLE001
+                    got = "not an owner" if "does not serve" in str(e) else f"error: {e}"
+            out[key] = got
+        held[node_id] = out
+
+    started = time.monotonic()
+    workers = [threading.Thread(target=read_node, args=n) for n in nodes]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    holders = collections.Counter()
+    short = []
+    for key, value in lww:
+        n = sum(1 for node in held.values() if node.get(key) == value)
+        holders[n] += 1
+        if n < want:
+            short.append((key, {i: describe(node.get(key), value) for i, node in held.items()}))
+    for key, elements in sets.items():
+        for el in elements:
+            n = sum(1 for node in held.values()
+                    if isinstance(node.get(key), frozenset) and el in node.get(key))
+            holders[n] += 1
+            if n < want:
+                short.append((f"{key} element {el.decode()}",
+                              {i: describe(node.get(key), None) for i, node in held.items()}))
+    return {"holders": dict(sorted(holders.items())), "under_replicated": len(short),
+            "examples": short[:20], "seconds": time.monotonic() - started}
+
+
+def describe(got, want) -> str:
+    if isinstance(got, str):
+        return got
+    if got is None:
+        return "missing"
+    if want is not None:
+        return "holds it" if got == want else f"other value {got!r:.60}"
+    return f"{len(got)} element(s)" if isinstance(got, frozenset) else f"{got!r:.60}"
+
+
 # -- the logs ------------------------------------------------------------
+
+
+def log_time(line: str) -> float:
+    """The UTC timestamp a log line starts with, as seconds since the epoch."""
+    import datetime
+
+    stamp = line.split(": ", 1)[-1].split(" ", 1)[0].rstrip("Z")
+    try:
+        return datetime.datetime.fromisoformat(stamp).replace(
+            tzinfo=datetime.timezone.utc).timestamp()
+    except ValueError:
+        return float("nan")
 
 
 def log_findings(state_dir: Path) -> dict:
@@ -890,8 +1016,9 @@ def log_findings(state_dir: Path) -> dict:
     found = collections.defaultdict(list)
     patterns = {
         "panic": re.compile(r"panicked at|RUST_BACKTRACE"),
+        "node declared failed": re.compile(r"node declared failed"),
+        "declared departed while alive": re.compile(r"declared departed while alive"),
         "executor process ended abnormally": re.compile(r"ended abnormally"),
-        "rejoin": re.compile(r"rejoin", re.I),
     }
     for log in sorted((state_dir / "logs").glob("*.log")):
         try:
@@ -908,7 +1035,7 @@ def log_findings(state_dir: Path) -> dict:
 # -- the report ----------------------------------------------------------
 
 
-def summary(args, up_cmd, duration, campaign: Campaign, load: Load, hung, readback,
+def summary(args, up_cmd, duration, campaign: Campaign, load: Load, hung, readback, audit,
             left_problems, record, logs) -> dict:
     faults = campaign.done + campaign.pending
     by_role_kind = collections.Counter((f.role, f.kind) for f in faults)
@@ -948,6 +1075,15 @@ def summary(args, up_cmd, duration, campaign: Campaign, load: Load, hung, readba
     for started, ended, what, err in load.failures:
         causes = sorted({name for a, b, name in spans if a <= ended and started <= b})
         during[(what, err, " + ".join(causes) or "no fault in progress")] += 1
+    # Storage nodes declared failed by a router, by the faults in progress.
+    wall = time.time()
+    wall_spans = [(f.injected_wall, (f.ended_wall or wall) + 2.0, f"{f.role} {f.kind}")
+                  for f in faults]
+    declared = collections.Counter()
+    for line in logs.get("node declared failed", []):
+        t = log_time(line)
+        causes = sorted({name for a, b, name in wall_spans if a <= t <= b})
+        declared[" + ".join(causes) or "no fault in progress"] += 1
     monitors = record.get("monitors", [])
     result = {
         "command": up_cmd,
@@ -983,17 +1119,22 @@ def summary(args, up_cmd, duration, campaign: Campaign, load: Load, hung, readba
         },
         "recovery_s": {role: stats(v) for role, v in sorted(recovery.items())},
         "restart_s": {role: stats(v) for role, v in sorted(restart.items())},
-        "storage_keys_back_s": stats(keys_back) if keys_back else None,
+        "storage_serves_keys_s": stats(keys_back) if keys_back else None,
         "unrecovered": unrecovered,
         "not_whole_at_end": left_problems,
         "unexpected_restarts": unexpected,
         "monitor_alive": bool(monitors) and all(running(m["pid"]) for m in monitors),
         "panics": logs.get("panic", [])[:20],
+        "nodes_declared_failed": dict(declared),
+        "nodes_declared_failed_examples": logs.get("node declared failed", [])[:6],
+        "nodes_rejoined_while_alive": len(logs.get("declared departed while alive", [])),
+        "replicas": audit,
         "executor_abnormal_ends": len(logs.get("executor process ended abnormally", [])),
         "events": campaign.events,
     }
     result["passed"] = (result["writes_lost"] == 0 and no_answer == 0 and wrong == 0
-                        and not unrecovered and not left_problems)
+                        and not unrecovered and not left_problems
+                        and audit["under_replicated"] == 0)
     return result
 
 
@@ -1030,6 +1171,12 @@ def print_summary(r: dict) -> None:
       f"  read back in {r['readback_s']:.0f} s")
     for k, v, why in r["lost"][:20]:
         p(f"  LOST {k} = {v!r}: {why}")
+    a = r["replicas"]
+    p(f"  replicas at the end (each write read from every storage node, {a['seconds']:.0f} s): "
+      + ", ".join(f"{n} node(s): {c}" for n, c in a["holders"].items())
+      + f"; **{a['under_replicated']} under-replicated**")
+    for key, where in a["examples"][:10]:
+        p(f"  UNDER-REPLICATED {key}: " + ", ".join(f"node {i} {w}" for i, w in where.items()))
     p()
     total = sum(r["calls"].values())
     p(f"calls: {total} made, {r['calls_ok']} ok, {r['calls_wrong']} wrong result, "
@@ -1061,10 +1208,10 @@ def print_summary(r: dict) -> None:
           f"{s['max']:.2f} | {rs['median']:.2f} |" if rs else
           f"| {role} | {s['n']} | {s['min']:.2f} | {s['median']:.2f} | {s['p99']:.2f} | "
           f"{s['max']:.2f} | - |")
-    kb = r["storage_keys_back_s"]
+    kb = r["storage_serves_keys_s"]
     if kb:
-        p(f"  a storage node held its keys again (as many as before the fault) after "
-          f"{kb['median']:.2f} s median, {kb['max']:.2f} s max ({kb['n']} faults)")
+        p(f"  a faulted storage node served again every sampled key it owns (read from it "
+          f"directly) after {kb['median']:.2f} s median, {kb['max']:.2f} s max ({kb['n']} faults)")
     for u in r["unrecovered"]:
         p(f"  NOT RECOVERED {u}")
     if r["not_whole_at_end"]:
@@ -1074,6 +1221,12 @@ def print_summary(r: dict) -> None:
       f"restart(s) by its supervisor; monitor alive at the end: {r['monitor_alive']}")
     for line in r["panics"][:10]:
         p(f"  {line}")
+    if r["nodes_declared_failed"]:
+        p("storage nodes declared failed by a router (one line per router and node), by the "
+          "fault in progress: "
+          + ", ".join(f"{k}: {v}" for k, v in sorted(r["nodes_declared_failed"].items()))
+          + f"; {r['nodes_rejoined_while_alive']} time(s) a live node learnt it was declared "
+          "departed and rejoined")
     for u in r["unexpected_restarts"]:
         p(f"  died without a fault: {u}")
     if r["write_error_examples"] or r["call_examples"]:
@@ -1081,7 +1234,8 @@ def print_summary(r: dict) -> None:
         for k, v in sorted({**r["write_error_examples"], **r["call_examples"]}.items()):
             p(f"  {k}: {v.splitlines()[0] if v else ''}")
     p()
-    p("PASSED: no acknowledged write lost, every call answered, every fault healed"
+    p("PASSED: no acknowledged write lost or under-replicated, every call answered, every "
+      "fault healed"
       if r["passed"] else "FAILED")
 
 
@@ -1130,10 +1284,10 @@ def parser() -> argparse.ArgumentParser:
                     help="how often each fault is picked: kill (kill -9), stall (SIGSTOP for "
                     f"{STALL_MIN_S:.0f}-{STALL_MAX_S:.0f} s, then SIGCONT), term (SIGTERM: a graceful stop, "
                     "after which repair starts the process again)")
-    ap.add_argument("--storage-settle", type=float, default=2.0,
-                    help="seconds the cluster must have been whole, and the last faulted storage "
-                    "node must have held its keys again (as many as before its fault), before "
-                    "the next storage fault")
+    ap.add_argument("--storage-settle", type=float, default=4.0,
+                    help="seconds the cluster must have been whole, and since the last faulted "
+                    "storage node served its keys again, before the next storage fault (more "
+                    "than the 3 s transition window after a ring change)")
     ap.add_argument("--recovery-limit", type=float, default=120.0,
                     help="seconds a fault may take to heal before it counts as not recovered")
     ap.add_argument("--writers", type=int, default=2, help="writer threads, one client each")
@@ -1206,8 +1360,8 @@ def main(argv=None) -> int:
         assert client.call("faults_inc", 1, timeout=30) == 2
         assert client.call_dag("faults_dag", {"faults_square": (3,)}, timeout=30) == 10
 
-        campaign = Campaign(cluster, args)
         load = Load(cluster, args, run)
+        campaign = Campaign(cluster, args, load.sample)
         watcher = threading.Thread(target=campaign.watch, name="watcher", daemon=True)
         watcher.start()
         load.start()
@@ -1230,7 +1384,11 @@ def main(argv=None) -> int:
         print(f"reading back {len(load.acked_lww) + len(load.acked_set)} acknowledged writes",
               flush=True)
         readback = read_back(cluster, load, args.readback_retry)
-        result = summary(args, up_cmd, duration, campaign, load, hung, readback, left,
+        want = replicas_wanted(args)
+        print(f"auditing the replicas: each acknowledged write on {want} storage node(s)",
+              flush=True)
+        audit = replica_audit(cluster, load, want)
+        result = summary(args, up_cmd, duration, campaign, load, hung, readback, audit, left,
                          cluster.record(), log_findings(state_dir))
         print_summary(result)
         text = json.dumps(result, indent=2, default=str)
@@ -1250,6 +1408,16 @@ def main(argv=None) -> int:
             print(f"state kept in {state_dir}", flush=True)
         elif args.state_dir is None:
             shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def replicas_wanted(args) -> int:
+    """How many storage nodes must hold a write acknowledged at --ack."""
+    full = min(REPLICATION, args.nodes)
+    if args.ack == "one":
+        return 1
+    if args.ack == "all":
+        return full
+    return min(int(args.ack), full)
 
 
 def squall_connect(state_dir: Path, args):

@@ -156,6 +156,37 @@ pub enum Step {
     Stopped,
 }
 
+/// Tells a role that it was not running: stalled (SIGSTOP, a paused VM),
+/// or starved, for longer than `tolerance` past the time it asked to run
+/// again. A failure detector must not count such a pause against the
+/// peers it did not hear meanwhile: their messages are waiting unread.
+///
+/// Call [`PauseDetector::woke`] first in every step and
+/// [`PauseDetector::asked`] with the role's next tick at its end.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PauseDetector {
+    last_ran: Option<Time>,
+    expected: Option<Time>,
+}
+
+impl PauseDetector {
+    /// If the role runs at `now` more than `tolerance` past the time it
+    /// asked for, how long it did not run (since its previous step): the
+    /// time its failure detector heard nothing through no fault of others.
+    pub fn woke(&mut self, now: Time, tolerance: Duration) -> Option<Duration> {
+        let late = now.saturating_since(self.expected.take()?);
+        let idle = now.saturating_since(self.last_ran?);
+        (late > tolerance).then_some(idle)
+    }
+
+    /// The role ran at `now` and asks to run again at `next` (its
+    /// [`Role::next_tick`]).
+    pub fn asked(&mut self, now: Time, next: Option<Time>) {
+        self.last_ran = Some(now);
+        self.expected = next;
+    }
+}
+
 /// Delivers inputs to roles and sends what they return.
 pub trait Driver {
     /// The error a step can end in (a broken socket, say). Malformed input

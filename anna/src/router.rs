@@ -13,7 +13,7 @@
 use crate::cluster::{ClusterState, MemberStatus, Placement, ReplicationFactor};
 use crate::lattice::Lattice;
 use crate::protocol::{Address, Membership, Message, NodeId, RouteRequest, RouteResponse};
-use crate::role::{Input, Outbox, Role};
+use crate::role::{Input, Outbox, PauseDetector, Role};
 use crate::time::Time;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -51,6 +51,9 @@ pub struct RouterStats {
     pub joins: u64,
     pub departures: u64,
     pub failures_declared: u64,
+    /// Times this router found it had not been running (a stall) for over
+    /// half the failure timeout, and did not count it against the nodes.
+    pub pauses: u64,
     /// Heartbeats of incarnations already departed (answered with the state).
     pub stale_heartbeats: u64,
     pub unexpected: u64,
@@ -67,6 +70,7 @@ impl RouterStats {
             ("departures", self.departures),
             ("failures_declared", self.failures_declared),
             ("stale_heartbeats", self.stale_heartbeats),
+            ("pauses", self.pauses),
             ("unexpected", self.unexpected),
         ];
         crate::role::named_counters(&own, &self.transport)
@@ -82,6 +86,9 @@ pub struct Router {
     placement: Placement,
     last_heard: BTreeMap<NodeId, Time>,
     next_broadcast: Time,
+    /// Notices when this router itself was not running, so that its own
+    /// stall is not taken for the silence of every node.
+    pause: PauseDetector,
     stats: RouterStats,
 }
 
@@ -99,6 +106,7 @@ impl Router {
             placement,
             last_heard: BTreeMap::new(),
             next_broadcast: Time::default(),
+            pause: PauseDetector::default(),
             stats: RouterStats::default(),
         }
     }
@@ -278,12 +286,8 @@ impl Router {
     }
 }
 
-impl Role for Router {
-    fn observe_transport(&mut self, stats: crate::role::TransportStats) {
-        self.stats.transport = stats;
-    }
-
-    fn step(&mut self, now: Time, input: Input, out: &mut Outbox) {
+impl Router {
+    fn dispatch(&mut self, now: Time, input: Input, out: &mut Outbox) {
         match input {
             Input::Message(Message::Ping { id, reply_to }) => {
                 out.send(reply_to, Message::Pong { id, boot: 0 })
@@ -314,6 +318,30 @@ impl Role for Router {
                 }
             }
         }
+    }
+}
+
+impl Role for Router {
+    fn observe_transport(&mut self, stats: crate::role::TransportStats) {
+        self.stats.transport = stats;
+    }
+
+    fn step(&mut self, now: Time, input: Input, out: &mut Outbox) {
+        if let Some(idle) = self.pause.woke(now, self.config.failure_timeout / 2) {
+            // This router was not running (a stall, a paused machine): the
+            // nodes' heartbeats of that time wait unread, so the pause
+            // does not count as their silence.
+            tracing::warn!(
+                idle_ms = idle.as_millis() as u64,
+                "router ran late: not counting its own pause against the nodes"
+            );
+            self.stats.pauses += 1;
+            for heard in self.last_heard.values_mut() {
+                *heard = *heard + idle;
+            }
+        }
+        self.dispatch(now, input, out);
+        self.pause.asked(now, self.next_tick());
     }
 
     fn next_tick(&self) -> Option<Time> {

@@ -1152,6 +1152,42 @@ fn short_pauses_of_a_node_the_router_and_a_writer_lose_nothing() {
 }
 
 #[test]
+fn a_router_stalled_past_the_failure_timeout_declares_no_live_node_failed_when_it_wakes() {
+    for seed in seeds().into_iter().take(FEWER_SEEDS) {
+        let mut c = cluster(seed, 3, 2, Ack::Replicas(2), 40);
+        c.sim.run_for(Duration::from_millis(2_100));
+        let router = c.router.clone();
+        c.sim.pause(&router);
+        // Twice the failure timeout: the nodes' heartbeats queue for it.
+        c.sim.run_for(Duration::from_secs(6));
+        assert!(
+            c.sim.stats().held > 0,
+            "seed {seed}: nothing reached the paused router"
+        );
+        c.sim.resume(&router);
+        c.sim.run_for(Duration::from_secs(2));
+        let r = c.router();
+        assert_eq!(
+            r.stats().failures_declared,
+            0,
+            "seed {seed}: the router counted its own stall against the nodes"
+        );
+        assert!(
+            r.stats().pauses >= 1,
+            "seed {seed}: the stall went unnoticed"
+        );
+        for id in 1..=3 {
+            let m = r.cluster().member(NodeId(id)).cloned();
+            assert!(
+                m.is_some_and(|m| m.incarnation == 1 && m.status != MemberStatus::Departed),
+                "seed {seed}: node {id} was declared failed"
+            );
+        }
+        c.settle_and_check(seed);
+    }
+}
+
+#[test]
 fn the_same_seed_replays_the_same_run() {
     let digest = |seed| {
         let mut c = cluster(seed, 3, 2, Ack::FirstReplica, 20);

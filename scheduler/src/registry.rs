@@ -102,6 +102,17 @@ impl Registry {
         dead
     }
 
+    /// Moves every last-heard time `by` later: the scheduler itself was not
+    /// running that long, so it heard nobody, and their reports wait unread.
+    pub fn forgive(&mut self, by: Duration) {
+        for e in self.executors.values_mut() {
+            e.last_heard = e.last_heard + by;
+        }
+        for c in self.caches.values_mut() {
+            c.last_heard = c.last_heard + by;
+        }
+    }
+
     /// When the next executor or cache falls silent, if any is known.
     pub fn next_expiry(&self, timeout: Duration) -> Option<Time> {
         let executors = self.executors.values().map(|e| e.last_heard);

@@ -26,6 +26,9 @@ pub struct Scheduler {
     /// Reads DAG definitions; answers come to `me`.
     pub(crate) client: ClientCore,
     pub(crate) registry: Registry,
+    /// Notices when this scheduler itself was not running (a stall), so
+    /// that it is not taken for the silence of every executor.
+    pub(crate) pause: anna::role::PauseDetector,
     pub(crate) calls: BTreeMap<CallId, InFlight>,
     /// Calls waiting for a free executor, oldest first; executors not yet
     /// chosen.
@@ -52,6 +55,7 @@ impl Scheduler {
             me,
             client,
             registry: Registry::default(),
+            pause: anna::role::PauseDetector::default(),
             calls: BTreeMap::new(),
             queue: VecDeque::new(),
             dags: Dags::default(),
@@ -142,6 +146,28 @@ impl Scheduler {
 
 impl Role for Scheduler {
     fn step(&mut self, now: Time, input: Input, out: &mut Outbox) {
+        if let Some(idle) = self.pause.woke(now, self.config.executor_timeout / 2) {
+            tracing::warn!(
+                idle_ms = idle.as_millis() as u64,
+                "scheduler ran late: not counting its own pause against the executors"
+            );
+            self.registry.forgive(idle);
+        }
+        self.dispatch(now, input, out);
+        self.pause.asked(now, self.next_tick());
+    }
+
+    fn next_tick(&self) -> Option<Time> {
+        self.next_wake()
+    }
+
+    fn observe_transport(&mut self, stats: TransportStats) {
+        self.stats.transport = stats;
+    }
+}
+
+impl Scheduler {
+    fn dispatch(&mut self, now: Time, input: Input, out: &mut Outbox) {
         let msg = match input {
             Input::Tick => return self.on_tick(now, out),
             Input::Message(msg) => msg,
@@ -196,7 +222,9 @@ impl Role for Scheduler {
         }
     }
 
-    fn next_tick(&self) -> Option<Time> {
+    /// When the scheduler next has work: an executor falling silent, a
+    /// deadline, its client's retries.
+    fn next_wake(&self) -> Option<Time> {
         let executors = self.registry.next_expiry(self.config.executor_timeout);
         let grace = self.config.deadline_grace;
         let in_flight = self.calls.values().map(|c| c.deadline() + grace).min();
@@ -212,10 +240,6 @@ impl Role for Scheduler {
         .into_iter()
         .flatten()
         .min()
-    }
-
-    fn observe_transport(&mut self, stats: TransportStats) {
-        self.stats.transport = stats;
     }
 }
 

@@ -337,3 +337,24 @@ fn an_unknown_executor_leaving_changes_nothing() {
     assert_eq!(s.in_flight(), 1);
     assert_eq!(executors_in_status(&mut s, 1001), ["e1", "e2"]);
 }
+
+#[test]
+fn a_scheduler_stalled_past_the_executor_timeout_declares_no_executor_dead_when_it_wakes() {
+    let mut s = scheduler(SchedulerConfig::default());
+    step(&mut s, 0, report("e1", "n1", 0, &[]));
+    step(&mut s, 0, report("e2", "n2", 0, &[]));
+    // The scheduler was stopped for 10 s; its overdue tick runs before it
+    // reads the reports waiting in its socket (as the driver does).
+    tick(&mut s, 10_000);
+    assert_eq!(s.stats().executor_deaths, 0, "its own stall counted");
+    step(&mut s, 10_001, report("e1", "n1", 0, &[]));
+    step(&mut s, 10_001, report("e2", "n2", 0, &[]));
+    assert_eq!(executors_in_status(&mut s, 10_001), ["e1", "e2"]);
+    // A real silence is still noticed: e2 stops reporting.
+    for t in (10_500..=14_000).step_by(500) {
+        step(&mut s, t, report("e1", "n1", 0, &[]));
+        tick(&mut s, t);
+    }
+    assert_eq!(s.stats().executor_deaths, 1);
+    assert_eq!(executors_in_status(&mut s, 14_000), ["e1"]);
+}

@@ -83,15 +83,19 @@ impl<R: Role> Sim<R> {
         self.paused.entry(address.clone()).or_default();
     }
 
-    /// Resumes a paused role (a SIGCONT): the messages queued for it arrive
-    /// now, in the order they came, and its overdue ticks run.
+    /// Resumes a paused role (a SIGCONT): its overdue tick runs now, and
+    /// the messages queued for it arrive a microsecond later, in the order
+    /// they came, as the ZeroMQ driver runs an overdue tick before it reads
+    /// its socket. (A failure detector that judged its peers on that tick
+    /// before reading their queued heartbeats would show.)
     pub fn resume(&mut self, address: &Address) {
         let Some(held) = self.paused.remove(address) else {
             return;
         };
+        let at = self.now + std::time::Duration::from_micros(1);
         for envelope in held {
             self.seq += 1;
-            self.in_flight.insert((self.now, self.seq), envelope);
+            self.in_flight.insert((at, self.seq), envelope);
         }
     }
 

@@ -32,8 +32,8 @@
 //!   through the same faulty network.
 //! - **Pausing** a role ([`Sim::pause`]) is a SIGSTOP: it neither ticks
 //!   nor receives; messages arriving for it queue, and [`Sim::resume`]
-//!   hands them over in arrival order as the role wakes, with the clock
-//!   moved on (its timers are all overdue at once).
+//!   runs its overdue tick first, then hands them over in arrival order,
+//!   as the ZeroMQ driver does after a SIGCONT.
 //! - **Clocks** agree unless a test skews one ([`Sim::skew`]): the role
 //!   at a skewed address is handed `now` plus its [`Skew`] in every step,
 //!   and the times it asks to tick at are read on its own clock, so it

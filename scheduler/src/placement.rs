@@ -5,6 +5,9 @@
 //! reported busy fraction under `busy_permille`), the scheduler prefers, in
 //! order:
 //!
+//! 0. a node whose cache is reporting: one whose last report is more than
+//!    [`CACHE_LAG`] older than the freshest cache's is stalled or gone, and
+//!    the functions placed there would wait on it for their reads;
 //! 1. the most bytes of the function's referenced keys (`CallArgs::refs`)
 //!    already in its node's cache, as the caches last reported: reading
 //!    them is then local;
@@ -36,11 +39,26 @@ impl Limits {
     }
 }
 
-/// How good an executor is for a function; higher is better: (local
-/// bytes, follows its chain, warm, fewest outstanding).
-type Score = (u64, bool, bool, std::cmp::Reverse<u32>);
+/// How far a cache's last report may lag the freshest cache's before its
+/// node is avoided (three report periods at the default).
+pub const CACHE_LAG: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// How good an executor is for a function; higher is better: (its node's
+/// cache reporting, local bytes, follows its chain, warm, fewest
+/// outstanding).
+type Score = (bool, u64, bool, bool, std::cmp::Reverse<u32>);
 
 impl Registry {
+    /// Whether the cache of `e`'s node reports like the others (or is not
+    /// known at all).
+    fn cache_reporting(&self, e: &Executor) -> bool {
+        let Some(cache) = self.caches.get(&e.report.node) else {
+            return true;
+        };
+        let freshest = self.caches.values().map(|c| c.last_heard).max();
+        freshest.is_none_or(|f| cache.last_heard + CACHE_LAG >= f)
+    }
+
     /// Bytes of `refs` the cache of `e`'s node holds.
     fn local_bytes(&self, e: &Executor, refs: &[Key]) -> u64 {
         let Some(cache) = self.caches.get(&e.report.node) else {
@@ -68,6 +86,7 @@ impl Registry {
             .map(|(a, e)| {
                 let warm = e.report.warm.iter().any(|w| w == function);
                 let score = (
+                    self.cache_reporting(e),
                     self.local_bytes(e, refs),
                     follow == Some(a),
                     warm,

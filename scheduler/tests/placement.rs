@@ -31,6 +31,28 @@ fn a_call_goes_where_the_cache_holds_most_referenced_bytes() {
 }
 
 #[test]
+fn a_node_whose_cache_stopped_reporting_gets_no_call_while_another_can_take_it() {
+    let mut s = scheduler(SchedulerConfig::default());
+    step(&mut s, 0, report("e1", "n1", 0, &[]));
+    step(&mut s, 0, report("e2", "n2", 0, &[]));
+    step(&mut s, 0, cache("n1", &[("big", 1000)]));
+    step(&mut s, 0, cache("n2", &[]));
+    // n1's cache stalls; its executor and n2's cache go on reporting.
+    for t in (500..=2000).step_by(500) {
+        step(&mut s, t, report("e1", "n1", 0, &[]));
+        step(&mut s, t, report("e2", "n2", 0, &[]));
+        step(&mut s, t, cache("n2", &[]));
+    }
+    // Its data would draw the call there, but reads there would wait.
+    let sent = step(&mut s, 2001, call(1, "f", &["big"], 1000));
+    assert_eq!(invokes(&sent)[0].0.as_str(), "e2");
+    // Reporting again, it is preferred again.
+    step(&mut s, 2100, cache("n1", &[("big", 1000)]));
+    let sent = step(&mut s, 2101, call(2, "f", &["big"], 1000));
+    assert_eq!(invokes(&sent)[0].0.as_str(), "e1");
+}
+
+#[test]
 fn an_executor_reporting_busy_is_skipped_despite_its_data() {
     let mut s = scheduler(SchedulerConfig::default());
     step(&mut s, 0, report("e1", "n1", 0, &[]));

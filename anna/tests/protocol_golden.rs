@@ -45,7 +45,11 @@ fn assert_golden(name: &str, msg: Message, golden: &str) {
 
 #[test]
 fn frames_start_with_the_little_endian_version() {
-    let frame = encode(&Message::Pong { id: RequestId(0), boot: 0 }).unwrap();
+    let frame = encode(&Message::Pong {
+        id: RequestId(0),
+        boot: 0,
+    })
+    .unwrap();
     assert_eq!(frame[..2], PROTOCOL_VERSION.to_le_bytes());
 }
 

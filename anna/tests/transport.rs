@@ -100,7 +100,10 @@ fn a_driven_role_answers_over_tcp_and_survives_garbage() {
         tx.send(&server, &ping(id, &me)).unwrap();
         assert_eq!(
             rx.recv(WAIT).unwrap(),
-            Some(Message::Pong { id: RequestId(id), boot: 0 })
+            Some(Message::Pong {
+                id: RequestId(id),
+                boot: 0
+            })
         );
     }
 

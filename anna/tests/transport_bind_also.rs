@@ -69,7 +69,10 @@ fn a_driven_role_answers_on_its_second_endpoint() {
     tx.send(&ipc, &ping(7, &me)).unwrap();
     assert_eq!(
         rx.recv(WAIT).unwrap(),
-        Some(Message::Pong { id: RequestId(7), boot: 0 })
+        Some(Message::Pong {
+            id: RequestId(7),
+            boot: 0
+        })
     );
 
     stop.stop().unwrap();

@@ -10,8 +10,8 @@
 //! consults on every request: the global ring of live nodes, one local ring
 //! per thread count, and the replication factor of each key.
 
+use crate::ids::{Address, Key, NodeId, NodeInfo};
 use crate::lattice::{Lattice, MapLattice, Max, Timestamp};
-use crate::protocol::{Address, Key, NodeId, NodeInfo};
 use crate::ring::{key_hash, HashRing};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};

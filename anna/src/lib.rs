@@ -12,7 +12,11 @@
 //! - [`cluster`]: [`ClusterState`](cluster::ClusterState), membership and
 //!   replication overrides as a lattice, and the [`Placement`](cluster::Placement)
 //!   of keys on nodes and threads it implies.
-//! - [`config`]: helpers shared by every role's settings.
+//! - [`config`]: helpers shared by every role's settings, and the
+//!   [`Limits`](config::Limits) every process enforces.
+//! - [`ids`]: keys, addresses, request ids and node identities: a leaf
+//!   every other module names things with (the protocol and the cluster
+//!   state depend on it, not on each other).
 //! - [`kvs`]: the storage worker, one thread's shard as a state machine.
 //! - [`lattice`]: the [`Lattice`](lattice::Lattice) trait, every lattice type,
 //!   [`LatticeValue`](lattice::LatticeValue) (the wire enum) and the law
@@ -35,6 +39,7 @@
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod ids;
 pub mod kvs;
 pub mod lattice;
 pub mod protocol;

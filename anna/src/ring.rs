@@ -51,7 +51,7 @@ impl RingMember for u32 {
     }
 }
 
-impl RingMember for crate::protocol::NodeId {
+impl RingMember for crate::ids::NodeId {
     fn ring_id(self) -> u64 {
         self.0
     }
@@ -164,7 +164,7 @@ impl<M: RingMember> HashRing<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::NodeId;
+    use crate::ids::NodeId;
 
     fn keys(n: usize) -> Vec<u64> {
         (0..n).map(|i| key_hash(&format!("key-{i}"))).collect()

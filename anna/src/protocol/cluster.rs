@@ -1,27 +1,9 @@
 //! Messages of the cluster: routing questions and membership.
 
-use super::{Address, Key, RequestId};
+use super::{Address, Key, NodeId, NodeInfo, RequestId};
 use crate::cluster::{ClusterState, ReplicationFactor};
 use crate::lattice::Timestamp;
 use serde::{Deserialize, Serialize};
-
-/// A node's identity, stable across restarts.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-pub struct NodeId(pub u64);
-
-/// A storage node as the rings see it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct NodeInfo {
-    pub id: NodeId,
-    /// One address per worker thread, in thread order.
-    pub threads: Vec<Address>,
-    /// A number fresh at every start of the node's process: a restarted
-    /// node (same id, same addresses, empty memory) is told apart from the
-    /// incarnation it replaces by it.
-    pub boot: u64,
-}
 
 /// "Which threads hold these keys?", answered at `reply_to`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -29,7 +29,8 @@ pub mod kvs;
 pub mod monitor;
 pub mod session;
 
-pub use cluster::{Membership, NodeId, NodeInfo, RouteRequest, RouteResponse};
+pub use crate::ids::{Address, Key, NodeId, NodeInfo, RequestId};
+pub use cluster::{Membership, RouteRequest, RouteResponse};
 pub use codec::{
     decode, encode, encode_into, DecodeError, EncodeError, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
@@ -37,40 +38,6 @@ pub use kvs::{Ack, Gossip, KeyOp, KeyResult, KvsError, KvsRequest, KvsResponse, 
 pub use session::{Session, SessionLog};
 
 use serde::{Deserialize, Serialize};
-
-/// A key of the KVS.
-pub type Key = String;
-
-/// Where a message can be delivered: a ZeroMQ endpoint (`tcp://host:port`,
-/// `ipc://path`, `inproc://name`) for real drivers, any unique name for the
-/// simulator.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Address(pub String);
-
-impl Address {
-    /// The address as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for Address {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<&str> for Address {
-    fn from(s: &str) -> Self {
-        Address(s.to_string())
-    }
-}
-
-/// Matches a response to its request; unique per requester.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-pub struct RequestId(pub u64);
 
 /// Every message any component sends.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

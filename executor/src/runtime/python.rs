@@ -1,6 +1,6 @@
 //! The Python runtime: cloudpickled functions in the embedded CPython.
 //!
-//! Its Python side is `client-py/python/squall/_runtime.py`, compiled into
+//! Its Python side is `executor/python/squall_runtime.py`, compiled into
 //! the binary (so the executor and its runtime never disagree) and loaded as
 //! module `_squall_runtime`. Functions reach the executor through the native
 //! module `_squall_executor` (`executor_id`, `cache_address`, `executor_of`,
@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::info;
 
-const RUNTIME_SOURCE: &str = include_str!("../../../client-py/python/squall/_runtime.py");
+const RUNTIME_SOURCE: &str = include_str!("../../python/squall_runtime.py");
 const RUNTIME_MODULE: &str = "_squall_runtime";
 const NATIVE_MODULE: &str = "_squall_executor";
 
@@ -285,7 +285,7 @@ impl PythonRuntime {
                 py.import(RUNTIME_MODULE).map_err(describe)?
             } else {
                 let source = CString::new(RUNTIME_SOURCE).map_err(|e| e.to_string())?;
-                PyModule::from_code(py, &source, c"squall/_runtime.py", c"_squall_runtime")
+                PyModule::from_code(py, &source, c"squall_runtime.py", c"_squall_runtime")
                     .map_err(describe)?
             };
             let info = runtime

@@ -4,8 +4,8 @@
 //! The provider keeps no state of its own: the cluster is its record,
 //! `STATE_DIR/cluster.json`, so `squall scale` and a running monitor can
 //! both drive the same cluster. Every change is a read-modify-write of the
-//! record under its lock, written whole ([`crate::cluster::RecordLock`],
-//! [`crate::cluster::write_record`]). A process stays in the record until
+//! record under its lock, written whole ([`crate::record::RecordLock`],
+//! [`crate::record::write_record`]). A process stays in the record until
 //! it has exited, so `squall down` stops whatever a scale started, or left
 //! half-stopped.
 //!
@@ -20,12 +20,14 @@
 //! compute node is a cache and its executors, started and stopped
 //! together. Routers and schedulers are not scaled.
 
-use crate::cluster::{
-    alive, python_env, query_compute, query_status, read_record, signal, start_compute_node,
-    start_storage_node, wait_exit, warn_if_no_venv, write_record, ClusterRecord, Launch,
-    LaunchSettings, ProcessRecord, RecordLock, Restart, MAX_RESTARTS, RESTART_WINDOW,
-};
 use crate::config::SquallConfig;
+use crate::launch::{python_env, start_compute_node, start_storage_node, warn_if_no_venv, Launch};
+use crate::process::{alive, signal, wait_exit};
+use crate::record::{
+    read_record, write_record, ClusterRecord, LaunchSettings, ProcessRecord, RecordLock, Restart,
+    MAX_RESTARTS, RESTART_WINDOW,
+};
+use crate::status::{query_compute, query_status};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use squall_monitor::{Action, NodeKind, Provider, ProviderError, Replicas};
@@ -58,7 +60,7 @@ const MAX_STORAGE_NODES: u32 = 15;
 /// run (for compute, the cache and every executor).
 ///
 /// A process it starts is its child; once it exited, the next `replicas`
-/// or `scale` reaps it ([`crate::cluster::alive`]), so a long-lived
+/// or `scale` reaps it ([`crate::process::alive`]), so a long-lived
 /// monitor that polls leaves no zombies behind.
 pub struct LocalProvider {
     dir: PathBuf,
@@ -607,7 +609,7 @@ fn wait_visible(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::{compute_port, storage_port};
+    use crate::launch::{compute_port, storage_port};
 
     fn proc(id: u64, stopping: bool) -> ProcessRecord {
         ProcessRecord {

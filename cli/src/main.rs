@@ -12,7 +12,11 @@
 //! - `config.rs`: the config file (`deploy/squall.toml` documents it).
 //! - `roles.rs`: `squall kvs` and `squall route`.
 //! - `compute.rs`: `squall scheduler`, `squall cache`, `squall executor`.
-//! - `cluster.rs`: `squall up`, `down`, `status`.
+//! - `cluster.rs`: `squall up`, `down` (wiring only).
+//! - `record.rs`: the cluster record, `STATE_DIR/cluster.json`, and its lock.
+//! - `launch.rs`: starting the local cluster's processes, the port layout.
+//! - `process.rs`: signalling, waiting for and stopping processes by pid.
+//! - `status.rs`: asking components what they see; `squall status`.
 //! - `local.rs`: the local cluster as a monitor provider; `squall scale`.
 //! - `kv.rs`: `squall kv`.
 //! - `monitor.rs`: `squall monitor` (statistics, policies, /metrics).
@@ -22,10 +26,14 @@ mod cluster;
 mod compute;
 mod config;
 mod kv;
+mod launch;
 mod local;
 mod monitor;
 mod ping;
+mod process;
+mod record;
 mod roles;
+mod status;
 
 use anna::protocol::Address;
 use anyhow::Result;
@@ -105,7 +113,7 @@ fn routers_of(given: &[String], config: &config::SquallConfig) -> Result<Vec<Add
     if !given.is_empty() {
         return Ok(given.iter().map(|r| Address(r.clone())).collect());
     }
-    let record = cluster::read_record(&config.cluster.state_dir)?;
+    let record = record::read_record(&config.cluster.state_dir)?;
     Ok(record.router_addresses())
 }
 
@@ -120,7 +128,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Down => cluster::down(&config)?,
         Command::Status { routers } => {
             let routers: Vec<Address> = routers.iter().map(|r| Address(r.clone())).collect();
-            cluster::status(&config, &routers)?
+            status::status(&config, &routers)?
         }
         Command::Kv { routers, args } => {
             kv::check(args)?;

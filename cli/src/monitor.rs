@@ -285,7 +285,7 @@ fn answer(mut stream: TcpStream, page: &str) -> std::io::Result<()> {
 
 /// Asks a monitor what it sees and has decided.
 pub fn query_monitor(to: &Address, timeout: Duration) -> Result<MonitorStatus> {
-    crate::cluster::ask(
+    crate::status::ask(
         to,
         timeout,
         |id, reply_to| Message::MonitorStatusRequest { id, reply_to },

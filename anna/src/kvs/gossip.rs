@@ -64,14 +64,9 @@ impl StorageWorker {
     pub(super) fn gossip(&mut self, now: Time, out: &mut Outbox) {
         self.next_gossip = now + self.config.gossip_period;
         self.send_handoffs(now, out);
-        if !self.notify.is_empty() {
+        if self.subs.owed() {
             // Changed by other replicas' gossip: for subscribers only.
-            let changed = &self.changed;
-            let notify: Vec<Key> = self
-                .notify
-                .drain()
-                .filter(|k| !changed.contains(k))
-                .collect();
+            let notify = self.subs.take_owed(&self.changed);
             self.push_to_subscribers(now, &notify, out);
         }
         if self.changed.is_empty() {
@@ -205,7 +200,7 @@ impl StorageWorker {
             if owned {
                 if changed {
                     self.announce_replication(&key, out);
-                    self.note_for_subscribers(&key);
+                    self.subs.note(&key);
                     if let Some(leave) = &mut self.leave {
                         leave.dirty.insert(key);
                     }

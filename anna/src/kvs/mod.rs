@@ -210,9 +210,7 @@ pub struct StorageWorker {
     next_anti_entropy: Time,
     next_heartbeat: Time,
     stats: WorkerStats,
-    subscribers: Subscribers,
-    notify: subscriptions::Notify,
-    next_prune: Time,
+    subs: subscriptions::Subscriptions,
     scratch: Vec<Address>,
 }
 
@@ -252,9 +250,7 @@ impl StorageWorker {
             next_gossip: Time::default(),
             next_anti_entropy: Time::default(),
             next_heartbeat: Time::default(),
-            subscribers: Subscribers::default(),
-            notify: subscriptions::Notify::default(),
-            next_prune: Time::default(),
+            subs: subscriptions::Subscriptions::default(),
             scratch: Vec::new(),
         }
     }
@@ -341,10 +337,10 @@ impl Role for StorageWorker {
         let mut consider = |t: Time| {
             next = Some(next.map_or(t, |n: Time| n.min(t)));
         };
-        if !self.changed.is_empty() || !self.to_handoff.is_empty() || !self.notify.is_empty() {
+        if !self.changed.is_empty() || !self.to_handoff.is_empty() || self.subs.owed() {
             consider(self.next_gossip);
         }
-        if let Some(t) = self.prune_due() {
+        if let Some(t) = self.subs.prune_due() {
             consider(t);
         }
         if !self.shard.is_empty() {
@@ -394,9 +390,7 @@ impl StorageWorker {
             Message::Membership(m) => self.on_membership(now, m, out),
             Message::Subscribe(sub) => self.on_subscribe(now, sub, out),
             Message::StatusRequest { id, reply_to } => {
-                let counters = self
-                    .stats
-                    .counters(self.shard.len(), self.subscribers.len());
+                let counters = self.stats.counters(self.shard.len(), self.subs.len());
                 let reply = Message::status_reply(
                     id,
                     &self.me,
@@ -429,6 +423,6 @@ impl StorageWorker {
         self.retry_fetches(now, out);
         self.rehome_stranded(now);
         self.continue_leave(now, out);
-        self.prune_subscriptions(now);
+        self.subs.prune(now);
     }
 }

@@ -169,6 +169,85 @@ pub fn lease(lease_ms: u32) -> Duration {
     Duration::from_millis(u64::from(lease_ms)).min(MAX_LEASE)
 }
 
+/// A worker's subscription state: who is subscribed to which key, the keys
+/// whose subscribers are owed a push at the next gossip round, and when
+/// lapsed leases are next pruned.
+#[derive(Debug, Default)]
+pub(super) struct Subscriptions {
+    table: Subscribers,
+    /// Keys changed by other replicas' gossip, owed to their subscribers.
+    notify: StableHashSet<Key>,
+    next_prune: Time,
+}
+
+impl Subscriptions {
+    /// Subscribes `who` to `key` until `until`.
+    pub(super) fn subscribe(
+        &mut self,
+        key: &str,
+        who: &Address,
+        until: Time,
+        now: Time,
+    ) -> Subscribed {
+        self.table.subscribe(key, who, until, now)
+    }
+
+    /// Sends, from `from`, the states `state` gives for `keys` (`None` for
+    /// a key not held or not owned) to their live subscribers; returns how
+    /// many entries went out.
+    pub(super) fn push(
+        &self,
+        now: Time,
+        keys: &[Key],
+        from: &Address,
+        state: impl FnMut(&str) -> Option<KeyState>,
+        out: &mut Outbox,
+    ) -> u64 {
+        if self.table.is_empty() {
+            return 0;
+        }
+        let batches = self.table.batch(keys, now, state);
+        push_batches(from, batches, out)
+    }
+
+    /// Keys changed by gossip from other replicas: their subscribers hear
+    /// of it next round too (a subscriber that missed the sending replica's
+    /// push still converges).
+    pub(super) fn note(&mut self, key: &Key) {
+        if self.table.has(key) {
+            self.notify.insert(key.clone());
+        }
+    }
+
+    /// Whether some subscriber is owed a push of a key noted by [`Self::note`].
+    pub(super) fn owed(&self) -> bool {
+        !self.notify.is_empty()
+    }
+
+    /// Takes the noted keys, less those in `skip` (pushed anyway).
+    pub(super) fn take_owed(&mut self, skip: &StableHashSet<Key>) -> Vec<Key> {
+        self.notify.drain().filter(|k| !skip.contains(k)).collect()
+    }
+
+    /// Drops lapsed subscriptions once per [`PRUNE_PERIOD`].
+    pub(super) fn prune(&mut self, now: Time) {
+        if now >= self.next_prune {
+            self.next_prune = now + PRUNE_PERIOD;
+            self.table.prune(now);
+        }
+    }
+
+    /// When subscriptions next need pruning, if any are recorded.
+    pub(super) fn prune_due(&self) -> Option<Time> {
+        (!self.table.is_empty()).then_some(self.next_prune)
+    }
+
+    /// How many subscriptions are recorded.
+    pub(super) fn len(&self) -> usize {
+        self.table.len()
+    }
+}
+
 impl StorageWorker {
     /// Records a subscription to the owned keys among `sub.keys` and sends
     /// the subscriber their current states.
@@ -181,10 +260,7 @@ impl StorageWorker {
                 self.stats.subscriptions_not_mine += 1;
                 continue;
             }
-            match self
-                .subscribers
-                .subscribe(&key, &sub.subscriber, until, now)
-            {
+            match self.subs.subscribe(&key, &sub.subscriber, until, now) {
                 Subscribed::Yes => {
                     if let Some(state) = self.shard.get(&key) {
                         current.push((key, state.clone()));
@@ -201,49 +277,27 @@ impl StorageWorker {
 
     /// Sends the held, owned states of `keys` to their live subscribers.
     pub(super) fn push_to_subscribers(&mut self, now: Time, keys: &[Key], out: &mut Outbox) {
-        if self.subscribers.is_empty() {
-            return;
-        }
-        let batches = self.subscribers.batch(keys, now, |k| {
-            if self.owns(k) {
-                self.shard.get(k).cloned()
-            } else {
-                None
-            }
-        });
-        self.stats.subscription_pushes += push_batches(&self.me, batches, out);
-    }
-
-    /// Keys changed by gossip from other replicas: their subscribers hear
-    /// of it next round too (a subscriber that missed the sending replica's
-    /// push still converges).
-    pub(super) fn note_for_subscribers(&mut self, key: &Key) {
-        if self.subscribers.has(key) {
-            self.notify.insert(key.clone());
-        }
-    }
-
-    /// Drops lapsed subscriptions once per [`PRUNE_PERIOD`].
-    pub(super) fn prune_subscriptions(&mut self, now: Time) {
-        if now >= self.next_prune {
-            self.next_prune = now + PRUNE_PERIOD;
-            self.subscribers.prune(now);
-        }
-    }
-
-    /// When subscriptions next need pruning, if any are recorded.
-    pub(super) fn prune_due(&self) -> Option<Time> {
-        (!self.subscribers.is_empty()).then_some(self.next_prune)
+        let pushed = self.subs.push(
+            now,
+            keys,
+            &self.me,
+            |k| {
+                if self.owns(k) {
+                    self.shard.get(k).cloned()
+                } else {
+                    None
+                }
+            },
+            out,
+        );
+        self.stats.subscription_pushes += pushed;
     }
 
     /// How many subscriptions this worker records.
     pub fn subscriptions(&self) -> usize {
-        self.subscribers.len()
+        self.subs.len()
     }
 }
-
-/// Keys whose subscribers are owed a push at the next round.
-pub(super) type Notify = StableHashSet<Key>;
 
 #[cfg(test)]
 mod tests;

@@ -78,7 +78,7 @@ fn max(n: u64) -> Option<LatticeValue> {
 }
 
 fn counter(w: &StorageWorker, name: &str) -> u64 {
-    let counters = w.stats.counters(w.shard.len(), w.subscribers.len());
+    let counters = w.stats.counters(w.shard.len(), w.subs.len());
     counters
         .into_iter()
         .find(|(k, _)| k == name)
@@ -127,14 +127,18 @@ fn lapsed_subscriptions_get_nothing_and_are_pruned() {
     let mut out = Outbox::default();
     w.step(Time(MS), subscribe("cache", &["k"], 100), &mut out);
     assert_eq!(w.subscriptions(), 1);
-    assert!(w.prune_due().is_some(), "a tick is asked for to prune");
+    assert!(w.subs.prune_due().is_some(), "a tick is asked for to prune");
     let later = Time(MS) + Duration::from_millis(200);
     w.step(later, put("k", 1), &mut out);
     out.drain().for_each(drop);
     w.step(later + Duration::from_millis(20), Input::Tick, &mut out);
     assert!(gossip_to(&mut out, "cache").is_empty());
     assert_eq!(w.subscriptions(), 0);
-    assert_eq!(w.prune_due(), None, "nothing left to prune: no tick for it");
+    assert_eq!(
+        w.subs.prune_due(),
+        None,
+        "nothing left to prune: no tick for it"
+    );
 }
 
 #[test]

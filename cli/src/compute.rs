@@ -17,6 +17,7 @@ use anna::lattice::WriterId;
 use anna::protocol::Address;
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use serde::Serialize;
 use std::collections::VecDeque;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -25,72 +26,96 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Args)]
+#[derive(Debug, PartialEq, Args, Serialize)]
 pub struct SchedulerArgs {
     /// Host to bind and be reached at.
     #[arg(long, default_value = "127.0.0.1")]
-    host: String,
+    pub(crate) host: String,
     /// Port to listen at.
     #[arg(long)]
-    port: u16,
+    pub(crate) port: u16,
     /// A router of the storage cluster (repeat for several).
     #[arg(long = "router", required = true)]
-    routers: Vec<String>,
+    pub(crate) routers: Vec<String>,
 }
 
-#[derive(Debug, Args)]
+impl SchedulerArgs {
+    /// The `squall scheduler ...` arguments that parse to these (see
+    /// [`crate::argv`]).
+    pub(crate) fn to_args(&self) -> Result<Vec<String>> {
+        crate::argv::render("scheduler", self)
+    }
+}
+
+#[derive(Debug, PartialEq, Args, Serialize)]
 pub struct CacheArgs {
     /// The compute node this cache serves (its executors name the same).
     #[arg(long)]
-    node: String,
+    pub(crate) node: String,
     /// Host to bind and be reached at by storage nodes.
     #[arg(long, default_value = "127.0.0.1")]
-    host: String,
+    pub(crate) host: String,
     /// Port storage nodes push subscribed keys to.
     #[arg(long)]
-    port: u16,
+    pub(crate) port: u16,
     /// Where the node's executors reach the cache (an `ipc://` path).
     #[arg(long)]
-    ipc: String,
+    pub(crate) ipc: String,
     /// A router of the storage cluster (repeat for several).
     #[arg(long = "router", required = true)]
-    routers: Vec<String>,
+    pub(crate) routers: Vec<String>,
     /// A scheduler to report held keys to (repeat).
     #[arg(long = "scheduler")]
-    schedulers: Vec<String>,
+    pub(crate) schedulers: Vec<String>,
 }
 
-#[derive(Debug, Args)]
+impl CacheArgs {
+    /// The `squall cache ...` arguments that parse to these (see
+    /// [`crate::argv`]).
+    pub(crate) fn to_args(&self) -> Result<Vec<String>> {
+        crate::argv::render("cache", self)
+    }
+}
+
+#[derive(Debug, PartialEq, Args, Serialize)]
 pub struct ExecutorArgs {
     /// The compute node this executor runs on.
     #[arg(long)]
-    node: String,
+    pub(crate) node: String,
     /// Host to bind and be reached at.
     #[arg(long, default_value = "127.0.0.1")]
-    host: String,
+    pub(crate) host: String,
     /// Port to listen at; `tcp://HOST:PORT` is the executor's id.
     #[arg(long)]
-    port: u16,
+    pub(crate) port: u16,
     /// The node's cache (its `ipc://` address).
     #[arg(long)]
-    cache: String,
+    pub(crate) cache: String,
     /// A scheduler to report to (repeat).
     #[arg(long = "scheduler", required = true)]
-    schedulers: Vec<String>,
+    pub(crate) schedulers: Vec<String>,
     /// A Python virtualenv whose site-packages functions import from
     /// (cloudpickle, the `squall` package); default `$VIRTUAL_ENV`, else
     /// `./.venv`.
     #[arg(long)]
-    venv: Option<PathBuf>,
+    pub(crate) venv: Option<PathBuf>,
     /// An extra directory for Python's import path (repeat).
     #[arg(long = "python-path")]
-    python_path: Vec<PathBuf>,
+    pub(crate) python_path: Vec<PathBuf>,
     /// Run the executor in this process. Without it, this process is a
     /// supervisor that runs the executor as a child and starts it again if
     /// it dies (a function that crashed the interpreter, or got stuck in C
     /// past its timeout).
     #[arg(long)]
-    no_supervisor: bool,
+    pub(crate) no_supervisor: bool,
+}
+
+impl ExecutorArgs {
+    /// The `squall executor ...` arguments that parse to these (see
+    /// [`crate::argv`]).
+    pub(crate) fn to_args(&self) -> Result<Vec<String>> {
+        crate::argv::render("executor", self)
+    }
 }
 
 /// Restarts allowed within [`RESTART_WINDOW`] before the supervisor gives

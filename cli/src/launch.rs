@@ -3,6 +3,9 @@
 //! dead process again from its record), the port layout, and one function
 //! per role (routers, storage nodes, schedulers, compute nodes, the
 //! monitor), shared by `squall up` and the local provider (`local.rs`).
+//! Each role's command line is its parsed-arguments struct (`KvsArgs`,
+//! `CacheArgs`, ...) rendered back (`to_args`, see `argv.rs`), so its
+//! flags are written only where they are parsed.
 //!
 //! Ports: routers at `base`, `base + 1`, ...; schedulers at `base + 50 + s`;
 //! storage node `i` (from 1) at `base + 100 + 20 * (i - 1) + t` for thread
@@ -10,10 +13,13 @@
 //! its executor `e` at that `+ 1 + e`; the monitor at `base + 60`, its
 //! `/metrics` at `base + 61`.
 
+use crate::compute::{CacheArgs, ExecutorArgs, SchedulerArgs};
+use crate::monitor::{MonitorArgs, ProviderKind};
 use crate::process::stop_processes;
 use crate::record::{
     ClusterRecord, LaunchSettings, ProcessRecord, Restart, MAX_RESTARTS, RESTART_WINDOW,
 };
+use crate::roles::{KvsArgs, RouteArgs};
 use anna::protocol::Address;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -159,18 +165,9 @@ pub(crate) fn compute_port(base: u16, n: u64) -> Result<u16> {
     port(base, 400 + 20 * n)
 }
 
-fn router_args(routers: &[Address]) -> Vec<String> {
-    routers
-        .iter()
-        .flat_map(|r| ["--router".to_string(), r.0.clone()])
-        .collect()
-}
-
-fn scheduler_args(schedulers: &[Address]) -> Vec<String> {
-    schedulers
-        .iter()
-        .flat_map(|s| ["--scheduler".to_string(), s.0.clone()])
-        .collect()
+/// Addresses as the flags' values.
+fn strings(addresses: &[Address]) -> Vec<String> {
+    addresses.iter().map(|a| a.0.clone()).collect()
 }
 
 /// Starts storage node `id` (from 1): `squall kvs` with the recorded
@@ -183,18 +180,14 @@ pub(crate) fn start_storage_node(
     let s = &launch.settings;
     let first = storage_port(s.base_port, id)?;
     let last = port(first, u64::from(s.threads.saturating_sub(1)))?;
-    let mut a = vec![
-        "kvs".into(),
-        "--id".into(),
-        id.to_string(),
-        "--threads".into(),
-        s.threads.to_string(),
-        "--host".into(),
-        s.host.clone(),
-        "--port".into(),
-        first.to_string(),
-    ];
-    a.extend(router_args(routers));
+    let a = KvsArgs {
+        id,
+        threads: Some(s.threads),
+        host: s.host.clone(),
+        port: first,
+        routers: strings(routers),
+    }
+    .to_args()?;
     let addresses = (first..=last).map(|p| launch.tcp(p)).collect();
     launch.start(&format!("node-{id}"), a, addresses, id)
 }
@@ -221,19 +214,15 @@ pub(crate) fn start_compute_node(
         "ipc://{}",
         launch.sockets.join(format!("cache-{n}.sock")).display()
     );
-    let mut a = vec![
-        "cache".into(),
-        "--node".into(),
-        node.clone(),
-        "--host".into(),
-        s.host.clone(),
-        "--port".into(),
-        cache_port.to_string(),
-        "--ipc".into(),
-        ipc.clone(),
-    ];
-    a.extend(router_args(routers));
-    a.extend(scheduler_args(schedulers));
+    let a = CacheArgs {
+        node: node.clone(),
+        host: s.host.clone(),
+        port: cache_port,
+        ipc: ipc.clone(),
+        routers: strings(routers),
+        schedulers: strings(schedulers),
+    }
+    .to_args()?;
     let cache = launch.start(
         &format!("cache-{n}"),
         a,
@@ -246,21 +235,17 @@ pub(crate) fn start_compute_node(
     };
     for e in 0..s.executors {
         let spawned = port(cache_port, 1 + u64::from(e)).and_then(|port| {
-            let mut a = vec![
-                "executor".into(),
-                "--node".into(),
-                node.clone(),
-                "--host".into(),
-                s.host.clone(),
-                "--port".into(),
-                port.to_string(),
-                "--cache".into(),
-                ipc.clone(),
-            ];
-            a.extend(scheduler_args(schedulers));
-            if let Some(venv) = &s.venv {
-                a.extend(["--venv".into(), venv.display().to_string()]);
+            let a = ExecutorArgs {
+                node: node.clone(),
+                host: s.host.clone(),
+                port,
+                cache: ipc.clone(),
+                schedulers: strings(schedulers),
+                venv: s.venv.clone(),
+                python_path: Vec::new(),
+                no_supervisor: false,
             }
+            .to_args()?;
             launch.start(&format!("executor-{n}-{e}"), a, vec![launch.tcp(port)], n)
         });
         match spawned {
@@ -323,25 +308,22 @@ pub(crate) fn start_monitor(
     // The provider finds the cluster through its record: the same state
     // directory, whatever the monitor's working directory.
     let state_dir = std::path::absolute(state_dir).context("resolving the state directory")?;
-    let mut a = vec![
-        "--state-dir".into(),
-        state_dir.display().to_string(),
-        "monitor".into(),
-        "--host".into(),
-        launch.settings.host.clone(),
-        "--port".into(),
-        port.to_string(),
-        "--metrics".into(),
-        metrics.clone(),
-        "--provider".into(),
-        "local".into(),
-        "--min-storage-nodes".into(),
-        floors.0.max(1).to_string(),
-        "--min-compute-nodes".into(),
-        floors.1.max(1).to_string(),
-    ];
-    a.extend(router_args(routers));
-    a.extend(scheduler_args(&record.scheduler_addresses()));
+    // `--state-dir` is the binary's own flag (every subcommand takes it),
+    // so it goes before the monitor's.
+    let mut a = vec!["--state-dir".into(), state_dir.display().to_string()];
+    a.extend(
+        MonitorArgs {
+            host: launch.settings.host.clone(),
+            port,
+            metrics: metrics.clone(),
+            routers: strings(routers),
+            schedulers: strings(&record.scheduler_addresses()),
+            provider: ProviderKind::Local,
+            min_storage_nodes: Some(u32::from(floors.0.max(1))),
+            min_compute_nodes: Some(u32::from(floors.1.max(1))),
+        }
+        .to_args()?,
+    );
     let monitor = launch.start(
         "monitor",
         a,
@@ -369,16 +351,16 @@ pub(crate) fn start_routers(
         .map(|&p| Address(launch.tcp(p)))
         .collect();
     for (i, (me, p)) in router_addrs.iter().zip(&router_ports).enumerate() {
-        let mut a = vec![
-            "route".into(),
-            "--host".into(),
-            c.host.clone(),
-            "--port".into(),
-            p.to_string(),
-        ];
-        for peer in router_addrs.iter().filter(|&p| p != me) {
-            a.extend(["--peer".into(), peer.0.clone()]);
+        let a = RouteArgs {
+            host: c.host.clone(),
+            port: *p,
+            peers: router_addrs
+                .iter()
+                .filter(|&p| p != me)
+                .map(|p| p.0.clone())
+                .collect(),
         }
+        .to_args()?;
         let router = launch.start(&format!("router-{i}"), a, vec![me.0.clone()], 0)?;
         record.routers.push(router);
     }
@@ -394,14 +376,12 @@ pub(crate) fn start_schedulers(
 ) -> Result<()> {
     for s in 0..count {
         let port = port(launch.settings.base_port, 50 + u64::from(s))?;
-        let mut a = vec![
-            "scheduler".into(),
-            "--host".into(),
-            launch.settings.host.clone(),
-            "--port".into(),
-            port.to_string(),
-        ];
-        a.extend(router_args(routers));
+        let a = SchedulerArgs {
+            host: launch.settings.host.clone(),
+            port,
+            routers: strings(routers),
+        }
+        .to_args()?;
         let scheduler = launch.start(&format!("scheduler-{s}"), a, vec![launch.tcp(port)], 0)?;
         record.schedulers.push(scheduler);
     }

@@ -12,6 +12,7 @@
 //! - `config.rs`: the config file (`deploy/squall.toml` documents it).
 //! - `roles.rs`: `squall kvs` and `squall route`.
 //! - `compute.rs`: `squall scheduler`, `squall cache`, `squall executor`.
+//! - `argv.rs`: a role's parsed flags rendered back to its command line.
 //! - `cluster.rs`: `squall up`, `down` (wiring only).
 //! - `record.rs`: the cluster record, `STATE_DIR/cluster.json`, and its lock.
 //! - `launch.rs`: starting the local cluster's processes, the port layout.
@@ -22,6 +23,7 @@
 //! - `monitor.rs`: `squall monitor` (statistics, policies, /metrics).
 //! - `ping.rs`: `squall ping`.
 
+mod argv;
 mod cluster;
 mod compute;
 mod config;

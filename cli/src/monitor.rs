@@ -22,6 +22,7 @@ use anna::time::Time;
 use anna::transport::Receiver;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
+use serde::Serialize;
 use squall_monitor::{KubernetesProvider, Monitor, NodeKind, Outlets, Provider};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -29,7 +30,8 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Where the monitor's scaling decisions go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ProviderKind {
     /// The processes of the local cluster `squall up` started (its record in
     /// the state directory).
@@ -41,34 +43,42 @@ pub enum ProviderKind {
     None,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, PartialEq, Args, Serialize)]
 pub struct MonitorArgs {
     /// Host to bind and be reached at.
     #[arg(long, default_value = "127.0.0.1")]
-    host: String,
+    pub(crate) host: String,
     /// Port to listen at (for `squall status`).
     #[arg(long)]
-    port: u16,
+    pub(crate) port: u16,
     /// Serve Prometheus metrics at this address (`HOST:PORT`), or `off`.
     #[arg(long, default_value = "127.0.0.1:9464")]
-    metrics: String,
+    pub(crate) metrics: String,
     /// A router to ask for the cluster state (repeat).
     #[arg(long = "router", required = true)]
-    routers: Vec<String>,
+    pub(crate) routers: Vec<String>,
     /// A scheduler to ask for the compute tier's status (repeat).
     #[arg(long = "scheduler")]
-    schedulers: Vec<String>,
+    pub(crate) schedulers: Vec<String>,
     /// Where scaling decisions go.
     #[arg(long, value_enum, default_value = "local")]
-    provider: ProviderKind,
+    pub(crate) provider: ProviderKind,
     /// Never fewer storage nodes than this (raises `monitor.storage.min_nodes`;
     /// `up` passes the count it started).
     #[arg(long)]
-    min_storage_nodes: Option<u32>,
+    pub(crate) min_storage_nodes: Option<u32>,
     /// Never fewer compute nodes than this (raises
     /// `monitor.compute.min_nodes`; `up` passes the count it started).
     #[arg(long)]
-    min_compute_nodes: Option<u32>,
+    pub(crate) min_compute_nodes: Option<u32>,
+}
+
+impl MonitorArgs {
+    /// The `squall monitor ...` arguments that parse to these (see
+    /// [`crate::argv`]).
+    pub(crate) fn to_args(&self) -> Result<Vec<String>> {
+        crate::argv::render("monitor", self)
+    }
 }
 
 /// The `[monitor]` settings with the floors given on the command line.

@@ -15,41 +15,58 @@ use anna::router::Router;
 use anna::transport::{Shutdown, TransportError, ZmqDriver};
 use anyhow::{Context, Result};
 use clap::Args;
+use serde::Serialize;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-#[derive(Debug, Args)]
+#[derive(Debug, PartialEq, Args, Serialize)]
 pub struct KvsArgs {
     /// This node's id, stable across restarts.
     #[arg(long)]
-    id: u64,
+    pub(crate) id: u64,
     /// Worker threads (default: `cluster.threads` of the config, 0 = cores).
     #[arg(long)]
-    threads: Option<u16>,
+    pub(crate) threads: Option<u16>,
     /// Host to bind and be reached at.
     #[arg(long, default_value = "127.0.0.1")]
-    host: String,
+    pub(crate) host: String,
     /// Port of thread 0; thread t listens at PORT + t.
     #[arg(long)]
-    port: u16,
+    pub(crate) port: u16,
     /// A router to join through (repeat for several).
     #[arg(long = "router", required = true)]
-    routers: Vec<String>,
+    pub(crate) routers: Vec<String>,
 }
 
-#[derive(Debug, Args)]
+impl KvsArgs {
+    /// The `squall kvs ...` arguments that parse to these (see
+    /// [`crate::argv`]).
+    pub(crate) fn to_args(&self) -> Result<Vec<String>> {
+        crate::argv::render("kvs", self)
+    }
+}
+
+#[derive(Debug, PartialEq, Args, Serialize)]
 pub struct RouteArgs {
     /// Host to bind and be reached at.
     #[arg(long, default_value = "127.0.0.1")]
-    host: String,
+    pub(crate) host: String,
     /// Port to listen at.
     #[arg(long)]
-    port: u16,
+    pub(crate) port: u16,
     /// Another router to share the cluster state with (repeat).
     #[arg(long = "peer")]
-    peers: Vec<String>,
+    pub(crate) peers: Vec<String>,
+}
+
+impl RouteArgs {
+    /// The `squall route ...` arguments that parse to these (see
+    /// [`crate::argv`]).
+    pub(crate) fn to_args(&self) -> Result<Vec<String>> {
+        crate::argv::render("route", self)
+    }
 }
 
 pub(crate) fn spawn_driver<R: Role + Send + 'static>(

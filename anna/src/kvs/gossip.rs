@@ -241,14 +241,7 @@ impl StorageWorker {
             self.handoff_acked(now, handoff.keys);
             return;
         }
-        let Some(wait) = self.waits.get_mut(&id) else {
-            return;
-        };
-        let super::WaitFor::Acks { wanted, got, .. } = &mut wait.what else {
-            return;
-        };
-        got.insert(from);
-        if got.len() >= *wanted {
+        if self.reqs.acked(id, from) {
             self.finish_wait(id, out);
         }
     }

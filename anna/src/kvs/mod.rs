@@ -32,12 +32,11 @@ pub mod stats;
 pub mod subscriptions;
 
 use crate::cluster::{ClusterState, Placement, ReplicationFactor};
-use crate::lattice::{KeyState, Timestamp};
-use crate::protocol::{Address, Key, KeyResult, Message, NodeInfo, RequestId};
+use crate::lattice::KeyState;
+use crate::protocol::{Address, Key, Message, NodeInfo, RequestId};
 use crate::role::{Input, Outbox, Role, StableHashMap, StableHashSet};
 use crate::time::Time;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use stats::WorkerStats;
@@ -118,44 +117,6 @@ impl Default for WorkerConfig {
     }
 }
 
-/// A client request waiting for replica acknowledgements or for the
-/// previous owners' copies of keys.
-struct Pending {
-    reply_to: Address,
-    client_id: RequestId,
-    results: Vec<KeyResult>,
-    open: usize,
-    waits: Vec<RequestId>,
-    deadline: Time,
-}
-
-/// What one internal request id (an acked gossip or a fetch) waits for.
-struct Wait {
-    pending: RequestId,
-    op: usize,
-    what: WaitFor,
-}
-
-enum WaitFor {
-    /// Acknowledgements from other replicas of a write.
-    Acks {
-        wanted: usize,
-        got: StableHashSet<Address>,
-        /// The delete epoch the write landed in, for the answer.
-        epoch: Option<Timestamp>,
-    },
-    /// Copies of a key from its previous owners; asked again every
-    /// `handoff_retry` until they answer or the request's deadline.
-    Fetch {
-        key: Key,
-        expect: StableHashSet<Address>,
-        state: KeyState,
-        asked: Time,
-        /// The read asked for the whole state (`KeyOp::ReadState`).
-        whole: bool,
-    },
-}
-
 /// A graceful departure in progress: every key is handed to the owners it
 /// will have without this node, then [`crate::protocol::Membership::Left`]
 /// is reported.
@@ -201,9 +162,7 @@ pub struct StorageWorker {
     leave: Option<Leave>,
     outstanding: StableHashMap<Key, u32>,
     handoffs: StableHashMap<RequestId, Handoff>,
-    pending: StableHashMap<RequestId, Pending>,
-    waits: StableHashMap<RequestId, Wait>,
-    deadlines: BTreeMap<(Time, RequestId), ()>,
+    reqs: requests::Requests,
     sweep: Vec<Key>,
     next_id: u64,
     next_gossip: Time,
@@ -242,9 +201,7 @@ impl StorageWorker {
             leave: None,
             outstanding: StableHashMap::default(),
             handoffs: StableHashMap::default(),
-            pending: StableHashMap::default(),
-            waits: StableHashMap::default(),
-            deadlines: BTreeMap::new(),
+            reqs: requests::Requests::default(),
             sweep: Vec::new(),
             next_id: 0,
             next_gossip: Time::default(),
@@ -349,13 +306,13 @@ impl Role for StorageWorker {
         if self.thread == 0 {
             consider(self.next_heartbeat);
         }
-        if let Some(((deadline, _), ())) = self.deadlines.first_key_value() {
-            consider(*deadline);
+        if let Some(t) = self.reqs.next_deadline() {
+            consider(t);
         }
         if let Some(h) = self.handoffs.values().map(|h| h.retry_at).min() {
             consider(h);
         }
-        if let Some(t) = self.fetch_retry_due() {
+        if let Some(t) = self.reqs.fetch_retry_due(self.config.handoff_retry) {
             consider(t);
         }
         if let Some(t) = self.next_stranded_check {
@@ -420,7 +377,8 @@ impl StorageWorker {
             self.heartbeat(now, out);
         }
         self.retry_handoffs(now, out);
-        self.retry_fetches(now, out);
+        self.reqs
+            .retry_fetches(now, self.config.handoff_retry, &self.me, out);
         self.rehome_stranded(now);
         self.continue_leave(now, out);
         self.subs.prune(now);

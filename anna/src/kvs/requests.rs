@@ -7,15 +7,199 @@
 //! ring transition also asks the key's previous owners (`Fetch`) and answers
 //! with the merge, so no client sees a key missing because it moved.
 
-use super::{Pending, StorageWorker, Wait, WaitFor};
-use crate::lattice::{KeyState, Lattice};
+use super::StorageWorker;
+use crate::lattice::{KeyState, Lattice, Timestamp};
 use crate::protocol::{
     Ack, Address, Gossip, Key, KeyOp, KeyResult, KvsError, KvsRequest, KvsResponse, Message,
     Outcome, RequestId,
 };
 use crate::role::Outbox;
-use crate::role::StableHashSet;
+use crate::role::{StableHashMap, StableHashSet};
 use crate::time::Time;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A client request waiting for replica acknowledgements or for the
+/// previous owners' copies of keys.
+struct Pending {
+    reply_to: Address,
+    client_id: RequestId,
+    results: Vec<KeyResult>,
+    open: usize,
+    waits: Vec<RequestId>,
+    deadline: Time,
+}
+
+/// What one internal request id (an acked gossip or a fetch) waits for.
+struct Wait {
+    pending: RequestId,
+    op: usize,
+    what: WaitFor,
+}
+
+enum WaitFor {
+    /// Acknowledgements from other replicas of a write.
+    Acks {
+        wanted: usize,
+        got: StableHashSet<Address>,
+        /// The delete epoch the write landed in, for the answer.
+        epoch: Option<Timestamp>,
+    },
+    /// Copies of a key from its previous owners; asked again every
+    /// `handoff_retry` until they answer or the request's deadline.
+    Fetch {
+        key: Key,
+        expect: StableHashSet<Address>,
+        state: KeyState,
+        asked: Time,
+        /// The read asked for the whole state (`KeyOp::ReadState`).
+        whole: bool,
+    },
+}
+
+/// The client requests a worker has not answered yet, the internal ids
+/// (acked gossip, fetches) they wait on, and their deadlines.
+#[derive(Default)]
+pub(super) struct Requests {
+    pending: StableHashMap<RequestId, Pending>,
+    waits: StableHashMap<RequestId, Wait>,
+    deadlines: BTreeMap<(Time, RequestId), ()>,
+}
+
+impl Requests {
+    /// Records request `pending_id`, answered by `deadline` at the latest.
+    fn open(&mut self, pending_id: RequestId, pending: Pending) {
+        self.deadlines.insert((pending.deadline, pending_id), ());
+        self.pending.insert(pending_id, pending);
+    }
+
+    /// The earliest deadline of an open request.
+    pub(super) fn next_deadline(&self) -> Option<Time> {
+        self.deadlines
+            .first_key_value()
+            .map(|((deadline, _), ())| *deadline)
+    }
+
+    /// When the oldest unanswered fetch is due to be asked again.
+    pub(super) fn fetch_retry_due(&self, retry: Duration) -> Option<Time> {
+        self.waits
+            .values()
+            .filter_map(|w| match &w.what {
+                WaitFor::Fetch { asked, .. } => Some(*asked + retry),
+                WaitFor::Acks { .. } => None,
+            })
+            .min()
+    }
+
+    /// Asks previous owners again whose copies have not arrived after
+    /// `retry`, for `me`: a lost fetch must not turn into a read that
+    /// misses data.
+    pub(super) fn retry_fetches(
+        &mut self,
+        now: Time,
+        retry: Duration,
+        me: &Address,
+        out: &mut Outbox,
+    ) {
+        for (id, wait) in self.waits.iter_mut() {
+            let WaitFor::Fetch {
+                key, expect, asked, ..
+            } = &mut wait.what
+            else {
+                continue;
+            };
+            if *asked + retry > now {
+                continue;
+            }
+            *asked = now;
+            for to in expect.iter() {
+                out.send(
+                    to.clone(),
+                    Message::Fetch {
+                        id: *id,
+                        reply_to: me.clone(),
+                        keys: vec![key.clone()],
+                    },
+                );
+            }
+        }
+    }
+
+    /// Records `from`'s acknowledgement of the write `id` waits for;
+    /// whether the write now has every acknowledgement it wanted.
+    pub(super) fn acked(&mut self, id: RequestId, from: Address) -> bool {
+        let Some(wait) = self.waits.get_mut(&id) else {
+            return false;
+        };
+        let WaitFor::Acks { wanted, got, .. } = &mut wait.what else {
+            return false;
+        };
+        got.insert(from);
+        got.len() >= *wanted
+    }
+
+    /// Merges `from`'s copies into the fetch `id` waits for; whether every
+    /// previous owner asked has now answered.
+    fn fetched(&mut self, id: RequestId, from: &Address, entries: Vec<(Key, KeyState)>) -> bool {
+        let Some(wait) = self.waits.get_mut(&id) else {
+            return false;
+        };
+        let WaitFor::Fetch { expect, state, .. } = &mut wait.what else {
+            return false;
+        };
+        if !expect.remove(from) {
+            return false;
+        }
+        for (_, s) in entries {
+            state.merge(s);
+        }
+        expect.is_empty()
+    }
+
+    /// Settles operation `op` of request `pending_id` with `outcome`,
+    /// answering the request if it was the last open one.
+    fn settle(&mut self, pending_id: RequestId, op: usize, outcome: Outcome, out: &mut Outbox) {
+        let Some(pending) = self.pending.get_mut(&pending_id) else {
+            return;
+        };
+        if let Some(r) = pending.results.get_mut(op) {
+            r.outcome = outcome;
+        }
+        pending.open = pending.open.saturating_sub(1);
+        if pending.open == 0 {
+            self.answer(pending_id, out);
+        }
+    }
+
+    fn answer(&mut self, pending_id: RequestId, out: &mut Outbox) {
+        if let Some(p) = self.pending.remove(&pending_id) {
+            self.deadlines.remove(&(p.deadline, pending_id));
+            out.send(
+                p.reply_to,
+                Message::KvsResponse(KvsResponse {
+                    id: p.client_id,
+                    results: p.results,
+                }),
+            );
+        }
+    }
+
+    /// The first request whose deadline has passed by `now`, with the
+    /// waits it still has open (taken from it).
+    fn next_expired(&mut self, now: Time) -> Option<(RequestId, Vec<RequestId>)> {
+        let (&(deadline, pending_id), ()) = self.deadlines.first_key_value()?;
+        if deadline > now {
+            return None;
+        }
+        self.deadlines.remove(&(deadline, pending_id));
+        let waits = self
+            .pending
+            .get_mut(&pending_id)
+            .map(|p| std::mem::take(&mut p.waits))
+            .unwrap_or_default();
+        Some((pending_id, waits))
+    }
+}
 
 /// What a read of `state` answers.
 pub(super) fn read_outcome(state: Option<&KeyState>, whole: bool) -> Outcome {
@@ -115,8 +299,7 @@ impl StorageWorker {
             return;
         }
         let deadline = now + self.config.ack_timeout;
-        self.deadlines.insert((deadline, pending_id), ());
-        self.pending.insert(
+        self.reqs.open(
             pending_id,
             Pending {
                 reply_to,
@@ -165,7 +348,7 @@ impl StorageWorker {
                 }),
             );
         }
-        self.waits.insert(
+        self.reqs.waits.insert(
             id,
             Wait {
                 pending,
@@ -220,7 +403,7 @@ impl StorageWorker {
             );
         }
         self.stats.fetches += 1;
-        self.waits.insert(
+        self.reqs.waits.insert(
             id,
             Wait {
                 pending,
@@ -235,45 +418,6 @@ impl StorageWorker {
             },
         );
         Some(id)
-    }
-
-    /// When the oldest unanswered fetch is due to be asked again.
-    pub(super) fn fetch_retry_due(&self) -> Option<Time> {
-        self.waits
-            .values()
-            .filter_map(|w| match &w.what {
-                WaitFor::Fetch { asked, .. } => Some(*asked + self.config.handoff_retry),
-                WaitFor::Acks { .. } => None,
-            })
-            .min()
-    }
-
-    /// Asks previous owners again whose copies have not arrived: a lost
-    /// fetch must not turn into a read that misses data.
-    pub(super) fn retry_fetches(&mut self, now: Time, out: &mut Outbox) {
-        let retry = self.config.handoff_retry;
-        for (id, wait) in self.waits.iter_mut() {
-            let WaitFor::Fetch {
-                key, expect, asked, ..
-            } = &mut wait.what
-            else {
-                continue;
-            };
-            if *asked + retry > now {
-                continue;
-            }
-            *asked = now;
-            for to in expect.iter() {
-                out.send(
-                    to.clone(),
-                    Message::Fetch {
-                        id: *id,
-                        reply_to: self.me.clone(),
-                        keys: vec![key.clone()],
-                    },
-                );
-            }
-        }
     }
 
     pub(super) fn on_fetch(
@@ -308,19 +452,7 @@ impl StorageWorker {
         entries: Vec<(Key, KeyState)>,
         out: &mut Outbox,
     ) {
-        let Some(wait) = self.waits.get_mut(&id) else {
-            return;
-        };
-        let WaitFor::Fetch { expect, state, .. } = &mut wait.what else {
-            return;
-        };
-        if !expect.remove(&from) {
-            return;
-        }
-        for (_, s) in entries {
-            state.merge(s);
-        }
-        if expect.is_empty() {
+        if self.reqs.fetched(id, &from, entries) {
             self.finish_wait(id, out);
         }
     }
@@ -328,7 +460,7 @@ impl StorageWorker {
     /// Settles the operation an internal id waited for, answering its
     /// request if it was the last open one.
     pub(super) fn finish_wait(&mut self, id: RequestId, out: &mut Outbox) {
-        let Some(wait) = self.waits.remove(&id) else {
+        let Some(wait) = self.reqs.waits.remove(&id) else {
             return;
         };
         let outcome = match wait.what {
@@ -360,49 +492,18 @@ impl StorageWorker {
                 outcome
             }
         };
-        let Some(pending) = self.pending.get_mut(&wait.pending) else {
-            return;
-        };
-        if let Some(r) = pending.results.get_mut(wait.op) {
-            r.outcome = outcome;
-        }
-        pending.open = pending.open.saturating_sub(1);
-        if pending.open == 0 {
-            self.answer(wait.pending, out);
-        }
-    }
-
-    fn answer(&mut self, pending_id: RequestId, out: &mut Outbox) {
-        if let Some(p) = self.pending.remove(&pending_id) {
-            self.deadlines.remove(&(p.deadline, pending_id));
-            out.send(
-                p.reply_to,
-                Message::KvsResponse(KvsResponse {
-                    id: p.client_id,
-                    results: p.results,
-                }),
-            );
-        }
+        self.reqs.settle(wait.pending, wait.op, outcome, out);
     }
 
     /// Answers every request whose deadline has passed with what it has:
     /// writes short of their replicas as `AckTimeout`, reads with the copies
     /// that did arrive.
     pub(super) fn expire_pending(&mut self, now: Time, out: &mut Outbox) {
-        while let Some((&(deadline, pending_id), ())) = self.deadlines.first_key_value() {
-            if deadline > now {
-                break;
-            }
-            self.deadlines.remove(&(deadline, pending_id));
-            let waits = self
-                .pending
-                .get_mut(&pending_id)
-                .map(|p| std::mem::take(&mut p.waits))
-                .unwrap_or_default();
+        while let Some((pending_id, waits)) = self.reqs.next_expired(now) {
             for id in waits {
                 self.finish_wait(id, out);
             }
-            self.answer(pending_id, out);
+            self.reqs.answer(pending_id, out);
         }
     }
 }

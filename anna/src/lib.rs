@@ -2,13 +2,16 @@
 //!
 //! An Anna-style key-value store: every value is a lattice, every write is a
 //! merge, replicas converge by gossip, and nothing on the data path
-//! coordinates. This crate is the bottom of the workspace: the compute tier
-//! and the monitor talk to the KVS only through its protocol and client.
+//! coordinates. This crate is the bottom of the workspace and its pure
+//! core: no socket, no clock, no threads (`tests/layers.rs` checks it). The
+//! ZeroMQ driver, sockets, the blocking client and the wall clock are the
+//! `squall-transport` crate on top. The compute tier and the monitor talk
+//! to the KVS only through its protocol and client.
 //!
 //! # Layout
 //!
-//! - [`client`]: the KVS client: a state machine, and a blocking ZeroMQ
-//!   client around it.
+//! - [`client`]: the KVS client as a state machine
+//!   ([`ClientCore`](client::ClientCore)).
 //! - [`cluster`]: [`ClusterState`](cluster::ClusterState), membership and
 //!   replication overrides as a lattice, and the [`Placement`](cluster::Placement)
 //!   of keys on nodes and threads it implies.
@@ -31,8 +34,6 @@
 //! - [`sim`]: [`Sim`](sim::Sim), the seeded deterministic simulator: many
 //!   roles in one process, virtual time, a lossy, duplicating, reordering,
 //!   partitionable network and crashes; a failing seed replays exactly.
-//! - [`transport`]: ZeroMQ PUSH/PULL sockets carrying protocol messages, and
-//!   [`ZmqDriver`](transport::ZmqDriver), the real-time driver of one role.
 //! - [`router`]: the routing tier: placements of keys, and membership.
 //! - [`time`]: [`Time`](time::Time), the instant every handler is given.
 
@@ -48,4 +49,3 @@ pub mod role;
 pub mod router;
 pub mod sim;
 pub mod time;
-pub mod transport;

@@ -1,8 +1,9 @@
 //! [`Time`]: the instant every handler is given.
 //!
 //! Handlers never read a clock; their driver passes `now` in. Real drivers
-//! use [`Time::wall_clock`] (microseconds since the Unix epoch, which is also
-//! what hybrid logical clocks need); a simulator passes virtual time.
+//! read the wall clock (`squall_transport::clock::now`: microseconds since
+//! the Unix epoch, which is also what hybrid logical clocks need); a
+//! simulator passes virtual time. Nothing in this crate reads a clock.
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -30,14 +31,6 @@ impl Time {
         self.0 / 1000
     }
 
-    /// The real time now. Only drivers call this.
-    pub fn wall_clock() -> Self {
-        let since_epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        Time(u64::try_from(since_epoch.as_micros()).unwrap_or(u64::MAX))
-    }
-
     /// How long after `earlier` this is; zero if it is not after.
     pub fn saturating_since(self, earlier: Time) -> Duration {
         Duration::from_micros(self.0.saturating_sub(earlier.0))
@@ -55,19 +48,6 @@ impl std::ops::Add<Duration> for Time {
     }
 }
 
-/// A number unique to this process, this moment and `salt`, without a
-/// random source: what tells a restarted process from the one it replaces
-/// (boot numbers) and one writer from another (writer ids). Only drivers
-/// call this; roles are handed the result.
-pub fn fresh_id(salt: &str) -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let seed = format!("{}/{salt}/{nanos}", std::process::id());
-    crate::ring::stable_hash(seed.as_bytes())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,13 +59,5 @@ mod tests {
         assert_eq!(Time(u64::MAX) + Duration::from_secs(1), Time(u64::MAX));
         assert_eq!(t.saturating_since(Time(10)), Duration::ZERO);
         assert_eq!(Time(2_500).as_millis(), 2);
-    }
-
-    #[test]
-    fn fresh_ids_differ_by_salt_and_moment() {
-        assert_ne!(super::fresh_id("a"), super::fresh_id("b"));
-        let first = super::fresh_id("a");
-        std::thread::sleep(std::time::Duration::from_millis(1));
-        assert_ne!(first, super::fresh_id("a"));
     }
 }

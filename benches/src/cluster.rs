@@ -11,11 +11,12 @@
 
 use crate::backend::{BackendError, Result};
 use crate::cpu::{process_cpu_seconds, resident_bytes};
-use anna::client::{Client, ClientConfig};
+use anna::client::ClientConfig;
 use anna::cluster::Placement;
 use anna::lattice::LatticeValue;
 use anna::protocol::{Address, KeyOp, KvsRequest, Message, Outcome, RequestId};
-use anna::transport::{Receiver, Sender};
+use squall_transport::Client;
+use squall_transport::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 fn io(e: impl std::fmt::Display) -> BackendError {

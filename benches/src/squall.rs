@@ -4,14 +4,15 @@
 //! `squall` binary built beside this one (`squall up`: one router and one
 //! storage node of `threads` worker threads on loopback ports, in a
 //! temporary state directory), and stops it with `squall down` when
-//! dropped. Each client thread opens its own [`anna::client::Client`]: it
+//! dropped. Each client thread opens its own [`squall_transport::Client`]: it
 //! fetches the cluster state once and sends every request straight to the
 //! owning worker thread. Values are last-writer-wins bytes.
 
 use crate::backend::{BackendError, BackendFactory, KvBackend, Result};
-use anna::client::{Client, ClientConfig};
+use anna::client::ClientConfig;
 use anna::lattice::{LatticeValue, Lww};
 use anna::protocol::Address;
+use squall_transport::Client;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

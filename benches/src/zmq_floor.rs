@@ -18,7 +18,7 @@
 use crate::backend::{BackendError, BackendFactory, KvBackend, Result};
 use anna::protocol::{Address, Message, RequestId};
 use anna::role::{Driver, PingResponder};
-use anna::transport::{Receiver, Sender, Shutdown, TransportError, ZmqDriver};
+use squall_transport::{Receiver, Sender, Shutdown, TransportError, ZmqDriver};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 

@@ -5,10 +5,9 @@
 //! [`KvsRequest`](anna::protocol::KvsRequest) to their node's cache (over
 //! `ipc://`), which answers exactly like a storage thread would, for any key.
 //! The cache is a [`Role`](anna::role::Role) (a state machine, no socket,
-//! clock or random source inside); a [`ZmqDriver`](anna::transport::ZmqDriver)
-//! bound at its `tcp://` address (where the KVS reaches it), with the
-//! executors' `ipc://` endpoint added by
-//! [`bind_also`](anna::transport::ZmqDriver::bind_also), runs it.
+//! clock or random source inside); a `squall_transport::ZmqDriver` bound at
+//! its `tcp://` address (where the KVS reaches it), with the executors'
+//! `ipc://` endpoint added by `ZmqDriver::bind_also`, runs it.
 //!
 //! # Hits and misses
 //!

@@ -4,7 +4,7 @@
 //! reading through the cache. A write to the KVS reaches the cache by
 //! subscription, so the next read is a fresh hit.
 
-use anna::client::{Client, ClientConfig};
+use anna::client::ClientConfig;
 use anna::kvs::{StorageWorker, WorkerConfig};
 use anna::lattice::{LatticeValue, WriterId};
 use anna::protocol::{
@@ -12,8 +12,9 @@ use anna::protocol::{
 };
 use anna::role::{Driver, Role};
 use anna::router::{Router, RouterConfig};
-use anna::transport::{Receiver, Sender, Shutdown, ZmqDriver};
 use squall_cache::{Cache, CacheConfig};
+use squall_transport::Client;
+use squall_transport::{Receiver, Sender, Shutdown, ZmqDriver};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 

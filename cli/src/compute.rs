@@ -199,7 +199,7 @@ fn addresses(list: &[String]) -> Vec<Address> {
 
 /// A writer id unique to this process start and address.
 fn writer_for(me: &Address) -> WriterId {
-    WriterId(anna::time::fresh_id(me.as_str()))
+    WriterId(squall_transport::clock::fresh_id(me.as_str()))
 }
 
 /// The site-packages directories of a virtualenv.

@@ -4,7 +4,7 @@
 //! form on the command line, and `--json` takes or prints any value in its
 //! serde JSON form (the wire enum `LatticeValue`), nested maps included.
 
-use anna::client::{Client, ClientConfig};
+use anna::client::ClientConfig;
 use anna::cluster::ReplicationFactor;
 use anna::lattice::{
     Causal, Counter, Dependent, LatticeKind, LatticeValue, Lww, MapLattice, Max, Min,
@@ -13,6 +13,7 @@ use anna::lattice::{
 use anna::protocol::Address;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+use squall_transport::Client;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 

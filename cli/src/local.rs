@@ -368,7 +368,7 @@ impl Provider for LocalProvider {
             return Ok(Vec::new());
         };
         let launch = self.launch(&record).map_err(fail)?;
-        let now_ms = anna::time::Time::wall_clock().as_millis();
+        let now_ms = squall_transport::clock::now().as_millis();
         let mut restarted = Vec::new();
         let tiers = [
             ("router", &mut record.routers),

@@ -121,7 +121,7 @@ fn routers_of(given: &[String], config: &config::SquallConfig) -> Result<Vec<Add
 
 fn run(cli: &Cli) -> Result<ExitCode> {
     let mut config = config::SquallConfig::load(cli.config.as_deref())?;
-    anna::transport::set_max_message_bytes(config.limits.max_message_bytes);
+    squall_transport::set_max_message_bytes(config.limits.max_message_bytes);
     if let Some(dir) = &cli.state_dir {
         config.cluster.state_dir = dir.clone();
     }

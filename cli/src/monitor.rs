@@ -19,11 +19,11 @@ use anna::protocol::monitor::MonitorStatus;
 use anna::protocol::{Address, Message};
 use anna::role::{Input, Outbox, Role};
 use anna::time::Time;
-use anna::transport::Receiver;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use squall_monitor::{KubernetesProvider, Monitor, NodeKind, Outlets, Provider};
+use squall_transport::Receiver;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -159,7 +159,7 @@ pub fn run_monitor(
         schedulers,
         outlets,
         config.client.clone(),
-        WriterId(anna::time::fresh_id(me.as_str())),
+        WriterId(squall_transport::clock::fresh_id(me.as_str())),
     );
     let mut signals = signals()?;
     drivers.push(spawn_driver(&ctx, &me, role, "monitor".into())?);

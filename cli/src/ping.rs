@@ -7,9 +7,9 @@
 
 use anna::protocol::{Address, Message, RequestId};
 use anna::role::{Driver, PingResponder};
-use anna::transport::{Receiver, Sender, Shutdown, ZmqDriver};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use squall_transport::{Receiver, Sender, Shutdown, ZmqDriver};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 

@@ -12,12 +12,12 @@ use anna::kvs::StorageWorker;
 use anna::protocol::{Address, NodeId, NodeInfo};
 use anna::role::{Driver, Role};
 use anna::router::Router;
-use anna::transport::{Shutdown, TransportError, ZmqDriver};
 use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use squall_transport::{Shutdown, TransportError, ZmqDriver};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -172,7 +172,7 @@ pub fn run_kvs(args: &KvsArgs, config: &SquallConfig) -> Result<()> {
         threads: (0..threads)
             .map(|t| Address(format!("tcp://{}:{}", args.host, args.port + t)))
             .collect(),
-        boot: anna::time::fresh_id("boot"),
+        boot: squall_transport::clock::fresh_id("boot"),
     };
     let routers: Vec<Address> = args.routers.iter().map(|r| Address(r.clone())).collect();
     let ctx = zmq::Context::new();

@@ -8,12 +8,13 @@
 use crate::config::SquallConfig;
 use crate::process::alive;
 use crate::record::{read_record, state_file, ClusterRecord};
-use anna::client::{Client, ClientConfig};
+use anna::client::ClientConfig;
 use anna::cluster::{ClusterState, MemberStatus};
 use anna::protocol::compute::ComputeStatus;
 use anna::protocol::{Address, Message, RequestId};
-use anna::transport::{Receiver, Sender};
 use anyhow::{bail, Result};
+use squall_transport::Client;
+use squall_transport::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 /// Asks a scheduler what it knows of the compute tier.

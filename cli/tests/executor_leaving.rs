@@ -8,8 +8,8 @@ mod cluster;
 
 use anna::protocol::compute::ExecutorReport;
 use anna::protocol::{Address, Message};
-use anna::transport::Receiver;
 use cluster::{reserve_ports, running, signal, wait_until, SQUALL};
+use squall_transport::Receiver;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -24,7 +24,7 @@ fn lww(wall_ms: u64, bytes: Vec<u8>) -> LatticeValue {
 }
 
 fn now_ms() -> u64 {
-    anna::time::Time::wall_clock().as_millis()
+    squall_transport::clock::now().as_millis()
 }
 
 #[test]

@@ -7,9 +7,9 @@
 
 mod cluster;
 
-use anna::client::Client;
 use cluster::local::{ids, pids};
 use cluster::{assert_all_readable, client_config, config_toml, running, LocalCluster, PortRange};
+use squall_transport::Client;
 use std::time::{Duration, Instant};
 
 /// This file's ports: 15 blocks from 12000, up to the `cluster` harness's.

@@ -13,7 +13,6 @@
 
 mod cluster;
 
-use anna::client::Client;
 use anna::cluster::ReplicationFactor;
 use anna::lattice::LatticeValue;
 use anna::protocol::monitor::{MonitorEvent, MonitorStatus};
@@ -21,6 +20,7 @@ use anna::protocol::{Address, Key};
 use cluster::{
     assert_all_readable, client_config, running, wait_until, LocalCluster, PortRange, Probe,
 };
+use squall_transport::Client;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;

@@ -22,7 +22,7 @@ use anna::protocol::compute::{
     DagCallRequest, DagChanged, ReplyTo,
 };
 use anna::protocol::{Address, Message, RequestId, Session};
-use anna::transport::{Receiver, Sender};
+use squall_transport::{Receiver, Sender};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};

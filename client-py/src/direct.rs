@@ -9,7 +9,7 @@ use anna::lattice::{KeyState, Lattice, LatticeValue, Timestamp};
 use anna::protocol::{
     compute::UserMessage, Ack, Address, KeyOp, KvsRequest, Message, Outcome, RequestId, Session,
 };
-use anna::transport::{Receiver, Sender, TransportError};
+use squall_transport::{Receiver, Sender, TransportError};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 

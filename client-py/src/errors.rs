@@ -32,8 +32,8 @@ impl From<ClientError> for KvsFailure {
     }
 }
 
-impl From<anna::transport::TransportError> for KvsFailure {
-    fn from(e: anna::transport::TransportError) -> Self {
+impl From<squall_transport::TransportError> for KvsFailure {
+    fn from(e: squall_transport::TransportError) -> Self {
         KvsFailure(ClientError::Transport(e.to_string()))
     }
 }

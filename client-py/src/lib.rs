@@ -87,7 +87,7 @@ fn check_args(py: Python<'_>, function: &str, args: &CallArgs) -> PyResult<()> {
 /// through its schedulers. Use `squall.connect()`, which wraps this.
 #[pyclass(module = "squall._native", frozen)]
 struct Client {
-    kvs: Store<anna::client::Client>,
+    kvs: Store<squall_transport::Client>,
     /// `None` without schedulers: a KVS-only client keeps no reply socket.
     calls: Option<calls::Calls>,
 }
@@ -126,7 +126,7 @@ impl Client {
         };
         let bind = Address(format!("tcp://{bind_host}:*"));
         let routers = routers.into_iter().map(Address).collect();
-        let net = anna::client::Client::connect_from(&bind, routers, config)
+        let net = squall_transport::Client::connect_from(&bind, routers, config)
             .map_err(errors::KvsFailure)?;
         let writer = net.writer();
         let schedulers: Vec<Address> = schedulers.into_iter().map(Address).collect();

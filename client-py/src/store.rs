@@ -56,29 +56,29 @@ pub trait Kvs: Send {
     }
 }
 
-impl Kvs for anna::client::Client {
+impl Kvs for squall_transport::Client {
     fn get(
         &mut self,
         key: &str,
         _at_least: Option<&KeyState>,
     ) -> Result<Option<LatticeValue>, KvsFailure> {
         // The routed client reads at least at its own session's versions.
-        Ok(anna::client::Client::get(self, key)?)
+        Ok(squall_transport::Client::get(self, key)?)
     }
 
     fn put(&mut self, key: &str, value: LatticeValue, ack: Option<Ack>) -> Result<(), KvsFailure> {
         let ack = ack.unwrap_or(self.config().put_ack);
-        Ok(anna::client::Client::put_with(self, key, value, ack)?)
+        Ok(squall_transport::Client::put_with(self, key, value, ack)?)
     }
 
     fn delete(&mut self, key: &str, _at: Timestamp, ack: Option<Ack>) -> Result<(), KvsFailure> {
         // The routed client stamps deletes with its own clock.
         let ack = ack.unwrap_or(self.config().delete_ack);
-        Ok(anna::client::Client::delete_with(self, key, ack)?)
+        Ok(squall_transport::Client::delete_with(self, key, ack)?)
     }
 
     fn session(&mut self) -> Session {
-        anna::client::Client::session(self)
+        squall_transport::Client::session(self)
     }
 
     fn record_written(&mut self, written: &Session) {

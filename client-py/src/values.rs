@@ -18,7 +18,6 @@ use anna::lattice::{
     Causal, CausalVersion, Counter, Dependent, Hlc, LatticeKind, LatticeValue, Lww, MapLattice,
     Max, Min, OrderedSetLattice, Priority, SetLattice, Timestamp, VectorClock, WriterId,
 };
-use anna::time::Time;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -48,7 +47,7 @@ impl Writer {
 
     /// A fresh timestamp of this writer.
     pub fn timestamp(&mut self) -> Timestamp {
-        self.hlc.now(Time::wall_clock().as_millis())
+        self.hlc.now(squall_transport::clock::now().as_millis())
     }
 
     fn under(key: &str, entry: &str) -> bool {
@@ -82,7 +81,7 @@ impl Writer {
 
 /// A writer id unique to this process, this moment and `salt`.
 pub fn fresh_writer(salt: &str) -> WriterId {
-    WriterId(anna::time::fresh_id(salt))
+    WriterId(squall_transport::clock::fresh_id(salt))
 }
 
 static LATTICES: PyOnceLock<Py<PyModule>> = PyOnceLock::new();

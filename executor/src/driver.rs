@@ -10,7 +10,7 @@
 //! ([`ExecutorCore::leave`]) before it returns, so they re-plan its calls
 //! at once rather than after `executor_timeout`. Sends go through a ZeroMQ
 //! context of their own, dropped as [`run`] returns: dropping it waits (up
-//! to [`anna::transport::LINGER`]) until every queued frame has left, in
+//! to [`squall_transport::LINGER`]) until every queued frame has left, in
 //! order, the goodbye last. The context of the receiving sockets cannot
 //! promise that, because the worker thread, possibly still inside a
 //! function, holds a socket of it.
@@ -25,7 +25,7 @@ use anna::protocol::compute::UserMessage;
 use anna::protocol::{self, Address, Message};
 use anna::role::{Input, Outbox, Role, TransportStats};
 use anna::time::Time;
-use anna::transport::{Sender, DELIVERY_BATCH};
+use squall_transport::{Sender, DELIVERY_BATCH};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -123,12 +123,12 @@ pub fn run(
         node: opts.node.clone(),
         cache: opts.cache.clone(),
         schedulers: opts.schedulers.clone(),
-        boot: anna::time::fresh_id("boot"),
+        boot: squall_transport::clock::fresh_id("boot"),
     };
     info!(%address, node = %opts.node, cache = %opts.cache, "executor serving");
     let send_ctx = zmq::Context::new();
     let mut io = Io {
-        core: ExecutorCore::new(config.clone(), id, Time::wall_clock()),
+        core: ExecutorCore::new(config.clone(), id, squall_transport::clock::now()),
         sender: Sender::new(&send_ctx),
         outbox: Outbox::default(),
         received: TransportStats::default(),
@@ -210,7 +210,7 @@ impl Io {
     ) -> Result<(), ExecutorError> {
         let mut frame = zmq::Message::new();
         while !stop.load(Ordering::Relaxed) {
-            let now = Time::wall_clock();
+            let now = squall_transport::clock::now();
             if self.core.next_tick().is_some_and(|due| due <= now) {
                 self.step(now, Input::Tick);
             }
@@ -225,7 +225,7 @@ impl Io {
                 return Err(ExecutorError::Stuck);
             }
             let wait = (self.core.next_tick())
-                .map(|due| due.saturating_since(Time::wall_clock()))
+                .map(|due| due.saturating_since(squall_transport::clock::now()))
                 .unwrap_or(STOP_CHECK)
                 .min(STOP_CHECK);
             let (message, woken) = {
@@ -267,7 +267,7 @@ impl Io {
             match protocol::decode(frame) {
                 Ok(msg) => {
                     self.received.received += 1;
-                    self.step(Time::wall_clock(), Input::Message(msg));
+                    self.step(squall_transport::clock::now(), Input::Message(msg));
                 }
                 Err(error) => {
                     self.received.malformed += 1;
@@ -282,7 +282,7 @@ impl Io {
         match event {
             WorkerEvent::Done(done) => {
                 self.core
-                    .job_done(Time::wall_clock(), done, &mut self.outbox);
+                    .job_done(squall_transport::clock::now(), done, &mut self.outbox);
             }
             WorkerEvent::Send { to, payload } => {
                 let msg = Message::UserMessage(UserMessage {

@@ -6,17 +6,9 @@
 //! operation to one of the key's replicas (spreading operations over them),
 //! retries another replica when one does not answer in time, fetches the
 //! state again when a thread says "not mine", and gives up with a clear
-//! error at the operation's deadline. No per-key routing round trip. The simulator drives it
-//! directly; [`Client`] drives it over ZeroMQ with blocking calls.
-//!
-//! # Layout
-//!
-//! - `mod.rs`: [`ClientCore`], its settings and errors.
-//! - [`blocking`]: [`Client`], the blocking ZeroMQ client.
-
-pub mod blocking;
-
-pub use blocking::Client;
+//! error at the operation's deadline. No per-key routing round trip. The
+//! simulator drives it directly; `squall_transport::Client` drives it over
+//! ZeroMQ with blocking calls.
 
 use crate::cluster::{ClusterState, Placement, ReplicationFactor};
 use crate::lattice::{

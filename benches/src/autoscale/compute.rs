@@ -20,7 +20,7 @@ use anna::protocol::compute::{
     CallArgs, CallId, CallOutcome, CallRequest, ExecutorReport, ReplyTo,
 };
 use anna::protocol::{Address, Message};
-use anna::transport::{Receiver, Sender};
+use squall_transport::{Receiver, Sender};
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::process::Command;
@@ -116,10 +116,10 @@ fn caller(
     payload: &[u8],
     control: &Control,
 ) -> Result<(Vec<Done>, usize)> {
-    let io = |e: anna::transport::TransportError| BackendError::Protocol(e.to_string());
+    let io = |e: squall_transport::TransportError| BackendError::Protocol(e.to_string());
     let mut rx = Receiver::bind(ctx, &Address::from("tcp://127.0.0.1:*")).map_err(io)?;
     let mut tx = Sender::new(ctx);
-    let caller = anna::time::fresh_id("autoscale-bench");
+    let caller = squall_transport::clock::fresh_id("autoscale-bench");
     let mut pending: HashMap<u64, Instant> = HashMap::new();
     let mut done = Vec::new();
     let (mut next, mut seq) = (control.start, 0u64);

@@ -9,7 +9,7 @@ use anna::cluster::ClusterState;
 use anna::protocol::compute::ComputeStatus;
 use anna::protocol::monitor::{MonitorStatus, StorageReport};
 use anna::protocol::{Address, Message, RequestId};
-use anna::transport::{Receiver, Sender};
+use squall_transport::{Receiver, Sender};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;

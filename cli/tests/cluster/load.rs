@@ -1,9 +1,10 @@
 //! Write load and the checks that nothing acknowledged was lost.
 
 use super::Probe;
-use anna::client::{Client, ClientConfig, OpId, OpOutput};
+use anna::client::{ClientConfig, OpId, OpOutput};
 use anna::lattice::LatticeValue;
 use anna::protocol::{Address, Key, Outcome};
+use squall_transport::Client;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -29,9 +29,10 @@ pub use load::{assert_all_readable, assert_on_every_owner, Writer, WriterReport}
 pub use local::{LocalCluster, PortRange, Run};
 pub use probe::Probe;
 
-use anna::client::{Client, ClientConfig};
+use anna::client::ClientConfig;
 use anna::cluster::ClusterState;
 use anna::protocol::{Address, NodeId};
+use squall_transport::Client;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

@@ -7,7 +7,7 @@ use anna::protocol::monitor::{MonitorStatus, StorageReport};
 use anna::protocol::{
     Ack, Address, Key, KeyOp, KeyResult, KvsRequest, Message, RequestId, RouteRequest,
 };
-use anna::transport::{Receiver, Sender};
+use squall_transport::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 /// Keys per route or read request, so no frame grows large.

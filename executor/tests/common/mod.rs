@@ -11,10 +11,10 @@ use anna::protocol::compute::{
     ReplyTo, Runtime, ValueKind,
 };
 use anna::protocol::{Address, KeyOp, KeyResult, KvsResponse, Message, Outcome};
-use anna::transport::{Receiver, Sender};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use squall_executor::{run, ExecutorConfig, ExecutorOptions};
+use squall_transport::{Receiver, Sender};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -3,7 +3,7 @@
 
 use anna::protocol::{Address, Message, RequestId};
 use anna::role::{Driver, PingResponder};
-use anna::transport::{Receiver, Sender, ZmqDriver};
+use squall_transport::{Receiver, Sender, ZmqDriver};
 use std::time::Duration;
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(5));

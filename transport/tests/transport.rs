@@ -5,7 +5,7 @@
 use anna::protocol::{Address, Message, RequestId};
 use anna::role::{Driver, Input, Outbox, PingResponder, Role, Step};
 use anna::time::Time;
-use anna::transport::{Receiver, Sender, ZmqDriver};
+use squall_transport::{Receiver, Sender, ZmqDriver};
 use std::time::{Duration, Instant};
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(5));
@@ -137,7 +137,7 @@ impl Role for Ticker {
 fn the_driver_sleeps_until_a_tick_is_due_then_delivers_it() {
     let ctx = zmq::Context::new();
     let role = Ticker {
-        next: Time::wall_clock() + Duration::from_millis(20),
+        next: squall_transport::clock::now() + Duration::from_millis(20),
         ticks: 0,
     };
     let mut driver = ZmqDriver::bind(&ctx, &Address::from("inproc://ticker"), role).unwrap();

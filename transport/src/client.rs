@@ -5,13 +5,13 @@
 //! decides. One `Client` is one writer (its id breaks timestamp ties); use
 //! one per thread.
 
-use super::{ClientConfig, ClientCore, ClientError, Completion, OpId, OpOutput};
-use crate::cluster::ReplicationFactor;
-use crate::lattice::{KeyState, LatticeValue, Lww, Timestamp, WriterId};
-use crate::protocol::{Ack, Address, Key, Message, RequestId, Session};
-use crate::role::Outbox;
-use crate::time::Time;
-use crate::transport::{Receiver, Sender, TransportError};
+use crate::clock;
+use crate::socket::{Receiver, Sender, TransportError};
+use anna::client::{ClientConfig, ClientCore, ClientError, Completion, OpId, OpOutput};
+use anna::cluster::ReplicationFactor;
+use anna::lattice::{KeyState, LatticeValue, Lww, Timestamp, WriterId};
+use anna::protocol::{Ack, Address, Key, Message, RequestId, Session};
+use anna::role::Outbox;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -65,7 +65,7 @@ impl Client {
         let ctx = ctx.clone();
         let rx = Receiver::bind(&ctx, bind)?;
         let me = rx.address().clone();
-        let writer = WriterId(crate::time::fresh_id(me.as_str()));
+        let writer = WriterId(clock::fresh_id(me.as_str()));
         Ok(Client {
             core: ClientCore::new(config, me, routers, writer),
             tx: Sender::new(&ctx),
@@ -88,14 +88,14 @@ impl Client {
 
     /// A fresh hybrid-logical-clock timestamp of this writer.
     pub fn timestamp(&mut self) -> Timestamp {
-        self.core.timestamp(Time::wall_clock())
+        self.core.timestamp(clock::now())
     }
 
     /// Reads `key`: its merged value, or `None`.
     pub fn get(&mut self, key: &str) -> Result<Option<LatticeValue>, ClientError> {
         let id = self
             .core
-            .get(Time::wall_clock(), key.to_string(), &mut self.outbox);
+            .get(clock::now(), key.to_string(), &mut self.outbox);
         Ok(read_value(self.wait(id)?))
     }
 
@@ -112,13 +112,13 @@ impl Client {
         value: LatticeValue,
         ack: Ack,
     ) -> Result<(), ClientError> {
-        let now = Time::wall_clock();
+        let now = clock::now();
         let id = (self.core).put_with(now, key.to_string(), value, ack, &mut self.outbox);
         self.wait(id).map(|_| ())
     }
 
     /// The versions of this client's acknowledged writes, for a call to
-    /// carry (see [`crate::protocol::session`]).
+    /// carry (see [`anna::protocol::session`]).
     pub fn session(&mut self) -> Session {
         self.core.session()
     }
@@ -133,7 +133,7 @@ impl Client {
     /// them (each answered with one response), values in the order of
     /// `keys`. Fails with the first key's error if any read fails.
     pub fn get_many(&mut self, keys: &[&str]) -> Result<Vec<Option<LatticeValue>>, ClientError> {
-        let now = Time::wall_clock();
+        let now = clock::now();
         let ids: Vec<OpId> = self.core.batch(&mut self.outbox, |core, out| {
             keys.iter()
                 .map(|k| core.get(now, k.to_string(), out))
@@ -156,7 +156,7 @@ impl Client {
     /// Merges several values at once (see [`Client::get_many`]); fails with
     /// the first error if any write fails.
     pub fn put_many(&mut self, entries: Vec<(Key, LatticeValue)>) -> Result<(), ClientError> {
-        let now = Time::wall_clock();
+        let now = clock::now();
         let ids: Vec<OpId> = self.core.batch(&mut self.outbox, |core, out| {
             entries
                 .into_iter()
@@ -186,7 +186,7 @@ impl Client {
 
     /// Deletes `key`, acknowledged at `ack`.
     pub fn delete_with(&mut self, key: &str, ack: Ack) -> Result<(), ClientError> {
-        let now = Time::wall_clock();
+        let now = clock::now();
         let at = self.core.timestamp(now);
         let id = (self.core).delete_at(now, key.to_string(), at, ack, &mut self.outbox);
         self.wait(id).map(|_| ())
@@ -194,7 +194,7 @@ impl Client {
 
     /// Sets the replication factor of `key` (nodes, and threads per node;
     /// capped by what is live): writes the override to its metadata key in
-    /// the KVS ([`crate::cluster::replication_key`]), whose owners announce
+    /// the KVS ([`anna::cluster::replication_key`]), whose owners announce
     /// it to the routers, and waits until a router shows it. Owners added
     /// by a higher factor receive the key by handoff.
     pub fn set_replication(
@@ -203,7 +203,7 @@ impl Client {
         factor: ReplicationFactor,
     ) -> Result<(), ClientError> {
         let at = self.timestamp();
-        let meta = crate::cluster::replication_key(key);
+        let meta = anna::cluster::replication_key(key);
         let value = LatticeValue::Lww(Lww::new(at, factor.to_bytes()));
         let routers = self.core.routers().to_vec();
         let deadline = Instant::now() + self.core.config().op_timeout;
@@ -240,13 +240,12 @@ impl Client {
     /// Starts a read without waiting: for pipelined load. Collect with
     /// [`Client::wait_any`].
     pub fn start_get(&mut self, key: Key) -> OpId {
-        self.core.get(Time::wall_clock(), key, &mut self.outbox)
+        self.core.get(clock::now(), key, &mut self.outbox)
     }
 
     /// Starts a put without waiting.
     pub fn start_put(&mut self, key: Key, value: LatticeValue) -> OpId {
-        self.core
-            .put(Time::wall_clock(), key, value, &mut self.outbox)
+        self.core.put(clock::now(), key, value, &mut self.outbox)
     }
 
     /// Waits for any started operation to finish.
@@ -289,18 +288,18 @@ impl Client {
                 tracing::debug!(%to, error = %e, "request not sent; the attempt will time out");
             }
         }
-        let now = Time::wall_clock();
+        let now = clock::now();
         let wait = self
             .core
             .next_tick()
             .map_or(Duration::from_secs(1), |t| t.saturating_since(now));
         let mut done = match self.rx.recv(Some(wait))? {
-            Some(msg) => self.core.handle(Time::wall_clock(), msg, &mut self.outbox),
+            Some(msg) => self.core.handle(clock::now(), msg, &mut self.outbox),
             None => Vec::new(),
         };
         // Retries and deadlines run even while unrelated messages keep
         // arriving.
-        let now = Time::wall_clock();
+        let now = clock::now();
         if self.core.next_tick().is_some_and(|t| t <= now) {
             done.extend(self.core.tick(now, &mut self.outbox));
         }

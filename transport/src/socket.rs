@@ -14,9 +14,10 @@
 //! do not decode are counted and dropped; they never reach a role or end a
 //! thread.
 
-use crate::protocol::{self, Address, DecodeError, EncodeError, Message};
-use crate::role::{Driver, Input, Outbox, Role, Step};
-use crate::time::Time;
+use crate::clock;
+use anna::protocol::{self, Address, DecodeError, EncodeError, Message};
+use anna::role::{Driver, Input, Outbox, Role, Step};
+use anna::time::Time;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -68,7 +69,7 @@ pub enum TransportError {
     Socket(#[from] zmq::Error),
 }
 
-pub use crate::role::TransportStats;
+pub use anna::role::TransportStats;
 
 /// The largest frame a receiving socket of this process accepts
 /// (`ZMQ_MAXMSGSIZE`): the codec's ceiling unless the process set its
@@ -451,7 +452,7 @@ impl<R: Role> ZmqDriver<R> {
             self.reported = stats;
             self.role.observe_transport(stats);
         }
-        self.role.step(Time::wall_clock(), input, &mut self.outbox);
+        self.role.step(clock::now(), input, &mut self.outbox);
         self.flush();
     }
 }
@@ -460,14 +461,14 @@ impl<R: Role> Driver for ZmqDriver<R> {
     type Error = TransportError;
 
     fn now(&self) -> Time {
-        Time::wall_clock()
+        clock::now()
     }
 
     fn step(&mut self, max_wait: Duration) -> Result<Step, TransportError> {
         if self.stopped {
             return Ok(Step::Stopped);
         }
-        let now = Time::wall_clock();
+        let now = clock::now();
         let mut wait = max_wait;
         if let Some(due) = self.role.next_tick() {
             if due <= now {

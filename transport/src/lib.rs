@@ -1,0 +1,21 @@
+//! # squall-transport — Squall's roles on real sockets and real time
+//!
+//! `anna` is the pure core: lattices, the protocol, rings, the cluster
+//! state, every role as a state machine, the simulator. It has no socket
+//! and reads no clock (its `Cargo.toml` has no `zmq`, and
+//! `anna/tests/layers.rs` checks its sources). This crate is the layer on
+//! top that touches the world:
+//!
+//! - [`socket`]: ZeroMQ PUSH/PULL sockets carrying protocol messages
+//!   ([`Receiver`], [`Sender`], with `ZMQ_MAXMSGSIZE`), and
+//!   [`ZmqDriver`], the real-time driver of one role.
+//! - [`client`]: [`Client`], the KVS client over ZeroMQ with blocking
+//!   calls, around `anna::client::ClientCore`.
+//! - [`clock`]: the wall clock and fresh ids, for drivers to hand to roles.
+
+pub mod client;
+pub mod clock;
+pub mod socket;
+
+pub use client::Client;
+pub use socket::*;

@@ -208,15 +208,16 @@ impl StorageWorker {
             } else if let Some(leave) = &mut self.leave {
                 // Leaving: pass it on with everything else.
                 leave.dirty.insert(key);
-            } else if self.outstanding.contains_key(&key) {
+            } else if self.handoffs.in_flight(&key) {
                 // Already being handed on: send the news too.
                 if changed {
-                    self.to_handoff.insert(key);
+                    self.handoffs.queue(key);
                 }
             } else {
                 // Probably sent under a ring this worker has not seen yet:
                 // keep it a while before handing it to the owners it knows.
-                self.strand(now, key);
+                self.handoffs
+                    .strand(now, key, self.config.transition_window);
             }
         }
         if let Some(id) = ack {
@@ -237,8 +238,8 @@ impl StorageWorker {
         from: Address,
         out: &mut Outbox,
     ) {
-        if let Some(handoff) = self.handoffs.remove(&id) {
-            self.handoff_acked(now, handoff.keys);
+        if let Some(keys) = self.handoffs.take_acked(id) {
+            self.handoff_acked(now, keys);
             return;
         }
         if self.reqs.acked(id, from) {

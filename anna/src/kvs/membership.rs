@@ -8,14 +8,194 @@
 //! for `transition_window` the new owners' reads also ask this worker
 //! (`Fetch`), so a moving key is never missing.
 
-use super::{Handoff, Leave, StorageWorker};
+use super::{Leave, StorageWorker};
 use crate::cluster::{ClusterState, MemberStatus, Placement};
 use crate::lattice::Lattice;
-use crate::protocol::{Address, Gossip, Key, Membership, Message};
+use crate::protocol::{Address, Gossip, Key, Membership, Message, RequestId};
 use crate::role::Outbox;
-use crate::role::StableHashSet;
+use crate::role::{StableHashMap, StableHashSet};
 use crate::time::Time;
 use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// An unacknowledged batch of keys handed to a new owner.
+struct Handoff {
+    target: Address,
+    keys: Vec<Key>,
+    /// When it is sent again if unacknowledged: `handoff_retry` after the
+    /// first send, doubling with every resend up to [`MAX_HANDOFF_WAIT`],
+    /// so a receiver slow to merge a large value is not sent it again and
+    /// again.
+    retry_at: Time,
+    /// Sends so far.
+    attempts: u32,
+}
+
+/// The longest wait before an unacknowledged handoff is sent again.
+const MAX_HANDOFF_WAIT: Duration = Duration::from_secs(10);
+
+/// A worker's key handoffs: keys queued for their new owners, batches sent
+/// and not yet acknowledged (and how many such batches each key is in), and
+/// keys that arrived here unowned ("stranded"), kept a transition window
+/// before they are handed on.
+#[derive(Default)]
+pub(super) struct Handoffs {
+    /// Batches sent and not acknowledged, by the id their gossip asks
+    /// acknowledged.
+    sent: StableHashMap<RequestId, Handoff>,
+    /// How many unacknowledged batches each key is in.
+    outstanding: StableHashMap<Key, u32>,
+    /// Keys to hand over at the next gossip round.
+    queued: StableHashSet<Key>,
+    /// Keys held unowned, since when.
+    stranded: StableHashMap<Key, Time>,
+    next_stranded_check: Option<Time>,
+}
+
+impl Handoffs {
+    /// Whether nothing is queued or unacknowledged.
+    pub(super) fn is_idle(&self) -> bool {
+        self.sent.is_empty() && self.queued.is_empty()
+    }
+
+    /// Whether keys are queued for the next round.
+    pub(super) fn queued(&self) -> bool {
+        !self.queued.is_empty()
+    }
+
+    /// Whether `key` is in an unacknowledged batch.
+    pub(super) fn in_flight(&self, key: &str) -> bool {
+        self.outstanding.contains_key(key)
+    }
+
+    /// Queues `key` for its owners at the next round.
+    pub(super) fn queue(&mut self, key: Key) {
+        self.queued.insert(key);
+    }
+
+    /// When the next unacknowledged batch is due to be sent again.
+    pub(super) fn next_retry(&self) -> Option<Time> {
+        self.sent.values().map(|h| h.retry_at).min()
+    }
+
+    /// When stranded keys are next looked at.
+    pub(super) fn next_stranded_check(&self) -> Option<Time> {
+        self.next_stranded_check
+    }
+
+    /// Records that `key` arrived at `now` without this worker owning it;
+    /// it is looked at again after `window`.
+    pub(super) fn strand(&mut self, now: Time, key: Key, window: Duration) {
+        self.stranded.entry(key).or_insert(now);
+        if self.next_stranded_check.is_none() {
+            self.next_stranded_check = Some(now + window);
+        }
+    }
+
+    /// The keys stranded for a whole `window` by `now`, forgotten as
+    /// stranded.
+    fn take_stranded(&mut self, now: Time, window: Duration) -> Vec<Key> {
+        if self.next_stranded_check.is_none_or(|t| t > now) {
+            return Vec::new();
+        }
+        let due: Vec<Key> = self
+            .stranded
+            .iter()
+            .filter(|(_, since)| **since + window <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &due {
+            self.stranded.remove(key);
+        }
+        self.next_stranded_check = self.stranded.values().min().map(|t| *t + window);
+        due
+    }
+
+    /// Forgets every batch sent (a new ring queues their keys again).
+    fn reset(&mut self) {
+        self.sent.clear();
+        self.outstanding.clear();
+    }
+
+    /// Takes the queued keys.
+    fn take_queued(&mut self) -> Vec<Key> {
+        self.queued.drain().collect()
+    }
+
+    /// Records batch `id` as sent.
+    fn record(&mut self, id: RequestId, handoff: Handoff) {
+        for k in &handoff.keys {
+            *self.outstanding.entry(k.clone()).or_default() += 1;
+        }
+        self.sent.insert(id, handoff);
+    }
+
+    /// The keys of batch `id`, if it was a handoff not yet acknowledged.
+    pub(super) fn take_acked(&mut self, id: RequestId) -> Option<Vec<Key>> {
+        self.sent.remove(&id).map(|h| h.keys)
+    }
+
+    /// Counts a batch of `keys` acknowledged; returns those now in no
+    /// unacknowledged batch and not queued again.
+    fn settle(&mut self, keys: Vec<Key>) -> Vec<Key> {
+        let mut done = Vec::new();
+        for key in keys {
+            let Some(n) = self.outstanding.get_mut(&key) else {
+                continue;
+            };
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.outstanding.remove(&key);
+                if !self.queued.contains(&key) {
+                    done.push(key);
+                }
+            }
+        }
+        done
+    }
+
+    /// Takes the batches due to be sent again at `now`: those whose target
+    /// is still a thread of `placement` come back grouped by target and
+    /// next attempt; the keys of the others are queued again (the ring
+    /// change that removed the target queued them too).
+    fn take_due(&mut self, now: Time, placement: &Placement) -> BTreeMap<(Address, u32), Vec<Key>> {
+        let due: Vec<_> = self
+            .sent
+            .iter()
+            .filter(|(_, h)| h.retry_at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut resend: BTreeMap<(Address, u32), Vec<Key>> = BTreeMap::new();
+        if due.is_empty() {
+            return resend;
+        }
+        let live: StableHashSet<&Address> = placement
+            .nodes()
+            .values()
+            .flat_map(|n| n.threads.iter())
+            .collect();
+        for id in due {
+            let Some(h) = self.sent.remove(&id) else {
+                continue;
+            };
+            for k in &h.keys {
+                if let Some(n) = self.outstanding.get_mut(k) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            if live.contains(&h.target) {
+                resend
+                    .entry((h.target, h.attempts + 1))
+                    .or_default()
+                    .extend(h.keys);
+            } else {
+                self.queued.extend(h.keys);
+            }
+        }
+        self.outstanding.retain(|_, n| *n > 0);
+        resend
+    }
+}
 
 impl StorageWorker {
     pub(super) fn on_membership(&mut self, now: Time, m: Membership, out: &mut Outbox) {
@@ -121,7 +301,7 @@ impl StorageWorker {
         let Some(leave) = &mut self.leave else {
             return;
         };
-        if !leave.reported && self.handoffs.is_empty() && leave.dirty.is_empty() {
+        if !leave.reported && self.handoffs.sent.is_empty() && leave.dirty.is_empty() {
             leave.reported = true;
             tracing::info!(
                 node = self.node.id.0,
@@ -139,33 +319,16 @@ impl StorageWorker {
         }
     }
 
-    /// Records that `key` arrived here without this worker owning it.
-    pub(super) fn strand(&mut self, now: Time, key: Key) {
-        self.stranded.entry(key).or_insert(now);
-        if self.next_stranded_check.is_none() {
-            self.next_stranded_check = Some(now + self.config.transition_window);
-        }
-    }
-
     /// Keys held unowned for a whole transition window go to their owners.
     pub(super) fn rehome_stranded(&mut self, now: Time) {
-        if self.next_stranded_check.is_none_or(|t| t > now) {
-            return;
-        }
-        let window = self.config.transition_window;
-        let due: Vec<Key> = self
-            .stranded
-            .iter()
-            .filter(|(_, since)| **since + window <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let due = self
+            .handoffs
+            .take_stranded(now, self.config.transition_window);
         for key in due {
-            self.stranded.remove(&key);
             if self.shard.contains_key(&key) && !self.owns(&key) {
-                self.to_handoff.insert(key);
+                self.handoffs.queue(key);
             }
         }
-        self.next_stranded_check = self.stranded.values().min().map(|t| *t + window);
     }
 
     /// While leaving, a write to `key` must be handed over again.
@@ -179,8 +342,7 @@ impl StorageWorker {
     /// did not hold it under `old` (new owners, and owners whose node
     /// restarted). Outstanding handoffs are recomputed.
     fn rehome_keys(&mut self, old: &Placement) {
-        self.handoffs.clear();
-        self.outstanding.clear();
+        self.handoffs.reset();
         let mut after = Vec::new();
         for key in self.shard.keys() {
             self.placement.owners_into(key, &mut after);
@@ -189,7 +351,7 @@ impl StorageWorker {
                 .iter()
                 .any(|a| *a != self.me && !old.held_by_same(&self.placement, key, a));
             if !owned || newcomer {
-                self.to_handoff.insert(key.clone());
+                self.handoffs.queue(key.clone());
             }
         }
     }
@@ -198,11 +360,11 @@ impl StorageWorker {
     /// worker no longer owns the key, else only owners it has not yet
     /// handed the key to (new since the last placement).
     pub(super) fn send_handoffs(&mut self, now: Time, out: &mut Outbox) {
-        if self.to_handoff.is_empty() {
+        if !self.handoffs.queued() {
             return;
         }
         let mut batches: BTreeMap<Address, Vec<Key>> = BTreeMap::new();
-        let keys: Vec<Key> = self.to_handoff.drain().collect();
+        let keys = self.handoffs.take_queued();
         for key in keys {
             if !self.shard.contains_key(&key) {
                 continue;
@@ -243,7 +405,7 @@ impl StorageWorker {
             .config
             .handoff_retry
             .saturating_mul(1 << attempt.saturating_sub(1).min(6))
-            .min(super::MAX_HANDOFF_WAIT.max(self.config.handoff_retry));
+            .min(MAX_HANDOFF_WAIT.max(self.config.handoff_retry));
         let shard = &self.shard;
         let chunks = super::gossip::split_by_bytes(keys, self.batch_bytes(), |k| {
             shard.get(k).map_or(0, |s| super::gossip::entry_bytes(k, s))
@@ -254,9 +416,6 @@ impl StorageWorker {
                 .iter()
                 .filter_map(|k| self.shard.get(k).map(|s| (k.clone(), s.clone())))
                 .collect();
-            for k in &chunk {
-                *self.outstanding.entry(k.clone()).or_default() += 1;
-            }
             self.stats.handoffs_out += 1;
             out.send(
                 target.clone(),
@@ -266,7 +425,7 @@ impl StorageWorker {
                     ack: Some(id),
                 }),
             );
-            self.handoffs.insert(
+            self.handoffs.record(
                 id,
                 Handoff {
                     target: target.clone(),
@@ -281,17 +440,10 @@ impl StorageWorker {
     /// A new owner holds `keys`: those this worker no longer owns and has no
     /// other handoff of outstanding are removed.
     pub(super) fn handoff_acked(&mut self, _now: Time, keys: Vec<Key>) {
-        for key in keys {
-            let Some(n) = self.outstanding.get_mut(&key) else {
-                continue;
-            };
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.outstanding.remove(&key);
-                if !self.owns(&key) && !self.to_handoff.contains(&key) {
-                    self.shard.remove(&key);
-                    self.changed.remove(&key);
-                }
+        for key in self.handoffs.settle(keys) {
+            if !self.owns(&key) {
+                self.shard.remove(&key);
+                self.changed.remove(&key);
             }
         }
     }
@@ -300,41 +452,7 @@ impl StorageWorker {
     /// doubling with each resend up to 10 s), with the current state, to targets that are still owners; forgets the others (the ring
     /// change that removed them queued the keys again).
     pub(super) fn retry_handoffs(&mut self, now: Time, out: &mut Outbox) {
-        let due: Vec<_> = self
-            .handoffs
-            .iter()
-            .filter(|(_, h)| h.retry_at <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        if due.is_empty() {
-            return;
-        }
-        let live: StableHashSet<&Address> = self
-            .placement
-            .nodes()
-            .values()
-            .flat_map(|n| n.threads.iter())
-            .collect();
-        let mut resend: BTreeMap<(Address, u32), Vec<Key>> = BTreeMap::new();
-        for id in due {
-            let Some(h) = self.handoffs.remove(&id) else {
-                continue;
-            };
-            for k in &h.keys {
-                if let Some(n) = self.outstanding.get_mut(k) {
-                    *n = n.saturating_sub(1);
-                }
-            }
-            if live.contains(&h.target) {
-                resend
-                    .entry((h.target, h.attempts + 1))
-                    .or_default()
-                    .extend(h.keys);
-            } else {
-                self.to_handoff.extend(h.keys);
-            }
-        }
-        self.outstanding.retain(|_, n| *n > 0);
+        let resend = self.handoffs.take_due(now, &self.placement);
         for ((target, attempt), keys) in resend {
             self.send_handoff_attempt(now, target, keys, attempt, out);
         }

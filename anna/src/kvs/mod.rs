@@ -127,22 +127,6 @@ struct Leave {
     reported: bool,
 }
 
-/// An unacknowledged batch of keys handed to a new owner.
-struct Handoff {
-    target: Address,
-    keys: Vec<Key>,
-    /// When it is sent again if unacknowledged: `handoff_retry` after the
-    /// first send, doubling with every resend up to [`MAX_HANDOFF_WAIT`],
-    /// so a receiver slow to merge a large value is not sent it again and
-    /// again.
-    retry_at: Time,
-    /// Sends so far.
-    attempts: u32,
-}
-
-/// The longest wait before an unacknowledged handoff is sent again.
-const MAX_HANDOFF_WAIT: Duration = Duration::from_secs(10);
-
 /// One storage thread.
 pub struct StorageWorker {
     config: WorkerConfig,
@@ -156,12 +140,8 @@ pub struct StorageWorker {
     incarnation: Option<u64>,
     shard: StableHashMap<Key, KeyState>,
     changed: StableHashSet<Key>,
-    to_handoff: StableHashSet<Key>,
-    stranded: StableHashMap<Key, Time>,
-    next_stranded_check: Option<Time>,
     leave: Option<Leave>,
-    outstanding: StableHashMap<Key, u32>,
-    handoffs: StableHashMap<RequestId, Handoff>,
+    handoffs: membership::Handoffs,
     reqs: requests::Requests,
     sweep: Vec<Key>,
     next_id: u64,
@@ -195,12 +175,8 @@ impl StorageWorker {
             incarnation: None,
             shard: StableHashMap::default(),
             changed: StableHashSet::default(),
-            to_handoff: StableHashSet::default(),
-            stranded: StableHashMap::default(),
-            next_stranded_check: None,
             leave: None,
-            outstanding: StableHashMap::default(),
-            handoffs: StableHashMap::default(),
+            handoffs: membership::Handoffs::default(),
             reqs: requests::Requests::default(),
             sweep: Vec::new(),
             next_id: 0,
@@ -249,9 +225,7 @@ impl StorageWorker {
 
     /// Whether no handoff is outstanding and every key held is owned.
     pub fn settled(&self) -> bool {
-        self.handoffs.is_empty()
-            && self.to_handoff.is_empty()
-            && self.shard.keys().all(|k| self.owns(k))
+        self.handoffs.is_idle() && self.shard.keys().all(|k| self.owns(k))
     }
 
     /// Whether a graceful departure has handed every key over.
@@ -294,7 +268,7 @@ impl Role for StorageWorker {
         let mut consider = |t: Time| {
             next = Some(next.map_or(t, |n: Time| n.min(t)));
         };
-        if !self.changed.is_empty() || !self.to_handoff.is_empty() || self.subs.owed() {
+        if !self.changed.is_empty() || self.handoffs.queued() || self.subs.owed() {
             consider(self.next_gossip);
         }
         if let Some(t) = self.subs.prune_due() {
@@ -309,13 +283,13 @@ impl Role for StorageWorker {
         if let Some(t) = self.reqs.next_deadline() {
             consider(t);
         }
-        if let Some(h) = self.handoffs.values().map(|h| h.retry_at).min() {
+        if let Some(h) = self.handoffs.next_retry() {
             consider(h);
         }
         if let Some(t) = self.reqs.fetch_retry_due(self.config.handoff_retry) {
             consider(t);
         }
-        if let Some(t) = self.next_stranded_check {
+        if let Some(t) = self.handoffs.next_stranded_check() {
             consider(t);
         }
         if let Some(leave) = &self.leave {

@@ -18,7 +18,7 @@ use super::StorageWorker;
 use crate::cluster::REPLICATION_PREFIX;
 use crate::lattice::{KeyState, Lattice};
 use crate::protocol::{Address, Gossip, Key, Message, RequestId};
-use crate::role::Outbox;
+use crate::role::{Outbox, StableHashSet};
 use crate::time::Time;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -59,20 +59,76 @@ pub fn split_by_bytes<T>(
     batches
 }
 
+/// A worker's gossip rounds: the keys changed since the last gossip round,
+/// what is left of the anti-entropy sweep over the shard, and when each
+/// round is next due.
+#[derive(Default)]
+pub(super) struct Rounds {
+    /// Keys written or merged since the last round, for their other
+    /// replicas (and subscribers).
+    changed: StableHashSet<Key>,
+    /// Keys the current anti-entropy pass has yet to re-send.
+    sweep: Vec<Key>,
+    next_gossip: Time,
+    next_anti_entropy: Time,
+}
+
+impl Rounds {
+    /// `key` changed here: it goes to its other replicas next round.
+    pub(super) fn note_changed(&mut self, key: &Key) {
+        self.changed.insert(key.clone());
+    }
+
+    /// `key` is no longer held: nothing of it to send.
+    pub(super) fn forget(&mut self, key: &str) {
+        self.changed.remove(key);
+    }
+
+    /// Whether some key changed since the last round.
+    pub(super) fn has_changed(&self) -> bool {
+        !self.changed.is_empty()
+    }
+
+    /// Takes the keys changed since the last round.
+    fn take_changed(&mut self) -> Vec<Key> {
+        self.changed.drain().collect()
+    }
+
+    /// When the next gossip round is due.
+    pub(super) fn next_gossip(&self) -> Time {
+        self.next_gossip
+    }
+
+    /// When the next anti-entropy slice is due.
+    pub(super) fn next_anti_entropy(&self) -> Time {
+        self.next_anti_entropy
+    }
+
+    /// After a slice of `bytes` sent at `now`: the next waits one `period`
+    /// for every `budget` bytes (or part of it), at least one.
+    fn schedule_anti_entropy(&mut self, now: Time, bytes: usize, budget: usize, period: Duration) {
+        let periods = u32::try_from(bytes.div_ceil(budget))
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let wait = period.checked_mul(periods).unwrap_or(Duration::MAX);
+        self.next_anti_entropy = now + wait;
+    }
+}
+
 impl StorageWorker {
     /// Sends every key changed since the last round to its other owners.
     pub(super) fn gossip(&mut self, now: Time, out: &mut Outbox) {
-        self.next_gossip = now + self.config.gossip_period;
+        self.rounds.next_gossip = now + self.config.gossip_period;
         self.send_handoffs(now, out);
         if self.subs.owed() {
             // Changed by other replicas' gossip: for subscribers only.
-            let notify = self.subs.take_owed(&self.changed);
+            let notify = self.subs.take_owed(&self.rounds.changed);
             self.push_to_subscribers(now, &notify, out);
         }
-        if self.changed.is_empty() {
+        if !self.rounds.has_changed() {
             return;
         }
-        let keys: Vec<Key> = self.changed.drain().collect();
+        let keys = self.rounds.take_changed();
         self.push_to_subscribers(now, &keys, out);
         let batches = self.batch_to_replicas(keys);
         self.send_batches(batches, out);
@@ -84,34 +140,27 @@ impl StorageWorker {
     /// however large it is. A slice over the budget delays the next one by
     /// as many periods as its bytes are worth.
     pub(super) fn anti_entropy(&mut self, now: Time, out: &mut Outbox) {
-        if self.sweep.is_empty() {
-            self.sweep = self.shard.keys().cloned().collect();
+        if self.rounds.sweep.is_empty() {
+            self.rounds.sweep = self.shard.keys().cloned().collect();
         }
         let budget = self.config.anti_entropy_bytes.max(1);
         let mut keys: Vec<Key> = Vec::new();
         let mut bytes = 0usize;
         while keys.len() < self.config.anti_entropy_keys && bytes < budget {
-            let Some(key) = self.sweep.pop() else {
+            let Some(key) = self.rounds.sweep.pop() else {
                 break;
             };
             let cost = self.resend_bytes(&key);
             if !keys.is_empty() && bytes.saturating_add(cost) > budget {
                 // The next round's.
-                self.sweep.push(key);
+                self.rounds.sweep.push(key);
                 break;
             }
             bytes = bytes.saturating_add(cost);
             keys.push(key);
         }
-        let periods = u32::try_from(bytes.div_ceil(budget))
-            .unwrap_or(u32::MAX)
-            .max(1);
-        let wait = self
-            .config
-            .anti_entropy_period
-            .checked_mul(periods)
-            .unwrap_or(Duration::MAX);
-        self.next_anti_entropy = now + wait;
+        self.rounds
+            .schedule_anti_entropy(now, bytes, budget, self.config.anti_entropy_period);
         for key in keys.iter().filter(|k| k.starts_with(REPLICATION_PREFIX)) {
             self.announce_replication(key, out);
         }

@@ -443,7 +443,7 @@ impl StorageWorker {
         for key in self.handoffs.settle(keys) {
             if !self.owns(&key) {
                 self.shard.remove(&key);
-                self.changed.remove(&key);
+                self.rounds.forget(&key);
             }
         }
     }

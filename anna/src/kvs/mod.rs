@@ -139,14 +139,11 @@ pub struct StorageWorker {
     previous: Option<(Placement, Time)>,
     incarnation: Option<u64>,
     shard: StableHashMap<Key, KeyState>,
-    changed: StableHashSet<Key>,
+    rounds: gossip::Rounds,
     leave: Option<Leave>,
     handoffs: membership::Handoffs,
     reqs: requests::Requests,
-    sweep: Vec<Key>,
     next_id: u64,
-    next_gossip: Time,
-    next_anti_entropy: Time,
     next_heartbeat: Time,
     stats: WorkerStats,
     subs: subscriptions::Subscriptions,
@@ -174,14 +171,11 @@ impl StorageWorker {
             previous: None,
             incarnation: None,
             shard: StableHashMap::default(),
-            changed: StableHashSet::default(),
+            rounds: gossip::Rounds::default(),
             leave: None,
             handoffs: membership::Handoffs::default(),
             reqs: requests::Requests::default(),
-            sweep: Vec::new(),
             next_id: 0,
-            next_gossip: Time::default(),
-            next_anti_entropy: Time::default(),
             next_heartbeat: Time::default(),
             subs: subscriptions::Subscriptions::default(),
             scratch: Vec::new(),
@@ -268,14 +262,14 @@ impl Role for StorageWorker {
         let mut consider = |t: Time| {
             next = Some(next.map_or(t, |n: Time| n.min(t)));
         };
-        if !self.changed.is_empty() || self.handoffs.queued() || self.subs.owed() {
-            consider(self.next_gossip);
+        if self.rounds.has_changed() || self.handoffs.queued() || self.subs.owed() {
+            consider(self.rounds.next_gossip());
         }
         if let Some(t) = self.subs.prune_due() {
             consider(t);
         }
         if !self.shard.is_empty() {
-            consider(self.next_anti_entropy);
+            consider(self.rounds.next_anti_entropy());
         }
         if self.thread == 0 {
             consider(self.next_heartbeat);
@@ -294,7 +288,7 @@ impl Role for StorageWorker {
         }
         if let Some(leave) = &self.leave {
             if !leave.reported || !leave.dirty.is_empty() {
-                consider(self.next_gossip);
+                consider(self.rounds.next_gossip());
             }
         }
         next
@@ -341,10 +335,10 @@ impl StorageWorker {
 
     fn on_tick(&mut self, now: Time, out: &mut Outbox) {
         self.expire_pending(now, out);
-        if now >= self.next_gossip {
+        if now >= self.rounds.next_gossip() {
             self.gossip(now, out);
         }
-        if now >= self.next_anti_entropy {
+        if now >= self.rounds.next_anti_entropy() {
             self.anti_entropy(now, out);
         }
         if self.thread == 0 && now >= self.next_heartbeat {

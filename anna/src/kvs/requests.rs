@@ -268,7 +268,7 @@ impl StorageWorker {
                     match entry.put(value) {
                         Ok(changed) => {
                             if changed {
-                                self.changed.insert(key.clone());
+                                self.rounds.note_changed(&key);
                                 self.mark_leave_dirty(&key);
                             }
                             self.announce_replication(&key, out);
@@ -285,7 +285,7 @@ impl StorageWorker {
                 KeyOp::Delete { key, at } => {
                     self.stats.deletes += 1;
                     if self.shard.entry(key.clone()).or_default().delete(at) {
-                        self.changed.insert(key.clone());
+                        self.rounds.note_changed(&key);
                         self.mark_leave_dirty(&key);
                     }
                     self.announce_replication(&key, out);

@@ -179,7 +179,7 @@ impl StorageWorker {
             return 0;
         }
         let mut owners = std::mem::take(&mut self.scratch);
-        self.placement.owners_into(key, &mut owners);
+        self.ring.placement().owners_into(key, &mut owners);
         let to = owners.iter().filter(|a| **a != self.me).count();
         self.scratch = owners;
         entry_bytes(key, state).saturating_mul(to)
@@ -205,7 +205,7 @@ impl StorageWorker {
             if !self.owns(&key) {
                 continue;
             }
-            self.placement.owners_into(&key, &mut owners);
+            self.ring.placement().owners_into(&key, &mut owners);
             for to in owners.iter().filter(|a| **a != self.me) {
                 batches
                     .entry(to.clone())

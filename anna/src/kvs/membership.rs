@@ -9,7 +9,7 @@
 //! (`Fetch`), so a moving key is never missing.
 
 use super::{Leave, StorageWorker};
-use crate::cluster::{ClusterState, MemberStatus, Placement};
+use crate::cluster::{ClusterState, MemberStatus, Placement, ReplicationFactor};
 use crate::lattice::Lattice;
 use crate::protocol::{Address, Gossip, Key, Membership, Message, RequestId};
 use crate::role::Outbox;
@@ -197,6 +197,55 @@ impl Handoffs {
     }
 }
 
+/// The ring as a worker sees it: the cluster state it knows, the placement
+/// it routes by, the placement before the last change (consulted by reads
+/// until the transition window ends), and this node's incarnation in the
+/// ring, if it is in it.
+pub(super) struct Ring {
+    cluster: ClusterState,
+    placement: Placement,
+    previous: Option<(Placement, Time)>,
+    incarnation: Option<u64>,
+}
+
+impl Ring {
+    /// The empty ring, before any state arrives.
+    pub(super) fn new(replication: ReplicationFactor) -> Self {
+        let cluster = ClusterState::default();
+        let placement = Placement::new(&cluster, replication);
+        Ring {
+            cluster,
+            placement,
+            previous: None,
+            incarnation: None,
+        }
+    }
+
+    /// The membership known.
+    pub(super) fn cluster(&self) -> &ClusterState {
+        &self.cluster
+    }
+
+    /// The placement routed by.
+    pub(super) fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    /// Whether this node is in the ring (as its current incarnation).
+    pub(super) fn joined(&self) -> bool {
+        self.incarnation.is_some()
+    }
+
+    /// The placement before the last change, while its transition window
+    /// is open at `now`.
+    pub(super) fn previous(&self, now: Time) -> Option<&Placement> {
+        self.previous
+            .as_ref()
+            .filter(|(_, until)| now < *until)
+            .map(|(p, _)| p)
+    }
+}
+
 impl StorageWorker {
     pub(super) fn on_membership(&mut self, now: Time, m: Membership, out: &mut Outbox) {
         match m {
@@ -224,15 +273,15 @@ impl StorageWorker {
 
     /// Merges a cluster state; on a change of placement, starts moving keys.
     pub fn merge_cluster(&mut self, now: Time, state: ClusterState, out: &mut Outbox) {
-        if !self.cluster.merge(state) {
+        if !self.ring.cluster.merge(state) {
             return;
         }
-        let was_joined = self.incarnation.is_some();
-        self.incarnation = match self.cluster.member(self.node.id) {
+        let was_joined = self.ring.incarnation.is_some();
+        self.ring.incarnation = match self.ring.cluster.member(self.node.id) {
             Some(r) if r.status == MemberStatus::Up(self.node.clone()) => Some(r.incarnation),
             _ => None,
         };
-        if was_joined && self.incarnation.is_none() && self.leave.is_none() {
+        if was_joined && self.ring.incarnation.is_none() && self.leave.is_none() {
             // Declared departed while alive (a stall, a partition): every
             // key goes to its owners without this node, and thread 0 asks
             // to join again at once, as a new incarnation.
@@ -245,19 +294,19 @@ impl StorageWorker {
             }
             self.stats.rejoins += 1;
         }
-        let placement = Placement::new(&self.cluster, self.config.replication);
-        let old = std::mem::replace(&mut self.placement, placement);
+        let placement = Placement::new(&self.ring.cluster, self.config.replication);
+        let old = std::mem::replace(&mut self.ring.placement, placement);
         self.rehome_keys(&old);
         // Reads of keys new to this worker consult the owners before the
         // change. A worker that has just joined (or rejoined as a new
         // incarnation) may never have seen the ring without itself: the
         // owners before its join are those of the ring without it.
-        let before = if !was_joined && self.incarnation.is_some() {
+        let before = if !was_joined && self.ring.incarnation.is_some() {
             self.placement_without_me()
         } else {
             old
         };
-        self.previous = Some((before, now + self.config.transition_window));
+        self.ring.previous = Some((before, now + self.config.transition_window));
         self.send_handoffs(now, out);
         if self.leave.is_some() {
             // The handoffs were reset with the ring: start the departure's
@@ -273,8 +322,8 @@ impl StorageWorker {
 
     /// Where keys will live once this node has departed.
     fn placement_without_me(&self) -> Placement {
-        let mut state = self.cluster.clone();
-        if let Some(incarnation) = self.incarnation {
+        let mut state = self.ring.cluster.clone();
+        if let Some(incarnation) = self.ring.incarnation {
             state.record_departure(self.node.id, incarnation);
         }
         Placement::new(&state, self.config.replication)
@@ -313,7 +362,7 @@ impl StorageWorker {
                 Message::Membership(Membership::Left {
                     node: self.node.id,
                     thread: self.thread,
-                    incarnation: self.incarnation.unwrap_or(0),
+                    incarnation: self.ring.incarnation.unwrap_or(0),
                 }),
             );
         }
@@ -345,11 +394,11 @@ impl StorageWorker {
         self.handoffs.reset();
         let mut after = Vec::new();
         for key in self.shard.keys() {
-            self.placement.owners_into(key, &mut after);
-            let owned = self.incarnation.is_some() && after.contains(&self.me);
+            self.ring.placement.owners_into(key, &mut after);
+            let owned = self.ring.incarnation.is_some() && after.contains(&self.me);
             let newcomer = after
                 .iter()
-                .any(|a| *a != self.me && !old.held_by_same(&self.placement, key, a));
+                .any(|a| *a != self.me && !old.held_by_same(&self.ring.placement, key, a));
             if !owned || newcomer {
                 self.handoffs.queue(key.clone());
             }
@@ -370,12 +419,13 @@ impl StorageWorker {
                 continue;
             }
             let owned = self.owns(&key);
-            for to in self.placement.owners(&key) {
+            for to in self.ring.placement.owners(&key) {
                 let had_it = owned
                     && self
+                        .ring
                         .previous
                         .as_ref()
-                        .is_some_and(|(p, _)| p.held_by_same(&self.placement, &key, &to));
+                        .is_some_and(|(p, _)| p.held_by_same(&self.ring.placement, &key, &to));
                 if to != self.me && !had_it {
                     batches.entry(to).or_default().push(key.clone());
                 }
@@ -452,7 +502,7 @@ impl StorageWorker {
     /// doubling with each resend up to 10 s), with the current state, to targets that are still owners; forgets the others (the ring
     /// change that removed them queued the keys again).
     pub(super) fn retry_handoffs(&mut self, now: Time, out: &mut Outbox) {
-        let resend = self.handoffs.take_due(now, &self.placement);
+        let resend = self.handoffs.take_due(now, &self.ring.placement);
         for ((target, attempt), keys) in resend {
             self.send_handoff_attempt(now, target, keys, attempt, out);
         }
@@ -462,7 +512,7 @@ impl StorageWorker {
     /// (unless it is leaving).
     pub(super) fn heartbeat(&mut self, now: Time, out: &mut Outbox) {
         self.next_heartbeat = now + self.config.heartbeat_period;
-        let msg = match self.incarnation {
+        let msg = match self.ring.incarnation {
             Some(incarnation) => Membership::Heartbeat {
                 node: self.node.clone(),
                 incarnation,

@@ -134,10 +134,7 @@ pub struct StorageWorker {
     thread: u32,
     me: Address,
     routers: Vec<Address>,
-    cluster: ClusterState,
-    placement: Placement,
-    previous: Option<(Placement, Time)>,
-    incarnation: Option<u64>,
+    ring: membership::Ring,
     shard: StableHashMap<Key, KeyState>,
     rounds: gossip::Rounds,
     leave: Option<Leave>,
@@ -157,8 +154,7 @@ impl StorageWorker {
     /// bug in the launcher, not input.
     pub fn new(config: WorkerConfig, node: NodeInfo, thread: u32, routers: Vec<Address>) -> Self {
         let me = node.threads[thread as usize].clone();
-        let cluster = ClusterState::default();
-        let placement = Placement::new(&cluster, config.replication);
+        let ring = membership::Ring::new(config.replication);
         StorageWorker {
             stats: WorkerStats::new(config.stats_epoch),
             config,
@@ -166,10 +162,7 @@ impl StorageWorker {
             thread,
             me,
             routers,
-            cluster,
-            placement,
-            previous: None,
-            incarnation: None,
+            ring,
             shard: StableHashMap::default(),
             rounds: gossip::Rounds::default(),
             leave: None,
@@ -199,12 +192,12 @@ impl StorageWorker {
 
     /// The membership this worker knows.
     pub fn cluster(&self) -> &ClusterState {
-        &self.cluster
+        self.ring.cluster()
     }
 
     /// The placement this worker routes by.
     pub fn placement(&self) -> &Placement {
-        &self.placement
+        self.ring.placement()
     }
 
     /// The counters and access statistics.
@@ -214,7 +207,7 @@ impl StorageWorker {
 
     /// Whether this worker is in the ring.
     pub fn joined(&self) -> bool {
-        self.incarnation.is_some()
+        self.ring.joined()
     }
 
     /// Whether no handoff is outstanding and every key held is owned.
@@ -233,9 +226,12 @@ impl StorageWorker {
     /// addresses is still in the ring; nor does one that has handed all its
     /// keys over to leave (a write it took now would not be handed over).
     fn owns(&self, key: &str) -> bool {
-        self.incarnation.is_some()
+        self.ring.joined()
             && !self.left()
-            && self.placement.is_owner(key, self.node.id, self.thread)
+            && self
+                .ring
+                .placement()
+                .is_owner(key, self.node.id, self.thread)
     }
 
     fn fresh_id(&mut self) -> RequestId {
@@ -319,7 +315,7 @@ impl StorageWorker {
                 let reply = Message::status_reply(
                     id,
                     &self.me,
-                    &self.cluster,
+                    self.ring.cluster(),
                     self.config.replication,
                     counters,
                 );

@@ -230,7 +230,7 @@ impl StorageWorker {
                 results.push(KeyResult {
                     key,
                     outcome: Outcome::NotMine {
-                        ring_version: self.placement.version(),
+                        ring_version: self.ring.placement().version(),
                     },
                 });
                 continue;
@@ -324,7 +324,7 @@ impl StorageWorker {
         out: &mut Outbox,
     ) -> Outcome {
         let mut owners = std::mem::take(&mut self.scratch);
-        self.placement.owners_into(key, &mut owners);
+        self.ring.placement().owners_into(key, &mut owners);
         let others: StableHashSet<Address> = owners.drain(..).filter(|a| *a != self.me).collect();
         self.scratch = owners;
         let wanted = match ack {
@@ -376,8 +376,8 @@ impl StorageWorker {
         whole: bool,
         out: &mut Outbox,
     ) -> Option<RequestId> {
-        let (previous, until) = self.previous.as_ref()?;
-        if now >= *until || previous.held_by_same(&self.placement, key, &self.me) {
+        let previous = self.ring.previous(now)?;
+        if previous.held_by_same(self.ring.placement(), key, &self.me) {
             return None;
         }
         // Only previous owners still live: a node that departed handed its
@@ -386,7 +386,7 @@ impl StorageWorker {
         let expect: StableHashSet<Address> = previous
             .owners(key)
             .into_iter()
-            .filter(|a| *a != self.me && self.placement.holder(a).is_some())
+            .filter(|a| *a != self.me && self.ring.placement().holder(a).is_some())
             .collect();
         if expect.is_empty() {
             return None;

@@ -251,12 +251,12 @@ impl StorageWorker {
                     self.announce_replication(&key, out);
                     self.subs.note(&key);
                     if let Some(leave) = &mut self.leave {
-                        leave.dirty.insert(key);
+                        leave.mark_dirty(key);
                     }
                 }
             } else if let Some(leave) = &mut self.leave {
                 // Leaving: pass it on with everything else.
-                leave.dirty.insert(key);
+                leave.mark_dirty(key);
             } else if self.handoffs.in_flight(&key) {
                 // Already being handed on: send the news too.
                 if changed {

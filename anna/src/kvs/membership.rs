@@ -8,7 +8,7 @@
 //! for `transition_window` the new owners' reads also ask this worker
 //! (`Fetch`), so a moving key is never missing.
 
-use super::{Leave, StorageWorker};
+use super::StorageWorker;
 use crate::cluster::{ClusterState, MemberStatus, Placement, ReplicationFactor};
 use crate::lattice::Lattice;
 use crate::protocol::{Address, Gossip, Key, Membership, Message, RequestId};
@@ -197,15 +197,44 @@ impl Handoffs {
     }
 }
 
+/// A graceful departure in progress: every key is handed to the owners it
+/// will have without this node, then [`crate::protocol::Membership::Left`]
+/// is reported.
+pub(super) struct Leave {
+    reply_to: Address,
+    without_me: Placement,
+    dirty: StableHashSet<Key>,
+    reported: bool,
+}
+
+impl Leave {
+    /// Whether every key has been handed over and `Left` sent.
+    pub(super) fn reported(&self) -> bool {
+        self.reported
+    }
+
+    /// Whether the departure still has work for the next round.
+    pub(super) fn unfinished(&self) -> bool {
+        !self.reported || !self.dirty.is_empty()
+    }
+
+    /// `key` changed: it must be handed over (again).
+    pub(super) fn mark_dirty(&mut self, key: Key) {
+        self.dirty.insert(key);
+    }
+}
+
 /// The ring as a worker sees it: the cluster state it knows, the placement
 /// it routes by, the placement before the last change (consulted by reads
-/// until the transition window ends), and this node's incarnation in the
-/// ring, if it is in it.
+/// until the transition window ends), this node's incarnation in the ring,
+/// if it is in it, and when thread 0 next heartbeats.
 pub(super) struct Ring {
     cluster: ClusterState,
     placement: Placement,
     previous: Option<(Placement, Time)>,
     incarnation: Option<u64>,
+    /// When thread 0 next tells the routers the node is alive.
+    next_heartbeat: Time,
 }
 
 impl Ring {
@@ -218,6 +247,7 @@ impl Ring {
             placement,
             previous: None,
             incarnation: None,
+            next_heartbeat: Time::default(),
         }
     }
 
@@ -234,6 +264,11 @@ impl Ring {
     /// Whether this node is in the ring (as its current incarnation).
     pub(super) fn joined(&self) -> bool {
         self.incarnation.is_some()
+    }
+
+    /// When thread 0 next heartbeats.
+    pub(super) fn next_heartbeat(&self) -> Time {
+        self.next_heartbeat
     }
 
     /// The placement before the last change, while its transition window
@@ -290,7 +325,7 @@ impl StorageWorker {
                     node = self.node.id.0,
                     "this node was declared departed while alive: handing keys over and rejoining"
                 );
-                self.next_heartbeat = now;
+                self.ring.next_heartbeat = now;
             }
             self.stats.rejoins += 1;
         }
@@ -383,7 +418,7 @@ impl StorageWorker {
     /// While leaving, a write to `key` must be handed over again.
     pub(super) fn mark_leave_dirty(&mut self, key: &Key) {
         if let Some(leave) = &mut self.leave {
-            leave.dirty.insert(key.clone());
+            leave.mark_dirty(key.clone());
         }
     }
 
@@ -511,7 +546,7 @@ impl StorageWorker {
     /// Thread 0: tells the routers the node is alive, or asks to join
     /// (unless it is leaving).
     pub(super) fn heartbeat(&mut self, now: Time, out: &mut Outbox) {
-        self.next_heartbeat = now + self.config.heartbeat_period;
+        self.ring.next_heartbeat = now + self.config.heartbeat_period;
         let msg = match self.ring.incarnation {
             Some(incarnation) => Membership::Heartbeat {
                 node: self.node.clone(),

@@ -21,6 +21,27 @@
 //!   heavy-hitter summary) with the busy fraction.
 //! - `report`: the answer to the monitor's `StatsRequest`.
 //! - [`subscriptions`]: caches subscribed to keys, pushed every change.
+//!
+//! # State
+//!
+//! Besides its identity, configuration and shard, a worker's state is
+//! grouped by concern, each group a type in the file of its concern with
+//! the methods that need only it; a handler that needs more takes the
+//! worker and reaches the groups by name, so each touches visibly which:
+//!
+//! - `ring` ([`membership`]'s `Ring`): the cluster state, the placement,
+//!   the placement before the last change, this node's incarnation and
+//!   when thread 0 next heartbeats.
+//! - `handoffs` ([`membership`]'s `Handoffs`): keys queued for new owners,
+//!   batches sent and not acknowledged, keys stranded here unowned.
+//! - `leave` ([`membership`]'s `Leave`): a graceful departure in progress.
+//! - `rounds` ([`gossip`]'s `Rounds`): keys changed since the last gossip
+//!   round, the anti-entropy sweep, and both rounds' timers.
+//! - `reqs` ([`requests`]' `Requests`): client requests not yet answered,
+//!   the acknowledgements and fetches they wait on, their deadlines.
+//! - `subs` ([`subscriptions`]' `Subscriptions`): subscribers, keys owed
+//!   a push, and the pruning timer.
+//! - `stats` ([`WorkerStats`]): counters and access statistics.
 
 pub mod departure;
 pub mod gossip;
@@ -34,7 +55,7 @@ pub mod subscriptions;
 use crate::cluster::{ClusterState, Placement, ReplicationFactor};
 use crate::lattice::KeyState;
 use crate::protocol::{Address, Key, Message, NodeInfo, RequestId};
-use crate::role::{Input, Outbox, Role, StableHashMap, StableHashSet};
+use crate::role::{Input, Outbox, Role, StableHashMap};
 use crate::time::Time;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -117,16 +138,6 @@ impl Default for WorkerConfig {
     }
 }
 
-/// A graceful departure in progress: every key is handed to the owners it
-/// will have without this node, then [`crate::protocol::Membership::Left`]
-/// is reported.
-struct Leave {
-    reply_to: Address,
-    without_me: Placement,
-    dirty: StableHashSet<Key>,
-    reported: bool,
-}
-
 /// One storage thread.
 pub struct StorageWorker {
     config: WorkerConfig,
@@ -137,11 +148,10 @@ pub struct StorageWorker {
     ring: membership::Ring,
     shard: StableHashMap<Key, KeyState>,
     rounds: gossip::Rounds,
-    leave: Option<Leave>,
+    leave: Option<membership::Leave>,
     handoffs: membership::Handoffs,
     reqs: requests::Requests,
     next_id: u64,
-    next_heartbeat: Time,
     stats: WorkerStats,
     subs: subscriptions::Subscriptions,
     scratch: Vec<Address>,
@@ -169,7 +179,6 @@ impl StorageWorker {
             handoffs: membership::Handoffs::default(),
             reqs: requests::Requests::default(),
             next_id: 0,
-            next_heartbeat: Time::default(),
             subs: subscriptions::Subscriptions::default(),
             scratch: Vec::new(),
         }
@@ -217,7 +226,7 @@ impl StorageWorker {
 
     /// Whether a graceful departure has handed every key over.
     pub fn left(&self) -> bool {
-        self.leave.as_ref().is_some_and(|l| l.reported)
+        self.leave.as_ref().is_some_and(|l| l.reported())
     }
 
     /// Whether this worker holds `key` under the current placement. A
@@ -268,7 +277,7 @@ impl Role for StorageWorker {
             consider(self.rounds.next_anti_entropy());
         }
         if self.thread == 0 {
-            consider(self.next_heartbeat);
+            consider(self.ring.next_heartbeat());
         }
         if let Some(t) = self.reqs.next_deadline() {
             consider(t);
@@ -283,7 +292,7 @@ impl Role for StorageWorker {
             consider(t);
         }
         if let Some(leave) = &self.leave {
-            if !leave.reported || !leave.dirty.is_empty() {
+            if leave.unfinished() {
                 consider(self.rounds.next_gossip());
             }
         }
@@ -337,7 +346,7 @@ impl StorageWorker {
         if now >= self.rounds.next_anti_entropy() {
             self.anti_entropy(now, out);
         }
-        if self.thread == 0 && now >= self.next_heartbeat {
+        if self.thread == 0 && now >= self.ring.next_heartbeat() {
             self.heartbeat(now, out);
         }
         self.retry_handoffs(now, out);

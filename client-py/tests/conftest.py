@@ -16,6 +16,7 @@ make. Tests of the policies start clusters of their own
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -154,6 +155,42 @@ class Cluster:
         for log in sorted((self.state_dir / "logs").glob("*")):
             out.append(f"--- {log.name}\n" + log.read_text(errors="replace")[-3000:])
         return "\n".join(out)
+
+
+# A config section for clusters of their own whose node counts must not
+# change under the test's load.
+POLICIES_OFF = "[monitor.storage]\nenabled = false\n\n[monitor.compute]\nenabled = false\n"
+
+
+@contextlib.contextmanager
+def own_cluster(prefix: str, config: str, *up: str, **ports: int):
+    """A cluster of a test module's own: `config` (a `squall.toml` text) in
+    a fresh state directory, `squall up UP` on free ports (`ports` as
+    `free_base_port` takes them); yields `(Cluster, client)` and always
+    takes it down and removes the directory."""
+    state_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    path = state_dir / "squall.toml"
+    path.write_text(config)
+    c = Cluster(squall_bin(), state_dir, path)
+    try:
+        c.up(*up, **ports)
+        client = squall.connect(str(state_dir), timeout=10.0)
+        try:
+            yield c, client
+        finally:
+            client.close()
+    finally:
+        c.cli("down", check=False)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` runs (exists and is not a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 @pytest.fixture(scope="session")

@@ -11,14 +11,10 @@ once with the size and the limit.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
-
 import pytest
 
 import squall
-from conftest import Cluster, squall_bin
+from conftest import POLICIES_OFF, own_cluster
 
 CAP = 64 << 20
 VALUE_LIMIT = 1 << 20
@@ -26,22 +22,13 @@ VALUE_LIMIT = 1 << 20
 
 @pytest.fixture(scope="module")
 def capped():
-    state_dir = Path(tempfile.mkdtemp(prefix="squall-limits-"))
-    config = state_dir / "squall.toml"
-    config.write_text(
+    config = (
         f"[executor]\npython_memory_bytes = {CAP}\nmax_value_bytes = {16 << 20}\n\n"
-        f"[limits]\nmax_value_bytes = {VALUE_LIMIT}\n\n"
-        "[monitor.storage]\nenabled = false\n\n[monitor.compute]\nenabled = false\n"
+        f"[limits]\nmax_value_bytes = {VALUE_LIMIT}\n\n" + POLICIES_OFF
     )
-    c = Cluster(squall_bin(), state_dir, config)
-    try:
-        c.up("--nodes", "1", "--threads", "1", "--compute-nodes", "1", "--executors", "1")
-        client = squall.connect(str(state_dir), timeout=10.0)
-        yield c, client
-        client.close()
-    finally:
-        c.cli("down", check=False)
-        shutil.rmtree(state_dir, ignore_errors=True)
+    up = ("--nodes", "1", "--threads", "1", "--compute-nodes", "1", "--executors", "1")
+    with own_cluster("squall-limits-", config, *up) as cluster_and_client:
+        yield cluster_and_client
 
 
 def hog():

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 import squall
-from conftest import Cluster, squall_bin
+from conftest import Cluster, running, squall_bin
 
 # The storage policy and the hot keys stay off: only the compute tier moves.
 CONFIG = """\
@@ -143,15 +143,6 @@ def scaling():
     finally:
         c.cli("down", check=False)
         shutil.rmtree(state_dir, ignore_errors=True)
-
-
-def running(pid: int) -> bool:
-    """Whether `pid` runs (exists and is not a zombie)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def processes_mentioning(needle: str) -> list:

@@ -12,16 +12,13 @@ seconds, not a timeout.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
 import squall
-from conftest import Cluster, squall_bin
+from conftest import Cluster, own_cluster, running
 
 CONFIG = """\
 [storage]
@@ -41,29 +38,12 @@ enabled = false
 
 @pytest.fixture(scope="module")
 def healing():
-    state_dir = Path(tempfile.mkdtemp(prefix="squall-repair-"))
-    config = state_dir / "squall.toml"
-    config.write_text(CONFIG)
-    c = Cluster(squall_bin(), state_dir, config)
-    try:
-        c.up(
-            "--nodes", "3", "--threads", "1", "--routers", "2", "--schedulers", "2",
-            "--compute-nodes", "2", "--executors", "1",
-        )
-        client = squall.connect(str(state_dir), timeout=10.0)
-        yield c, client
-        client.close()
-    finally:
-        c.cli("down", check=False)
-        shutil.rmtree(state_dir, ignore_errors=True)
-
-
-def running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    up = (
+        "--nodes", "3", "--threads", "1", "--routers", "2", "--schedulers", "2",
+        "--compute-nodes", "2", "--executors", "1",
+    )
+    with own_cluster("squall-repair-", CONFIG, *up) as cluster_and_client:
+        yield cluster_and_client
 
 
 def replaced(c: Cluster, part: str, index: int, old_pid: int, limit: float = 10.0) -> float:

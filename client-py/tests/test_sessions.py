@@ -12,38 +12,25 @@ counter start again from zero, whoever incremented it before.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 import squall
-from conftest import Cluster, free_base_port, squall_bin
+from conftest import POLICIES_OFF, own_cluster
 
 
 @pytest.fixture(scope="module")
 def replicated():
-    state_dir = Path(tempfile.mkdtemp(prefix="squall-sessions-"))
-    config = state_dir / "squall.toml"
     # One invocation per executor at a time: the functions of a DAG call
     # run on two executors (of either compute node), not one after the
     # other on one.
-    config.write_text(
-        "[scheduler]\nexecutor_capacity = 1\n\n"
-        "[monitor.storage]\nenabled = false\n\n[monitor.compute]\nenabled = false\n"
-    )
-    c = Cluster(squall_bin(), state_dir, config)
-    try:
-        c.up("--nodes", "3", "--threads", "1", "--compute-nodes", "2", "--executors", "2")
-        client = squall.connect(str(state_dir), timeout=10.0)
-        yield c, client
-        client.close()
-    finally:
-        c.cli("down", check=False)
-        shutil.rmtree(state_dir, ignore_errors=True)
+    config = "[scheduler]\nexecutor_capacity = 1\n\n" + POLICIES_OFF
+    up = ("--nodes", "3", "--threads", "1", "--compute-nodes", "2", "--executors", "2")
+    with own_cluster("squall-sessions-", config, *up) as cluster_and_client:
+        yield cluster_and_client
 
 
 def identity(x):
@@ -319,21 +306,10 @@ def slow_gossip():
     """A cluster whose replicas gossip once a second (not every 10 ms): a
     write acknowledged by one replica stays missing at the other for up to
     a second, so a read that does not wait for what it must see shows it."""
-    state_dir = Path(tempfile.mkdtemp(prefix="squall-causal-"))
-    config = state_dir / "squall.toml"
-    config.write_text(
-        "[storage]\ngossip_period = 1000\nanti_entropy_period = 10000\n\n"
-        "[monitor.storage]\nenabled = false\n\n[monitor.compute]\nenabled = false\n"
-    )
-    c = Cluster(squall_bin(), state_dir, config)
-    try:
-        c.up("--nodes", "3", "--threads", "1", "--compute-nodes", "2", "--executors", "1")
-        client = squall.connect(str(state_dir), timeout=10.0)
-        yield c, client
-        client.close()
-    finally:
-        c.cli("down", check=False)
-        shutil.rmtree(state_dir, ignore_errors=True)
+    config = "[storage]\ngossip_period = 1000\nanti_entropy_period = 10000\n\n" + POLICIES_OFF
+    up = ("--nodes", "3", "--threads", "1", "--compute-nodes", "2", "--executors", "1")
+    with own_cluster("squall-causal-", config, *up) as cluster_and_client:
+        yield cluster_and_client
 
 
 def test_causal_reads_never_show_a_reply_without_the_post_it_answers(slow_gossip):

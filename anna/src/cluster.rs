@@ -114,14 +114,7 @@ impl ClusterState {
     /// returns the incarnation.
     pub fn record_join(&mut self, node: NodeInfo) -> u64 {
         let incarnation = self.member(node.id).map_or(1, |r| r.incarnation + 1);
-        let id = node.id;
-        self.set_member(
-            id,
-            MemberRecord {
-                incarnation,
-                status: MemberStatus::Up(node),
-            },
-        );
+        self.record_alive(node, incarnation);
         incarnation
     }
 

@@ -185,7 +185,8 @@ impl Router {
                 // heartbeat; a departure it knows of is not undone by it.
                 let learnt = self.cluster.record_alive(node.clone(), incarnation);
                 let current = self.cluster.member(id).is_some_and(|r| {
-                    r.incarnation == incarnation && r.status == MemberStatus::Up(node.clone())
+                    r.incarnation == incarnation
+                        && matches!(&r.status, MemberStatus::Up(info) if *info == node)
                 });
                 if !current {
                     // The node was declared departed while alive (a stall, a
@@ -353,5 +354,64 @@ impl Role for Router {
         let anyone_to_tell = self.cluster.live_nodes().next().is_some() || !self.peers.is_empty();
         let broadcast = anyone_to_tell.then_some(self.next_broadcast);
         [earliest_failure, broadcast].into_iter().flatten().min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::NodeInfo;
+
+    fn node(id: u64) -> NodeInfo {
+        NodeInfo {
+            id: NodeId(id),
+            threads: vec![Address(format!("node{id}/t0"))],
+            boot: 7,
+        }
+    }
+
+    fn heartbeat(r: &mut Router, now: Time, id: u64, incarnation: u64) -> Vec<(Address, Message)> {
+        let mut out = Outbox::default();
+        let m = Membership::Heartbeat {
+            node: node(id),
+            incarnation,
+        };
+        r.step(now, Input::Message(Message::Membership(m)), &mut out);
+        out.drain().collect()
+    }
+
+    #[test]
+    fn a_restarted_router_learns_the_live_nodes_from_their_heartbeats() {
+        let mut r = Router::new(RouterConfig::default(), Address::from("router"), vec![]);
+        assert_eq!(r.cluster().live_nodes().count(), 0);
+        let sent = heartbeat(&mut r, Time(1), 1, 4);
+        let record = r.cluster().member(NodeId(1)).cloned().expect("learnt");
+        assert_eq!(record.incarnation, 4);
+        assert_eq!(record.status, MemberStatus::Up(node(1)));
+        assert_eq!(r.placement().nodes().len(), 1, "it places keys on it");
+        // Learning it changed the state: the router tells everyone.
+        assert!(sent.iter().any(|(to, m)| to.as_str() == "node1/t0"
+            && matches!(m, Message::Membership(Membership::State(_)))));
+        // The same heartbeat again changes nothing and tells nobody.
+        assert!(heartbeat(&mut r, Time(2), 1, 4).is_empty());
+    }
+
+    #[test]
+    fn a_heartbeat_of_a_departed_incarnation_is_answered_and_does_not_revive_it() {
+        let mut r = Router::new(RouterConfig::default(), Address::from("router"), vec![]);
+        heartbeat(&mut r, Time(1), 1, 2);
+        let mut departed = r.cluster().clone();
+        departed.record_departure(NodeId(1), 2);
+        let mut out = Outbox::default();
+        let state = Message::Membership(Membership::State(departed));
+        r.step(Time(2), Input::Message(state), &mut out);
+        let sent = heartbeat(&mut r, Time(3), 1, 2);
+        assert_eq!(
+            r.cluster().member(NodeId(1)).map(|m| m.status.clone()),
+            Some(MemberStatus::Departed)
+        );
+        assert!(sent.iter().any(|(to, m)| to.as_str() == "node1/t0"
+            && matches!(m, Message::Membership(Membership::State(_)))));
+        assert_eq!(r.stats().stale_heartbeats, 1);
     }
 }

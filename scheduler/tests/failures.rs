@@ -358,3 +358,32 @@ fn a_scheduler_stalled_past_the_executor_timeout_declares_no_executor_dead_when_
     assert_eq!(s.stats().executor_deaths, 1);
     assert_eq!(executors_in_status(&mut s, 14_000), ["e1"]);
 }
+
+#[test]
+fn a_scheduler_answers_a_ping_with_its_boot_so_callers_notice_a_restart() {
+    let ping = || Message::Ping {
+        id: RequestId(3),
+        reply_to: Address::from("caller"),
+    };
+    let boot_of = |s: &mut squall_scheduler::Scheduler| match &step(s, 1, ping())[0].1 {
+        Message::Pong { id, boot } => {
+            assert_eq!(*id, RequestId(3));
+            *boot
+        }
+        other => panic!("{other:?}"),
+    };
+    let mut first = scheduler(SchedulerConfig::default());
+    let mut restarted = squall_scheduler::Scheduler::new(
+        SchedulerConfig::default(),
+        Address::from("scheduler"),
+        vec![Address::from(ROUTER)],
+        anna::lattice::WriterId(8),
+    );
+    let (a, b) = (boot_of(&mut first), boot_of(&mut restarted));
+    assert_ne!(a, 0);
+    assert_ne!(
+        a, b,
+        "the same address after a restart answers another boot"
+    );
+    assert_eq!(boot_of(&mut first), a, "one process keeps its boot");
+}

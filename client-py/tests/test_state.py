@@ -119,3 +119,31 @@ def test_a_kept_referenced_value_is_fresh_for_every_call(compute, key):
     compute.put(key, [1, 2, 3])
     assert [compute.call(name, squall.Reference(key)) for _ in range(4)] == [4, 4, 4, 4]
     assert compute.get(key) == [1, 2, 3]
+
+
+def kept_reads(value):
+    import sys
+
+    from squall import user
+
+    return value, user.executor_id(), sys.modules["_squall_runtime"].value_cache()[2]
+
+
+def test_a_value_the_caller_wrote_is_kept_yet_every_call_sees_the_callers_latest_write(
+    compute, key
+):
+    name = compute.register(kept_reads, name=unique("kept_reads"))
+    compute.put(key, b"x" * 100_000)
+    seen = [compute.call(name, squall.Reference(key)) for _ in range(8)]
+    assert all(v == b"x" * 100_000 for v, _, _ in seen)
+    # Eight calls on at most four executors: some executor answered a
+    # later call from the value it kept, though the caller wrote the key
+    # (its session names the write, which the kept value is).
+    hits = {}
+    for _, executor, h in seen:
+        hits[executor] = max(hits.get(executor, 0), h)
+    assert sum(hits.values()) > 0, seen
+    # A newer write of the caller's is never answered from the old value.
+    for i in range(4):
+        compute.put(key, f"v{i}".encode())
+        assert compute.call(name, squall.Reference(key))[0] == f"v{i}".encode()

@@ -158,11 +158,14 @@ def _missing(exc):
     return isinstance(exc, KeyError) or "NotFound" in type(exc).__name__
 
 
-#: Referenced last-writer-wins values kept between calls: key -> bytes as
-#: stored, least recently used first; at most `_value_budget` bytes.
+#: Referenced last-writer-wins values kept between calls: key -> (bytes as
+#: stored, their timestamp), least recently used first; at most
+#: `_value_budget` bytes.
 _values = OrderedDict()
 _value_bytes = 0
 _value_budget = 256 << 20
+#: Reads of a `Reference` a kept value answered.
+_kept_hits = 0
 
 
 def configure(max_value_bytes):
@@ -187,30 +190,31 @@ def invalidate(keys):
 
 
 def value_cache():
-    """(keys, bytes) held, for tests and the executor's log."""
-    return len(_values), _value_bytes
+    """(keys, bytes, reads answered) of the kept values, for tests and the
+    executor's log."""
+    return len(_values), _value_bytes, _kept_hits
 
 
 def _forget(key):
     global _value_bytes
-    data = _values.pop(key, None)
-    if data is not None:
-        _value_bytes -= len(data)
+    kept = _values.pop(key, None)
+    if kept is not None:
+        _value_bytes -= len(kept[0])
 
 
 def _trim():
     global _value_bytes
     while _values and _value_bytes > _value_budget:
-        _, data = _values.popitem(last=False)
+        _, (data, _) = _values.popitem(last=False)
         _value_bytes -= len(data)
 
 
-def _remember(key, data):
+def _remember(key, data, timestamp):
     global _value_bytes
     _forget(key)
     if len(data) > _value_budget:
         return
-    _values[key] = data
+    _values[key] = (data, timestamp)
     _value_bytes += len(data)
     _trim()
 
@@ -230,15 +234,16 @@ def _read_reference(key, deadline):
 
     from squall import user
 
-    # Kept values serve plain reads only: not a key the caller (or an
-    # upstream function) wrote, which must be read at least at that write,
-    # nor a read at a level that pins what it reads.
+    global _kept_hits
+    # Kept values serve plain reads only (not a level that pins what it
+    # reads), and a key the caller (or an upstream function) wrote only if
+    # the kept value is at least that write.
     plain = _squall_executor.consistency() == "lww"
-    if plain and _squall_executor.version(key) is None:
-        data = _values.get(key)
-        if data is not None:
-            _values.move_to_end(key)
-            return _decode(data)
+    kept = _values.get(key) if plain else None
+    if kept is not None and _squall_executor.kept_fresh(key, kept[1]):
+        _values.move_to_end(key)
+        _kept_hits += 1
+        return _decode(kept[0])
     value = _read_stored(lambda: user._read(key, raw=True), key, deadline)
     return _plain(value, remember=key if plain else None)
 
@@ -248,8 +253,8 @@ def _plain(value, remember=None):
     unpickled (kept under `remember`, if given), other lattices as they
     are."""
     if type(value).__name__ == "Lww" and isinstance(getattr(value, "value", None), bytes):
-        if remember is not None:
-            _remember(remember, value.value)
+        if remember is not None and value.timestamp is not None:
+            _remember(remember, value.value, tuple(value.timestamp))
         return _decode(value.value)
     return value
 

@@ -4,7 +4,7 @@
 //! the binary (so the executor and its runtime never disagree) and loaded as
 //! module `_squall_runtime`. Functions reach the executor through the native
 //! module `_squall_executor` (`executor_id`, `cache_address`, `executor_of`,
-//! `deadline`, `send`, `recv`, `version`, `writer`, `consistency`,
+//! `deadline`, `send`, `recv`, `version`, `kept_fresh`, `writer`, `consistency`,
 //! `pinned`, `causal_cut`), which `squall.user`
 //! wraps; its functions
 //! read the current call from a thread-local set around every call.
@@ -119,6 +119,29 @@ fn version(py: Python<'_>, key: &str) -> PyResult<Option<Py<PyBytes>>> {
     })
 }
 
+/// Whether a kept last-writer-wins value of `key` written at `timestamp`
+/// (`(wall_ms, logical, writer)`) is at least the version the caller's
+/// session wrote: true without such a version; false for a version that is
+/// a delete or of another type (those are read again).
+#[pyfunction]
+fn kept_fresh(key: &str, timestamp: (u64, u32, u64)) -> PyResult<bool> {
+    let (wall_ms, logical, writer) = timestamp;
+    let kept = anna::lattice::Timestamp {
+        wall_ms,
+        logical,
+        writer: anna::lattice::WriterId(writer),
+    };
+    with_context(|c| {
+        Ok(match c.env.session.get(key) {
+            None => true,
+            Some(w) => match (w.deleted_at(), w.value()) {
+                (None, Some(anna::lattice::LatticeValue::Lww(l))) => kept >= l.timestamp(),
+                _ => false,
+            },
+        })
+    })
+}
+
 /// The call's consistency level: `"lww"`, `"repeatable_read"` or `"causal"`.
 #[pyfunction]
 fn consistency() -> PyResult<&'static str> {
@@ -204,6 +227,7 @@ fn native_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     m.add_function(wrap_pyfunction!(send, &m)?)?;
     m.add_function(wrap_pyfunction!(recv, &m)?)?;
     m.add_function(wrap_pyfunction!(version, &m)?)?;
+    m.add_function(wrap_pyfunction!(kept_fresh, &m)?)?;
     m.add_function(wrap_pyfunction!(writer, &m)?)?;
     m.add_function(wrap_pyfunction!(consistency, &m)?)?;
     m.add_function(wrap_pyfunction!(pinned, &m)?)?;

@@ -55,12 +55,14 @@ $(STAMPS)/venv: requirements-dev.txt
 
 # The `squall` Python package (client-py/), built by maturin and installed
 # into .venv in editable mode: its Python sources are used in place, the
-# native module is rebuilt when client-py's or anna's Rust sources change.
+# native module is rebuilt when the Rust sources it is built from change
+# (client-py and the crates it depends on: anna, transport, py).
 # A debug build by default, the profile CI builds anyway;
 # `make CLIENT_PY_PROFILE=--release setup` for an optimised one.
 CLIENT_PY_PROFILE ?=
-CLIENT_PY_INPUTS := $(shell find client-py/src anna/src -name '*.rs' 2>/dev/null) \
-	client-py/Cargo.toml client-py/pyproject.toml anna/Cargo.toml Cargo.lock
+CLIENT_PY_INPUTS := $(shell find client-py/src anna/src transport/src py/src -name '*.rs' 2>/dev/null) \
+	client-py/Cargo.toml client-py/pyproject.toml anna/Cargo.toml transport/Cargo.toml \
+	py/Cargo.toml Cargo.lock
 
 $(STAMPS)/client-py: $(STAMPS)/venv $(CLIENT_PY_INPUTS)
 	@mkdir -p $(STAMPS)

@@ -16,12 +16,12 @@
 //! answered for [`GIVE_UP`], calls in flight fail, and new ones are refused
 //! at once, with `Unavailable` naming the schedulers.
 
-use crate::store::lock;
 use anna::protocol::compute::{
     CallArgs, CallError, CallErrorKind, CallId, CallOutcome, CallRequest, Consistency,
     DagCallRequest, DagChanged, ReplyTo,
 };
 use anna::protocol::{Address, Message, RequestId, Session};
+use squall_py::lock;
 use squall_transport::{Receiver, Sender};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};

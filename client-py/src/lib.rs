@@ -19,10 +19,6 @@
 //!   validation, the calling convention's exports and imports.
 
 mod calls;
-mod direct;
-mod errors;
-mod store;
-mod values;
 mod wasm;
 
 use anna::client::ClientConfig;
@@ -32,8 +28,9 @@ use anna::protocol::Address;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
+use squall_py::{errors, lock, parse_ack, values, Store};
+use squall_transport::Endpoint;
 use std::time::Duration;
-use store::{lock, Store};
 
 fn seconds(timeout_s: f64) -> PyResult<Duration> {
     Duration::try_from_secs_f64(timeout_s)
@@ -290,54 +287,10 @@ impl Client {
     }
 }
 
-/// Vector clocks as Python dicts: `{key: {writer: count}}`.
-fn clocks_dict(
-    clocks: Vec<(String, anna::lattice::VectorClock)>,
-) -> std::collections::BTreeMap<String, std::collections::BTreeMap<u64, u64>> {
-    (clocks.into_iter())
-        .map(|(k, c)| (k, c.reveal().iter().map(|(w, n)| (w.0, *n)).collect()))
-        .collect()
-}
-
-/// A session's entries as `[(key, encoded state)]`.
-fn encoded_entries<'py>(
-    py: Python<'py>,
-    session: &anna::protocol::Session,
-) -> Vec<(String, Bound<'py, PyBytes>)> {
-    (session.entries().iter())
-        .map(|(k, s)| (k.clone(), PyBytes::new(py, &compute::encode_value(s))))
-        .collect()
-}
-
 /// A consistency level as Python names it; an unknown one is a
 /// `ValueError`.
 fn parse_consistency(name: &str) -> PyResult<compute::Consistency> {
     name.parse().map_err(PyValueError::new_err)
-}
-
-/// An acknowledgement level as Python names it: `"one"` (the first
-/// replica), an integer k (k replicas), `"all"`; `None` keeps the default.
-fn parse_ack(ack: Option<&Bound<'_, PyAny>>) -> PyResult<Option<anna::protocol::Ack>> {
-    use anna::protocol::Ack;
-    let Some(ack) = ack.filter(|a| !a.is_none()) else {
-        return Ok(None);
-    };
-    if let Ok(name) = ack.extract::<String>() {
-        return match name.as_str() {
-            "one" => Ok(Some(Ack::FirstReplica)),
-            "all" => Ok(Some(Ack::All)),
-            _ => Err(PyValueError::new_err(format!(
-                "unknown acknowledgement level {name:?}: use \"one\", \"all\" or a number of replicas"
-            ))),
-        };
-    }
-    match ack.extract::<i64>() {
-        Ok(1) => Ok(Some(Ack::FirstReplica)),
-        Ok(k) if (2..=255).contains(&k) => Ok(Some(Ack::Replicas(k as u8))),
-        _ => Err(PyValueError::new_err(format!(
-            "unknown acknowledgement level {ack}: use \"one\", \"all\" or a number of replicas from 1 to 255"
-        ))),
-    }
 }
 
 fn outcome_tuple(py: Python<'_>, outcome: CallOutcome) -> PyResult<Bound<'_, PyTuple>> {
@@ -362,12 +315,13 @@ fn outcome_tuple(py: Python<'_>, outcome: CallOutcome) -> PyResult<Bound<'_, PyT
 }
 
 /// Get, put and delete against ONE endpoint (a compute node's cache, which
-/// answers for any key), each a plain request/response bounded by
-/// `timeout_s`. Values convert exactly as `squall.Client`'s do. For the
-/// executor's user library; keep one per process (it is one writer).
+/// answers for any key; or one storage thread, for the keys it owns), each
+/// a plain request/response bounded by `timeout_s`. Values convert exactly
+/// as `squall.Client`'s do. For tests and fault campaigns that ask one
+/// node directly; functions on an executor use `squall.user`.
 #[pyclass(module = "squall._native", frozen)]
 struct DirectKvs {
-    store: Store<direct::Direct>,
+    store: Store<Endpoint>,
     address: String,
     target: String,
 }
@@ -377,9 +331,10 @@ impl DirectKvs {
     /// Talks to `address`, receiving answers on a free port of `bind_host`.
     #[new]
     #[pyo3(signature = (address, timeout_s = 5.0, bind_host = "127.0.0.1"))]
-    fn new(address: String, timeout_s: f64, bind_host: &str) -> PyResult<Self> {
+    fn new(py: Python<'_>, address: String, timeout_s: f64, bind_host: &str) -> PyResult<Self> {
         let bind = Address(format!("tcp://{bind_host}:*"));
-        let net = direct::Direct::connect(Address(address.clone()), &bind, seconds(timeout_s)?)?;
+        let net = Endpoint::connect(Address(address.clone()), &bind, seconds(timeout_s)?)
+            .map_err(|e| errors::squall_error(py, "KvsError", e.to_string()))?;
         let me = net.address().to_string();
         let writer = values::fresh_writer(&me);
         Ok(DirectKvs {
@@ -407,27 +362,11 @@ impl DirectKvs {
         self.store.writer().0
     }
 
-    /// The key's value; `None` if it has none. `at_least`: the version
-    /// (an encoded witness, from the running call's session) the answer
-    /// must cover; the cache waits for it.
-    /// `pin`: the state read is kept, and later pinned reads of the key
-    /// answer it (repeatable read; `take_pinned` hands the pins over).
-    #[pyo3(signature = (key, raw = false, at_least = None, pin = false))]
-    fn get(
-        &self,
-        py: Python<'_>,
-        key: &str,
-        raw: bool,
-        at_least: Option<&[u8]>,
-        pin: bool,
-    ) -> PyResult<Py<PyAny>> {
-        let at_least = at_least
-            .map(|bytes| {
-                compute::decode_value::<anna::lattice::KeyState>(bytes)
-                    .ok_or_else(|| PyValueError::new_err("at_least is not an encoded version"))
-            })
-            .transpose()?;
-        self.store.get(py, key, raw, at_least.as_ref(), pin)
+    /// The key's value; `None` if it has none. `raw`: last-writer-wins
+    /// bytes as they are, not unpickled.
+    #[pyo3(signature = (key, raw = false))]
+    fn get(&self, py: Python<'_>, key: &str, raw: bool) -> PyResult<Py<PyAny>> {
+        self.store.get(py, key, raw, None, false)
     }
 
     /// Merges `value` into `key`, acknowledged at `ack` (see
@@ -448,53 +387,35 @@ impl DirectKvs {
     fn delete(&self, py: Python<'_>, key: &str, ack: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         self.store.delete(py, key, parse_ack(ack)?)
     }
+}
 
-    /// The writes acknowledged since the last call of this method, as
-    /// `[(key, encoded witness)]`: the executor reports them to the caller.
-    fn take_written<'py>(&self, py: Python<'py>) -> Vec<(String, Bound<'py, PyBytes>)> {
-        encoded_entries(py, &self.store.take_written())
-    }
+/// The process's sender of user messages, with its context.
+struct UserSender {
+    tx: squall_transport::Sender,
+    _ctx: zmq::Context,
+}
 
-    /// The version (encoded) reads of `key` through this endpoint must see
-    /// beyond the caller's session: its own writes and causal
-    /// dependencies; `None` if nothing.
-    fn required<'py>(&self, py: Python<'py>, key: &str) -> Option<Bound<'py, PyBytes>> {
-        let state = self.store.with_net(|net| net.required(key, None))?;
-        Some(PyBytes::new(py, &compute::encode_value(&state)))
-    }
+static USER_SENDER: std::sync::OnceLock<std::sync::Mutex<UserSender>> = std::sync::OnceLock::new();
 
-    /// Later reads of `key` (in this function, downstream, and by the
-    /// caller) must see at least the causal version of clock `clock`
-    /// (`{writer: count}`): a dependency of a value the function read.
-    fn require(&self, key: &str, clock: std::collections::BTreeMap<u64, u64>) {
-        use anna::lattice::{Dependent, LatticeValue, MultiKeyCausal, VectorClock, WriterId};
-        let clock = VectorClock::new(clock.into_iter().map(|(w, n)| (WriterId(w), n)));
-        let witness =
-            LatticeValue::MultiKeyCausal(MultiKeyCausal::new(clock, Dependent::default()));
-        let state = anna::lattice::KeyState::from_value(witness);
-        self.store.with_net(|net| net.require(key, state));
-    }
-
-    /// `{key: {writer: count}}`: the vector clock of every causal value this
-    /// endpoint's pinned reads read (a causal write depends on them).
-    fn causal_cut(
-        &self,
-    ) -> std::collections::BTreeMap<String, std::collections::BTreeMap<u64, u64>> {
-        self.store
-            .with_net(|net| clocks_dict(net.pinned().causal_clocks()))
-    }
-
-    /// The states pinned since the last call of this method, as
-    /// `[(key, encoded state)]`: the executor passes them downstream.
-    fn take_pinned<'py>(&self, py: Python<'py>) -> Vec<(String, Bound<'py, PyBytes>)> {
-        encoded_entries(py, &self.store.take_pinned())
-    }
-
-    /// Writes as `writer` from now on (the running invocation's identity,
-    /// the same for every attempt of it).
-    fn set_writer(&self, writer: u64) {
-        self.store.set_writer(anna::lattice::WriterId(writer))
-    }
+/// Sends `payload` to the executor at `to` as a `UserMessage` from `from`,
+/// without blocking (a full queue drops it, with an error).
+fn send_user(
+    to: &Address,
+    from: &Address,
+    payload: Vec<u8>,
+) -> Result<(), squall_transport::TransportError> {
+    let sender = USER_SENDER.get_or_init(|| {
+        let ctx = zmq::Context::new();
+        std::sync::Mutex::new(UserSender {
+            tx: squall_transport::Sender::new(&ctx),
+            _ctx: ctx,
+        })
+    });
+    let msg = anna::protocol::Message::UserMessage(anna::protocol::compute::UserMessage {
+        from: from.clone(),
+        payload,
+    });
+    lock(sender).tx.send(to, &msg)
 }
 
 /// Sends `payload` to the executor at `to_address` as a user message from
@@ -506,7 +427,7 @@ fn send_user_message(
     from_address: &str,
     payload: Vec<u8>,
 ) -> PyResult<()> {
-    direct::send_user_message(
+    send_user(
         &Address::from(to_address),
         &Address::from(from_address),
         payload,

@@ -10,6 +10,7 @@ The modules follow the calling convention of client-py/README.md,
 
 from __future__ import annotations
 
+import struct
 import time
 from pathlib import Path
 
@@ -388,6 +389,24 @@ def test_host_get_reads_python_values(compute, wasm, key):
     assert compute.call(wasm["get"], key + "/str") == b"text"
     compute.put(key + "/raw", squall.Lww(b"\x00raw"))
     assert compute.call(wasm["get"], key + "/raw") == b"\x00raw"
+    # Read in Rust, without the embedded Python: every scalar pickle and
+    # the integer lattices give the argument rules' bytes.
+    compute.put(key + "/float", 1.5)
+    assert compute.call(wasm["get"], key + "/float") == struct.pack("<d", 1.5)
+    compute.put(key + "/bool", True)
+    assert compute.call(wasm["get"], key + "/bool") == b"\x01"
+    compute.put(key + "/big", -(10**12))
+    assert compute.call(wasm["get"], key + "/big") == (-(10**12)).to_bytes(8, "little", signed=True)
+    compute.put(key + "/long", "é" * 300)
+    assert compute.call(wasm["get"], key + "/long") == ("é" * 300).encode()
+    compute.put(key + "/n", squall.Counter(5))
+    assert compute.call(wasm["get"], key + "/n") == (5).to_bytes(8, "little")
+    compute.put(key + "/list", [1, 2])
+    with pytest.raises(squall.RemoteError, match="pickled Python object of another type"):
+        compute.call(wasm["get"], key + "/list")
+    compute.put(key + "/set", squall.Set([b"a"]))
+    with pytest.raises(squall.RemoteError, match="not a Set lattice"):
+        compute.call(wasm["get"], key + "/set")
 
 
 def test_counter_example(compute, wasm, key):

@@ -11,30 +11,30 @@ imported by clients. The executor calls, from its worker thread:
 - ``load(code, is_class, name) -> ("ok", callable) | error``: unpickles a
   registered function; a class is instantiated once and its ``__call__``
   (else ``run``) serves the calls.
-- ``invoke(fn, payload, upstream, deadline, cache, name) -> ("ok", bytes) |
+- ``invoke(fn, payload, upstream, deadline, name) -> ("ok", bytes) |
   error``: unpickles ``(args, kwargs)``, replaces top-level ``Reference``
-  arguments with the referenced values (read through
-  ``squall._native.DirectKvs(cache)``, waiting for a missing key until
-  ``deadline``, seconds since the epoch), calls ``fn(*upstream, *args,
-  **kwargs)`` and pickles the result.
+  arguments with the referenced values (read through the executor's route
+  to the node's cache, ``_squall_executor.get``, waiting for a missing key
+  until ``deadline``, seconds since the epoch), calls ``fn(*upstream,
+  *args, **kwargs)`` and pickles the result.
 - ``configure(max_value_bytes)``: bounds the executor's cache of referenced
   values.
 - ``invalidate(keys)``: drops those keys from it (the node's cache pushed a
-  change of them).
+  change of them, or a function on this executor wrote them).
 
 For WebAssembly functions (``executor/src/runtime/wasm.rs`` documents the
 calling convention) the executor calls, with the current call's context set:
 
-- ``wasm_args(payload, upstream, deadline, cache) -> ("ok", [bytes]) |
+- ``wasm_args(payload, upstream, deadline) -> ("ok", [bytes]) |
   error``: the upstream results then the positional arguments (resolving
   ``Reference`` arguments as ``invoke`` does), each converted to bytes by
   :func:`wasm_bytes`; keyword arguments are refused.
 - ``wasm_result(data, kind) -> ("ok", pickled) | error``: the bytes a
   function returned, as the Python value its registered result kind
   (``"Bytes"``, ``"Str"``, ``"Int"``, ``"Float"``) names, cloudpickled.
-- ``wasm_get(key) -> ("ok", bytes) | ("missing",) | error`` and
-  ``wasm_put(key, data) -> ("ok",) | error``: the host imports ``squall.get``
-  and ``squall.put``, through ``squall.user``.
+
+A WebAssembly function's host imports ``squall.get`` and ``squall.put`` do
+not come here: they take the executor's route to the cache in Rust.
 
 Referenced last-writer-wins values are kept between calls as the bytes
 read (least recently used out beyond ``max_value_bytes``) and decoded
@@ -174,16 +174,6 @@ def configure(max_value_bytes):
     _trim()
 
 
-def take_effects():
-    """``(written, pinned)``, each ``[(key, encoded state)]``: what the last
-    call wrote through ``squall.user`` and, under repeatable read, the
-    states its reads pinned (taken: the next call starts with none)."""
-    user = sys.modules.get("squall.user")
-    if user is None:
-        return [], []
-    return user._take_effects()
-
-
 def invalidate(keys):
     for key in keys:
         _forget(key)
@@ -232,8 +222,6 @@ def _decode(data):
 def _read_reference(key, deadline):
     import _squall_executor
 
-    from squall import user
-
     global _kept_hits
     # Kept values serve plain reads only (not a level that pins what it
     # reads), and a key the caller (or an upstream function) wrote only if
@@ -244,7 +232,7 @@ def _read_reference(key, deadline):
         _values.move_to_end(key)
         _kept_hits += 1
         return _decode(kept[0])
-    value = _read_stored(lambda: user._read(key, raw=True), key, deadline)
+    value = _read_stored(lambda: _squall_executor.get(key, True), key, deadline)
     return _plain(value, remember=key if plain else None)
 
 
@@ -276,7 +264,7 @@ def _read_stored(read, key, deadline):
         time.sleep(REFERENCE_POLL_S)
 
 
-def _resolve(args, kwargs, deadline, cache):
+def _resolve(args, kwargs, deadline):
     if not any(map(_is_reference, args)) and not any(
         map(_is_reference, kwargs.values())
     ):
@@ -293,7 +281,7 @@ def _resolve(args, kwargs, deadline, cache):
     return tuple(value(a) for a in args), {k: value(v) for k, v in kwargs.items()}
 
 
-def _arguments(payload, upstream, deadline, cache, keywords=True):
+def _arguments(payload, upstream, deadline, keywords=True):
     """``("ok", (inputs, args, kwargs))``: the upstream results and the
     caller's arguments unpickled, references resolved; or an error tuple.
     ``keywords=False`` refuses keyword arguments."""
@@ -320,7 +308,7 @@ def _arguments(payload, upstream, deadline, cache, keywords=True):
             "",
         )
     try:
-        args, kwargs = _resolve(args, kwargs, deadline, cache)
+        args, kwargs = _resolve(args, kwargs, deadline)
     except CallTimeout:
         raise
     except _ReferenceTimeout as e:
@@ -330,10 +318,10 @@ def _arguments(payload, upstream, deadline, cache, keywords=True):
     return ("ok", (inputs, args, kwargs))
 
 
-def invoke(fn, payload, upstream, deadline, cache, name):
+def invoke(fn, payload, upstream, deadline, name):
     import cloudpickle
 
-    prepared = _arguments(payload, upstream, deadline, cache)
+    prepared = _arguments(payload, upstream, deadline)
     if prepared[0] != "ok":
         return prepared
     inputs, args, kwargs = prepared[1]
@@ -384,8 +372,8 @@ def wasm_bytes(value):
     )
 
 
-def wasm_args(payload, upstream, deadline, cache):
-    prepared = _arguments(payload, upstream, deadline, cache, keywords=False)
+def wasm_args(payload, upstream, deadline):
+    prepared = _arguments(payload, upstream, deadline, keywords=False)
     if prepared[0] != "ok":
         return prepared
     inputs, args, _ = prepared[1]
@@ -424,28 +412,3 @@ def wasm_result(data, kind):
         value = data
     return ("ok", cloudpickle.dumps(value))
 
-
-def wasm_get(key):
-    from squall import user
-
-    try:
-        value = user.get(key)
-        if value is None:
-            return ("missing",)
-        return ("ok", wasm_bytes(value))
-    except CallTimeout:
-        raise
-    except BaseException as e:
-        return _error("Remote", e)
-
-
-def wasm_put(key, data):
-    from squall import user
-
-    try:
-        user.put(key, bytes(data))
-        return ("ok",)
-    except CallTimeout:
-        raise
-    except BaseException as e:
-        return _error("Remote", e)

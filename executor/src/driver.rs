@@ -17,9 +17,10 @@
 
 use crate::config::ExecutorConfig;
 use crate::core::{ExecutorCore, Identity};
+use crate::route::CacheRoute;
 use crate::runtime::python::{PythonPaths, PythonRuntime};
 use crate::runtime::wasm::WasmRuntime;
-use crate::runtime::Runtime;
+use crate::runtime::{Ports, Runtime};
 use crate::worker::{Mailbox, Outlet, Worker, WorkerEvent};
 use anna::protocol::compute::UserMessage;
 use anna::protocol::{self, Address, Message};
@@ -159,20 +160,20 @@ fn start_worker(
         .spawn(move || {
             // The Python runtime first: the WebAssembly one uses the
             // `_squall_runtime` module it loads.
-            let runtimes = PythonRuntime::start(
-                &paths,
-                max_value_bytes,
-                python_memory_bytes,
-                mailbox.clone(),
-                outlet.clone(),
-            )
-            .and_then(|python| {
-                let wasm = WasmRuntime::start(wasm_memory_bytes, mailbox, outlet.clone())?;
-                Ok(vec![
-                    Box::new(python) as Box<dyn Runtime>,
-                    Box::new(wasm) as Box<dyn Runtime>,
-                ])
+            let ports = Arc::new(Ports {
+                route: CacheRoute::default(),
+                mailbox,
+                outlet: outlet.clone(),
             });
+            let runtimes =
+                PythonRuntime::start(&paths, max_value_bytes, python_memory_bytes, ports.clone())
+                    .and_then(|python| {
+                        let wasm = WasmRuntime::start(wasm_memory_bytes, ports.clone())?;
+                        Ok(vec![
+                            Box::new(python) as Box<dyn Runtime>,
+                            Box::new(wasm) as Box<dyn Runtime>,
+                        ])
+                    });
             let runtimes = match runtimes {
                 Ok(runtimes) => runtimes,
                 Err(e) => {
@@ -181,7 +182,7 @@ fn start_worker(
                 }
             };
             let _ = ready_tx.send(Ok(()));
-            Worker::new(runtimes).serve(jobs_rx, &outlet);
+            Worker::new(runtimes, ports).serve(jobs_rx, &outlet);
         })
         .map_err(|e| ExecutorError::Python(format!("cannot spawn the worker: {e}")))?;
     match ready_rx.recv() {

@@ -14,6 +14,9 @@
 //! - [`runtime`]: the [`Runtime`] trait (load code, invoke with a deadline)
 //!   and its two implementations, Python and WebAssembly
 //!   ([`runtime::wasm`] states the WebAssembly calling convention).
+//! - [`route`]: [`CacheRoute`], the one way a running function (Python or
+//!   WebAssembly) reaches the node's cache, reading and writing at its
+//!   call's consistency level.
 //! - [`worker`]: the worker thread that runs jobs one at a time, the
 //!   mailbox of `user.recv`.
 //! - [`driver`]: [`run`], the I/O thread.
@@ -55,6 +58,7 @@ pub mod config;
 pub mod core;
 pub mod driver;
 pub mod job;
+pub mod route;
 pub mod runtime;
 pub mod worker;
 
@@ -62,4 +66,5 @@ pub use crate::core::{Counters, ExecutorCore, Identity};
 pub use config::{ConfigError, ExecutorConfig};
 pub use driver::{run, ExecutorError, ExecutorOptions};
 pub use job::{CallEnv, Job, JobDone};
+pub use route::CacheRoute;
 pub use runtime::Runtime;

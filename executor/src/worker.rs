@@ -6,13 +6,13 @@
 //! [`Outlet`]: a channel of [`WorkerEvent`]s plus a one-byte wake-up on an
 //! inproc socket the I/O thread polls beside its own.
 
-use crate::job::{call_error, Effects, Job, JobDone};
-use crate::runtime::{CallInput, Runtime};
+use crate::job::{call_error, Job, JobDone};
+use crate::runtime::{CallInput, Ports, Runtime};
 use anna::protocol::compute::CallErrorKind;
 use anna::protocol::Address;
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// What the worker tells the I/O thread.
@@ -109,14 +109,17 @@ impl Mailbox {
 /// changed.
 pub struct Worker {
     runtimes: Vec<Box<dyn Runtime>>,
+    ports: Arc<Ports>,
     loaded: HashMap<String, u64>,
 }
 
 impl Worker {
-    /// A worker over `runtimes` (one per kind of code).
-    pub fn new(runtimes: Vec<Box<dyn Runtime>>) -> Self {
+    /// A worker over `runtimes` (one per kind of code), whose functions
+    /// reach the world through `ports`.
+    pub fn new(runtimes: Vec<Box<dyn Runtime>>, ports: Arc<Ports>) -> Self {
         Worker {
             runtimes,
+            ports,
             loaded: HashMap::new(),
         }
     }
@@ -133,12 +136,18 @@ impl Worker {
                 runtime.forget_values(&job.stale_values);
             }
         }
+        self.ports.route.begin(&job.env);
         let outcome = self.call(job);
-        // Every runtime's user library may have written or pinned (a
-        // WebAssembly function's host calls go through the Python one).
-        let mut effects = Effects::default();
-        for runtime in &mut self.runtimes {
-            effects.add(runtime.take_effects());
+        let effects = self.ports.route.end();
+        // A later call reads a key the function wrote anew, not a
+        // referenced value kept from before the write.
+        let written: Vec<String> = (effects.written.entries().iter())
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !written.is_empty() {
+            for runtime in &mut self.runtimes {
+                runtime.forget_values(&written);
+            }
         }
         JobDone {
             seq: job.seq,

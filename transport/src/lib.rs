@@ -11,11 +11,15 @@
 //!   [`ZmqDriver`], the real-time driver of one role.
 //! - [`client`]: [`Client`], the KVS client over ZeroMQ with blocking
 //!   calls, around `anna::client::ClientCore`.
+//! - [`endpoint`]: [`Endpoint`], plain request/response against one KVS
+//!   endpoint (a node's cache: an executor's route to it).
 //! - [`clock`]: the wall clock and fresh ids, for drivers to hand to roles.
 
 pub mod client;
 pub mod clock;
+pub mod endpoint;
 pub mod socket;
 
 pub use client::Client;
+pub use endpoint::Endpoint;
 pub use socket::*;

@@ -10,10 +10,11 @@ Use it inside a registered function::
         user.send(peer, b"hello")
         sender, data = user.recv(timeout=1.0)
 
-Reads and writes go to the node's cache (``squall._native.DirectKvs``) with
-the same values as the client's ``get``/``put``; ``send``/``recv`` carry
-bytes between the executors of running functions. Outside an executor
-every function raises ``RuntimeError``.
+Reads and writes go to the node's cache through the executor's route to it
+(the one a WebAssembly function's ``squall.get``/``squall.put`` take too),
+with the same values as the client's ``get``/``put``, each bounded by one
+second; ``send``/``recv`` carry bytes between the executors of running
+functions. Outside an executor every function raises ``RuntimeError``.
 
 A read of a key the caller wrote (before the call) sees at least that
 write: the call carries the caller's session, and the cache waits for the
@@ -21,11 +22,6 @@ version. A function's writes are made as the invocation's writer, the same
 for every attempt of the call, so a retried call's counter increments and
 set additions merge into the first attempt's instead of adding to them.
 """
-
-#: The longest one read or write through the cache may take.
-KVS_TIMEOUT_S = 1.0
-
-_stores = {}
 
 
 def _executor():
@@ -38,64 +34,10 @@ def _executor():
     return _squall_executor
 
 
-def _store():
-    executor = _executor()
-    cache = executor.cache_address()
-    store = _stores.get(cache)
-    if store is None:
-        from squall import _native
-
-        store = _native.DirectKvs(cache, KVS_TIMEOUT_S)
-        _stores[cache] = store
-    store.set_writer(executor.writer())
-    return store
-
-
 def version(key):
     """The version of ``key`` the caller wrote before this call (encoded),
     or None: reads of ``key`` see at least it."""
     return _executor().version(key)
-
-
-#: `_pinned`'s answer for a key no upstream function of the call read.
-_NOT_PINNED = object()
-
-
-#: The levels at which a call's first read of a key is pinned.
-_PINNING = ("repeatable_read", "causal")
-
-
-def _pinned(key, store, raw=False):
-    """The value an upstream function of the call read of ``key`` (None if
-    it was absent), if it is still what this function may read; else
-    ``_NOT_PINNED``."""
-    data = _executor().pinned(key, store.required(key))
-    if data is None:
-        return _NOT_PINNED
-    if not data:
-        return None
-    from squall import _native
-
-    return _native.decode_lattice(data, raw)
-
-
-def _read(key, raw=False):
-    """One read of ``key`` at the call's consistency level (see `get`)."""
-    executor = _executor()
-    store = _store()
-    level = executor.consistency()
-    if level not in _PINNING:
-        return store.get(key, raw, version(key))
-    value = _pinned(key, store, raw)
-    if value is _NOT_PINNED:
-        value = store.get(key, raw, version(key), True)
-    if level == "causal":
-        # Every later read of a key this value depends on, here and
-        # downstream, sees at least that dependency.
-        for v in getattr(value, "versions", None) or ():
-            for dep_key, clock in (getattr(v, "dependencies", None) or {}).items():
-                store.require(dep_key, dict(clock))
-    return value
 
 
 def get(key, raw=False):
@@ -104,8 +46,10 @@ def get(key, raw=False):
     Under ``consistency="repeatable_read"`` every function of the call sees
     the version of ``key`` the call's first read of it got; under
     ``"causal"`` also, and a read of a key a value read before depends on
-    sees at least that dependency."""
-    return _read(key, raw)
+    sees at least that dependency. ``raw=True`` returns a last-writer-wins
+    value as ``squall.Lww`` (its bytes and timestamp) instead of the object
+    it pickles."""
+    return _executor().get(key, raw)
 
 
 def put(key, value, ack=None):
@@ -114,56 +58,13 @@ def put(key, value, ack=None):
     replicas, or ``"all"``. Under ``consistency="causal"`` a
     ``squall.MultiKeyCausal`` written with no dependencies depends on every
     causal value the call read."""
-    store = _store()
-    if _executor().consistency() == "causal":
-        value = _with_dependencies(key, store, value)
-    store.put(key, value, ack)
-    _written(key)
-
-
-def _with_dependencies(key, store, value):
-    from squall.lattices import MultiKeyCausal
-
-    if not isinstance(value, MultiKeyCausal) or len(value.versions) != 1:
-        return value
-    version = value.versions[0]
-    if version.dependencies:
-        return value
-    cut = {k: dict(c) for k, c in _executor().causal_cut().items()}
-    for k, clock in store.causal_cut().items():
-        mine = cut.setdefault(k, {})
-        for writer, n in clock.items():
-            mine[writer] = max(mine.get(writer, 0), n)
-    cut.pop(key, None)
-    return MultiKeyCausal(version.value, dependencies=cut, clock=version.clock)
+    _executor().put(key, value, ack)
 
 
 def delete(key, ack=None):
     """Deletes ``key`` through the node's cache (acknowledged by every
     replica unless ``ack`` says otherwise)."""
-    _store().delete(key, ack)
-    _written(key)
-
-
-def _take_effects():
-    """The writes acknowledged and the states pinned since the last take,
-    for the executor to report to the caller and downstream functions:
-    ``(written, pinned)``, each ``[(key, encoded state)]``."""
-    written, pinned = [], []
-    for store in _stores.values():
-        written.extend(store.take_written())
-        pinned.extend(store.take_pinned())
-    return written, pinned
-
-
-def _written(key):
-    # A later call on this executor reads the key anew, not the referenced
-    # value the executor kept from before this write.
-    import sys
-
-    runtime = sys.modules.get("_squall_runtime")
-    if runtime is not None:
-        runtime.invalidate([key])
+    _executor().delete(key, ack)
 
 
 def send(executor_id, data):

@@ -15,8 +15,20 @@ pub mod wasm;
 mod watchdog;
 
 use crate::job::CallEnv;
-use crate::job::Effects;
+use crate::route::CacheRoute;
+use crate::worker::{Mailbox, Outlet};
 use anna::protocol::compute::{self, CallError, FunctionCode};
+use std::sync::Arc;
+
+/// What a running function reaches besides its arguments, whatever its
+/// runtime: the node's cache (and the running call, through the route),
+/// its mailbox (`user.recv`) and the I/O thread (`user.send`). One per
+/// worker, shared by its runtimes.
+pub struct Ports {
+    pub route: CacheRoute,
+    pub mailbox: Arc<Mailbox>,
+    pub outlet: Arc<Outlet>,
+}
 
 /// One call's input.
 #[derive(Clone, Copy, Debug)]
@@ -50,10 +62,4 @@ pub trait Runtime {
     /// Drops kept referenced values of these keys (they changed). Runtimes
     /// that keep none ignore it.
     fn forget_values(&mut self, _keys: &[String]) {}
-
-    /// What the last call did through this runtime's user library (its
-    /// writes, its pinned reads), taken: the next call starts with none.
-    fn take_effects(&mut self) -> Effects {
-        Effects::default()
-    }
 }

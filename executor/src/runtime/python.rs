@@ -3,22 +3,24 @@
 //! Its Python side is `executor/python/squall_runtime.py`, compiled into
 //! the binary (so the executor and its runtime never disagree) and loaded as
 //! module `_squall_runtime`. Functions reach the executor through the native
-//! module `_squall_executor` (`executor_id`, `cache_address`, `executor_of`,
-//! `deadline`, `send`, `recv`, `version`, `kept_fresh`, `writer`, `consistency`,
-//! `pinned`, `causal_cut`), which `squall.user`
-//! wraps; its functions
-//! read the current call from a thread-local set around every call.
+//! module `_squall_executor`, which `squall.user` wraps: `get`, `put` and
+//! `delete` go through the worker's [`crate::route::CacheRoute`] (the
+//! route WebAssembly's host imports take too), and `executor_id`,
+//! `cache_address`, `executor_of`, `deadline`, `send`, `recv`, `version`,
+//! `kept_fresh` and `consistency` answer from the running call. Its
+//! functions find the worker's [`Ports`] in a thread-local set around
+//! every call.
 
 use super::python_memory;
 use super::watchdog::Watchdog;
-use super::{CallInput, Runtime};
-use crate::job::{call_error, CallEnv, Effects};
-use crate::worker::{Mailbox, Outlet, WorkerEvent};
-use anna::lattice::KeyState;
+use super::{CallInput, Ports, Runtime};
+use crate::job::{call_error, CallEnv};
+use crate::worker::WorkerEvent;
 use anna::protocol::compute::{self, CallError, CallErrorKind, FunctionCode};
-use anna::protocol::{Address, Session};
+use anna::protocol::Address;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use squall_py::parse_ack;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -31,44 +33,35 @@ const RUNTIME_SOURCE: &str = include_str!("../../python/squall_runtime.py");
 const RUNTIME_MODULE: &str = "_squall_runtime";
 const NATIVE_MODULE: &str = "_squall_executor";
 
-struct CallContext {
-    env: CallEnv,
-    mailbox: Arc<Mailbox>,
-    outlet: Arc<Outlet>,
-}
-
 thread_local! {
-    static CONTEXT: RefCell<Option<CallContext>> = const { RefCell::new(None) };
+    static PORTS: RefCell<Option<Arc<Ports>>> = const { RefCell::new(None) };
 }
 
-fn with_context<T>(f: impl FnOnce(&CallContext) -> PyResult<T>) -> PyResult<T> {
-    CONTEXT.with(|c| match c.borrow().as_ref() {
-        Some(ctx) => f(ctx),
-        None => Err(pyo3::exceptions::PyRuntimeError::new_err(
-            "squall.user works only inside a function running on an executor",
-        )),
-    })
+fn outside() -> PyErr {
+    pyo3::exceptions::PyRuntimeError::new_err(
+        "squall.user works only inside a function running on an executor",
+    )
 }
 
-/// Runs `f` with the current call's context set for the native module's
-/// functions (and so for `squall.user`), cleared afterwards. The
-/// WebAssembly runtime sets it too: its host imports go through
-/// `squall.user`.
-pub(crate) fn with_call_context<T>(
-    env: &CallEnv,
-    mailbox: &Arc<Mailbox>,
-    outlet: &Arc<Outlet>,
-    f: impl FnOnce() -> T,
-) -> T {
-    CONTEXT.with(|c| {
-        *c.borrow_mut() = Some(CallContext {
-            env: env.clone(),
-            mailbox: mailbox.clone(),
-            outlet: outlet.clone(),
-        })
-    });
+/// The worker's ports, inside a call.
+fn ports() -> PyResult<Arc<Ports>> {
+    PORTS.with(|p| p.borrow().clone()).ok_or_else(outside)
+}
+
+/// `f` of the running call's surroundings.
+fn with_call<T>(f: impl FnOnce(&CallEnv) -> PyResult<T>) -> PyResult<T> {
+    let call = ports()?.route.call().ok_or_else(outside)?;
+    f(&call)
+}
+
+/// Runs `f` with the worker's ports set for the native module's functions
+/// (and so for `squall.user`), cleared afterwards. The WebAssembly runtime
+/// sets them too: its arguments are converted, and references resolved,
+/// in Python.
+pub(crate) fn with_ports<T>(ports: &Arc<Ports>, f: impl FnOnce() -> T) -> T {
+    PORTS.with(|p| *p.borrow_mut() = Some(ports.clone()));
     let result = f();
-    CONTEXT.with(|c| *c.borrow_mut() = None);
+    PORTS.with(|p| *p.borrow_mut() = None);
     result
 }
 
@@ -79,23 +72,56 @@ pub(crate) fn now_ms() -> u64 {
     since.as_millis() as u64
 }
 
+/// The value of `key` read through the node's cache at the call's
+/// consistency level (see [`crate::route`]); `None` if absent. `raw`:
+/// last-writer-wins values as `squall.Lww` (bytes and timestamp), not
+/// unpickled.
+#[pyfunction]
+#[pyo3(signature = (key, raw=false))]
+fn get(py: Python<'_>, key: &str, raw: bool) -> PyResult<Py<PyAny>> {
+    let store = ports()?.route.store()?;
+    store.get(py, key, raw, None, true)
+}
+
+/// Merges `value` into `key` through the node's cache, acknowledged at
+/// `ack`, as the invocation's writer.
+#[pyfunction]
+#[pyo3(signature = (key, value, ack=None))]
+fn put(
+    py: Python<'_>,
+    key: &str,
+    value: &Bound<'_, PyAny>,
+    ack: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    let ack = parse_ack(ack)?;
+    ports()?.route.store()?.put(py, key, value, ack)
+}
+
+/// Deletes `key` through the node's cache, acknowledged at `ack`.
+#[pyfunction]
+#[pyo3(signature = (key, ack=None))]
+fn delete(py: Python<'_>, key: &str, ack: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    let ack = parse_ack(ack)?;
+    ports()?.route.store()?.delete(py, key, ack)
+}
+
 /// The executor's address (its id).
 #[pyfunction]
 fn executor_id() -> PyResult<String> {
-    with_context(|c| Ok(c.env.executor.0.clone()))
+    with_call(|c| Ok(c.executor.0.clone()))
 }
 
 /// The node's cache address.
 #[pyfunction]
 fn cache_address() -> PyResult<String> {
-    with_context(|c| Ok(c.env.cache.0.clone()))
+    with_call(|c| Ok(c.cache.0.clone()))
 }
 
 /// The executor of function `name` in the current call, if it is part of it.
 #[pyfunction]
 fn executor_of(name: &str) -> PyResult<Option<String>> {
-    with_context(|c| {
-        Ok((c.env.peers.iter())
+    with_call(|c| {
+        Ok((c.peers.iter())
             .find(|(n, _)| n == name)
             .map(|(_, a)| a.0.clone()))
     })
@@ -104,15 +130,14 @@ fn executor_of(name: &str) -> PyResult<Option<String>> {
 /// The current call's deadline, in seconds since the Unix epoch.
 #[pyfunction]
 fn deadline() -> PyResult<f64> {
-    with_context(|c| Ok(c.env.deadline_ms as f64 / 1000.0))
+    with_call(|c| Ok(c.deadline_ms as f64 / 1000.0))
 }
 
-/// The version of `key` the caller's session wrote (an encoded witness,
-/// for `DirectKvs.get(at_least=...)`), or `None`.
+/// The version of `key` the caller's session wrote (encoded), or `None`.
 #[pyfunction]
 fn version(py: Python<'_>, key: &str) -> PyResult<Option<Py<PyBytes>>> {
-    with_context(|c| {
-        Ok(c.env.session.get(key).map(|w| {
+    with_call(|c| {
+        Ok(c.session.get(key).map(|w| {
             let bytes = anna::protocol::compute::encode_value(w);
             PyBytes::new(py, &bytes).unbind()
         }))
@@ -131,8 +156,8 @@ fn kept_fresh(key: &str, timestamp: (u64, u32, u64)) -> PyResult<bool> {
         logical,
         writer: anna::lattice::WriterId(writer),
     };
-    with_context(|c| {
-        Ok(match c.env.session.get(key) {
+    with_call(|c| {
+        Ok(match c.session.get(key) {
             None => true,
             Some(w) => match (w.deleted_at(), w.value()) {
                 (None, Some(anna::lattice::LatticeValue::Lww(l))) => kept >= l.timestamp(),
@@ -145,62 +170,17 @@ fn kept_fresh(key: &str, timestamp: (u64, u32, u64)) -> PyResult<bool> {
 /// The call's consistency level: `"lww"`, `"repeatable_read"` or `"causal"`.
 #[pyfunction]
 fn consistency() -> PyResult<&'static str> {
-    with_context(|c| Ok(c.env.consistency.name()))
-}
-
-/// Under repeatable read and causal, the value an upstream function of the
-/// call read of `key`: `None` if none read it (or, `required` being an
-/// encoded version the read must now see, the pinned one is older), `b""`
-/// if it was absent, else the encoded value (for
-/// `squall._native.decode_lattice`).
-#[pyfunction]
-#[pyo3(signature = (key, required=None))]
-fn pinned(py: Python<'_>, key: &str, required: Option<&[u8]>) -> PyResult<Option<Py<PyBytes>>> {
-    let required = required.and_then(compute::decode_value::<KeyState>);
-    with_context(|c| {
-        let Some(state) = c.env.pinned.get(key) else {
-            return Ok(None);
-        };
-        let need = [c.env.session.get(key), required.as_ref()];
-        if need.into_iter().flatten().any(|w| !state.covers(w)) {
-            return Ok(None);
-        }
-        let bytes = state
-            .visible()
-            .map(|v| compute::encode_value(v.as_ref()))
-            .unwrap_or_default();
-        Ok(Some(PyBytes::new(py, &bytes).unbind()))
-    })
-}
-
-/// `{key: {writer: count}}`: the vector clock of every causal value the
-/// upstream functions of the call read.
-#[pyfunction]
-fn causal_cut() -> PyResult<std::collections::BTreeMap<String, std::collections::BTreeMap<u64, u64>>>
-{
-    with_context(|c| {
-        Ok((c.env.pinned.causal_clocks().into_iter())
-            .map(|(k, clock)| (k, clock.reveal().iter().map(|(w, n)| (w.0, *n)).collect()))
-            .collect())
-    })
-}
-
-/// The writer id of the running invocation: the same for every attempt.
-#[pyfunction]
-fn writer() -> PyResult<u64> {
-    with_context(|c| Ok(c.env.writer.0))
+    with_call(|c| Ok(c.consistency.name()))
 }
 
 /// Sends `payload` to the executor at `to` as a user message.
 #[pyfunction]
 fn send(to: String, payload: Vec<u8>) -> PyResult<()> {
-    with_context(|c| {
-        c.outlet.send(WorkerEvent::Send {
-            to: Address(to),
-            payload,
-        });
-        Ok(())
-    })
+    ports()?.outlet.send(WorkerEvent::Send {
+        to: Address(to),
+        payload,
+    });
+    Ok(())
 }
 
 /// The next user message `(from, payload)`, waiting at most `timeout_s`
@@ -208,18 +188,22 @@ fn send(to: String, payload: Vec<u8>) -> PyResult<()> {
 #[pyfunction]
 #[pyo3(signature = (timeout_s=None))]
 fn recv(py: Python<'_>, timeout_s: Option<f64>) -> PyResult<Option<(String, Py<PyBytes>)>> {
-    let (mailbox, deadline_ms) = with_context(|c| Ok((c.mailbox.clone(), c.env.deadline_ms)))?;
+    let ports = ports()?;
+    let deadline_ms = with_call(|c| Ok(c.deadline_ms))?;
     let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms()));
     let wait = match timeout_s {
         Some(t) if t.is_finite() && t >= 0.0 => left.min(Duration::from_secs_f64(t)),
         _ => left,
     };
-    let got = py.detach(|| mailbox.recv(wait));
+    let got = py.detach(|| ports.mailbox.recv(wait));
     Ok(got.map(|(from, payload)| (from.0, PyBytes::new(py, &payload).unbind())))
 }
 
 fn native_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     let m = PyModule::new(py, NATIVE_MODULE)?;
+    m.add_function(wrap_pyfunction!(get, &m)?)?;
+    m.add_function(wrap_pyfunction!(put, &m)?)?;
+    m.add_function(wrap_pyfunction!(delete, &m)?)?;
     m.add_function(wrap_pyfunction!(executor_id, &m)?)?;
     m.add_function(wrap_pyfunction!(cache_address, &m)?)?;
     m.add_function(wrap_pyfunction!(executor_of, &m)?)?;
@@ -228,10 +212,7 @@ fn native_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     m.add_function(wrap_pyfunction!(recv, &m)?)?;
     m.add_function(wrap_pyfunction!(version, &m)?)?;
     m.add_function(wrap_pyfunction!(kept_fresh, &m)?)?;
-    m.add_function(wrap_pyfunction!(writer, &m)?)?;
     m.add_function(wrap_pyfunction!(consistency, &m)?)?;
-    m.add_function(wrap_pyfunction!(pinned, &m)?)?;
-    m.add_function(wrap_pyfunction!(causal_cut, &m)?)?;
     Ok(m)
 }
 
@@ -273,8 +254,7 @@ pub struct PythonRuntime {
     functions: HashMap<String, Py<PyAny>>,
     watchdog: Watchdog,
     thread_id: std::ffi::c_ulong,
-    mailbox: Arc<Mailbox>,
-    outlet: Arc<Outlet>,
+    ports: Arc<Ports>,
 }
 
 impl PythonRuntime {
@@ -286,8 +266,7 @@ impl PythonRuntime {
         paths: &PythonPaths,
         max_value_bytes: usize,
         python_memory_bytes: usize,
-        mailbox: Arc<Mailbox>,
-        outlet: Arc<Outlet>,
+        ports: Arc<Ports>,
     ) -> Result<Self, String> {
         // Executors sharing a process (tests) set the modules up one at a
         // time, taking the lock before the GIL so neither waits on the other
@@ -338,8 +317,7 @@ impl PythonRuntime {
                 runtime: runtime.unbind(),
                 timeout_class,
                 functions: HashMap::new(),
-                mailbox,
-                outlet,
+                ports,
             })
         })
     }
@@ -349,8 +327,8 @@ impl PythonRuntime {
     /// left pending for this thread.
     fn guarded<T>(&mut self, env: &CallEnv, f: impl FnOnce(Python<'_>, &Self) -> T) -> (T, bool) {
         let left = Duration::from_millis(env.deadline_ms.saturating_sub(now_ms()));
-        let (mailbox, outlet) = (self.mailbox.clone(), self.outlet.clone());
-        with_call_context(env, &mailbox, &outlet, || {
+        let ports = self.ports.clone();
+        with_ports(&ports, || {
             Python::attach(|py| {
                 self.watchdog.arm(Instant::now() + left);
                 let value = f(py, self);
@@ -517,7 +495,6 @@ impl Runtime for PythonRuntime {
                 PyBytes::new(py, input.payload),
                 PyList::new(py, upstream).ok(),
                 input.env.deadline_ms as f64 / 1000.0,
-                input.env.cache.as_str(),
                 function,
             );
             let armed = python_memory::arm();
@@ -544,35 +521,6 @@ impl Runtime for PythonRuntime {
         if let Some(f) = self.functions.remove(function) {
             Python::attach(|_py| drop(f));
         }
-    }
-
-    fn take_effects(&mut self) -> Effects {
-        type Entries = Vec<(String, Vec<u8>)>;
-        let decode = |entries: Entries| {
-            let mut session = Session::default();
-            for (key, bytes) in entries {
-                match compute::decode_value::<KeyState>(&bytes) {
-                    Some(state) => session.record(&key, state),
-                    None => tracing::warn!(%key, "a reported state does not decode; dropped"),
-                }
-            }
-            session
-        };
-        Python::attach(|py| {
-            let taken = (self.runtime.bind(py))
-                .call_method0("take_effects")
-                .and_then(|t| t.extract::<(Entries, Entries)>());
-            match taken {
-                Ok((written, pinned)) => Effects {
-                    written: decode(written),
-                    pinned: decode(pinned),
-                },
-                Err(e) => {
-                    tracing::warn!(error = %e, "collecting a function's writes failed");
-                    Effects::default()
-                }
-            }
-        })
     }
 
     fn forget_values(&mut self, keys: &[String]) {

@@ -67,18 +67,20 @@
 //! at [`Runtime::load`]; one that does not validate, lacks an export or
 //! imports what the host does not provide fails with `BadFunction`.
 //!
-//! Conversions between Python values and bytes, Reference resolution and
-//! the host's `get`/`put` run in Python (`_squall_runtime.wasm_args`,
-//! `wasm_result`, `wasm_get`, `wasm_put`) with the GIL taken only for them:
-//! one pickle, Reference and cache path for both runtimes.
+//! Conversions of the caller's Python arguments and of the result, and
+//! Reference resolution, run in Python (`_squall_runtime.wasm_args`,
+//! `wasm_result`) with the GIL taken only for them: one pickle and
+//! Reference path for both runtimes. The host's `get` and `put` take the
+//! worker's route to the cache in Rust ([`scalar`] converts the stored
+//! value), as Python's `squall.user` does: one cache path for both.
 
 mod abi;
 mod host;
+pub mod scalar;
 
-use super::python::{now_ms, read_outcome, timeout, with_call_context};
-use super::{CallInput, Runtime};
+use super::python::{now_ms, read_outcome, timeout, with_ports};
+use super::{CallInput, Ports, Runtime};
 use crate::job::{call_error, CallEnv};
-use crate::worker::{Mailbox, Outlet};
 use anna::protocol::compute::{self, CallError, CallErrorKind, FunctionCode, ValueKind};
 use host::{Host, Limits};
 use pyo3::prelude::*;
@@ -133,17 +135,12 @@ pub struct WasmRuntime {
     functions: HashMap<String, Loaded>,
     memory_bytes: usize,
     runtime: Py<PyModule>,
-    mailbox: Arc<Mailbox>,
-    outlet: Arc<Outlet>,
+    ports: Arc<Ports>,
 }
 
 impl WasmRuntime {
     /// A runtime capping each instance's memory at `memory_bytes`.
-    pub fn start(
-        memory_bytes: usize,
-        mailbox: Arc<Mailbox>,
-        outlet: Arc<Outlet>,
-    ) -> Result<Self, String> {
+    pub fn start(memory_bytes: usize, ports: Arc<Ports>) -> Result<Self, String> {
         let engine = engine()?;
         let linker = host::linker(&engine).map_err(|e| format!("wasmtime: {e:#}"))?;
         let runtime = Python::attach(|py| {
@@ -157,8 +154,7 @@ impl WasmRuntime {
             functions: HashMap::new(),
             memory_bytes,
             runtime,
-            mailbox,
-            outlet,
+            ports,
         })
     }
 
@@ -173,7 +169,6 @@ impl WasmRuntime {
                 PyBytes::new(py, input.payload),
                 PyList::new(py, upstream).ok(),
                 input.env.deadline_ms as f64 / 1000.0,
-                input.env.cache.as_str(),
             );
             let answer = self.runtime.bind(py).call_method1("wasm_args", args);
             let value = answer
@@ -217,13 +212,11 @@ impl WasmRuntime {
         if left_ms == 0 {
             return Err(timeout(function));
         }
-        let runtime = Python::attach(|py| self.runtime.clone_ref(py));
         let host = Host {
             limits: Limits::new(self.memory_bytes),
-            env: env.clone(),
-            mailbox: self.mailbox.clone(),
-            outlet: self.outlet.clone(),
-            runtime,
+            deadline_ms: env.deadline_ms,
+            executor: env.executor.clone(),
+            ports: self.ports.clone(),
         };
         let mut store = Store::new(&self.engine, host);
         store.limiter(|h| &mut h.limits);
@@ -392,7 +385,7 @@ impl Runtime for WasmRuntime {
                 function,
             ));
         };
-        with_call_context(input.env, &self.mailbox, &self.outlet, || {
+        with_ports(&self.ports, || {
             let args = self.python_args(function, &input)?;
             let block = abi::encode_args(&args)
                 .map_err(|m| call_error(CallErrorKind::BadArguments, "ValueError", m, function))?;

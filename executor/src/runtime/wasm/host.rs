@@ -1,16 +1,19 @@
 //! The host side of one call: the store's data ([`Host`]), its memory
 //! limiter, and the imports of module `squall` (`get`, `put`, `send`,
-//! `recv`, `id`). Guest memory is read and written with bounds checks; a
-//! bad pointer or a failing host call traps the guest (its caller gets a
-//! Remote error naming the import), never panics the executor.
+//! `recv`, `id`). `get` and `put` take the worker's route to the node's
+//! cache ([`crate::route::CacheRoute`]) with values converted by
+//! [`super::scalar`]: no Python on the way. Guest memory is read and
+//! written with bounds checks; a bad pointer or a failing host call traps
+//! the guest (its caller gets a Remote error naming the import), never
+//! panics the executor.
 
 use super::abi::{guest_slice, pack};
-use crate::job::CallEnv;
+use super::scalar;
 use crate::runtime::python::now_ms;
-use crate::worker::{Mailbox, Outlet, WorkerEvent};
+use crate::runtime::Ports;
+use crate::worker::WorkerEvent;
+use anna::lattice::{LatticeValue, Lww};
 use anna::protocol::Address;
-use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyModule, PyTuple};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::{
@@ -24,11 +27,11 @@ pub const IMPORT_MODULE: &str = "squall";
 /// What a call's store holds.
 pub struct Host {
     pub limits: Limits,
-    pub env: CallEnv,
-    pub mailbox: Arc<Mailbox>,
-    pub outlet: Arc<Outlet>,
-    /// `_squall_runtime`, for `get` and `put` through `squall.user`.
-    pub runtime: Py<PyModule>,
+    /// The call's deadline (wall-clock milliseconds), for `recv`.
+    pub deadline_ms: u64,
+    /// This executor's id, for `id`.
+    pub executor: Address,
+    pub ports: Arc<Ports>,
 }
 
 /// The instance's memory cap ([`StoreLimitsBuilder::memory_size`]),
@@ -89,17 +92,16 @@ pub fn linker(engine: &Engine) -> Result<Linker<Host>> {
 
 fn get(mut caller: Caller<'_, Host>, key_ptr: i32, key_len: i32) -> Result<i64> {
     let key = read_str(&mut caller, "get", key_ptr, key_len)?;
-    let runtime = Python::attach(|py| caller.data().runtime.clone_ref(py));
-    let value = Python::attach(|py| -> Result<Option<Vec<u8>>> {
-        let answer = runtime
-            .bind(py)
-            .call_method1("wasm_get", (key.as_str(),))
-            .map_err(|e| format_err!("squall.get({key:?}): {e}"))?;
-        answer_bytes(&answer).map_err(|e| format_err!("squall.get({key:?}): {e}"))
-    })?;
-    match value {
-        Some(bytes) => give(&mut caller, "get", &bytes),
-        None => Ok(-1),
+    let fail = |e: String| format_err!("squall.get({key:?}): {e}");
+    let value = caller.data().ports.route.read(&key);
+    let value = value.map_err(|e| fail(e.0.to_string()))?;
+    match value
+        .map(|v| scalar::readable(&v))
+        .transpose()
+        .map_err(fail)?
+    {
+        Some(Some(bytes)) => give(&mut caller, "get", &bytes),
+        _ => Ok(-1),
     }
 }
 
@@ -112,28 +114,26 @@ fn put(
 ) -> Result<i32> {
     let key = read_str(&mut caller, "put", key_ptr, key_len)?;
     let data = read(&mut caller, "put", ptr, len)?;
-    let runtime = Python::attach(|py| caller.data().runtime.clone_ref(py));
-    let stored = Python::attach(|py| {
-        let answer =
-            (runtime.bind(py)).call_method1("wasm_put", (key.as_str(), PyBytes::new(py, &data)));
-        match answer
-            .map_err(|e| e.to_string())
-            .and_then(|a| answer_bytes(&a))
-        {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::debug!(%key, error = %e, "squall.put from WebAssembly failed");
-                false
-            }
-        }
+    let route = &caller.data().ports.route;
+    let stored = route.store().and_then(|store| {
+        let pickle = scalar::pickled_bytes(&data);
+        let make =
+            |w: &mut squall_py::values::Writer| LatticeValue::Lww(Lww::new(w.timestamp(), pickle));
+        store.put_value(&key, make, None)
     });
-    Ok(if stored { 0 } else { -1 })
+    match stored {
+        Ok(()) => Ok(0),
+        Err(e) => {
+            tracing::debug!(%key, error = %e.0, "squall.put from WebAssembly failed");
+            Ok(-1)
+        }
+    }
 }
 
 fn send(mut caller: Caller<'_, Host>, to_ptr: i32, to_len: i32, ptr: i32, len: i32) -> Result<i32> {
     let to = read_str(&mut caller, "send", to_ptr, to_len)?;
     let payload = read(&mut caller, "send", ptr, len)?;
-    caller.data().outlet.send(WorkerEvent::Send {
+    caller.data().ports.outlet.send(WorkerEvent::Send {
         to: Address(to),
         payload,
     });
@@ -141,41 +141,20 @@ fn send(mut caller: Caller<'_, Host>, to_ptr: i32, to_len: i32, ptr: i32, len: i
 }
 
 fn recv(mut caller: Caller<'_, Host>, timeout_ms: i32) -> Result<i64> {
-    let left = Duration::from_millis(caller.data().env.deadline_ms.saturating_sub(now_ms()));
+    let left = Duration::from_millis(caller.data().deadline_ms.saturating_sub(now_ms()));
     let wait = match u64::try_from(timeout_ms) {
         Ok(ms) => left.min(Duration::from_millis(ms)),
         Err(_) => left,
     };
-    match caller.data().mailbox.recv(wait) {
+    match caller.data().ports.mailbox.recv(wait) {
         Some((_, payload)) => give(&mut caller, "recv", &payload),
         None => Ok(-1),
     }
 }
 
 fn id(mut caller: Caller<'_, Host>) -> Result<i64> {
-    let me = caller.data().env.executor.0.clone();
+    let me = caller.data().executor.0.clone();
     give(&mut caller, "id", me.as_bytes())
-}
-
-/// Reads an answer of `wasm_get` / `wasm_put`: `("ok", bytes)` is
-/// `Some`, `("ok",)` and `("missing",)` are `None`, an error tuple is
-/// `Err` with its type and message.
-fn answer_bytes(answer: &Bound<'_, PyAny>) -> std::result::Result<Option<Vec<u8>>, String> {
-    let t = answer.cast::<PyTuple>().map_err(|e| e.to_string())?;
-    let tag: String = t
-        .get_item(0)
-        .and_then(|x| x.extract())
-        .map_err(|e| e.to_string())?;
-    match tag.as_str() {
-        "ok" if t.len() > 1 => (t.get_item(1).and_then(|x| x.extract()))
-            .map(Some)
-            .map_err(|e| e.to_string()),
-        "ok" | "missing" => Ok(None),
-        _ => {
-            let field = |i| (t.get_item(i).and_then(|x| x.extract::<String>())).unwrap_or_default();
-            Err(format!("{}: {}", field(2), field(3)))
-        }
-    }
 }
 
 fn memory(caller: &mut Caller<'_, Host>, import: &str) -> Result<Memory> {

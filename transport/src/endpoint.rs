@@ -1,40 +1,44 @@
-//! [`Direct`]: plain request/response against one KVS endpoint (a node's
-//! cache, which answers `KvsRequest`s for any key), for the executor's
-//! user library; and [`send_user_message`], a message to another executor.
+//! [`Endpoint`]: plain request/response against one KVS endpoint (a node's
+//! cache, which answers `KvsRequest`s for any key; or one storage thread,
+//! which answers for the keys it owns), one request at a time.
+//!
+//! It keeps what a function's reads through the endpoint must see: the
+//! versions it wrote (and causal dependencies it was told to require) and
+//! the states its pinned reads read, for the executor to report to the
+//! caller and downstream functions.
 
-use crate::errors::KvsFailure;
-use crate::store::{lock, Kvs};
+use crate::socket::{Receiver, Sender, TransportError};
 use anna::client::{ClientConfig, ClientError};
 use anna::lattice::{KeyState, Lattice, LatticeValue, Timestamp};
-use anna::protocol::{
-    compute::UserMessage, Ack, Address, KeyOp, KvsRequest, Message, Outcome, RequestId, Session,
-};
-use squall_transport::{Receiver, Sender, TransportError};
-use std::sync::{Mutex, OnceLock};
+use anna::protocol::{Ack, Address, KeyOp, KvsRequest, Message, Outcome, RequestId, Session};
 use std::time::{Duration, Instant};
 
 /// One endpoint, one request at a time, each bounded by `timeout`.
-pub struct Direct {
+pub struct Endpoint {
     target: Address,
     timeout: Duration,
     next: u64,
     rx: Receiver,
     tx: Sender,
-    /// Acknowledged writes since the last [`Kvs::take_written`].
+    /// Acknowledged writes since the last [`Endpoint::take_written`].
     written: Session,
-    /// States read by pinned reads since the last [`Kvs::take_pinned`].
+    /// States read by pinned reads since the last [`Endpoint::take_pinned`].
     pinned: Session,
     // Dropped last: sockets close before their context.
     _ctx: zmq::Context,
 }
 
-impl Direct {
+impl Endpoint {
     /// Talks to `target`, receiving answers at `bind` (a `tcp://host:*`
     /// address the endpoint can reach).
-    pub fn connect(target: Address, bind: &Address, timeout: Duration) -> Result<Self, KvsFailure> {
+    pub fn connect(
+        target: Address,
+        bind: &Address,
+        timeout: Duration,
+    ) -> Result<Self, TransportError> {
         let ctx = zmq::Context::new();
         let rx = Receiver::bind(&ctx, bind)?;
-        Ok(Direct {
+        Ok(Endpoint {
             target,
             timeout,
             next: 0,
@@ -51,7 +55,12 @@ impl Direct {
         self.rx.address()
     }
 
-    fn request(&mut self, op: KeyOp, ack: Ack) -> Result<Outcome, KvsFailure> {
+    /// The endpoint asked.
+    pub fn target(&self) -> &Address {
+        &self.target
+    }
+
+    fn request(&mut self, op: KeyOp, ack: Ack) -> Result<Outcome, ClientError> {
         self.next += 1;
         let id = RequestId(self.next);
         let key = op.key().clone();
@@ -61,7 +70,7 @@ impl Direct {
             ops: vec![op],
             ack,
         });
-        self.tx.send(&self.target, &msg)?;
+        self.tx.send(&self.target, &msg).map_err(transport)?;
         let deadline = Instant::now() + self.timeout;
         loop {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
@@ -69,22 +78,21 @@ impl Direct {
                     key,
                     after: self.timeout,
                     tried: self.target.to_string(),
-                }
-                .into());
+                });
             };
             // Answers to earlier, timed-out requests are skipped.
-            if let Some(Message::KvsResponse(r)) = self.rx.recv(Some(left))? {
+            if let Some(Message::KvsResponse(r)) = self.rx.recv(Some(left)).map_err(transport)? {
                 if r.id == id {
                     let outcome = r.results.into_iter().next().map(|r| r.outcome);
                     return outcome.ok_or_else(|| {
-                        ClientError::Transport(format!("{}: empty answer", self.target)).into()
+                        ClientError::Transport(format!("{}: empty answer", self.target))
                     });
                 }
             }
         }
     }
 
-    fn check(&self, key: &str, outcome: Outcome) -> Result<Option<LatticeValue>, KvsFailure> {
+    fn check(&self, key: &str, outcome: Outcome) -> Result<Option<LatticeValue>, ClientError> {
         let key = key.to_string();
         match outcome {
             Outcome::Value(v) => Ok(Some(v)),
@@ -93,16 +101,13 @@ impl Direct {
             Outcome::NotMine { .. } => Err(ClientError::Transport(format!(
                 "`{key}`: {} does not serve this key",
                 self.target
-            ))
-            .into()),
-            Outcome::Error(error) => {
-                Err(ClientError::from_kvs(key, error, || self.target.to_string()).into())
-            }
+            ))),
+            Outcome::Error(error) => Err(ClientError::from_kvs(key, error, || {
+                self.target.to_string()
+            })),
         }
     }
-}
 
-impl Direct {
     /// What a read of `key` must see: `at_least` joined with what this
     /// endpoint wrote or must read of it (its writes, causal dependencies).
     pub fn required(&self, key: &str, at_least: Option<&KeyState>) -> Option<KeyState> {
@@ -123,14 +128,14 @@ impl Direct {
     pub fn pinned(&self) -> &Session {
         &self.pinned
     }
-}
 
-impl Kvs for Direct {
-    fn get(
+    /// Reads `key`, at least at `at_least` joined with what this endpoint
+    /// wrote or must read of it.
+    pub fn get(
         &mut self,
         key: &str,
         at_least: Option<&KeyState>,
-    ) -> Result<Option<LatticeValue>, KvsFailure> {
+    ) -> Result<Option<LatticeValue>, ClientError> {
         let at_least = self.required(key, at_least);
         let op = match at_least.as_ref() {
             None => KeyOp::Get {
@@ -145,7 +150,14 @@ impl Kvs for Direct {
         self.check(key, outcome)
     }
 
-    fn put(&mut self, key: &str, value: LatticeValue, ack: Option<Ack>) -> Result<(), KvsFailure> {
+    /// Merges `value` into `key`, acknowledged at `ack` (the client's
+    /// default if `None`), and records the version written.
+    pub fn put(
+        &mut self,
+        key: &str,
+        value: LatticeValue,
+        ack: Option<Ack>,
+    ) -> Result<(), ClientError> {
         let witness = value.witness();
         let op = KeyOp::Put {
             key: key.to_string(),
@@ -161,7 +173,13 @@ impl Kvs for Direct {
         }
     }
 
-    fn delete(&mut self, key: &str, at: Timestamp, ack: Option<Ack>) -> Result<(), KvsFailure> {
+    /// Deletes `key` as of `at`, and records the tombstone.
+    pub fn delete(
+        &mut self,
+        key: &str,
+        at: Timestamp,
+        ack: Option<Ack>,
+    ) -> Result<(), ClientError> {
         let op = KeyOp::Delete {
             key: key.to_string(),
             at,
@@ -173,15 +191,18 @@ impl Kvs for Direct {
         Ok(())
     }
 
-    fn take_written(&mut self) -> Session {
+    /// The versions written (and required) since the last take.
+    pub fn take_written(&mut self) -> Session {
         std::mem::take(&mut self.written)
     }
 
-    fn get_pinned(
+    /// Reads `key` as [`Endpoint::get`], and pins the state read: later
+    /// pinned reads of the key answer the same version (repeatable read).
+    pub fn get_pinned(
         &mut self,
         key: &str,
         at_least: Option<&KeyState>,
-    ) -> Result<Option<LatticeValue>, KvsFailure> {
+    ) -> Result<Option<LatticeValue>, ClientError> {
         let at_least = self.required(key, at_least);
         if let Some(state) = self.pinned.get(key) {
             // A pin older than what this function must now read (a causal
@@ -208,36 +229,12 @@ impl Kvs for Direct {
         }
     }
 
-    fn take_pinned(&mut self) -> Session {
+    /// The states pinned since the last take.
+    pub fn take_pinned(&mut self) -> Session {
         std::mem::take(&mut self.pinned)
     }
 }
 
-/// The process's sender of user messages, with its context.
-struct UserSender {
-    tx: Sender,
-    _ctx: zmq::Context,
-}
-
-static USER_SENDER: OnceLock<Mutex<UserSender>> = OnceLock::new();
-
-/// Sends `payload` to the executor at `to` as a `UserMessage` from `from`,
-/// without blocking (a full queue drops it, with an error).
-pub fn send_user_message(
-    to: &Address,
-    from: &Address,
-    payload: Vec<u8>,
-) -> Result<(), TransportError> {
-    let sender = USER_SENDER.get_or_init(|| {
-        let ctx = zmq::Context::new();
-        Mutex::new(UserSender {
-            tx: Sender::new(&ctx),
-            _ctx: ctx,
-        })
-    });
-    let msg = Message::UserMessage(UserMessage {
-        from: from.clone(),
-        payload,
-    });
-    lock(sender).tx.send(to, &msg)
+fn transport(e: TransportError) -> ClientError {
+    ClientError::Transport(e.to_string())
 }

@@ -6,8 +6,9 @@
 //! lattice. Reading reverses it: last-writer-wins bytes that are a pickle are
 //! unpickled, any other last-writer-wins bytes (written by `squall kv put`,
 //! or with `squall.Lww`) come back as `bytes`, and every other lattice comes
-//! back as its wrapper class. The client and the executor's `DirectKvs` both
-//! convert through here, so there is one conversion in the codebase.
+//! back as its wrapper class. The client module and the executor (a
+//! function's `squall.user`) both convert through here, so there is one
+//! conversion in the codebase.
 //!
 //! Writing some lattices needs the writer's identity and memory
 //! ([`Writer`]): a timestamp for last-writer-wins, the writer's own running

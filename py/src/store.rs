@@ -9,6 +9,7 @@ use crate::errors::KvsFailure;
 use crate::values::{self, Writer};
 use anna::lattice::{KeyState, LatticeValue, Timestamp, WriterId};
 use anna::protocol::{Ack, Session};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use std::sync::{Mutex, MutexGuard};
 
@@ -85,6 +86,40 @@ impl Kvs for squall_transport::Client {
         for (key, witness) in written.entries() {
             self.record_write(key, witness);
         }
+    }
+}
+
+impl Kvs for squall_transport::Endpoint {
+    fn get(
+        &mut self,
+        key: &str,
+        at_least: Option<&KeyState>,
+    ) -> Result<Option<LatticeValue>, KvsFailure> {
+        Ok(squall_transport::Endpoint::get(self, key, at_least)?)
+    }
+
+    fn put(&mut self, key: &str, value: LatticeValue, ack: Option<Ack>) -> Result<(), KvsFailure> {
+        Ok(squall_transport::Endpoint::put(self, key, value, ack)?)
+    }
+
+    fn delete(&mut self, key: &str, at: Timestamp, ack: Option<Ack>) -> Result<(), KvsFailure> {
+        Ok(squall_transport::Endpoint::delete(self, key, at, ack)?)
+    }
+
+    fn take_written(&mut self) -> Session {
+        squall_transport::Endpoint::take_written(self)
+    }
+
+    fn get_pinned(
+        &mut self,
+        key: &str,
+        at_least: Option<&KeyState>,
+    ) -> Result<Option<LatticeValue>, KvsFailure> {
+        Ok(squall_transport::Endpoint::get_pinned(self, key, at_least)?)
+    }
+
+    fn take_pinned(&mut self) -> Session {
+        squall_transport::Endpoint::take_pinned(self)
     }
 }
 
@@ -204,11 +239,48 @@ impl<B: Kvs> Store<B> {
         result
     }
 
+    /// Merges the value `make` builds with this store's writer (for a
+    /// last-writer-wins timestamp) into `key`, acknowledged at `ack`; no
+    /// Python involved (the caller holds no GIL to release).
+    pub fn put_value(
+        &self,
+        key: &str,
+        make: impl FnOnce(&mut Writer) -> LatticeValue,
+        ack: Option<Ack>,
+    ) -> Result<(), KvsFailure> {
+        let value = make(&mut lock(&self.writer));
+        lock(&self.net).put(key, value, ack)
+    }
+
     /// Deletes `key`, acknowledged at `ack`. The writer keeps its counter
     /// totals: the delete keeps them as the key's baseline, and later
     /// increments count from it (see `anna::lattice::key_state`).
     pub fn delete(&self, py: Python<'_>, key: &str, ack: Option<Ack>) -> PyResult<()> {
         let at = lock(&self.writer).timestamp();
         Ok(py.detach(|| lock(&self.net).delete(key, at, ack))?)
+    }
+}
+
+/// An acknowledgement level as Python callers give it: `None` (the
+/// endpoint's default), `"one"`, `"all"`, or a number of replicas.
+pub fn parse_ack(ack: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Ack>> {
+    let Some(ack) = ack.filter(|a| !a.is_none()) else {
+        return Ok(None);
+    };
+    if let Ok(name) = ack.extract::<String>() {
+        return match name.as_str() {
+            "one" => Ok(Some(Ack::FirstReplica)),
+            "all" => Ok(Some(Ack::All)),
+            _ => Err(PyValueError::new_err(format!(
+                "unknown acknowledgement level {name:?}: use \"one\", \"all\" or a number of replicas"
+            ))),
+        };
+    }
+    match ack.extract::<i64>() {
+        Ok(1) => Ok(Some(Ack::FirstReplica)),
+        Ok(k) if (2..=255).contains(&k) => Ok(Some(Ack::Replicas(k as u8))),
+        _ => Err(PyValueError::new_err(format!(
+            "unknown acknowledgement level {ack}: use \"one\", \"all\" or a number of replicas from 1 to 255"
+        ))),
     }
 }

@@ -178,10 +178,7 @@ impl StorageWorker {
         if !self.owns(key) {
             return 0;
         }
-        let mut owners = std::mem::take(&mut self.scratch);
-        self.ring.placement().owners_into(key, &mut owners);
-        let to = owners.iter().filter(|a| **a != self.me).count();
-        self.scratch = owners;
+        let to = self.ring.other_owners(key, &self.id.me).len();
         entry_bytes(key, state).saturating_mul(to)
     }
 
@@ -197,7 +194,6 @@ impl StorageWorker {
     /// owners they go to.
     fn batch_to_replicas(&mut self, keys: Vec<Key>) -> BTreeMap<Address, Vec<(Key, KeyState)>> {
         let mut batches: BTreeMap<Address, Vec<(Key, KeyState)>> = BTreeMap::new();
-        let mut owners = std::mem::take(&mut self.scratch);
         for key in keys {
             let Some(state) = self.shard.get(&key) else {
                 continue;
@@ -205,15 +201,13 @@ impl StorageWorker {
             if !self.owns(&key) {
                 continue;
             }
-            self.ring.placement().owners_into(&key, &mut owners);
-            for to in owners.iter().filter(|a| **a != self.me) {
+            for to in self.ring.other_owners(&key, &self.id.me) {
                 batches
                     .entry(to.clone())
                     .or_default()
                     .push((key.clone(), state.clone()));
             }
         }
-        self.scratch = owners;
         batches
     }
 
@@ -225,7 +219,7 @@ impl StorageWorker {
                 out.send(
                     to.clone(),
                     Message::Gossip(Gossip {
-                        from: self.me.clone(),
+                        from: self.id.me.clone(),
                         entries,
                         ack: None,
                     }),
@@ -274,7 +268,7 @@ impl StorageWorker {
                 from,
                 Message::GossipAck {
                     id,
-                    from: self.me.clone(),
+                    from: self.id.me.clone(),
                 },
             );
         }

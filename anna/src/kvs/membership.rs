@@ -235,6 +235,9 @@ pub(super) struct Ring {
     incarnation: Option<u64>,
     /// When thread 0 next tells the routers the node is alive.
     next_heartbeat: Time,
+    /// A key's owners, refilled by [`Ring::other_owners`] for each key
+    /// (no allocation per key on the gossip and write paths).
+    owners: Vec<Address>,
 }
 
 impl Ring {
@@ -248,7 +251,15 @@ impl Ring {
             previous: None,
             incarnation: None,
             next_heartbeat: Time::default(),
+            owners: Vec::new(),
         }
+    }
+
+    /// The owners of `key` under the current placement other than `me`.
+    pub(super) fn other_owners(&mut self, key: &str, me: &Address) -> &[Address] {
+        self.placement.owners_into(key, &mut self.owners);
+        self.owners.retain(|a| a != me);
+        &self.owners
     }
 
     /// The membership known.
@@ -285,10 +296,10 @@ impl StorageWorker {
     pub(super) fn on_membership(&mut self, now: Time, m: Membership, out: &mut Outbox) {
         match m {
             Membership::State(state) => self.merge_cluster(now, state, out),
-            Membership::Leave { node, reply_to } if node == self.node.id => {
+            Membership::Leave { node, reply_to } if node == self.id.node.id => {
                 tracing::info!(
                     node = node.0,
-                    thread = self.thread,
+                    thread = self.id.thread,
                     "leaving: handing keys over"
                 );
                 self.leave = Some(Leave {
@@ -312,17 +323,17 @@ impl StorageWorker {
             return;
         }
         let was_joined = self.ring.incarnation.is_some();
-        self.ring.incarnation = match self.ring.cluster.member(self.node.id) {
-            Some(r) if r.status == MemberStatus::Up(self.node.clone()) => Some(r.incarnation),
+        self.ring.incarnation = match self.ring.cluster.member(self.id.node.id) {
+            Some(r) if r.status == MemberStatus::Up(self.id.node.clone()) => Some(r.incarnation),
             _ => None,
         };
         if was_joined && self.ring.incarnation.is_none() && self.leave.is_none() {
             // Declared departed while alive (a stall, a partition): every
             // key goes to its owners without this node, and thread 0 asks
             // to join again at once, as a new incarnation.
-            if self.thread == 0 {
+            if self.id.thread == 0 {
                 tracing::warn!(
-                    node = self.node.id.0,
+                    node = self.id.node.id.0,
                     "this node was declared departed while alive: handing keys over and rejoining"
                 );
                 self.ring.next_heartbeat = now;
@@ -359,7 +370,7 @@ impl StorageWorker {
     fn placement_without_me(&self) -> Placement {
         let mut state = self.ring.cluster.clone();
         if let Some(incarnation) = self.ring.incarnation {
-            state.record_departure(self.node.id, incarnation);
+            state.record_departure(self.id.node.id, incarnation);
         }
         Placement::new(&state, self.config.replication)
     }
@@ -374,7 +385,7 @@ impl StorageWorker {
         let mut batches: BTreeMap<Address, Vec<Key>> = BTreeMap::new();
         for key in dirty {
             for to in leave.without_me.owners(&key) {
-                if to != self.me {
+                if to != self.id.me {
                     batches.entry(to).or_default().push(key.clone());
                 }
             }
@@ -388,15 +399,15 @@ impl StorageWorker {
         if !leave.reported && self.handoffs.sent.is_empty() && leave.dirty.is_empty() {
             leave.reported = true;
             tracing::info!(
-                node = self.node.id.0,
-                thread = self.thread,
+                node = self.id.node.id.0,
+                thread = self.id.thread,
                 "every key handed over"
             );
             out.send(
                 leave.reply_to.clone(),
                 Message::Membership(Membership::Left {
-                    node: self.node.id,
-                    thread: self.thread,
+                    node: self.id.node.id,
+                    thread: self.id.thread,
                     incarnation: self.ring.incarnation.unwrap_or(0),
                 }),
             );
@@ -430,10 +441,10 @@ impl StorageWorker {
         let mut after = Vec::new();
         for key in self.shard.keys() {
             self.ring.placement.owners_into(key, &mut after);
-            let owned = self.ring.incarnation.is_some() && after.contains(&self.me);
+            let owned = self.ring.incarnation.is_some() && after.contains(&self.id.me);
             let newcomer = after
                 .iter()
-                .any(|a| *a != self.me && !old.held_by_same(&self.ring.placement, key, a));
+                .any(|a| *a != self.id.me && !old.held_by_same(&self.ring.placement, key, a));
             if !owned || newcomer {
                 self.handoffs.queue(key.clone());
             }
@@ -461,7 +472,7 @@ impl StorageWorker {
                         .previous
                         .as_ref()
                         .is_some_and(|(p, _)| p.held_by_same(&self.ring.placement, &key, &to));
-                if to != self.me && !had_it {
+                if to != self.id.me && !had_it {
                     batches.entry(to).or_default().push(key.clone());
                 }
             }
@@ -505,7 +516,7 @@ impl StorageWorker {
             out.send(
                 target.clone(),
                 Message::Gossip(Gossip {
-                    from: self.me.clone(),
+                    from: self.id.me.clone(),
                     entries,
                     ack: Some(id),
                 }),
@@ -549,15 +560,15 @@ impl StorageWorker {
         self.ring.next_heartbeat = now + self.config.heartbeat_period;
         let msg = match self.ring.incarnation {
             Some(incarnation) => Membership::Heartbeat {
-                node: self.node.clone(),
+                node: self.id.node.clone(),
                 incarnation,
             },
             None if self.leave.is_some() => return,
             None => Membership::Join {
-                node: self.node.clone(),
+                node: self.id.node.clone(),
             },
         };
-        for r in &self.routers {
+        for r in &self.id.routers {
             out.send(r.clone(), Message::Membership(msg.clone()));
         }
     }

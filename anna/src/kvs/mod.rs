@@ -24,21 +24,25 @@
 //!
 //! # State
 //!
-//! Besides its identity, configuration and shard, a worker's state is
-//! grouped by concern, each group a type in the file of its concern with
-//! the methods that need only it; a handler that needs more takes the
-//! worker and reaches the groups by name, so each touches visibly which:
+//! Besides its configuration and shard, a worker's state is grouped by
+//! concern, each group a type in the file of its concern with the methods
+//! that need only it; a handler that needs more takes the worker and
+//! reaches the groups by name, so each touches visibly which:
 //!
+//! - `id` (`Identity`): the node, the thread's index and address, the
+//!   routers; fixed at the start.
 //! - `ring` ([`membership`]'s `Ring`): the cluster state, the placement,
-//!   the placement before the last change, this node's incarnation and
-//!   when thread 0 next heartbeats.
+//!   the placement before the last change, this node's incarnation, when
+//!   thread 0 next heartbeats, and the buffer a key's owners are looked up
+//!   into.
 //! - `handoffs` ([`membership`]'s `Handoffs`): keys queued for new owners,
 //!   batches sent and not acknowledged, keys stranded here unowned.
 //! - `leave` ([`membership`]'s `Leave`): a graceful departure in progress.
 //! - `rounds` ([`gossip`]'s `Rounds`): keys changed since the last gossip
 //!   round, the anti-entropy sweep, and both rounds' timers.
 //! - `reqs` ([`requests`]' `Requests`): client requests not yet answered,
-//!   the acknowledgements and fetches they wait on, their deadlines.
+//!   the acknowledgements and fetches they wait on, their deadlines, and
+//!   the ids of the worker's own requests.
 //! - `subs` ([`subscriptions`]' `Subscriptions`): subscribers, keys owed
 //!   a push, and the pruning timer.
 //! - `stats` ([`WorkerStats`]): counters and access statistics.
@@ -141,20 +145,27 @@ impl Default for WorkerConfig {
 /// One storage thread.
 pub struct StorageWorker {
     config: WorkerConfig,
-    node: NodeInfo,
-    thread: u32,
-    me: Address,
-    routers: Vec<Address>,
+    id: Identity,
     ring: membership::Ring,
     shard: StableHashMap<Key, KeyState>,
     rounds: gossip::Rounds,
     leave: Option<membership::Leave>,
     handoffs: membership::Handoffs,
     reqs: requests::Requests,
-    next_id: u64,
     stats: WorkerStats,
     subs: subscriptions::Subscriptions,
-    scratch: Vec<Address>,
+}
+
+/// Who a storage thread is: fixed at its start.
+struct Identity {
+    /// Its node (id, incarnation, every thread's address).
+    node: NodeInfo,
+    /// Its index among the node's threads.
+    thread: u32,
+    /// The address it receives at (`node.threads[thread]`).
+    me: Address,
+    /// The routers it joins and reports through.
+    routers: Vec<Address>,
 }
 
 impl StorageWorker {
@@ -168,25 +179,25 @@ impl StorageWorker {
         StorageWorker {
             stats: WorkerStats::new(config.stats_epoch),
             config,
-            node,
-            thread,
-            me,
-            routers,
+            id: Identity {
+                node,
+                thread,
+                me,
+                routers,
+            },
             ring,
             shard: StableHashMap::default(),
             rounds: gossip::Rounds::default(),
             leave: None,
             handoffs: membership::Handoffs::default(),
             reqs: requests::Requests::default(),
-            next_id: 0,
             subs: subscriptions::Subscriptions::default(),
-            scratch: Vec::new(),
         }
     }
 
     /// The address this worker receives at.
     pub fn address(&self) -> &Address {
-        &self.me
+        &self.id.me
     }
 
     /// The state held for `key`, owned or not.
@@ -240,12 +251,11 @@ impl StorageWorker {
             && self
                 .ring
                 .placement()
-                .is_owner(key, self.node.id, self.thread)
+                .is_owner(key, self.id.node.id, self.id.thread)
     }
 
     fn fresh_id(&mut self) -> RequestId {
-        self.next_id += 1;
-        RequestId(self.next_id)
+        self.reqs.fresh_id()
     }
 }
 
@@ -276,7 +286,7 @@ impl Role for StorageWorker {
         if !self.shard.is_empty() {
             consider(self.rounds.next_anti_entropy());
         }
-        if self.thread == 0 {
+        if self.id.thread == 0 {
             consider(self.ring.next_heartbeat());
         }
         if let Some(t) = self.reqs.next_deadline() {
@@ -307,7 +317,7 @@ impl StorageWorker {
                 reply_to,
                 Message::Pong {
                     id,
-                    boot: self.node.boot,
+                    boot: self.id.node.boot,
                 },
             ),
             Message::KvsRequest(req) => self.on_request(now, req, out),
@@ -323,7 +333,7 @@ impl StorageWorker {
                 let counters = self.stats.counters(self.shard.len(), self.subs.len());
                 let reply = Message::status_reply(
                     id,
-                    &self.me,
+                    &self.id.me,
                     self.ring.cluster(),
                     self.config.replication,
                     counters,
@@ -346,12 +356,12 @@ impl StorageWorker {
         if now >= self.rounds.next_anti_entropy() {
             self.anti_entropy(now, out);
         }
-        if self.thread == 0 && now >= self.ring.next_heartbeat() {
+        if self.id.thread == 0 && now >= self.ring.next_heartbeat() {
             self.heartbeat(now, out);
         }
         self.retry_handoffs(now, out);
         self.reqs
-            .retry_fetches(now, self.config.handoff_retry, &self.me, out);
+            .retry_fetches(now, self.config.handoff_retry, &self.id.me, out);
         self.rehome_stranded(now);
         self.continue_leave(now, out);
         self.subs.prune(now);

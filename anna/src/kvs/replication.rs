@@ -51,7 +51,7 @@ impl StorageWorker {
             at,
             factor,
         });
-        for r in &self.routers {
+        for r in &self.id.routers {
             out.send(r.clone(), msg.clone());
         }
     }

@@ -14,9 +14,9 @@ impl StorageWorker {
         self.stats.stats_requests += 1;
         let last = self.stats.last_epoch();
         let report = StorageReport {
-            from: self.me.clone(),
-            node: self.node.id,
-            thread: self.thread,
+            from: self.id.me.clone(),
+            node: self.id.node.id,
+            thread: self.id.thread,
             epoch_ms: u32::try_from(self.stats.epoch().as_millis()).unwrap_or(u32::MAX),
             keys: self.shard.len() as u64,
             bytes: self.shard_bytes(),

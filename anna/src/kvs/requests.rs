@@ -64,9 +64,18 @@ pub(super) struct Requests {
     pending: StableHashMap<RequestId, Pending>,
     waits: StableHashMap<RequestId, Wait>,
     deadlines: BTreeMap<(Time, RequestId), ()>,
+    /// The last id this worker gave a request of its own.
+    last_id: u64,
 }
 
 impl Requests {
+    /// A fresh id for a request this worker sends (a replication, a fetch,
+    /// a handoff).
+    pub(super) fn fresh_id(&mut self) -> RequestId {
+        self.last_id += 1;
+        RequestId(self.last_id)
+    }
+
     /// Records request `pending_id`, answered by `deadline` at the latest.
     fn open(&mut self, pending_id: RequestId, pending: Pending) {
         self.deadlines.insert((pending.deadline, pending_id), ());
@@ -323,10 +332,8 @@ impl StorageWorker {
         opened: &mut Vec<RequestId>,
         out: &mut Outbox,
     ) -> Outcome {
-        let mut owners = std::mem::take(&mut self.scratch);
-        self.ring.placement().owners_into(key, &mut owners);
-        let others: StableHashSet<Address> = owners.drain(..).filter(|a| *a != self.me).collect();
-        self.scratch = owners;
+        let others: StableHashSet<Address> =
+            (self.ring.other_owners(key, &self.id.me).iter().cloned()).collect();
         let wanted = match ack {
             Ack::FirstReplica => 0,
             Ack::Replicas(k) => usize::from(k).saturating_sub(1).min(others.len()),
@@ -342,7 +349,7 @@ impl StorageWorker {
             out.send(
                 to.clone(),
                 Message::Gossip(Gossip {
-                    from: self.me.clone(),
+                    from: self.id.me.clone(),
                     entries: vec![(key.clone(), state.clone())],
                     ack: Some(id),
                 }),
@@ -377,7 +384,7 @@ impl StorageWorker {
         out: &mut Outbox,
     ) -> Option<RequestId> {
         let previous = self.ring.previous(now)?;
-        if previous.held_by_same(self.ring.placement(), key, &self.me) {
+        if previous.held_by_same(self.ring.placement(), key, &self.id.me) {
             return None;
         }
         // Only previous owners still live: a node that departed handed its
@@ -386,7 +393,7 @@ impl StorageWorker {
         let expect: StableHashSet<Address> = previous
             .owners(key)
             .into_iter()
-            .filter(|a| *a != self.me && self.ring.placement().holder(a).is_some())
+            .filter(|a| *a != self.id.me && self.ring.placement().holder(a).is_some())
             .collect();
         if expect.is_empty() {
             return None;
@@ -397,7 +404,7 @@ impl StorageWorker {
                 to.clone(),
                 Message::Fetch {
                     id,
-                    reply_to: self.me.clone(),
+                    reply_to: self.id.me.clone(),
                     keys: vec![key.clone()],
                 },
             );
@@ -438,7 +445,7 @@ impl StorageWorker {
             reply_to,
             Message::FetchReply {
                 id,
-                from: self.me.clone(),
+                from: self.id.me.clone(),
                 entries,
             },
         );

@@ -271,7 +271,7 @@ impl StorageWorker {
         }
         if !current.is_empty() {
             let batches = PushBatches::from([(sub.subscriber, current)]);
-            self.stats.subscription_pushes += push_batches(&self.me, batches, out);
+            self.stats.subscription_pushes += push_batches(&self.id.me, batches, out);
         }
     }
 
@@ -280,7 +280,7 @@ impl StorageWorker {
         let pushed = self.subs.push(
             now,
             keys,
-            &self.me,
+            &self.id.me,
             |k| {
                 if self.owns(k) {
                     self.shard.get(k).cloned()

@@ -166,6 +166,7 @@ fn samples_cover_every_variant_and_lattice_kind() {
                     Ack::FirstReplica => "ack-first",
                     Ack::Replicas(_) => "ack-replicas",
                     Ack::All => "ack-all",
+                    Ack::Durable => "ack-durable",
                 });
                 for op in &req.ops {
                     seen.insert(match op {
@@ -189,6 +190,7 @@ fn samples_cover_every_variant_and_lattice_kind() {
                         Outcome::Error(KvsError::Stale) => "stale",
                         Outcome::Error(KvsError::TooLarge { .. }) => "too-large",
                         Outcome::Error(KvsError::ClockAhead { .. }) => "clock-ahead",
+                        Outcome::Error(KvsError::NotDurable { .. }) => "not-durable",
                         Outcome::State(_) => "key-state",
                     });
                 }
@@ -253,7 +255,7 @@ fn samples_cover_every_variant_and_lattice_kind() {
             | Message::RouteResponse(_) => {}
         }
     }
-    assert_eq!(seen.len(), 3 + 4 + 11 + 7 + 1 + 10, "{seen:?}");
+    assert_eq!(seen.len(), 4 + 4 + 12 + 7 + 1 + 10, "{seen:?}");
 }
 
 // ---- (c) truncation, trailing bytes ------------------------------------

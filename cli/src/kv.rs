@@ -10,7 +10,7 @@ use anna::lattice::{
     Causal, Counter, Dependent, LatticeKind, LatticeValue, Lww, MapLattice, Max, Min,
     OrderedSetLattice, Priority, SetLattice, VectorClock, WriterId,
 };
-use anna::protocol::Address;
+use anna::protocol::{Ack, Address};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use squall_transport::Client;
@@ -62,9 +62,20 @@ enum KvOp {
         /// give PRIORITY as the only VALUE).
         #[arg(long, value_name = "PATH")]
         file: Option<PathBuf>,
+        /// When the put returns: `one` (the first replica merged it),
+        /// a number of replicas, `all`, or `durable` (on disk at the
+        /// first replica). Default: the config's `[client] put_ack`.
+        #[arg(long, value_name = "LEVEL")]
+        ack: Option<Ack>,
     },
     /// Delete a key (a tombstone; later puts start afresh).
-    Del { key: String },
+    Del {
+        key: String,
+        /// When the delete returns (see `put --ack`). Default: the
+        /// config's `[client] delete_ack` (every replica).
+        #[arg(long, value_name = "LEVEL")]
+        ack: Option<Ack>,
+    },
     /// Set a key's replication factor: on how many nodes, and on how many
     /// threads of each (capped by what is live). New owners receive it.
     Replicate {
@@ -95,6 +106,7 @@ pub fn run(args: &KvArgs, routers: Vec<Address>, config: &ClientConfig) -> Resul
             kind,
             json,
             file,
+            ack,
         } => {
             let value = match json {
                 Some(j) if j == "-" => {
@@ -107,9 +119,10 @@ pub fn run(args: &KvArgs, routers: Vec<Address>, config: &ClientConfig) -> Resul
                     parse(&mut client, key, *kind, &values, input)?
                 }
             };
-            client.put(key, value)?;
+            let ack = ack.unwrap_or(config.put_ack);
+            client.put_with(key, value, ack)?;
         }
-        KvOp::Del { key } => client.delete(key)?,
+        KvOp::Del { key, ack } => client.delete_with(key, ack.unwrap_or(config.delete_ack))?,
         KvOp::Replicate { key, global, local } => {
             if *global == 0 || *local == 0 {
                 bail!("--global and --local must be at least 1");

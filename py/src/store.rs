@@ -262,25 +262,18 @@ impl<B: Kvs> Store<B> {
 }
 
 /// An acknowledgement level as Python callers give it: `None` (the
-/// endpoint's default), `"one"`, `"all"`, or a number of replicas.
+/// endpoint's default), `"one"`, `"all"`, `"durable"`, or a number of
+/// replicas (see [`Ack`]'s `FromStr`).
 pub fn parse_ack(ack: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Ack>> {
     let Some(ack) = ack.filter(|a| !a.is_none()) else {
         return Ok(None);
     };
-    if let Ok(name) = ack.extract::<String>() {
-        return match name.as_str() {
-            "one" => Ok(Some(Ack::FirstReplica)),
-            "all" => Ok(Some(Ack::All)),
-            _ => Err(PyValueError::new_err(format!(
-                "unknown acknowledgement level {name:?}: use \"one\", \"all\" or a number of replicas"
-            ))),
-        };
-    }
-    match ack.extract::<i64>() {
-        Ok(1) => Ok(Some(Ack::FirstReplica)),
-        Ok(k) if (2..=255).contains(&k) => Ok(Some(Ack::Replicas(k as u8))),
-        _ => Err(PyValueError::new_err(format!(
-            "unknown acknowledgement level {ack}: use \"one\", \"all\" or a number of replicas from 1 to 255"
-        ))),
-    }
+    let text = match ack.extract::<String>() {
+        Ok(name) => name,
+        Err(_) => match ack.extract::<i64>() {
+            Ok(n) => n.to_string(),
+            Err(_) => ack.to_string(),
+        },
+    };
+    text.parse().map(Some).map_err(PyValueError::new_err)
 }

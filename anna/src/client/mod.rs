@@ -102,6 +102,10 @@ pub enum ClientError {
     /// replica.
     #[error("`{key}`: {reason}")]
     Refused { key: Key, reason: KvsError },
+    /// A write asked to be durable did not reach a replica's disk (it may
+    /// be held in memory).
+    #[error("`{key}` is not durable: {reason}")]
+    NotDurable { key: Key, reason: String },
     /// A socket failed.
     #[error("transport: {0}")]
     Transport(String),
@@ -128,6 +132,7 @@ impl ClientError {
             reason @ (KvsError::TooLarge { .. } | KvsError::ClockAhead { .. }) => {
                 ClientError::Refused { key, reason }
             }
+            KvsError::NotDurable { reason } => ClientError::NotDurable { key, reason },
         }
     }
 
@@ -147,6 +152,9 @@ impl ClientError {
             },
             ClientError::Stale { .. } => KvsError::Stale,
             ClientError::Refused { reason, .. } => reason.clone(),
+            ClientError::NotDurable { reason, .. } => KvsError::NotDurable {
+                reason: reason.clone(),
+            },
             ClientError::Timeout { .. }
             | ClientError::NoNodes { .. }
             | ClientError::Transport(_) => KvsError::AckTimeout {

@@ -238,7 +238,7 @@ impl StorageWorker {
         let Gossip { from, entries, ack } = gossip;
         for (key, state) in entries {
             let owned = self.owns(&key);
-            let entry = self.shard.entry(key.clone()).or_default();
+            let entry = self.shard.entry(&key);
             let changed = entry.merge(state);
             if owned {
                 if changed {

@@ -48,11 +48,13 @@
 //! - `stats` ([`WorkerStats`]): counters and access statistics.
 
 pub mod departure;
+mod durability;
 pub mod gossip;
 pub mod membership;
 mod replication;
 mod report;
 pub mod requests;
+pub mod shard;
 pub mod stats;
 pub mod subscriptions;
 
@@ -64,6 +66,7 @@ use crate::time::Time;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+pub use shard::{FlushPolicy, MemoryStore, Recovered, Shard, ShardStore, SharedStore, StoreError};
 pub use stats::WorkerStats;
 pub use subscriptions::Subscribers;
 
@@ -113,6 +116,16 @@ pub struct WorkerConfig {
     /// keys over before it departs anyway.
     #[serde(with = "crate::config::millis")]
     pub leave_timeout: Duration,
+    /// When a node with a data directory writes changed keys to disk and
+    /// syncs them: `"always"` (before acknowledging any write), `"periodic"`
+    /// (every `flush_period`; a crash loses at most that much of writes
+    /// not acknowledged at `durable`), `"never"` (written every
+    /// `flush_period`, synced by the operating system). Writes
+    /// acknowledged at `durable` are synced first whatever the policy.
+    pub flush: FlushPolicy,
+    /// The period of `periodic` and `never`.
+    #[serde(with = "crate::config::millis")]
+    pub flush_period: Duration,
     /// The `[limits]` section: writes over `max_value_bytes` or timestamped
     /// past `max_clock_skew` are refused. Set by the process from the
     /// config file's own section.
@@ -137,6 +150,8 @@ impl Default for WorkerConfig {
             transition_window: Duration::from_secs(3),
             stats_epoch: Duration::from_secs(1),
             leave_timeout: Duration::from_secs(30),
+            flush: FlushPolicy::Periodic,
+            flush_period: Duration::from_millis(100),
             limits: crate::config::Limits::default(),
         }
     }
@@ -147,7 +162,8 @@ pub struct StorageWorker {
     config: WorkerConfig,
     id: Identity,
     ring: membership::Ring,
-    shard: StableHashMap<Key, KeyState>,
+    shard: Shard,
+    flushes: durability::Flushes,
     rounds: gossip::Rounds,
     leave: Option<membership::Leave>,
     handoffs: membership::Handoffs,
@@ -186,7 +202,8 @@ impl StorageWorker {
                 routers,
             },
             ring,
-            shard: StableHashMap::default(),
+            shard: Shard::in_memory(),
+            flushes: durability::Flushes::default(),
             rounds: gossip::Rounds::default(),
             leave: None,
             handoffs: membership::Handoffs::default(),
@@ -207,7 +224,17 @@ impl StorageWorker {
 
     /// Every key held, with its state.
     pub fn shard(&self) -> &StableHashMap<Key, KeyState> {
-        &self.shard
+        self.shard.map()
+    }
+
+    /// This worker keeping its keys in `store` too, starting with the keys
+    /// the store holds (a restarted node's); the number of records the
+    /// store could not decode (skipped). A worker without a store keeps
+    /// its keys in memory only.
+    pub fn with_store(mut self, store: Box<dyn ShardStore>) -> Result<(Self, u64), StoreError> {
+        let (shard, skipped) = Shard::recover(store)?;
+        self.shard = shard;
+        Ok((self, skipped))
     }
 
     /// The membership this worker knows.
@@ -306,6 +333,9 @@ impl Role for StorageWorker {
                 consider(self.rounds.next_gossip());
             }
         }
+        if let Some(t) = self.next_flush() {
+            consider(t);
+        }
         next
     }
 }
@@ -349,6 +379,9 @@ impl StorageWorker {
     }
 
     fn on_tick(&mut self, now: Time, out: &mut Outbox) {
+        // First: writes that waited for a sync are answered before their
+        // deadline can expire them.
+        self.flush(now, out);
         self.expire_pending(now, out);
         if now >= self.rounds.next_gossip() {
             self.gossip(now, out);

@@ -36,8 +36,7 @@ impl StorageWorker {
     /// for about once a second, whereas tracking it would size every merged
     /// value (a whole set or map) twice on the write path.
     fn shard_bytes(&self) -> u64 {
-        self.shard
-            .iter()
+        (self.shard.map().iter())
             .map(|(key, state)| (key.len() + state.approx_bytes()) as u64)
             .sum()
     }

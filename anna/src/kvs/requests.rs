@@ -45,6 +45,11 @@ enum WaitFor {
         /// The delete epoch the write landed in, for the answer.
         epoch: Option<Timestamp>,
     },
+    /// The next sync of the shard's store (a durable write).
+    Sync {
+        /// The delete epoch the write landed in, for the answer.
+        epoch: Option<Timestamp>,
+    },
     /// Copies of a key from its previous owners; asked again every
     /// `handoff_retry` until they answer or the request's deadline.
     Fetch {
@@ -95,7 +100,7 @@ impl Requests {
             .values()
             .filter_map(|w| match &w.what {
                 WaitFor::Fetch { asked, .. } => Some(*asked + retry),
-                WaitFor::Acks { .. } => None,
+                WaitFor::Acks { .. } | WaitFor::Sync { .. } => None,
             })
             .min()
     }
@@ -172,7 +177,11 @@ impl Requests {
             return;
         };
         if let Some(r) = pending.results.get_mut(op) {
-            r.outcome = outcome;
+            // An operation waiting on two things (replicas and a sync)
+            // fails if either does.
+            if !matches!(r.outcome, Outcome::Error(_)) {
+                r.outcome = outcome;
+            }
         }
         pending.open = pending.open.saturating_sub(1);
         if pending.open == 0 {
@@ -273,7 +282,7 @@ impl StorageWorker {
                 }
                 KeyOp::Put { key, value } => {
                     self.stats.puts += 1;
-                    let entry = self.shard.entry(key.clone()).or_default();
+                    let entry = self.shard.entry(&key);
                     match entry.put(value) {
                         Ok(changed) => {
                             if changed {
@@ -293,7 +302,7 @@ impl StorageWorker {
                 }
                 KeyOp::Delete { key, at } => {
                     self.stats.deletes += 1;
-                    if self.shard.entry(key.clone()).or_default().delete(at) {
+                    if self.shard.entry(&key).delete(at) {
                         self.rounds.note_changed(&key);
                         self.mark_leave_dirty(&key);
                     }
@@ -335,11 +344,33 @@ impl StorageWorker {
         let others: StableHashSet<Address> =
             (self.ring.other_owners(key, &self.id.me).iter().cloned()).collect();
         let wanted = match ack {
-            Ack::FirstReplica => 0,
+            Ack::FirstReplica | Ack::Durable => 0,
             Ack::Replicas(k) => usize::from(k).saturating_sub(1).min(others.len()),
             Ack::All => others.len(),
         };
         let epoch = self.shard.get(key).and_then(KeyState::deleted_at);
+        if ack == Ack::Durable || self.syncs_every_write() {
+            if !self.shard.persistent() {
+                return Outcome::Error(KvsError::NotDurable {
+                    reason: format!(
+                        "{} keeps its keys in memory only (no data directory)",
+                        self.id.me
+                    ),
+                });
+            }
+            let id = self.fresh_id();
+            self.reqs.waits.insert(
+                id,
+                Wait {
+                    pending,
+                    op,
+                    what: WaitFor::Sync { epoch },
+                },
+            );
+            self.flushes.wait_for_sync(id);
+            self.shard.owe_sync();
+            opened.push(id);
+        }
         if wanted == 0 {
             return Outcome::Stored { epoch };
         }
@@ -478,6 +509,10 @@ impl StorageWorker {
                 acked: u8::try_from(got.len() + 1).unwrap_or(u8::MAX),
                 wanted: u8::try_from(wanted + 1).unwrap_or(u8::MAX),
             }),
+            // Only a request that expired settles a sync here.
+            WaitFor::Sync { .. } => Outcome::Error(KvsError::NotDurable {
+                reason: "the store did not sync within the acknowledgement timeout".into(),
+            }),
             WaitFor::Fetch {
                 key,
                 mut state,
@@ -494,10 +529,29 @@ impl StorageWorker {
                 let outcome = read_outcome(Some(&state), whole);
                 if self.owns(&key) && state != KeyState::default() {
                     // Read repair: what the previous owners held is ours now.
-                    self.shard.entry(key).or_default().merge(state);
+                    self.shard.entry(&key).merge(state);
                 }
                 outcome
             }
+        };
+        self.reqs.settle(wait.pending, wait.op, outcome, out);
+    }
+
+    /// Settles the durable write wait `id` after a sync: stored, or
+    /// `failure`.
+    pub(super) fn finish_sync(
+        &mut self,
+        id: RequestId,
+        failure: Option<KvsError>,
+        out: &mut Outbox,
+    ) {
+        let Some(wait) = self.reqs.waits.remove(&id) else {
+            return;
+        };
+        let outcome = match (failure, wait.what) {
+            (Some(error), _) => Outcome::Error(error),
+            (None, WaitFor::Sync { epoch }) => Outcome::Stored { epoch },
+            (None, _) => return,
         };
         self.reqs.settle(wait.pending, wait.op, outcome, out);
     }

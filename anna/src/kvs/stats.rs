@@ -149,6 +149,13 @@ pub struct WorkerStats {
     pub rejoins: u64,
     /// Writes refused by the `[limits]` (too large, timestamp too far ahead).
     pub writes_refused: u64,
+    /// Keys written to the store (a key changed many times between flushes
+    /// counts once).
+    pub flushed_keys: u64,
+    /// Syncs of the store (each acknowledges every durable write waiting).
+    pub syncs: u64,
+    /// Flushes that failed (the store refused a write or a sync).
+    pub store_errors: u64,
     /// The driver's transport counters, as last observed.
     pub transport: TransportStats,
     epoch: Duration,
@@ -260,6 +267,9 @@ impl WorkerStats {
             ("stats_requests", self.stats_requests),
             ("rejoins", self.rejoins),
             ("writes_refused", self.writes_refused),
+            ("flushed_keys", self.flushed_keys),
+            ("syncs", self.syncs),
+            ("store_errors", self.store_errors),
         ];
         crate::role::named_counters(&own, &self.transport)
     }

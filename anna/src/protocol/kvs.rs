@@ -51,6 +51,31 @@ pub enum Ack {
     /// After every live replica holds it. The default for deletes, so that
     /// no later put lands on a replica that has not seen the delete.
     All,
+    /// After the first replica has it on disk (synced): survives a crash
+    /// of every process and machine. Refused (`NotDurable`) by a node that
+    /// keeps no data directory.
+    Durable,
+}
+
+impl std::str::FromStr for Ack {
+    type Err = String;
+
+    /// `"one"`, `"all"`, `"durable"`, or a number of replicas from 1 to
+    /// 255, as users write it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "one" | "1" => Ok(Ack::FirstReplica),
+            "all" => Ok(Ack::All),
+            "durable" => Ok(Ack::Durable),
+            n => match n.parse::<u16>() {
+                Ok(k @ 2..=255) => Ok(Ack::Replicas(k as u8)),
+                _ => Err(format!(
+                    "unknown acknowledgement level {n:?}: use \"one\", \"all\", \"durable\" \
+                     or a number of replicas from 1 to 255"
+                )),
+            },
+        }
+    }
 }
 
 /// Operations for one storage thread, answered at `reply_to`.
@@ -124,9 +149,12 @@ pub enum KvsError {
     /// A write's last-writer-wins timestamp is further ahead of the
     /// receiving node's clock than `[limits] max_clock_skew`.
     #[error(
-        "timestamp {ahead_ms} ms ahead of this node's clock, past the allowed skew of          {max_ms} ms ([limits] max_clock_skew): is the writer's clock wrong?"
+        "timestamp {ahead_ms} ms ahead of this node's clock, past the allowed skew of {max_ms} ms ([limits] max_clock_skew): is the writer's clock wrong?"
     )]
     ClockAhead { ahead_ms: u64, max_ms: u64 },
+    /// A write acknowledged at `durable` did not reach the disk.
+    #[error("not durable: {reason}")]
+    NotDurable { reason: String },
 }
 
 /// Merged key states pushed to other replicas (and subscribed caches).

@@ -227,6 +227,12 @@ pub fn sample_messages() -> Vec<Message> {
             ops: Vec::new(),
             ack: Ack::All,
         }),
+        Message::KvsRequest(KvsRequest {
+            id: RequestId(5),
+            reply_to: reply_to.clone(),
+            ops: Vec::new(),
+            ack: Ack::Durable,
+        }),
         Message::KvsResponse(KvsResponse {
             id: RequestId(2),
             results: vec![
@@ -277,6 +283,12 @@ pub fn sample_messages() -> Vec<Message> {
                     Outcome::Error(KvsError::ClockAhead {
                         ahead_ms: u64::MAX,
                         max_ms: 10_000,
+                    }),
+                ),
+                result(
+                    "m",
+                    Outcome::Error(KvsError::NotDurable {
+                        reason: "disk full".to_string(),
                     }),
                 ),
             ],

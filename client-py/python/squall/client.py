@@ -236,7 +236,10 @@ class Client:
         `ack` is when the put returns: ``"one"`` once the first replica
         merged it (the default: fast; lost if that replica crashes before
         its next gossip, milliseconds later), an integer k once k replicas
-        hold it, ``"all"`` once every live replica does.
+        hold it, ``"all"`` once every live replica does, ``"durable"`` once
+        the first replica has it on disk (synced: it survives a crash of
+        every node; needs storage nodes with a data directory, else
+        ``KvsError`` says why).
 
         This client's later reads of `key`, and every call it makes, see at
         least this write, whichever replica or cache serves them.

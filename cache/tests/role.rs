@@ -2,15 +2,15 @@
 //! explicit `now`: misses go to the KVS and subscribe at the owners, hits
 //! stay local, pushes keep the replica fresh and reach executors, eviction
 //! is least recently used by bytes, renewals and reports come on time.
+//! The KVS behind it is `anna::sim::KvsDouble`, a real storage thread.
 
-use anna::cluster::{ClusterState, ReplicationFactor};
 use anna::lattice::{KeyState, LatticeKind, LatticeValue, Max, SetLattice, Timestamp, WriterId};
 use anna::protocol::compute::{CacheReport, Subscribe};
 use anna::protocol::{
-    Ack, Address, Gossip, KeyOp, KeyResult, KvsError, KvsRequest, KvsResponse, Message, NodeId,
-    NodeInfo, Outcome, RequestId,
+    Ack, Address, Gossip, KeyOp, KvsError, KvsRequest, KvsResponse, Message, Outcome, RequestId,
 };
 use anna::role::{Input, Outbox, Role};
+use anna::sim::KvsDouble;
 use anna::time::Time;
 use squall_cache::{Cache, CacheConfig};
 use std::time::Duration;
@@ -29,6 +29,8 @@ fn max(n: i64) -> LatticeValue {
 
 struct Harness {
     cache: Cache,
+    /// The storage thread [`OWNER`] behind the router: every key's owner.
+    kvs: KvsDouble,
     now: Time,
     next_id: u64,
 }
@@ -47,6 +49,7 @@ impl Harness {
         );
         Harness {
             cache,
+            kvs: KvsDouble::new(OWNER).routed_by("router"),
             now: Time(1_000 * MS),
             next_id: 0,
         }
@@ -78,51 +81,45 @@ impl Harness {
         self.request(vec![KeyOp::Get { key: key.into() }], Ack::FirstReplica)
     }
 
-    /// A read of a key the cache does not hold, answered by the KVS with
-    /// `value`: the messages the cache sends on the answer.
+    /// A read of a key the cache does not hold, the KVS holding `value`
+    /// (merged into what it held): the messages the cache sends on the
+    /// answer.
     fn miss(&mut self, key: &str, value: Option<LatticeValue>) -> Sent {
+        if let Some(value) = value {
+            self.kvs.put(key, value);
+        }
+        let before = self.kvs.requests().len();
         let (_, sent) = self.get(key);
-        let sent = self.answer_placement(sent);
-        let (to, req) = kvs_request(&sent);
-        assert_eq!(to, addr(OWNER));
-        assert_eq!(req.reply_to, addr("cache"));
+        let sent = self.serve(sent);
+        let reqs = &self.kvs.requests()[before..];
+        assert_eq!(reqs.len(), 1, "one read reached the owner: {reqs:?}");
+        assert_eq!(reqs[0].reply_to, addr("cache"));
         // The cache reads whole states, so its copy is a faithful replica.
-        assert!(matches!(req.ops[0], KeyOp::ReadState { .. }), "{req:?}");
-        let outcome = Outcome::State(value.map(KeyState::from_value).unwrap_or_default());
-        self.send(Message::KvsResponse(KvsResponse {
-            id: req.id,
-            results: vec![KeyResult {
-                key: key.into(),
-                outcome,
-            }],
-        }))
+        assert!(
+            matches!(reqs[0].ops[0], KeyOp::ReadState { .. }),
+            "{reqs:?}"
+        );
+        sent
     }
 
-    /// Answers a status request to the router in `sent`, if any, with a
-    /// cluster of one node with one thread ([`OWNER`]).
+    /// Lets the KVS answer what the cache sent in `sent`, and what it sends
+    /// on the answers: everything else the cache sent.
+    fn serve(&mut self, sent: Sent) -> Sent {
+        self.kvs.serve(&mut self.cache, self.now, sent)
+    }
+
+    /// Answers a status request to the router in `sent`, if any, with the
+    /// cluster of one node with one thread ([`OWNER`]), and nothing else:
+    /// what the cache sends on it.
     fn answer_placement(&mut self, sent: Sent) -> Sent {
-        let Some(id) = sent.iter().find_map(|(to, m)| match m {
-            Message::StatusRequest { id, .. } if to == &addr("router") => Some(*id),
-            _ => None,
-        }) else {
+        let Some(request) = sent
+            .iter()
+            .find(|(to, m)| to == &addr("router") && matches!(m, Message::StatusRequest { .. }))
+        else {
             return sent;
         };
-        let mut cluster = ClusterState::default();
-        cluster.record_join(NodeInfo {
-            id: NodeId(1),
-            threads: vec![addr(OWNER)],
-            boot: 1,
-        });
-        self.send(Message::status_reply(
-            id,
-            &addr("router"),
-            &cluster,
-            ReplicationFactor {
-                global: 1,
-                local: 1,
-            },
-            vec![],
-        ))
+        let (_, reply) = self.kvs.answer(self.now, request).expect("a placement");
+        self.send(reply)
     }
 
     fn gossip(&mut self, entries: Vec<(&str, KeyState)>) -> Sent {
@@ -228,18 +225,14 @@ fn a_key_the_kvs_does_not_hold_is_not_found_and_not_cached() {
 #[test]
 fn reads_of_one_missing_key_share_one_fetch() {
     let mut h = Harness::new(CacheConfig::default(), &[]);
+    h.kvs.put("k", max(1));
     let (_, sent) = h.get("k");
     let sent = h.answer_placement(sent);
-    let (_, req) = kvs_request(&sent);
+    kvs_request(&sent);
     let (_, second) = h.get("k");
     assert!(second.is_empty(), "no second fetch: {second:?}");
-    let sent = h.send(Message::KvsResponse(KvsResponse {
-        id: req.id,
-        results: vec![KeyResult {
-            key: "k".into(),
-            outcome: Outcome::State(KeyState::from_value(max(1))),
-        }],
-    }));
+    let sent = h.serve(sent);
+    assert_eq!(h.kvs.requests().len(), 1);
     assert_eq!(responses(&sent).len(), 2, "both reads answered");
 }
 
@@ -378,15 +371,29 @@ fn a_put_merges_locally_is_relayed_at_its_ack_level_and_answered_when_the_kvs_ac
         vec![Outcome::Value(max(8))],
         "merged locally"
     );
-    let sent = h.send(Message::KvsResponse(KvsResponse {
-        id: req.id,
-        results: vec![KeyResult {
-            key: "k".into(),
-            outcome: Outcome::Stored { epoch: None },
-        }],
-    }));
+    let sent = h.serve(sent);
     assert_eq!(responses(&sent)[0].id, id);
     assert_eq!(outcomes(&sent), vec![Outcome::Stored { epoch: None }]);
+    assert_eq!(h.kvs.state("k").and_then(KeyState::value), Some(&max(8)));
+}
+
+#[test]
+fn a_write_the_kvs_refuses_reaches_the_executor_with_the_kvs_error() {
+    let mut h = Harness::new(CacheConfig::default(), &[]);
+    h.miss("k", Some(max(5)));
+    let refused = KvsError::TooLarge { size: 9, limit: 8 };
+    h.kvs.fail_with(Some(refused.clone()));
+    let (id, sent) = h.request(
+        vec![KeyOp::Put {
+            key: "k".into(),
+            value: max(8),
+        }],
+        Ack::FirstReplica,
+    );
+    assert!(responses(&sent).is_empty(), "the KVS decides");
+    let sent = h.serve(sent);
+    assert_eq!(responses(&sent)[0].id, id);
+    assert_eq!(outcomes(&sent), vec![Outcome::Error(refused)]);
 }
 
 #[test]
@@ -412,28 +419,19 @@ fn a_request_of_several_operations_is_answered_once_in_order() {
     );
     assert!(responses(&sent).is_empty());
     assert!(!h.cache.holds("held"), "a delete drops the key at once");
-    let mut answers = Vec::new();
-    for (_, m) in &sent {
-        if let Message::KvsRequest(r) = m {
-            let outcome = match &r.ops[0] {
-                KeyOp::ReadState { .. } => Outcome::State(KeyState::default()),
-                KeyOp::Get { .. } => panic!("the cache reads whole states"),
-                KeyOp::Delete { at: a, .. } => {
-                    assert_eq!(*a, at, "the executor's delete time is kept");
-                    Outcome::Stored { epoch: None }
-                }
-                KeyOp::Put { .. } => panic!("no put was asked"),
-            };
-            answers.push((r.id, r.ops[0].key().clone(), outcome));
+    let before = h.kvs.requests().len();
+    let last = h.serve(sent);
+    let reqs = &h.kvs.requests()[before..];
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    for r in reqs {
+        match &r.ops[0] {
+            KeyOp::ReadState { .. } => {}
+            KeyOp::Get { .. } => panic!("the cache reads whole states"),
+            KeyOp::Delete { at: a, .. } => {
+                assert_eq!(*a, at, "the executor's delete time is kept")
+            }
+            KeyOp::Put { .. } => panic!("no put was asked"),
         }
-    }
-    assert_eq!(answers.len(), 2, "{sent:?}");
-    let mut last = Vec::new();
-    for (rid, key, outcome) in answers {
-        last = h.send(Message::KvsResponse(KvsResponse {
-            id: rid,
-            results: vec![KeyResult { key, outcome }],
-        }));
     }
     let r = responses(&last);
     assert_eq!(r.len(), 1);
@@ -448,7 +446,7 @@ fn a_request_of_several_operations_is_answered_once_in_order() {
         vec![
             ("held", Outcome::Value(max(1))),
             ("missing", Outcome::NotFound),
-            ("held", Outcome::Stored { epoch: None }),
+            ("held", Outcome::Stored { epoch: Some(at) }),
         ]
     );
 }
@@ -605,18 +603,13 @@ fn a_read_of_a_callers_version_is_a_hit_only_if_the_held_state_covers_it() {
 
     // The caller wrote 9, which the cache has not seen: fetched from the
     // KVS with the version, and answered only once it is there.
+    h.kvs.put("k", max(9));
     let newer = KeyState::from_value(max(9));
     let sent = read_at_least(&mut h, "k", newer.clone());
     assert!(responses(&sent).is_empty(), "never the older held state");
     let (_, req) = kvs_request(&sent);
     assert!(matches!(req.ops[0], KeyOp::ReadState { .. }), "{req:?}");
-    let sent = h.send(Message::KvsResponse(KvsResponse {
-        id: req.id,
-        results: vec![KeyResult {
-            key: "k".into(),
-            outcome: Outcome::State(newer.clone()),
-        }],
-    }));
+    let sent = h.serve(sent);
     assert_eq!(outcomes(&sent), vec![Outcome::State(newer.clone())]);
     // The held replica moved on: plain reads see 9 now.
     let (_, sent) = h.get("k");
@@ -632,15 +625,10 @@ fn a_delete_the_cache_missed_is_learnt_by_a_read_of_the_callers_version() {
         wall_ms: 50,
         ..Timestamp::default()
     };
+    h.kvs.delete("k", at);
     let sent = read_at_least(&mut h, "k", KeyState::tombstone(at));
-    let (_, req) = kvs_request(&sent);
-    let sent = h.send(Message::KvsResponse(KvsResponse {
-        id: req.id,
-        results: vec![KeyResult {
-            key: "k".into(),
-            outcome: Outcome::State(KeyState::tombstone(at)),
-        }],
-    }));
+    kvs_request(&sent);
+    let sent = h.serve(sent);
     assert_eq!(
         outcomes(&sent),
         vec![Outcome::State(KeyState::tombstone(at))]

@@ -1,40 +1,45 @@
 //! [`run`]: the executor process's I/O thread.
 //!
-//! It binds the executor's PULL socket, starts the worker thread (which
-//! sets up the embedded interpreter and the WebAssembly engine), and then loops: wait for a message, a
-//! worker event or the core's next tick (never a zero-timeout poll), step
-//! the [`ExecutorCore`], hand the worker its next job, send what the core
-//! queued. It never touches the GIL, so reports flow while a function runs.
+//! It starts the worker thread (which sets up the embedded interpreter and
+//! the WebAssembly engine) and drives the [`ExecutorCore`] with the
+//! [`ZmqDriver`] every role runs under: wait for a message, a worker event
+//! or the core's next tick (never a zero-timeout poll), step the core, hand
+//! the worker its next job, send what the core queued. The worker wakes the
+//! driver through an inproc socket ([`ZmqDriver::wake_on`]) after leaving
+//! an event in a channel. The I/O thread never touches the GIL, so reports
+//! flow while a function runs.
 //!
 //! When asked to stop, it sends `ExecutorLeaving` to every scheduler
-//! ([`ExecutorCore::leave`]) before it returns, so they re-plan its calls
-//! at once rather than after `executor_timeout`. Sends go through a ZeroMQ
-//! context of their own, dropped as [`run`] returns: dropping it waits (up
-//! to [`squall_transport::LINGER`]) until every queued frame has left, in
-//! order, the goodbye last. The context of the receiving sockets cannot
-//! promise that, because the worker thread, possibly still inside a
+//! ([`ExecutorCore::leave`], through [`ZmqDriver::act`]) before it returns,
+//! so they re-plan its calls at once rather than after `executor_timeout`.
+//! Sends go through a ZeroMQ context of their own
+//! ([`ZmqDriver::send_through`]), dropped as [`run`] returns: dropping it
+//! waits (up to [`squall_transport::LINGER`]) until every queued frame has
+//! left, in order, the goodbye last. The context of the receiving sockets
+//! cannot promise that, because the worker thread, possibly still inside a
 //! function, holds a socket of it.
 
 use crate::config::ExecutorConfig;
 use crate::core::{ExecutorCore, Identity};
+use crate::job::Job;
 use crate::route::CacheRoute;
 use crate::runtime::python::{PythonPaths, PythonRuntime};
 use crate::runtime::wasm::WasmRuntime;
 use crate::runtime::{Ports, Runtime};
 use crate::worker::{Mailbox, Outlet, Worker, WorkerEvent};
 use anna::protocol::compute::UserMessage;
-use anna::protocol::{self, Address, Message};
-use anna::role::{Input, Outbox, Role, TransportStats};
+use anna::protocol::{Address, Message};
+use anna::role::{Driver, Input, Outbox, Role, TransportStats};
 use anna::time::Time;
-use squall_transport::{Sender, DELIVERY_BATCH};
+use squall_transport::{TransportError, ZmqDriver};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
-use tracing::{debug, error, info};
+use tracing::{error, info};
 
-/// The longest the loop sleeps before it looks at the stop flag again.
+/// The longest the driver waits before [`run`] looks at the stop flag again.
 const STOP_CHECK: Duration = Duration::from_millis(100);
 
 /// Who the executor is; from the command line.
@@ -65,6 +70,8 @@ pub enum ExecutorError {
     },
     #[error("socket error: {0}")]
     Socket(#[from] zmq::Error),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
     /// The embedded interpreter could not be set up (no `cloudpickle`, say).
     #[error("cannot start Python: {0}")]
     Python(String),
@@ -91,18 +98,31 @@ pub fn run(
     config.validate().map_err(ExecutorError::from)?;
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let ctx = zmq::Context::new();
-    let inbox = ctx.socket(zmq::PULL)?;
-    inbox.set_linger(0)?;
-    inbox
-        .bind(opts.address.as_str())
-        .map_err(|source| ExecutorError::Bind {
-            address: opts.address.clone(),
-            source,
-        })?;
-    let address = match inbox.get_last_endpoint()? {
-        Ok(endpoint) if !endpoint.is_empty() => Address(endpoint),
-        _ => opts.address.clone(),
+    let send_ctx = zmq::Context::new();
+    let (jobs, jobs_rx) = mpsc::channel();
+    let (events_tx, events) = mpsc::channel();
+    let mailbox = Arc::new(Mailbox::new(config.mailbox_capacity));
+    let executor = |address: &Address| {
+        let id = Identity {
+            address: address.clone(),
+            node: opts.node.clone(),
+            cache: opts.cache.clone(),
+            schedulers: opts.schedulers.clone(),
+            boot: squall_transport::clock::fresh_id("boot"),
+        };
+        Executor {
+            core: ExecutorCore::new(config.clone(), id, squall_transport::clock::now()),
+            jobs,
+            events,
+            mailbox: mailbox.clone(),
+            failed: None,
+        }
     };
+    let mut driver = ZmqDriver::bind_with(&ctx, &opts.address, executor).map_err(|e| match e {
+        TransportError::Bind { address, source } => ExecutorError::Bind { address, source },
+        other => ExecutorError::from(other),
+    })?;
+    driver.send_through(&send_ctx);
     let wake_endpoint = format!(
         "inproc://squall-executor-wake-{}",
         NEXT.fetch_add(1, Ordering::Relaxed)
@@ -110,39 +130,41 @@ pub fn run(
     let wake = ctx.socket(zmq::PULL)?;
     wake.set_linger(0)?;
     wake.bind(&wake_endpoint)?;
+    driver.wake_on(wake);
 
-    let (events_tx, events) = mpsc::channel();
     let outlet = Arc::new(Outlet::connect(&ctx, &wake_endpoint, events_tx)?);
-    let mailbox = Arc::new(Mailbox::new(config.mailbox_capacity));
     let mut extra = config.python_path.clone();
     extra.extend(opts.python_path.iter().cloned());
     let paths = PythonPaths::discover(extra);
-    let jobs = start_worker(paths, config, mailbox.clone(), outlet)?;
+    start_worker(paths, config, mailbox, outlet, jobs_rx)?;
 
-    let id = Identity {
-        address: address.clone(),
-        node: opts.node.clone(),
-        cache: opts.cache.clone(),
-        schedulers: opts.schedulers.clone(),
-        boot: squall_transport::clock::fresh_id("boot"),
-    };
+    let address = driver.address().clone();
     info!(%address, node = %opts.node, cache = %opts.cache, "executor serving");
-    let send_ctx = zmq::Context::new();
-    let mut io = Io {
-        core: ExecutorCore::new(config.clone(), id, squall_transport::clock::now()),
-        sender: Sender::new(&send_ctx),
-        outbox: Outbox::default(),
-        received: TransportStats::default(),
-        mailbox,
-    };
-    let result = io.serve(&inbox, &wake, &events, &jobs, &stop);
+    let result = serve(&mut driver, &stop);
     if let Err(e) = &result {
         error!(error = %e, "executor stopped");
     }
     // Closes the sending sockets and waits until their frames have left.
-    drop(io);
+    drop(driver);
     drop(send_ctx);
     result.map_err(anyhow::Error::from)
+}
+
+/// Drives the executor until `stop` is set, then says goodbye; or until it
+/// must end (a stuck function, the worker gone).
+fn serve(driver: &mut ZmqDriver<Executor>, stop: &AtomicBool) -> Result<(), ExecutorError> {
+    while !stop.load(Ordering::Relaxed) {
+        driver.step(STOP_CHECK)?;
+        if let Some(failed) = driver.role_mut().failed.take() {
+            // A stuck function's timeout error has left with the step. No
+            // goodbye: the supervisor starts the process again, and its
+            // new `boot` tells the schedulers.
+            return Err(failed);
+        }
+    }
+    info!("executor stopping: telling the schedulers");
+    driver.act(|executor, _, out| executor.core.leave(out));
+    Ok(())
 }
 
 fn start_worker(
@@ -150,8 +172,8 @@ fn start_worker(
     config: &ExecutorConfig,
     mailbox: Arc<Mailbox>,
     outlet: Arc<Outlet>,
-) -> Result<mpsc::Sender<crate::job::Job>, ExecutorError> {
-    let (jobs_tx, jobs_rx) = mpsc::channel();
+    jobs: mpsc::Receiver<Job>,
+) -> Result<(), ExecutorError> {
     let (ready_tx, ready_rx) = mpsc::channel();
     let (max_value_bytes, wasm_memory_bytes) = (config.max_value_bytes, config.wasm_memory_bytes);
     let python_memory_bytes = config.python_memory_bytes;
@@ -182,138 +204,82 @@ fn start_worker(
                 }
             };
             let _ = ready_tx.send(Ok(()));
-            Worker::new(runtimes, ports).serve(jobs_rx, &outlet);
+            Worker::new(runtimes, ports).serve(jobs, &outlet);
         })
         .map_err(|e| ExecutorError::Python(format!("cannot spawn the worker: {e}")))?;
     match ready_rx.recv() {
-        Ok(Ok(())) => Ok(jobs_tx),
+        Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(ExecutorError::Python(e)),
         Err(_) => Err(ExecutorError::WorkerGone),
     }
 }
 
-struct Io {
+/// The executor's role under the driver: its core, and the worker thread
+/// it hands jobs to and hears events from.
+struct Executor {
     core: ExecutorCore,
-    sender: Sender,
-    outbox: Outbox,
-    received: TransportStats,
+    jobs: mpsc::Sender<Job>,
+    events: mpsc::Receiver<WorkerEvent>,
     mailbox: Arc<Mailbox>,
+    /// Why the executor must end: a stuck function, or the worker gone.
+    failed: Option<ExecutorError>,
 }
 
-impl Io {
-    fn serve(
-        &mut self,
-        inbox: &zmq::Socket,
-        wake: &zmq::Socket,
-        events: &mpsc::Receiver<WorkerEvent>,
-        jobs: &mpsc::Sender<crate::job::Job>,
-        stop: &AtomicBool,
-    ) -> Result<(), ExecutorError> {
-        let mut frame = zmq::Message::new();
-        while !stop.load(Ordering::Relaxed) {
-            let now = squall_transport::clock::now();
-            if self.core.next_tick().is_some_and(|due| due <= now) {
-                self.step(now, Input::Tick);
+impl Role for Executor {
+    /// Takes up the worker's events first (a wake-up from the worker is an
+    /// [`Input::Tick`], due or not), then the input (a tick only if the
+    /// core's is due), then hands the worker the next job if it is free.
+    fn step(&mut self, now: Time, input: Input, out: &mut Outbox) {
+        while let Ok(event) = self.events.try_recv() {
+            self.on_event(now, event, out);
+        }
+        match input {
+            Input::Message(msg) => self.step_core(now, Input::Message(msg), out),
+            Input::Tick if self.core.next_tick().is_some_and(|due| due <= now) => {
+                self.step_core(now, Input::Tick, out)
             }
-            if let Some(job) = self.core.next_job(now, &mut self.outbox) {
-                jobs.send(job).map_err(|_| ExecutorError::WorkerGone)?;
-            }
-            self.flush();
-            if self.core.is_stuck() {
-                // The timeout error leaves as `run` drops the sending
-                // context. No goodbye: the supervisor starts the process
-                // again, and its new `boot` tells the schedulers.
-                return Err(ExecutorError::Stuck);
-            }
-            let wait = (self.core.next_tick())
-                .map(|due| due.saturating_since(squall_transport::clock::now()))
-                .unwrap_or(STOP_CHECK)
-                .min(STOP_CHECK);
-            let (message, woken) = {
-                let mut items = [
-                    inbox.as_poll_item(zmq::POLLIN),
-                    wake.as_poll_item(zmq::POLLIN),
-                ];
-                match zmq::poll(&mut items, wait.as_millis().max(1) as i64) {
-                    // A signal cut the wait short; a stop request sets the
-                    // flag this loop checks.
-                    Ok(_) | Err(zmq::Error::EINTR) => {}
-                    Err(e) => return Err(e.into()),
-                }
-                (items[0].is_readable(), items[1].is_readable())
-            };
-            if woken {
-                while wake.recv(&mut frame, zmq::DONTWAIT).is_ok() {}
-            }
-            while let Ok(event) = events.try_recv() {
-                self.on_event(event);
-            }
-            if message {
-                self.receive(inbox, &mut frame)?;
+            Input::Tick => {}
+        }
+        if let Some(job) = self.core.next_job(now, out) {
+            if self.jobs.send(job).is_err() {
+                self.failed = Some(ExecutorError::WorkerGone);
             }
         }
-        info!("executor stopping: telling the schedulers");
-        self.core.leave(&mut self.outbox);
-        self.flush();
-        Ok(())
-    }
-
-    fn receive(&mut self, inbox: &zmq::Socket, frame: &mut zmq::Message) -> Result<(), zmq::Error> {
-        for _ in 0..DELIVERY_BATCH {
-            match inbox.recv(frame, zmq::DONTWAIT) {
-                Ok(()) => {}
-                Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => break,
-                Err(e) => return Err(e),
-            }
-            match protocol::decode(frame) {
-                Ok(msg) => {
-                    self.received.received += 1;
-                    self.step(squall_transport::clock::now(), Input::Message(msg));
-                }
-                Err(error) => {
-                    self.received.malformed += 1;
-                    debug!(%error, "dropped malformed frame");
-                }
-            }
+        if self.core.is_stuck() {
+            self.failed = Some(ExecutorError::Stuck);
         }
-        Ok(())
     }
 
-    fn on_event(&mut self, event: WorkerEvent) {
+    fn next_tick(&self) -> Option<Time> {
+        self.core.next_tick()
+    }
+
+    fn observe_transport(&mut self, stats: TransportStats) {
+        self.core.observe_transport(stats);
+    }
+}
+
+impl Executor {
+    fn on_event(&mut self, now: Time, event: WorkerEvent, out: &mut Outbox) {
         match event {
-            WorkerEvent::Done(done) => {
-                self.core
-                    .job_done(squall_transport::clock::now(), done, &mut self.outbox);
-            }
+            WorkerEvent::Done(done) => self.core.job_done(now, done, out),
             WorkerEvent::Send { to, payload } => {
                 let msg = Message::UserMessage(UserMessage {
                     from: self.core.identity().address.clone(),
                     payload,
                 });
-                self.outbox.send(to, msg);
+                out.send(to, msg);
             }
         }
     }
 
-    fn step(&mut self, now: Time, input: Input) {
-        let sent = self.sender.stats();
-        self.core.observe_transport(TransportStats {
-            sent: sent.sent,
-            dropped: sent.dropped,
-            ..self.received
-        });
-        self.core.step(now, input, &mut self.outbox);
+    /// Steps the core and puts the user messages it received in the
+    /// mailbox `user.recv` reads.
+    fn step_core(&mut self, now: Time, input: Input, out: &mut Outbox) {
+        self.core.step(now, input, out);
         for msg in self.core.take_deliveries().collect::<Vec<_>>() {
             if !self.mailbox.push(msg.from, msg.payload) {
                 self.core.count_mailbox_drop();
-            }
-        }
-    }
-
-    fn flush(&mut self) {
-        for (to, msg) in self.outbox.drain() {
-            if let Err(error) = self.sender.send(&to, &msg) {
-                debug!(%to, kind = msg.kind(), %error, "message not sent");
             }
         }
     }

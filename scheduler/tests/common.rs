@@ -1,20 +1,17 @@
 //! Helpers shared by the scheduler's tests: a scheduler driven directly with
-//! explicit times, synthetic reports and calls, and a fake KVS answering
-//! the embedded client.
+//! explicit times, synthetic reports and calls, and the KVS double
+//! (`anna::sim::KvsDouble`) answering the embedded client.
 
 #![allow(dead_code)]
 
-use anna::cluster::{ClusterState, ReplicationFactor};
-use anna::lattice::{KeyState, LatticeValue, Lww, Timestamp, WriterId};
+use anna::lattice::{LatticeValue, Lww, Timestamp, WriterId};
 use anna::protocol::compute::{
-    encode_value, CacheReport, CallArgs, CallId, CallRequest, CallResult, Dag, DagCallRequest,
-    ExecutorReport, Plan, ReplyTo,
+    dag_key, encode_value, CacheReport, CallArgs, CallId, CallRequest, CallResult, Dag,
+    DagCallRequest, ExecutorReport, Plan, ReplyTo,
 };
-use anna::protocol::{
-    Address, KeyOp, KeyResult, KvsRequest, KvsResponse, Message, NodeId, NodeInfo, Outcome,
-    RequestId,
-};
+use anna::protocol::{Address, Message};
 use anna::role::{Input, Outbox, Role};
+use anna::sim::KvsDouble;
 use anna::time::Time;
 use squall_scheduler::{Scheduler, SchedulerConfig};
 
@@ -177,78 +174,36 @@ pub fn error(sent: &[(Address, Message)]) -> anna::protocol::compute::CallError 
     }
 }
 
-/// What the fake KVS holds under a DAG key.
-pub enum Stored {
-    Dag(Dag),
-    /// A definition written at this wall-clock millisecond.
-    DagAt(Dag, u64),
-    Bytes(Vec<u8>),
-    Nothing,
+/// The KVS the scheduler's client reads: one storage thread, [`KVS`],
+/// behind [`ROUTER`], holding nothing yet.
+pub fn kvs() -> KvsDouble {
+    KvsDouble::new(KVS).routed_by(ROUTER)
 }
 
-/// Answers what the scheduler's KVS client sent in `sent` (a status request
-/// to the router, reads of the storage thread) until it sends no more, and
-/// returns everything else the scheduler sent meanwhile. Counts reads in
-/// `reads`.
+/// A KVS holding `d` as the definition of the DAG of its name, registered
+/// at wall-clock millisecond `ms`.
+pub fn kvs_with_dag_at(d: &Dag, ms: u64) -> KvsDouble {
+    let mut kvs = kvs();
+    kvs.put(&dag_key(&d.name), lww_at(ms, encode_value(d)));
+    kvs
+}
+
+/// A KVS holding `d`, registered at millisecond 1.
+pub fn kvs_with_dag(d: &Dag) -> KvsDouble {
+    kvs_with_dag_at(d, 1)
+}
+
+/// Lets `kvs` answer what the scheduler's KVS client sent in `sent` (a
+/// status request to the router, reads of the storage thread) until it
+/// sends no more, and returns everything else the scheduler sent
+/// meanwhile.
 pub fn serve_kvs(
     s: &mut Scheduler,
     now_ms: u64,
-    mut sent: Vec<(Address, Message)>,
-    stored: &Stored,
-    reads: &mut u32,
+    sent: Vec<(Address, Message)>,
+    kvs: &mut KvsDouble,
 ) -> Vec<(Address, Message)> {
-    let mut rest = Vec::new();
-    while !sent.is_empty() {
-        let mut next = Vec::new();
-        for (to, msg) in sent {
-            match msg {
-                Message::StatusRequest { id, .. } if to.as_str() == ROUTER => {
-                    next.extend(step(s, now_ms, status_reply(id)));
-                }
-                Message::KvsRequest(req) if to.as_str() == KVS => {
-                    *reads += 1;
-                    next.extend(step(s, now_ms, kvs_answer(&req, stored)));
-                }
-                other => rest.push((to, other)),
-            }
-        }
-        sent = next;
-    }
-    rest
-}
-
-/// The fake KVS's answer to a read.
-pub fn kvs_answer(req: &KvsRequest, stored: &Stored) -> Message {
-    let results = req
-        .ops
-        .iter()
-        .map(|op| {
-            // The scheduler reads whole states (at least at its callers'
-            // versions).
-            let KeyOp::ReadState { key, .. } = op else {
-                panic!("the scheduler only reads states: {op:?}");
-            };
-            let state = match stored {
-                Stored::Dag(d) => KeyState::from_value(lww(encode_value(d))),
-                Stored::DagAt(d, ms) => KeyState::from_value(lww_at(*ms, encode_value(d))),
-                Stored::Bytes(b) => KeyState::from_value(lww(b.clone())),
-                Stored::Nothing => KeyState::default(),
-            };
-            let outcome = Outcome::State(state);
-            KeyResult {
-                key: key.clone(),
-                outcome,
-            }
-        })
-        .collect();
-    Message::KvsResponse(KvsResponse {
-        id: req.id,
-        results,
-    })
-}
-
-fn lww(bytes: Vec<u8>) -> LatticeValue {
-    lww_at(1, bytes)
+    kvs.serve(s, at(now_ms), sent)
 }
 
 /// A last-writer-wins value written at `ms` by writer 1.
@@ -261,24 +216,4 @@ pub fn lww_at(ms: u64, bytes: Vec<u8>) -> LatticeValue {
         },
         bytes,
     ))
-}
-
-/// A router's answer: one storage node with one thread, `KVS`.
-pub fn status_reply(id: RequestId) -> Message {
-    let mut cluster = ClusterState::default();
-    cluster.record_join(NodeInfo {
-        id: NodeId(1),
-        threads: vec![Address::from(KVS)],
-        boot: 1,
-    });
-    Message::StatusReply {
-        id,
-        from: Address::from(ROUTER),
-        cluster,
-        replication: ReplicationFactor {
-            global: 1,
-            local: 1,
-        },
-        counters: Vec::new(),
-    }
 }

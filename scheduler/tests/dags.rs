@@ -3,8 +3,9 @@
 
 mod common;
 
-use anna::protocol::compute::{CallArgs, CallErrorKind};
+use anna::protocol::compute::{dag_key, encode_value, CallArgs, CallErrorKind};
 use anna::protocol::Message;
+use anna::sim::KvsDouble;
 use common::*;
 use squall_scheduler::{Scheduler, SchedulerConfig};
 
@@ -15,19 +16,19 @@ fn with_executors() -> Scheduler {
     s
 }
 
-/// Calls `dag` as call `seq` at `now_ms`, the KVS holding `stored`;
+/// Calls DAG `d` as call `seq` at `now_ms`, `kvs` answering its reads;
 /// returns what was sent besides KVS traffic, and how many reads.
 fn call_stored(
     s: &mut Scheduler,
     now_ms: u64,
     seq: u64,
-    stored: &Stored,
+    kvs: &mut KvsDouble,
     fn_args: &[(&str, CallArgs)],
-) -> (Vec<(anna::protocol::Address, Message)>, u32) {
-    let mut reads = 0;
+) -> (Vec<(anna::protocol::Address, Message)>, usize) {
+    let before = kvs.requests().len();
     let sent = step(s, now_ms, call_dag(seq, "d", fn_args));
-    let rest = serve_kvs(s, now_ms, sent, stored, &mut reads);
-    (rest, reads)
+    let rest = serve_kvs(s, now_ms, sent, kvs);
+    (rest, kvs.requests().len() - before)
 }
 
 #[test]
@@ -44,7 +45,7 @@ fn a_dag_plan_fans_out_and_in_with_upstream_in_connection_order() {
         &mut s,
         1,
         1,
-        &Stored::Dag(d),
+        &mut kvs_with_dag(&d),
         &[("a", args(&[])), ("c", args(&["kc"]))],
     );
     assert_eq!(reads, 1);
@@ -105,7 +106,7 @@ fn a_chain_link_follows_its_upstream_function_and_a_fan_out_spreads() {
     let mut s = with_executors();
     // a -> b -> c is a chain: all three on one executor, whichever it is.
     let chain = dag("d", &["a", "b", "c"], &[("a", "b"), ("b", "c")]);
-    let (sent, _) = call_stored(&mut s, 1, 1, &Stored::Dag(chain), &[]);
+    let (sent, _) = call_stored(&mut s, 1, 1, &mut kvs_with_dag(&chain), &[]);
     let (_, plan, _) = &invokes(&sent)[0];
     let on: Vec<&str> = plan.functions.iter().map(|f| f.executor.as_str()).collect();
     assert!(on.iter().all(|e| *e == on[0]), "{on:?}");
@@ -113,7 +114,7 @@ fn a_chain_link_follows_its_upstream_function_and_a_fan_out_spreads() {
     // a -> b, a -> c fans out: b and c are no chain links, and spread.
     let mut s = with_executors();
     let fan = dag("d", &["a", "b", "c"], &[("a", "b"), ("a", "c")]);
-    let (sent, _) = call_stored(&mut s, 1, 1, &Stored::Dag(fan), &[]);
+    let (sent, _) = call_stored(&mut s, 1, 1, &mut kvs_with_dag(&fan), &[]);
     let (_, plan, _) = &invokes(&sent)[0];
     assert_ne!(plan.functions[1].executor, plan.functions[2].executor);
 }
@@ -122,7 +123,7 @@ fn a_chain_link_follows_its_upstream_function_and_a_fan_out_spreads() {
 fn every_source_of_a_dag_is_invoked() {
     let mut s = with_executors();
     let d = dag("d", &["x", "y", "join"], &[("x", "join"), ("y", "join")]);
-    let (sent, _) = call_stored(&mut s, 1, 1, &Stored::Dag(d), &[]);
+    let (sent, _) = call_stored(&mut s, 1, 1, &mut kvs_with_dag(&d), &[]);
     let mut functions: Vec<u16> = invokes(&sent).iter().map(|(_, _, f)| *f).collect();
     functions.sort();
     assert_eq!(functions, [0, 1]);
@@ -132,7 +133,7 @@ fn every_source_of_a_dag_is_invoked() {
 fn a_dag_with_a_cycle_is_refused() {
     let mut s = with_executors();
     let d = dag("d", &["a", "b", "c"], &[("a", "b"), ("b", "c"), ("c", "b")]);
-    let (sent, _) = call_stored(&mut s, 1, 1, &Stored::Dag(d), &[]);
+    let (sent, _) = call_stored(&mut s, 1, 1, &mut kvs_with_dag(&d), &[]);
     assert!(invokes(&sent).is_empty());
     let e = error(&sent);
     assert_eq!(e.kind, CallErrorKind::BadArguments);
@@ -143,7 +144,7 @@ fn a_dag_with_a_cycle_is_refused() {
 fn a_dag_connecting_an_unknown_function_is_refused() {
     let mut s = with_executors();
     let d = dag("d", &["a"], &[("a", "ghost")]);
-    let (sent, _) = call_stored(&mut s, 1, 1, &Stored::Dag(d), &[]);
+    let (sent, _) = call_stored(&mut s, 1, 1, &mut kvs_with_dag(&d), &[]);
     let e = error(&sent);
     assert_eq!(e.kind, CallErrorKind::BadArguments);
     assert!(e.message.contains("ghost"), "{}", e.message);
@@ -153,7 +154,7 @@ fn a_dag_connecting_an_unknown_function_is_refused() {
 fn arguments_for_a_function_outside_the_dag_are_refused() {
     let mut s = with_executors();
     let d = dag("d", &["a"], &[]);
-    let (sent, _) = call_stored(&mut s, 1, 1, &Stored::Dag(d), &[("zzz", args(&[]))]);
+    let (sent, _) = call_stored(&mut s, 1, 1, &mut kvs_with_dag(&d), &[("zzz", args(&[]))]);
     let e = error(&sent);
     assert_eq!(e.kind, CallErrorKind::BadArguments);
     assert!(e.message.contains("zzz"), "{}", e.message);
@@ -162,7 +163,7 @@ fn arguments_for_a_function_outside_the_dag_are_refused() {
 #[test]
 fn an_unregistered_dag_is_unknown() {
     let mut s = with_executors();
-    let (sent, reads) = call_stored(&mut s, 1, 1, &Stored::Nothing, &[]);
+    let (sent, reads) = call_stored(&mut s, 1, 1, &mut kvs(), &[]);
     assert_eq!(reads, 1);
     assert_eq!(error(&sent).kind, CallErrorKind::UnknownDag);
 }
@@ -170,7 +171,9 @@ fn an_unregistered_dag_is_unknown() {
 #[test]
 fn an_undecodable_definition_is_a_clear_error() {
     let mut s = with_executors();
-    let (sent, _) = call_stored(&mut s, 1, 1, &Stored::Bytes(vec![0xff; 3]), &[]);
+    let mut kvs = kvs();
+    kvs.put(&dag_key("d"), lww_at(1, vec![0xff; 3]));
+    let (sent, _) = call_stored(&mut s, 1, 1, &mut kvs, &[]);
     let e = error(&sent);
     assert_eq!(e.kind, CallErrorKind::BadFunction);
     assert!(e.message.contains("does not decode"), "{}", e.message);
@@ -179,15 +182,14 @@ fn an_undecodable_definition_is_a_clear_error() {
 #[test]
 fn a_definition_is_read_once_cached_and_dropped_when_the_dag_changes() {
     let mut s = with_executors();
-    let stored = Stored::Dag(dag("d", &["a"], &[]));
+    let mut kvs = kvs_with_dag(&dag("d", &["a"], &[]));
     // Two calls while the read is out: one read serves both.
     let first = step(&mut s, 1, call_dag(1, "d", &[]));
     let second = step(&mut s, 1, call_dag(2, "d", &[]));
     assert!(second.is_empty(), "the second call waits: {second:?}");
     assert_eq!(s.queued(), 2);
-    let mut reads = 0;
-    let sent = serve_kvs(&mut s, 1, first, &stored, &mut reads);
-    assert_eq!(reads, 1);
+    let sent = serve_kvs(&mut s, 1, first, &mut kvs);
+    assert_eq!(kvs.requests().len(), 1);
     assert_eq!(invokes(&sent).len(), 2);
 
     // Cached: no read at all.
@@ -203,25 +205,28 @@ fn a_definition_is_read_once_cached_and_dropped_when_the_dag_changes() {
             name: "d".to_string(),
         }),
     );
-    let (sent, reads) = call_stored(&mut s, 4, 4, &stored, &[]);
+    let (sent, reads) = call_stored(&mut s, 4, 4, &mut kvs, &[]);
     assert_eq!(reads, 1);
     assert_eq!(invokes(&sent).len(), 1);
 
     // Expired: read again after the TTL.
     let ttl = SchedulerConfig::default().dag_cache_ttl.as_millis() as u64;
-    let (_, reads) = call_stored(&mut s, 5 + ttl, 5, &stored, &[]);
+    let (_, reads) = call_stored(&mut s, 5 + ttl, 5, &mut kvs, &[]);
     assert_eq!(reads, 1);
 }
 
 #[test]
 fn a_change_during_a_read_reads_again() {
     let mut s = with_executors();
+    let mut kvs = kvs_with_dag(&dag("d", &["old"], &[]));
     let sent = step(&mut s, 1, call_dag(1, "d", &[]));
-    let Some((_, Message::StatusRequest { id, .. })) = sent.first().cloned() else {
-        panic!("the client asks the router first: {sent:?}");
-    };
-    let sent = step(&mut s, 1, status_reply(id));
-    let Some((_, Message::KvsRequest(read))) = sent.first().cloned() else {
+    assert!(
+        matches!(sent.first(), Some((_, Message::StatusRequest { .. }))),
+        "the client asks the router first: {sent:?}"
+    );
+    let (_, placement) = kvs.answer(at(1), &sent[0]).expect("the router answers");
+    let sent = step(&mut s, 1, placement);
+    let Some(read @ (_, Message::KvsRequest(_))) = sent.first().cloned() else {
         panic!("then reads the key: {sent:?}");
     };
     step(
@@ -231,14 +236,16 @@ fn a_change_during_a_read_reads_again() {
             name: "d".to_string(),
         }),
     );
-    let old = Stored::Dag(dag("d", &["old"], &[]));
-    let sent = step(&mut s, 3, kvs_answer(&read, &old));
+    let (_, old) = kvs.answer(at(3), &read).expect("the KVS answers");
+    let sent = step(&mut s, 3, old);
     assert!(invokes(&sent).is_empty(), "the old answer is not used");
-    let Some((_, Message::KvsRequest(again))) = sent.first().cloned() else {
+    let Some(again @ (_, Message::KvsRequest(_))) = sent.first().cloned() else {
         panic!("the key is read again: {sent:?}");
     };
-    let new = Stored::Dag(dag("d", &["new"], &[]));
-    let sent = step(&mut s, 4, kvs_answer(&again, &new));
+    let new = dag("d", &["new"], &[]);
+    kvs.put(&dag_key("d"), lww_at(2, encode_value(&new)));
+    let (_, new) = kvs.answer(at(4), &again).expect("the KVS answers");
+    let sent = step(&mut s, 4, new);
     let inv = invokes(&sent);
     assert_eq!(inv.len(), 1);
     assert_eq!(inv[0].1.functions[0].name, "new");
@@ -269,7 +276,7 @@ fn functions_of_an_abandoned_attempt_hold_their_executor_until_reported_done() {
     step(&mut s, 0, cache("n2", &[("k2", 100)]));
     let d = dag("d", &["a", "b"], &[("a", "b")]);
     let fn_args = [("a", args(&["k1"])), ("b", args(&["k2"]))];
-    let (sent, _) = call_stored(&mut s, 0, 1, &Stored::Dag(d), &fn_args);
+    let (sent, _) = call_stored(&mut s, 0, 1, &mut kvs_with_dag(&d), &fn_args);
     let plan = &invokes(&sent)[0].1;
     assert_eq!(plan.functions[0].executor.as_str(), "e1");
     assert_eq!(plan.functions[1].executor.as_str(), "e2");
@@ -296,12 +303,11 @@ fn functions_of_an_abandoned_attempt_hold_their_executor_until_reported_done() {
 #[test]
 fn a_cached_definition_older_than_the_callers_register_is_read_again() {
     use anna::lattice::KeyState;
-    use anna::protocol::compute::{dag_key, encode_value};
     use anna::protocol::Session;
 
     let mut s = with_executors();
-    let old = Stored::DagAt(dag("d", &["old"], &[]), 1);
-    let (sent, reads) = call_stored(&mut s, 1, 1, &old, &[]);
+    let mut kvs = kvs_with_dag_at(&dag("d", &["old"], &[]), 1);
+    let (sent, reads) = call_stored(&mut s, 1, 1, &mut kvs, &[]);
     assert_eq!(
         (reads, invokes(&sent)[0].1.functions[0].name.as_str()),
         (1, "old")
@@ -315,12 +321,16 @@ fn a_cached_definition_older_than_the_callers_register_is_read_again() {
     };
     req.session = Session::new(vec![(dag_key("d"), written.witness())]);
     let sent = step(&mut s, 2, Message::CallDag(req));
-    let mut reads = 0;
-    let sent = serve_kvs(&mut s, 2, sent, &Stored::DagAt(new, 5), &mut reads);
-    assert_eq!(reads, 1, "read again, not served from the cache");
+    kvs.put_state(&dag_key("d"), written);
+    let sent = serve_kvs(&mut s, 2, sent, &mut kvs);
+    assert_eq!(
+        kvs.requests().len(),
+        2,
+        "read again, not served from the cache"
+    );
     assert_eq!(invokes(&sent)[0].1.functions[0].name, "new");
 
     // A caller that wrote nothing of `d` is served from the cache.
-    let (sent, reads) = call_stored(&mut s, 3, 3, &old, &[]);
+    let (sent, reads) = call_stored(&mut s, 3, 3, &mut kvs, &[]);
     assert_eq!((reads, invokes(&sent).len()), (0, 1));
 }

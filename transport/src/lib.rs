@@ -8,7 +8,8 @@
 //!
 //! - [`socket`]: ZeroMQ PUSH/PULL sockets carrying protocol messages
 //!   ([`Receiver`], [`Sender`], with `ZMQ_MAXMSGSIZE`), and
-//!   [`ZmqDriver`], the real-time driver of one role.
+//!   [`ZmqDriver`], the real-time driver of every role (the executor's
+//!   too, woken by its worker thread).
 //! - [`client`]: [`Client`], the KVS client over ZeroMQ with blocking
 //!   calls, around `anna::client::ClientCore`.
 //! - [`endpoint`]: [`Endpoint`], plain request/response against one KVS

@@ -323,6 +323,25 @@ fn poll_millis(d: Duration) -> i64 {
     i64::try_from(d.as_micros().div_ceil(1000)).unwrap_or(i64::MAX)
 }
 
+/// Waits at most `wait` until one of `sockets` (three at most) can be
+/// read; which can, in order. A signal cutting the wait short is no error:
+/// nothing is ready.
+fn poll_readable<const N: usize>(
+    sockets: [&zmq::Socket; N],
+    wait: Duration,
+) -> Result<[bool; 3], zmq::Error> {
+    let mut items = sockets.map(|s| s.as_poll_item(zmq::POLLIN));
+    match zmq::poll(&mut items, poll_millis(wait)) {
+        Ok(_) | Err(zmq::Error::EINTR) => {}
+        Err(e) => return Err(e),
+    }
+    let mut readable = [false; 3];
+    for (r, item) in readable.iter_mut().zip(&items) {
+        *r = item.is_readable();
+    }
+    Ok(readable)
+}
+
 /// Stops a [`ZmqDriver`] from any thread.
 #[derive(Clone)]
 pub struct Shutdown {
@@ -350,11 +369,18 @@ impl Shutdown {
 /// pair of clock reads around each delivered batch or tick, from the poll
 /// returning ready through the role's steps and the sends, never the time
 /// blocked in the poll.
+///
+/// A role with work arriving from outside its socket (the executor's,
+/// whose worker thread finishes calls) has the driver also wait on a
+/// wake-up socket ([`ZmqDriver::wake_on`]); a process that must say
+/// goodbye when it stops has the driver send it ([`ZmqDriver::act`]),
+/// through a context it can wait on ([`ZmqDriver::send_through`]).
 pub struct ZmqDriver<R: Role> {
     role: R,
     receiver: Receiver,
     sender: Sender,
     control: zmq::Socket,
+    wake: Option<zmq::Socket>,
     shutdown: Shutdown,
     outbox: Outbox,
     stopped: bool,
@@ -367,7 +393,19 @@ pub struct ZmqDriver<R: Role> {
 impl<R: Role> ZmqDriver<R> {
     /// Binds `address` for `role`.
     pub fn bind(ctx: &zmq::Context, address: &Address, role: R) -> Result<Self, TransportError> {
+        Self::bind_with(ctx, address, |_| role)
+    }
+
+    /// Binds `address` for the role `make` builds knowing the address
+    /// bound, for a role whose identity it is (a `tcp://host:*` address
+    /// picks its port).
+    pub fn bind_with(
+        ctx: &zmq::Context,
+        address: &Address,
+        make: impl FnOnce(&Address) -> R,
+    ) -> Result<Self, TransportError> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
+        let receiver = Receiver::bind(ctx, address)?;
         let endpoint = format!(
             "inproc://squall-driver-control-{}",
             NEXT.fetch_add(1, Ordering::Relaxed)
@@ -376,10 +414,11 @@ impl<R: Role> ZmqDriver<R> {
         control.set_linger(0)?;
         control.bind(&endpoint)?;
         Ok(ZmqDriver {
-            role,
-            receiver: Receiver::bind(ctx, address)?,
+            role: make(receiver.address()),
+            receiver,
             sender: Sender::new(ctx),
             control,
+            wake: None,
             shutdown: Shutdown {
                 ctx: ctx.clone(),
                 endpoint,
@@ -401,6 +440,33 @@ impl<R: Role> ZmqDriver<R> {
         self.receiver.bind_also(address)
     }
 
+    /// Also waits on `wake`, a PULL socket other threads of the process push
+    /// (empty) frames to: when it fires the driver reads every frame queued
+    /// and hands the role an [`Input::Tick`], due or not, so the role takes
+    /// up at once what those threads left for it (through a channel of its
+    /// own). A role woken this way checks its own deadlines on a tick.
+    pub fn wake_on(&mut self, wake: zmq::Socket) {
+        self.wake = Some(wake);
+    }
+
+    /// Sends through sockets of `ctx` from now on. Dropping a context waits
+    /// until the frames its sockets queued have left (up to [`LINGER`]),
+    /// unless another thread still holds a socket of it: a process that
+    /// must not exit before its last frames leave, while such a thread
+    /// (one stuck in a user's function, say) holds a socket of the driver's
+    /// context, sends through a context of its own and drops it last.
+    pub fn send_through(&mut self, ctx: &zmq::Context) {
+        self.sender = Sender::new(ctx);
+    }
+
+    /// Lets the caller act on the role between steps, at the driver's
+    /// time (a goodbye when the process is told to stop), and sends what
+    /// it queued.
+    pub fn act(&mut self, f: impl FnOnce(&mut R, Time, &mut Outbox)) {
+        f(&mut self.role, clock::now(), &mut self.outbox);
+        self.flush();
+    }
+
     /// A handle that stops this driver from another thread.
     pub fn shutdown_handle(&self) -> Shutdown {
         self.shutdown.clone()
@@ -409,6 +475,11 @@ impl<R: Role> ZmqDriver<R> {
     /// The role.
     pub fn role(&self) -> &R {
         &self.role
+    }
+
+    /// The role, to change between steps.
+    pub fn role_mut(&mut self) -> &mut R {
+        &mut self.role
     }
 
     /// The role, after the driver is done.
@@ -479,17 +550,23 @@ impl<R: Role> Driver for ZmqDriver<R> {
             }
             wait = wait.min(due.saturating_since(now));
         }
-        let (stop, ready) = {
-            let mut items = [
-                self.control.as_poll_item(zmq::POLLIN),
-                self.receiver.socket.as_poll_item(zmq::POLLIN),
-            ];
-            zmq::poll(&mut items, poll_millis(wait))?;
-            (items[0].is_readable(), items[1].is_readable())
+        let (control, inbox) = (&self.control, &self.receiver.socket);
+        let [stop, ready, woken] = match &self.wake {
+            Some(wake) => poll_readable([control, inbox, wake], wait)?,
+            None => poll_readable([control, inbox], wait)?,
         };
         if stop {
             self.stopped = true;
             return Ok(Step::Stopped);
+        }
+        let mut ticked = false;
+        if let Some(wake) = self.wake.as_ref().filter(|_| woken) {
+            let mut frame = zmq::Message::new();
+            while wake.recv(&mut frame, zmq::DONTWAIT).is_ok() {}
+            let started = Instant::now();
+            self.handle(Input::Tick);
+            self.count_busy(started);
+            ticked = true;
         }
         let mut delivered = false;
         if ready {
@@ -507,6 +584,8 @@ impl<R: Role> Driver for ZmqDriver<R> {
         }
         Ok(if delivered {
             Step::Delivered
+        } else if ticked {
+            Step::Ticked
         } else {
             Step::Idle
         })

@@ -112,13 +112,20 @@
 //! assert_eq!(sim.take_outside(&tester), vec![Message::Pong { id: RequestId(1), boot: 0 }]);
 //! assert_eq!(sim.role(&server).unwrap().answered(), 1);
 //! ```
+//!
+//! # One role by hand
+//!
+//! [`KvsDouble`] is the KVS for a test that steps one role itself: a real
+//! storage thread (and its router) answering the requests the role sent.
 
 mod config;
+mod double;
 mod faults;
 mod run;
 mod trace;
 
 pub use config::{Network, SimConfig, SimError};
+pub use double::KvsDouble;
 pub use trace::{Fate, TraceEvent};
 
 use crate::protocol::{Address, Message};

@@ -5,7 +5,8 @@ use anna::protocol::compute::{
     decode_value, encode_value, function_key, CallArgs, CallErrorKind, CallId, CallOutcome,
     FunctionCode, Plan, PlannedFunction, ReplyTo, Runtime,
 };
-use anna::protocol::{Gossip, KeyOp, KeyResult, KvsResponse, Outcome};
+use anna::protocol::{Gossip, KeyOp};
+use anna::sim::KvsDouble;
 
 mod prewarm;
 mod sessions;
@@ -88,34 +89,41 @@ fn step(core: &mut ExecutorCore, now: Time, msg: Message) -> Vec<(Address, Messa
     out.drain().collect()
 }
 
-/// Answers the code fetch in `sent` with `outcome`.
+/// Lets the node's cache answer the code fetches in `sent`, holding
+/// `held` under every key fetched (nothing if `None`); returns what the
+/// core sends on the answers.
 fn answer_fetch(
     core: &mut ExecutorCore,
     sent: &[(Address, Message)],
-    outcome: Outcome,
+    held: Option<KeyState>,
 ) -> Vec<(Address, Message)> {
-    let (to, Message::KvsRequest(req)) = sent
-        .iter()
-        .find(|(_, m)| matches!(m, Message::KvsRequest(_)))
+    let fetches: Vec<_> = (sent.iter())
+        .filter(|(_, m)| matches!(m, Message::KvsRequest(_)))
         .cloned()
-        .expect("a fetch")
-    else {
-        unreachable!()
-    };
-    assert_eq!(to, Address::from(CACHE));
-    let key = req.ops[0].key().clone();
-    let response = KvsResponse {
-        id: req.id,
-        results: vec![KeyResult { key, outcome }],
-    };
-    step(core, T0, Message::KvsResponse(response))
+        .collect();
+    assert!(!fetches.is_empty(), "a fetch: {sent:?}");
+    let mut cache = KvsDouble::new(CACHE);
+    for (_, fetch) in &fetches {
+        let (Message::KvsRequest(req), Some(state)) = (fetch, &held) else {
+            continue;
+        };
+        for op in &req.ops {
+            cache.put_state(op.key(), state.clone());
+        }
+    }
+    let after = cache.serve(core, T0, fetches.clone());
+    assert_eq!(
+        cache.requests().len(),
+        fetches.len(),
+        "every fetch goes to the node's cache: {fetches:?}"
+    );
+    after
 }
 
-fn found(code: &FunctionCode) -> Outcome {
-    Outcome::Value(LatticeValue::Lww(Lww::new(
-        Timestamp::default(),
-        encode_value(code),
-    )))
+/// The cache's state of `code`, registered.
+fn found(code: &FunctionCode) -> Option<KeyState> {
+    let lww = Lww::new(Timestamp::default(), encode_value(code));
+    Some(KeyState::from_value(LatticeValue::Lww(lww)))
 }
 
 fn next_job(core: &mut ExecutorCore) -> Option<Job> {
@@ -242,7 +250,7 @@ fn an_unknown_function_fails_the_call_with_unknown_function() {
             function: 0,
         },
     );
-    let sent = answer_fetch(&mut core, &sent, Outcome::NotFound);
+    let sent = answer_fetch(&mut core, &sent, None);
     let Message::CallResult(result) = &sent[0].1 else {
         panic!("{sent:?}")
     };
@@ -265,10 +273,10 @@ fn bytes_that_are_not_a_function_record_fail_with_bad_function() {
             function: 0,
         },
     );
-    let garbage = Outcome::Value(LatticeValue::Lww(Lww::new(
+    let garbage = Some(KeyState::from_value(LatticeValue::Lww(Lww::new(
         Timestamp::default(),
         vec![0xff; 3],
-    )));
+    ))));
     let sent = answer_fetch(&mut core, &sent, garbage);
     let Message::CallResult(result) = &sent[0].1 else {
         panic!("{sent:?}")
@@ -336,12 +344,10 @@ fn warm_functions_are_bounded_by_bytes_least_recently_used_out() {
 fn a_gossip_of_unchanged_code_keeps_the_function_warm() {
     let mut core = core();
     let first = warm_up(&mut core, "f");
-    let Outcome::Value(unchanged) = found(&first.code) else {
-        unreachable!()
-    };
+    let unchanged = found(&first.code).expect("a state");
     let gossip = Gossip {
         from: CACHE.into(),
-        entries: vec![(function_key("f"), KeyState::from_value(unchanged))],
+        entries: vec![(function_key("f"), unchanged)],
         ack: None,
     };
     step(&mut core, T0, Message::Gossip(gossip));

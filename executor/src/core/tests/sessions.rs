@@ -42,7 +42,7 @@ fn warm_code_older_than_the_callers_register_is_fetched_again_at_its_version() {
             function: 0,
         },
     );
-    answer_fetch(&mut core, &sent, Outcome::State(old.clone()));
+    answer_fetch(&mut core, &sent, Some(old.clone()));
     let job = next_job(&mut core).expect("a job");
     finish(&mut core, &job, Ok(vec![]));
 
@@ -62,7 +62,7 @@ fn warm_code_older_than_the_callers_register_is_fetched_again_at_its_version() {
         panic!("a fetch of the code: {sent:?}");
     };
     assert_eq!(at_least, Some(new.witness()));
-    answer_fetch(&mut core, &sent, Outcome::State(new.clone()));
+    answer_fetch(&mut core, &sent, Some(new.clone()));
     let job = next_job(&mut core).expect("a job");
     assert_eq!(*job.code, code(2));
     finish(&mut core, &job, Ok(vec![]));
@@ -96,7 +96,7 @@ fn a_call_after_its_caller_deleted_the_function_fails_unknown_function() {
             function: 0,
         },
     );
-    let sent = answer_fetch(&mut core, &sent, Outcome::State(deleted));
+    let sent = answer_fetch(&mut core, &sent, Some(deleted));
     let failed = sent.iter().any(|(_, m)| {
         matches!(m,
         Message::CallResult(r) if matches!(&r.outcome,

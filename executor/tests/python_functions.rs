@@ -257,6 +257,6 @@ fn a_reference_argument_is_replaced_by_the_keys_value_read_through_the_cache() {
     let e = error(h.call("add", args, 300));
     assert_eq!(e.kind, CallErrorKind::Timeout);
     assert!(e.message.contains("reference 'k' did not appear"), "{e:?}");
-    h.values.insert("k".into(), pickle("41"));
+    h.put_bytes("k", pickle("41"));
     assert_eq!(value(h.call("add", args, 10_000)), "42");
 }

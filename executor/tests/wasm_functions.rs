@@ -203,7 +203,7 @@ fn arguments_and_results_convert_by_type_and_kind() {
 #[test]
 fn a_reference_argument_is_resolved_then_converted() {
     let mut h = Harness::start(registered(), vec![]);
-    h.values.insert("k".into(), pickle("41"));
+    h.put_bytes("k", pickle("41"));
     let args = "((__import__('squall.reference').reference.Reference('k'), 1), {})";
     assert_eq!(value(h.call("add", args, 10_000)), "42");
 }
@@ -270,9 +270,9 @@ fn a_module_that_cannot_serve_calls_is_a_bad_function() {
 fn host_put_is_read_by_python_and_python_put_is_read_by_the_host() {
     let mut h = Harness::start(registered(), vec![]);
     assert_eq!(value(h.call("putter", "((b'hello',), {})", 10_000)), "0");
-    let stored = h.values.get("w").expect("the put reached the cache");
+    let stored = h.stored_bytes("w").expect("the put reached the cache");
     assert_eq!(
-        unpickle(stored),
+        unpickle(&stored),
         "b'hello'",
         "stored as a Python bytes object"
     );
@@ -283,7 +283,7 @@ fn host_put_is_read_by_python_and_python_put_is_read_by_the_host() {
         value(h.call("getter", "(('n',), {})", 10_000)),
         "b')\\x00\\x00\\x00\\x00\\x00\\x00\\x00'"
     );
-    h.values.insert("raw".into(), b"xyz".to_vec());
+    h.put_bytes("raw", b"xyz".to_vec());
     assert_eq!(value(h.call("getter", "(('raw',), {})", 10_000)), "b'xyz'");
     assert_eq!(
         value(h.call("getter", "(('absent',), {})", 10_000)),

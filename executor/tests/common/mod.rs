@@ -1,7 +1,8 @@
 //! The harness of the executor's end-to-end tests: over real sockets the
 //! test plays the scheduler, the cache and the caller on one address,
-//! answers the executor's code fetches and key reads and writes (a fake
-//! cache of last-writer-wins bytes), and checks what comes back.
+//! answers the executor's code fetches and key reads and writes through
+//! the compute tier's KVS double (`anna::sim::KvsDouble`, a real storage
+//! thread), and checks what comes back.
 #![allow(dead_code)]
 
 use anna::lattice::{LatticeValue, Lww, Timestamp};
@@ -10,7 +11,9 @@ use anna::protocol::compute::{
     CallArgs, CallError, CallId, CallOutcome, ExecutorReport, FunctionCode, Plan, PlannedFunction,
     ReplyTo, Runtime, ValueKind,
 };
-use anna::protocol::{Address, KeyOp, KeyResult, KvsResponse, Message, Outcome};
+use anna::protocol::{Address, Message};
+use anna::sim::KvsDouble;
+use anna::time::Time;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use squall_executor::{run, ExecutorConfig, ExecutorOptions};
@@ -121,9 +124,9 @@ pub struct Harness {
     pub tx: Sender,
     pub executor: Address,
     pub functions: HashMap<String, FunctionCode>,
-    /// Data keys the test's "cache" holds, as last-writer-wins bytes;
-    /// last-writer-wins puts replace them.
-    pub values: HashMap<String, Vec<u8>>,
+    /// The test's "cache": the compute tier's KVS double, holding the
+    /// registered functions and the data keys.
+    pub kvs: KvsDouble,
     pub reports: Vec<ExecutorReport>,
     pub seq: u64,
     pub stop: Arc<AtomicBool>,
@@ -158,12 +161,17 @@ impl Harness {
         let stop = Arc::new(AtomicBool::new(false));
         let theirs = stop.clone();
         let thread = std::thread::spawn(move || run(opts, &config, theirs));
+        let mut kvs = KvsDouble::new(me.clone());
+        for (name, code) in &functions {
+            let lww = Lww::new(Timestamp::default(), encode_value(code));
+            kvs.put(&function_key(name), LatticeValue::Lww(lww));
+        }
         let mut h = Harness {
             rx,
             tx: Sender::new(&ctx),
             executor: Address::default(),
             functions,
-            values: HashMap::new(),
+            kvs,
             reports: Vec::new(),
             seq: 0,
             stop,
@@ -194,7 +202,13 @@ impl Harness {
                 break;
             };
             match &msg {
-                Message::KvsRequest(req) => self.answer(req),
+                Message::KvsRequest(_) => {
+                    let now = Time::from_micros(now_ms() * 1000);
+                    let to_me = (self.rx.address().clone(), msg.clone());
+                    if let Some((to, reply)) = self.kvs.answer(now, &to_me) {
+                        self.tx.send(&to, &reply).unwrap();
+                    }
+                }
                 Message::ExecutorReport(r) => self.reports.push(r.clone()),
                 _ => {}
             }
@@ -205,42 +219,22 @@ impl Harness {
         None
     }
 
-    fn answer(&mut self, req: &anna::protocol::KvsRequest) {
-        let results = (req.ops.iter())
-            .map(|op| {
-                let outcome = match op {
-                    KeyOp::Get { key } | KeyOp::ReadState { key, .. } => (self.functions.iter())
-                        .find(|(name, _)| function_key(name) == *key)
-                        .map(|(_, code)| {
-                            let lww = Lww::new(Timestamp::default(), encode_value(code));
-                            Outcome::Value(LatticeValue::Lww(lww))
-                        })
-                        .or_else(|| {
-                            let bytes = self.values.get(key)?.clone();
-                            let lww = Lww::new(Timestamp::default(), bytes);
-                            Some(Outcome::Value(LatticeValue::Lww(lww)))
-                        })
-                        .unwrap_or(Outcome::NotFound),
-                    KeyOp::Put {
-                        key,
-                        value: LatticeValue::Lww(lww),
-                    } => {
-                        self.values.insert(key.clone(), lww.value().to_vec());
-                        Outcome::Stored { epoch: None }
-                    }
-                    _ => Outcome::Stored { epoch: None },
-                };
-                KeyResult {
-                    key: op.key().clone(),
-                    outcome,
-                }
-            })
-            .collect();
-        let response = Message::KvsResponse(KvsResponse {
-            id: req.id,
-            results,
-        });
-        self.tx.send(&req.reply_to, &response).unwrap();
+    /// Stores `bytes` under `key` as last-writer-wins (a data key a
+    /// function reads).
+    pub fn put_bytes(&mut self, key: &str, bytes: Vec<u8>) {
+        let ts = Timestamp {
+            wall_ms: now_ms(),
+            ..Timestamp::default()
+        };
+        self.kvs.put(key, LatticeValue::Lww(Lww::new(ts, bytes)));
+    }
+
+    /// The last-writer-wins bytes stored under `key`.
+    pub fn stored_bytes(&self, key: &str) -> Option<Vec<u8>> {
+        match self.kvs.state(key)?.value()? {
+            LatticeValue::Lww(l) => Some(l.value().to_vec()),
+            _ => None,
+        }
     }
 
     pub fn plan(&mut self, functions: Vec<Step<'_>>, timeout_ms: u64) -> Plan {

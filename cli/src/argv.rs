@@ -92,10 +92,12 @@ mod tests {
             host: "10.0.0.1".into(),
             port: 7100,
             routers: strings(&["tcp://10.0.0.1:7000", "tcp://10.0.0.1:7001"]),
+            data_dir: Some("/var/lib/squall/node-3".into()),
         };
         assert!(matches!(parse(kvs.to_args()), Command::Kvs(p) if p == kvs));
         let kvs = KvsArgs {
             threads: None,
+            data_dir: None,
             ..kvs
         };
         assert!(matches!(parse(kvs.to_args()), Command::Kvs(p) if p == kvs));
@@ -175,6 +177,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port: 7100,
             routers: strings(&["tcp://127.0.0.1:7000", "tcp://127.0.0.1:7001"]),
+            data_dir: None,
         };
         assert_eq!(
             kvs.to_args().unwrap(),

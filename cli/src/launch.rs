@@ -32,7 +32,8 @@ pub(crate) struct Launch {
     exe: PathBuf,
     settings: LaunchSettings,
     logs: PathBuf,
-    /// The state directory, absolute: caches' `ipc://` sockets live there.
+    /// The state directory, absolute: caches' `ipc://` sockets and the
+    /// storage nodes' data directories live there.
     sockets: PathBuf,
     /// Name a log `NAME-2.log` (and so on) rather than overwrite
     /// `NAME.log`: a node started later must not erase the log of an
@@ -64,6 +65,12 @@ impl Launch {
 
     pub(crate) fn settings(&self) -> &LaunchSettings {
         &self.settings
+    }
+
+    /// Where storage node `id` keeps its keys: `data/node-ID` in the state
+    /// directory, the same whenever a node of that id starts (again).
+    pub(crate) fn data_dir(&self, id: u64) -> PathBuf {
+        self.sockets.join("data").join(format!("node-{id}"))
     }
 
     fn log_file(&self, name: &str) -> PathBuf {
@@ -171,7 +178,8 @@ fn strings(addresses: &[Address]) -> Vec<String> {
 }
 
 /// Starts storage node `id` (from 1): `squall kvs` with the recorded
-/// threads at [`storage_port`], joining through `routers`.
+/// threads at [`storage_port`], joining through `routers`, keeping its
+/// keys in [`Launch::data_dir`].
 pub(crate) fn start_storage_node(
     launch: &Launch,
     id: u64,
@@ -186,6 +194,7 @@ pub(crate) fn start_storage_node(
         host: s.host.clone(),
         port: first,
         routers: strings(routers),
+        data_dir: Some(launch.data_dir(id)),
     }
     .to_args()?;
     let addresses = (first..=last).map(|p| launch.tcp(p)).collect();

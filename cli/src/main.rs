@@ -188,8 +188,19 @@ fn die_quietly_on_closed_output() {
 fn main() -> ExitCode {
     die_quietly_on_closed_output();
     let cli = Cli::parse();
+    // A storage node's disk store logs through `log`: its journal's
+    // recovery (a torn or corrupt tail cut at the last good batch) is
+    // always worth a line.
+    // Its LSM tree's per-level recovery lines are not.
+    let journal = "fjall::journal::reader=debug"
+        .parse()
+        .expect("a valid directive");
+    let levels = "lsm_tree=warn".parse().expect("a valid directive");
+    let filter = tracing_subscriber::EnvFilter::new(&cli.log)
+        .add_directive(journal)
+        .add_directive(levels);
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

@@ -18,8 +18,9 @@ use serde::Serialize;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use squall_transport::{Shutdown, TransportError, ZmqDriver};
+use std::path::PathBuf;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, PartialEq, Args, Serialize)]
 pub struct KvsArgs {
@@ -38,6 +39,13 @@ pub struct KvsArgs {
     /// A router to join through (repeat for several).
     #[arg(long = "router", required = true)]
     pub(crate) routers: Vec<String>,
+    /// Keep the node's keys on disk in this directory (created if
+    /// missing), and load what it holds before serving: a node restarted
+    /// with the same id and directory keeps its keys. Without it, keys
+    /// live in memory only. `squall up` gives each node one under its
+    /// state directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
 }
 
 impl KvsArgs {
@@ -180,14 +188,21 @@ pub fn run_kvs(args: &KvsArgs, config: &SquallConfig) -> Result<()> {
     // of every worker and becomes the bottleneck.
     ctx.set_io_threads(i32::from(threads.max(1)))
         .context("setting ZeroMQ I/O threads")?;
+    let disk = match &args.data_dir {
+        Some(dir) => Some(squall_disk::Disk::open(dir)?),
+        None => None,
+    };
     let mut drivers = Vec::new();
     for t in 0..threads {
-        let worker = StorageWorker::new(
+        let mut worker = StorageWorker::new(
             config.storage.clone(),
             node.clone(),
             u32::from(t),
             routers.clone(),
         );
+        if let Some(disk) = &disk {
+            worker = load_keys(worker, disk, u32::from(t), u32::from(threads))?;
+        }
         let address = node.threads[usize::from(t)].clone();
         drivers.push(spawn_driver(
             &ctx,
@@ -207,6 +222,35 @@ pub fn run_kvs(args: &KvsArgs, config: &SquallConfig) -> Result<()> {
         leave(&ctx, &node, &routers, config, &mut signals)?;
     }
     stop_drivers("storage node", drivers)
+}
+
+/// `worker` keeping its keys in `disk`, with the keys it holds there
+/// loaded (before it serves).
+fn load_keys(
+    worker: StorageWorker,
+    disk: &squall_disk::Disk,
+    thread: u32,
+    threads: u32,
+) -> Result<StorageWorker> {
+    let started = Instant::now();
+    let store = disk.thread_store(thread, threads)?;
+    let (worker, skipped) = worker
+        .with_store(Box::new(store))
+        .with_context(|| format!("loading the keys kept in {}", disk.dir().display()))?;
+    let shard = worker.shard();
+    let bytes: usize = (shard.iter())
+        .map(|(k, s)| k.len() + s.approx_bytes())
+        .sum();
+    tracing::info!(
+        thread,
+        keys = shard.len(),
+        bytes,
+        skipped,
+        ms = started.elapsed().as_millis() as u64,
+        dir = %disk.dir().display(),
+        "loaded the keys kept on disk"
+    );
+    Ok(worker)
 }
 
 pub fn run_router(args: &RouteArgs, config: &SquallConfig) -> Result<()> {

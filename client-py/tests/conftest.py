@@ -161,6 +161,19 @@ class Cluster:
 # change under the test's load.
 POLICIES_OFF = "[monitor.storage]\nenabled = false\n\n[monitor.compute]\nenabled = false\n"
 
+# Config sections for clusters of their own that kill or stall nodes: a
+# silent node is declared departed within 1.5 s, and heartbeats and state
+# broadcasts come often enough for that.
+FAST_FAILURE = """\
+[storage]
+heartbeat_period = 200
+
+[router]
+failure_timeout = 1500
+broadcast_period = 300
+
+"""
+
 
 @contextlib.contextmanager
 def own_cluster(prefix: str, config: str, *up: str, **ports: int):

@@ -18,22 +18,9 @@ import time
 import pytest
 
 import squall
-from conftest import Cluster, own_cluster, running
+from conftest import FAST_FAILURE, POLICIES_OFF, Cluster, own_cluster, running
 
-CONFIG = """\
-[storage]
-heartbeat_period = 200
-
-[router]
-failure_timeout = 1500
-broadcast_period = 300
-
-[monitor.storage]
-enabled = false
-
-[monitor.compute]
-enabled = false
-"""
+CONFIG = FAST_FAILURE + POLICIES_OFF
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,9 @@
 #  1. the Kubernetes schemas of one fixed version, strictly (unknown fields
 #     are errors), by kubernetes-validate (requirements-dev.txt);
 #  2. the shell of every `sh -c` command, probe and hook parses (`sh -n`),
-#     and a storage pod's command gives `--id` = ordinal + 1;
+#     and a storage pod's command gives `--id` = ordinal + 1 and a
+#     `--data-dir` on the volume of the StatefulSet's claim template, so a
+#     restarted pod keeps its keys;
 #  3. the ConfigMap's squall.toml is accepted by `squall --config`, and every
 #     container's command line, as each pod of the workload runs it, is
 #     accepted by the binary's argument parser, when a built squall binary is
@@ -92,6 +94,14 @@ with tempfile.TemporaryDirectory() as bin_dir:
     out = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True).stdout.split()
     check(out[out.index("--id") + 1] == "4" and out[out.index("--host") + 1] == "10.1.2.3",
           f"pod squall-kvs-3 runs `squall {' '.join(out)}` (--id 4, --host its pod IP)")
+    # Its keys live on the volume of its own claim.
+    data_dir = out[out.index("--data-dir") + 1] if "--data-dir" in out else None
+    container = kvs["spec"]["template"]["spec"]["containers"][0]
+    claims = {t["metadata"]["name"] for t in kvs["spec"].get("volumeClaimTemplates", [])}
+    mounted = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+    check(data_dir is not None and mounted.get(data_dir) in claims,
+          f"pod squall-kvs-3 keeps its keys (--data-dir {data_dir}) on a volume of a claim template "
+          f"(mounts {mounted}, claims {sorted(claims)})")
 
 squall = os.environ.get("SQUALL_BIN")
 

@@ -33,8 +33,8 @@ impl fmt::Display for StoreError {
 impl std::error::Error for StoreError {}
 
 /// Where a storage thread keeps its keys beyond memory. Writes may be
-/// buffered until [`ShardStore::sync`]; only synced writes must survive a
-/// crash of the process or the machine.
+/// buffered until [`ShardStore::commit`]; committed writes must survive a
+/// crash of the process, synced ones a crash of the machine.
 pub trait ShardStore: Send {
     /// Every key kept, with its state (what a restarted thread serves).
     /// Records that do not decode are skipped, counted in
@@ -44,8 +44,9 @@ pub trait ShardStore: Send {
     fn put(&mut self, key: &str, state: &KeyState) -> Result<(), StoreError>;
     /// Forgets `key`.
     fn remove(&mut self, key: &str) -> Result<(), StoreError>;
-    /// Makes every write so far durable (fsync).
-    fn sync(&mut self) -> Result<(), StoreError>;
+    /// Hands every write so far to the operating system, and with `sync`
+    /// makes it durable (fsync).
+    fn commit(&mut self, sync: bool) -> Result<(), StoreError>;
 }
 
 /// What [`ShardStore::load`] found.
@@ -188,8 +189,8 @@ impl Shard {
         self.sync_owed = false;
     }
 
-    /// Writes the dirty keys to the store and, if `sync`, syncs it; the
-    /// number of keys written. Without a store, nothing.
+    /// Writes the dirty keys to the store and commits them (synced, if
+    /// `sync`); the number of keys written. Without a store, nothing.
     pub fn flush(&mut self, sync: bool) -> Result<usize, StoreError> {
         let Some(store) = self.store.as_mut() else {
             return Ok(0);
@@ -203,17 +204,28 @@ impl Shard {
             }
         }
         self.dirty.clear();
+        store.commit(sync)?;
         if sync {
-            store.sync()?;
             self.sync_owed = false;
         }
         Ok(written)
     }
 }
 
+impl Drop for Shard {
+    /// A worker that stops (not one killed) leaves nothing unwritten.
+    fn drop(&mut self) {
+        if self.has_dirty() || self.sync_owed {
+            if let Err(e) = self.flush(true) {
+                tracing::error!(error = %e, "the last flush of a stopping storage thread failed");
+            }
+        }
+    }
+}
+
 /// A store in memory that models a disk: writes reach `written`, and only
-/// [`ShardStore::sync`] makes them `synced`, which is all a
-/// [`MemoryStore::crash`] keeps.
+/// a synced [`ShardStore::commit`] makes them `synced`, which is all a
+/// [`MemoryStore::crash`] (of the machine) keeps.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStore {
     written: HashMap<Key, Option<KeyState>>,
@@ -271,8 +283,11 @@ impl ShardStore for MemoryStore {
         Ok(())
     }
 
-    fn sync(&mut self) -> Result<(), StoreError> {
+    fn commit(&mut self, sync: bool) -> Result<(), StoreError> {
         self.check()?;
+        if !sync {
+            return Ok(());
+        }
         for (key, state) in self.written.drain() {
             match state {
                 Some(s) => self.synced.insert(key, s),
@@ -305,7 +320,7 @@ impl ShardStore for SharedStore {
     fn remove(&mut self, key: &str) -> Result<(), StoreError> {
         self.with(|s| s.remove(key))
     }
-    fn sync(&mut self) -> Result<(), StoreError> {
-        self.with(|s| s.sync())
+    fn commit(&mut self, sync: bool) -> Result<(), StoreError> {
+        self.with(|s| s.commit(sync))
     }
 }

@@ -162,6 +162,8 @@ pub struct Cluster {
     gone: Vec<Proc>,
     /// Node starts so far, so a restarted node logs to a fresh file.
     starts: u32,
+    /// Nodes keep their keys under `data/node-ID` of the directory.
+    durable: bool,
 }
 
 impl Cluster {
@@ -175,6 +177,17 @@ impl Cluster {
     /// [`Cluster::start`] with `extra` appended to the config file (further
     /// sections, such as `[limits]`).
     pub fn start_with(nodes: u64, threads: u16, global: u8, extra: &str) -> Cluster {
+        Cluster::start_as(nodes, threads, global, extra, false)
+    }
+
+    /// [`Cluster::start`] of nodes that keep their keys on disk
+    /// (`--data-dir`), each in `data/node-ID` of the test's directory, the
+    /// same when a node starts again.
+    pub fn start_durable(nodes: u64, threads: u16, global: u8) -> Cluster {
+        Cluster::start_as(nodes, threads, global, "", true)
+    }
+
+    fn start_as(nodes: u64, threads: u16, global: u8, extra: &str, durable: bool) -> Cluster {
         assert!(threads <= 10, "node ports are 10 apart");
         let dir = tempfile::Builder::new()
             .prefix("squall-test-")
@@ -198,6 +211,7 @@ impl Cluster {
             nodes: BTreeMap::new(),
             gone: Vec::new(),
             starts: 0,
+            durable,
         };
         for id in 1..=nodes {
             cluster.start_node(id);
@@ -258,25 +272,32 @@ impl Cluster {
             .to_string();
         let name = format!("node-{id}-{}", self.starts);
         self.starts += 1;
-        let proc = spawn(
-            self.dir.path(),
-            &self.config,
-            &name,
-            &[
-                "kvs",
-                "--id",
-                &id.to_string(),
-                "--threads",
-                &self.threads.to_string(),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port,
-                "--router",
-                self.router().as_str(),
-            ],
-        );
+        let (id_text, threads) = (id.to_string(), self.threads.to_string());
+        let router = self.router();
+        let mut args = vec![
+            "kvs",
+            "--id",
+            &id_text,
+            "--threads",
+            &threads,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--router",
+            router.as_str(),
+        ];
+        let data = self.data_dir(id).display().to_string();
+        if self.durable {
+            args.extend(["--data-dir", &data]);
+        }
+        let proc = spawn(self.dir.path(), &self.config, &name, &args);
         self.nodes.insert(id, proc);
+    }
+
+    /// Where node `id` keeps its keys, if the cluster is durable.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join("data").join(format!("node-{id}"))
     }
 
     /// `kill -9` node `id` and reaps it.

@@ -2,8 +2,8 @@
 # The README's main job: a local cluster of real processes (a router, three
 # storage nodes, a scheduler, a cache and two Python executors), a round
 # trip of several lattice types from the shell, the Python quickstart
-# (functions, a Reference, a DAG, a class), what the cluster sees, and a
-# clean stop. Run by `make demo`.
+# (functions, a Reference, a DAG, a class), what the cluster sees, a stop
+# and a start that keeps every key, and a clean stop. Run by `make demo`.
 set -euo pipefail
 squall=${SQUALL:-target/release/squall}
 python=${PYTHON_VENV:-.venv}/bin/python
@@ -11,6 +11,8 @@ state=${SQUALL_STATE_DIR:-.squall/demo}
 export SQUALL_STATE_DIR=$state SQUALL_LOG=${SQUALL_LOG:-warn}
 
 "$squall" down >/dev/null 2>&1 || true
+# A fresh start: storage nodes keep their keys in $state/data across runs.
+rm -rf "$state/data"
 trap '"$squall" down >/dev/null 2>&1 || true' EXIT
 
 echo "== squall up: 1 router, 3 storage nodes x 2 threads, 1 scheduler, 1 compute node x 2 executors =="
@@ -47,6 +49,17 @@ echo "== squall status =="
 echo
 echo "== the messaging floor every request sits on =="
 "$squall" ping --count 5000
+
+echo
+echo "== squall down, then up again: the storage nodes load their keys from $state/data =="
+"$squall" down
+"$squall" up --nodes 3 --threads 2 --base-port 7700 >/dev/null
+set -x
+"$squall" kv get fruit
+"$squall" kv get visits
+"$squall" kv put visits 1 -t counter --ack durable
+"$squall" kv get visits
+set +x
 
 echo
 echo "== squall down =="

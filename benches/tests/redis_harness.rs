@@ -3,7 +3,7 @@
 //! a fake server that answers garbage.
 
 use squall_benches::redis::{RedisConnection, RedisFactory};
-use squall_benches::{run, BackendError, BackendFactory, Stop, Workload};
+use squall_benches::{run, BackendError, BackendFactory, KvBackend, Stop, Workload};
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::Duration;
@@ -96,4 +96,29 @@ fn garbage_from_the_server_is_an_error_not_a_panic() {
     let wrong_kind = connect().get("k").unwrap_err();
     assert!(wrong_kind.to_string().contains("unexpected reply to GET"));
     server.join().unwrap();
+}
+
+#[test]
+fn a_redis_with_an_append_only_file_keeps_its_keys_across_a_restart() {
+    use squall_benches::redis::{Persistence, RedisServer};
+    let dir = std::env::temp_dir().join(format!("squall-bench-test-aof-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let first = RedisServer::start_with("redis-server", Persistence::AofAlways, Some(&dir))
+        .expect("these tests need redis-server (run `make setup`)");
+    let mut conn = RedisConnection::connect(first.addr(), Duration::from_secs(5)).unwrap();
+    conn.put("kept", b"on disk").unwrap();
+    first.shut_down().unwrap();
+    let again =
+        RedisServer::start_with("redis-server", Persistence::AofAlways, Some(&dir)).unwrap();
+    let mut conn = RedisConnection::connect(again.addr(), Duration::from_secs(5)).unwrap();
+    assert_eq!(conn.get("kept").unwrap(), Some(b"on disk".to_vec()));
+    drop(again);
+    assert!(dir.exists(), "a given directory outlives the server");
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // Without a directory the factory's server owns a fresh one and
+    // removes it when it stops.
+    let factory = RedisFactory::start_with("redis-server", Persistence::AofEverysec).unwrap();
+    assert_eq!(factory.name(), "redis (aof everysec)");
+    factory.connect().unwrap().put("k", b"v").unwrap();
 }

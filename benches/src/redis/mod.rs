@@ -13,7 +13,7 @@ pub mod resp;
 pub mod server;
 
 pub use client::RedisConnection;
-pub use server::RedisServer;
+pub use server::{Persistence, RedisServer};
 
 use crate::backend::{BackendFactory, KvBackend, Result};
 use std::net::SocketAddr;
@@ -24,6 +24,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connections to one Redis server, which it may own.
 pub struct RedisFactory {
+    name: String,
     addr: SocketAddr,
     /// The server this factory started, stopped when the factory drops.
     server: Option<RedisServer>,
@@ -35,6 +36,23 @@ impl RedisFactory {
     pub fn start(binary: &str) -> Result<Self> {
         let server = RedisServer::start(binary)?;
         Ok(RedisFactory {
+            name: "redis".to_string(),
+            addr: server.addr(),
+            server: Some(server),
+        })
+    }
+
+    /// As [`RedisFactory::start`], the server keeping `persistence` in a
+    /// fresh directory under the system temp dir; named `redis (aof
+    /// always)` or `redis (aof everysec)` in tables (`redis` without
+    /// persistence).
+    pub fn start_with(binary: &str, persistence: Persistence) -> Result<Self> {
+        let server = RedisServer::start_with(binary, persistence, None)?;
+        Ok(RedisFactory {
+            name: match persistence {
+                Persistence::None => "redis".to_string(),
+                p => format!("redis (aof {})", p.label()),
+            },
             addr: server.addr(),
             server: Some(server),
         })
@@ -42,7 +60,11 @@ impl RedisFactory {
 
     /// Connects to a server someone else runs.
     pub fn external(addr: SocketAddr) -> Self {
-        RedisFactory { addr, server: None }
+        RedisFactory {
+            name: "redis".to_string(),
+            addr,
+            server: None,
+        }
     }
 
     /// The server's address.
@@ -58,7 +80,7 @@ impl RedisFactory {
 
 impl BackendFactory for RedisFactory {
     fn name(&self) -> &str {
-        "redis"
+        &self.name
     }
 
     fn connect(&self) -> Result<Box<dyn KvBackend + Send>> {

@@ -3,7 +3,12 @@
 //! [`RedisServer::start`] runs the binary on a free loopback port with
 //! persistence off (`--save '' --appendonly no`), waits until it answers
 //! `PING`, and returns a guard whose `Drop` kills and reaps it: an error or
-//! a panic anywhere after the start still stops the server. On Linux the
+//! a panic anywhere after the start still stops the server.
+//! [`RedisServer::start_with`] picks the [`Persistence`] (an append-only
+//! file synced before every reply, or every second) and the directory that
+//! holds it: a fresh one under the system temp dir, removed on drop, or a
+//! given one that outlives the server (to start it again on the same
+//! file). On Linux the
 //! child also gets `PR_SET_PDEATHSIG`, so it dies if this process is killed
 //! outright and no destructor runs. (That signal follows the *thread* that
 //! started the server: start it on a thread that outlives it, as the main
@@ -22,16 +27,66 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(5);
 /// between our check and the server's bind).
 const START_ATTEMPTS: usize = 3;
 
+/// How long a server with an append-only file has to answer `PING`: it
+/// loads the whole file first.
+pub const LOAD_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What a server keeps on disk. RDB snapshots stay off (`--save ''`) in
+/// every mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Persistence {
+    /// Nothing (`--appendonly no`): the in-memory baseline.
+    None,
+    /// An append-only file synced before each reply (`--appendonly yes
+    /// --appendfsync always`).
+    AofAlways,
+    /// An append-only file synced once a second (`--appendonly yes
+    /// --appendfsync everysec`).
+    AofEverysec,
+}
+
+impl Persistence {
+    /// As the command line and the tables name it: `none`, `always`,
+    /// `everysec`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Persistence::None => "none",
+            Persistence::AofAlways => "always",
+            Persistence::AofEverysec => "everysec",
+        }
+    }
+
+    fn args(self) -> [&'static str; 4] {
+        match self {
+            Persistence::None => ["--appendonly", "no", "--appendfsync", "everysec"],
+            Persistence::AofAlways => ["--appendonly", "yes", "--appendfsync", "always"],
+            Persistence::AofEverysec => ["--appendonly", "yes", "--appendfsync", "everysec"],
+        }
+    }
+}
+
 /// A running `redis-server`, killed when dropped.
 pub struct RedisServer {
     child: Child,
     addr: SocketAddr,
     log: PathBuf,
+    /// Its data directory if the server owns it (removed on drop).
+    owned_dir: Option<PathBuf>,
 }
 
 impl RedisServer {
-    /// Starts `binary` (a path, or a name looked up on `PATH`).
+    /// Starts `binary` (a path, or a name looked up on `PATH`) with
+    /// persistence off.
     pub fn start(binary: &str) -> Result<Self> {
+        Self::start_with(binary, Persistence::None, None)
+    }
+
+    /// Starts `binary` keeping `persistence`, its files in `dir` (kept
+    /// after the server stops), or in a fresh directory under the system
+    /// temp dir (removed when it stops) if `dir` is `None` and the mode
+    /// keeps any. Returns once it answers `PING`: with an append-only file
+    /// in `dir`, after loading it.
+    pub fn start_with(binary: &str, persistence: Persistence, dir: Option<&Path>) -> Result<Self> {
         let Some(path) = find_program(binary) else {
             return Err(BackendError::Setup(format!(
                 "`{binary}` not found on PATH: the Redis comparison needs it. \
@@ -41,7 +96,7 @@ impl RedisServer {
         };
         let mut attempt = 1;
         loop {
-            match Self::start_on_free_port(&path) {
+            match Self::start_on_free_port(&path, persistence, dir) {
                 Ok(server) => return Ok(server),
                 Err(e) if attempt >= START_ATTEMPTS => return Err(e),
                 Err(_) => attempt += 1,
@@ -59,21 +114,44 @@ impl RedisServer {
         self.child.id()
     }
 
-    fn start_on_free_port(path: &Path) -> Result<Self> {
+    /// Stops it as an operator would (`SIGTERM`: Redis writes and syncs
+    /// its append-only file, then exits) and waits for it to exit.
+    pub fn shut_down(mut self) -> Result<()> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        self.child.wait()?;
+        Ok(())
+    }
+
+    fn start_on_free_port(
+        path: &Path,
+        persistence: Persistence,
+        dir: Option<&Path>,
+    ) -> Result<Self> {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
             .local_addr()?
             .port();
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let log = std::env::temp_dir().join(format!(
-            "squall-bench-redis-{}-{port}.log",
-            std::process::id()
-        ));
+        let tag = format!("squall-bench-redis-{}-{port}", std::process::id());
+        let log = std::env::temp_dir().join(format!("{tag}.log"));
+        let (data_dir, owned_dir) = match (dir, persistence) {
+            (Some(d), _) => (d.to_path_buf(), None),
+            (None, Persistence::None) => (std::env::temp_dir(), None),
+            (None, _) => {
+                let d = std::env::temp_dir().join(tag);
+                std::fs::create_dir_all(&d)?;
+                (d.clone(), Some(d))
+            }
+        };
         let mut command = Command::new(path);
         command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(["--save", "", "--daemonize", "no"])
+            .args(persistence.args())
             .arg("--dir")
-            .arg(std::env::temp_dir())
+            .arg(&data_dir)
             .arg("--logfile")
             .arg(&log)
             .stdin(Stdio::null())
@@ -84,13 +162,23 @@ impl RedisServer {
             .spawn()
             .map_err(|e| BackendError::Setup(format!("cannot start {}: {e}", path.display())))?;
         // From here on the guard owns the process: any error drops it.
-        let mut server = RedisServer { child, addr, log };
-        server.wait_until_ready()?;
+        let mut server = RedisServer {
+            child,
+            addr,
+            log,
+            owned_dir,
+        };
+        let limit = if dir.is_some() {
+            LOAD_TIMEOUT
+        } else {
+            START_TIMEOUT
+        };
+        server.wait_until_ready(limit)?;
         Ok(server)
     }
 
-    fn wait_until_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + START_TIMEOUT;
+    fn wait_until_ready(&mut self, limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait()? {
                 return Err(BackendError::Setup(format!(
@@ -104,13 +192,13 @@ impl RedisServer {
                 Ok(()) => return Ok(()),
                 Err(e) if Instant::now() >= deadline => {
                     return Err(BackendError::Setup(format!(
-                        "redis-server on {} did not answer PING within {START_TIMEOUT:?} \
+                        "redis-server on {} did not answer PING within {limit:?} \
                          ({e}); its log ends:\n{}",
                         self.addr,
                         self.log_tail()
                     )))
                 }
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
             }
         }
     }
@@ -129,6 +217,9 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
+        if let Some(dir) = &self.owned_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

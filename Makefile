@@ -22,7 +22,7 @@ SQUALL := target/release/squall
 # redis-tools brings redis-cli and redis-benchmark to cross-check it.
 APT_PACKAGES := g++ make pkg-config redis-server redis-tools
 
-.PHONY: demo test setup build bench-kvs bench-functions bench-consistency bench-autoscale test-faults clean help
+.PHONY: demo test setup build bench-kvs bench-durable bench-functions bench-consistency bench-autoscale test-faults clean help
 
 help:
 	@echo "make demo    install everything, build, and run the main job"
@@ -30,6 +30,7 @@ help:
 	@echo "make setup   install apt packages, the Python virtualenv and the squall Python package"
 	@echo "make build   build the release binary $(SQUALL)"
 	@echo "make bench-kvs  run the KVS benchmark matrix: Squall (1 and 2 threads), Redis, ZeroMQ floor (~5 min)"
+	@echo "make bench-durable  durable puts beside Redis's AOF (always, everysec), then recovery time of 1M keys (~6 min)"
 	@echo "make bench-functions  run the functions benchmark: Squall vs Ray vs Dask (~3 min; installs them into .venv-bench)"
 	@echo "make bench-consistency  the price of each consistency level and of a session (~1 min)"
 	@echo "make test-faults  fault campaign: load while processes are killed, stalled, stopped (10 min; MINUTES=1 shorter)"
@@ -91,6 +92,19 @@ test:
 bench-kvs: $(STAMPS)/apt
 	cargo build --release -p squall -p squall-benches
 	target/release/squall-bench kvs --matrix --squall-threads 1,2
+
+# Durable writes, side by side in one run: Squall at ack durable beside
+# Redis with appendfsync always, Squall's 100 ms flush beside everysec
+# (writes only, 16 clients and 1; both keep their files under the system
+# temp dir); then recovery: 1M keys in a one-node cluster (1 and 2
+# threads) stopped cleanly and killed, the time until the restarted node
+# serves them, beside Redis restarting on its AOF. RECOVERY_ARGS passes
+# more flags (e.g. --keys 100000). Figures in benches/RESULTS.md.
+RECOVERY_ARGS ?=
+bench-durable: $(STAMPS)/apt
+	cargo build --release -p squall -p squall-benches
+	target/release/squall-bench kvs --durable --squall-threads 1,2
+	target/release/squall-bench recovery $(RECOVERY_ARGS)
 
 # The functions benchmark: composition, locality, throughput, Squall vs Ray
 # vs Dask side by side; the peers live in .venv-bench (not .venv, not CI).

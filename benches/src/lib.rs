@@ -33,6 +33,9 @@
 //! - [`autoscale`]: reaction time of the monitor's autoscaling to a load
 //!   spike (storage and compute tiers), throughput and p99 around it.
 //! - [`plot`]: line charts over time as hand-written SVG.
+//! - [`recovery`]: how long a restarted store takes to serve the keys it
+//!   kept on disk (Squall after a clean stop and after SIGKILL, Redis with
+//!   an append-only file).
 //! - [`cpu`]: how much CPU other processes took during a run, so a row
 //!   measured on a busy machine says so.
 //! - [`redis`]: RESP2 parser, blocking connection, `redis-server` guard.
@@ -47,6 +50,7 @@ pub mod cluster;
 pub mod cpu;
 pub mod interleave;
 pub mod plot;
+pub mod recovery;
 pub mod redis;
 pub mod report;
 pub mod runner;

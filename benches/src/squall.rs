@@ -6,12 +6,21 @@
 //! temporary state directory), and stops it with `squall down` when
 //! dropped. Each client thread opens its own [`squall_transport::Client`]: it
 //! fetches the cluster state once and sends every request straight to the
-//! owning worker thread. Values are last-writer-wins bytes.
+//! owning worker thread. Values are last-writer-wins bytes, put at the
+//! factory's acknowledgement level ([`SquallFactory::with_put_ack`];
+//! `Ack::Durable` waits for the node's fsync).
+//!
+//! `squall up` gives the storage node a data directory under the state
+//! directory (`STATE_DIR/data/node-1`, on the system temp dir's
+//! filesystem), so the node keeps its keys on disk, flushed by the config's
+//! `[storage] flush` policy. [`SquallFactory::down`] and
+//! [`SquallFactory::up_command`] stop and start the same cluster again on
+//! the same data, for recovery measurements.
 
 use crate::backend::{BackendError, BackendFactory, KvBackend, Result};
 use anna::client::ClientConfig;
 use anna::lattice::{LatticeValue, Lww};
-use anna::protocol::Address;
+use anna::protocol::{Ack, Address};
 use squall_transport::Client;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,6 +40,12 @@ pub struct SquallFactory {
     /// One ZeroMQ context for every client thread (as the ZeroMQ-floor
     /// backend has): one I/O thread, not one per client.
     ctx: zmq::Context,
+    /// Acknowledgement level of the clients' puts.
+    ack: Ack,
+    /// The `squall up` arguments after the global flags, to start the same
+    /// cluster again.
+    up_args: Vec<String>,
+    log: String,
 }
 
 fn setup(what: impl std::fmt::Display) -> BackendError {
@@ -78,6 +93,19 @@ impl SquallFactory {
         base_port: u16,
         extra: &str,
     ) -> Result<Self> {
+        Self::start_logging(nodes, threads, replicas, base_port, extra, "warn")
+    }
+
+    /// As [`SquallFactory::start_cluster_with`], every process logging at
+    /// `log` (a filter, e.g. `warn,squall=info`) to `STATE_DIR/logs/`.
+    pub fn start_logging(
+        nodes: u16,
+        threads: u16,
+        replicas: u8,
+        base_port: u16,
+        extra: &str,
+        log: &str,
+    ) -> Result<Self> {
         let squall = squall_binary()?;
         reap_orphans(&squall);
         let dir =
@@ -88,19 +116,25 @@ impl SquallFactory {
             &config,
             format!("[storage]\nreplication = {{ global = {replicas}, local = 1 }}\n{extra}"),
         )?;
-        let status = Command::new(&squall)
-            .arg("--config")
-            .arg(&config)
-            .arg("--state-dir")
-            .arg(&dir)
-            .arg("--log")
-            .arg("warn")
-            .args(["up", "--routers", "1", "--nodes", &nodes.to_string()])
-            .args(["--compute-nodes", "0"])
+        let up_args: Vec<String> = [
+            "up",
+            "--routers",
+            "1",
+            "--nodes",
+            &nodes.to_string(),
+            "--compute-nodes",
+            "0",
             // A fixed cluster: the monitor would add nodes under the load.
-            .arg("--no-monitor")
-            .args(["--threads", &threads.to_string()])
-            .args(["--base-port", &base_port.to_string()])
+            "--no-monitor",
+            "--threads",
+            &threads.to_string(),
+            "--base-port",
+            &base_port.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let status = up_command(&squall, &dir, log, &up_args)
             .status()
             .map_err(|e| setup(format!("running {}: {e}", squall.display())))?;
         if !status.success() {
@@ -109,8 +143,7 @@ impl SquallFactory {
                 dir.display()
             )));
         }
-        let (routers, pids, names) = read_record(&dir)?;
-        Ok(SquallFactory {
+        let mut factory = SquallFactory {
             name: if nodes == 1 {
                 format!("squall ({threads}t)")
             } else {
@@ -118,12 +151,90 @@ impl SquallFactory {
             },
             squall,
             dir,
-            routers,
-            pids,
-            names,
+            routers: Vec::new(),
+            pids: Vec::new(),
+            names: Vec::new(),
             ctx: zmq::Context::new(),
-        })
+            ack: Ack::FirstReplica,
+            up_args,
+            log: log.to_string(),
+        };
+        factory.reread_record()?;
+        Ok(factory)
     }
+
+    /// The same factory, its clients putting at `ack`, named for it:
+    /// `squall (1t, ack durable)`, `squall (1t, ack one)`.
+    pub fn with_put_ack(mut self, ack: Ack) -> Self {
+        self.ack = ack;
+        let level = match ack {
+            Ack::FirstReplica => "one".to_string(),
+            Ack::Replicas(n) => n.to_string(),
+            Ack::All => "all".to_string(),
+            Ack::Durable => "durable".to_string(),
+        };
+        let inner = self
+            .name
+            .trim_start_matches("squall (")
+            .trim_end_matches(')')
+            .to_string();
+        self.name = format!("squall ({inner}, ack {level})");
+        self
+    }
+
+    /// `squall up` of this same cluster (same config, state directory,
+    /// ports and so data directories), not yet run: to start it again after
+    /// [`SquallFactory::down`] and time it.
+    pub fn up_command(&self) -> Command {
+        up_command(&self.squall, &self.dir, &self.log, &self.up_args)
+    }
+
+    /// `squall down`: every process stopped (SIGINT: a storage node syncs
+    /// its keys as it stops), the data directories kept.
+    pub fn down(&self) -> Result<()> {
+        let out = Command::new(&self.squall)
+            .arg("--state-dir")
+            .arg(&self.dir)
+            .args(["--log", "warn", "down"])
+            .output()
+            .map_err(|e| setup(format!("running `squall down`: {e}")))?;
+        if !out.status.success() {
+            return Err(setup(format!(
+                "`squall down` failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads `cluster.json` again (after [`SquallFactory::up_command`] ran):
+    /// the routers, pids and names of the processes now running.
+    pub fn reread_record(&mut self) -> Result<()> {
+        let (routers, pids, names) = read_record(&self.dir)?;
+        self.routers = routers;
+        self.pids = pids;
+        self.names = names;
+        Ok(())
+    }
+
+    /// The state directory: `cluster.json`, `logs/`, `data/node-ID`.
+    pub fn state_dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// `squall up` with `args`, the config file and state directory `dir`.
+fn up_command(squall: &Path, dir: &Path, log: &str, args: &[String]) -> Command {
+    let mut command = Command::new(squall);
+    command
+        .arg("--config")
+        .arg(dir.join("squall.toml"))
+        .arg("--state-dir")
+        .arg(dir)
+        .arg("--log")
+        .arg(log)
+        .args(args);
+    command
 }
 
 /// Stops the clusters of earlier benchmark runs that were killed before
@@ -200,15 +311,11 @@ impl SquallFactory {
 
 impl Drop for SquallFactory {
     fn drop(&mut self) {
-        let stopped = Command::new(&self.squall)
-            .arg("--state-dir")
-            .arg(&self.dir)
-            .arg("--log")
-            .arg("warn")
-            .arg("down")
-            .output();
-        if let Err(e) = stopped {
-            eprintln!("warning: `squall down` failed: {e}");
+        // No record: nothing running (never started, or already down).
+        if self.dir.join("cluster.json").exists() {
+            if let Err(e) = self.down() {
+                eprintln!("warning: {e}");
+            }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -224,7 +331,10 @@ impl BackendFactory for SquallFactory {
             &self.ctx,
             &anna::protocol::Address::from("tcp://127.0.0.1:*"),
             self.routers.clone(),
-            ClientConfig::default(),
+            ClientConfig {
+                put_ack: self.ack,
+                ..ClientConfig::default()
+            },
         )
         .map_err(|e| setup(format!("connecting to squall: {e}")))?;
         Ok(Box::new(SquallConnection { client }))

@@ -6,15 +6,24 @@
 //! one request in flight). Every backend is started before the first run
 //! and stopped when the command ends, on success or error. Backends are
 //! measured in alternating rounds (`--rounds`), so interference from other
-//! processes falls on all of them alike.
+//! processes falls on all of them alike. `--durable` compares writes that
+//! survive a crash: Squall at `Ack::Durable` beside Redis with its
+//! append-only file synced before each reply, and Squall's periodic flush
+//! beside Redis's once-a-second sync.
+//!
+//! `squall-bench recovery` measures how long a restarted store takes to
+//! serve the keys it kept on disk (Squall after a clean stop and after
+//! SIGKILL, Redis with an append-only file).
 //!
 //! `squall-bench autoscale` measures how the monitor reacts to a load
 //! spike (storage nodes, then compute nodes) and writes a CSV and an SVG
 //! per tier; `squall-bench plot` redraws such a CSV.
 
+use anna::protocol::Ack;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use squall_benches::redis::RedisFactory;
+use squall_benches::recovery::{self, StopKind};
+use squall_benches::redis::{Persistence, RedisFactory};
 use squall_benches::squall::SquallFactory;
 use squall_benches::zmq_floor::ZmqFloorFactory;
 use squall_benches::{
@@ -45,6 +54,11 @@ enum Command {
     /// add one node; reaction times, throughput and p99 around the change,
     /// a CSV and an SVG plot per tier.
     Autoscale(AutoscaleArgs),
+    /// Recovery time: a one-node Squall cluster given `--keys` keys,
+    /// stopped (`squall down`) or killed (SIGKILL), started again; the
+    /// time until it serves every key, beside Redis restarting on an
+    /// append-only file of the same keys.
+    Recovery(RecoveryArgs),
     /// Draws a CSV written by `autoscale` as an SVG: a throughput line and
     /// a node-count step line over time, p99 below, phases and decisions
     /// marked.
@@ -181,17 +195,109 @@ struct ClusterArgs {
     large_idle_secs: u64,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum StopName {
+    /// `squall down` (SIGINT: the node's workers flush as they stop);
+    /// Redis: SIGTERM.
+    Clean,
+    /// SIGKILL of the storage process.
+    Killed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum StoreName {
+    Squall,
+    Redis,
+}
+
 #[derive(Debug, clap::Args)]
-struct KvsArgs {
-    /// Backends to run, in order; the first `redis` row of a workload is
-    /// the baseline of the ratio columns.
+struct RecoveryArgs {
+    /// Keys written before the restart.
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: usize,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Worker threads of the Squall node; each value is one cluster.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    squall_threads: Vec<u16>,
+    /// How the store is stopped before it starts again.
     #[arg(
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "squall,redis,zmq-floor"
+        default_value = "clean,killed"
     )]
+    stops: Vec<StopName>,
+    /// Stores to restart, in order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "squall,redis"
+    )]
+    backends: Vec<StoreName>,
+    /// Client threads writing the keys.
+    #[arg(long, default_value_t = 4)]
+    writers: usize,
+    /// Keys per multi-key put (Squall) or pipeline (Redis).
+    #[arg(long, default_value_t = 1_000)]
+    batch: usize,
+    /// The redis-server binary: a path, or a name on PATH.
+    #[arg(long, default_value = "redis-server")]
+    redis_server: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum AckName {
+    /// Acknowledged once the first replica merged it (in memory); the node
+    /// syncs it with its next periodic flush (`flush_period`, 100 ms).
+    One,
+    /// Acknowledged once the node has synced it (`Ack::Durable`; one fsync
+    /// per batch of requests).
+    Durable,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum PersistenceName {
+    /// No persistence (`--save '' --appendonly no`).
+    None,
+    /// Append-only file, synced before each reply (`appendfsync always`).
+    Always,
+    /// Append-only file, synced once a second (`appendfsync everysec`).
+    Everysec,
+}
+
+impl PersistenceName {
+    fn mode(self) -> Persistence {
+        match self {
+            PersistenceName::None => Persistence::None,
+            PersistenceName::Always => Persistence::AofAlways,
+            PersistenceName::Everysec => Persistence::AofEverysec,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct KvsArgs {
+    /// Backends to run, in order; the `redis` row of a workload is the
+    /// baseline of the ratio columns [default: squall,redis,zmq-floor;
+    /// squall,redis with --durable].
+    #[arg(long, value_enum, value_delimiter = ',')]
     backends: Vec<BackendName>,
+    /// Acknowledgement levels of the Squall backend's puts, each value one
+    /// more `squall` backend: `one` (acknowledged from memory; the node
+    /// syncs every 100 ms), `durable` (synced before the ack) [default:
+    /// one, named plainly; durable,one with --durable].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    squall_ack: Vec<AckName>,
+    /// Persistence of the Redis backend, each value one more `redis`
+    /// backend: `none`, `always` (append-only file synced before each
+    /// reply), `everysec` (synced once a second); its files in a fresh
+    /// directory under the system temp dir, as Squall's [default: none;
+    /// always,everysec with --durable].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    redis_persistence: Vec<PersistenceName>,
     /// Worker threads of the Squall storage node (repeat the `squall`
     /// backend with --squall-threads 1,2 to see the scaling).
     #[arg(long, value_delimiter = ',', default_value = "2")]
@@ -235,6 +341,13 @@ struct KvsArgs {
     /// 95% reads, at --clients and at 1 client.
     #[arg(long, conflicts_with_all = ["zipf", "reads"])]
     matrix: bool,
+    /// Durable writes: writes only, uniform keys, at --clients and at 1
+    /// client; Squall at ack durable beside Redis with `appendfsync
+    /// always`, and Squall at ack one (its node syncing every 100 ms)
+    /// beside `appendfsync everysec`, one table for each pair, in 3
+    /// alternating rounds.
+    #[arg(long, conflicts_with_all = ["zipf", "reads", "matrix"])]
+    durable: bool,
     /// The redis-server binary: a path, or a name on PATH.
     #[arg(long, default_value = "redis-server")]
     redis_server: String,
@@ -256,6 +369,7 @@ fn main() -> ExitCode {
         Command::Kvs(args) => kvs(&args),
         Command::Cluster(args) => cluster(&args),
         Command::Autoscale(args) => autoscale(&args),
+        Command::Recovery(args) => recovery(&args),
         Command::Plot(args) => plot(&args),
     };
     match result {
@@ -312,6 +426,94 @@ fn autoscale(a: &AutoscaleArgs) -> Result<()> {
         })
         .context("the compute autoscaling run")?;
     }
+    if let Some(load) = load_average() {
+        println!("load average after: {load}");
+    }
+    Ok(())
+}
+
+fn recovery(a: &RecoveryArgs) -> Result<()> {
+    anyhow::ensure!(a.keys > 0, "--keys must be at least 1");
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "squall-bench recovery: {cores} cores ({}); load average before: {}",
+        cpu_model().unwrap_or_else(|| "unknown CPU".into()),
+        load_average().unwrap_or_default()
+    );
+    println!(
+        "  {} keys of {} bytes, written by {} clients in batches of {}; files under {}",
+        a.keys,
+        a.value_size,
+        a.writers,
+        a.batch,
+        std::env::temp_dir().display()
+    );
+    if a.backends.contains(&StoreName::Redis) {
+        println!("  redis: {}", redis_version(&a.redis_server));
+    }
+    let keys = recovery::Keys {
+        count: a.keys,
+        value_size: a.value_size,
+        writers: a.writers,
+        batch: a.batch,
+    };
+    let stops: Vec<StopKind> = a
+        .stops
+        .iter()
+        .map(|s| match s {
+            StopName::Clean => StopKind::Clean,
+            StopName::Killed => StopKind::Killed,
+        })
+        .collect();
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    let mut clusters = 0u16;
+    for store in &a.backends {
+        match store {
+            StoreName::Squall => {
+                for &threads in &a.squall_threads {
+                    for &stop in &stops {
+                        eprintln!(
+                            "[{:>5.1} s] squall ({threads}t), {} restart",
+                            started.elapsed().as_secs_f64(),
+                            stop.label()
+                        );
+                        let base = 19_700 + 300 * clusters;
+                        clusters += 1;
+                        rows.push(
+                            recovery::squall_restart(threads, stop, &keys, base).with_context(
+                                || format!("squall ({threads}t), {}", stop.label()),
+                            )?,
+                        );
+                    }
+                }
+            }
+            StoreName::Redis => {
+                for &stop in &stops {
+                    eprintln!(
+                        "[{:>5.1} s] redis, {} restart",
+                        started.elapsed().as_secs_f64(),
+                        stop.label()
+                    );
+                    rows.push(
+                        recovery::redis_restart(&a.redis_server, stop, &keys)
+                            .with_context(|| format!("redis, {}", stop.label()))?,
+                    );
+                }
+            }
+        }
+    }
+    eprintln!("[{:>5.1} s] done", started.elapsed().as_secs_f64());
+    println!();
+    println!("{}", recovery::table(&rows));
+    println!(
+        "first answer: squall, the last key written read back through the router; redis, PING \
+         (answered once the file is loaded).\nserving every key: squall, also `squall up` \
+         returned (the router sees the node); redis, DBSIZE = keys. Both from the spawn of \
+         `squall up` / `redis-server`.\nkeys loaded: squall, summed from the node's log (its \
+         `squall up` probe key included); load ms: the node's own figure, threads one after \
+         another."
+    );
     if let Some(load) = load_average() {
         println!("load average after: {load}");
     }
@@ -417,8 +619,13 @@ fn kvs(args: &KvsArgs) -> Result<()> {
     // Started up front so a missing redis-server fails before minutes of
     // runs; dropped (servers stopped) when this function returns.
     let mut factories = Vec::new();
-    for b in &args.backends {
-        factories.extend(start(*b, args)?);
+    let mut classes = Vec::new();
+    let mut squall_clusters = 0;
+    for b in backends(args) {
+        for (factory, class) in start(b, args, &mut squall_clusters)? {
+            classes.push((factory.name().to_string(), class));
+            factories.push(factory);
+        }
     }
 
     print_context(args, &factories);
@@ -447,11 +654,69 @@ fn kvs(args: &KvsArgs) -> Result<()> {
         }
     }
     eprintln!("[{:>5.1} s] done", started.elapsed().as_secs_f64());
-    print_tables(args, &reports);
+    print_tables(args, &reports, &classes);
     if let Some(load) = load_average() {
         println!("load average after the runs: {load}");
     }
     Ok(())
+}
+
+/// The backends to run: as given, or the mode's default.
+fn backends(args: &KvsArgs) -> Vec<BackendName> {
+    if !args.backends.is_empty() {
+        args.backends.clone()
+    } else if args.durable {
+        vec![BackendName::Squall, BackendName::Redis]
+    } else {
+        vec![
+            BackendName::Squall,
+            BackendName::Redis,
+            BackendName::ZmqFloor,
+        ]
+    }
+}
+
+fn squall_acks(args: &KvsArgs) -> Vec<AckName> {
+    match (args.squall_ack.is_empty(), args.durable) {
+        (false, _) => args.squall_ack.clone(),
+        (true, true) => vec![AckName::Durable, AckName::One],
+        (true, false) => Vec::new(),
+    }
+}
+
+fn redis_persistences(args: &KvsArgs) -> Vec<PersistenceName> {
+    match (args.redis_persistence.is_empty(), args.durable) {
+        (false, _) => args.redis_persistence.clone(),
+        (true, true) => vec![PersistenceName::Always, PersistenceName::Everysec],
+        (true, false) => vec![PersistenceName::None],
+    }
+}
+
+/// When a backend's acknowledged writes reach the disk: the table a row
+/// belongs in when several Redis persistence modes run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Class {
+    /// Synced before the acknowledgement.
+    Synced,
+    /// Synced later, periodically.
+    Periodic,
+    /// Not kept on disk (Redis without persistence, the ZeroMQ floor).
+    Memory,
+}
+
+impl Class {
+    fn title(self) -> &'static str {
+        match self {
+            Class::Synced => {
+                "synced before the ack (squall ack durable; redis appendonly yes, appendfsync always)"
+            }
+            Class::Periodic => {
+                "acknowledged from memory, synced periodically (squall ack one, its node flushing \
+                 every 100 ms; redis appendfsync everysec)"
+            }
+            Class::Memory => "not kept on disk",
+        }
+    }
 }
 
 fn workloads(args: &KvsArgs) -> Result<Vec<Workload>> {
@@ -471,6 +736,21 @@ fn workloads(args: &KvsArgs) -> Result<Vec<Workload>> {
         preload: true,
         seed: args.seed,
     };
+    if args.durable {
+        let mut clients = vec![args.clients];
+        if args.clients != 1 {
+            clients.push(1);
+        }
+        return Ok(clients
+            .into_iter()
+            .map(|clients| Workload {
+                clients,
+                zipf: 0.0,
+                read_ratio: 0.0,
+                ..base.clone()
+            })
+            .collect());
+    }
     if !args.matrix {
         return Ok(vec![base]);
     }
@@ -495,36 +775,76 @@ fn workloads(args: &KvsArgs) -> Result<Vec<Workload>> {
 }
 
 fn rounds(args: &KvsArgs) -> usize {
-    args.rounds
-        .unwrap_or(if args.matrix { 6 } else { 1 })
-        .max(1)
+    let default = if args.matrix {
+        6
+    } else if args.durable {
+        3
+    } else {
+        1
+    };
+    args.rounds.unwrap_or(default).max(1)
 }
 
 fn seconds(s: f64) -> Result<Duration> {
     Duration::try_from_secs_f64(s).with_context(|| format!("{s} is not a number of seconds"))
 }
 
-fn start(name: BackendName, args: &KvsArgs) -> Result<Vec<Box<dyn BackendFactory>>> {
-    Ok(match name {
+/// Starts backend `name`: one factory per Squall thread count and
+/// acknowledgement level, or per Redis persistence mode, each with its
+/// [`Class`]. `squall_clusters` counts the Squall clusters started so far
+/// (each takes its own ports).
+fn start(
+    name: BackendName,
+    args: &KvsArgs,
+    squall_clusters: &mut u16,
+) -> Result<Vec<(Box<dyn BackendFactory>, Class)>> {
+    let mut out: Vec<(Box<dyn BackendFactory>, Class)> = Vec::new();
+    match name {
         BackendName::Squall => {
-            let mut out: Vec<Box<dyn BackendFactory>> = Vec::new();
-            for (i, &threads) in args.squall_threads.iter().enumerate() {
-                let base = 17_100 + 300 * i as u16;
-                out.push(Box::new(
-                    SquallFactory::start(threads, base).context("starting the Squall cluster")?,
-                ));
+            let acks = squall_acks(args);
+            for &threads in &args.squall_threads {
+                // No ack given: one plainly named backend at the default.
+                let levels: Vec<Option<AckName>> = if acks.is_empty() {
+                    vec![None]
+                } else {
+                    acks.iter().copied().map(Some).collect()
+                };
+                for ack in levels {
+                    let base = 17_100 + 300 * *squall_clusters;
+                    *squall_clusters += 1;
+                    let factory = SquallFactory::start(threads, base)
+                        .context("starting the Squall cluster")?;
+                    let (factory, class) = match ack {
+                        None => (factory, Class::Periodic),
+                        Some(AckName::One) => {
+                            (factory.with_put_ack(Ack::FirstReplica), Class::Periodic)
+                        }
+                        Some(AckName::Durable) => {
+                            (factory.with_put_ack(Ack::Durable), Class::Synced)
+                        }
+                    };
+                    out.push((Box::new(factory), class));
+                }
             }
-            out
         }
-        BackendName::Redis => vec![Box::new(
-            RedisFactory::start(&args.redis_server).context("starting the Redis baseline")?,
-        )],
-        BackendName::ZmqFloor => {
-            vec![Box::new(
-                ZmqFloorFactory::start().context("starting the zmq-floor responder")?,
-            )]
+        BackendName::Redis => {
+            for p in redis_persistences(args) {
+                let factory = RedisFactory::start_with(&args.redis_server, p.mode())
+                    .context("starting the Redis baseline")?;
+                let class = match p {
+                    PersistenceName::None => Class::Memory,
+                    PersistenceName::Always => Class::Synced,
+                    PersistenceName::Everysec => Class::Periodic,
+                };
+                out.push((Box::new(factory), class));
+            }
         }
-    })
+        BackendName::ZmqFloor => out.push((
+            Box::new(ZmqFloorFactory::start().context("starting the zmq-floor responder")?),
+            Class::Memory,
+        )),
+    }
+    Ok(out)
 }
 
 fn print_context(args: &KvsArgs, factories: &[Box<dyn BackendFactory>]) {
@@ -549,8 +869,15 @@ fn print_context(args: &KvsArgs, factories: &[Box<dyn BackendFactory>]) {
             );
         }
     }
-    if args.backends.contains(&BackendName::Redis) {
+    if backends(args).contains(&BackendName::Redis) {
         println!("  redis: {}", redis_version(&args.redis_server));
+    }
+    if args.durable {
+        println!(
+            "  squall and redis keep their files under {} (squall: STATE_DIR/data/node-1, \
+             flush = \"periodic\" every 100 ms; redis: its append-only file)",
+            std::env::temp_dir().display()
+        );
     }
     let stop = match args.requests {
         Some(n) => format!("{n} requests"),
@@ -571,25 +898,52 @@ fn print_context(args: &KvsArgs, factories: &[Box<dyn BackendFactory>]) {
     println!();
 }
 
-fn print_tables(args: &KvsArgs, reports: &[Report]) {
-    let baseline = "redis";
-    let concurrent: Vec<Report> = reports
-        .iter()
-        .filter(|r| r.workload.clients != 1)
-        .cloned()
-        .collect();
-    let single: Vec<Report> = reports
-        .iter()
-        .filter(|r| r.workload.clients == 1)
-        .cloned()
-        .collect();
-    if !concurrent.is_empty() {
-        println!("{} clients, one request in flight each:", args.clients);
-        println!("{}", table(&concurrent, baseline));
+/// One table per client count; with several Redis persistence modes, one
+/// per [`Class`] too, each row beside the Redis row of its class.
+fn print_tables(args: &KvsArgs, reports: &[Report], classes: &[(String, Class)]) {
+    let class_of = |backend: &str| {
+        classes
+            .iter()
+            .find(|(name, _)| name == backend)
+            .map_or(Class::Memory, |(_, c)| *c)
+    };
+    let redis_of = |class: Option<Class>| {
+        classes
+            .iter()
+            .find(|(name, c)| name.starts_with("redis") && class.is_none_or(|k| *c == k))
+            .map_or_else(|| "redis".to_string(), |(name, _)| name.clone())
+    };
+    let split = redis_persistences(args).len() > 1 && backends(args).contains(&BackendName::Redis);
+    let mut groups: Vec<(Option<Class>, String)> = Vec::new();
+    if split {
+        let mut present: Vec<Class> = classes.iter().map(|(_, c)| *c).collect();
+        present.sort();
+        present.dedup();
+        groups.extend(present.into_iter().map(|c| (Some(c), redis_of(Some(c)))));
+    } else {
+        groups.push((None, redis_of(None)));
     }
-    if !single.is_empty() {
-        println!("1 client, 1 request in flight:");
-        println!("{}", table(&single, baseline));
+    for (class, baseline) in &groups {
+        if let Some(c) = class {
+            println!("== {} ==", c.title());
+        }
+        let pick = |single: bool| -> Vec<Report> {
+            reports
+                .iter()
+                .filter(|r| (r.workload.clients == 1) == single)
+                .filter(|r| class.is_none_or(|c| class_of(&r.backend) == c))
+                .cloned()
+                .collect()
+        };
+        let (concurrent, single) = (pick(false), pick(true));
+        if !concurrent.is_empty() {
+            println!("{} clients, one request in flight each:", args.clients);
+            println!("{}", table(&concurrent, baseline));
+        }
+        if !single.is_empty() {
+            println!("1 client, 1 request in flight:");
+            println!("{}", table(&single, baseline));
+        }
     }
     println!(
         "other CPU: cores' worth of CPU that other processes (not this benchmark, not the \
@@ -659,6 +1013,48 @@ mod tests {
         assert!(args.out.ends_with("results"));
         assert!(args.storage_busy_low < args.storage_busy_high);
         assert!(Cli::try_parse_from(["squall-bench", "plot", "--csv", "x.csv"]).is_err());
+    }
+
+    #[test]
+    fn durable_mode_writes_only_at_both_client_counts_against_both_aof_modes() {
+        let cli = Cli::parse_from(["squall-bench", "kvs", "--durable"]);
+        let Command::Kvs(args) = cli.command else {
+            panic!("parsed as another command")
+        };
+        let cells = workloads(&args).unwrap();
+        assert_eq!(cells.len(), 2);
+        assert!(cells
+            .iter()
+            .all(|w| w.read_ratio == 0.0 && w.value_size == 100));
+        assert_eq!(cells[0].clients, 16);
+        assert_eq!(cells[1].clients, 1);
+        assert_eq!(backends(&args), [BackendName::Squall, BackendName::Redis]);
+        assert_eq!(squall_acks(&args), [AckName::Durable, AckName::One]);
+        assert_eq!(
+            redis_persistences(&args),
+            [PersistenceName::Always, PersistenceName::Everysec]
+        );
+        assert_eq!(rounds(&args), 3);
+        assert!(Cli::try_parse_from(["squall-bench", "kvs", "--durable", "--matrix"]).is_err());
+        assert!(Cli::try_parse_from(["squall-bench", "kvs", "--durable", "--reads", "1"]).is_err());
+    }
+
+    #[test]
+    fn plain_kvs_keeps_its_backends_and_an_unpersisted_redis() {
+        let cli = Cli::parse_from(["squall-bench", "kvs"]);
+        let Command::Kvs(args) = cli.command else {
+            panic!("parsed as another command")
+        };
+        assert_eq!(backends(&args).len(), 3);
+        assert!(squall_acks(&args).is_empty());
+        assert_eq!(redis_persistences(&args), [PersistenceName::None]);
+        let cli = Cli::parse_from(["squall-bench", "recovery", "--keys", "1000"]);
+        let Command::Recovery(r) = cli.command else {
+            panic!("parsed as another command")
+        };
+        assert_eq!(r.keys, 1000);
+        assert_eq!(r.squall_threads, [1, 2]);
+        assert_eq!(r.stops, [StopName::Clean, StopName::Killed]);
     }
 
     #[test]

@@ -9,12 +9,15 @@
 //! down`: SIGINT, the workers flush as they stop) or killed (SIGKILL of the
 //! storage process, then `squall down` for the router), and `squall up`
 //! starts the same cluster on the same data again. Measured from the spawn
-//! of `squall up`: until a get of the last key written returns its value
-//! (polled every few milliseconds by fresh clients), and until `squall up`
-//! returns (it waits for the router to see the node and answer a put and a
-//! get). The node's log gives each thread's load (`loaded the keys kept on
-//! disk ... keys= ms=`, threads load one after another before serving).
-//! Afterwards a sample of keys is read back.
+//! of `squall up`: until a multi-key get of the last key written and 63
+//! more spread over the range (so every worker thread's) returns their
+//! values (polled every few milliseconds by fresh clients), until the node
+//! logs `storage node serving` (every thread loaded and started; the log's
+//! timestamp against the spawn's wall clock), and until `squall up` returns
+//! (it waits for the router to see the node and answer a put and a get).
+//! The node's log also gives each thread's load (`loaded the keys kept on
+//! disk ... keys= ms=`; threads load one after another, each serving once
+//! its own keys are loaded). Afterwards a sample of keys is read back.
 //!
 //! Redis ([`redis_restart`]): a `redis-server` with `appendonly yes`
 //! (`appendfsync everysec`) in a directory under the system temp dir gets
@@ -83,6 +86,11 @@ pub struct Restart {
     pub loaded: u64,
     /// Squall: the load's ms from the node's log, summed over threads.
     pub load_ms: Option<u64>,
+    /// Squall: from the start until the node logged `storage node
+    /// serving`.
+    pub node_serving: Option<Duration>,
+    /// What the store kept on disk, in words (Redis: its files).
+    pub note: Option<String>,
     /// From the start of the process (`squall up`, `redis-server`) until
     /// it answered a read: Squall the last key's value, Redis `PING`.
     pub first_answer: Duration,
@@ -167,8 +175,12 @@ pub fn squall_restart(
     let log = factory.state_dir().join("logs").join("node-1.log");
     let _ = std::fs::remove_file(&log);
 
-    let last = key(keys.count - 1);
-    let expected = value(keys.count - 1, keys.value_size);
+    let mut probe_indices: Vec<usize> = (0..63).map(|j| j * keys.count / 63).collect();
+    probe_indices.push(keys.count - 1);
+    probe_indices.dedup();
+    let probe_keys: Vec<String> = probe_indices.iter().map(|&i| key(i)).collect();
+    let probe_refs: Vec<&str> = probe_keys.iter().map(String::as_str).collect();
+    let wall = std::time::SystemTime::now();
     let started = Instant::now();
     let mut up = factory
         .up_command()
@@ -197,8 +209,12 @@ pub fn squall_restart(
             let bind = Address::from("tcp://127.0.0.1:*");
             let mut c =
                 Client::connect_in(&ctx, &bind, routers.clone(), probe.clone()).map_err(server)?;
-            if let Ok(Some(LatticeValue::Lww(v))) = c.get(&last) {
-                if v.value() == expected.as_slice() {
+            if let Ok(values) = c.get_many(&probe_refs) {
+                let all = probe_indices.iter().zip(&values).all(|(&i, v)| {
+                    matches!(v, Some(LatticeValue::Lww(l))
+                        if l.value() == value(i, keys.value_size).as_slice())
+                });
+                if all {
                     first_answer = Some(started.elapsed());
                 }
             }
@@ -214,7 +230,12 @@ pub fn squall_restart(
         up_done.unwrap_or_default(),
     );
     factory.reread_record()?;
-    let (loaded, load_ms) = loaded_from_log(&std::fs::read_to_string(&log)?);
+    let text = std::fs::read_to_string(&log)?;
+    let (loaded, load_ms) = loaded_from_log(&text);
+    let node_serving = text
+        .lines()
+        .find(|l| l.contains("storage node serving"))
+        .and_then(|l| since(wall, l));
     let sample = squall_sample(&routers, keys)?;
     Ok(Restart {
         store,
@@ -224,6 +245,8 @@ pub fn squall_restart(
         disk_bytes,
         loaded,
         load_ms: Some(load_ms),
+        node_serving,
+        note: None,
         first_answer,
         serving: first_answer.max(up_done),
         sample,
@@ -328,6 +351,47 @@ fn squall_sample(routers: &[Address], keys: &Keys) -> Result<(usize, usize)> {
     Ok((good, indices.len()))
 }
 
+/// The time from `wall` to the RFC 3339 timestamp that starts a log
+/// line (`2026-12-05T15:03:27.123456Z ...`, UTC), if it has one; within a
+/// day.
+pub fn since(wall: std::time::SystemTime, line: &str) -> Option<Duration> {
+    let stamp = line.split_whitespace().next()?;
+    let time = stamp.split_once('T')?.1.trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    let at = h * 3600.0 + m * 60.0 + s;
+    let epoch = wall.duration_since(std::time::UNIX_EPOCH).ok()?;
+    let from = epoch.as_secs_f64() % 86_400.0;
+    let mut d = at - from;
+    if d < -43_200.0 {
+        d += 86_400.0;
+    }
+    Duration::try_from_secs_f64(d).ok()
+}
+
+/// The files in `dir` with their sizes, as `name 1.2 MiB, ...`.
+fn files_in(dir: &Path) -> String {
+    let mut files: Vec<(String, u64)> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    let len = e.metadata().map_or(0, |m| m.len());
+                    (e.file_name().to_string_lossy().into_owned(), len)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+        .iter()
+        .map(|(name, len)| format!("{name} {:.1} MiB", *len as f64 / f64::from(1 << 20)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Keys loaded and ms, summed over the node's `loaded the keys kept on
 /// disk` lines (one per thread).
 pub fn loaded_from_log(log: &str) -> (u64, u64) {
@@ -404,6 +468,7 @@ fn redis_restart_in(binary: &str, stop: StopKind, keys: &Keys, dir: &Path) -> Re
         }
     }
     let disk_bytes = dir_bytes(dir);
+    let note = files_in(&dir.join("appendonlydir"));
 
     let started = Instant::now();
     let again = RedisServer::start_with(binary, persistence, Some(dir))?;
@@ -436,6 +501,8 @@ fn redis_restart_in(binary: &str, stop: StopKind, keys: &Keys, dir: &Path) -> Re
         disk_bytes,
         loaded,
         load_ms: None,
+        node_serving: None,
+        note: Some(note),
         first_answer,
         serving,
         sample: (good, indices.len()),
@@ -446,12 +513,13 @@ fn redis_restart_in(binary: &str, stop: StopKind, keys: &Keys, dir: &Path) -> Re
 pub fn table(rows: &[Restart]) -> String {
     let mut out = String::from(
         "| store | stop | keys | write s | on disk MiB | keys loaded | load ms (log) | \
-         first answer s | serving every key s | s per million keys | sample read back |\n\
-         |---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+         node serving s (log) | first answer s | serving every key s | s per million keys | \
+         sample read back |\n\
+         |---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {:.1} | {:.1} | {} | {} | {:.3} | {:.3} | {:.2} | {}/{} |\n",
+            "| {} | {} | {} | {:.1} | {:.1} | {} | {} | {} | {:.3} | {:.3} | {:.2} | {}/{} |\n",
             r.store,
             r.stop.label(),
             r.keys,
@@ -459,6 +527,8 @@ pub fn table(rows: &[Restart]) -> String {
             r.disk_bytes as f64 / f64::from(1 << 20),
             r.loaded,
             r.load_ms.map_or("-".to_string(), |m| m.to_string()),
+            r.node_serving
+                .map_or("-".to_string(), |d| format!("{:.3}", d.as_secs_f64())),
             r.first_answer.as_secs_f64(),
             r.serving.as_secs_f64(),
             r.secs_per_million(),
@@ -481,6 +551,16 @@ mod tests {
                    2026-12-05T15:00:00Z  INFO squall::roles: loaded the keys kept on disk \
                    thread=1 keys=499999 bytes=9 skipped=0 ms=790 dir=/tmp/x\n";
         assert_eq!(loaded_from_log(log), (1_000_000, 1_602));
+    }
+
+    #[test]
+    fn a_log_timestamp_is_read_against_the_wall_clock() {
+        let wall = std::time::UNIX_EPOCH + Duration::from_secs(86_400 * 20_000 + 3_600);
+        let line = "1970-01-01T01:00:02.500000Z  INFO squall::roles: storage node serving";
+        assert_eq!(since(wall, line), Some(Duration::from_millis(2_500)));
+        assert_eq!(since(wall, "no timestamp here"), None);
+        let early = "1970-01-01T00:59:59.000000Z  INFO x";
+        assert_eq!(since(wall, early), None);
     }
 
     #[test]

@@ -506,13 +506,22 @@ fn recovery(a: &RecoveryArgs) -> Result<()> {
     eprintln!("[{:>5.1} s] done", started.elapsed().as_secs_f64());
     println!();
     println!("{}", recovery::table(&rows));
+    for r in rows.iter().filter(|r| r.note.is_some()) {
+        println!(
+            "{}, {}: {}",
+            r.store,
+            r.stop.label(),
+            r.note.as_deref().unwrap_or("")
+        );
+    }
     println!(
-        "first answer: squall, the last key written read back through the router; redis, PING \
-         (answered once the file is loaded).\nserving every key: squall, also `squall up` \
-         returned (the router sees the node); redis, DBSIZE = keys. Both from the spawn of \
-         `squall up` / `redis-server`.\nkeys loaded: squall, summed from the node's log (its \
-         `squall up` probe key included); load ms: the node's own figure, threads one after \
-         another."
+        "All from the spawn of `squall up` / `redis-server`. first answer: squall, a multi-key \
+         get of the last key and 63 more (every thread's) read back through the router; redis, \
+         PING (answered once the file is loaded).\nnode serving: the node's log line `storage \
+         node serving` (every thread loaded).\nserving every key: squall, the first answer and \
+         `squall up` returned (the router sees the node); redis, DBSIZE = keys.\nkeys loaded: \
+         squall, summed from the node's log (its `squall up` probe key included); load ms: the \
+         node's own figure, threads one after another."
     );
     if let Some(load) = load_average() {
         println!("load average after: {load}");

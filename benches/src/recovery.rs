@@ -28,7 +28,7 @@
 //! `DBSIZE` is `keys`. Redis's own defaults apply otherwise: its automatic
 //! rewrite of a large append-only file (past 64 MB) makes the base an RDB
 //! snapshot plus an incremental tail, which is what a Redis kept this way
-//! loads.
+//! loads (a rewrite in progress is let finish before the stop).
 
 use crate::backend::{BackendError, KvBackend, Result};
 use crate::redis::{Persistence, RedisConnection, RedisServer};
@@ -459,6 +459,23 @@ fn redis_restart_in(binary: &str, stop: StopKind, keys: &Keys, dir: &Path) -> Re
         Ok(())
     })?;
     let write_secs = written.elapsed().as_secs_f64();
+    // An automatic rewrite of the file may be running (a forked child):
+    // let it finish, so the restart reads a settled directory.
+    let mut conn = RedisConnection::connect(addr, Duration::from_secs(30))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let info = match conn.request(&[b"INFO", b"persistence"])? {
+            crate::redis::resp::Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+            other => return Err(BackendError::Protocol(format!("INFO: {other:?}"))),
+        };
+        let busy =
+            info.contains("aof_rewrite_in_progress:1") || info.contains("aof_rewrite_scheduled:1");
+        if !busy || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(conn);
     match stop {
         StopKind::Clean => first.shut_down()?,
         StopKind::Killed => {

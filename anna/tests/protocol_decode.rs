@@ -191,6 +191,7 @@ fn samples_cover_every_variant_and_lattice_kind() {
                         Outcome::Error(KvsError::TooLarge { .. }) => "too-large",
                         Outcome::Error(KvsError::ClockAhead { .. }) => "clock-ahead",
                         Outcome::Error(KvsError::NotDurable { .. }) => "not-durable",
+                        Outcome::Error(KvsError::DiskRead { .. }) => "disk-read",
                         Outcome::State(_) => "key-state",
                     });
                 }
@@ -255,7 +256,7 @@ fn samples_cover_every_variant_and_lattice_kind() {
             | Message::RouteResponse(_) => {}
         }
     }
-    assert_eq!(seen.len(), 4 + 4 + 12 + 7 + 1 + 10, "{seen:?}");
+    assert_eq!(seen.len(), 4 + 4 + 13 + 7 + 1 + 10, "{seen:?}");
 }
 
 // ---- (c) truncation, trailing bytes ------------------------------------

@@ -225,13 +225,33 @@ pub fn status(config: &SquallConfig, routers: &[Address]) -> Result<()> {
         for node in &record.nodes {
             for a in &node.addresses {
                 match query(&Address(a.clone()), Duration::from_secs(1)) {
-                    Ok(s) => println!(
-                        "  {a:<24} keys {:<8} gets {:<10} puts {:<10} malformed {}",
-                        s.counter("keys"),
-                        s.counter("gets"),
-                        s.counter("puts"),
-                        s.counter("malformed")
-                    ),
+                    Ok(s) => {
+                        println!(
+                            "  {a:<24} keys {:<8} gets {:<10} puts {:<10} malformed {}",
+                            s.counter("keys"),
+                            s.counter("gets"),
+                            s.counter("puts"),
+                            s.counter("malformed")
+                        );
+                        // Tiers only where a memory budget sent keys to disk.
+                        if s.counter("disk_keys") + s.counter("demoted") > 0 {
+                            let hits = s.counter("memory_hits") + s.counter("disk_hits");
+                            let rate = |n: u64| 100.0 * n as f64 / hits.max(1) as f64;
+                            println!(
+                                "  {:<24} memory {} keys, {} bytes ({:.1}% of reads) \
+                                 | disk only {} keys, {} bytes ({:.1}%) | demoted {} promoted {}",
+                                "",
+                                s.counter("memory_keys"),
+                                s.counter("memory_bytes"),
+                                rate(s.counter("memory_hits")),
+                                s.counter("disk_keys"),
+                                s.counter("disk_bytes"),
+                                rate(s.counter("disk_hits")),
+                                s.counter("demoted"),
+                                s.counter("promoted"),
+                            );
+                        }
+                    }
                     Err(e) => println!("  {a:<24} {e:#}"),
                 }
             }

@@ -7,7 +7,7 @@ mod cluster;
 use anna::client::ClientConfig;
 use anna::lattice::{LatticeValue, Lww, Timestamp, WriterId};
 use anna::protocol::Ack;
-use cluster::{assert_all_readable, client_config, Cluster, Writer};
+use cluster::{assert_all_readable, client_config, Cluster, Probe, Writer};
 use std::time::Duration;
 
 fn durable() -> ClientConfig {
@@ -30,7 +30,7 @@ fn lww(n: u64) -> LatticeValue {
 fn a_lone_node_killed_and_restarted_serves_every_durable_write_from_its_disk() {
     // One node: after the kill no other replica holds anything, so every
     // key read afterwards came from its data directory.
-    let mut cluster = Cluster::start_durable(1, 2, 1);
+    let mut cluster = Cluster::start_durable(1, 2, 1, 0);
     let mut client = cluster.client(durable());
     let keys: Vec<(String, Vec<u8>)> = (0..500)
         .map(|n| (format!("disk/{n}"), format!("value {n}").into_bytes()))
@@ -66,7 +66,7 @@ fn a_lone_node_killed_and_restarted_serves_every_durable_write_from_its_disk() {
 
 #[test]
 fn a_cluster_killed_whole_under_load_keeps_every_durable_write() {
-    let mut cluster = Cluster::start_durable(3, 2, 2);
+    let mut cluster = Cluster::start_durable(3, 2, 2, 0);
     let writer = Writer::start(cluster.router(), durable(), "whole");
     writer.wait_for(400, Duration::from_secs(30));
     let report = writer.stop();
@@ -93,4 +93,33 @@ fn a_node_without_a_data_directory_refuses_durable_writes_naming_why() {
     // The default level still works.
     let mut plain = cluster.client(client_config());
     plain.put("volatile", lww(2)).expect("plain put");
+}
+
+#[test]
+fn three_times_the_memory_budget_is_written_and_read_back() {
+    // One node of one thread with 64 KiB of memory; 192 KiB of values.
+    let cluster = Cluster::start_durable(1, 1, 1, 64 << 10);
+    let mut client = cluster.client(client_config());
+    let value = |n: u64| vec![(n % 251) as u8; 1024];
+    let keys: Vec<(String, Vec<u8>)> = (0..192).map(|n| (format!("tier/{n}"), value(n))).collect();
+    for (n, (key, bytes)) in keys.iter().enumerate() {
+        let ts = Timestamp {
+            wall_ms: 1_700_000_000_000 + n as u64,
+            logical: 0,
+            writer: WriterId(5),
+        };
+        client
+            .put(key, LatticeValue::Lww(Lww::new(ts, bytes.clone())))
+            .expect("put");
+    }
+    let thread = cluster.node_threads(1).remove(0);
+    let mut probe = Probe::new();
+    // Flushes every 100 ms demote what is over the budget.
+    cluster::wait_until("keys to leave memory", Duration::from_secs(10), || {
+        (probe.counter(&thread, "disk_keys")? >= 100).then_some(())
+    });
+    assert!(probe.counter(&thread, "memory_bytes").unwrap() <= 64 << 10);
+    assert_all_readable(&mut client, &keys, Duration::from_secs(15));
+    assert!(probe.counter(&thread, "disk_hits").unwrap() >= 100);
+    assert!(probe.counter(&thread, "promoted").unwrap() >= 100);
 }

@@ -14,6 +14,9 @@
 //! costs the damaged batch only, and the store opens. A record that does
 //! not decode is skipped, counted and logged, never a panic.
 //!
+//! With a memory budget the worker reads keys that left memory back
+//! through [`ShardStore::get`] (the disk tier).
+//!
 //! Keys of threads the node no longer runs (it was restarted with fewer)
 //! are adopted by thread 0 at load (merged into its keyspace, synced, and
 //! their keyspace dropped); the worker then hands them to their owners
@@ -212,6 +215,26 @@ impl ShardStore for DiskStore {
     fn remove(&mut self, key: &str) -> Result<(), StoreError> {
         self.pending.push((key.to_string(), None));
         Ok(())
+    }
+
+    fn get(&mut self, key: &str) -> Result<Option<KeyState>, StoreError> {
+        // A write not yet committed is the latest.
+        if let Some((_, record)) = self.pending.iter().rev().find(|(k, _)| k == key) {
+            return Ok(record.as_deref().and_then(decode));
+        }
+        let record = self
+            .keyspace
+            .get(key.as_bytes())
+            .map_err(|e| error("reading", &self.dir, e))?;
+        match record {
+            None => Ok(None),
+            Some(record) => decode(&record).map(Some).ok_or_else(|| {
+                StoreError(format!(
+                    "the record of `{key}` in {} does not decode",
+                    self.dir.display()
+                ))
+            }),
+        }
     }
 
     fn commit(&mut self, sync: bool) -> Result<(), StoreError> {

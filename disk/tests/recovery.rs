@@ -171,3 +171,21 @@ fn thread_zero_adopts_the_keys_of_threads_the_node_no_longer_runs() {
     assert_eq!(again.entries, back.entries);
     assert!(load(dir.path(), 1, 2).entries.is_empty());
 }
+
+#[test]
+fn get_reads_the_latest_write_committed_or_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Disk::open(dir.path()).unwrap();
+    let mut store = disk.thread_store(0, 1).unwrap();
+    store.load().unwrap();
+    store.put("k", &state(1)).unwrap();
+    store.commit(true).unwrap();
+    assert_eq!(store.get("k").unwrap(), Some(state(1)));
+    store.put("k", &state(2)).unwrap();
+    assert_eq!(store.get("k").unwrap(), Some(state(2)), "pending");
+    store.remove("k").unwrap();
+    assert_eq!(store.get("k").unwrap(), None, "removed, pending");
+    store.commit(false).unwrap();
+    assert_eq!(store.get("k").unwrap(), None);
+    assert_eq!(store.get("absent").unwrap(), None);
+}

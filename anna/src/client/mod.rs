@@ -129,9 +129,9 @@ impl ClientError {
                 key,
                 tried: tried(),
             },
-            reason @ (KvsError::TooLarge { .. } | KvsError::ClockAhead { .. }) => {
-                ClientError::Refused { key, reason }
-            }
+            reason @ (KvsError::TooLarge { .. }
+            | KvsError::ClockAhead { .. }
+            | KvsError::DiskRead { .. }) => ClientError::Refused { key, reason },
             KvsError::NotDurable { reason } => ClientError::NotDurable { key, reason },
         }
     }

@@ -7,7 +7,9 @@
 //! real-time driver delivers a batch of messages before it ticks: one sync
 //! acknowledges every durable write of the batch (group commit). Otherwise
 //! the dirty keys are written every `flush_period` (and synced, under
-//! `periodic`).
+//! `periodic`). After a flush, a shard over its memory budget demotes keys
+//! to disk only (see `Shard`); a shard over budget with nothing dirty still
+//! gets its round every `flush_period`.
 
 use super::shard::FlushPolicy;
 use super::StorageWorker;
@@ -45,14 +47,15 @@ impl StorageWorker {
         if self.shard.sync_owed() {
             return Some(Time::default());
         }
-        self.shard.has_dirty().then_some(self.flushes.next)
+        (self.shard.has_dirty() || self.shard.over_budget()).then_some(self.flushes.next)
     }
 
     /// Writes the dirty keys (syncing them if a write waits for it or the
     /// policy says so) and settles the writes that waited.
     pub(super) fn flush(&mut self, now: Time, out: &mut Outbox) {
         let owed = self.shard.sync_owed();
-        if !owed && (now < self.flushes.next || !self.shard.has_dirty()) {
+        let due = self.shard.has_dirty() || self.shard.over_budget();
+        if !owed && (now < self.flushes.next || !due) {
             return;
         }
         if !owed {

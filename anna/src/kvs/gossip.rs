@@ -172,14 +172,14 @@ impl StorageWorker {
     /// The bytes anti-entropy sends for `key`: its entry once per other
     /// owner, nothing if it is not held or not owned.
     fn resend_bytes(&mut self, key: &str) -> usize {
-        let Some(state) = self.shard.get(key) else {
-            return 0;
-        };
         if !self.owns(key) {
             return 0;
         }
+        let Some(state) = self.shard.peek(key) else {
+            return 0;
+        };
         let to = self.ring.other_owners(key, &self.id.me).len();
-        entry_bytes(key, state).saturating_mul(to)
+        entry_bytes(key, &state).saturating_mul(to)
     }
 
     /// The most bytes of entries one gossip or handoff message carries:
@@ -195,17 +195,18 @@ impl StorageWorker {
     fn batch_to_replicas(&mut self, keys: Vec<Key>) -> BTreeMap<Address, Vec<(Key, KeyState)>> {
         let mut batches: BTreeMap<Address, Vec<(Key, KeyState)>> = BTreeMap::new();
         for key in keys {
-            let Some(state) = self.shard.get(&key) else {
-                continue;
-            };
             if !self.owns(&key) {
                 continue;
             }
+            // A key on disk only is read for this, not brought into memory.
+            let Some(state) = self.shard.peek(&key) else {
+                continue;
+            };
             for to in self.ring.other_owners(&key, &self.id.me) {
                 batches
                     .entry(to.clone())
                     .or_default()
-                    .push((key.clone(), state.clone()));
+                    .push((key.clone(), state.as_ref().clone()));
             }
         }
         batches
@@ -236,9 +237,15 @@ impl StorageWorker {
             return;
         }
         let Gossip { from, entries, ack } = gossip;
+        let mut merged_all = true;
         for (key, state) in entries {
             let owned = self.owns(&key);
-            let entry = self.shard.entry(&key);
+            let Ok(entry) = self.shard.entry(&key) else {
+                // Its disk copy could not be read: merging into nothing
+                // would overwrite it. Not acknowledged; sent again later.
+                merged_all = false;
+                continue;
+            };
             let changed = entry.merge(state);
             if owned {
                 if changed {
@@ -263,7 +270,7 @@ impl StorageWorker {
                     .strand(now, key, self.config.transition_window);
             }
         }
-        if let Some(id) = ack {
+        if let Some(id) = ack.filter(|_| merged_all) {
             out.send(
                 from,
                 Message::GossipAck {

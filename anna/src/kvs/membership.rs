@@ -10,7 +10,7 @@
 
 use super::StorageWorker;
 use crate::cluster::{ClusterState, MemberStatus, Placement, ReplicationFactor};
-use crate::lattice::Lattice;
+use crate::lattice::{KeyState, Lattice};
 use crate::protocol::{Address, Gossip, Key, Membership, Message, RequestId};
 use crate::role::Outbox;
 use crate::role::{StableHashMap, StableHashSet};
@@ -502,16 +502,20 @@ impl StorageWorker {
             .handoff_retry
             .saturating_mul(1 << attempt.saturating_sub(1).min(6))
             .min(MAX_HANDOFF_WAIT.max(self.config.handoff_retry));
-        let shard = &self.shard;
-        let chunks = super::gossip::split_by_bytes(keys, self.batch_bytes(), |k| {
-            shard.get(k).map_or(0, |s| super::gossip::entry_bytes(k, s))
+        // Keys on disk only are read for this (not brought into memory); a
+        // key whose disk copy cannot be read is not sent, so not dropped.
+        let held: Vec<(Key, KeyState)> = (keys.into_iter())
+            .filter_map(|k| {
+                let state = self.shard.peek(&k)?.into_owned();
+                Some((k, state))
+            })
+            .collect();
+        let chunks = super::gossip::split_by_bytes(held, self.batch_bytes(), |(k, s)| {
+            super::gossip::entry_bytes(k, s)
         });
-        for chunk in chunks {
+        for entries in chunks {
             let id = self.fresh_id();
-            let entries = chunk
-                .iter()
-                .filter_map(|k| self.shard.get(k).map(|s| (k.clone(), s.clone())))
-                .collect();
+            let chunk: Vec<Key> = entries.iter().map(|(k, _)| k.clone()).collect();
             self.stats.handoffs_out += 1;
             out.send(
                 target.clone(),

@@ -126,6 +126,11 @@ pub struct WorkerConfig {
     /// The period of `periodic` and `never`.
     #[serde(with = "crate::config::millis")]
     pub flush_period: Duration,
+    /// Bytes of keys a node with a data directory keeps in memory (0: no
+    /// limit), shared evenly by its threads. Past it, keys not read or
+    /// written for a flush period leave memory and are served from disk
+    /// (promoted back when read); keys changed since the last flush stay.
+    pub memory_bytes: usize,
     /// The `[limits]` section: writes over `max_value_bytes` or timestamped
     /// past `max_clock_skew` are refused. Set by the process from the
     /// config file's own section.
@@ -152,6 +157,7 @@ impl Default for WorkerConfig {
             leave_timeout: Duration::from_secs(30),
             flush: FlushPolicy::Periodic,
             flush_period: Duration::from_millis(100),
+            memory_bytes: 0,
             limits: crate::config::Limits::default(),
         }
     }
@@ -217,14 +223,27 @@ impl StorageWorker {
         &self.id.me
     }
 
-    /// The state held for `key`, owned or not.
+    /// The state held in memory for `key`, owned or not (see
+    /// [`StorageWorker::peek_state`] for keys on disk only).
     pub fn get_state(&self, key: &str) -> Option<&KeyState> {
         self.shard.get(key)
     }
 
-    /// Every key held, with its state.
+    /// The state held for `key` in either tier, owned or not, read without
+    /// bringing it into memory.
+    pub fn peek_state(&mut self, key: &str) -> Option<KeyState> {
+        self.shard.peek(key).map(std::borrow::Cow::into_owned)
+    }
+
+    /// The keys held in memory, with their states (every key held,
+    /// without a memory budget).
     pub fn shard(&self) -> &StableHashMap<Key, KeyState> {
-        self.shard.map()
+        self.shard.memory()
+    }
+
+    /// Keys, bytes and hits of the memory and disk tiers.
+    pub fn tiers(&self) -> shard::TierStats {
+        self.shard.tiers()
     }
 
     /// This worker keeping its keys in `store` too, starting with the keys
@@ -232,7 +251,8 @@ impl StorageWorker {
     /// store could not decode (skipped). A worker without a store keeps
     /// its keys in memory only.
     pub fn with_store(mut self, store: Box<dyn ShardStore>) -> Result<(Self, u64), StoreError> {
-        let (shard, skipped) = Shard::recover(store)?;
+        let threads = self.id.node.threads.len().max(1);
+        let (shard, skipped) = Shard::recover(store, self.config.memory_bytes / threads)?;
         self.shard = shard;
         Ok((self, skipped))
     }
@@ -360,7 +380,8 @@ impl StorageWorker {
             Message::Membership(m) => self.on_membership(now, m, out),
             Message::Subscribe(sub) => self.on_subscribe(now, sub, out),
             Message::StatusRequest { id, reply_to } => {
-                let counters = self.stats.counters(self.shard.len(), self.subs.len());
+                let counters =
+                    (self.stats).counters(self.shard.len(), self.subs.len(), self.shard.tiers());
                 let reply = Message::status_reply(
                     id,
                     &self.id.me,

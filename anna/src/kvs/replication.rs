@@ -28,7 +28,7 @@ impl StorageWorker {
         if !self.owns(key) {
             return;
         }
-        let Some(state) = self.shard.get(key) else {
+        let Some(state) = self.shard.peek(key).map(std::borrow::Cow::into_owned) else {
             return;
         };
         let (at, factor) = match (state.value(), state.deleted_at()) {

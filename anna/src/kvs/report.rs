@@ -36,9 +36,10 @@ impl StorageWorker {
     /// for about once a second, whereas tracking it would size every merged
     /// value (a whole set or map) twice on the write path.
     fn shard_bytes(&self) -> u64 {
-        (self.shard.map().iter())
+        let memory: u64 = (self.shard.memory().iter())
             .map(|(key, state)| (key.len() + state.approx_bytes()) as u64)
-            .sum()
+            .sum();
+        memory + self.shard.tiers().disk_bytes
     }
 }
 

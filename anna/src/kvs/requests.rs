@@ -219,6 +219,13 @@ impl Requests {
     }
 }
 
+/// The answer to an operation whose key's disk copy could not be read.
+fn disk_error(e: crate::kvs::StoreError) -> Outcome {
+    Outcome::Error(KvsError::DiskRead {
+        reason: e.to_string(),
+    })
+}
+
 /// What a read of `state` answers.
 pub(super) fn read_outcome(state: Option<&KeyState>, whole: bool) -> Outcome {
     if whole {
@@ -277,12 +284,25 @@ impl StorageWorker {
                             opened.push(wait);
                             Outcome::NotFound
                         }
-                        None => read_outcome(self.shard.get(&key), whole),
+                        None => match self.shard.read(&key) {
+                            Ok(state) => read_outcome(state, whole),
+                            Err(e) => disk_error(e),
+                        },
                     }
                 }
                 KeyOp::Put { key, value } => {
                     self.stats.puts += 1;
-                    let entry = self.shard.entry(&key);
+                    self.shard.touch(&key);
+                    let entry = match self.shard.entry(&key) {
+                        Ok(entry) => entry,
+                        Err(e) => {
+                            results.push(KeyResult {
+                                key,
+                                outcome: disk_error(e),
+                            });
+                            continue;
+                        }
+                    };
                     match entry.put(value) {
                         Ok(changed) => {
                             if changed {
@@ -302,7 +322,17 @@ impl StorageWorker {
                 }
                 KeyOp::Delete { key, at } => {
                     self.stats.deletes += 1;
-                    if self.shard.entry(&key).delete(at) {
+                    let deleted = match self.shard.entry(&key) {
+                        Ok(entry) => entry.delete(at),
+                        Err(e) => {
+                            results.push(KeyResult {
+                                key,
+                                outcome: disk_error(e),
+                            });
+                            continue;
+                        }
+                    };
+                    if deleted {
                         self.rounds.note_changed(&key);
                         self.mark_leave_dirty(&key);
                     }
@@ -449,7 +479,7 @@ impl StorageWorker {
                 what: WaitFor::Fetch {
                     key: key.clone(),
                     expect,
-                    state: self.shard.get(key).cloned().unwrap_or_default(),
+                    state: (self.shard.peek(key).map(|s| s.into_owned())).unwrap_or_default(),
                     asked: now,
                     whole,
                 },
@@ -468,7 +498,7 @@ impl StorageWorker {
         let entries = keys
             .into_iter()
             .map(|k| {
-                let state = self.shard.get(&k).cloned().unwrap_or_default();
+                let state = (self.shard.peek(&k).map(|s| s.into_owned())).unwrap_or_default();
                 (k, state)
             })
             .collect();
@@ -523,13 +553,15 @@ impl StorageWorker {
                 // key may have moved on since (handed to a newer owner), so
                 // the answer is that copy, what the previous owners sent,
                 // and whatever is held now.
-                if let Some(local) = self.shard.get(&key) {
-                    state.merge(local.clone());
+                if let Some(local) = self.shard.peek(&key) {
+                    state.merge(local.into_owned());
                 }
                 let outcome = read_outcome(Some(&state), whole);
                 if self.owns(&key) && state != KeyState::default() {
                     // Read repair: what the previous owners held is ours now.
-                    self.shard.entry(&key).merge(state);
+                    if let Ok(entry) = self.shard.entry(&key) {
+                        entry.merge(state);
+                    }
                 }
                 outcome
             }

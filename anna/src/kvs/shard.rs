@@ -17,6 +17,7 @@
 use crate::lattice::KeyState;
 use crate::protocol::Key;
 use crate::role::{StableHashMap, StableHashSet};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
@@ -44,6 +45,8 @@ pub trait ShardStore: Send {
     fn put(&mut self, key: &str, state: &KeyState) -> Result<(), StoreError>;
     /// Forgets `key`.
     fn remove(&mut self, key: &str) -> Result<(), StoreError>;
+    /// `key`'s committed state (the disk tier's read).
+    fn get(&mut self, key: &str) -> Result<Option<KeyState>, StoreError>;
     /// Hands every write so far to the operating system, and with `sync`
     /// makes it durable (fsync).
     fn commit(&mut self, sync: bool) -> Result<(), StoreError>;
@@ -72,14 +75,49 @@ pub enum FlushPolicy {
     Never,
 }
 
-/// A storage thread's keys.
+/// How a shard's keys sit between its tiers, and how reads found them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TierStats {
+    /// Keys in memory (and on disk, with a store).
+    pub memory_keys: u64,
+    /// Their bytes (`KeyState::approx_bytes`) with a memory budget: exact
+    /// at each demotion round, an over-estimate between rounds (every key
+    /// written or promoted since adds its size). 0 without a budget.
+    pub memory_bytes: u64,
+    /// Keys on disk only.
+    pub disk_keys: u64,
+    /// Their bytes, as they were when demoted.
+    pub disk_bytes: u64,
+    /// Reads and writes that found their key in memory.
+    pub memory_hits: u64,
+    /// Reads and writes that found their key on disk only (and promoted it).
+    pub disk_hits: u64,
+    /// Keys moved to disk only, and back.
+    pub demoted: u64,
+    pub promoted: u64,
+    /// Disk reads that failed.
+    pub read_errors: u64,
+}
+
+/// A storage thread's keys: in memory (the memory tier), and, with a
+/// store, on disk too. With a memory budget, keys not read or written
+/// since the last demotion round leave memory when the shard is over its
+/// budget (the disk tier: still served, read from the store, and promoted
+/// back when read or written).
 pub struct Shard {
     map: StableHashMap<Key, KeyState>,
+    /// Keys on the store only, with their bytes when demoted.
+    cold: StableHashMap<Key, usize>,
     store: Option<Box<dyn ShardStore>>,
     /// Keys changed since the last flush (only with a store).
     dirty: StableHashSet<Key>,
     /// Writes waiting for a sync before they are acknowledged.
     sync_owed: bool,
+    /// Bytes the memory tier may hold (0: no limit).
+    budget: usize,
+    /// Keys read or written since the last demotion round (with a budget).
+    touched: StableHashSet<Key>,
+    stats: TierStats,
 }
 
 impl Default for Shard {
@@ -93,25 +131,39 @@ impl Shard {
     pub fn in_memory() -> Self {
         Shard {
             map: StableHashMap::default(),
+            cold: StableHashMap::default(),
             store: None,
             dirty: StableHashSet::default(),
             sync_owed: false,
+            budget: 0,
+            touched: StableHashSet::default(),
+            stats: TierStats::default(),
         }
     }
 
-    /// A shard kept in `store`, starting with what the store holds.
-    pub fn recover(mut store: Box<dyn ShardStore>) -> Result<(Self, u64), StoreError> {
+    /// A shard kept in `store`, starting with what the store holds: in
+    /// memory up to `budget` bytes (0: all of it), the rest on disk only.
+    pub fn recover(
+        mut store: Box<dyn ShardStore>,
+        budget: usize,
+    ) -> Result<(Self, u64), StoreError> {
         let recovered = store.load()?;
-        let map = recovered.entries.into_iter().collect();
-        Ok((
-            Shard {
-                map,
-                store: Some(store),
-                dirty: StableHashSet::default(),
-                sync_owed: false,
-            },
-            recovered.skipped,
-        ))
+        let mut shard = Shard::in_memory();
+        shard.store = Some(store);
+        shard.budget = budget;
+        let mut bytes = 0usize;
+        for (key, state) in recovered.entries {
+            let size = key.len() + state.approx_bytes();
+            if budget > 0 && bytes + size > budget {
+                shard.cold.insert(key, size);
+            } else {
+                bytes += size;
+                shard.map.insert(key, state);
+            }
+        }
+        shard.stats.memory_bytes = if budget > 0 { bytes as u64 } else { 0 };
+        shard.count();
+        Ok((shard, recovered.skipped))
     }
 
     /// Whether the shard has a store.
@@ -119,53 +171,145 @@ impl Shard {
         self.store.is_some()
     }
 
+    /// Keys, bytes and hits per tier.
+    pub fn tiers(&self) -> TierStats {
+        self.stats
+    }
+
+    /// `key`'s state if it is in memory (a key on disk only is `None`: see
+    /// [`Shard::peek`] and [`Shard::read`]).
     pub fn get(&self, key: &str) -> Option<&KeyState> {
         self.map.get(key)
     }
 
-    /// Every key held, with its state.
-    pub fn map(&self) -> &StableHashMap<Key, KeyState> {
+    /// `key`'s state wherever it is, without promoting it (for gossip,
+    /// anti-entropy and handoff, which must not fill the memory tier). A
+    /// failed disk read is logged, counted and answered as no state: those
+    /// paths run again.
+    pub fn peek(&mut self, key: &str) -> Option<Cow<'_, KeyState>> {
+        if self.map.contains_key(key) {
+            return self.map.get(key).map(Cow::Borrowed);
+        }
+        if !self.cold.contains_key(key) {
+            return None;
+        }
+        match self.load_cold(key) {
+            Ok(state) => state.map(Cow::Owned),
+            Err(_) => None,
+        }
+    }
+
+    /// `key`'s state for a client's read or write: a key on disk only is
+    /// promoted to memory.
+    pub fn read(&mut self, key: &str) -> Result<Option<&KeyState>, StoreError> {
+        self.touch(key);
+        self.promote(key)?;
+        Ok(self.map.get(key))
+    }
+
+    /// A client read or wrote `key`: it stays in memory through the next
+    /// demotion round.
+    pub fn touch(&mut self, key: &str) {
+        if self.budget > 0 && !self.touched.contains(key) {
+            self.touched.insert(key.to_string());
+        }
+    }
+
+    /// Moves `key` from disk only into memory, if it is there; counts the
+    /// tier it was found in (gossip and handoff merges count too).
+    fn promote(&mut self, key: &str) -> Result<(), StoreError> {
+        if self.map.contains_key(key) {
+            self.stats.memory_hits += 1;
+            return Ok(());
+        }
+        if !self.cold.contains_key(key) {
+            return Ok(());
+        }
+        let state = self.load_cold(key)?;
+        let size = self.cold.remove(key).unwrap_or_default();
+        self.stats.disk_hits += 1;
+        self.stats.promoted += 1;
+        self.stats.memory_bytes = self.stats.memory_bytes.saturating_add(size as u64);
+        if let Some(state) = state {
+            self.map.insert(key.to_string(), state);
+        }
+        self.count();
+        Ok(())
+    }
+
+    fn load_cold(&mut self, key: &str) -> Result<Option<KeyState>, StoreError> {
+        let Some(store) = self.store.as_mut() else {
+            return Ok(None);
+        };
+        store.get(key).inspect_err(|e| {
+            self.stats.read_errors += 1;
+            if self.stats.read_errors.is_power_of_two() {
+                tracing::error!(%key, error = %e, errors = self.stats.read_errors, "reading a key from disk failed");
+            }
+        })
+    }
+
+    /// The keys in memory, with their states.
+    pub fn memory(&self) -> &StableHashMap<Key, KeyState> {
         &self.map
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
-        self.map.contains_key(key)
+        self.map.contains_key(key) || self.cold.contains_key(key)
     }
 
+    /// Every key held, in memory first, then on disk only.
     pub fn keys(&self) -> impl Iterator<Item = &Key> {
-        self.map.keys()
+        self.map.keys().chain(self.cold.keys())
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.map.len() + self.cold.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map.is_empty() && self.cold.is_empty()
     }
 
-    /// `key`'s state to change (bottom if it had none).
-    pub fn entry(&mut self, key: &Key) -> &mut KeyState {
+    /// `key`'s state to change (bottom if it had none), promoted to memory
+    /// if it was on disk only.
+    pub fn entry(&mut self, key: &Key) -> Result<&mut KeyState, StoreError> {
+        self.promote(key)?;
         self.note(key);
         if !self.map.contains_key(key) {
             self.map.insert(key.clone(), KeyState::default());
+            self.count();
         }
-        self.map.get_mut(key).expect("inserted above")
+        Ok(self.map.get_mut(key).expect("inserted above"))
     }
 
-    /// Drops `key`.
-    pub fn remove(&mut self, key: &str) -> Option<KeyState> {
-        let removed = self.map.remove(key);
-        if removed.is_some() && self.store.is_some() {
+    /// Drops `key`; whether it was held.
+    pub fn remove(&mut self, key: &str) -> bool {
+        let held = self.map.remove(key).is_some() | self.cold.remove(key).is_some();
+        if held && self.store.is_some() {
             self.dirty.insert(key.to_string());
         }
-        removed
+        self.touched.remove(key);
+        self.count();
+        held
     }
 
     fn note(&mut self, key: &Key) {
         if self.store.is_some() && !self.dirty.contains(key) {
             self.dirty.insert(key.clone());
         }
+    }
+
+    fn count(&mut self) {
+        self.stats.memory_keys = self.map.len() as u64;
+        self.stats.disk_keys = self.cold.len() as u64;
+        self.stats.disk_bytes = self.cold.values().map(|b| *b as u64).sum();
+    }
+
+    /// Whether the memory tier may hold more than its budget: a demotion
+    /// round is due.
+    pub fn over_budget(&self) -> bool {
+        self.budget > 0 && self.store.is_some() && self.stats.memory_bytes > self.budget as u64
     }
 
     /// Whether keys changed since the last flush.
@@ -196,19 +340,62 @@ impl Shard {
             return Ok(0);
         };
         let written = self.dirty.len();
+        let mut grown = 0usize;
         // A failed write leaves every key dirty, to be written again.
         for key in &self.dirty {
             match self.map.get(key) {
-                Some(state) => store.put(key, state)?,
+                Some(state) => {
+                    store.put(key, state)?;
+                    if self.budget > 0 {
+                        grown += key.len() + state.approx_bytes();
+                    }
+                }
                 None => store.remove(key)?,
             }
         }
+        self.stats.memory_bytes = self.stats.memory_bytes.saturating_add(grown as u64);
         self.dirty.clear();
         store.commit(sync)?;
         if sync {
             self.sync_owed = false;
         }
+        self.demote();
         Ok(written)
+    }
+
+    /// With a budget, after a flush (every key in memory is on the store):
+    /// if memory holds more than the budget, keys leave it until it holds
+    /// nine tenths of it, those not read or written since the last round
+    /// first, the largest first. Starts the next round.
+    fn demote(&mut self) {
+        if !self.over_budget() {
+            return;
+        }
+        let mut sizes: Vec<(bool, usize, &Key)> = (self.map.iter())
+            .map(|(k, s)| (self.touched.contains(k), k.len() + s.approx_bytes(), k))
+            .collect();
+        let mut total: usize = sizes.iter().map(|(_, b, _)| b).sum();
+        if total > self.budget {
+            let target = self.budget / 10 * 9;
+            // Untouched first, then the largest, then by key (a fixed order).
+            sizes.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(b.2)));
+            let mut leaving = Vec::new();
+            for (_, bytes, key) in sizes {
+                if total <= target {
+                    break;
+                }
+                total -= bytes;
+                leaving.push((key.clone(), bytes));
+            }
+            for (key, bytes) in leaving {
+                self.map.remove(&key);
+                self.cold.insert(key, bytes);
+                self.stats.demoted += 1;
+            }
+        }
+        self.stats.memory_bytes = total as u64;
+        self.touched.clear();
+        self.count();
     }
 }
 
@@ -283,6 +470,14 @@ impl ShardStore for MemoryStore {
         Ok(())
     }
 
+    fn get(&mut self, key: &str) -> Result<Option<KeyState>, StoreError> {
+        self.check()?;
+        match self.written.get(key) {
+            Some(state) => Ok(state.clone()),
+            None => Ok(self.synced.get(key).cloned()),
+        }
+    }
+
     fn commit(&mut self, sync: bool) -> Result<(), StoreError> {
         self.check()?;
         if !sync {
@@ -319,6 +514,9 @@ impl ShardStore for SharedStore {
     }
     fn remove(&mut self, key: &str) -> Result<(), StoreError> {
         self.with(|s| s.remove(key))
+    }
+    fn get(&mut self, key: &str) -> Result<Option<KeyState>, StoreError> {
+        self.with(|s| s.get(key))
     }
     fn commit(&mut self, sync: bool) -> Result<(), StoreError> {
         self.with(|s| s.commit(sync))

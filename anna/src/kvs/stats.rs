@@ -244,7 +244,12 @@ impl WorkerStats {
 
     /// Every counter by name, for status replies: `keys` held and
     /// `subscriptions` recorded are the worker's to give.
-    pub fn counters(&self, keys: usize, subscriptions: usize) -> Vec<(String, u64)> {
+    pub fn counters(
+        &self,
+        keys: usize,
+        subscriptions: usize,
+        tiers: super::shard::TierStats,
+    ) -> Vec<(String, u64)> {
         let own = [
             ("keys", keys as u64),
             ("gets", self.gets),
@@ -270,6 +275,15 @@ impl WorkerStats {
             ("flushed_keys", self.flushed_keys),
             ("syncs", self.syncs),
             ("store_errors", self.store_errors),
+            ("memory_keys", tiers.memory_keys),
+            ("memory_bytes", tiers.memory_bytes),
+            ("disk_keys", tiers.disk_keys),
+            ("disk_bytes", tiers.disk_bytes),
+            ("memory_hits", tiers.memory_hits),
+            ("disk_hits", tiers.disk_hits),
+            ("demoted", tiers.demoted),
+            ("promoted", tiers.promoted),
+            ("disk_read_errors", tiers.read_errors),
         ];
         crate::role::named_counters(&own, &self.transport)
     }

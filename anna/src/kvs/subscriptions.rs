@@ -210,6 +210,11 @@ impl Subscriptions {
         push_batches(from, batches, out)
     }
 
+    /// Whether anyone subscribed to `key`.
+    pub(super) fn has(&self, key: &str) -> bool {
+        self.table.has(key)
+    }
+
     /// Keys changed by gossip from other replicas: their subscribers hear
     /// of it next round too (a subscriber that missed the sending replica's
     /// push still converges).
@@ -262,8 +267,9 @@ impl StorageWorker {
             }
             match self.subs.subscribe(&key, &sub.subscriber, until, now) {
                 Subscribed::Yes => {
-                    if let Some(state) = self.shard.get(&key) {
-                        current.push((key, state.clone()));
+                    if let Some(state) = self.shard.peek(&key) {
+                        let state = state.into_owned();
+                        current.push((key, state));
                     }
                 }
                 Subscribed::Refused => self.stats.subscriptions_refused += 1,
@@ -277,19 +283,18 @@ impl StorageWorker {
 
     /// Sends the held, owned states of `keys` to their live subscribers.
     pub(super) fn push_to_subscribers(&mut self, now: Time, keys: &[Key], out: &mut Outbox) {
-        let pushed = self.subs.push(
-            now,
-            keys,
-            &self.id.me,
-            |k| {
-                if self.owns(k) {
-                    self.shard.get(k).cloned()
-                } else {
-                    None
+        // Read first (a key may have left memory since it changed).
+        let mut states: StableHashMap<&str, KeyState> = StableHashMap::default();
+        for k in keys {
+            if self.owns(k) && self.subs.has(k) {
+                if let Some(state) = self.shard.peek(k) {
+                    states.insert(k.as_str(), state.into_owned());
                 }
-            },
-            out,
-        );
+            }
+        }
+        let pushed = self
+            .subs
+            .push(now, keys, &self.id.me, |k| states.remove(k), out);
         self.stats.subscription_pushes += pushed;
     }
 

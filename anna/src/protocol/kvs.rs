@@ -155,6 +155,9 @@ pub enum KvsError {
     /// A write acknowledged at `durable` did not reach the disk.
     #[error("not durable: {reason}")]
     NotDurable { reason: String },
+    /// The replica holds the key on disk only and could not read it.
+    #[error("the replica could not read the key from its disk: {reason}")]
+    DiskRead { reason: String },
 }
 
 /// Merged key states pushed to other replicas (and subscribed caches).

@@ -291,6 +291,12 @@ pub fn sample_messages() -> Vec<Message> {
                         reason: "disk full".to_string(),
                     }),
                 ),
+                result(
+                    "n",
+                    Outcome::Error(KvsError::DiskRead {
+                        reason: "input/output error".to_string(),
+                    }),
+                ),
             ],
         }),
         Message::Gossip(Gossip {

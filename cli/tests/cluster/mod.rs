@@ -177,24 +177,27 @@ impl Cluster {
     /// [`Cluster::start`] with `extra` appended to the config file (further
     /// sections, such as `[limits]`).
     pub fn start_with(nodes: u64, threads: u16, global: u8, extra: &str) -> Cluster {
-        Cluster::start_as(nodes, threads, global, extra, false)
+        Cluster::start_as(nodes, threads, config_toml(global) + extra, false)
     }
 
     /// [`Cluster::start`] of nodes that keep their keys on disk
     /// (`--data-dir`), each in `data/node-ID` of the test's directory, the
-    /// same when a node starts again.
-    pub fn start_durable(nodes: u64, threads: u16, global: u8) -> Cluster {
-        Cluster::start_as(nodes, threads, global, "", true)
+    /// same when a node starts again; each keeps at most `memory_bytes` of
+    /// keys in memory (0: all).
+    pub fn start_durable(nodes: u64, threads: u16, global: u8, memory_bytes: usize) -> Cluster {
+        let budget = format!("[storage]\nmemory_bytes = {memory_bytes}\n");
+        let config = config_toml(global).replacen("[storage]\n", &budget, 1);
+        Cluster::start_as(nodes, threads, config, true)
     }
 
-    fn start_as(nodes: u64, threads: u16, global: u8, extra: &str, durable: bool) -> Cluster {
+    fn start_as(nodes: u64, threads: u16, text: String, durable: bool) -> Cluster {
         assert!(threads <= 10, "node ports are 10 apart");
         let dir = tempfile::Builder::new()
             .prefix("squall-test-")
             .tempdir()
             .expect("temporary directory");
         let config = dir.path().join("squall.toml");
-        std::fs::write(&config, config_toml(global) + extra).expect("writing the config");
+        std::fs::write(&config, text).expect("writing the config");
         let base = reserve_ports();
         let router = spawn(
             dir.path(),

@@ -277,3 +277,151 @@ fn under_flush_always_a_write_asking_for_two_replicas_waits_for_the_sync_and_the
     let answers = step(&mut w, t, Input::Message(ack));
     assert_eq!(answers, vec![(RequestId(1), vec![stored()])]);
 }
+
+/// A worker of a one-node cluster with a memory budget of `budget` bytes.
+fn tiered(store: &SharedStore, budget: usize) -> StorageWorker {
+    let config = WorkerConfig {
+        memory_bytes: budget,
+        ..config(FlushPolicy::Periodic)
+    };
+    let w = StorageWorker::new(config, me(), 0, vec![Address::from("router")]);
+    let (mut w, _) = w.with_store(Box::new(store.clone())).unwrap();
+    let mut state = ClusterState::default();
+    state.record_join(me());
+    w.merge_cluster(Time(0), state, &mut Outbox::default());
+    w
+}
+
+fn big_put(key: &str, n: u64) -> KeyOp {
+    let ts = Timestamp {
+        wall_ms: n,
+        logical: 0,
+        writer: WriterId(3),
+    };
+    KeyOp::Put {
+        key: key.into(),
+        value: LatticeValue::Lww(Lww::new(ts, vec![n as u8; 1000])),
+    }
+}
+
+fn read(w: &mut StorageWorker, now: Time, key: &str) -> Outcome {
+    let got = send(
+        w,
+        now,
+        99,
+        vec![KeyOp::Get { key: key.into() }],
+        Ack::FirstReplica,
+    );
+    got.into_iter().next().expect("answered").1.remove(0)
+}
+
+#[test]
+fn three_times_the_memory_budget_is_written_and_read_back_through_the_disk_tier() {
+    let store = SharedStore::default();
+    // 20 KB of memory; 60 values of 1 KB.
+    let mut w = tiered(&store, 20_000);
+    let mut t = Time::from_micros(1_000);
+    for n in 0..60u64 {
+        send(
+            &mut w,
+            t,
+            n,
+            vec![big_put(&format!("k{n}"), n)],
+            Ack::FirstReplica,
+        );
+        if n % 10 == 9 {
+            t = t + Duration::from_millis(100);
+            step(&mut w, t, Input::Tick);
+        }
+    }
+    t = t + Duration::from_millis(100);
+    step(&mut w, t, Input::Tick);
+    let tiers = w.tiers();
+    assert_eq!(tiers.memory_keys + tiers.disk_keys, 60, "{tiers:?}");
+    assert!(tiers.disk_keys >= 40, "most keys left memory: {tiers:?}");
+    assert!(tiers.memory_bytes <= 20_000, "{tiers:?}");
+    assert!(w.shard().len() < 25);
+    // Every key reads back, those on disk only promoted as they are read.
+    for n in 0..60u64 {
+        match read(&mut w, t, &format!("k{n}")) {
+            Outcome::Value(LatticeValue::Lww(l)) => assert_eq!(l.value(), &vec![n as u8; 1000][..]),
+            other => panic!("k{n}: {other:?}"),
+        }
+    }
+    let after = w.tiers();
+    assert!(after.disk_hits >= 40 && after.promoted >= 40, "{after:?}");
+    // The next round brings memory back under its budget, keeping the keys
+    // read since the round before last for last.
+    t = t + Duration::from_millis(100);
+    step(&mut w, t, Input::Tick);
+    assert!(w.tiers().memory_bytes <= 20_000, "{:?}", w.tiers());
+}
+
+#[test]
+fn a_write_to_a_key_on_disk_only_merges_with_its_disk_state() {
+    use crate::lattice::{Lattice, SetLattice};
+    let store = SharedStore::default();
+    // A budget smaller than the one key: it leaves memory at the first
+    // round after it is on disk.
+    let mut w = tiered(&store, 100);
+    let t = Time::from_micros(1_000);
+    let set = |item: u8| LatticeValue::Set(SetLattice::new([vec![item; 200]]));
+    let put = |item| KeyOp::Put {
+        key: "s".into(),
+        value: set(item),
+    };
+    send(&mut w, t, 1, vec![put(b'a')], Ack::Durable);
+    step(&mut w, t, Input::Tick);
+    assert!(w.get_state("s").is_none(), "left memory");
+    assert_eq!(w.tiers().disk_keys, 1);
+    assert_eq!(w.tiers().demoted, 1);
+    // The write brings the key's disk state back and merges into it.
+    send(&mut w, t, 2, vec![put(b'b')], Ack::Durable);
+    step(&mut w, t, Input::Tick);
+    let mut want = set(b'a');
+    want.merge(set(b'b'));
+    assert_eq!(
+        w.peek_state("s").and_then(|s| s.value().cloned()),
+        Some(want.clone())
+    );
+    assert_eq!(w.tiers().promoted, 1);
+    assert_eq!(
+        store.with(|s| s.synced("s").and_then(|s| s.value().cloned())),
+        Some(want)
+    );
+}
+
+#[test]
+fn a_restart_with_a_budget_loads_what_fits_and_serves_the_rest_from_disk() {
+    let store = SharedStore::default();
+    {
+        let mut w = tiered(&store, 0);
+        let t = Time::from_micros(1_000);
+        for n in 0..30u64 {
+            send(
+                &mut w,
+                t,
+                n,
+                vec![big_put(&format!("k{n}"), n)],
+                Ack::Durable,
+            );
+        }
+        step(&mut w, t, Input::Tick);
+    }
+    let mut w = tiered(&store, 10_000);
+    let tiers = w.tiers();
+    assert_eq!(tiers.memory_keys + tiers.disk_keys, 30, "{tiers:?}");
+    assert!(
+        tiers.memory_keys <= 10 && tiers.disk_keys >= 20,
+        "{tiers:?}"
+    );
+    for n in 0..30u64 {
+        assert!(
+            matches!(
+                read(&mut w, Time::from_micros(2_000), &format!("k{n}")),
+                Outcome::Value(_)
+            ),
+            "k{n}"
+        );
+    }
+}

@@ -147,7 +147,7 @@ fn permille_handles_empty_and_huge_figures() {
 fn busy_us_is_one_of_the_named_counters() {
     let mut s = stats();
     s.transport.busy_us = 42;
-    let counters = s.counters(0, 0);
+    let counters = s.counters(0, 0, Default::default());
     assert!(
         counters.contains(&("busy_us".to_string(), 42)),
         "{counters:?}"

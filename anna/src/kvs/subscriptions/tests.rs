@@ -78,7 +78,9 @@ fn max(n: u64) -> Option<LatticeValue> {
 }
 
 fn counter(w: &StorageWorker, name: &str) -> u64 {
-    let counters = w.stats.counters(w.shard.len(), w.subs.len());
+    let counters = w
+        .stats
+        .counters(w.shard.len(), w.subs.len(), w.shard.tiers());
     counters
         .into_iter()
         .find(|(k, _)| k == name)

@@ -63,7 +63,7 @@ fn ping_encoding_is_pinned() {
         "ping",
         msg,
         concat!(
-            "0600", // protocol version 5, u16 LE
+            "0600", // protocol version 6, u16 LE
             "00",   // Message::Ping
             "07",   // id
             "13",
@@ -92,7 +92,7 @@ fn kvs_request_with_an_lww_put_encoding_is_pinned() {
         "kvs-request put lww",
         msg,
         concat!(
-            "0600", // protocol version 5
+            "0600", // protocol version 6
             "02",   // Message::KvsRequest
             "2a",   // id 42
             "07",
@@ -134,7 +134,7 @@ fn gossip_of_a_counter_encoding_is_pinned() {
         "gossip counter",
         msg,
         concat!(
-            "0600", // protocol version 5
+            "0600", // protocol version 6
             "04",   // Message::Gossip
             "0d",
             "7463703a2f2f6e313a36303030", // from "tcp://n1:6000"
@@ -180,7 +180,7 @@ fn membership_state_encoding_is_pinned() {
         "membership state",
         msg,
         concat!(
-            "0600", // protocol version 5
+            "0600", // protocol version 6
             "07",   // Message::Membership
             "03",   // Membership::State
             "02",   // two member records
@@ -225,7 +225,7 @@ fn call_result_error_encoding_is_pinned() {
         "call-result",
         msg,
         concat!(
-            "0600", // protocol version 5
+            "0600", // protocol version 6
             "11",   // Message::CallResult (variant 17)
             "fb2c01", "01",     // CallId { caller: 300 (varint), seq: 1 }
             "01",     // CallOutcome::Error
@@ -254,13 +254,17 @@ fn storage_report_encoding_is_pinned() {
             busy_permille: 250,
             accesses: 70_000,
             hot_keys: vec![("hot".to_string(), 1000)],
+            memory_bytes: 1000,
+            memory_budget: 2000,
+            memory_hits: 3,
+            disk_hits: 1,
         },
     };
     assert_golden(
         "storage-report",
         msg,
         concat!(
-            "0600", // protocol version 5
+            "0600", // protocol version 6
             "1b",   // Message::StorageReport (variant 27)
             "05",   // id
             "0d",
@@ -276,6 +280,10 @@ fn storage_report_encoding_is_pinned() {
             "03",
             "686f74", //   "hot"
             "fbe803", //   1000 accesses
+            "fbe803", // memory_bytes 1000
+            "fbd007", // memory_budget 2000
+            "03",     // memory_hits 3
+            "01",     // disk_hits 1
         ),
     );
 }

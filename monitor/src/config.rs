@@ -73,6 +73,11 @@ pub struct TierPolicy {
     pub memory_low: u16,
     /// Storage only: the bytes one node is meant to hold.
     pub node_capacity_bytes: u64,
+    /// Storage with a memory budget (`[storage] memory_bytes`) only: a
+    /// memory tier at `memory_high` of its budget is over the high mark when
+    /// at least this share of reads and writes (thousandths) found their
+    /// key on disk only.
+    pub disk_reads_high: u16,
     #[serde(with = "anna::config::millis")]
     pub sustain: Duration,
     #[serde(with = "anna::config::millis")]
@@ -92,6 +97,7 @@ impl Default for TierPolicy {
             memory_high: 800,
             memory_low: 300,
             node_capacity_bytes: 1 << 30,
+            disk_reads_high: 100,
             sustain: Duration::from_secs(5),
             sustain_low: Duration::from_secs(30),
             grace: Duration::from_secs(15),

@@ -123,6 +123,51 @@ pub fn render(m: &Monitor) -> String {
         );
     }
 
+    // Tiers, for threads with a memory budget.
+    let tiered: Vec<_> = storage.iter().filter(|r| r.memory_budget > 0).collect();
+    p.family(
+        "squall_storage_memory_tier_bytes",
+        "gauge",
+        "Bytes in a storage thread's memory tier (threads with a memory budget).",
+    );
+    for r in &tiered {
+        let (node, thread) = (r.node.0.to_string(), r.thread.to_string());
+        p.sample(
+            "squall_storage_memory_tier_bytes",
+            &[("node", &node), ("thread", &thread)],
+            r.memory_bytes as f64,
+        );
+    }
+    p.family(
+        "squall_storage_memory_budget_bytes",
+        "gauge",
+        "The bytes a storage thread's memory tier may hold ([storage] memory_bytes / threads).",
+    );
+    for r in &tiered {
+        let (node, thread) = (r.node.0.to_string(), r.thread.to_string());
+        p.sample(
+            "squall_storage_memory_budget_bytes",
+            &[("node", &node), ("thread", &thread)],
+            r.memory_budget as f64,
+        );
+    }
+    p.family(
+        "squall_storage_reads_per_second",
+        "gauge",
+        "Reads and writes a second at a storage thread since its previous report, by the tier that held the key.",
+    );
+    for r in &tiered {
+        let (node, thread) = (r.node.0.to_string(), r.thread.to_string());
+        let secs = m.period().as_secs_f64().max(0.001);
+        for (tier, hits) in [("memory", r.memory_hits), ("disk", r.disk_hits)] {
+            p.sample(
+                "squall_storage_reads_per_second",
+                &[("node", &node), ("thread", &thread), ("tier", tier)],
+                hits as f64 / secs,
+            );
+        }
+    }
+
     let compute = &status.compute;
     p.family(
         "squall_executor_busy_ratio",

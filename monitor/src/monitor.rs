@@ -200,6 +200,12 @@ impl Monitor {
     }
 
     /// What `squall status` is told.
+    /// How often it gathers statistics (the span each report's counts
+    /// cover).
+    pub fn period(&self) -> std::time::Duration {
+        self.config.period
+    }
+
     pub fn status(&self) -> MonitorStatus {
         let observed = [
             (NodeKind::Storage, self.storage_nodes()),
@@ -332,6 +338,10 @@ impl Monitor {
     fn storage_figures(&self) -> TierFigures {
         let reports: Vec<&StorageReport> = self.storage_reports().collect();
         let busy: Vec<u16> = reports.iter().map(|r| r.busy_permille).collect();
+        let budget: u64 = reports.iter().map(|r| r.memory_budget).sum();
+        let in_memory: u64 = reports.iter().map(|r| r.memory_bytes).sum();
+        let disk_hits: u64 = reports.iter().map(|r| r.disk_hits).sum();
+        let hits = disk_hits + reports.iter().map(|r| r.memory_hits).sum::<u64>();
         TierFigures {
             nodes: self.storage_nodes(),
             reporting: reports.len() as u32,
@@ -339,6 +349,8 @@ impl Monitor {
             busy_max: busy.iter().copied().max().unwrap_or(0),
             bytes: reports.iter().map(|r| r.bytes).sum(),
             queued: 0,
+            memory_tier_permille: permille(in_memory, budget),
+            disk_reads_permille: permille(disk_hits, hits),
         }
     }
 
@@ -352,6 +364,7 @@ impl Monitor {
             busy_max: busy.iter().copied().max().unwrap_or(0),
             bytes: 0,
             queued: self.compute.values().map(|(_, s)| s.queued).sum(),
+            ..TierFigures::default()
         }
     }
 
@@ -488,6 +501,14 @@ impl Monitor {
             );
         }
     }
+}
+
+/// `part / whole` in thousandths, at most 1000 (0 for an empty whole).
+fn permille(part: u64, whole: u64) -> u16 {
+    if whole == 0 {
+        return 0;
+    }
+    (u128::from(part) * 1000 / u128::from(whole)).min(1000) as u16
 }
 
 fn average(values: &[u16]) -> u16 {
@@ -643,6 +664,7 @@ mod tests {
                 busy_permille: busy,
                 accesses: 5000,
                 hot_keys: vec![("k".into(), 40)],
+                ..StorageReport::default()
             },
         }
     }
@@ -698,6 +720,31 @@ mod tests {
         assert!(metrics
             .contains("squall_monitor_decisions_total{policy=\"storage\",action=\"add-node\"} 1"));
         assert!(metrics.contains("squall_nodes{kind=\"storage\",state=\"desired\"} 2"));
+    }
+
+    #[test]
+    fn the_metrics_page_shows_each_threads_memory_tier_and_reads_by_tier() {
+        let mut f = fixture();
+        f.tick(secs(0));
+        f.deliver(secs(0), one_node_state());
+        let Message::StorageReport { id, mut report } = busy_report(0, 100) else {
+            unreachable!()
+        };
+        report.memory_bytes = 900;
+        report.memory_budget = 1000;
+        report.memory_hits = 30;
+        report.disk_hits = 10;
+        f.deliver(secs(0), Message::StorageReport { id, report });
+        f.tick(secs(1));
+        let metrics = f.metrics();
+        for line in [
+            "squall_storage_memory_tier_bytes{node=\"1\",thread=\"0\"} 900",
+            "squall_storage_memory_budget_bytes{node=\"1\",thread=\"0\"} 1000",
+            "squall_storage_reads_per_second{node=\"1\",thread=\"0\",tier=\"memory\"} 30",
+            "squall_storage_reads_per_second{node=\"1\",thread=\"0\",tier=\"disk\"} 10",
+        ] {
+            assert!(metrics.contains(line), "{line} in\n{metrics}");
+        }
     }
 
     #[test]

@@ -95,6 +95,11 @@ pub struct TierFigures {
     pub bytes: u64,
     /// Compute: calls waiting in the schedulers' queues.
     pub queued: u32,
+    /// Storage with a memory budget: the memory tier's bytes over the
+    /// budget, and the share of reads and writes since the last reports
+    /// that found their key on disk only; thousandths, 0 without budgets.
+    pub memory_tier_permille: u16,
+    pub disk_reads_permille: u16,
 }
 
 /// What one tier's policy remembers.
@@ -159,8 +164,16 @@ pub fn tier(
     let busy_high = f.busy_avg >= p.busy_high;
     let memory_high = kind == NodeKind::Storage && memory >= p.memory_high;
     let queue_high = f.queued > 0;
-    let high = busy_high || memory_high || queue_high;
-    let low = f.busy_avg <= p.busy_low && memory <= p.memory_low && f.queued == 0;
+    // The memory tier is full and reads keep missing it: another node's
+    // memory would hold what is now read from disk.
+    let pressure = kind == NodeKind::Storage
+        && f.memory_tier_permille >= p.memory_high
+        && f.disk_reads_permille >= p.disk_reads_high;
+    let high = busy_high || memory_high || queue_high || pressure;
+    let low = f.busy_avg <= p.busy_low
+        && memory <= p.memory_low
+        && f.memory_tier_permille <= p.memory_low
+        && f.queued == 0;
     let high_for = state.high.update(now, high);
     let low_for = state.low.update(now, low);
     let below_for = state.below.update(now, f.nodes < p.min_nodes);
@@ -222,6 +235,11 @@ pub fn tier(
             format!("average busy {}‰ ≥ {}‰", f.busy_avg, p.busy_high)
         } else if memory_high {
             format!("memory {}‰ of capacity ≥ {}‰", memory, p.memory_high)
+        } else if pressure {
+            format!(
+                "memory tier {}‰ of its budget ≥ {}‰ and {}‰ of reads from disk ≥ {}‰",
+                f.memory_tier_permille, p.memory_high, f.disk_reads_permille, p.disk_reads_high
+            )
         } else {
             format!("{} calls queued at the schedulers", f.queued)
         };
@@ -506,6 +524,59 @@ mod tests {
             sustain_low: Duration::from_secs(10),
             grace: Duration::from_secs(20),
             ..TierPolicy::default()
+        }
+    }
+
+    #[test]
+    fn a_full_memory_tier_that_reads_keep_missing_adds_a_storage_node() {
+        let p = policy();
+        let pressed = |tier: u16, disk: u16| TierFigures {
+            memory_tier_permille: tier,
+            disk_reads_permille: disk,
+            ..figures(2, 100)
+        };
+        // Full, but reads find their keys in memory: no node.
+        let mut s = TierState::default();
+        for t in 0..10 {
+            assert_eq!(
+                tier(NodeKind::Storage, &p, &mut s, &pressed(950, 20), secs(t)),
+                None
+            );
+        }
+        // Reads missing it, but room left: no node either.
+        let mut s = TierState::default();
+        for t in 0..10 {
+            assert_eq!(
+                tier(NodeKind::Storage, &p, &mut s, &pressed(500, 600), secs(t)),
+                None
+            );
+        }
+        // Both, held for `sustain`: one node more, saying why.
+        let mut s = TierState::default();
+        assert_eq!(
+            tier(NodeKind::Storage, &p, &mut s, &pressed(950, 300), secs(0)),
+            None
+        );
+        let d = tier(NodeKind::Storage, &p, &mut s, &pressed(950, 300), secs(3)).expect("added");
+        assert_eq!(
+            d.action,
+            Action::Scale {
+                kind: NodeKind::Storage,
+                replicas: 3
+            }
+        );
+        assert!(
+            d.event.reason.contains("memory tier 950‰") && d.event.reason.contains("300‰ of reads"),
+            "{}",
+            d.event.reason
+        );
+        // Executors have no memory tier.
+        let mut s = TierState::default();
+        for t in 0..10 {
+            assert_eq!(
+                tier(NodeKind::Compute, &p, &mut s, &pressed(950, 300), secs(t)),
+                None
+            );
         }
     }
 

@@ -12,7 +12,11 @@ use crate::role::Outbox;
 impl StorageWorker {
     pub(super) fn on_stats_request(&mut self, id: RequestId, reply_to: Address, out: &mut Outbox) {
         self.stats.stats_requests += 1;
+        let tiers = self.shard.tiers();
+        let (memory_before, disk_before) = self.stats.reported_hits;
+        self.stats.reported_hits = (tiers.memory_hits, tiers.disk_hits);
         let last = self.stats.last_epoch();
+        let budget = self.shard.budget() as u64;
         let report = StorageReport {
             from: self.id.me.clone(),
             node: self.id.node.id,
@@ -23,6 +27,10 @@ impl StorageWorker {
             busy_permille: last.busy_permille,
             accesses: last.accesses,
             hot_keys: last.hot_keys.clone(),
+            memory_bytes: if budget > 0 { tiers.memory_bytes } else { 0 },
+            memory_budget: budget,
+            memory_hits: tiers.memory_hits.saturating_sub(memory_before),
+            disk_hits: tiers.disk_hits.saturating_sub(disk_before),
         };
         out.send(reply_to, Message::StorageReport { id, report });
     }

@@ -166,6 +166,15 @@ impl Shard {
         Ok((shard, recovered.skipped))
     }
 
+    /// The bytes the memory tier may hold (0: no limit).
+    pub fn budget(&self) -> usize {
+        if self.store.is_some() {
+            self.budget
+        } else {
+            0
+        }
+    }
+
     /// Whether the shard has a store.
     pub fn persistent(&self) -> bool {
         self.store.is_some()

@@ -156,6 +156,9 @@ pub struct WorkerStats {
     pub syncs: u64,
     /// Flushes that failed (the store refused a write or a sync).
     pub store_errors: u64,
+    /// The memory and disk hits as of the last `StorageReport` (each
+    /// report carries the hits since the one before).
+    pub reported_hits: (u64, u64),
     /// The driver's transport counters, as last observed.
     pub transport: TransportStats,
     epoch: Duration,

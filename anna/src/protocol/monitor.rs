@@ -74,6 +74,14 @@ pub struct StorageReport {
     /// The heaviest keys of the last epoch, hottest first, with their
     /// access counts (lower bounds).
     pub hot_keys: Vec<(Key, u32)>,
+    /// With a memory budget (`[storage] memory_bytes`): the bytes in the
+    /// memory tier and the thread's budget; both 0 without one.
+    pub memory_bytes: u64,
+    pub memory_budget: u64,
+    /// Reads and writes since the previous report that found their key in
+    /// memory, and on disk only.
+    pub memory_hits: u64,
+    pub disk_hits: u64,
 }
 
 /// A decision of the monitor, as logged: what it did, why, and the figures

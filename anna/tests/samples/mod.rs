@@ -599,6 +599,10 @@ fn storage_report() -> StorageReport {
         busy_permille: 1000,
         accesses: 70_000,
         hot_keys: vec![("hot".to_string(), u32::MAX), (String::new(), 1)],
+        memory_bytes: 1 << 40,
+        memory_budget: 1 << 41,
+        memory_hits: 7,
+        disk_hits: u64::MAX,
     }
 }
 

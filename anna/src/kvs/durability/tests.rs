@@ -425,3 +425,47 @@ fn a_restart_with_a_budget_loads_what_fits_and_serves_the_rest_from_disk() {
         );
     }
 }
+
+#[test]
+fn storage_reports_carry_the_memory_tier_and_the_hits_since_the_last_report() {
+    let store = SharedStore::default();
+    let mut w = tiered(&store, 5_000);
+    let mut t = Time::from_micros(1_000);
+    for n in 0..20u64 {
+        send(
+            &mut w,
+            t,
+            n,
+            vec![big_put(&format!("k{n}"), n)],
+            Ack::FirstReplica,
+        );
+    }
+    t = t + Duration::from_millis(100);
+    step(&mut w, t, Input::Tick);
+    for n in 0..20u64 {
+        read(&mut w, t, &format!("k{n}"));
+    }
+    let report = |w: &mut StorageWorker| {
+        let mut out = Outbox::default();
+        let ask = Message::StatsRequest {
+            id: RequestId(1),
+            reply_to: Address::from("monitor"),
+        };
+        w.step(t, Input::Message(ask), &mut out);
+        let found = out.drain().find_map(|(_, m)| match m {
+            Message::StorageReport { report, .. } => Some(report),
+            _ => None,
+        });
+        found.expect("a report")
+    };
+    let first = report(&mut w);
+    assert_eq!(first.memory_budget, 5_000);
+    assert!(first.memory_bytes > 0);
+    // 20 puts found nothing to merge into; 20 reads found their keys, most
+    // on disk only.
+    assert_eq!(first.memory_hits + first.disk_hits, 20, "{first:?}");
+    assert!(first.disk_hits >= 10, "{first:?}");
+    // The next report counts only what came after.
+    let second = report(&mut w);
+    assert_eq!((second.memory_hits, second.disk_hits), (0, 0));
+}

@@ -479,9 +479,9 @@ fn redis_restart_in(binary: &str, stop: StopKind, keys: &Keys, dir: &Path) -> Re
     match stop {
         StopKind::Clean => first.shut_down()?,
         StopKind::Killed => {
-            // Past the last once-a-second sync; then the drop's SIGKILL.
+            // Past the last once-a-second sync.
             std::thread::sleep(Duration::from_millis(1_500));
-            drop(first);
+            first.kill()?;
         }
     }
     let disk_bytes = dir_bytes(dir);
@@ -510,6 +510,8 @@ fn redis_restart_in(binary: &str, stop: StopKind, keys: &Keys, dir: &Path) -> Re
             good += 1;
         }
     }
+    // SIGTERM: it also stops the rewrite Redis may start after loading.
+    again.shut_down()?;
     Ok(Restart {
         store: format!("redis (aof {})", persistence.label()),
         stop,

@@ -72,6 +72,9 @@ pub struct RedisServer {
     log: PathBuf,
     /// Its data directory if the server owns it (removed on drop).
     owned_dir: Option<PathBuf>,
+    /// Whether it keeps an append-only file (and may fork a rewrite child
+    /// that a SIGKILL of the server would leave running).
+    persistent: bool,
 }
 
 impl RedisServer {
@@ -114,13 +117,22 @@ impl RedisServer {
         self.child.id()
     }
 
-    /// Stops it as an operator would (`SIGTERM`: Redis writes and syncs
-    /// its append-only file, then exits) and waits for it to exit.
+    /// Stops it as an operator would (`SIGTERM`: Redis stops a rewrite
+    /// child, writes and syncs its append-only file, then exits) and waits
+    /// for it to exit.
     pub fn shut_down(mut self) -> Result<()> {
         // SAFETY: kill(2) on our own child's pid.
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Kills it (`SIGKILL`: a crash; a rewrite child it forked runs on
+    /// until it notices) and waits for it to exit.
+    pub fn kill(mut self) -> Result<()> {
+        self.child.kill()?;
         self.child.wait()?;
         Ok(())
     }
@@ -167,6 +179,7 @@ impl RedisServer {
             addr,
             log,
             owned_dir,
+            persistent: persistence != Persistence::None,
         };
         let limit = if dir.is_some() {
             LOAD_TIMEOUT
@@ -212,6 +225,18 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        // A server with an append-only file gets SIGTERM first, so that it
+        // stops a rewrite child too (SIGKILL would leave that running).
+        if self.persistent && matches!(self.child.try_wait(), Ok(None)) {
+            // SAFETY: kill(2) on our own child's pid, not yet reaped.
+            unsafe {
+                libc::kill(self.child.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         // Killing an already exited child fails harmlessly; wait reaps it
         // either way, so no zombie is left.
         let _ = self.child.kill();

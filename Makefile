@@ -30,7 +30,7 @@ help:
 	@echo "make setup   install apt packages, the Python virtualenv and the squall Python package"
 	@echo "make build   build the release binary $(SQUALL)"
 	@echo "make bench-kvs  run the KVS benchmark matrix: Squall (1 and 2 threads), Redis, ZeroMQ floor (~5 min)"
-	@echo "make bench-durable  durable puts beside Redis's AOF (always, everysec), then recovery time of 1M keys (~6 min)"
+	@echo "make bench-durable  durable puts beside Redis's AOF (always, everysec), recovery time of 1M keys, memory- vs disk-tier reads (~7 min)"
 	@echo "make bench-functions  run the functions benchmark: Squall vs Ray vs Dask (~3 min; installs them into .venv-bench)"
 	@echo "make bench-consistency  the price of each consistency level and of a session (~1 min)"
 	@echo "make test-faults  fault campaign: load while processes are killed, stalled, stopped (10 min; MINUTES=1 shorter)"
@@ -105,6 +105,7 @@ bench-durable: $(STAMPS)/apt
 	cargo build --release -p squall -p squall-benches
 	target/release/squall-bench kvs --durable --squall-threads 1,2
 	target/release/squall-bench recovery $(RECOVERY_ARGS)
+	target/release/squall-bench tiers
 
 # The functions benchmark: composition, locality, throughput, Squall vs Ray
 # vs Dask side by side; the peers live in .venv-bench (not .venv, not CI).

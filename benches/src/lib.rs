@@ -55,6 +55,7 @@ pub mod redis;
 pub mod report;
 pub mod runner;
 pub mod squall;
+pub mod tiers;
 pub mod workload;
 pub mod zipf;
 pub mod zmq_floor;

@@ -302,6 +302,18 @@ impl SquallFactory {
         &self.routers
     }
 
+    /// Every storage thread's address, from the cluster record.
+    pub fn node_threads(&self) -> Vec<Address> {
+        let text = std::fs::read_to_string(self.dir.join("cluster.json")).unwrap_or_default();
+        let record: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let nodes = record["nodes"].as_array().cloned().unwrap_or_default();
+        nodes
+            .iter()
+            .flat_map(|n| n["addresses"].as_array().cloned().unwrap_or_default())
+            .filter_map(|a| a.as_str().map(Address::from))
+            .collect()
+    }
+
     /// What each of [`BackendFactory::server_pids`] is, in the same order:
     /// `router 0`, `node 0`, `node 1`, ...
     pub fn process_names(&self) -> &[String] {

@@ -59,6 +59,10 @@ enum Command {
     /// time until it serves every key, beside Redis restarting on an
     /// append-only file of the same keys.
     Recovery(RecoveryArgs),
+    /// Tiers: the read latency of a key in a storage node's memory tier
+    /// against one on disk only (`[storage] memory_bytes` far below the
+    /// data), beside a Redis GET of the same value size.
+    Tiers(TiersArgs),
     /// Draws a CSV written by `autoscale` as an SVG: a throughput line and
     /// a node-count step line over time, p99 below, phases and decisions
     /// marked.
@@ -248,6 +252,25 @@ struct RecoveryArgs {
     redis_server: String,
 }
 
+#[derive(Debug, clap::Args)]
+struct TiersArgs {
+    /// Keys written.
+    #[arg(long, default_value_t = 20_000)]
+    keys: usize,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 1024)]
+    value_size: usize,
+    /// The node's `[storage] memory_bytes`.
+    #[arg(long, default_value_t = 1 << 20)]
+    memory_bytes: usize,
+    /// Reads measured per tier.
+    #[arg(long, default_value_t = 2_000)]
+    reads: usize,
+    /// The redis-server binary: a path, or a name on PATH.
+    #[arg(long, default_value = "redis-server")]
+    redis_server: String,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum AckName {
     /// Acknowledged once the first replica merged it (in memory); the node
@@ -370,6 +393,7 @@ fn main() -> ExitCode {
         Command::Cluster(args) => cluster(&args),
         Command::Autoscale(args) => autoscale(&args),
         Command::Recovery(args) => recovery(&args),
+        Command::Tiers(args) => tiers(&args),
         Command::Plot(args) => plot(&args),
     };
     match result {
@@ -426,6 +450,38 @@ fn autoscale(a: &AutoscaleArgs) -> Result<()> {
         })
         .context("the compute autoscaling run")?;
     }
+    if let Some(load) = load_average() {
+        println!("load average after: {load}");
+    }
+    Ok(())
+}
+
+fn tiers(a: &TiersArgs) -> Result<()> {
+    anyhow::ensure!(
+        a.keys > 2 * a.reads,
+        "--keys must be more than twice --reads"
+    );
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "squall-bench tiers: {cores} cores ({}); load average before: {}",
+        cpu_model().unwrap_or_else(|| "unknown CPU".into()),
+        load_average().unwrap_or_default()
+    );
+    println!(
+        "  {} keys of {} bytes into one node of one thread with memory_bytes = {}; {} reads per tier, one at a time",
+        a.keys, a.value_size, a.memory_bytes, a.reads
+    );
+    println!("  redis: {}", redis_version(&a.redis_server));
+    let run = squall_benches::tiers::TierRun {
+        keys: a.keys,
+        value_size: a.value_size,
+        memory_bytes: a.memory_bytes,
+        reads: a.reads,
+    };
+    let (rows, where_read) = squall_benches::tiers::run(&run, &a.redis_server, 19_400)?;
+    println!();
+    println!("{}", squall_benches::tiers::table(&rows));
+    println!("{where_read}");
     if let Some(load) = load_average() {
         println!("load average after: {load}");
     }

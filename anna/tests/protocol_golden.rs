@@ -256,6 +256,8 @@ fn storage_report_encoding_is_pinned() {
             hot_keys: vec![("hot".to_string(), 1000)],
             memory_bytes: 1000,
             memory_budget: 2000,
+            disk_keys: 5,
+            disk_bytes: 6,
             memory_hits: 3,
             disk_hits: 1,
         },
@@ -282,6 +284,8 @@ fn storage_report_encoding_is_pinned() {
             "fbe803", //   1000 accesses
             "fbe803", // memory_bytes 1000
             "fbd007", // memory_budget 2000
+            "05",     // disk_keys 5
+            "06",     // disk_bytes 6
             "03",     // memory_hits 3
             "01",     // disk_hits 1
         ),

@@ -152,6 +152,35 @@ pub fn render(m: &Monitor) -> String {
         );
     }
     p.family(
+        "squall_storage_tier_keys",
+        "gauge",
+        "Keys of a storage thread by tier: in memory (and on disk), on disk only.",
+    );
+    for r in &tiered {
+        let (node, thread) = (r.node.0.to_string(), r.thread.to_string());
+        let memory = r.keys.saturating_sub(r.disk_keys);
+        for (tier, keys) in [("memory", memory), ("disk", r.disk_keys)] {
+            p.sample(
+                "squall_storage_tier_keys",
+                &[("node", &node), ("thread", &thread), ("tier", tier)],
+                keys as f64,
+            );
+        }
+    }
+    p.family(
+        "squall_storage_disk_tier_bytes",
+        "gauge",
+        "Bytes of a storage thread's keys on disk only.",
+    );
+    for r in &tiered {
+        let (node, thread) = (r.node.0.to_string(), r.thread.to_string());
+        p.sample(
+            "squall_storage_disk_tier_bytes",
+            &[("node", &node), ("thread", &thread)],
+            r.disk_bytes as f64,
+        );
+    }
+    p.family(
         "squall_storage_reads_per_second",
         "gauge",
         "Reads and writes a second at a storage thread since its previous report, by the tier that held the key.",

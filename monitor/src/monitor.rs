@@ -734,6 +734,9 @@ mod tests {
         report.memory_budget = 1000;
         report.memory_hits = 30;
         report.disk_hits = 10;
+        report.keys = 100;
+        report.disk_keys = 60;
+        report.disk_bytes = 6000;
         f.deliver(secs(0), Message::StorageReport { id, report });
         f.tick(secs(1));
         let metrics = f.metrics();
@@ -742,6 +745,9 @@ mod tests {
             "squall_storage_memory_budget_bytes{node=\"1\",thread=\"0\"} 1000",
             "squall_storage_reads_per_second{node=\"1\",thread=\"0\",tier=\"memory\"} 30",
             "squall_storage_reads_per_second{node=\"1\",thread=\"0\",tier=\"disk\"} 10",
+            "squall_storage_tier_keys{node=\"1\",thread=\"0\",tier=\"memory\"} 40",
+            "squall_storage_tier_keys{node=\"1\",thread=\"0\",tier=\"disk\"} 60",
+            "squall_storage_disk_tier_bytes{node=\"1\",thread=\"0\"} 6000",
         ] {
             assert!(metrics.contains(line), "{line} in\n{metrics}");
         }

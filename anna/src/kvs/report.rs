@@ -29,6 +29,8 @@ impl StorageWorker {
             hot_keys: last.hot_keys.clone(),
             memory_bytes: if budget > 0 { tiers.memory_bytes } else { 0 },
             memory_budget: budget,
+            disk_keys: tiers.disk_keys,
+            disk_bytes: tiers.disk_bytes,
             memory_hits: tiers.memory_hits.saturating_sub(memory_before),
             disk_hits: tiers.disk_hits.saturating_sub(disk_before),
         };

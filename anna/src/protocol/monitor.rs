@@ -78,6 +78,9 @@ pub struct StorageReport {
     /// memory tier and the thread's budget; both 0 without one.
     pub memory_bytes: u64,
     pub memory_budget: u64,
+    /// Keys on disk only, and their bytes (0 without a budget).
+    pub disk_keys: u64,
+    pub disk_bytes: u64,
     /// Reads and writes since the previous report that found their key in
     /// memory, and on disk only.
     pub memory_hits: u64,

@@ -601,6 +601,8 @@ fn storage_report() -> StorageReport {
         hot_keys: vec![("hot".to_string(), u32::MAX), (String::new(), 1)],
         memory_bytes: 1 << 40,
         memory_budget: 1 << 41,
+        disk_keys: 3,
+        disk_bytes: 1 << 50,
         memory_hits: 7,
         disk_hits: u64::MAX,
     }

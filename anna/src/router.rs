@@ -56,6 +56,10 @@ pub struct RouterStats {
     pub pauses: u64,
     /// Heartbeats of incarnations already departed (answered with the state).
     pub stale_heartbeats: u64,
+    /// Departures refused: of a node this router does not know as up in
+    /// that incarnation (an incarnation it never saw, one already
+    /// replaced, a node it never heard of).
+    pub departures_refused: u64,
     pub unexpected: u64,
     /// The driver's transport counters, as last observed.
     pub transport: crate::role::TransportStats,
@@ -70,6 +74,7 @@ impl RouterStats {
             ("departures", self.departures),
             ("failures_declared", self.failures_declared),
             ("stale_heartbeats", self.stale_heartbeats),
+            ("departures_refused", self.departures_refused),
             ("pauses", self.pauses),
             ("unexpected", self.unexpected),
         ];
@@ -173,10 +178,33 @@ impl Router {
                 }
             }
             Membership::Depart { node, incarnation } => {
-                self.stats.departures += 1;
-                tracing::info!(node = node.0, incarnation, "node departed");
-                self.last_heard.remove(&node);
-                self.cluster.record_departure(node, incarnation)
+                let known = self.cluster.member(node).cloned();
+                match known {
+                    Some(r)
+                        if r.incarnation == incarnation && r.status != MemberStatus::Departed =>
+                    {
+                        self.stats.departures += 1;
+                        tracing::info!(node = node.0, incarnation, "node departed");
+                        self.last_heard.remove(&node);
+                        self.cluster.record_departure(node, incarnation)
+                    }
+                    // A repeated departure: nothing to do.
+                    Some(r) if r.incarnation == incarnation => false,
+                    _ => {
+                        // Only the incarnation the router knows as up may
+                        // depart: a departure of any other (a forged or a
+                        // garbled one) would remove a live node for good.
+                        self.stats.departures_refused += 1;
+                        tracing::warn!(
+                            node = node.0,
+                            incarnation,
+                            known = ?known.map(|r| r.incarnation),
+                            refused = self.stats.departures_refused,
+                            "departure refused: not the incarnation this router knows as up"
+                        );
+                        false
+                    }
+                }
             }
             Membership::Heartbeat { node, incarnation } => {
                 let id = node.id;
@@ -413,5 +441,43 @@ mod tests {
         assert!(sent.iter().any(|(to, m)| to.as_str() == "node1/t0"
             && matches!(m, Message::Membership(Membership::State(_)))));
         assert_eq!(r.stats().stale_heartbeats, 1);
+    }
+
+    fn depart(r: &mut Router, now: Time, id: u64, incarnation: u64) {
+        let m = Membership::Depart {
+            node: NodeId(id),
+            incarnation,
+        };
+        r.step(
+            now,
+            Input::Message(Message::Membership(m)),
+            &mut Outbox::default(),
+        );
+    }
+
+    #[test]
+    fn only_the_incarnation_known_as_up_may_depart() {
+        let mut r = Router::new(RouterConfig::default(), Address::from("router"), vec![]);
+        heartbeat(&mut r, Time(1), 1, 3);
+        // An incarnation never seen (the forged frame of the security
+        // issue), an older one, and a node never heard of: refused.
+        depart(&mut r, Time(2), 1, u64::from(u32::MAX));
+        depart(&mut r, Time(2), 1, 2);
+        depart(&mut r, Time(2), 9, 1);
+        assert_eq!(r.stats().departures_refused, 3);
+        assert_eq!(
+            r.cluster().member(NodeId(1)).map(|m| m.status.clone()),
+            Some(MemberStatus::Up(node(1)))
+        );
+        assert_eq!(r.cluster().live_nodes().count(), 1);
+        // Its own departure is taken, once.
+        depart(&mut r, Time(3), 1, 3);
+        depart(&mut r, Time(3), 1, 3);
+        assert_eq!(
+            r.cluster().member(NodeId(1)).map(|m| m.status.clone()),
+            Some(MemberStatus::Departed)
+        );
+        assert_eq!(r.stats().departures, 1);
+        assert_eq!(r.stats().departures_refused, 3);
     }
 }

@@ -11,7 +11,10 @@
 #     container's command line, as each pod of the workload runs it, is
 #     accepted by the binary's argument parser, when a built squall binary is
 #     found (SQUALL=path, else target/{debug,release});
-#  4. routers and schedulers are StatefulSets of two or more behind headless
+#  4. least privilege: every pod non-root under the RuntimeDefault seccomp
+#     profile, every container with a read-only root filesystem, no
+#     privilege escalation, no capabilities, and CPU and memory limits;
+#  5. routers and schedulers are StatefulSets of two or more behind headless
 #     Services, kept by a PodDisruptionBudget that leaves one serving, and
 #     every component names each router and each scheduler by its pod's DNS
 #     name (`--router`, `--scheduler`, a router's `--peer`), exactly as many
@@ -71,6 +74,30 @@ def shell_scripts(container):
     exe = (container.get("lifecycle", {}).get("preStop") or {}).get("exec", {}).get("command", [])
     if exe[:2] == ["/bin/sh", "-c"]:
         yield "preStop", exe[2]
+
+# Least privilege: every pod runs as a non-root user under the runtime's
+# default seccomp profile; every container has a read-only root
+# filesystem, no privilege escalation, no capabilities, and CPU and memory
+# limits.
+for file, doc in docs:
+    spec = doc.get("spec", {}).get("template", {}).get("spec")
+    if not spec:
+        continue
+    pod = spec.get("securityContext", {})
+    name = f"{file} {doc['metadata']['name']}"
+    check(pod.get("runAsNonRoot") is True and pod.get("runAsUser", 0) != 0,
+          f"{name} runs as a non-root user")
+    check(pod.get("seccompProfile", {}).get("type") == "RuntimeDefault",
+          f"{name} has the RuntimeDefault seccomp profile")
+    for c in spec["containers"]:
+        ctx = c.get("securityContext", {})
+        limits = c.get("resources", {}).get("limits", {})
+        check(ctx.get("readOnlyRootFilesystem") is True
+              and ctx.get("allowPrivilegeEscalation") is False
+              and ctx.get("capabilities", {}).get("drop") == ["ALL"],
+              f"{name}/{c['name']}: read-only root filesystem, no escalation, no capabilities")
+        check("cpu" in limits and "memory" in limits,
+              f"{name}/{c['name']}: CPU and memory limits ({limits})")
 
 for file, doc in docs:
     spec = doc.get("spec", {}).get("template", {}).get("spec")

@@ -60,6 +60,9 @@ pub struct RouterStats {
     /// that incarnation (an incarnation it never saw, one already
     /// replaced, a node it never heard of).
     pub departures_refused: u64,
+    /// Heartbeats refused: of an incarnation later than the one this
+    /// router knows for the node (incarnations come from joins).
+    pub heartbeats_refused: u64,
     pub unexpected: u64,
     /// The driver's transport counters, as last observed.
     pub transport: crate::role::TransportStats,
@@ -75,6 +78,7 @@ impl RouterStats {
             ("failures_declared", self.failures_declared),
             ("stale_heartbeats", self.stale_heartbeats),
             ("departures_refused", self.departures_refused),
+            ("heartbeats_refused", self.heartbeats_refused),
             ("pauses", self.pauses),
             ("unexpected", self.unexpected),
         ];
@@ -208,6 +212,25 @@ impl Router {
             }
             Membership::Heartbeat { node, incarnation } => {
                 let id = node.id;
+                let known = self.cluster.member(id).map(|r| r.incarnation);
+                if known.is_some_and(|k| incarnation > k) {
+                    // Incarnations come from joins: a later one this router
+                    // never gave out (nor heard of from its peers) would
+                    // replace a known node's record, threads and all. A
+                    // router that does not know the node at all (it
+                    // restarted) still learns it from the heartbeat.
+                    self.stats.heartbeats_refused += 1;
+                    if self.stats.heartbeats_refused.is_power_of_two() {
+                        tracing::warn!(
+                            node = id.0,
+                            incarnation,
+                            known,
+                            refused = self.stats.heartbeats_refused,
+                            "heartbeat refused: an incarnation this router never saw"
+                        );
+                    }
+                    return;
+                }
                 self.last_heard.insert(id, now);
                 // A router that restarted learns the member from its own
                 // heartbeat; a departure it knows of is not undone by it.
@@ -479,5 +502,39 @@ mod tests {
         );
         assert_eq!(r.stats().departures, 1);
         assert_eq!(r.stats().departures_refused, 3);
+    }
+
+    #[test]
+    fn a_heartbeat_of_an_incarnation_never_given_out_is_refused() {
+        let mut r = Router::new(RouterConfig::default(), Address::from("router"), vec![]);
+        heartbeat(&mut r, Time(1), 1, 3);
+        // A later incarnation with other threads (a forged or garbled
+        // frame) does not replace the known node.
+        let mut out = Outbox::default();
+        let forged = Membership::Heartbeat {
+            node: NodeInfo {
+                threads: vec![Address::from("elsewhere/t0")],
+                ..node(1)
+            },
+            incarnation: u64::from(u32::MAX),
+        };
+        r.step(
+            Time(2),
+            Input::Message(Message::Membership(forged)),
+            &mut out,
+        );
+        assert!(out.drain().next().is_none());
+        assert_eq!(r.stats().heartbeats_refused, 1);
+        let record = r.cluster().member(NodeId(1)).cloned().expect("known");
+        assert_eq!(
+            (record.incarnation, record.status),
+            (3, MemberStatus::Up(node(1)))
+        );
+        // Its own heartbeats still count, and a node never heard of is
+        // still learnt from its heartbeat.
+        heartbeat(&mut r, Time(3), 1, 3);
+        heartbeat(&mut r, Time(3), 2, 5);
+        assert_eq!(r.cluster().live_nodes().count(), 2);
+        assert_eq!(r.stats().heartbeats_refused, 1);
     }
 }

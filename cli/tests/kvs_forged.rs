@@ -1,11 +1,12 @@
 //! Forged membership frames against real processes: a ZeroMQ PUSH of a
-//! `Depart` for a live node, with an incarnation the router never gave it,
-//! must not remove the node (the security issue's first finding).
+//! `Depart` or a `Heartbeat` for a live node, with an incarnation the
+//! router never gave it, must not remove or move the node (the security
+//! issue's first finding).
 
 mod cluster;
 
 use anna::lattice::{LatticeValue, Lww, Timestamp, WriterId};
-use anna::protocol::{Membership, Message, NodeId};
+use anna::protocol::{Address, Membership, Message, NodeId, NodeInfo};
 use cluster::{client_config, Cluster, Probe};
 use squall_transport::Sender;
 use std::time::Duration;
@@ -21,6 +22,15 @@ fn a_forged_departure_of_a_live_node_is_refused_and_counted() {
             incarnation: u64::from(u32::MAX),
         });
         tx.send(&cluster.router(), &forged).expect("sent");
+        let moved = Message::Membership(Membership::Heartbeat {
+            node: NodeInfo {
+                id: NodeId(node),
+                threads: vec![Address::from("tcp://127.0.0.1:9")],
+                boot: 1,
+            },
+            incarnation: u64::from(u32::MAX),
+        });
+        tx.send(&cluster.router(), &moved).expect("sent");
     }
     let mut probe = Probe::new();
     cluster::wait_until(

@@ -88,7 +88,8 @@ pub struct TierStats {
     pub disk_keys: u64,
     /// Their bytes, as they were when demoted.
     pub disk_bytes: u64,
-    /// Reads and writes that found their key in memory.
+    /// Reads and writes that found their key in memory (counted with a
+    /// memory budget only).
     pub memory_hits: u64,
     /// Reads and writes that found their key on disk only (and promoted it).
     pub disk_hits: u64,
@@ -117,6 +118,9 @@ pub struct Shard {
     budget: usize,
     /// Keys read or written since the last demotion round (with a budget).
     touched: StableHashSet<Key>,
+    /// The bytes of the keys in `cold`, kept as they move.
+    cold_bytes: u64,
+    /// Hits, moves and the memory estimate; the key counts are the maps'.
     stats: TierStats,
 }
 
@@ -137,6 +141,7 @@ impl Shard {
             sync_owed: false,
             budget: 0,
             touched: StableHashSet::default(),
+            cold_bytes: 0,
             stats: TierStats::default(),
         }
     }
@@ -155,6 +160,7 @@ impl Shard {
         for (key, state) in recovered.entries {
             let size = key.len() + state.approx_bytes();
             if budget > 0 && bytes + size > budget {
+                shard.cold_bytes += size as u64;
                 shard.cold.insert(key, size);
             } else {
                 bytes += size;
@@ -162,7 +168,6 @@ impl Shard {
             }
         }
         shard.stats.memory_bytes = if budget > 0 { bytes as u64 } else { 0 };
-        shard.count();
         Ok((shard, recovered.skipped))
     }
 
@@ -182,7 +187,12 @@ impl Shard {
 
     /// Keys, bytes and hits per tier.
     pub fn tiers(&self) -> TierStats {
-        self.stats
+        TierStats {
+            memory_keys: self.map.len() as u64,
+            disk_keys: self.cold.len() as u64,
+            disk_bytes: self.cold_bytes,
+            ..self.stats
+        }
     }
 
     /// `key`'s state if it is in memory (a key on disk only is `None`: see
@@ -227,22 +237,25 @@ impl Shard {
     /// Moves `key` from disk only into memory, if it is there; counts the
     /// tier it was found in (gossip and handoff merges count too).
     fn promote(&mut self, key: &str) -> Result<(), StoreError> {
-        if self.map.contains_key(key) {
-            self.stats.memory_hits += 1;
+        // Without a budget nothing is ever on disk only: no lookup here.
+        if self.budget == 0 {
             return Ok(());
         }
         if !self.cold.contains_key(key) {
+            if self.map.contains_key(key) {
+                self.stats.memory_hits += 1;
+            }
             return Ok(());
         }
         let state = self.load_cold(key)?;
         let size = self.cold.remove(key).unwrap_or_default();
+        self.cold_bytes = self.cold_bytes.saturating_sub(size as u64);
         self.stats.disk_hits += 1;
         self.stats.promoted += 1;
         self.stats.memory_bytes = self.stats.memory_bytes.saturating_add(size as u64);
         if let Some(state) = state {
             self.map.insert(key.to_string(), state);
         }
-        self.count();
         Ok(())
     }
 
@@ -287,19 +300,21 @@ impl Shard {
         self.note(key);
         if !self.map.contains_key(key) {
             self.map.insert(key.clone(), KeyState::default());
-            self.count();
         }
         Ok(self.map.get_mut(key).expect("inserted above"))
     }
 
     /// Drops `key`; whether it was held.
     pub fn remove(&mut self, key: &str) -> bool {
-        let held = self.map.remove(key).is_some() | self.cold.remove(key).is_some();
+        let cold = self.cold.remove(key);
+        if let Some(size) = cold {
+            self.cold_bytes = self.cold_bytes.saturating_sub(size as u64);
+        }
+        let held = self.map.remove(key).is_some() | cold.is_some();
         if held && self.store.is_some() {
             self.dirty.insert(key.to_string());
         }
         self.touched.remove(key);
-        self.count();
         held
     }
 
@@ -307,12 +322,6 @@ impl Shard {
         if self.store.is_some() && !self.dirty.contains(key) {
             self.dirty.insert(key.clone());
         }
-    }
-
-    fn count(&mut self) {
-        self.stats.memory_keys = self.map.len() as u64;
-        self.stats.disk_keys = self.cold.len() as u64;
-        self.stats.disk_bytes = self.cold.values().map(|b| *b as u64).sum();
     }
 
     /// Whether the memory tier may hold more than its budget: a demotion
@@ -398,13 +407,13 @@ impl Shard {
             }
             for (key, bytes) in leaving {
                 self.map.remove(&key);
+                self.cold_bytes += bytes as u64;
                 self.cold.insert(key, bytes);
                 self.stats.demoted += 1;
             }
         }
         self.stats.memory_bytes = total as u64;
         self.touched.clear();
-        self.count();
     }
 }
 

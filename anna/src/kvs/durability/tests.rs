@@ -350,6 +350,9 @@ fn three_times_the_memory_budget_is_written_and_read_back_through_the_disk_tier(
     }
     let after = w.tiers();
     assert!(after.disk_hits >= 40 && after.promoted >= 40, "{after:?}");
+    // Every key is back in memory: nothing is counted on disk only.
+    assert_eq!((after.disk_keys, after.disk_bytes), (0, 0), "{after:?}");
+    assert_eq!(after.memory_keys, 60);
     // The next round brings memory back under its budget, keeping the keys
     // read since the round before last for last.
     t = t + Duration::from_millis(100);

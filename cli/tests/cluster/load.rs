@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// The writer stops by itself after this many keys, bounding the read-back.
+/// The writer writes at most this many keys before [`Writer::mark`] and as
+/// many again after it, bounding the read-back; at its cap it waits. (A
+/// writer that stopped for good at its cap could never satisfy a
+/// `wait_for(acked() + n)` after a mark on a fast machine.)
 pub const MAX_KEYS: usize = 4000;
 
 /// What a [`Writer`] did.
@@ -46,9 +49,17 @@ impl Writer {
             std::thread::spawn(move || {
                 let mut client = Client::connect(vec![router], config).expect("client");
                 let mut report = WriterReport::default();
-                for n in 0..MAX_KEYS {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let marked = mark.load(Ordering::Relaxed);
+                    let cap = if marked == usize::MAX {
+                        MAX_KEYS
+                    } else {
+                        marked + MAX_KEYS
+                    };
+                    if n >= cap {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
                     }
                     let key = format!("{prefix}-{n}");
                     let value = format!("value-{n}").into_bytes();
@@ -59,6 +70,7 @@ impl Writer {
                         }
                         Err(e) => report.failed.push((key, e.to_string())),
                     }
+                    n += 1;
                 }
                 let marked = mark.load(Ordering::Relaxed);
                 report.acked_after_mark = report.acked.len().saturating_sub(marked);

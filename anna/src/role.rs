@@ -88,6 +88,12 @@ pub struct TransportStats {
     pub received: u64,
     /// Frames received that did not decode, dropped.
     pub malformed: u64,
+    /// Frames received that failed authentication (no seal, another key,
+    /// a changed byte, a replay, a stale time), dropped.
+    pub unauthenticated: u64,
+    /// Messages from clients whose key lacks the right they need (or that
+    /// only members send), refused (answered with the right missing).
+    pub refused: u64,
     /// Messages handed to a peer's queue.
     pub sent: u64,
     /// Messages dropped because a peer's queue was full or they did not
@@ -105,10 +111,12 @@ pub struct TransportStats {
 impl TransportStats {
     /// The counters by name, for status replies: a role's own counters
     /// followed by these.
-    pub fn named(&self) -> [(&'static str, u64); 5] {
+    pub fn named(&self) -> [(&'static str, u64); 7] {
         [
             ("received", self.received),
             ("malformed", self.malformed),
+            ("unauthenticated", self.unauthenticated),
+            ("refused", self.refused),
             ("sent", self.sent),
             ("dropped", self.dropped),
             ("busy_us", self.busy_us),

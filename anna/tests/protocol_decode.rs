@@ -25,7 +25,11 @@ use std::sync::LazyLock;
 /// the whole file runs in seconds in a debug build.
 const CASES: u32 = 512;
 
-const VERSION: [u8; 2] = PROTOCOL_VERSION.to_le_bytes();
+/// An open frame's header: the version, then mode 0.
+const HEADER: [u8; 3] = {
+    let v = PROTOCOL_VERSION.to_le_bytes();
+    [v[0], v[1], 0]
+};
 
 // Wire tags (variant indices) used to craft frames by hand.
 const TAG_PING: u8 = 0;
@@ -87,7 +91,7 @@ fn varint(v: u64) -> Vec<u8> {
 }
 
 fn frame_of(parts: &[&[u8]]) -> Vec<u8> {
-    let mut frame = VERSION.to_vec();
+    let mut frame = HEADER.to_vec();
     for part in parts {
         frame.extend_from_slice(part);
     }
@@ -140,7 +144,7 @@ fn is_nesting_error(result: &Result<Message, DecodeError>) -> bool {
 fn every_sample_round_trips() {
     let mut buf = vec![0xaa; 3];
     for (msg, frame) in frames() {
-        assert_eq!(&frame[..2], VERSION, "{msg:?}");
+        assert_eq!(&frame[..3], HEADER, "{msg:?}");
         assert_eq!(decode(&frame), Ok(msg.clone()));
         encode_into(&msg, &mut buf).unwrap();
         assert_eq!(buf, frame, "encode_into replaces the buffer's contents");
@@ -192,6 +196,7 @@ fn samples_cover_every_variant_and_lattice_kind() {
                         Outcome::Error(KvsError::ClockAhead { .. }) => "clock-ahead",
                         Outcome::Error(KvsError::NotDurable { .. }) => "not-durable",
                         Outcome::Error(KvsError::DiskRead { .. }) => "disk-read",
+                        Outcome::Error(KvsError::PermissionDenied { .. }) => "permission-denied",
                         Outcome::State(_) => "key-state",
                     });
                 }
@@ -221,6 +226,7 @@ fn samples_cover_every_variant_and_lattice_kind() {
                         CallErrorKind::Overloaded => "overloaded",
                         CallErrorKind::TooLarge => "call-too-large",
                         CallErrorKind::Unavailable => "unavailable",
+                        CallErrorKind::PermissionDenied => "call-permission-denied",
                     },
                 });
             }
@@ -256,7 +262,7 @@ fn samples_cover_every_variant_and_lattice_kind() {
             | Message::RouteResponse(_) => {}
         }
     }
-    assert_eq!(seen.len(), 4 + 4 + 13 + 7 + 1 + 10, "{seen:?}");
+    assert_eq!(seen.len(), 4 + 4 + 14 + 7 + 1 + 11, "{seen:?}");
 }
 
 // ---- (c) truncation, trailing bytes ------------------------------------
@@ -266,8 +272,8 @@ fn every_truncation_of_every_sample_is_an_error() {
     for (msg, frame) in frames() {
         for len in 0..frame.len() {
             match decode(&frame[..len]) {
-                Err(DecodeError::Truncated { len: l }) => assert!(len < 2 && l == len),
-                Err(DecodeError::Malformed(_)) => assert!(len >= 2),
+                Err(DecodeError::Truncated { len: l }) => assert!(len < 3 && l == len),
+                Err(DecodeError::Malformed(_)) => assert!(len >= 3),
                 other => panic!("{} cut to {len} bytes gave {other:?}", msg.kind()),
             }
         }
@@ -301,7 +307,7 @@ fn the_version_is_checked_before_the_size_and_the_body() {
 fn a_frame_over_the_limit_is_oversized_and_one_at_the_limit_is_not() {
     // Zeroed pages are mapped lazily: building these costs almost nothing.
     let mut frame = vec![0u8; MAX_FRAME_BYTES + 1];
-    frame[..2].copy_from_slice(&VERSION);
+    frame[..3].copy_from_slice(&HEADER);
     assert_eq!(
         decode(&frame),
         Err(DecodeError::Oversized {
@@ -315,7 +321,7 @@ fn a_frame_over_the_limit_is_oversized_and_one_at_the_limit_is_not() {
     assert_eq!(
         decode(&frame),
         Err(DecodeError::TrailingBytes {
-            extra: MAX_FRAME_BYTES - 2 - 3,
+            extra: MAX_FRAME_BYTES - 3 - 3,
         })
     );
     // A wrong version is reported even on an oversized frame.

@@ -63,7 +63,8 @@ fn ping_encoding_is_pinned() {
         "ping",
         msg,
         concat!(
-            "0600", // protocol version 6, u16 LE
+            "0700", // protocol version 7, u16 LE
+            "00",   // mode 0: an open frame
             "00",   // Message::Ping
             "07",   // id
             "13",
@@ -92,7 +93,8 @@ fn kvs_request_with_an_lww_put_encoding_is_pinned() {
         "kvs-request put lww",
         msg,
         concat!(
-            "0600", // protocol version 6
+            "0700", // protocol version 7
+            "00",   // open
             "02",   // Message::KvsRequest
             "2a",   // id 42
             "07",
@@ -134,7 +136,8 @@ fn gossip_of_a_counter_encoding_is_pinned() {
         "gossip counter",
         msg,
         concat!(
-            "0600", // protocol version 6
+            "0700", // protocol version 7
+            "00",   // open
             "04",   // Message::Gossip
             "0d",
             "7463703a2f2f6e313a36303030", // from "tcp://n1:6000"
@@ -180,7 +183,8 @@ fn membership_state_encoding_is_pinned() {
         "membership state",
         msg,
         concat!(
-            "0600", // protocol version 6
+            "0700", // protocol version 7
+            "00",   // open
             "07",   // Message::Membership
             "03",   // Membership::State
             "02",   // two member records
@@ -225,7 +229,8 @@ fn call_result_error_encoding_is_pinned() {
         "call-result",
         msg,
         concat!(
-            "0600", // protocol version 6
+            "0700", // protocol version 7
+            "00",   // open
             "11",   // Message::CallResult (variant 17)
             "fb2c01", "01",     // CallId { caller: 300 (varint), seq: 1 }
             "01",     // CallOutcome::Error
@@ -266,7 +271,8 @@ fn storage_report_encoding_is_pinned() {
         "storage-report",
         msg,
         concat!(
-            "0600", // protocol version 6
+            "0700", // protocol version 7
+            "00",   // open
             "1b",   // Message::StorageReport (variant 27)
             "05",   // id
             "0d",

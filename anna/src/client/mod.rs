@@ -106,6 +106,9 @@ pub enum ClientError {
     /// be held in memory).
     #[error("`{key}` is not durable: {reason}")]
     NotDurable { key: Key, reason: String },
+    /// The client's key lacks the right the operation needs.
+    #[error("`{key}`: {reason}")]
+    PermissionDenied { key: Key, reason: String },
     /// A socket failed.
     #[error("transport: {0}")]
     Transport(String),
@@ -133,6 +136,7 @@ impl ClientError {
             | KvsError::ClockAhead { .. }
             | KvsError::DiskRead { .. }) => ClientError::Refused { key, reason },
             KvsError::NotDurable { reason } => ClientError::NotDurable { key, reason },
+            KvsError::PermissionDenied { reason } => ClientError::PermissionDenied { key, reason },
         }
     }
 
@@ -153,6 +157,9 @@ impl ClientError {
             ClientError::Stale { .. } => KvsError::Stale,
             ClientError::Refused { reason, .. } => reason.clone(),
             ClientError::NotDurable { reason, .. } => KvsError::NotDurable {
+                reason: reason.clone(),
+            },
+            ClientError::PermissionDenied { reason, .. } => KvsError::PermissionDenied {
                 reason: reason.clone(),
             },
             ClientError::Timeout { .. }

@@ -1,4 +1,7 @@
-//! Framing: `[version: u16 little-endian][bincode(Message)]`.
+//! Framing: `[version: u16 little-endian][mode: u8][bincode(Message)]`.
+//!
+//! Mode 0 is an open frame (security off); the other modes are sealed
+//! frames, opened by [`super::seal`], whose body is the same bincode.
 //!
 //! The version is checked before anything else is read, the frame size is
 //! bounded before anything is allocated, bincode's own limit bounds every
@@ -12,12 +15,14 @@ use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 /// The version every frame starts with. Bump it when a message's shape
 /// changes; peers of another version are refused with
 /// [`DecodeError::WrongVersion`].
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// The largest frame accepted or produced.
 pub const MAX_FRAME_BYTES: usize = 64 << 20;
 
 const VERSION_BYTES: usize = 2;
+/// The version and the open mode byte.
+const OPEN_HEADER: usize = VERSION_BYTES + 1;
 
 type Config = Configuration<LittleEndian, Varint, Limit<MAX_FRAME_BYTES>>;
 
@@ -26,8 +31,8 @@ const CONFIG: Config = bincode::config::standard().with_limit::<MAX_FRAME_BYTES>
 /// Why bytes are not a message.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    /// Shorter than the version prefix.
-    #[error("frame of {len} bytes is shorter than its version prefix")]
+    /// Shorter than its header.
+    #[error("frame of {len} bytes is shorter than its header")]
     Truncated { len: usize },
     /// From a peer speaking another protocol version.
     #[error("protocol version {found}, expected {expected}")]
@@ -38,6 +43,9 @@ pub enum DecodeError {
     /// The body is not a valid message.
     #[error("malformed message: {0}")]
     Malformed(String),
+    /// A sealed frame given to [`decode`], which reads open frames only.
+    #[error("sealed frame: open it with the cluster's keys")]
+    Sealed,
     /// A valid message followed by bytes that belong to nothing.
     #[error("{extra} trailing bytes after the message")]
     TrailingBytes { extra: usize },
@@ -61,11 +69,18 @@ pub fn encode(msg: &Message) -> Result<Vec<u8>, EncodeError> {
     Ok(buf)
 }
 
-/// Encodes `msg` into `buf`, replacing its contents; reusing one buffer keeps
-/// a sender's hot path free of allocation.
+/// Encodes `msg` as an open frame into `buf`, replacing its contents;
+/// reusing one buffer keeps a sender's hot path free of allocation.
 pub fn encode_into(msg: &Message, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
     buf.clear();
     buf.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    buf.push(0);
+    encode_body_into(msg, buf)
+}
+
+/// Appends `msg`'s body (bincode) to `buf`, failing when `buf` would then
+/// exceed [`MAX_FRAME_BYTES`].
+pub(crate) fn encode_body_into(msg: &Message, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
     bincode::serde::encode_into_std_write(msg, buf, CONFIG)
         .map_err(|e| EncodeError::Serialize(e.to_string()))?;
     if buf.len() > MAX_FRAME_BYTES {
@@ -79,9 +94,10 @@ pub fn encode_into(msg: &Message, buf: &mut Vec<u8>) -> Result<(), EncodeError> 
     Ok(())
 }
 
-/// Decodes one frame. Never panics; every failure is a [`DecodeError`].
+/// Decodes one open frame. Never panics; every failure is a
+/// [`DecodeError`]. A sealed frame is opened by [`super::seal::Opener`].
 pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
-    let Some((version, body)) = bytes.split_first_chunk::<VERSION_BYTES>() else {
+    let Some((version, _)) = bytes.split_first_chunk::<VERSION_BYTES>() else {
         return Err(DecodeError::Truncated { len: bytes.len() });
     };
     let found = u16::from_le_bytes(*version);
@@ -91,12 +107,23 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             expected: PROTOCOL_VERSION,
         });
     }
+    let Some((header, body)) = bytes.split_first_chunk::<OPEN_HEADER>() else {
+        return Err(DecodeError::Truncated { len: bytes.len() });
+    };
     if bytes.len() > MAX_FRAME_BYTES {
         return Err(DecodeError::Oversized {
             len: bytes.len(),
             max: MAX_FRAME_BYTES,
         });
     }
+    if header[2] != 0 {
+        return Err(DecodeError::Sealed);
+    }
+    decode_body(body)
+}
+
+/// Decodes a frame's body: exactly one message.
+pub(crate) fn decode_body(body: &[u8]) -> Result<Message, DecodeError> {
     let (msg, used) = bincode::serde::decode_from_slice::<Message, Config>(body, CONFIG)
         .map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if used != body.len() {

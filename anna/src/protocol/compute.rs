@@ -345,6 +345,8 @@ pub enum CallErrorKind {
     /// No scheduler answered: the caller's own verdict, never sent by a
     /// scheduler.
     Unavailable,
+    /// The client's key lacks the `call` right.
+    PermissionDenied,
 }
 
 /// A failed call, as the caller sees it.

@@ -158,6 +158,9 @@ pub enum KvsError {
     /// The replica holds the key on disk only and could not read it.
     #[error("the replica could not read the key from its disk: {reason}")]
     DiskRead { reason: String },
+    /// The client's key lacks the right this operation needs.
+    #[error("permission denied: {reason}")]
+    PermissionDenied { reason: String },
 }
 
 /// Merged key states pushed to other replicas (and subscribed caches).

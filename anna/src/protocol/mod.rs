@@ -15,6 +15,8 @@
 //! # Layout
 //!
 //! - [`codec`]: framing, [`encode`], [`decode`], [`DecodeError`].
+//! - [`seal`]: sealed frames: keys, authentication, encryption, replay
+//!   protection, and what a client may send.
 //! - [`kvs`]: requests to storage threads, their responses, gossip.
 //! - [`cluster`]: routing questions and membership.
 //! - [`compute`]: calls, DAG plans, results, executor and cache reports,
@@ -27,6 +29,7 @@ pub mod codec;
 pub mod compute;
 pub mod kvs;
 pub mod monitor;
+pub mod seal;
 pub mod session;
 
 pub use crate::ids::{Address, Key, NodeId, NodeInfo, RequestId};

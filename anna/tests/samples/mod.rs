@@ -297,6 +297,12 @@ pub fn sample_messages() -> Vec<Message> {
                         reason: "input/output error".to_string(),
                     }),
                 ),
+                result(
+                    "o",
+                    Outcome::Error(KvsError::PermissionDenied {
+                        reason: "the client lacks the `write` right".to_string(),
+                    }),
+                ),
             ],
         }),
         Message::Gossip(Gossip {
@@ -392,7 +398,7 @@ pub fn sample_messages() -> Vec<Message> {
 }
 
 /// Every compute-tier error kind, in declaration order.
-pub const CALL_ERROR_KINDS: [CallErrorKind; 10] = [
+pub const CALL_ERROR_KINDS: [CallErrorKind; 11] = [
     CallErrorKind::Remote,
     CallErrorKind::UnknownFunction,
     CallErrorKind::UnknownDag,
@@ -403,6 +409,7 @@ pub const CALL_ERROR_KINDS: [CallErrorKind; 10] = [
     CallErrorKind::Overloaded,
     CallErrorKind::TooLarge,
     CallErrorKind::Unavailable,
+    CallErrorKind::PermissionDenied,
 ];
 
 fn plan() -> Plan {

@@ -1,0 +1,824 @@
+//! Sealed frames: every frame authenticated (and, as a setting, encrypted)
+//! in our own codec, with replay protection.
+//!
+//! A cluster has one secret ([`Secret`], 32 random bytes that `squall up`
+//! writes to `STATE_DIR/keys/cluster.key`). Every key of the cluster is
+//! derived from it with BLAKE3's key derivation:
+//!
+//! - the **cluster key** seals frames between members (storage nodes,
+//!   routers, schedulers, caches, executors, the monitor);
+//! - a **client key** per client name seals that client's requests; a
+//!   member derives it from the secret, so a member needs no key list, only
+//!   the names it accepts and their [`Rights`];
+//! - the **reply key** seals what may reach a client (answers, user
+//!   messages): every client holds it beside its own key.
+//!
+//! A member cannot tell a client's address from a member's, so a message
+//! that may reach a client ([`Message::may_reach_clients`]) is sealed for
+//! both: tagged with the reply key, then with the cluster key over all of
+//! that. A client checks the first tag, a member the second, so a client,
+//! which holds the reply key, still cannot forge an answer to a member.
+//!
+//! # Frame layout
+//!
+//! ```text
+//! [version u16 LE][mode u8]                      mode 0: open (insecure)
+//! [sender 16][counter u64 LE][time u32 LE][name len u8][name]   sealed
+//! [body: bincode(Message), encrypted when the mode's ENCRYPTED bit is set]
+//! [tag 16]                                       the mode's key
+//! [cluster tag 16]                               reply mode only
+//! ```
+//!
+//! The tag is XChaCha20-Poly1305's over the header (and, unencrypted, the
+//! body as associated data); the nonce is the sender's random 16-byte id and
+//! its counter, so no nonce repeats under one key. A receiver refuses a
+//! frame whose time is further than [`FRESHNESS`] from its own clock and a
+//! counter of a sender it has already seen ([`ReplayGuard`]): a captured
+//! frame cannot be delivered twice to one receiver. (Replayed to another
+//! receiver it is accepted there once; KVS writes are lattice merges, so a
+//! replayed write changes nothing.)
+//!
+//! This module is pure: the caller passes the time and the sender's random
+//! id.
+
+use super::codec::{self, DecodeError, EncodeError, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+use super::compute::SYSTEM_PREFIX;
+use super::compute::{CallError, CallErrorKind, CallId, CallOutcome, CallResult};
+use super::{Address, KeyOp, KeyResult, KvsError, KvsResponse, Message, Outcome};
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use std::collections::HashMap;
+use std::fmt;
+
+/// How far a frame's time may be from the receiver's clock, either way.
+pub const FRESHNESS_SECS: u64 = 120;
+/// The same, as a duration, for docs and logs.
+pub const FRESHNESS: std::time::Duration = std::time::Duration::from_secs(FRESHNESS_SECS);
+/// How many senders a receiver remembers; past it, the longest silent is
+/// forgotten (and frames of it older than its last one are refused by
+/// time).
+pub const MAX_SENDERS: usize = 100_000;
+/// The longest client name.
+pub const MAX_NAME: usize = 64;
+
+const TAG: usize = 16;
+const SENDER: usize = 16;
+/// Version, mode, sender, counter, time, name length.
+const FIXED_HEADER: usize = 2 + 1 + SENDER + 8 + 4 + 1;
+const MODE_OPEN: u8 = 0;
+const MODE_MEMBER: u8 = 1;
+const MODE_CLIENT: u8 = 2;
+const MODE_REPLY: u8 = 3;
+const ENCRYPTED: u8 = 0x80;
+
+/// A 32-byte key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FrameKey([u8; 32]);
+
+impl fmt::Debug for FrameKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FrameKey(..)")
+    }
+}
+
+impl FrameKey {
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new(&self.0.into())
+    }
+}
+
+/// The cluster's secret, from which every key is derived.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret([u8; 32]);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl Secret {
+    /// A secret of these (random) bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Secret {
+        Secret(bytes)
+    }
+
+    fn derive(&self, context: &str) -> FrameKey {
+        FrameKey(blake3::derive_key(context, &self.0))
+    }
+
+    fn cluster_key(&self) -> FrameKey {
+        self.derive("squall 2026 cluster frames")
+    }
+
+    fn reply_key(&self) -> FrameKey {
+        self.derive("squall 2026 reply frames")
+    }
+
+    /// The key of client `name`.
+    pub fn client_key(&self, name: &str) -> FrameKey {
+        let root = self.derive("squall 2026 client keys");
+        FrameKey(*blake3::keyed_hash(&root.0, name.as_bytes()).as_bytes())
+    }
+
+    /// The key file of client `name`: what [`Identity::parse`] reads.
+    pub fn client_key_file(&self, name: &str) -> String {
+        format!(
+            "{CLIENT_FILE_TAG} {name} {} {}\n",
+            hex(&self.client_key(name).0),
+            hex(&self.reply_key().0)
+        )
+    }
+
+    /// The cluster's key file: what [`Identity::parse`] reads.
+    pub fn key_file(&self) -> String {
+        format!("{CLUSTER_FILE_TAG} {}\n", hex(&self.0))
+    }
+}
+
+const CLUSTER_FILE_TAG: &str = "squall-cluster-secret-v1";
+const CLIENT_FILE_TAG: &str = "squall-client-key-v1";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Whether `name` can name a client: 1 to [`MAX_NAME`] characters of
+/// `A-Z a-z 0-9 _ . -`.
+pub fn valid_client_name(name: &str) -> bool {
+    (1..=MAX_NAME).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Who a process is to the cluster: what it seals with and what it can
+/// open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Identity {
+    /// A member holds the secret: it seals with the cluster key and opens
+    /// every frame.
+    Member {
+        secret: Secret,
+        cluster: FrameKey,
+        reply: FrameKey,
+    },
+    /// A client seals with its own key and opens only answers (the reply
+    /// key).
+    Client {
+        name: String,
+        key: FrameKey,
+        reply: FrameKey,
+    },
+}
+
+/// Why a key file was not read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a Squall key file: {0}")]
+pub struct KeyFileError(String);
+
+impl Identity {
+    /// The member identity of the cluster with `secret`.
+    pub fn member(secret: Secret) -> Identity {
+        Identity::Member {
+            cluster: secret.cluster_key(),
+            reply: secret.reply_key(),
+            secret,
+        }
+    }
+
+    /// Reads a key file: the cluster's (a member) or a client's.
+    pub fn parse(text: &str) -> Result<Identity, KeyFileError> {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        match words.as_slice() {
+            [CLUSTER_FILE_TAG, secret] => unhex(secret)
+                .map(|s| Identity::member(Secret(s)))
+                .ok_or_else(|| KeyFileError("the secret is not 64 hex digits".into())),
+            [CLIENT_FILE_TAG, name, key, reply] => {
+                if !valid_client_name(name) {
+                    return Err(KeyFileError(format!("bad client name {name:?}")));
+                }
+                match (unhex(key), unhex(reply)) {
+                    (Some(key), Some(reply)) => Ok(Identity::Client {
+                        name: name.to_string(),
+                        key: FrameKey(key),
+                        reply: FrameKey(reply),
+                    }),
+                    _ => Err(KeyFileError("a key is not 64 hex digits".into())),
+                }
+            }
+            _ => Err(KeyFileError(format!(
+                "expected `{CLUSTER_FILE_TAG} SECRET` or `{CLIENT_FILE_TAG} NAME KEY REPLY`"
+            ))),
+        }
+    }
+
+    /// Whether this identity is a member's.
+    pub fn is_member(&self) -> bool {
+        matches!(self, Identity::Member { .. })
+    }
+
+    /// The client name, for a client.
+    pub fn client_name(&self) -> Option<&str> {
+        match self {
+            Identity::Client { name, .. } => Some(name),
+            Identity::Member { .. } => None,
+        }
+    }
+}
+
+/// What a client may do. A member may do everything.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Rights(u8);
+
+/// One right, named in config files and errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Right {
+    /// Read keys (get, read state), including functions' and DAGs'.
+    Read,
+    /// Write and delete keys outside `__squall/`.
+    Write,
+    /// Register and delete functions and DAGs (write `__squall/` keys).
+    Register,
+    /// Call functions and DAGs, and message running functions.
+    Call,
+}
+
+impl Right {
+    /// Every right.
+    pub const ALL: [Right; 4] = [Right::Read, Right::Write, Right::Register, Right::Call];
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+
+    /// The right's name in config files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Right::Read => "read",
+            Right::Write => "write",
+            Right::Register => "register",
+            Right::Call => "call",
+        }
+    }
+}
+
+impl fmt::Display for Right {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Rights {
+    /// Every right.
+    pub fn all() -> Rights {
+        Rights::of(&Right::ALL)
+    }
+
+    /// The rights listed.
+    pub fn of(rights: &[Right]) -> Rights {
+        Rights(rights.iter().fold(0, |bits, r| bits | r.bit()))
+    }
+
+    /// Whether `right` is granted.
+    pub fn has(self, right: Right) -> bool {
+        self.0 & right.bit() != 0
+    }
+}
+
+/// Who sent a frame that opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Principal {
+    /// A member of the cluster (or, at a client, the cluster answering).
+    Member,
+    /// A client with these rights.
+    Client(Rights),
+    /// Nobody in particular: security is off (`--insecure`).
+    Anyone,
+}
+
+impl Principal {
+    /// The right `msg` needs that this principal lacks, if any. Members
+    /// (and anyone, with security off) may send anything; a client may
+    /// send only requests, each needing its right
+    /// ([`Message::needed_rights`]).
+    pub fn missing_right(&self, msg: &Message) -> Result<(), Refusal> {
+        let Principal::Client(rights) = self else {
+            return Ok(());
+        };
+        match msg.needed_rights() {
+            None => Err(Refusal::MembersOnly(msg.kind())),
+            Some(needed) => match needed.iter().find(|r| !rights.has(**r)) {
+                Some(right) => Err(Refusal::Missing(*right)),
+                None => Ok(()),
+            },
+        }
+    }
+}
+
+/// Why a client's message was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Only members send this kind of message.
+    #[error("only cluster members send {0} messages")]
+    MembersOnly(&'static str),
+    /// The client lacks this right.
+    #[error("the client lacks the `{0}` right")]
+    Missing(Right),
+}
+
+impl Message {
+    /// Whether this message may be sent to a client: answers and messages
+    /// to running functions' peers. Such messages are sealed for members
+    /// and clients alike.
+    pub fn may_reach_clients(&self) -> bool {
+        matches!(
+            self,
+            Message::Pong { .. }
+                | Message::KvsResponse(_)
+                | Message::RouteResponse(_)
+                | Message::StatusReply { .. }
+                | Message::CallResult(_)
+                | Message::ComputeStatusReply { .. }
+                | Message::StorageReport { .. }
+                | Message::MonitorStatusReply { .. }
+                | Message::UserMessage(_)
+        )
+    }
+
+    /// The rights a client needs to send this message; `None` for a
+    /// message only members send (membership, gossip, reports, plans).
+    pub fn needed_rights(&self) -> Option<Vec<Right>> {
+        match self {
+            Message::Ping { .. }
+            | Message::RouteRequest(_)
+            | Message::StatusRequest { .. }
+            | Message::ComputeStatusRequest { .. }
+            | Message::StatsRequest { .. }
+            | Message::MonitorStatusRequest { .. } => Some(Vec::new()),
+            Message::Call(_) | Message::CallDag(_) | Message::UserMessage(_) => {
+                Some(vec![Right::Call])
+            }
+            Message::KvsRequest(request) => {
+                let mut needed = Vec::new();
+                for op in &request.ops {
+                    let right = match op {
+                        KeyOp::Get { .. } | KeyOp::ReadState { .. } => Right::Read,
+                        KeyOp::Put { key, .. } | KeyOp::Delete { key, .. } => {
+                            if key.starts_with(SYSTEM_PREFIX) {
+                                Right::Register
+                            } else {
+                                Right::Write
+                            }
+                        }
+                    };
+                    if !needed.contains(&right) {
+                        needed.push(right);
+                    }
+                }
+                Some(needed)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Message {
+    /// The answer to this message refused for `why`, and where it goes:
+    /// a request's caller learns which right its key lacks. `None` for
+    /// messages nobody waits an answer to.
+    pub fn refusal(&self, why: &Refusal) -> Option<(Address, Message)> {
+        let reason = format!("{why} (the rights of client keys are set in [security.clients])");
+        let call_error = |id: &CallId, function: Option<&String>, to: &Address| {
+            let outcome = CallOutcome::Error(CallError {
+                kind: CallErrorKind::PermissionDenied,
+                type_name: "PermissionError".into(),
+                message: reason.clone(),
+                traceback: String::new(),
+                function: function.cloned(),
+            });
+            let result = CallResult {
+                id: *id,
+                outcome,
+                written: Default::default(),
+            };
+            Some((to.clone(), Message::CallResult(result)))
+        };
+        match self {
+            Message::KvsRequest(request) => {
+                let results = request
+                    .ops
+                    .iter()
+                    .map(|op| KeyResult {
+                        key: op.key().clone(),
+                        outcome: Outcome::Error(KvsError::PermissionDenied {
+                            reason: reason.clone(),
+                        }),
+                    })
+                    .collect();
+                let response = KvsResponse {
+                    id: request.id,
+                    results,
+                };
+                Some((request.reply_to.clone(), Message::KvsResponse(response)))
+            }
+            Message::Call(call) => call_error(&call.id, Some(&call.function), &call.reply.address),
+            Message::CallDag(call) => call_error(&call.id, None, &call.reply.address),
+            _ => None,
+        }
+    }
+}
+
+/// Why a frame did not open.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    /// The frame is not well formed (version, size, body).
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// An open frame reached a receiver that requires sealed ones.
+    #[error("frame not sealed (is the sender running with --insecure?)")]
+    NotSealed,
+    /// A sealed frame reached a receiver with security off.
+    #[error("sealed frame at a receiver running with --insecure")]
+    UnexpectedSeal,
+    /// A mode this receiver cannot open (a client's frame at a client).
+    #[error("frame sealed for another kind of receiver (mode {0})")]
+    WrongMode(u8),
+    /// A client name this receiver does not accept.
+    #[error("unknown client {0:?}")]
+    UnknownClient(String),
+    /// The tag does not match: another key, or a changed byte.
+    #[error("authentication failed (another cluster's key, or a changed frame)")]
+    BadTag,
+    /// The frame's time is too far from the receiver's clock.
+    #[error("frame time {skew_secs} s from this receiver's clock (more than {FRESHNESS_SECS} s)")]
+    Stale { skew_secs: u64 },
+    /// The sender's counter was seen before: a replay.
+    #[error("replayed frame (counter {0} seen before)")]
+    Replayed(u64),
+    /// Too many senders at once to remember another.
+    #[error("too many senders to track another")]
+    TooManySenders,
+}
+
+impl OpenError {
+    /// Whether the frame was refused for its authentication (rather than
+    /// its shape): counted apart as `unauthenticated`.
+    pub fn is_authentication(&self) -> bool {
+        !matches!(self, OpenError::Decode(_))
+    }
+}
+
+/// How a process seals and opens frames: its identity (none with security
+/// off), the clients it accepts, and whether bodies are encrypted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Security {
+    /// `None`: security off, frames go open and only open frames are
+    /// accepted.
+    pub identity: Option<Identity>,
+    /// The clients a member accepts, by name.
+    pub clients: HashMap<String, Rights>,
+    /// Whether frame bodies are encrypted (else only authenticated).
+    pub encrypt: bool,
+}
+
+impl Security {
+    /// Security off: open frames only.
+    pub fn insecure() -> Security {
+        Security::default()
+    }
+}
+
+/// Seals the frames of one sender.
+pub struct Sealer {
+    security: Security,
+    keys: Option<SealKeys>,
+    sender: [u8; SENDER],
+    counter: u64,
+}
+
+struct SealKeys {
+    /// The key of this sender's own frames (cluster or client key).
+    own: XChaCha20Poly1305,
+    own_mode: u8,
+    name: Vec<u8>,
+    /// For members: the reply key and cluster key, for frames that may
+    /// reach clients.
+    reply: Option<(XChaCha20Poly1305, XChaCha20Poly1305)>,
+}
+
+impl Sealer {
+    /// A sealer with sender id `sender` (random, fresh per sealer: with the
+    /// counter it makes every nonce unique).
+    pub fn new(security: &Security, sender: [u8; SENDER]) -> Sealer {
+        let keys = security.identity.as_ref().map(|identity| match identity {
+            Identity::Member { cluster, reply, .. } => SealKeys {
+                own: cluster.cipher(),
+                own_mode: MODE_MEMBER,
+                name: Vec::new(),
+                reply: Some((reply.cipher(), cluster.cipher())),
+            },
+            Identity::Client { name, key, .. } => SealKeys {
+                own: key.cipher(),
+                own_mode: MODE_CLIENT,
+                name: name.as_bytes().to_vec(),
+                reply: None,
+            },
+        });
+        Sealer {
+            security: security.clone(),
+            keys,
+            sender,
+            counter: 0,
+        }
+    }
+
+    /// Encodes and seals `msg` into `buf` (replacing its contents) at time
+    /// `now_secs` (seconds since the Unix epoch).
+    pub fn seal_into(
+        &mut self,
+        msg: &Message,
+        now_secs: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        let Some(keys) = &self.keys else {
+            return codec::encode_into(msg, buf);
+        };
+        self.counter += 1;
+        let reply = msg
+            .may_reach_clients()
+            .then_some(())
+            .and(keys.reply.as_ref());
+        let mut mode = if reply.is_some() {
+            MODE_REPLY
+        } else {
+            keys.own_mode
+        };
+        if self.security.encrypt {
+            mode |= ENCRYPTED;
+        }
+        buf.clear();
+        buf.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+        buf.push(mode);
+        buf.extend_from_slice(&self.sender);
+        buf.extend_from_slice(&self.counter.to_le_bytes());
+        buf.extend_from_slice(&(now_secs as u32).to_le_bytes());
+        buf.push(keys.name.len() as u8);
+        buf.extend_from_slice(&keys.name);
+        let header = buf.len();
+        codec::encode_body_into(msg, buf)?;
+        if buf.len() + 2 * TAG > MAX_FRAME_BYTES {
+            let len = buf.len();
+            buf.clear();
+            return Err(EncodeError::Oversized {
+                len,
+                max: MAX_FRAME_BYTES,
+            });
+        }
+        let nonce = nonce(&self.sender, self.counter);
+        let first = match reply {
+            Some((reply, _)) => reply,
+            None => &keys.own,
+        };
+        let tag = if self.security.encrypt {
+            let (aad, body) = buf.split_at_mut(header);
+            first.encrypt_inout_detached(&nonce, aad, body.into())
+        } else {
+            first.encrypt_inout_detached(&nonce, buf, (&mut [][..]).into())
+        }
+        .map_err(|_| EncodeError::Serialize("sealing failed".into()))?;
+        buf.extend_from_slice(&tag);
+        if let Some((_, cluster)) = reply {
+            let tag = cluster
+                .encrypt_inout_detached(&nonce, buf, (&mut [][..]).into())
+                .map_err(|_| EncodeError::Serialize("sealing failed".into()))?;
+            buf.extend_from_slice(&tag);
+        }
+        Ok(())
+    }
+}
+
+fn nonce(sender: &[u8; SENDER], counter: u64) -> XNonce {
+    let mut n = [0u8; 24];
+    n[..SENDER].copy_from_slice(sender);
+    n[SENDER..].copy_from_slice(&counter.to_le_bytes());
+    n.into()
+}
+
+/// What a receiver remembers of one sender.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    /// The highest counter accepted.
+    top: u64,
+    /// Bit `i`: counter `top - i` was accepted.
+    window: u64,
+    /// When its last frame was accepted (receiver's seconds).
+    at: u64,
+}
+
+/// The counters seen per sender, so a frame is accepted once.
+#[derive(Debug, Default)]
+pub struct ReplayGuard {
+    seen: HashMap<[u8; SENDER], Seen>,
+    next_sweep: u64,
+}
+
+impl ReplayGuard {
+    /// Accepts counter `counter` of `sender` once; refuses it again, and
+    /// refuses counters more than 64 behind the sender's highest.
+    fn accept(&mut self, sender: [u8; SENDER], counter: u64, now: u64) -> Result<(), OpenError> {
+        if now >= self.next_sweep {
+            // A sender silent for twice the freshness window is forgotten:
+            // any frame of it from before is refused by its time.
+            self.seen
+                .retain(|_, s| now.saturating_sub(s.at) <= 2 * FRESHNESS_SECS);
+            self.next_sweep = now + FRESHNESS_SECS;
+        }
+        if let Some(seen) = self.seen.get_mut(&sender) {
+            if counter > seen.top {
+                let shift = counter - seen.top;
+                seen.window = if shift >= 64 {
+                    1
+                } else {
+                    (seen.window << shift) | 1
+                };
+                seen.top = counter;
+            } else {
+                let back = seen.top - counter;
+                if back >= 64 || seen.window & (1 << back) != 0 {
+                    return Err(OpenError::Replayed(counter));
+                }
+                seen.window |= 1 << back;
+            }
+            seen.at = now;
+            return Ok(());
+        }
+        if self.seen.len() >= MAX_SENDERS {
+            return Err(OpenError::TooManySenders);
+        }
+        self.seen.insert(
+            sender,
+            Seen {
+                top: counter,
+                window: 1,
+                at: now,
+            },
+        );
+        Ok(())
+    }
+}
+
+/// Opens the frames of one receiver.
+pub struct Opener {
+    secure: bool,
+    /// Members: the cluster key.
+    member: Option<XChaCha20Poly1305>,
+    /// Members: each accepted client's cipher and rights. Clients: none.
+    clients: HashMap<Vec<u8>, (XChaCha20Poly1305, Rights)>,
+    /// The reply key (clients open answers with it; members decrypt
+    /// encrypted answers with it).
+    reply: Option<XChaCha20Poly1305>,
+    replay: ReplayGuard,
+}
+
+impl Opener {
+    /// An opener for `security`.
+    pub fn new(security: &Security) -> Opener {
+        let mut opener = Opener {
+            secure: security.identity.is_some(),
+            member: None,
+            clients: HashMap::new(),
+            reply: None,
+            replay: ReplayGuard::default(),
+        };
+        match &security.identity {
+            None => {}
+            Some(Identity::Member {
+                secret,
+                cluster,
+                reply,
+            }) => {
+                opener.member = Some(cluster.cipher());
+                opener.reply = Some(reply.cipher());
+                opener.clients = security
+                    .clients
+                    .iter()
+                    .map(|(name, rights)| {
+                        let cipher = secret.client_key(name).cipher();
+                        (name.as_bytes().to_vec(), (cipher, *rights))
+                    })
+                    .collect();
+            }
+            Some(Identity::Client { reply, .. }) => opener.reply = Some(reply.cipher()),
+        }
+        opener
+    }
+
+    /// Authenticates (and decrypts, in place) `frame` at time `now_secs`
+    /// and decodes its message. Never panics.
+    pub fn open(
+        &mut self,
+        frame: &mut [u8],
+        now_secs: u64,
+    ) -> Result<(Message, Principal), OpenError> {
+        if frame.len() < 3 {
+            return Err(DecodeError::Truncated { len: frame.len() }.into());
+        }
+        let version = u16::from_le_bytes([frame[0], frame[1]]);
+        if version != PROTOCOL_VERSION {
+            return Err(DecodeError::WrongVersion {
+                found: version,
+                expected: PROTOCOL_VERSION,
+            }
+            .into());
+        }
+        let mode = frame[2];
+        if mode == MODE_OPEN {
+            if self.secure {
+                return Err(OpenError::NotSealed);
+            }
+            return Ok((codec::decode(frame)?, Principal::Anyone));
+        }
+        if !self.secure {
+            return Err(OpenError::UnexpectedSeal);
+        }
+        if frame.len() > MAX_FRAME_BYTES {
+            return Err(DecodeError::Oversized {
+                len: frame.len(),
+                max: MAX_FRAME_BYTES,
+            }
+            .into());
+        }
+        let encrypted = mode & ENCRYPTED != 0;
+        let kind = mode & !ENCRYPTED;
+        let tags = if kind == MODE_REPLY { 2 * TAG } else { TAG };
+        let name_len = frame.get(FIXED_HEADER - 1).copied().unwrap_or(0) as usize;
+        let header = FIXED_HEADER + name_len;
+        if frame.len() < header + tags {
+            return Err(DecodeError::Truncated { len: frame.len() }.into());
+        }
+        let mut sender = [0u8; SENDER];
+        sender.copy_from_slice(&frame[3..3 + SENDER]);
+        let counter = u64::from_le_bytes(frame[19..27].try_into().expect("8 bytes"));
+        let time = u64::from(u32::from_le_bytes(
+            frame[27..31].try_into().expect("4 bytes"),
+        ));
+        let nonce = nonce(&sender, counter);
+        let (principal, first) = match (kind, &self.member) {
+            (MODE_MEMBER, Some(cluster)) => (Principal::Member, cluster),
+            (MODE_CLIENT, Some(_)) => {
+                let name = &frame[FIXED_HEADER..header];
+                match self.clients.get(name) {
+                    Some((cipher, rights)) => (Principal::Client(*rights), cipher),
+                    None => {
+                        let name = String::from_utf8_lossy(name).into_owned();
+                        return Err(OpenError::UnknownClient(name));
+                    }
+                }
+            }
+            (MODE_REPLY, _) => {
+                let Some(reply) = &self.reply else {
+                    return Err(OpenError::WrongMode(kind));
+                };
+                if let Some(cluster) = &self.member {
+                    // A member trusts the cluster's tag, over all the rest.
+                    let (sealed, tag) = frame.split_at_mut(frame.len() - TAG);
+                    let tag: [u8; TAG] = (&*tag).try_into().expect("16 bytes");
+                    cluster
+                        .decrypt_inout_detached(&nonce, sealed, (&mut [][..]).into(), &tag.into())
+                        .map_err(|_| OpenError::BadTag)?;
+                }
+                (Principal::Member, reply)
+            }
+            _ => return Err(OpenError::WrongMode(kind)),
+        };
+        let end = frame.len() - tags;
+        let tag: [u8; TAG] = frame[end..end + TAG].try_into().expect("16 bytes");
+        let checked = if encrypted {
+            let (aad, body) = frame[..end].split_at_mut(header);
+            first.decrypt_inout_detached(&nonce, aad, body.into(), &tag.into())
+        } else {
+            first.decrypt_inout_detached(&nonce, &frame[..end], (&mut [][..]).into(), &tag.into())
+        };
+        checked.map_err(|_| OpenError::BadTag)?;
+        let skew = time.abs_diff(now_secs);
+        if skew > FRESHNESS_SECS {
+            return Err(OpenError::Stale { skew_secs: skew });
+        }
+        self.replay.accept(sender, counter, now_secs)?;
+        let msg = codec::decode_body(&frame[header..end])?;
+        Ok((msg, principal))
+    }
+}

@@ -10,6 +10,7 @@ use crate::socket::{Receiver, Sender, TransportError};
 use anna::client::{ClientConfig, ClientCore, ClientError, Completion, OpId, OpOutput};
 use anna::cluster::ReplicationFactor;
 use anna::lattice::{KeyState, LatticeValue, Lww, Timestamp, WriterId};
+use anna::protocol::seal::Security;
 use anna::protocol::{Ack, Address, Key, Message, RequestId, Session};
 use anna::role::Outbox;
 use std::collections::HashMap;
@@ -57,18 +58,31 @@ impl Client {
         routers: Vec<Address>,
         config: ClientConfig,
     ) -> Result<Self, ClientError> {
+        let security = crate::security::security();
+        Self::connect_secured(ctx, bind, routers, config, &security)
+    }
+
+    /// Like [`Client::connect_in`], sealing with `security` instead of the
+    /// process's (a benchmark comparing settings in one process).
+    pub fn connect_secured(
+        ctx: &zmq::Context,
+        bind: &Address,
+        routers: Vec<Address>,
+        config: ClientConfig,
+        security: &Security,
+    ) -> Result<Self, ClientError> {
         if routers.is_empty() {
             return Err(ClientError::Transport(
                 "no router address given".to_string(),
             ));
         }
         let ctx = ctx.clone();
-        let rx = Receiver::bind(&ctx, bind)?;
+        let rx = Receiver::bind_secured(&ctx, bind, security)?;
         let me = rx.address().clone();
         let writer = WriterId(clock::fresh_id(me.as_str()));
         Ok(Client {
             core: ClientCore::new(config, me, routers, writer),
-            tx: Sender::new(&ctx),
+            tx: Sender::secured(&ctx, security),
             rx,
             outbox: Outbox::default(),
             finished: HashMap::new(),

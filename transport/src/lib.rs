@@ -15,10 +15,13 @@
 //! - [`endpoint`]: [`Endpoint`], plain request/response against one KVS
 //!   endpoint (a node's cache: an executor's route to it).
 //! - [`clock`]: the wall clock and fresh ids, for drivers to hand to roles.
+//! - [`security`]: the process's frame security (keys, sealing) that every
+//!   socket uses.
 
 pub mod client;
 pub mod clock;
 pub mod endpoint;
+pub mod security;
 pub mod socket;
 
 pub use client::Client;

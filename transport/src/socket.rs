@@ -13,9 +13,16 @@
 //! protocol above tolerates loss (clients retry, gossip repeats). Frames that
 //! do not decode are counted and dropped; they never reach a role or end a
 //! thread.
+//!
+//! Every frame is sealed and opened with the process's
+//! [`crate::security`]: a frame that fails authentication is counted
+//! (`unauthenticated`) and dropped; a client's message its key has no right
+//! to send is counted (`refused`) and answered with the right it lacks
+//! ([`Receiver::take_refusal`]), never handed to the role.
 
 use crate::clock;
-use anna::protocol::{self, Address, DecodeError, EncodeError, Message};
+use anna::protocol::seal::{Opener, Sealer, Security};
+use anna::protocol::{self, Address, EncodeError, Message};
 use anna::role::{Driver, Input, Outbox, Role, Step};
 use anna::time::Time;
 use std::collections::HashMap;
@@ -88,13 +95,30 @@ pub struct Receiver {
     socket: zmq::Socket,
     address: Address,
     frame: zmq::Message,
+    opener: Opener,
+    /// Answers to refused client requests, for the driver to send.
+    refusals: Vec<(Address, Message)>,
     stats: TransportStats,
 }
+
+/// How many refusal answers a receiver keeps for its driver to send; more
+/// are dropped (still counted as refused).
+const MAX_REFUSALS: usize = 1024;
 
 impl Receiver {
     /// Binds `address`. With a `tcp://host:*` address a free port is chosen;
     /// [`Receiver::address`] names it.
     pub fn bind(ctx: &zmq::Context, address: &Address) -> Result<Self, TransportError> {
+        Self::bind_secured(ctx, address, &crate::security::security())
+    }
+
+    /// Like [`Receiver::bind`], opening frames with `security` instead of
+    /// the process's.
+    pub fn bind_secured(
+        ctx: &zmq::Context,
+        address: &Address,
+        security: &Security,
+    ) -> Result<Self, TransportError> {
         let bind_err = |source| TransportError::Bind {
             address: address.clone(),
             source,
@@ -115,6 +139,8 @@ impl Receiver {
             socket,
             address: bound,
             frame: zmq::Message::new(),
+            opener: Opener::new(security),
+            refusals: Vec::new(),
             stats: TransportStats::default(),
         })
     }
@@ -175,24 +201,70 @@ impl Receiver {
                 Err(zmq::Error::EAGAIN) => return Ok(None),
                 Err(e) => return Err(e.into()),
             }
-            match protocol::decode(&self.frame) {
-                Ok(msg) => {
-                    self.stats.received += 1;
-                    return Ok(Some(msg));
+            let opened = self
+                .opener
+                .open(&mut self.frame, crate::security::unix_secs());
+            match opened {
+                Ok((msg, principal)) => match principal.missing_right(&msg) {
+                    Ok(()) => {
+                        self.stats.received += 1;
+                        return Ok(Some(msg));
+                    }
+                    Err(why) => {
+                        self.stats.refused += 1;
+                        let n = self.stats.refused;
+                        log_dropped(
+                            &self.address,
+                            "refused",
+                            n,
+                            &why,
+                            "refused a client's message",
+                        );
+                        if self.refusals.len() < MAX_REFUSALS {
+                            self.refusals.extend(msg.refusal(&why));
+                        }
+                    }
+                },
+                Err(e) if e.is_authentication() => {
+                    self.stats.unauthenticated += 1;
+                    let n = self.stats.unauthenticated;
+                    log_dropped(
+                        &self.address,
+                        "unauthenticated",
+                        n,
+                        &e,
+                        "dropped unauthenticated frame",
+                    );
                 }
-                Err(e) => self.count_malformed(&e),
+                Err(e) => {
+                    self.stats.malformed += 1;
+                    let n = self.stats.malformed;
+                    log_dropped(&self.address, "malformed", n, &e, "dropped malformed frame");
+                }
             }
         }
     }
 
-    fn count_malformed(&mut self, error: &DecodeError) {
-        self.stats.malformed += 1;
-        let n = self.stats.malformed;
-        if n.is_power_of_two() {
-            warn!(address = %self.address, malformed = n, %error, "dropped malformed frame");
-        } else {
-            debug!(address = %self.address, malformed = n, %error, "dropped malformed frame");
-        }
+    /// The next answer to a refused client request, for the driver to
+    /// send: the caller learns which right its key lacks.
+    pub fn take_refusal(&mut self) -> Option<(Address, Message)> {
+        self.refusals.pop()
+    }
+}
+
+/// Logs a dropped frame: a warning at the 1st, 2nd, 4th, 8th, ... of its
+/// kind, the rest at debug, so a flood cannot fill the log.
+fn log_dropped(
+    address: &Address,
+    counter: &'static str,
+    n: u64,
+    error: &dyn std::fmt::Display,
+    what: &str,
+) {
+    if n.is_power_of_two() {
+        warn!(%address, counter, n, %error, "{what}");
+    } else {
+        debug!(%address, counter, n, %error, "{what}");
     }
 }
 
@@ -205,6 +277,7 @@ struct Peer {
 pub struct Sender {
     ctx: zmq::Context,
     peers: HashMap<Address, Peer>,
+    sealer: Sealer,
     buf: Vec<u8>,
     next_sweep: Instant,
     stats: TransportStats,
@@ -213,9 +286,15 @@ pub struct Sender {
 impl Sender {
     /// A sender with no connections yet.
     pub fn new(ctx: &zmq::Context) -> Self {
+        Self::secured(ctx, &crate::security::security())
+    }
+
+    /// A sender sealing with `security` instead of the process's.
+    pub fn secured(ctx: &zmq::Context, security: &Security) -> Self {
         Sender {
             ctx: ctx.clone(),
             peers: HashMap::new(),
+            sealer: Sealer::new(security, crate::security::sender_id()),
             buf: Vec::new(),
             next_sweep: Instant::now() + PEER_IDLE,
             stats: TransportStats::default(),
@@ -229,7 +308,8 @@ impl Sender {
 
     /// Queues `msg` for `to` without blocking.
     pub fn send(&mut self, to: &Address, msg: &Message) -> Result<(), TransportError> {
-        if let Err(source) = protocol::encode_into(msg, &mut self.buf) {
+        let now = crate::security::unix_secs();
+        if let Err(source) = self.sealer.seal_into(msg, now, &mut self.buf) {
             self.stats.dropped += 1;
             return Err(TransportError::Encode {
                 address: to.clone(),
@@ -493,6 +573,8 @@ impl<R: Role> ZmqDriver<R> {
         TransportStats {
             received: r.received,
             malformed: r.malformed,
+            unauthenticated: r.unauthenticated,
+            refused: r.refused,
             sent: s.sent,
             dropped: s.dropped,
             busy_us: self.busy_ns / 1000,
@@ -578,6 +660,11 @@ impl<R: Role> Driver for ZmqDriver<R> {
                         delivered = true;
                     }
                     None => break,
+                }
+            }
+            while let Some((to, refusal)) = self.receiver.take_refusal() {
+                if let Err(error) = self.sender.send(&to, &refusal) {
+                    debug!(%to, %error, "refusal not sent");
                 }
             }
             self.count_busy(started);

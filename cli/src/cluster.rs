@@ -93,6 +93,7 @@ pub fn up(
     let routers = args.routers.unwrap_or(c.routers).max(1);
     let nodes = args.nodes.unwrap_or(c.nodes);
     let compute_nodes = args.compute_nodes.unwrap_or(c.compute_nodes);
+    let (insecure, key_file) = crate::keys::for_children();
     let settings = LaunchSettings {
         config: config_path
             .map(std::path::absolute)
@@ -104,6 +105,8 @@ pub fn up(
         threads: args.threads.unwrap_or_else(|| c.threads()).max(1),
         executors: args.executors.unwrap_or(c.executors).max(1),
         venv: python_env(),
+        insecure,
+        key_file,
     };
     let (threads, executors) = (settings.threads, settings.executors);
     let exe = std::env::current_exe().context("locating the squall binary")?;

@@ -255,10 +255,110 @@ pub fn run_cache(args: &CacheArgs, config: &SquallConfig) -> Result<()> {
     );
     let driver =
         crate::roles::spawn_driver_also(&ctx, &me, std::slice::from_ref(&ipc), cache, "cache")?;
+    open_ipc_socket(&ipc)?;
     tracing::info!(node = %args.node, address = %me, executors_at = %ipc, "cache serving");
     let mut signals = signals()?;
     wait_for_signal(&mut signals, "cache");
     stop_drivers("cache", vec![driver])
+}
+
+/// Becomes user `user` (its group, no supplementary groups) if this
+/// process runs as root and `user` is not empty, so that user functions
+/// run without root's rights; `python` are the directories the interpreter
+/// will import from. The cluster's secret was read before (its file stays
+/// readable by root only); the cache's `ipc://` socket is open to every
+/// local user ([`open_ipc_socket`]).
+///
+/// If `user` cannot read one of `python` (an interpreter installed in
+/// root's home, say), the executor stays root and says so once: an
+/// interpreter that cannot import its own standard library would run no
+/// function at all.
+fn drop_root(user: &str, python: &[PathBuf]) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if user.is_empty() || unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let name = std::ffi::CString::new(user).context("[executor] run_as: a NUL in the name")?;
+    // SAFETY: getpwnam reads the user database into static storage, copied
+    // out at once; this runs before the executor starts its threads.
+    let (uid, gid) = unsafe {
+        let pw = libc::getpwnam(name.as_ptr());
+        if pw.is_null() {
+            anyhow::bail!("[executor] run_as: no user {user:?} on this machine");
+        }
+        ((*pw).pw_uid, (*pw).pw_gid)
+    };
+    if let Some(dir) = python.iter().find(|d| !readable_as(uid, gid, d)) {
+        tracing::warn!(
+            user,
+            unreadable = %dir.display(),
+            "user functions run as root: {user} cannot read {}, which the interpreter imports \
+             from; install Python where other users can read it (Debian's python3, say) or set \
+             [executor] run_as to a user who can",
+            dir.display()
+        );
+        return Ok(());
+    }
+    // SAFETY: setgroups, setgid and setuid take plain values; the order
+    // (groups, group, then user) is the one that can still succeed.
+    let failed = unsafe {
+        libc::setgroups(0, std::ptr::null()) != 0
+            || libc::setgid(gid) != 0
+            || libc::setuid(uid) != 0
+    };
+    if failed {
+        let e = std::io::Error::last_os_error();
+        anyhow::bail!("[executor] run_as: cannot become {user:?} (uid {uid}): {e}");
+    }
+    tracing::info!(user, uid, gid, "user functions run as {user}, not root");
+    Ok(())
+}
+
+/// Whether user `uid` (group `gid`) can list and read `dir`: asked of the
+/// kernel by a child process that becomes that user.
+fn readable_as(uid: u32, gid: u32, dir: &Path) -> bool {
+    use std::os::unix::process::CommandExt;
+    Command::new("/bin/sh")
+        .args(["-c", "test -r \"$1\" && test -x \"$1\"", "sh"])
+        .arg(dir)
+        .uid(uid)
+        .gid(gid)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The standard library of the CPython this process embeds: found beside
+/// the `libpython3.X` it loaded (a pyenv or source build keeps it in
+/// `lib/python3.X`), else in `/usr/lib/python3.X` (Debian's).
+fn embedded_stdlib() -> Option<PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let lib = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.contains("/libpython3"))
+        .map(PathBuf::from)?;
+    let file = lib.file_name()?.to_str()?;
+    let version = file.strip_prefix("lib")?.split(".so").next()?.to_string();
+    [
+        lib.parent()?.join(&version),
+        Path::new("/usr/lib").join(&version),
+    ]
+    .into_iter()
+    .find(|d| d.join("os.py").is_file())
+}
+
+/// Lets every local user connect to the cache's `ipc://` socket: executors
+/// that dropped root ([`drop_root`]) reach their cache through it. Frames
+/// are authenticated, so the socket file's mode is not what keeps others
+/// out.
+fn open_ipc_socket(address: &Address) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(path) = address.as_str().strip_prefix("ipc://") else {
+        return Ok(());
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .with_context(|| format!("opening {path} to executors"))
 }
 
 pub fn run_executor(args: &ExecutorArgs, config: &SquallConfig) -> Result<()> {
@@ -276,6 +376,11 @@ pub fn run_executor(args: &ExecutorArgs, config: &SquallConfig) -> Result<()> {
     if let Some(venv) = &venv {
         python_path.extend(site_packages(venv)?);
     }
+    let imported: Vec<PathBuf> = embedded_stdlib()
+        .into_iter()
+        .chain(python_path.clone())
+        .collect();
+    drop_root(&config.executor.run_as, &imported)?;
     let opts = squall_executor::ExecutorOptions {
         address: me,
         node: args.node.clone(),
@@ -294,4 +399,46 @@ pub fn run_executor(args: &ExecutorArgs, config: &SquallConfig) -> Result<()> {
         })
         .context("spawning the signal thread")?;
     squall_executor::run(opts, &config.executor, stop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn what_another_user_can_read_is_asked_of_the_kernel() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("not root: no other user to become");
+            return;
+        }
+        let (nobody, nogroup) = (65534, 65534);
+        let open = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(readable_as(nobody, nogroup, open.path()));
+        let inside = open.path().join("private");
+        std::fs::create_dir(&inside).unwrap();
+        std::fs::set_permissions(&inside, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(!readable_as(nobody, nogroup, &inside));
+        assert!(readable_as(0, 0, &inside));
+        // Below a directory nobody may enter, even an open one is closed.
+        let below = inside.join("open");
+        std::fs::create_dir(&below).unwrap();
+        std::fs::set_permissions(&below, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(!readable_as(nobody, nogroup, &below));
+    }
+
+    #[test]
+    fn the_embedded_standard_library_is_found_where_the_loaded_libpython_is() {
+        // Found only where a libpython is loaded; then it is a standard
+        // library.
+        let loaded = std::fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .contains("/libpython3");
+        match embedded_stdlib() {
+            Some(dir) => assert!(loaded && dir.join("os.py").is_file(), "{dir:?}"),
+            None => assert!(!loaded, "a libpython is loaded and no stdlib was found"),
+        }
+    }
 }

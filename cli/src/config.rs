@@ -7,6 +7,7 @@
 
 use anna::client::ClientConfig;
 use anna::kvs::WorkerConfig;
+use anna::protocol::seal::{valid_client_name, Right, Rights};
 use anna::router::RouterConfig;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,67 @@ pub struct SquallConfig {
     pub monitor: squall_monitor::MonitorConfig,
     /// Bounds every process enforces: message and value sizes, clock skew.
     pub limits: anna::config::Limits,
+    /// Frame authentication and encryption, and the clients' rights.
+    pub security: SecuritySection,
+}
+
+/// `[security]`: how frames are sealed, and who may do what.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecuritySection {
+    /// Send and accept open frames: no authentication at all (also
+    /// `--insecure`). Every process of a cluster must agree.
+    pub insecure: bool,
+    /// Encrypt every frame's body (the authentication is the same either
+    /// way); costs a pass of ChaCha20 over each frame.
+    pub encrypt: bool,
+    /// The key file: the cluster's secret for roles
+    /// (`STATE_DIR/keys/cluster.key` when empty), a client's key for
+    /// `squall kv` (`STATE_DIR/keys/client.key` when empty). `--key-file`
+    /// overrides it.
+    pub key_file: Option<PathBuf>,
+    /// The clients members accept, by name, with their rights: `read`,
+    /// `write` (keys outside `__squall/`), `register` (functions and DAGs),
+    /// `call`. `squall up` writes `STATE_DIR/keys/client-NAME.key` for each.
+    pub clients: std::collections::BTreeMap<String, Vec<Right>>,
+}
+
+impl Default for SecuritySection {
+    fn default() -> Self {
+        SecuritySection {
+            insecure: false,
+            encrypt: false,
+            key_file: None,
+            clients: [(DEFAULT_CLIENT.to_string(), Right::ALL.to_vec())].into(),
+        }
+    }
+}
+
+/// The client `squall up` writes `keys/client.key` for when it is
+/// configured (else the first client with every right, else the first).
+pub const DEFAULT_CLIENT: &str = "admin";
+
+impl SecuritySection {
+    /// The clients' rights, as members check them.
+    pub fn client_rights(&self) -> std::collections::HashMap<String, Rights> {
+        self.clients
+            .iter()
+            .map(|(name, rights)| (name.clone(), Rights::of(rights)))
+            .collect()
+    }
+
+    /// The client whose key local tools use by default.
+    pub fn default_client(&self) -> Option<&str> {
+        if self.clients.contains_key(DEFAULT_CLIENT) {
+            return Some(DEFAULT_CLIENT);
+        }
+        let all = Rights::all();
+        self.clients
+            .iter()
+            .find(|(_, r)| Rights::of(r) == all)
+            .or_else(|| self.clients.iter().next())
+            .map(|(name, _)| name.as_str())
+    }
 }
 
 /// Router settings as written in the file (replication comes from
@@ -200,6 +262,9 @@ impl SquallConfig {
         }
         self.limits.validate().map_err(anyhow::Error::msg)?;
         self.monitor.validate()?;
+        if let Some(bad) = self.security.clients.keys().find(|n| !valid_client_name(n)) {
+            bail!("security.clients: {bad:?} is not a client name (1 to 64 of A-Z a-z 0-9 _ . -)");
+        }
         Ok(())
     }
 

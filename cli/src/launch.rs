@@ -93,6 +93,11 @@ impl Launch {
             cmd.arg("--config").arg(c);
         }
         cmd.arg("--log").arg(&self.settings.log_filter);
+        if self.settings.insecure {
+            cmd.arg("--insecure");
+        } else if let Some(key) = &self.settings.key_file {
+            cmd.arg("--key-file").arg(key);
+        }
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)

@@ -82,6 +82,7 @@ impl LocalProvider {
         log_filter: String,
     ) -> Result<LocalProvider> {
         let c = &config.cluster;
+        let (insecure, key_file) = crate::keys::for_children();
         Ok(LocalProvider {
             dir: c.state_dir.clone(),
             exe: std::env::current_exe()?,
@@ -93,6 +94,8 @@ impl LocalProvider {
                 threads: c.threads().max(1),
                 executors: c.executors.max(1),
                 venv: python_env(),
+                insecure,
+                key_file,
             },
             leave_timeout: config.storage.leave_timeout,
         })
@@ -636,6 +639,8 @@ mod tests {
             threads: 1,
             executors: 1,
             venv: None,
+            insecure: true,
+            key_file: None,
         };
         let launch = Launch::new(PathBuf::from("/bin/true"), dir.path(), settings, true).unwrap();
         let mut p = ProcessRecord {

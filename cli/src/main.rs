@@ -27,6 +27,7 @@ mod argv;
 mod cluster;
 mod compute;
 mod config;
+mod keys;
 mod kv;
 mod launch;
 mod local;
@@ -59,6 +60,17 @@ struct Cli {
     /// `cluster.state_dir`).
     #[arg(long, global = true, env = "SQUALL_STATE_DIR")]
     state_dir: Option<PathBuf>,
+
+    /// Key file: the cluster's secret for roles and local tools
+    /// (default STATE_DIR/keys/cluster.key), a client's key for `kv`
+    /// (default STATE_DIR/keys/client.key). `squall up` writes both.
+    #[arg(long, global = true, env = "SQUALL_KEY_FILE")]
+    key_file: Option<PathBuf>,
+
+    /// Send and accept open frames: no authentication (every process of
+    /// the cluster must agree; `squall up --insecure` starts them so).
+    #[arg(long, global = true, env = "SQUALL_INSECURE")]
+    insecure: bool,
 
     #[command(subcommand)]
     command: Command,
@@ -109,6 +121,12 @@ enum Command {
     /// Measure protocol round trips over ZeroMQ: to a responder started in
     /// this process, or to any Squall component with `--to`.
     Ping(ping::PingArgs),
+    /// Write the cluster's secret and a key per `[security.clients]` client
+    /// into STATE_DIR/keys (what `up` does; keys already there are kept),
+    /// and list them: for a cluster `up` does not start (Kubernetes:
+    /// `kubectl create secret generic squall-keys
+    /// --from-file=STATE_DIR/keys/cluster.key`).
+    Keys,
 }
 
 fn routers_of(given: &[String], config: &config::SquallConfig) -> Result<Vec<Address>> {
@@ -125,6 +143,28 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     if let Some(dir) = &cli.state_dir {
         config.cluster.state_dir = dir.clone();
     }
+    let who = match &cli.command {
+        Command::Kv { .. } => keys::Who::Client,
+        Command::Up(_)
+        | Command::Down
+        | Command::Status { .. }
+        | Command::Scale(_)
+        | Command::Keys
+        | Command::Ping(_) => keys::Who::Tool,
+        Command::Kvs(_)
+        | Command::Route(_)
+        | Command::Scheduler(_)
+        | Command::Cache(_)
+        | Command::Executor(_)
+        | Command::Monitor(_) => keys::Who::Member,
+    };
+    if let Command::Kv { args, .. } = &cli.command {
+        kv::check(args)?;
+    }
+    if matches!(cli.command, Command::Up(_)) && !cli.insecure && !config.security.insecure {
+        keys::ensure_keys(&config.cluster.state_dir, &config)?;
+    }
+    keys::install(cli.key_file.as_deref(), cli.insecure, &config, who)?;
     match &cli.command {
         Command::Up(args) => cluster::up(args, &config, cli.config.as_deref(), &cli.log)?,
         Command::Down => cluster::down(&config)?,
@@ -133,7 +173,6 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             status::status(&config, &routers)?
         }
         Command::Kv { routers, args } => {
-            kv::check(args)?;
             let routers = routers_of(routers, &config)?;
             if !kv::run(args, routers, &config.client)? {
                 return Ok(ExitCode::from(1));
@@ -149,6 +188,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             monitor::run_monitor(args, &config, cli.config.as_deref(), &cli.log)?
         }
         Command::Ping(args) => ping::run(args)?,
+        Command::Keys => keys::write_and_list(&config)?,
     }
     Ok(ExitCode::SUCCESS)
 }

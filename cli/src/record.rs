@@ -110,6 +110,13 @@ pub struct LaunchSettings {
     pub executors: u16,
     /// The virtualenv executors import from.
     pub venv: Option<PathBuf>,
+    /// Every process runs with open frames (`squall up --insecure`).
+    #[serde(default)]
+    pub insecure: bool,
+    /// The cluster's secret every process reads (absolute), if not
+    /// insecure.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 impl ClusterRecord {

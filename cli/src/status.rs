@@ -202,10 +202,18 @@ pub fn status(config: &SquallConfig, routers: &[Address]) -> Result<()> {
     }
     let mut answered = false;
     for r in &routers {
-        match query_status(r, Duration::from_secs(2)) {
-            Ok(state) => {
+        match query(r, Duration::from_secs(2)) {
+            Ok(status) => {
                 answered = true;
-                println!("router {r}: ring version {}", state.ring_version());
+                let state = &status.cluster;
+                println!(
+                    "router {r}: ring version {}, frames dropped: malformed {} \
+                     unauthenticated {} refused {}",
+                    state.ring_version(),
+                    status.counter("malformed"),
+                    status.counter("unauthenticated"),
+                    status.counter("refused")
+                );
                 for (id, rec) in state.members() {
                     let status = match &rec.status {
                         MemberStatus::Up(info) => format!("up, {} thread(s)", info.threads.len()),
@@ -227,11 +235,14 @@ pub fn status(config: &SquallConfig, routers: &[Address]) -> Result<()> {
                 match query(&Address(a.clone()), Duration::from_secs(1)) {
                     Ok(s) => {
                         println!(
-                            "  {a:<24} keys {:<8} gets {:<10} puts {:<10} malformed {}",
+                            "  {a:<24} keys {:<8} gets {:<10} puts {:<10} malformed {} \
+                             unauthenticated {} refused {}",
                             s.counter("keys"),
                             s.counter("gets"),
                             s.counter("puts"),
-                            s.counter("malformed")
+                            s.counter("malformed"),
+                            s.counter("unauthenticated"),
+                            s.counter("refused")
                         );
                         // Tiers only where a memory budget sent keys to disk.
                         if s.counter("disk_keys") + s.counter("demoted") > 0 {

@@ -24,10 +24,13 @@ const QUICK_CLIENT: &str = "[client]\nattempt_timeout = 200\nop_timeout = 1000\n
 /// `SQUALL_*` environment, with `input` on stdin; `closed_stdout` makes
 /// stdout a pipe nobody reads, closed before the command writes.
 fn squall(dir: &Path, config: &Path, args: &[&str], input: &[u8], closed_stdout: bool) -> Output {
+    cluster::write_cluster_key(&dir.join("state"));
     let mut child = Command::new(SQUALL)
         .env_remove("SQUALL_CONFIG")
         .env_remove("SQUALL_STATE_DIR")
         .env_remove("SQUALL_LOG")
+        .env_remove("SQUALL_KEY_FILE")
+        .env_remove("SQUALL_INSECURE")
         .arg("--config")
         .arg(config)
         .arg("--state-dir")

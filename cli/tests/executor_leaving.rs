@@ -58,10 +58,11 @@ fn receive<T>(
 
 #[test]
 fn a_terminated_executor_tells_its_scheduler_it_is_leaving_and_is_not_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = cluster::write_cluster_key(dir.path());
     let ctx = zmq::Context::new();
     let mut scheduler = Receiver::bind(&ctx, &Address::from("tcp://127.0.0.1:*")).unwrap();
     let me = scheduler.address().to_string();
-    let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("executor.log");
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv");
     let port = reserve_ports().to_string();
@@ -71,6 +72,8 @@ fn a_terminated_executor_tells_its_scheduler_it_is_leaving_and_is_not_restarted(
             .args(["--port", &port, "--cache", &me, "--scheduler", &me])
             .arg("--venv")
             .arg(&venv)
+            .arg("--key-file")
+            .arg(&key)
             .env_remove("SQUALL_CONFIG")
             .env("SQUALL_LOG", "info")
             .stdout(Stdio::null())

@@ -195,10 +195,17 @@ impl LocalCluster {
         let what = format!("`squall {}`", args.join(" "));
         let files = std::fs::File::create(&out).and_then(|o| Ok((o, std::fs::File::create(&err)?)));
         let (stdout, stderr) = files.map_err(|e| format!("{what}: output files: {e}"))?;
+        // `up` keeps a key already there: this process's, so its own
+        // clients and probes speak to the cluster.
+        if args.first() == Some(&"up") {
+            super::write_cluster_key(&self.state_dir());
+        }
         let mut child = Command::new(SQUALL)
             .env_remove("SQUALL_CONFIG")
             .env_remove("SQUALL_STATE_DIR")
             .env_remove("SQUALL_LOG")
+            .env_remove("SQUALL_KEY_FILE")
+            .env_remove("SQUALL_INSECURE")
             .arg("--config")
             .arg(&self.config)
             .arg("--state-dir")

@@ -31,19 +31,47 @@ pub use probe::Probe;
 
 use anna::client::ClientConfig;
 use anna::cluster::ClusterState;
+use anna::protocol::seal::{Identity, Rights, Secret, Security};
 use anna::protocol::{Address, NodeId};
-use squall_transport::Client;
+use squall_transport::{security, Client};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 /// The binary under test.
 pub const SQUALL: &str = env!("CARGO_BIN_EXE_squall");
+
+/// The secret of every cluster this test process starts: drawn once, and
+/// made this process's own (a member's) the first time, so its clients and
+/// probes seal their frames as the cluster's processes do.
+pub fn test_secret() -> &'static Secret {
+    static SECRET: OnceLock<Secret> = OnceLock::new();
+    SECRET.get_or_init(|| {
+        let secret = security::new_secret().expect("random bytes");
+        security::set_security(Security {
+            identity: Some(Identity::member(secret.clone())),
+            clients: [("admin".to_string(), Rights::all())].into(),
+            encrypt: false,
+        });
+        secret
+    })
+}
+
+/// Writes [`test_secret`] to `dir/keys/cluster.key` (where `squall up`
+/// keeps it, and keeps an existing one); returns the path.
+pub fn write_cluster_key(dir: &Path) -> PathBuf {
+    let path = dir.join("keys").join("cluster.key");
+    if !path.exists() {
+        security::write_key_file(&path, &test_secret().key_file()).expect("writing a key file");
+    }
+    path
+}
 
 /// Ports each test reserves: the router, then node `id`'s thread `t` at
 /// `base + 10 * id + t`; `squall up` needs `base .. base + 100 + 20 * nodes`.
@@ -198,6 +226,7 @@ impl Cluster {
             .expect("temporary directory");
         let config = dir.path().join("squall.toml");
         std::fs::write(&config, text).expect("writing the config");
+        write_cluster_key(dir.path());
         let base = reserve_ports();
         let router = spawn(
             dir.path(),
@@ -419,8 +448,12 @@ fn spawn(dir: &Path, config: &Path, name: &str, args: &[&str]) -> Proc {
     let child = Command::new(SQUALL)
         .env_remove("SQUALL_CONFIG")
         .env_remove("SQUALL_STATE_DIR")
+        .env_remove("SQUALL_KEY_FILE")
+        .env_remove("SQUALL_INSECURE")
         .arg("--config")
         .arg(config)
+        .arg("--key-file")
+        .arg(write_cluster_key(dir))
         .arg("--log")
         .arg("info")
         .args(args)

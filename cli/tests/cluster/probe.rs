@@ -4,6 +4,7 @@
 
 use anna::cluster::ClusterState;
 use anna::protocol::monitor::{MonitorStatus, StorageReport};
+use anna::protocol::seal::Sealer;
 use anna::protocol::{
     Ack, Address, Key, KeyOp, KeyResult, KvsRequest, Message, RequestId, RouteRequest,
 };
@@ -58,10 +59,31 @@ impl Probe {
         timeout: Duration,
         make: impl FnOnce(RequestId, Address) -> Message,
     ) -> Option<Message> {
+        self.ask_as(None, to, timeout, make)
+    }
+
+    /// [`Probe::ask`] with the message sealed by `sealer` (another
+    /// identity than this process's) when one is given.
+    pub fn ask_as(
+        &mut self,
+        sealer: Option<&mut Sealer>,
+        to: &Address,
+        timeout: Duration,
+        make: impl FnOnce(RequestId, Address) -> Message,
+    ) -> Option<Message> {
         self.next += 1;
         let id = RequestId(self.next);
         let msg = make(id, self.rx.address().clone());
-        self.tx.send(to, &msg).ok()?;
+        match sealer {
+            None => self.tx.send(to, &msg).ok()?,
+            Some(sealer) => {
+                let mut frame = Vec::new();
+                sealer
+                    .seal_into(&msg, squall_transport::security::unix_secs(), &mut frame)
+                    .expect("sealing");
+                self.send_raw(to, &frame);
+            }
+        }
         let deadline = Instant::now() + timeout;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match self.rx.recv(Some(left)) {

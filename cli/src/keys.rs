@@ -1,0 +1,179 @@
+//! The cluster's keys: written by `squall up` into `STATE_DIR/keys`, read
+//! by every process before it opens a socket.
+//!
+//! - `keys/cluster.key`: the cluster's secret. Every role (storage node,
+//!   router, scheduler, cache, executor, monitor) needs it; so do the local
+//!   operator's tools (`up`, `down`, `scale`, `status`), which act as
+//!   members.
+//! - `keys/client-NAME.key`: the key of client NAME of `[security.clients]`.
+//! - `keys/client.key`: the default client's key, what `squall kv` and the
+//!   Python client's `squall.connect()` use.
+//!
+//! Key files are created once (mode 0600) and kept: a cluster restarted on
+//! the same state directory keeps its keys, and its clients keep working.
+
+use crate::config::SquallConfig;
+use anna::protocol::seal::{Identity, Security};
+use anyhow::{bail, Context, Result};
+use squall_transport::security::{new_secret, read_identity, set_security, write_key_file};
+use std::path::{Path, PathBuf};
+
+/// What a command is to the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Who {
+    /// A role: needs the cluster's secret.
+    Member,
+    /// A local operator's tool (`up`, `down`, `scale`, `status`, `ping`):
+    /// the cluster's secret when there is one, else open frames.
+    Tool,
+    /// A client (`squall kv`): a client key, or the secret.
+    Client,
+}
+
+/// The directory of a state directory's keys.
+pub fn keys_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("keys")
+}
+
+/// The cluster's secret in `state_dir`.
+pub fn cluster_key(state_dir: &Path) -> PathBuf {
+    keys_dir(state_dir).join("cluster.key")
+}
+
+/// The default client's key in `state_dir`.
+pub fn client_key(state_dir: &Path) -> PathBuf {
+    keys_dir(state_dir).join("client.key")
+}
+
+/// Writes the keys `state_dir` lacks: the secret, a key per configured
+/// client, and `client.key` for the default client. Returns the secret's
+/// path.
+pub fn ensure_keys(state_dir: &Path, config: &SquallConfig) -> Result<PathBuf> {
+    let path = cluster_key(state_dir);
+    let secret = if path.exists() {
+        match read_identity(&path).map_err(anyhow::Error::msg)? {
+            Identity::Member { secret, .. } => secret,
+            Identity::Client { .. } => bail!("{} holds a client's key", path.display()),
+        }
+    } else {
+        let secret = new_secret().context("drawing the cluster's secret")?;
+        write_key_file(&path, &secret.key_file())
+            .with_context(|| format!("writing {}", path.display()))?;
+        tracing::info!(path = %path.display(), "wrote the cluster's secret");
+        secret
+    };
+    let clients = &config.security;
+    let default = clients.default_client();
+    for name in clients.clients.keys() {
+        let mut files = vec![keys_dir(state_dir).join(format!("client-{name}.key"))];
+        if Some(name.as_str()) == default {
+            files.push(client_key(state_dir));
+        }
+        for file in files.into_iter().filter(|f| !f.exists()) {
+            write_key_file(&file, &secret.client_key_file(name))
+                .with_context(|| format!("writing {}", file.display()))?;
+        }
+    }
+    Ok(path)
+}
+
+/// The key file this process installed (absolute); `None` with security
+/// off.
+static INSTALLED: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// How the processes this one starts seal their frames, for their command
+/// lines: `(insecure, key file)`, the same as this process.
+pub fn for_children() -> (bool, Option<PathBuf>) {
+    let installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    (installed.is_none(), installed)
+}
+
+/// Sets this process's frame security from `--insecure`, `--key-file` and
+/// `[security]`, before any socket is made.
+pub fn install(
+    key_file: Option<&Path>,
+    insecure: bool,
+    config: &SquallConfig,
+    who: Who,
+) -> Result<()> {
+    let section = &config.security;
+    let state_dir = &config.cluster.state_dir;
+    let given = key_file.or(section.key_file.as_deref());
+    // A local cluster started with --insecure says so in its record.
+    let recorded_insecure = || {
+        crate::record::read_record(state_dir)
+            .ok()
+            .and_then(|r| r.launch)
+            .is_some_and(|l| l.insecure)
+    };
+    if insecure
+        || section.insecure
+        || (given.is_none() && who != Who::Member && recorded_insecure())
+    {
+        set_security(Security::insecure());
+        return Ok(());
+    }
+    let path = match given {
+        Some(p) => p.to_path_buf(),
+        None => match who {
+            Who::Member | Who::Tool => cluster_key(state_dir),
+            Who::Client if client_key(state_dir).exists() => client_key(state_dir),
+            Who::Client => cluster_key(state_dir),
+        },
+    };
+    if !path.exists() && who == Who::Tool && given.is_none() {
+        tracing::debug!(path = %path.display(), "no cluster key: open frames");
+        set_security(Security::insecure());
+        return Ok(());
+    }
+    if !path.exists() {
+        bail!(
+            "no key file at {}: start the cluster with `squall up` (it writes its keys to \
+             STATE_DIR/keys), name a key with --key-file, or turn authentication off with \
+             --insecure (on every process of the cluster)",
+            path.display()
+        );
+    }
+    let identity = read_identity(&path).map_err(anyhow::Error::msg)?;
+    if who == Who::Member && !identity.is_member() {
+        bail!(
+            "{} is client {:?}'s key; this command needs the cluster's secret \
+             (STATE_DIR/keys/cluster.key)",
+            path.display(),
+            identity.client_name().unwrap_or_default()
+        );
+    }
+    let absolute = std::path::absolute(&path).unwrap_or(path);
+    *INSTALLED.lock().unwrap_or_else(|e| e.into_inner()) = Some(absolute);
+    set_security(Security {
+        identity: Some(identity),
+        clients: section.client_rights(),
+        encrypt: section.encrypt,
+    });
+    Ok(())
+}
+
+/// `squall keys`: writes the keys `STATE_DIR/keys` lacks and lists them.
+pub fn write_and_list(config: &SquallConfig) -> Result<()> {
+    let dir = &config.cluster.state_dir;
+    ensure_keys(dir, config)?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(keys_dir(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    for file in files {
+        let what = match read_identity(&file) {
+            Ok(Identity::Member { .. }) => "the cluster's secret: every role needs it".to_string(),
+            Ok(Identity::Client { name, .. }) => match config.security.clients.get(&name) {
+                Some(rights) => {
+                    let rights: Vec<&str> = rights.iter().map(|r| r.name()).collect();
+                    format!("client {name}: {}", rights.join(", "))
+                }
+                None => format!("client {name}: not in [security.clients], refused"),
+            },
+            Err(e) => format!("unreadable: {e}"),
+        };
+        println!("{}  {what}", file.display());
+    }
+    Ok(())
+}

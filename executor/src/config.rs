@@ -72,6 +72,11 @@ pub struct ExecutorConfig {
     /// room; set it to what one executor process may use. Must be 0 or at
     /// least 32 MiB, and more than `max_value_bytes`.
     pub python_memory_bytes: usize,
+    /// The user an executor started as root runs as, from before its
+    /// interpreter starts: user functions never run as root. Empty: stay
+    /// root (not advised). An executor started as another user stays that
+    /// user.
+    pub run_as: String,
     /// The `[limits]` section: a function result over `max_value_bytes`
     /// fails the call at once (`TooLarge`) instead of a frame too large to
     /// send. Set by the process from the config file's own section.
@@ -96,6 +101,7 @@ impl Default for ExecutorConfig {
             subscription_lease: Duration::from_secs(10),
             wasm_memory_bytes: 64 << 20,
             python_memory_bytes: 2 << 30,
+            run_as: "nobody".to_string(),
             limits: anna::config::Limits::default(),
         }
     }

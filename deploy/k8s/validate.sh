@@ -14,6 +14,8 @@
 #  4. least privilege: every pod non-root under the RuntimeDefault seccomp
 #     profile, every container with a read-only root filesystem, no
 #     privilege escalation, no capabilities, and CPU and memory limits;
+#     every container reads the cluster's secret (SQUALL_KEY_FILE) from the
+#     squall-keys Secret, mounted read-only, readable by the pod's group;
 #  5. routers and schedulers are StatefulSets of two or more behind headless
 #     Services, kept by a PodDisruptionBudget that leaves one serving, and
 #     every component names each router and each scheduler by its pod's DNS
@@ -98,6 +100,17 @@ for file, doc in docs:
               f"{name}/{c['name']}: read-only root filesystem, no escalation, no capabilities")
         check("cpu" in limits and "memory" in limits,
               f"{name}/{c['name']}: CPU and memory limits ({limits})")
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        mounts = {m["name"]: m for m in c.get("volumeMounts", [])}
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        key = env.get("SQUALL_KEY_FILE") or ""
+        keys = [m for n, m in mounts.items()
+                if volumes.get(n, {}).get("secret", {}).get("secretName") == "squall-keys"]
+        check(len(keys) == 1 and keys[0].get("readOnly") is True
+              and key.startswith(keys[0]["mountPath"] + "/"),
+              f"{name}/{c['name']}: SQUALL_KEY_FILE ({key}) on the squall-keys Secret, read-only")
+        check(pod.get("fsGroup") is not None,
+              f"{name}: the key Secret's group (fsGroup) is the pod's")
 
 for file, doc in docs:
     spec = doc.get("spec", {}).get("template", {}).get("spec")

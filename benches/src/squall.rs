@@ -20,10 +20,12 @@
 use crate::backend::{BackendError, BackendFactory, KvBackend, Result};
 use anna::client::ClientConfig;
 use anna::lattice::{LatticeValue, Lww};
+use anna::protocol::seal::{Identity, Secret, Security};
 use anna::protocol::{Ack, Address};
-use squall_transport::Client;
+use squall_transport::{security, Client};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 /// How many puts a preloading connection keeps in flight.
 const PRELOAD_IN_FLIGHT: usize = 64;
@@ -46,6 +48,68 @@ pub struct SquallFactory {
     /// cluster again.
     up_args: Vec<String>,
     log: String,
+    /// How this factory's clients seal their frames (as the cluster does).
+    security: Security,
+}
+
+/// How a benchmarked cluster seals its frames (`[security]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameSecurity {
+    /// Open frames (`insecure = true`).
+    Open,
+    /// Authenticated frames: the default.
+    Authenticated,
+    /// Authenticated and encrypted frames (`encrypt = true`).
+    Encrypted,
+}
+
+impl FrameSecurity {
+    /// The `[security]` section of the cluster's config.
+    fn config(self) -> &'static str {
+        match self {
+            FrameSecurity::Open => "\n[security]\ninsecure = true\n",
+            FrameSecurity::Authenticated => "",
+            FrameSecurity::Encrypted => "\n[security]\nencrypt = true\n",
+        }
+    }
+
+    /// What clients of such a cluster seal with.
+    fn security(self) -> Security {
+        match self {
+            FrameSecurity::Open => Security::insecure(),
+            FrameSecurity::Authenticated | FrameSecurity::Encrypted => Security {
+                identity: Some(Identity::member(bench_secret().clone())),
+                clients: Default::default(),
+                encrypt: self == FrameSecurity::Encrypted,
+            },
+        }
+    }
+}
+
+/// The secret of every cluster this benchmark process starts: drawn once,
+/// written into each state directory before `squall up` (which keeps an
+/// existing one), and made this process's own, so that the benchmark's
+/// clients and probes seal their frames as the cluster's processes do.
+pub fn bench_secret() -> &'static Secret {
+    static SECRET: OnceLock<Secret> = OnceLock::new();
+    SECRET.get_or_init(|| {
+        let secret = security::new_secret().expect("random bytes for the cluster's secret");
+        security::set_security(Security {
+            identity: Some(Identity::member(secret.clone())),
+            clients: Default::default(),
+            encrypt: false,
+        });
+        secret
+    })
+}
+
+/// Writes [`bench_secret`] to `dir/keys/cluster.key` unless one is there.
+pub fn share_secret(dir: &Path) -> std::io::Result<()> {
+    let path = dir.join("keys").join("cluster.key");
+    if path.exists() {
+        return Ok(());
+    }
+    security::write_key_file(&path, &bench_secret().key_file())
 }
 
 fn setup(what: impl std::fmt::Display) -> BackendError {
@@ -76,6 +140,21 @@ impl SquallFactory {
     /// with ports from `base_port` up.
     pub fn start(threads: u16, base_port: u16) -> Result<Self> {
         Self::start_cluster(1, threads, 1, base_port)
+    }
+
+    /// [`SquallFactory::start`] of a cluster sealing its frames as
+    /// `frames` says, named for it unless authenticated (the default).
+    pub fn start_sealed(threads: u16, base_port: u16, frames: FrameSecurity) -> Result<Self> {
+        let mut factory = Self::start_logging(1, threads, 1, base_port, frames.config(), "warn")?;
+        factory.security = frames.security();
+        match frames {
+            FrameSecurity::Authenticated => {}
+            FrameSecurity::Open => factory.name = format!("squall ({threads}t, frames open)"),
+            FrameSecurity::Encrypted => {
+                factory.name = format!("squall ({threads}t, frames encrypted)")
+            }
+        }
+        Ok(factory)
     }
 
     /// Starts one router and `nodes` storage nodes of `threads` worker
@@ -116,6 +195,7 @@ impl SquallFactory {
             &config,
             format!("[storage]\nreplication = {{ global = {replicas}, local = 1 }}\n{extra}"),
         )?;
+        share_secret(&dir)?;
         let up_args: Vec<String> = [
             "up",
             "--routers",
@@ -158,6 +238,7 @@ impl SquallFactory {
             ack: Ack::FirstReplica,
             up_args,
             log: log.to_string(),
+            security: FrameSecurity::Authenticated.security(),
         };
         factory.reread_record()?;
         Ok(factory)
@@ -339,7 +420,7 @@ impl BackendFactory for SquallFactory {
     }
 
     fn connect(&self) -> Result<Box<dyn KvBackend + Send>> {
-        let client = Client::connect_in(
+        let client = Client::connect_secured(
             &self.ctx,
             &anna::protocol::Address::from("tcp://127.0.0.1:*"),
             self.routers.clone(),
@@ -347,6 +428,7 @@ impl BackendFactory for SquallFactory {
                 put_ack: self.ack,
                 ..ClientConfig::default()
             },
+            &self.security,
         )
         .map_err(|e| setup(format!("connecting to squall: {e}")))?;
         Ok(Box::new(SquallConnection { client }))

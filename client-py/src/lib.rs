@@ -605,10 +605,34 @@ fn dag_key(name: &str) -> String {
     compute::dag_key(name)
 }
 
+/// Makes this process seal its frames with the key in `key_file` (a
+/// client's key or the cluster's secret), or send open frames when `None`
+/// (a cluster run with `--insecure`). Clients made afterwards use it.
+#[pyfunction]
+#[pyo3(signature = (key_file, encrypt = false))]
+fn use_key(py: Python<'_>, key_file: Option<std::path::PathBuf>, encrypt: bool) -> PyResult<()> {
+    use anna::protocol::seal::Security;
+    let security = match key_file {
+        None => Security::insecure(),
+        Some(path) => {
+            let identity = squall_transport::security::read_identity(&path)
+                .map_err(|e| errors::squall_error(py, "SquallError", e))?;
+            Security {
+                identity: Some(identity),
+                clients: Default::default(),
+                encrypt,
+            }
+        }
+    };
+    squall_transport::security::set_security(security);
+    Ok(())
+}
+
 #[pymodule(name = "_native")]
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Client>()?;
     m.add_class::<DirectKvs>()?;
+    m.add_function(wrap_pyfunction!(use_key, m)?)?;
     m.add_function(wrap_pyfunction!(send_user_message, m)?)?;
     m.add_function(wrap_pyfunction!(looks_pickled, m)?)?;
     m.add_function(wrap_pyfunction!(encode_function, m)?)?;

@@ -303,6 +303,7 @@ def test_a_future_waited_on_too_briefly_stays_pending(compute):
 
 def test_calls_without_a_scheduler_say_how_to_get_one(cluster):
     (router,) = cluster.record["routers"]
-    kv_only = squall.connect(router["addresses"][0])
+    key = cluster.state_dir / "keys" / "client.key"
+    kv_only = squall.connect(router["addresses"][0], key_file=str(key))
     with pytest.raises(squall.SquallError, match="no scheduler known"):
         kv_only.call("anything", 1)

@@ -301,7 +301,7 @@ def test_connect_reads_the_state_dir_from_the_environment(cluster, key, monkeypa
 
 def test_connect_to_a_router_address(cluster, key):
     (router,) = cluster.record["routers"]
-    c = squall.connect(router["addresses"][0])
+    c = squall.connect(router["addresses"][0], key_file=str(cluster.state_dir / "keys/client.key"))
     c.put(key, "via router")
     assert c.get(key) == "via router"
 

@@ -122,7 +122,8 @@ def test_a_client_given_every_router_goes_on_when_one_is_stalled(healing):
     stalled = c.record["routers"][0]["pid"]
     os.kill(stalled, signal.SIGSTOP)
     try:
-        client = squall.connect(routers, scheduler=schedulers, timeout=10.0)
+        key = str(c.state_dir / "keys" / "client.key")
+        client = squall.connect(routers, scheduler=schedulers, timeout=10.0, key_file=key)
         try:
             client.put("repair/router-list", squall.Lww(b"ok"), ack=2)
             assert client.get("repair/router-list") == b"ok"

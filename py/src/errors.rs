@@ -44,6 +44,7 @@ impl From<KvsFailure> for PyErr {
             ClientError::Timeout { .. } => "KvsTimeoutError",
             ClientError::TypeMismatch { .. } | ClientError::WrongKind { .. } => "TypeMismatchError",
             ClientError::Refused { .. } => "RefusedError",
+            ClientError::PermissionDenied { .. } => "AccessDeniedError",
             _ => "KvsError",
         };
         Python::attach(|py| squall_error(py, class, e.to_string()))

@@ -74,6 +74,7 @@ impl BenchCluster {
             &config_path,
             format!("[cluster]\nstate_dir = {state_dir:?}\n\n{config}"),
         )?;
+        crate::squall::share_secret(&dir)?;
         let status = Command::new(&squall)
             .arg("--config")
             .arg(&config_path)

@@ -24,7 +24,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use squall_benches::recovery::{self, StopKind};
 use squall_benches::redis::{Persistence, RedisFactory};
-use squall_benches::squall::SquallFactory;
+use squall_benches::squall::{FrameSecurity, SquallFactory};
 use squall_benches::zmq_floor::ZmqFloorFactory;
 use squall_benches::{
     run_interleaved_pooled, table, BackendFactory, ConnectionPool, Report, Stop, Workload,
@@ -272,6 +272,26 @@ struct TiersArgs {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum FramesName {
+    /// Open frames (`[security] insecure = true`): no authentication.
+    Open,
+    /// Authenticated frames (the default): a Poly1305 tag per frame.
+    Authenticated,
+    /// Authenticated and encrypted frames (`[security] encrypt = true`).
+    Encrypted,
+}
+
+impl FramesName {
+    fn mode(self) -> FrameSecurity {
+        match self {
+            FramesName::Open => FrameSecurity::Open,
+            FramesName::Authenticated => FrameSecurity::Authenticated,
+            FramesName::Encrypted => FrameSecurity::Encrypted,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum AckName {
     /// Acknowledged once the first replica merged it (in memory); the node
     /// syncs it with its next periodic flush (`flush_period`, 100 ms).
@@ -314,6 +334,12 @@ struct KvsArgs {
     /// one, named plainly; durable,one with --durable].
     #[arg(long, value_enum, value_delimiter = ',')]
     squall_ack: Vec<AckName>,
+    /// How the Squall backend's frames are sealed, each value one more
+    /// `squall` backend at the default ack: `open` (no authentication),
+    /// `authenticated`, `encrypted` (what security costs) [default:
+    /// authenticated, named plainly].
+    #[arg(long, value_enum, value_delimiter = ',', conflicts_with = "squall_ack")]
+    squall_frames: Vec<FramesName>,
     /// Persistence of the Redis backend, each value one more `redis`
     /// backend: `none`, `always` (append-only file synced before each
     /// reply), `everysec` (synced once a second); its files in a fresh
@@ -865,6 +891,17 @@ fn start(
 ) -> Result<Vec<(Box<dyn BackendFactory>, Class)>> {
     let mut out: Vec<(Box<dyn BackendFactory>, Class)> = Vec::new();
     match name {
+        BackendName::Squall if !args.squall_frames.is_empty() => {
+            for &threads in &args.squall_threads {
+                for frames in &args.squall_frames {
+                    let base = 17_100 + 300 * *squall_clusters;
+                    *squall_clusters += 1;
+                    let factory = SquallFactory::start_sealed(threads, base, frames.mode())
+                        .context("starting the Squall cluster")?;
+                    out.push((Box::new(factory), Class::Periodic));
+                }
+            }
+        }
         BackendName::Squall => {
             let acks = squall_acks(args);
             for &threads in &args.squall_threads {

@@ -22,6 +22,8 @@ from . import errors, lattices
 from .errors import (
     BadArgumentsError,
     BadFunctionError,
+    AccessDeniedError,
+    CallAccessDeniedError,
     CallError,
     CallTimeoutError,
     ClusterNotFoundError,
@@ -71,6 +73,9 @@ def connect(
     call_timeout: float = 60.0,
     bind_host: str = "127.0.0.1",
     consistency: str = "lww",
+    key_file: "str | None" = None,
+    insecure: "bool | None" = None,
+    encrypt: bool = False,
 ) -> "Client":
     """Connects to a Squall cluster and returns a `Client`.
 
@@ -93,14 +98,34 @@ def connect(
         consistency: the default consistency level of this client's calls
             (``"lww"``, ``"repeatable_read"`` or ``"causal"``; see
             `Client.call`).
+        key_file: the client key this client authenticates with. ``None``:
+            ``$SQUALL_KEY_FILE``, else the state directory's
+            ``keys/client.key`` (written by ``squall up``). Every client made
+            in a process from then on uses the last key given.
+        insecure: send open frames, for a cluster run with ``--insecure``
+            (``None``: ``$SQUALL_INSECURE``, or what the local cluster's
+            record says).
+        encrypt: encrypt this client's requests too (the cluster's answers
+            are encrypted when its ``[security] encrypt`` is set).
 
     Raises:
         ClusterNotFoundError: no cluster record where one was looked for.
+        SquallError: no key file where one was looked for.
         ValueError: an unknown consistency level.
     """
     from .client import Client
 
-    return Client._connect(address, scheduler, timeout, call_timeout, bind_host, consistency)
+    return Client._connect(
+        address,
+        scheduler,
+        timeout,
+        call_timeout,
+        bind_host,
+        consistency,
+        key_file=key_file,
+        insecure=insecure,
+        encrypt=encrypt,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import cloudpickle
 
 from . import _native
-from .errors import InvalidModuleError
+from .errors import InvalidModuleError, SquallError
 from .errors import CallTimeoutError, ClusterNotFoundError, UnknownFunctionError, call_error
 from .lattices import Lww, Set
 from .reference import Reference
@@ -42,6 +42,41 @@ def _state_dir(address: Optional[str]) -> Path:
     if address is not None:
         return Path(address)
     return Path(os.environ.get("SQUALL_STATE_DIR") or ".squall")
+
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+def _key_file(
+    address: Optional[str],
+    record: Optional[dict],
+    key_file: Optional[str],
+    insecure: Optional[bool],
+) -> Optional[Path]:
+    """The key this client seals its frames with; ``None`` for open frames
+    (a cluster started with ``--insecure``, or ``insecure=True``).
+
+    Looked for in order: `key_file`, ``$SQUALL_KEY_FILE``, then the state
+    directory's ``keys/client.key`` (what ``squall up`` writes) and
+    ``keys/cluster.key``.
+    """
+    if insecure is None:
+        insecure = os.environ.get("SQUALL_INSECURE", "").lower() in _TRUE
+    launch = (record or {}).get("launch") or {}
+    if insecure or (key_file is None and launch.get("insecure")):
+        return None
+    given = key_file or os.environ.get("SQUALL_KEY_FILE")
+    if given:
+        return Path(given)
+    keys = _state_dir(address if record is not None else None) / "keys"
+    for name in ("client.key", "cluster.key"):
+        if (keys / name).exists():
+            return keys / name
+    raise SquallError(
+        f"no client key in {keys} (`squall up` writes keys/client.key there): pass "
+        "key_file=PATH or set $SQUALL_KEY_FILE, or insecure=True for a cluster run "
+        "with --insecure"
+    )
 
 
 def _pickle_args(args: Sequence[Any], kwargs: Mapping[str, Any]) -> Tuple[bytes, List[str]]:
@@ -196,7 +231,11 @@ class Client:
         call_timeout: float,
         bind_host: str,
         consistency: str = "lww",
+        key_file: Optional[str] = None,
+        insecure: Optional[bool] = None,
+        encrypt: bool = False,
     ) -> "Client":
+        record = None
         if address is not None and not isinstance(address, str):
             routers, schedulers = list(address), []
             bad = [a for a in routers if not isinstance(a, str) or not a.startswith(_SCHEMES)]
@@ -213,6 +252,8 @@ class Client:
                     f"no local cluster recorded at {path} (start one with `squall up`)"
                 ) from None
             routers, schedulers = _addresses(record, "routers"), _addresses(record, "schedulers")
+        key = _key_file(address, record, key_file, insecure)
+        _native.use_key(None if key is None else str(key), encrypt)
         if scheduler is not None:
             schedulers = [scheduler] if isinstance(scheduler, str) else list(scheduler)
         consistency = _check_consistency(consistency)

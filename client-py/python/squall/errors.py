@@ -28,6 +28,8 @@ __all__ = [
     "TooLargeError",
     "UnavailableError",
     "RefusedError",
+    "AccessDeniedError",
+    "CallAccessDeniedError",
     "InvalidModuleError",
 ]
 
@@ -61,6 +63,12 @@ class RefusedError(KvsError, ValueError):
     ``max_value_bytes``, or a last-writer-wins timestamp further ahead of the
     node's clock than ``max_clock_skew``. Nothing was stored; the message
     names the size (or the skew) and the limit."""
+
+
+class AccessDeniedError(KvsError, PermissionError):
+    """This client's key lacks the right the operation needs: ``read``,
+    ``write``, or ``register`` for functions and DAGs (``[security.clients]``
+    in the cluster's ``squall.toml``); the message names the right."""
 
 
 class CallError(SquallError):
@@ -154,6 +162,11 @@ class UnavailableError(CallError, ConnectionError):
     (so it may run twice); this is raised only when none answers."""
 
 
+class CallAccessDeniedError(CallError, PermissionError):
+    """This client's key lacks the ``call`` right (``[security.clients]``
+    in the cluster's ``squall.toml``); the message names the right."""
+
+
 # Wire names of `CallErrorKind` (anna/src/protocol/compute.rs) -> class.
 _BY_KIND = {
     "Remote": RemoteError,
@@ -166,6 +179,7 @@ _BY_KIND = {
     "Overloaded": OverloadedError,
     "TooLarge": TooLargeError,
     "Unavailable": UnavailableError,
+    "PermissionDenied": CallAccessDeniedError,
 }
 
 

@@ -1,0 +1,160 @@
+"""Client keys and rights against a cluster of real processes: each client
+seals its frames with its own key, and what its key has no right to do is
+a PermissionError naming the right, while its other operations go on."""
+
+import os
+import secrets
+import tempfile
+from pathlib import Path
+
+import pytest
+
+import squall
+from conftest import own_cluster
+
+CONFIG = """\
+[monitor.storage]
+enabled = false
+
+[monitor.compute]
+enabled = false
+
+[security.clients]
+admin = ["read", "write", "register", "call"]
+reader = ["read"]
+caller = ["read", "call"]
+"""
+
+
+def double(x):
+    return 2 * x
+
+
+@pytest.fixture(scope="module")
+def secured():
+    with own_cluster(
+        "squall-security-", CONFIG, "--nodes", "2", "--threads", "1", "--compute-nodes", "1"
+    ) as (cluster, admin):
+        admin.register(double)
+        admin.put("shared", "from admin")
+        yield cluster, admin
+
+
+def keyed(cluster, name: str, **kw):
+    key = cluster.state_dir / "keys" / f"client-{name}.key"
+    return squall.connect(str(cluster.state_dir), key_file=str(key), timeout=5.0, **kw)
+
+
+def test_up_writes_a_key_per_client_readable_by_its_owner_only(secured):
+    cluster, _ = secured
+    keys = cluster.state_dir / "keys"
+    names = sorted(p.name for p in keys.iterdir())
+    assert names == [
+        "client-admin.key",
+        "client-caller.key",
+        "client-reader.key",
+        "client.key",
+        "cluster.key",
+    ]
+    for p in keys.iterdir():
+        assert p.stat().st_mode & 0o077 == 0, p
+    # client.key is the default client's: admin's.
+    assert (keys / "client.key").read_text() == (keys / "client-admin.key").read_text()
+
+
+def test_a_read_only_client_reads_and_every_other_right_is_refused_by_name(secured):
+    cluster, _ = secured
+    reader = keyed(cluster, "reader")
+    assert reader.get("shared") == "from admin"
+    with pytest.raises(PermissionError, match="`write`") as refused:
+        reader.put("shared", "from reader")
+    assert isinstance(refused.value, squall.AccessDeniedError)
+    with pytest.raises(PermissionError, match="`register`"):
+        reader.register(double, name="reader_double")
+    with pytest.raises(PermissionError, match="`call`") as refused:
+        reader.call("double", 4)
+    assert isinstance(refused.value, squall.CallAccessDeniedError)
+    # Nothing was written, and the client still works.
+    assert reader.get("shared") == "from admin"
+    assert reader.get("__squall/functions/reader_double") is None
+    reader.close()
+
+
+def test_a_caller_calls_but_cannot_write(secured):
+    cluster, _ = secured
+    caller = keyed(cluster, "caller")
+    assert caller.call("double", 21) == 42
+    with pytest.raises(PermissionError, match="`write`"):
+        caller.put("k", 1)
+    caller.close()
+
+
+def test_an_encrypting_client_works_as_any_other(secured):
+    cluster, admin = secured
+    c = keyed(cluster, "admin", encrypt=True)
+    c.put("encrypted", {"a": 1})
+    assert admin.get("encrypted") == {"a": 1}
+    assert c.call("double", 5) == 10
+    c.close()
+
+
+def test_a_key_of_another_cluster_or_none_gets_no_answer_and_a_clear_error(secured):
+    cluster, _ = secured
+    with tempfile.TemporaryDirectory() as other:
+        key = Path(other) / "client.key"
+        # A well-formed key of another cluster.
+        key.write_text(
+            f"squall-client-key-v1 admin {secrets.token_hex(32)} {secrets.token_hex(32)}\n"
+        )
+        stranger = squall.connect(str(cluster.state_dir), key_file=str(key), timeout=1.0)
+        with pytest.raises(squall.KvsTimeoutError):
+            stranger.get("shared")
+        stranger.close()
+        key.write_text("not a key\n")
+        with pytest.raises(squall.SquallError, match="not a Squall key file"):
+            squall.connect(str(cluster.state_dir), key_file=str(key))
+        # No key where one is looked for.
+        router = cluster.record["routers"][0]["addresses"][0]
+        saved = {k: os.environ.pop(k, None) for k in ("SQUALL_KEY_FILE", "SQUALL_STATE_DIR")}
+        os.environ["SQUALL_STATE_DIR"] = other
+        try:
+            with pytest.raises(squall.SquallError, match="no client key"):
+                squall.connect(router)
+        finally:
+            os.environ.pop("SQUALL_STATE_DIR")
+            os.environ.update({k: v for k, v in saved.items() if v is not None})
+    # The cluster counted what it dropped.
+    status = cluster.cli("status").stdout
+    counts = [int(line.split("unauthenticated ")[1].split()[0])
+              for line in status.splitlines() if "unauthenticated " in line]
+    assert sum(counts) >= 1, status
+
+
+def whoami():
+    import os
+
+    return os.geteuid()
+
+
+def read_file(path):
+    with open(path) as f:
+        return f.read()
+
+
+def test_user_functions_do_not_run_as_root_where_the_interpreter_allows_it(secured):
+    cluster, admin = secured
+    admin.register(whoami)
+    admin.register(read_file)
+    euid = admin.call("whoami")
+    logs = "".join(p.read_text() for p in (cluster.state_dir / "logs").glob("executor-*"))
+    if os.geteuid() != 0:
+        assert euid == os.geteuid()
+    elif euid != 0:
+        # Dropped: the cluster's secret on disk is out of the function's reach.
+        assert "user functions run as nobody" in logs, logs[-2000:]
+        with pytest.raises(squall.RemoteError, match="PermissionError"):
+            admin.call("read_file", str(cluster.state_dir / "keys" / "cluster.key"))
+    else:
+        # Kept root only because the interpreter is unreadable to `nobody`
+        # (installed in root's home), and said so naming the directory.
+        assert "user functions run as root: nobody cannot read" in logs, logs[-2000:]

@@ -335,3 +335,67 @@ proptest! {
         prop_assert!(opener.open(&mut frame, NOW).is_err());
     }
 }
+
+fn executor(secret: &Secret) -> Security {
+    Security {
+        identity: Some(Identity::parse(&secret.executor_key_file()).expect("a key file")),
+        clients: HashMap::from([("caller".to_string(), Rights::of(&[Right::Call]))]),
+        encrypt: false,
+    }
+}
+
+fn user_message() -> Message {
+    Message::UserMessage(anna::protocol::compute::UserMessage {
+        from: Address::from("tcp://127.0.0.1:5001"),
+        payload: b"hi".to_vec(),
+    })
+}
+
+#[test]
+fn an_executor_opens_what_reaches_it_but_cannot_speak_as_a_member() {
+    let s = secret(1);
+    let mut at_executor = Opener::new(&executor(&s));
+    for (sender, (security, msg)) in [
+        (member(&s, false), depart()),
+        (member(&s, true), put("k")),
+        (member(&s, false), answer()),
+        (executor(&s), get("k")),
+        (client(&s, "caller", false), user_message()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut frame = sealed(&security, 10 + sender as u8, &msg);
+        let (opened, _) = at_executor
+            .open(&mut frame, NOW)
+            .unwrap_or_else(|e| panic!("{}: {e}", msg.kind()));
+        assert_eq!(opened, msg);
+    }
+    // At a member, an executor is an executor: no membership, but requests.
+    let mut at_member = Opener::new(&member(&s, false));
+    let mut frame = sealed(&executor(&s), 2, &depart());
+    let (msg, who) = at_member.open(&mut frame, NOW).unwrap();
+    assert_eq!(who, Principal::Executor);
+    assert_eq!(
+        who.missing_right(&msg),
+        Err(Refusal::MembersOnly("membership"))
+    );
+    assert_eq!(who.missing_right(&put("k")), Ok(()));
+    // Relabelled as a member's frame, it lacks the cluster key's tag.
+    let mut frame = sealed(&executor(&s), 3, &depart());
+    frame[2] = 1;
+    frame.extend_from_slice(&[0; 16]);
+    assert_eq!(at_member.open(&mut frame, NOW), Err(OpenError::BadTag));
+    // An executor's answers open at its callers and at members.
+    let frame = sealed(&executor(&s), 4, &answer());
+    let mut at_client = Opener::new(&client(&s, "caller", false));
+    assert!(at_client.open(&mut frame.clone(), NOW).is_ok());
+    assert!(at_member.open(&mut frame.clone(), NOW).is_ok());
+    // A client, holding the reply key, cannot forge an answer to an
+    // executor: the outer tag is the executors' key's.
+    let mut forged = sealed(&member(&s, false), 5, &answer());
+    let n = forged.len();
+    forged[n - 1] ^= 1;
+    assert_eq!(at_executor.open(&mut forged, NOW), Err(OpenError::BadTag));
+    assert!(!Identity::parse(&s.executor_key_file()).unwrap().is_member());
+}

@@ -8,6 +8,9 @@
 //! - `keys/client-NAME.key`: the key of client NAME of `[security.clients]`.
 //! - `keys/client.key`: the default client's key, what `squall kv` and the
 //!   Python client's `squall.connect()` use.
+//! - `keys/executor.key`: the executors' key. It is not the secret: code
+//!   running in an executor cannot speak as a storage node, router, cache,
+//!   scheduler or the monitor (no membership, no gossip, no scaling).
 //!
 //! Key files are created once (mode 0600) and kept: a cluster restarted on
 //! the same state directory keeps its keys, and its clients keep working.
@@ -23,6 +26,8 @@ use std::path::{Path, PathBuf};
 pub enum Who {
     /// A role: needs the cluster's secret.
     Member,
+    /// An executor: the executors' key (or the secret).
+    Executor,
     /// A local operator's tool (`up`, `down`, `scale`, `status`, `ping`):
     /// the cluster's secret when there is one, else open frames.
     Tool,
@@ -45,6 +50,11 @@ pub fn client_key(state_dir: &Path) -> PathBuf {
     keys_dir(state_dir).join("client.key")
 }
 
+/// The executors' key beside the cluster's secret `cluster_key`.
+pub fn executor_key_beside(cluster_key: &Path) -> PathBuf {
+    cluster_key.with_file_name("executor.key")
+}
+
 /// Writes the keys `state_dir` lacks: the secret, a key per configured
 /// client, and `client.key` for the default client. Returns the secret's
 /// path.
@@ -53,7 +63,12 @@ pub fn ensure_keys(state_dir: &Path, config: &SquallConfig) -> Result<PathBuf> {
     let secret = if path.exists() {
         match read_identity(&path).map_err(anyhow::Error::msg)? {
             Identity::Member { secret, .. } => secret,
-            Identity::Client { .. } => bail!("{} holds a client's key", path.display()),
+            Identity::Client { .. } | Identity::Executor { .. } => {
+                bail!(
+                    "{} holds another key than the cluster's secret",
+                    path.display()
+                )
+            }
         }
     } else {
         let secret = new_secret().context("drawing the cluster's secret")?;
@@ -62,6 +77,11 @@ pub fn ensure_keys(state_dir: &Path, config: &SquallConfig) -> Result<PathBuf> {
         tracing::info!(path = %path.display(), "wrote the cluster's secret");
         secret
     };
+    let executor = executor_key_beside(&path);
+    if !executor.exists() {
+        write_key_file(&executor, &secret.executor_key_file())
+            .with_context(|| format!("writing {}", executor.display()))?;
+    }
     let clients = &config.security;
     let default = clients.default_client();
     for name in clients.clients.keys() {
@@ -117,6 +137,7 @@ pub fn install(
         Some(p) => p.to_path_buf(),
         None => match who {
             Who::Member | Who::Tool => cluster_key(state_dir),
+            Who::Executor => executor_key_beside(&cluster_key(state_dir)),
             Who::Client if client_key(state_dir).exists() => client_key(state_dir),
             Who::Client => cluster_key(state_dir),
         },
@@ -135,12 +156,24 @@ pub fn install(
         );
     }
     let identity = read_identity(&path).map_err(anyhow::Error::msg)?;
-    if who == Who::Member && !identity.is_member() {
+    let fits = match who {
+        Who::Member => identity.is_member(),
+        Who::Executor => identity.is_member() || identity.is_executor(),
+        Who::Tool | Who::Client => true,
+    };
+    if !fits {
         bail!(
-            "{} is client {:?}'s key; this command needs the cluster's secret \
-             (STATE_DIR/keys/cluster.key)",
+            "{} is {}; this command needs the cluster's secret (STATE_DIR/keys/cluster.key{})",
             path.display(),
-            identity.client_name().unwrap_or_default()
+            match identity.client_name() {
+                Some(name) => format!("client {name:?}'s key"),
+                None => "the executors' key".to_string(),
+            },
+            if who == Who::Executor {
+                " or executor.key"
+            } else {
+                ""
+            }
         );
     }
     let absolute = std::path::absolute(&path).unwrap_or(path);
@@ -163,7 +196,13 @@ pub fn write_and_list(config: &SquallConfig) -> Result<()> {
     files.sort();
     for file in files {
         let what = match read_identity(&file) {
-            Ok(Identity::Member { .. }) => "the cluster's secret: every role needs it".to_string(),
+            Ok(Identity::Member { .. }) => {
+                "the cluster's secret: storage nodes, routers, schedulers, caches, the monitor"
+                    .to_string()
+            }
+            Ok(Identity::Executor { .. }) => {
+                "the executors' key: no membership, gossip or scaling".to_string()
+            }
             Ok(Identity::Client { name, .. }) => match config.security.clients.get(&name) {
                 Some(rights) => {
                     let rights: Vec<&str> = rights.iter().map(|r| r.name()).collect();

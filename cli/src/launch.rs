@@ -96,7 +96,14 @@ impl Launch {
         if self.settings.insecure {
             cmd.arg("--insecure");
         } else if let Some(key) = &self.settings.key_file {
-            cmd.arg("--key-file").arg(key);
+            // Executors run user code: they get the executors' key, not
+            // the secret.
+            if args.first().map(String::as_str) == Some("executor") {
+                cmd.arg("--key-file")
+                    .arg(crate::keys::executor_key_beside(key));
+            } else {
+                cmd.arg("--key-file").arg(key);
+            }
         }
         cmd.args(args)
             .stdin(Stdio::null())

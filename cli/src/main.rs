@@ -155,8 +155,8 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         | Command::Route(_)
         | Command::Scheduler(_)
         | Command::Cache(_)
-        | Command::Executor(_)
         | Command::Monitor(_) => keys::Who::Member,
+        Command::Executor(_) => keys::Who::Executor,
     };
     if let Command::Kv { args, .. } = &cli.command {
         kv::check(args)?;

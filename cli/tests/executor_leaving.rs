@@ -59,7 +59,10 @@ fn receive<T>(
 #[test]
 fn a_terminated_executor_tells_its_scheduler_it_is_leaving_and_is_not_restarted() {
     let dir = tempfile::tempdir().unwrap();
-    let key = cluster::write_cluster_key(dir.path());
+    // The executors' key, as `squall up` gives executors: the test's own
+    // sockets are a member's.
+    cluster::write_cluster_key(dir.path());
+    let key = cluster::write_executor_key(dir.path());
     let ctx = zmq::Context::new();
     let mut scheduler = Receiver::bind(&ctx, &Address::from("tcp://127.0.0.1:*")).unwrap();
     let me = scheduler.address().to_string();

@@ -3,8 +3,9 @@
 //! - From outside the cluster (no key, another cluster's key, a replay of
 //!   a captured frame): dropped and counted as `unauthenticated`, never
 //!   acted on.
-//! - From a client's key: membership is refused, and a request without
-//!   its right is answered with the right it lacks.
+//! - From a client's key or the executors' key: membership is refused,
+//!   and a client's request without its right is answered with the right
+//!   it lacks.
 //! - From inside (the cluster's key): a `Depart` or a `Heartbeat` for a
 //!   live node, with an incarnation the router never gave it, must not
 //!   remove or move the node.
@@ -110,10 +111,18 @@ fn a_clients_key_cannot_change_membership_or_do_what_it_has_no_right_to() {
     // Even the client with every right is not a member.
     let mut admin = client_sealer("admin");
     probe.send_raw(&router, &sealed(&mut admin, &depart(1)));
+    // Nor is an executor (which runs user code): its key is not the
+    // secret.
+    let executor = Security {
+        identity: Some(Identity::parse(&cluster::test_secret().executor_key_file()).unwrap()),
+        ..Security::default()
+    };
+    let mut executor = Sealer::new(&executor, sender_id());
+    probe.send_raw(&router, &sealed(&mut executor, &depart(2)));
     cluster::wait_until(
-        "the router to refuse the client's departure",
+        "the router to refuse the client's and the executor's departures",
         Duration::from_secs(5),
-        || (probe.counter(&router, "refused")? >= 1).then_some(()),
+        || (probe.counter(&router, "refused")? >= 2).then_some(()),
     );
     assert_eq!(cluster.router_view().live_nodes().count(), 2);
 

@@ -55,6 +55,7 @@ def test_up_writes_a_key_per_client_readable_by_its_owner_only(secured):
         "client-reader.key",
         "client.key",
         "cluster.key",
+        "executor.key",
     ]
     for p in keys.iterdir():
         assert p.stat().st_mode & 0o077 == 0, p

@@ -104,11 +104,16 @@ for file, doc in docs:
         mounts = {m["name"]: m for m in c.get("volumeMounts", [])}
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
         key = env.get("SQUALL_KEY_FILE") or ""
-        keys = [m for n, m in mounts.items()
+        keys = [(m, volumes[n]["secret"]) for n, m in mounts.items()
                 if volumes.get(n, {}).get("secret", {}).get("secretName") == "squall-keys"]
-        check(len(keys) == 1 and keys[0].get("readOnly") is True
-              and key.startswith(keys[0]["mountPath"] + "/"),
+        check(len(keys) == 1 and keys[0][0].get("readOnly") is True
+              and key.startswith(keys[0][0]["mountPath"] + "/"),
               f"{name}/{c['name']}: SQUALL_KEY_FILE ({key}) on the squall-keys Secret, read-only")
+        # An executor runs user code: it sees the executors' key only.
+        if c["name"].startswith("executor") and keys:
+            items = [i["key"] for i in keys[0][1].get("items", [])]
+            check(key.endswith("/executor.key") and items == ["executor.key"],
+                  f"{name}/{c['name']}: only the executors' key is mounted ({items})")
         check(pod.get("fsGroup") is not None,
               f"{name}: the key Secret's group (fsGroup) is the pod's")
 

@@ -6,18 +6,27 @@
 //! derived from it with BLAKE3's key derivation:
 //!
 //! - the **cluster key** seals frames between members (storage nodes,
-//!   routers, schedulers, caches, executors, the monitor);
+//!   routers, schedulers, caches, the monitor); only holders of the secret
+//!   have it;
+//! - the **executors' key** seals executors' frames. Executors run user
+//!   code, so they hold this key (`keys/executor.key`) and not the secret:
+//!   a frame under it opens as [`Principal::Executor`], which may not send
+//!   what only members send ([`Message::members_only`]: membership,
+//!   gossip, handoff, scaling);
 //! - a **client key** per client name seals that client's requests; a
-//!   member derives it from the secret, so a member needs no key list, only
-//!   the names it accepts and their [`Rights`];
+//!   member (or executor) derives it, so it needs no key list, only the
+//!   names it accepts and their [`Rights`];
 //! - the **reply key** seals what may reach a client (answers, user
 //!   messages): every client holds it beside its own key.
 //!
-//! A member cannot tell a client's address from a member's, so a message
-//! that may reach a client ([`Message::may_reach_clients`]) is sealed for
-//! both: tagged with the reply key, then with the cluster key over all of
-//! that. A client checks the first tag, a member the second, so a client,
-//! which holds the reply key, still cannot forge an answer to a member.
+//! A member's own frame carries two tags: the executors' key's, then the
+//! cluster key's over all of it (executors check the first, members the
+//! second). A sender cannot tell a client's address from a member's, so a
+//! message that may reach a client ([`Message::may_reach_clients`]) is
+//! tagged with the reply key, then with the executors' key over all of it:
+//! a client checks the first tag, members and executors the second, so a
+//! client, which holds the reply key, cannot forge an answer to anyone but
+//! another client.
 //!
 //! # Frame layout
 //!
@@ -25,8 +34,8 @@
 //! [version u16 LE][mode u8]                      mode 0: open (insecure)
 //! [sender 16][counter u64 LE][time u32 LE][name len u8][name]   sealed
 //! [body: bincode(Message), encrypted when the mode's ENCRYPTED bit is set]
-//! [tag 16]                                       the mode's key
-//! [cluster tag 16]                               reply mode only
+//! [tag 16]                                       the mode's first key
+//! [outer tag 16]                                 member and reply modes
 //! ```
 //!
 //! The tag is XChaCha20-Poly1305's over the header (and, unencrypted, the
@@ -69,6 +78,7 @@ const MODE_OPEN: u8 = 0;
 const MODE_MEMBER: u8 = 1;
 const MODE_CLIENT: u8 = 2;
 const MODE_REPLY: u8 = 3;
+const MODE_EXECUTOR: u8 = 4;
 const ENCRYPTED: u8 = 0x80;
 
 /// A 32-byte key.
@@ -115,10 +125,29 @@ impl Secret {
         self.derive("squall 2026 reply frames")
     }
 
+    fn compute_key(&self) -> FrameKey {
+        self.derive("squall 2026 executor frames")
+    }
+
+    fn client_root(&self) -> FrameKey {
+        self.derive("squall 2026 client keys")
+    }
+
     /// The key of client `name`.
     pub fn client_key(&self, name: &str) -> FrameKey {
-        let root = self.derive("squall 2026 client keys");
-        FrameKey(*blake3::keyed_hash(&root.0, name.as_bytes()).as_bytes())
+        client_key(&self.client_root(), name)
+    }
+
+    /// The executors' key file: what [`Identity::parse`] reads. It holds
+    /// the keys executors need and not the secret, so code running in an
+    /// executor cannot speak as a storage node, router or cache.
+    pub fn executor_key_file(&self) -> String {
+        format!(
+            "{EXECUTOR_FILE_TAG} {} {} {}\n",
+            hex(&self.compute_key().0),
+            hex(&self.reply_key().0),
+            hex(&self.client_root().0)
+        )
     }
 
     /// The key file of client `name`: what [`Identity::parse`] reads.
@@ -138,6 +167,11 @@ impl Secret {
 
 const CLUSTER_FILE_TAG: &str = "squall-cluster-secret-v1";
 const CLIENT_FILE_TAG: &str = "squall-client-key-v1";
+const EXECUTOR_FILE_TAG: &str = "squall-executor-key-v1";
+
+fn client_key(root: &FrameKey, name: &str) -> FrameKey {
+    FrameKey(*blake3::keyed_hash(&root.0, name.as_bytes()).as_bytes())
+}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -172,6 +206,7 @@ pub enum Identity {
     Member {
         secret: Secret,
         cluster: FrameKey,
+        compute: FrameKey,
         reply: FrameKey,
     },
     /// A client seals with its own key and opens only answers (the reply
@@ -180,6 +215,14 @@ pub enum Identity {
         name: String,
         key: FrameKey,
         reply: FrameKey,
+    },
+    /// An executor seals with the executors' key and opens what members,
+    /// clients and other executors send it, but cannot seal as a member:
+    /// the user code it runs cannot change the cluster's membership.
+    Executor {
+        compute: FrameKey,
+        reply: FrameKey,
+        clients: FrameKey,
     },
 }
 
@@ -192,6 +235,7 @@ impl Identity {
     /// The member identity of the cluster with `secret`.
     pub fn member(secret: Secret) -> Identity {
         Identity::Member {
+            compute: secret.compute_key(),
             cluster: secret.cluster_key(),
             reply: secret.reply_key(),
             secret,
@@ -218,8 +262,19 @@ impl Identity {
                     _ => Err(KeyFileError("a key is not 64 hex digits".into())),
                 }
             }
+            [EXECUTOR_FILE_TAG, compute, reply, clients] => {
+                match (unhex(compute), unhex(reply), unhex(clients)) {
+                    (Some(compute), Some(reply), Some(clients)) => Ok(Identity::Executor {
+                        compute: FrameKey(compute),
+                        reply: FrameKey(reply),
+                        clients: FrameKey(clients),
+                    }),
+                    _ => Err(KeyFileError("a key is not 64 hex digits".into())),
+                }
+            }
             _ => Err(KeyFileError(format!(
-                "expected `{CLUSTER_FILE_TAG} SECRET` or `{CLIENT_FILE_TAG} NAME KEY REPLY`"
+                "expected `{CLUSTER_FILE_TAG} SECRET`, `{CLIENT_FILE_TAG} NAME KEY REPLY` or \
+                 `{EXECUTOR_FILE_TAG} KEY REPLY CLIENTS`"
             ))),
         }
     }
@@ -229,11 +284,16 @@ impl Identity {
         matches!(self, Identity::Member { .. })
     }
 
+    /// Whether this identity is the executors'.
+    pub fn is_executor(&self) -> bool {
+        matches!(self, Identity::Executor { .. })
+    }
+
     /// The client name, for a client.
     pub fn client_name(&self) -> Option<&str> {
         match self {
             Identity::Client { name, .. } => Some(name),
-            Identity::Member { .. } => None,
+            Identity::Member { .. } | Identity::Executor { .. } => None,
         }
     }
 }
@@ -305,6 +365,9 @@ pub enum Principal {
     Member,
     /// A client with these rights.
     Client(Rights),
+    /// An executor: anything but what only storage nodes, routers and the
+    /// monitor send ([`Message::members_only`]).
+    Executor,
     /// Nobody in particular: security is off (`--insecure`).
     Anyone,
 }
@@ -315,8 +378,13 @@ impl Principal {
     /// send only requests, each needing its right
     /// ([`Message::needed_rights`]).
     pub fn missing_right(&self, msg: &Message) -> Result<(), Refusal> {
-        let Principal::Client(rights) = self else {
-            return Ok(());
+        let rights = match self {
+            Principal::Member | Principal::Anyone => return Ok(()),
+            Principal::Executor if msg.members_only() => {
+                return Err(Refusal::MembersOnly(msg.kind()))
+            }
+            Principal::Executor => return Ok(()),
+            Principal::Client(rights) => rights,
         };
         match msg.needed_rights() {
             None => Err(Refusal::MembersOnly(msg.kind())),
@@ -355,6 +423,22 @@ impl Message {
                 | Message::StorageReport { .. }
                 | Message::MonitorStatusReply { .. }
                 | Message::UserMessage(_)
+        )
+    }
+
+    /// Whether only storage nodes, routers and the monitor send this:
+    /// membership, replication between storage threads, scaling. An
+    /// executor's key cannot send it.
+    pub fn members_only(&self) -> bool {
+        matches!(
+            self,
+            Message::Membership(_)
+                | Message::Gossip(_)
+                | Message::GossipAck { .. }
+                | Message::Fetch { .. }
+                | Message::FetchReply { .. }
+                | Message::Scale { .. }
+                | Message::Metrics { .. }
         )
     }
 
@@ -503,19 +587,24 @@ impl Security {
 
 /// Seals the frames of one sender.
 pub struct Sealer {
-    security: Security,
+    encrypt: bool,
     keys: Option<SealKeys>,
     sender: [u8; SENDER],
     counter: u64,
 }
 
 struct SealKeys {
-    /// The key of this sender's own frames (cluster or client key).
-    own: XChaCha20Poly1305,
     own_mode: u8,
+    /// The client's name (client frames only).
     name: Vec<u8>,
-    /// For members: the reply key and cluster key, for frames that may
-    /// reach clients.
+    /// The own frames' first tag (and their encryption): the executors'
+    /// key for members and executors, the client's key for a client.
+    inner: XChaCha20Poly1305,
+    /// Members: the cluster key's tag over the rest.
+    outer: Option<XChaCha20Poly1305>,
+    /// Members and executors, for frames that may reach clients: the reply
+    /// key's tag, then the executors' key's over it (which members and
+    /// executors check, and clients cannot forge).
     reply: Option<(XChaCha20Poly1305, XChaCha20Poly1305)>,
 }
 
@@ -524,21 +613,35 @@ impl Sealer {
     /// counter it makes every nonce unique).
     pub fn new(security: &Security, sender: [u8; SENDER]) -> Sealer {
         let keys = security.identity.as_ref().map(|identity| match identity {
-            Identity::Member { cluster, reply, .. } => SealKeys {
-                own: cluster.cipher(),
+            Identity::Member {
+                cluster,
+                compute,
+                reply,
+                ..
+            } => SealKeys {
                 own_mode: MODE_MEMBER,
                 name: Vec::new(),
-                reply: Some((reply.cipher(), cluster.cipher())),
+                inner: compute.cipher(),
+                outer: Some(cluster.cipher()),
+                reply: Some((reply.cipher(), compute.cipher())),
+            },
+            Identity::Executor { compute, reply, .. } => SealKeys {
+                own_mode: MODE_EXECUTOR,
+                name: Vec::new(),
+                inner: compute.cipher(),
+                outer: None,
+                reply: Some((reply.cipher(), compute.cipher())),
             },
             Identity::Client { name, key, .. } => SealKeys {
-                own: key.cipher(),
                 own_mode: MODE_CLIENT,
                 name: name.as_bytes().to_vec(),
+                inner: key.cipher(),
+                outer: None,
                 reply: None,
             },
         });
         Sealer {
-            security: security.clone(),
+            encrypt: security.encrypt,
             keys,
             sender,
             counter: 0,
@@ -557,26 +660,24 @@ impl Sealer {
             return codec::encode_into(msg, buf);
         };
         self.counter += 1;
-        let reply = msg
-            .may_reach_clients()
-            .then_some(())
-            .and(keys.reply.as_ref());
-        let mut mode = if reply.is_some() {
-            MODE_REPLY
-        } else {
-            keys.own_mode
+        let (mode, inner, outer) = match (&keys.reply, msg.may_reach_clients()) {
+            (Some((reply, outer)), true) => (MODE_REPLY, reply, Some(outer)),
+            _ => (keys.own_mode, &keys.inner, keys.outer.as_ref()),
         };
-        if self.security.encrypt {
-            mode |= ENCRYPTED;
-        }
+        let mode = if self.encrypt { mode | ENCRYPTED } else { mode };
         buf.clear();
         buf.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
         buf.push(mode);
         buf.extend_from_slice(&self.sender);
         buf.extend_from_slice(&self.counter.to_le_bytes());
         buf.extend_from_slice(&(now_secs as u32).to_le_bytes());
-        buf.push(keys.name.len() as u8);
-        buf.extend_from_slice(&keys.name);
+        let name: &[u8] = if mode & !ENCRYPTED == MODE_CLIENT {
+            &keys.name
+        } else {
+            &[]
+        };
+        buf.push(name.len() as u8);
+        buf.extend_from_slice(name);
         let header = buf.len();
         codec::encode_body_into(msg, buf)?;
         if buf.len() + 2 * TAG > MAX_FRAME_BYTES {
@@ -587,23 +688,20 @@ impl Sealer {
                 max: MAX_FRAME_BYTES,
             });
         }
+        let failed = |_| EncodeError::Serialize("sealing failed".into());
         let nonce = nonce(&self.sender, self.counter);
-        let first = match reply {
-            Some((reply, _)) => reply,
-            None => &keys.own,
-        };
-        let tag = if self.security.encrypt {
+        let tag = if self.encrypt {
             let (aad, body) = buf.split_at_mut(header);
-            first.encrypt_inout_detached(&nonce, aad, body.into())
+            inner.encrypt_inout_detached(&nonce, aad, body.into())
         } else {
-            first.encrypt_inout_detached(&nonce, buf, (&mut [][..]).into())
+            inner.encrypt_inout_detached(&nonce, buf, (&mut [][..]).into())
         }
-        .map_err(|_| EncodeError::Serialize("sealing failed".into()))?;
+        .map_err(failed)?;
         buf.extend_from_slice(&tag);
-        if let Some((_, cluster)) = reply {
-            let tag = cluster
+        if let Some(outer) = outer {
+            let tag = outer
                 .encrypt_inout_detached(&nonce, buf, (&mut [][..]).into())
-                .map_err(|_| EncodeError::Serialize("sealing failed".into()))?;
+                .map_err(failed)?;
             buf.extend_from_slice(&tag);
         }
         Ok(())
@@ -684,12 +782,14 @@ impl ReplayGuard {
 pub struct Opener {
     secure: bool,
     /// Members: the cluster key.
-    member: Option<XChaCha20Poly1305>,
-    /// Members: each accepted client's cipher and rights. Clients: none.
-    clients: HashMap<Vec<u8>, (XChaCha20Poly1305, Rights)>,
-    /// The reply key (clients open answers with it; members decrypt
-    /// encrypted answers with it).
+    cluster: Option<XChaCha20Poly1305>,
+    /// Members and executors: the executors' key.
+    compute: Option<XChaCha20Poly1305>,
+    /// The reply key (clients open answers with it; members and executors
+    /// decrypt encrypted answers with it).
     reply: Option<XChaCha20Poly1305>,
+    /// Members and executors: each accepted client's cipher and rights.
+    clients: HashMap<Vec<u8>, (XChaCha20Poly1305, Rights)>,
     replay: ReplayGuard,
 }
 
@@ -698,28 +798,43 @@ impl Opener {
     pub fn new(security: &Security) -> Opener {
         let mut opener = Opener {
             secure: security.identity.is_some(),
-            member: None,
-            clients: HashMap::new(),
+            cluster: None,
+            compute: None,
             reply: None,
+            clients: HashMap::new(),
             replay: ReplayGuard::default(),
+        };
+        let accept = |root: &FrameKey| {
+            security
+                .clients
+                .iter()
+                .map(|(name, rights)| {
+                    let cipher = client_key(root, name).cipher();
+                    (name.as_bytes().to_vec(), (cipher, *rights))
+                })
+                .collect()
         };
         match &security.identity {
             None => {}
             Some(Identity::Member {
                 secret,
                 cluster,
+                compute,
                 reply,
             }) => {
-                opener.member = Some(cluster.cipher());
+                opener.cluster = Some(cluster.cipher());
+                opener.compute = Some(compute.cipher());
                 opener.reply = Some(reply.cipher());
-                opener.clients = security
-                    .clients
-                    .iter()
-                    .map(|(name, rights)| {
-                        let cipher = secret.client_key(name).cipher();
-                        (name.as_bytes().to_vec(), (cipher, *rights))
-                    })
-                    .collect();
+                opener.clients = accept(&secret.client_root());
+            }
+            Some(Identity::Executor {
+                compute,
+                reply,
+                clients,
+            }) => {
+                opener.compute = Some(compute.cipher());
+                opener.reply = Some(reply.cipher());
+                opener.clients = accept(clients);
             }
             Some(Identity::Client { reply, .. }) => opener.reply = Some(reply.cipher()),
         }
@@ -763,7 +878,8 @@ impl Opener {
         }
         let encrypted = mode & ENCRYPTED != 0;
         let kind = mode & !ENCRYPTED;
-        let tags = if kind == MODE_REPLY { 2 * TAG } else { TAG };
+        let two_tags = matches!(kind, MODE_MEMBER | MODE_REPLY);
+        let tags = if two_tags { 2 * TAG } else { TAG };
         let name_len = frame.get(FIXED_HEADER - 1).copied().unwrap_or(0) as usize;
         let header = FIXED_HEADER + name_len;
         if frame.len() < header + tags {
@@ -776,43 +892,68 @@ impl Opener {
             frame[27..31].try_into().expect("4 bytes"),
         ));
         let nonce = nonce(&sender, counter);
-        let (principal, first) = match (kind, &self.member) {
-            (MODE_MEMBER, Some(cluster)) => (Principal::Member, cluster),
-            (MODE_CLIENT, Some(_)) => {
+        // The outer tag, where this receiver holds its key: it covers the
+        // whole frame, so an unencrypted frame needs no further check.
+        let outer = |key: Option<&XChaCha20Poly1305>, frame: &[u8]| -> Option<bool> {
+            let (sealed, tag) = frame.split_at(frame.len() - TAG);
+            let tag: [u8; TAG] = tag.try_into().expect("16 bytes");
+            let checked =
+                key?.decrypt_inout_detached(&nonce, sealed, (&mut [][..]).into(), &tag.into());
+            Some(checked.is_ok())
+        };
+        let (principal, inner, checked) = match kind {
+            MODE_MEMBER => {
+                let inner = self.compute.as_ref().ok_or(OpenError::WrongMode(kind))?;
+                match outer(self.cluster.as_ref(), frame) {
+                    Some(false) => return Err(OpenError::BadTag),
+                    checked => (Principal::Member, inner, checked.is_some()),
+                }
+            }
+            MODE_EXECUTOR => {
+                let inner = self.compute.as_ref().ok_or(OpenError::WrongMode(kind))?;
+                (Principal::Executor, inner, false)
+            }
+            MODE_CLIENT => {
                 let name = &frame[FIXED_HEADER..header];
                 match self.clients.get(name) {
-                    Some((cipher, rights)) => (Principal::Client(*rights), cipher),
+                    Some((cipher, rights)) => (Principal::Client(*rights), cipher, false),
+                    None if self.compute.is_none() => return Err(OpenError::WrongMode(kind)),
                     None => {
                         let name = String::from_utf8_lossy(name).into_owned();
                         return Err(OpenError::UnknownClient(name));
                     }
                 }
             }
-            (MODE_REPLY, _) => {
-                let Some(reply) = &self.reply else {
-                    return Err(OpenError::WrongMode(kind));
-                };
-                if let Some(cluster) = &self.member {
-                    // A member trusts the cluster's tag, over all the rest.
-                    let (sealed, tag) = frame.split_at_mut(frame.len() - TAG);
-                    let tag: [u8; TAG] = (&*tag).try_into().expect("16 bytes");
-                    cluster
-                        .decrypt_inout_detached(&nonce, sealed, (&mut [][..]).into(), &tag.into())
-                        .map_err(|_| OpenError::BadTag)?;
+            MODE_REPLY => {
+                // Members and executors check the executors' outer tag (a
+                // client holds the reply key and could forge the inner
+                // one); clients can check only the reply key's. Nothing
+                // that may reach a client is members-only, so who of the
+                // two sent it does not matter.
+                let inner = self.reply.as_ref().ok_or(OpenError::WrongMode(kind))?;
+                match outer(self.compute.as_ref(), frame) {
+                    Some(false) => return Err(OpenError::BadTag),
+                    checked => (Principal::Member, inner, checked.is_some()),
                 }
-                (Principal::Member, reply)
             }
             _ => return Err(OpenError::WrongMode(kind)),
         };
         let end = frame.len() - tags;
-        let tag: [u8; TAG] = frame[end..end + TAG].try_into().expect("16 bytes");
-        let checked = if encrypted {
-            let (aad, body) = frame[..end].split_at_mut(header);
-            first.decrypt_inout_detached(&nonce, aad, body.into(), &tag.into())
-        } else {
-            first.decrypt_inout_detached(&nonce, &frame[..end], (&mut [][..]).into(), &tag.into())
-        };
-        checked.map_err(|_| OpenError::BadTag)?;
+        if encrypted || !checked {
+            let tag: [u8; TAG] = frame[end..end + TAG].try_into().expect("16 bytes");
+            let opened = if encrypted {
+                let (aad, body) = frame[..end].split_at_mut(header);
+                inner.decrypt_inout_detached(&nonce, aad, body.into(), &tag.into())
+            } else {
+                inner.decrypt_inout_detached(
+                    &nonce,
+                    &frame[..end],
+                    (&mut [][..]).into(),
+                    &tag.into(),
+                )
+            };
+            opened.map_err(|_| OpenError::BadTag)?;
+        }
         let skew = time.abs_diff(now_secs);
         if skew > FRESHNESS_SECS {
             return Err(OpenError::Stale { skew_secs: skew });

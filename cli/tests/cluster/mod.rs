@@ -63,6 +63,17 @@ pub fn test_secret() -> &'static Secret {
     })
 }
 
+/// Writes the executors' key of [`test_secret`] to `dir/keys/executor.key`
+/// (where `squall up` keeps it); returns the path.
+pub fn write_executor_key(dir: &Path) -> PathBuf {
+    let path = dir.join("keys").join("executor.key");
+    if !path.exists() {
+        security::write_key_file(&path, &test_secret().executor_key_file())
+            .expect("writing a key file");
+    }
+    path
+}
+
 /// Writes [`test_secret`] to `dir/keys/cluster.key` (where `squall up`
 /// keeps it, and keeps an existing one); returns the path.
 pub fn write_cluster_key(dir: &Path) -> PathBuf {

@@ -15,7 +15,10 @@
 #     profile, every container with a read-only root filesystem, no
 #     privilege escalation, no capabilities, and CPU and memory limits;
 #     every container reads the cluster's secret (SQUALL_KEY_FILE) from the
-#     squall-keys Secret, mounted read-only, readable by the pod's group;
+#     squall-keys Secret, mounted read-only, readable by the pod's group
+#     (executors: only the executors' key); a NetworkPolicy admits only
+#     Squall's pods, labelled clients and labelled metrics scrapers to
+#     every pod the workloads make;
 #  5. routers and schedulers are StatefulSets of two or more behind headless
 #     Services, kept by a PodDisruptionBudget that leaves one serving, and
 #     every component names each router and each scheduler by its pod's DNS
@@ -116,6 +119,22 @@ for file, doc in docs:
                   f"{name}/{c['name']}: only the executors' key is mounted ({items})")
         check(pod.get("fsGroup") is not None,
               f"{name}: the key Secret's group (fsGroup) is the pod's")
+
+policies = [d for _, d in docs if d["kind"] == "NetworkPolicy"]
+check(len(policies) == 1 and policies[0]["spec"].get("policyTypes") == ["Ingress"],
+      "one NetworkPolicy governs ingress")
+if policies:
+    selected = policies[0]["spec"]["podSelector"].get("matchLabels", {})
+    for file, doc in docs:
+        template = doc.get("spec", {}).get("template")
+        if template:
+            labels = template.get("metadata", {}).get("labels", {})
+            check(all(labels.get(k) == v for k, v in selected.items()),
+                  f"{file} {doc['metadata']['name']}: its pods are under the NetworkPolicy")
+    sources = [p.get("podSelector", {}).get("matchLabels", {})
+               for rule in policies[0]["spec"]["ingress"] for p in rule["from"]]
+    check(sources == [selected, {"squall.dev/client": "true"}, {"squall.dev/metrics": "true"}],
+          f"ingress only from Squall's pods, labelled clients and labelled scrapers ({sources})")
 
 for file, doc in docs:
     spec = doc.get("spec", {}).get("template", {}).get("spec")

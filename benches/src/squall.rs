@@ -25,7 +25,6 @@ use anna::protocol::{Ack, Address};
 use squall_transport::{security, Client};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 /// How many puts a preloading connection keeps in flight.
 const PRELOAD_IN_FLIGHT: usize = 64;
@@ -86,21 +85,10 @@ impl FrameSecurity {
     }
 }
 
-/// The secret of every cluster this benchmark process starts: drawn once,
-/// written into each state directory before `squall up` (which keeps an
-/// existing one), and made this process's own, so that the benchmark's
-/// clients and probes seal their frames as the cluster's processes do.
+/// The secret of every cluster this benchmark process starts (see
+/// [`security::shared_test_secret`]).
 pub fn bench_secret() -> &'static Secret {
-    static SECRET: OnceLock<Secret> = OnceLock::new();
-    SECRET.get_or_init(|| {
-        let secret = security::new_secret().expect("random bytes for the cluster's secret");
-        security::set_security(Security {
-            identity: Some(Identity::member(secret.clone())),
-            clients: Default::default(),
-            encrypt: false,
-        });
-        secret
-    })
+    security::shared_test_secret()
 }
 
 /// Writes [`bench_secret`] to `dir/keys/cluster.key` unless one is there.

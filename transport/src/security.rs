@@ -7,7 +7,7 @@
 //! sends and accepts open frames only (what the crates' own tests do; the
 //! `squall` binary and the Python client always set it).
 
-use anna::protocol::seal::{Identity, Secret, Security};
+use anna::protocol::seal::{Identity, Rights, Secret, Security};
 use rand::rngs::OsRng;
 use rand::TryRngCore;
 use std::path::Path;
@@ -35,6 +35,25 @@ pub fn new_secret() -> std::io::Result<Secret> {
         .try_fill_bytes(&mut bytes)
         .map_err(std::io::Error::other)?;
     Ok(Secret::from_bytes(bytes))
+}
+
+/// The secret of every cluster a test or benchmark process starts: drawn
+/// once, and made this process's own (a member's, accepting client
+/// `admin` with every right) the first time, so that its clients and
+/// probes seal their frames as the cluster's processes do. The process
+/// writes it into each state directory before `squall up`, which keeps a
+/// secret already there.
+pub fn shared_test_secret() -> &'static Secret {
+    static SECRET: std::sync::OnceLock<Secret> = std::sync::OnceLock::new();
+    SECRET.get_or_init(|| {
+        let secret = new_secret().expect("random bytes for the cluster's secret");
+        set_security(Security {
+            identity: Some(Identity::member(secret.clone())),
+            clients: [("admin".to_string(), Rights::all())].into(),
+            encrypt: false,
+        });
+        secret
+    })
 }
 
 /// A random sender id: with its counter, every nonce a sender uses.

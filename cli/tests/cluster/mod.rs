@@ -47,20 +47,10 @@ use tempfile::TempDir;
 /// The binary under test.
 pub const SQUALL: &str = env!("CARGO_BIN_EXE_squall");
 
-/// The secret of every cluster this test process starts: drawn once, and
-/// made this process's own (a member's) the first time, so its clients and
-/// probes seal their frames as the cluster's processes do.
+/// The secret of every cluster this test process starts (see
+/// [`security::shared_test_secret`]).
 pub fn test_secret() -> &'static Secret {
-    static SECRET: OnceLock<Secret> = OnceLock::new();
-    SECRET.get_or_init(|| {
-        let secret = security::new_secret().expect("random bytes");
-        security::set_security(Security {
-            identity: Some(Identity::member(secret.clone())),
-            clients: [("admin".to_string(), Rights::all())].into(),
-            encrypt: false,
-        });
-        secret
-    })
+    security::shared_test_secret()
 }
 
 /// Writes the executors' key of [`test_secret`] to `dir/keys/executor.key`

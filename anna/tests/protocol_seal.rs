@@ -140,11 +140,17 @@ fn a_client_frame_opens_with_the_clients_rights_and_each_right_is_checked() {
     );
     let admin = Principal::Client(Rights::all());
     assert_eq!(admin.missing_right(&put("__squall/functions/f")), Ok(()));
+    assert_eq!(admin.missing_right(&depart()), Err(Refusal::NotTheNode(1)));
+    // A node's departure only from that node.
     assert_eq!(
-        admin.missing_right(&depart()),
-        Err(Refusal::MembersOnly("membership"))
+        Principal::Member.missing_right(&depart()),
+        Err(Refusal::NotTheNode(1))
     );
-    assert_eq!(Principal::Member.missing_right(&depart()), Ok(()));
+    assert_eq!(Principal::Node(1).missing_right(&depart()), Ok(()));
+    assert_eq!(
+        Principal::Node(2).missing_right(&depart()),
+        Err(Refusal::NotTheNode(1))
+    );
 }
 
 #[test]
@@ -376,9 +382,14 @@ fn an_executor_opens_what_reaches_it_but_cannot_speak_as_a_member() {
     let mut frame = sealed(&executor(&s), 2, &depart());
     let (msg, who) = at_member.open(&mut frame, NOW).unwrap();
     assert_eq!(who, Principal::Executor);
+    assert_eq!(who.missing_right(&msg), Err(Refusal::NotTheNode(1)));
+    let gossip = Message::GossipAck {
+        id: RequestId(1),
+        from: Address::from("tcp://127.0.0.1:1"),
+    };
     assert_eq!(
-        who.missing_right(&msg),
-        Err(Refusal::MembersOnly("membership"))
+        who.missing_right(&gossip),
+        Err(Refusal::MembersOnly("gossip-ack"))
     );
     assert_eq!(who.missing_right(&put("k")), Ok(()));
     // Relabelled as a member's frame, it lacks the cluster key's tag.
@@ -399,3 +410,63 @@ fn an_executor_opens_what_reaches_it_but_cannot_speak_as_a_member() {
     assert_eq!(at_executor.open(&mut forged, NOW), Err(OpenError::BadTag));
     assert!(!Identity::parse(&s.executor_key_file()).unwrap().is_member());
 }
+
+#[test]
+fn only_a_node_speaks_for_itself_and_only_holders_of_the_secret_can_tell() {
+    let s = secret(1);
+    let node = |id| Security {
+        identity: Some(Identity::parse(&s.node_key_file(id)).expect("a key file")),
+        ..Security::default()
+    };
+    let without_secret = Security {
+        identity: Some(Identity::parse(&s.member_key_file()).expect("a key file")),
+        ..Security::default()
+    };
+    // A router holds the secret: node 1's departure opens as node 1's.
+    let mut router = Opener::new(&member(&s, false));
+    let mut frame = sealed(&node(1), 1, &depart());
+    let (msg, who) = router.open(&mut frame, NOW).unwrap();
+    assert_eq!((msg.clone(), who), (depart(), Principal::Node(1)));
+    assert_eq!(who.missing_right(&msg), Ok(()));
+    // Node 2 speaking for node 1, and a member without the secret.
+    let mut frame = sealed(&node(2), 2, &depart());
+    let (msg, who) = router.open(&mut frame, NOW).unwrap();
+    assert_eq!(who.missing_right(&msg), Err(Refusal::NotTheNode(1)));
+    let mut frame = sealed(&without_secret, 3, &depart());
+    let (msg, who) = router.open(&mut frame, NOW).unwrap();
+    assert_eq!(who, Principal::Member);
+    assert_eq!(who.missing_right(&msg), Err(Refusal::NotTheNode(1)));
+    // Relabelled as node 1's frame by node 2: the node tag fails.
+    let mut frame = sealed(&node(2), 4, &depart());
+    frame[FIXED_NAME] = b'1';
+    assert_eq!(router.open(&mut frame, NOW), Err(OpenError::BadTag));
+    // Without the secret, a node's frame opens as a member's; its other
+    // messages are a member's everywhere.
+    let mut other = Opener::new(&without_secret);
+    let mut frame = sealed(&node(1), 5, &depart());
+    assert_eq!(other.open(&mut frame, NOW).unwrap().1, Principal::Member);
+    let mut frame = sealed(&node(1), 6, &put("k"));
+    assert_eq!(router.open(&mut frame, NOW).unwrap().1, Principal::Member);
+    // The secret's holder as node 7 (a storage node given the secret).
+    let as_seven = Security {
+        identity: Some(Identity::member(s.clone()).as_node(7)),
+        ..Security::default()
+    };
+    let seven = Message::Membership(Membership::Depart {
+        node: NodeId(7),
+        incarnation: 1,
+    });
+    let mut frame = sealed(&as_seven, 8, &seven);
+    assert_eq!(router.open(&mut frame, NOW).unwrap().1, Principal::Node(7));
+    assert!(Identity::parse(&s.node_key_file(7))
+        .unwrap()
+        .secret()
+        .is_none());
+    assert_eq!(
+        Identity::parse(&s.node_key_file(7)).unwrap().node(),
+        Some(7)
+    );
+}
+
+/// Where a sealed frame's name (a client's, or a node's id) starts.
+const FIXED_NAME: usize = 32;

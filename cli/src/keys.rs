@@ -11,6 +11,13 @@
 //! - `keys/executor.key`: the executors' key. It is not the secret: code
 //!   running in an executor cannot speak as a storage node, router, cache,
 //!   scheduler or the monitor (no membership, no gossip, no scaling).
+//! - `keys/member.key`: caches' and schedulers' keys, not the secret: they
+//!   cannot speak for a storage node.
+//! - `keys/node-ID.key`: storage node ID's keys and its own node key (its
+//!   joins, heartbeats and departures are sealed with it; routers, which
+//!   hold the secret, check it), written when the node is first started.
+//!
+//! Routers, the monitor and the local tools hold the secret.
 //!
 //! Key files are created once (mode 0600) and kept: a cluster restarted on
 //! the same state directory keeps its keys, and its clients keep working.
@@ -28,6 +35,9 @@ pub enum Who {
     Member,
     /// An executor: the executors' key (or the secret).
     Executor,
+    /// Storage node `0`: its node key (or the secret, from which its node
+    /// key is derived).
+    Node(u64),
     /// A local operator's tool (`up`, `down`, `scale`, `status`, `ping`):
     /// the cluster's secret when there is one, else open frames.
     Tool,
@@ -55,20 +65,49 @@ pub fn executor_key_beside(cluster_key: &Path) -> PathBuf {
     cluster_key.with_file_name("executor.key")
 }
 
+/// The key file a process started with `args` (`kvs --id 3 ...`,
+/// `executor ...`) gets, beside the cluster's secret `cluster_key`: the
+/// least it needs. A storage node's is written on its first start.
+pub fn key_for(args: &[String], cluster_key: &Path) -> Result<PathBuf> {
+    let role = args.first().map(String::as_str);
+    Ok(match role {
+        Some("executor") => executor_key_beside(cluster_key),
+        Some("cache") | Some("scheduler") => cluster_key.with_file_name("member.key"),
+        Some("kvs") => {
+            let id = args
+                .iter()
+                .position(|a| a == "--id")
+                .and_then(|i| args.get(i + 1))
+                .and_then(|id| id.parse::<u64>().ok())
+                .context("a storage node's arguments without --id")?;
+            let path = cluster_key.with_file_name(format!("node-{id}.key"));
+            if !path.exists() {
+                let secret = read_identity(cluster_key)
+                    .map_err(anyhow::Error::msg)?
+                    .secret()
+                    .cloned()
+                    .with_context(|| format!("{} is not the secret", cluster_key.display()))?;
+                write_key_file(&path, &secret.node_key_file(id))
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            path
+        }
+        _ => cluster_key.to_path_buf(),
+    })
+}
+
 /// Writes the keys `state_dir` lacks: the secret, a key per configured
 /// client, and `client.key` for the default client. Returns the secret's
 /// path.
 pub fn ensure_keys(state_dir: &Path, config: &SquallConfig) -> Result<PathBuf> {
     let path = cluster_key(state_dir);
     let secret = if path.exists() {
-        match read_identity(&path).map_err(anyhow::Error::msg)? {
-            Identity::Member { secret, .. } => secret,
-            Identity::Client { .. } | Identity::Executor { .. } => {
-                bail!(
-                    "{} holds another key than the cluster's secret",
-                    path.display()
-                )
-            }
+        match read_identity(&path).map_err(anyhow::Error::msg)?.secret() {
+            Some(secret) => secret.clone(),
+            None => bail!(
+                "{} holds another key than the cluster's secret",
+                path.display()
+            ),
         }
     } else {
         let secret = new_secret().context("drawing the cluster's secret")?;
@@ -77,10 +116,13 @@ pub fn ensure_keys(state_dir: &Path, config: &SquallConfig) -> Result<PathBuf> {
         tracing::info!(path = %path.display(), "wrote the cluster's secret");
         secret
     };
-    let executor = executor_key_beside(&path);
-    if !executor.exists() {
-        write_key_file(&executor, &secret.executor_key_file())
-            .with_context(|| format!("writing {}", executor.display()))?;
+    for (file, text) in [
+        (executor_key_beside(&path), secret.executor_key_file()),
+        (path.with_file_name("member.key"), secret.member_key_file()),
+    ] {
+        if !file.exists() {
+            write_key_file(&file, &text).with_context(|| format!("writing {}", file.display()))?;
+        }
     }
     let clients = &config.security;
     let default = clients.default_client();
@@ -138,6 +180,7 @@ pub fn install(
         None => match who {
             Who::Member | Who::Tool => cluster_key(state_dir),
             Who::Executor => executor_key_beside(&cluster_key(state_dir)),
+            Who::Node(id) => cluster_key(state_dir).with_file_name(format!("node-{id}.key")),
             Who::Client if client_key(state_dir).exists() => client_key(state_dir),
             Who::Client => cluster_key(state_dir),
         },
@@ -155,9 +198,19 @@ pub fn install(
             path.display()
         );
     }
-    let identity = read_identity(&path).map_err(anyhow::Error::msg)?;
+    let mut identity = read_identity(&path).map_err(anyhow::Error::msg)?;
+    if let Who::Node(id) = who {
+        identity = identity.as_node(id);
+        if identity.is_member() && identity.node() != Some(id) {
+            bail!(
+                "{} is not storage node {id}'s key (a node needs STATE_DIR/keys/node-{id}.key \
+                 or the cluster's secret)",
+                path.display()
+            );
+        }
+    }
     let fits = match who {
-        Who::Member => identity.is_member(),
+        Who::Member | Who::Node(_) => identity.is_member(),
         Who::Executor => identity.is_member() || identity.is_executor(),
         Who::Tool | Who::Client => true,
     };
@@ -196,10 +249,14 @@ pub fn write_and_list(config: &SquallConfig) -> Result<()> {
     files.sort();
     for file in files {
         let what = match read_identity(&file) {
-            Ok(Identity::Member { .. }) => {
-                "the cluster's secret: storage nodes, routers, schedulers, caches, the monitor"
-                    .to_string()
-            }
+            Ok(identity @ Identity::Member { .. }) => match (identity.secret(), identity.node()) {
+                (Some(_), _) => "the cluster's secret: routers, the monitor, squall's own tools \
+                                 (and storage nodes, caches and schedulers that are given no \
+                                 other)"
+                    .to_string(),
+                (None, Some(id)) => format!("storage node {id}'s key"),
+                (None, None) => "caches' and schedulers' key".to_string(),
+            },
             Ok(Identity::Executor { .. }) => {
                 "the executors' key: no membership, gossip or scaling".to_string()
             }

@@ -96,14 +96,9 @@ impl Launch {
         if self.settings.insecure {
             cmd.arg("--insecure");
         } else if let Some(key) = &self.settings.key_file {
-            // Executors run user code: they get the executors' key, not
-            // the secret.
-            if args.first().map(String::as_str) == Some("executor") {
-                cmd.arg("--key-file")
-                    .arg(crate::keys::executor_key_beside(key));
-            } else {
-                cmd.arg("--key-file").arg(key);
-            }
+            // The least each role needs: executors, caches, schedulers and
+            // storage nodes are not given the secret.
+            cmd.arg("--key-file").arg(crate::keys::key_for(args, key)?);
         }
         cmd.args(args)
             .stdin(Stdio::null())

@@ -151,11 +151,10 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         | Command::Scale(_)
         | Command::Keys
         | Command::Ping(_) => keys::Who::Tool,
-        Command::Kvs(_)
-        | Command::Route(_)
-        | Command::Scheduler(_)
-        | Command::Cache(_)
-        | Command::Monitor(_) => keys::Who::Member,
+        Command::Kvs(args) => keys::Who::Node(args.id),
+        Command::Route(_) | Command::Scheduler(_) | Command::Cache(_) | Command::Monitor(_) => {
+            keys::Who::Member
+        }
         Command::Executor(_) => keys::Who::Executor,
     };
     if let Command::Kv { args, .. } = &cli.command {

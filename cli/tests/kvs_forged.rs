@@ -6,9 +6,10 @@
 //! - From a client's key or the executors' key: membership is refused,
 //!   and a client's request without its right is answered with the right
 //!   it lacks.
-//! - From inside (the cluster's key): a `Depart` or a `Heartbeat` for a
-//!   live node, with an incarnation the router never gave it, must not
-//!   remove or move the node.
+//! - From inside: a node's `Depart` is taken only under that node's own key
+//!   (not a cache's or scheduler's, not another node's), and even then a
+//!   `Depart` or a `Heartbeat` with an incarnation the router never gave
+//!   the node must not remove or move it.
 
 mod cluster;
 
@@ -177,11 +178,40 @@ fn a_clients_key_cannot_change_membership_or_do_what_it_has_no_right_to() {
 }
 
 #[test]
-fn a_members_forged_departure_of_a_live_node_is_refused_and_counted() {
+fn a_departure_is_taken_only_from_the_node_itself_and_only_of_its_incarnation() {
     let cluster = Cluster::start(2, 1, 2);
+    let router = cluster.router();
+    let mut probe = Probe::new();
+    let secret = cluster::test_secret();
+    // A member without the secret (a cache, a scheduler) and node 2 cannot
+    // speak for node 1.
+    let as_member = Security {
+        identity: Some(Identity::parse(&secret.member_key_file()).unwrap()),
+        ..Security::default()
+    };
+    let as_node_2 = Security {
+        identity: Some(Identity::parse(&secret.node_key_file(2)).unwrap()),
+        ..Security::default()
+    };
+    for security in [as_member, as_node_2] {
+        let mut sealer = Sealer::new(&security, sender_id());
+        probe.send_raw(&router, &sealed(&mut sealer, &depart(1)));
+    }
+    cluster::wait_until("the router to refuse both", Duration::from_secs(5), || {
+        (probe.counter(&router, "refused")? >= 2).then_some(())
+    });
+    assert_eq!(probe.counter(&router, "departures_refused"), Some(0));
+    assert_eq!(cluster.router_view().live_nodes().count(), 2);
+
+    // The node's own key, with an incarnation the router never gave it:
+    // refused by the router (a node's key found on another machine, say).
     let ctx = zmq::Context::new();
-    let mut tx = Sender::new(&ctx);
     for node in [1, 2] {
+        let own = Security {
+            identity: Some(Identity::parse(&secret.node_key_file(node)).unwrap()),
+            ..Security::default()
+        };
+        let mut tx = Sender::secured(&ctx, &own);
         let forged = Message::Membership(Membership::Depart {
             node: NodeId(node),
             incarnation: u64::from(u32::MAX),
@@ -197,7 +227,6 @@ fn a_members_forged_departure_of_a_live_node_is_refused_and_counted() {
         });
         tx.send(&cluster.router(), &moved).expect("sent");
     }
-    let mut probe = Probe::new();
     cluster::wait_until(
         "the router to count the refusals",
         Duration::from_secs(5),

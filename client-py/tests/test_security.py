@@ -56,6 +56,9 @@ def test_up_writes_a_key_per_client_readable_by_its_owner_only(secured):
         "client.key",
         "cluster.key",
         "executor.key",
+        "member.key",
+        "node-1.key",
+        "node-2.key",
     ]
     for p in keys.iterdir():
         assert p.stat().st_mode & 0o077 == 0, p

@@ -16,7 +16,8 @@
 #     privilege escalation, no capabilities, and CPU and memory limits;
 #     every container reads the cluster's secret (SQUALL_KEY_FILE) from the
 #     squall-keys Secret, mounted read-only, readable by the pod's group
-#     (executors: only the executors' key); a NetworkPolicy admits only
+#     (executors only the executors' key, caches and schedulers only the
+#     members' key); a NetworkPolicy admits only
 #     Squall's pods, labelled clients and labelled metrics scrapers to
 #     every pod the workloads make;
 #  5. routers and schedulers are StatefulSets of two or more behind headless
@@ -112,11 +113,16 @@ for file, doc in docs:
         check(len(keys) == 1 and keys[0][0].get("readOnly") is True
               and key.startswith(keys[0][0]["mountPath"] + "/"),
               f"{name}/{c['name']}: SQUALL_KEY_FILE ({key}) on the squall-keys Secret, read-only")
-        # An executor runs user code: it sees the executors' key only.
-        if c["name"].startswith("executor") and keys:
+        # Each role sees the least key it needs: executors (user code) the
+        # executors' key, caches and schedulers the members' key; routers,
+        # the monitor and storage nodes (which derive their node key) the
+        # secret.
+        least = {"executor": "executor.key", "cache": "member.key", "scheduler": "member.key"}
+        want = next((f for role, f in least.items() if c["name"].startswith(role)), None)
+        if want and keys:
             items = [i["key"] for i in keys[0][1].get("items", [])]
-            check(key.endswith("/executor.key") and items == ["executor.key"],
-                  f"{name}/{c['name']}: only the executors' key is mounted ({items})")
+            check(key.endswith("/" + want) and items == [want],
+                  f"{name}/{c['name']}: only {want} of the Secret is mounted ({items})")
         check(pod.get("fsGroup") is not None,
               f"{name}: the key Secret's group (fsGroup) is the pod's")
 

@@ -17,7 +17,13 @@
 //!   member (or executor) derives it, so it needs no key list, only the
 //!   names it accepts and their [`Rights`];
 //! - the **reply key** seals what may reach a client (answers, user
-//!   messages): every client holds it beside its own key.
+//!   messages): every client holds it beside its own key;
+//! - a **node key** per storage node adds a third tag to that node's join,
+//!   heartbeats and departure; routers hold the secret and check it, so
+//!   only node N speaks for node N ([`Message::speaks_for`]). A storage node
+//!   is given its own node key and the members' keys, not the secret
+//!   ([`Secret::node_key_file`]); caches and schedulers the members' keys
+//!   ([`Secret::member_key_file`]).
 //!
 //! A member's own frame carries two tags: the executors' key's, then the
 //! cluster key's over all of it (executors check the first, members the
@@ -35,7 +41,8 @@
 //! [sender 16][counter u64 LE][time u32 LE][name len u8][name]   sealed
 //! [body: bincode(Message), encrypted when the mode's ENCRYPTED bit is set]
 //! [tag 16]                                       the mode's first key
-//! [outer tag 16]                                 member and reply modes
+//! [outer tag 16]                                 member, reply, node modes
+//! [node tag 16]                                  node mode (name: node id)
 //! ```
 //!
 //! The tag is XChaCha20-Poly1305's over the header (and, unencrypted, the
@@ -53,7 +60,7 @@
 use super::codec::{self, DecodeError, EncodeError, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use super::compute::SYSTEM_PREFIX;
 use super::compute::{CallError, CallErrorKind, CallId, CallOutcome, CallResult};
-use super::{Address, KeyOp, KeyResult, KvsError, KvsResponse, Message, Outcome};
+use super::{Address, KeyOp, KeyResult, KvsError, KvsResponse, Membership, Message, Outcome};
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use std::collections::HashMap;
@@ -79,6 +86,7 @@ const MODE_MEMBER: u8 = 1;
 const MODE_CLIENT: u8 = 2;
 const MODE_REPLY: u8 = 3;
 const MODE_EXECUTOR: u8 = 4;
+const MODE_NODE: u8 = 5;
 const ENCRYPTED: u8 = 0x80;
 
 /// A 32-byte key.
@@ -133,6 +141,41 @@ impl Secret {
         self.derive("squall 2026 client keys")
     }
 
+    fn node_root(&self) -> FrameKey {
+        self.derive("squall 2026 node keys")
+    }
+
+    /// The key of storage node `id`: what it seals its joins, heartbeats
+    /// and departures with, so that only it can speak for itself.
+    pub fn node_key(&self, id: u64) -> FrameKey {
+        node_key(&self.node_root(), id)
+    }
+
+    /// The key file of a member that is not given the secret (caches,
+    /// schedulers): every key frames between members need, and no node's.
+    pub fn member_key_file(&self) -> String {
+        format!(
+            "{MEMBER_FILE_TAG} {} {} {} {}\n",
+            hex(&self.cluster_key().0),
+            hex(&self.compute_key().0),
+            hex(&self.reply_key().0),
+            hex(&self.client_root().0)
+        )
+    }
+
+    /// The key file of storage node `id`: a member's keys and its own node
+    /// key, not the secret (it cannot speak for another node).
+    pub fn node_key_file(&self, id: u64) -> String {
+        format!(
+            "{NODE_FILE_TAG} {id} {} {} {} {} {}\n",
+            hex(&self.cluster_key().0),
+            hex(&self.compute_key().0),
+            hex(&self.reply_key().0),
+            hex(&self.client_root().0),
+            hex(&self.node_key(id).0)
+        )
+    }
+
     /// The key of client `name`.
     pub fn client_key(&self, name: &str) -> FrameKey {
         client_key(&self.client_root(), name)
@@ -168,9 +211,15 @@ impl Secret {
 const CLUSTER_FILE_TAG: &str = "squall-cluster-secret-v1";
 const CLIENT_FILE_TAG: &str = "squall-client-key-v1";
 const EXECUTOR_FILE_TAG: &str = "squall-executor-key-v1";
+const MEMBER_FILE_TAG: &str = "squall-member-key-v1";
+const NODE_FILE_TAG: &str = "squall-node-key-v1";
 
 fn client_key(root: &FrameKey, name: &str) -> FrameKey {
     FrameKey(*blake3::keyed_hash(&root.0, name.as_bytes()).as_bytes())
+}
+
+fn node_key(root: &FrameKey, id: u64) -> FrameKey {
+    FrameKey(*blake3::keyed_hash(&root.0, id.to_string().as_bytes()).as_bytes())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -204,10 +253,16 @@ pub enum Identity {
     /// A member holds the secret: it seals with the cluster key and opens
     /// every frame.
     Member {
-        secret: Secret,
+        /// The secret, for those given it (routers, the monitor, the local
+        /// tools): they can tell every node's key.
+        secret: Option<Secret>,
         cluster: FrameKey,
         compute: FrameKey,
         reply: FrameKey,
+        /// The root of the client keys.
+        clients: FrameKey,
+        /// The storage node this process is, and its key.
+        node: Option<(u64, FrameKey)>,
     },
     /// A client seals with its own key and opens only answers (the reply
     /// key).
@@ -238,7 +293,60 @@ impl Identity {
             compute: secret.compute_key(),
             cluster: secret.cluster_key(),
             reply: secret.reply_key(),
-            secret,
+            clients: secret.client_root(),
+            node: None,
+            secret: Some(secret),
+        }
+    }
+
+    /// This identity as storage node `id`'s, where it can tell that node's
+    /// key (it holds the secret or is that node's); unchanged otherwise.
+    pub fn as_node(self, id: u64) -> Identity {
+        match self {
+            Identity::Member {
+                secret: Some(secret),
+                ..
+            } => {
+                let node = Some((id, secret.node_key(id)));
+                match Identity::member(secret) {
+                    Identity::Member {
+                        secret,
+                        cluster,
+                        compute,
+                        reply,
+                        clients,
+                        ..
+                    } => Identity::Member {
+                        secret,
+                        cluster,
+                        compute,
+                        reply,
+                        clients,
+                        node,
+                    },
+                    other => other,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// The cluster's secret, if this identity holds it.
+    pub fn secret(&self) -> Option<&Secret> {
+        match self {
+            Identity::Member { secret, .. } => secret.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The storage node this identity speaks for, if any.
+    pub fn node(&self) -> Option<u64> {
+        match self {
+            Identity::Member {
+                node: Some((id, _)),
+                ..
+            } => Some(*id),
+            _ => None,
         }
     }
 
@@ -262,6 +370,39 @@ impl Identity {
                     _ => Err(KeyFileError("a key is not 64 hex digits".into())),
                 }
             }
+            [MEMBER_FILE_TAG, cluster, compute, reply, clients] => {
+                match (unhex(cluster), unhex(compute), unhex(reply), unhex(clients)) {
+                    (Some(cluster), Some(compute), Some(reply), Some(clients)) => {
+                        Ok(Identity::Member {
+                            secret: None,
+                            cluster: FrameKey(cluster),
+                            compute: FrameKey(compute),
+                            reply: FrameKey(reply),
+                            clients: FrameKey(clients),
+                            node: None,
+                        })
+                    }
+                    _ => Err(KeyFileError("a key is not 64 hex digits".into())),
+                }
+            }
+            [NODE_FILE_TAG, id, cluster, compute, reply, clients, node] => {
+                let keys = (unhex(cluster), unhex(compute), unhex(reply), unhex(clients));
+                match (id.parse::<u64>(), keys, unhex(node)) {
+                    (
+                        Ok(id),
+                        (Some(cluster), Some(compute), Some(reply), Some(clients)),
+                        Some(node),
+                    ) => Ok(Identity::Member {
+                        secret: None,
+                        cluster: FrameKey(cluster),
+                        compute: FrameKey(compute),
+                        reply: FrameKey(reply),
+                        clients: FrameKey(clients),
+                        node: Some((id, FrameKey(node))),
+                    }),
+                    _ => Err(KeyFileError("a node id or key is malformed".into())),
+                }
+            }
             [EXECUTOR_FILE_TAG, compute, reply, clients] => {
                 match (unhex(compute), unhex(reply), unhex(clients)) {
                     (Some(compute), Some(reply), Some(clients)) => Ok(Identity::Executor {
@@ -273,8 +414,8 @@ impl Identity {
                 }
             }
             _ => Err(KeyFileError(format!(
-                "expected `{CLUSTER_FILE_TAG} SECRET`, `{CLIENT_FILE_TAG} NAME KEY REPLY` or \
-                 `{EXECUTOR_FILE_TAG} KEY REPLY CLIENTS`"
+                "expected a line starting {CLUSTER_FILE_TAG}, {MEMBER_FILE_TAG}, {NODE_FILE_TAG}, \
+                 {CLIENT_FILE_TAG} or {EXECUTOR_FILE_TAG}"
             ))),
         }
     }
@@ -368,6 +509,9 @@ pub enum Principal {
     /// An executor: anything but what only storage nodes, routers and the
     /// monitor send ([`Message::members_only`]).
     Executor,
+    /// Storage node `0`, by its own key: the only one whose joins,
+    /// heartbeats and departures a router takes ([`Message::speaks_for`]).
+    Node(u64),
     /// Nobody in particular: security is off (`--insecure`).
     Anyone,
 }
@@ -378,8 +522,15 @@ impl Principal {
     /// send only requests, each needing its right
     /// ([`Message::needed_rights`]).
     pub fn missing_right(&self, msg: &Message) -> Result<(), Refusal> {
+        if let Some(node) = msg.speaks_for() {
+            return match self {
+                Principal::Anyone => Ok(()),
+                Principal::Node(id) if *id == node => Ok(()),
+                _ => Err(Refusal::NotTheNode(node)),
+            };
+        }
         let rights = match self {
-            Principal::Member | Principal::Anyone => return Ok(()),
+            Principal::Member | Principal::Node(_) | Principal::Anyone => return Ok(()),
             Principal::Executor if msg.members_only() => {
                 return Err(Refusal::MembersOnly(msg.kind()))
             }
@@ -405,6 +556,10 @@ pub enum Refusal {
     /// The client lacks this right.
     #[error("the client lacks the `{0}` right")]
     Missing(Right),
+    /// A join, heartbeat or departure of a node, not sealed with that
+    /// node's key.
+    #[error("only node {0} itself may join, heartbeat or depart as node {0}")]
+    NotTheNode(u64),
 }
 
 impl Message {
@@ -440,6 +595,17 @@ impl Message {
                 | Message::Scale { .. }
                 | Message::Metrics { .. }
         )
+    }
+
+    /// The storage node this message speaks for, where only that node may
+    /// send it: its join, heartbeats and departure.
+    pub fn speaks_for(&self) -> Option<u64> {
+        match self {
+            Message::Membership(Membership::Join { node })
+            | Message::Membership(Membership::Heartbeat { node, .. }) => Some(node.id.0),
+            Message::Membership(Membership::Depart { node, .. }) => Some(node.0),
+            _ => None,
+        }
     }
 
     /// The rights a client needs to send this message; `None` for a
@@ -606,6 +772,9 @@ struct SealKeys {
     /// key's tag, then the executors' key's over it (which members and
     /// executors check, and clients cannot forge).
     reply: Option<(XChaCha20Poly1305, XChaCha20Poly1305)>,
+    /// A storage node: its id (as the frame's name) and key, for its
+    /// joins, heartbeats and departures.
+    node: Option<(Vec<u8>, XChaCha20Poly1305)>,
 }
 
 impl Sealer {
@@ -617,6 +786,7 @@ impl Sealer {
                 cluster,
                 compute,
                 reply,
+                node,
                 ..
             } => SealKeys {
                 own_mode: MODE_MEMBER,
@@ -624,6 +794,9 @@ impl Sealer {
                 inner: compute.cipher(),
                 outer: Some(cluster.cipher()),
                 reply: Some((reply.cipher(), compute.cipher())),
+                node: node
+                    .as_ref()
+                    .map(|(id, key)| (id.to_string().into_bytes(), key.cipher())),
             },
             Identity::Executor { compute, reply, .. } => SealKeys {
                 own_mode: MODE_EXECUTOR,
@@ -631,6 +804,7 @@ impl Sealer {
                 inner: compute.cipher(),
                 outer: None,
                 reply: Some((reply.cipher(), compute.cipher())),
+                node: None,
             },
             Identity::Client { name, key, .. } => SealKeys {
                 own_mode: MODE_CLIENT,
@@ -638,6 +812,7 @@ impl Sealer {
                 inner: key.cipher(),
                 outer: None,
                 reply: None,
+                node: None,
             },
         });
         Sealer {
@@ -660,8 +835,10 @@ impl Sealer {
             return codec::encode_into(msg, buf);
         };
         self.counter += 1;
+        let node = keys.node.as_ref().filter(|_| msg.speaks_for().is_some());
         let (mode, inner, outer) = match (&keys.reply, msg.may_reach_clients()) {
             (Some((reply, outer)), true) => (MODE_REPLY, reply, Some(outer)),
+            _ if node.is_some() => (MODE_NODE, &keys.inner, keys.outer.as_ref()),
             _ => (keys.own_mode, &keys.inner, keys.outer.as_ref()),
         };
         let mode = if self.encrypt { mode | ENCRYPTED } else { mode };
@@ -671,16 +848,16 @@ impl Sealer {
         buf.extend_from_slice(&self.sender);
         buf.extend_from_slice(&self.counter.to_le_bytes());
         buf.extend_from_slice(&(now_secs as u32).to_le_bytes());
-        let name: &[u8] = if mode & !ENCRYPTED == MODE_CLIENT {
-            &keys.name
-        } else {
-            &[]
+        let name: &[u8] = match (mode & !ENCRYPTED, node) {
+            (MODE_CLIENT, _) => &keys.name,
+            (MODE_NODE, Some((id, _))) => id,
+            _ => &[],
         };
         buf.push(name.len() as u8);
         buf.extend_from_slice(name);
         let header = buf.len();
         codec::encode_body_into(msg, buf)?;
-        if buf.len() + 2 * TAG > MAX_FRAME_BYTES {
+        if buf.len() + 3 * TAG > MAX_FRAME_BYTES {
             let len = buf.len();
             buf.clear();
             return Err(EncodeError::Oversized {
@@ -698,8 +875,8 @@ impl Sealer {
         }
         .map_err(failed)?;
         buf.extend_from_slice(&tag);
-        if let Some(outer) = outer {
-            let tag = outer
+        for key in outer.into_iter().chain(node.map(|(_, key)| key)) {
+            let tag = key
                 .encrypt_inout_detached(&nonce, buf, (&mut [][..]).into())
                 .map_err(failed)?;
             buf.extend_from_slice(&tag);
@@ -790,6 +967,9 @@ pub struct Opener {
     reply: Option<XChaCha20Poly1305>,
     /// Members and executors: each accepted client's cipher and rights.
     clients: HashMap<Vec<u8>, (XChaCha20Poly1305, Rights)>,
+    /// Holders of the secret: the root of every node's key, to tell a
+    /// node's own frames.
+    nodes: Option<FrameKey>,
     replay: ReplayGuard,
 }
 
@@ -802,6 +982,7 @@ impl Opener {
             compute: None,
             reply: None,
             clients: HashMap::new(),
+            nodes: None,
             replay: ReplayGuard::default(),
         };
         let accept = |root: &FrameKey| {
@@ -821,11 +1002,14 @@ impl Opener {
                 cluster,
                 compute,
                 reply,
+                clients,
+                ..
             }) => {
                 opener.cluster = Some(cluster.cipher());
                 opener.compute = Some(compute.cipher());
                 opener.reply = Some(reply.cipher());
-                opener.clients = accept(&secret.client_root());
+                opener.clients = accept(clients);
+                opener.nodes = secret.as_ref().map(Secret::node_root);
             }
             Some(Identity::Executor {
                 compute,
@@ -878,8 +1062,12 @@ impl Opener {
         }
         let encrypted = mode & ENCRYPTED != 0;
         let kind = mode & !ENCRYPTED;
-        let two_tags = matches!(kind, MODE_MEMBER | MODE_REPLY);
-        let tags = if two_tags { 2 * TAG } else { TAG };
+        let tags = TAG
+            * match kind {
+                MODE_MEMBER | MODE_REPLY => 2,
+                MODE_NODE => 3,
+                _ => 1,
+            };
         let name_len = frame.get(FIXED_HEADER - 1).copied().unwrap_or(0) as usize;
         let header = FIXED_HEADER + name_len;
         if frame.len() < header + tags {
@@ -912,6 +1100,27 @@ impl Opener {
             MODE_EXECUTOR => {
                 let inner = self.compute.as_ref().ok_or(OpenError::WrongMode(kind))?;
                 (Principal::Executor, inner, false)
+            }
+            MODE_NODE => {
+                // A holder of the secret checks the node's own tag, over
+                // everything; another member the cluster key's, under it.
+                let inner = self.compute.as_ref().ok_or(OpenError::WrongMode(kind))?;
+                let id = std::str::from_utf8(&frame[FIXED_HEADER..header])
+                    .ok()
+                    .and_then(|id| id.parse::<u64>().ok())
+                    .ok_or(OpenError::BadTag)?;
+                if let Some(nodes) = &self.nodes {
+                    let key = node_key(nodes, id).cipher();
+                    match outer(Some(&key), frame) {
+                        Some(true) => (Principal::Node(id), inner, true),
+                        _ => return Err(OpenError::BadTag),
+                    }
+                } else {
+                    match outer(self.cluster.as_ref(), &frame[..frame.len() - TAG]) {
+                        Some(false) => return Err(OpenError::BadTag),
+                        checked => (Principal::Member, inner, checked.is_some()),
+                    }
+                }
             }
             MODE_CLIENT => {
                 let name = &frame[FIXED_HEADER..header];

@@ -9,8 +9,11 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
 # The interpreter that makes .venv. PyO3 builds against the same one
-# (see ARCHITECTURE.md, "Embedding CPython").
-PYTHON ?= $(shell command -v python3)
+# (see ARCHITECTURE.md, "Embedding CPython"). Debian's by default: it is
+# readable by every user, so an executor started as root can run user
+# functions as `nobody` ([executor] run_as); an interpreter under root's home
+# (pyenv's, say) keeps them root.
+PYTHON ?= $(firstword $(wildcard /usr/bin/python3) $(shell command -v python3))
 export PYO3_PYTHON ?= $(PYTHON)
 
 VENV := .venv
@@ -18,9 +21,11 @@ STAMPS := .stamps
 SQUALL := target/release/squall
 
 # Debian packages the build and tests use. g++ builds the vendored libzmq;
-# redis-server is the peer the KVS benchmark (and its tests) start, and
-# redis-tools brings redis-cli and redis-benchmark to cross-check it.
-APT_PACKAGES := g++ make pkg-config redis-server redis-tools
+# python3-dev and python3-venv are the interpreter executors embed and the
+# virtualenv's; redis-server is the peer the KVS benchmark (and its tests)
+# start, and redis-tools brings redis-cli and redis-benchmark to cross-check
+# it.
+APT_PACKAGES := g++ make pkg-config python3-dev python3-venv redis-server redis-tools
 
 .PHONY: demo test setup build bench-kvs bench-durable bench-functions bench-consistency bench-autoscale test-faults clean help
 
@@ -47,9 +52,19 @@ $(STAMPS)/apt: Makefile
 	fi
 	@touch $@
 
-$(STAMPS)/venv: requirements-dev.txt
+# A .venv made by another interpreter than PYTHON is made again (and the
+# package built into it).
+VENV_HOME := $(shell sed -n 's/^home = //p' $(VENV)/pyvenv.cfg 2>/dev/null)
+PYTHON_HOME := $(patsubst %/,%,$(dir $(realpath $(PYTHON))))
+ifneq ($(VENV_HOME),)
+ifneq ($(VENV_HOME),$(PYTHON_HOME))
+$(shell rm -f $(STAMPS)/venv $(STAMPS)/client-py)
+endif
+endif
+
+$(STAMPS)/venv: requirements-dev.txt | $(STAMPS)/apt
 	@mkdir -p $(STAMPS)
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --clear $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements-dev.txt
 	@touch $@

@@ -138,7 +138,13 @@ fn a_client_frame_opens_with_the_clients_rights_and_each_right_is_checked() {
         who.missing_right(&put("__squall/functions/f")),
         Err(Refusal::Missing(Right::Register))
     );
+    let dag_changed = Message::DagChanged(anna::protocol::compute::DagChanged { name: "d".into() });
+    assert_eq!(
+        who.missing_right(&dag_changed),
+        Err(Refusal::Missing(Right::Register))
+    );
     let admin = Principal::Client(Rights::all());
+    assert_eq!(admin.missing_right(&dag_changed), Ok(()));
     assert_eq!(admin.missing_right(&put("__squall/functions/f")), Ok(()));
     assert_eq!(admin.missing_right(&depart()), Err(Refusal::NotTheNode(1)));
     // A node's departure only from that node.

@@ -264,16 +264,17 @@ pub fn run_cache(args: &CacheArgs, config: &SquallConfig) -> Result<()> {
 
 /// Becomes user `user` (its group, no supplementary groups) if this
 /// process runs as root and `user` is not empty, so that user functions
-/// run without root's rights; `python` are the directories the interpreter
-/// will import from. The cluster's secret was read before (its file stays
+/// run without root's rights; `needed` are the directories the executor
+/// reads afterwards (the interpreter's library, site-packages, the
+/// directory of its cache's `ipc://` socket). The cluster's secret was read before (its file stays
 /// readable by root only); the cache's `ipc://` socket is open to every
 /// local user ([`open_ipc_socket`]).
 ///
-/// If `user` cannot read one of `python` (an interpreter installed in
-/// root's home, say), the executor stays root and says so once: an
-/// interpreter that cannot import its own standard library would run no
-/// function at all.
-fn drop_root(user: &str, python: &[PathBuf]) -> Result<()> {
+/// If `user` cannot read one of them (an interpreter installed in root's
+/// home, a state directory only root may enter), the executor stays root
+/// and says so once: an executor that cannot import or reach its cache
+/// would run no function at all.
+fn drop_root(user: &str, needed: &[PathBuf]) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if user.is_empty() || unsafe { libc::geteuid() } != 0 {
         return Ok(());
@@ -288,17 +289,28 @@ fn drop_root(user: &str, python: &[PathBuf]) -> Result<()> {
         }
         ((*pw).pw_uid, (*pw).pw_gid)
     };
-    if let Some(dir) = python.iter().find(|d| !readable_as(uid, gid, d)) {
+    if let Some(dir) = needed.iter().find(|d| !readable_as(uid, gid, d)) {
         tracing::warn!(
             user,
             unreadable = %dir.display(),
-            "user functions run as root: {user} cannot read {}, which the interpreter imports \
-             from; install Python where other users can read it (Debian's python3, say) or set \
+            "user functions run as root: {user} cannot read {}, which the executor needs \
+             (the interpreter's library, site-packages, its cache's socket); make it readable \
+             by other users (Debian's python3, a state directory of mode 0755) or set \
              [executor] run_as to a user who can",
             dir.display()
         );
         return Ok(());
     }
+    // The kernel clears the parent-death signal (a supervised executor's:
+    // die with the supervisor) when the user changes; it is set again below.
+    let mut death_signal: libc::c_int = 0;
+    // SAFETY: PR_GET_PDEATHSIG writes one int through the pointer given.
+    unsafe {
+        libc::prctl(
+            libc::PR_GET_PDEATHSIG,
+            &mut death_signal as *mut libc::c_int,
+        )
+    };
     // SAFETY: setgroups, setgid and setuid take plain values; the order
     // (groups, group, then user) is the one that can still succeed.
     let failed = unsafe {
@@ -309,6 +321,16 @@ fn drop_root(user: &str, python: &[PathBuf]) -> Result<()> {
     if failed {
         let e = std::io::Error::last_os_error();
         anyhow::bail!("[executor] run_as: cannot become {user:?} (uid {uid}): {e}");
+    }
+    if death_signal != 0 {
+        // SAFETY: prctl and getppid take plain values.
+        let supervisor = unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, death_signal as libc::c_ulong);
+            libc::getppid()
+        };
+        if supervisor == 1 {
+            anyhow::bail!("the executor's supervisor is gone");
+        }
     }
     tracing::info!(user, uid, gid, "user functions run as {user}, not root");
     Ok(())
@@ -376,11 +398,19 @@ pub fn run_executor(args: &ExecutorArgs, config: &SquallConfig) -> Result<()> {
     if let Some(venv) = &venv {
         python_path.extend(site_packages(venv)?);
     }
-    let imported: Vec<PathBuf> = embedded_stdlib()
+    // What the executor reads after it dropped root: the interpreter's
+    // library, the site-packages, and the directory of its cache's socket.
+    let socket_dir = args
+        .cache
+        .strip_prefix("ipc://")
+        .and_then(|p| Path::new(p).parent())
+        .map(Path::to_path_buf);
+    let needed: Vec<PathBuf> = embedded_stdlib()
         .into_iter()
         .chain(python_path.clone())
+        .chain(socket_dir)
         .collect();
-    drop_root(&config.executor.run_as, &imported)?;
+    drop_root(&config.executor.run_as, &needed)?;
     let opts = squall_executor::ExecutorOptions {
         address: me,
         node: args.node.clone(),

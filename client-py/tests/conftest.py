@@ -175,13 +175,23 @@ broadcast_period = 300
 """
 
 
+def state_directory(prefix: str, private: bool = False) -> Path:
+    """A fresh state directory. Others may enter it (mode 0755, as `squall
+    up` makes its own), so executors that drop root reach their cache's
+    socket in it; `private` keeps mkdtemp's 0700."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    if not private:
+        path.chmod(0o755)
+    return path
+
+
 @contextlib.contextmanager
-def own_cluster(prefix: str, config: str, *up: str, **ports: int):
+def own_cluster(prefix: str, config: str, *up: str, private: bool = False, **ports: int):
     """A cluster of a test module's own: `config` (a `squall.toml` text) in
-    a fresh state directory, `squall up UP` on free ports (`ports` as
-    `free_base_port` takes them); yields `(Cluster, client)` and always
-    takes it down and removes the directory."""
-    state_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    a fresh state directory (see `state_directory`), `squall up UP` on free
+    ports (`ports` as `free_base_port` takes them); yields `(Cluster,
+    client)` and always takes it down and removes the directory."""
+    state_dir = state_directory(prefix, private)
     path = state_dir / "squall.toml"
     path.write_text(config)
     c = Cluster(squall_bin(), state_dir, path)
@@ -209,7 +219,7 @@ def running(pid: int) -> bool:
 @pytest.fixture(scope="session")
 def cluster():
     binary = squall_bin()
-    state_dir = Path(tempfile.mkdtemp(prefix="squall-pytest-"))
+    state_dir = state_directory("squall-pytest-")
     config = state_dir / "squall.toml"
     config.write_text(SESSION_CONFIG)
     c = Cluster(binary, state_dir, config)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import squall
-from conftest import FAST_FAILURE, POLICIES_OFF, Cluster, running, squall_bin
+from conftest import Cluster, FAST_FAILURE, POLICIES_OFF, running, squall_bin, state_directory
 
 CONFIG = FAST_FAILURE + POLICIES_OFF
 
@@ -29,7 +29,7 @@ UP = ("--nodes", "3", "--threads", "1", "--compute-nodes", "1", "--executors", "
 
 @pytest.fixture
 def state_dir():
-    path = Path(tempfile.mkdtemp(prefix="squall-durable-"))
+    path = state_directory("squall-durable-")
     (path / "squall.toml").write_text(CONFIG)
     c = Cluster(squall_bin(), path, path / "squall.toml")
     try:

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 import squall
-from conftest import Cluster, free_base_port, squall_bin
+from conftest import Cluster, free_base_port, squall_bin, state_directory
 
 
 def slow(x):
@@ -56,7 +56,7 @@ def double(x):
 
 @pytest.fixture(params=["at-least-once", "at-most-once"])
 def dying(request):
-    state_dir = Path(tempfile.mkdtemp(prefix="squall-death-"))
+    state_dir = state_directory("squall-death-")
     config = state_dir / "squall.toml"
     config.write_text(f'[scheduler]\ndelivery = "{request.param}"\n')
     c = Cluster(squall_bin(), state_dir)

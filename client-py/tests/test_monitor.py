@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 import squall
-from conftest import Cluster, running, squall_bin
+from conftest import Cluster, running, squall_bin, state_directory
 
 # The storage policy and the hot keys stay off: only the compute tier moves.
 CONFIG = """\
@@ -126,7 +126,7 @@ class Scaling:
 
 @pytest.fixture(scope="module")
 def scaling():
-    state_dir = Path(tempfile.mkdtemp(prefix="squall-monitor-"))
+    state_dir = state_directory("squall-monitor-")
     config = state_dir / "squall.toml"
     config.write_text(CONFIG)
     c = Cluster(squall_bin(), state_dir, config)

@@ -3,6 +3,7 @@ seals its frames with its own key, and what its key has no right to do is
 a PermissionError naming the right, while its other operations go on."""
 
 import os
+import pwd
 import secrets
 import tempfile
 from pathlib import Path
@@ -36,7 +37,7 @@ def secured():
         "squall-security-", CONFIG, "--nodes", "2", "--threads", "1", "--compute-nodes", "1"
     ) as (cluster, admin):
         admin.register(double)
-        admin.put("shared", "from admin")
+        admin.put("shared", "from admin", ack="all")
         yield cluster, admin
 
 
@@ -145,20 +146,35 @@ def read_file(path):
         return f.read()
 
 
-def test_user_functions_do_not_run_as_root_where_the_interpreter_allows_it(secured):
+def test_user_functions_do_not_run_as_root(secured):
     cluster, admin = secured
     admin.register(whoami)
     admin.register(read_file)
     euid = admin.call("whoami")
-    logs = "".join(p.read_text() for p in (cluster.state_dir / "logs").glob("executor-*"))
     if os.geteuid() != 0:
         assert euid == os.geteuid()
-    elif euid != 0:
-        # Dropped: the cluster's secret on disk is out of the function's reach.
-        assert "user functions run as nobody" in logs, logs[-2000:]
+        return
+    # Started as root (as `make test` is here), the executors became
+    # `nobody`: the cluster's secret and every key on disk are out of a
+    # function's reach.
+    logs = "".join(p.read_text() for p in (cluster.state_dir / "logs").glob("executor-*"))
+    assert euid == pwd.getpwnam("nobody").pw_uid, logs[-2000:]
+    assert "user functions run as nobody" in logs, logs[-2000:]
+    for key in ("cluster.key", "member.key", "executor.key"):
         with pytest.raises(squall.RemoteError, match="PermissionError"):
-            admin.call("read_file", str(cluster.state_dir / "keys" / "cluster.key"))
-    else:
-        # Kept root only because the interpreter is unreadable to `nobody`
-        # (installed in root's home), and said so naming the directory.
-        assert "user functions run as root: nobody cannot read" in logs, logs[-2000:]
+            admin.call("read_file", str(cluster.state_dir / "keys" / key))
+
+
+def test_an_executor_that_could_not_reach_its_cache_as_nobody_stays_root_and_says_why():
+    # A state directory only root may enter (mkdtemp's 0700): `nobody`
+    # could not reach the cache's socket in it.
+    with own_cluster(
+        "squall-private-", CONFIG, "--nodes", "1", "--threads", "1", "--compute-nodes", "1",
+        "--executors", "1", private=True,
+    ) as (cluster, admin):
+        admin.register(whoami)
+        assert admin.call("whoami") == (0 if os.geteuid() == 0 else os.geteuid())
+        if os.geteuid() == 0:
+            logs = "".join(p.read_text() for p in (cluster.state_dir / "logs").glob("executor-*"))
+            assert "user functions run as root: nobody cannot read" in logs, logs[-2000:]
+            assert str(cluster.state_dir) in logs

@@ -621,6 +621,9 @@ impl Message {
             Message::Call(_) | Message::CallDag(_) | Message::UserMessage(_) => {
                 Some(vec![Right::Call])
             }
+            // A client that registered or deleted a DAG tells the
+            // schedulers, which drop the plans they keep of it.
+            Message::DagChanged(_) => Some(vec![Right::Register]),
             Message::KvsRequest(request) => {
                 let mut needed = Vec::new();
                 for op in &request.ops {

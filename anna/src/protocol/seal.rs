@@ -281,6 +281,22 @@ pub enum Identity {
     },
 }
 
+/// The keys written as `hex`, each 64 hex digits.
+fn keys<const N: usize>(hex: &[&str]) -> Result<[FrameKey; N], KeyFileError> {
+    if hex.len() != N {
+        return Err(KeyFileError(format!(
+            "{} keys on a line that holds {N}",
+            hex.len()
+        )));
+    }
+    let mut out = [const { FrameKey([0; 32]) }; N];
+    for (slot, text) in out.iter_mut().zip(hex) {
+        *slot =
+            FrameKey(unhex(text).ok_or_else(|| KeyFileError("a key is not 64 hex digits".into()))?);
+    }
+    Ok(out)
+}
+
 /// Why a key file was not read.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("not a Squall key file: {0}")]
@@ -353,65 +369,48 @@ impl Identity {
     /// Reads a key file: the cluster's (a member) or a client's.
     pub fn parse(text: &str) -> Result<Identity, KeyFileError> {
         let words: Vec<&str> = text.split_whitespace().collect();
+        let member = |keys: [FrameKey; 4], node| {
+            let [cluster, compute, reply, clients] = keys;
+            Identity::Member {
+                secret: None,
+                cluster,
+                compute,
+                reply,
+                clients,
+                node,
+            }
+        };
         match words.as_slice() {
-            [CLUSTER_FILE_TAG, secret] => unhex(secret)
-                .map(|s| Identity::member(Secret(s)))
-                .ok_or_else(|| KeyFileError("the secret is not 64 hex digits".into())),
-            [CLIENT_FILE_TAG, name, key, reply] => {
+            [CLUSTER_FILE_TAG, secret] => {
+                let [secret] = keys(&[*secret])?;
+                Ok(Identity::member(Secret(secret.0)))
+            }
+            [CLIENT_FILE_TAG, name, rest @ ..] => {
                 if !valid_client_name(name) {
                     return Err(KeyFileError(format!("bad client name {name:?}")));
                 }
-                match (unhex(key), unhex(reply)) {
-                    (Some(key), Some(reply)) => Ok(Identity::Client {
-                        name: name.to_string(),
-                        key: FrameKey(key),
-                        reply: FrameKey(reply),
-                    }),
-                    _ => Err(KeyFileError("a key is not 64 hex digits".into())),
-                }
+                let [key, reply] = keys(rest)?;
+                Ok(Identity::Client {
+                    name: name.to_string(),
+                    key,
+                    reply,
+                })
             }
-            [MEMBER_FILE_TAG, cluster, compute, reply, clients] => {
-                match (unhex(cluster), unhex(compute), unhex(reply), unhex(clients)) {
-                    (Some(cluster), Some(compute), Some(reply), Some(clients)) => {
-                        Ok(Identity::Member {
-                            secret: None,
-                            cluster: FrameKey(cluster),
-                            compute: FrameKey(compute),
-                            reply: FrameKey(reply),
-                            clients: FrameKey(clients),
-                            node: None,
-                        })
-                    }
-                    _ => Err(KeyFileError("a key is not 64 hex digits".into())),
-                }
+            [MEMBER_FILE_TAG, rest @ ..] => Ok(member(keys(rest)?, None)),
+            [NODE_FILE_TAG, id, rest @ ..] => {
+                let id = id
+                    .parse::<u64>()
+                    .map_err(|_| KeyFileError(format!("bad node id {id:?}")))?;
+                let [cluster, compute, reply, clients, node] = keys(rest)?;
+                Ok(member([cluster, compute, reply, clients], Some((id, node))))
             }
-            [NODE_FILE_TAG, id, cluster, compute, reply, clients, node] => {
-                let keys = (unhex(cluster), unhex(compute), unhex(reply), unhex(clients));
-                match (id.parse::<u64>(), keys, unhex(node)) {
-                    (
-                        Ok(id),
-                        (Some(cluster), Some(compute), Some(reply), Some(clients)),
-                        Some(node),
-                    ) => Ok(Identity::Member {
-                        secret: None,
-                        cluster: FrameKey(cluster),
-                        compute: FrameKey(compute),
-                        reply: FrameKey(reply),
-                        clients: FrameKey(clients),
-                        node: Some((id, FrameKey(node))),
-                    }),
-                    _ => Err(KeyFileError("a node id or key is malformed".into())),
-                }
-            }
-            [EXECUTOR_FILE_TAG, compute, reply, clients] => {
-                match (unhex(compute), unhex(reply), unhex(clients)) {
-                    (Some(compute), Some(reply), Some(clients)) => Ok(Identity::Executor {
-                        compute: FrameKey(compute),
-                        reply: FrameKey(reply),
-                        clients: FrameKey(clients),
-                    }),
-                    _ => Err(KeyFileError("a key is not 64 hex digits".into())),
-                }
+            [EXECUTOR_FILE_TAG, rest @ ..] => {
+                let [compute, reply, clients] = keys(rest)?;
+                Ok(Identity::Executor {
+                    compute,
+                    reply,
+                    clients,
+                })
             }
             _ => Err(KeyFileError(format!(
                 "expected a line starting {CLUSTER_FILE_TAG}, {MEMBER_FILE_TAG}, {NODE_FILE_TAG}, \

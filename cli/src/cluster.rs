@@ -179,7 +179,14 @@ pub fn up(
         state_file(dir).display(),
         dir.join("logs").display()
     );
-    println!("  try:    squall kv put hello world && squall kv get hello");
+    // The hint works as printed: with the state directory this `up` was
+    // given, where it is not the default one.
+    let state = if dir == &crate::config::LocalCluster::default().state_dir {
+        String::new()
+    } else {
+        format!(" --state-dir {}", dir.display())
+    };
+    println!("  try:    squall{state} kv put hello world && squall{state} kv get hello");
     Ok(())
 }
 

@@ -185,7 +185,12 @@ pub fn status(config: &SquallConfig, routers: &[Address]) -> Result<()> {
         for (kind, p) in record.labelled() {
             let what = match kind {
                 "storage" => format!("node {}", p.id),
-                "cache" | "executor" => format!("{kind} {}", p.id),
+                "cache" => format!("cache {}", p.id),
+                // `executor-N-E`: executor E of compute node N.
+                "executor" => match p.name.strip_prefix("executor-") {
+                    Some(n_e) if !n_e.is_empty() => format!("executor {}", n_e.replace('-', ".")),
+                    _ => format!("executor {}", p.id),
+                },
                 _ => kind.to_string(),
             };
             let state = match (alive(p.pid), p.stopping) {
@@ -194,7 +199,7 @@ pub fn status(config: &SquallConfig, routers: &[Address]) -> Result<()> {
                 (false, _) => "NOT RUNNING",
             };
             println!(
-                "  {what:<10} pid {:<7} {state:<12} {}",
+                "  {what:<12} pid {:<7} {state:<12} {}",
                 p.pid,
                 p.addresses.join(" ")
             );

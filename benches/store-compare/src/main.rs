@@ -23,7 +23,8 @@ const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// The periodic flush policy: a sync every 100 ms.
 const SYNC_PERIOD: Duration = Duration::from_millis(100);
 /// redb only: verify every page checksum on open (`Builder::set_check_integrity_on_open`).
-static REDB_CHECK_ON_OPEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static REDB_CHECK_ON_OPEN: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 // ---------------------------------------------------------------- stores
 
@@ -398,7 +399,10 @@ impl Args {
         self.0.get(k).cloned().unwrap_or_else(|| d.to_string())
     }
     fn u(&self, k: &str, d: u64) -> u64 {
-        self.0.get(k).map(|s| s.parse().expect("number")).unwrap_or(d)
+        self.0
+            .get(k)
+            .map(|s| s.parse().expect("number"))
+            .unwrap_or(d)
     }
     fn stores(&self) -> Vec<Kind> {
         self.s("stores", "fjall,redb")
@@ -558,8 +562,9 @@ fn bench_writes(
     // Group commit: one fsync per batch.
     for &(batch, batches) in &[(1usize, 4000usize), (16, 2000), (128, 600)] {
         let batches = ((batches as f64) * scale).max(20.0) as usize;
-        let (writes, secs, commit, syncs) =
-            write_phase(&mut *kv, &mut rng, &mut vs, keys, vsize, batch, batches, true)?;
+        let (writes, secs, commit, syncs) = write_phase(
+            &mut *kv, &mut rng, &mut vs, keys, vsize, batch, batches, true,
+        )?;
         eprintln!(
             "[{}] {} B fsync/batch b={batch}: {:.0} writes/s, commit p50 {:.0} us p99 {:.0} us",
             kind.name(),
@@ -583,8 +588,9 @@ fn bench_writes(
     for &batch in &[1usize, 16, 128] {
         let total = (100_000.0 * scale) as usize;
         let batches = (total / batch).max(20);
-        let (writes, secs, commit, syncs) =
-            write_phase(&mut *kv, &mut rng, &mut vs, keys, vsize, batch, batches, false)?;
+        let (writes, secs, commit, syncs) = write_phase(
+            &mut *kv, &mut rng, &mut vs, keys, vsize, batch, batches, false,
+        )?;
         eprintln!(
             "[{}] {} B sync/100ms b={batch}: {:.0} writes/s ({} syncs)",
             kind.name(),
@@ -753,7 +759,11 @@ fn timed_open(kind: Kind, dir: &Path) -> R<f64> {
 fn bench_recovery(kind: Kind, root: &Path, keys: u64) -> R<RecRow> {
     let dir = root.join(format!("recovery-{}", kind.name()));
     fresh_dir(&dir)?;
-    eprintln!("[{}] recovery: loading {keys} keys of 100 B (load {})", kind.name(), loadavg());
+    eprintln!(
+        "[{}] recovery: loading {keys} keys of 100 B (load {})",
+        kind.name(),
+        loadavg()
+    );
     let t = Instant::now();
     let mut kv = open(kind, &dir)?;
     load_keys(&mut *kv, keys, 100)?;
@@ -914,7 +924,11 @@ fn bench_crash(kind: Kind, root: &Path, trials: u64, periodic: bool) -> R<CrashR
     let exe = std::env::current_exe()?;
     let mut row = CrashRow {
         store: kind,
-        mode: if periodic { "sync/100ms" } else { "fsync/batch" },
+        mode: if periodic {
+            "sync/100ms"
+        } else {
+            "fsync/batch"
+        },
         trials,
         opens_ok: 0,
         acked: 0,
@@ -1085,72 +1099,87 @@ fn bench_truncate(kind: Kind, root: &Path) -> R<Vec<TruncRow>> {
         eprintln!("    {:>10}  {}", std::fs::metadata(f)?.len(), f.display());
     }
     let mut rows = Vec::new();
-    let checks: &[bool] = if kind == Kind::Fjall { &[false] } else { &[false, true] };
+    let checks: &[bool] = if kind == Kind::Fjall {
+        &[false]
+    } else {
+        &[false, true]
+    };
     for &check in checks {
-    REDB_CHECK_ON_OPEN.store(check, std::sync::atomic::Ordering::Relaxed);
-    for op in ["truncate", "zero"] {
-    for &cut in &[1u64, 100, 4096] {
-        let dir = root.join(format!("trunc-{}-{op}-{cut}", kind.name()));
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)?;
+        REDB_CHECK_ON_OPEN.store(check, std::sync::atomic::Ordering::Relaxed);
+        for op in ["truncate", "zero"] {
+            for &cut in &[1u64, 100, 4096] {
+                let dir = root.join(format!("trunc-{}-{op}-{cut}", kind.name()));
+                if dir.exists() {
+                    std::fs::remove_dir_all(&dir)?;
+                }
+                copy_dir(&pristine, &dir)?;
+                let f = victim(kind, &dir);
+                let len = std::fs::metadata(&f)?.len();
+                // fjall preallocates its journal (zeros past the last record): cut the
+                // records, not the zero padding.
+                let data = std::fs::read(&f)?;
+                let end = data
+                    .iter()
+                    .rposition(|&b| b != 0)
+                    .map_or(0, |i| i as u64 + 1);
+                let from = end.saturating_sub(cut);
+                if op == "truncate" {
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&f)?
+                        .set_len(from)?;
+                } else {
+                    use std::io::{Seek, SeekFrom};
+                    let mut fh = std::fs::OpenOptions::new().write(true).open(&f)?;
+                    fh.seek(SeekFrom::Start(from))?;
+                    fh.write_all(&vec![0u8; (end - from) as usize])?;
+                    fh.sync_all()?;
+                }
+                let rel = f.strip_prefix(&dir).unwrap().display().to_string();
+                let res = std::panic::catch_unwind(|| -> R<(usize, usize)> {
+                    let kv = open(kind, &dir)?;
+                    let mut map = HashMap::new();
+                    kv.scan(&mut map)?;
+                    let good = (0..keys)
+                        .filter(|&id| map.get(&key(id)).map_or(false, |v| check_value(v, id, 1)))
+                        .count();
+                    kv.close()?;
+                    Ok((map.len(), good))
+                });
+                let outcome = match res {
+                    Ok(Ok((n, good))) => {
+                        format!(
+                            "opens; {} of {} keys intact, {} missing, {} with wrong value",
+                            good,
+                            keys,
+                            keys as usize - n.min(keys as usize),
+                            n - good,
+                        ) + if n != good {
+                            " (silent corruption)"
+                        } else {
+                            ""
+                        }
+                    }
+                    Ok(Err(e)) => format!("open/scan fails: {e}"),
+                    Err(_) => {
+                        "open or scan panics (redb: unreachable!() in btree_cursor.rs)".to_string()
+                    }
+                };
+                eprintln!(
+                    "[{}] {op} last {cut} B of {rel} (len {len}, data end {end}): {outcome}",
+                    kind.name()
+                );
+                rows.push(TruncRow {
+                    store: kind,
+                    check,
+                    file: format!("{rel} (data end {end} B)"),
+                    cut,
+                    op,
+                    outcome,
+                });
+                std::fs::remove_dir_all(&dir)?;
+            }
         }
-        copy_dir(&pristine, &dir)?;
-        let f = victim(kind, &dir);
-        let len = std::fs::metadata(&f)?.len();
-        // fjall preallocates its journal (zeros past the last record): cut the
-        // records, not the zero padding.
-        let data = std::fs::read(&f)?;
-        let end = data.iter().rposition(|&b| b != 0).map_or(0, |i| i as u64 + 1);
-        let from = end.saturating_sub(cut);
-        if op == "truncate" {
-            std::fs::OpenOptions::new().write(true).open(&f)?.set_len(from)?;
-        } else {
-            use std::io::{Seek, SeekFrom};
-            let mut fh = std::fs::OpenOptions::new().write(true).open(&f)?;
-            fh.seek(SeekFrom::Start(from))?;
-            fh.write_all(&vec![0u8; (end - from) as usize])?;
-            fh.sync_all()?;
-        }
-        let rel = f.strip_prefix(&dir).unwrap().display().to_string();
-        let res = std::panic::catch_unwind(|| -> R<(usize, usize)> {
-            let kv = open(kind, &dir)?;
-            let mut map = HashMap::new();
-            kv.scan(&mut map)?;
-            let good = (0..keys)
-                .filter(|&id| {
-                    map.get(&key(id))
-                        .map_or(false, |v| check_value(v, id, 1))
-                })
-                .count();
-            kv.close()?;
-            Ok((map.len(), good))
-        });
-        let outcome = match res {
-            Ok(Ok((n, good))) => format!(
-                "opens; {} of {} keys intact, {} missing, {} with wrong value",
-                good,
-                keys,
-                keys as usize - n.min(keys as usize),
-                n - good,
-            ) + if n != good { " (silent corruption)" } else { "" },
-            Ok(Err(e)) => format!("open/scan fails: {e}"),
-            Err(_) => "open or scan panics (redb: unreachable!() in btree_cursor.rs)".to_string(),
-        };
-        eprintln!(
-            "[{}] {op} last {cut} B of {rel} (len {len}, data end {end}): {outcome}",
-            kind.name()
-        );
-        rows.push(TruncRow {
-            store: kind,
-            check,
-            file: format!("{rel} (data end {end} B)"),
-            cut,
-            op,
-            outcome,
-        });
-        std::fs::remove_dir_all(&dir)?;
-    }
-    }
     }
     REDB_CHECK_ON_OPEN.store(false, std::sync::atomic::Ordering::Relaxed);
     std::fs::remove_dir_all(&pristine)?;
@@ -1159,123 +1188,191 @@ fn bench_truncate(kind: Kind, root: &Path) -> R<Vec<TruncRow>> {
 
 // ---------------------------------------------------------------- reports
 
-fn print_writes(rows: &[WriteRow]) {
-    println!("\n### Writes (100,000 keys, random overwrites; commit latency is per batch)\n");
-    println!("| store | value | batch | policy | writes | writes/s | commit p50 us | commit p99 us | syncs |");
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for r in rows {
-        println!(
-            "| {} | {} B | {} | {} | {} | {:.0} | {:.0} | {:.0} | {} |",
-            r.store.name(),
-            r.vsize,
-            r.batch,
-            if r.synced { "fsync/batch" } else { "sync/100ms" },
-            r.writes,
-            r.writes as f64 / r.secs,
-            r.commit.pct_us(0.5),
-            r.commit.pct_us(0.99),
-            r.syncs
-        );
+/// Prints a Markdown table: `title` (with its blank lines), the header row
+/// of `headers`, and one line per row of cells.
+fn table(title: &str, headers: &[&str], rows: impl Iterator<Item = Vec<String>>) {
+    println!("{title}");
+    println!("| {} |", headers.join(" | "));
+    println!("|{}", "---|".repeat(headers.len()));
+    for cells in rows {
+        println!("| {} |", cells.join(" | "));
     }
+}
+
+fn print_writes(rows: &[WriteRow]) {
+    table(
+        "\n### Writes (100,000 keys, random overwrites; commit latency is per batch)\n",
+        &[
+            "store",
+            "value",
+            "batch",
+            "policy",
+            "writes",
+            "writes/s",
+            "commit p50 us",
+            "commit p99 us",
+            "syncs",
+        ],
+        rows.iter().map(|r| {
+            vec![
+                r.store.name().to_string(),
+                format!("{} B", r.vsize),
+                r.batch.to_string(),
+                format!(
+                    "{}",
+                    if r.synced {
+                        "fsync/batch"
+                    } else {
+                        "sync/100ms"
+                    }
+                ),
+                r.writes.to_string(),
+                format!("{:.0}", r.writes as f64 / r.secs),
+                format!("{:.0}", r.commit.pct_us(0.5)),
+                format!("{:.0}", r.commit.pct_us(0.99)),
+                r.syncs.to_string(),
+            ]
+        }),
+    );
 }
 
 fn print_reads(rows: &[ReadRow]) {
-    println!("\n### Point reads (random keys of 100,000; cold = reopened, page cache evicted)\n");
-    println!("| store | value | warm p50 us | warm p99 us | cold p50 us | cold p99 us | reopen ms | wrong values |");
-    println!("|---|---|---|---|---|---|---|---|");
-    for r in rows {
-        println!(
-            "| {} | {} B | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
-            r.store.name(),
-            r.vsize,
-            r.warm.pct_us(0.5),
-            r.warm.pct_us(0.99),
-            r.cold.pct_us(0.5),
-            r.cold.pct_us(0.99),
-            r.cold_open_ms,
-            r.bad
-        );
-    }
+    table(
+        "\n### Point reads (random keys of 100,000; cold = reopened, page cache evicted)\n",
+        &[
+            "store",
+            "value",
+            "warm p50 us",
+            "warm p99 us",
+            "cold p50 us",
+            "cold p99 us",
+            "reopen ms",
+            "wrong values",
+        ],
+        rows.iter().map(|r| {
+            vec![
+                r.store.name().to_string(),
+                format!("{} B", r.vsize),
+                format!("{:.1}", r.warm.pct_us(0.5)),
+                format!("{:.1}", r.warm.pct_us(0.99)),
+                format!("{:.1}", r.cold.pct_us(0.5)),
+                format!("{:.1}", r.cold.pct_us(0.99)),
+                format!("{:.1}", r.cold_open_ms),
+                r.bad.to_string(),
+            ]
+        }),
+    );
 }
 
 fn print_other(rows: &[OtherRow]) {
-    println!("\n### Deletes (20% of keys, batches of 128, fsync/batch) and footprint (du after close)\n");
-    println!("| store | value | deletes/s | delete batch p99 us | du after writes MiB | du after deletes MiB | live data MiB | deleted stay deleted | scan == live set |");
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for r in rows {
-        println!(
-            "| {} | {} B | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} |",
-            r.store.name(),
-            r.vsize,
-            r.deletes_per_s,
-            r.delete_p99_us,
-            mib(r.footprint_after_writes),
-            mib(r.footprint_after_deletes),
-            mib(r.logical_bytes),
-            r.deleted_absent,
-            r.scan_count_ok
-        );
-    }
+    table(
+        "\n### Deletes (20% of keys, batches of 128, fsync/batch) and footprint (du after close)\n",
+        &[
+            "store",
+            "value",
+            "deletes/s",
+            "delete batch p99 us",
+            "du after writes MiB",
+            "du after deletes MiB",
+            "live data MiB",
+            "deleted stay deleted",
+            "scan == live set",
+        ],
+        rows.iter().map(|r| {
+            vec![
+                r.store.name().to_string(),
+                format!("{} B", r.vsize),
+                format!("{:.0}", r.deletes_per_s),
+                format!("{:.0}", r.delete_p99_us),
+                format!("{:.1}", mib(r.footprint_after_writes)),
+                format!("{:.1}", mib(r.footprint_after_deletes)),
+                format!("{:.1}", mib(r.logical_bytes)),
+                r.deleted_absent.to_string(),
+                r.scan_count_ok.to_string(),
+            ]
+        }),
+    );
 }
 
 fn print_recovery(rows: &[RecRow]) {
-    println!("\n### Recovery (100 B values; seconds per million keys)\n");
-    println!("| store | keys | load s | du MiB | open | open+scan | open cold | open+scan cold | open after crash | open+scan after crash | all keys back |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    for r in rows {
-        println!(
-            "| {} | {} | {:.1} | {:.1} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} |",
-            r.store.name(),
-            r.keys,
-            r.load_secs,
-            mib(r.footprint),
-            r.open_warm,
-            r.open_scan_warm,
-            r.open_cold,
-            r.open_scan_cold,
-            r.open_after_crash,
-            r.open_scan_after_crash,
-            r.count_ok
-        );
-    }
+    table(
+        "\n### Recovery (100 B values; seconds per million keys)\n",
+        &[
+            "store",
+            "keys",
+            "load s",
+            "du MiB",
+            "open",
+            "open+scan",
+            "open cold",
+            "open+scan cold",
+            "open after crash",
+            "open+scan after crash",
+            "all keys back",
+        ],
+        rows.iter().map(|r| {
+            vec![
+                r.store.name().to_string(),
+                r.keys.to_string(),
+                format!("{:.1}", r.load_secs),
+                format!("{:.1}", mib(r.footprint)),
+                format!("{:.3}", r.open_warm),
+                format!("{:.3}", r.open_scan_warm),
+                format!("{:.3}", r.open_cold),
+                format!("{:.3}", r.open_scan_cold),
+                format!("{:.3}", r.open_after_crash),
+                format!("{:.3}", r.open_scan_after_crash),
+                r.count_ok.to_string(),
+            ]
+        }),
+    );
 }
 
 fn print_crash(rows: &[CrashRow]) {
-    println!("\n### Crash (child aborts mid-stream of 16-key batches; reopen and check)\n");
-    println!("| store | policy | trials | opens ok | batches acked | of them durable | durable missing | non-durable lost | partial batches | max reopen ms |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
-    for r in rows {
-        println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
-            r.store.name(),
-            r.mode,
-            r.trials,
-            r.opens_ok,
-            r.acked,
-            r.durable_acked,
-            r.durable_missing,
-            r.nondurable_lost,
-            r.partial_batches,
-            r.reopen_ms_max
-        );
-    }
+    table(
+        "\n### Crash (child aborts mid-stream of 16-key batches; reopen and check)\n",
+        &[
+            "store",
+            "policy",
+            "trials",
+            "opens ok",
+            "batches acked",
+            "of them durable",
+            "durable missing",
+            "non-durable lost",
+            "partial batches",
+            "max reopen ms",
+        ],
+        rows.iter().map(|r| {
+            vec![
+                r.store.name().to_string(),
+                r.mode.to_string(),
+                r.trials.to_string(),
+                r.opens_ok.to_string(),
+                r.acked.to_string(),
+                r.durable_acked.to_string(),
+                r.durable_missing.to_string(),
+                r.nondurable_lost.to_string(),
+                r.partial_batches.to_string(),
+                format!("{:.1}", r.reopen_ms_max),
+            ]
+        }),
+    );
 }
 
 fn print_trunc(rows: &[TruncRow]) {
-    println!("\n### Truncation (10,000 keys in 100 fsync'd batches of 100, clean close; truncate = cut the last bytes, zero = overwrite them with zeros (torn write))\n");
-    println!("| store | file | damage | outcome |");
-    println!("|---|---|---|---|");
-    for r in rows {
-        println!(
-            "| {}{} | {} | {} last {} B | {} |",
-            r.store.name(),
-            if r.check { " +check_integrity_on_open" } else { "" },
-            r.file,
-            r.op,
-            r.cut,
-            r.outcome
-        );
-    }
+    table(
+        "\n### Truncation (10,000 keys in 100 fsync'd batches of 100, clean close; truncate = cut the last bytes, zero = overwrite them with zeros (torn write))\n",
+        &["store", "file", "damage", "outcome"],
+        rows.iter().map(|r| {
+            vec![
+                format!("{}{}", r.store.name(), if r.check { " +check_integrity_on_open" } else { "" }),
+                r.file.to_string(),
+                format!("{} last {} B", r.op, r.cut),
+                r.outcome.to_string(),
+            ]
+        }),
+    );
 }
 
 // ---------------------------------------------------------------- main
@@ -1294,7 +1391,9 @@ fn usage() -> ! {
 
 fn main() -> R<()> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    let Some(cmd) = argv.first().cloned() else { usage() };
+    let Some(cmd) = argv.first().cloned() else {
+        usage()
+    };
     let a = Args::parse(&argv[1..]);
     // internal child commands
     match cmd.as_str() {

@@ -287,27 +287,11 @@ fn squall_write(routers: &[Address], keys: &Keys) -> Result<()> {
         op_timeout: Duration::from_secs(30),
         ..ClientConfig::default()
     };
-    let per = keys.count.div_ceil(keys.writers.max(1));
-    std::thread::scope(|s| -> Result<()> {
-        let mut handles = Vec::new();
-        for w in 0..keys.writers.max(1) {
-            let (routers, config) = (routers.to_vec(), config.clone());
-            let range = (w * per)..((w + 1) * per).min(keys.count);
-            handles.push(s.spawn(move || -> Result<()> {
-                let mut c = Client::connect(routers, config).map_err(server)?;
-                let indices: Vec<usize> = range.collect();
-                for chunk in indices.chunks(keys.batch.max(1)) {
-                    put_chunk(&mut c, chunk, keys.value_size)?;
-                }
-                Ok(())
-            }));
-        }
-        for h in handles {
-            h.join()
-                .map_err(|_| BackendError::Setup("a writer panicked".into()))??;
-        }
-        Ok(())
-    })?;
+    write_in_parallel(
+        keys,
+        || Client::connect(routers.to_vec(), config.clone()).map_err(server),
+        |c, chunk| put_chunk(c, chunk, keys.value_size),
+    )?;
     let durable = ClientConfig {
         put_ack: Ack::Durable,
         ..config
@@ -316,6 +300,40 @@ fn squall_write(routers: &[Address], keys: &Keys) -> Result<()> {
     let from = keys.count.saturating_sub(keys.batch.max(1));
     let last: Vec<usize> = (from..keys.count).collect();
     put_chunk(&mut c, &last, keys.value_size)
+}
+
+/// Writes keys `0..keys.count` from `keys.writers` threads, each a
+/// contiguous range in chunks of `keys.batch`: `connect` makes a writer's
+/// connection, `put` writes one chunk of key indices through it. The same
+/// load for Squall and for Redis.
+fn write_in_parallel<C>(
+    keys: &Keys,
+    connect: impl Fn() -> Result<C> + Sync,
+    put: impl Fn(&mut C, &[usize]) -> Result<()> + Sync,
+) -> Result<()> {
+    let writers = keys.writers.max(1);
+    let per = keys.count.div_ceil(writers);
+    let (connect, put) = (&connect, &put);
+    std::thread::scope(|s| -> Result<()> {
+        let handles: Vec<_> = (0..writers)
+            .map(|w| {
+                let range = (w * per)..((w + 1) * per).min(keys.count);
+                s.spawn(move || -> Result<()> {
+                    let mut conn = connect()?;
+                    let indices: Vec<usize> = range.collect();
+                    for chunk in indices.chunks(keys.batch.max(1)) {
+                        put(&mut conn, chunk)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| BackendError::Setup("a writer panicked".into()))??;
+        }
+        Ok(())
+    })
 }
 
 fn put_chunk(c: &mut Client, indices: &[usize], size: usize) -> Result<()> {
@@ -430,34 +448,21 @@ fn redis_restart_in(binary: &str, stop: StopKind, keys: &Keys, dir: &Path) -> Re
     let first = RedisServer::start_with(binary, persistence, Some(dir))?;
     let addr = first.addr();
     let written = Instant::now();
-    let per = keys.count.div_ceil(keys.writers.max(1));
-    std::thread::scope(|s| -> Result<()> {
-        let mut handles = Vec::new();
-        for w in 0..keys.writers.max(1) {
-            let range = (w * per)..((w + 1) * per).min(keys.count);
-            handles.push(s.spawn(move || -> Result<()> {
-                let mut conn = RedisConnection::connect(addr, Duration::from_secs(30))?;
-                let indices: Vec<usize> = range.collect();
-                for chunk in indices.chunks(keys.batch.max(1)) {
-                    let owned: Vec<(String, Vec<u8>)> = chunk
-                        .iter()
-                        .map(|&i| (key(i), value(i, keys.value_size)))
-                        .collect();
-                    let items: Vec<(&str, &[u8])> = owned
-                        .iter()
-                        .map(|(k, v)| (k.as_str(), v.as_slice()))
-                        .collect();
-                    conn.put_batch(&items)?;
-                }
-                Ok(())
-            }));
-        }
-        for h in handles {
-            h.join()
-                .map_err(|_| BackendError::Setup("a writer panicked".into()))??;
-        }
-        Ok(())
-    })?;
+    write_in_parallel(
+        keys,
+        || RedisConnection::connect(addr, Duration::from_secs(30)),
+        |conn, chunk| {
+            let owned: Vec<(String, Vec<u8>)> = chunk
+                .iter()
+                .map(|&i| (key(i), value(i, keys.value_size)))
+                .collect();
+            let items: Vec<(&str, &[u8])> = owned
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_slice()))
+                .collect();
+            conn.put_batch(&items)
+        },
+    )?;
     let write_secs = written.elapsed().as_secs_f64();
     // An automatic rewrite of the file may be running (a forked child):
     // let it finish, so the restart reads a settled directory.

@@ -492,6 +492,11 @@ impl Rights {
         Rights(rights.iter().fold(0, |bits, r| bits | r.bit()))
     }
 
+    /// These rights and `right`.
+    pub fn with(self, right: Right) -> Rights {
+        Rights(self.0 | right.bit())
+    }
+
     /// Whether `right` is granted.
     pub fn has(self, right: Right) -> bool {
         self.0 & right.bit() != 0
@@ -538,8 +543,11 @@ impl Principal {
         };
         match msg.needed_rights() {
             None => Err(Refusal::MembersOnly(msg.kind())),
-            Some(needed) => match needed.iter().find(|r| !rights.has(**r)) {
-                Some(right) => Err(Refusal::Missing(*right)),
+            Some(needed) => match Right::ALL
+                .into_iter()
+                .find(|r| needed.has(*r) && !rights.has(*r))
+            {
+                Some(right) => Err(Refusal::Missing(right)),
                 None => Ok(()),
             },
         }
@@ -609,38 +617,35 @@ impl Message {
 
     /// The rights a client needs to send this message; `None` for a
     /// message only members send (membership, gossip, reports, plans).
-    pub fn needed_rights(&self) -> Option<Vec<Right>> {
+    /// (A set, not a list: this runs on every client request, and
+    /// allocates nothing.)
+    pub fn needed_rights(&self) -> Option<Rights> {
         match self {
             Message::Ping { .. }
             | Message::RouteRequest(_)
             | Message::StatusRequest { .. }
             | Message::ComputeStatusRequest { .. }
             | Message::StatsRequest { .. }
-            | Message::MonitorStatusRequest { .. } => Some(Vec::new()),
+            | Message::MonitorStatusRequest { .. } => Some(Rights::default()),
             Message::Call(_) | Message::CallDag(_) | Message::UserMessage(_) => {
-                Some(vec![Right::Call])
+                Some(Rights::of(&[Right::Call]))
             }
             // A client that registered or deleted a DAG tells the
             // schedulers, which drop the plans they keep of it.
-            Message::DagChanged(_) => Some(vec![Right::Register]),
+            Message::DagChanged(_) => Some(Rights::of(&[Right::Register])),
             Message::KvsRequest(request) => {
-                let mut needed = Vec::new();
-                for op in &request.ops {
+                Some(request.ops.iter().fold(Rights::default(), |needed, op| {
                     let right = match op {
                         KeyOp::Get { .. } | KeyOp::ReadState { .. } => Right::Read,
-                        KeyOp::Put { key, .. } | KeyOp::Delete { key, .. } => {
-                            if key.starts_with(SYSTEM_PREFIX) {
-                                Right::Register
-                            } else {
-                                Right::Write
-                            }
+                        KeyOp::Put { key, .. } | KeyOp::Delete { key, .. }
+                            if key.starts_with(SYSTEM_PREFIX) =>
+                        {
+                            Right::Register
                         }
+                        KeyOp::Put { .. } | KeyOp::Delete { .. } => Right::Write,
                     };
-                    if !needed.contains(&right) {
-                        needed.push(right);
-                    }
-                }
-                Some(needed)
+                    needed.with(right)
+                }))
             }
             _ => None,
         }

@@ -134,12 +134,12 @@ impl LocalCluster {
     }
 
     /// `squall up` on this cluster's ports, waiting up to 30 s for it to
-    /// serve, with `args` added.
-    pub fn up(&mut self, args: &[&str]) {
+    /// serve, with `args` added; its stdout.
+    pub fn up(&mut self, args: &[&str]) -> String {
         let base = self.base.to_string();
         let mut all = vec!["up", "--base-port", &base, "--wait", "30"];
         all.extend(args);
-        self.ok(&all);
+        self.ok(&all)
     }
 
     /// `squall down`, panicking unless it says it stopped `stopped`

@@ -178,3 +178,33 @@ def test_an_executor_that_could_not_reach_its_cache_as_nobody_stays_root_and_say
             logs = "".join(p.read_text() for p in (cluster.state_dir / "logs").glob("executor-*"))
             assert "user functions run as root: nobody cannot read" in logs, logs[-2000:]
             assert str(cluster.state_dir) in logs
+
+
+def test_a_cluster_started_insecure_takes_open_frames_and_its_tools_follow_its_record():
+    with own_cluster(
+        "squall-insecure-", CONFIG, "--nodes", "1", "--threads", "1", "--compute-nodes", "1",
+        "--executors", "1", "--insecure",
+    ) as (cluster, client):
+        assert not (cluster.state_dir / "keys").exists()
+        assert cluster.record["launch"]["insecure"] is True
+        client.put("open", [1, 2])
+        client.register(double)
+        assert client.call("double", client.get("open")) == [1, 2, 1, 2]
+        # `squall kv` and `status` read the record: no flag needed.
+        assert cluster.cli("kv", "get", "missing", check=False).returncode == 1
+        assert "frames dropped: malformed 0 unauthenticated 0" in cluster.cli("status").stdout
+
+
+def test_a_cluster_that_encrypts_serves_plain_and_encrypting_clients():
+    with own_cluster(
+        "squall-encrypted-", CONFIG + "\n[security]\nencrypt = true\n", "--nodes", "2",
+        "--threads", "1", "--compute-nodes", "1", "--executors", "1",
+    ) as (cluster, client):
+        client.put("sealed", {"x": 1}, ack="all")
+        client.register(double)
+        assert client.call("double", 21) == 42
+        encrypting = keyed(cluster, "admin", encrypt=True)
+        assert encrypting.get("sealed") == {"x": 1}
+        assert encrypting.call("double", 2) == 4
+        encrypting.close()
+        assert "unauthenticated 0" in cluster.cli("status").stdout

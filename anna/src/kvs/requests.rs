@@ -272,7 +272,10 @@ impl StorageWorker {
                 continue;
             }
             // Only keys served count: a key misrouted here is not hot here.
-            self.stats.record_access(now, &key);
+            // Nor is a key read while it holds no value: a reader waiting
+            // for a key to appear (an executor resolving a `Reference`)
+            // asks again every few milliseconds, and those polls must not
+            // raise the replication of a key nobody wrote.
             let outcome = match op {
                 KeyOp::Get { .. } | KeyOp::ReadState { .. } => {
                     self.stats.gets += 1;
@@ -281,16 +284,27 @@ impl StorageWorker {
                     let whole = matches!(op, KeyOp::ReadState { .. });
                     match self.start_fetch(now, pending_id, index, &key, whole, out) {
                         Some(wait) => {
+                            // What the previous owners answer is not known
+                            // yet: a read during a ring change counts.
+                            self.stats.record_access(now, &key);
                             opened.push(wait);
                             Outcome::NotFound
                         }
                         None => match self.shard.read(&key) {
-                            Ok(state) => read_outcome(state, whole),
+                            Ok(state) => {
+                                if state.is_some_and(|s| s.value().is_some()) {
+                                    self.stats.record_access(now, &key);
+                                } else {
+                                    self.stats.advance(now);
+                                }
+                                read_outcome(state, whole)
+                            }
                             Err(e) => disk_error(e),
                         },
                     }
                 }
                 KeyOp::Put { key, value } => {
+                    self.stats.record_access(now, &key);
                     self.stats.puts += 1;
                     self.shard.touch(&key);
                     let entry = match self.shard.entry(&key) {
@@ -321,6 +335,7 @@ impl StorageWorker {
                     }
                 }
                 KeyOp::Delete { key, at } => {
+                    self.stats.record_access(now, &key);
                     self.stats.deletes += 1;
                     let deleted = match self.shard.entry(&key) {
                         Ok(entry) => entry.delete(at),

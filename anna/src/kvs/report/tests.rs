@@ -144,3 +144,42 @@ fn a_misrouted_key_is_not_counted_as_an_access() {
     let report = ask(&mut w, Time(SECOND));
     assert_eq!(report.accesses, 0, "a worker not in the ring owns nothing");
 }
+
+#[test]
+fn polling_a_key_that_holds_no_value_is_not_counted_as_an_access() {
+    let mut w = worker();
+    let mut out = Outbox::default();
+    w.step(Time(0), request(vec![put("read")]), &mut out);
+    // An executor waiting for a `Reference` asks every 5 ms: 190 polls of
+    // a key nobody wrote, one of a deleted key, and 4 reads of a key that
+    // holds a value.
+    for i in 1..=190 {
+        w.step(Time(i * 5_000), request(vec![get("missing")]), &mut out);
+    }
+    let whole = KeyOp::ReadState {
+        key: "missing".to_string(),
+        at_least: None,
+    };
+    w.step(Time(960_000), request(vec![whole]), &mut out);
+    let delete = KeyOp::Delete {
+        key: "gone".to_string(),
+        at: crate::lattice::Timestamp {
+            wall_ms: 1,
+            logical: 0,
+            writer: crate::lattice::WriterId(1),
+        },
+    };
+    w.step(Time(970_000), request(vec![delete]), &mut out);
+    w.step(Time(980_000), request(vec![get("gone")]), &mut out);
+    for i in 0..4 {
+        w.step(Time(990_000 + i), request(vec![get("read")]), &mut out);
+    }
+
+    let report = ask(&mut w, Time(SECOND + SECOND / 2));
+    // The put, the delete and the four reads that found a value.
+    assert_eq!(report.accesses, 6);
+    assert_eq!(
+        report.hot_keys,
+        vec![("read".to_string(), 5), ("gone".to_string(), 1)]
+    );
+}

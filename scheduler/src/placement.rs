@@ -8,19 +8,28 @@
 //! 0. a node whose cache is reporting: one whose last report is more than
 //!    [`CACHE_LAG`] older than the freshest cache's is stalled or gone, and
 //!    the functions placed there would wait on it for their reads;
-//! 1. the most bytes of the function's referenced keys (`CallArgs::refs`)
+//! 1. in a DAG, an executor holding no *parallel sibling* of the function
+//!    (a function of the same call that is neither upstream nor downstream
+//!    of it, so could run at the same time): an executor runs one call at a
+//!    time, so two branches placed on one would run one after the other
+//!    while another executor idles. An executor busy with a sibling counts
+//!    as busy, unless every executor is;
+//! 2. the most bytes of the function's referenced keys (`CallArgs::refs`)
 //!    already in its node's cache, as the caches last reported: reading
 //!    them is then local;
-//! 2. in a DAG, for a link of a chain (a function whose only upstream
+//! 3. in a DAG, for a link of a chain (a function whose only upstream
 //!    function has no other downstream one), the executor of that upstream
 //!    function: the two run one after the other anyway, and the result
 //!    then passes within the executor instead of over a socket;
-//! 3. the function already warm there (loaded, its class initialised);
-//! 4. the fewest invocations outstanding;
+//! 4. the function already warm there (loaded, its class initialised);
+//! 5. the fewest invocations outstanding;
 //!
 //! and breaks remaining ties by rotating over the tied executors, so equal
-//! executors share the load. Nothing here is random: the same reports and
-//! calls give the same placement.
+//! executors share the load. A DAG's functions that reference keys are
+//! placed first (then the others, each in the DAG's order), so a branch
+//! with data is not pushed off its data's node by a sibling without any.
+//! Nothing here is random: the same reports and calls give the same
+//! placement.
 
 use crate::registry::{Executor, Registry};
 use anna::protocol::compute::Plan;
@@ -44,9 +53,13 @@ impl Limits {
 pub const CACHE_LAG: std::time::Duration = std::time::Duration::from_millis(1500);
 
 /// How good an executor is for a function; higher is better: (its node's
-/// cache reporting, local bytes, follows its chain, warm, fewest
-/// outstanding).
-type Score = (bool, u64, bool, bool, std::cmp::Reverse<u32>);
+/// cache reporting, holding no parallel sibling, local bytes, follows its
+/// chain, warm, fewest outstanding).
+type Score = (bool, bool, u64, bool, bool, std::cmp::Reverse<u32>);
+
+/// DAGs with more functions than this are placed without looking for
+/// parallel siblings (the search costs a walk of the DAG per function).
+pub const SIBLING_SEARCH_LIMIT: usize = 1024;
 
 impl Registry {
     /// Whether the cache of `e`'s node reports like the others (or is not
@@ -71,12 +84,15 @@ impl Registry {
 
     /// The best executor for `function` with arguments referencing `refs`
     /// (preferring `follow`, the executor of the function it follows in a
-    /// chain), or `None` if every executor is overloaded (or none is known).
+    /// chain, and avoiding those in `siblings`, which hold functions of the
+    /// same call that may run at the same time), or `None` if every
+    /// executor is overloaded (or none is known).
     pub fn choose(
         &mut self,
         function: &str,
         refs: &[Key],
         follow: Option<&Address>,
+        siblings: &[&Address],
         limits: Limits,
     ) -> Option<Address> {
         let scored: Vec<(&Address, Score)> = self
@@ -87,6 +103,7 @@ impl Registry {
                 let warm = e.report.warm.iter().any(|w| w == function);
                 let score = (
                     self.cache_reporting(e),
+                    !siblings.contains(&a),
                     self.local_bytes(e, refs),
                     follow == Some(a),
                     warm,
@@ -108,31 +125,48 @@ impl Registry {
 
     /// Assigns every function of `plan` an executor, counting each as
     /// outstanding there (so later functions of the same plan see the load
-    /// of earlier ones). All or nothing: if one function finds no executor,
-    /// nothing stays taken and `false` is returned.
+    /// of earlier ones). Functions that reference keys go first, then the
+    /// rest, each group in the plan's order. All or nothing: if one
+    /// function finds no executor, nothing stays taken and `false` is
+    /// returned.
     pub fn place(&mut self, plan: &mut Plan, limits: Limits) -> bool {
-        for i in 0..plan.functions.len() {
+        let n = plan.functions.len();
+        let (with_refs, without): (Vec<usize>, Vec<usize>) =
+            (0..n).partition(|&i| !plan.functions[i].args.refs.is_empty());
+        let mut placed = vec![false; n];
+        for i in with_refs.into_iter().chain(without) {
             let f = &plan.functions[i];
             // A chain link follows its upstream function, if that one is
             // placed already.
             let follow = match f.upstream[..] {
-                [u] if usize::from(u) < i
+                [u] if placed[usize::from(u)]
                     && plan.functions[usize::from(u)].downstream.len() == 1 =>
                 {
-                    Some(plan.functions[usize::from(u)].executor.clone())
+                    Some(&plan.functions[usize::from(u)].executor)
                 }
                 _ => None,
             };
-            let f = &plan.functions[i];
-            match self.choose(&f.name, &f.args.refs, follow.as_ref(), limits) {
+            let siblings: Vec<&Address> = if n > 1 && n <= SIBLING_SEARCH_LIMIT {
+                let related = related(plan, i);
+                (0..n)
+                    .filter(|&j| placed[j] && !related[j])
+                    .map(|j| &plan.functions[j].executor)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            match self.choose(&f.name, &f.args.refs, follow, &siblings, limits) {
                 Some(executor) => {
                     self.take(&executor);
                     plan.functions[i].executor = executor;
+                    placed[i] = true;
                 }
                 None => {
-                    for placed in &mut plan.functions[..i] {
-                        let executor = std::mem::take(&mut placed.executor);
-                        self.release(&executor);
+                    for (j, f) in plan.functions.iter_mut().enumerate() {
+                        if placed[j] {
+                            let executor = std::mem::take(&mut f.executor);
+                            self.release(&executor);
+                        }
                     }
                     return false;
                 }
@@ -140,4 +174,27 @@ impl Registry {
         }
         true
     }
+}
+
+/// Which functions of `plan` are `i` itself, upstream of it or downstream
+/// of it (directly or not): those that cannot run at the same time as it.
+/// Every other function is a parallel sibling.
+fn related(plan: &Plan, i: usize) -> Vec<bool> {
+    let mut seen = vec![false; plan.functions.len()];
+    seen[i] = true;
+    for upward in [true, false] {
+        let mut stack = vec![i];
+        while let Some(j) = stack.pop() {
+            let f = &plan.functions[j];
+            let next = if upward { &f.upstream } else { &f.downstream };
+            for &k in next {
+                let k = usize::from(k);
+                if !seen[k] {
+                    seen[k] = true;
+                    stack.push(k);
+                }
+            }
+        }
+    }
+    seen
 }

@@ -334,3 +334,80 @@ fn a_cached_definition_older_than_the_callers_register_is_read_again() {
     let (sent, reads) = call_stored(&mut s, 3, 3, &mut kvs, &[]);
     assert_eq!((reads, invokes(&sent).len()), (0, 1));
 }
+
+#[test]
+fn parallel_branches_of_one_call_go_to_different_executors_even_where_one_is_warm_with_both() {
+    let mut s = scheduler(SchedulerConfig::default());
+    // e1 ran every function before; e2 is cold. Warmth alone would put
+    // both branches on e1, one after the other, while e2 idles.
+    step(&mut s, 0, report("e1", "n1", 0, &["left", "right", "sink"]));
+    step(&mut s, 0, report("e2", "n2", 0, &[]));
+    let d = dag(
+        "d",
+        &["left", "right", "sink"],
+        &[("left", "sink"), ("right", "sink")],
+    );
+    let mut kvs = kvs_with_dag(&d);
+    for seq in 1..=6 {
+        let (sent, _) = call_stored(&mut s, seq, seq, &mut kvs, &[]);
+        let inv = invokes(&sent);
+        assert_eq!(inv.len(), 2, "both sources are invoked: {sent:?}");
+        let plan = &inv[0].1;
+        assert_ne!(
+            plan.functions[0].executor, plan.functions[1].executor,
+            "call {seq}: left and right may run at once"
+        );
+        for f in 0..3u16 {
+            let on = plan.functions[usize::from(f)].executor.as_str().to_string();
+            step(&mut s, seq, done(seq, 0, f, &on, false));
+        }
+    }
+}
+
+#[test]
+fn a_branch_with_data_keeps_its_node_and_its_sibling_goes_elsewhere() {
+    let mut s = with_executors();
+    step(&mut s, 0, cache("n1", &[("k", 1000)]));
+    // b is listed first but has no data; c's data is on n1.
+    let d = dag("d", &["b", "c", "sink"], &[("b", "sink"), ("c", "sink")]);
+    let (sent, _) = call_stored(&mut s, 1, 1, &mut kvs_with_dag(&d), &[("c", args(&["k"]))]);
+    let plan = &invokes(&sent)[0].1;
+    assert_eq!(plan.functions[1].executor.as_str(), "e1", "c reads locally");
+    assert_eq!(plan.functions[0].executor.as_str(), "e2", "b runs beside c");
+}
+
+#[test]
+fn more_branches_than_executors_still_run_spread_over_all_of_them() {
+    let mut s = with_executors();
+    let d = dag(
+        "d",
+        &["a", "b", "c", "sink"],
+        &[("a", "sink"), ("b", "sink"), ("c", "sink")],
+    );
+    let (sent, _) = call_stored(&mut s, 1, 1, &mut kvs_with_dag(&d), &[]);
+    let inv = invokes(&sent);
+    assert_eq!(inv.len(), 3, "every branch is invoked: {sent:?}");
+    let mut on: Vec<&str> = inv[0].1.functions[..3]
+        .iter()
+        .map(|f| f.executor.as_str())
+        .collect();
+    on.sort();
+    on.dedup();
+    assert_eq!(on, ["e1", "e2"]);
+}
+
+#[test]
+fn a_chain_beside_a_parallel_branch_stays_together_and_apart_from_it() {
+    let mut s = with_executors();
+    // a -> b is a chain; x runs beside it; both end in the sink.
+    let d = dag(
+        "d",
+        &["a", "b", "x", "sink"],
+        &[("a", "b"), ("b", "sink"), ("x", "sink")],
+    );
+    let (sent, _) = call_stored(&mut s, 1, 1, &mut kvs_with_dag(&d), &[]);
+    let plan = &invokes(&sent)[0].1;
+    let on = |i: usize| plan.functions[i].executor.as_str();
+    assert_eq!(on(0), on(1), "b follows a");
+    assert_ne!(on(2), on(0), "x runs beside the chain");
+}

@@ -345,7 +345,12 @@ fn text(bytes: &[u8]) -> String {
 fn render(value: &LatticeValue) -> String {
     let mut s = String::new();
     match value {
-        LatticeValue::Lww(l) => s.push_str(&format!("{}\n", text(l.value()))),
+        // A Python client's plain objects are pickles: shown as Python
+        // shows them (never unpickled by running anything).
+        LatticeValue::Lww(l) => match crate::pickle::describe(l.value()) {
+            Some(shown) => s.push_str(&format!("{shown}\n")),
+            None => s.push_str(&format!("{}\n", text(l.value()))),
+        },
         LatticeValue::Set(set) => {
             let mut items: Vec<String> = set.reveal().iter().map(|e| text(e)).collect();
             items.sort();

@@ -20,6 +20,8 @@
 //! - `status.rs`: asking components what they see; `squall status`.
 //! - `local.rs`: the local cluster as a monitor provider; `squall scale`.
 //! - `kv.rs`: `squall kv`.
+//! - `pickle.rs`: Python pickles of plain values read without Python, for
+//!   `squall kv get`.
 //! - `monitor.rs`: `squall monitor` (statistics, policies, /metrics).
 //! - `ping.rs`: `squall ping`.
 
@@ -32,6 +34,7 @@ mod kv;
 mod launch;
 mod local;
 mod monitor;
+mod pickle;
 mod ping;
 mod process;
 mod record;

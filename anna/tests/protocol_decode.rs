@@ -40,7 +40,7 @@ const TAG_LWW: u8 = 0;
 const TAG_SET: u8 = 1;
 const TAG_MAX: u8 = 3;
 const TAG_MAP: u8 = 6;
-const MESSAGE_VARIANTS: u8 = 34;
+const MESSAGE_VARIANTS: u8 = 36;
 
 /// A gossip entry's `KeyState` prefix: never deleted (`None`), then
 /// `Some(value)`; the value's bytes follow.
@@ -252,6 +252,8 @@ fn samples_cover_every_variant_and_lattice_kind() {
             | Message::ExecutorLeaving { .. }
             | Message::Scale { .. }
             | Message::Metrics { .. }
+            | Message::CancelCall { .. }
+            | Message::CancelAnswer { .. }
             | Message::Gossip(_)
             | Message::GossipAck { .. }
             | Message::Fetch { .. }

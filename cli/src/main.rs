@@ -23,16 +23,20 @@
 //! - `pickle.rs`: Python pickles of plain values read without Python, for
 //!   `squall kv get`.
 //! - `monitor.rs`: `squall monitor` (statistics, policies, /metrics).
+//! - `dashboard.rs`: the monitor's HTTP endpoint: `/metrics`, the
+//!   dashboard (`dashboard.html`) and its JSON.
 //! - `ping.rs`: `squall ping`.
 
 mod argv;
 mod cluster;
 mod compute;
 mod config;
+mod dashboard;
 mod keys;
 mod kv;
 mod launch;
 mod local;
+mod logs;
 mod monitor;
 mod pickle;
 mod ping;
@@ -46,6 +50,15 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+/// A positive number of seconds, at most a day.
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x > 0.0 && x <= 86_400.0 => Ok(x),
+        _ => Err(format!("{s:?} is not a number of seconds in (0, 86400]")),
+    }
+}
 
 /// Squall: stateful functions next to a coordination-free lattice KVS.
 #[derive(Debug, Parser)]
@@ -91,6 +104,13 @@ enum Command {
         /// Ask this router instead of the local cluster's (repeat).
         #[arg(long = "router")]
         routers: Vec<String>,
+        /// Show it again every interval until Ctrl-C, with each tier's
+        /// throughput since the last frame.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between frames of `--watch`.
+        #[arg(long, default_value_t = 2.0, requires = "watch", value_parser = positive_seconds)]
+        interval: f64,
     },
     /// Read and write keys: `squall kv get KEY`, `put KEY VALUE` (`put KEY
     /// -` reads the value from stdin, `--file PATH` from a file), `del KEY`.
@@ -130,6 +150,9 @@ enum Command {
     /// `kubectl create secret generic squall-keys
     /// --from-file=STATE_DIR/keys/cluster.key`).
     Keys,
+    /// Print what functions printed (stdout, stderr, `logging`), tagged
+    /// with their calls, from the local cluster's logs; `-f` follows.
+    Logs(logs::LogsArgs),
 }
 
 fn routers_of(given: &[String], config: &config::SquallConfig) -> Result<Vec<Address>> {
@@ -153,6 +176,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         | Command::Status { .. }
         | Command::Scale(_)
         | Command::Keys
+        | Command::Logs(_)
         | Command::Ping(_) => keys::Who::Tool,
         Command::Kvs(args) => keys::Who::Node(args.id),
         Command::Route(_) | Command::Scheduler(_) | Command::Cache(_) | Command::Monitor(_) => {
@@ -170,9 +194,17 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Up(args) => cluster::up(args, &config, cli.config.as_deref(), &cli.log)?,
         Command::Down => cluster::down(&config)?,
-        Command::Status { routers } => {
+        Command::Status {
+            routers,
+            watch,
+            interval,
+        } => {
             let routers: Vec<Address> = routers.iter().map(|r| Address(r.clone())).collect();
-            status::status(&config, &routers)?
+            if *watch {
+                status::watch(&config, &routers, Duration::from_secs_f64(*interval))?
+            } else {
+                status::status(&config, &routers)?
+            }
         }
         Command::Kv { routers, args } => {
             let routers = routers_of(routers, &config)?;
@@ -191,6 +223,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         }
         Command::Ping(args) => ping::run(args)?,
         Command::Keys => keys::write_and_list(&config)?,
+        Command::Logs(args) => logs::run(args, &config.cluster.state_dir)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -17,7 +17,7 @@
 //! at once, with `Unavailable` naming the schedulers.
 
 use anna::protocol::compute::{
-    CallArgs, CallError, CallErrorKind, CallId, CallOutcome, CallRequest, Consistency,
+    CallArgs, CallError, CallErrorKind, CallId, CallOutcome, CallOutput, CallRequest, Consistency,
     DagCallRequest, DagChanged, ReplyTo,
 };
 use anna::protocol::{Address, Message, RequestId, Session};
@@ -89,12 +89,23 @@ fn unavailable(schedulers: &[Address]) -> String {
     )
 }
 
+/// A call's result as it arrived: its outcome, what the call wrote, and
+/// what its functions printed.
+pub type Arrived = (CallOutcome, Session, Vec<CallOutput>);
+
 #[derive(Default)]
 struct Filed {
     /// Calls sent and not yet collected.
     awaited: HashSet<u64>,
     /// Their results, once arrived, with what the calls wrote.
-    done: HashMap<u64, (CallOutcome, Session)>,
+    done: HashMap<u64, Arrived>,
+    /// Awaited calls whose results are collected by [`Calls::next_done`]
+    /// (a Python future's completion thread) rather than by `wait`.
+    watched: HashSet<u64>,
+    /// Watched calls whose results arrived, in order of arrival.
+    ready: Vec<u64>,
+    /// Answers to cancellations: whether the call was dropped.
+    cancels: HashMap<u64, bool>,
 }
 
 struct Shared {
@@ -106,13 +117,34 @@ struct Shared {
 
 impl Shared {
     /// Files `outcome` for call `seq` if it is awaited and not yet done.
-    fn file(&self, seq: u64, outcome: CallOutcome, written: Session) {
+    fn file(&self, seq: u64, arrived: Arrived) {
         lock(&self.health).in_flight.remove(&seq);
         let mut filed = lock(&self.filed);
         if filed.awaited.contains(&seq) && !filed.done.contains_key(&seq) {
-            filed.done.insert(seq, (outcome, written));
+            filed.done.insert(seq, arrived);
+            if filed.watched.contains(&seq) {
+                filed.ready.push(seq);
+            }
             self.arrived.notify_all();
         }
+    }
+
+    /// Files a scheduler's answer to the cancellation of call `seq`; a
+    /// cancelled call is no longer awaited (no result follows).
+    fn cancel_answered(&self, seq: u64, cancelled: bool) {
+        if cancelled {
+            lock(&self.health).in_flight.remove(&seq);
+        }
+        let mut filed = lock(&self.filed);
+        if !filed.awaited.contains(&seq) {
+            return;
+        }
+        if cancelled {
+            filed.awaited.remove(&seq);
+            filed.watched.remove(&seq);
+        }
+        filed.cancels.insert(seq, cancelled);
+        self.arrived.notify_all();
     }
 }
 
@@ -194,7 +226,7 @@ impl Calls {
         }
     }
 
-    fn send(&self, build: impl FnOnce(CallId) -> Message) -> Result<u64, SendError> {
+    fn send(&self, watched: bool, build: impl FnOnce(CallId) -> Message) -> Result<u64, SendError> {
         if self.schedulers.is_empty() {
             return Err(SendError::Failed(
                 "no scheduler to send the call to".to_string(),
@@ -222,9 +254,17 @@ impl Calls {
             caller: self.caller,
             seq,
         });
-        lock(&self.shared.filed).awaited.insert(seq);
+        {
+            let mut filed = lock(&self.shared.filed);
+            filed.awaited.insert(seq);
+            if watched {
+                filed.watched.insert(seq);
+            }
+        }
         if let Err(e) = out.tx.send(&self.schedulers[index], &msg) {
-            lock(&self.shared.filed).awaited.remove(&seq);
+            let mut filed = lock(&self.shared.filed);
+            filed.awaited.remove(&seq);
+            filed.watched.remove(&seq);
             return Err(SendError::Failed(e.to_string()));
         }
         lock(&self.shared.health)
@@ -233,7 +273,8 @@ impl Calls {
         Ok(seq)
     }
 
-    /// Sends a call of `function`; returns its sequence number.
+    /// Sends a call of `function`; returns its sequence number. A
+    /// `watched` call's result is collected by [`Calls::next_done`].
     pub fn call(
         &self,
         function: String,
@@ -241,9 +282,10 @@ impl Calls {
         timeout_ms: u32,
         session: Session,
         consistency: Consistency,
+        watched: bool,
     ) -> Result<u64, SendError> {
         let reply = self.reply_to();
-        self.send(|id| {
+        self.send(watched, |id| {
             Message::Call(CallRequest {
                 id,
                 function,
@@ -256,7 +298,8 @@ impl Calls {
         })
     }
 
-    /// Sends a call of DAG `dag`; returns its sequence number.
+    /// Sends a call of DAG `dag`; returns its sequence number (`watched`
+    /// as for [`Calls::call`]).
     pub fn call_dag(
         &self,
         dag: String,
@@ -264,9 +307,10 @@ impl Calls {
         timeout_ms: u32,
         session: Session,
         consistency: Consistency,
+        watched: bool,
     ) -> Result<u64, SendError> {
         let reply = self.reply_to();
-        self.send(|id| {
+        self.send(watched, |id| {
             Message::CallDag(DagCallRequest {
                 id,
                 dag,
@@ -294,7 +338,7 @@ impl Calls {
     /// Waits up to `timeout` (forever if `None`) for call `seq`'s result
     /// and collects it, with what the call wrote; `None` if it has not
     /// arrived.
-    pub fn wait(&self, seq: u64, timeout: Option<Duration>) -> Option<(CallOutcome, Session)> {
+    pub fn wait(&self, seq: u64, timeout: Option<Duration>) -> Option<Arrived> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut filed = lock(&self.shared.filed);
         loop {
@@ -323,6 +367,71 @@ impl Calls {
         }
     }
 
+    /// Waits up to `timeout` for results of watched calls and collects
+    /// every one that has arrived, in order of arrival (none: empty).
+    pub fn next_done(&self, timeout: Duration) -> Vec<(u64, Arrived)> {
+        let deadline = Instant::now() + timeout;
+        let mut filed = lock(&self.shared.filed);
+        while filed.ready.is_empty() {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return Vec::new();
+            };
+            filed = self
+                .shared
+                .arrived
+                .wait_timeout(filed, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let ready = std::mem::take(&mut filed.ready);
+        let mut collected = Vec::with_capacity(ready.len());
+        for seq in ready {
+            filed.awaited.remove(&seq);
+            filed.watched.remove(&seq);
+            if let Some(arrived) = filed.done.remove(&seq) {
+                collected.push((seq, arrived));
+            }
+        }
+        collected
+    }
+
+    /// Asks the scheduler that has call `seq` to drop it if it has not
+    /// started, and waits up to `timeout` for the answer: `Some(true)` if it
+    /// was dropped (no result will come), `Some(false)` if it runs on,
+    /// `None` if no answer came (or the call is not in flight).
+    pub fn cancel(&self, seq: u64, timeout: Duration) -> Option<bool> {
+        let scheduler = {
+            let health = lock(&self.shared.health);
+            let (index, _) = health.in_flight.get(&seq)?;
+            self.schedulers[*index].clone()
+        };
+        let msg = Message::CancelCall {
+            id: CallId {
+                caller: self.caller,
+                seq,
+            },
+            reply_to: self.reply.clone(),
+        };
+        lock(&self.out).tx.send(&scheduler, &msg).ok()?;
+        let deadline = Instant::now() + timeout;
+        let mut filed = lock(&self.shared.filed);
+        loop {
+            if let Some(cancelled) = filed.cancels.remove(&seq) {
+                return Some(cancelled);
+            }
+            if filed.done.contains_key(&seq) {
+                return Some(false);
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            filed = self
+                .shared
+                .arrived
+                .wait_timeout(filed, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
     /// Whether call `seq`'s result has arrived.
     pub fn done(&self, seq: u64) -> bool {
         lock(&self.shared.filed).done.contains_key(&seq)
@@ -333,7 +442,9 @@ impl Calls {
         lock(&self.shared.health).in_flight.remove(&seq);
         let mut filed = lock(&self.shared.filed);
         filed.awaited.remove(&seq);
+        filed.watched.remove(&seq);
         filed.done.remove(&seq);
+        filed.cancels.remove(&seq);
     }
 }
 
@@ -364,7 +475,13 @@ impl ReplyThread {
             let wait = self.next_probe.saturating_duration_since(Instant::now());
             match rx.recv(Some(wait)) {
                 Ok(Some(Message::CallResult(result))) if result.id.caller == self.caller => {
-                    shared.file(result.id.seq, result.outcome, result.written);
+                    shared.file(
+                        result.id.seq,
+                        (result.outcome, result.written, result.output),
+                    );
+                }
+                Ok(Some(Message::CancelAnswer { id, cancelled })) if id.caller == self.caller => {
+                    shared.cancel_answered(id.seq, cancelled)
                 }
                 Ok(Some(Message::Pong { id, boot })) => self.answered(shared, id, boot),
                 Ok(_) => {}
@@ -416,7 +533,10 @@ impl ReplyThread {
                     traceback: String::new(),
                     function: None,
                 };
-                shared.file(seq, CallOutcome::Error(error), Session::default());
+                shared.file(
+                    seq,
+                    (CallOutcome::Error(error), Session::default(), Vec::new()),
+                );
             }
             return;
         }

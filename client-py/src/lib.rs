@@ -23,7 +23,9 @@ mod wasm;
 
 use anna::client::ClientConfig;
 use anna::lattice::LatticeValue;
-use anna::protocol::compute::{self, CallArgs, CallOutcome, Dag, FunctionCode, Runtime, ValueKind};
+use anna::protocol::compute::{
+    self, CallArgs, CallOutcome, CallOutput, Dag, FunctionCode, Runtime, ValueKind,
+};
 use anna::protocol::Address;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -198,7 +200,10 @@ impl Client {
 
     /// Sends a call of `function` with `payload` (cloudpickled
     /// `(args, kwargs)`) referencing `refs`, its reads at `consistency`
-    /// (`"lww"`, `"repeatable_read"`); returns its sequence number.
+    /// (`"lww"`, `"repeatable_read"`); returns its sequence number. A
+    /// `watched` call's result comes from `next_done`, not `wait`.
+    #[pyo3(signature = (function, payload, refs, timeout_ms, consistency, watched = false))]
+    #[allow(clippy::too_many_arguments)]
     fn call(
         &self,
         py: Python<'_>,
@@ -207,6 +212,7 @@ impl Client {
         refs: Vec<String>,
         timeout_ms: u32,
         consistency: &str,
+        watched: bool,
     ) -> PyResult<u64> {
         let args = CallArgs { payload, refs };
         check_args(py, &function, &args)?;
@@ -214,13 +220,14 @@ impl Client {
         let session = self.kvs.session(py);
         let name = function.clone();
         self.calls(py)?
-            .call(function, args, timeout_ms, session, consistency)
+            .call(function, args, timeout_ms, session, consistency, watched)
             .map_err(|e| not_sent(py, &name, e))
     }
 
     /// Sends a call of DAG `dag` with `args`, a list of
     /// `(function, payload, refs)`, at `consistency`; returns its sequence
-    /// number.
+    /// number (`watched` as for `call`).
+    #[pyo3(signature = (dag, args, timeout_ms, consistency, watched = false))]
     fn call_dag(
         &self,
         py: Python<'_>,
@@ -228,6 +235,7 @@ impl Client {
         args: Vec<(String, Vec<u8>, Vec<String>)>,
         timeout_ms: u32,
         consistency: &str,
+        watched: bool,
     ) -> PyResult<u64> {
         let args: Vec<(String, CallArgs)> = args
             .into_iter()
@@ -240,7 +248,7 @@ impl Client {
         let session = self.kvs.session(py);
         let name = dag.clone();
         self.calls(py)?
-            .call_dag(dag, args, timeout_ms, session, consistency)
+            .call_dag(dag, args, timeout_ms, session, consistency, watched)
             .map_err(|e| not_sent(py, &name, e))
     }
 
@@ -266,12 +274,54 @@ impl Client {
         let calls = self.calls(py)?;
         let outcome = py.detach(|| calls.wait(seq, timeout));
         outcome
-            .map(|(o, written)| {
+            .map(|(o, written, output)| {
                 // What the call wrote is this client's to read from now on.
                 self.kvs.record_written(&written);
-                outcome_tuple(py, o)
+                outcome_tuple(py, o, output)
             })
             .transpose()
+    }
+
+    /// Waits up to `timeout_s` (GIL released) for results of watched
+    /// calls; returns every one arrived as `(seq, outcome)`, the outcome as
+    /// `wait` gives it (an empty list when none came).
+    fn next_done<'py>(
+        &self,
+        py: Python<'py>,
+        timeout_s: f64,
+    ) -> PyResult<Vec<(u64, Bound<'py, PyTuple>)>> {
+        let timeout = seconds(timeout_s.max(0.0))?;
+        let calls = self.calls(py)?;
+        let arrived = py.detach(|| calls.next_done(timeout));
+        arrived
+            .into_iter()
+            .map(|(seq, (outcome, written, output))| {
+                self.kvs.record_written(&written);
+                Ok((seq, outcome_tuple(py, outcome, output)?))
+            })
+            .collect()
+    }
+
+    /// Asks the scheduler to drop call `seq` if it has not started; waits
+    /// up to `timeout_s` for its answer. `True`: dropped (no result will
+    /// come); `False`: it runs on; `None`: no answer.
+    fn cancel(&self, py: Python<'_>, seq: u64, timeout_s: f64) -> PyResult<Option<bool>> {
+        let timeout = seconds(timeout_s.max(0.0))?;
+        let calls = self.calls(py)?;
+        Ok(py.detach(|| calls.cancel(seq, timeout)))
+    }
+
+    /// The values of `keys`, in order (`None` where a key has none), read
+    /// with one request per replica thread.
+    #[pyo3(signature = (keys, raw = false))]
+    fn get_many(&self, py: Python<'_>, keys: Vec<String>, raw: bool) -> PyResult<Vec<Py<PyAny>>> {
+        self.kvs.get_many(py, &keys, raw)
+    }
+
+    /// Merges each `(key, value)` of `entries` (see `put`), with one
+    /// request per replica thread, acknowledged at the client's default.
+    fn put_many(&self, py: Python<'_>, entries: Vec<(String, Bound<'_, PyAny>)>) -> PyResult<()> {
+        self.kvs.put_many(py, &entries)
     }
 
     /// Whether call `seq`'s result has arrived.
@@ -293,15 +343,17 @@ fn parse_consistency(name: &str) -> PyResult<compute::Consistency> {
     name.parse().map_err(PyValueError::new_err)
 }
 
-fn outcome_tuple(py: Python<'_>, outcome: CallOutcome) -> PyResult<Bound<'_, PyTuple>> {
+/// A call's outcome as Python sees it: `("value", bytes, output)` or
+/// `("error", kind, type_name, message, traceback, function, output)`,
+/// `output` a list of `(function, text)` of what its functions printed.
+fn outcome_tuple(
+    py: Python<'_>,
+    outcome: CallOutcome,
+    output: Vec<CallOutput>,
+) -> PyResult<Bound<'_, PyTuple>> {
+    let output: Vec<(String, String)> = output.into_iter().map(|o| (o.function, o.text)).collect();
     match outcome {
-        CallOutcome::Value(bytes) => PyTuple::new(
-            py,
-            [
-                "value".into_pyobject(py)?.into_any(),
-                PyBytes::new(py, &bytes).into_any(),
-            ],
-        ),
+        CallOutcome::Value(bytes) => ("value", PyBytes::new(py, &bytes), output).into_pyobject(py),
         CallOutcome::Error(e) => (
             "error",
             format!("{:?}", e.kind),
@@ -309,6 +361,7 @@ fn outcome_tuple(py: Python<'_>, outcome: CallOutcome) -> PyResult<Bound<'_, PyT
             e.message,
             e.traceback,
             e.function,
+            output,
         )
             .into_pyobject(py),
     }

@@ -11,12 +11,16 @@ imported by clients. The executor calls, from its worker thread:
 - ``load(code, is_class, name) -> ("ok", callable) | error``: unpickles a
   registered function; a class is instantiated once and its ``__call__``
   (else ``run``) serves the calls.
-- ``invoke(fn, payload, upstream, deadline, name) -> ("ok", bytes) |
+- ``invoke(fn, payload, upstream, deadline, name, call) -> ("ok", bytes) |
   error``: unpickles ``(args, kwargs)``, replaces top-level ``Reference``
   arguments with the referenced values (read through the executor's route
   to the node's cache, ``_squall_executor.get``, waiting for a missing key
   until ``deadline``, seconds since the epoch), calls ``fn(*upstream,
-  *args, **kwargs)`` and pickles the result.
+  *args, **kwargs)`` and pickles the result. What the call prints (stdout,
+  stderr, ``logging`` through them) goes to the executor's log, each line
+  tagged ``[call CALLER-SEQ NAME]``, and is kept for the caller.
+- ``take_output() -> str``: what the last call printed (at most
+  ``MAX_OUTPUT_CHARS``), which travels back with its result.
 - ``configure(max_value_bytes)``: bounds the executor's cache of referenced
   values.
 - ``invalidate(keys)``: drops those keys from it (the node's cache pushed a
@@ -68,6 +72,94 @@ class CallTimeout(BaseException):
     """Raised in a function by the executor at its call's deadline."""
 
 
+#: What a call may print and log that travels back to its caller; beyond
+#: it the output is cut (the executor's log still has all of it).
+MAX_OUTPUT_CHARS = 64 * 1024
+
+
+class _Output:
+    """Stands in for ``sys.stdout`` or ``sys.stderr``: what is written goes
+    to the executor's own stream (its log), each line tagged with the
+    running call (``[call CALLER.SEQ FUNCTION]``), and is kept for the call's
+    caller. Threads the function starts are captured too (an executor runs
+    one call at a time)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._at_line_start = True
+
+    def write(self, text):
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        capture = _capture
+        if capture is None or not text:
+            return self._stream.write(text)
+        capture.keep(text)
+        tagged = []
+        for line in text.splitlines(keepends=True):
+            if self._at_line_start:
+                tagged.append(capture.tag)
+            tagged.append(line)
+            self._at_line_start = line.endswith("\n")
+        self._stream.write("".join(tagged))
+        return len(text)
+
+    def flush(self):
+        self._stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+class _Capture:
+    """The output of the running call."""
+
+    def __init__(self, call, name):
+        self.tag = f"[call {call} {name}] "
+        self.parts = []
+        self.size = 0
+        self.cut = False
+
+    def keep(self, text):
+        if self.size >= MAX_OUTPUT_CHARS:
+            self.cut = True
+            return
+        text = text[: MAX_OUTPUT_CHARS - self.size]
+        self.parts.append(text)
+        self.size += len(text)
+
+    def text(self):
+        out = "".join(self.parts)
+        if self.cut:
+            out += f"\n[output cut at {MAX_OUTPUT_CHARS} characters; the executor's log has all of it]\n"
+        return out
+
+
+_capture = None
+
+
+def _install_output():
+    if not isinstance(sys.stdout, _Output):
+        sys.stdout = _Output(sys.stdout)
+    if not isinstance(sys.stderr, _Output):
+        sys.stderr = _Output(sys.stderr)
+
+
+def take_output():
+    """Ends the capture of the last call's output and returns it (empty if
+    it printed nothing)."""
+    global _capture
+    capture, _capture = _capture, None
+    if capture is None:
+        return ""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    return capture.text()
+
+
 def setup(venv_roots, extra_paths):
     version = sys.version_info
     before = list(sys.path)
@@ -96,6 +188,7 @@ def setup(venv_roots, extra_paths):
             f"{used or 'none'}). Create the virtualenv (make setup), set "
             f"VIRTUAL_ENV, or give its site-packages as python_path."
         ) from e
+    _install_output()
     return {
         "version": sys.version.split()[0],
         "prefix": sys.prefix,
@@ -113,6 +206,69 @@ def _error(kind, exc, skip_frames=1):
     return ("error", kind, type(exc).__name__, str(exc), text)
 
 
+#: The file name cloudpickle gives every code object it pickles by value.
+_DYNAMIC_CODE = "<dynamic-code>"
+#: Source lines registered per file name, merged across the functions of
+#: one file (each registers its own lines, the rest blank).
+_sources = {}
+
+
+def _register_source(obj):
+    """Makes tracebacks through `obj` (a function or class just unpickled)
+    name the user's file and show its lines: the client recorded
+    ``(filename, source)`` on it as ``__squall_source__``
+    (``squall._source.attach``). The function's code objects (a class's
+    methods') are renamed from ``<dynamic-code>`` to that file, and the
+    source, if any, is registered with ``linecache`` under it. Without the
+    attribute nothing changes."""
+    try:
+        found = getattr(obj, "__squall_source__", None)
+    except Exception:
+        return
+    if not (isinstance(found, tuple) and len(found) == 2 and isinstance(found[0], str)):
+        return
+    filename, source = found
+    if isinstance(source, str):
+        import linecache
+
+        lines = _sources.setdefault(filename, [])
+        for i, line in enumerate(source.splitlines(keepends=True)):
+            if i >= len(lines):
+                lines.append(line)
+            elif line.strip():
+                lines[i] = line
+        # No modification time: linecache.checkcache keeps the entry.
+        linecache.cache[filename] = (sum(map(len, lines)), None, lines, filename)
+    functions = [obj]
+    # A class's methods, or a callable instance's class's.
+    cls = obj if isinstance(obj, type) else None
+    if cls is None and not hasattr(obj, "__code__"):
+        cls = type(obj)
+    if cls is not None:
+        for member in vars(cls).values():
+            member = getattr(member, "__func__", member)
+            if isinstance(member, property):
+                functions.extend(f for f in (member.fget, member.fset, member.fdel) if f)
+            else:
+                functions.append(member)
+    for fn in functions:
+        code = getattr(fn, "__code__", None)
+        if code is not None and code.co_filename == _DYNAMIC_CODE:
+            try:
+                fn.__code__ = _renamed(code, filename)
+            except (AttributeError, TypeError, ValueError):
+                pass
+
+
+def _renamed(code, filename):
+    """`code` and the code objects nested in it, with file name `filename`."""
+    consts = tuple(
+        _renamed(c, filename) if isinstance(c, type(code)) and c.co_filename == _DYNAMIC_CODE else c
+        for c in code.co_consts
+    )
+    return code.replace(co_filename=filename, co_consts=consts)
+
+
 def load(code, is_class, name):
     import cloudpickle
 
@@ -122,6 +278,7 @@ def load(code, is_class, name):
         raise
     except BaseException as e:
         return _error("BadFunction", e)
+    _register_source(obj)
     if is_class:
         try:
             instance = obj()
@@ -152,6 +309,15 @@ def _is_reference(value):
 
 class _ReferenceTimeout(Exception):
     pass
+
+
+class _FailedArgument(Exception):
+    """A `squall.Future` argument whose call failed: this call fails with
+    its error."""
+
+    def __init__(self, failed):
+        super().__init__(failed.what)
+        self.failed = failed
 
 
 def _missing(exc):
@@ -276,7 +442,10 @@ def _resolve(args, kwargs, deadline):
             return x
         if x.key not in memo:
             memo[x.key] = _read_reference(x.key, deadline)
-        return memo[x.key]
+        found = memo[x.key]
+        if type(found).__name__ == "FailedArgument" and hasattr(found, "error"):
+            raise _FailedArgument(found)
+        return found
 
     return tuple(value(a) for a in args), {k: value(v) for k, v in kwargs.items()}
 
@@ -313,12 +482,31 @@ def _arguments(payload, upstream, deadline, keywords=True):
         raise
     except _ReferenceTimeout as e:
         return ("error", "Timeout", "Timeout", str(e), "")
+    except _FailedArgument as e:
+        error = e.failed.error
+        return (
+            "error",
+            "Remote",
+            getattr(error, "type_name", "") or type(error).__name__,
+            f"an argument failed: {e.failed.what}: {getattr(error, 'message', error)}",
+            getattr(error, "traceback", ""),
+        )
     except BaseException as e:
         return _error("Remote", e)
     return ("ok", (inputs, args, kwargs))
 
 
-def invoke(fn, payload, upstream, deadline, name):
+def invoke(fn, payload, upstream, deadline, name, call=""):
+    """Runs one call (see the module's documentation), capturing what it
+    prints until `take_output`. (The capture is closed there, not here:
+    this runs under the executor's memory cap, which may have just
+    refused an allocation.)"""
+    global _capture
+    _capture = _Capture(call, name)
+    return _invoke(fn, payload, upstream, deadline, name)
+
+
+def _invoke(fn, payload, upstream, deadline, name):
     import cloudpickle
 
     prepared = _arguments(payload, upstream, deadline)

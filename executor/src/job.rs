@@ -67,6 +67,9 @@ pub struct CallEnv {
     /// attempt, so a retried invocation's lattice writes merge into the
     /// first attempt's (a counter it increments counts once).
     pub writer: WriterId,
+    /// The call this is a function of (what its output is tagged with in
+    /// the executor's log).
+    pub call: CallId,
 }
 
 /// The writer identity of function `function` of call `id`, the same for
@@ -97,13 +100,17 @@ pub struct JobDone {
 pub struct Effects {
     pub written: Session,
     pub pinned: Session,
+    /// What it printed (stdout, stderr, `logging`); empty if nothing.
+    pub output: String,
 }
 
 impl Effects {
-    /// Adds `other`'s writes and pins (the first pin of a key wins).
+    /// Adds `other`'s writes, pins (the first pin of a key wins) and
+    /// output.
     pub fn add(&mut self, other: Effects) {
         self.written.join(&other.written);
         self.pinned.pin_all(&other.pinned);
+        self.output.push_str(&other.output);
     }
 }
 

@@ -93,6 +93,7 @@ impl CacheRoute {
                 Effects {
                     written: net.endpoint.take_written(),
                     pinned: net.endpoint.take_pinned(),
+                    output: String::new(),
                 }
             }),
             None => Effects::default(),

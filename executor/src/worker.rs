@@ -138,7 +138,10 @@ impl Worker {
         }
         self.ports.route.begin(&job.env);
         let outcome = self.call(job);
-        let effects = self.ports.route.end();
+        let mut effects = self.ports.route.end();
+        for runtime in &mut self.runtimes {
+            effects.output.push_str(&runtime.take_output());
+        }
         // A later call reads a key the function wrote anew, not a
         // referenced value kept from before the write.
         let written: Vec<String> = (effects.written.entries().iter())

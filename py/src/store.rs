@@ -55,6 +55,25 @@ pub trait Kvs: Send {
     fn take_pinned(&mut self) -> Session {
         Session::default()
     }
+
+    /// Reads several keys, values in the order of `keys`; fails with the
+    /// first error if any read fails. One request per key unless the
+    /// endpoint batches.
+    fn get_many(&mut self, keys: &[&str]) -> Result<Vec<Option<LatticeValue>>, KvsFailure> {
+        keys.iter().map(|k| self.get(k, None)).collect()
+    }
+
+    /// Merges several values (acknowledged at the endpoint's default);
+    /// fails with the first error if any write fails.
+    fn put_many(&mut self, entries: Vec<(String, LatticeValue)>) -> Result<(), KvsFailure> {
+        let mut first = None;
+        for (key, value) in entries {
+            if let Err(e) = self.put(&key, value, None) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
 }
 
 impl Kvs for squall_transport::Client {
@@ -86,6 +105,16 @@ impl Kvs for squall_transport::Client {
         for (key, witness) in written.entries() {
             self.record_write(key, witness);
         }
+    }
+
+    /// One request per replica thread holding some of the keys.
+    fn get_many(&mut self, keys: &[&str]) -> Result<Vec<Option<LatticeValue>>, KvsFailure> {
+        Ok(squall_transport::Client::get_many(self, keys)?)
+    }
+
+    /// One request per replica thread holding some of the keys.
+    fn put_many(&mut self, entries: Vec<(String, LatticeValue)>) -> Result<(), KvsFailure> {
+        Ok(squall_transport::Client::put_many(self, entries)?)
     }
 }
 
@@ -250,6 +279,55 @@ impl<B: Kvs> Store<B> {
     ) -> Result<(), KvsFailure> {
         let value = make(&mut lock(&self.writer));
         lock(&self.net).put(key, value, ack)
+    }
+
+    /// The values of `keys` as Python objects (`None` for a key with
+    /// none), in order, read in one batch (see [`Kvs::get_many`]).
+    pub fn get_many(&self, py: Python<'_>, keys: &[String], raw: bool) -> PyResult<Vec<Py<PyAny>>> {
+        let values = py.detach(|| {
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            lock(&self.net).get_many(&keys)
+        })?;
+        values
+            .iter()
+            .map(|v| match v {
+                None => Ok(py.None()),
+                Some(v) => Ok(values::from_lattice(py, v, raw)?.unbind()),
+            })
+            .collect()
+    }
+
+    /// Merges each `(key, obj)` as [`Store::put`] would, in one batch
+    /// (see [`Kvs::put_many`]). Values that need the key's stored value
+    /// (causal values without a clock) are put one by one first.
+    pub fn put_many(&self, py: Python<'_>, entries: &[(String, Bound<'_, PyAny>)]) -> PyResult<()> {
+        let mut batch = Vec::with_capacity(entries.len());
+        let mut saved = Vec::with_capacity(entries.len());
+        for (key, obj) in entries {
+            if values::needs_stored(obj)? {
+                self.put(py, key, obj, None)?;
+                continue;
+            }
+            let mut w = lock(&self.writer);
+            saved.push((key.as_str(), w.save(key)));
+            match values::to_lattice(obj, key, None, &mut w) {
+                Ok(v) => batch.push((key.clone(), v)),
+                Err(e) => {
+                    for (key, s) in saved.into_iter().rev() {
+                        w.restore(key, s);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let result = py.detach(|| lock(&self.net).put_many(batch));
+        if result.is_err() {
+            let mut w = lock(&self.writer);
+            for (key, s) in saved.into_iter().rev() {
+                w.restore(key, s);
+            }
+        }
+        Ok(result?)
     }
 
     /// Deletes `key`, acknowledged at `ack`. The writer keeps its counter

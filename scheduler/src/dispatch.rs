@@ -19,6 +19,7 @@ impl Scheduler {
         self.stats.calls += 1;
         if self.calls.contains_key(&req.id) {
             self.stats.duplicates += 1;
+            self.latency.resends += 1;
             return;
         }
         let deadline_ms = now.as_millis().saturating_add(u64::from(req.timeout_ms));
@@ -30,6 +31,7 @@ impl Scheduler {
         self.stats.dag_calls += 1;
         if self.calls.contains_key(&req.id) {
             self.stats.duplicates += 1;
+            self.latency.resends += 1;
             return;
         }
         let deadline_ms = now.as_millis().saturating_add(u64::from(req.timeout_ms));
@@ -80,13 +82,53 @@ impl Scheduler {
     fn admit(&mut self, now: Time, mut plan: Plan, out: &mut Outbox) {
         let limits = self.limits();
         if self.queue.is_empty() && self.registry.place(&mut plan, limits) {
-            return self.launch(plan, Vec::new(), out);
+            return self.launch(now, plan, Vec::new(), out);
         }
         if self.queued() >= self.config.queue_capacity {
             return self.refuse_overloaded(now, plan.id, &plan.reply, out);
         }
         self.stats.queued += 1;
         self.queue.push_back(plan);
+    }
+
+    /// Drops call `id` if it still waits in the queue and `reply_to` is its
+    /// caller's reply address, and answers that it did. A single function
+    /// placed on an executor: the executor is asked, and answers (it drops
+    /// the call if it has not started it). Otherwise (a DAG under way, a
+    /// call not known here) the answer is no.
+    pub(crate) fn on_cancel(&mut self, id: CallId, reply_to: Address, out: &mut Outbox) {
+        let queued = self
+            .queue
+            .iter()
+            .position(|p| p.id == id && p.reply.address == reply_to);
+        if queued.and_then(|i| self.queue.remove(i)).is_some() {
+            self.stats.cancelled += 1;
+            tracing::debug!(%id, "queued call cancelled");
+            return out.send(
+                reply_to,
+                Message::CancelAnswer {
+                    id,
+                    cancelled: true,
+                },
+            );
+        }
+        let placed = self
+            .calls
+            .get(&id)
+            .and_then(|call| match &call.plan.functions[..] {
+                [f] if call.plan.reply.address == reply_to => Some(f.executor.clone()),
+                _ => None,
+            });
+        match placed {
+            Some(executor) => out.send(executor, Message::CancelCall { id, reply_to }),
+            None => out.send(
+                reply_to,
+                Message::CancelAnswer {
+                    id,
+                    cancelled: false,
+                },
+            ),
+        }
     }
 
     fn refuse_overloaded(&mut self, now: Time, id: CallId, reply: &ReplyTo, out: &mut Outbox) {
@@ -107,9 +149,11 @@ impl Scheduler {
     }
 
     /// Sends `Invoke` to the executor of every source function of a placed
-    /// plan and records the call as in flight.
+    /// plan and records the call as in flight, dispatched at `dispatched`
+    /// (now, or the first dispatch of a call dispatched again).
     pub(crate) fn launch(
         &mut self,
+        dispatched: Time,
         plan: Plan,
         retired: Vec<(u32, u16, Address)>,
         out: &mut Outbox,
@@ -124,7 +168,8 @@ impl Scheduler {
             out.send(executor, invoke);
         }
         let id = plan.id;
-        if let Some(old) = self.calls.insert(id, InFlight::new(plan, retired)) {
+        let call = InFlight::new(plan, retired, dispatched);
+        if let Some(old) = self.calls.insert(id, call) {
             self.release(&old);
         }
     }
@@ -146,7 +191,7 @@ impl Scheduler {
                 self.queue.push_front(plan);
                 return;
             }
-            self.launch(plan, Vec::new(), out);
+            self.launch(now, plan, Vec::new(), out);
         }
     }
 
@@ -218,6 +263,8 @@ impl Scheduler {
         if finished {
             if let Some(call) = self.calls.remove(&id) {
                 self.release(&call);
+                let took = now.saturating_since(call.dispatched);
+                self.latency.finished(&call.plan, took);
             }
             if failed {
                 self.stats.failed += 1;
@@ -252,6 +299,7 @@ impl Scheduler {
         out: &mut Outbox,
     ) {
         tracing::debug!(%id, ?kind, %message, "call failed at the scheduler");
+        self.latency.failed(kind);
         let outcome = CallOutcome::Error(CallError {
             kind,
             type_name: format!("{kind:?}"),
@@ -270,6 +318,7 @@ impl Scheduler {
                 id,
                 outcome,
                 written: Default::default(),
+                output: Vec::new(),
             }),
         );
     }

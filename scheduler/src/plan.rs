@@ -36,6 +36,7 @@ pub(crate) fn single(req: CallRequest, deadline_ms: u64, scheduler: &Address) ->
         written: Default::default(),
         consistency: req.consistency,
         pinned: Default::default(),
+        output: Vec::new(),
     }
 }
 
@@ -122,6 +123,7 @@ pub(crate) fn dag(
         written: Default::default(),
         consistency: req.consistency,
         pinned: Default::default(),
+        output: Vec::new(),
     })
 }
 

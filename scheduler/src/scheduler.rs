@@ -6,6 +6,7 @@
 use crate::calls::{deadline_time, InFlight};
 use crate::config::SchedulerConfig;
 use crate::dags::Dags;
+use crate::figures::CallLatency;
 use crate::placement::Limits;
 use crate::registry::Registry;
 use crate::stats::SchedulerStats;
@@ -38,6 +39,8 @@ pub struct Scheduler {
     cluster: ClusterState,
     replication: ReplicationFactor,
     pub(crate) stats: SchedulerStats,
+    /// Latency per function and DAG, errors by kind, for the monitor.
+    pub(crate) latency: CallLatency,
 }
 
 impl Scheduler {
@@ -62,6 +65,7 @@ impl Scheduler {
             cluster: ClusterState::default(),
             replication: anna::kvs::WorkerConfig::default().replication,
             stats: SchedulerStats::default(),
+            latency: CallLatency::default(),
         }
     }
 
@@ -196,6 +200,7 @@ impl Scheduler {
                 self.drain_queue(now, out);
             }
             Message::ExecutorLeaving { executor } => self.on_executor_leaving(now, executor, out),
+            Message::CancelCall { id, reply_to } => self.on_cancel(id, reply_to, out),
             Message::CacheReport(report) => self.registry.on_cache_report(now, report),
             Message::DagChanged(changed) => self.dags.changed(&changed.name),
             m @ (Message::KvsResponse(_) | Message::StatusReply { .. }) => {
@@ -203,9 +208,10 @@ impl Scheduler {
             }
             Message::StatusRequest { id, reply_to } => self.on_status_request(id, reply_to, out),
             Message::ComputeStatusRequest { id, reply_to } => {
-                let status = self
+                let mut status = self
                     .registry
                     .status(count(self.calls.len()), count(self.queued()));
+                status.calls = self.latency.figures(&self.stats);
                 out.send(reply_to, Message::ComputeStatusReply { id, status });
             }
             Message::Ping { id, reply_to } => out.send(

@@ -29,6 +29,8 @@ pub struct SchedulerStats {
     pub queued: u64,
     /// Calls refused with `Overloaded` (queue full).
     pub overloaded: u64,
+    /// Queued calls their callers cancelled.
+    pub cancelled: u64,
     /// Calls failed with `Timeout` by the scheduler (queued or in flight).
     pub timeouts: u64,
     /// DAG calls refused with `UnknownDag`.
@@ -67,6 +69,7 @@ impl SchedulerStats {
             ("executor_died", self.executor_died),
             ("queued", self.queued),
             ("overloaded", self.overloaded),
+            ("cancelled", self.cancelled),
             ("timeouts", self.timeouts),
             ("unknown_dags", self.unknown_dags),
             ("bad_dags", self.bad_dags),

@@ -294,6 +294,18 @@ pub struct Plan {
     /// a function upstream of the receiver read, as it read it (the first
     /// read of a key wins): the receiver's reads of those keys answer it.
     pub pinned: Session,
+    /// What the functions of this call upstream of the receiver printed
+    /// (nothing printed: no entry), in the order they finished; the caller
+    /// gets it with the result.
+    pub output: Vec<CallOutput>,
+}
+
+/// What one function of a call wrote to its stdout and stderr (its
+/// `logging` records included), for the call's caller.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallOutput {
+    pub function: String,
+    pub text: String,
 }
 
 impl Plan {
@@ -379,6 +391,8 @@ pub struct CallResult {
     /// What the call's functions wrote (witnesses): the caller's session
     /// records them, so its later reads and calls see them.
     pub written: Session,
+    /// What the call's functions printed (see [`Plan::output`]).
+    pub output: Vec<CallOutput>,
 }
 
 /// What an executor tells the schedulers every report period. It is also
@@ -403,6 +417,9 @@ pub struct ExecutorReport {
     /// from a known address with another `boot` means the process that had
     /// calls in flight died and was started again.
     pub boot: u64,
+    /// Calls that failed here since the executor started, by error kind
+    /// (`Remote`: the function raised; `Timeout`, `TooLarge`, ...).
+    pub errors: Vec<(String, u64)>,
 }
 
 /// What a cache tells the schedulers every report period: the keys it
@@ -416,6 +433,9 @@ pub struct CacheReport {
     /// since the cache started.
     pub hits: u64,
     pub misses: u64,
+    /// The cache's own KVS operations (misses, writes through): latency
+    /// per kind, retries, failures.
+    pub kvs: super::figures::KvsFigures,
 }
 
 /// A DAG definition changed (registered again or deleted): schedulers drop
@@ -448,13 +468,15 @@ pub struct UserMessage {
 
 /// What a scheduler knows of the compute tier, the answer to
 /// [`crate::protocol::Message::ComputeStatusRequest`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ComputeStatus {
     pub executors: Vec<ExecutorReport>,
     pub caches: Vec<CacheReport>,
     /// Calls in flight and waiting in the scheduler's queue.
     pub in_flight: u32,
     pub queued: u32,
+    /// The scheduler's latency histograms and error counts.
+    pub calls: super::figures::CallFigures,
 }
 
 #[cfg(test)]
@@ -523,6 +545,7 @@ mod tests {
             written: Session::default(),
             consistency: Consistency::Lww,
             pinned: Session::default(),
+            output: Vec::new(),
         };
         assert_eq!(plan.sources().collect::<Vec<_>>(), vec![0, 2]);
     }

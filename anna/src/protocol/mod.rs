@@ -22,11 +22,14 @@
 //! - [`compute`]: calls, DAG plans, results, executor and cache reports,
 //!   key subscriptions, messages between functions.
 //! - [`monitor`]: storage statistics and the monitor's status.
+//! - [`figures`]: latency histograms and error counts reported to the
+//!   monitor.
 //! - [`session`]: the versions a client wrote, carried by its calls.
 
 pub mod cluster;
 pub mod codec;
 pub mod compute;
+pub mod figures;
 pub mod kvs;
 pub mod monitor;
 pub mod seal;
@@ -176,9 +179,23 @@ pub enum Message {
         kind: monitor::NodeKind,
         replicas: u32,
     },
-    /// The monitor's Prometheus text of its last evaluation, to the server
-    /// of `/metrics`.
-    Metrics { text: String },
+    /// The monitor's Prometheus text of its last evaluation, and the JSON
+    /// of its dashboard (`/api/cluster`), to the server of `/metrics`.
+    Metrics { text: String, dashboard: String },
+    /// "Drop call `id` if it has not started", from its caller to the
+    /// scheduler it sent the call to. Only the call's own reply address
+    /// may cancel it.
+    CancelCall {
+        id: compute::CallId,
+        reply_to: Address,
+    },
+    /// The answer to [`Message::CancelCall`]: `cancelled` when the call was
+    /// still queued (it never runs, and no result follows); otherwise it
+    /// runs on and its result comes as usual.
+    CancelAnswer {
+        id: compute::CallId,
+        cancelled: bool,
+    },
 }
 
 impl Message {
@@ -237,6 +254,8 @@ impl Message {
             Message::ExecutorLeaving { .. } => "executor-leaving",
             Message::Scale { .. } => "scale",
             Message::Metrics { .. } => "metrics",
+            Message::CancelCall { .. } => "cancel-call",
+            Message::CancelAnswer { .. } => "cancel-answer",
         }
     }
 }

@@ -581,6 +581,7 @@ impl Message {
                 | Message::RouteResponse(_)
                 | Message::StatusReply { .. }
                 | Message::CallResult(_)
+                | Message::CancelAnswer { .. }
                 | Message::ComputeStatusReply { .. }
                 | Message::StorageReport { .. }
                 | Message::MonitorStatusReply { .. }
@@ -627,9 +628,10 @@ impl Message {
             | Message::ComputeStatusRequest { .. }
             | Message::StatsRequest { .. }
             | Message::MonitorStatusRequest { .. } => Some(Rights::default()),
-            Message::Call(_) | Message::CallDag(_) | Message::UserMessage(_) => {
-                Some(Rights::of(&[Right::Call]))
-            }
+            Message::Call(_)
+            | Message::CallDag(_)
+            | Message::CancelCall { .. }
+            | Message::UserMessage(_) => Some(Rights::of(&[Right::Call])),
             // A client that registered or deleted a DAG tells the
             // schedulers, which drop the plans they keep of it.
             Message::DagChanged(_) => Some(Rights::of(&[Right::Register])),
@@ -670,6 +672,7 @@ impl Message {
                 id: *id,
                 outcome,
                 written: Default::default(),
+                output: Vec::new(),
             };
             Some((to.clone(), Message::CallResult(result)))
         };

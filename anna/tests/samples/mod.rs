@@ -8,16 +8,18 @@
 //! `protocol_decode.rs` checks the last claim so a new kind cannot be missed.
 
 use anna::cluster::{ClusterState, ReplicationFactor};
+use anna::histogram::Histogram;
 use anna::lattice::{
     Counter, Dependent, KeyState, LatticeKind, LatticeValue, Lww, MapLattice, Max, Min,
-    MultiKeyCausal, OrderedSetLattice, Priority, SetLattice, SingleKeyCausal, Timestamp,
-    TypeMismatch, VectorClock, WriterId,
+    MultiKeyCausal, ORMapLattice, ORSetLattice, OrderedSetLattice, Priority, SetLattice,
+    SingleKeyCausal, Timestamp, TypeMismatch, VectorClock, WriterId,
 };
 use anna::protocol::compute::{
     CacheReport, CallArgs, CallError, CallErrorKind, CallId, CallOutcome, CallRequest, CallResult,
     ComputeStatus, Consistency, DagCallRequest, DagChanged, ExecutorReport, Plan, PlannedFunction,
     ReplyTo, Subscribe, UserMessage,
 };
+use anna::protocol::figures::{CallFigures, KvsFigures};
 use anna::protocol::monitor::{MonitorEvent, MonitorStatus, StorageReport};
 use anna::protocol::{
     Ack, Address, Gossip, KeyOp, KeyResult, KvsError, KvsRequest, KvsResponse, Membership, Message,
@@ -84,6 +86,19 @@ pub fn sample_values() -> Vec<LatticeValue> {
         value: b"computed".to_vec(),
     };
 
+    // An element added by two writers, one removed, one added again.
+    let mut or_set = ORSetLattice::with_adds(ts(5, 0, 1), [b"kept".to_vec(), b"gone".to_vec()]);
+    or_set.add(b"kept".to_vec(), ts(6, 1, 2));
+    or_set.remove(&b"gone".to_vec());
+    let mut or_map = ORMapLattice::default();
+    or_map.update(
+        "hits".to_string(),
+        ts(7, 0, 3),
+        LatticeValue::Counter(counter.clone()),
+    );
+    or_map.update("old".to_string(), ts(7, 0, 3), lww(7, b"x"));
+    or_map.remove(&"old".to_string());
+
     vec![
         lww(1_700_000_000_000, b"hello"),
         LatticeValue::Set(SetLattice::new([b"a".to_vec(), Vec::new(), vec![0xff; 3]])),
@@ -96,6 +111,8 @@ pub fn sample_values() -> Vec<LatticeValue> {
         LatticeValue::SingleKeyCausal(SingleKeyCausal::new(clock(&[(1, 2)]), b"v1".to_vec())),
         LatticeValue::MultiKeyCausal(MultiKeyCausal::new(clock(&[(3, 1)]), dependent)),
         LatticeValue::Priority(Priority::new(-0.5, b"urgent".to_vec())),
+        LatticeValue::ORSet(or_set),
+        LatticeValue::ORMap(or_map),
     ]
 }
 
@@ -115,6 +132,8 @@ fn bottom_values() -> Vec<LatticeValue> {
         LatticeValue::MultiKeyCausal(MultiKeyCausal::default()),
         LatticeValue::Priority(Priority::default()),
         LatticeValue::Priority(Priority::new(f64::NAN, Vec::new())),
+        LatticeValue::ORSet(ORSetLattice::default()),
+        LatticeValue::ORMap(ORMapLattice::default()),
     ]
 }
 
@@ -462,6 +481,7 @@ fn plan() -> Plan {
         written: Session::new(vec![("counter".to_string(), deleted_counter())]),
         consistency: Consistency::RepeatableRead,
         pinned: Session::new(vec![("big-array".to_string(), deleted_counter())]),
+        output: Vec::new(),
     }
 }
 
@@ -475,6 +495,27 @@ fn executor_report() -> ExecutorReport {
         warm: vec!["square".to_string()],
         calls: vec![("square".to_string(), u64::MAX)],
         boot: 0x5eed,
+        errors: vec![("Remote".to_string(), 2), ("Timeout".to_string(), u64::MAX)],
+    }
+}
+
+/// A histogram with a duration in its first, a middle and its last bucket.
+fn histogram() -> Histogram {
+    let mut h = Histogram::default();
+    for us in [1, 3_000, u64::MAX] {
+        h.record(std::time::Duration::from_micros(us));
+    }
+    h
+}
+
+fn call_figures() -> CallFigures {
+    CallFigures {
+        functions: vec![("square".to_string(), histogram())],
+        dags: vec![("pipeline".to_string(), Histogram::default())],
+        errors: vec![("Overloaded".to_string(), 4)],
+        timeouts: 1,
+        redispatches: 2,
+        resends: u64::MAX,
     }
 }
 
@@ -485,6 +526,14 @@ fn cache_report() -> CacheReport {
         keys: vec![("big-array".to_string(), 10 << 20)],
         hits: 10,
         misses: 2,
+        kvs: KvsFigures {
+            get: histogram(),
+            put: Histogram::default(),
+            delete: histogram(),
+            retries: 3,
+            timeouts: 1,
+            errors: u64::MAX,
+        },
     }
 }
 
@@ -533,6 +582,7 @@ fn compute_messages() -> Vec<Message> {
             id: CallId { caller: 1, seq: 1 },
             outcome: CallOutcome::Value(vec![0x80, 4, 0x4b, 4, 0x2e]),
             written: Session::default(),
+            output: Vec::new(),
         }),
         Message::CallDone {
             id: CallId { caller: 1, seq: 1 },
@@ -566,6 +616,7 @@ fn compute_messages() -> Vec<Message> {
                 caches: vec![cache_report()],
                 in_flight: 1,
                 queued: 0,
+                calls: call_figures(),
             },
         },
         Message::ExecutorLeaving {
@@ -577,6 +628,15 @@ fn compute_messages() -> Vec<Message> {
         },
         Message::Metrics {
             text: "squall_nodes{kind=\"storage\",state=\"desired\"} 2\n".to_string(),
+            dashboard: "{\"nodes\":[]}".to_string(),
+        },
+        Message::CancelCall {
+            id: CallId { caller: 2, seq: 9 },
+            reply_to: caller.clone(),
+        },
+        Message::CancelAnswer {
+            id: CallId { caller: 2, seq: 9 },
+            cancelled: true,
         },
     ];
     msgs.extend(CALL_ERROR_KINDS.iter().map(|&kind| {
@@ -590,6 +650,7 @@ fn compute_messages() -> Vec<Message> {
                 function: Some("divide".to_string()),
             }),
             written: plan().written,
+            output: Vec::new(),
         })
     }));
     msgs
@@ -624,6 +685,7 @@ fn monitor_messages() -> Vec<Message> {
             caches: Vec::new(),
             in_flight: 0,
             queued: 2,
+            calls: CallFigures::default(),
         },
         replicas: vec![("storage".to_string(), 3, 2), ("compute".to_string(), 1, 1)],
         raised: vec![("hot".to_string(), 3, 2)],

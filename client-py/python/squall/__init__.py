@@ -49,21 +49,37 @@ from .lattices import (
     Max,
     Min,
     MultiKeyCausal,
+    ORMap,
+    ORSet,
     OrderedSet,
     Priority,
     Set,
     SingleKeyCausal,
     VectorClock,
 )
+from .futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, Future, as_completed, gather, wait
 from .reference import Reference
 
 if TYPE_CHECKING:
-    from .client import Client, Future
+    from .client import Client, Dag, Function
 
 __version__ = "0.1.0"
 
 
-__all__ = ["connect", "Client", "Future", "Reference"] + errors.__all__ + lattices.__all__
+__all__ = [
+    "connect",
+    "Client",
+    "Future",
+    "Function",
+    "Dag",
+    "Reference",
+    "wait",
+    "as_completed",
+    "gather",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "ALL_COMPLETED",
+] + errors.__all__ + lattices.__all__
 
 
 def connect(
@@ -129,8 +145,8 @@ def connect(
 
 
 def __getattr__(name: str) -> Any:
-    # `squall.Client` and `squall.Future` load the native module on first use.
-    if name in ("Client", "Future"):
+    # `squall.Client` and the handles load the native module on first use.
+    if name in ("Client", "Function", "Dag"):
         from . import client
 
         return getattr(client, name)

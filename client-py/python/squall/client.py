@@ -20,14 +20,12 @@ import cloudpickle
 from . import _native
 from .errors import InvalidModuleError, SquallError
 from .errors import CallTimeoutError, ClusterNotFoundError, UnknownFunctionError, call_error
+from .futures import GRACE_S, Future, _Completions, format_output
 from .lattices import Lww, Set
 from .reference import Reference
 
-__all__ = ["Client", "Future"]
+__all__ = ["Client", "Future", "Function", "Dag"]
 
-# How long after a call's own deadline the client still waits for the
-# scheduler's answer (a timeout error, usually) before giving up itself.
-_GRACE_S = 2.0
 _SCHEMES = ("tcp://", "ipc://", "inproc://")
 
 
@@ -79,17 +77,33 @@ def _key_file(
     )
 
 
-def _pickle_args(args: Sequence[Any], kwargs: Mapping[str, Any]) -> Tuple[bytes, List[str]]:
-    """The call payload ``cloudpickle.dumps((args, kwargs))`` and the keys of
-    the top-level `Reference` arguments."""
+def _pickle_args(
+    args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> Tuple[bytes, List[str], List[Future]]:
+    """The call payload ``cloudpickle.dumps((args, kwargs))``, the keys of
+    the top-level `Reference` arguments, and the pending futures among the
+    top-level arguments (each passed as a `Reference` to the key its result
+    goes to; a done one by value)."""
+    inputs: List[Future] = []
+
+    def plain(a: Any) -> Any:
+        if not isinstance(a, Future):
+            return a
+        if not a.done():
+            inputs.append(a)
+        return a._argument()
+
+    args = tuple(plain(a) for a in args)
+    kwargs = {k: plain(v) for k, v in kwargs.items()}
     refs = [a.key for a in list(args) + list(kwargs.values()) if isinstance(a, Reference)]
-    return cloudpickle.dumps((tuple(args), dict(kwargs))), list(dict.fromkeys(refs))
+    return cloudpickle.dumps((args, kwargs)), list(dict.fromkeys(refs)), inputs
 
 
-def _dumps_by_value(obj: Any) -> bytes:
-    """cloudpickle `obj`, with its own module pickled by value, so the
-    executors need not be able to import it (a test file, a script)."""
-    module = sys.modules.get(getattr(obj, "__module__", "") or "")
+def _dumps_by_value(obj: Any, origin: Any = None) -> bytes:
+    """cloudpickle `obj`, with its own module (or `origin`'s) pickled by
+    value, so the executors need not be able to import it (a test file, a
+    script)."""
+    module = sys.modules.get(getattr(origin or obj, "__module__", "") or "")
     by_value = module is not None and module.__name__ not in ("__main__", "builtins")
     if by_value:
         try:
@@ -120,6 +134,14 @@ def _module_bytes(module: Any) -> bytes:
     )
 
 
+def _index_entry(name: str) -> Set:
+    """The element of `name` in the index sets (`FUNCTIONS_KEY`,
+    `DAGS_KEY`): its UTF-8 bytes, as every version has stored it, so
+    older clients list it too (a ``str`` element would be stored marked as
+    text, see `squall.lattices`)."""
+    return Set([name.encode("utf-8")])
+
+
 def _check_name(name: Any, what: str) -> str:
     """`name` if it can name a function or DAG: a non-empty string."""
     if not isinstance(name, str):
@@ -135,69 +157,83 @@ def _timeout_ms(seconds: float) -> int:
     return min(int(math.ceil(seconds * 1000)), 2**32 - 1)
 
 
-class Future:
-    """The pending result of `Client.call_async` or `Client.call_dag_async`."""
+def _pending_futures(args: Sequence[Any], kwargs: Mapping[str, Any]) -> bool:
+    return any(isinstance(a, Future) and not a.done() for a in (*args, *kwargs.values()))
 
-    def __init__(self, native: "_native.Client", seq: int, deadline: float, what: str) -> None:
-        self._native = native
-        self._seq = seq
-        self._deadline = deadline
-        self._what = what
-        self._outcome: Optional[Tuple[bool, Any]] = None
 
-    def done(self) -> bool:
-        """Whether the result (or error) has arrived."""
-        return self._outcome is not None or self._native.done(self._seq)
+def _collect(native: "_native.Client", seq: int, deadline: float, what: str) -> Any:
+    """Waits for call `seq` (sent unwatched) until its deadline and returns
+    its result, or raises its error."""
+    left = deadline + GRACE_S - time.monotonic()
+    got = native.wait(seq, max(left, 0.0))
+    if got is None:
+        native.forget(seq)
+        raise CallTimeoutError(f"{what}: no answer before the call's deadline", type_name="Timeout")
+    if got[0] == "value":
+        return cloudpickle.loads(got[1])
+    _, kind, type_name, message, traceback, function, output = got
+    error = call_error(kind, type_name, message, traceback, function)
+    error.logs = format_output(output)
+    raise error
 
-    def get(self, timeout: Optional[float] = None) -> Any:
-        """The call's result, waiting up to `timeout` seconds (``None``:
-        until the call's own deadline).
 
-        Raises:
-            RemoteError: the function raised (``.traceback`` has the remote
-                traceback).
-            CallTimeoutError: no result within `timeout` (the future stays
-                pending and may be waited on again), or the call's deadline
-                passed.
-            CallError: any other failure of the call (see its subclasses).
-        """
-        if self._outcome is None:
-            self._outcome = self._wait(timeout)
-        ok, value = self._outcome
-        if ok:
-            return value
-        raise value
+class Function(str):
+    """A registered function: its name (a `str`, usable wherever a name
+    is), callable. ``f(x)`` is ``client.call(f, x)``; ``f.call_async(x)``
+    is ``client.call_async(f, x)``. Pickled (passed to a function, say) it
+    is its name."""
 
-    def _wait(self, timeout: Optional[float]) -> Tuple[bool, Any]:
-        last_moment = self._deadline + _GRACE_S
-        left = last_moment - time.monotonic()
-        wait = left if timeout is None else min(timeout, left)
-        got = self._native.wait(self._seq, max(wait, 0.0))
-        if got is None:
-            if time.monotonic() < last_moment:
-                raise CallTimeoutError(
-                    f"{self._what}: no result within {timeout} s (still pending)",
-                    type_name="Timeout",
-                )
-            self._native.forget(self._seq)
-            return False, CallTimeoutError(
-                f"{self._what}: no answer before the call's deadline", type_name="Timeout"
-            )
-        if got[0] == "value":
-            return True, cloudpickle.loads(got[1])
-        _, kind, type_name, message, traceback, function = got
-        return False, call_error(kind, type_name, message, traceback, function)
+    _client: "Client"
 
-    def __del__(self) -> None:
-        try:
-            if self._outcome is None:
-                self._native.forget(self._seq)
-        except Exception:
-            pass
+    def __new__(cls, name: str, client: "Client") -> "Function":
+        handle = super().__new__(cls, name)
+        handle._client = client
+        return handle
+
+    @property
+    def name(self) -> str:
+        return str(self)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._client.call(str(self), *args, **kwargs)
+
+    def call_async(self, *args: Any, **kwargs: Any) -> Future:
+        return self._client.call_async(str(self), *args, **kwargs)
+
+    def __reduce__(self):
+        return (str, (str(self),))
 
     def __repr__(self) -> str:
-        state = "done" if self.done() else "pending"
-        return f"<squall.Future {self._what} {state}>"
+        return f"<squall.Function {str(self)!r}>"
+
+
+class Dag(str):
+    """A registered DAG: its name (a `str`), callable. ``d(args)`` is
+    ``client.call_dag(d, args)``; ``d.call_async(args)`` is
+    ``client.call_dag_async(d, args)``."""
+
+    _client: "Client"
+
+    def __new__(cls, name: str, client: "Client") -> "Dag":
+        handle = super().__new__(cls, name)
+        handle._client = client
+        return handle
+
+    @property
+    def name(self) -> str:
+        return str(self)
+
+    def __call__(self, args: Optional[Mapping[str, Sequence[Any]]] = None, **options: Any) -> Any:
+        return self._client.call_dag(str(self), args, **options)
+
+    def call_async(self, args: Optional[Mapping[str, Sequence[Any]]] = None, **options: Any) -> Future:
+        return self._client.call_dag_async(str(self), args, **options)
+
+    def __reduce__(self):
+        return (str, (str(self),))
+
+    def __repr__(self) -> str:
+        return f"<squall.Dag {str(self)!r}>"
 
 
 class Client:
@@ -221,6 +257,7 @@ class Client:
         self._native = native
         self._call_timeout = call_timeout
         self._consistency = _check_consistency(consistency)
+        self._completions = _Completions(native)
 
     @classmethod
     def _connect(
@@ -301,13 +338,44 @@ class Client:
         """Whether `key` holds a value."""
         return self._native.exists(key)
 
+    def get_many(self, keys: Iterable[str], raw: bool = False) -> Dict[str, Any]:
+        """The values of `keys` as a dict (``None`` for a key with none),
+        read with one request per storage thread holding some of them
+        rather than one per key. `raw` as for `get`.
+
+        Raises:
+            KvsError: a read failed (the first failure; see `get`).
+        """
+        keys = list(dict.fromkeys(keys))
+        return dict(zip(keys, self._native.get_many(keys, raw)))
+
+    def put_many(self, entries: Union[Mapping[str, Any], Iterable[Tuple[str, Any]]]) -> None:
+        """Merges every ``key: value`` of `entries` (a mapping, or pairs) as
+        `put` does, with one request per storage thread holding some of
+        the keys, acknowledged as `put`'s default (``"one"``).
+
+        Raises:
+            TypeMismatchError, RefusedError, KvsError: a write failed (the
+                first failure; the others were still made).
+        """
+        pairs = list(entries.items() if isinstance(entries, Mapping) else entries)
+        self._native.put_many(pairs)
+
     # -- functions ----------------------------------------------------------
 
-    def register(self, fn_or_class: Callable[..., Any], name: Optional[str] = None) -> str:
+    def register(
+        self,
+        fn_or_class: Callable[..., Any],
+        name: Optional[str] = None,
+        init_args: Sequence[Any] = (),
+        init_kwargs: Optional[Mapping[str, Any]] = None,
+    ) -> Function:
         """Registers a function (or a class, instantiated once per executor
-        and called through ``__call__``) under `name` (default: its
-        ``__name__``); registering a name again replaces it. Returns the
-        name.
+        as ``cls(*init_args, **init_kwargs)`` and called through
+        ``__call__``, else ``run``) under `name` (default: its
+        ``__name__``); registering a name again replaces it. Returns a
+        `Function` handle: the name (a `str`), callable (``h(x)``,
+        ``h.call_async(x)``).
 
         The object is cloudpickled with its own module by value, so the
         executors need not import that module; modules it imports must be
@@ -328,11 +396,20 @@ class Client:
             if not isinstance(name, str) or not name or name == "<lambda>":
                 raise ValueError("give a name= for a function without a usable __name__")
         name = _check_name(name, "function")
-        code = _dumps_by_value(fn_or_class)
-        record = _native.encode_function(code, inspect.isclass(fn_or_class))
+        is_class = inspect.isclass(fn_or_class)
+        if (init_args or init_kwargs) and not is_class:
+            raise TypeError(f"init_args and init_kwargs are for a class; `{name}` is not one")
+        registered = fn_or_class
+        if init_args or init_kwargs:
+            # The executor makes the instance by calling what it unpickles.
+            import functools
+
+            registered = functools.partial(fn_or_class, *init_args, **(init_kwargs or {}))
+        code = _dumps_by_value(registered, origin=fn_or_class)
+        record = _native.encode_function(code, is_class)
         self._native.put(_native.function_key(name), Lww(record))
-        self._native.put(_native.FUNCTIONS_KEY, Set([name]))
-        return name
+        self._native.put(_native.FUNCTIONS_KEY, _index_entry(name))
+        return Function(name, self)
 
     def register_wasm(
         self,
@@ -340,9 +417,10 @@ class Client:
         name: str,
         export: str = "run",
         result: str = "bytes",
-    ) -> str:
+    ) -> Function:
         """Registers a WebAssembly function under `name`; registering a name
-        again replaces it (a Python function too). Returns the name.
+        again replaces it (a Python function too). Returns its `Function`
+        handle.
 
         Args:
             module: the module: a binary (``bytes`` starting with
@@ -382,8 +460,8 @@ class Client:
             raise InvalidModuleError(f"function `{name}`: {e}") from None
         record = _native.encode_function(binary, False, "wasm", export, result)
         self._native.put(_native.function_key(name), Lww(record))
-        self._native.put(_native.FUNCTIONS_KEY, Set([name]))
-        return name
+        self._native.put(_native.FUNCTIONS_KEY, _index_entry(name))
+        return Function(name, self)
 
     def delete_function(self, name: str) -> None:
         """Unregisters function `name`."""
@@ -395,7 +473,7 @@ class Client:
 
     def _listed(self, index: str, key_of: Callable[[str], str]) -> List[str]:
         names = self._native.get(index) or ()
-        found = (n.decode("utf-8", "replace") for n in names)
+        found = {n if isinstance(n, str) else n.decode("utf-8", "replace") for n in names}
         return sorted(n for n in found if self._native.exists(key_of(n)))
 
     def call(
@@ -432,10 +510,15 @@ class Client:
             CallTimeoutError, ExecutorDiedError, OverloadedError: the call
                 failed for that reason (all `CallError`, `SquallError`).
         """
-        future = self.call_async(
-            name, *args, timeout=timeout, consistency=consistency, **kwargs
-        )
-        return future.get()
+        seconds = self._call_timeout if timeout is None else timeout
+        level = self._level(consistency)
+        if _pending_futures(args, kwargs):
+            # The futures it takes are released (their keys deleted) by the
+            # completion thread: wait through it.
+            return self._send_async(name, args, kwargs, seconds, level).result()
+        payload, refs, _ = _pickle_args(args, kwargs)
+        seq = self._native.call(str(name), payload, refs, _timeout_ms(seconds), level)
+        return _collect(self._native, seq, time.monotonic() + seconds, f"call of `{name}`")
 
     def call_async(
         self,
@@ -446,24 +529,37 @@ class Client:
         consistency: Optional[str] = None,
         **kwargs: Any,
     ) -> Future:
-        """Like `call`, but returns a `Future` at once."""
+        """Like `call`, but returns a `Future` at once (see
+        `squall.Future`). A pending `Future` among the top-level arguments
+        is waited for on the executor, not here."""
         seconds = self._call_timeout if timeout is None else timeout
-        level = self._level(consistency)
-        payload, refs = _pickle_args(args, kwargs)
-        seq = self._native.call(name, payload, refs, _timeout_ms(seconds), level)
-        return Future(self._native, seq, time.monotonic() + seconds, f"call of `{name}`")
+        return self._send_async(name, args, kwargs, seconds, self._level(consistency))
+
+    def _send_async(
+        self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any], seconds: float, level: str
+    ) -> Future:
+        payload, refs, inputs = _pickle_args(args, kwargs)
+        seq = self._native.call(str(name), payload, refs, _timeout_ms(seconds), level, True)
+        return self._watch(seq, seconds, f"call of `{name}`", inputs)
+
+    def _watch(self, seq: int, seconds: float, what: str, inputs: List[Future]) -> Future:
+        future = Future(self._completions, seq, time.monotonic() + seconds, what)
+        future._inputs = inputs
+        self._completions.watch(future)
+        return future
 
     # -- DAGs ---------------------------------------------------------------
 
     def register_dag(
         self, name: str, functions: Sequence[str], connections: Iterable[Tuple[str, str]]
-    ) -> str:
+    ) -> Dag:
         """Registers DAG `name` of registered `functions` and the edges
         `connections` ``[(upstream, downstream), ...]``; registering a name
         again replaces it. A function with several upstream functions gets
         their results, in the order their edges are listed, before its own
         arguments. The sink (the one function with no downstream) gives the
-        DAG's result. Returns the name.
+        DAG's result. Returns a `Dag` handle: the name (a `str`), callable
+        (``d(args)``, ``d.call_async(args)``).
 
         Raises:
             UnknownFunctionError: a function is not registered.
@@ -473,8 +569,8 @@ class Client:
             TypeError: a `name` that is not a str.
         """
         name = _check_name(name, "DAG")
-        functions = list(functions)
-        connections = [tuple(c) for c in connections]
+        functions = [str(f) for f in functions]
+        connections = [tuple(str(f) for f in c) for c in connections]
         _check_dag(functions, connections)
         for f in functions:
             if not self._native.exists(_native.function_key(f)):
@@ -485,9 +581,9 @@ class Client:
                 )
         record = _native.encode_dag(name, functions, connections)
         self._native.put(_native.dag_key(name), Lww(record))
-        self._native.put(_native.DAGS_KEY, Set([name]))
+        self._native.put(_native.DAGS_KEY, _index_entry(name))
         self._dag_changed(name)
-        return name
+        return Dag(name, self)
 
     def _dag_changed(self, name: str) -> None:
         if self._native.schedulers:
@@ -513,7 +609,13 @@ class Client:
         function name to its own positional arguments (a tuple or list),
         which come after its upstream results. `consistency` as for `call`.
         Errors as for `call`, plus `UnknownDagError`."""
-        return self.call_dag_async(name, args, timeout, consistency).get()
+        seconds = self._call_timeout if timeout is None else timeout
+        level = self._level(consistency)
+        wire, inputs = _dag_args(args)
+        if inputs:
+            return self._send_dag(name, wire, inputs, seconds, level).result()
+        seq = self._native.call_dag(str(name), wire, _timeout_ms(seconds), level)
+        return _collect(self._native, seq, time.monotonic() + seconds, f"call of DAG `{name}`")
 
     def call_dag_async(
         self,
@@ -522,20 +624,17 @@ class Client:
         timeout: Optional[float] = None,
         consistency: Optional[str] = None,
     ) -> Future:
-        """Like `call_dag`, but returns a `Future` at once."""
+        """Like `call_dag`, but returns a `Future` at once. Pending futures
+        among a function's arguments are waited for on the executor."""
         seconds = self._call_timeout if timeout is None else timeout
-        level = self._level(consistency)
-        wire = []
-        for function, fn_args in (args or {}).items():
-            if not isinstance(fn_args, (tuple, list)):
-                raise TypeError(
-                    f"arguments of `{function}` must be a tuple or list, "
-                    f"not {type(fn_args).__name__}"
-                )
-            payload, refs = _pickle_args(fn_args, {})
-            wire.append((function, payload, refs))
-        seq = self._native.call_dag(name, wire, _timeout_ms(seconds), level)
-        return Future(self._native, seq, time.monotonic() + seconds, f"call of DAG `{name}`")
+        wire, inputs = _dag_args(args)
+        return self._send_dag(name, wire, inputs, seconds, self._level(consistency))
+
+    def _send_dag(
+        self, name: str, wire: List[Any], inputs: List[Future], seconds: float, level: str
+    ) -> Future:
+        seq = self._native.call_dag(str(name), wire, _timeout_ms(seconds), level, True)
+        return self._watch(seq, seconds, f"call of DAG `{name}`", inputs)
 
     # -- misc ---------------------------------------------------------------
 
@@ -548,7 +647,9 @@ class Client:
         return self._native.writer
 
     def close(self) -> None:
-        """Releases the sockets (also done when the client is collected)."""
+        """Releases the sockets (also done when the client is collected).
+        Pending futures stay pending."""
+        self._completions.close()
         self._native = None  # type: ignore[assignment]
 
     def __enter__(self) -> "Client":
@@ -559,6 +660,24 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<squall.Client {self.id:016x}>" if self._native else "<squall.Client closed>"
+
+
+def _dag_args(
+    args: Optional[Mapping[str, Sequence[Any]]]
+) -> Tuple[List[Tuple[str, bytes, List[str]]], List[Future]]:
+    """A DAG call's arguments as the native client sends them, and the
+    pending futures among them."""
+    wire = []
+    inputs: List[Future] = []
+    for function, fn_args in (args or {}).items():
+        if not isinstance(fn_args, (tuple, list)):
+            raise TypeError(
+                f"arguments of `{function}` must be a tuple or list, not {type(fn_args).__name__}"
+            )
+        payload, refs, taken = _pickle_args(fn_args, {})
+        wire.append((function, payload, refs))
+        inputs.extend(taken)
+    return wire, inputs
 
 
 def _check_dag(functions: List[str], connections: List[Tuple[str, ...]]) -> None:

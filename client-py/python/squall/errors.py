@@ -80,6 +80,8 @@ class CallError(SquallError):
         message: the error's message.
         traceback: the remote traceback text; empty where there is none.
         function: the name of the function that failed, if one did.
+        logs: what the call's functions printed before it failed (see
+            `Future.logs`); empty where nothing was printed.
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class CallError(SquallError):
         self.type_name = type_name or type(self).__name__
         self.traceback = traceback
         self.function = function
+        self.logs = ""
 
     def __str__(self) -> str:
         where = f" in function `{self.function}`" if self.function else ""

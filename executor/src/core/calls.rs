@@ -6,9 +6,10 @@ use super::ExecutorCore;
 use crate::job::{call_error, invocation_writer, CallEnv, Effects, Job, JobDone};
 use anna::lattice::{LatticeValue, Lww};
 use anna::protocol::compute::{
-    encode_value, function_key, CallError, CallErrorKind, CallId, CallOutcome, CallResult, Plan,
+    encode_value, function_key, CallError, CallErrorKind, CallId, CallOutcome, CallOutput,
+    CallResult, Plan,
 };
-use anna::protocol::{Ack, KeyOp, KvsRequest, Message, Session};
+use anna::protocol::{Ack, Address, KeyOp, KvsRequest, Message, Session};
 use anna::role::Outbox;
 use anna::time::Time;
 use std::sync::Arc;
@@ -126,11 +127,15 @@ impl ExecutorCore {
             self.counters.duplicates += 1;
             return;
         }
-        let upstream_effects = Effects {
-            written: plan.written.clone(),
-            pinned: plan.pinned.clone(),
-        };
-        if !self.fanins.contains_key(&key) {
+        let first = !self.fanins.contains_key(&key);
+        let later = (!first).then(|| {
+            (
+                plan.written.clone(),
+                plan.pinned.clone(),
+                plan.output.clone(),
+            )
+        });
+        if first {
             if self.fanins.len() >= self.config.max_pending_fanins {
                 self.counters.fanins_dropped += 1;
                 return;
@@ -150,10 +155,18 @@ impl ExecutorCore {
             return;
         }
         pending.results[position] = Some(result);
-        if upstream_effects != Effects::default() {
-            // Every upstream function's writes are read at least, and its
-            // pins hold (the first pin of a key wins).
-            add_effects(&mut pending.plan, upstream_effects);
+        if let Some((written, pinned, output)) = later {
+            // Every upstream function's writes are read at least, its pins
+            // hold (the first pin of a key wins), and its output reaches
+            // the caller once.
+            let plan = Arc::make_mut(&mut pending.plan);
+            plan.written.join(&written);
+            plan.pinned.pin_all(&pinned);
+            for o in output {
+                if !plan.output.contains(&o) {
+                    plan.output.push(o);
+                }
+            }
         }
         if pending.results.iter().any(Option::is_none) {
             return;
@@ -169,6 +182,42 @@ impl ExecutorCore {
             deadline_ms: pending.deadline_ms,
         };
         self.enqueue(now, inv, out);
+    }
+
+    /// Drops call `id` if it waits in this executor's queue, is a single
+    /// function (a DAG's functions may have started elsewhere), and
+    /// `reply_to` is its caller's; answers the caller whether it did, and
+    /// tells the scheduler a dropped call is done.
+    pub(super) fn on_cancel(&mut self, id: CallId, reply_to: Address, out: &mut Outbox) {
+        let mine = |inv: &Invocation| {
+            inv.plan.id == id && inv.plan.functions.len() == 1 && inv.plan.reply.address == reply_to
+        };
+        let mut dropped = self
+            .ready
+            .iter()
+            .position(mine)
+            .and_then(|i| self.ready.remove(i));
+        if dropped.is_none() {
+            for list in self.waiting.values_mut() {
+                if let Some(i) = list.iter().position(mine) {
+                    dropped = Some(list.remove(i));
+                    break;
+                }
+            }
+        }
+        let cancelled = dropped.is_some();
+        if let Some(inv) = dropped {
+            self.counters.cancelled += 1;
+            let done = Message::CallDone {
+                id,
+                attempt: inv.plan.attempt,
+                function: inv.function,
+                executor: self.id.address.clone(),
+                failed: true,
+            };
+            out.send(inv.plan.scheduler.clone(), done);
+        }
+        out.send(reply_to, Message::CancelAnswer { id, cancelled });
     }
 
     fn enqueue(&mut self, now: Time, inv: Invocation, out: &mut Outbox) {
@@ -244,6 +293,7 @@ impl ExecutorCore {
                     consistency: inv.plan.consistency,
                     pinned: inv.plan.pinned.clone(),
                     writer: invocation_writer(inv.plan.id, inv.function),
+                    call: inv.plan.id,
                 },
                 evict: std::mem::take(&mut self.evicted),
                 stale_values: Vec::new(),
@@ -313,7 +363,8 @@ impl ExecutorCore {
         out: &mut Outbox,
     ) {
         if effects != Effects::default() {
-            add_effects(&mut inv.plan, effects);
+            let name = inv.plan.functions[inv.function as usize].name.clone();
+            add_effects(&mut inv.plan, &name, effects);
         }
         let plan = &inv.plan;
         let planned = &plan.functions[inv.function as usize];
@@ -362,6 +413,10 @@ impl ExecutorCore {
             }
             Err(error) => {
                 self.counters.calls_failed += 1;
+                match self.errors.iter_mut().find(|(k, _)| *k == error.kind) {
+                    Some((_, n)) => *n += 1,
+                    None => self.errors.push((error.kind, 1)),
+                }
                 if error.kind == CallErrorKind::Timeout {
                     self.counters.timeouts += 1;
                 }
@@ -401,6 +456,7 @@ impl ExecutorCore {
             id: plan.id,
             outcome,
             written: plan.written.clone(),
+            output: plan.output.clone(),
         };
         out.send(plan.reply.address.clone(), Message::CallResult(result));
     }
@@ -485,9 +541,16 @@ fn read_session(plan: &Plan) -> Session {
     session
 }
 
-/// Adds a function's effects to the plan its downstream functions get.
-fn add_effects(plan: &mut Arc<Plan>, effects: Effects) {
+/// Adds a function's effects to the plan its downstream functions (and
+/// its caller) get.
+fn add_effects(plan: &mut Arc<Plan>, function: &str, effects: Effects) {
     let plan = Arc::make_mut(plan);
     plan.written.join(&effects.written);
     plan.pinned.pin_all(&effects.pinned);
+    if !effects.output.is_empty() {
+        plan.output.push(CallOutput {
+            function: function.to_string(),
+            text: effects.output,
+        });
+    }
 }

@@ -23,7 +23,7 @@ mod values;
 use crate::config::ExecutorConfig;
 use anna::cluster::{ClusterState, ReplicationFactor};
 use anna::lattice::{Hlc, WriterId};
-use anna::protocol::compute::{ExecutorReport, UserMessage};
+use anna::protocol::compute::{CallErrorKind, ExecutorReport, UserMessage};
 use anna::protocol::{Address, Message, RequestId};
 use anna::role::{named_counters, Input, Outbox, Role, StableHashMap, TransportStats};
 use anna::time::Time;
@@ -59,6 +59,8 @@ pub struct Counters {
     pub calls_failed: u64,
     pub timeouts: u64,
     pub overloaded: u64,
+    /// Queued calls dropped because their callers cancelled them.
+    pub cancelled: u64,
     pub fetches: u64,
     pub invalidations: u64,
     pub fanins_expired: u64,
@@ -76,7 +78,7 @@ pub struct Counters {
 }
 
 impl Counters {
-    fn named(&self) -> [(&'static str, u64); 18] {
+    fn named(&self) -> [(&'static str, u64); 19] {
         [
             ("invokes", self.invokes),
             ("triggers", self.triggers),
@@ -86,6 +88,7 @@ impl Counters {
             ("calls_failed", self.calls_failed),
             ("timeouts", self.timeouts),
             ("overloaded", self.overloaded),
+            ("cancelled", self.cancelled),
             ("fetches", self.fetches),
             ("invalidations", self.invalidations),
             ("fanins_expired", self.fanins_expired),
@@ -131,6 +134,9 @@ pub struct ExecutorCore {
     busy_in_period: Duration,
     calls: BTreeMap<String, u64>,
     counters: Counters,
+    /// Calls failed here, by error kind (a handful of kinds: searched in
+    /// place, allocated once per kind), for `ExecutorReport::errors`.
+    errors: Vec<(CallErrorKind, u64)>,
     transport: TransportStats,
 }
 
@@ -167,6 +173,7 @@ impl ExecutorCore {
             busy_in_period: Duration::ZERO,
             calls: BTreeMap::new(),
             counters: Counters::default(),
+            errors: Vec::new(),
             transport: TransportStats::default(),
         }
     }
@@ -241,6 +248,11 @@ impl ExecutorCore {
             warm: self.warm_functions(),
             calls: self.calls.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             boot: self.id.boot,
+            errors: self
+                .errors
+                .iter()
+                .map(|(k, n)| (format!("{k:?}"), *n))
+                .collect(),
         };
         for scheduler in &self.id.schedulers {
             out.send(scheduler.clone(), Message::ExecutorReport(report.clone()));
@@ -297,6 +309,7 @@ impl Role for ExecutorCore {
             }
             Message::UserMessage(msg) => self.on_user_message(msg),
             Message::Prewarm { function } => self.on_prewarm(now, function, out),
+            Message::CancelCall { id, reply_to } => self.on_cancel(id, reply_to, out),
             Message::Ping { id, reply_to } => out.send(reply_to, Message::Pong { id, boot: 0 }),
             Message::StatusRequest { id, reply_to } => {
                 let counters = named_counters(&self.counters.named(), &self.transport);

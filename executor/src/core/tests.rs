@@ -66,6 +66,7 @@ fn plan(functions: Vec<PlannedFunction>, response_key: Option<&str>) -> Box<Plan
         written: Default::default(),
         consistency: Default::default(),
         pinned: Default::default(),
+        output: Vec::new(),
     })
 }
 
@@ -154,7 +155,7 @@ fn finish_writing(
         outcome,
         effects: crate::job::Effects {
             written,
-            pinned: Default::default(),
+            ..Default::default()
         },
     };
     core.job_done(T0, done, &mut out);

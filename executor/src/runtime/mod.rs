@@ -62,4 +62,10 @@ pub trait Runtime {
     /// Drops kept referenced values of these keys (they changed). Runtimes
     /// that keep none ignore it.
     fn forget_values(&mut self, _keys: &[String]) {}
+
+    /// What the last call printed (stdout, stderr, `logging`), taken;
+    /// empty if nothing (or the runtime captures nothing).
+    fn take_output(&mut self) -> String {
+        String::new()
+    }
 }

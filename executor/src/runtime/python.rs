@@ -490,6 +490,7 @@ impl Runtime for PythonRuntime {
             let upstream: Vec<Bound<'_, PyBytes>> =
                 input.upstream.iter().map(|u| PyBytes::new(py, u)).collect();
             let kwargs = PyDict::new(py);
+            let _ = kwargs.set_item("call", input.env.call.to_string());
             let args = (
                 callable.bind(py),
                 PyBytes::new(py, input.payload),
@@ -521,6 +522,18 @@ impl Runtime for PythonRuntime {
         if let Some(f) = self.functions.remove(function) {
             Python::attach(|_py| drop(f));
         }
+    }
+
+    fn take_output(&mut self) -> String {
+        Python::attach(|py| {
+            let taken = self.runtime.bind(py).call_method0("take_output");
+            taken
+                .and_then(|o| o.extract::<String>())
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "taking a call's output failed");
+                    String::new()
+                })
+        })
     }
 
     fn forget_values(&mut self, keys: &[String]) {

@@ -268,6 +268,7 @@ impl Harness {
             written: Default::default(),
             consistency: Default::default(),
             pinned: Default::default(),
+            output: Vec::new(),
         }
     }
 

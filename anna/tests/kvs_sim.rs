@@ -31,7 +31,8 @@ use anna::kvs::departure::{Departure, DepartureConfig, DepartureOutcome};
 use anna::kvs::{StorageWorker, WorkerConfig};
 use anna::lattice::{
     Causal, Counter, Dependent, KeyState, Lattice, LatticeKind, LatticeValue, Lww, MapLattice, Max,
-    Min, OrderedSetLattice, Priority, SetLattice, VectorClock, WriterId,
+    Min, ORMapLattice, ORSetLattice, OrderedSetLattice, Presence, Priority, SetLattice, Timestamp,
+    VectorClock, WriterId,
 };
 use anna::protocol::{Ack, Address, Membership, Message, NodeId, NodeInfo};
 use anna::role::{Input, Outbox, Role};
@@ -137,6 +138,9 @@ struct Writer {
     refused: u32,
     reads: BTreeMap<OpId, (String, Vec<KeyState>)>,
     stale_reads: Vec<String>,
+    /// This writer's latest add to each observed-remove key (the element
+    /// or field, and its tag), which its next write of the key removes.
+    added: BTreeMap<String, (String, Timestamp)>,
 }
 
 impl Writer {
@@ -166,6 +170,7 @@ impl Writer {
             refused: 0,
             reads: BTreeMap::new(),
             stale_reads: Vec::new(),
+            added: BTreeMap::new(),
         }
     }
 
@@ -225,7 +230,7 @@ impl Writer {
 
     /// This writer's next write of `key`, of `kind`: unique to the writer
     /// and its count `n` of writes of the key.
-    fn value(&mut self, now: Time, kind: LatticeKind, n: u64) -> LatticeValue {
+    fn value(&mut self, now: Time, key: &str, kind: LatticeKind, n: u64) -> LatticeValue {
         let me = self.core.writer();
         let tag = format!("{}#{}", self.core.address(), self.sent).into_bytes();
         let hash = anna::ring::stable_hash(&tag);
@@ -263,6 +268,31 @@ impl Writer {
             LatticeKind::Priority => {
                 LatticeValue::Priority(Priority::new((hash % 100) as f64, tag))
             }
+            // Adds its own element and a shared one, and removes the
+            // shared one as it last added it.
+            LatticeKind::ORSet => {
+                let at = self.core.timestamp(now);
+                let mut s = ORSetLattice::with_adds(at, [tag, b"shared".to_vec()]);
+                let shared = "shared".to_string();
+                if let Some((e, before)) = self.added.insert(key.to_string(), (shared, at)) {
+                    s.merge_presence(e.into_bytes(), Presence::removed([before]));
+                }
+                LatticeValue::ORSet(s)
+            }
+            // Updates a counter field and a field of its own, and removes
+            // the field of its own it updated last time.
+            LatticeKind::ORMap => {
+                let at = self.core.timestamp(now);
+                let mut m = ORMapLattice::default();
+                m.update("n".to_string(), at, LatticeValue::Counter(counter));
+                let own = format!("{hash:x}");
+                m.update(own.clone(), at, LatticeValue::Lww(Lww::new(at, tag)));
+                if let Some((field, before)) = self.added.insert(key.to_string(), (own, at)) {
+                    let gone = anna::lattice::or_map::Field::removal(Presence::removed([before]));
+                    m.merge_field(field, gone);
+                }
+                LatticeValue::ORMap(m)
+            }
         }
     }
 
@@ -291,7 +321,7 @@ impl Writer {
             let n = self.per_key.entry(key.clone()).or_default();
             *n += 1;
             let n = *n;
-            let value = self.value(now, kind, n);
+            let value = self.value(now, &key, kind, n);
             self.attempted
                 .entry(key.clone())
                 .or_default()

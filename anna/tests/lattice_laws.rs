@@ -10,7 +10,9 @@
 //!   [`check_order_insensitive`] on one to five updates delivered in a
 //!   shuffled order with duplicates.
 //!
-//! The types are each lattice struct (`typed::*`), [`LatticeValue`] holding
+//! The types are each lattice struct (`typed::*`; the observed-remove set
+//! and maps too, whose remove semantics `observed_remove.rs` checks),
+//! [`LatticeValue`] holding
 //! one kind (`lattice_value::*`), and [`LatticeValue`] of mixed kinds, whose
 //! cross-type merge is an ordinal sum and must obey the laws too
 //! (`lattice_value_of_mixed_kinds`). The store's own lattices too:
@@ -86,6 +88,9 @@ mod typed {
         single_key_causal: strategies::single_key_causal();
         multi_key_causal: strategies::multi_key_causal();
         priority: strategies::priority();
+        or_set: strategies::or_set();
+        or_max_map: strategies::or_max_map();
+        value_or_map: strategies::value_or_map(MAX_MAP_DEPTH);
     }
 }
 
@@ -104,6 +109,8 @@ mod lattice_value {
         single_key_causal: any_value_of_kind(LatticeKind::SingleKeyCausal);
         multi_key_causal: any_value_of_kind(LatticeKind::MultiKeyCausal);
         priority: any_value_of_kind(LatticeKind::Priority);
+        or_set: any_value_of_kind(LatticeKind::ORSet);
+        or_map: any_value_of_kind(LatticeKind::ORMap);
     }
 }
 
@@ -129,6 +136,8 @@ mod key_state {
         single_key_causal: strategies::key_state(LatticeKind::SingleKeyCausal);
         multi_key_causal: strategies::key_state(LatticeKind::MultiKeyCausal);
         priority: strategies::key_state(LatticeKind::Priority);
+        or_set: strategies::key_state(LatticeKind::ORSet);
+        or_map: strategies::key_state(LatticeKind::ORMap);
     }
 }
 
@@ -203,7 +212,10 @@ proptest! {
         // Maps may hold causal fields, which compare by clock too.
         let by_clock = matches!(
             kind,
-            LatticeKind::SingleKeyCausal | LatticeKind::MultiKeyCausal | LatticeKind::Map
+            LatticeKind::SingleKeyCausal
+                | LatticeKind::MultiKeyCausal
+                | LatticeKind::Map
+                | LatticeKind::ORMap
         );
         for a in &items {
             for b in &items {
@@ -259,6 +271,8 @@ fn typed_join(a: LatticeValue, b: LatticeValue) -> LatticeValue {
         (V::SingleKeyCausal(a), V::SingleKeyCausal(b)) => V::SingleKeyCausal(a.join(b)),
         (V::MultiKeyCausal(a), V::MultiKeyCausal(b)) => V::MultiKeyCausal(a.join(b)),
         (V::Priority(a), V::Priority(b)) => V::Priority(a.join(b)),
+        (V::ORSet(a), V::ORSet(b)) => V::ORSet(a.join(b)),
+        (V::ORMap(a), V::ORMap(b)) => V::ORMap(a.join(b)),
         (a, b) => panic!("typed_join of {} and {}", a.kind(), b.kind()),
     }
 }
@@ -273,6 +287,14 @@ fn kinds_clash(stored: &LatticeValue, incoming: &LatticeValue) -> bool {
                 theirs
                     .get(field)
                     .is_some_and(|other| kinds_clash(value, other))
+            })
+        }
+        // Removed fields keep their values, and their kinds; a removal
+        // has no value.
+        (LatticeValue::ORMap(mine), LatticeValue::ORMap(theirs)) => {
+            mine.entries().iter().any(|(field, f)| {
+                let other = theirs.entries().get(field).and_then(|o| o.value.as_ref());
+                matches!((&f.value, other), (Some(a), Some(b)) if kinds_clash(a, b))
             })
         }
         _ => stored.kind() != incoming.kind(),
@@ -304,6 +326,7 @@ fn at_path<'v>(value: &'v LatticeValue, path: &str) -> Option<&'v LatticeValue> 
     }
     path.split('.').try_fold(value, |v, field| match v {
         LatticeValue::Map(m) => m.get(&field.to_string()),
+        LatticeValue::ORMap(m) => m.entries().get(field)?.value.as_ref(),
         _ => None,
     })
 }

@@ -7,8 +7,8 @@
 use anna::client::ClientConfig;
 use anna::cluster::ReplicationFactor;
 use anna::lattice::{
-    Causal, Counter, Dependent, LatticeKind, LatticeValue, Lww, MapLattice, Max, Min,
-    OrderedSetLattice, Priority, SetLattice, VectorClock, WriterId,
+    element, Causal, Counter, Dependent, LatticeKind, LatticeValue, Lww, MapLattice, Max, Min,
+    ORMapLattice, ORSetLattice, OrderedSetLattice, Priority, SetLattice, VectorClock, WriterId,
 };
 use anna::protocol::{Ack, Address};
 use anyhow::{bail, Context, Result};
@@ -34,11 +34,12 @@ enum KvOp {
     },
     /// Merge a value into a key.
     ///
-    /// Forms by --type: lww VALUE...; set/ordered-set ELEMENT...; max/min
-    /// INTEGER; counter DELTA (negative decrements); priority PRIORITY
-    /// VALUE; vector-clock WRITER=COUNT...; map FIELD=VALUE... (lww
-    /// fields); single-key-causal VALUE and multi-key-causal VALUE (the
-    /// write supersedes every version read). Any type: --json JSON.
+    /// Forms by --type: lww VALUE...; set/ordered-set/or-set ELEMENT...
+    /// (or-set: adds); max/min INTEGER; counter DELTA (negative
+    /// decrements); priority PRIORITY VALUE; vector-clock WRITER=COUNT...;
+    /// map/or-map FIELD=VALUE... (lww fields); single-key-causal VALUE and
+    /// multi-key-causal VALUE (the write supersedes every version read).
+    /// Any type: --json JSON (or-set and or-map removes too).
     ///
     /// A value is required (an empty lww value is `''`). A lone `-` in
     /// place of the value reads it from stdin, `--file PATH` from a file,
@@ -145,6 +146,7 @@ fn takes_bytes(kind: LatticeKind) -> bool {
         LatticeKind::Lww
             | LatticeKind::Set
             | LatticeKind::OrderedSet
+            | LatticeKind::ORSet
             | LatticeKind::Priority
             | LatticeKind::SingleKeyCausal
             | LatticeKind::MultiKeyCausal
@@ -300,19 +302,25 @@ fn parse(
             }
             LatticeValue::VectorClock(VectorClock::new(entries))
         }
-        LatticeKind::Map => {
-            let mut m = MapLattice::default();
+        LatticeKind::Map | LatticeKind::ORMap => {
+            let (mut m, mut or) = (MapLattice::default(), ORMapLattice::default());
             for v in values {
                 let (field, value) = v
                     .split_once('=')
                     .with_context(|| format!("`{v}` is not FIELD=VALUE"))?;
                 let at = client.timestamp();
-                m.insert(
-                    field.to_string(),
-                    LatticeValue::Lww(Lww::new(at, value.as_bytes().to_vec())),
-                );
+                let value = LatticeValue::Lww(Lww::new(at, value.as_bytes().to_vec()));
+                m.insert(field.to_string(), value.clone());
+                or.update(field.to_string(), at, value);
             }
-            LatticeValue::Map(m)
+            if kind == LatticeKind::Map {
+                LatticeValue::Map(m)
+            } else {
+                LatticeValue::ORMap(or)
+            }
+        }
+        LatticeKind::ORSet => {
+            LatticeValue::ORSet(ORSetLattice::with_adds(client.timestamp(), elements(input)))
         }
         LatticeKind::SingleKeyCausal | LatticeKind::MultiKeyCausal => {
             let value = input.unwrap_or_else(|| joined(values));
@@ -351,13 +359,8 @@ fn render(value: &LatticeValue) -> String {
             Some(shown) => s.push_str(&format!("{shown}\n")),
             None => s.push_str(&format!("{}\n", text(l.value()))),
         },
-        LatticeValue::Set(set) => {
-            let mut items: Vec<String> = set.reveal().iter().map(|e| text(e)).collect();
-            items.sort();
-            for e in items {
-                s.push_str(&format!("{e}\n"));
-            }
-        }
+        LatticeValue::Set(set) => lines(&mut s, set.reveal().iter()),
+        LatticeValue::ORSet(set) => lines(&mut s, set.elements()),
         LatticeValue::OrderedSet(set) => {
             for e in set.reveal() {
                 s.push_str(&format!("{}\n", text(e)));
@@ -366,15 +369,8 @@ fn render(value: &LatticeValue) -> String {
         LatticeValue::Max(m) => s.push_str(&format!("{}\n", fmt_opt(m.reveal()))),
         LatticeValue::Min(m) => s.push_str(&format!("{}\n", fmt_opt(m.reveal()))),
         LatticeValue::Counter(c) => s.push_str(&format!("{}\n", c.value())),
-        LatticeValue::Map(m) => {
-            for (field, v) in m.reveal() {
-                let inner = render(v);
-                s.push_str(&format!(
-                    "{field} = {}\n",
-                    inner.trim_end().replace('\n', ", ")
-                ));
-            }
-        }
+        LatticeValue::Map(m) => fields(&mut s, m.reveal()),
+        LatticeValue::ORMap(m) => fields(&mut s, m.fields()),
         LatticeValue::VectorClock(vc) => {
             for (w, n) in vc.reveal() {
                 s.push_str(&format!("{w}={n}\n"));
@@ -400,6 +396,27 @@ fn render(value: &LatticeValue) -> String {
         },
     }
     s
+}
+
+/// Set elements, sorted, one per line (text without its marker; see
+/// `anna::lattice::element`).
+fn lines<'a>(s: &mut String, elements: impl Iterator<Item = &'a Vec<u8>>) {
+    let mut items: Vec<_> = elements.map(|e| element::display(e)).collect();
+    items.sort();
+    for e in items {
+        s.push_str(&format!("{e}\n"));
+    }
+}
+
+/// Map fields, one `field = value` per line.
+fn fields<'a>(s: &mut String, fields: impl IntoIterator<Item = (&'a String, &'a LatticeValue)>) {
+    for (field, v) in fields {
+        let inner = render(v);
+        s.push_str(&format!(
+            "{field} = {}\n",
+            inner.trim_end().replace('\n', ", ")
+        ));
+    }
 }
 
 fn fmt_opt(v: Option<&i64>) -> String {

@@ -2,8 +2,11 @@
 //!
 //! Python side (`squall/lattices.py`): a plain object is cloudpickled and
 //! stored as last-writer-wins; an instance of a wrapper class (`Set`,
-//! `Counter`, `Map`, ...; recognised by its type's `_squall_kind`) is that
-//! lattice. Reading reverses it: last-writer-wins bytes that are a pickle are
+//! `Counter`, `Map`, `ORSet`, `ORMap`, ...; recognised by its type's
+//! `_squall_kind`) is that lattice. Elements of `Set` and `ORSet` are `str`
+//! or `bytes`, stored as [`anna::lattice::element`] says, so each comes
+//! back as it was put (elements stored as bare bytes, by older clients or
+//! the shell, come back as `bytes`). Reading reverses it: last-writer-wins bytes that are a pickle are
 //! unpickled, any other last-writer-wins bytes (written by `squall kv put`,
 //! or with `squall.Lww`) come back as `bytes`, and every other lattice comes
 //! back as its wrapper class. The client module and the executor (a
@@ -13,8 +16,14 @@
 //! Writing some lattices needs the writer's identity and memory
 //! ([`Writer`]): a timestamp for last-writer-wins, the writer's own running
 //! totals for a counter (its entries only ever grow), and the stored clock
-//! for a causal write that supersedes what is there.
+//! for a causal write that supersedes what is there. The observed-remove
+//! set and map ([`observed`]) write only their changes: adds tagged with a
+//! fresh timestamp, removes of the tags the object was read with (or, for
+//! an object made without a read, the tags stored when it is put).
 
+mod observed;
+
+use anna::lattice::element::{self, Element};
 use anna::lattice::{
     Causal, CausalVersion, Counter, Dependent, Hlc, LatticeKind, LatticeValue, Lww, MapLattice,
     Max, Min, OrderedSetLattice, Priority, SetLattice, Timestamp, VectorClock, WriterId,
@@ -146,6 +155,8 @@ pub fn needs_stored(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
             }
             Ok(false)
         }
+        Some(LatticeKind::ORSet) => observed::set_needs_stored(obj),
+        Some(LatticeKind::ORMap) => observed::map_needs_stored(obj),
         _ => Ok(false),
     }
 }
@@ -166,6 +177,23 @@ fn bytes_of(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
 
 fn byte_items(obj: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u8>>> {
     obj.try_iter()?.map(|i| bytes_of(&i?)).collect()
+}
+
+/// A set element's stored form: a `str` marked as text, `bytes` as they
+/// are (see [`anna::lattice::element`]).
+fn element_of(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok(element::encode_text(s.to_str()?));
+    }
+    Ok(element::encode_bytes(&bytes_of(obj)?))
+}
+
+/// A stored set element as Python: `str` or `bytes`.
+fn py_element<'py>(py: Python<'py>, stored: &[u8]) -> Bound<'py, PyAny> {
+    match element::decode(stored) {
+        Element::Text(text) => PyString::new(py, text).into_any(),
+        Element::Bytes(bytes) => PyBytes::new(py, &bytes).into_any(),
+    }
 }
 
 fn clock_of(obj: &Bound<'_, PyAny>) -> PyResult<VectorClock> {
@@ -222,7 +250,10 @@ fn convert(
             let bytes = bytes_of(&obj.getattr("value")?)?;
             LatticeValue::Lww(Lww::new(writer.timestamp(), bytes))
         }
-        LatticeKind::Set => LatticeValue::Set(SetLattice::new(byte_items(obj)?)),
+        LatticeKind::Set => {
+            let items: PyResult<Vec<Vec<u8>>> = obj.try_iter()?.map(|i| element_of(&i?)).collect();
+            LatticeValue::Set(SetLattice::new(items?))
+        }
         LatticeKind::OrderedSet => {
             LatticeValue::OrderedSet(OrderedSetLattice::new(byte_items(obj)?))
         }
@@ -268,6 +299,8 @@ fn convert(
         LatticeKind::SingleKeyCausal | LatticeKind::MultiKeyCausal => {
             causal(obj, kind, stored, writer)?
         }
+        LatticeKind::ORSet => observed::set_to_lattice(obj, stored, writer)?,
+        LatticeKind::ORMap => observed::map_to_lattice(obj, path, stored, writer, depth)?,
     })
 }
 
@@ -367,7 +400,10 @@ pub fn from_lattice<'py>(
                 Ok(PyBytes::new(py, l.value()).into_any())
             }
         }
-        LatticeValue::Set(s) => class(py, "Set")?.call1((py_bytes_list(py, s.reveal())?,)),
+        LatticeValue::Set(s) => {
+            let items = PyList::new(py, s.reveal().iter().map(|e| py_element(py, e)))?;
+            class(py, "Set")?.call1((items,))
+        }
         LatticeValue::OrderedSet(s) => {
             class(py, "OrderedSet")?.call1((py_bytes_list(py, s.reveal())?,))
         }
@@ -402,5 +438,7 @@ pub fn from_lattice<'py>(
             Some((prio, v)) => class(py, "Priority")?.call1((prio, PyBytes::new(py, v))),
             None => Ok(py.None().into_bound(py)),
         },
+        LatticeValue::ORSet(s) => observed::set_from_lattice(py, s),
+        LatticeValue::ORMap(m) => observed::map_from_lattice(py, m, raw),
     }
 }

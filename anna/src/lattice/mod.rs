@@ -14,6 +14,11 @@
 //!
 //! - [`lww`]: hybrid-logical-clock timestamps and last-writer-wins.
 //! - [`set`]: grow-only set and ordered set.
+//! - [`or_set`]: the observed-remove set, a set that shrinks (add wins
+//!   over a concurrent remove), and [`Presence`], its per-element tags.
+//! - [`or_map`]: the observed-remove map, a map of lattices whose fields
+//!   can be removed.
+//! - [`element`]: how a set element says whether it is text or bytes.
 //! - [`order`]: max and min of an ordered type.
 //! - [`counter`]: a counter of per-writer increments and decrements.
 //! - [`map`]: a map whose values are lattices, merged key by key.
@@ -29,10 +34,13 @@
 
 pub mod causal;
 pub mod counter;
+pub mod element;
 pub mod key_state;
 pub mod laws;
 pub mod lww;
 pub mod map;
+pub mod or_map;
+pub mod or_set;
 pub mod order;
 pub mod priority;
 pub mod set;
@@ -46,6 +54,8 @@ pub use key_state::KeyState;
 pub use laws::check_laws;
 pub use lww::{Hlc, Lww, Timestamp};
 pub use map::MapLattice;
+pub use or_map::ORMapLattice;
+pub use or_set::{ORSetLattice, Presence};
 pub use order::{Max, Min};
 pub use priority::{Priority, PriorityKey};
 pub use set::{OrderedSetLattice, SetLattice};

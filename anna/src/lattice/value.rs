@@ -8,8 +8,8 @@
 //! The variant order is part of the wire format: append, never reorder.
 
 use super::{
-    Counter, Lattice, Lww, MapLattice, Max, Min, MultiKeyCausal, OrderedSetLattice, Priority,
-    SetLattice, SingleKeyCausal, VectorClock,
+    Counter, Lattice, Lww, MapLattice, Max, Min, MultiKeyCausal, ORMapLattice, ORSetLattice,
+    OrderedSetLattice, Priority, SetLattice, SingleKeyCausal, VectorClock,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use std::cell::Cell;
@@ -53,6 +53,13 @@ fn deserialize_nested_map<'de, D: Deserializer<'de>>(
     MapLattice::deserialize(deserializer)
 }
 
+fn deserialize_nested_or_map<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<ORMapLattice<String, LatticeValue>, D::Error> {
+    let _level = NestingGuard::enter::<D::Error>()?;
+    ORMapLattice::deserialize(deserializer)
+}
+
 /// Any lattice the KVS can store.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum LatticeValue {
@@ -79,6 +86,15 @@ pub enum LatticeValue {
     MultiKeyCausal(MultiKeyCausal),
     /// Lowest-priority-wins entry.
     Priority(Priority),
+    /// Observed-remove set of byte strings: elements can be removed; an
+    /// add the remover did not see survives.
+    ORSet(ORSetLattice<Vec<u8>>),
+    /// Observed-remove map from field names to nested lattices: fields
+    /// can be removed; an update the remover did not see survives. Counts
+    /// towards [`MAX_NESTING`] like [`LatticeValue::Map`].
+    ORMap(
+        #[serde(deserialize_with = "deserialize_nested_or_map")] ORMapLattice<String, LatticeValue>,
+    ),
 }
 
 /// The type of a [`LatticeValue`], without its data.
@@ -95,11 +111,13 @@ pub enum LatticeKind {
     SingleKeyCausal,
     MultiKeyCausal,
     Priority,
+    ORSet,
+    ORMap,
 }
 
 impl LatticeKind {
     /// Every kind, in wire order.
-    pub const ALL: [LatticeKind; 11] = [
+    pub const ALL: [LatticeKind; 13] = [
         LatticeKind::Lww,
         LatticeKind::Set,
         LatticeKind::OrderedSet,
@@ -111,6 +129,8 @@ impl LatticeKind {
         LatticeKind::SingleKeyCausal,
         LatticeKind::MultiKeyCausal,
         LatticeKind::Priority,
+        LatticeKind::ORSet,
+        LatticeKind::ORMap,
     ];
 
     /// The name users type (CLI, config, Python): `lww`, `ordered-set`, ...
@@ -127,6 +147,8 @@ impl LatticeKind {
             LatticeKind::SingleKeyCausal => "single-key-causal",
             LatticeKind::MultiKeyCausal => "multi-key-causal",
             LatticeKind::Priority => "priority",
+            LatticeKind::ORSet => "or-set",
+            LatticeKind::ORMap => "or-map",
         }
     }
 }
@@ -190,6 +212,8 @@ impl LatticeValue {
             LatticeValue::SingleKeyCausal(_) => LatticeKind::SingleKeyCausal,
             LatticeValue::MultiKeyCausal(_) => LatticeKind::MultiKeyCausal,
             LatticeValue::Priority(_) => LatticeKind::Priority,
+            LatticeValue::ORSet(_) => LatticeKind::ORSet,
+            LatticeValue::ORMap(_) => LatticeKind::ORMap,
         }
     }
 
@@ -226,11 +250,21 @@ impl LatticeValue {
                 })
                 .sum(),
             LatticeValue::Priority(p) => p.reveal().map_or(0, |(_, v)| v.len() + 8),
+            LatticeValue::ORSet(s) => (s.entries().iter())
+                .map(|(e, p)| e.len() + ENTRY + p.tags() * ENTRY)
+                .sum(),
+            LatticeValue::ORMap(m) => (m.entries().iter())
+                .map(|(k, f)| {
+                    let value = f.value.as_ref().map_or(0, LatticeValue::approx_bytes);
+                    k.len() + ENTRY + f.presence.tags() * ENTRY + value
+                })
+                .sum(),
         }
     }
 
-    /// The latest wall-clock time (ms) of any last-writer-wins timestamp in
-    /// this value, nested maps included; `None` if it holds none.
+    /// The latest wall-clock time (ms) of any timestamp in this value
+    /// (last-writer-wins times, observed-remove tags), nested maps
+    /// included; `None` if it holds none.
     pub fn latest_wall_ms(&self) -> Option<u64> {
         match self {
             LatticeValue::Lww(l) => Some(l.timestamp().wall_ms),
@@ -238,6 +272,17 @@ impl LatticeValue {
                 .reveal()
                 .values()
                 .filter_map(LatticeValue::latest_wall_ms)
+                .max(),
+            LatticeValue::ORSet(s) => (s.entries().values())
+                .flat_map(|p| p.times())
+                .map(|t| t.wall_ms)
+                .max(),
+            LatticeValue::ORMap(m) => (m.entries().values())
+                .flat_map(|f| {
+                    let tags = f.presence.times().map(|t| t.wall_ms).max();
+                    let value = f.value.as_ref().and_then(LatticeValue::latest_wall_ms);
+                    tags.into_iter().chain(value)
+                })
                 .max(),
             _ => None,
         }
@@ -260,13 +305,18 @@ impl LatticeValue {
             (LatticeValue::Map(mine), LatticeValue::Map(theirs)) => {
                 for (field, value) in theirs.reveal() {
                     if let Some(existing) = mine.get(field) {
-                        let len = path.len();
-                        if !path.is_empty() {
-                            path.push('.');
-                        }
-                        path.push_str(field);
-                        existing.check_compatible(value, path)?;
-                        path.truncate(len);
+                        check_field(existing, value, field, path)?;
+                    }
+                }
+                Ok(())
+            }
+            (LatticeValue::ORMap(mine), LatticeValue::ORMap(theirs)) => {
+                // Removed fields keep their values (and types); a removal
+                // carries no value.
+                for (field, theirs) in theirs.entries() {
+                    let existing = mine.entries().get(field).and_then(|f| f.value.as_ref());
+                    if let (Some(existing), Some(value)) = (existing, &theirs.value) {
+                        check_field(existing, value, field, path)?;
                     }
                 }
                 Ok(())
@@ -279,6 +329,24 @@ impl LatticeValue {
             }),
         }
     }
+}
+
+/// [`LatticeValue::check_compatible`] of one map field, its name appended
+/// to `path` while it is checked.
+fn check_field(
+    existing: &LatticeValue,
+    incoming: &LatticeValue,
+    field: &str,
+    path: &mut String,
+) -> Result<(), TypeMismatch> {
+    let len = path.len();
+    if !path.is_empty() {
+        path.push('.');
+    }
+    path.push_str(field);
+    existing.check_compatible(incoming, path)?;
+    path.truncate(len);
+    Ok(())
 }
 
 impl Default for LatticeValue {
@@ -308,6 +376,8 @@ impl Lattice for LatticeValue {
             (V::SingleKeyCausal(a), V::SingleKeyCausal(b)) => a.merge(b),
             (V::MultiKeyCausal(a), V::MultiKeyCausal(b)) => a.merge(b),
             (V::Priority(a), V::Priority(b)) => a.merge(b),
+            (V::ORSet(a), V::ORSet(b)) => a.merge(b),
+            (V::ORMap(a), V::ORMap(b)) => a.merge(b),
             (mine, theirs) => {
                 let grows = theirs.kind() > mine.kind();
                 if grows {
@@ -366,6 +436,42 @@ mod tests {
         assert!(stored
             .try_merge(outer(LatticeValue::Max(Max::new(9)), true))
             .unwrap());
+    }
+
+    #[test]
+    fn observed_remove_maps_count_towards_the_nesting_limit() {
+        use crate::lattice::ORMapLattice;
+        use crate::protocol::codec::{decode, encode};
+        use crate::protocol::{Ack, Address, KeyOp, KvsRequest, Message, RequestId};
+        let at = Timestamp::default();
+        // Maps and observed-remove maps alternating, `depth` deep.
+        let nested = |depth: usize| {
+            (0..depth).fold(LatticeValue::Max(Max::new(1)), |inner, i| {
+                if i % 2 == 0 {
+                    let mut m = ORMapLattice::default();
+                    m.update("k".to_string(), at, inner);
+                    LatticeValue::ORMap(m)
+                } else {
+                    LatticeValue::Map(MapLattice::new([("k".to_string(), inner)]))
+                }
+            })
+        };
+        let put = |value| {
+            Message::KvsRequest(KvsRequest {
+                id: RequestId(1),
+                reply_to: Address::from("a"),
+                ops: vec![KeyOp::Put {
+                    key: "k".to_string(),
+                    value,
+                }],
+                ack: Ack::FirstReplica,
+            })
+        };
+        let deepest = put(nested(MAX_NESTING));
+        assert_eq!(decode(&encode(&deepest).unwrap()), Ok(deepest));
+        let too_deep = encode(&put(nested(MAX_NESTING + 1))).unwrap();
+        let err = decode(&too_deep).unwrap_err().to_string();
+        assert!(err.contains("nested deeper"), "{err}");
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! as a deleted key's baseline, and a counter's count since a baseline
 //! ([`LatticeValue::since`]): how a delete makes counters start again.
 
-use super::{Causal, Counter, KeyState, Lattice, LatticeValue, Lww, MapLattice};
+use super::or_map::Field;
+use super::{Causal, Counter, KeyState, Lattice, LatticeValue, Lww, MapLattice, ORMapLattice};
 
 impl LatticeValue {
     /// Whether `self` already holds everything `other` holds (`other ⊑
@@ -35,6 +36,20 @@ impl LatticeValue {
             // event of its own per write), so a version is held when a
             // version of an equal or later clock is: a dependency's clock
             // with no payload is a witness of it.
+            (V::ORSet(a), V::ORSet(b)) => b
+                .entries()
+                .iter()
+                .all(|(e, theirs)| a.entries().get(e).is_some_and(|mine| mine.covers(theirs))),
+            (V::ORMap(a), V::ORMap(b)) => b.entries().iter().all(|(field, theirs)| {
+                a.entries().get(field).is_some_and(|mine| {
+                    let value = match (&mine.value, &theirs.value) {
+                        (_, None) => true,
+                        (None, Some(_)) => false,
+                        (Some(m), Some(t)) => m.covers(t),
+                    };
+                    mine.presence.covers(&theirs.presence) && value
+                })
+            }),
             (V::SingleKeyCausal(a), V::SingleKeyCausal(b)) => clocks_cover(a, b),
             (V::MultiKeyCausal(a), V::MultiKeyCausal(b)) => clocks_cover(a, b),
             (mine, theirs) if mine.kind() == theirs.kind() => !mine.clone().merge(theirs.clone()),
@@ -50,6 +65,12 @@ impl LatticeValue {
             LatticeValue::Map(m) => LatticeValue::Map(MapLattice::new(
                 m.reveal().iter().map(|(k, v)| (k.clone(), v.witness())),
             )),
+            LatticeValue::ORMap(m) => or_map_fields(m, |_, f| {
+                Some(Field {
+                    presence: f.presence.clone(),
+                    value: f.value.as_ref().map(LatticeValue::witness),
+                })
+            }),
             other => other.clone(),
         }
     }
@@ -65,6 +86,13 @@ impl LatticeValue {
                     .filter_map(|(k, v)| Some((k.clone(), v.counters()?)))
                     .collect();
                 (!fields.is_empty()).then(|| LatticeValue::Map(MapLattice::new(fields)))
+            }
+            LatticeValue::ORMap(m) => {
+                let counters = or_map_fields(m, |_, f| f.value.as_ref()?.counters().map(bare));
+                let LatticeValue::ORMap(c) = &counters else {
+                    unreachable!("or_map_fields makes an observed-remove map")
+                };
+                (!c.entries().is_empty()).then_some(counters)
             }
             _ => None,
         }
@@ -85,6 +113,16 @@ impl LatticeValue {
                     })
                     .collect();
                 (!fields.is_empty()).then(|| LatticeValue::Map(MapLattice::new(fields)))
+            }
+            (LatticeValue::ORMap(a), LatticeValue::ORMap(b)) => {
+                let fields: Vec<(String, Field<LatticeValue>)> = (b.entries().iter())
+                    .filter_map(|(k, theirs)| {
+                        let mine = a.entries().get(k)?.value.as_ref()?;
+                        let value = mine.lost_counters(theirs.value.as_ref()?)?;
+                        Some((k.clone(), bare(value)))
+                    })
+                    .collect();
+                (!fields.is_empty()).then(|| LatticeValue::ORMap(ORMapLattice::from_fields(fields)))
             }
             (a, b) if a.kind() == b.kind() => None,
             (a, b) if a.kind() > b.kind() => b.counters(),
@@ -109,8 +147,39 @@ impl LatticeValue {
                     (k.clone(), v)
                 })))
             }
+            (LatticeValue::ORMap(m), LatticeValue::ORMap(b)) => or_map_fields(m, |k, f| {
+                let base = b.entries().get(k).and_then(|base| base.value.as_ref());
+                let value = match (&f.value, base) {
+                    (Some(v), Some(base)) => Some(v.since(base)),
+                    (v, _) => v.clone(),
+                };
+                Some(Field {
+                    presence: f.presence.clone(),
+                    value,
+                })
+            }),
             (v, _) => v.clone(),
         }
+    }
+}
+
+/// The observed-remove map of `f` of each of `m`'s fields (those it
+/// gives one for).
+fn or_map_fields(
+    m: &ORMapLattice<String, LatticeValue>,
+    f: impl Fn(&String, &Field<LatticeValue>) -> Option<Field<LatticeValue>>,
+) -> LatticeValue {
+    LatticeValue::ORMap(ORMapLattice::from_fields(
+        (m.entries().iter()).filter_map(|(k, field)| Some((k.clone(), f(k, field)?))),
+    ))
+}
+
+/// A field holding `value` and no tags: how a baseline keeps the counters
+/// of an observed-remove map's fields (their tags do not count).
+fn bare(value: LatticeValue) -> Field<LatticeValue> {
+    Field {
+        presence: Default::default(),
+        value: Some(value),
     }
 }
 

@@ -20,10 +20,11 @@
 //!   [`field_name`], [`priority_key`], [`dependent`].
 //! - One strategy per lattice type: [`lww`], [`set`], [`ordered_set`],
 //!   [`max`], [`min`], [`counter`], [`max_map`], [`vector_clock`],
-//!   [`single_key_causal`], [`multi_key_causal`], [`priority`], and maps of
-//!   [`LatticeValue`]s nested up to [`MAX_MAP_DEPTH`] deep: [`value_map`]
-//!   (fields of any kind) and [`well_typed_value_map`] (a field's name fixes
-//!   its kind).
+//!   [`single_key_causal`], [`multi_key_causal`], [`priority`],
+//!   [`or_set`], [`or_max_map`], and maps of [`LatticeValue`]s nested up to
+//!   [`MAX_MAP_DEPTH`] deep: [`value_map`] and [`value_or_map`] (fields of
+//!   any kind), [`well_typed_value_map`] and [`well_typed_value_or_map`] (a
+//!   field's name fixes its kind).
 //! - [`LatticeValue`]s: [`any_value_of_kind`], [`any_lattice_value`],
 //!   [`any_well_typed_value_of_kind`] (any two values of one kind merge
 //!   without a type mismatch), [`any_kind`] and [`two_different_kinds`].
@@ -39,8 +40,8 @@
 use anna::cluster::{ClusterState, ReplicationFactor};
 use anna::lattice::{
     Causal, Counter, Dependent, KeyState, Lattice, LatticeKind, LatticeValue, Lww, MapLattice, Max,
-    Min, MultiKeyCausal, OrderedSetLattice, Priority, SetLattice, SingleKeyCausal, Timestamp,
-    VectorClock, WriterId,
+    Min, MultiKeyCausal, ORMapLattice, ORSetLattice, OrderedSetLattice, Presence, Priority,
+    SetLattice, SingleKeyCausal, Timestamp, VectorClock, WriterId,
 };
 use anna::protocol::{Address, NodeId, NodeInfo};
 use proptest::collection::{btree_map, vec};
@@ -93,6 +94,143 @@ pub fn set() -> impl Strategy<Value = SetLattice<Vec<u8>>> {
 /// An ordered set of up to four small byte strings (empty included).
 pub fn ordered_set() -> impl Strategy<Value = OrderedSetLattice<Vec<u8>>> {
     vec(small_bytes(), 0..=4).prop_map(OrderedSetLattice::new)
+}
+
+/// What a replica does to an observed-remove set or map: add (update) an
+/// element (field) with a tag, remove it as the replica sees it, or merge
+/// the remove of one tag another replica observed.
+#[derive(Clone, Debug)]
+pub enum ObservedOp<T> {
+    Add(T),
+    Remove,
+    RemoveTag(Timestamp),
+}
+
+/// One [`ObservedOp`] at `at`, over `what`.
+fn observed_op<S>(what: S) -> impl Strategy<Value = (String, ObservedOp<S::Value>, Timestamp)>
+where
+    S: Strategy,
+    S::Value: Clone + std::fmt::Debug,
+{
+    let op = prop_oneof![
+        3 => what.prop_map(ObservedOp::Add),
+        2 => Just(ObservedOp::Remove),
+        1 => timestamp().prop_map(ObservedOp::RemoveTag),
+    ];
+    (field_name(), op, timestamp())
+}
+
+/// An observed-remove set of three small elements after up to six adds,
+/// removes and removes of tags seen elsewhere, by four writers at a
+/// handful of times: removed elements, concurrent adds and tags removed
+/// on one side only are all common.
+pub fn or_set() -> impl Strategy<Value = ORSetLattice<Vec<u8>>> {
+    vec(observed_op(Just(())), 0..=6).prop_map(|ops| {
+        let mut s = ORSetLattice::default();
+        for (e, op, at) in ops {
+            let e = e.into_bytes();
+            match op {
+                ObservedOp::Add(()) => {
+                    s.add(e, at);
+                }
+                ObservedOp::Remove => {
+                    s.remove(&e);
+                }
+                ObservedOp::RemoveTag(t) => {
+                    s.merge_presence(e, Presence::removed([t]));
+                }
+            }
+        }
+        s
+    })
+}
+
+/// An observed-remove map of fields to values from `value`, after up to
+/// six updates, removes and removes of tags seen elsewhere.
+fn or_map_of<V, S>(value: S) -> impl Strategy<Value = ORMapLattice<String, V>>
+where
+    V: Lattice + 'static,
+    S: Strategy<Value = V>,
+{
+    vec(observed_op(value), 0..=6).prop_map(|ops| {
+        let mut m = ORMapLattice::default();
+        for (field, op, at) in ops {
+            match op {
+                ObservedOp::Add(v) => {
+                    m.update(field, at, v);
+                }
+                ObservedOp::Remove => {
+                    m.remove(&field);
+                }
+                ObservedOp::RemoveTag(t) => {
+                    let removed = anna::lattice::or_map::Field::removal(Presence::removed([t]));
+                    m.merge_field(field, removed);
+                }
+            }
+        }
+        m
+    })
+}
+
+/// An observed-remove map of up to three fields to maxima.
+pub fn or_max_map() -> impl Strategy<Value = ORMapLattice<String, Max<i64>>> {
+    or_map_of(max())
+}
+
+/// An observed-remove map of lattice values of any kind, nested up to
+/// `depth` maps deep, like [`value_map`]'s loose half (its fields often
+/// hold different kinds on two sides).
+pub fn value_or_map(depth: usize) -> BoxedStrategy<ORMapLattice<String, LatticeValue>> {
+    assert!(depth >= 1, "a map is at least one map deep");
+    or_map_of(any_value_below(depth)).boxed()
+}
+
+/// An observed-remove map in which a field named after a kind always
+/// holds a value of that kind (see [`well_typed_value_map`]): any two
+/// merge without a type mismatch.
+pub fn well_typed_value_or_map(depth: usize) -> BoxedStrategy<ORMapLattice<String, LatticeValue>> {
+    assert!(depth >= 1, "a map is at least one map deep");
+    let kinds: Vec<LatticeKind> = LatticeKind::ALL
+        .into_iter()
+        .filter(|&k| !is_map(k) || depth > 1)
+        .collect();
+    let field = select(kinds).prop_flat_map(move |kind| {
+        let value = match kind {
+            LatticeKind::Map => well_typed_value_map(depth - 1)
+                .prop_map(LatticeValue::Map)
+                .boxed(),
+            LatticeKind::ORMap => well_typed_value_or_map(depth - 1)
+                .prop_map(LatticeValue::ORMap)
+                .boxed(),
+            other => any_value_of_kind(other),
+        };
+        (Just(kind.name().to_string()), value)
+    });
+    let op = prop_oneof![
+        3 => field.prop_map(|(f, v)| (f, Some(v))),
+        1 => select(LatticeKind::ALL.map(|k| k.name().to_string()).to_vec()).prop_map(|f| (f, None)),
+    ];
+    vec((op, timestamp()), 0..=4)
+        .prop_map(|ops| {
+            let mut m = ORMapLattice::default();
+            for ((field, value), at) in ops {
+                match value {
+                    Some(v) => {
+                        m.update(field, at, v);
+                    }
+                    None => {
+                        m.remove(&field);
+                    }
+                }
+            }
+            m
+        })
+        .boxed()
+}
+
+/// Whether values of `kind` are maps that nest other values.
+fn is_map(kind: LatticeKind) -> bool {
+    matches!(kind, LatticeKind::Map | LatticeKind::ORMap)
 }
 
 /// An integer that is usually small (so values tie) and sometimes extreme.
@@ -242,7 +380,7 @@ pub fn well_typed_value_map(depth: usize) -> BoxedStrategy<MapLattice<String, La
     assert!(depth >= 1, "a map is at least one map deep");
     let kinds: Vec<LatticeKind> = LatticeKind::ALL
         .into_iter()
-        .filter(|&k| k != LatticeKind::Map || depth > 1)
+        .filter(|&k| !is_map(k) || depth > 1)
         .collect();
     let most = kinds.len().min(4);
     subsequence(kinds, 0..=most)
@@ -250,12 +388,14 @@ pub fn well_typed_value_map(depth: usize) -> BoxedStrategy<MapLattice<String, La
             fields
                 .into_iter()
                 .map(|kind| {
-                    let value = if kind == LatticeKind::Map {
-                        well_typed_value_map(depth - 1)
+                    let value = match kind {
+                        LatticeKind::Map => well_typed_value_map(depth - 1)
                             .prop_map(LatticeValue::Map)
-                            .boxed()
-                    } else {
-                        any_value_of_kind(kind)
+                            .boxed(),
+                        LatticeKind::ORMap => well_typed_value_or_map(depth - 1)
+                            .prop_map(LatticeValue::ORMap)
+                            .boxed(),
+                        _ => any_value_of_kind(kind),
                     };
                     (Just(kind.name().to_string()), value)
                 })
@@ -271,13 +411,14 @@ pub fn well_typed_value_map(depth: usize) -> BoxedStrategy<MapLattice<String, La
 fn any_value_below(depth: usize) -> BoxedStrategy<LatticeValue> {
     let kinds: Vec<LatticeKind> = LatticeKind::ALL
         .into_iter()
-        .filter(|&k| k != LatticeKind::Map)
+        .filter(|&k| !is_map(k))
         .collect();
     let leaf = select(kinds).prop_flat_map(any_value_of_kind);
     if depth > 1 {
         prop_oneof![
             1 => value_map(depth - 1).prop_map(LatticeValue::Map),
-            1 => leaf,
+            1 => value_or_map(depth - 1).prop_map(LatticeValue::ORMap),
+            2 => leaf,
         ]
         .boxed()
     } else {
@@ -304,6 +445,13 @@ pub fn any_value_of_kind(kind: LatticeKind) -> BoxedStrategy<LatticeValue> {
             .prop_map(LatticeValue::MultiKeyCausal)
             .boxed(),
         LatticeKind::Priority => priority().prop_map(LatticeValue::Priority).boxed(),
+        LatticeKind::ORSet => or_set().prop_map(LatticeValue::ORSet).boxed(),
+        LatticeKind::ORMap => prop_oneof![
+            value_or_map(MAX_MAP_DEPTH),
+            well_typed_value_or_map(MAX_MAP_DEPTH),
+        ]
+        .prop_map(LatticeValue::ORMap)
+        .boxed(),
     }
 }
 
@@ -314,6 +462,9 @@ pub fn any_well_typed_value_of_kind(kind: LatticeKind) -> BoxedStrategy<LatticeV
     match kind {
         LatticeKind::Map => well_typed_value_map(MAX_MAP_DEPTH)
             .prop_map(LatticeValue::Map)
+            .boxed(),
+        LatticeKind::ORMap => well_typed_value_or_map(MAX_MAP_DEPTH)
+            .prop_map(LatticeValue::ORMap)
             .boxed(),
         other => any_value_of_kind(other),
     }

@@ -221,6 +221,19 @@ mod tests {
     }
 
     #[test]
+    fn sets_and_maps_are_refused_naming_their_kind() {
+        use anna::lattice::{ORMapLattice, ORSetLattice, Timestamp};
+        let or_set = ORSetLattice::with_adds(Timestamp::default(), [b"x".to_vec()]);
+        for (value, kind) in [
+            (LatticeValue::ORSet(or_set), "ORSet"),
+            (LatticeValue::ORMap(ORMapLattice::default()), "ORMap"),
+        ] {
+            let err = readable(&value).unwrap_err();
+            assert!(err.contains(&format!("not a {kind} lattice")), "{err}");
+        }
+    }
+
+    #[test]
     fn written_bytes_read_back_and_look_pickled() {
         for len in [0usize, 3, 255, 256, 70_000] {
             let data: Vec<u8> = (0..len).map(|i| i as u8).collect();

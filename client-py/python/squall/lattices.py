@@ -3,12 +3,21 @@
 A plain Python object put with `Client.put` is pickled (cloudpickle) and
 stored as last-writer-wins. To store another lattice, put an instance of one
 of these classes; a get of such a key returns an instance of the same class.
-Merges happen in the store: ``put(k, Set({b"a"}))`` then
-``put(k, Set({b"b"}))`` leaves ``Set({b"a", b"b"})``.
+Merges happen in the store: ``put(k, Set({"a"}))`` then
+``put(k, Set({"b"}))`` leaves ``Set({"a", "b"})``.
 
-Elements and payloads of these lattices are bytes (what `squall kv` writes
-from the shell); a `str` given where bytes are expected is encoded as
-UTF-8. Integers are 64-bit signed.
+Lattices only grow, except the observed-remove ones: `ORSet` (a set you
+can remove from) and `ORMap` (a map whose fields you can remove). With
+them, a remove removes what the remover had read, and an add or update it
+had not read survives it.
+
+Elements of `Set` and `ORSet` are ``str`` or ``bytes`` and come back as
+they were put (a ``str`` is stored behind a marker byte, ``0xFF``, that
+UTF-8 never contains; bytes are stored as they are, so elements written by
+the shell or by older clients come back as ``bytes``). Other payloads
+(`Lww`, `OrderedSet`, `Priority`, causal values) are bytes, what `squall
+kv` writes from the shell; a `str` given there is encoded as UTF-8.
+Integers are 64-bit signed.
 
 Pure Python, importable without the native extension. The native module
 (`squall._native`) recognises each class by its ``_squall_kind`` attribute
@@ -17,7 +26,9 @@ and builds these classes when it decodes a value.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, NamedTuple, Optional, Tuple
+from collections.abc import MutableMapping
+from collections.abc import Set as AbstractSet
+from typing import Any, Dict, Iterable, Iterator, Mapping, NamedTuple, Optional, Tuple
 
 __all__ = [
     "Lww",
@@ -32,7 +43,18 @@ __all__ = [
     "CausalVersion",
     "SingleKeyCausal",
     "MultiKeyCausal",
+    "ORSet",
+    "ORMap",
 ]
+
+
+def _element(x):
+    """A set element: a str as it is, a bytes-like object as bytes."""
+    if isinstance(x, str):
+        return x
+    if isinstance(x, (bytes, bytearray, memoryview)):
+        return bytes(x)
+    raise TypeError(f"a set element must be str or bytes, not {type(x).__name__}")
 
 
 def _bytes(x, what: str = "element") -> bytes:
@@ -73,12 +95,14 @@ class Lww:
 
 
 class Set(frozenset):
-    """A grow-only set of byte strings; merge is union. A frozenset."""
+    """A grow-only set of str and bytes elements; merge is union. A
+    frozenset. Elements can be added, never removed: see `ORSet` for a set
+    that shrinks."""
 
     _squall_kind = "set"
 
     def __new__(cls, items: Iterable = ()):
-        return super().__new__(cls, (_bytes(i) for i in items))
+        return super().__new__(cls, (_element(i) for i in items))
 
     def __repr__(self) -> str:
         return f"Set({set(self)!r})" if self else "Set()"
@@ -146,6 +170,8 @@ class Min(int):
 
 class Map(dict):
     """A map from field names (str) to lattices, merged field by field.
+    Fields are never removed (a ``None`` value is a pickled ``None``, not a
+    removal): see `ORMap` for a map whose fields can be removed.
 
     A field's value is one of these lattice classes, or a plain Python
     object, which is pickled and stored as a last-writer-wins field. A get
@@ -293,3 +319,191 @@ class MultiKeyCausal(_Causal):
         versions=None,
     ):
         super().__init__(value, clock, dependencies=dependencies, versions=versions)
+
+
+# A tag of an add: (writer id, wall-clock ms, logical count).
+_Tag = Tuple[int, int, int]
+
+
+class ORSet(AbstractSet):
+    """An observed-remove set of str and bytes elements: a set that shrinks.
+
+    ``put(k, ORSet({"a", "b"}))`` adds; to remove, read, change, put back::
+
+        tags = client.get(k)        # ORSet({'a', 'b'})
+        tags.discard("a")           # or tags.remove("a"): KeyError if absent
+        tags.add("c")
+        client.put(k, tags)         # sends the changes only
+
+    A put sends the changes made to the object, never its whole contents:
+    each add is tagged with the writer and a fresh time; a remove removes
+    the adds the object was read with. So a concurrent add of an element
+    (by anyone, or a later one by the same writer) survives a remove that
+    did not see it (add wins), and a removed element stays removed however
+    late other replicas' copies arrive. ``discard(x)`` on an ORSet made
+    without a read removes `x` as the store holds it when it is put.
+
+    Reading works like a frozenset (``in``, ``len``, iteration, ``==``, set
+    operators, which return frozensets); an ORSet is not hashable.
+    """
+
+    _squall_kind = "or-set"
+
+    def __init__(self, items: Iterable = ()) -> None:
+        self._items: set = set()
+        self._tags: Dict[Any, Tuple[_Tag, ...]] = {}
+        self._adds: set = set()
+        self._removes: Dict[Any, Optional[Tuple[_Tag, ...]]] = {}
+        self._observed = False
+        for i in items:
+            self.add(i)
+
+    @classmethod
+    def _from_state(cls, items, tags) -> "ORSet":
+        """As read from the store: `items`, and per element the tags of its
+        adds (what a remove of it removes)."""
+        s = cls()
+        s._items = set(items)
+        s._tags = {e: tuple(tuple(t) for t in ts) for e, ts in tags.items()}
+        s._observed = True
+        return s
+
+    @classmethod
+    def _from_iterable(cls, it):
+        return frozenset(it)
+
+    def __contains__(self, x: object) -> bool:
+        return x in self._items
+
+    def __iter__(self) -> Iterator:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def add(self, x) -> None:
+        """Adds `x` (a str or bytes)."""
+        x = _element(x)
+        self._items.add(x)
+        self._adds.add(x)
+        self._removes.pop(x, None)
+
+    def discard(self, x) -> None:
+        """Removes `x` if it is there (as read; for an ORSet made without a
+        read, as stored when it is put)."""
+        x = _element(x)
+        self._items.discard(x)
+        self._adds.discard(x)
+        if not self._observed:
+            self._removes[x] = None
+        elif x in self._tags:
+            self._removes[x] = self._tags[x]
+
+    def remove(self, x) -> None:
+        """Removes `x`; `KeyError` if it is not there."""
+        if _element(x) not in self._items:
+            raise KeyError(x)
+        self.discard(x)
+
+    def __repr__(self) -> str:
+        return f"ORSet({self._items!r})" if self._items else "ORSet()"
+
+    def __reduce__(self):
+        return (_restore, (ORSet, self.__dict__.copy()))
+
+
+class ORMap(MutableMapping):
+    """An observed-remove map from field names (str) to lattices: a map
+    whose fields can be removed.
+
+    Field values are what `Map` takes: a lattice class, or a plain object
+    (pickled, last-writer-wins). Read, change, put back::
+
+        m = client.get(k)                     # ORMap({'n': Counter(3), 'who': 'ada'})
+        del m["who"]                          # remove a field
+        m["n"] = squall.Counter(1)            # add 1 to the counter field
+        client.put(k, m)                      # sends the changes only
+
+    ``put(k, ORMap({"a": 1}))`` sets fields without a read;
+    ``ORMap().discard("a")`` removes field ``a`` as stored when put.
+
+    A put sends only the fields set (assigned) and removed on this object:
+    assign a field to send it (a value changed in place is not noticed). A
+    removal removes the field as it was read; an update the remover did not
+    read (concurrent, or later) keeps the field. A removal hides the field
+    but does not empty its value: a last-writer-wins field shows the next
+    write, but a counter field set again goes on from its old count and a
+    set field keeps its elements, and a field keeps its lattice type.
+    """
+
+    _squall_kind = "or-map"
+
+    def __init__(self, fields: Any = (), **kw: Any) -> None:
+        self._fields: Dict[str, Any] = {}
+        self._tags: Dict[str, Tuple[_Tag, ...]] = {}
+        self._updates: Dict[str, Any] = {}
+        self._removes: Dict[str, Optional[Tuple[_Tag, ...]]] = {}
+        self._observed = False
+        self.update(fields, **kw)
+
+    @classmethod
+    def _from_state(cls, fields, tags) -> "ORMap":
+        m = cls()
+        m._fields = dict(fields)
+        m._tags = {f: tuple(tuple(t) for t in ts) for f, ts in tags.items()}
+        m._observed = True
+        return m
+
+    def __getitem__(self, field: str) -> Any:
+        return self._fields[field]
+
+    def __setitem__(self, field: str, value: Any) -> None:
+        if not isinstance(field, str):
+            raise TypeError(f"squall.ORMap field names must be str, not {type(field).__name__}")
+        self._fields[field] = value
+        self._updates[field] = value
+        self._removes.pop(field, None)
+
+    def __delitem__(self, field: str) -> None:
+        if field not in self._fields:
+            raise KeyError(field)
+        self.discard(field)
+
+    def discard(self, field: str) -> None:
+        """Removes `field` if it is there (as read; for an ORMap made
+        without a read, as stored when it is put)."""
+        self._fields.pop(field, None)
+        self._updates.pop(field, None)
+        if not self._observed:
+            self._removes[field] = None
+        elif field in self._tags:
+            self._removes[field] = self._tags[field]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ORMap):
+            return self._fields == other._fields
+        if isinstance(other, Mapping):
+            return self._fields == dict(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"ORMap({self._fields!r})"
+
+    def __reduce__(self):
+        return (_restore, (ORMap, self.__dict__.copy()))
+
+
+def _restore(cls, state):
+    obj = cls.__new__(cls)
+    obj.__dict__.update(state)
+    return obj

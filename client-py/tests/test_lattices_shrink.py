@@ -162,6 +162,20 @@ def test_a_blind_discard_removes_what_is_stored_when_put(client, key):
     assert client.get(key) == {"b"}
 
 
+def test_the_shell_adds_to_or_sets_and_or_maps_and_prints_what_is_there(client, key, cluster):
+    shell = lambda k: cluster.cli("kv", "get", k).stdout  # noqa: E731
+    cluster.cli("kv", "put", "-t", "or-set", key, "a", "b")
+    s = eventually(lambda: client.get(key), {b"a", b"b"})
+    s.remove(b"a")
+    client.put(key, s)
+    assert eventually(lambda: shell(key), "b\n") == "b\n"
+    cluster.cli("kv", "put", "-t", "or-map", key + "/m", "f=v", "g=w")
+    m = eventually(lambda: client.get(key + "/m"), {"f": b"v", "g": b"w"})
+    del m["f"]
+    client.put(key + "/m", m)
+    assert eventually(lambda: shell(key + "/m"), "g = w\n") == "g = w\n"
+
+
 def test_a_map_field_is_removed_and_other_fields_stay(client, other, key, cluster):
     client.put(key, squall.ORMap({"who": "ada", "n": squall.Counter(2), "tags": squall.ORSet({"t"})}))
     m = client.get(key)

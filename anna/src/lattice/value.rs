@@ -475,6 +475,26 @@ mod tests {
     }
 
     #[test]
+    fn the_observed_remove_kinds_are_appended_to_the_wire_enum() {
+        use crate::lattice::{ORMapLattice, ORSetLattice};
+        let tag = |v: &LatticeValue| {
+            let bytes = bincode::serde::encode_to_vec(v, bincode::config::standard()).unwrap();
+            bytes[0]
+        };
+        let at = Timestamp::default();
+        // Earlier kinds keep their tags (bytes stored on disk stay valid).
+        assert_eq!(tag(&lww(b"x")), 0);
+        assert_eq!(tag(&LatticeValue::Priority(Default::default())), 10);
+        let or_set = ORSetLattice::with_adds(at, [b"x".to_vec()]);
+        assert_eq!(tag(&LatticeValue::ORSet(or_set)), 11);
+        assert_eq!(tag(&LatticeValue::ORMap(ORMapLattice::default())), 12);
+        assert_eq!(
+            LatticeKind::ALL[11..],
+            [LatticeKind::ORSet, LatticeKind::ORMap]
+        );
+    }
+
+    #[test]
     fn kind_names_round_trip() {
         for kind in LatticeKind::ALL {
             assert_eq!(kind.name().parse::<LatticeKind>(), Ok(kind));

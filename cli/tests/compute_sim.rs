@@ -170,6 +170,7 @@ impl Caller {
                 timeout_ms: 3_000,
                 session: self.core.session(),
                 consistency: Consistency::Lww,
+                instance: None,
             };
             out.send(self.scheduler.clone(), Message::Call(call));
             self.phase = Phase::Calling(self.round, expect, now + Duration::from_secs(4));
@@ -618,6 +619,7 @@ impl CountingCaller {
                     timeout_ms: 3_000,
                     session: self.core.session(),
                     consistency: Consistency::Lww,
+                    instance: None,
                 };
                 out.send(self.scheduler.clone(), Message::Call(call));
                 self.calling = Some((self.seq, now + Duration::from_secs(4)));

@@ -273,8 +273,10 @@ impl Calls {
         Ok(seq)
     }
 
-    /// Sends a call of `function`; returns its sequence number. A
+    /// Sends a call of `function` (of a method of an instance of it, with
+    /// `instance` its state's key); returns its sequence number. A
     /// `watched` call's result is collected by [`Calls::next_done`].
+    #[allow(clippy::too_many_arguments)]
     pub fn call(
         &self,
         function: String,
@@ -283,6 +285,7 @@ impl Calls {
         session: Session,
         consistency: Consistency,
         watched: bool,
+        instance: Option<String>,
     ) -> Result<u64, SendError> {
         let reply = self.reply_to();
         self.send(watched, |id| {
@@ -294,6 +297,7 @@ impl Calls {
                 timeout_ms,
                 session,
                 consistency,
+                instance,
             })
         })
     }

@@ -202,7 +202,9 @@ impl Client {
     /// `(args, kwargs)`) referencing `refs`, its reads at `consistency`
     /// (`"lww"`, `"repeatable_read"`); returns its sequence number. A
     /// `watched` call's result comes from `next_done`, not `wait`.
-    #[pyo3(signature = (function, payload, refs, timeout_ms, consistency, watched = false))]
+    /// `instance`: the call is of a method of the named instance of class
+    /// `function` (see `squall.Instance`).
+    #[pyo3(signature = (function, payload, refs, timeout_ms, consistency, watched = false, instance = None))]
     #[allow(clippy::too_many_arguments)]
     fn call(
         &self,
@@ -213,14 +215,24 @@ impl Client {
         timeout_ms: u32,
         consistency: &str,
         watched: bool,
+        instance: Option<String>,
     ) -> PyResult<u64> {
         let args = CallArgs { payload, refs };
         check_args(py, &function, &args)?;
         let consistency = parse_consistency(consistency)?;
         let session = self.kvs.session(py);
         let name = function.clone();
+        let instance = instance.map(|i| compute::instance_key(&function, &i));
         self.calls(py)?
-            .call(function, args, timeout_ms, session, consistency, watched)
+            .call(
+                function,
+                args,
+                timeout_ms,
+                session,
+                consistency,
+                watched,
+                instance,
+            )
             .map_err(|e| not_sent(py, &name, e))
     }
 
@@ -658,6 +670,12 @@ fn dag_key(name: &str) -> String {
     compute::dag_key(name)
 }
 
+/// The KVS key of the state of instance `name` of class `class`.
+#[pyfunction]
+fn instance_key(class: &str, name: &str) -> String {
+    compute::instance_key(class, name)
+}
+
 /// Makes this process seal its frames with the key in `key_file` (a
 /// client's key or the cluster's secret), or send open frames when `None`
 /// (a cluster run with `--insecure`). Clients made afterwards use it.
@@ -697,6 +715,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decode_lattice, m)?)?;
     m.add_function(wrap_pyfunction!(function_key, m)?)?;
     m.add_function(wrap_pyfunction!(dag_key, m)?)?;
+    m.add_function(wrap_pyfunction!(instance_key, m)?)?;
     m.add("FUNCTIONS_KEY", compute::FUNCTIONS_KEY)?;
     m.add("DAGS_KEY", compute::DAGS_KEY)?;
     Ok(())

@@ -278,29 +278,159 @@ def load(code, is_class, name):
         raise
     except BaseException as e:
         return _error("BadFunction", e)
-    _register_source(obj)
+    _register_source(getattr(obj, "func", obj) if is_class else obj)
     if is_class:
+        _classes[name] = obj
         try:
             instance = obj()
         except CallTimeout:
             raise
         except BaseException as e:
-            return _error("Remote", e)
+            # A class whose __init__ takes arguments still serves named
+            # instances (each made with its own); a plain call fails so.
+            return ("ok", _Unmade(_error("Remote", e)))
         if callable(instance):
             return ("ok", instance)
         run = getattr(instance, "run", None)
         if callable(run):
             return ("ok", run)
+        # Still a class for named instances; a plain call fails so.
         return (
-            "error",
-            "BadFunction",
-            "TypeError",
-            f"class {type(instance).__name__} of {name!r} has neither __call__ nor run",
-            "",
+            "ok",
+            _Unmade(
+                (
+                    "error",
+                    "BadFunction",
+                    "TypeError",
+                    f"class {type(instance).__name__} of {name!r} has neither __call__ nor run "
+                    "(call methods of its named instances: client.instance(...))",
+                    "",
+                )
+            ),
         )
     if not callable(obj):
         return ("error", "BadFunction", "TypeError", f"{name!r} is not callable", "")
     return ("ok", obj)
+
+
+#: Registered classes by name, as unpickled (a class, or a
+#: ``functools.partial`` of one with its init arguments): named instances
+#: are made from them.
+_classes = {}
+
+#: Named instances this executor holds: state key -> (the state bytes they
+#: were last written as, the instance). Bounded; the least recently used
+#: is read from the KVS again when called.
+_instances = OrderedDict()
+MAX_INSTANCES = 1024
+
+
+class _Unmade:
+    """A class that could not be instantiated without arguments: calling
+    it (a plain call) fails with the error its ``__init__`` raised."""
+
+    def __init__(self, failed):
+        self.failed = failed
+
+    def __call__(self, *args, **kwargs):
+        raise _Failed(self.failed)
+
+
+class _Failed(Exception):
+    """Carries an error tuple out of a call."""
+
+    def __init__(self, failed):
+        super().__init__(failed[3])
+        self.failed = failed
+
+
+def _instance_state(obj):
+    getstate = getattr(obj, "__getstate__", None)
+    return getstate() if callable(getstate) else obj.__dict__
+
+
+def _instance_from(cls, state):
+    base = getattr(cls, "func", cls)
+    obj = base.__new__(base)
+    setstate = getattr(obj, "__setstate__", None)
+    if callable(setstate):
+        setstate(state)
+    else:
+        obj.__dict__.update(state)
+    return obj
+
+
+def _invoke_instance(name, key, payload, upstream, deadline):
+    """Calls a method of the named instance whose state is under `key`:
+    the arguments are ``(method, init, *args)``, `init` the
+    ``(init_args, init_kwargs)`` that make the instance if it has no state
+    yet (else ``None``: the class's registered ones). The state is read
+    (kept in memory while nobody else wrote it), the method called, and
+    the new state written back, acknowledged by a replica."""
+    import cloudpickle
+    import _squall_executor
+    from squall.lattices import Lww
+
+    cls = _classes.get(name)
+    if cls is None:
+        return ("error", "BadFunction", "TypeError", f"{name!r} is not a class: it has no named instances", "")
+    prepared = _arguments(payload, upstream, deadline)
+    if prepared[0] != "ok":
+        return prepared
+    inputs, args, kwargs = prepared[1]
+    if len(args) < 2 or not isinstance(args[0], str):
+        return (
+            "error",
+            "BadArguments",
+            "TypeError",
+            "an instance call's arguments are (method, init, *args)",
+            "",
+        )
+    method, init, args = args[0], args[1], args[2:]
+    try:
+        try:
+            stored = _squall_executor.get(key, True)
+        except Exception as e:
+            if not _missing(e):
+                raise
+            stored = None
+        data = getattr(stored, "value", None)
+        kept = _instances.get(key)
+        if data is None:
+            if init is not None:
+                init_args, init_kwargs = init
+                obj = getattr(cls, "func", cls)(*init_args, **init_kwargs)
+            else:
+                obj = cls()
+        elif kept is not None and kept[0] == data:
+            obj = kept[1]
+            _instances.move_to_end(key)
+        else:
+            obj = _instance_from(cls, cloudpickle.loads(data))
+        bound = getattr(obj, method, None)
+        if method.startswith("_") or not callable(bound):
+            return (
+                "error",
+                "BadArguments",
+                "AttributeError",
+                f"instance of {name!r} has no public method {method!r}",
+                "",
+            )
+        result = bound(*inputs, *args, **kwargs)
+        state = cloudpickle.dumps(_instance_state(obj))
+        _squall_executor.put(key, Lww(state), "one")
+        _instances[key] = (state, obj)
+        _instances.move_to_end(key)
+        while len(_instances) > MAX_INSTANCES:
+            _instances.popitem(last=False)
+        return ("ok", cloudpickle.dumps(result))
+    except CallTimeout:
+        _instances.pop(key, None)
+        return ("error", "Timeout", "Timeout", f"{name}.{method} did not finish before the call's deadline", "")
+    except BaseException as e:
+        # The instance in memory may be half changed: read it again.
+        _instances.pop(key, None)
+        return _error("Remote", e)
 
 
 def _is_reference(value):
@@ -496,13 +626,16 @@ def _arguments(payload, upstream, deadline, keywords=True):
     return ("ok", (inputs, args, kwargs))
 
 
-def invoke(fn, payload, upstream, deadline, name, call=""):
+def invoke(fn, payload, upstream, deadline, name, call="", instance=None):
     """Runs one call (see the module's documentation), capturing what it
     prints until `take_output`. (The capture is closed there, not here:
     this runs under the executor's memory cap, which may have just
-    refused an allocation.)"""
+    refused an allocation.) `instance`: the state key of the named
+    instance whose method is called."""
     global _capture
     _capture = _Capture(call, name)
+    if instance is not None:
+        return _invoke_instance(name, instance, payload, upstream, deadline)
     return _invoke(fn, payload, upstream, deadline, name)
 
 
@@ -523,6 +656,8 @@ def _invoke(fn, payload, upstream, deadline, name):
             f"{name} did not finish before the call's deadline",
             "",
         )
+    except _Failed as e:
+        return e.failed
     except BaseException as e:
         return _error("Remote", e)
     try:

@@ -70,6 +70,8 @@ pub struct CallEnv {
     /// The call this is a function of (what its output is tagged with in
     /// the executor's log).
     pub call: CallId,
+    /// A call of a method of a named instance: its state's key.
+    pub instance: Option<String>,
 }
 
 /// The writer identity of function `function` of call `id`, the same for

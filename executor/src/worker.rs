@@ -8,7 +8,7 @@
 
 use crate::job::{call_error, Job, JobDone};
 use crate::runtime::{CallInput, Ports, Runtime};
-use anna::protocol::compute::CallErrorKind;
+use anna::protocol::compute::{self, CallErrorKind};
 use anna::protocol::Address;
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc;
@@ -180,6 +180,14 @@ impl Worker {
         }
         if job.load_only {
             return Ok(Vec::new());
+        }
+        if job.env.instance.is_some() && job.code.runtime != compute::Runtime::Python {
+            return Err(call_error(
+                CallErrorKind::BadFunction,
+                "TypeError",
+                format!("{name} is not a Python class: it has no named instances"),
+                name,
+            ));
         }
         let input = CallInput {
             payload: &job.payload,

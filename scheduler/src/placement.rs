@@ -82,6 +82,23 @@ impl Registry {
             .fold(0u64, |sum, s| sum.saturating_add(*s))
     }
 
+    /// The executor that holds instance `instance` (its state's key):
+    /// the live executor with the highest hash of the key and its address
+    /// (rendezvous hashing), so every scheduler picks the same one, and an
+    /// executor's death moves only its own instances.
+    pub fn holder(&self, instance: &str) -> Option<Address> {
+        self.executors
+            .keys()
+            .max_by_key(|a| {
+                let mut bytes = Vec::with_capacity(instance.len() + a.as_str().len() + 1);
+                bytes.extend_from_slice(instance.as_bytes());
+                bytes.push(0);
+                bytes.extend_from_slice(a.as_str().as_bytes());
+                anna::ring::stable_hash(&bytes)
+            })
+            .cloned()
+    }
+
     /// The best executor for `function` with arguments referencing `refs`
     /// (preferring `follow`, the executor of the function it follows in a
     /// chain, and avoiding those in `siblings`, which hold functions of the
@@ -130,6 +147,16 @@ impl Registry {
     /// function finds no executor, nothing stays taken and `false` is
     /// returned.
     pub fn place(&mut self, plan: &mut Plan, limits: Limits) -> bool {
+        if let (Some(instance), [f]) = (&plan.instance, &mut plan.functions[..]) {
+            // An instance's calls all go to its holder, busy or not: it
+            // runs them one at a time.
+            let Some(executor) = self.holder(instance) else {
+                return false;
+            };
+            self.take(&executor);
+            f.executor = executor;
+            return true;
+        }
         let n = plan.functions.len();
         let (with_refs, without): (Vec<usize>, Vec<usize>) =
             (0..n).partition(|&i| !plan.functions[i].args.refs.is_empty());

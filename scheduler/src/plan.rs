@@ -37,6 +37,7 @@ pub(crate) fn single(req: CallRequest, deadline_ms: u64, scheduler: &Address) ->
         consistency: req.consistency,
         pinned: Default::default(),
         output: Vec::new(),
+        instance: req.instance,
     }
 }
 
@@ -124,6 +125,7 @@ pub(crate) fn dag(
         consistency: req.consistency,
         pinned: Default::default(),
         output: Vec::new(),
+        instance: None,
     })
 }
 

@@ -105,6 +105,7 @@ pub fn call(seq: u64, function: &str, refs: &[&str], timeout_ms: u32) -> Message
         timeout_ms,
         session: Default::default(),
         consistency: Default::default(),
+        instance: None,
     })
 }
 

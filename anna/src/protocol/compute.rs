@@ -235,6 +235,16 @@ pub struct CallRequest {
     /// least them (see [`crate::protocol::session`]).
     pub session: Session,
     pub consistency: Consistency,
+    /// A call of a method of the named instance of class `function`
+    /// whose state is kept under this key ([`instance_key`]): every call
+    /// of it goes to one executor (while the executors stay the same),
+    /// which runs them one at a time.
+    pub instance: Option<Key>,
+}
+
+/// The KVS key of the state of instance `name` of class `class`.
+pub fn instance_key(class: &str, name: &str) -> Key {
+    format!("{SYSTEM_PREFIX}instance/{class}/{name}")
 }
 
 /// "Call this DAG", to a scheduler.
@@ -298,6 +308,9 @@ pub struct Plan {
     /// (nothing printed: no entry), in the order they finished; the caller
     /// gets it with the result.
     pub output: Vec<CallOutput>,
+    /// A single call of a method of a named instance: its state's key
+    /// (see [`CallRequest::instance`]).
+    pub instance: Option<Key>,
 }
 
 /// What one function of a call wrote to its stdout and stderr (its
@@ -546,6 +559,7 @@ mod tests {
             consistency: Consistency::Lww,
             pinned: Session::default(),
             output: Vec::new(),
+            instance: None,
         };
         assert_eq!(plan.sources().collect::<Vec<_>>(), vec![0, 2]);
     }

@@ -482,6 +482,7 @@ fn plan() -> Plan {
         consistency: Consistency::RepeatableRead,
         pinned: Session::new(vec![("big-array".to_string(), deleted_counter())]),
         output: Vec::new(),
+        instance: None,
     }
 }
 
@@ -565,6 +566,7 @@ fn compute_messages() -> Vec<Message> {
             timeout_ms: u32::MAX,
             session: Session::default(),
             consistency: Consistency::Lww,
+            instance: None,
         }),
         Message::CallDag(DagCallRequest {
             id: CallId { caller: 1, seq: 2 },

@@ -149,6 +149,7 @@ fn caller(
                 timeout_ms: 120_000,
                 session: Default::default(),
                 consistency: Default::default(),
+                instance: None,
             });
             tx.send(scheduler, &call).map_err(io)?;
             pending.insert(seq, next);

@@ -61,7 +61,7 @@ from .futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, Future, as
 from .reference import Reference
 
 if TYPE_CHECKING:
-    from .client import Client, Dag, Function
+    from .client import Client, Dag, Function, Instance
 
 __version__ = "0.1.0"
 
@@ -72,6 +72,7 @@ __all__ = [
     "Future",
     "Function",
     "Dag",
+    "Instance",
     "Reference",
     "wait",
     "as_completed",
@@ -146,7 +147,7 @@ def connect(
 
 def __getattr__(name: str) -> Any:
     # `squall.Client` and the handles load the native module on first use.
-    if name in ("Client", "Function", "Dag"):
+    if name in ("Client", "Function", "Dag", "Instance"):
         from . import client
 
         return getattr(client, name)

@@ -6,6 +6,7 @@ first use.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import math
@@ -24,7 +25,7 @@ from .futures import GRACE_S, Future, _Completions, format_output
 from .lattices import Lww, Set
 from .reference import Reference
 
-__all__ = ["Client", "Future", "Function", "Dag"]
+__all__ = ["Client", "Future", "Function", "Dag", "Instance"]
 
 _SCHEMES = ("tcp://", "ipc://", "inproc://")
 
@@ -200,11 +201,85 @@ class Function(str):
     def call_async(self, *args: Any, **kwargs: Any) -> Future:
         return self._client.call_async(str(self), *args, **kwargs)
 
+    def instance(
+        self, name: str, init_args: Sequence[Any] = (), init_kwargs: Optional[Mapping[str, Any]] = None
+    ) -> "Instance":
+        """The named instance `name` of this class: see `Client.instance`."""
+        return self._client.instance(str(self), name, init_args, init_kwargs)
+
     def __reduce__(self):
         return (str, (str(self),))
 
     def __repr__(self) -> str:
         return f"<squall.Function {str(self)!r}>"
+
+
+class Instance:
+    """A named instance of a registered class, addressed by its name: its
+    methods are called like local ones (``acct.deposit(10)``, or
+    ``acct.call_async("deposit", 10)`` for a `Future`). Get one with
+    `Client.instance` (or ``handle.instance(name)``).
+
+    Every call of one instance goes to the one executor that holds it (the
+    same for every scheduler while the executors stay the same), which runs
+    them one at a time. Its state (its ``__dict__``, or what its
+    ``__getstate__`` returns) lives in the KVS under `key`, written back
+    after every call and acknowledged by a replica before the result
+    returns: when its executor dies, the next call is placed on another,
+    which reads the state from there. While the set of executors changes,
+    two executors may briefly both serve an instance; its state is then
+    the last written.
+    """
+
+    def __init__(self, client: "Client", cls: str, name: str, init: Optional[Tuple[tuple, dict]]) -> None:
+        self._client = client
+        self._cls = cls
+        self._name = name
+        self._init = init
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def key(self) -> str:
+        """The KVS key of its state."""
+        return _native.instance_key(self._cls, self._name)
+
+    def call(self, method: str, /, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> Any:
+        """Calls `method` with `args` and `kwargs` and returns its result
+        (errors as for `Client.call`)."""
+        return self.call_async(method, *args, timeout=timeout, **kwargs).result()
+
+    def call_async(
+        self, method: str, /, *args: Any, timeout: Optional[float] = None, **kwargs: Any
+    ) -> Future:
+        """Like `call`, but returns a `Future` at once."""
+        if not isinstance(method, str) or not method or method.startswith("_"):
+            raise ValueError(f"a method name, not {method!r} (private methods cannot be called)")
+        client = self._client
+        seconds = client._call_timeout if timeout is None else timeout
+        payload, refs, inputs = _pickle_args((method, self._init, *args), kwargs)
+        seq = client._native.call(
+            self._cls, payload, refs, _timeout_ms(seconds), client._consistency, True, self._name
+        )
+        return client._watch(seq, seconds, f"call of `{self._cls}[{self._name}].{method}`", inputs)
+
+    def state(self) -> Optional[Dict[str, Any]]:
+        """Its state as last written (``None`` before its first call)."""
+        return self._client.get(self.key)
+
+    def delete(self) -> None:
+        """Forgets its state: the next call makes it anew."""
+        self._client.delete(self.key)
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return functools.partial(self.call, method)
+
+    def __repr__(self) -> str:
+        return f"<squall.Instance {self._cls}[{self._name!r}]>"
 
 
 class Dag(str):
@@ -402,7 +477,6 @@ class Client:
         registered = fn_or_class
         if init_args or init_kwargs:
             # The executor makes the instance by calling what it unpickles.
-            import functools
 
             registered = functools.partial(fn_or_class, *init_args, **(init_kwargs or {}))
         code = _dumps_by_value(registered, origin=fn_or_class)
@@ -462,6 +536,29 @@ class Client:
         self._native.put(_native.function_key(name), Lww(record))
         self._native.put(_native.FUNCTIONS_KEY, _index_entry(name))
         return Function(name, self)
+
+    def instance(
+        self,
+        cls: str,
+        name: str,
+        init_args: Sequence[Any] = (),
+        init_kwargs: Optional[Mapping[str, Any]] = None,
+    ) -> Instance:
+        """The named instance `name` of the registered class `cls` (its
+        name or handle): an `Instance`, whose methods are called like local
+        ones. It is made, on its first call, as ``cls(*init_args,
+        **init_kwargs)`` (none given: with the arguments the class was
+        registered with); after that its state comes from the KVS, and
+        these are not used. Nothing is sent until a method is called.
+
+        Raises:
+            TypeError, ValueError: `name` is not a non-empty str.
+        """
+        name = _check_name(name, "instance")
+        init = None
+        if init_args or init_kwargs:
+            init = (tuple(init_args), dict(init_kwargs or {}))
+        return Instance(self, _check_name(str(cls), "class"), name, init)
 
     def delete_function(self, name: str) -> None:
         """Unregisters function `name`."""

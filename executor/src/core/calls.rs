@@ -294,6 +294,7 @@ impl ExecutorCore {
                     pinned: inv.plan.pinned.clone(),
                     writer: invocation_writer(inv.plan.id, inv.function),
                     call: inv.plan.id,
+                    instance: inv.plan.instance.clone(),
                 },
                 evict: std::mem::take(&mut self.evicted),
                 stale_values: Vec::new(),

@@ -67,6 +67,7 @@ fn plan(functions: Vec<PlannedFunction>, response_key: Option<&str>) -> Box<Plan
         consistency: Default::default(),
         pinned: Default::default(),
         output: Vec::new(),
+        instance: None,
     })
 }
 

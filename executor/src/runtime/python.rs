@@ -491,6 +491,9 @@ impl Runtime for PythonRuntime {
                 input.upstream.iter().map(|u| PyBytes::new(py, u)).collect();
             let kwargs = PyDict::new(py);
             let _ = kwargs.set_item("call", input.env.call.to_string());
+            if let Some(instance) = &input.env.instance {
+                let _ = kwargs.set_item("instance", instance);
+            }
             let args = (
                 callable.bind(py),
                 PyBytes::new(py, input.payload),

@@ -269,6 +269,7 @@ impl Harness {
             consistency: Default::default(),
             pinned: Default::default(),
             output: Vec::new(),
+            instance: None,
         }
     }
 

@@ -17,6 +17,8 @@
 //!   of keys on nodes and threads it implies.
 //! - [`config`]: helpers shared by every role's settings, and the
 //!   [`Limits`](config::Limits) every process enforces.
+//! - [`histogram`]: [`Histogram`](histogram::Histogram), fixed log-spaced
+//!   latency buckets every role records into and the monitor adds up.
 //! - [`ids`]: keys, addresses, request ids and node identities: a leaf
 //!   every other module names things with (the protocol and the cluster
 //!   state depend on it, not on each other).
@@ -40,6 +42,7 @@
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod histogram;
 pub mod ids;
 pub mod kvs;
 pub mod lattice;

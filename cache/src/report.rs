@@ -61,6 +61,7 @@ impl Cache {
             keys,
             hits: self.stats.hits,
             misses: self.stats.misses,
+            kvs: Box::new(self.client.figures().clone()),
         }
     }
 

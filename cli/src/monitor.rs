@@ -9,11 +9,13 @@
 //! monitor sends it `Message::Scale`, and has the provider repair the
 //! cluster every half second, so a storage node taking 20 s to hand its
 //! keys over never stalls the statistics; and, unless `--metrics off`, a
-//! small HTTP server answering `GET /metrics` with the Prometheus text the
-//! role sends it every period.
+//! small HTTP server (`dashboard.rs`) answering `GET /metrics` with the
+//! Prometheus text the role sends it every period, `GET /` with the
+//! dashboard and `GET /api/cluster` with its JSON.
 
 use crate::config::SquallConfig;
 use crate::roles::{signals, spawn_driver, stop_drivers, wait_for_signal};
+use crate::status::sayln;
 use anna::lattice::WriterId;
 use anna::protocol::monitor::MonitorStatus;
 use anna::protocol::{Address, Message};
@@ -23,9 +25,6 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use squall_monitor::{KubernetesProvider, Monitor, NodeKind, Outlets, Provider};
-use squall_transport::Receiver;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
@@ -51,7 +50,8 @@ pub struct MonitorArgs {
     /// Port to listen at (for `squall status`).
     #[arg(long)]
     pub(crate) port: u16,
-    /// Serve Prometheus metrics at this address (`HOST:PORT`), or `off`.
+    /// Serve Prometheus metrics (`/metrics`) and the dashboard (`/`,
+    /// `/api/cluster`) at this address (`HOST:PORT`), or `off`.
     #[arg(long, default_value = "127.0.0.1:9464")]
     pub(crate) metrics: String,
     /// A router to ask for the cluster state (repeat).
@@ -134,7 +134,7 @@ pub fn run_monitor(
             "inproc://squall-monitor-metrics-{}",
             std::process::id()
         ));
-        serve_metrics(&ctx, &args.metrics, &page)?;
+        crate::dashboard::serve(&ctx, &args.metrics, &page)?;
         outlets.metrics = Some(page);
     }
     let mut drivers = Vec::new();
@@ -244,55 +244,6 @@ impl Role for Actuator {
     }
 }
 
-/// Serves `GET /metrics` at `address` from a thread of its own, with the
-/// latest text the monitor sent to `page` (`Message::Metrics`).
-fn serve_metrics(ctx: &zmq::Context, address: &str, page: &Address) -> Result<()> {
-    let listener = TcpListener::bind(address)
-        .with_context(|| format!("binding the metrics endpoint at {address}"))?;
-    let mut texts = Receiver::bind(ctx, page).context("binding the metrics page socket")?;
-    std::thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || {
-            let mut latest = String::new();
-            for stream in listener.incoming().flatten() {
-                while let Ok(Some(msg)) = texts.recv(Some(Duration::ZERO)) {
-                    if let Message::Metrics { text } = msg {
-                        latest = text;
-                    }
-                }
-                if let Err(error) = answer(stream, &latest) {
-                    tracing::debug!(%error, "metrics request failed");
-                }
-            }
-        })
-        .context("spawning the metrics server")?;
-    Ok(())
-}
-
-fn answer(mut stream: TcpStream, page: &str) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line)?;
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (status, kind, body) =
-        if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
-            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", page)
-        } else {
-            (
-                "404 Not Found",
-                "text/plain; charset=utf-8",
-                "squall monitor: metrics are at GET /metrics\n",
-            )
-        };
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    stream.flush()
-}
-
 /// Asks a monitor what it sees and has decided.
 pub fn query_monitor(to: &Address, timeout: Duration) -> Result<MonitorStatus> {
     crate::status::ask(
@@ -311,7 +262,7 @@ pub fn print_status(to: &Address) {
     let status = match query_monitor(to, Duration::from_secs(2)) {
         Ok(s) => s,
         Err(e) => {
-            println!("monitor {to}: {e:#}");
+            sayln!("monitor {to}: {e:#}");
             return;
         }
     };
@@ -326,7 +277,7 @@ pub fn print_status(to: &Address) {
             }
         })
         .collect();
-    println!("monitor {to}: {}", tiers.join(", "));
+    sayln!("monitor {to}: {}", tiers.join(", "));
     for r in &status.storage {
         let hottest = r
             .hot_keys
@@ -334,7 +285,7 @@ pub fn print_status(to: &Address) {
             .map(|(k, n)| format!("  hottest {k:?} ({n})"))
             .unwrap_or_default();
         let secs = f64::from(r.epoch_ms.max(1)) / 1000.0;
-        println!(
+        sayln!(
             "  node {:<3} thread {:<2} busy {:>5.1}%  keys {:<8} bytes {:<10} {:>8.0} accesses/s{hottest}",
             r.node.0,
             r.thread,
@@ -346,7 +297,7 @@ pub fn print_status(to: &Address) {
     }
     for c in &status.compute.caches {
         let reads = (c.hits + c.misses).max(1) as f64;
-        println!(
+        sayln!(
             "  cache {:<10} hit rate {:>5.1}% ({} hits, {} misses)",
             c.node,
             100.0 * c.hits as f64 / reads,
@@ -355,14 +306,14 @@ pub fn print_status(to: &Address) {
         );
     }
     for (key, global, local) in &status.raised {
-        println!("  hot key {key:?}: replication raised to {global}/{local} (global/local)");
+        sayln!("  hot key {key:?}: replication raised to {global}/{local} (global/local)");
     }
     if status.events.is_empty() {
-        println!("  no decisions yet");
+        sayln!("  no decisions yet");
     } else {
-        println!("  recent decisions:");
+        sayln!("  recent decisions:");
         for e in status.events.iter().rev().take(10) {
-            println!(
+            sayln!(
                 "    {} {} {}: {}",
                 clock(e.at_ms),
                 e.policy,

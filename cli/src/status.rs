@@ -3,7 +3,9 @@
 //! [`query_compute`]), waiting at start-up until the cluster answers
 //! ([`wait_ready`], [`wait_compute_ready`]), and `squall status`, which
 //! prints the recorded processes and what the routers, storage threads,
-//! schedulers and the monitor report.
+//! schedulers and the monitor report; with `--watch`, again every interval
+//! until Ctrl-C, headed by each tier's throughput since the last frame
+//! (from the differences of the components' cumulative counters).
 
 use crate::config::SquallConfig;
 use crate::process::alive;
@@ -164,7 +166,100 @@ pub fn query(to: &Address, timeout: Duration) -> Result<Status> {
     )
 }
 
+/// Cumulative counters one frame of `squall status` read, for the next
+/// frame's rates.
+#[derive(Clone, Copy, Debug, Default)]
+struct Totals {
+    /// Gets, puts and deletes, summed over the storage threads.
+    kvs_ops: u64,
+    /// Calls completed, summed over the executors (each counted once,
+    /// however many schedulers report it).
+    calls: u64,
+}
+
+/// `squall status`: prints what the cluster reports, once.
 pub fn status(config: &SquallConfig, routers: &[Address]) -> Result<()> {
+    report(config, routers).map(|_| ())
+}
+
+/// `squall status --watch`: clears the terminal and prints the status
+/// every `interval` until interrupted, each frame headed by the KVS
+/// operations and calls a second since the frame before. A frame whose
+/// routers do not answer is printed all the same, and the watch goes on.
+pub fn watch(config: &SquallConfig, routers: &[Address], interval: Duration) -> Result<()> {
+    let mut last: Option<(Instant, Totals)> = None;
+    for frame in 1u64.. {
+        let started = Instant::now();
+        // Clear the screen and home the cursor, then one header line.
+        print!("\x1b[2J\x1b[H");
+        println!(
+            "squall status --watch: frame {frame}, every {:.1} s (Ctrl-C to stop)",
+            interval.as_secs_f64()
+        );
+        let mut out = Vec::new();
+        let totals = capture(&mut out, || report(config, routers));
+        let rates = match (&last, &totals) {
+            (Some((at, before)), Ok(now)) => {
+                let secs = started.duration_since(*at).as_secs_f64().max(1e-3);
+                let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / secs;
+                format!(
+                    "throughput: KVS {:.1} ops/s, functions {:.1} calls/s",
+                    rate(now.kvs_ops, before.kvs_ops),
+                    rate(now.calls, before.calls)
+                )
+            }
+            (None, Ok(_)) => "throughput: KVS - ops/s, functions - calls/s (next frame)".into(),
+            (_, Err(e)) => format!("throughput: unknown ({e:#})"),
+        };
+        println!("{rates}");
+        print!("{}", String::from_utf8_lossy(&out));
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        if let Ok(t) = totals {
+            last = Some((started, t));
+        }
+        std::thread::sleep(interval.saturating_sub(started.elapsed()));
+    }
+    Ok(())
+}
+
+/// `println!` for the status: see [`say`].
+macro_rules! sayln {
+    ($($t:tt)*) => {
+        $crate::status::say(format_args!($($t)*))
+    };
+}
+pub(crate) use sayln;
+
+thread_local! {
+    /// Where [`say`] writes: stdout, or a frame being assembled.
+    static FRAME: std::cell::RefCell<Option<Vec<u8>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with what it [`say`]s written to `out` instead of stdout, so
+/// a watch frame's rates can be printed above it.
+fn capture<T>(out: &mut Vec<u8>, f: impl FnOnce() -> T) -> T {
+    FRAME.with(|b| *b.borrow_mut() = Some(Vec::new()));
+    let result = f();
+    *out = FRAME.with(|b| b.borrow_mut().take()).unwrap_or_default();
+    result
+}
+
+/// Prints one line of the status: to stdout, or to the frame [`capture`]
+/// assembles.
+pub(crate) fn say(line: std::fmt::Arguments) {
+    FRAME.with(|b| match b.borrow_mut().as_mut() {
+        Some(buf) => {
+            use std::io::Write;
+            let _ = writeln!(buf, "{line}");
+        }
+        None => println!("{line}"),
+    });
+}
+
+/// Prints the status once; returns the counters read.
+fn report(config: &SquallConfig, routers: &[Address]) -> Result<Totals> {
+    let mut totals = Totals::default();
     let record = read_record(&config.cluster.state_dir).ok();
     let routers: Vec<Address> = if routers.is_empty() {
         record
@@ -178,7 +273,7 @@ pub fn status(config: &SquallConfig, routers: &[Address]) -> Result<()> {
         bail!("no router to ask: start a cluster with `squall up`, or pass --router ADDRESS");
     }
     if let Some(record) = &record {
-        println!(
+        sayln!(
             "processes (from {}):",
             state_file(&config.cluster.state_dir).display()
         );
@@ -198,7 +293,7 @@ pub fn status(config: &SquallConfig, routers: &[Address]) -> Result<()> {
                 (true, true) => "stopping",
                 (false, _) => "NOT RUNNING",
             };
-            println!(
+            sayln!(
                 "  {what:<12} pid {:<7} {state:<12} {}",
                 p.pid,
                 p.addresses.join(" ")
@@ -211,7 +306,7 @@ pub fn status(config: &SquallConfig, routers: &[Address]) -> Result<()> {
             Ok(status) => {
                 answered = true;
                 let state = &status.cluster;
-                println!(
+                sayln!(
                     "router {r}: ring version {}, frames dropped: malformed {} \
                      unauthenticated {} refused {}",
                     state.ring_version(),
@@ -224,22 +319,25 @@ pub fn status(config: &SquallConfig, routers: &[Address]) -> Result<()> {
                         MemberStatus::Up(info) => format!("up, {} thread(s)", info.threads.len()),
                         MemberStatus::Departed => "departed".to_string(),
                     };
-                    println!(
+                    sayln!(
                         "  node {:<4} incarnation {:<3} {status}",
-                        id.0, rec.incarnation
+                        id.0,
+                        rec.incarnation
                     );
                 }
             }
-            Err(e) => println!("router {r}: {e:#}"),
+            Err(e) => sayln!("router {r}: {e:#}"),
         }
     }
     if let Some(record) = &record {
-        println!("storage threads:");
+        sayln!("storage threads:");
         for node in &record.nodes {
             for a in &node.addresses {
                 match query(&Address(a.clone()), Duration::from_secs(1)) {
                     Ok(s) => {
-                        println!(
+                        totals.kvs_ops +=
+                            s.counter("gets") + s.counter("puts") + s.counter("deletes");
+                        sayln!(
                             "  {a:<24} keys {:<8} gets {:<10} puts {:<10} malformed {} \
                              unauthenticated {} refused {}",
                             s.counter("keys"),
@@ -253,7 +351,7 @@ pub fn status(config: &SquallConfig, routers: &[Address]) -> Result<()> {
                         if s.counter("disk_keys") + s.counter("demoted") > 0 {
                             let hits = s.counter("memory_hits") + s.counter("disk_hits");
                             let rate = |n: u64| 100.0 * n as f64 / hits.max(1) as f64;
-                            println!(
+                            sayln!(
                                 "  {:<24} memory {} keys, {} bytes ({:.1}% of reads) \
                                  | disk only {} keys, {} bytes ({:.1}%) | demoted {} promoted {}",
                                 "",
@@ -268,21 +366,27 @@ pub fn status(config: &SquallConfig, routers: &[Address]) -> Result<()> {
                             );
                         }
                     }
-                    Err(e) => println!("  {a:<24} {e:#}"),
+                    Err(e) => sayln!("  {a:<24} {e:#}"),
                 }
             }
         }
     }
     if let Some(record) = &record {
+        let mut calls = std::collections::BTreeMap::new();
         for s in record.scheduler_addresses() {
             match query_compute(&s, Duration::from_secs(2)) {
                 Ok(status) => {
-                    println!(
+                    for e in &status.executors {
+                        let n: u64 = e.calls.iter().map(|(_, n)| n).sum();
+                        calls.insert(e.executor.clone(), n);
+                    }
+                    sayln!(
                         "scheduler {s}: {} call(s) in flight, {} queued",
-                        status.in_flight, status.queued
+                        status.in_flight,
+                        status.queued
                     );
                     for e in &status.executors {
-                        println!(
+                        sayln!(
                             "  executor {:<24} {:<10} busy {:>5.1}% queue {:<4} warm [{}]",
                             e.executor.as_str(),
                             e.node,
@@ -292,7 +396,7 @@ pub fn status(config: &SquallConfig, routers: &[Address]) -> Result<()> {
                         );
                     }
                     for c in &status.caches {
-                        println!(
+                        sayln!(
                             "  cache    {:<24} {:<10} keys {:<6} hits {:<8} misses {}",
                             c.cache.as_str(),
                             c.node,
@@ -302,9 +406,10 @@ pub fn status(config: &SquallConfig, routers: &[Address]) -> Result<()> {
                         );
                     }
                 }
-                Err(e) => println!("scheduler {s}: {e:#}"),
+                Err(e) => sayln!("scheduler {s}: {e:#}"),
             }
         }
+        totals.calls = calls.values().sum();
         for m in record.monitor_addresses() {
             crate::monitor::print_status(&m);
         }
@@ -312,5 +417,5 @@ pub fn status(config: &SquallConfig, routers: &[Address]) -> Result<()> {
     if !answered {
         bail!("no router answered");
     }
-    Ok(())
+    Ok(totals)
 }

@@ -59,13 +59,21 @@
 //!   elasticity, hot keys, hot functions), each returning [`Decision`]s
 //!   that carry their event (what, why, the figures).
 //! - `metrics.rs`: the Prometheus text page.
+//! - `history.rs`: [`history::History`], a bounded ring of one sample per
+//!   period (throughput and p99 of both tiers) for the dashboard's plots.
+//! - `dashboard.rs`: the dashboard's JSON (`/api/cluster`).
+//! - `totals.rs`: figures of many roles added up (the schedulers' call
+//!   figures, latency per tier).
 //!
 pub mod config;
+pub mod dashboard;
+pub mod history;
 pub mod kubernetes;
 pub mod metrics;
 pub mod monitor;
 pub mod policy;
 pub mod provider;
+pub mod totals;
 
 pub use config::{HotFunctionPolicy, HotKeyPolicy, MonitorConfig, TierPolicy};
 pub use monitor::{Monitor, Outlets};

@@ -6,6 +6,8 @@
 //! component restarts, which Prometheus's `rate()` handles).
 
 use crate::monitor::Monitor;
+use anna::histogram::Histogram;
+use anna::protocol::compute::ComputeStatus;
 use std::fmt::Write;
 
 /// Escapes a label value: backslash, double quote and newline.
@@ -42,6 +44,116 @@ impl Page {
             self.0.push('}');
         }
         let _ = writeln!(self.0, " {value}");
+    }
+
+    /// One histogram's `_bucket{le=...}` (cumulative, in seconds), `_sum`
+    /// (seconds) and `_count` samples.
+    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram) {
+        let bucket = format!("{name}_bucket");
+        let buckets = h.cumulative().map(|(le, n)| (le.to_string(), n));
+        for (le, n) in buckets.chain([("+Inf".to_string(), h.count())]) {
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", &le));
+            self.sample(&bucket, &with_le, n as f64);
+        }
+        self.sample(&format!("{name}_sum"), labels, h.sum_micros as f64 / 1e6);
+        self.sample(&format!("{name}_count"), labels, h.count() as f64);
+    }
+}
+
+/// Latency histograms and error, timeout and retry counts of calls (from
+/// the schedulers and executors) and of the caches' KVS operations.
+fn render_latency(p: &mut Page, compute: &ComputeStatus) {
+    let calls = &compute.calls;
+    p.family(
+        "squall_call_duration_seconds",
+        "histogram",
+        "Calls of one function, from the scheduler's dispatch to the executor's CallDone.",
+    );
+    for (f, h) in &calls.functions {
+        p.histogram("squall_call_duration_seconds", &[("function", f)], h);
+    }
+    p.family(
+        "squall_dag_call_duration_seconds",
+        "histogram",
+        "DAG calls, from the scheduler's dispatch to the CallDone of the last sink.",
+    );
+    for (d, h) in &calls.dags {
+        p.histogram("squall_dag_call_duration_seconds", &[("dag", d)], h);
+    }
+    p.family(
+        "squall_call_errors_total",
+        "counter",
+        "Failed calls by error kind: failed by the scheduler itself, or by an executor.",
+    );
+    for (kind, n) in &calls.errors {
+        let labels = [("source", "scheduler"), ("kind", kind.as_str())];
+        p.sample("squall_call_errors_total", &labels, *n as f64);
+    }
+    let mut by_kind: Vec<(&str, u64)> = Vec::new();
+    for (kind, n) in compute.executors.iter().flat_map(|e| &e.errors) {
+        match by_kind.iter_mut().find(|(k, _)| k == kind) {
+            Some((_, total)) => *total += n,
+            None => by_kind.push((kind, *n)),
+        }
+    }
+    for (kind, n) in by_kind {
+        let labels = [("source", "executor"), ("kind", kind)];
+        p.sample("squall_call_errors_total", &labels, n as f64);
+    }
+    p.family(
+        "squall_call_timeouts_total",
+        "counter",
+        "Calls the schedulers failed with Timeout (queued, waiting for a DAG, or in flight).",
+    );
+    p.sample("squall_call_timeouts_total", &[], calls.timeouts as f64);
+    p.family(
+        "squall_call_retries_total",
+        "counter",
+        "Calls dispatched again after an executor died, and callers' resends of a call in flight.",
+    );
+    let retries = [
+        ("executor-died", calls.redispatches),
+        ("resend", calls.resends),
+    ];
+    for (reason, n) in retries {
+        p.sample("squall_call_retries_total", &[("reason", reason)], n as f64);
+    }
+    p.family(
+        "squall_kvs_op_duration_seconds",
+        "histogram",
+        "A compute node's cache's KVS operations, from the first attempt to the answer, by kind.",
+    );
+    for c in &compute.caches {
+        let ops = [
+            ("get", &c.kvs.get),
+            ("put", &c.kvs.put),
+            ("delete", &c.kvs.delete),
+        ];
+        for (op, h) in ops {
+            let labels = [("node", c.node.as_str()), ("op", op)];
+            p.histogram("squall_kvs_op_duration_seconds", &labels, h);
+        }
+    }
+    p.family(
+        "squall_kvs_op_retries_total",
+        "counter",
+        "Attempts of a cache's KVS operations sent again (timeout, wrong owner, older version).",
+    );
+    for c in &compute.caches {
+        let n = c.kvs.retries as f64;
+        p.sample("squall_kvs_op_retries_total", &[("node", &c.node)], n);
+    }
+    p.family(
+        "squall_kvs_op_failures_total",
+        "counter",
+        "A cache's KVS operations that failed: at their deadline (timeout) or otherwise (error).",
+    );
+    for c in &compute.caches {
+        for (kind, n) in [("timeout", c.kvs.timeouts), ("error", c.kvs.errors)] {
+            let labels = [("node", c.node.as_str()), ("kind", kind)];
+            p.sample("squall_kvs_op_failures_total", &labels, n as f64);
+        }
     }
 }
 
@@ -296,6 +408,7 @@ pub fn render(m: &Monitor) -> String {
         &[("state", "queued")],
         f64::from(compute.queued),
     );
+    render_latency(&mut p, compute);
 
     p.family(
         "squall_hot_keys_raised",

@@ -18,6 +18,7 @@
 //! `MonitorStatusRequest`, and counted for `/metrics`.
 
 use crate::config::MonitorConfig;
+use crate::history::{Figures, History, SPAN};
 use crate::policy::{
     self, Action, Decision, ExecutorFigures, KeyFigures, RaisedKey, TierFigures, TierState,
 };
@@ -78,6 +79,8 @@ pub struct Monitor {
     spread: BTreeMap<String, Time>,
     events: VecDeque<MonitorEvent>,
     decisions: BTreeMap<(String, String), u64>,
+    /// The last minutes of both tiers' throughput and latency.
+    history: History,
     /// Messages this monitor could not use.
     pub unexpected: u64,
 }
@@ -97,6 +100,7 @@ impl Monitor {
         writer: WriterId,
     ) -> Self {
         let client = ClientCore::new(client, me.clone(), routers.clone(), writer);
+        let history = History::new(SPAN, config.period);
         Monitor {
             config,
             me,
@@ -126,6 +130,7 @@ impl Monitor {
             spread: BTreeMap::new(),
             events: VecDeque::new(),
             decisions: BTreeMap::new(),
+            history,
             unexpected: 0,
         }
     }
@@ -159,28 +164,65 @@ impl Monitor {
     }
 
     /// The schedulers' compute status, merged: executors and caches once
-    /// each, calls in flight and queued summed.
+    /// each, calls in flight and queued summed, call figures added up.
     pub fn compute_status(&self) -> ComputeStatus {
         let mut caches = BTreeMap::new();
         let (mut in_flight, mut queued) = (0, 0);
+        let mut calls = Default::default();
         for (_, s) in self.compute.values() {
             for c in &s.caches {
                 caches.insert(c.cache.clone(), c.clone());
             }
             in_flight += s.in_flight;
             queued += s.queued;
+            crate::totals::add_calls(&mut calls, &s.calls);
         }
         ComputeStatus {
             executors: self.executors().into_iter().cloned().collect(),
             caches: caches.into_values().collect(),
             in_flight,
             queued,
+            calls,
         }
+    }
+
+    /// The last minutes of both tiers' throughput and latency.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// KVS operations a second over every storage thread's last epoch.
+    pub fn kvs_ops_per_second(&self) -> f64 {
+        // A fold from 0.0: an empty `sum()` of floats is -0.0.
+        self.storage_reports()
+            .map(|r| r.accesses as f64 / (f64::from(r.epoch_ms.max(1)) / 1000.0))
+            .fold(0.0, |a, r| a + r)
+    }
+
+    /// Adds this period's sample to the history.
+    fn sample(&mut self, now: Time) {
+        let compute = self.compute_status();
+        self.history.push(Figures {
+            at_ms: now.as_millis(),
+            kvs_ops: self.kvs_ops_per_second(),
+            kvs: crate::totals::kvs_latency(&compute.caches),
+            calls: self.rates.values().fold(0.0, |a, r| a + r),
+            call_latency: crate::totals::call_latency(&compute.calls),
+            in_flight: compute.in_flight,
+            queued: compute.queued,
+        });
     }
 
     /// Calls completed a second per function over the last period.
     pub fn function_rates(&self) -> &BTreeMap<String, f64> {
         &self.rates
+    }
+
+    /// Live storage nodes and their threads, as the routers last said.
+    pub fn live_storage(&self) -> impl Iterator<Item = (anna::protocol::NodeId, &[Address])> {
+        self.cluster
+            .live_nodes()
+            .map(|(id, n)| (id, n.threads.as_slice()))
     }
 
     /// Live storage nodes, as the routers last said.
@@ -329,9 +371,11 @@ impl Monitor {
             self.carry_out(now, d, out);
         }
         self.last_evaluation = Some(now);
+        self.sample(now);
         if let Some(to) = self.outlets.metrics.clone() {
             let text = crate::metrics::render(self);
-            out.send(to, Message::Metrics { text });
+            let dashboard = crate::dashboard::render(self, now);
+            out.send(to, Message::Metrics { text, dashboard });
         }
     }
 
@@ -620,7 +664,7 @@ mod tests {
                 .iter()
                 .rev()
                 .find_map(|(to, m)| match m {
-                    Message::Metrics { text } if to.as_str() == "metrics" => Some(text.clone()),
+                    Message::Metrics { text, .. } if to.as_str() == "metrics" => Some(text.clone()),
                     _ => None,
                 })
                 .unwrap_or_default()
@@ -779,10 +823,8 @@ mod tests {
             Message::ComputeStatusReply {
                 id: RequestId(12345),
                 status: ComputeStatus {
-                    executors: vec![],
-                    caches: vec![],
-                    in_flight: 0,
                     queued: 99,
+                    ..ComputeStatus::default()
                 },
             },
         );
@@ -801,9 +843,7 @@ mod tests {
         };
         let status = |r: ExecutorReport| ComputeStatus {
             executors: vec![r],
-            caches: vec![],
-            in_flight: 0,
-            queued: 0,
+            ..ComputeStatus::default()
         };
         let reply = |f: &mut Fixture, t: u64, r: ExecutorReport| {
             let sent = f.tick(secs(t));

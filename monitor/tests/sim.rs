@@ -141,7 +141,7 @@ fn a_crashed_storage_node_makes_the_monitor_ask_its_actuator_for_the_floor_again
         );
         let texts = sim.take_outside(&metrics);
         assert!(
-            texts.iter().any(|m| matches!(m, Message::Metrics { text } if text.contains("squall_nodes{kind=\"storage\",state=\"observed\"} 3"))),
+            texts.iter().any(|m| matches!(m, Message::Metrics { text, .. } if text.contains("squall_nodes{kind=\"storage\",state=\"observed\"} 3"))),
             "seed {seed}: no /metrics text with the three nodes"
         );
 

@@ -16,15 +16,19 @@ pub(crate) struct InFlight {
     /// executor: `(attempt, function, executor)`. A stale `CallDone`
     /// releases its entry; the rest are released when the call ends.
     pub retired: Vec<(u32, u16, Address)>,
+    /// When the call was first dispatched to an executor (kept across
+    /// re-dispatches), for its latency.
+    pub dispatched: Time,
 }
 
 impl InFlight {
-    pub fn new(plan: Plan, retired: Vec<(u32, u16, Address)>) -> Self {
+    pub fn new(plan: Plan, retired: Vec<(u32, u16, Address)>, dispatched: Time) -> Self {
         let done = vec![false; plan.functions.len()];
         InFlight {
             plan,
             done,
             retired,
+            dispatched,
         }
     }
 

@@ -61,7 +61,8 @@
 //!   executors and caches.
 //! - `plan.rs`: building and checking plans; `calls.rs`: calls in flight;
 //!   `dags.rs`: the DAG definition cache.
-//! - [`stats`][]: [`SchedulerStats`].
+//! - [`stats`][]: [`SchedulerStats`]; `figures.rs`: latency histograms
+//!   per function and per DAG, errors by kind, for the monitor.
 
 pub mod config;
 pub mod stats;
@@ -70,6 +71,7 @@ mod calls;
 mod dag_reads;
 mod dags;
 mod dispatch;
+mod figures;
 mod placement;
 mod plan;
 mod recovery;

@@ -67,7 +67,7 @@ impl Scheduler {
                 let mut plan = call.plan;
                 plan.attempt += 1;
                 if self.registry.place(&mut plan, self.limits()) {
-                    self.launch(plan, retired, out);
+                    self.launch(call.dispatched, plan, retired, out);
                 } else {
                     // No live executor is free: it waits first in line.
                     for (_, _, e) in &retired {

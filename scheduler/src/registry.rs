@@ -3,6 +3,7 @@
 //! outstanding on each, and the keys each node's cache holds.
 
 use anna::protocol::compute::{CacheReport, ComputeStatus, ExecutorReport};
+use anna::protocol::figures::KvsFigures;
 use anna::protocol::{Address, Key};
 use anna::role::StableHashMap;
 use anna::time::Time;
@@ -26,6 +27,8 @@ pub(crate) struct Cache {
     pub sizes: StableHashMap<Key, u64>,
     pub hits: u64,
     pub misses: u64,
+    /// The cache's own KVS figures, passed on to the monitor.
+    pub kvs: Box<KvsFigures>,
     pub last_heard: Time,
 }
 
@@ -81,6 +84,7 @@ impl Registry {
                 sizes,
                 hits: report.hits,
                 misses: report.misses,
+                kvs: report.kvs,
                 last_heard: now,
             },
         );
@@ -162,6 +166,7 @@ impl Registry {
                     keys,
                     hits: c.hits,
                     misses: c.misses,
+                    kvs: c.kvs.clone(),
                 }
             })
             .collect();
@@ -170,6 +175,7 @@ impl Registry {
             caches,
             in_flight,
             queued,
+            calls: Default::default(),
         }
     }
 }

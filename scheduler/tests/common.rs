@@ -65,6 +65,7 @@ pub fn report_of_boot(
         warm: warm.iter().map(|w| w.to_string()).collect(),
         calls: Vec::new(),
         boot,
+        errors: Vec::new(),
     })
 }
 
@@ -75,6 +76,7 @@ pub fn cache(node: &str, keys: &[(&str, u64)]) -> Message {
         keys: keys.iter().map(|(k, s)| (k.to_string(), *s)).collect(),
         hits: 0,
         misses: 0,
+        kvs: Default::default(),
     })
 }
 

@@ -14,6 +14,7 @@ use crate::cluster::{ClusterState, Placement, ReplicationFactor};
 use crate::lattice::{
     Hlc, KeyState, Lattice, LatticeKind, LatticeValue, Timestamp, TypeMismatch, WriterId,
 };
+use crate::protocol::figures::KvsFigures;
 use crate::protocol::{
     Ack, Address, Key, KeyOp, KvsError, KvsRequest, KvsResponse, Message, Outcome, RequestId,
     Session, SessionLog,
@@ -254,6 +255,10 @@ struct Op {
     /// Which replica of its key the operation tries first: consecutive
     /// operations start at consecutive replicas.
     turn: u64,
+    /// When it started, for its latency.
+    started: Time,
+    /// An attempt was sent: the next one is a retry.
+    sent: bool,
 }
 
 /// The client protocol as a state machine.
@@ -283,6 +288,9 @@ pub struct ClientCore {
     /// Operations refused before being sent, reported at the next tick.
     refused: Vec<Completion>,
     next: u64,
+    /// Latency per operation kind, retries, failures (see
+    /// [`ClientCore::figures`]).
+    figures: KvsFigures,
 }
 
 impl ClientCore {
@@ -306,6 +314,7 @@ impl ClientCore {
             batch: None,
             refused: Vec::new(),
             next: 0,
+            figures: KvsFigures::default(),
         }
     }
 
@@ -463,6 +472,8 @@ impl ClientCore {
             tried: Vec::new(),
             request: (RequestId(0), 0),
             turn: self.turns,
+            started: now,
+            sent: false,
         };
         self.ops.insert(id, op);
         self.attempt(now, id, out);
@@ -535,6 +546,10 @@ impl ClientCore {
         };
         op.tried.push(to.clone());
         op.at = Some(to.clone());
+        if op.sent {
+            self.figures.retries += 1;
+        }
+        op.sent = true;
         if is_write {
             let key = op.key.clone();
             self.remember_write(now, key, to.clone());
@@ -679,7 +694,7 @@ impl ClientCore {
                 };
                 if op.deadline <= op.attempt_deadline {
                     let key = op.key.clone();
-                    self.finish(id, Err(ClientError::NoNodes { key }), done);
+                    self.finish(now, id, Err(ClientError::NoNodes { key }), done);
                 }
             } else {
                 self.attempt(now, id, out);
@@ -732,7 +747,7 @@ impl ClientCore {
             }
             Outcome::Error(error) => Err(ClientError::from_kvs(key, error, || result_from(op))),
         };
-        self.finish(id, output, done);
+        self.finish(now, id, output, done);
     }
 
     /// A replica's state for a [`OpKind::Read`]: finished if what the
@@ -764,7 +779,7 @@ impl ClientCore {
             } else {
                 OpOutput::Value(merged.visible().map(|v| v.into_owned()))
             };
-            return self.finish(id, Ok(output), done);
+            return self.finish(now, id, Ok(output), done);
         }
         let untried = self
             .placement
@@ -783,12 +798,14 @@ impl ClientCore {
 
     fn finish(
         &mut self,
+        now: Time,
         id: OpId,
         result: Result<OpOutput, ClientError>,
         done: &mut Vec<Completion>,
     ) {
         if let Some(op) = self.ops.remove(&id) {
             self.by_request.remove(&op.request);
+            self.count(now, &op, &result);
             if let Ok(OpOutput::Written { epoch }) = &result {
                 match &op.kind {
                     OpKind::Put(v, _) => {
@@ -803,6 +820,29 @@ impl ClientCore {
             }
             done.push((id, result));
         }
+    }
+
+    /// Counts a finished operation's latency (from its start, retries
+    /// included) and its failure, if it failed.
+    fn count(&mut self, now: Time, op: &Op, result: &Result<OpOutput, ClientError>) {
+        let took = now.saturating_since(op.started);
+        let f = &mut self.figures;
+        match op.kind {
+            OpKind::Get | OpKind::Read(_) => f.get.record(took),
+            OpKind::Put(..) => f.put.record(took),
+            OpKind::Delete(..) => f.delete.record(took),
+        }
+        match result {
+            Ok(_) => {}
+            Err(ClientError::Timeout { .. }) => f.timeouts += 1,
+            Err(_) => f.errors += 1,
+        }
+    }
+
+    /// What this client counted since it was made: latency per operation
+    /// kind (reads of a whole state count as gets), retries, failures.
+    pub fn figures(&self) -> &KvsFigures {
+        &self.figures
     }
 
     /// Retries attempts that timed out and fails operations past their
@@ -825,7 +865,7 @@ impl ClientCore {
                         key: op.key.clone(),
                         tried: result_from(op),
                     };
-                    self.finish(id, Err(err), &mut done);
+                    self.finish(now, id, Err(err), &mut done);
                     continue;
                 }
                 // No replica asked: the cluster state never came.
@@ -844,7 +884,7 @@ impl ClientCore {
                     after: self.config.op_timeout,
                     tried: op.at.as_ref().map_or_else(no_router, |a| a.to_string()),
                 };
-                self.finish(id, Err(err), &mut done);
+                self.finish(now, id, Err(err), &mut done);
             } else {
                 self.attempt(now, id, out);
             }
@@ -960,6 +1000,7 @@ mod tests {
                 key: req.ops[0].key().clone(),
                 outcome,
             }],
+            hits: 0,
         };
         let done = core.handle(now, Message::KvsResponse(response), out);
         (to, done)
@@ -1132,6 +1173,7 @@ mod tests {
         let response = Message::KvsResponse(KvsResponse {
             id: req.id,
             results,
+            hits: 0,
         });
         let done = core.handle(now, response, &mut out);
         assert_eq!(

@@ -527,14 +527,14 @@ fn cache_report() -> CacheReport {
         keys: vec![("big-array".to_string(), 10 << 20)],
         hits: 10,
         misses: 2,
-        kvs: KvsFigures {
+        kvs: Box::new(KvsFigures {
             get: histogram(),
             put: Histogram::default(),
             delete: histogram(),
             retries: 3,
             timeouts: 1,
             errors: u64::MAX,
-        },
+        }),
     }
 }
 

@@ -209,6 +209,7 @@ mod tests {
                 caches: Vec::new(),
                 in_flight: 0,
                 queued: 0,
+                calls: Default::default(),
             },
             replicas: Vec::new(),
             raised: Vec::new(),

@@ -1,0 +1,46 @@
+//! Latency histograms and error counts the roles report to the monitor,
+//! for `/metrics` and the dashboard: a scheduler's calls ([`CallFigures`],
+//! in its `ComputeStatus`) and a KVS client's operations ([`KvsFigures`],
+//! a cache's in its `CacheReport`). Every figure counts since its role
+//! started; the monitor adds them up across roles.
+
+use crate::histogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// What a scheduler counted of the calls it placed, since it started.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallFigures {
+    /// Per function, calls of that one function (`Call`): from the
+    /// scheduler's dispatch to the executor (`Invoke`) to its `CallDone`.
+    pub functions: Vec<(String, Histogram)>,
+    /// Per DAG (`CallDag`): from dispatch to the `CallDone` of its last
+    /// sink.
+    pub dags: Vec<(String, Histogram)>,
+    /// Calls the scheduler failed itself, by error kind (`Timeout`,
+    /// `Overloaded`, `ExecutorDied`, ...), and calls an executor reported
+    /// failed (kind `Executor`; the executor's own figures say which).
+    pub errors: Vec<(String, u64)>,
+    /// Calls failed with `Timeout` (queued, waiting for a DAG, in flight).
+    pub timeouts: u64,
+    /// Calls dispatched again after an executor died.
+    pub redispatches: u64,
+    /// Repeated `Call`/`CallDag` of a call in flight: callers' resends.
+    pub resends: u64,
+}
+
+/// What a KVS client ([`crate::client::ClientCore`]) counted of its
+/// operations, since it started: from the first attempt to the answer
+/// (successful or not), per kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvsFigures {
+    pub get: Histogram,
+    pub put: Histogram,
+    pub delete: Histogram,
+    /// Attempts sent again (an attempt timed out, a replica was not the
+    /// owner, a replica answered an older version).
+    pub retries: u64,
+    /// Operations that failed at their deadline.
+    pub timeouts: u64,
+    /// Operations that failed otherwise.
+    pub errors: u64,
+}

@@ -25,7 +25,7 @@ SQUALL := target/release/squall
 # virtualenv's; redis-server is the peer the KVS benchmark (and its tests)
 # start, and redis-tools brings redis-cli and redis-benchmark to cross-check
 # it.
-APT_PACKAGES := g++ make pkg-config python3-dev python3-venv redis-server redis-tools
+APT_PACKAGES := g++ make pkg-config python3-dev python3-venv redis-server redis-tools chromium
 
 .PHONY: demo test setup build bench-kvs bench-durable bench-functions bench-consistency bench-autoscale test-faults clean help
 

@@ -423,7 +423,11 @@ fn over_cap<T>(
         }
     });
     match outcome {
-        Err(mut e) if e.type_name == "MemoryError" => {
+        // A refused allocation deep in the interpreter (a frame pushed on
+        // a full data stack, say) can surface as CPython's "error return
+        // without exception set" SystemError instead of MemoryError.
+        Err(mut e) if e.type_name == "MemoryError" || e.type_name == "SystemError" => {
+            e.type_name = "MemoryError".to_string();
             tracing::info!(
                 function,
                 cap = python_memory::cap(),

@@ -130,6 +130,7 @@ fn carriers(value: LatticeValue) -> Vec<Message> {
                 key: "k".to_string(),
                 outcome: Outcome::Value(value),
             }],
+            hits: 0,
         }),
     ]
 }

@@ -225,6 +225,7 @@ fn call_result_error_encoding_is_pinned() {
         }),
         written: anna::protocol::Session::default(),
         output: Vec::new(),
+        trace: None,
     });
     assert_golden(
         "call-result",
@@ -242,6 +243,7 @@ fn call_result_error_encoding_is_pinned() {
             "010166", // function Some("f")
             "00",     // written: no versions
             "00",     // output: none
+            "00",     // trace: none
         ),
     );
 }

@@ -84,6 +84,7 @@ fn answer() -> Message {
             key: "k".into(),
             outcome: Outcome::Stored { epoch: None },
         }],
+        hits: 0,
     })
 }
 

@@ -17,6 +17,8 @@ pub(crate) struct Pending {
     pub(crate) id: RequestId,
     pub(crate) results: Vec<KeyResult>,
     pub(crate) open: usize,
+    /// Reads answered from what the cache held.
+    pub(crate) hits: u32,
 }
 
 /// What a KVS operation of the embedded client is for.

@@ -59,6 +59,7 @@ impl Cache {
         let pending = self.fresh_pending();
         let mut results = Vec::with_capacity(ops.len());
         let mut open = 0;
+        let mut hits = 0;
         for (index, op) in ops.into_iter().enumerate() {
             let key = op.key().clone();
             let waiter = (pending, index);
@@ -72,9 +73,15 @@ impl Cache {
                 continue;
             }
             let outcome = match op {
-                KeyOp::Get { key } => self.get(now, key, None, OpKind::Get, waiter, out),
+                KeyOp::Get { key } => {
+                    let hit = self.get(now, key, None, OpKind::Get, waiter, out);
+                    hits += u32::from(hit.is_some());
+                    hit
+                }
                 KeyOp::ReadState { key, at_least } => {
-                    self.get(now, key, at_least, OpKind::ReadState, waiter, out)
+                    let hit = self.get(now, key, at_least, OpKind::ReadState, waiter, out);
+                    hits += u32::from(hit.is_some());
+                    hit
                 }
                 KeyOp::Put { key, value } => {
                     self.stats.puts += 1;
@@ -107,7 +114,10 @@ impl Cache {
             });
         }
         if open == 0 {
-            out.send(reply_to, Message::KvsResponse(KvsResponse { id, results }));
+            out.send(
+                reply_to,
+                Message::KvsResponse(KvsResponse { id, results, hits }),
+            );
         } else {
             self.pending.insert(
                 pending,
@@ -116,6 +126,7 @@ impl Cache {
                     id,
                     results,
                     open,
+                    hits,
                 },
             );
         }
@@ -241,6 +252,7 @@ impl Cache {
                     Message::KvsResponse(KvsResponse {
                         id: p.id,
                         results: p.results,
+                        hits: p.hits,
                     }),
                 );
             }

@@ -171,6 +171,7 @@ impl Caller {
                 session: self.core.session(),
                 consistency: Consistency::Lww,
                 instance: None,
+                trace: false,
             };
             out.send(self.scheduler.clone(), Message::Call(call));
             self.phase = Phase::Calling(self.round, expect, now + Duration::from_secs(4));
@@ -620,6 +621,7 @@ impl CountingCaller {
                     session: self.core.session(),
                     consistency: Consistency::Lww,
                     instance: None,
+                    trace: false,
                 };
                 out.send(self.scheduler.clone(), Message::Call(call));
                 self.calling = Some((self.seq, now + Duration::from_secs(4)));
@@ -1037,6 +1039,7 @@ impl DagCaller {
             timeout_ms: 1_000,
             session: self.core.session(),
             consistency: self.consistency,
+            trace: false,
         };
         out.send(addr("sched"), Message::CallDag(call));
         self.calling = Some((self.seq, now + Duration::from_millis(1_500)));

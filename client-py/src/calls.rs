@@ -17,8 +17,8 @@
 //! at once, with `Unavailable` naming the schedulers.
 
 use anna::protocol::compute::{
-    CallArgs, CallError, CallErrorKind, CallId, CallOutcome, CallOutput, CallRequest, Consistency,
-    DagCallRequest, DagChanged, ReplyTo,
+    CallArgs, CallError, CallErrorKind, CallId, CallOutcome, CallOutput, CallRequest, CallTrace,
+    Consistency, DagCallRequest, DagChanged, ReplyTo,
 };
 use anna::protocol::{Address, Message, RequestId, Session};
 use squall_py::lock;
@@ -89,9 +89,14 @@ fn unavailable(schedulers: &[Address]) -> String {
     )
 }
 
-/// A call's result as it arrived: its outcome, what the call wrote, and
-/// what its functions printed.
-pub type Arrived = (CallOutcome, Session, Vec<CallOutput>);
+/// A call's result as it arrived: its outcome, what the call wrote, what
+/// its functions printed, and where it spent its time (if asked).
+pub type Arrived = (
+    CallOutcome,
+    Session,
+    Vec<CallOutput>,
+    Option<Box<CallTrace>>,
+);
 
 #[derive(Default)]
 struct Filed {
@@ -286,6 +291,7 @@ impl Calls {
         consistency: Consistency,
         watched: bool,
         instance: Option<String>,
+        trace: bool,
     ) -> Result<u64, SendError> {
         let reply = self.reply_to();
         self.send(watched, |id| {
@@ -298,12 +304,14 @@ impl Calls {
                 session,
                 consistency,
                 instance,
+                trace,
             })
         })
     }
 
     /// Sends a call of DAG `dag`; returns its sequence number (`watched`
     /// as for [`Calls::call`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn call_dag(
         &self,
         dag: String,
@@ -312,6 +320,7 @@ impl Calls {
         session: Session,
         consistency: Consistency,
         watched: bool,
+        trace: bool,
     ) -> Result<u64, SendError> {
         let reply = self.reply_to();
         self.send(watched, |id| {
@@ -323,6 +332,7 @@ impl Calls {
                 timeout_ms,
                 session,
                 consistency,
+                trace,
             })
         })
     }
@@ -481,7 +491,7 @@ impl ReplyThread {
                 Ok(Some(Message::CallResult(result))) if result.id.caller == self.caller => {
                     shared.file(
                         result.id.seq,
-                        (result.outcome, result.written, result.output),
+                        (result.outcome, result.written, result.output, result.trace),
                     );
                 }
                 Ok(Some(Message::CancelAnswer { id, cancelled })) if id.caller == self.caller => {
@@ -539,7 +549,12 @@ impl ReplyThread {
                 };
                 shared.file(
                     seq,
-                    (CallOutcome::Error(error), Session::default(), Vec::new()),
+                    (
+                        CallOutcome::Error(error),
+                        Session::default(),
+                        Vec::new(),
+                        None,
+                    ),
                 );
             }
             return;

@@ -24,12 +24,12 @@ mod wasm;
 use anna::client::ClientConfig;
 use anna::lattice::LatticeValue;
 use anna::protocol::compute::{
-    self, CallArgs, CallOutcome, CallOutput, Dag, FunctionCode, Runtime, ValueKind,
+    self, CallArgs, CallOutcome, CallOutput, CallTrace, Dag, FunctionCode, Runtime, ValueKind,
 };
 use anna::protocol::Address;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use squall_py::{errors, lock, parse_ack, values, Store};
 use squall_transport::Endpoint;
 use std::time::Duration;
@@ -204,7 +204,7 @@ impl Client {
     /// `watched` call's result comes from `next_done`, not `wait`.
     /// `instance`: the call is of a method of the named instance of class
     /// `function` (see `squall.Instance`).
-    #[pyo3(signature = (function, payload, refs, timeout_ms, consistency, watched = false, instance = None))]
+    #[pyo3(signature = (function, payload, refs, timeout_ms, consistency, watched = false, instance = None, trace = false))]
     #[allow(clippy::too_many_arguments)]
     fn call(
         &self,
@@ -216,6 +216,7 @@ impl Client {
         consistency: &str,
         watched: bool,
         instance: Option<String>,
+        trace: bool,
     ) -> PyResult<u64> {
         let args = CallArgs { payload, refs };
         check_args(py, &function, &args)?;
@@ -232,6 +233,7 @@ impl Client {
                 consistency,
                 watched,
                 instance,
+                trace,
             )
             .map_err(|e| not_sent(py, &name, e))
     }
@@ -239,7 +241,8 @@ impl Client {
     /// Sends a call of DAG `dag` with `args`, a list of
     /// `(function, payload, refs)`, at `consistency`; returns its sequence
     /// number (`watched` as for `call`).
-    #[pyo3(signature = (dag, args, timeout_ms, consistency, watched = false))]
+    #[pyo3(signature = (dag, args, timeout_ms, consistency, watched = false, trace = false))]
+    #[allow(clippy::too_many_arguments)]
     fn call_dag(
         &self,
         py: Python<'_>,
@@ -248,6 +251,7 @@ impl Client {
         timeout_ms: u32,
         consistency: &str,
         watched: bool,
+        trace: bool,
     ) -> PyResult<u64> {
         let args: Vec<(String, CallArgs)> = args
             .into_iter()
@@ -260,7 +264,7 @@ impl Client {
         let session = self.kvs.session(py);
         let name = dag.clone();
         self.calls(py)?
-            .call_dag(dag, args, timeout_ms, session, consistency, watched)
+            .call_dag(dag, args, timeout_ms, session, consistency, watched, trace)
             .map_err(|e| not_sent(py, &name, e))
     }
 
@@ -273,8 +277,8 @@ impl Client {
 
     /// Waits up to `timeout_s` (forever if `None`) for call `seq`'s result,
     /// with the GIL released. Returns `None` if none arrived, else
-    /// `("value", bytes)` or `("error", kind, type_name, message,
-    /// traceback, function)`.
+    /// `("value", bytes, output, trace)` or `("error", kind, type_name, message,
+    /// traceback, function, output, trace)` (see `outcome_tuple`).
     #[pyo3(signature = (seq, timeout_s = None))]
     fn wait<'py>(
         &self,
@@ -286,10 +290,10 @@ impl Client {
         let calls = self.calls(py)?;
         let outcome = py.detach(|| calls.wait(seq, timeout));
         outcome
-            .map(|(o, written, output)| {
+            .map(|(o, written, output, trace)| {
                 // What the call wrote is this client's to read from now on.
                 self.kvs.record_written(&written);
-                outcome_tuple(py, o, output)
+                outcome_tuple(py, o, output, trace)
             })
             .transpose()
     }
@@ -307,9 +311,9 @@ impl Client {
         let arrived = py.detach(|| calls.next_done(timeout));
         arrived
             .into_iter()
-            .map(|(seq, (outcome, written, output))| {
+            .map(|(seq, (outcome, written, output, trace))| {
                 self.kvs.record_written(&written);
-                Ok((seq, outcome_tuple(py, outcome, output)?))
+                Ok((seq, outcome_tuple(py, outcome, output, trace)?))
             })
             .collect()
     }
@@ -355,17 +359,22 @@ fn parse_consistency(name: &str) -> PyResult<compute::Consistency> {
     name.parse().map_err(PyValueError::new_err)
 }
 
-/// A call's outcome as Python sees it: `("value", bytes, output)` or
-/// `("error", kind, type_name, message, traceback, function, output)`,
-/// `output` a list of `(function, text)` of what its functions printed.
+/// A call's outcome as Python sees it: `("value", bytes, output, trace)`
+/// or `("error", kind, type_name, message, traceback, function, output,
+/// trace)`, `output` a list of `(function, text)` of what its functions
+/// printed, `trace` `None` or a dict (see `trace_dict`).
 fn outcome_tuple(
     py: Python<'_>,
     outcome: CallOutcome,
     output: Vec<CallOutput>,
+    trace: Option<Box<CallTrace>>,
 ) -> PyResult<Bound<'_, PyTuple>> {
     let output: Vec<(String, String)> = output.into_iter().map(|o| (o.function, o.text)).collect();
+    let trace = trace.map(|t| trace_dict(py, &t)).transpose()?;
     match outcome {
-        CallOutcome::Value(bytes) => ("value", PyBytes::new(py, &bytes), output).into_pyobject(py),
+        CallOutcome::Value(bytes) => {
+            ("value", PyBytes::new(py, &bytes), output, trace).into_pyobject(py)
+        }
         CallOutcome::Error(e) => (
             "error",
             format!("{:?}", e.kind),
@@ -374,9 +383,37 @@ fn outcome_tuple(
             e.traceback,
             e.function,
             output,
+            trace,
         )
             .into_pyobject(py),
     }
+}
+
+/// A call's trace as a dict: `arrived` (seconds since the epoch, the
+/// scheduler's clock), `queued_ms` and `steps`, one dict per function
+/// (`function`, `executor`, `placed`, `waited_ms`, `ran_ms`, `reads`,
+/// `cache_hits`, `bytes_read`, `done`).
+fn trace_dict<'py>(py: Python<'py>, trace: &CallTrace) -> PyResult<Bound<'py, PyDict>> {
+    let ms = |us: u64| us as f64 / 1000.0;
+    let dict = PyDict::new(py);
+    dict.set_item("arrived", trace.arrived_us as f64 / 1e6)?;
+    dict.set_item("queued_ms", ms(trace.queued_us))?;
+    let steps = PyList::empty(py);
+    for s in &trace.steps {
+        let step = PyDict::new(py);
+        step.set_item("function", &s.function)?;
+        step.set_item("executor", s.executor.as_str())?;
+        step.set_item("placed", &s.placed)?;
+        step.set_item("waited_ms", ms(s.waited_us))?;
+        step.set_item("ran_ms", ms(s.ran_us))?;
+        step.set_item("reads", s.reads)?;
+        step.set_item("cache_hits", s.cache_hits)?;
+        step.set_item("bytes_read", s.bytes_read)?;
+        step.set_item("done", s.done)?;
+        steps.append(step)?;
+    }
+    dict.set_item("steps", steps)?;
+    Ok(dict)
 }
 
 /// Get, put and delete against ONE endpoint (a compute node's cache, which

@@ -285,10 +285,12 @@ def load(code, is_class, name):
             instance = obj()
         except CallTimeout:
             raise
-        except BaseException as e:
+        except TypeError as e:
             # A class whose __init__ takes arguments still serves named
             # instances (each made with its own); a plain call fails so.
             return ("ok", _Unmade(_error("Remote", e)))
+        except BaseException as e:
+            return _error("Remote", e)
         if callable(instance):
             return ("ok", instance)
         run = getattr(instance, "run", None)

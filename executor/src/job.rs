@@ -104,15 +104,26 @@ pub struct Effects {
     pub pinned: Session,
     /// What it printed (stdout, stderr, `logging`); empty if nothing.
     pub output: String,
+    /// Its reads through the node's cache (for a traced call).
+    pub reads: squall_transport::endpoint::Reads,
 }
 
 impl Effects {
+    /// Whether downstream functions (or the caller) learn anything from
+    /// them: writes, pins or output. (Reads only go into a trace.)
+    pub fn change_the_plan(&self) -> bool {
+        !self.written.is_empty() || !self.pinned.is_empty() || !self.output.is_empty()
+    }
+
     /// Adds `other`'s writes, pins (the first pin of a key wins) and
     /// output.
     pub fn add(&mut self, other: Effects) {
         self.written.join(&other.written);
         self.pinned.pin_all(&other.pinned);
         self.output.push_str(&other.output);
+        self.reads.reads += other.reads.reads;
+        self.reads.cache_hits += other.reads.cache_hits;
+        self.reads.bytes += other.reads.bytes;
     }
 }
 

@@ -94,6 +94,7 @@ impl CacheRoute {
                     written: net.endpoint.take_written(),
                     pinned: net.endpoint.take_pinned(),
                     output: String::new(),
+                    reads: net.endpoint.take_reads(),
                 }
             }),
             None => Effects::default(),

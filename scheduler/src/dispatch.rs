@@ -80,6 +80,9 @@ impl Scheduler {
     /// Places and invokes `plan`, or queues it if no executor is free
     /// (behind any call already waiting: the queue is first in, first out).
     fn admit(&mut self, now: Time, mut plan: Plan, out: &mut Outbox) {
+        if let Some(trace) = &mut plan.trace {
+            trace.arrived_us = now.as_micros();
+        }
         let limits = self.limits();
         if self.queue.is_empty() && self.registry.place(&mut plan, limits) {
             return self.launch(now, plan, Vec::new(), out);
@@ -154,10 +157,13 @@ impl Scheduler {
     pub(crate) fn launch(
         &mut self,
         dispatched: Time,
-        plan: Plan,
+        mut plan: Plan,
         retired: Vec<(u32, u16, Address)>,
         out: &mut Outbox,
     ) {
+        if let Some(trace) = &mut plan.trace {
+            trace.queued_us = dispatched.as_micros().saturating_sub(trace.arrived_us);
+        }
         for function in plan.sources() {
             let executor = plan.functions[usize::from(function)].executor.clone();
             let invoke = Message::Invoke {
@@ -319,6 +325,7 @@ impl Scheduler {
                 outcome,
                 written: Default::default(),
                 output: Vec::new(),
+                trace: None,
             }),
         );
     }

@@ -32,7 +32,7 @@
 //! placement.
 
 use crate::registry::{Executor, Registry};
-use anna::protocol::compute::Plan;
+use anna::protocol::compute::{Plan, PlannedFunction, TraceStep};
 use anna::protocol::{Address, Key};
 
 /// When an executor counts as overloaded.
@@ -111,7 +111,7 @@ impl Registry {
         follow: Option<&Address>,
         siblings: &[&Address],
         limits: Limits,
-    ) -> Option<Address> {
+    ) -> Option<(Address, Score)> {
         let scored: Vec<(&Address, Score)> = self
             .executors
             .iter()
@@ -137,7 +137,7 @@ impl Registry {
             .collect();
         let pick = tied[(self.turn % tied.len() as u64) as usize].clone();
         self.turn = self.turn.wrapping_add(1);
-        Some(pick)
+        Some((pick, best))
     }
 
     /// Assigns every function of `plan` an executor, counting each as
@@ -155,6 +155,9 @@ impl Registry {
             };
             self.take(&executor);
             f.executor = executor;
+            if let Some(trace) = &mut plan.trace {
+                trace.steps = vec![step(f, "holds the instance".to_string())];
+            }
             return true;
         }
         let n = plan.functions.len();
@@ -183,8 +186,19 @@ impl Registry {
                 Vec::new()
             };
             match self.choose(&f.name, &f.args.refs, follow, &siblings, limits) {
-                Some(executor) => {
+                Some((executor, score)) => {
                     self.take(&executor);
+                    if let Some(trace) = &mut plan.trace {
+                        if trace.steps.len() != n {
+                            trace.steps = plan
+                                .functions
+                                .iter()
+                                .map(|f| step(f, String::new()))
+                                .collect();
+                        }
+                        trace.steps[i].executor = executor.clone();
+                        trace.steps[i].placed = why(&score, self.executors.len());
+                    }
                     plan.functions[i].executor = executor;
                     placed[i] = true;
                 }
@@ -224,4 +238,36 @@ fn related(plan: &Plan, i: usize) -> Vec<bool> {
         }
     }
     seen
+}
+
+/// A traced function's step as placed, before it runs.
+fn step(f: &PlannedFunction, placed: String) -> TraceStep {
+    TraceStep {
+        function: f.name.clone(),
+        executor: f.executor.clone(),
+        placed,
+        ..TraceStep::default()
+    }
+}
+
+/// Why an executor with `score` was chosen among `of`, in words, for a
+/// call's trace.
+fn why(score: &Score, of: usize) -> String {
+    let (_, apart, local, follows, warm, outstanding) = score;
+    let mut reasons = Vec::new();
+    if *local > 0 {
+        reasons.push(format!("its cache holds {local} bytes of the references"));
+    }
+    if *follows {
+        reasons.push("runs the upstream function (no hop)".to_string());
+    }
+    if !apart {
+        reasons.push("every executor holds a parallel branch".to_string());
+    }
+    reasons.push(if *warm { "warm" } else { "cold" }.to_string());
+    reasons.push(format!(
+        "{} calls outstanding; best of {of} executors",
+        outstanding.0
+    ));
+    reasons.join("; ")
 }

@@ -38,6 +38,7 @@ pub(crate) fn single(req: CallRequest, deadline_ms: u64, scheduler: &Address) ->
         pinned: Default::default(),
         output: Vec::new(),
         instance: req.instance,
+        trace: req.trace.then(Default::default),
     }
 }
 
@@ -126,6 +127,7 @@ pub(crate) fn dag(
         pinned: Default::default(),
         output: Vec::new(),
         instance: None,
+        trace: req.trace.then(Default::default),
     })
 }
 

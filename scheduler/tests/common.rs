@@ -108,6 +108,7 @@ pub fn call(seq: u64, function: &str, refs: &[&str], timeout_ms: u32) -> Message
         session: Default::default(),
         consistency: Default::default(),
         instance: None,
+        trace: false,
     })
 }
 
@@ -123,6 +124,7 @@ pub fn call_dag(seq: u64, dag: &str, fn_args: &[(&str, CallArgs)]) -> Message {
         timeout_ms: 10_000,
         session: Default::default(),
         consistency: Default::default(),
+        trace: false,
     })
 }
 

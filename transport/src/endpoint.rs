@@ -24,6 +24,8 @@ pub struct Endpoint {
     written: Session,
     /// States read by pinned reads since the last [`Endpoint::take_pinned`].
     pinned: Session,
+    /// Reads since the last [`Endpoint::take_reads`].
+    reads: Reads,
     // Dropped last: sockets close before their context.
     _ctx: zmq::Context,
 }
@@ -45,6 +47,7 @@ impl Endpoint {
             tx: Sender::new(&ctx),
             written: Session::default(),
             pinned: Session::default(),
+            reads: Reads::default(),
             rx,
             _ctx: ctx,
         })
@@ -83,6 +86,7 @@ impl Endpoint {
             // Answers to earlier, timed-out requests are skipped.
             if let Some(Message::KvsResponse(r)) = self.rx.recv(Some(left)).map_err(transport)? {
                 if r.id == id {
+                    self.reads.cache_hits += r.hits;
                     let outcome = r.results.into_iter().next().map(|r| r.outcome);
                     return outcome.ok_or_else(|| {
                         ClientError::Transport(format!("{}: empty answer", self.target))
@@ -147,7 +151,9 @@ impl Endpoint {
             },
         };
         let outcome = self.request(op, Ack::FirstReplica)?;
-        self.check(key, outcome)
+        let value = self.check(key, outcome)?;
+        self.reads.count(value.as_ref());
+        Ok(value)
     }
 
     /// Merges `value` into `key`, acknowledged at `ack` (the client's
@@ -218,6 +224,7 @@ impl Endpoint {
         match self.request(op, Ack::FirstReplica)? {
             Outcome::State(state) => {
                 let value = state.visible().map(|v| v.into_owned());
+                self.reads.count(value.as_ref());
                 // A key absent at its first read is not pinned: a
                 // reference to it waits for it to appear, as in any call.
                 if value.is_some() {
@@ -229,9 +236,31 @@ impl Endpoint {
         }
     }
 
+    /// The reads made since the last take (for a traced call).
+    pub fn take_reads(&mut self) -> Reads {
+        std::mem::take(&mut self.reads)
+    }
+
     /// The states pinned since the last take.
     pub fn take_pinned(&mut self) -> Session {
         std::mem::take(&mut self.pinned)
+    }
+}
+
+/// What an endpoint's reads came to: how many, how many the endpoint (a
+/// compute node's cache) answered from what it held, and the bytes of
+/// the values returned (approximately: their in-memory size).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reads {
+    pub reads: u32,
+    pub cache_hits: u32,
+    pub bytes: u64,
+}
+
+impl Reads {
+    fn count(&mut self, value: Option<&LatticeValue>) {
+        self.reads += 1;
+        self.bytes += value.map_or(0, |v| v.approx_bytes() as u64);
     }
 }
 

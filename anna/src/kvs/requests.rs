@@ -197,6 +197,7 @@ impl Requests {
                 Message::KvsResponse(KvsResponse {
                     id: p.client_id,
                     results: p.results,
+                    hits: 0,
                 }),
             );
         }
@@ -358,7 +359,14 @@ impl StorageWorker {
             results.push(KeyResult { key, outcome });
         }
         if opened.is_empty() {
-            out.send(reply_to, Message::KvsResponse(KvsResponse { id, results }));
+            out.send(
+                reply_to,
+                Message::KvsResponse(KvsResponse {
+                    id,
+                    results,
+                    hits: 0,
+                }),
+            );
             return;
         }
         let deadline = now + self.config.ack_timeout;

@@ -240,6 +240,9 @@ pub struct CallRequest {
     /// of it goes to one executor (while the executors stay the same),
     /// which runs them one at a time.
     pub instance: Option<Key>,
+    /// Return where the call spent its time with its result
+    /// ([`CallResult::trace`]).
+    pub trace: bool,
 }
 
 /// The KVS key of the state of instance `name` of class `class`.
@@ -260,6 +263,8 @@ pub struct DagCallRequest {
     /// See [`CallRequest::session`]; the DAG record is read at least at it.
     pub session: Session,
     pub consistency: Consistency,
+    /// See [`CallRequest::trace`].
+    pub trace: bool,
 }
 
 /// One function of a [`Plan`].
@@ -311,6 +316,42 @@ pub struct Plan {
     /// A single call of a method of a named instance: its state's key
     /// (see [`CallRequest::instance`]).
     pub instance: Option<Key>,
+    /// Where the call spent its time so far, when its caller asked.
+    pub trace: Option<Box<CallTrace>>,
+}
+
+/// Where one call spent its time: returned with its result when the
+/// caller asked ([`CallRequest::trace`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallTrace {
+    /// When the scheduler received the call (microseconds since the Unix
+    /// epoch, the scheduler's clock).
+    pub arrived_us: u64,
+    /// How long it waited in the scheduler's queue for a free executor.
+    pub queued_us: u64,
+    /// One per function of the call, in the plan's order.
+    pub steps: Vec<TraceStep>,
+}
+
+/// One function of a traced call.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceStep {
+    pub function: String,
+    /// The executor that ran it.
+    pub executor: Address,
+    /// Why the scheduler placed it there.
+    pub placed: String,
+    /// Time in the executor's queue (and fetching its code), microseconds.
+    pub waited_us: u64,
+    /// Time it ran, microseconds.
+    pub ran_us: u64,
+    /// Its reads through the node's cache, how many the cache answered from
+    /// what it held, and the bytes they returned.
+    pub reads: u32,
+    pub cache_hits: u32,
+    pub bytes_read: u64,
+    /// Whether it has finished (the other fields are final).
+    pub done: bool,
 }
 
 /// What one function of a call wrote to its stdout and stderr (its
@@ -406,6 +447,8 @@ pub struct CallResult {
     pub written: Session,
     /// What the call's functions printed (see [`Plan::output`]).
     pub output: Vec<CallOutput>,
+    /// Where the call spent its time, if its caller asked.
+    pub trace: Option<Box<CallTrace>>,
 }
 
 /// What an executor tells the schedulers every report period. It is also
@@ -561,6 +604,7 @@ mod tests {
             pinned: Session::default(),
             output: Vec::new(),
             instance: None,
+            trace: None,
         };
         assert_eq!(plan.sources().collect::<Vec<_>>(), vec![0, 2]);
     }

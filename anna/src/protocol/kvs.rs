@@ -92,6 +92,9 @@ pub struct KvsRequest {
 pub struct KvsResponse {
     pub id: RequestId,
     pub results: Vec<KeyResult>,
+    /// Of its reads, how many a compute node's cache answered from what it
+    /// held (storage nodes say 0): for traced calls.
+    pub hits: u32,
 }
 
 /// The result of one [`KeyOp`].

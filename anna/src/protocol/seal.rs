@@ -673,6 +673,7 @@ impl Message {
                 outcome,
                 written: Default::default(),
                 output: Vec::new(),
+                trace: None,
             };
             Some((to.clone(), Message::CallResult(result)))
         };
@@ -691,6 +692,7 @@ impl Message {
                 let response = KvsResponse {
                     id: request.id,
                     results,
+                    hits: 0,
                 };
                 Some((request.reply_to.clone(), Message::KvsResponse(response)))
             }

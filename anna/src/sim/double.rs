@@ -166,6 +166,7 @@ impl KvsDouble {
             let response = KvsResponse {
                 id: req.id,
                 results,
+                hits: 0,
             };
             return (req.reply_to, Message::KvsResponse(response));
         }

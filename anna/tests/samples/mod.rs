@@ -323,6 +323,7 @@ pub fn sample_messages() -> Vec<Message> {
                     }),
                 ),
             ],
+            hits: 3,
         }),
         Message::Gossip(Gossip {
             from: Address::from("tcp://10.0.0.1:6000"),
@@ -483,6 +484,7 @@ fn plan() -> Plan {
         pinned: Session::new(vec![("big-array".to_string(), deleted_counter())]),
         output: Vec::new(),
         instance: None,
+        trace: None,
     }
 }
 
@@ -567,6 +569,7 @@ fn compute_messages() -> Vec<Message> {
             session: Session::default(),
             consistency: Consistency::Lww,
             instance: None,
+            trace: false,
         }),
         Message::CallDag(DagCallRequest {
             id: CallId { caller: 1, seq: 2 },
@@ -579,12 +582,14 @@ fn compute_messages() -> Vec<Message> {
             timeout_ms: 1000,
             session: plan().session,
             consistency: Consistency::RepeatableRead,
+            trace: false,
         }),
         Message::CallResult(CallResult {
             id: CallId { caller: 1, seq: 1 },
             outcome: CallOutcome::Value(vec![0x80, 4, 0x4b, 4, 0x2e]),
             written: Session::default(),
             output: Vec::new(),
+            trace: None,
         }),
         Message::CallDone {
             id: CallId { caller: 1, seq: 1 },
@@ -653,6 +658,7 @@ fn compute_messages() -> Vec<Message> {
             }),
             written: plan().written,
             output: Vec::new(),
+            trace: None,
         })
     }));
     msgs

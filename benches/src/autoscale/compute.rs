@@ -150,6 +150,7 @@ fn caller(
                 session: Default::default(),
                 consistency: Default::default(),
                 instance: None,
+                trace: false,
             });
             tx.send(scheduler, &call).map_err(io)?;
             pending.insert(seq, next);

@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import cloudpickle
 
-from . import _native
+from . import _native, _source
 from .errors import InvalidModuleError, SquallError
 from .errors import CallTimeoutError, ClusterNotFoundError, UnknownFunctionError, call_error
 from .futures import GRACE_S, Future, _Completions, format_output
@@ -172,7 +172,7 @@ def _collect(native: "_native.Client", seq: int, deadline: float, what: str) -> 
         raise CallTimeoutError(f"{what}: no answer before the call's deadline", type_name="Timeout")
     if got[0] == "value":
         return cloudpickle.loads(got[1])
-    _, kind, type_name, message, traceback, function, output = got
+    _, kind, type_name, message, traceback, function, output, _ = got
     error = call_error(kind, type_name, message, traceback, function)
     error.logs = format_output(output)
     raise error
@@ -479,7 +479,7 @@ class Client:
             # The executor makes the instance by calling what it unpickles.
 
             registered = functools.partial(fn_or_class, *init_args, **(init_kwargs or {}))
-        code = _dumps_by_value(registered, origin=fn_or_class)
+        code = _dumps_by_value(_source.attach(registered), origin=fn_or_class)
         record = _native.encode_function(code, is_class)
         self._native.put(_native.function_key(name), Lww(record))
         self._native.put(_native.FUNCTIONS_KEY, _index_entry(name))
@@ -624,19 +624,33 @@ class Client:
         *args: Any,
         timeout: Optional[float] = None,
         consistency: Optional[str] = None,
+        trace: bool = False,
         **kwargs: Any,
     ) -> Future:
         """Like `call`, but returns a `Future` at once (see
         `squall.Future`). A pending `Future` among the top-level arguments
-        is waited for on the executor, not here."""
+        is waited for on the executor, not here. With ``trace=True`` the
+        result comes with where the call spent its time: see
+        `Future.trace` (a parameter named `trace` cannot be passed to the
+        function by keyword here)."""
         seconds = self._call_timeout if timeout is None else timeout
-        return self._send_async(name, args, kwargs, seconds, self._level(consistency))
+        return self._send_async(
+            name, args, kwargs, seconds, self._level(consistency), trace=trace
+        )
 
     def _send_async(
-        self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any], seconds: float, level: str
+        self,
+        name: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        seconds: float,
+        level: str,
+        trace: bool = False,
     ) -> Future:
         payload, refs, inputs = _pickle_args(args, kwargs)
-        seq = self._native.call(str(name), payload, refs, _timeout_ms(seconds), level, True)
+        seq = self._native.call(
+            str(name), payload, refs, _timeout_ms(seconds), level, True, None, trace
+        )
         return self._watch(seq, seconds, f"call of `{name}`", inputs)
 
     def _watch(self, seq: int, seconds: float, what: str, inputs: List[Future]) -> Future:
@@ -720,17 +734,25 @@ class Client:
         args: Optional[Mapping[str, Sequence[Any]]] = None,
         timeout: Optional[float] = None,
         consistency: Optional[str] = None,
+        trace: bool = False,
     ) -> Future:
         """Like `call_dag`, but returns a `Future` at once. Pending futures
-        among a function's arguments are waited for on the executor."""
+        among a function's arguments are waited for on the executor.
+        `trace` as for `call_async`."""
         seconds = self._call_timeout if timeout is None else timeout
         wire, inputs = _dag_args(args)
-        return self._send_dag(name, wire, inputs, seconds, self._level(consistency))
+        return self._send_dag(name, wire, inputs, seconds, self._level(consistency), trace)
 
     def _send_dag(
-        self, name: str, wire: List[Any], inputs: List[Future], seconds: float, level: str
+        self,
+        name: str,
+        wire: List[Any],
+        inputs: List[Future],
+        seconds: float,
+        level: str,
+        trace: bool = False,
     ) -> Future:
-        seq = self._native.call_dag(str(name), wire, _timeout_ms(seconds), level, True)
+        seq = self._native.call_dag(str(name), wire, _timeout_ms(seconds), level, True, trace)
         return self._watch(seq, seconds, f"call of DAG `{name}`", inputs)
 
     # -- misc ---------------------------------------------------------------

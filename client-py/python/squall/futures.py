@@ -89,6 +89,7 @@ class Future(_cf.Future):
         # this one is done).
         self._inputs: List["Future"] = []
         self._output: List[Tuple[str, str]] = []
+        self._trace: Optional[Dict[str, Any]] = None
 
     def result(self, timeout: Optional[float] = None) -> Any:
         try:
@@ -107,6 +108,23 @@ class Future(_cf.Future):
                 f"{self._what}: no result within {timeout} s (still pending)",
                 type_name="Timeout",
             ) from None
+
+    def trace(self, timeout: Optional[float] = None) -> Optional[Dict[str, Any]]:
+        """Where the call spent its time, once done, if it was made with
+        ``trace=True`` (else ``None``): a dict with ``queued_ms`` (waiting
+        in the scheduler's queue for a free executor), ``arrived`` (when
+        the scheduler got it, seconds since the epoch) and ``steps``, one
+        dict per function: ``function``, ``executor``, ``placed`` (why the
+        scheduler chose that executor), ``waited_ms`` (in the executor's
+        queue, code fetch included), ``ran_ms``, ``reads``, ``cache_hits``
+        (reads the node's cache answered from what it held), ``bytes_read``
+        and ``done`` (``False`` for a function that never ran: an upstream
+        one failed)."""
+        try:
+            self.exception(timeout)
+        except _cf.CancelledError:
+            return None
+        return self._trace
 
     @property
     def call_id(self) -> str:
@@ -257,7 +275,7 @@ class _Completions:
 
         data = None
         if outcome is not None:
-            future._output = outcome[-1]
+            future._output, future._trace = outcome[-2], outcome[-1]
         if error is None and outcome[0] == "value":
             data = outcome[1]
             try:
@@ -265,7 +283,7 @@ class _Completions:
             except BaseException as e:  # a result this client cannot unpickle
                 error = call_error("BadArguments", type(e).__name__, f"{future._what}: {e}")
         elif error is None:
-            _, kind, type_name, message, traceback, function, output = outcome
+            _, kind, type_name, message, traceback, function, output, _ = outcome
             error = call_error(kind, type_name, message, traceback, function)
             error.logs = format_output(output)
         if future._export_key is not None and future._consumers > 0:

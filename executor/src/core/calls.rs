@@ -26,6 +26,10 @@ pub(super) struct Invocation {
     pub function: u16,
     pub upstream: Vec<Vec<u8>>,
     pub deadline_ms: u64,
+    /// When it joined this executor's queue, and when it started running
+    /// (for a traced call's timings).
+    pub enqueued: Time,
+    pub started: Option<Time>,
 }
 
 impl Invocation {
@@ -100,6 +104,8 @@ impl ExecutorCore {
             function,
             upstream: Vec::new(),
             deadline_ms,
+            enqueued: now,
+            started: None,
         };
         self.enqueue(now, inv, out);
     }
@@ -133,6 +139,7 @@ impl ExecutorCore {
                 plan.written.clone(),
                 plan.pinned.clone(),
                 plan.output.clone(),
+                plan.trace.clone(),
             )
         });
         if first {
@@ -155,13 +162,21 @@ impl ExecutorCore {
             return;
         }
         pending.results[position] = Some(result);
-        if let Some((written, pinned, output)) = later {
+        if let Some((written, pinned, output, trace)) = later {
             // Every upstream function's writes are read at least, its pins
             // hold (the first pin of a key wins), and its output reaches
             // the caller once.
             let plan = Arc::make_mut(&mut pending.plan);
             plan.written.join(&written);
             plan.pinned.pin_all(&pinned);
+            if let (Some(mine), Some(theirs)) = (plan.trace.as_deref_mut(), trace) {
+                // Each upstream function's step, as its own plan has it.
+                for (m, t) in mine.steps.iter_mut().zip(theirs.steps) {
+                    if t.done && !m.done {
+                        *m = t;
+                    }
+                }
+            }
             for o in output {
                 if !plan.output.contains(&o) {
                     plan.output.push(o);
@@ -180,6 +195,8 @@ impl ExecutorCore {
             function,
             upstream: pending.results.into_iter().flatten().collect(),
             deadline_ms: pending.deadline_ms,
+            enqueued: now,
+            started: None,
         };
         self.enqueue(now, inv, out);
     }
@@ -308,6 +325,10 @@ impl ExecutorCore {
             };
             // The call loads the code itself: a prewarm's load is moot.
             self.loads.retain(|n| *n != job.function);
+            let inv = Invocation {
+                started: Some(now),
+                ..inv
+            };
             self.running = Some(Running {
                 seq: job.seq,
                 deadline_ms: inv.deadline_ms,
@@ -363,7 +384,10 @@ impl ExecutorCore {
         effects: Effects,
         out: &mut Outbox,
     ) {
-        if effects != Effects::default() {
+        if inv.plan.trace.is_some() {
+            record_step(now, &mut inv, &effects);
+        }
+        if effects.change_the_plan() {
             let name = inv.plan.functions[inv.function as usize].name.clone();
             add_effects(&mut inv.plan, &name, effects);
         }
@@ -458,6 +482,7 @@ impl ExecutorCore {
             outcome,
             written: plan.written.clone(),
             output: plan.output.clone(),
+            trace: plan.trace.clone(),
         };
         out.send(plan.reply.address.clone(), Message::CallResult(result));
     }
@@ -540,6 +565,26 @@ fn read_session(plan: &Plan) -> Session {
     let mut session = plan.session.clone();
     session.join(&plan.written);
     session
+}
+
+/// Fills a traced call's step of `inv`'s function: its time in the queue
+/// and running, and its reads.
+fn record_step(now: Time, inv: &mut Invocation, effects: &Effects) {
+    let (function, enqueued, started) = (inv.function as usize, inv.enqueued, inv.started);
+    let plan = Arc::make_mut(&mut inv.plan);
+    let Some(trace) = plan.trace.as_deref_mut() else {
+        return;
+    };
+    let Some(step) = trace.steps.get_mut(function) else {
+        return;
+    };
+    let began = started.unwrap_or(now);
+    step.waited_us = began.saturating_since(enqueued).as_micros() as u64;
+    step.ran_us = started.map_or(0, |s| now.saturating_since(s).as_micros() as u64);
+    step.reads = effects.reads.reads;
+    step.cache_hits = effects.reads.cache_hits;
+    step.bytes_read = effects.reads.bytes;
+    step.done = true;
 }
 
 /// Adds a function's effects to the plan its downstream functions (and

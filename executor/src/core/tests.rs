@@ -68,6 +68,7 @@ fn plan(functions: Vec<PlannedFunction>, response_key: Option<&str>) -> Box<Plan
         pinned: Default::default(),
         output: Vec::new(),
         instance: None,
+        trace: None,
     })
 }
 

@@ -270,6 +270,7 @@ impl Harness {
             pinned: Default::default(),
             output: Vec::new(),
             instance: None,
+            trace: None,
         }
     }
 

@@ -200,7 +200,7 @@ fn under_repeatable_read_the_first_read_of_a_key_is_pinned_for_the_functions_dow
     let effects = Effects {
         written: Session::default(),
         pinned: pinned.clone(),
-        output: String::new(),
+        ..Effects::default()
     };
     let mut out = Outbox::default();
     let done = JobDone {

@@ -1,0 +1,77 @@
+"""Traced calls: where a call spent its time comes back with its result
+when asked (`trace=True`): the scheduler's queue and placement, each
+function's wait, run time and reads through its node's cache."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import squall
+
+
+def reader(value, pause):
+    time.sleep(pause)
+    return len(value)
+
+
+def double(x):
+    return 2 * x
+
+
+def add_one(x):
+    return x + 1
+
+
+@pytest.fixture(scope="module")
+def fns(compute, client):
+    return {
+        "reader": client.register(reader, name="trace_reader"),
+        "double": client.register(double, name="trace_double"),
+        "add_one": client.register(add_one, name="trace_add_one"),
+    }
+
+
+def test_a_traced_call_says_where_it_spent_its_time(client, fns, key):
+    client.put(key, "x" * 10_000)
+    fut = client.call_async(fns["reader"], squall.Reference(key), 0.05, trace=True)
+    assert fut.result(timeout=20) == 10_000
+    trace = fut.trace()
+    assert trace["queued_ms"] >= 0 and trace["arrived"] > time.time() - 60
+    [step] = trace["steps"]
+    assert step["function"] == fns["reader"] and step["done"]
+    assert step["executor"].startswith(("tcp://", "ipc://"))
+    assert "calls outstanding" in step["placed"], step["placed"]
+    assert step["ran_ms"] >= 50, step
+    assert step["waited_ms"] >= 0
+    assert step["reads"] >= 1 and step["bytes_read"] >= 10_000, step
+    # A fresh key: the node's cache had to fetch it. Read again on the same
+    # executor (so the same node), the cache holds it.
+    assert step["cache_hits"] == 0, step
+    for _ in range(20):
+        again = client.call_async(fns["reader"], squall.Reference(key), 0.0, trace=True)
+        again.result(timeout=20)
+        [later] = again.trace()["steps"]
+        if later["executor"] == step["executor"]:
+            assert later["cache_hits"] == 1 and later["reads"] == 1, later
+            break
+    else:
+        pytest.fail("20 calls never came back to the first executor")
+
+
+def test_a_traced_dag_has_a_step_per_function(client, fns):
+    dag = client.register_dag(
+        "trace_dag", [fns["double"], fns["add_one"]], [(fns["double"], fns["add_one"])]
+    )
+    fut = dag.call_async({fns["double"]: (4,)}, trace=True)
+    assert fut.result(timeout=20) == 9
+    steps = fut.trace()["steps"]
+    assert [s["function"] for s in steps] == [fns["double"], fns["add_one"]]
+    assert all(s["done"] and s["executor"] for s in steps), steps
+
+
+def test_an_untraced_call_has_no_trace(client, fns):
+    fut = fns["double"].call_async(1)
+    assert fut.result(timeout=20) == 2
+    assert fut.trace() is None

@@ -57,8 +57,9 @@ def timeline(user):
 
     entries = []
     for other in sorted(lib.get(FOLLOWS.format(user)) or ()):
-        for post_id in sorted(lib.get(POSTS.format(other.decode())) or ()):
-            stored = lib.get(POST.format(post_id.decode()))
+        # Set elements come back as they were put: here, str.
+        for post_id in sorted(lib.get(POSTS.format(other)) or ()):
+            stored = lib.get(POST.format(post_id))
             if stored is None:
                 continue
             body = pickle.loads(stored.values[0])

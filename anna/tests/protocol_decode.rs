@@ -40,7 +40,7 @@ const TAG_LWW: u8 = 0;
 const TAG_SET: u8 = 1;
 const TAG_MAX: u8 = 3;
 const TAG_MAP: u8 = 6;
-const MESSAGE_VARIANTS: u8 = 36;
+const MESSAGE_VARIANTS: u8 = 37;
 
 /// A gossip entry's `KeyState` prefix: never deleted (`None`), then
 /// `Some(value)`; the value's bytes follow.
@@ -255,6 +255,7 @@ fn samples_cover_every_variant_and_lattice_kind() {
             | Message::Metrics { .. }
             | Message::CancelCall { .. }
             | Message::CancelAnswer { .. }
+            | Message::CallTraced(_)
             | Message::Gossip(_)
             | Message::GossipAck { .. }
             | Message::Fetch { .. }

@@ -408,6 +408,7 @@ fn trace_dict<'py>(py: Python<'py>, trace: &CallTrace) -> PyResult<Bound<'py, Py
         step.set_item("ran_ms", ms(s.ran_us))?;
         step.set_item("reads", s.reads)?;
         step.set_item("cache_hits", s.cache_hits)?;
+        step.set_item("kept_reads", s.kept_reads)?;
         step.set_item("bytes_read", s.bytes_read)?;
         step.set_item("done", s.done)?;
         steps.append(step)?;

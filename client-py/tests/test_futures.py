@@ -113,6 +113,28 @@ def test_wait_and_as_completed_take_many_futures(client, fns):
     assert [f.result() for f in first_done] == [25]
 
 
+def test_bursts_of_fast_calls_all_complete(client, fns):
+    # A result can arrive before its future is made (the call is sent
+    # first; other threads holding the GIL widen the gap): none may be lost.
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            sum(range(1000))
+
+    spinners = [threading.Thread(target=spin) for _ in range(2)]
+    for t in spinners:
+        t.start()
+    try:
+        for burst in range(10):
+            futures = [client.call_async(fns["add"], burst, i) for i in range(50)]
+            assert squall.gather(futures, timeout=15) == [burst + i for i in range(50)]
+    finally:
+        stop.set()
+        for t in spinners:
+            t.join()
+
+
 def test_gather_raises_the_first_error_in_order(client, fns):
     futures = [client.call_async(fns["add"], 1, 2), client.call_async(fns["boom"], "x")]
     with pytest.raises(squall.RemoteError):

@@ -47,14 +47,18 @@ def test_a_traced_call_says_where_it_spent_its_time(client, fns, key):
     assert step["waited_ms"] >= 0
     assert step["reads"] >= 1 and step["bytes_read"] >= 10_000, step
     # A fresh key: the node's cache had to fetch it. Read again on the same
-    # executor (so the same node), the cache holds it.
+    # executor, the value is held there.
     assert step["cache_hits"] == 0, step
     for _ in range(20):
         again = client.call_async(fns["reader"], squall.Reference(key), 0.0, trace=True)
         again.result(timeout=20)
         [later] = again.trace()["steps"]
         if later["executor"] == step["executor"]:
-            assert later["cache_hits"] == 1 and later["reads"] == 1, later
+            # Answered by the node's cache, or by the value the executor
+            # kept from the first call.
+            kept, hits = later["kept_reads"], later["cache_hits"]
+            assert (kept, hits, later["reads"]) in ((1, 0, 0), (0, 1, 1)), later
+            assert later["bytes_read"] >= 10_000, later
             break
     else:
         pytest.fail("20 calls never came back to the first executor")
@@ -75,3 +79,28 @@ def test_an_untraced_call_has_no_trace(client, fns):
     fut = fns["double"].call_async(1)
     assert fut.result(timeout=20) == 2
     assert fut.trace() is None
+
+
+def test_the_dashboard_shows_the_latest_traced_calls(cluster, client, fns):
+    import json
+    import urllib.request
+
+    [monitor] = cluster.record["monitors"]
+    url = next(a for a in monitor["addresses"] if a.startswith("http")).rstrip("/")
+    if url.endswith("/metrics"):
+        url = url[: -len("/metrics")]
+    fut = fns["double"].call_async(21, trace=True)
+    assert fut.result(timeout=20) == 42
+    deadline = time.monotonic() + 15
+    shown = []
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{url}/api/cluster", timeout=5) as r:
+            data = json.loads(r.read())
+        shown = [t for t in (data or {}).get("compute", {}).get("traces", []) if t["call"] == fut.call_id]
+        if shown:
+            break
+        time.sleep(0.5)
+    assert shown, f"call {fut.call_id} not among the dashboard's traces"
+    [t] = shown
+    assert t["name"] == fns["double"] and not t["failed"]
+    assert t["steps"][0]["done"] and t["steps"][0]["function"] == fns["double"]

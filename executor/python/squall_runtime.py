@@ -119,6 +119,9 @@ class _Capture:
         self.parts = []
         self.size = 0
         self.cut = False
+        # Reference reads kept values answered (no read through the cache).
+        self.kept = 0
+        self.kept_bytes = 0
 
     def keep(self, text):
         if self.size >= MAX_OUTPUT_CHARS:
@@ -146,18 +149,19 @@ def _install_output():
 
 
 def take_output():
-    """Ends the capture of the last call's output and returns it (empty if
-    it printed nothing)."""
+    """Ends the capture of the last call and returns ``(output, kept,
+    kept_bytes)``: what it printed (empty if nothing), and how many of its
+    ``Reference`` reads kept values answered, with their bytes."""
     global _capture
     capture, _capture = _capture, None
     if capture is None:
-        return ""
+        return ("", 0, 0)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except Exception:
             pass
-    return capture.text()
+    return (capture.text(), capture.kept, capture.kept_bytes)
 
 
 def setup(venv_roots, extra_paths):
@@ -529,6 +533,9 @@ def _read_reference(key, deadline):
     if kept is not None and _squall_executor.kept_fresh(key, kept[1]):
         _values.move_to_end(key)
         _kept_hits += 1
+        if _capture is not None:
+            _capture.kept += 1
+            _capture.kept_bytes += len(kept[0])
         return _decode(kept[0])
     value = _read_stored(lambda: _squall_executor.get(key, True), key, deadline)
     return _plain(value, remember=key if plain else None)

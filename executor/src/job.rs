@@ -104,8 +104,12 @@ pub struct Effects {
     pub pinned: Session,
     /// What it printed (stdout, stderr, `logging`); empty if nothing.
     pub output: String,
-    /// Its reads through the node's cache (for a traced call).
+    /// Its reads through the node's cache (for a traced call); `bytes`
+    /// counts those of `kept_reads` too.
     pub reads: squall_transport::endpoint::Reads,
+    /// Its reads of `Reference` arguments the runtime's kept values
+    /// answered (no read through the cache).
+    pub kept_reads: u32,
 }
 
 impl Effects {
@@ -124,6 +128,7 @@ impl Effects {
         self.reads.reads += other.reads.reads;
         self.reads.cache_hits += other.reads.cache_hits;
         self.reads.bytes += other.reads.bytes;
+        self.kept_reads += other.kept_reads;
     }
 }
 

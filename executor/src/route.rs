@@ -95,6 +95,7 @@ impl CacheRoute {
                     pinned: net.endpoint.take_pinned(),
                     output: String::new(),
                     reads: net.endpoint.take_reads(),
+                    kept_reads: 0,
                 }
             }),
             None => Effects::default(),

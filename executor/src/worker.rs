@@ -140,7 +140,10 @@ impl Worker {
         let outcome = self.call(job);
         let mut effects = self.ports.route.end();
         for runtime in &mut self.runtimes {
-            effects.output.push_str(&runtime.take_output());
+            let extras = runtime.take_output();
+            effects.output.push_str(&extras.output);
+            effects.kept_reads += extras.kept_reads;
+            effects.reads.bytes += extras.kept_bytes;
         }
         // A later call reads a key the function wrote anew, not a
         // referenced value kept from before the write.

@@ -94,6 +94,40 @@ pub fn render(m: &Monitor, now: Time) -> String {
             })
         })
         .collect();
+    let traces: Vec<Value> = compute
+        .calls
+        .traces
+        .iter()
+        .map(|t| {
+            let steps: Vec<Value> = t
+                .trace
+                .steps
+                .iter()
+                .map(|s| {
+                    json!({
+                        "function": s.function,
+                        "executor": s.executor.as_str(),
+                        "placed": s.placed,
+                        "waited_ms": s.waited_us as f64 / 1000.0,
+                        "ran_ms": s.ran_us as f64 / 1000.0,
+                        "reads": s.reads,
+                        "cache_hits": s.cache_hits,
+                        "kept_reads": s.kept_reads,
+                        "bytes_read": s.bytes_read,
+                        "done": s.done,
+                    })
+                })
+                .collect();
+            json!({
+                "call": t.id.to_string(),
+                "name": t.name,
+                "failed": t.failed,
+                "arrived_ms": t.trace.arrived_us / 1000,
+                "queued_ms": t.trace.queued_us as f64 / 1000.0,
+                "steps": steps,
+            })
+        })
+        .collect();
     let events: Vec<Value> = status
         .events
         .iter()
@@ -131,6 +165,7 @@ pub fn render(m: &Monitor, now: Time) -> String {
             "executors": executors,
             "caches": caches,
             "functions": functions,
+            "traces": traces,
             "errors": compute.calls.errors,
             "timeouts": compute.calls.timeouts,
             "redispatches": compute.calls.redispatches,
@@ -149,8 +184,10 @@ mod tests {
     use crate::{Monitor, MonitorConfig, Outlets};
     use anna::histogram::Histogram;
     use anna::lattice::WriterId;
-    use anna::protocol::compute::{CacheReport, ComputeStatus, ExecutorReport};
-    use anna::protocol::figures::{CallFigures, KvsFigures};
+    use anna::protocol::compute::{
+        CacheReport, CallId, CallTrace, ComputeStatus, ExecutorReport, TraceStep,
+    };
+    use anna::protocol::figures::{CallFigures, KvsFigures, TracedCall};
     use anna::protocol::{Address, Message};
     use anna::role::{Input, Outbox, Role};
     use anna::time::Time;
@@ -197,6 +234,23 @@ mod tests {
                 timeouts: 1,
                 redispatches: 2,
                 resends: 4,
+                traces: vec![TracedCall {
+                    id: CallId { caller: 1, seq: n },
+                    name: "f".into(),
+                    failed: false,
+                    trace: CallTrace {
+                        arrived_us: n,
+                        queued_us: 0,
+                        steps: vec![TraceStep {
+                            function: "f".into(),
+                            ran_us: 2_000,
+                            cache_hits: 1,
+                            reads: 1,
+                            done: true,
+                            ..TraceStep::default()
+                        }],
+                    },
+                }],
             },
         }
     }
@@ -263,6 +317,9 @@ mod tests {
         // The period's calls: 100 more of f at 3 ms (p99 in the 5 ms bucket).
         assert_eq!(c["p99_ms"], 5.0, "{c}");
         assert_eq!(c["functions"][0]["name"], "f");
+        assert_eq!(c["traces"][0]["name"], "f");
+        assert_eq!(c["traces"][0]["steps"][0]["ran_ms"], 2.0);
+        assert_eq!(c["traces"][0]["steps"][0]["cache_hits"], 1);
         assert_eq!(c["caches"][0]["kvs_p99_ms"], 0.5);
         let history = d["history"].as_array().unwrap();
         assert_eq!(history.len(), 3);

@@ -3,7 +3,7 @@
 
 use anna::histogram::Histogram;
 use anna::protocol::compute::CacheReport;
-use anna::protocol::figures::CallFigures;
+use anna::protocol::figures::{CallFigures, RECENT_TRACES};
 
 /// Adds `(name, value)` pairs of `from` into `into`, by name.
 fn add_named<T: Clone>(into: &mut Vec<(String, T)>, from: &[(String, T)], add: fn(&mut T, &T)) {
@@ -24,6 +24,11 @@ pub fn add_calls(into: &mut CallFigures, from: &CallFigures) {
     into.timeouts += from.timeouts;
     into.redispatches += from.redispatches;
     into.resends += from.resends;
+    // The latest traced calls of every scheduler, newest first.
+    into.traces.extend(from.traces.iter().cloned());
+    into.traces
+        .sort_by_key(|t| std::cmp::Reverse(t.trace.arrived_us));
+    into.traces.truncate(RECENT_TRACES);
 }
 
 /// Every function's and DAG's latency, as one histogram.

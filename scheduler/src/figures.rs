@@ -11,8 +11,8 @@
 use crate::stats::SchedulerStats;
 use anna::histogram::Histogram;
 use anna::protocol::compute::{CallErrorKind, Plan};
-use anna::protocol::figures::CallFigures;
-use std::collections::BTreeMap;
+use anna::protocol::figures::{CallFigures, TracedCall, RECENT_TRACES};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 /// Functions (and DAGs) kept apart; calls of any further name count under
@@ -31,6 +31,8 @@ pub(crate) struct CallLatency {
     errors: Vec<(CallErrorKind, u64)>,
     /// Repeated `Call`/`CallDag` of a call in flight.
     pub resends: u64,
+    /// The latest traced calls that ended, newest first.
+    traces: VecDeque<TracedCall>,
 }
 
 fn histogram<'a>(map: &'a mut BTreeMap<String, Histogram>, name: &str) -> &'a mut Histogram {
@@ -56,6 +58,12 @@ impl CallLatency {
         }
     }
 
+    /// A traced call ended (its executor sent its trace).
+    pub fn traced(&mut self, call: TracedCall) {
+        self.traces.push_front(call);
+        self.traces.truncate(RECENT_TRACES);
+    }
+
     /// The scheduler failed a call itself with `kind`.
     pub fn failed(&mut self, kind: CallErrorKind) {
         match self.errors.iter_mut().find(|(k, _)| *k == kind) {
@@ -79,6 +87,7 @@ impl CallLatency {
             timeouts: stats.timeouts,
             redispatches: stats.retries,
             resends: self.resends,
+            traces: self.traces.iter().cloned().collect(),
         }
     }
 }

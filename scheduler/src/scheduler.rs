@@ -201,6 +201,7 @@ impl Scheduler {
             }
             Message::ExecutorLeaving { executor } => self.on_executor_leaving(now, executor, out),
             Message::CancelCall { id, reply_to } => self.on_cancel(id, reply_to, out),
+            Message::CallTraced(traced) => self.latency.traced(*traced),
             Message::CacheReport(report) => self.registry.on_cache_report(now, report),
             Message::DagChanged(changed) => self.dags.changed(&changed.name),
             m @ (Message::KvsResponse(_) | Message::StatusReply { .. }) => {

@@ -349,6 +349,9 @@ pub struct TraceStep {
     /// what it held, and the bytes they returned.
     pub reads: u32,
     pub cache_hits: u32,
+    /// Reads of `Reference` arguments the executor's kept values answered
+    /// (not in `reads`; their bytes are in `bytes_read`).
+    pub kept_reads: u32,
     pub bytes_read: u64,
     /// Whether it has finished (the other fields are final).
     pub done: bool,

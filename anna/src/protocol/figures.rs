@@ -4,6 +4,7 @@
 //! a cache's in its `CacheReport`). Every figure counts since its role
 //! started; the monitor adds them up across roles.
 
+use super::compute::{CallId, CallTrace};
 use crate::histogram::Histogram;
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +27,22 @@ pub struct CallFigures {
     pub redispatches: u64,
     /// Repeated `Call`/`CallDag` of a call in flight: callers' resends.
     pub resends: u64,
+    /// The latest traced calls that ended (at most [`RECENT_TRACES`]),
+    /// newest first.
+    pub traces: Vec<TracedCall>,
+}
+
+/// How many traced calls a scheduler (and the dashboard) keeps.
+pub const RECENT_TRACES: usize = 20;
+
+/// A traced call that ended: which, of what (its function's or DAG's
+/// name), whether it failed, and its trace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TracedCall {
+    pub id: CallId,
+    pub name: String,
+    pub failed: bool,
+    pub trace: CallTrace,
 }
 
 /// What a KVS client ([`crate::client::ClientCore`]) counted of its

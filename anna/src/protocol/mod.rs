@@ -196,6 +196,9 @@ pub enum Message {
         id: compute::CallId,
         cancelled: bool,
     },
+    /// A traced call's trace, from the executor that answered its caller
+    /// to its scheduler, which keeps the latest for the dashboard.
+    CallTraced(Box<figures::TracedCall>),
 }
 
 impl Message {
@@ -256,6 +259,7 @@ impl Message {
             Message::Metrics { .. } => "metrics",
             Message::CancelCall { .. } => "cancel-call",
             Message::CancelAnswer { .. } => "cancel-answer",
+            Message::CallTraced(_) => "call-traced",
         }
     }
 }

@@ -16,10 +16,10 @@ use anna::lattice::{
 };
 use anna::protocol::compute::{
     CacheReport, CallArgs, CallError, CallErrorKind, CallId, CallOutcome, CallRequest, CallResult,
-    ComputeStatus, Consistency, DagCallRequest, DagChanged, ExecutorReport, Plan, PlannedFunction,
-    ReplyTo, Subscribe, UserMessage,
+    CallTrace, ComputeStatus, Consistency, DagCallRequest, DagChanged, ExecutorReport, Plan,
+    PlannedFunction, ReplyTo, Subscribe, TraceStep, UserMessage,
 };
-use anna::protocol::figures::{CallFigures, KvsFigures};
+use anna::protocol::figures::{CallFigures, KvsFigures, TracedCall};
 use anna::protocol::monitor::{MonitorEvent, MonitorStatus, StorageReport};
 use anna::protocol::{
     Ack, Address, Gossip, KeyOp, KeyResult, KvsError, KvsRequest, KvsResponse, Membership, Message,
@@ -511,6 +511,30 @@ fn histogram() -> Histogram {
     h
 }
 
+fn traced_call() -> TracedCall {
+    TracedCall {
+        id: CallId { caller: 2, seq: 9 },
+        name: "square".to_string(),
+        failed: false,
+        trace: CallTrace {
+            arrived_us: 1_700_000_000_000_000,
+            queued_us: 300,
+            steps: vec![TraceStep {
+                function: "square".to_string(),
+                executor: Address::from("tcp://10.0.1.1:7400"),
+                placed: "warm; 0 calls outstanding; best of 4 executors".to_string(),
+                waited_us: 12,
+                ran_us: u64::MAX,
+                reads: 2,
+                cache_hits: 1,
+                kept_reads: 3,
+                bytes_read: 10_018,
+                done: true,
+            }],
+        },
+    }
+}
+
 fn call_figures() -> CallFigures {
     CallFigures {
         functions: vec![("square".to_string(), histogram())],
@@ -519,6 +543,7 @@ fn call_figures() -> CallFigures {
         timeouts: 1,
         redispatches: 2,
         resends: u64::MAX,
+        traces: vec![traced_call()],
     }
 }
 
@@ -645,6 +670,7 @@ fn compute_messages() -> Vec<Message> {
             id: CallId { caller: 2, seq: 9 },
             cancelled: true,
         },
+        Message::CallTraced(Box::new(traced_call())),
     ];
     msgs.extend(CALL_ERROR_KINDS.iter().map(|&kind| {
         Message::CallResult(CallResult {

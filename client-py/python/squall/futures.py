@@ -95,6 +95,8 @@ class Future(_cf.Future):
         try:
             return super().result(timeout)
         except _cf.TimeoutError:
+            if self.done():  # the call's own error: a CallTimeoutError
+                raise
             raise CallTimeoutError(
                 f"{self._what}: no result within {timeout} s (still pending)",
                 type_name="Timeout",
@@ -104,6 +106,8 @@ class Future(_cf.Future):
         try:
             return super().exception(timeout)
         except _cf.TimeoutError:
+            if self.done():
+                raise
             raise CallTimeoutError(
                 f"{self._what}: no result within {timeout} s (still pending)",
                 type_name="Timeout",
@@ -199,19 +203,26 @@ class _Completions:
         self._native = native
         self._lock = threading.Lock()
         self._pending: Dict[int, Future] = {}
+        # Results collected before their future was watched (the call is
+        # sent, then its future made: a fast result can come between).
+        self._early: Dict[int, Any] = {}
         self._deadlines: List[Tuple[float, int]] = []
         self._thread: Optional[threading.Thread] = None
         self.writer = native.writer
 
     def watch(self, future: Future) -> None:
         with self._lock:
-            self._pending[future._seq] = future
-            heapq.heappush(self._deadlines, (future._deadline + GRACE_S, future._seq))
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=_run, args=(weakref.ref(self),), name="squall-futures", daemon=True
-                )
-                self._thread.start()
+            early = self._early.pop(future._seq, None)
+            if early is None:
+                self._pending[future._seq] = future
+                heapq.heappush(self._deadlines, (future._deadline + GRACE_S, future._seq))
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=_run, args=(weakref.ref(self),), name="squall-futures", daemon=True
+                    )
+                    self._thread.start()
+        if early is not None:
+            self._complete(future, early)
 
     def cancel(self, seq: int) -> bool:
         native = self._native
@@ -241,6 +252,8 @@ class _Completions:
         for seq, outcome in arrived:
             with self._lock:
                 future = self._pending.pop(seq, None)
+                if future is None:
+                    self._early[seq] = outcome
             if future is not None:
                 self._complete(future, outcome)
         now = time.monotonic()

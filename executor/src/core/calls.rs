@@ -7,8 +7,9 @@ use crate::job::{call_error, invocation_writer, CallEnv, Effects, Job, JobDone};
 use anna::lattice::{LatticeValue, Lww};
 use anna::protocol::compute::{
     encode_value, function_key, CallError, CallErrorKind, CallId, CallOutcome, CallOutput,
-    CallResult, Plan,
+    CallResult, CallTrace, Plan,
 };
+use anna::protocol::figures::TracedCall;
 use anna::protocol::{Ack, Address, KeyOp, KvsRequest, Message, Session};
 use anna::role::Outbox;
 use anna::time::Time;
@@ -477,6 +478,23 @@ impl ExecutorCore {
             };
             out.send(self.id.cache.clone(), Message::KvsRequest(put));
         }
+        if let Some(trace) = &plan.trace {
+            let name = match (&plan.dag, plan.functions.as_slice()) {
+                (Some(dag), _) => dag.clone(),
+                (None, [f]) => f.name.clone(),
+                (None, _) => String::new(),
+            };
+            let traced = TracedCall {
+                id: plan.id,
+                name,
+                failed: matches!(outcome, CallOutcome::Error(_)),
+                trace: CallTrace::clone(trace),
+            };
+            out.send(
+                plan.scheduler.clone(),
+                Message::CallTraced(Box::new(traced)),
+            );
+        }
         let result = CallResult {
             id: plan.id,
             outcome,
@@ -583,6 +601,7 @@ fn record_step(now: Time, inv: &mut Invocation, effects: &Effects) {
     step.ran_us = started.map_or(0, |s| now.saturating_since(s).as_micros() as u64);
     step.reads = effects.reads.reads;
     step.cache_hits = effects.reads.cache_hits;
+    step.kept_reads = effects.kept_reads;
     step.bytes_read = effects.reads.bytes;
     step.done = true;
 }

@@ -41,6 +41,16 @@ pub struct CallInput<'a> {
     pub env: &'a CallEnv,
 }
 
+/// What a runtime saw of a call besides its result.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallExtras {
+    /// What it printed.
+    pub output: String,
+    /// Reads the runtime's kept values answered, and their bytes.
+    pub kept_reads: u32,
+    pub kept_bytes: u64,
+}
+
 /// Runs functions of one kind of code.
 pub trait Runtime {
     /// The kind of [`FunctionCode`] it runs.
@@ -63,9 +73,10 @@ pub trait Runtime {
     /// that keep none ignore it.
     fn forget_values(&mut self, _keys: &[String]) {}
 
-    /// What the last call printed (stdout, stderr, `logging`), taken;
-    /// empty if nothing (or the runtime captures nothing).
-    fn take_output(&mut self) -> String {
-        String::new()
+    /// What the last call printed (stdout, stderr, `logging`) and read
+    /// from values the runtime keeps, taken; nothing if the runtime
+    /// captures nothing.
+    fn take_output(&mut self) -> CallExtras {
+        CallExtras::default()
     }
 }

@@ -13,7 +13,7 @@
 
 use super::python_memory;
 use super::watchdog::Watchdog;
-use super::{CallInput, Ports, Runtime};
+use super::{CallExtras, CallInput, Ports, Runtime};
 use crate::job::{call_error, CallEnv};
 use crate::worker::WorkerEvent;
 use anna::protocol::compute::{self, CallError, CallErrorKind, FunctionCode};
@@ -531,15 +531,21 @@ impl Runtime for PythonRuntime {
         }
     }
 
-    fn take_output(&mut self) -> String {
+    fn take_output(&mut self) -> CallExtras {
         Python::attach(|py| {
             let taken = self.runtime.bind(py).call_method0("take_output");
-            taken
-                .and_then(|o| o.extract::<String>())
-                .unwrap_or_else(|e| {
+            let taken = taken.and_then(|o| o.extract::<(String, u32, u64)>());
+            match taken {
+                Ok((output, kept_reads, kept_bytes)) => CallExtras {
+                    output,
+                    kept_reads,
+                    kept_bytes,
+                },
+                Err(e) => {
                     tracing::warn!(error = %e, "taking a call's output failed");
-                    String::new()
-                })
+                    CallExtras::default()
+                }
+            }
         })
     }
 

@@ -50,7 +50,7 @@ def test_a_set_of_str_reads_back_as_str_and_bytes_as_bytes(client, other, key, c
     got = client.get(key)
     assert got == {"x", b"y", "é", b"\xffraw"}
     assert {type(e) for e in got} == {str, bytes}
-    assert eventually(lambda: other.get(key)) == got
+    assert eventually(lambda: other.get(key), got) == got
     # The shell shows text without its marker.
     shell = lambda: cluster.cli("kv", "get", key).stdout  # noqa: E731
     assert "x\n" in shell() and "é\n" in shell() and "y\n" in shell()

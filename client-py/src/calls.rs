@@ -25,7 +25,7 @@ use squall_py::lock;
 use squall_transport::{Receiver, Sender};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// How often the reply thread pings the schedulers (and checks whether
@@ -132,6 +132,21 @@ impl Shared {
             }
             self.arrived.notify_all();
         }
+    }
+
+    /// Waits (once) for something to be filed, until `deadline`; `None`
+    /// once it has passed.
+    fn wait_until<'a>(
+        &self,
+        filed: MutexGuard<'a, Filed>,
+        deadline: Instant,
+    ) -> Option<MutexGuard<'a, Filed>> {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        let (filed, _) = self
+            .arrived
+            .wait_timeout(filed, left)
+            .unwrap_or_else(|e| e.into_inner());
+        Some(filed)
     }
 
     /// Files a scheduler's answer to the cancellation of call `seq`; a
@@ -369,14 +384,7 @@ impl Calls {
                     .arrived
                     .wait(filed)
                     .unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let left = d.checked_duration_since(Instant::now())?;
-                    self.shared
-                        .arrived
-                        .wait_timeout(filed, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
+                Some(d) => self.shared.wait_until(filed, d)?,
             };
         }
     }
@@ -387,15 +395,10 @@ impl Calls {
         let deadline = Instant::now() + timeout;
         let mut filed = lock(&self.shared.filed);
         while filed.ready.is_empty() {
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            let Some(more) = self.shared.wait_until(filed, deadline) else {
                 return Vec::new();
             };
-            filed = self
-                .shared
-                .arrived
-                .wait_timeout(filed, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            filed = more;
         }
         let ready = std::mem::take(&mut filed.ready);
         let mut collected = Vec::with_capacity(ready.len());
@@ -436,13 +439,7 @@ impl Calls {
             if filed.done.contains_key(&seq) {
                 return Some(false);
             }
-            let left = deadline.checked_duration_since(Instant::now())?;
-            filed = self
-                .shared
-                .arrived
-                .wait_timeout(filed, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            filed = self.shared.wait_until(filed, deadline)?;
         }
     }
 

@@ -46,22 +46,20 @@ def test_a_traced_call_says_where_it_spent_its_time(client, fns, key):
     assert step["ran_ms"] >= 50, step
     assert step["waited_ms"] >= 0
     assert step["reads"] >= 1 and step["bytes_read"] >= 10_000, step
-    # A fresh key: the node's cache had to fetch it. Read again on the same
-    # executor, the value is held there.
+    # A fresh key: the node's cache had to fetch it. Read again, the
+    # value is held: by the cache of a node that read it (the scheduler
+    # prefers those), or by the executor that kept it from an earlier call.
     assert step["cache_hits"] == 0, step
+    held = 0
     for _ in range(20):
         again = client.call_async(fns["reader"], squall.Reference(key), 0.0, trace=True)
         again.result(timeout=20)
         [later] = again.trace()["steps"]
-        if later["executor"] == step["executor"]:
-            # Answered by the node's cache, or by the value the executor
-            # kept from the first call.
-            kept, hits = later["kept_reads"], later["cache_hits"]
-            assert (kept, hits, later["reads"]) in ((1, 0, 0), (0, 1, 1)), later
-            assert later["bytes_read"] >= 10_000, later
-            break
-    else:
-        pytest.fail("20 calls never came back to the first executor")
+        kept, hits, reads = later["kept_reads"], later["cache_hits"], later["reads"]
+        assert kept + reads == 1 and hits <= reads, later
+        assert later["bytes_read"] >= 10_000, later
+        held += kept + hits
+    assert held >= 10, f"only {held} of 20 reads answered by a cache or a kept value"
 
 
 def test_a_traced_dag_has_a_step_per_function(client, fns):

@@ -178,15 +178,14 @@ def _collect(native: "_native.Client", seq: int, deadline: float, what: str) -> 
     raise error
 
 
-class Function(str):
-    """A registered function: its name (a `str`, usable wherever a name
-    is), callable. ``f(x)`` is ``client.call(f, x)``; ``f.call_async(x)``
-    is ``client.call_async(f, x)``. Pickled (passed to a function, say) it
-    is its name."""
+class _Handle(str):
+    """A registered function's or DAG's name (a `str`, usable wherever a
+    name is) that calls it through its client. Pickled (passed to a
+    function, say) it is its name."""
 
     _client: "Client"
 
-    def __new__(cls, name: str, client: "Client") -> "Function":
+    def __new__(cls, name: str, client: "Client") -> "_Handle":
         handle = super().__new__(cls, name)
         handle._client = client
         return handle
@@ -194,6 +193,18 @@ class Function(str):
     @property
     def name(self) -> str:
         return str(self)
+
+    def __reduce__(self):
+        return (str, (str(self),))
+
+    def __repr__(self) -> str:
+        return f"<squall.{type(self).__name__} {str(self)!r}>"
+
+
+class Function(_Handle):
+    """A registered function (see `_Handle`). ``f(x)`` is
+    ``client.call(f, x)``; ``f.call_async(x)`` is ``client.call_async(f,
+    x)``; ``f.instance(name)`` is a named instance of a class."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._client.call(str(self), *args, **kwargs)
@@ -207,11 +218,17 @@ class Function(str):
         """The named instance `name` of this class: see `Client.instance`."""
         return self._client.instance(str(self), name, init_args, init_kwargs)
 
-    def __reduce__(self):
-        return (str, (str(self),))
 
-    def __repr__(self) -> str:
-        return f"<squall.Function {str(self)!r}>"
+class Dag(_Handle):
+    """A registered DAG (see `_Handle`). ``d(args)`` is
+    ``client.call_dag(d, args)``; ``d.call_async(args)`` is
+    ``client.call_dag_async(d, args)``."""
+
+    def __call__(self, args: Optional[Mapping[str, Sequence[Any]]] = None, **options: Any) -> Any:
+        return self._client.call_dag(str(self), args, **options)
+
+    def call_async(self, args: Optional[Mapping[str, Sequence[Any]]] = None, **options: Any) -> Future:
+        return self._client.call_dag_async(str(self), args, **options)
 
 
 class Instance:
@@ -280,35 +297,6 @@ class Instance:
 
     def __repr__(self) -> str:
         return f"<squall.Instance {self._cls}[{self._name!r}]>"
-
-
-class Dag(str):
-    """A registered DAG: its name (a `str`), callable. ``d(args)`` is
-    ``client.call_dag(d, args)``; ``d.call_async(args)`` is
-    ``client.call_dag_async(d, args)``."""
-
-    _client: "Client"
-
-    def __new__(cls, name: str, client: "Client") -> "Dag":
-        handle = super().__new__(cls, name)
-        handle._client = client
-        return handle
-
-    @property
-    def name(self) -> str:
-        return str(self)
-
-    def __call__(self, args: Optional[Mapping[str, Sequence[Any]]] = None, **options: Any) -> Any:
-        return self._client.call_dag(str(self), args, **options)
-
-    def call_async(self, args: Optional[Mapping[str, Sequence[Any]]] = None, **options: Any) -> Future:
-        return self._client.call_dag_async(str(self), args, **options)
-
-    def __reduce__(self):
-        return (str, (str(self),))
-
-    def __repr__(self) -> str:
-        return f"<squall.Dag {str(self)!r}>"
 
 
 class Client:

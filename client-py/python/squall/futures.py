@@ -387,12 +387,18 @@ def as_completed(futures: Iterable[_cf.Future], timeout: Optional[float] = None)
 def gather(futures: Iterable[_cf.Future], timeout: Optional[float] = None) -> List[Any]:
     """The results of `futures`, in their order, waiting at most `timeout`
     seconds in all; raises the first failed call's error (in their order)
-    or `CallTimeoutError`."""
-    futures = list(futures)
-    done, pending = _cf.wait(futures, timeout)
-    if pending:
-        raise CallTimeoutError(
-            f"{len(pending)} of {len(futures)} calls had no result within {timeout} s",
-            type_name="Timeout",
-        )
-    return [f.result() for f in futures]
+    or `CallTimeoutError` (a `TimeoutError`) once `timeout` has passed."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    results = []
+    for f in futures:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            results.append(f.result(left))
+        except _cf.TimeoutError:
+            if f.done():
+                raise
+            raise CallTimeoutError(
+                f"no result within {timeout} s ({len(results)} of the calls had theirs)",
+                type_name="Timeout",
+            ) from None
+    return results

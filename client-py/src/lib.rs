@@ -492,6 +492,78 @@ impl DirectKvs {
     }
 }
 
+/// A key-value store in this process's memory that merges values as a
+/// storage node does, with the client's conversions and errors: the store
+/// of the local test mode (`squall.testing.local()`).
+#[pyclass(module = "squall._native", frozen)]
+struct LocalKvs {
+    store: Store<squall_py::MemoryKvs>,
+}
+
+#[pymethods]
+impl LocalKvs {
+    #[new]
+    fn new() -> Self {
+        let writer = values::fresh_writer("local");
+        LocalKvs {
+            store: Store::new(squall_py::MemoryKvs::default(), writer),
+        }
+    }
+
+    /// This store's writer id.
+    #[getter]
+    fn writer(&self) -> u64 {
+        self.store.writer().0
+    }
+
+    /// The key's value; `None` if it has none (see `squall.Client.get`).
+    #[pyo3(signature = (key, raw = false))]
+    fn get(&self, py: Python<'_>, key: &str, raw: bool) -> PyResult<Py<PyAny>> {
+        self.store.get(py, key, raw, None, false)
+    }
+
+    /// Whether the key holds a value.
+    fn exists(&self, py: Python<'_>, key: &str) -> PyResult<bool> {
+        Ok(self.store.get_lattice(py, key)?.is_some())
+    }
+
+    /// Merges `value` into `key` (see `squall.Client.put`); `ack` is
+    /// checked and otherwise moot.
+    #[pyo3(signature = (key, value, ack = None))]
+    fn put(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        value: &Bound<'_, PyAny>,
+        ack: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.store.put(py, key, value, parse_ack(ack)?)
+    }
+
+    /// Deletes `key`.
+    #[pyo3(signature = (key, ack = None))]
+    fn delete(&self, py: Python<'_>, key: &str, ack: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        self.store.delete(py, key, parse_ack(ack)?)
+    }
+
+    /// The values of `keys`, in order.
+    #[pyo3(signature = (keys, raw = false))]
+    fn get_many(&self, py: Python<'_>, keys: Vec<String>, raw: bool) -> PyResult<Vec<Py<PyAny>>> {
+        self.store.get_many(py, &keys, raw)
+    }
+
+    /// Merges each `(key, value)`.
+    fn put_many(&self, py: Python<'_>, entries: Vec<(String, Bound<'_, PyAny>)>) -> PyResult<()> {
+        self.store.put_many(py, &entries)
+    }
+
+    /// The keys holding a value that start with `prefix`, sorted.
+    #[pyo3(signature = (prefix = ""))]
+    fn keys(&self, prefix: &str) -> Vec<String> {
+        self.store.with_net(|net| net.keys(prefix))
+    }
+}
+
 /// The process's sender of user messages, with its context.
 struct UserSender {
     tx: squall_transport::Sender,
@@ -741,6 +813,7 @@ fn use_key(py: Python<'_>, key_file: Option<std::path::PathBuf>, encrypt: bool) 
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Client>()?;
     m.add_class::<DirectKvs>()?;
+    m.add_class::<LocalKvs>()?;
     m.add_function(wrap_pyfunction!(use_key, m)?)?;
     m.add_function(wrap_pyfunction!(send_user_message, m)?)?;
     m.add_function(wrap_pyfunction!(looks_pickled, m)?)?;

@@ -13,14 +13,18 @@
 //!   released.
 //! - [`errors`]: a KVS failure as the exception of `squall.errors` a
 //!   Python caller catches.
+//! - [`memory`]: [`MemoryKvs`], a store in one process's memory that
+//!   merges as a storage node does (the local test mode's).
 //!
 //! The wrapper classes and exceptions are pure Python (`squall.lattices`,
 //! `squall.errors`), imported by name, so two compiled copies of this crate
 //! in one process (the executor and the client module it may load) agree.
 
 pub mod errors;
+pub mod memory;
 pub mod store;
 pub mod values;
 
 pub use errors::KvsFailure;
+pub use memory::MemoryKvs;
 pub use store::{lock, parse_ack, Kvs, Store};

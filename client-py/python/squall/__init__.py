@@ -102,7 +102,8 @@ def connect(
             (default ``./.squall/cluster.json``). A path: that state
             directory. A ``tcp://host:port`` address: one router; a list of
             them: every router, tried in turn (give them all, so that losing
-            one stops nothing).
+            one stops nothing). ``"local://"``: no cluster, the local test
+            mode in this process (`squall.testing.local`).
         scheduler: scheduler address(es) for calls, used instead of those in
             the cluster record (a router address gives none, so pass this to
             make calls).
@@ -130,6 +131,10 @@ def connect(
         SquallError: no key file where one was looked for.
         ValueError: an unknown consistency level.
     """
+    if address == "local://":
+        from . import testing
+
+        return testing.local(call_timeout=call_timeout, consistency=consistency)  # type: ignore[return-value]
     from .client import Client
 
     return Client._connect(

@@ -274,13 +274,9 @@ class Instance:
         """Like `call`, but returns a `Future` at once."""
         if not isinstance(method, str) or not method or method.startswith("_"):
             raise ValueError(f"a method name, not {method!r} (private methods cannot be called)")
-        client = self._client
-        seconds = client._call_timeout if timeout is None else timeout
-        payload, refs, inputs = _pickle_args((method, self._init, *args), kwargs)
-        seq = client._native.call(
-            self._cls, payload, refs, _timeout_ms(seconds), client._consistency, True, self._name
+        return self._client._call_instance(
+            self._cls, self._name, method, self._init, args, kwargs, timeout
         )
-        return client._watch(seq, seconds, f"call of `{self._cls}[{self._name}].{method}`", inputs)
 
     def state(self) -> Optional[Dict[str, Any]]:
         """Its state as last written (``None`` before its first call)."""
@@ -744,6 +740,25 @@ class Client:
         return self._watch(seq, seconds, f"call of DAG `{name}`", inputs)
 
     # -- misc ---------------------------------------------------------------
+
+    def _call_instance(
+        self,
+        cls: str,
+        name: str,
+        method: str,
+        init: Optional[Tuple[tuple, dict]],
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        timeout: Optional[float],
+    ) -> Future:
+        """Sends a call of `method` of instance `name` of class `cls` (see
+        `Instance`)."""
+        seconds = self._call_timeout if timeout is None else timeout
+        payload, refs, inputs = _pickle_args((method, init, *args), kwargs)
+        seq = self._native.call(
+            cls, payload, refs, _timeout_ms(seconds), self._consistency, True, name
+        )
+        return self._watch(seq, seconds, f"call of `{cls}[{name}].{method}`", inputs)
 
     def _level(self, consistency: Optional[str]) -> str:
         return self._consistency if consistency is None else _check_consistency(consistency)

@@ -24,7 +24,17 @@ set additions merge into the first attempt's instead of adding to them.
 """
 
 
+import threading
+
+#: The backend of a function run by the local test mode
+#: (`squall.testing`), per thread.
+_local = threading.local()
+
+
 def _executor():
+    backend = getattr(_local, "executor", None)
+    if backend is not None:
+        return backend
     try:
         import _squall_executor
     except ImportError:

@@ -1,0 +1,161 @@
+"""One set of API tests, run against the local test mode
+(`squall.testing.local()`, `connect("local://")`) and against the session's
+real cluster (3 storage nodes, 2 compute nodes): the two must agree on
+values, lattices, errors, functions, DAGs, futures, instances and
+`squall.user`."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+import squall
+import squall.testing
+
+from conftest import eventually
+
+
+@pytest.fixture(scope="module")
+def local_client():
+    client = squall.connect("local://")
+    yield client
+    client.close()
+
+
+@pytest.fixture(params=["local", "cluster"])
+def api(request, local_client):
+    """`(client, prefix)`: a client of either kind, and a prefix that keeps
+    this test's names apart."""
+    if request.param == "local":
+        client = local_client
+    else:
+        client = request.getfixturevalue("compute")
+    prefix = f"api_{request.param}_{random.getrandbits(24):06x}"
+    return client, prefix
+
+
+def square(x):
+    return x * x
+
+
+def add(a, b):
+    return a + b
+
+
+def shout(text):
+    print(f"shouting {text}")
+    return text.upper()
+
+
+def fails(x):
+    raise KeyError(f"missing {x}")
+
+
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def remember(key, value):
+    from squall import user
+
+    user.put(key, value)
+    return user.get(key)
+
+
+class Tally:
+    def __init__(self, start):
+        self.total = start
+
+    def add(self, n):
+        self.total += n
+        return self.total
+
+
+class Scale:
+    def __init__(self, factor):
+        self.factor = factor
+
+    def __call__(self, x):
+        return self.factor * x
+
+
+def test_local_mode_is_what_connect_local_gives():
+    client = squall.connect("local://")
+    assert isinstance(client, squall.testing.LocalClient)
+    client.close()
+
+
+def test_values_and_lattices_behave_alike(api):
+    client, p = api
+    client.put(f"{p}/obj", {"a": [1, 2]})
+    assert client.get(f"{p}/obj") == {"a": [1, 2]}
+    assert client.get(f"{p}/none") is None and not client.exists(f"{p}/none")
+    client.put(f"{p}/n", squall.Counter(2))
+    client.put(f"{p}/n", squall.Counter(3))
+    assert client.get(f"{p}/n") == 5
+    client.put(f"{p}/s", squall.Set({"a"}))
+    client.put(f"{p}/s", squall.Set({b"b"}))
+    assert client.get(f"{p}/s") == {"a", b"b"}
+    with pytest.raises(squall.TypeMismatchError, match="stored value is counter"):
+        client.put(f"{p}/n", "text")
+    assert client.get(f"{p}/n") == 5
+    client.delete(f"{p}/obj")
+    assert client.get(f"{p}/obj") is None
+    client.put_many({f"{p}/m{i}": i for i in range(5)})
+    assert client.get_many([f"{p}/m{i}" for i in range(6)]) == {
+        **{f"{p}/m{i}": i for i in range(5)},
+        f"{p}/m5": None,
+    }
+
+
+def test_functions_errors_and_output_behave_alike(api):
+    client, p = api
+    sq = client.register(square, name=f"{p}_square")
+    assert sq(7) == 49 and client.call(f"{p}_square", 3) == 9
+    assert f"{p}_square" in client.list_functions()
+    fut = client.register(shout, name=f"{p}_shout").call_async("hi")
+    assert fut.result(timeout=20) == "HI"
+    assert "shouting hi" in fut.logs()
+    with pytest.raises(squall.RemoteError) as info:
+        client.register(fails, name=f"{p}_fails")("x")
+    assert info.value.type_name == "KeyError" and "missing x" in str(info.value)
+    assert "in fails" in info.value.traceback
+    with pytest.raises(squall.UnknownFunctionError):
+        client.call(f"{p}_nobody", 1)
+    with pytest.raises(squall.CallTimeoutError):
+        client.register(nap, name=f"{p}_nap")(2.0, timeout=0.5)
+    client.delete_function(f"{p}_square")
+    assert f"{p}_square" not in client.list_functions()
+
+
+def test_references_futures_and_dags_behave_alike(api):
+    client, p = api
+    client.register(square, name=f"{p}_sq")
+    client.register(add, name=f"{p}_add")
+    client.put(f"{p}/list", [1, 2])
+    assert client.call(f"{p}_add", squall.Reference(f"{p}/list"), [3]) == [1, 2, 3]
+    pending = client.call_async(f"{p}_sq", 4)
+    assert client.call_async(f"{p}_add", pending, 1).result(timeout=20) == 17
+    assert squall.gather([client.call_async(f"{p}_sq", i) for i in range(4)], timeout=20) == [0, 1, 4, 9]
+    dag = client.register_dag(f"{p}_dag", [f"{p}_sq", f"{p}_add"], [(f"{p}_sq", f"{p}_add")])
+    assert dag({f"{p}_sq": (3,), f"{p}_add": (10,)}) == 19
+    assert f"{p}_dag" in client.list_dags()
+    with pytest.raises(squall.UnknownDagError):
+        client.call_dag(f"{p}_nodag")
+
+
+def test_classes_instances_and_user_behave_alike(api):
+    client, p = api
+    scale = client.register(Scale, name=f"{p}_scale", init_args=(3,))
+    assert scale(5) == 15
+    tally = client.register(Tally, name=f"{p}_tally").instance("t", init_args=(10,))
+    assert tally.add(1) == 11 and tally.add(2) == 13
+    assert tally.state() == {"total": 13}
+    with pytest.raises(squall.RemoteError):
+        client.call(f"{p}_tally", 1)  # __init__ needs an argument
+    remember_fn = client.register(remember, name=f"{p}_remember")
+    assert remember_fn(f"{p}/r", [7]) == [7]
+    assert eventually(lambda: client.get(f"{p}/r")) == [7]

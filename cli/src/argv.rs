@@ -1,7 +1,7 @@
 //! A role's parsed arguments rendered back to the command line that parses
 //! to them, so that each role's flags are defined once, by its clap
 //! struct (`KvsArgs`, `RouteArgs`, `SchedulerArgs`, `CacheArgs`,
-//! `ExecutorArgs`, `MonitorArgs`), both to parse them and, in `launch.rs`,
+//! `ExecutorArgs`, `MonitorArgs`, `GatewayArgs`), both to parse them and, in `launch.rs`,
 //! to start the process.
 //!
 //! [`render`] walks the flags clap knows for the struct and takes each
@@ -167,6 +167,16 @@ mod tests {
             };
             assert!(matches!(parse(monitor.to_args()), Command::Monitor(p) if p == monitor));
         }
+
+        let gateway = crate::gateway::GatewayArgs {
+            listen: "127.0.0.1:7062".into(),
+            routers: strings(&["tcp://127.0.0.1:7000", "tcp://127.0.0.1:7001"]),
+            schedulers: strings(&["tcp://127.0.0.1:7050"]),
+            bind_host: "127.0.0.1".into(),
+            connections: 8,
+            call_timeout: 30,
+        };
+        assert!(matches!(parse(gateway.to_args()), Command::Gateway(p) if p == gateway));
     }
 
     #[test]

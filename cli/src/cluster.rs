@@ -20,7 +20,7 @@
 
 use crate::config::SquallConfig;
 use crate::launch::{
-    python_env, start_compute_node, start_monitor, start_routers, start_schedulers,
+    python_env, start_compute_node, start_gateway, start_monitor, start_routers, start_schedulers,
     start_storage_node, warn_if_no_venv, Launch,
 };
 use crate::process::{alive, stop_processes};
@@ -60,6 +60,9 @@ pub struct UpArgs {
     /// How long to wait for the cluster to answer, in seconds.
     #[arg(long, default_value_t = 30)]
     wait: u64,
+    /// Start no HTTP gateway (it is started with the compute tier).
+    #[arg(long)]
+    no_gateway: bool,
     /// Start no monitor (statistics, /metrics and autoscaling), whatever
     /// `monitor.enabled` says.
     #[arg(long)]
@@ -133,6 +136,9 @@ pub fn up(
                 record.caches.push(node.cache);
                 record.executors.extend(node.executors);
             }
+            if !args.no_gateway {
+                start_gateway(&launch, &router_addrs, &mut record)?;
+            }
         }
         if config.monitor.enabled && !args.no_monitor {
             start_monitor(
@@ -172,6 +178,12 @@ pub fn up(
             "  monitor: {}   metrics: {}",
             m.addresses.first().map_or("", String::as_str),
             m.addresses.get(1).map_or("", String::as_str)
+        );
+    }
+    for g in &record.gateways {
+        println!(
+            "  gateway: {}   (POST /functions/NAME, /dags/NAME; GET/PUT /keys/KEY; /openapi.json)",
+            g.addresses.first().map_or("", String::as_str)
         );
     }
     println!(

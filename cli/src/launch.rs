@@ -11,9 +11,10 @@
 //! storage node `i` (from 1) at `base + 100 + 20 * (i - 1) + t` for thread
 //! `t`; compute node `n` (from 0) has its cache at `base + 400 + 20 * n` and
 //! its executor `e` at that `+ 1 + e`; the monitor at `base + 60`, its
-//! `/metrics` at `base + 61`.
+//! `/metrics` at `base + 61`; the HTTP gateway at `base + 62`.
 
 use crate::compute::{CacheArgs, ExecutorArgs, SchedulerArgs};
+use crate::gateway::GatewayArgs;
 use crate::monitor::{MonitorArgs, ProviderKind};
 use crate::process::stop_processes;
 use crate::record::{
@@ -347,6 +348,32 @@ pub(crate) fn start_monitor(
         0,
     )?;
     record.monitors.push(monitor);
+    Ok(())
+}
+
+/// Starts the HTTP gateway at `base + 62`, sending calls to the cluster's
+/// schedulers.
+pub(crate) fn start_gateway(
+    launch: &Launch,
+    routers: &[Address],
+    record: &mut ClusterRecord,
+) -> Result<()> {
+    let listen = format!(
+        "{}:{}",
+        launch.settings.host,
+        port(launch.settings.base_port, 62)?
+    );
+    let args = GatewayArgs {
+        listen: listen.clone(),
+        routers: strings(routers),
+        schedulers: strings(&record.scheduler_addresses()),
+        bind_host: launch.settings.host.clone(),
+        connections: 64,
+        call_timeout: 60,
+    }
+    .to_args()?;
+    let gateway = launch.start("gateway", args, vec![format!("http://{listen}")], 0)?;
+    record.gateways.push(gateway);
     Ok(())
 }
 

@@ -32,6 +32,7 @@ mod cluster;
 mod compute;
 mod config;
 mod dashboard;
+mod gateway;
 mod keys;
 mod kv;
 mod launch;
@@ -150,6 +151,9 @@ enum Command {
     /// `kubectl create secret generic squall-keys
     /// --from-file=STATE_DIR/keys/cluster.key`).
     Keys,
+    /// Serve HTTP: calls of functions and DAGs, last-writer-wins keys,
+    /// `/openapi.json` (what `up` starts; authenticated with client keys).
+    Gateway(gateway::GatewayArgs),
     /// Print what functions printed (stdout, stderr, `logging`), tagged
     /// with their calls, from the local cluster's logs; `-f` follows.
     Logs(logs::LogsArgs),
@@ -179,9 +183,11 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         | Command::Logs(_)
         | Command::Ping(_) => keys::Who::Tool,
         Command::Kvs(args) => keys::Who::Node(args.id),
-        Command::Route(_) | Command::Scheduler(_) | Command::Cache(_) | Command::Monitor(_) => {
-            keys::Who::Member
-        }
+        Command::Route(_)
+        | Command::Scheduler(_)
+        | Command::Cache(_)
+        | Command::Monitor(_)
+        | Command::Gateway(_) => keys::Who::Member,
         Command::Executor(_) => keys::Who::Executor,
     };
     if let Command::Kv { args, .. } = &cli.command {
@@ -224,6 +230,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Ping(args) => ping::run(args)?,
         Command::Keys => keys::write_and_list(&config)?,
         Command::Logs(args) => logs::run(args, &config.cluster.state_dir)?,
+        Command::Gateway(args) => gateway::run_gateway(args, &config.client)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -416,5 +416,268 @@ impl Machine<'_> {
     }
 }
 
+/// The plain value `bytes` pickle as JSON, if it is one (see the module's
+/// documentation for what is plain): tuples, sets and frozensets become
+/// arrays, dict keys strings (a key that is not a `str` is written as its
+/// `repr`), `bytes` `{"$bytes": "<hex>"}`, an int beyond 64 bits its
+/// decimal digits as a string. For the HTTP gateway's results.
+pub fn to_json(bytes: &[u8]) -> Option<serde_json::Value> {
+    if !looks_pickled(bytes) {
+        return None;
+    }
+    let mut m = Machine {
+        data: bytes,
+        pos: 0,
+        nodes: Vec::new(),
+        stack: Vec::new(),
+        memo: HashMap::new(),
+    };
+    let top = m.run()?;
+    m.json(top, 0)
+}
+
+impl Machine<'_> {
+    fn json(&self, at: usize, depth: usize) -> Option<serde_json::Value> {
+        use serde_json::Value;
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        let items = |v: &[usize]| -> Option<Value> {
+            v.iter()
+                .map(|&i| self.json(i, depth + 1))
+                .collect::<Option<Vec<_>>>()
+                .map(Value::Array)
+        };
+        Some(match &self.nodes[at] {
+            Node::None => Value::Null,
+            Node::Bool(b) => Value::Bool(*b),
+            Node::Int(le) => match small_int(le) {
+                Some(i) => Value::from(i),
+                None => Value::String(int_repr(le)),
+            },
+            Node::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+            Node::Str(s) => Value::String(s.clone()),
+            Node::Bytes(b) | Node::ByteArray(b) => {
+                let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+                serde_json::json!({ "$bytes": hex })
+            }
+            Node::List(v) | Node::Tuple(v) | Node::Set(v) | Node::FrozenSet(v) => items(v)?,
+            Node::Dict(pairs) => {
+                let mut map = serde_json::Map::new();
+                for &(k, v) in pairs {
+                    let key = match &self.nodes[k] {
+                        Node::Str(s) => s.clone(),
+                        _ => {
+                            let mut out = String::new();
+                            self.render(k, depth + 1, 4096, &mut out);
+                            out
+                        }
+                    };
+                    map.insert(key, self.json(v, depth + 1)?);
+                }
+                Value::Object(map)
+            }
+        })
+    }
+}
+
+/// A little-endian two's complement int that fits in an i64.
+fn small_int(le: &[u8]) -> Option<i64> {
+    if le.is_empty() {
+        return Some(0);
+    }
+    if le.len() > 8 {
+        return None;
+    }
+    let negative = le[le.len() - 1] & 0x80 != 0;
+    let mut buf = [if negative { 0xff } else { 0 }; 8];
+    buf[..le.len()].copy_from_slice(le);
+    Some(i64::from_le_bytes(buf))
+}
+
+/// A call's arguments, `(args, kwargs)`, pickled (protocol 4) from JSON as
+/// the Python client pickles them: `null`, booleans, numbers, strings,
+/// arrays (lists) and objects (dicts); an object `{"$ref": "key"}` is a
+/// `squall.Reference` to that key (resolved by the executor), and
+/// `{"$bytes": "<hex>"}` is `bytes`. Returns the payload and the keys
+/// referenced at the top level.
+pub fn call_payload(
+    args: &[serde_json::Value],
+    kwargs: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(Vec<u8>, Vec<String>), String> {
+    let mut out = vec![0x80, 4];
+    let mut refs = Vec::new();
+    for a in args.iter().chain(kwargs.values()) {
+        if let Some(key) = reference(a) {
+            if !refs.contains(&key.to_string()) {
+                refs.push(key.to_string());
+            }
+        }
+    }
+    out.push(b'(');
+    for a in args {
+        write_json(&mut out, a, 0)?;
+    }
+    out.push(b't');
+    out.push(b'}');
+    if !kwargs.is_empty() {
+        out.push(b'(');
+        for (k, v) in kwargs {
+            write_str(&mut out, k);
+            write_json(&mut out, v, 0)?;
+        }
+        out.push(b'u');
+    }
+    out.extend_from_slice(b"\x86.".as_slice());
+    Ok((out, refs))
+}
+
+/// One JSON value pickled (protocol 4) as the Python client pickles a
+/// plain object it puts (see [`call_payload`] for the forms).
+pub fn value_pickle(value: &serde_json::Value) -> Result<Vec<u8>, String> {
+    let mut out = vec![0x80, 4];
+    write_json(&mut out, value, 0)?;
+    out.push(b'.');
+    Ok(out)
+}
+
+/// The key of `{"$ref": "key"}`.
+fn reference(v: &serde_json::Value) -> Option<&str> {
+    let map = v.as_object()?;
+    match (map.len(), map.get("$ref")) {
+        (1, Some(serde_json::Value::String(key))) => Some(key),
+        _ => None,
+    }
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'X');
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn write_json(out: &mut Vec<u8>, v: &serde_json::Value, depth: usize) -> Result<(), String> {
+    use serde_json::Value;
+    if depth > MAX_DEPTH {
+        return Err(format!("arguments nested deeper than {MAX_DEPTH}"));
+    }
+    match v {
+        Value::Null => out.push(b'N'),
+        Value::Bool(true) => out.push(0x88),
+        Value::Bool(false) => out.push(0x89),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                // LONG1: its two's complement bytes, little-endian.
+                let bytes = i.to_le_bytes();
+                out.extend_from_slice(&[0x8a, 8]);
+                out.extend_from_slice(&bytes);
+            } else if let Some(u) = n.as_u64() {
+                out.extend_from_slice(&[0x8a, 9]);
+                out.extend_from_slice(&u.to_le_bytes());
+                out.push(0);
+            } else {
+                let f = n
+                    .as_f64()
+                    .ok_or_else(|| format!("number {n} is not representable"))?;
+                out.push(b'G');
+                out.extend_from_slice(&f.to_be_bytes());
+            }
+        }
+        Value::String(s) => write_str(out, s),
+        Value::Array(items) => {
+            out.push(b']');
+            if !items.is_empty() {
+                out.push(b'(');
+                for item in items {
+                    write_json(out, item, depth + 1)?;
+                }
+                out.push(b'e');
+            }
+        }
+        Value::Object(map) => {
+            if let Some(key) = reference(v) {
+                write_str(out, "squall.reference");
+                write_str(out, "Reference");
+                out.push(0x93); // STACK_GLOBAL
+                write_str(out, key);
+                out.push(0x85); // TUPLE1
+                out.push(b'R'); // REDUCE
+                return Ok(());
+            }
+            if let (1, Some(Value::String(hex))) = (map.len(), map.get("$bytes")) {
+                let bytes = unhex(hex).ok_or_else(|| format!("\"$bytes\": {hex:?} is not hex"))?;
+                out.push(b'B');
+                out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+                out.extend_from_slice(&bytes);
+                return Ok(());
+            }
+            out.push(b'}');
+            if !map.is_empty() {
+                out.push(b'(');
+                for (k, v) in map {
+                    write_str(out, k);
+                    write_json(out, v, depth + 1)?;
+                }
+                out.push(b'u');
+            }
+        }
+    }
+    Ok(())
+}
+
+fn unhex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod json_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_call_payload_reads_back_as_python_would_build_it() {
+        let args = vec![
+            json!(1),
+            json!("a"),
+            json!([true, null, -3]),
+            json!({"$bytes": "00ff"}),
+        ];
+        let kwargs = json!({"k": 2.5, "big": 18446744073709551615u64, "m": {"x": []}});
+        let (payload, refs) = call_payload(&args, kwargs.as_object().unwrap()).unwrap();
+        assert!(refs.is_empty());
+        assert_eq!(
+            describe(&payload).unwrap(),
+            "((1, 'a', [True, None, -3], b'\\x00\\xff'), {'big': 18446744073709551615, 'k': 2.5, 'm': {'x': []}})"
+        );
+        assert_eq!(
+            to_json(&payload).unwrap(),
+            json!([[1, "a", [true, null, -3], {"$bytes": "00ff"}], {"big": "18446744073709551615", "k": 2.5, "m": {"x": []}}])
+        );
+    }
+
+    #[test]
+    fn references_are_named_and_not_read_as_plain_values() {
+        let args = vec![json!({"$ref": "weights"}), json!({"$ref": "weights"})];
+        let (payload, refs) = call_payload(&args, &serde_json::Map::new()).unwrap();
+        assert_eq!(refs, vec!["weights".to_string()]);
+        // A reference is a class instance: the reader names it, runs nothing.
+        assert!(describe(&payload)
+            .unwrap()
+            .starts_with("<pickled Python object"));
+    }
+
+    #[test]
+    fn bad_bytes_are_an_error() {
+        let err = call_payload(&[json!({"$bytes": "zz"})], &serde_json::Map::new()).unwrap_err();
+        assert!(err.contains("not hex"), "{err}");
+    }
+}

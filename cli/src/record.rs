@@ -37,6 +37,9 @@ pub struct ClusterRecord {
     /// URL.
     #[serde(default)]
     pub monitors: Vec<ProcessRecord>,
+    /// The HTTP gateway, if `up` started one: its `http://` address.
+    #[serde(default)]
+    pub gateways: Vec<ProcessRecord>,
 }
 
 /// One process of the local cluster.
@@ -147,6 +150,7 @@ impl ClusterRecord {
             .chain(self.caches.iter().map(tag("cache")))
             .chain(self.executors.iter().map(tag("executor")))
             .chain(self.monitors.iter().map(tag("monitor")))
+            .chain(self.gateways.iter().map(tag("gateway")))
     }
 
     /// The monitor addresses.

@@ -13,12 +13,12 @@
 //!   with the GIL released while waiting.
 //! - [`direct`]: one endpoint, plain request/response (the executor's
 //!   cache), and user messages between executors.
-//! - [`calls`]: calls and DAG calls to schedulers, and their results.
+//! - calls and DAG calls to schedulers, and their results:
+//!   `squall_transport::calls`, shared with the HTTP gateway.
 //! - [`errors`]: Rust errors as `squall.errors` exceptions.
 //! - [`wasm`]: WebAssembly modules for `register_wasm`: WAT to binary,
 //!   validation, the calling convention's exports and imports.
 
-mod calls;
 mod wasm;
 
 use anna::client::ClientConfig;
@@ -31,6 +31,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use squall_py::{errors, lock, parse_ack, values, Store};
+use squall_transport::calls;
 use squall_transport::Endpoint;
 use std::time::Duration;
 

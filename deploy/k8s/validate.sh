@@ -265,6 +265,7 @@ wants = {
     "cache": {"--router": routers, "--scheduler": schedulers},
     "executor": {"--scheduler": schedulers},
     "monitor": {"--router": routers, "--scheduler": schedulers},
+    "gateway": {"--router": routers, "--scheduler": schedulers},
 }
 for what, pod, argv in commands:
     sub = argv[0] if argv else ""

@@ -12,12 +12,16 @@
 //!   too, woken by its worker thread).
 //! - [`client`]: [`Client`], the KVS client over ZeroMQ with blocking
 //!   calls, around `anna::client::ClientCore`.
+//! - [`calls`]: [`calls::Calls`], function and DAG calls to schedulers
+//!   and their results, with failover between schedulers: the Python
+//!   client's and the HTTP gateway's.
 //! - [`endpoint`]: [`Endpoint`], plain request/response against one KVS
 //!   endpoint (a node's cache: an executor's route to it).
 //! - [`clock`]: the wall clock and fresh ids, for drivers to hand to roles.
 //! - [`security`]: the process's frame security (keys, sealing) that every
 //!   socket uses.
 
+pub mod calls;
 pub mod client;
 pub mod clock;
 pub mod endpoint;

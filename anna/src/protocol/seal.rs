@@ -757,6 +757,35 @@ pub struct Security {
 }
 
 impl Security {
+    /// The rights of client `name` presenting `key_hex` (its key, as its
+    /// key file holds it) to a member that does not see its frames (the
+    /// HTTP gateway): every right when security is off; an error saying
+    /// why when the key is not that client's, or the client is unknown.
+    pub fn client_rights(&self, name: &str, key_hex: &str) -> Result<Rights, String> {
+        let Some(identity) = &self.identity else {
+            return Ok(Rights::of(&Right::ALL));
+        };
+        let Identity::Member { clients: root, .. } = identity else {
+            return Err("this process cannot tell clients' keys (it holds no member key)".into());
+        };
+        let rights = self
+            .clients
+            .get(name)
+            .copied()
+            .ok_or_else(|| format!("no client `{name}` in [security.clients]"))?;
+        let given = unhex(key_hex).ok_or("a key is 64 hex digits")?;
+        let expected = client_key(root, name);
+        // Compared in constant time.
+        let differ = given
+            .iter()
+            .zip(expected.0.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if differ != 0 {
+            return Err(format!("that is not client `{name}`'s key"));
+        }
+        Ok(rights)
+    }
+
     /// Security off: open frames only.
     pub fn insecure() -> Security {
         Security::default()

@@ -16,13 +16,12 @@
 //! answered for [`GIVE_UP`], calls in flight fail, and new ones are refused
 //! at once, with `Unavailable` naming the schedulers.
 
+use crate::{Receiver, Sender};
 use anna::protocol::compute::{
     CallArgs, CallError, CallErrorKind, CallId, CallOutcome, CallOutput, CallRequest, CallTrace,
     Consistency, DagCallRequest, DagChanged, ReplyTo,
 };
 use anna::protocol::{Address, Message, RequestId, Session};
-use squall_py::lock;
-use squall_transport::{Receiver, Sender};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -38,6 +37,12 @@ const SILENT: Duration = Duration::from_millis(1000);
 
 /// With no scheduler answering for this long, calls fail `Unavailable`.
 const GIVE_UP: Duration = Duration::from_secs(3);
+
+/// Locks `m`, recovering from a panic of an earlier holder (every change
+/// under these locks is whole).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// What the reply thread knows of the schedulers.
 struct Health {

@@ -24,8 +24,9 @@ fn up_kv_status_and_down_run_a_local_cluster_and_leave_no_process_behind() {
     let pids = all_pids(&local.record());
     assert_eq!(
         pids.len(),
-        9,
-        "one router, three storage nodes, a scheduler, a cache, two executors and the monitor"
+        10,
+        "one router, three storage nodes, a scheduler, a cache, two executors, the monitor \
+         and the gateway"
     );
     assert!(pids.iter().all(|&p| running(p)));
 
@@ -68,7 +69,7 @@ fn up_kv_status_and_down_run_a_local_cluster_and_leave_no_process_behind() {
     );
 
     let status = local.ok(&["status"]);
-    assert_eq!(status.matches(" running ").count(), 9, "{status}");
+    assert_eq!(status.matches(" running ").count(), 10, "{status}");
     // The monitor answers with what it gathered.
     assert!(
         status.lines().any(|l| l.starts_with("monitor tcp://")),
@@ -101,7 +102,7 @@ fn up_kv_status_and_down_run_a_local_cluster_and_leave_no_process_behind() {
         "{status}"
     );
 
-    local.down(9);
+    local.down(10);
     assert!(!local.state_dir().join("cluster.json").exists());
 
     // Its keys stay for the next `up`: `squall keys` lists them, writes

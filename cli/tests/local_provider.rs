@@ -174,7 +174,8 @@ fn compute_scales_out_and_back_in_with_a_cache_and_its_executors() {
     assert_eq!(ids(&record, "executors"), [0]);
     assert_eq!(executors_in_status(&c.ok(&["status"])), 1);
 
-    c.down(5);
+    // Router, storage node, scheduler, cache, executor, gateway.
+    c.down(6);
 }
 
 #[test]

@@ -182,6 +182,32 @@ def test_a_pending_future_is_passed_on_without_waiting_and_resolved_at_the_execu
     assert client.call(fns["add"], slow, 1) == 37
 
 
+def test_futures_passed_on_as_they_complete_are_never_lost(client, fns):
+    # A future passed to a call just as its result arrives: either its
+    # value goes along, or its result is put where the executor waits.
+    # Threads holding the GIL make the completion thread run at any point.
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            sum(range(1000))
+
+    spinners = [threading.Thread(target=spin) for _ in range(2)]
+    for t in spinners:
+        t.start()
+    try:
+        outers = []
+        for i in range(150):
+            inner = client.call_async(fns["add"], i, 0)
+            time.sleep(0.0005 * (i % 5))
+            outers.append(client.call_async(fns["add"], inner, 1, timeout=10))
+        assert squall.gather(outers, timeout=60) == [i + 1 for i in range(150)]
+    finally:
+        stop.set()
+        for t in spinners:
+            t.join()
+
+
 def test_a_failed_future_fails_the_call_that_took_it(client, fns):
     failed = client.call_async(fns["boom"], "upstream")
     downstream = client.call_async(fns["add"], failed, 1)

@@ -329,6 +329,10 @@ _classes = {}
 #: is read from the KVS again when called.
 _instances = OrderedDict()
 MAX_INSTANCES = 1024
+#: The latest calls of an instance whose results its stored state keeps,
+#: so that a call retried after its executor died (at-least-once: the same
+#: call id) answers its first result instead of changing the state twice.
+INSTANCE_CALLS_KEPT = 8
 
 
 class _Unmade:
@@ -366,7 +370,7 @@ def _instance_from(cls, state):
     return obj
 
 
-def _invoke_instance(name, key, payload, upstream, deadline):
+def _invoke_instance(name, key, payload, upstream, deadline, call):
     """Calls a method of the named instance whose state is under `key`:
     the arguments are ``(method, init, *args)``, `init` the
     ``(init_args, init_kwargs)`` that make the instance if it has no state
@@ -402,6 +406,7 @@ def _invoke_instance(name, key, payload, upstream, deadline):
             stored = None
         data = getattr(stored, "value", None)
         kept = _instances.get(key)
+        done = []
         if data is None:
             if init is not None:
                 init_args, init_kwargs = init
@@ -409,10 +414,15 @@ def _invoke_instance(name, key, payload, upstream, deadline):
             else:
                 obj = cls()
         elif kept is not None and kept[0] == data:
-            obj = kept[1]
+            obj, done = kept[1], kept[2]
             _instances.move_to_end(key)
         else:
-            obj = _instance_from(cls, cloudpickle.loads(data))
+            record = cloudpickle.loads(data)
+            obj = _instance_from(cls, record["state"])
+            done = list(record.get("done", []))
+        for earlier, result in done:
+            if call and earlier == call:
+                return ("ok", result)  # a retry of a call already applied
         bound = getattr(obj, method, None)
         if method.startswith("_") or not callable(bound):
             return (
@@ -422,14 +432,15 @@ def _invoke_instance(name, key, payload, upstream, deadline):
                 f"instance of {name!r} has no public method {method!r}",
                 "",
             )
-        result = bound(*inputs, *args, **kwargs)
-        state = cloudpickle.dumps(_instance_state(obj))
+        result = cloudpickle.dumps(bound(*inputs, *args, **kwargs))
+        done = (done + [(call, result)])[-INSTANCE_CALLS_KEPT:]
+        state = cloudpickle.dumps({"state": _instance_state(obj), "done": done})
         _squall_executor.put(key, Lww(state), "one")
-        _instances[key] = (state, obj)
+        _instances[key] = (state, obj, done)
         _instances.move_to_end(key)
         while len(_instances) > MAX_INSTANCES:
             _instances.popitem(last=False)
-        return ("ok", cloudpickle.dumps(result))
+        return ("ok", result)
     except CallTimeout:
         _instances.pop(key, None)
         return ("error", "Timeout", "Timeout", f"{name}.{method} did not finish before the call's deadline", "")
@@ -644,7 +655,7 @@ def invoke(fn, payload, upstream, deadline, name, call="", instance=None):
     global _capture
     _capture = _Capture(call, name)
     if instance is not None:
-        return _invoke_instance(name, instance, payload, upstream, deadline)
+        return _invoke_instance(name, instance, payload, upstream, deadline, call)
     return _invoke(fn, payload, upstream, deadline, name)
 
 

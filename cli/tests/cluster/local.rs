@@ -52,13 +52,14 @@ impl PortRange {
 }
 
 /// The parts of `cluster.json` that list processes.
-const PARTS: [&str; 6] = [
+const PARTS: [&str; 7] = [
     "routers",
     "nodes",
     "schedulers",
     "caches",
     "executors",
     "monitors",
+    "gateways",
 ];
 
 /// What one `squall` command did.

@@ -90,9 +90,10 @@ def _pickle_args(
     def plain(a: Any) -> Any:
         if not isinstance(a, Future):
             return a
-        if not a.done():
+        value, exported = a._argument()
+        if exported:
             inputs.append(a)
-        return a._argument()
+        return value
 
     args = tuple(plain(a) for a in args)
     kwargs = {k: plain(v) for k, v in kwargs.items()}
@@ -278,9 +279,10 @@ class Instance:
             self._cls, self._name, method, self._init, args, kwargs, timeout
         )
 
-    def state(self) -> Optional[Dict[str, Any]]:
+    def state(self) -> Optional[Any]:
         """Its state as last written (``None`` before its first call)."""
-        return self._client.get(self.key)
+        record = self._client.get(self.key)
+        return None if record is None else record["state"]
 
     def delete(self) -> None:
         """Forgets its state: the next call makes it anew."""

@@ -90,6 +90,9 @@ class Future(_cf.Future):
         self._inputs: List["Future"] = []
         self._output: List[Tuple[str, str]] = []
         self._trace: Optional[Dict[str, Any]] = None
+        # Set (under the completions' lock) when the result is being
+        # completed: no export starts after it.
+        self._settling = False
 
     def result(self, timeout: Optional[float] = None) -> Any:
         try:
@@ -174,15 +177,17 @@ class Future(_cf.Future):
             "pass fut.result() to send its value"
         )
 
-    def _argument(self) -> Any:
-        """What this future becomes as another call's argument: its value if
-        done (raising its error), else a `Reference` to the key its result
-        will be put under."""
+    def _argument(self) -> Tuple[Any, bool]:
+        """What this future becomes as another call's argument, and whether
+        it was exported: a `Reference` to the key its result will be put
+        under while its result has not arrived, else its value (raising
+        its error)."""
         from .reference import Reference
 
-        if self.done():
-            return self.result()
-        return Reference(self._completions.export(self))
+        key = self._completions.export(self)
+        if key is None:
+            return self.result(), False
+        return Reference(key), True
 
     def __repr__(self) -> str:
         if self.cancelled():
@@ -234,9 +239,14 @@ class _Completions:
             self._pending.pop(seq, None)
         return True
 
-    def export(self, future: Future) -> str:
-        """The key `future`'s result is (or will be) put under."""
+    def export(self, future: Future) -> Optional[str]:
+        """The key `future`'s result will be put under, or ``None`` once its
+        result is being completed (the caller takes the value instead).
+        Decided under the lock `_complete` decides whether to put it
+        under."""
         with self._lock:
+            if future._settling:
+                return None
             if future._export_key is None:
                 future._export_key = f"{EXPORT_PREFIX}{self.writer:016x}/{future._seq}"
             future._consumers += 1
@@ -299,8 +309,10 @@ class _Completions:
             _, kind, type_name, message, traceback, function, output, _ = outcome
             error = call_error(kind, type_name, message, traceback, function)
             error.logs = format_output(output)
-        if future._export_key is not None and future._consumers > 0:
-            # (No call waits for it any more: nothing to put.)
+        with self._lock:
+            future._settling = True
+            export = future._export_key is not None and future._consumers > 0
+        if export:  # (no call waits for it any more: nothing to put)
             self._export_result(future, data, error)
         for taken in future._inputs:
             self._release(taken)

@@ -558,7 +558,7 @@ class LocalClient:
                     made = base(*init[0], **init[1]) if init is not None else obj()
                 else:
                     made = base.__new__(base)
-                    state = cloudpickle.loads(stored.value)
+                    state = cloudpickle.loads(stored.value)["state"]
                     setstate = getattr(made, "__setstate__", None)
                     if callable(setstate):
                         setstate(state)
@@ -573,7 +573,7 @@ class LocalClient:
             result = cloudpickle.loads(self._invoke(cls, bound, [], payload, out))
             getstate = getattr(made, "__getstate__", None)
             state = getstate() if callable(getstate) else made.__dict__
-            self._kvs.put(key, Lww(cloudpickle.dumps(state)))
+            self._kvs.put(key, Lww(cloudpickle.dumps({"state": state, "done": []})))
             return result
 
     def _run_dag(self, name: str, payloads: Mapping[str, bytes], out: list) -> Any:

@@ -2,9 +2,9 @@
 ways on one running cluster, alternating, in one process.
 
 - native: the client module's own path (a call sent, then a blocking wait
-  per call; no Python future, no completion thread): what `Client.call`
-  does for one call, and what `call_async` did before futures became
-  `concurrent.futures` futures;
+  per call and its result unpickled; no Python future, no completion
+  thread): what `Client.call` does for one call, and what `call_async`
+  did before futures became `concurrent.futures` futures;
 - futures: `call_async` (a `squall.Future` each, completed by the client's
   completion thread) and `squall.gather`.
 
@@ -38,6 +38,9 @@ def native_path(client: squall.Client, n: int) -> float:
     outcomes = [native.wait(s, 60.0) for s in seqs]
     if not all(o is not None and o[0] == "value" for o in outcomes):
         raise SystemExit("a call failed on the native path")
+    # Unpickled, as every result is on the futures path.
+    if [cloudpickle.loads(o[1]) for o in outcomes] != [i + 1 for i in range(n)]:
+        raise SystemExit("a call gave a wrong result on the native path")
     return n / (time.perf_counter() - started)
 
 

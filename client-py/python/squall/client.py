@@ -179,6 +179,60 @@ def _collect(native: "_native.Client", seq: int, deadline: float, what: str) -> 
     raise error
 
 
+def _function_record(
+    fn_or_class: Callable[..., Any],
+    name: Optional[str],
+    init_args: Sequence[Any],
+    init_kwargs: Optional[Mapping[str, Any]],
+) -> Tuple[str, bytes]:
+    """The name and the stored `FunctionCode` record of a Python function
+    or class registered as `Client.register` describes (raising its
+    errors); what every client stores under the function's key."""
+    if not callable(fn_or_class):
+        raise TypeError(
+            "register takes a function or a class, not "
+            f"{type(fn_or_class).__name__} {fn_or_class!r:.60}"
+        )
+    if name is None:
+        name = getattr(fn_or_class, "__name__", None)
+        if not isinstance(name, str) or not name or name == "<lambda>":
+            raise ValueError("give a name= for a function without a usable __name__")
+    name = _check_name(name, "function")
+    is_class = inspect.isclass(fn_or_class)
+    if (init_args or init_kwargs) and not is_class:
+        raise TypeError(f"init_args and init_kwargs are for a class; `{name}` is not one")
+    registered = fn_or_class
+    if init_args or init_kwargs:
+        # The executor makes the instance by calling what it unpickles.
+        registered = functools.partial(fn_or_class, *init_args, **(init_kwargs or {}))
+    code = _dumps_by_value(_source.attach(registered), origin=fn_or_class)
+    return name, _native.encode_function(code, is_class)
+
+
+def _wasm_record(module: Any, name: str, export: str, result: str) -> Tuple[str, bytes]:
+    """The name and the stored record of a WebAssembly function registered
+    as `Client.register_wasm` describes (raising its errors)."""
+    name = _check_name(name, "function")
+    if result not in _RESULT_KINDS:
+        raise ValueError(
+            f"unknown result kind {result!r}; expected one of {', '.join(_RESULT_KINDS)}"
+        )
+    source = _module_bytes(module)
+    try:
+        binary = _native.wasm_module(source, export)
+    except ValueError as e:
+        raise InvalidModuleError(f"function `{name}`: {e}") from None
+    return name, _native.encode_function(binary, False, "wasm", export, result)
+
+
+def _listed(store: Any, index: str, key_of: Callable[[str], str]) -> List[str]:
+    """The names in the set `index` whose keys (`key_of(name)`) hold a
+    value, sorted: the registered functions or DAGs."""
+    names = store.get(index) or ()
+    found = (n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names)
+    return sorted(n for n in found if store.exists(key_of(n)))
+
+
 class _Handle(str):
     """A registered function's or DAG's name (a `str`, usable wherever a
     name is) that calls it through its client. Pickled (passed to a
@@ -447,26 +501,7 @@ class Client:
             ValueError: `name` is empty, or not given for an object without
                 a usable ``__name__`` (a lambda).
         """
-        if not callable(fn_or_class):
-            raise TypeError(
-                "register takes a function or a class, not "
-                f"{type(fn_or_class).__name__} {fn_or_class!r:.60}"
-            )
-        if name is None:
-            name = getattr(fn_or_class, "__name__", None)
-            if not isinstance(name, str) or not name or name == "<lambda>":
-                raise ValueError("give a name= for a function without a usable __name__")
-        name = _check_name(name, "function")
-        is_class = inspect.isclass(fn_or_class)
-        if (init_args or init_kwargs) and not is_class:
-            raise TypeError(f"init_args and init_kwargs are for a class; `{name}` is not one")
-        registered = fn_or_class
-        if init_args or init_kwargs:
-            # The executor makes the instance by calling what it unpickles.
-
-            registered = functools.partial(fn_or_class, *init_args, **(init_kwargs or {}))
-        code = _dumps_by_value(_source.attach(registered), origin=fn_or_class)
-        record = _native.encode_function(code, is_class)
+        name, record = _function_record(fn_or_class, name, init_args, init_kwargs)
         self._native.put(_native.function_key(name), Lww(record))
         self._native.put(_native.FUNCTIONS_KEY, _index_entry(name))
         return Function(name, self)
@@ -508,17 +543,7 @@ class Client:
             TypeError: a `name` that is not a str.
             FileNotFoundError: a path that does not exist.
         """
-        name = _check_name(name, "function")
-        if result not in _RESULT_KINDS:
-            raise ValueError(
-                f"unknown result kind {result!r}; expected one of {', '.join(_RESULT_KINDS)}"
-            )
-        source = _module_bytes(module)
-        try:
-            binary = _native.wasm_module(source, export)
-        except ValueError as e:
-            raise InvalidModuleError(f"function `{name}`: {e}") from None
-        record = _native.encode_function(binary, False, "wasm", export, result)
+        name, record = _wasm_record(module, name, export, result)
         self._native.put(_native.function_key(name), Lww(record))
         self._native.put(_native.FUNCTIONS_KEY, _index_entry(name))
         return Function(name, self)
@@ -552,12 +577,7 @@ class Client:
 
     def list_functions(self) -> List[str]:
         """The names of the registered functions, sorted."""
-        return self._listed(_native.FUNCTIONS_KEY, _native.function_key)
-
-    def _listed(self, index: str, key_of: Callable[[str], str]) -> List[str]:
-        names = self._native.get(index) or ()
-        found = {n if isinstance(n, str) else n.decode("utf-8", "replace") for n in names}
-        return sorted(n for n in found if self._native.exists(key_of(n)))
+        return _listed(self._native, _native.FUNCTIONS_KEY, _native.function_key)
 
     def call(
         self,
@@ -693,7 +713,7 @@ class Client:
 
     def list_dags(self) -> List[str]:
         """The names of the registered DAGs, sorted."""
-        return self._listed(_native.DAGS_KEY, _native.dag_key)
+        return _listed(self._native, _native.DAGS_KEY, _native.dag_key)
 
     def call_dag(
         self,

@@ -32,7 +32,7 @@ from .errors import CallError, CallTimeoutError, call_error
 if TYPE_CHECKING:
     from . import _native
 
-__all__ = ["Future", "wait", "as_completed", "gather", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED"]
+__all__ = ["Future", "CallFuture", "wait", "as_completed", "gather", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED"]
 
 FIRST_COMPLETED = _cf.FIRST_COMPLETED
 FIRST_EXCEPTION = _cf.FIRST_EXCEPTION
@@ -63,36 +63,18 @@ class FailedArgument:
         return (FailedArgument, (self.what, self.error))
 
 
-class Future(_cf.Future):
-    """The pending result of `Client.call_async` or `Client.call_dag_async`.
+class CallFuture(_cf.Future):
+    """What every call's future is: a `concurrent.futures.Future` whose
+    ``result`` and ``exception`` raise `CallTimeoutError` (a
+    `TimeoutError`) when no result came within `timeout`, plus ``get``,
+    ``logs``, ``trace``, ``call_id`` and ``await``. `Future` (a cluster's)
+    and the local test mode's future are ones."""
 
-    A `concurrent.futures.Future` (see the module's documentation), plus
-    ``get()`` (the same as ``result()``) and ``await``.
-
-    ``result(timeout)`` raises the call's error (a `CallError` subclass:
-    `RemoteError` with the remote traceback, `CallTimeoutError`, ...), or
-    `CallTimeoutError` (a `TimeoutError`) if no result came within
-    `timeout` seconds; the future stays pending then.
-    """
-
-    def __init__(self, completions: "_Completions", seq: int, deadline: float, what: str) -> None:
+    def __init__(self, what: str) -> None:
         super().__init__()
-        self._completions = completions
-        self._seq = seq
-        self._deadline = deadline
         self._what = what
-        # The key this future's result is exported under, once passed to
-        # another call; and the futures of the calls that took it.
-        self._export_key: Optional[str] = None
-        self._consumers = 0
-        # Futures this call took as arguments (their keys are deleted once
-        # this one is done).
-        self._inputs: List["Future"] = []
         self._output: List[Tuple[str, str]] = []
         self._trace: Optional[Dict[str, Any]] = None
-        # Set (under the completions' lock) when the result is being
-        # completed: no export starts after it.
-        self._settling = False
 
     def result(self, timeout: Optional[float] = None) -> Any:
         try:
@@ -100,10 +82,7 @@ class Future(_cf.Future):
         except _cf.TimeoutError:
             if self.done():  # the call's own error: a CallTimeoutError
                 raise
-            raise CallTimeoutError(
-                f"{self._what}: no result within {timeout} s (still pending)",
-                type_name="Timeout",
-            ) from None
+            raise self._pending(timeout) from None
 
     def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
         try:
@@ -111,10 +90,12 @@ class Future(_cf.Future):
         except _cf.TimeoutError:
             if self.done():
                 raise
-            raise CallTimeoutError(
-                f"{self._what}: no result within {timeout} s (still pending)",
-                type_name="Timeout",
-            ) from None
+            raise self._pending(timeout) from None
+
+    def _pending(self, timeout: Optional[float]) -> CallTimeoutError:
+        return CallTimeoutError(
+            f"{self._what}: no result within {timeout} s (still pending)", type_name="Timeout"
+        )
 
     def trace(self, timeout: Optional[float] = None) -> Optional[Dict[str, Any]]:
         """Where the call spent its time, once done, if it was made with
@@ -124,20 +105,15 @@ class Future(_cf.Future):
         dict per function: ``function``, ``executor``, ``placed`` (why the
         scheduler chose that executor), ``waited_ms`` (in the executor's
         queue, code fetch included), ``ran_ms``, ``reads``, ``cache_hits``
-        (reads the node's cache answered from what it held), ``bytes_read``
-        and ``done`` (``False`` for a function that never ran: an upstream
-        one failed)."""
+        (reads the node's cache answered from what it held),
+        ``kept_reads`` (reads of `Reference` arguments the executor's kept
+        values answered), ``bytes_read`` and ``done`` (``False`` for a
+        function that never ran: an upstream one failed)."""
         try:
             self.exception(timeout)
         except _cf.CancelledError:
             return None
         return self._trace
-
-    @property
-    def call_id(self) -> str:
-        """The call's id, ``CALLER-SEQ`` (as ``squall logs --call`` takes
-        it, and as executors tag what the call prints in their logs)."""
-        return f"{self._completions.writer:016x}-{self._seq}"
 
     def get(self, timeout: Optional[float] = None) -> Any:
         """The call's result: the same as ``result(timeout)``."""
@@ -155,6 +131,47 @@ class Future(_cf.Future):
             return ""
         return format_output(self._output)
 
+    def __await__(self):
+        import asyncio
+
+        return asyncio.wrap_future(self).__await__()
+
+
+class Future(CallFuture):
+    """The pending result of `Client.call_async` or `Client.call_dag_async`.
+
+    A `concurrent.futures.Future` (see the module's documentation), plus
+    ``get()`` (the same as ``result()``), ``logs()``, ``trace()`` and
+    ``await``.
+
+    ``result(timeout)`` raises the call's error (a `CallError` subclass:
+    `RemoteError` with the remote traceback, `CallTimeoutError`, ...), or
+    `CallTimeoutError` (a `TimeoutError`) if no result came within
+    `timeout` seconds; the future stays pending then.
+    """
+
+    def __init__(self, completions: "_Completions", seq: int, deadline: float, what: str) -> None:
+        super().__init__(what)
+        self._completions = completions
+        self._seq = seq
+        self._deadline = deadline
+        # The key this future's result is exported under, once passed to
+        # another call; and how many calls took it.
+        self._export_key: Optional[str] = None
+        self._consumers = 0
+        # Futures this call took as arguments (their keys are deleted once
+        # this one is done).
+        self._inputs: List["Future"] = []
+        # Set (under the completions' lock) when the result is being
+        # completed: no export starts after it.
+        self._settling = False
+
+    @property
+    def call_id(self) -> str:
+        """The call's id, ``CALLER-SEQ`` (as ``squall logs --call`` takes
+        it, and as executors tag what the call prints in their logs)."""
+        return f"{self._completions.writer:016x}-{self._seq}"
+
     def cancel(self) -> bool:
         """Drops the call if it has not started (it still waits in its
         scheduler's queue) and returns ``True``; returns ``False`` if it
@@ -164,11 +181,6 @@ class Future(_cf.Future):
         if not self._completions.cancel(self._seq):
             return False
         return super().cancel()
-
-    def __await__(self):
-        import asyncio
-
-        return asyncio.wrap_future(self).__await__()
 
     def __reduce__(self):
         raise TypeError(

@@ -41,7 +41,6 @@ The same API tests run against this mode and a real cluster
 from __future__ import annotations
 
 import concurrent.futures as _cf
-import contextlib
 import io
 import itertools
 import sys
@@ -54,31 +53,28 @@ import cloudpickle
 
 from . import _native
 from .client import (
-    CONSISTENCY_LEVELS,
     Dag,
     Function,
     Instance,
     _check_consistency,
     _check_dag,
     _check_name,
-    _dumps_by_value,
+    _function_record,
     _index_entry,
-    _module_bytes,
-    _RESULT_KINDS,
+    _listed,
+    _wasm_record,
 )
 from .errors import (
     BadFunctionError,
     CallTimeoutError,
-    InvalidModuleError,
     RemoteError,
     UnknownDagError,
     UnknownFunctionError,
     call_error,
 )
-from .futures import FailedArgument, format_output
+from .futures import CallFuture, FailedArgument, format_output
 from .lattices import Lww
 from .reference import Reference
-from . import _source
 
 __all__ = ["local", "LocalClient", "LocalFuture"]
 
@@ -89,49 +85,18 @@ def local(executors: int = 2, call_timeout: float = 60.0, consistency: str = "lw
     return LocalClient(executors, call_timeout, consistency)
 
 
-class LocalFuture(_cf.Future):
-    """A local call's future: a `concurrent.futures.Future` with the
-    `squall.Future` extras (``get``, ``logs``, ``trace``, ``call_id``,
-    ``await``)."""
+class LocalFuture(CallFuture):
+    """A local call's future: what a cluster's `squall.Future` is (a
+    `concurrent.futures.Future` with ``get``, ``logs``, ``trace`` (always
+    ``None``: local calls are not traced), ``call_id``, ``await``)."""
 
     def __init__(self, what: str, call_id: str) -> None:
-        super().__init__()
-        self._what = what
+        super().__init__(what)
         self._call_id = call_id
-        self._output: List[Tuple[str, str]] = []
-
-    def result(self, timeout: Optional[float] = None) -> Any:
-        try:
-            return super().result(timeout)
-        except _cf.TimeoutError:
-            if self.done():
-                raise
-            raise CallTimeoutError(
-                f"{self._what}: no result within {timeout} s (still pending)", type_name="Timeout"
-            ) from None
-
-    def get(self, timeout: Optional[float] = None) -> Any:
-        return self.result(timeout)
-
-    def logs(self, timeout: Optional[float] = None) -> str:
-        try:
-            self.exception(timeout)
-        except _cf.CancelledError:
-            return ""
-        return format_output(self._output)
-
-    def trace(self, timeout: Optional[float] = None) -> None:
-        """Local calls are not traced: ``None``."""
-        return None
 
     @property
     def call_id(self) -> str:
         return self._call_id
-
-    def __await__(self):
-        import asyncio
-
-        return asyncio.wrap_future(self).__await__()
 
     def __reduce__(self):
         # Pickled into another local call's arguments: found again by id
@@ -288,39 +253,14 @@ class LocalClient:
         init_args: Sequence[Any] = (),
         init_kwargs: Optional[Mapping[str, Any]] = None,
     ) -> Function:
-        import functools
-        import inspect
-
-        if not callable(fn_or_class):
-            raise TypeError(
-                "register takes a function or a class, not "
-                f"{type(fn_or_class).__name__} {fn_or_class!r:.60}"
-            )
-        if name is None:
-            name = getattr(fn_or_class, "__name__", None)
-            if not isinstance(name, str) or not name or name == "<lambda>":
-                raise ValueError("give a name= for a function without a usable __name__")
-        name = _check_name(name, "function")
-        is_class = inspect.isclass(fn_or_class)
-        if (init_args or init_kwargs) and not is_class:
-            raise TypeError(f"init_args and init_kwargs are for a class; `{name}` is not one")
-        registered = fn_or_class
-        if init_args or init_kwargs:
-            registered = functools.partial(fn_or_class, *init_args, **(init_kwargs or {}))
-        code = _dumps_by_value(_source.attach(registered), origin=fn_or_class)
-        self._kvs.put(_native.function_key(name), Lww(_native.encode_function(code, is_class)))
-        self._kvs.put(_native.FUNCTIONS_KEY, _index_entry(name))
-        return Function(name, self)  # type: ignore[arg-type]
+        name, record = _function_record(fn_or_class, name, init_args, init_kwargs)
+        return self._store_function(name, record)
 
     def register_wasm(self, module: Any, name: str, export: str = "run", result: str = "bytes") -> Function:
-        name = _check_name(name, "function")
-        if result not in _RESULT_KINDS:
-            raise ValueError(f"unknown result kind {result!r}; expected one of {', '.join(_RESULT_KINDS)}")
-        try:
-            binary = _native.wasm_module(_module_bytes(module), export)
-        except ValueError as e:
-            raise InvalidModuleError(f"function `{name}`: {e}") from None
-        record = _native.encode_function(binary, False, "wasm", export, result)
+        name, record = _wasm_record(module, name, export, result)
+        return self._store_function(name, record)
+
+    def _store_function(self, name: str, record: bytes) -> Function:
         self._kvs.put(_native.function_key(name), Lww(record))
         self._kvs.put(_native.FUNCTIONS_KEY, _index_entry(name))
         return Function(name, self)  # type: ignore[arg-type]
@@ -329,12 +269,7 @@ class LocalClient:
         self._kvs.delete(_native.function_key(name))
 
     def list_functions(self) -> List[str]:
-        return self._listed(_native.FUNCTIONS_KEY, _native.function_key)
-
-    def _listed(self, index: str, key_of: Callable[[str], str]) -> List[str]:
-        names = self._kvs.get(index) or ()
-        found = (n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names)
-        return sorted(n for n in found if self._kvs.exists(key_of(n)))
+        return _listed(self._kvs, _native.FUNCTIONS_KEY, _native.function_key)
 
     def instance(
         self, cls: str, name: str, init_args: Sequence[Any] = (), init_kwargs: Optional[Mapping[str, Any]] = None
@@ -391,7 +326,7 @@ class LocalClient:
         self._kvs.delete(_native.dag_key(name))
 
     def list_dags(self) -> List[str]:
-        return self._listed(_native.DAGS_KEY, _native.dag_key)
+        return _listed(self._kvs, _native.DAGS_KEY, _native.dag_key)
 
     def call_dag(self, name: str, args: Optional[Mapping[str, Sequence[Any]]] = None, timeout: Optional[float] = None, consistency: Optional[str] = None) -> Any:
         return self.call_dag_async(name, args, timeout, consistency).result()

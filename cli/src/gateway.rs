@@ -1,7 +1,8 @@
 //! `squall gateway`: HTTP ingress, for callers without the Python client.
 //!
 //! - `POST /functions/{name}` with `{"args": [...], "kwargs": {...},
-//!   "timeout": seconds}` calls a function; `POST /dags/{name}` with
+//!   "timeout": seconds, "version": n}` calls a function (its version n, if
+//!   given); `POST /dags/{name}` with
 //!   `{"args": {"function": [...]}}` a DAG. A JSON argument `{"$ref":
 //!   "key"}` is a `squall.Reference` (resolved on the executor), `{"$bytes":
 //!   "<hex>"}` is `bytes`. The answer is `{"result": ...}`, the result as
@@ -463,8 +464,23 @@ fn call(
             }
         };
         let args = call_args(args, &kwargs)?;
+        // `"version": N` calls version N (`NAME@N`, as the Python client's
+        // `call(name, version=N)`).
+        let name = match body.get("version") {
+            None | Some(Value::Null) => name.to_string(),
+            Some(v) => match v.as_u64() {
+                Some(n) if n >= 1 => format!("{name}@{n}"),
+                _ => {
+                    return Err(error_reply(
+                        400,
+                        "BadRequest",
+                        "`version` is a positive integer",
+                    ))
+                }
+            },
+        };
         calls.call(
-            name.to_string(),
+            name,
             args,
             timeout_ms,
             Session::default(),

@@ -45,6 +45,8 @@ def gateway(cluster, compute):
     for fn in (square, greet, total, divide, opaque, increment):
         client.register(fn, name=f"gw_{fn.__name__}")
     client.register_dag("gw_dag", ["gw_square", "gw_increment"], [("gw_square", "gw_increment")])
+    client.register(lambda x: x, name="gw_versioned")
+    client.register(lambda x: -x, name="gw_versioned")
     [g] = cluster.record["gateways"]
     url = g["addresses"][0]
     key_file = (cluster.state_dir / "keys" / "client.key").read_text().split()
@@ -72,6 +74,14 @@ def test_a_function_is_called_with_json_and_answers_json(gateway):
     assert request("POST", f"{url}/functions/gw_square", {"args": [7]}, token) == (200, {"result": 49})
     status, body = request("POST", f"{url}/functions/gw_greet", {"args": ["ada"], "kwargs": {"greeting": "hi"}}, token)
     assert (status, body) == (200, {"result": "hi, ada"})
+
+
+def test_a_version_is_called_by_number(gateway):
+    url, token = gateway
+    assert request("POST", f"{url}/functions/gw_versioned", {"args": [5]}, token) == (200, {"result": -5})
+    body = {"args": [5], "version": 1}
+    assert request("POST", f"{url}/functions/gw_versioned", body, token) == (200, {"result": 5})
+    assert request("POST", f"{url}/functions/gw_versioned", {"args": [5], "version": 0}, token)[0] == 400
 
 
 def test_keys_are_put_and_got_and_references_resolve_on_the_executor(gateway):

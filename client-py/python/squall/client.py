@@ -198,6 +198,8 @@ def _function_record(
         if not isinstance(name, str) or not name or name == "<lambda>":
             raise ValueError("give a name= for a function without a usable __name__")
     name = _check_name(name, "function")
+    if "@" in name:
+        raise ValueError(f"a function name has no `@` (NAME@N calls version N): {name!r}")
     is_class = inspect.isclass(fn_or_class)
     if (init_args or init_kwargs) and not is_class:
         raise TypeError(f"init_args and init_kwargs are for a class; `{name}` is not one")
@@ -213,6 +215,8 @@ def _wasm_record(module: Any, name: str, export: str, result: str) -> Tuple[str,
     """The name and the stored record of a WebAssembly function registered
     as `Client.register_wasm` describes (raising its errors)."""
     name = _check_name(name, "function")
+    if "@" in name:
+        raise ValueError(f"a function name has no `@` (NAME@N calls version N): {name!r}")
     if result not in _RESULT_KINDS:
         raise ValueError(
             f"unknown result kind {result!r}; expected one of {', '.join(_RESULT_KINDS)}"
@@ -223,6 +227,71 @@ def _wasm_record(module: Any, name: str, export: str, result: str) -> Tuple[str,
     except ValueError as e:
         raise InvalidModuleError(f"function `{name}`: {e}") from None
     return name, _native.encode_function(binary, False, "wasm", export, result)
+
+
+#: Where a function's versions are listed: ``{"current": n, "versions":
+#: [(n, registered_at), ...]}``, pickled. Version n's code is under
+#: ``function_key(f"{name}@{n}")``, the current one's under
+#: ``function_key(name)`` too.
+VERSIONS_PREFIX = "__squall/versions/"
+
+#: Versions kept per function (older ones are deleted as new ones come).
+KEEP_VERSIONS = 10
+
+
+def _versioned(name: str, version: Optional[int]) -> str:
+    """The name calls of `name` at `version` use (``NAME@N``)."""
+    if version is None:
+        return str(name)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"a version is a positive int, not {version!r}")
+    return f"{name}@{version}"
+
+
+def _store_version(store: Any, name: str, record: bytes, keep: int = KEEP_VERSIONS) -> int:
+    """Stores `record` as function `name`'s next version and as its
+    current code, drops versions beyond the latest `keep`; returns the
+    version. (Two clients registering one name at once may both read the
+    same index; the later write of it wins.)"""
+    index = store.get(VERSIONS_PREFIX + name) or {"current": 0, "versions": []}
+    version = max((v for v, _ in index["versions"]), default=0) + 1
+    store.put(_native.function_key(f"{name}@{version}"), Lww(record))
+    store.put(_native.function_key(name), Lww(record))
+    versions = index["versions"] + [(version, time.time())]
+    for old, _ in versions[:-keep]:
+        store.delete(_native.function_key(f"{name}@{old}"))
+    store.put(VERSIONS_PREFIX + name, {"current": version, "versions": versions[-keep:]})
+    return version
+
+
+def _list_versions(store: Any, name: str) -> List[Dict[str, Any]]:
+    index = store.get(VERSIONS_PREFIX + name) or {"current": 0, "versions": []}
+    return [
+        {"version": v, "registered_at": at, "current": v == index["current"]}
+        for v, at in index["versions"]
+    ]
+
+
+def _rollback(store: Any, name: str) -> int:
+    """Makes the version before the current one current again; returns it."""
+    index = store.get(VERSIONS_PREFIX + name)
+    earlier = [v for v, _ in (index or {}).get("versions", []) if v < (index or {}).get("current", 0)]
+    if not earlier:
+        raise ValueError(f"function `{name}` has no version before its current one to roll back to")
+    version = max(earlier)
+    record = store.get(_native.function_key(f"{name}@{version}"), True)
+    if record is None:
+        raise ValueError(f"version {version} of `{name}` is no longer kept")
+    store.put(_native.function_key(name), record)
+    store.put(VERSIONS_PREFIX + name, {"current": version, "versions": index["versions"]})
+    return version
+
+
+def _delete_function(store: Any, name: str) -> None:
+    for v in _list_versions(store, name):
+        store.delete(_native.function_key(f"{name}@{v['version']}"))
+    store.delete(VERSIONS_PREFIX + name)
+    store.delete(_native.function_key(name))
 
 
 def _listed(store: Any, index: str, key_of: Callable[[str], str]) -> List[str]:
@@ -502,7 +571,7 @@ class Client:
                 a usable ``__name__`` (a lambda).
         """
         name, record = _function_record(fn_or_class, name, init_args, init_kwargs)
-        self._native.put(_native.function_key(name), Lww(record))
+        _store_version(self._native, name, record)
         self._native.put(_native.FUNCTIONS_KEY, _index_entry(name))
         return Function(name, self)
 
@@ -544,7 +613,7 @@ class Client:
             FileNotFoundError: a path that does not exist.
         """
         name, record = _wasm_record(module, name, export, result)
-        self._native.put(_native.function_key(name), Lww(record))
+        _store_version(self._native, name, record)
         self._native.put(_native.FUNCTIONS_KEY, _index_entry(name))
         return Function(name, self)
 
@@ -572,8 +641,24 @@ class Client:
         return Instance(self, _check_name(str(cls), "class"), name, init)
 
     def delete_function(self, name: str) -> None:
-        """Unregisters function `name`."""
-        self._native.delete(_native.function_key(name))
+        """Unregisters function `name`, every version of it."""
+        _delete_function(self._native, str(name))
+
+    def list_versions(self, name: str) -> List[Dict[str, Any]]:
+        """Function `name`'s kept versions, oldest first: ``{"version": n,
+        "registered_at": seconds since the epoch, "current": bool}``. Each
+        `register` of a name makes a new version (the latest 10 are kept);
+        ``call(name, version=n)`` calls one, ``call(name)`` the current."""
+        return _list_versions(self._native, str(name))
+
+    def rollback(self, name: str) -> int:
+        """Makes the version before function `name`'s current one current
+        again (calls by name run it from then on); returns its number.
+
+        Raises:
+            ValueError: no earlier version is kept.
+        """
+        return _rollback(self._native, str(name))
 
     def list_functions(self) -> List[str]:
         """The names of the registered functions, sorted."""
@@ -586,9 +671,11 @@ class Client:
         *args: Any,
         timeout: Optional[float] = None,
         consistency: Optional[str] = None,
+        version: Optional[int] = None,
         **kwargs: Any,
     ) -> Any:
-        """Calls function `name` with `args` and `kwargs` and returns its
+        """Calls function `name` (its version `version`, if given: see
+        `list_versions`) with `args` and `kwargs` and returns its
         result. Top-level `squall.Reference` arguments are resolved to their
         keys' values on the executor. `timeout` (seconds; default the
         client's ``call_timeout``) bounds the whole call.
@@ -615,6 +702,7 @@ class Client:
         """
         seconds = self._call_timeout if timeout is None else timeout
         level = self._level(consistency)
+        name = _versioned(name, version)
         if _pending_futures(args, kwargs):
             # The futures it takes are released (their keys deleted) by the
             # completion thread: wait through it.
@@ -631,6 +719,7 @@ class Client:
         timeout: Optional[float] = None,
         consistency: Optional[str] = None,
         trace: bool = False,
+        version: Optional[int] = None,
         **kwargs: Any,
     ) -> Future:
         """Like `call`, but returns a `Future` at once (see
@@ -641,7 +730,7 @@ class Client:
         function by keyword here)."""
         seconds = self._call_timeout if timeout is None else timeout
         return self._send_async(
-            name, args, kwargs, seconds, self._level(consistency), trace=trace
+            _versioned(name, version), args, kwargs, seconds, self._level(consistency), trace=trace
         )
 
     def _send_async(

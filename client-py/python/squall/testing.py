@@ -59,7 +59,12 @@ from .client import (
     _check_consistency,
     _check_dag,
     _check_name,
+    _delete_function,
     _function_record,
+    _list_versions,
+    _rollback,
+    _store_version,
+    _versioned,
     _index_entry,
     _listed,
     _wasm_record,
@@ -261,12 +266,18 @@ class LocalClient:
         return self._store_function(name, record)
 
     def _store_function(self, name: str, record: bytes) -> Function:
-        self._kvs.put(_native.function_key(name), Lww(record))
+        _store_version(self._kvs, name, record)
         self._kvs.put(_native.FUNCTIONS_KEY, _index_entry(name))
         return Function(name, self)  # type: ignore[arg-type]
 
     def delete_function(self, name: str) -> None:
-        self._kvs.delete(_native.function_key(name))
+        _delete_function(self._kvs, str(name))
+
+    def list_versions(self, name: str) -> List[Dict[str, Any]]:
+        return _list_versions(self._kvs, str(name))
+
+    def rollback(self, name: str) -> int:
+        return _rollback(self._kvs, str(name))
 
     def list_functions(self) -> List[str]:
         return _listed(self._kvs, _native.FUNCTIONS_KEY, _native.function_key)
@@ -278,8 +289,19 @@ class LocalClient:
         init = (tuple(init_args), dict(init_kwargs or {})) if (init_args or init_kwargs) else None
         return Instance(self, _check_name(str(cls), "class"), name, init)  # type: ignore[arg-type]
 
-    def call(self, name: str, /, *args: Any, timeout: Optional[float] = None, consistency: Optional[str] = None, **kwargs: Any) -> Any:
-        return self.call_async(name, *args, timeout=timeout, consistency=consistency, **kwargs).result()
+    def call(
+        self,
+        name: str,
+        /,
+        *args: Any,
+        timeout: Optional[float] = None,
+        consistency: Optional[str] = None,
+        version: Optional[int] = None,
+        **kwargs: Any,
+    ) -> Any:
+        return self.call_async(
+            name, *args, timeout=timeout, consistency=consistency, version=version, **kwargs
+        ).result()
 
     def call_async(
         self,
@@ -289,11 +311,12 @@ class LocalClient:
         timeout: Optional[float] = None,
         consistency: Optional[str] = None,
         trace: bool = False,
+        version: Optional[int] = None,
         **kwargs: Any,
     ) -> LocalFuture:
         if consistency is not None:
             _check_consistency(consistency)
-        name = str(name)
+        name = _versioned(name, version)
         payload = _payload(args, kwargs)
         return self._submit(f"call of `{name}`", timeout, lambda out: self._run_one(name, payload, out))
 

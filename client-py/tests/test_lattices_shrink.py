@@ -69,7 +69,9 @@ def test_the_function_index_keeps_names_as_bytes_and_lists_str_names_too(client,
     client.put(index, squall.Set(["new", "old"]))
     client.put(key + "/fn/old", 1)
     client.put(key + "/fn/new", 1)
-    listed = squall.Client._listed(client, index, lambda n: f"{key}/fn/{n}")
+    from squall.client import _listed
+
+    listed = _listed(client, index, lambda n: f"{key}/fn/{n}")
     assert listed == ["new", "old"]
 
 

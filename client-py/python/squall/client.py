@@ -298,7 +298,8 @@ def _listed(store: Any, index: str, key_of: Callable[[str], str]) -> List[str]:
     """The names in the set `index` whose keys (`key_of(name)`) hold a
     value, sorted: the registered functions or DAGs."""
     names = store.get(index) or ()
-    found = (n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names)
+    # A name stored as bytes (older clients, the shell) and as str is one.
+    found = {n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names}
     return sorted(n for n in found if store.exists(key_of(n)))
 
 

@@ -14,6 +14,7 @@ storage nodes, two compute nodes of two executors):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import concurrent.futures
 import threading
 import time
@@ -50,6 +51,27 @@ class Scaler:
 
     def __call__(self, x):
         return x * self.factor + self.offset
+
+
+@contextlib.contextmanager
+def gil_contention():
+    """Two threads holding the GIL while the block runs, so the client's
+    completion thread runs at any point of the caller's."""
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            sum(range(1000))
+
+    spinners = [threading.Thread(target=spin) for _ in range(2)]
+    for t in spinners:
+        t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for t in spinners:
+            t.join()
 
 
 @pytest.fixture(scope="module")
@@ -116,23 +138,10 @@ def test_wait_and_as_completed_take_many_futures(client, fns):
 def test_bursts_of_fast_calls_all_complete(client, fns):
     # A result can arrive before its future is made (the call is sent
     # first; other threads holding the GIL widen the gap): none may be lost.
-    stop = threading.Event()
-
-    def spin():
-        while not stop.is_set():
-            sum(range(1000))
-
-    spinners = [threading.Thread(target=spin) for _ in range(2)]
-    for t in spinners:
-        t.start()
-    try:
+    with gil_contention():
         for burst in range(10):
             futures = [client.call_async(fns["add"], burst, i) for i in range(50)]
             assert squall.gather(futures, timeout=15) == [burst + i for i in range(50)]
-    finally:
-        stop.set()
-        for t in spinners:
-            t.join()
 
 
 def test_gather_raises_the_first_error_in_order(client, fns):
@@ -185,27 +194,13 @@ def test_a_pending_future_is_passed_on_without_waiting_and_resolved_at_the_execu
 def test_futures_passed_on_as_they_complete_are_never_lost(client, fns):
     # A future passed to a call just as its result arrives: either its
     # value goes along, or its result is put where the executor waits.
-    # Threads holding the GIL make the completion thread run at any point.
-    stop = threading.Event()
-
-    def spin():
-        while not stop.is_set():
-            sum(range(1000))
-
-    spinners = [threading.Thread(target=spin) for _ in range(2)]
-    for t in spinners:
-        t.start()
-    try:
+    with gil_contention():
         outers = []
         for i in range(150):
             inner = client.call_async(fns["add"], i, 0)
             time.sleep(0.0005 * (i % 5))
             outers.append(client.call_async(fns["add"], inner, 1, timeout=10))
         assert squall.gather(outers, timeout=60) == [i + 1 for i in range(150)]
-    finally:
-        stop.set()
-        for t in spinners:
-            t.join()
 
 
 def test_a_failed_future_fails_the_call_that_took_it(client, fns):

@@ -144,6 +144,31 @@ def test_a_read_only_client_may_get_and_not_call():
         assert request("PUT", f"{url}/keys/shared", {"value": 1}, reader)[0] == 403
 
 
+def test_bad_requests_are_refused_with_a_clear_400(gateway):
+    import socket
+    from urllib.parse import urlparse
+
+    url, token = gateway
+    req = urllib.request.Request(f"{url}/functions/gw_square", data=b"{not json", method="POST")
+    req.add_header("Authorization", f"Bearer {token}")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=10)
+    assert info.value.code == 400 and "not JSON" in json.loads(info.value.read())["error"]["message"]
+    target = urlparse(url)
+
+    def raw(data):
+        with socket.create_connection((target.hostname, target.port), timeout=10) as s:
+            s.sendall(data)
+            return s.recv(65536).decode(errors="replace")
+
+    # A declared body over the limit is refused before it is read.
+    huge = raw(b"POST /functions/gw_square HTTP/1.1\r\nContent-Length: 999999999999\r\n\r\n")
+    assert huge.startswith("HTTP/1.1 400") and "is over" in huge
+    assert raw(b"\x00\x01garbage\r\n\r\n").startswith("HTTP/1.1 400")
+    # The gateway serves on.
+    assert request("POST", f"{url}/functions/gw_square", {"args": [3]}, token) == (200, {"result": 9})
+
+
 def test_openapi_describes_the_endpoints(gateway):
     url, _ = gateway
     status, spec = request("GET", f"{url}/openapi.json")

@@ -43,6 +43,10 @@ pub type StableHashMap<K, V> = HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
 pub type StableHashSet<K> = HashSet<K, BuildHasherDefault<DefaultHasher>>;
 
 /// What a role is handed.
+// A message is moved into the role once per step and a tick carries
+// nothing: boxing the message would cost an allocation per message to save
+// the size of a value that lives on the stack for one call.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Input {
     /// A message arrived.

@@ -40,7 +40,7 @@ const TAG_LWW: u8 = 0;
 const TAG_SET: u8 = 1;
 const TAG_MAX: u8 = 3;
 const TAG_MAP: u8 = 6;
-const MESSAGE_VARIANTS: u8 = 37;
+const MESSAGE_VARIANTS: u8 = 41;
 
 /// A gossip entry's `KeyState` prefix: never deleted (`None`), then
 /// `Some(value)`; the value's bytes follow.
@@ -256,6 +256,10 @@ fn samples_cover_every_variant_and_lattice_kind() {
             | Message::CancelCall { .. }
             | Message::CancelAnswer { .. }
             | Message::CallTraced(_)
+            | Message::Watch(_)
+            | Message::WatchState(_)
+            | Message::Changes(_)
+            | Message::ChangesDone { .. }
             | Message::Gossip(_)
             | Message::GossipAck { .. }
             | Message::Fetch { .. }

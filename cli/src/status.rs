@@ -405,6 +405,20 @@ fn report(config: &SquallConfig, routers: &[Address]) -> Result<Totals> {
                             c.misses
                         );
                     }
+                    for t in &status.calls.triggers {
+                        sayln!(
+                            "  trigger  {:<24} {} on {} {:?}: runs {} (failed {}, retried {}) backlog {} dropped {}",
+                            t.name,
+                            t.function,
+                            t.on,
+                            t.prefix,
+                            t.runs,
+                            t.failures,
+                            t.retries,
+                            t.backlog,
+                            t.dropped
+                        );
+                    }
                 }
                 Err(e) => sayln!("scheduler {s}: {e:#}"),
             }

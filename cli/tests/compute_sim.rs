@@ -546,6 +546,25 @@ impl Role for CountingExecutor {
                     };
                     self.core.job_done(now, done, out);
                 }
+                // As a real function's write: not sent again past the
+                // call's deadline (the call has timed out, and its caller
+                // moved on; a write landing later would count a call of
+                // the phase before).
+                None if now.as_millis() >= w.job.deadline_ms => {
+                    let Some(w) = self.writing.take() else { return };
+                    let error = squall_executor::job::call_error(
+                        anna::protocol::compute::CallErrorKind::Timeout,
+                        "TimeoutError",
+                        "the count was not written before the deadline",
+                        &w.job.function,
+                    );
+                    let done = JobDone {
+                        seq: w.job.seq,
+                        outcome: Err(error),
+                        effects: Effects::default(),
+                    };
+                    self.core.job_done(now, done, out);
+                }
                 None if now >= w.resend_at => self.send_write(now, out),
                 _ => {}
             }
@@ -632,6 +651,11 @@ impl CountingCaller {
             1 | 3 => {
                 self.stage += 1;
                 self.in_stage = 0;
+                // A call of the first phase that timed out at the caller
+                // may still be retried (by the scheduler, by a cache's
+                // client) for a while: the delete waits for those
+                // stragglers, which would otherwise count after it.
+                self.next_at = now + Duration::from_secs(15);
             }
             _ => {}
         }

@@ -741,6 +741,49 @@ fn decode_dag(data: &[u8]) -> Option<DagParts> {
     compute::decode_value::<Dag>(data).map(|d| (d.name, d.functions, d.connections))
 }
 
+/// The record of trigger `name` (a bincode `TriggerSpec`): `function`
+/// runs once per change of kind `on` (`"put"` or `"delete"`) of a key
+/// starting with `prefix`.
+#[pyfunction]
+fn encode_trigger<'py>(
+    py: Python<'py>,
+    name: String,
+    function: String,
+    prefix: String,
+    on: &str,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let on = match on {
+        "put" => compute::ChangeKind::Put,
+        "delete" => compute::ChangeKind::Delete,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "on must be \"put\" or \"delete\", not {other:?}"
+            )))
+        }
+    };
+    let spec = compute::TriggerSpec {
+        name,
+        function,
+        prefix,
+        on,
+    };
+    Ok(PyBytes::new(py, &compute::encode_value(&spec)))
+}
+
+/// `(name, function, prefix, on)` of a trigger record, or `None` if the
+/// bytes are not one.
+#[pyfunction]
+fn decode_trigger(data: &[u8]) -> Option<(String, String, String, &'static str)> {
+    compute::decode_value::<compute::TriggerSpec>(data)
+        .map(|t| (t.name, t.function, t.prefix, t.on.as_str()))
+}
+
+/// The KVS key of trigger `name`'s registration.
+#[pyfunction]
+fn trigger_key(name: &str) -> String {
+    compute::trigger_key(name)
+}
+
 /// Decodes a `LatticeValue` in its wire encoding (bincode, as
 /// `encode_value` writes it) into its Python object, as `get` would return
 /// it. For the executor, which receives values as bytes.
@@ -830,5 +873,9 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(instance_key, m)?)?;
     m.add("FUNCTIONS_KEY", compute::FUNCTIONS_KEY)?;
     m.add("DAGS_KEY", compute::DAGS_KEY)?;
+    m.add("TRIGGERS_KEY", compute::TRIGGERS_KEY)?;
+    m.add_function(wrap_pyfunction!(encode_trigger, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_trigger, m)?)?;
+    m.add_function(wrap_pyfunction!(trigger_key, m)?)?;
     Ok(())
 }

@@ -251,6 +251,17 @@ mod tests {
                         }],
                     },
                 }],
+                triggers: vec![anna::protocol::figures::TriggerFigures {
+                    name: "t".into(),
+                    function: "f".into(),
+                    prefix: "in/".into(),
+                    on: "put".into(),
+                    runs: n,
+                    failures: 1,
+                    retries: 0,
+                    backlog: 7,
+                    dropped: 0,
+                }],
             },
         }
     }
@@ -302,6 +313,9 @@ mod tests {
             "squall_call_timeouts_total 1",
             "squall_call_retries_total{reason=\"executor-died\"} 2",
             "squall_call_retries_total{reason=\"resend\"} 4",
+            "squall_trigger_runs_total{trigger=\"t\",function=\"f\"} 100",
+            "squall_trigger_backlog{trigger=\"t\",function=\"f\"} 7",
+            "# TYPE squall_trigger_backlog gauge",
             "squall_kvs_op_duration_seconds_bucket{node=\"c0\",op=\"get\",le=\"0.0005\"} 1",
             "squall_kvs_op_duration_seconds_count{node=\"c0\",op=\"put\"} 0",
             "squall_kvs_op_retries_total{node=\"c0\"} 5",

@@ -8,6 +8,7 @@
 use crate::monitor::Monitor;
 use anna::histogram::Histogram;
 use anna::protocol::compute::ComputeStatus;
+use anna::protocol::figures::TriggerFigures;
 use std::fmt::Write;
 
 /// Escapes a label value: backslash, double quote and newline.
@@ -58,6 +59,56 @@ impl Page {
         }
         self.sample(&format!("{name}_sum"), labels, h.sum_micros as f64 / 1e6);
         self.sample(&format!("{name}_count"), labels, h.count() as f64);
+    }
+}
+
+/// A metric family of triggers: name, type, help, and its value of one.
+type TriggerFamily = (&'static str, &'static str, &'static str, fn(&TriggerFigures) -> u64);
+
+/// Every trigger's runs, failures, retries, backlog and dropped changes.
+fn render_triggers(p: &mut Page, compute: &ComputeStatus) {
+    let triggers = &compute.calls.triggers;
+    let families: [TriggerFamily; 5] = [
+        (
+            "squall_trigger_runs_total",
+            "counter",
+            "Calls of a trigger's function that ran (raised or not).",
+            |t| t.runs,
+        ),
+        (
+            "squall_trigger_failures_total",
+            "counter",
+            "Calls of a trigger's function that raised.",
+            |t| t.failures,
+        ),
+        (
+            "squall_trigger_retries_total",
+            "counter",
+            "Calls of a trigger's function that failed for a reason of the cluster (timeout, executor death, overload); their changes are sent again.",
+            |t| t.retries,
+        ),
+        (
+            "squall_trigger_backlog",
+            "gauge",
+            "Changes the storage threads hold for a trigger, not yet done.",
+            |t| t.backlog,
+        ),
+        (
+            "squall_trigger_dropped_total",
+            "counter",
+            "Changes dropped because a storage thread's backlog for the trigger was full.",
+            |t| t.dropped,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        p.family(name, kind, help);
+        for t in triggers {
+            let labels = [
+                ("trigger", t.name.as_str()),
+                ("function", t.function.as_str()),
+            ];
+            p.sample(name, &labels, value(t) as f64);
+        }
     }
 }
 
@@ -409,6 +460,7 @@ pub fn render(m: &Monitor) -> String {
         f64::from(compute.queued),
     );
     render_latency(&mut p, compute);
+    render_triggers(&mut p, compute);
 
     p.family(
         "squall_hot_keys_raised",

@@ -29,6 +29,21 @@ pub fn add_calls(into: &mut CallFigures, from: &CallFigures) {
     into.traces
         .sort_by_key(|t| std::cmp::Reverse(t.trace.arrived_us));
     into.traces.truncate(RECENT_TRACES);
+    // Runs are counted by the scheduler that ran them; every scheduler
+    // hears every storage thread's backlog, so those are the same figure
+    // seen twice, not two figures.
+    for t in &from.triggers {
+        match into.triggers.iter_mut().find(|m| m.name == t.name) {
+            Some(mine) => {
+                mine.runs += t.runs;
+                mine.failures += t.failures;
+                mine.retries += t.retries;
+                mine.backlog = mine.backlog.max(t.backlog);
+                mine.dropped = mine.dropped.max(t.dropped);
+            }
+            None => into.triggers.push(t.clone()),
+        }
+    }
 }
 
 /// Every function's and DAG's latency, as one histogram.

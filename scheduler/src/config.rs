@@ -50,6 +50,15 @@ pub struct SchedulerConfig {
     /// answer usually comes first).
     #[serde(with = "anna::config::millis")]
     pub deadline_grace: Duration,
+    /// How often the registered triggers are read from the KVS and their
+    /// watches renewed at every storage thread (each lease is three of
+    /// these).
+    #[serde(with = "anna::config::millis")]
+    pub trigger_refresh: Duration,
+    /// The timeout of a trigger's call. A change whose call timed out is
+    /// sent again after this plus `deadline_grace` plus `trigger_refresh`.
+    #[serde(with = "anna::config::millis")]
+    pub trigger_timeout: Duration,
     /// The KVS client the scheduler reads DAG definitions (and writes
     /// response keys of calls it fails) with.
     pub client: ClientConfig,
@@ -66,6 +75,8 @@ impl Default for SchedulerConfig {
             queue_capacity: 10_000,
             dag_cache_ttl: Duration::from_secs(10),
             deadline_grace: Duration::from_millis(500),
+            trigger_refresh: Duration::from_secs(2),
+            trigger_timeout: Duration::from_secs(60),
             client: ClientConfig::default(),
         }
     }
@@ -80,6 +91,8 @@ pub enum ConfigError {
     ZeroCapacity,
     #[error("scheduler.busy_permille must be between 1 and 1000, not {0}")]
     BusyPermille(u16),
+    #[error("scheduler.trigger_refresh must be positive")]
+    ZeroTriggerRefresh,
 }
 
 impl SchedulerConfig {
@@ -93,6 +106,9 @@ impl SchedulerConfig {
         }
         if self.busy_permille == 0 || self.busy_permille > 1000 {
             return Err(ConfigError::BusyPermille(self.busy_permille));
+        }
+        if self.trigger_refresh.is_zero() {
+            return Err(ConfigError::ZeroTriggerRefresh);
         }
         Ok(())
     }

@@ -28,7 +28,11 @@ impl Scheduler {
     /// Handles finished KVS operations: DAG reads plan (or fail) the calls
     /// that waited; writes of response keys need nothing more.
     pub(crate) fn on_completions(&mut self, now: Time, done: Vec<Completion>, out: &mut Outbox) {
-        for (op, result) in done {
+        for done in done {
+            if self.on_trigger_read(now, &done, out) {
+                continue;
+            }
+            let (op, result) = done;
             let Some((name, fetch)) = self.dags.finish(op) else {
                 if let Err(e) = result {
                     tracing::warn!(%e, "writing a failed call's response key failed");

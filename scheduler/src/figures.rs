@@ -88,6 +88,7 @@ impl CallLatency {
             redispatches: stats.retries,
             resends: self.resends,
             traces: self.traces.iter().cloned().collect(),
+            triggers: Vec::new(),
         }
     }
 }

@@ -45,6 +45,12 @@
 //!   forgotten; callers ignore duplicates. Errors the scheduler produces
 //!   also go under the call's response key, if it has one.
 //!
+//! - **Triggers.** Every `trigger_refresh` it reads the registered
+//!   triggers and asks every storage thread to send it the changes of
+//!   their prefixes (`Watch`); each change (`Changes`) becomes a call of
+//!   the trigger's function with the event, and the storage thread
+//!   forgets it once the call is answered (`ChangesDone`): at least once.
+//!
 //! Nothing grows without bound: finished calls are forgotten, the queue is
 //! bounded, silent executors and caches are dropped, DAG definitions
 //! expire. When idle (no executor known, nothing in flight) it asks for no
@@ -56,6 +62,8 @@
 //! - `scheduler.rs`: [`Scheduler`], its state and its `Role` entry point.
 //! - `dispatch.rs`: admitting calls, queueing, invoking, `CallDone`.
 //! - `dag_reads.rs`: DAG definitions read through the KVS client.
+//! - `triggers.rs`: triggers: registrations read from the KVS, watches at
+//!   the storage threads, a call per change.
 //! - `recovery.rs`: executor deaths and deadlines.
 //! - `placement.rs`: choosing an executor; `registry.rs`: what is known of
 //!   executors and caches.
@@ -77,6 +85,7 @@ mod plan;
 mod recovery;
 mod registry;
 mod scheduler;
+mod triggers;
 
 pub use config::{ConfigError, Delivery, SchedulerConfig};
 pub use scheduler::Scheduler;

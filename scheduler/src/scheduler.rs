@@ -10,6 +10,7 @@ use crate::figures::CallLatency;
 use crate::placement::Limits;
 use crate::registry::Registry;
 use crate::stats::SchedulerStats;
+use crate::triggers::Triggers;
 use anna::client::ClientCore;
 use anna::cluster::{ClusterState, ReplicationFactor};
 use anna::lattice::WriterId;
@@ -41,6 +42,7 @@ pub struct Scheduler {
     pub(crate) stats: SchedulerStats,
     /// Latency per function and DAG, errors by kind, for the monitor.
     pub(crate) latency: CallLatency,
+    pub(crate) triggers: Triggers,
 }
 
 impl Scheduler {
@@ -66,6 +68,7 @@ impl Scheduler {
             replication: anna::kvs::WorkerConfig::default().replication,
             stats: SchedulerStats::default(),
             latency: CallLatency::default(),
+            triggers: Triggers::default(),
         }
     }
 
@@ -114,6 +117,7 @@ impl Scheduler {
         self.expire_calls(now, out);
         self.expire_waiting(now, out);
         self.dags.prune(now, self.config.dag_cache_ttl);
+        self.refresh_triggers(now, out);
         self.drain_queue(now, out);
     }
 
@@ -158,6 +162,9 @@ impl Role for Scheduler {
             self.registry.forgive(idle);
         }
         self.dispatch(now, input, out);
+        if self.triggers.next_refresh().is_none() && !self.registry.executors.is_empty() {
+            self.refresh_triggers(now, out);
+        }
         self.pause.asked(now, self.next_tick());
     }
 
@@ -204,6 +211,9 @@ impl Scheduler {
             Message::CallTraced(traced) => self.latency.traced(*traced),
             Message::CacheReport(report) => self.registry.on_cache_report(now, report),
             Message::DagChanged(changed) => self.dags.changed(&changed.name),
+            Message::Changes(changes) => self.on_changes(now, changes, out),
+            Message::WatchState(state) => self.on_watch_state(state),
+            Message::CallResult(result) => self.on_trigger_result(result, out),
             m @ (Message::KvsResponse(_) | Message::StatusReply { .. }) => {
                 self.on_kvs_answer(now, m, out)
             }
@@ -213,6 +223,7 @@ impl Scheduler {
                     .registry
                     .status(count(self.calls.len()), count(self.queued()));
                 status.calls = self.latency.figures(&self.stats);
+                status.calls.triggers = self.triggers.figures();
                 out.send(reply_to, Message::ComputeStatusReply { id, status });
             }
             Message::Ping { id, reply_to } => out.send(
@@ -243,6 +254,11 @@ impl Scheduler {
             in_flight,
             deadline.map(deadline_time),
             self.client.next_tick(),
+            // Triggers need executors to run on; an idle scheduler asks
+            // for no tick.
+            self.triggers
+                .next_refresh()
+                .filter(|_| !self.registry.executors.is_empty()),
         ]
         .into_iter()
         .flatten()

@@ -12,6 +12,8 @@ busy_permille = 900
 queue_capacity = 10000
 dag_cache_ttl = 10000
 deadline_grace = 500
+trigger_refresh = 2000
+trigger_timeout = 60000
 
 [client]
 attempt_timeout = 500

@@ -438,6 +438,12 @@ impl ClientCore {
         self.start(now, key, OpKind::Delete(at, ack), out)
     }
 
+    /// The placement this client routes by; `None` until it has fetched
+    /// the cluster state.
+    pub fn placement(&self) -> Option<&Placement> {
+        self.placement.as_ref()
+    }
+
     /// The owner threads of `key` under the placement this client knows;
     /// `None` until it has fetched the cluster state (or after a thread
     /// said "not mine" and it has not fetched it again).

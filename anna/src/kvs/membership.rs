@@ -205,6 +205,8 @@ pub(super) struct Leave {
     without_me: Placement,
     dirty: StableHashSet<Key>,
     reported: bool,
+    /// Said in the log that trigger changes are being delivered first.
+    said_triggers: bool,
 }
 
 impl Leave {
@@ -307,6 +309,7 @@ impl StorageWorker {
                     without_me: self.placement_without_me(),
                     dirty: self.shard.keys().cloned().collect(),
                     reported: false,
+                    said_triggers: false,
                 });
                 self.continue_leave(now, out);
             }
@@ -393,10 +396,25 @@ impl StorageWorker {
         for (target, keys) in batches {
             self.send_handoff(now, target, keys, out);
         }
+        // A change a trigger has not run for yet is delivered first: the
+        // thread that took the write is the only one that holds it.
+        let backlog = self.triggers.backlog();
         let Some(leave) = &mut self.leave else {
             return;
         };
-        if !leave.reported && self.handoffs.sent.is_empty() && leave.dirty.is_empty() {
+        if backlog > 0 && !leave.said_triggers {
+            leave.said_triggers = true;
+            tracing::info!(
+                thread = self.id.thread,
+                backlog,
+                "leaving: delivering the trigger changes held here first"
+            );
+        }
+        if !leave.reported
+            && self.handoffs.sent.is_empty()
+            && leave.dirty.is_empty()
+            && backlog == 0
+        {
             leave.reported = true;
             tracing::info!(
                 node = self.id.node.id.0,

@@ -21,6 +21,8 @@
 //!   heavy-hitter summary) with the busy fraction.
 //! - `report`: the answer to the monitor's `StatsRequest`.
 //! - [`subscriptions`]: caches subscribed to keys, pushed every change.
+//! - [`triggers`]: changes of watched key prefixes, kept for schedulers
+//!   until the trigger's function ran.
 //!
 //! # State
 //!
@@ -45,6 +47,8 @@
 //!   the ids of the worker's own requests.
 //! - `subs` ([`subscriptions`]' `Subscriptions`): subscribers, keys owed
 //!   a push, and the pruning timer.
+//! - `triggers` ([`triggers`]' `Triggers`): watched prefixes and the
+//!   changes not yet done.
 //! - `stats` ([`WorkerStats`]): counters and access statistics.
 
 pub mod departure;
@@ -57,6 +61,7 @@ pub mod requests;
 pub mod shard;
 pub mod stats;
 pub mod subscriptions;
+pub mod triggers;
 
 use crate::cluster::{ClusterState, Placement, ReplicationFactor};
 use crate::lattice::KeyState;
@@ -176,6 +181,7 @@ pub struct StorageWorker {
     reqs: requests::Requests,
     stats: WorkerStats,
     subs: subscriptions::Subscriptions,
+    triggers: triggers::Triggers,
 }
 
 /// Who a storage thread is: fixed at its start.
@@ -197,6 +203,7 @@ impl StorageWorker {
     /// bug in the launcher, not input.
     pub fn new(config: WorkerConfig, node: NodeInfo, thread: u32, routers: Vec<Address>) -> Self {
         let me = node.threads[thread as usize].clone();
+        let triggers = triggers::Triggers::new(&me);
         let ring = membership::Ring::new(config.replication);
         StorageWorker {
             stats: WorkerStats::new(config.stats_epoch),
@@ -215,6 +222,7 @@ impl StorageWorker {
             handoffs: membership::Handoffs::default(),
             reqs: requests::Requests::default(),
             subs: subscriptions::Subscriptions::default(),
+            triggers,
         }
     }
 
@@ -356,6 +364,9 @@ impl Role for StorageWorker {
         if let Some(t) = self.next_flush() {
             consider(t);
         }
+        if let Some(t) = self.triggers.next_due(self.rounds.next_gossip()) {
+            consider(t);
+        }
         next
     }
 }
@@ -379,6 +390,8 @@ impl StorageWorker {
             }
             Message::Membership(m) => self.on_membership(now, m, out),
             Message::Subscribe(sub) => self.on_subscribe(now, sub, out),
+            Message::Watch(watch) => self.on_watch(now, *watch, out),
+            Message::ChangesDone { seqs, .. } => self.triggers.done(&seqs),
             Message::StatusRequest { id, reply_to } => {
                 let counters =
                     (self.stats).counters(self.shard.len(), self.subs.len(), self.shard.tiers());
@@ -417,6 +430,7 @@ impl StorageWorker {
         self.reqs
             .retry_fetches(now, self.config.handoff_retry, &self.id.me, out);
         self.rehome_stranded(now);
+        self.triggers.send(now, &self.id.me, out);
         self.continue_leave(now, out);
         self.subs.prune(now);
     }

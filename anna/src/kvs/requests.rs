@@ -9,6 +9,7 @@
 
 use super::StorageWorker;
 use crate::lattice::{KeyState, Lattice, Timestamp};
+use crate::protocol::compute::ChangeKind;
 use crate::protocol::{
     Ack, Address, Gossip, Key, KeyOp, KeyResult, KvsError, KvsRequest, KvsResponse, Message,
     Outcome, RequestId,
@@ -323,6 +324,7 @@ impl StorageWorker {
                             if changed {
                                 self.rounds.note_changed(&key);
                                 self.mark_leave_dirty(&key);
+                                self.record_change(now, &key, ChangeKind::Put);
                             }
                             self.announce_replication(&key, out);
                             self.replicate(pending_id, index, &key, ack, &mut opened, out)
@@ -351,6 +353,7 @@ impl StorageWorker {
                     if deleted {
                         self.rounds.note_changed(&key);
                         self.mark_leave_dirty(&key);
+                        self.record_change(now, &key, ChangeKind::Delete);
                     }
                     self.announce_replication(&key, out);
                     self.replicate(pending_id, index, &key, ack, &mut opened, out)

@@ -516,6 +516,97 @@ pub struct Subscribe {
     pub lease_ms: u32,
 }
 
+/// The set of every trigger name ever registered; a name whose
+/// [`trigger_key`] is deleted is no longer registered (as
+/// [`FUNCTIONS_KEY`]).
+pub const TRIGGERS_KEY: &str = "__squall/triggers";
+
+/// The KVS key of trigger `name`'s registration (a last-writer-wins value
+/// whose bytes are a bincode-encoded [`TriggerSpec`]).
+pub fn trigger_key(name: &str) -> Key {
+    format!("{SYSTEM_PREFIX}trigger/{name}")
+}
+
+/// Which change of a key a trigger fires on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChangeKind {
+    /// A write that changed the key's value.
+    Put,
+    /// A delete of a key that held a value.
+    Delete,
+}
+
+impl ChangeKind {
+    /// `"put"` or `"delete"`, as users name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Put => "put",
+            ChangeKind::Delete => "delete",
+        }
+    }
+}
+
+/// A registered trigger: `function` runs once per change of `on` kind of
+/// a key starting with `prefix`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerSpec {
+    pub name: String,
+    pub function: String,
+    pub prefix: Key,
+    pub on: ChangeKind,
+}
+
+/// "Send me the changes of keys under `prefix` for trigger `trigger`
+/// until `lease_ms` from now", from a scheduler to every storage thread.
+/// Renewed before the lease ends; the thread answers [`WatchState`]. Each
+/// change goes to one live watcher of its trigger, as [`Changes`], and is
+/// kept until a watcher says it is done ([`Message::ChangesDone`]), sent
+/// again to a live watcher every `retry_ms` until then.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watch {
+    pub watcher: Address,
+    pub trigger: TriggerSpec,
+    pub lease_ms: u32,
+    pub retry_ms: u32,
+}
+
+/// One change of a key, for a trigger.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChangeEvent {
+    /// The storage thread's number for it, unique at that thread: what
+    /// [`Message::ChangesDone`] names.
+    pub seq: u64,
+    pub trigger: String,
+    pub key: Key,
+    pub kind: ChangeKind,
+    /// The write's timestamp (a last-writer-wins value's own, a delete's),
+    /// else the storage thread's clock: a change delivered twice, or by two
+    /// replicas, carries the same one.
+    pub at: crate::lattice::Timestamp,
+    /// The key's value after a put, encoded with [`encode_value`]; empty
+    /// for a delete.
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+}
+
+/// Changes for a watcher, from the storage thread `from`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Changes {
+    pub from: Address,
+    pub events: Vec<ChangeEvent>,
+}
+
+/// A storage thread's answer to a [`Watch`]: how many changes of the
+/// trigger it holds (not yet done) and how many it dropped (its backlog
+/// full) since it started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchState {
+    pub from: Address,
+    pub trigger: String,
+    pub backlog: u64,
+    pub dropped: u64,
+}
+
 /// A message from one running function to another executor, for
 /// `squall.user.send` / `recv`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -575,6 +666,8 @@ mod tests {
             dag_key("d"),
             FUNCTIONS_KEY.to_string(),
             DAGS_KEY.to_string(),
+            TRIGGERS_KEY.to_string(),
+            trigger_key("t"),
         ] {
             assert!(key.starts_with(SYSTEM_PREFIX), "{key}");
         }

@@ -30,6 +30,26 @@ pub struct CallFigures {
     /// The latest traced calls that ended (at most [`RECENT_TRACES`]),
     /// newest first.
     pub traces: Vec<TracedCall>,
+    /// Every registered trigger: its runs and the changes waiting for it.
+    pub triggers: Vec<TriggerFigures>,
+}
+
+/// One trigger as a scheduler sees it: calls it ran (`failures` of them
+/// raised), calls that failed for a reason of the cluster and are run
+/// again (`retries`), and, as the storage threads last said, changes not
+/// yet done (`backlog`) and changes dropped because a backlog was full.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerFigures {
+    pub name: String,
+    pub function: String,
+    pub prefix: String,
+    /// `"put"` or `"delete"`.
+    pub on: String,
+    pub runs: u64,
+    pub failures: u64,
+    pub retries: u64,
+    pub backlog: u64,
+    pub dropped: u64,
 }
 
 /// How many traced calls a scheduler (and the dashboard) keeps.

@@ -199,6 +199,17 @@ pub enum Message {
     /// A traced call's trace, from the executor that answered its caller
     /// to its scheduler, which keeps the latest for the dashboard.
     CallTraced(Box<figures::TracedCall>),
+    /// Watch changes of keys under a prefix for a trigger, from a
+    /// scheduler to every storage thread.
+    Watch(Box<compute::Watch>),
+    /// A storage thread's answer to [`Message::Watch`].
+    WatchState(compute::WatchState),
+    /// Changes of watched keys, from a storage thread to a watcher.
+    Changes(compute::Changes),
+    /// "The trigger's function ran for these changes" (`seqs`, the storage
+    /// thread's numbers), from the watcher to the storage thread, which
+    /// then forgets them.
+    ChangesDone { watcher: Address, seqs: Vec<u64> },
 }
 
 impl Message {
@@ -260,6 +271,10 @@ impl Message {
             Message::CancelCall { .. } => "cancel-call",
             Message::CancelAnswer { .. } => "cancel-answer",
             Message::CallTraced(_) => "call-traced",
+            Message::Watch(_) => "watch",
+            Message::WatchState(_) => "watch-state",
+            Message::Changes(_) => "changes",
+            Message::ChangesDone { .. } => "changes-done",
         }
     }
 }

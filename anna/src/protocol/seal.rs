@@ -602,6 +602,8 @@ impl Message {
                 | Message::FetchReply { .. }
                 | Message::Scale { .. }
                 | Message::Metrics { .. }
+                | Message::Changes(_)
+                | Message::WatchState(_)
         )
     }
 

@@ -16,8 +16,9 @@ use anna::lattice::{
 };
 use anna::protocol::compute::{
     CacheReport, CallArgs, CallError, CallErrorKind, CallId, CallOutcome, CallRequest, CallResult,
-    CallTrace, ComputeStatus, Consistency, DagCallRequest, DagChanged, ExecutorReport, Plan,
-    PlannedFunction, ReplyTo, Subscribe, TraceStep, UserMessage,
+    CallTrace, ChangeEvent, ChangeKind, Changes, ComputeStatus, Consistency, DagCallRequest,
+    DagChanged, ExecutorReport, Plan, PlannedFunction, ReplyTo, Subscribe, TraceStep, TriggerSpec,
+    UserMessage, Watch, WatchState,
 };
 use anna::protocol::figures::{CallFigures, KvsFigures, TracedCall};
 use anna::protocol::monitor::{MonitorEvent, MonitorStatus, StorageReport};
@@ -544,6 +545,17 @@ fn call_figures() -> CallFigures {
         redispatches: 2,
         resends: u64::MAX,
         traces: vec![traced_call()],
+        triggers: vec![anna::protocol::figures::TriggerFigures {
+            name: "on-upload".to_string(),
+            function: "thumbnail".to_string(),
+            prefix: "uploads/".to_string(),
+            on: "put".to_string(),
+            runs: 10,
+            failures: 1,
+            retries: 2,
+            backlog: 3,
+            dropped: 0,
+        }],
     }
 }
 
@@ -671,6 +683,48 @@ fn compute_messages() -> Vec<Message> {
             cancelled: true,
         },
         Message::CallTraced(Box::new(traced_call())),
+        Message::Watch(Box::new(Watch {
+            watcher: Address::from("tcp://127.0.0.1:7150"),
+            trigger: TriggerSpec {
+                name: "on-upload".to_string(),
+                function: "thumbnail".to_string(),
+                prefix: "uploads/".to_string(),
+                on: ChangeKind::Put,
+            },
+            lease_ms: 6_000,
+            retry_ms: 65_000,
+        })),
+        Message::WatchState(WatchState {
+            from: Address::from("tcp://127.0.0.1:7000"),
+            trigger: "on-upload".to_string(),
+            backlog: 12,
+            dropped: 0,
+        }),
+        Message::Changes(Changes {
+            from: Address::from("tcp://127.0.0.1:7000"),
+            events: vec![
+                ChangeEvent {
+                    seq: 41,
+                    trigger: "on-upload".to_string(),
+                    key: "uploads/a.png".to_string(),
+                    kind: ChangeKind::Put,
+                    at: ts(1_700_000_000_000, 2, 9),
+                    value: anna::protocol::compute::encode_value(&lww(1_700_000_000_000, b"png")),
+                },
+                ChangeEvent {
+                    seq: 42,
+                    trigger: "on-upload".to_string(),
+                    key: "uploads/b.png".to_string(),
+                    kind: ChangeKind::Delete,
+                    at: ts(1_700_000_000_001, 0, 9),
+                    value: Vec::new(),
+                },
+            ],
+        }),
+        Message::ChangesDone {
+            watcher: Address::from("tcp://127.0.0.1:7150"),
+            seqs: vec![41, 42],
+        },
     ];
     msgs.extend(CALL_ERROR_KINDS.iter().map(|&kind| {
         Message::CallResult(CallResult {

@@ -58,6 +58,7 @@ from .lattices import (
     VectorClock,
 )
 from .futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, Future, as_completed, gather, wait
+from .events import Event, Timestamp, Trigger
 from .reference import Reference
 
 if TYPE_CHECKING:
@@ -74,6 +75,9 @@ __all__ = [
     "Dag",
     "Instance",
     "Reference",
+    "Event",
+    "Timestamp",
+    "Trigger",
     "wait",
     "as_completed",
     "gather",

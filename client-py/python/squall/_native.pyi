@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, overload
 FUNCTIONS_KEY: str
 """The KVS set of every registered function name."""
 DAGS_KEY: str
+TRIGGERS_KEY: str
 """The KVS set of every registered DAG name."""
 
 class Client:
@@ -121,6 +122,15 @@ def function_key(name: str) -> str:
 
 def dag_key(name: str) -> str:
     """The KVS key of DAG `name`."""
+
+def trigger_key(name: str) -> str:
+    """The KVS key of trigger `name`'s registration."""
+
+def encode_trigger(name: str, function: str, prefix: str, on: str) -> bytes:
+    """A `TriggerSpec` record for a trigger key; `on` is "put" or "delete"."""
+
+def decode_trigger(data: bytes) -> Optional[Tuple[str, str, str, str]]:
+    """(name, function, prefix, on), or None if not a record."""
 
 def looks_pickled(data: bytes) -> bool:
     """Whether last-writer-wins bytes are a pickle (read back as the object

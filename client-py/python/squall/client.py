@@ -23,6 +23,7 @@ from .errors import InvalidModuleError, SquallError
 from .errors import CallTimeoutError, ClusterNotFoundError, UnknownFunctionError, call_error
 from .futures import GRACE_S, Future, _Completions, format_output
 from .lattices import Lww, Set
+from .events import Trigger
 from .reference import Reference
 
 __all__ = ["Client", "Future", "Function", "Dag", "Instance"]
@@ -804,6 +805,76 @@ class Client:
     def list_dags(self) -> List[str]:
         """The names of the registered DAGs, sorted."""
         return _listed(self._native, _native.DAGS_KEY, _native.dag_key)
+
+    # -- Triggers -------------------------------------------------------------
+
+    def register_trigger(
+        self,
+        function: Union[str, Callable[..., Any]],
+        key_prefix: str = "",
+        on: str = "put",
+        name: Optional[str] = None,
+    ) -> Trigger:
+        """Runs `function` once per change of a key starting with
+        `key_prefix`: every put that changes its value (``on="put"``) or
+        every delete of a key that held one (``on="delete"``). The function
+        is called as ``function(event)`` with a `squall.Event` (``key``,
+        ``value``, ``kind``, ``timestamp``). A function object is
+        registered first (under its name); a name must be registered.
+
+        Delivery is at least once: a change whose call failed for a reason
+        of the cluster (a timeout, an executor that died) runs again, and
+        the storage node that took the write keeps it until its call is
+        answered, through a graceful stop (SIGTERM) of that node too. A
+        duplicate carries the same ``event.timestamp``. A function that
+        raises is not run again for that change (the error is logged and
+        counted in ``squall_trigger_failures_total``). Keys under
+        ``__squall/`` fire only a prefix that starts with it.
+
+        `name` (default ``"<function>:<on>:<key_prefix>"``) names the
+        trigger for `delete_trigger`; registering a name again replaces
+        it. Schedulers pick a registration up within
+        ``[scheduler] trigger_refresh`` (2 s): writes before then do not
+        fire it. Returns the `Trigger`.
+
+        Raises:
+            UnknownFunctionError: `function` names no registered function.
+            ValueError: `on` is neither ``"put"`` nor ``"delete"``, or an
+                empty `name`.
+        """
+        if callable(function) and not isinstance(function, str):
+            function = self.register(function)
+        function = str(function)
+        if on not in ("put", "delete"):
+            raise ValueError(f'on must be "put" or "delete", not {on!r}')
+        if not isinstance(key_prefix, str):
+            raise TypeError(f"key_prefix must be a str, not {type(key_prefix).__name__}")
+        if not self._native.exists(_native.function_key(function)):
+            raise UnknownFunctionError(
+                f"trigger on `{key_prefix}`: function `{function}` is not registered",
+                type_name="UnknownFunction",
+                function=function,
+            )
+        name = _check_name(f"{function}:{on}:{key_prefix}" if name is None else name, "trigger")
+        record = _native.encode_trigger(name, function, key_prefix, on)
+        self._native.put(_native.trigger_key(name), Lww(record))
+        self._native.put(_native.TRIGGERS_KEY, _index_entry(name))
+        return Trigger(name, function, key_prefix, on)
+
+    def delete_trigger(self, name: str) -> None:
+        """Unregisters trigger `name` (schedulers stop within
+        ``trigger_refresh``; changes already taken still run)."""
+        self._native.delete(_native.trigger_key(str(name)))
+
+    def list_triggers(self) -> List[Trigger]:
+        """The registered triggers, sorted by name."""
+        found = []
+        for name in _listed(self._native, _native.TRIGGERS_KEY, _native.trigger_key):
+            record = self._native.get(_native.trigger_key(name), True)
+            parts = None if record is None else _native.decode_trigger(record.value)
+            if parts is not None:
+                found.append(Trigger(*parts))
+        return found
 
     def call_dag(
         self,

@@ -159,3 +159,30 @@ def test_classes_instances_and_user_behave_alike(api):
     remember_fn = client.register(remember, name=f"{p}_remember")
     assert remember_fn(f"{p}/r", [7]) == [7]
     assert eventually(lambda: client.get(f"{p}/r")) == [7]
+
+
+def remember_change(event):
+    from squall import user
+
+    user.put(f"{event.trigger}/seen", squall.Set([f"{event.kind}|{event.key}|{event.value!r}"]))
+
+
+def test_triggers_behave_alike(api):
+    client, prefix = api
+    trigger = client.register_trigger(remember_change, key_prefix=f"{prefix}/in/", name=f"{prefix}-t")
+    assert trigger in client.list_triggers()
+    seen_key = f"{prefix}-t/seen"
+    # A cluster's schedulers pick the registration up within a refresh:
+    # write until the trigger fires once.
+    deadline = time.monotonic() + 15
+    while not client.get(seen_key) and time.monotonic() < deadline:
+        client.put(f"{prefix}/in/probe", 0)
+        time.sleep(0.2)
+    for i in range(5):
+        client.put(f"{prefix}/in/{i}", i)
+    client.put(f"{prefix}/out/x", 1)
+    want = {f"put|{prefix}/in/{i}|{i}" for i in range(5)} | {f"put|{prefix}/in/probe|0"}
+    got = eventually(lambda: set(client.get(seen_key) or ()), want, timeout=20)
+    assert got == want
+    client.delete_trigger(trigger.name)
+    assert trigger not in client.list_triggers()

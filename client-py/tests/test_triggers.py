@@ -143,6 +143,23 @@ def test_a_thousand_puts_run_a_thousand_times_across_a_storage_nodes_sigterm():
         missing = sorted(set(acked) - got)
         assert not missing, f"{len(missing)} of {len(acked)} puts never ran the trigger: {missing[:10]}"
         assert len(got) == 1000
+        # The schedulers counted at least one run per put (more where a
+        # change was delivered twice), and nothing is left waiting.
+        runs = backlog = None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            line = next(
+                (x for x in c.cli("status").stdout.splitlines() if "trigger  orders" in x), ""
+            )
+            fields = line.replace(",", " ").replace("(", " ").replace(")", " ").split()
+            if "runs" in fields:
+                runs = int(fields[fields.index("runs") + 1])
+                backlog = int(fields[fields.index("backlog") + 1])
+                if backlog == 0:
+                    break
+            time.sleep(0.5)
+        print(f"1000 puts, {len(got)} keys seen by the trigger, {runs} runs, backlog {backlog}")
+        assert runs is not None and runs >= 1000 and backlog == 0, line
         # The stopped node held changes not yet run when it was told to
         # stop, and delivered them before it left.
         said = [

@@ -63,7 +63,12 @@ impl Page {
 }
 
 /// A metric family of triggers: name, type, help, and its value of one.
-type TriggerFamily = (&'static str, &'static str, &'static str, fn(&TriggerFigures) -> u64);
+type TriggerFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&TriggerFigures) -> u64,
+);
 
 /// Every trigger's runs, failures, retries, backlog and dropped changes.
 fn render_triggers(p: &mut Page, compute: &ComputeStatus) {

@@ -304,6 +304,37 @@ def _listed(store: Any, index: str, key_of: Callable[[str], str]) -> List[str]:
     return sorted(n for n in found if store.exists(key_of(n)))
 
 
+def _store_trigger(store: Any, function: str, key_prefix: str, on: str, name: Optional[str]) -> Trigger:
+    """Stores a trigger's registration in `store` (see
+    `Client.register_trigger`)."""
+    if on not in ("put", "delete"):
+        raise ValueError(f'on must be "put" or "delete", not {on!r}')
+    if not isinstance(key_prefix, str):
+        raise TypeError(f"key_prefix must be a str, not {type(key_prefix).__name__}")
+    if not store.exists(_native.function_key(function)):
+        raise UnknownFunctionError(
+            f"trigger on `{key_prefix}`: function `{function}` is not registered",
+            type_name="UnknownFunction",
+            function=function,
+        )
+    name = _check_name(f"{function}:{on}:{key_prefix}" if name is None else name, "trigger")
+    record = _native.encode_trigger(name, function, key_prefix, on)
+    store.put(_native.trigger_key(name), Lww(record))
+    store.put(_native.TRIGGERS_KEY, _index_entry(name))
+    return Trigger(name, function, key_prefix, on)
+
+
+def _list_triggers(store: Any) -> List[Trigger]:
+    """The triggers registered in `store`, sorted by name."""
+    found = []
+    for name in _listed(store, _native.TRIGGERS_KEY, _native.trigger_key):
+        record = store.get(_native.trigger_key(name), True)
+        parts = None if record is None else _native.decode_trigger(record.value)
+        if parts is not None:
+            found.append(Trigger(*parts))
+    return found
+
+
 class _Handle(str):
     """A registered function's or DAG's name (a `str`, usable wherever a
     name is) that calls it through its client. Pickled (passed to a
@@ -844,22 +875,7 @@ class Client:
         """
         if callable(function) and not isinstance(function, str):
             function = self.register(function)
-        function = str(function)
-        if on not in ("put", "delete"):
-            raise ValueError(f'on must be "put" or "delete", not {on!r}')
-        if not isinstance(key_prefix, str):
-            raise TypeError(f"key_prefix must be a str, not {type(key_prefix).__name__}")
-        if not self._native.exists(_native.function_key(function)):
-            raise UnknownFunctionError(
-                f"trigger on `{key_prefix}`: function `{function}` is not registered",
-                type_name="UnknownFunction",
-                function=function,
-            )
-        name = _check_name(f"{function}:{on}:{key_prefix}" if name is None else name, "trigger")
-        record = _native.encode_trigger(name, function, key_prefix, on)
-        self._native.put(_native.trigger_key(name), Lww(record))
-        self._native.put(_native.TRIGGERS_KEY, _index_entry(name))
-        return Trigger(name, function, key_prefix, on)
+        return _store_trigger(self._native, str(function), key_prefix, on, name)
 
     def delete_trigger(self, name: str) -> None:
         """Unregisters trigger `name` (schedulers stop within
@@ -868,13 +884,7 @@ class Client:
 
     def list_triggers(self) -> List[Trigger]:
         """The registered triggers, sorted by name."""
-        found = []
-        for name in _listed(self._native, _native.TRIGGERS_KEY, _native.trigger_key):
-            record = self._native.get(_native.trigger_key(name), True)
-            parts = None if record is None else _native.decode_trigger(record.value)
-            if parts is not None:
-                found.append(Trigger(*parts))
-        return found
+        return _list_triggers(self._native)
 
     def call_dag(
         self,

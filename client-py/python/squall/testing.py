@@ -26,6 +26,11 @@ What is the same as on a cluster:
   (upstream results first, in the order of their connections), named
   instances (state in the store, one call at a time), what a function
   prints (``Future.logs()``).
+- **Triggers** (`register_trigger`): a put or delete of a matching key,
+  from the client or inside a function, runs the trigger's function with
+  a `squall.Event`, on the pool like a call; `wait_triggers()` waits for
+  those started so far. Unlike a cluster, every put fires (a cluster fires
+  only a put that changed the value) and the registration counts at once.
 
 What is not: calls run on a pool of threads of this process (`executors`,
 default 2) without a deadline that stops them (a call past its timeout
@@ -61,8 +66,10 @@ from .client import (
     _check_name,
     _delete_function,
     _function_record,
+    _list_triggers,
     _list_versions,
     _rollback,
+    _store_trigger,
     _store_version,
     _versioned,
     _index_entry,
@@ -77,6 +84,7 @@ from .errors import (
     UnknownFunctionError,
     call_error,
 )
+from .events import Event, Timestamp, Trigger
 from .futures import CallFuture, FailedArgument, format_output
 from .lattices import Lww
 from .reference import Reference
@@ -160,6 +168,34 @@ class _LocalExecutor:
         raise RuntimeError("squall.user.recv needs a cluster: the local test mode has no executors")
 
 
+class _TriggeringKvs:
+    """The local store, recording changes of keys for triggers as a
+    storage thread does: every write through it (the client's, and
+    functions' through `squall.user`) fires the matching triggers."""
+
+    def __init__(self, kvs: "_native.LocalKvs", client: "LocalClient") -> None:
+        self._kvs = kvs
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._kvs, name)
+
+    def put(self, key: str, value: Any, ack: Any = None) -> None:
+        self._kvs.put(key, value, ack)
+        self._client._changed(key, "put")
+
+    def put_many(self, entries: Sequence[Tuple[str, Any]]) -> None:
+        self._kvs.put_many(entries)
+        for key, _ in entries:
+            self._client._changed(key, "put")
+
+    def delete(self, key: str, ack: Any = None) -> None:
+        held = self._kvs.exists(key)
+        self._kvs.delete(key, ack)
+        if held:
+            self._client._changed(key, "delete")
+
+
 def current_executor() -> Optional[_LocalExecutor]:
     """The local call running on this thread's `squall.user` backend, if any."""
     return getattr(_running, "executor", None)
@@ -218,7 +254,10 @@ class LocalClient:
     def __init__(self, executors: int = 2, call_timeout: float = 60.0, consistency: str = "lww") -> None:
         if executors < 1:
             raise ValueError(f"executors must be at least 1, not {executors}")
-        self._kvs = _native.LocalKvs()
+        self._kvs = _TriggeringKvs(_native.LocalKvs(), self)
+        self._triggers: Optional[List[Trigger]] = None
+        self._trigger_runs: List[LocalFuture] = []
+        self._stamps = itertools.count()
         self._pool = _cf.ThreadPoolExecutor(max_workers=executors, thread_name_prefix="squall-local")
         self._call_timeout = call_timeout
         self._consistency = _check_consistency(consistency)
@@ -281,6 +320,58 @@ class LocalClient:
 
     def list_functions(self) -> List[str]:
         return _listed(self._kvs, _native.FUNCTIONS_KEY, _native.function_key)
+
+    # -- triggers -------------------------------------------------------------
+
+    def register_trigger(
+        self,
+        function: Union[str, Callable[..., Any]],
+        key_prefix: str = "",
+        on: str = "put",
+        name: Optional[str] = None,
+    ) -> Trigger:
+        if callable(function) and not isinstance(function, str):
+            function = self.register(function)
+        trigger = _store_trigger(self._kvs, str(function), key_prefix, on, name)
+        self._triggers = None
+        return trigger
+
+    def delete_trigger(self, name: str) -> None:
+        self._kvs.delete(_native.trigger_key(str(name)))
+        self._triggers = None
+
+    def list_triggers(self) -> List[Trigger]:
+        return _list_triggers(self._kvs)
+
+    def wait_triggers(self, timeout: Optional[float] = None) -> None:
+        """Waits until the trigger runs started so far (and those they
+        start) have ended; raises `TimeoutError` after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._trigger_runs:
+            run = self._trigger_runs.pop(0)
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            _cf.wait([run], timeout=left)
+            if not run.done():
+                self._trigger_runs.insert(0, run)
+                raise TimeoutError("trigger runs still going")
+
+    def _changed(self, key: str, kind: str) -> None:
+        if key.startswith(_native.TRIGGERS_KEY) or key.startswith(_native.trigger_key("")):
+            self._triggers = None
+        if self._triggers is None:
+            self._triggers = _list_triggers(self._kvs._kvs) if self._kvs.exists(_native.TRIGGERS_KEY) else []
+        for t in self._triggers:
+            if t.on != kind or not key.startswith(t.key_prefix):
+                continue
+            if key.startswith("__squall/") and not t.key_prefix.startswith("__squall/"):
+                continue
+            stamp = Timestamp(int(time.time() * 1000), next(self._stamps), 0)
+            value = self._kvs.get(key) if kind == "put" else None
+            payload = _payload((Event(key, kind, stamp, t.name, value),), {})
+            run = self._submit(
+                f"trigger `{t.name}`", None, lambda out, f=t.function, p=payload: self._run_one(f, p, out)
+            )
+            self._trigger_runs.append(run)
 
     def instance(
         self, cls: str, name: str, init_args: Sequence[Any] = (), init_kwargs: Optional[Mapping[str, Any]] = None

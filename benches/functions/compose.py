@@ -37,6 +37,7 @@ import gc
 import json
 import os
 import platform
+import random
 import shlex
 import shutil
 import socket
@@ -101,6 +102,22 @@ def loadavg():
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         return "?"
+
+
+def cpu_ticks():
+    """(steal, total) jiffies of every CPU since boot, from /proc/stat."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def steal_percent(before, after):
+    """The share of CPU time the hypervisor took between two `cpu_ticks`."""
+    if before is None or after is None or after[1] <= before[1]:
+        return "?"
+    return f"{100 * (after[0] - before[0]) / (after[1] - before[1]):.1f}%"
 
 
 def free_port_block(span=600):
@@ -469,7 +486,8 @@ def report(args, results, meta):
     print(meta["command"])
     print("```")
     print()
-    print(f"- date: {meta['date']}; machine: {meta['machine']}; load average before {meta['load_before']}, after {meta['load_after']}")
+    print(f"- date: {meta['date']}; machine: {meta['machine']}; load average before {meta['load_before']}, after {meta['load_after']}; steal {meta['steal']}")
+    print(f"- order of backends this round: {', '.join(meta['order'])}")
     print("- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
     print(f"- Squall cluster: 1 router, 1 storage node x 1 thread, 1 scheduler, 1 compute node x {args.executors} executors (binary {os.path.relpath(args.squall_bin, ROOT)}, built {meta['squall_bin_built']})")
     print("- Ray: ray.init(num_cpus=2, include_dashboard=False); Dask: LocalCluster(n_workers=2, threads_per_worker=1, processes=True)")
@@ -508,7 +526,8 @@ def report(args, results, meta):
     print("| measure | " + " | ".join(names[s] for s in systems) + " |")
     print("|---|" + "---|" * len(systems))
     for label, k, nd in (("wall time, s", "wall_s", 2), ("of which submitting, s", "submit_s", 2),
-                         ("calls/s", "per_s", 0), ("failed calls", "errors", 0)):
+                         ("calls/s", "per_s", 0), ("failed calls", "errors", 0),
+                         ("wrong results", "wrong", 0)):
         cells = []
         for s in systems:
             t = results[s].get("tput")
@@ -519,6 +538,8 @@ def report(args, results, meta):
     print()
     for s in systems:
         t = results[s].get("tput") or {}
+        if t.get("wrong"):
+            print(f"{names[s]} throughput: {t['wrong']} WRONG result(s): the run FAILS")
         if t.get("first_error"):
             print(f"{names[s]} throughput: first failed call: {t['first_error']}")
         if results[s].get("wasm_error"):
@@ -557,7 +578,12 @@ def main():
     ap.add_argument("--skip-wasm", action="store_true",
                     help="leave out Squall's WebAssembly rows of (a)")
     ap.add_argument("--squall-bin", default=str(ROOT / "target/release/squall"))
-    ap.add_argument("--json", help="also write the raw results to this file")
+    ap.add_argument("--json", help="also write the raw results to this file (the last round's)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run everything this many times, the order of backends turned by one each round")
+    ap.add_argument("--first", type=int, default=None,
+                    help="index (in squall, ray, dask order, skipped ones left out) of the backend run first "
+                         "in round 1 (default: drawn at random)")
     args = ap.parse_args()
 
     meta = {
@@ -571,25 +597,37 @@ def main():
     }
     print("functions benchmark:", meta["command"], flush=True)
     print("versions:", meta["versions"], flush=True)
-    results = {}
-    plan = [("squall", run_squall, args.skip_squall), ("ray", run_ray, args.skip_ray),
-            ("dask", run_dask, args.skip_dask)]
-    for name, fn, skip in plan:
-        if skip:
-            continue
-        print(f"== {name}", flush=True)
-        results[name] = {}
-        t0 = time.perf_counter()
-        try:
-            fn(args, results[name])
-        except Exception:  # an import failure, say
-            results[name]["error"] = traceback.format_exc()
-        print(f"   {name}: {time.perf_counter() - t0:.1f} s"
-              + (" (FAILED)" if "error" in results[name] else ""), flush=True)
-        gc.collect()
-    meta["load_after"] = loadavg()
-    report(args, results, meta)
-    return 1 if any("error" in r or "wasm_error" in r for r in results.values()) else 0
+    plan = [(name, fn) for name, fn, skip in (
+        ("squall", run_squall, args.skip_squall), ("ray", run_ray, args.skip_ray),
+        ("dask", run_dask, args.skip_dask)) if not skip]
+    # The order of backends turns by one each round, from a first one
+    # drawn at random: none is always measured right after another's load.
+    first = random.randrange(len(plan)) if args.first is None else args.first % max(len(plan), 1)
+    failed = False
+    for round_ in range(args.rounds):
+        turn = (first + round_) % max(len(plan), 1)
+        order = plan[turn:] + plan[:turn]
+        meta["order"] = [name for name, _ in order]
+        meta["load_before"] = loadavg()
+        ticks = cpu_ticks()
+        results = {}
+        for name, fn in order:
+            print(f"== {name} (round {round_ + 1} of {args.rounds})", flush=True)
+            results[name] = {}
+            t0 = time.perf_counter()
+            try:
+                fn(args, results[name])
+            except Exception:  # an import failure, say
+                results[name]["error"] = traceback.format_exc()
+            print(f"   {name}: {time.perf_counter() - t0:.1f} s"
+                  + (" (FAILED)" if "error" in results[name] else ""), flush=True)
+            gc.collect()
+        meta["load_after"] = loadavg()
+        meta["steal"] = steal_percent(ticks, cpu_ticks())
+        report(args, results, meta)
+        failed |= any("error" in r or "wasm_error" in r or (r.get("tput") or {}).get("wrong")
+                      for r in results.values())
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

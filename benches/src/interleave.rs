@@ -3,9 +3,11 @@
 //! On a shared 2-core machine, other processes come and go within seconds,
 //! and one backend measured for 6 s before another can see a different
 //! machine. [`run_interleaved`] splits each backend's measured time into
-//! rounds and alternates them (A B A B ...), so every backend samples the
-//! same stretch of time and the same interference; each backend's rounds
-//! are merged into one [`Report`]. The first round warms up for the
+//! rounds and alternates them, so every backend samples the same stretch
+//! of time and the same interference; each backend's rounds are merged
+//! into one [`Report`]. The order turns from round to round (A B, B A, A B
+//! ... with two; A B C, B C A, C A B ... with three), so no backend is
+//! always the one measured right after another's load. The first round warms up for the
 //! workload's full warm-up, later rounds for at most [`ROUND_WARMUP`].
 //!
 //! Connections come from a [`ConnectionPool`] and stay open from round to
@@ -104,7 +106,8 @@ pub fn run_interleaved_pooled(
             seed: workload.seed.wrapping_add(1_000_003 * round as u64),
             ..workload.clone()
         };
-        for (factory, report) in factories.iter().zip(&mut reports) {
+        for i in round_order(factories.len(), round) {
+            let (factory, report) = (&factories[i], &mut reports[i]);
             let mut conns = pool.take(*factory, slice.clients)?;
             let measured = measure_on(&slice, *factory, &mut conns);
             pool.put_back(*factory, conns);
@@ -123,6 +126,11 @@ pub fn run_interleaved_pooled(
             r
         })
         .collect())
+}
+
+/// The order of `n` backends in round `round`: turned by one each round.
+fn round_order(n: usize, round: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |k| (round + k) % n)
 }
 
 /// Round `round`'s share of the measured period (the remainder goes to the
@@ -208,6 +216,14 @@ mod tests {
         run_interleaved_pooled(&mut pool, &one, &[&a], 2).unwrap();
         assert_eq!(a.connects.load(Ordering::Relaxed), 2);
         assert_eq!(pool.idle("a"), 2);
+    }
+
+    #[test]
+    fn the_order_of_backends_turns_from_round_to_round() {
+        let orders: Vec<Vec<usize>> = (0..4).map(|r| round_order(3, r).collect()).collect();
+        assert_eq!(orders, [[0, 1, 2], [1, 2, 0], [2, 0, 1], [0, 1, 2]]);
+        let two: Vec<Vec<usize>> = (0..2).map(|r| round_order(2, r).collect()).collect();
+        assert_eq!(two, [[0, 1], [1, 0]]);
     }
 
     #[test]

@@ -377,9 +377,9 @@ struct KvsArgs {
     /// Unmeasured seconds before each run.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
-    /// Split each run into this many rounds, alternating backends, so a
-    /// busy machine skews every backend alike [default: 1; 6 with
-    /// --matrix].
+    /// Split each run into this many rounds, alternating backends (the
+    /// order turned by one each round), so a busy machine skews every
+    /// backend alike [default: 1; 6 with --matrix].
     #[arg(long)]
     rounds: Option<usize>,
     /// Seed of the clients' key and operation choices.

@@ -19,6 +19,15 @@ fn watch(watcher: &str, spec: TriggerSpec) -> Watch {
     }
 }
 
+/// `t` watched for trigger "t" (every key, puts) by `watcher` at `ms`.
+fn watched(t: &mut Triggers, ms: u64, watcher: &str) -> WatchState {
+    t.watch(
+        at(ms),
+        watch(watcher, spec("t", "", ChangeKind::Put)),
+        &me(),
+    )
+}
+
 fn me() -> Address {
     Address::from("tcp://127.0.0.1:7000")
 }
@@ -38,8 +47,10 @@ fn lww(ms: u64, v: &[u8]) -> LatticeValue {
     ))
 }
 
-/// Every `Changes` sent: (to, events).
-fn sent(mut out: Outbox) -> Vec<(Address, Vec<ChangeEvent>)> {
+/// What `t` sends at `ms`: every `Changes`, as (to, events).
+fn send(t: &mut Triggers, ms: u64) -> Vec<(Address, Vec<ChangeEvent>)> {
+    let mut out = Outbox::default();
+    t.send(at(ms), &me(), &mut out);
     out.drain()
         .filter_map(|(to, m)| match m {
             Message::Changes(c) => Some((to, c.events)),
@@ -71,9 +82,7 @@ fn a_change_under_a_watched_prefix_goes_to_a_watcher_with_its_value_and_timestam
     t.changed(at(1), "down/a", ChangeKind::Put, None, Some(&v));
     t.changed(at(1), "up/b", ChangeKind::Delete, None, None);
     assert_eq!(t.backlog(), 1);
-    let mut out = Outbox::default();
-    t.send(at(2), &me(), &mut out);
-    let sent = sent(out);
+    let sent = send(&mut t, 2);
     assert_eq!(sent.len(), 1);
     let (to, events) = &sent[0];
     assert_eq!(to, &Address::from("tcp://s:1"));
@@ -92,28 +101,14 @@ fn a_change_under_a_watched_prefix_goes_to_a_watcher_with_its_value_and_timestam
 #[test]
 fn changes_not_done_are_sent_again_after_the_retry_to_a_live_watcher() {
     let mut t = Triggers::new(&me());
-    t.watch(
-        at(0),
-        watch("tcp://s:1", spec("t", "", ChangeKind::Put)),
-        &me(),
-    );
+    watched(&mut t, 0, "tcp://s:1");
     t.changed(at(1), "k", ChangeKind::Put, None, None);
-    let mut out = Outbox::default();
-    t.send(at(1), &me(), &mut out);
-    assert_eq!(sent(out).len(), 1);
+    assert_eq!(send(&mut t, 1).len(), 1);
     // Not yet due.
-    let mut out = Outbox::default();
-    t.send(at(500), &me(), &mut out);
-    assert!(sent(out).is_empty());
+    assert!(send(&mut t, 500).is_empty());
     // The first watcher lapses; another renews; the change goes there.
-    t.watch(
-        at(5_500),
-        watch("tcp://s:2", spec("t", "", ChangeKind::Put)),
-        &me(),
-    );
-    let mut out = Outbox::default();
-    t.send(at(5_600), &me(), &mut out);
-    let again = sent(out);
+    watched(&mut t, 5_500, "tcp://s:2");
+    let again = send(&mut t, 5_600);
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].0, Address::from("tcp://s:2"));
     assert_eq!(t.resent, 1);
@@ -122,25 +117,15 @@ fn changes_not_done_are_sent_again_after_the_retry_to_a_live_watcher() {
 #[test]
 fn the_window_bounds_changes_in_flight_and_the_backlog_bounds_what_is_held() {
     let mut t = Triggers::new(&me());
-    t.watch(
-        at(0),
-        watch("tcp://s:1", spec("t", "", ChangeKind::Put)),
-        &me(),
-    );
+    watched(&mut t, 0, "tcp://s:1");
     for i in 0..MAX_BACKLOG + 5 {
         t.changed(at(1), &format!("k{i}"), ChangeKind::Put, None, None);
     }
     assert_eq!(t.backlog(), MAX_BACKLOG);
     assert_eq!(t.dropped, 5);
-    let mut out = Outbox::default();
-    t.send(at(2), &me(), &mut out);
-    let n: usize = sent(out).iter().map(|(_, e)| e.len()).sum();
+    let n: usize = send(&mut t, 2).iter().map(|(_, e)| e.len()).sum();
     assert_eq!(n, WINDOW);
-    let state = t.watch(
-        at(3),
-        watch("tcp://s:1", spec("t", "", ChangeKind::Put)),
-        &me(),
-    );
+    let state = watched(&mut t, 3, "tcp://s:1");
     assert_eq!((state.backlog, state.dropped), (MAX_BACKLOG as u64, 5));
 }
 
@@ -156,9 +141,7 @@ fn changes_without_a_timestamp_get_increasing_ones_and_system_keys_fire_only_sys
     assert_eq!(t.backlog(), 0);
     t.changed(at(1), "a", ChangeKind::Put, None, None);
     t.changed(at(1), "b", ChangeKind::Put, None, None);
-    let mut out = Outbox::default();
-    t.send(at(2), &me(), &mut out);
-    let events: Vec<ChangeEvent> = sent(out).into_iter().flat_map(|(_, e)| e).collect();
+    let events: Vec<ChangeEvent> = send(&mut t, 2).into_iter().flat_map(|(_, e)| e).collect();
     assert_eq!(events.len(), 2);
     assert!(events[0].at < events[1].at);
     assert_ne!(events[0].seq, events[1].seq);
@@ -167,20 +150,11 @@ fn changes_without_a_timestamp_get_increasing_ones_and_system_keys_fire_only_sys
 #[test]
 fn a_trigger_without_a_watcher_for_long_is_forgotten() {
     let mut t = Triggers::new(&me());
-    t.watch(
-        at(0),
-        watch("tcp://s:1", spec("t", "", ChangeKind::Put)),
-        &me(),
-    );
+    watched(&mut t, 0, "tcp://s:1");
     t.changed(at(1), "k", ChangeKind::Put, None, None);
     let due = t.next_due(at(10)).expect("a change waits");
     assert_eq!(due, at(10));
-    let mut out = Outbox::default();
-    t.send(
-        at(5_000) + FORGET_AFTER + Duration::from_secs(1),
-        &me(),
-        &mut out,
-    );
+    send(&mut t, 6_000 + FORGET_AFTER.as_millis() as u64);
     assert!(!t.any());
     assert_eq!(t.backlog(), 0);
 }

@@ -116,6 +116,23 @@ def test_the_status_and_metrics_show_a_triggers_runs_and_backlog(compute, cluste
     assert f"trigger  {t.name}" in out, out
     line = next(line for line in out.splitlines() if f"trigger  {t.name}" in line)
     assert "runs " in line and "backlog " in line, line
+    # The monitor's /metrics has the trigger's runs (after its next look).
+    import urllib.request
+
+    [monitor] = cluster.record["monitors"]
+    url = next(a for a in monitor["addresses"] if a.startswith("http")).rstrip("/")
+    if not url.endswith("/metrics"):
+        url += "/metrics"
+    want = f'squall_trigger_runs_total{{trigger="{t.name}",function="remember"}}'
+    deadline = time.monotonic() + 20
+    runs = []
+    while time.monotonic() < deadline and not runs:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            text = r.read().decode()
+        runs = [float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith(want)]
+        time.sleep(0.5)
+    assert runs and runs[0] >= 1, f"{want} not in /metrics"
+    assert f'squall_trigger_backlog{{trigger="{t.name}"' in text
     compute.delete_trigger(t.name)
 
 

@@ -35,7 +35,11 @@ impl Scheduler {
         if req.function.contains('@') || req.instance.is_some() {
             return Some(req);
         }
-        let at_least = req.session.get(&traffic_key(&req.function)).cloned();
+        // The caller's version of the split, if it wrote it (no key is
+        // made for the many calls whose session is empty).
+        let at_least = (!req.session.is_empty())
+            .then(|| req.session.get(&traffic_key(&req.function)).cloned())
+            .flatten();
         match self.splits.cached(&req.function, at_least.as_ref()) {
             Some((split, read_at)) => {
                 if read_at + self.config.dag_cache_ttl <= now {

@@ -2,7 +2,8 @@
 //!
 //! - `POST /functions/{name}` with `{"args": [...], "kwargs": {...},
 //!   "timeout": seconds, "version": n}` calls a function (its version n, if
-//!   given); `POST /dags/{name}` with
+//!   given; without it, the version the function's traffic split picks at
+//!   the scheduler); `POST /dags/{name}` with
 //!   `{"args": {"function": [...]}}` a DAG. A JSON argument `{"$ref":
 //!   "key"}` is a `squall.Reference` (resolved on the executor), `{"$bytes":
 //!   "<hex>"}` is `bytes`. The answer is `{"result": ...}`, the result as
@@ -465,7 +466,8 @@ fn call(
         };
         let args = call_args(args, &kwargs)?;
         // `"version": N` calls version N (`NAME@N`, as the Python client's
-        // `call(name, version=N)`).
+        // `call(name, version=N)`); the plain name goes through the
+        // function's traffic split at the scheduler.
         let name = match body.get("version") {
             None | Some(Value::Null) => name.to_string(),
             Some(v) => match v.as_u64() {

@@ -29,7 +29,7 @@
 //!
 //! `SQUALL_SIM_SEED=<n>` runs one seed only, to replay a failure.
 
-use anna::client::{ClientCore, ClientError, OpId, OpOutput};
+use anna::client::{ClientConfig, ClientCore, ClientError, OpId, OpOutput};
 use anna::cluster::ReplicationFactor;
 use anna::kvs::{StorageWorker, WorkerConfig};
 use anna::lattice::{
@@ -649,13 +649,19 @@ impl CountingCaller {
                 }
             }
             1 | 3 => {
+                if self.stage == 1 {
+                    // A call that failed (its executor died) may still
+                    // have its increment on the way through a cache,
+                    // which keeps trying for `op_timeout`: a delete
+                    // before that lands is concurrent with it, and the
+                    // increment rightly survives the delete. Delete once
+                    // every increment of the first calls has landed or
+                    // been given up.
+                    self.next_at =
+                        now + ClientConfig::default().op_timeout + Duration::from_secs(1);
+                }
                 self.stage += 1;
                 self.in_stage = 0;
-                // A call of the first phase that timed out at the caller
-                // may still be retried (by the scheduler, by a cache's
-                // client) for a while: the delete waits for those
-                // stragglers, which would otherwise count after it.
-                self.next_at = now + Duration::from_secs(15);
             }
             _ => {}
         }

@@ -6,7 +6,8 @@
 //! # Layout
 //!
 //! - `lib.rs`: the module: [`Client`], [`DirectKvs`] and the record helpers
-//!   (`encode_function`, `encode_dag`, keys), registered with Python.
+//!   (`encode_function`, `encode_dag`, `encode_traffic`, keys), registered
+//!   with Python.
 //! - [`values`]: the one conversion between `LatticeValue` and Python
 //!   objects (pickled last-writer-wins, or the `squall.lattices` classes).
 //! - [`store`]: get/put/delete of Python values over any KVS endpoint,
@@ -24,7 +25,8 @@ mod wasm;
 use anna::client::ClientConfig;
 use anna::lattice::LatticeValue;
 use anna::protocol::compute::{
-    self, CallArgs, CallOutcome, CallOutput, CallTrace, Dag, FunctionCode, Runtime, ValueKind,
+    self, CallArgs, CallId, CallOutcome, CallOutput, CallTrace, Dag, FunctionCode, Runtime,
+    Traffic, ValueKind,
 };
 use anna::protocol::Address;
 use pyo3::exceptions::PyValueError;
@@ -784,6 +786,26 @@ fn trigger_key(name: &str) -> String {
     compute::trigger_key(name)
 }
 
+/// A `Traffic` record (a function's split: `(version, parts of
+/// TRAFFIC_PARTS)`), encoded for storage under a traffic key.
+#[pyfunction]
+fn encode_traffic(py: Python<'_>, versions: Vec<(u32, u32)>) -> Bound<'_, PyBytes> {
+    PyBytes::new(py, &compute::encode_value(&Traffic { versions }))
+}
+
+/// Decodes a `Traffic` record: `[(version, parts)]`, or `None`.
+#[pyfunction]
+fn decode_traffic(data: &[u8]) -> Option<Vec<(u32, u32)>> {
+    compute::decode_value::<Traffic>(data).map(|t| t.versions)
+}
+
+/// The version the split `versions` sends call `(caller, seq)` to, or
+/// `None` (the current version): the scheduler's pick, for the local mode.
+#[pyfunction]
+fn traffic_pick(versions: Vec<(u32, u32)>, caller: u64, seq: u64) -> Option<u32> {
+    Traffic { versions }.pick(CallId { caller, seq })
+}
+
 /// Decodes a `LatticeValue` in its wire encoding (bincode, as
 /// `encode_value` writes it) into its Python object, as `get` would return
 /// it. For the executor, which receives values as bytes.
@@ -822,6 +844,12 @@ fn function_key(name: &str) -> String {
 #[pyfunction]
 fn dag_key(name: &str) -> String {
     compute::dag_key(name)
+}
+
+/// The KVS key of function `name`'s traffic split.
+#[pyfunction]
+fn traffic_key(name: &str) -> String {
+    compute::traffic_key(name)
 }
 
 /// The KVS key of the state of instance `name` of class `class`.
@@ -871,6 +899,11 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(function_key, m)?)?;
     m.add_function(wrap_pyfunction!(dag_key, m)?)?;
     m.add_function(wrap_pyfunction!(instance_key, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_traffic, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_traffic, m)?)?;
+    m.add_function(wrap_pyfunction!(traffic_pick, m)?)?;
+    m.add_function(wrap_pyfunction!(traffic_key, m)?)?;
+    m.add("TRAFFIC_PARTS", compute::TRAFFIC_PARTS)?;
     m.add("FUNCTIONS_KEY", compute::FUNCTIONS_KEY)?;
     m.add("DAGS_KEY", compute::DAGS_KEY)?;
     m.add("TRIGGERS_KEY", compute::TRIGGERS_KEY)?;

@@ -1,11 +1,11 @@
 //! Reading DAG definitions from the KVS with the embedded client, and
 //! answering the calls that waited for them.
 
-use crate::dags::{needed, Waiting};
+use crate::records::{needed, Waiting};
 use crate::scheduler::Scheduler;
 use anna::client::{ClientError, Completion, OpOutput};
 use anna::lattice::{KeyState, LatticeValue};
-use anna::protocol::compute::{dag_key, decode_value, CallErrorKind, Dag};
+use anna::protocol::compute::{dag_key, decode_value, CallErrorKind, Dag, DagCallRequest};
 use anna::role::Outbox;
 use anna::time::Time;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ impl Scheduler {
         &mut self,
         now: Time,
         name: String,
-        waiting: Vec<Waiting>,
+        waiting: Vec<Waiting<DagCallRequest>>,
         out: &mut Outbox,
     ) {
         self.stats.dag_reads += 1;
@@ -26,13 +26,18 @@ impl Scheduler {
     }
 
     /// Handles finished KVS operations: DAG reads plan (or fail) the calls
-    /// that waited; writes of response keys need nothing more.
+    /// that waited; split reads admit theirs; writes of response keys need
+    /// nothing more.
     pub(crate) fn on_completions(&mut self, now: Time, done: Vec<Completion>, out: &mut Outbox) {
         for done in done {
             if self.on_trigger_read(now, &done, out) {
                 continue;
             }
             let (op, result) = done;
+            if let Some((name, fetch)) = self.splits.finish(op) {
+                self.on_split_read(now, name, fetch, result, out);
+                continue;
+            }
             let Some((name, fetch)) = self.dags.finish(op) else {
                 if let Err(e) = result {
                     tracing::warn!(%e, "writing a failed call's response key failed");

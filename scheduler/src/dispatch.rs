@@ -2,8 +2,8 @@
 //! is free, and the bookkeeping of `CallDone`.
 
 use crate::calls::{deadline_time, InFlight};
-use crate::dags::Waiting;
 use crate::plan;
+use crate::records::Waiting;
 use crate::scheduler::Scheduler;
 use anna::lattice::{LatticeValue, Lww};
 use anna::protocol::compute::{
@@ -23,6 +23,19 @@ impl Scheduler {
             return;
         }
         let deadline_ms = now.as_millis().saturating_add(u64::from(req.timeout_ms));
+        if let Some(req) = self.through_split(now, req, deadline_ms, out) {
+            self.admit_call(now, req, deadline_ms, out);
+        }
+    }
+
+    /// Plans a single call, its function resolved, and admits it.
+    pub(crate) fn admit_call(
+        &mut self,
+        now: Time,
+        req: CallRequest,
+        deadline_ms: u64,
+        out: &mut Outbox,
+    ) {
         let plan = plan::single(req, deadline_ms, &self.me);
         self.admit(now, plan, out);
     }
@@ -35,9 +48,12 @@ impl Scheduler {
             return;
         }
         let deadline_ms = now.as_millis().saturating_add(u64::from(req.timeout_ms));
-        let at_least = req.session.get(&anna::protocol::compute::dag_key(&req.dag));
+        let at_least = req
+            .session
+            .get(&anna::protocol::compute::dag_key(&req.dag))
+            .cloned();
         let ttl = self.config.dag_cache_ttl;
-        if let Some(dag) = self.dags.lookup(&req.dag, now, ttl, at_least) {
+        if let Some(dag) = self.dags.lookup(&req.dag, now, ttl, at_least.as_ref()) {
             self.stats.dag_cache_hits += 1;
             return self.plan_dag(now, &dag, req, deadline_ms, out);
         }
@@ -45,7 +61,12 @@ impl Scheduler {
             return self.refuse_overloaded(now, req.id, &req.reply, out);
         }
         let name = req.dag.clone();
-        if let Some(first) = self.dags.wait(&name, Waiting { req, deadline_ms }) {
+        let call = Waiting {
+            req,
+            deadline_ms,
+            at_least,
+        };
+        if let Some(first) = self.dags.wait(&name, call) {
             self.start_dag_read(now, name, vec![first], out);
         }
     }
@@ -134,7 +155,13 @@ impl Scheduler {
         }
     }
 
-    fn refuse_overloaded(&mut self, now: Time, id: CallId, reply: &ReplyTo, out: &mut Outbox) {
+    pub(crate) fn refuse_overloaded(
+        &mut self,
+        now: Time,
+        id: CallId,
+        reply: &ReplyTo,
+        out: &mut Outbox,
+    ) {
         self.stats.overloaded += 1;
         let message = format!(
             "no executor is free and the scheduler's queue is full ({} calls waiting)",

@@ -12,7 +12,10 @@
 //! - **Plans a call.** A `Call` is a plan of one function; a `CallDag` is
 //!   planned from the DAG's definition, read from the KVS with the embedded
 //!   [`anna::client::ClientCore`] on a miss, cached for `dag_cache_ttl`
-//!   and dropped on `DagChanged`. Every function is assigned an executor
+//!   and dropped on `DagChanged`. A `Call` of a function by its plain name
+//!   goes to the version its traffic split picks for the call (`NAME@N`),
+//!   else to the current one; splits are read and cached the same way
+//!   (`splits.rs`). Every function is assigned an executor
 //!   once per call, and `Invoke` goes to the executor of each source
 //!   function; executors hand results downstream themselves and report
 //!   `CallDone`.
@@ -61,14 +64,15 @@
 //! - [`config`][]: [`SchedulerConfig`], [`Delivery`].
 //! - `scheduler.rs`: [`Scheduler`], its state and its `Role` entry point.
 //! - `dispatch.rs`: admitting calls, queueing, invoking, `CallDone`.
-//! - `dag_reads.rs`: DAG definitions read through the KVS client.
+//! - `dag_reads.rs`: DAG definitions read through the KVS client;
+//!   `splits.rs`: functions' traffic splits, likewise.
 //! - `triggers.rs`: triggers: registrations read from the KVS, watches at
 //!   the storage threads, a call per change.
 //! - `recovery.rs`: executor deaths and deadlines.
 //! - `placement.rs`: choosing an executor; `registry.rs`: what is known of
 //!   executors and caches.
 //! - `plan.rs`: building and checking plans; `calls.rs`: calls in flight;
-//!   `dags.rs`: the DAG definition cache.
+//!   `records.rs`: the cache of DAG definitions and splits.
 //! - [`stats`][]: [`SchedulerStats`]; `figures.rs`: latency histograms
 //!   per function and per DAG, errors by kind, for the monitor.
 
@@ -77,14 +81,15 @@ pub mod stats;
 
 mod calls;
 mod dag_reads;
-mod dags;
 mod dispatch;
 mod figures;
 mod placement;
 mod plan;
+mod records;
 mod recovery;
 mod registry;
 mod scheduler;
+mod splits;
 mod triggers;
 
 pub use config::{ConfigError, Delivery, SchedulerConfig};

@@ -1,13 +1,14 @@
 //! [`Scheduler`]: the role's state and its entry point. The handlers live
 //! beside it, one concern per file: `dispatch.rs` (admitting, queueing and
 //! finishing calls), `dag_reads.rs` (DAG definitions from the KVS),
+//! `splits.rs` (functions' traffic splits from the KVS),
 //! `recovery.rs` (executor deaths and deadlines).
 
 use crate::calls::{deadline_time, InFlight};
 use crate::config::SchedulerConfig;
-use crate::dags::Dags;
 use crate::figures::CallLatency;
 use crate::placement::Limits;
+use crate::records::{Dags, Splits};
 use crate::registry::Registry;
 use crate::stats::SchedulerStats;
 use crate::triggers::Triggers;
@@ -36,6 +37,8 @@ pub struct Scheduler {
     /// chosen.
     pub(crate) queue: VecDeque<Plan>,
     pub(crate) dags: Dags,
+    /// Functions' traffic splits, by plain name.
+    pub(crate) splits: Splits,
     /// The storage cluster as last seen by the client, for status replies.
     cluster: ClusterState,
     replication: ReplicationFactor,
@@ -64,6 +67,7 @@ impl Scheduler {
             calls: BTreeMap::new(),
             queue: VecDeque::new(),
             dags: Dags::default(),
+            splits: Splits::default(),
             cluster: ClusterState::default(),
             replication: anna::kvs::WorkerConfig::default().replication,
             stats: SchedulerStats::default(),
@@ -92,9 +96,10 @@ impl Scheduler {
         self.calls.len()
     }
 
-    /// Calls waiting: for a free executor, or for their DAG's definition.
+    /// Calls waiting: for a free executor, for their DAG's definition or
+    /// for their function's split.
     pub fn queued(&self) -> usize {
-        self.queue.len() + self.dags.waiting()
+        self.queue.len() + self.dags.waiting() + self.splits.waiting()
     }
 
     pub(crate) fn limits(&self) -> Limits {
@@ -116,7 +121,10 @@ impl Scheduler {
         }
         self.expire_calls(now, out);
         self.expire_waiting(now, out);
+        self.expire_split_waiting(now, out);
         self.dags.prune(now, self.config.dag_cache_ttl);
+        // A split older than the TTL still serves while it is read again.
+        self.splits.prune(now, self.config.dag_cache_ttl * 2);
         self.refresh_triggers(now, out);
         self.drain_queue(now, out);
     }
@@ -248,7 +256,8 @@ impl Scheduler {
         let in_flight = self.calls.values().map(|c| c.deadline() + grace).min();
         let queued = self.queue.iter().map(|p| p.deadline_ms).min();
         let waiting = self.dags.next_deadline_ms();
-        let deadline = [queued, waiting].into_iter().flatten().min();
+        let split = self.splits.next_deadline_ms();
+        let deadline = [queued, waiting, split].into_iter().flatten().min();
         [
             executors,
             in_flight,

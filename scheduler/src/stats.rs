@@ -43,6 +43,12 @@ pub struct SchedulerStats {
     pub dag_reads: u64,
     /// DAG calls planned from the cached definition.
     pub dag_cache_hits: u64,
+    /// Traffic splits read from the KVS.
+    pub split_reads: u64,
+    /// Calls of a plain name a split sent to another version.
+    pub split_calls: u64,
+    /// Splits read that were not a split record (ignored: no split).
+    pub bad_splits: u64,
     /// `CallDone`s of an earlier attempt, or of a call no longer in flight.
     pub stale_done: u64,
     /// Repeated `Call`/`CallDag` of a call in flight, and repeated
@@ -76,6 +82,9 @@ impl SchedulerStats {
             ("bad_arguments", self.bad_arguments),
             ("dag_reads", self.dag_reads),
             ("dag_cache_hits", self.dag_cache_hits),
+            ("split_reads", self.split_reads),
+            ("split_calls", self.split_calls),
+            ("bad_splits", self.bad_splits),
             ("stale_done", self.stale_done),
             ("duplicates", self.duplicates),
             ("unexpected", self.unexpected),

@@ -211,6 +211,15 @@ pub fn serve_kvs(
     kvs.serve(s, at(now_ms), sent)
 }
 
+/// Steps `msg` (a call) at `now_ms`, an empty KVS answering the read of
+/// the function's traffic split that a call of a plain name starts (no
+/// split: the call runs the current version); returns everything else the
+/// scheduler sent.
+pub fn call_served(s: &mut Scheduler, now_ms: u64, msg: Message) -> Vec<(Address, Message)> {
+    let sent = step(s, now_ms, msg);
+    serve_kvs(s, now_ms, sent, &mut kvs())
+}
+
 /// A last-writer-wins value written at `ms` by writer 1.
 pub fn lww_at(ms: u64, bytes: Vec<u8>) -> LatticeValue {
     LatticeValue::Lww(Lww::new(

@@ -1,5 +1,6 @@
 //! Executor deaths (by silence, restart or leaving), retries, the queue,
-//! deadlines, and an idle scheduler.
+//! deadlines, and an idle scheduler. Calls are served by an empty KVS
+//! (`call_served`): their function has no traffic split.
 
 mod common;
 
@@ -15,7 +16,7 @@ fn call_on_e1(config: SchedulerConfig) -> squall_scheduler::Scheduler {
     step(&mut s, 0, report("e1", "n1", 0, &[]));
     step(&mut s, 0, report("e2", "n2", 0, &[]));
     step(&mut s, 0, cache("n1", &[("k", 100)]));
-    let sent = step(&mut s, 0, call(1, "f", &["k"], 60_000));
+    let sent = call_served(&mut s, 0, call(1, "f", &["k"], 60_000));
     assert_eq!(invokes(&sent)[0].0.as_str(), "e1");
     step(&mut s, 1000, report("e2", "n2", 0, &[]));
     s
@@ -123,7 +124,7 @@ fn at_most_once_fails_the_call_at_once_when_its_executor_dies() {
 #[test]
 fn with_no_executor_a_call_waits_and_is_dispatched_when_one_reports() {
     let mut s = scheduler(SchedulerConfig::default());
-    let sent = step(&mut s, 0, call(1, "f", &[], 1000));
+    let sent = call_served(&mut s, 0, call(1, "f", &[], 1000));
     assert!(sent.is_empty());
     assert_eq!(s.queued(), 1);
     assert_eq!(s.next_tick(), Some(at(1000)), "the queued call's deadline");
@@ -146,8 +147,8 @@ fn a_call_waits_for_capacity_and_goes_when_a_call_finishes() {
     };
     let mut s = scheduler(config);
     step(&mut s, 0, report("e1", "n1", 0, &[]));
-    step(&mut s, 0, call(1, "f", &[], 1000));
-    assert!(step(&mut s, 0, call(2, "f", &[], 1000)).is_empty());
+    call_served(&mut s, 0, call(1, "f", &[], 1000));
+    assert!(call_served(&mut s, 0, call(2, "f", &[], 1000)).is_empty());
     assert_eq!(s.queued(), 1);
     let sent = step(&mut s, 5, done(1, 0, 0, "e1", false));
     let inv = invokes(&sent);
@@ -158,7 +159,7 @@ fn a_call_waits_for_capacity_and_goes_when_a_call_finishes() {
 #[test]
 fn a_queued_call_past_its_deadline_times_out() {
     let mut s = scheduler(SchedulerConfig::default());
-    step(&mut s, 0, call(1, "f", &[], 1000));
+    call_served(&mut s, 0, call(1, "f", &[], 1000));
     assert!(tick(&mut s, 999).is_empty());
     let sent = tick(&mut s, 1000);
     let e = error(&sent);
@@ -179,8 +180,8 @@ fn a_full_queue_refuses_with_overloaded() {
         ..SchedulerConfig::default()
     };
     let mut s = scheduler(config);
-    assert!(step(&mut s, 0, call(1, "f", &[], 1000)).is_empty());
-    let sent = step(&mut s, 0, call(2, "f", &[], 1000));
+    assert!(call_served(&mut s, 0, call(1, "f", &[], 1000)).is_empty());
+    let sent = call_served(&mut s, 0, call(2, "f", &[], 1000));
     let e = error(&sent);
     assert_eq!(e.kind, CallErrorKind::Overloaded);
     assert_eq!(results(&sent)[0].id, id(2));
@@ -191,7 +192,7 @@ fn a_full_queue_refuses_with_overloaded() {
 fn a_call_in_flight_past_its_deadline_times_out_and_is_forgotten() {
     let mut s = scheduler(SchedulerConfig::default());
     step(&mut s, 0, report("e1", "n1", 0, &[]));
-    step(&mut s, 0, call(1, "f", &[], 100));
+    call_served(&mut s, 0, call(1, "f", &[], 100));
     let grace = SchedulerConfig::default().deadline_grace.as_millis() as u64;
     step(&mut s, 50, report("e1", "n1", 0, &[]));
     assert!(results(&tick(&mut s, 100 + grace - 1)).is_empty());
@@ -207,7 +208,7 @@ fn a_call_in_flight_past_its_deadline_times_out_and_is_forgotten() {
 fn a_failed_function_ends_the_call() {
     let mut s = scheduler(SchedulerConfig::default());
     step(&mut s, 0, report("e1", "n1", 0, &[]));
-    step(&mut s, 0, call(1, "f", &[], 1000));
+    call_served(&mut s, 0, call(1, "f", &[], 1000));
     let sent = step(&mut s, 1, done(1, 0, 0, "e1", true));
     assert!(results(&sent).is_empty(), "the executor told the caller");
     assert_eq!(s.in_flight(), 0);
@@ -220,7 +221,7 @@ fn an_idle_scheduler_asks_for_no_tick() {
     assert_eq!(s.next_tick(), None);
     // One executor, one call, done; then the executor goes away.
     step(&mut s, 0, report("e1", "n1", 0, &[]));
-    step(&mut s, 0, call(1, "f", &[], 1000));
+    call_served(&mut s, 0, call(1, "f", &[], 1000));
     step(&mut s, 1, done(1, 0, 0, "e1", false));
     assert_eq!(s.next_tick(), Some(at(1500)));
     tick(&mut s, 1500);
@@ -231,7 +232,7 @@ fn an_idle_scheduler_asks_for_no_tick() {
 #[test]
 fn status_requests_are_answered_with_named_counters() {
     let mut s = scheduler(SchedulerConfig::default());
-    step(&mut s, 0, call(1, "f", &[], 1000));
+    call_served(&mut s, 0, call(1, "f", &[], 1000));
     let sent = step(
         &mut s,
         0,

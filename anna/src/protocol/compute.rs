@@ -29,10 +29,11 @@
 //!
 //! # Keys the compute tier uses in the KVS
 //!
-//! See [`function_key`], [`dag_key`], [`FUNCTIONS_KEY`], [`DAGS_KEY`]. A
-//! function key holds a last-writer-wins value whose bytes are a
-//! bincode-encoded [`FunctionCode`]; a DAG key one whose bytes are a
-//! bincode-encoded [`Dag`] (both with [`encode_value`]).
+//! See [`function_key`], [`dag_key`], [`traffic_key`], [`FUNCTIONS_KEY`],
+//! [`DAGS_KEY`]. A function key holds a last-writer-wins value whose bytes
+//! are a bincode-encoded [`FunctionCode`]; a DAG key one whose bytes are a
+//! bincode-encoded [`Dag`]; a traffic key one whose bytes are a
+//! bincode-encoded [`Traffic`] (all with [`encode_value`]).
 
 use super::{Address, Key, Session};
 use crate::lattice::{KeyState, Lattice};
@@ -58,7 +59,13 @@ pub fn dag_key(name: &str) -> Key {
     format!("{SYSTEM_PREFIX}dag/{name}")
 }
 
-/// Encodes a compute-tier record ([`FunctionCode`], [`Dag`]) for storage as
+/// The KVS key of function `name`'s traffic split (a [`Traffic`]): calls
+/// of the plain name that go to other versions than the current one.
+pub fn traffic_key(name: &str) -> Key {
+    format!("{SYSTEM_PREFIX}traffic/{name}")
+}
+
+/// Encodes a compute-tier record ([`FunctionCode`], [`Dag`], [`Traffic`]) for storage as
 /// a KVS value: bincode, standard config, as on the wire.
 pub fn encode_value<T: Serialize>(value: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(value, bincode::config::standard())
@@ -126,6 +133,46 @@ pub struct Dag {
     /// `(upstream, downstream)` edges. A function with several upstream
     /// functions receives their results in the order the edges are listed.
     pub connections: Vec<(String, String)>,
+}
+
+/// Parts of a million that [`Traffic`] weights count in.
+pub const TRAFFIC_PARTS: u32 = 1_000_000;
+
+/// A canary split of a function's calls, as stored under its
+/// [`traffic_key`]: each listed version gets its weight of the calls of the
+/// plain name; the rest go to the current version (the plain name's code).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traffic {
+    /// `(version, weight)`, the weight in parts of [`TRAFFIC_PARTS`]; the
+    /// weights add up to at most [`TRAFFIC_PARTS`] (a record whose weights
+    /// add up to more serves its versions in order until the parts run out).
+    pub versions: Vec<(u32, u32)>,
+}
+
+impl Traffic {
+    /// The version call `id` goes to, if the split sends it to one: a hash
+    /// of the id placed on the versions' cumulative weights. The same id
+    /// always picks the same version (a retried call runs the version its
+    /// first attempt ran), and ids spread over the versions by weight.
+    pub fn pick(&self, id: CallId) -> Option<u32> {
+        let point = split_mix(id.caller ^ split_mix(id.seq)) % u64::from(TRAFFIC_PARTS);
+        let mut upto = 0u64;
+        for &(version, weight) in &self.versions {
+            upto += u64::from(weight);
+            if point < upto {
+                return Some(version);
+            }
+        }
+        None
+    }
+}
+
+/// The SplitMix64 finaliser: nearby inputs land far apart.
+fn split_mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// One call, unique per caller; every retry of the call keeps it, so an
@@ -664,6 +711,7 @@ mod tests {
         for key in [
             function_key("f"),
             dag_key("d"),
+            traffic_key("f"),
             FUNCTIONS_KEY.to_string(),
             DAGS_KEY.to_string(),
             TRIGGERS_KEY.to_string(),
@@ -672,6 +720,42 @@ mod tests {
             assert!(key.starts_with(SYSTEM_PREFIX), "{key}");
         }
         assert_ne!(function_key("x"), dag_key("x"));
+        assert_ne!(function_key("x"), traffic_key("x"));
+    }
+
+    #[test]
+    fn a_split_picks_by_weight_and_the_same_call_always_alike() {
+        let split = Traffic {
+            versions: vec![(1, TRAFFIC_PARTS / 10), (3, TRAFFIC_PARTS / 5)],
+        };
+        assert_eq!(
+            decode_value::<Traffic>(&encode_value(&split)),
+            Some(split.clone())
+        );
+        let (mut one, mut three, mut rest) = (0, 0, 0);
+        for seq in 0..20_000 {
+            let id = CallId {
+                caller: 0xfeed,
+                seq,
+            };
+            let picked = split.pick(id);
+            assert_eq!(picked, split.pick(id), "deterministic");
+            match picked {
+                Some(1) => one += 1,
+                Some(3) => three += 1,
+                None => rest += 1,
+                other => panic!("picked {other:?}"),
+            }
+        }
+        // 2,000 and 4,000 expected; a binomial sd is ~42 and ~57.
+        assert!((1_800..2_200).contains(&one), "{one}");
+        assert!((3_700..4_300).contains(&three), "{three}");
+        assert_eq!(one + three + rest, 20_000);
+        assert_eq!(Traffic::default().pick(CallId::default()), None);
+        let all = Traffic {
+            versions: vec![(2, TRAFFIC_PARTS)],
+        };
+        assert!((0..100).all(|seq| all.pick(CallId { caller: 9, seq }) == Some(2)));
     }
 
     #[test]

@@ -12,6 +12,9 @@ DAGS_KEY: str
 TRIGGERS_KEY: str
 """The KVS set of every registered DAG name."""
 
+TRAFFIC_PARTS: int
+"""Parts of a million that traffic split weights count in."""
+
 class Client:
     """The native half of `squall.Client`: the KVS through `routers`, calls
     through `schedulers`. Answers come to free ports of `bind_host`."""
@@ -110,6 +113,20 @@ def encode_dag(name: str, functions: Sequence[str], connections: Sequence[Tuple[
 
 def decode_dag(data: bytes) -> Optional[Tuple[str, List[str], List[Tuple[str, str]]]]:
     """(name, functions, connections), or None if not a record."""
+
+def encode_traffic(versions: Sequence[Tuple[int, int]]) -> bytes:
+    """A `Traffic` record (``(version, parts of TRAFFIC_PARTS)``) for a
+    traffic key."""
+
+def decode_traffic(data: bytes) -> Optional[List[Tuple[int, int]]]:
+    """The ``(version, parts)`` of a `Traffic` record, or None if not one."""
+
+def traffic_pick(versions: Sequence[Tuple[int, int]], caller: int, seq: int) -> Optional[int]:
+    """The version the split sends call ``(caller, seq)`` to (the
+    scheduler's pick), or None: the current version."""
+
+def traffic_key(name: str) -> str:
+    """The KVS key of function `name`'s traffic split."""
 
 def encode_lattice(value: Any) -> bytes:
     """The wire encoding of the `LatticeValue` a put of `value` merges."""

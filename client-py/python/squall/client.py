@@ -262,6 +262,7 @@ def _store_version(store: Any, name: str, record: bytes, keep: int = KEEP_VERSIO
     for old, _ in versions[:-keep]:
         store.delete(_native.function_key(f"{name}@{old}"))
     store.put(VERSIONS_PREFIX + name, {"current": version, "versions": versions[-keep:]})
+    _clear_traffic(store, name)
     return version
 
 
@@ -285,13 +286,71 @@ def _rollback(store: Any, name: str) -> int:
         raise ValueError(f"version {version} of `{name}` is no longer kept")
     store.put(_native.function_key(name), record)
     store.put(VERSIONS_PREFIX + name, {"current": version, "versions": index["versions"]})
+    _clear_traffic(store, name)
     return version
+
+
+def _set_traffic(store: Any, name: str, weights: Mapping[int, float]) -> None:
+    """Stores function `name`'s split (a `Traffic` record under
+    `traffic_key(name)`) after checking it; an empty one clears it."""
+    name = _check_name(name, "function")
+    if "@" in name:
+        raise ValueError(f"a split is set on a function's plain name, not {name!r}")
+    if not isinstance(weights, Mapping):
+        raise TypeError(f"weights must be a mapping of version to weight, not {type(weights).__name__}")
+    index = store.get(VERSIONS_PREFIX + name)
+    if not index or not index.get("versions"):
+        raise ValueError(f"function `{name}` is not registered")
+    kept = sorted(v for v, _ in index["versions"])
+    parts: List[Tuple[int, int]] = []
+    total = 0.0
+    for version, weight in weights.items():
+        if isinstance(version, bool) or not isinstance(version, int) or version not in kept:
+            raise ValueError(f"`{name}` has no version {version!r} (kept: {kept})")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
+            raise ValueError(f"the weight of version {version} is a number in [0, 1], not {weight!r}")
+        total += weight
+        if round(weight * _native.TRAFFIC_PARTS) > 0:
+            parts.append((version, round(weight * _native.TRAFFIC_PARTS)))
+    if total > 1 + 1e-9:
+        raise ValueError(f"the weights of a split add up to at most 1, not {total:g}")
+    if not parts:
+        return _clear_traffic(store, name)
+    excess = sum(p for _, p in parts) - _native.TRAFFIC_PARTS
+    if excess > 0:  # rounding of weights adding up to 1
+        parts[-1] = (parts[-1][0], parts[-1][1] - excess)
+    store.put(_native.traffic_key(name), Lww(_native.encode_traffic(parts)))
+
+
+def _traffic(store: Any, name: str) -> Dict[int, float]:
+    """Function `name`'s split: ``{version: weight}``, empty if none."""
+    record = store.get(_native.traffic_key(str(name)), True)
+    parts = None if record is None else _native.decode_traffic(record.value)
+    return {v: p / _native.TRAFFIC_PARTS for v, p in parts or ()}
+
+
+def _clear_traffic(store: Any, name: str) -> None:
+    if store.exists(_native.traffic_key(name)):
+        store.delete(_native.traffic_key(name))
+
+
+def _split(store: Any, name: str, caller: int, seq: int) -> str:
+    """The name call `(caller, seq)` of the plain name `name` runs, as the
+    scheduler picks it: ``NAME@N`` if `name`'s split sends it to version
+    N, else `name`."""
+    if "@" in name:
+        return name
+    record = store.get(_native.traffic_key(name), True)
+    parts = None if record is None else _native.decode_traffic(record.value)
+    version = _native.traffic_pick(parts, caller, seq) if parts else None
+    return name if version is None else f"{name}@{version}"
 
 
 def _delete_function(store: Any, name: str) -> None:
     for v in _list_versions(store, name):
         store.delete(_native.function_key(f"{name}@{v['version']}"))
     store.delete(VERSIONS_PREFIX + name)
+    _clear_traffic(store, name)
     store.delete(_native.function_key(name))
 
 
@@ -692,6 +751,37 @@ class Client:
             ValueError: no earlier version is kept.
         """
         return _rollback(self._native, str(name))
+
+    def set_traffic(self, name: str, weights: Mapping[int, float]) -> None:
+        """Splits the calls of function `name` between its versions (a
+        canary): version N gets the share ``weights[N]`` of the calls made
+        by the plain name (``call(name)``, the gateway without
+        ``"version"``); the rest run the current version. Which calls go
+        where is a hash of each call's id, so over many calls the shares
+        hold and a retried call runs the version its first attempt ran.
+        ``{}`` ends the split (as `clear_traffic`). The schedulers read the
+        split within their cache's lifetime (``dag_cache_ttl``, 10 s); this
+        client's next calls already follow it. A call with ``version=N``
+        and a DAG's functions are not split. A new `register` of the name
+        and a `rollback` end the split.
+
+        Raises:
+            ValueError: a version that is not kept (see `list_versions`), a
+                weight outside [0, 1], weights adding up to more than 1, or
+                a function not registered.
+            TypeError: `weights` is not a mapping.
+        """
+        _set_traffic(self._native, str(name), weights)
+
+    def clear_traffic(self, name: str) -> None:
+        """Ends function `name`'s split: every call by the plain name runs
+        the current version."""
+        _clear_traffic(self._native, str(name))
+
+    def traffic(self, name: str) -> Dict[int, float]:
+        """Function `name`'s split as `set_traffic` stored it: ``{version:
+        weight}``; ``{}`` if calls all run the current version."""
+        return _traffic(self._native, str(name))
 
     def list_functions(self) -> List[str]:
         """The names of the registered functions, sorted."""

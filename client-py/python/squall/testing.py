@@ -68,9 +68,13 @@ from .client import (
     _function_record,
     _list_triggers,
     _list_versions,
+    _clear_traffic,
     _rollback,
+    _set_traffic,
+    _split,
     _store_trigger,
     _store_version,
+    _traffic,
     _versioned,
     _index_entry,
     _listed,
@@ -318,6 +322,15 @@ class LocalClient:
     def rollback(self, name: str) -> int:
         return _rollback(self._kvs, str(name))
 
+    def set_traffic(self, name: str, weights: Mapping[int, float]) -> None:
+        _set_traffic(self._kvs, str(name), weights)
+
+    def clear_traffic(self, name: str) -> None:
+        _clear_traffic(self._kvs, str(name))
+
+    def traffic(self, name: str) -> Dict[int, float]:
+        return _traffic(self._kvs, str(name))
+
     def list_functions(self) -> List[str]:
         return _listed(self._kvs, _native.FUNCTIONS_KEY, _native.function_key)
 
@@ -407,9 +420,14 @@ class LocalClient:
     ) -> LocalFuture:
         if consistency is not None:
             _check_consistency(consistency)
-        name = _versioned(name, version)
+        seq = next(self._seq)
+        # A plain name goes through its split as the scheduler's does (the
+        # local calls' caller is 0, as their ids say).
+        name = _split(self._kvs, _versioned(name, version), 0, seq)
         payload = _payload(args, kwargs)
-        return self._submit(f"call of `{name}`", timeout, lambda out: self._run_one(name, payload, out))
+        return self._submit(
+            f"call of `{name}`", timeout, lambda out: self._run_one(name, payload, out), seq=seq
+        )
 
     def _call_instance(self, cls: str, name: str, method: str, init: Any, args: Sequence[Any], kwargs: Mapping[str, Any], timeout: Optional[float]) -> LocalFuture:
         payload = _payload(args, kwargs)
@@ -467,11 +485,13 @@ class LocalClient:
 
     # -- running calls ------------------------------------------------------
 
-    def _submit(self, what: str, timeout: Optional[float], run: Callable[[list], Any]) -> LocalFuture:
+    def _submit(
+        self, what: str, timeout: Optional[float], run: Callable[[list], Any], seq: Optional[int] = None
+    ) -> LocalFuture:
         seconds = self._call_timeout if timeout is None else timeout
         if not seconds > 0:
             raise ValueError(f"timeout must be positive, not {seconds}")
-        future = LocalFuture(what, f"{0:016x}-{next(self._seq)}")
+        future = LocalFuture(what, f"{0:016x}-{next(self._seq) if seq is None else seq}")
         deadline = time.monotonic() + seconds
 
         def job() -> None:

@@ -1,5 +1,6 @@
 //! The worker thread: runs [`Job`]s one at a time through a [`Runtime`]
-//! (a load-only job of a prewarm stops after loading the code), and the
+//! (a load-only job of a prewarm stops after loading the code; a call of a
+//! coroutine function is only started, [`WorkerEvent::Started`]), and the
 //! [`Mailbox`] that `user.recv` reads.
 //!
 //! The I/O thread sends jobs over a channel; the worker answers through an

@@ -7,7 +7,10 @@
 //! A runtime lives on the worker thread and runs one call at a time; the
 //! worker keeps track of which code generation each runtime has loaded and
 //! calls [`Runtime::load`] again when the code changed. A prewarm reaches a
-//! runtime as a load-only job: [`Runtime::load`] and no invoke.
+//! runtime as a load-only job: [`Runtime::load`] and no invoke. A
+//! function the runtime calls a coroutine function ([`Runtime::is_async`];
+//! Python's `async def`) is started instead ([`Runtime::start`]) and ends
+//! on the runtime's event loop, the worker free meanwhile.
 
 pub mod python;
 mod python_async;

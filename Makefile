@@ -27,7 +27,7 @@ SQUALL := target/release/squall
 # it.
 APT_PACKAGES := g++ make pkg-config python3-dev python3-venv redis-server redis-tools chromium
 
-.PHONY: demo test setup build bench-kvs bench-durable bench-functions bench-consistency bench-autoscale test-faults clean help
+.PHONY: demo test setup build bench-kvs bench-durable bench-functions bench-consistency bench-async bench-autoscale test-faults clean help
 
 help:
 	@echo "make demo    install everything, build, and run the main job"
@@ -38,6 +38,7 @@ help:
 	@echo "make bench-durable  durable puts beside Redis's AOF (always, everysec), recovery time of 1M keys, memory- vs disk-tier reads (~7 min)"
 	@echo "make bench-functions  run the functions benchmark: Squall vs Ray vs Dask (~3 min; installs them into .venv-bench)"
 	@echo "make bench-consistency  the price of each consistency level and of a session (~1 min)"
+	@echo "make bench-async  1,000 calls of an async def awaiting 100 ms against the same written blocking (~1.5 min)"
 	@echo "make test-faults  fault campaign: load while processes are killed, stalled, stopped (10 min; MINUTES=1 shorter)"
 	@echo "make clean   remove build outputs, the virtualenvs and stamps"
 
@@ -141,6 +142,13 @@ bench-functions: $(STAMPS)/venv-bench
 bench-consistency: $(STAMPS)/client-py
 	cargo build --release -p squall
 	$(VENV)/bin/python benches/functions/consistency.py
+
+# Coroutine functions: 1,000 calls of an `async def` awaiting 100 ms against
+# the same function written blocking, on 2 executors, at max_async_calls 100
+# and 10; wall time beside the ideal. Figures in benches/RESULTS.md.
+bench-async: $(STAMPS)/client-py
+	cargo build --release -p squall
+	$(VENV)/bin/python benches/functions/async_calls.py
 
 # Autoscaling: a load spike against a local cluster whose monitor may add
 # a node, storage tier then compute tier (~3 minutes); reaction times,

@@ -65,6 +65,24 @@ def remember(key, value):
     return user.get(key)
 
 
+async def remember_awaiting(key, value):
+    import asyncio
+
+    from squall import user
+
+    await asyncio.sleep(0.01)
+    await user.aput(key, value)
+    print(f"kept {value}")
+    return await user.aget(key)
+
+
+async def fails_awaiting(x):
+    import asyncio
+
+    await asyncio.sleep(0.01)
+    raise KeyError(f"missing {x}")
+
+
 class Tally:
     def __init__(self, start):
         self.total = start
@@ -186,3 +204,16 @@ def test_triggers_behave_alike(api):
     assert got == want
     client.delete_trigger(trigger.name)
     assert trigger not in client.list_triggers()
+
+
+def test_coroutine_functions_behave_alike(api):
+    client, p = api
+    fn = client.register(remember_awaiting, name=f"{p}_remember_awaiting")
+    fut = fn.call_async(f"{p}/ra", {"v": 1})
+    assert fut.result(timeout=20) == {"v": 1}
+    assert "kept {'v': 1}" in fut.logs()
+    assert eventually(lambda: client.get(f"{p}/ra")) == {"v": 1}
+    with pytest.raises(squall.RemoteError) as info:
+        client.register(fails_awaiting, name=f"{p}_fails_awaiting")("y")
+    assert info.value.type_name == "KeyError" and "missing y" in str(info.value)
+    assert "in fails_awaiting" in info.value.traceback

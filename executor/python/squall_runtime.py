@@ -19,6 +19,18 @@ imported by clients. The executor calls, from its worker thread:
   *args, **kwargs)`` and pickles the result. What the call prints (stdout,
   stderr, ``logging`` through them) goes to the executor's log, each line
   tagged ``[call CALLER-SEQ NAME]``, and is kept for the caller.
+- ``is_coroutine_function(fn) -> bool``: whether calls of a loaded
+  callable are coroutines (``async def``, also a callable instance's
+  ``__call__`` or the function a ``functools.partial`` wraps).
+- ``start(call, fn, payload, upstream, deadline, name, call_id) ->
+  ("ok", None) | error``: a call of a coroutine function. Its arguments
+  are made ready as ``invoke`` does, on the worker thread; then it runs as
+  a task on the runtime's event loop (a thread of its own, started at the
+  first such call), cancelled at ``deadline``, and ends by calling
+  ``call.finish(outcome, output, kept, kept_bytes)`` (``call`` is the
+  executor's ``_squall_executor.AsyncCall``). Its task's context holds
+  ``call`` in ``_squall_executor.current_call`` (how ``squall.user``
+  finds the call) and its own output capture.
 - ``take_output() -> str``: what the last call printed (at most
   ``MAX_OUTPUT_CHARS``), which travels back with its result.
 - ``configure(max_value_bytes)``: bounds the executor's cache of referenced
@@ -53,9 +65,13 @@ thread; it derives from ``BaseException`` so that a function's
 ``except Exception`` does not swallow it.
 """
 
+import contextvars
+import functools
+import inspect
 import os
 import site
 import struct
+import threading
 from collections import OrderedDict
 import sys
 import time
@@ -81,8 +97,9 @@ class _Output:
     """Stands in for ``sys.stdout`` or ``sys.stderr``: what is written goes
     to the executor's own stream (its log), each line tagged with the
     running call (``[call CALLER.SEQ FUNCTION]``), and is kept for the call's
-    caller. Threads the function starts are captured too (an executor runs
-    one call at a time)."""
+    caller. A coroutine's capture is in its task's context; threads a plain
+    function starts are captured with it (the worker runs one plain call at
+    a time)."""
 
     def __init__(self, stream):
         self._stream = stream
@@ -91,7 +108,7 @@ class _Output:
     def write(self, text):
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        capture = _capture
+        capture = _current_capture()
         if capture is None or not text:
             return self._stream.write(text)
         capture.keep(text)
@@ -139,6 +156,22 @@ class _Capture:
 
 
 _capture = None
+#: A coroutine's capture, in its task's context.
+_task_capture = contextvars.ContextVar("squall_capture", default=None)
+#: The event loop's thread (``None`` until the first coroutine call).
+_loop_thread = None
+_loop = None
+
+
+def _current_capture():
+    """The capture of the call running here: a coroutine's, else (outside
+    the event loop's thread) the plain call's."""
+    capture = _task_capture.get()
+    if capture is not None:
+        return capture
+    if _loop_thread is not None and threading.current_thread() is _loop_thread:
+        return None
+    return _capture
 
 
 def _install_output():
@@ -544,9 +577,10 @@ def _read_reference(key, deadline):
     if kept is not None and _squall_executor.kept_fresh(key, kept[1]):
         _values.move_to_end(key)
         _kept_hits += 1
-        if _capture is not None:
-            _capture.kept += 1
-            _capture.kept_bytes += len(kept[0])
+        capture = _current_capture()
+        if capture is not None:
+            capture.kept += 1
+            capture.kept_bytes += len(kept[0])
         return _decode(kept[0])
     value = _read_stored(lambda: _squall_executor.get(key, True), key, deadline)
     return _plain(value, remember=key if plain else None)
@@ -755,3 +789,102 @@ def wasm_result(data, kind):
         value = data
     return ("ok", cloudpickle.dumps(value))
 
+
+
+def is_coroutine_function(fn):
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn):
+        return True
+    if inspect.isroutine(fn) or isinstance(fn, (type, _Unmade)):
+        return False
+    return inspect.iscoroutinefunction(getattr(type(fn), "__call__", None))
+
+
+#: Threads the event loop hands ``squall.user.aget``/``aput``/``adelete``
+#: requests to (each blocks on the node's cache).
+AWAIT_THREADS = 16
+
+
+def _event_loop():
+    """The runtime's event loop, started in its own thread at first use."""
+    global _loop, _loop_thread
+    if _loop is None:
+        import asyncio
+        from concurrent.futures import ThreadPoolExecutor
+
+        loop = asyncio.new_event_loop()
+        loop.set_default_executor(
+            ThreadPoolExecutor(AWAIT_THREADS, thread_name_prefix="squall-await")
+        )
+        thread = threading.Thread(
+            target=loop.run_forever, name="squall-event-loop", daemon=True
+        )
+        _loop, _loop_thread = loop, thread
+        thread.start()
+    return _loop
+
+
+def _enter(call, capture):
+    import _squall_executor
+
+    _squall_executor.current_call.set(call)
+    _task_capture.set(capture)
+
+
+def start(call, fn, payload, upstream, deadline, name, call_id=""):
+    capture = _Capture(call_id, name)
+    context = contextvars.copy_context()
+    context.run(_enter, call, capture)
+    prepared = context.run(_arguments, payload, upstream, deadline)
+    if prepared[0] != "ok":
+        return prepared
+    loop = _event_loop()
+    task = _finished(call, capture, fn, prepared[1], deadline, name)
+    loop.call_soon_threadsafe(loop.create_task, task, context=context)
+    return ("ok", None)
+
+
+async def _finished(call, capture, fn, prepared, deadline, name):
+    try:
+        outcome = await _awaited(fn, prepared, deadline, name)
+    except BaseException as e:
+        outcome = _error("Remote", e)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    call.finish(outcome, capture.text(), capture.kept, capture.kept_bytes)
+
+
+async def _awaited(fn, prepared, deadline, name):
+    """The outcome of a coroutine call, as ``_invoke`` gives a plain one's;
+    at ``deadline`` the coroutine is cancelled and the call times out."""
+    import asyncio
+    import cloudpickle
+
+    inputs, args, kwargs = prepared
+    try:
+        result = fn(*inputs, *args, **kwargs)
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(result)
+            done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - time.time()))
+            if not done:
+                task.cancel()
+                return (
+                    "error",
+                    "Timeout",
+                    "Timeout",
+                    f"{name} did not finish before the call's deadline",
+                    "",
+                )
+            result = task.result()
+    except _Failed as e:
+        return e.failed
+    except BaseException as e:
+        return _error("Remote", e)
+    try:
+        return ("ok", cloudpickle.dumps(result))
+    except BaseException as e:
+        return _error("Remote", e)

@@ -39,6 +39,13 @@ pub struct ExecutorConfig {
     /// How many invocations may wait to run; beyond it a call fails with
     /// `Overloaded`.
     pub max_queue: usize,
+    /// How many calls of coroutine functions (`async def`) may be in
+    /// flight at once on the executor's event loop. A coroutine that
+    /// awaits does not hold the worker, so the next call starts meanwhile;
+    /// beyond the limit calls of coroutine functions wait in the queue
+    /// (plain functions still start). The schedulers count these slots
+    /// when they place calls of a coroutine function.
+    pub max_async_calls: usize,
     /// How many partly triggered fan-ins (a function waiting for more
     /// upstream results) are held; beyond it new ones are dropped.
     pub max_pending_fanins: usize,
@@ -95,6 +102,7 @@ impl Default for ExecutorConfig {
             default_timeout: Duration::from_secs(30),
             python_path: Vec::new(),
             max_queue: 1024,
+            max_async_calls: 100,
             max_pending_fanins: 1024,
             mailbox_capacity: 1024,
             fetch_retry: Duration::from_millis(500),
@@ -137,6 +145,7 @@ impl ExecutorConfig {
             ("max_value_bytes", self.max_value_bytes),
             ("max_value_keys", self.max_value_keys),
             ("max_queue", self.max_queue),
+            ("max_async_calls", self.max_async_calls),
             ("max_pending_fanins", self.max_pending_fanins),
             ("mailbox_capacity", self.mailbox_capacity),
         ];

@@ -263,6 +263,7 @@ impl Executor {
     fn on_event(&mut self, now: Time, event: WorkerEvent, out: &mut Outbox) {
         match event {
             WorkerEvent::Done(done) => self.core.job_done(now, done, out),
+            WorkerEvent::Started { seq } => self.core.job_started(now, seq),
             WorkerEvent::Send { to, payload } => {
                 let msg = Message::UserMessage(UserMessage {
                     from: self.core.identity().address.clone(),

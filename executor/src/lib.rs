@@ -29,10 +29,16 @@
 //!              │                                         ▲
 //!              └─ reports keep flowing while a           │ async exception at the deadline
 //!                 function runs                 watchdog thread
+//!
+//!  worker ──starts coroutines──► event-loop thread (asyncio) ──done (the worker's outlet)──► I/O thread
 //! ```
 //!
 //! One function runs at a time: the GIL makes a process per core the honest
-//! unit of Python work, so a node runs several executor processes.
+//! unit of Python work, so a node runs several executor processes. A
+//! coroutine function (`async def`) is the exception: the worker starts
+//! its call on the event loop and takes the next job, and up to
+//! [`ExecutorConfig::max_async_calls`] coroutines await there at once
+//! (see [`core`] and `runtime::python_async`).
 //!
 //! # Timeouts and failures
 //!

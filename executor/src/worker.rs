@@ -1,5 +1,6 @@
 //! The worker thread: runs [`Job`]s one at a time through a [`Runtime`]
-//! (a load-only job of a prewarm stops after loading the code), and the
+//! (a load-only job of a prewarm stops after loading the code; a call of a
+//! coroutine function is only started, [`WorkerEvent::Started`]), and the
 //! [`Mailbox`] that `user.recv` reads.
 //!
 //! The I/O thread sends jobs over a channel; the worker answers through an
@@ -18,8 +19,11 @@ use std::time::{Duration, Instant};
 /// What the worker tells the I/O thread.
 #[derive(Debug)]
 pub enum WorkerEvent {
-    /// A job finished.
+    /// A job finished (or a coroutine the worker started).
     Done(JobDone),
+    /// Job `seq` started as a coroutine on the event loop; its `Done`
+    /// comes later. The worker is free.
+    Started { seq: u64 },
     /// A function called `user.send(to, payload)`.
     Send { to: Address, payload: Vec<u8> },
 }
@@ -124,8 +128,8 @@ impl Worker {
         }
     }
 
-    /// Runs one job to its end.
-    pub fn run(&mut self, job: &Job) -> JobDone {
+    /// Runs one job to its end, or starts it as a coroutine (`Started`).
+    pub fn run(&mut self, job: &Job) -> WorkerEvent {
         for name in &job.evict {
             if self.loaded.remove(name).is_some() {
                 self.runtimes.iter_mut().for_each(|r| r.unload(name));
@@ -138,6 +142,8 @@ impl Worker {
         }
         self.ports.route.begin(&job.env);
         let outcome = self.call(job);
+        let started = matches!(outcome, Ok(None));
+        let outcome = outcome.map(Option::unwrap_or_default);
         let mut effects = self.ports.route.end();
         for runtime in &mut self.runtimes {
             let extras = runtime.take_output();
@@ -155,14 +161,18 @@ impl Worker {
                 runtime.forget_values(&written);
             }
         }
-        JobDone {
+        if started {
+            return WorkerEvent::Started { seq: job.seq };
+        }
+        WorkerEvent::Done(JobDone {
             seq: job.seq,
             outcome,
             effects,
-        }
+        })
     }
 
-    fn call(&mut self, job: &Job) -> Result<Vec<u8>, anna::protocol::compute::CallError> {
+    /// The call's result; `None`: started as a coroutine.
+    fn call(&mut self, job: &Job) -> Result<Option<Vec<u8>>, anna::protocol::compute::CallError> {
         let name = job.function.as_str();
         let Some(runtime) = self
             .runtimes
@@ -182,7 +192,7 @@ impl Worker {
             self.loaded.insert(name.to_string(), job.generation);
         }
         if job.load_only {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         }
         if job.env.instance.is_some() && job.code.runtime != compute::Runtime::Python {
             return Err(call_error(
@@ -197,13 +207,17 @@ impl Worker {
             upstream: &job.upstream,
             env: &job.env,
         };
-        runtime.invoke(name, input)
+        // A named instance's methods run as plain calls.
+        if job.env.instance.is_none() && runtime.is_async(name) {
+            return runtime.start(name, input, job.seq).map(|()| None);
+        }
+        runtime.invoke(name, input).map(Some)
     }
 
     /// Serves jobs until the channel closes.
     pub fn serve(mut self, jobs: mpsc::Receiver<Job>, outlet: &Outlet) {
         while let Ok(job) = jobs.recv() {
-            outlet.send(WorkerEvent::Done(self.run(&job)));
+            outlet.send(self.run(&job));
         }
     }
 }

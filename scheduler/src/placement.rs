@@ -5,6 +5,13 @@
 //! reported busy fraction under `busy_permille`), the scheduler prefers, in
 //! order:
 //!
+//! A coroutine function (`async def`, as executors report them in
+//! `ExecutorReport::async_functions`) does not hold an executor's worker
+//! while it awaits: for one, an executor may have `executor_capacity` plus
+//! its free coroutine slots outstanding (`async_limit` less
+//! `async_running`, as it last reported; the coroutines this scheduler
+//! placed since then count against them through `outstanding`).
+//!
 //! 0. a node whose cache is reporting: one whose last report is more than
 //!    [`CACHE_LAG`] older than the freshest cache's is stalled or gone, and
 //!    the functions placed there would wait on it for their reads;
@@ -43,8 +50,15 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
-    fn overloaded(&self, e: &Executor) -> bool {
-        e.outstanding >= self.capacity || e.report.busy_permille >= self.busy_permille
+    /// Whether `e` takes no more calls of a function; `coroutine`: one of
+    /// a coroutine function.
+    fn overloaded(&self, e: &Executor, coroutine: bool) -> bool {
+        let mut capacity = self.capacity;
+        if coroutine {
+            let free = (e.report.async_limit).saturating_sub(e.report.async_running);
+            capacity = capacity.saturating_add(free);
+        }
+        e.outstanding >= capacity || e.report.busy_permille >= self.busy_permille
     }
 }
 
@@ -82,6 +96,11 @@ impl Registry {
             .fold(0u64, |sum, s| sum.saturating_add(*s))
     }
 
+    /// Whether some executor reported `function` as a coroutine function.
+    pub fn is_coroutine(&self, function: &str) -> bool {
+        (self.executors.values()).any(|e| e.report.async_functions.iter().any(|f| f == function))
+    }
+
     /// The executor that holds instance `instance` (its state's key):
     /// the live executor with the highest hash of the key and its address
     /// (rendezvous hashing), so every scheduler picks the same one, and an
@@ -112,10 +131,11 @@ impl Registry {
         siblings: &[&Address],
         limits: Limits,
     ) -> Option<(Address, Score)> {
+        let coroutine = self.is_coroutine(function);
         let scored: Vec<(&Address, Score)> = self
             .executors
             .iter()
-            .filter(|(_, e)| !limits.overloaded(e))
+            .filter(|(_, e)| !limits.overloaded(e, coroutine))
             .map(|(a, e)| {
                 let warm = e.report.warm.iter().any(|w| w == function);
                 let score = (

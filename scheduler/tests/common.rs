@@ -66,6 +66,7 @@ pub fn report_of_boot(
         calls: Vec::new(),
         boot,
         errors: Vec::new(),
+        ..ExecutorReport::default()
     })
 }
 

@@ -115,3 +115,52 @@ fn equal_executors_share_calls() {
         .clone();
     assert_ne!(c, d);
 }
+
+/// A report of an executor with `running` of its `limit` coroutine slots
+/// taken, `f` among its coroutine functions.
+fn async_report(executor: &str, running: u32, limit: u32) -> anna::protocol::Message {
+    let mut msg = report(executor, "n1", 0, &["f"]);
+    if let anna::protocol::Message::ExecutorReport(r) = &mut msg {
+        r.async_running = running;
+        r.async_limit = limit;
+        r.async_functions = vec!["f".to_string()];
+    }
+    msg
+}
+
+#[test]
+fn a_coroutine_function_fills_the_free_coroutine_slots_beyond_the_capacity() {
+    let config = SchedulerConfig {
+        executor_capacity: 1,
+        ..SchedulerConfig::default()
+    };
+    let mut s = scheduler(config);
+    // One slot of three taken: room for the capacity (1) plus two.
+    step(&mut s, 0, async_report("e1", 1, 3));
+    for seq in 0..3 {
+        let sent = step(&mut s, 1, call(seq, "f", &[], 1000));
+        assert_eq!(invokes(&sent).len(), 1, "call {seq} is placed");
+    }
+    let sent = step(&mut s, 2, call(3, "f", &[], 1000));
+    assert!(invokes(&sent).is_empty(), "the fourth call waits");
+    // A plain function sees only the capacity, which is taken.
+    let sent = step(&mut s, 3, call(4, "g", &[], 1000));
+    assert!(invokes(&sent).is_empty(), "a plain call waits");
+    // A coroutine finishes: the waiting call of f goes.
+    let sent = step(&mut s, 4, done(0, 0, 0, "e1", false));
+    assert_eq!(invokes(&sent).len(), 1);
+}
+
+#[test]
+fn with_every_coroutine_slot_taken_a_coroutine_function_sees_only_the_capacity() {
+    let config = SchedulerConfig {
+        executor_capacity: 1,
+        ..SchedulerConfig::default()
+    };
+    let mut s = scheduler(config);
+    step(&mut s, 0, async_report("e1", 3, 3));
+    let sent = step(&mut s, 1, call(0, "f", &[], 1000));
+    assert_eq!(invokes(&sent).len(), 1);
+    let sent = step(&mut s, 2, call(1, "f", &[], 1000));
+    assert!(invokes(&sent).is_empty());
+}

@@ -526,6 +526,13 @@ pub struct ExecutorReport {
     /// Calls that failed here since the executor started, by error kind
     /// (`Remote`: the function raised; `Timeout`, `TooLarge`, ...).
     pub errors: Vec<(String, u64)>,
+    /// Coroutines (calls of `async def` functions) in flight, awaiting on
+    /// the executor's event loop: they do not hold its worker.
+    pub async_running: u32,
+    /// How many may be in flight at once (`[executor] max_async_calls`).
+    pub async_limit: u32,
+    /// The warm functions that are coroutine functions, sorted.
+    pub async_functions: Vec<String>,
 }
 
 /// What a cache tells the schedulers every report period: the keys it

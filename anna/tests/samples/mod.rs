@@ -500,6 +500,9 @@ fn executor_report() -> ExecutorReport {
         calls: vec![("square".to_string(), u64::MAX)],
         boot: 0x5eed,
         errors: vec![("Remote".to_string(), 2), ("Timeout".to_string(), u64::MAX)],
+        async_running: 7,
+        async_limit: u32::MAX,
+        async_functions: vec!["wait".to_string()],
     }
 }
 

@@ -25,7 +25,9 @@ What is the same as on a cluster:
 - Futures (`Future.result`, ``logs``, ``await``, `squall.gather`), DAGs
   (upstream results first, in the order of their connections), named
   instances (state in the store, one call at a time), what a function
-  prints (``Future.logs()``).
+  prints (``Future.logs()``), coroutine functions (``async def``, run to
+  their end on an event loop of the call's own; ``squall.user.aget``,
+  ``aput`` and ``adelete`` work).
 - **Triggers** (`register_trigger`): a put or delete of a matching key,
   from the client or inside a function, runs the trigger's function with
   a `squall.Event`, on the pool like a call; `wait_triggers()` waits for
@@ -45,7 +47,9 @@ The same API tests run against this mode and a real cluster
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures as _cf
+import inspect
 import io
 import itertools
 import sys
@@ -547,6 +551,10 @@ class LocalClient:
         _running.output = parts = []
         try:
             result = fn(*inputs, *args, **kwargs)
+            if inspect.isawaitable(result):
+                # A coroutine function: run to its end on an event loop of
+                # this call's own (the executor's is shared by its calls).
+                result = asyncio.run(_awaited(result))
             data = cloudpickle.dumps(result)
         except _CallFailed:
             raise
@@ -690,6 +698,10 @@ class LocalClient:
 
     def __repr__(self) -> str:
         return "<squall.testing.LocalClient>"
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
 
 
 def _payload(args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:

@@ -16,6 +16,21 @@ with the same values as the client's ``get``/``put``, each bounded by one
 second; ``send``/``recv`` carry bytes between the executors of running
 functions. Outside an executor every function raises ``RuntimeError``.
 
+A function defined with ``async def`` runs as a coroutine on its executor's
+event loop, so many calls that await share one process; inside it, await
+:func:`aget`, :func:`aput` and :func:`adelete` (the same reads and writes,
+run on a thread of the executor while the loop serves other calls)::
+
+    async def f(key):
+        value = await user.aget(key)
+        await asyncio.sleep(0.1)
+        await user.aput(key + ".seen", value)
+
+The plain ``get``/``put``/``delete`` work inside a coroutine too, but hold
+the event loop (every coroutine of the executor) until they return; so do
+``recv`` and any other blocking call (``time.sleep``, a blocking HTTP
+client).
+
 A read of a key the caller wrote (before the call) sees at least that
 write: the call carries the caller's session, and the cache waits for the
 version. A function's writes are made as the invocation's writer, the same
@@ -75,6 +90,30 @@ def delete(key, ack=None):
     """Deletes ``key`` through the node's cache (acknowledged by every
     replica unless ``ack`` says otherwise)."""
     _executor().delete(key, ack)
+
+
+async def aget(key, raw=False):
+    """:func:`get` as an awaitable, for a coroutine function: the read runs
+    on a thread of the executor while its event loop serves other calls."""
+    return await _in_thread(_executor().get, key, raw)
+
+
+async def aput(key, value, ack=None):
+    """:func:`put` as an awaitable, for a coroutine function."""
+    await _in_thread(_executor().put, key, value, ack)
+
+
+async def adelete(key, ack=None):
+    """:func:`delete` as an awaitable, for a coroutine function."""
+    await _in_thread(_executor().delete, key, ack)
+
+
+def _in_thread(fn, *args):
+    # asyncio.to_thread carries the coroutine's context (which names its
+    # call) to the thread.
+    import asyncio
+
+    return asyncio.to_thread(fn, *args)
 
 
 def send(executor_id, data):

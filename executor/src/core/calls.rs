@@ -274,7 +274,7 @@ impl ExecutorCore {
         if self.running.is_some() || self.stuck {
             return None;
         }
-        while let Some(inv) = self.ready.pop_front() {
+        while let Some(inv) = self.pop_startable() {
             if now.as_millis() >= inv.deadline_ms {
                 let error = timeout_error(&inv, "waited in the executor's queue past its deadline");
                 self.finish(now, inv, Err(error), out);
@@ -341,17 +341,24 @@ impl ExecutorCore {
         self.next_load(now)
     }
 
-    /// The worker finished a job.
+    /// The worker finished a job, or the event loop a coroutine the worker
+    /// started.
     pub fn job_done(&mut self, now: Time, done: JobDone, out: &mut Outbox) {
-        match &self.running {
-            Some(running) if running.seq == done.seq => {}
-            // A job already failed as stuck, or a stray answer.
-            _ => return,
-        }
-        let Some(running) = self.running.take() else {
+        let running = match &self.running {
+            Some(running) if running.seq == done.seq => {
+                let running = self.running.take();
+                if let Some(r) = &running {
+                    self.busy_in_period += now.saturating_since(r.started.max(self.period_start));
+                }
+                running
+            }
+            // A coroutine, unless it already failed as stuck; or a stray
+            // answer.
+            _ => self.coroutines.remove(&done.seq),
+        };
+        let Some(running) = running else {
             return;
         };
-        self.busy_in_period += now.saturating_since(running.started.max(self.period_start));
         match running.work {
             Work::Call(inv) => {
                 *self.calls.entry(inv.name().to_string()).or_default() += 1;

@@ -30,6 +30,9 @@ pub(super) struct Warm {
     pub version: KeyState,
     pub generation: u64,
     pub last_used: Time,
+    /// A coroutine function: a call of it started on the event loop (the
+    /// worker said so). Such calls count against `max_async_calls`.
+    pub is_async: bool,
 }
 
 /// A code fetch in flight.
@@ -238,6 +241,7 @@ impl ExecutorCore {
                 version,
                 generation: self.next_generation,
                 last_used: now,
+                is_async: false,
             },
         );
         let subscribe = Subscribe {

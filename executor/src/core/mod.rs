@@ -12,8 +12,11 @@
 //! - [`prewarm`]: loading a function the monitor calls hot before any call
 //!   of it arrives.
 //! - [`values`]: watching referenced keys whose values the runtime keeps.
+//! - [`coroutines`]: calls of coroutine functions in flight on the event
+//!   loop, which do not hold the worker, bounded by `max_async_calls`.
 
 mod calls;
+mod coroutines;
 mod functions;
 mod prewarm;
 #[cfg(test)]
@@ -127,6 +130,9 @@ pub struct ExecutorCore {
     seen: StableHashMap<InvKey, u64>,
     ready: VecDeque<Invocation>,
     running: Option<Running>,
+    /// Calls of coroutine functions the worker started, in flight on its
+    /// event loop, by job sequence number.
+    coroutines: StableHashMap<u64, Running>,
     deliveries: Vec<UserMessage>,
     stuck: bool,
     next_report: Time,
@@ -168,6 +174,7 @@ impl ExecutorCore {
             seen: StableHashMap::default(),
             ready: VecDeque::new(),
             running: None,
+            coroutines: StableHashMap::default(),
             deliveries: Vec::new(),
             stuck: false,
             busy_in_period: Duration::ZERO,
@@ -222,6 +229,7 @@ impl ExecutorCore {
         self.retry_fetches(now, out);
         self.renew_subscriptions(now, out);
         self.check_stuck(now, out);
+        self.check_stuck_coroutines(now, out);
         if now >= self.next_report {
             self.report(now, out);
             self.next_report = now + self.config.report_period;
@@ -253,6 +261,9 @@ impl ExecutorCore {
                 .iter()
                 .map(|(k, n)| (format!("{k:?}"), *n))
                 .collect(),
+            async_running: self.coroutines.len() as u32,
+            async_limit: self.config.max_async_calls as u32,
+            async_functions: self.async_functions(),
         };
         for scheduler in &self.id.schedulers {
             out.send(scheduler.clone(), Message::ExecutorReport(report.clone()));

@@ -8,6 +8,7 @@ use anna::protocol::compute::{
 use anna::protocol::{Gossip, KeyOp};
 use anna::sim::KvsDouble;
 
+mod coroutines;
 mod prewarm;
 mod sessions;
 

@@ -7,9 +7,13 @@
 //! A runtime lives on the worker thread and runs one call at a time; the
 //! worker keeps track of which code generation each runtime has loaded and
 //! calls [`Runtime::load`] again when the code changed. A prewarm reaches a
-//! runtime as a load-only job: [`Runtime::load`] and no invoke.
+//! runtime as a load-only job: [`Runtime::load`] and no invoke. A
+//! function the runtime calls a coroutine function ([`Runtime::is_async`];
+//! Python's `async def`) is started instead ([`Runtime::start`]) and ends
+//! on the runtime's event loop, the worker free meanwhile.
 
 pub mod python;
+mod python_async;
 pub mod python_memory;
 pub mod wasm;
 mod watchdog;
@@ -65,6 +69,25 @@ pub trait Runtime {
     /// Calls a loaded function; its result is in the runtime's encoding.
     /// Returns a `Timeout` error if the call ran past its deadline.
     fn invoke(&mut self, function: &str, input: CallInput<'_>) -> Result<Vec<u8>, CallError>;
+
+    /// Whether loaded `function` is a coroutine function, whose calls go
+    /// through [`Runtime::start`].
+    fn is_async(&self, _function: &str) -> bool {
+        false
+    }
+
+    /// Starts a call of a loaded coroutine function and returns: its
+    /// [`crate::job::JobDone`], numbered `seq`, reaches the I/O thread
+    /// later through the worker's outlet. `Err`: it did not start, and
+    /// the call fails so.
+    fn start(&mut self, function: &str, _input: CallInput<'_>, _seq: u64) -> Result<(), CallError> {
+        Err(crate::job::call_error(
+            compute::CallErrorKind::BadFunction,
+            "BadFunction",
+            format!("{function} is not a coroutine function"),
+            function,
+        ))
+    }
 
     /// Drops a loaded function.
     fn unload(&mut self, function: &str);

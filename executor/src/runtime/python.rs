@@ -9,8 +9,10 @@
 //! `cache_address`, `executor_of`, `deadline`, `send`, `recv`, `version`,
 //! `kept_fresh` and `consistency` answer from the running call. Its
 //! functions find the worker's [`Ports`] in a thread-local set around
-//! every call.
+//! every call, or a coroutine's own in its context (see
+//! [`super::python_async`]).
 
+use super::python_async::{context_ports, current_call_var, AsyncCall};
 use super::python_memory;
 use super::watchdog::Watchdog;
 use super::{CallExtras, CallInput, Ports, Runtime};
@@ -22,7 +24,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use squall_py::parse_ack;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -43,9 +45,12 @@ fn outside() -> PyErr {
     )
 }
 
-/// The worker's ports, inside a call.
+/// The running call's ports: the worker's, inside a call it runs; a
+/// coroutine's own, inside its task (or a thread it handed a request to).
 fn ports() -> PyResult<Arc<Ports>> {
-    PORTS.with(|p| p.borrow().clone()).ok_or_else(outside)
+    (PORTS.with(|p| p.borrow().clone()))
+        .or_else(context_ports)
+        .ok_or_else(outside)
 }
 
 /// `f` of the running call's surroundings.
@@ -59,9 +64,9 @@ fn with_call<T>(f: impl FnOnce(&CallEnv) -> PyResult<T>) -> PyResult<T> {
 /// sets them too: its arguments are converted, and references resolved,
 /// in Python.
 pub(crate) fn with_ports<T>(ports: &Arc<Ports>, f: impl FnOnce() -> T) -> T {
-    PORTS.with(|p| *p.borrow_mut() = Some(ports.clone()));
+    let before = PORTS.with(|p| p.borrow_mut().replace(ports.clone()));
     let result = f();
-    PORTS.with(|p| *p.borrow_mut() = None);
+    PORTS.with(|p| *p.borrow_mut() = before);
     result
 }
 
@@ -213,6 +218,8 @@ fn native_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     m.add_function(wrap_pyfunction!(version, &m)?)?;
     m.add_function(wrap_pyfunction!(kept_fresh, &m)?)?;
     m.add_function(wrap_pyfunction!(consistency, &m)?)?;
+    m.add_class::<AsyncCall>()?;
+    m.add("current_call", current_call_var(py)?)?;
     Ok(m)
 }
 
@@ -252,6 +259,8 @@ pub struct PythonRuntime {
     runtime: Py<PyModule>,
     timeout_class: Py<PyAny>,
     functions: HashMap<String, Py<PyAny>>,
+    /// The loaded functions that are coroutine functions.
+    coroutine_functions: HashSet<String>,
     watchdog: Watchdog,
     thread_id: std::ffi::c_ulong,
     ports: Arc<Ports>,
@@ -317,6 +326,7 @@ impl PythonRuntime {
                 runtime: runtime.unbind(),
                 timeout_class,
                 functions: HashMap::new(),
+                coroutine_functions: HashSet::new(),
                 ports,
             })
         })
@@ -326,9 +336,19 @@ impl PythonRuntime {
     /// context set, and the GIL held; afterwards no timeout exception is
     /// left pending for this thread.
     fn guarded<T>(&mut self, env: &CallEnv, f: impl FnOnce(Python<'_>, &Self) -> T) -> (T, bool) {
-        let left = Duration::from_millis(env.deadline_ms.saturating_sub(now_ms()));
         let ports = self.ports.clone();
-        with_ports(&ports, || {
+        self.guarded_with(&ports, env, f)
+    }
+
+    /// [`PythonRuntime::guarded`] with `ports` as the call's.
+    fn guarded_with<T>(
+        &mut self,
+        ports: &Arc<Ports>,
+        env: &CallEnv,
+        f: impl FnOnce(Python<'_>, &Self) -> T,
+    ) -> (T, bool) {
+        let left = Duration::from_millis(env.deadline_ms.saturating_sub(now_ms()));
+        with_ports(ports, || {
             Python::attach(|py| {
                 self.watchdog.arm(Instant::now() + left);
                 let value = f(py, self);
@@ -471,6 +491,17 @@ impl Runtime for PythonRuntime {
         });
         match over_cap(function, loaded, refused) {
             Ok(callable) => {
+                let coroutine = Python::attach(|py| {
+                    (self.runtime.bind(py))
+                        .call_method1("is_coroutine_function", (callable.bind(py),))
+                        .and_then(|b| b.extract::<bool>())
+                        .unwrap_or(false)
+                });
+                if coroutine {
+                    self.coroutine_functions.insert(function.to_string());
+                } else {
+                    self.coroutine_functions.remove(function);
+                }
                 self.functions.insert(function.to_string(), callable);
                 Ok(())
             }
@@ -525,7 +556,71 @@ impl Runtime for PythonRuntime {
         }
     }
 
+    fn is_async(&self, function: &str) -> bool {
+        self.coroutine_functions.contains(function)
+    }
+
+    fn start(&mut self, function: &str, input: CallInput<'_>, seq: u64) -> Result<(), CallError> {
+        let Some(callable) =
+            Python::attach(|py| self.functions.get(function).map(|f| f.clone_ref(py)))
+        else {
+            return Err(call_error(
+                CallErrorKind::BadFunction,
+                "BadFunction",
+                format!("{function} is not loaded"),
+                function,
+            ));
+        };
+        let ports = Arc::new(Ports {
+            route: Default::default(),
+            mailbox: self.ports.mailbox.clone(),
+            outlet: self.ports.outlet.clone(),
+        });
+        ports.route.begin(input.env);
+        // The arguments are made ready here, under the watchdog, reading
+        // references through the call's own route.
+        let (result, fired) = self.guarded_with(&ports.clone(), input.env, |py, me| {
+            let call = Py::new(
+                py,
+                AsyncCall {
+                    seq,
+                    function: function.to_string(),
+                    ports,
+                },
+            );
+            let call = match call {
+                Ok(call) => call,
+                Err(e) => {
+                    return Err(call_error(
+                        CallErrorKind::Remote,
+                        "RuntimeError",
+                        e.to_string(),
+                        function,
+                    ))
+                }
+            };
+            let upstream: Vec<Bound<'_, PyBytes>> =
+                input.upstream.iter().map(|u| PyBytes::new(py, u)).collect();
+            let args = (
+                call,
+                callable.bind(py),
+                PyBytes::new(py, input.payload),
+                PyList::new(py, upstream).ok(),
+                input.env.deadline_ms as f64 / 1000.0,
+                function,
+                input.env.call.to_string(),
+            );
+            let result = me.runtime.bind(py).call_method1("start", args);
+            me.outcome(py, function, result).map(drop)
+        });
+        match result {
+            Err(e) if fired && e.kind == CallErrorKind::Remote => Err(timeout(function)),
+            other => other,
+        }
+    }
+
     fn unload(&mut self, function: &str) {
+        self.coroutine_functions.remove(function);
         if let Some(f) = self.functions.remove(function) {
             Python::attach(|_py| drop(f));
         }

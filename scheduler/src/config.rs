@@ -27,6 +27,12 @@ pub struct SchedulerConfig {
     /// about every 200 ms).
     #[serde(with = "anna::config::millis")]
     pub executor_timeout: Duration,
+    /// Whether a link of a DAG's chain (a function whose only upstream
+    /// function has no other downstream one) runs on its upstream
+    /// function's executor (the result passes within the process), or on
+    /// another one (`false`: the result crosses a socket; for measuring
+    /// that hop, or spreading long chains).
+    pub colocate_chains: bool,
     /// How many times a call is re-planned after an executor running it
     /// died, under at-least-once delivery.
     pub max_retries: u32,
@@ -69,6 +75,7 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             executor_timeout: Duration::from_millis(1500),
             max_retries: 1,
+            colocate_chains: true,
             delivery: Delivery::AtLeastOnce,
             executor_capacity: 16,
             busy_permille: 900,

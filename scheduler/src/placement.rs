@@ -27,7 +27,9 @@
 //! 3. in a DAG, for a link of a chain (a function whose only upstream
 //!    function has no other downstream one), the executor of that upstream
 //!    function: the two run one after the other anyway, and the result
-//!    then passes within the executor instead of over a socket;
+//!    then passes within the executor instead of over a socket (with
+//!    `colocate_chains = false`, the opposite: another executor, where
+//!    there is one that is not busy; for measuring the hop);
 //! 4. the function already warm there (loaded, its class initialised);
 //! 5. the fewest invocations outstanding;
 //!
@@ -47,6 +49,10 @@ use anna::protocol::{Address, Key};
 pub(crate) struct Limits {
     pub capacity: u32,
     pub busy_permille: u16,
+    /// A chain link follows its upstream function's executor (rule 3);
+    /// `false` (`[scheduler] colocate_chains`) puts it on another one
+    /// where there is one, as if that executor held a parallel sibling.
+    pub colocate_chains: bool,
 }
 
 impl Limits {
@@ -196,7 +202,7 @@ impl Registry {
                 }
                 _ => None,
             };
-            let siblings: Vec<&Address> = if n > 1 && n <= SIBLING_SEARCH_LIMIT {
+            let mut siblings: Vec<&Address> = if n > 1 && n <= SIBLING_SEARCH_LIMIT {
                 let related = related(plan, i);
                 (0..n)
                     .filter(|&j| placed[j] && !related[j])
@@ -204,6 +210,13 @@ impl Registry {
                     .collect()
             } else {
                 Vec::new()
+            };
+            let follow = match follow {
+                Some(upstream) if !limits.colocate_chains => {
+                    siblings.push(upstream);
+                    None
+                }
+                follow => follow,
             };
             match self.choose(&f.name, &f.args.refs, follow, &siblings, limits) {
                 Some((executor, score)) => {

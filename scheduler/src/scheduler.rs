@@ -106,6 +106,7 @@ impl Scheduler {
         Limits {
             capacity: self.config.executor_capacity,
             busy_permille: self.config.busy_permille,
+            colocate_chains: self.config.colocate_chains,
         }
     }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 const SNIPPET: &str = r#"
 executor_timeout = 1500
 max_retries = 1
+colocate_chains = true
 delivery = "at-least-once"
 executor_capacity = 16
 busy_permille = 900

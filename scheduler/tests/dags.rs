@@ -120,6 +120,34 @@ fn a_chain_link_follows_its_upstream_function_and_a_fan_out_spreads() {
 }
 
 #[test]
+fn with_colocate_chains_off_a_chain_link_goes_to_another_executor_while_there_is_one() {
+    let config = SchedulerConfig {
+        colocate_chains: false,
+        ..SchedulerConfig::default()
+    };
+    let mut s = scheduler(config);
+    step(&mut s, 0, report("e1", "n1", 0, &[]));
+    step(&mut s, 0, report("e2", "n2", 0, &[]));
+    let chain = dag("d", &["a", "b", "c"], &[("a", "b"), ("b", "c")]);
+    let (sent, _) = call_stored(&mut s, 1, 1, &mut kvs_with_dag(&chain), &[]);
+    let (_, plan, _) = &invokes(&sent)[0];
+    let on: Vec<&str> = plan.functions.iter().map(|f| f.executor.as_str()).collect();
+    assert_ne!(on[0], on[1], "{on:?}");
+    assert_ne!(on[1], on[2], "{on:?}");
+
+    // With one executor, the chain still runs: all on it.
+    let config = SchedulerConfig {
+        colocate_chains: false,
+        ..SchedulerConfig::default()
+    };
+    let mut s = scheduler(config);
+    step(&mut s, 0, report("e1", "n1", 0, &[]));
+    let (sent, _) = call_stored(&mut s, 1, 1, &mut kvs_with_dag(&chain), &[]);
+    let (_, plan, _) = &invokes(&sent)[0];
+    assert!(plan.functions.iter().all(|f| f.executor.as_str() == "e1"));
+}
+
+#[test]
 fn every_source_of_a_dag_is_invoked() {
     let mut s = with_executors();
     let d = dag("d", &["x", "y", "join"], &[("x", "join"), ("y", "join")]);

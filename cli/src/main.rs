@@ -269,6 +269,7 @@ fn die_quietly_on_closed_output() {
 
 fn main() -> ExitCode {
     die_quietly_on_closed_output();
+    squall_transport::heap::keep_large_buffers();
     let cli = Cli::parse();
     // A storage node's disk store logs through `log`: its journal's
     // recovery (a torn or corrupt tail cut at the last good batch) is

@@ -883,6 +883,7 @@ fn use_key(py: Python<'_>, key_file: Option<std::path::PathBuf>, encrypt: bool) 
 
 #[pymodule(name = "_native")]
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    squall_transport::heap::keep_large_buffers();
     m.add_class::<Client>()?;
     m.add_class::<DirectKvs>()?;
     m.add_class::<LocalKvs>()?;

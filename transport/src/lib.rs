@@ -20,11 +20,13 @@
 //! - [`clock`]: the wall clock and fresh ids, for drivers to hand to roles.
 //! - [`security`]: the process's frame security (keys, sealing) that every
 //!   socket uses.
+//! - [`heap`]: the allocator's thresholds for large values.
 
 pub mod calls;
 pub mod client;
 pub mod clock;
 pub mod endpoint;
+pub mod heap;
 pub mod security;
 pub mod socket;
 

@@ -199,6 +199,7 @@ fn samples_cover_every_variant_and_lattice_kind() {
                         Outcome::Error(KvsError::DiskRead { .. }) => "disk-read",
                         Outcome::Error(KvsError::PermissionDenied { .. }) => "permission-denied",
                         Outcome::State(_) => "key-state",
+                        Outcome::Shared(_) => "shared",
                     });
                 }
             }
@@ -270,7 +271,7 @@ fn samples_cover_every_variant_and_lattice_kind() {
             | Message::RouteResponse(_) => {}
         }
     }
-    assert_eq!(seen.len(), 4 + 4 + 14 + 7 + 1 + 11, "{seen:?}");
+    assert_eq!(seen.len(), 4 + 4 + 15 + 7 + 1 + 11, "{seen:?}");
 }
 
 // ---- (c) truncation, trailing bytes ------------------------------------

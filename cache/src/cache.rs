@@ -2,6 +2,7 @@
 
 use crate::config::CacheConfig;
 use crate::report::CacheStats;
+use crate::shared::{Shared, ValueFiles};
 use crate::store::Store;
 use anna::client::{ClientCore, OpId};
 use anna::kvs::Subscribers;
@@ -62,6 +63,8 @@ pub struct Cache {
     pub(crate) next_report: Time,
     pub(crate) next_prune: Time,
     pub(crate) stats: CacheStats,
+    /// Large values answered to executors in shared memory.
+    pub(crate) shared: Shared,
 }
 
 impl Cache {
@@ -78,7 +81,9 @@ impl Cache {
         writer: WriterId,
     ) -> Self {
         let client = ClientCore::new(config.client.clone(), me.clone(), routers, writer);
+        let shared = Shared::new(config.shared_min_bytes, config.shared_bytes);
         Cache {
+            shared,
             store: Store::new(config.capacity_bytes),
             config,
             node,
@@ -97,6 +102,13 @@ impl Cache {
             next_prune: Time::default(),
             stats: CacheStats::default(),
         }
+    }
+
+    /// Answers executors' reads of large values in files of `files` from
+    /// now on (see [`crate::shared`]); without, every value is answered in
+    /// the frame.
+    pub fn share_values_in(&mut self, files: Box<dyn ValueFiles>) {
+        self.shared.set_files(files);
     }
 
     /// The address the KVS pushes to.
@@ -160,6 +172,7 @@ impl Cache {
             self.next_prune = now + anna::kvs::subscriptions::PRUNE_PERIOD;
             self.executors.prune(now);
         }
+        self.shared.tick(now);
     }
 
     /// After every step: evict beyond capacity, subscribe new keys at their
@@ -167,6 +180,7 @@ impl Cache {
     fn flush(&mut self, now: Time, out: &mut Outbox) {
         for key in self.store.evict() {
             self.stats.evictions += 1;
+            self.shared.retire(now, &key);
             self.unsubscribed.remove(&key);
             self.to_push.remove(&key);
         }
@@ -204,6 +218,9 @@ impl Role for Cache {
         }
         if !self.executors.is_empty() {
             consider(self.next_prune);
+        }
+        if let Some(at) = self.shared.next_tick() {
+            consider(at);
         }
         next
     }

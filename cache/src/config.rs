@@ -20,6 +20,16 @@ pub struct CacheConfig {
     pub report_period: Duration,
     /// Most keys named in one report (the largest held).
     pub report_keys: usize,
+    /// The directory (on a `tmpfs`) where values read by this node's
+    /// executors are written once and mapped by them (see the crate's
+    /// `shared` module); empty: every value is answered in the frame.
+    pub shared_dir: String,
+    /// Last-writer-wins values of at least this many bytes are answered
+    /// in shared memory.
+    pub shared_min_bytes: u64,
+    /// At most this many bytes of values in shared memory (beyond it the
+    /// least recently read are dropped from it first).
+    pub shared_bytes: u64,
     /// How the cache's KVS client reads and writes misses and puts.
     pub client: ClientConfig,
     /// The `[limits]` section: functions' writes over `max_value_bytes` or
@@ -36,6 +46,9 @@ impl Default for CacheConfig {
             lease: Duration::from_secs(10),
             report_period: Duration::from_millis(500),
             report_keys: 1024,
+            shared_dir: "/dev/shm".to_string(),
+            shared_min_bytes: 64 << 10,
+            shared_bytes: 1 << 30,
             client: ClientConfig::default(),
             limits: anna::config::Limits::default(),
         }

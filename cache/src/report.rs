@@ -97,6 +97,10 @@ impl Cache {
             ("kvs_errors", s.kvs_errors),
             ("reports", s.reports),
             ("unexpected", s.unexpected),
+            ("shared_keys", self.shared.len() as u64),
+            ("shared_bytes", self.shared.bytes()),
+            ("shared_written", self.shared.written),
+            ("shared_failures", self.shared.failures),
         ];
         named_counters(&own, &s.transport)
     }

@@ -19,7 +19,9 @@ use crate::cache::{Cache, InFlight, OpKind, Pending};
 use anna::client::{ClientError, Completion, OpOutput};
 use anna::kvs::subscriptions::{push_batches, PushBatches};
 use anna::lattice::{KeyState, Timestamp};
-use anna::protocol::{KeyOp, KeyResult, KvsError, KvsRequest, KvsResponse, Message, Outcome};
+use anna::protocol::{
+    Address, KeyOp, KeyResult, KvsError, KvsRequest, KvsResponse, Message, Outcome, RequestId,
+};
 use anna::role::Outbox;
 use anna::time::Time;
 
@@ -114,10 +116,7 @@ impl Cache {
             });
         }
         if open == 0 {
-            out.send(
-                reply_to,
-                Message::KvsResponse(KvsResponse { id, results, hits }),
-            );
+            self.answer(now, reply_to, id, results, hits, out);
         } else {
             self.pending.insert(
                 pending,
@@ -180,8 +179,30 @@ impl Cache {
         );
     }
 
+    /// Answers an executor's request, its large values in shared memory
+    /// if the executor is on this machine (see [`crate::shared`]).
+    fn answer(
+        &mut self,
+        now: Time,
+        reply_to: Address,
+        id: RequestId,
+        mut results: Vec<KeyResult>,
+        hits: u32,
+        out: &mut Outbox,
+    ) {
+        for r in &mut results {
+            let outcome = std::mem::replace(&mut r.outcome, Outcome::NotFound);
+            r.outcome = self.shared.share(now, &r.key, outcome, &reply_to);
+        }
+        out.send(
+            reply_to,
+            Message::KvsResponse(KvsResponse { id, results, hits }),
+        );
+    }
+
     /// A deleted key is no longer held; executors subscribed to it are told.
     fn drop_deleted(&mut self, now: Time, key: &str, at: Timestamp, out: &mut Outbox) {
+        self.shared.retire(now, key);
         self.store.remove(key);
         self.unsubscribed.remove(key);
         self.to_push.remove(key);
@@ -210,7 +231,7 @@ impl Cache {
                 }
             };
             for (pending, index) in f.waiters {
-                self.settle(pending, index, outcome.clone(), out);
+                self.settle(now, pending, index, outcome.clone(), out);
             }
         }
     }
@@ -237,7 +258,14 @@ impl Cache {
         read_outcome(self.store.peek(key), kind)
     }
 
-    fn settle(&mut self, pending: u64, index: usize, outcome: Outcome, out: &mut Outbox) {
+    fn settle(
+        &mut self,
+        now: Time,
+        pending: u64,
+        index: usize,
+        outcome: Outcome,
+        out: &mut Outbox,
+    ) {
         let Some(p) = self.pending.get_mut(&pending) else {
             return;
         };
@@ -247,14 +275,7 @@ impl Cache {
         p.open = p.open.saturating_sub(1);
         if p.open == 0 {
             if let Some(p) = self.pending.remove(&pending) {
-                out.send(
-                    p.reply_to,
-                    Message::KvsResponse(KvsResponse {
-                        id: p.id,
-                        results: p.results,
-                        hits: p.hits,
-                    }),
-                );
+                self.answer(now, p.reply_to, p.id, p.results, p.hits, out);
             }
         }
     }

@@ -640,3 +640,219 @@ fn a_delete_the_cache_missed_is_learnt_by_a_read_of_the_callers_version() {
         "the held copy learnt the delete"
     );
 }
+
+/// The file system a cache writes values in shared memory to: a temporary
+/// directory, with every file written and removed counted.
+struct TempFiles {
+    dir: std::path::PathBuf,
+    next: u64,
+}
+
+impl squall_cache::ValueFiles for TempFiles {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<String> {
+        self.next += 1;
+        let path = self.dir.join(self.next.to_string());
+        std::fs::write(&path, bytes)?;
+        Ok(path.to_str().expect("a UTF-8 path").to_string())
+    }
+
+    fn remove(&mut self, path: &str) {
+        std::fs::remove_file(path).expect("a file the cache wrote, removed once");
+    }
+}
+
+const LOCAL_EXEC: &str = "ipc:///run/squall/exec-1";
+
+fn lww(at: u64, len: usize) -> LatticeValue {
+    let stamp = Timestamp {
+        wall_ms: at,
+        logical: 0,
+        writer: WriterId(1),
+    };
+    LatticeValue::Lww(anna::lattice::Lww::new(stamp, vec![at as u8; len]))
+}
+
+fn shared_harness(name: &str, shared_bytes: u64) -> (Harness, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("squall-cache-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = CacheConfig {
+        shared_bytes,
+        ..CacheConfig::default()
+    };
+    let mut h = Harness::new(config, &[]);
+    let files = TempFiles {
+        dir: dir.clone(),
+        next: 0,
+    };
+    h.cache.share_values_in(Box::new(files));
+    (h, dir)
+}
+
+fn files_in(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).unwrap().count()
+}
+
+/// A read of `key` answered to `reply_to`: its one outcome.
+fn read_for(h: &mut Harness, key: &str, reply_to: &str) -> Outcome {
+    h.next_id += 1;
+    let sent = h.send(Message::KvsRequest(KvsRequest {
+        id: RequestId(h.next_id),
+        reply_to: addr(reply_to),
+        ops: vec![KeyOp::Get { key: key.into() }],
+        ack: Ack::FirstReplica,
+    }));
+    let mut found: Vec<Outcome> = sent
+        .into_iter()
+        .filter_map(|(to, m)| match m {
+            Message::KvsResponse(r) if to == addr(reply_to) => Some(r.results[0].outcome.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(found.len(), 1);
+    found.remove(0)
+}
+
+/// The answer a reader makes of a shared outcome: its file's bytes put
+/// back in.
+fn filled(outcome: Outcome) -> (String, Outcome) {
+    let Outcome::Shared(shared) = outcome else {
+        panic!("not shared: {outcome:?}");
+    };
+    let path = shared.path.clone();
+    let bytes = std::fs::read(&path).expect("the file named");
+    (
+        path,
+        shared
+            .fill(bytes.into())
+            .expect("a file of the value's length"),
+    )
+}
+
+#[test]
+fn a_large_value_goes_to_a_local_executor_in_shared_memory_written_once() {
+    let (mut h, dir) = shared_harness("once", 1 << 30);
+    let big = lww(5, 200_000);
+    h.miss("big", Some(big.clone()));
+    let (path, answer) = filled(read_for(&mut h, "big", LOCAL_EXEC));
+    assert_eq!(answer, Outcome::Value(big.clone()));
+    let (again, answer) = filled(read_for(&mut h, "big", LOCAL_EXEC));
+    assert_eq!((again, answer), (path, Outcome::Value(big.clone())));
+    assert_eq!(
+        h.counter("shared_written"),
+        1,
+        "one file for every read of a version"
+    );
+    assert_eq!(h.counter("shared_keys"), 1);
+    assert_eq!(h.counter("shared_bytes"), 200_000);
+
+    // A reader elsewhere (a `tcp://` reply address) gets it in the frame;
+    // so does everyone for a small value.
+    assert_eq!(
+        read_for(&mut h, "big", "tcp://10.0.0.9:4000"),
+        Outcome::Value(big)
+    );
+    h.miss("small", Some(lww(6, 1000)));
+    assert_eq!(
+        read_for(&mut h, "small", LOCAL_EXEC),
+        Outcome::Value(lww(6, 1000))
+    );
+    assert_eq!(files_in(&dir), 1);
+
+    // A whole state asked (a session's read) comes back whole.
+    let at_least = KeyState::from_value(lww(5, 0));
+    h.next_id += 1;
+    let sent = h.send(Message::KvsRequest(KvsRequest {
+        id: RequestId(h.next_id),
+        reply_to: addr(LOCAL_EXEC),
+        ops: vec![KeyOp::ReadState {
+            key: "big".into(),
+            at_least: Some(at_least),
+        }],
+        ack: Ack::FirstReplica,
+    }));
+    let outcome = sent
+        .into_iter()
+        .find_map(|(_, m)| match m {
+            Message::KvsResponse(r) => Some(r.results[0].outcome.clone()),
+            _ => None,
+        })
+        .expect("an answer");
+    let (_, answer) = filled(outcome);
+    let Outcome::State(state) = answer else {
+        panic!("{answer:?}");
+    };
+    assert_eq!(state.value(), Some(&lww(5, 200_000)));
+    drop(h);
+    assert_eq!(files_in(&dir), 0, "a cache that stops removes its files");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_newer_version_or_a_delete_retires_the_file_which_goes_after_its_grace() {
+    let (mut h, dir) = shared_harness("retire", 1 << 30);
+    h.miss("k", Some(lww(5, 100_000)));
+    let (first, _) = filled(read_for(&mut h, "k", LOCAL_EXEC));
+
+    h.gossip(vec![("k", KeyState::from_value(lww(9, 150_000)))]);
+    let (second, answer) = filled(read_for(&mut h, "k", LOCAL_EXEC));
+    assert_eq!(answer, Outcome::Value(lww(9, 150_000)));
+    assert_ne!(first, second);
+    assert!(
+        std::path::Path::new(&first).exists(),
+        "kept for readers told it"
+    );
+    assert_eq!(h.counter("shared_bytes"), 250_000);
+    h.advance(squall_cache::shared::GRACE + Duration::from_millis(1));
+    h.step(Input::Tick);
+    assert!(
+        !std::path::Path::new(&first).exists(),
+        "removed after its grace"
+    );
+    assert!(std::path::Path::new(&second).exists());
+    assert_eq!(h.counter("shared_bytes"), 150_000);
+
+    let (_, sent) = h.request(
+        vec![KeyOp::Delete {
+            key: "k".into(),
+            at: Timestamp {
+                wall_ms: 10,
+                logical: 0,
+                writer: WriterId(1),
+            },
+        }],
+        Ack::All,
+    );
+    h.serve(sent);
+    assert_eq!(h.counter("shared_keys"), 0);
+    h.advance(squall_cache::shared::GRACE + Duration::from_millis(1));
+    h.step(Input::Tick);
+    assert_eq!(files_in(&dir), 0);
+    assert_eq!(h.counter("shared_bytes"), 0);
+    drop(h);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn beyond_shared_bytes_the_least_recently_read_file_is_retired_and_a_value_too_large_goes_in_the_frame(
+) {
+    let (mut h, dir) = shared_harness("cap", 300_000);
+    h.miss("a", Some(lww(1, 200_000)));
+    h.miss("b", Some(lww(2, 200_000)));
+    h.miss("huge", Some(lww(3, 400_000)));
+    let (a, _) = filled(read_for(&mut h, "a", LOCAL_EXEC));
+    let (b, answer) = filled(read_for(&mut h, "b", LOCAL_EXEC));
+    assert_eq!(answer, Outcome::Value(lww(2, 200_000)));
+    assert_eq!(
+        h.counter("shared_keys"),
+        1,
+        "a was retired to make room for b"
+    );
+    assert_ne!(a, b);
+    assert_eq!(
+        read_for(&mut h, "huge", LOCAL_EXEC),
+        Outcome::Value(lww(3, 400_000))
+    );
+    drop(h);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

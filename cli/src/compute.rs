@@ -245,7 +245,7 @@ pub fn run_cache(args: &CacheArgs, config: &SquallConfig) -> Result<()> {
     let me = Address(format!("tcp://{}:{}", args.host, args.port));
     let ipc = Address(args.ipc.clone());
     let ctx = zmq::Context::new();
-    let cache = squall_cache::Cache::new(
+    let mut cache = squall_cache::Cache::new(
         config.cache.clone(),
         args.node.clone(),
         me.clone(),
@@ -253,6 +253,17 @@ pub fn run_cache(args: &CacheArgs, config: &SquallConfig) -> Result<()> {
         addresses(&args.schedulers),
         writer_for(&me),
     );
+    let shared_dir = &config.cache.shared_dir;
+    if !shared_dir.is_empty() {
+        match crate::shared_memory::SharedDir::create(Path::new(shared_dir), &args.node) {
+            Ok(files) => {
+                tracing::info!(dir = %files.path().display(), "cache: large values go to executors in shared memory");
+                cache.share_values_in(Box::new(files));
+            }
+            Err(error) => tracing::warn!(dir = %shared_dir, %error,
+                "cache: no directory for values in shared memory; every value goes in the frame"),
+        }
+    }
     let driver =
         crate::roles::spawn_driver_also(&ctx, &me, std::slice::from_ref(&ipc), cache, "cache")?;
     open_ipc_socket(&ipc)?;

@@ -44,6 +44,7 @@ mod ping;
 mod process;
 mod record;
 mod roles;
+mod shared_memory;
 mod status;
 
 use anna::protocol::Address;

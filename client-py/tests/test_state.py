@@ -149,3 +149,65 @@ def test_a_value_the_caller_wrote_is_kept_yet_every_call_sees_the_callers_latest
     for i in range(4):
         compute.put(key, f"v{i}".encode())
         assert compute.call(name, squall.Reference(key))[0] == f"v{i}".encode()
+
+
+def digest_of(key):
+    import hashlib
+
+    from squall import user
+
+    value = user.get(key)
+    return len(value), hashlib.sha256(value).hexdigest()
+
+
+def digest(value):
+    import hashlib
+
+    return len(value), hashlib.sha256(value).hexdigest()
+
+
+def shared_files(cluster):
+    """The files of this cluster's caches' values in shared memory: path,
+    and its bytes."""
+    from pathlib import Path
+
+    found = {}
+    for cache in cluster.record["caches"]:
+        node = cache["args"][cache["args"].index("--node") + 1]
+        folder = Path("/dev/shm") / f"squall-{node}-{cache['pid']}"
+        if folder.is_dir():
+            for f in folder.iterdir():
+                if not f.name.startswith("."):
+                    found[str(f)] = f.read_bytes()
+    return found
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/dev/shm"), reason="no /dev/shm")
+def test_a_large_value_reaches_functions_through_shared_memory_and_a_newer_one_replaces_it(
+    compute, cluster, key
+):
+    import hashlib
+
+    name_of = unique("digest_of")
+    compute.register(digest_of, name=name_of)
+    name_ref = unique("digest")
+    compute.register(digest, name=name_ref)
+    first = bytes(range(256)) * 4096 + b"first"
+    compute.put(key, first)
+    want = (len(first), hashlib.sha256(first).hexdigest())
+    assert compute.call(name_of, key) == want
+    assert compute.call(name_ref, squall.Reference(key)) == want
+
+    # The cache wrote the value once, as stored (the pickle the client put).
+    stored = compute.get(key, raw=True).value
+    files = [p for p, data in shared_files(cluster).items() if data == stored]
+    assert len(files) == 1, f"one file holds the value: {sorted(shared_files(cluster))}"
+
+    # A newer version is read, never the old file's.
+    second = bytes(range(255, -1, -1)) * 4096 + b"second"
+    compute.put(key, second)
+    want = (len(second), hashlib.sha256(second).hexdigest())
+    assert compute.call(name_of, key) == want
+    assert compute.call(name_ref, squall.Reference(key)) == want
+    stored = compute.get(key, raw=True).value
+    assert any(data == stored for data in shared_files(cluster).values())

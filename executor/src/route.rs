@@ -119,7 +119,14 @@ impl CacheRoute {
         if let Some(store) = &current.store {
             return Ok(store.clone());
         }
-        let bind = Address::from("tcp://127.0.0.1:*");
+        // Answers from a cache reached over `ipc://` (this node's) come
+        // back over `ipc://` too: the cache then knows this executor is
+        // on its machine and answers large values in shared memory.
+        let bind = if call.cache.as_str().starts_with("ipc://") {
+            answer_socket()
+        } else {
+            Address::from("tcp://127.0.0.1:*")
+        };
         let endpoint = Endpoint::connect(call.cache.clone(), &bind, self.timeout)?;
         let writer = call.writer;
         let store = Arc::new(Store::new(CallEndpoint { endpoint, call }, writer));
@@ -180,6 +187,21 @@ impl CallEndpoint {
         };
         LatticeValue::MultiKeyCausal(Causal::new(version.clock, payload))
     }
+}
+
+/// A fresh `ipc://` address for a store's answers, in the temporary
+/// directory (`TMPDIR`, else `/tmp`: writable by the user an executor
+/// runs as, and reachable by its cache); ZeroMQ removes the socket file
+/// when the store's socket closes.
+fn answer_socket() -> Address {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir();
+    let pid = std::process::id();
+    Address(format!(
+        "ipc://{}/squall-executor-{pid}-{n}.sock",
+        dir.display()
+    ))
 }
 
 impl Kvs for CallEndpoint {

@@ -117,6 +117,76 @@ pub fn unpickle<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny
     loads.call1((PyBytes::new(py, bytes),))
 }
 
+/// Values at least this large are unpickled from where they lie
+/// ([`ValueBuffer`]) rather than from a copy in a Python `bytes`.
+const UNPICKLE_IN_PLACE: usize = 64 << 10;
+
+/// `pickle.loads` of a stored value's bytes: a large one read where it
+/// lies (a frame's buffer, or the mapping of a value in shared memory),
+/// without first copying it into a Python `bytes`.
+fn unpickle_shared<'py>(py: Python<'py>, bytes: &bytes::Bytes) -> PyResult<Bound<'py, PyAny>> {
+    if bytes.len() < UNPICKLE_IN_PLACE {
+        return unpickle(py, bytes);
+    }
+    let loads = LOADS.import(py, "pickle", "loads")?;
+    let buffer = Bound::new(
+        py,
+        ValueBuffer {
+            bytes: bytes.clone(),
+        },
+    )?;
+    let view = py
+        .import("builtins")?
+        .getattr("memoryview")?
+        .call1((buffer,))?;
+    loads.call1((view,))
+}
+
+/// A stored value's bytes as a read-only Python buffer: a `memoryview` of
+/// it reads them where they lie, and keeps them alive while it lives.
+#[pyclass(module = "squall._native", frozen)]
+pub struct ValueBuffer {
+    bytes: bytes::Bytes,
+}
+
+#[pymethods]
+impl ValueBuffer {
+    /// The buffer protocol: the bytes, read-only.
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut pyo3::ffi::Py_buffer,
+        flags: std::os::raw::c_int,
+    ) -> PyResult<()> {
+        if flags & pyo3::ffi::PyBUF_WRITABLE == pyo3::ffi::PyBUF_WRITABLE {
+            return Err(pyo3::exceptions::PyBufferError::new_err(
+                "a stored value is read-only",
+            ));
+        }
+        let bytes = &slf.get().bytes;
+        // SAFETY: `view` is the buffer Python asks us to fill; it holds a
+        // reference to `slf` (which owns the bytes) until it is released,
+        // and the bytes never change.
+        let filled = unsafe {
+            pyo3::ffi::PyBuffer_FillInfo(
+                view,
+                slf.as_ptr(),
+                bytes.as_ptr() as *mut std::os::raw::c_void,
+                bytes.len() as pyo3::ffi::Py_ssize_t,
+                1,
+                flags,
+            )
+        };
+        if filled == -1 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        Ok(())
+    }
+
+    fn __len__(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
 /// Whether `bytes` look like a pickle (protocol 2 or later): the PROTO
 /// opcode first and STOP last. Anything else is returned as raw bytes.
 pub fn looks_pickled(bytes: &[u8]) -> bool {
@@ -395,7 +465,7 @@ pub fn from_lattice<'py>(
                 let stamp = (ts.wall_ms, ts.logical, ts.writer.0);
                 class(py, "Lww")?.call1((PyBytes::new(py, l.value()), stamp))
             } else if looks_pickled(l.value()) {
-                unpickle(py, l.value())
+                unpickle_shared(py, l.bytes())
             } else {
                 Ok(PyBytes::new(py, l.value()).into_any())
             }

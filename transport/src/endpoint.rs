@@ -63,7 +63,37 @@ impl Endpoint {
         &self.target
     }
 
+    /// Asks `op`, and reads an answer in shared memory (a node's cache
+    /// answering this endpoint's `ipc://` address) from its file: once
+    /// more, if the file is gone (the cache replaced it meanwhile).
     fn request(&mut self, op: KeyOp, ack: Ack) -> Result<Outcome, ClientError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let shared = match self.request_once(op.clone(), ack)? {
+                Outcome::Shared(shared) => shared,
+                outcome => return Ok(outcome),
+            };
+            let path = shared.path.clone();
+            let filled = crate::shared::map_file(&path, shared.len)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| shared.fill(bytes));
+            match filled {
+                Ok(outcome) => return Ok(outcome),
+                Err(why) if tries < 2 => {
+                    tracing::debug!(%why, "a value in shared memory could not be read: asking again");
+                }
+                Err(why) => {
+                    return Err(ClientError::Transport(format!(
+                        "{}: a value in shared memory could not be read: {why}",
+                        self.target
+                    )))
+                }
+            }
+        }
+    }
+
+    fn request_once(&mut self, op: KeyOp, ack: Ack) -> Result<Outcome, ClientError> {
         self.next += 1;
         let id = RequestId(self.next);
         let key = op.key().clone();
@@ -109,6 +139,11 @@ impl Endpoint {
             Outcome::Error(error) => Err(ClientError::from_kvs(key, error, || {
                 self.target.to_string()
             })),
+            // `request` reads these from their files.
+            Outcome::Shared(shared) => Err(ClientError::Transport(format!(
+                "`{key}`: an unread answer in shared memory ({})",
+                shared.path
+            ))),
         }
     }
 

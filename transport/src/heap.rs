@@ -32,9 +32,13 @@ pub const TRIM_THRESHOLD: usize = 64 << 20;
 pub fn keep_large_buffers() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let chosen = ["MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"]
-            .iter()
-            .any(|name| std::env::var_os(name).is_some());
+        let chosen = [
+            "MALLOC_MMAP_THRESHOLD_",
+            "MALLOC_TRIM_THRESHOLD_",
+            "GLIBC_TUNABLES",
+        ]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some());
         if !chosen {
             set_thresholds();
         }

@@ -21,6 +21,8 @@
 //! - [`security`]: the process's frame security (keys, sealing) that every
 //!   socket uses.
 //! - [`heap`]: the allocator's thresholds for large values.
+//! - [`shared`]: large values a node's cache answers in shared memory,
+//!   mapped by its executors.
 
 pub mod calls;
 pub mod client;
@@ -28,6 +30,7 @@ pub mod clock;
 pub mod endpoint;
 pub mod heap;
 pub mod security;
+pub mod shared;
 pub mod socket;
 
 pub use client::Client;

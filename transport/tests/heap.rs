@@ -24,9 +24,13 @@ fn faults_of_one_buffer() -> i64 {
 
 #[test]
 fn a_freed_large_buffer_is_reused_without_page_faults() {
-    if ["MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"]
-        .iter()
-        .any(|name| std::env::var_os(name).is_some())
+    if [
+        "MALLOC_MMAP_THRESHOLD_",
+        "MALLOC_TRIM_THRESHOLD_",
+        "GLIBC_TUNABLES",
+    ]
+    .iter()
+    .any(|name| std::env::var_os(name).is_some())
     {
         eprintln!("skipped: the environment chooses the allocator's thresholds");
         return;
@@ -39,6 +43,9 @@ fn a_freed_large_buffer_is_reused_without_page_faults() {
     // fresh mapping would fault on every one of its 2,560 pages).
     assert!(first >= pages / 2, "the first buffer took {first} faults");
     for faults in later {
-        assert!(faults < pages / 10, "a later buffer took {faults} faults: {first} for the first");
+        assert!(
+            faults < pages / 10,
+            "a later buffer took {faults} faults: {first} for the first"
+        );
     }
 }

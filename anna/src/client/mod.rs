@@ -752,6 +752,12 @@ impl ClientCore {
                 return;
             }
             Outcome::Error(error) => Err(ClientError::from_kvs(key, error, || result_from(op))),
+            // Only a node's cache answers so, and only to its executors'
+            // `ipc://` addresses: never to this client's.
+            Outcome::Shared(shared) => Err(ClientError::Transport(format!(
+                "`{key}`: an answer in shared memory ({}) reached a client that cannot map it",
+                shared.path
+            ))),
         };
         self.finish(now, id, output, done);
     }

@@ -123,6 +123,22 @@ impl KeyState {
         }
     }
 
+    /// Swaps the bytes of this state's last-writer-wins value for
+    /// `bytes`, returning the ones it held (`None`, and nothing changed, if
+    /// the value is not last-writer-wins): how a large value travels
+    /// beside its state rather than in it (see
+    /// [`crate::protocol::SharedValue`]).
+    pub fn swap_lww_bytes(&mut self, bytes: bytes::Bytes) -> Option<bytes::Bytes> {
+        match &mut self.value {
+            Some(LatticeValue::Lww(l)) => {
+                let held = l.bytes().clone();
+                *l = super::Lww::shared(l.timestamp(), bytes);
+                Some(held)
+            }
+            _ => None,
+        }
+    }
+
     /// When the key was last deleted, if ever.
     pub fn deleted_at(&self) -> Option<Timestamp> {
         self.deleted_at

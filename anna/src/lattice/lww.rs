@@ -7,6 +7,7 @@
 //! commutative even if a writer id is (wrongly) reused.
 
 use super::{Lattice, WriterId};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// A hybrid-logical-clock time stamped by one writer.
@@ -102,15 +103,29 @@ impl Hlc {
 pub struct Lww {
     timestamp: Timestamp,
     // Bytes as one block, not a sequence of `u8`s: the same encoding,
-    // tens of times faster for large values.
-    #[serde(with = "serde_bytes")]
-    value: Vec<u8>,
+    // tens of times faster for large values. Shared, not copied: a read
+    // answered from a stored value, a session holding what it read and a
+    // value mapped from shared memory all hold the one block.
+    value: Bytes,
 }
 
 impl Lww {
     /// A value written at `timestamp`.
     pub fn new(timestamp: Timestamp, value: Vec<u8>) -> Self {
+        Lww {
+            timestamp,
+            value: Bytes::from(value),
+        }
+    }
+
+    /// A value written at `timestamp`, held where `value` already is.
+    pub fn shared(timestamp: Timestamp, value: Bytes) -> Self {
         Lww { timestamp, value }
+    }
+
+    /// The winning value, shared (a clone is a reference, not a copy).
+    pub fn bytes(&self) -> &Bytes {
+        &self.value
     }
 
     /// When the winning value was written, and by whom.
@@ -123,9 +138,9 @@ impl Lww {
         &self.value
     }
 
-    /// The winning value, by value.
+    /// The winning value, by value (a copy only if it is shared).
     pub fn into_value(self) -> Vec<u8> {
-        self.value
+        Vec::from(self.value)
     }
 }
 

@@ -124,6 +124,99 @@ pub enum Outcome {
     /// A [`KeyOp::ReadState`] found this state (the default state: the key
     /// was never written here).
     State(KeyState),
+    /// A read's answer (a [`Outcome::Value`] or [`Outcome::State`]) whose
+    /// large last-writer-wins value is in a file of shared memory on the
+    /// reader's machine instead of in this frame. Only a node's cache
+    /// answers so, and only to its executors (a reader whose reply address
+    /// is `ipc://`, so on the same machine); [`SharedValue::fill`] turns it
+    /// back into the answer it stands for.
+    Shared(SharedValue),
+}
+
+/// A read's answer with its one last-writer-wins value's bytes in a file
+/// of shared memory (see [`Outcome::Shared`]).
+///
+/// The file is written once and never changed; its name, unguessable, is
+/// told only in sealed frames, and the writer keeps it for a while after
+/// it stops answering with it, so a reader that opens it at once finds it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SharedValue {
+    /// The answer's state, its value's bytes left out.
+    pub state: KeyState,
+    /// Whether the read asked for the whole state ([`Outcome::State`]) or
+    /// the value alone ([`Outcome::Value`]).
+    pub whole_state: bool,
+    /// The file holding the value's bytes.
+    pub path: String,
+    /// How many bytes the value has (the file's length).
+    pub len: u64,
+}
+
+impl SharedValue {
+    /// The bytes of the last-writer-wins value a read's answer carries,
+    /// if it is one (a [`Outcome::Value`] or [`Outcome::State`]) of at
+    /// least `min_len` bytes: what could travel in shared memory instead.
+    pub fn candidate(
+        outcome: &Outcome,
+        min_len: usize,
+    ) -> Option<(crate::lattice::Timestamp, &bytes::Bytes)> {
+        let value = match outcome {
+            Outcome::Value(v) => v,
+            Outcome::State(s) => s.value()?,
+            _ => return None,
+        };
+        match value {
+            LatticeValue::Lww(l) if l.value().len() >= min_len => Some((l.timestamp(), l.bytes())),
+            _ => None,
+        }
+    }
+
+    /// `outcome` (a [`SharedValue::candidate`]) with its value's bytes in
+    /// the file at `path` instead; any other outcome unchanged.
+    pub fn share(outcome: Outcome, path: String) -> Outcome {
+        let (mut state, whole_state) = match outcome {
+            Outcome::Value(v @ LatticeValue::Lww(_)) => (KeyState::from_value(v), false),
+            Outcome::State(s) => (s, true),
+            other => return other,
+        };
+        let Some(held) = state.swap_lww_bytes(bytes::Bytes::new()) else {
+            return Outcome::State(state);
+        };
+        Outcome::Shared(SharedValue {
+            state,
+            whole_state,
+            path,
+            len: held.len() as u64,
+        })
+    }
+
+    /// The answer this stands for, with `bytes` (the file's) as its
+    /// value's. Fails if they are not as long as the value was.
+    pub fn fill(self, bytes: bytes::Bytes) -> Result<Outcome, String> {
+        if bytes.len() as u64 != self.len {
+            return Err(format!(
+                "shared value {}: {} bytes, expected {}",
+                self.path,
+                bytes.len(),
+                self.len
+            ));
+        }
+        let mut state = self.state;
+        if state.swap_lww_bytes(bytes).is_none() {
+            return Err(format!(
+                "shared value {}: not a last-writer-wins value",
+                self.path
+            ));
+        }
+        Ok(if self.whole_state {
+            Outcome::State(state)
+        } else {
+            match state.value() {
+                Some(v) => Outcome::Value(v.clone()),
+                None => Outcome::NotFound,
+            }
+        })
+    }
 }
 
 /// Why an operation failed.

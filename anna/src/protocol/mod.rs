@@ -40,7 +40,9 @@ pub use cluster::{Membership, RouteRequest, RouteResponse};
 pub use codec::{
     decode, encode, encode_into, DecodeError, EncodeError, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
-pub use kvs::{Ack, Gossip, KeyOp, KeyResult, KvsError, KvsRequest, KvsResponse, Outcome};
+pub use kvs::{
+    Ack, Gossip, KeyOp, KeyResult, KvsError, KvsRequest, KvsResponse, Outcome, SharedValue,
+};
 pub use session::{Session, SessionLog};
 
 use serde::{Deserialize, Serialize};

@@ -24,7 +24,7 @@ use anna::protocol::figures::{CallFigures, KvsFigures, TracedCall};
 use anna::protocol::monitor::{MonitorEvent, MonitorStatus, StorageReport};
 use anna::protocol::{
     Ack, Address, Gossip, KeyOp, KeyResult, KvsError, KvsRequest, KvsResponse, Membership, Message,
-    NodeId, NodeInfo, Outcome, RequestId, RouteRequest, RouteResponse, Session,
+    NodeId, NodeInfo, Outcome, RequestId, RouteRequest, RouteResponse, Session, SharedValue,
 };
 use std::collections::BTreeMap;
 
@@ -291,6 +291,13 @@ pub fn sample_messages() -> Vec<Message> {
                 result("h", Outcome::Error(KvsError::Stale)),
                 result("i", Outcome::State(deleted_counter())),
                 result("j", Outcome::State(KeyState::default())),
+                result(
+                    "l",
+                    SharedValue::share(
+                        Outcome::Value(LatticeValue::Lww(Lww::new(ts(7, 1, 3), vec![9; 300]))),
+                        "/dev/shm/squall-compute-0/5f0e".to_string(),
+                    ),
+                ),
                 result(
                     "k",
                     Outcome::Error(KvsError::TooLarge {

@@ -1,0 +1,225 @@
+//! Large values answered to executors in shared memory.
+//!
+//! A read whose answer carries a last-writer-wins value of at least
+//! `[cache] shared_min_bytes`, asked by a reader on this machine (its
+//! reply address is `ipc://`: an executor of this node), is answered with
+//! the value's bytes in a file of shared memory ([`ValueFiles`], a
+//! directory on a `tmpfs` such as `/dev/shm`) and only its state in the
+//! frame ([`anna::protocol::SharedValue`]). The executor maps the file:
+//! the value crosses from the cache to every executor that reads it once,
+//! however many read it, instead of being copied, sealed, sent, opened and
+//! decoded for each read.
+//!
+//! A key's file is written at its first such read and answered to every
+//! later one while the key holds that version. A newer version, a delete,
+//! an eviction of the key or room needed for another value *retires* the
+//! file: no answer names it any more, and it is removed [`GRACE`] later
+//! (a reader maps the file as soon as it has the answer, and a mapping
+//! outlives the name). Current files take at most `[cache] shared_bytes`;
+//! beyond that the least recently read are retired first, and a value
+//! larger than that is answered in the frame.
+
+use anna::lattice::Timestamp;
+use anna::protocol::{Address, Key, Outcome, SharedValue};
+use anna::time::Time;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
+
+/// How long a retired file stays after the last answer that named it.
+pub const GRACE: Duration = Duration::from_secs(10);
+
+/// Where values in shared memory are written: files, each written once
+/// and named so that only a reader told the name finds it.
+pub trait ValueFiles: Send {
+    /// Writes `bytes` as a new file, complete before its name appears;
+    /// returns the path a reader opens.
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<String>;
+    /// Removes the file at `path` (one [`ValueFiles::write`] returned).
+    fn remove(&mut self, path: &str);
+}
+
+/// A key's current file.
+struct File {
+    stamp: Timestamp,
+    path: String,
+    len: u64,
+    /// Its place in `lru`.
+    used: u64,
+}
+
+/// The cache's values in shared memory: which key's version is in which
+/// file, what was retired, and what they take.
+pub(crate) struct Shared {
+    files: Option<Box<dyn ValueFiles>>,
+    min_bytes: u64,
+    max_bytes: u64,
+    current: HashMap<Key, File>,
+    /// Current files by last read.
+    lru: BTreeMap<u64, Key>,
+    /// Retired files and when each may go.
+    retired: VecDeque<(Time, String, u64)>,
+    /// Bytes of current files.
+    bytes: u64,
+    /// Bytes of retired files not yet removed.
+    retired_bytes: u64,
+    next_use: u64,
+    /// Files written, and failures to write one (answered in the frame).
+    pub(crate) written: u64,
+    pub(crate) failures: u64,
+}
+
+impl Shared {
+    pub(crate) fn new(min_bytes: u64, max_bytes: u64) -> Self {
+        Shared {
+            files: None,
+            min_bytes,
+            max_bytes,
+            current: HashMap::new(),
+            lru: BTreeMap::new(),
+            retired: VecDeque::new(),
+            bytes: 0,
+            retired_bytes: 0,
+            next_use: 0,
+            written: 0,
+            failures: 0,
+        }
+    }
+
+    /// Answers large values in files of `files` from now on.
+    pub(crate) fn set_files(&mut self, files: Box<dyn ValueFiles>) {
+        self.files = Some(files);
+    }
+
+    /// Bytes of the files in shared memory, retired ones included.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes + self.retired_bytes
+    }
+
+    /// How many keys have a current file.
+    pub(crate) fn len(&self) -> usize {
+        self.current.len()
+    }
+
+    /// `outcome`, the answer to a read of `key` for `reply_to`, with its
+    /// value in shared memory if it is large and the reader on this
+    /// machine; unchanged otherwise (or if no file could be written).
+    pub(crate) fn share(
+        &mut self,
+        now: Time,
+        key: &str,
+        outcome: Outcome,
+        reply_to: &Address,
+    ) -> Outcome {
+        if self.files.is_none() || !reply_to.as_str().starts_with("ipc://") {
+            return outcome;
+        }
+        let Some((stamp, bytes)) = SharedValue::candidate(&outcome, self.min_bytes as usize) else {
+            return outcome;
+        };
+        let len = bytes.len() as u64;
+        let fresh = self
+            .current
+            .get(key)
+            .is_some_and(|f| f.stamp == stamp && f.len == len);
+        if !fresh {
+            self.retire(now, key);
+            if !self.make_room(now, len) {
+                return outcome;
+            }
+            let Some(files) = self.files.as_mut() else {
+                return outcome;
+            };
+            match files.write(bytes) {
+                Ok(path) => {
+                    self.written += 1;
+                    self.bytes += len;
+                    let used = self.touch();
+                    self.lru.insert(used, key.to_string());
+                    let file = File {
+                        stamp,
+                        path,
+                        len,
+                        used,
+                    };
+                    self.current.insert(key.to_string(), file);
+                }
+                Err(error) => {
+                    self.failures += 1;
+                    if self.failures.is_power_of_two() {
+                        tracing::warn!(%key, %error, failures = self.failures,
+                            "cache: could not write a value to shared memory; answering it in the frame");
+                    }
+                    return outcome;
+                }
+            }
+        }
+        let used = self.touch();
+        let Some(file) = self.current.get_mut(key) else {
+            return outcome;
+        };
+        self.lru.remove(&file.used);
+        file.used = used;
+        self.lru.insert(used, key.to_string());
+        SharedValue::share(outcome, file.path.clone())
+    }
+
+    /// `key` is no longer answered from its file (deleted, evicted,
+    /// replaced): the file goes after [`GRACE`].
+    pub(crate) fn retire(&mut self, now: Time, key: &str) {
+        if let Some(file) = self.current.remove(key) {
+            self.lru.remove(&file.used);
+            self.bytes = self.bytes.saturating_sub(file.len);
+            self.retired_bytes += file.len;
+            self.retired.push_back((now + GRACE, file.path, file.len));
+        }
+    }
+
+    /// Removes the retired files whose grace has passed.
+    pub(crate) fn tick(&mut self, now: Time) {
+        while self.retired.front().is_some_and(|(at, _, _)| *at <= now) {
+            let Some((_, path, len)) = self.retired.pop_front() else {
+                break;
+            };
+            self.retired_bytes = self.retired_bytes.saturating_sub(len);
+            if let Some(files) = self.files.as_mut() {
+                files.remove(&path);
+            }
+        }
+    }
+
+    /// When the next retired file may go.
+    pub(crate) fn next_tick(&self) -> Option<Time> {
+        self.retired.front().map(|(at, _, _)| *at)
+    }
+
+    /// Retires the least recently read files until `len` more bytes fit;
+    /// whether they do.
+    fn make_room(&mut self, now: Time, len: u64) -> bool {
+        if len > self.max_bytes {
+            return false;
+        }
+        while self.bytes + len > self.max_bytes {
+            let Some((_, key)) = self.lru.pop_first() else {
+                break;
+            };
+            self.retire(now, &key);
+        }
+        self.bytes + len <= self.max_bytes
+    }
+
+    fn touch(&mut self) -> u64 {
+        self.next_use += 1;
+        self.next_use
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(files) = self.files.as_mut() {
+            let current = self.current.values().map(|f| &f.path);
+            for path in current.chain(self.retired.iter().map(|(_, p, _)| p)) {
+                files.remove(path);
+            }
+        }
+    }
+}

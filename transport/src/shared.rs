@@ -1,0 +1,102 @@
+//! Values in shared memory: how an executor reads the file a node's cache
+//! wrote a large value into (see `anna::protocol::SharedValue`), without
+//! a copy: the file is mapped, and the value's bytes are the mapping.
+
+use bytes::Bytes;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+
+/// A read-only mapping of a whole file, unmapped when dropped.
+struct Mapping {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and private to this value: any thread
+// may read it, and only the drop unmaps it.
+unsafe impl Send for Mapping {}
+unsafe impl Sync for Mapping {}
+
+impl AsRef<[u8]> for Mapping {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `ptr` maps `len` readable bytes until the drop. Their
+        // file is never written again once named (its writer renames it
+        // into place complete), and unlinking it keeps the mapping.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` and `len` are exactly what mmap returned.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+/// The `len` bytes of the file at `path`, mapped read-only: no copy is
+/// made, and the bytes stay readable as long as any clone of the result
+/// lives, whatever happens to the file's name.
+pub fn map_file(path: &str, len: u64) -> io::Result<Bytes> {
+    let file = File::open(path)?;
+    let found = file.metadata()?.len();
+    if found != len {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{path}: {found} bytes, expected {len}"),
+        ));
+    }
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    let len = usize::try_from(len).map_err(|_| io::Error::other("value too large to map"))?;
+    // SAFETY: a fresh read-only shared mapping of a file we opened; the
+    // descriptor may close afterwards (the mapping holds the file).
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Bytes::from_owner(Mapping { ptr, len }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mapped_file_reads_as_written_and_outlives_its_name() {
+        let dir = std::env::temp_dir().join(format!("squall-map-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("value");
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let path = path.to_str().unwrap().to_string();
+        let bytes = map_file(&path, data.len() as u64).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::remove_dir(&dir).unwrap();
+        assert_eq!(&bytes[..], &data[..]);
+        let clone = bytes.clone();
+        drop(bytes);
+        assert_eq!(clone.len(), data.len());
+        assert_eq!(clone[999_999], data[999_999]);
+    }
+
+    #[test]
+    fn a_missing_or_short_file_is_an_error() {
+        assert!(map_file("/nonexistent/squall/value", 10).is_err());
+        let path = std::env::temp_dir().join(format!("squall-short-{}", std::process::id()));
+        std::fs::write(&path, b"abc").unwrap();
+        let err = map_file(path.to_str().unwrap(), 10).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+}

@@ -53,6 +53,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 MB = 1 << 20
+# The environment this benchmark was started in. Squall's clusters are
+# started in it, not in os.environ as it is later: starting a Dask
+# LocalCluster sets MALLOC_TRIM_THRESHOLD_=65536 in this process's
+# environment, which a Squall cluster started afterwards would inherit
+# (its processes keep an allocator setting the environment chooses:
+# transport/src/heap.rs) and run with glibc returning every freed block.
+START_ENV = dict(os.environ)
 WASM_EXAMPLES = ROOT / "examples" / "wasm"
 
 
@@ -181,7 +188,7 @@ class SquallCluster:
         self.started = False
 
     def up(self):
-        env = dict(os.environ)
+        env = dict(START_ENV)
         # Executors import from this venv (numpy, cloudpickle, squall).
         env["VIRTUAL_ENV"] = sys.prefix
         config = []

@@ -189,19 +189,17 @@ impl CallEndpoint {
     }
 }
 
-/// A fresh `ipc://` address for a store's answers, in the temporary
-/// directory (`TMPDIR`, else `/tmp`: writable by the user an executor
-/// runs as, and reachable by its cache); ZeroMQ removes the socket file
-/// when the store's socket closes.
+/// A fresh `ipc://` address for a store's answers: a socket in Linux's
+/// abstract namespace (`@NAME`: no file to leave behind when an executor
+/// is killed, gone with the process), reachable by the cache in the same
+/// network namespace (the same machine, or the same Kubernetes pod). A
+/// process that connects to it can only send, and what it sends is
+/// dropped unless sealed by a member.
 fn answer_socket() -> Address {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir();
     let pid = std::process::id();
-    Address(format!(
-        "ipc://{}/squall-executor-{pid}-{n}.sock",
-        dir.display()
-    ))
+    Address(format!("ipc://@squall-executor-{pid}-{n}"))
 }
 
 impl Kvs for CallEndpoint {

@@ -606,3 +606,58 @@ proptest! {
         );
     }
 }
+
+/// A large last-writer-wins value decoded within its frame is a slice of
+/// the frame, not a copy; a small one, or one decoded outside, is copied.
+#[test]
+fn a_large_value_decoded_in_its_frame_is_a_slice_of_it() {
+    use anna::lattice::lww::in_frame;
+    use anna::lattice::{Lww, Timestamp, WriterId};
+    use anna::protocol::{decode, decode_body, KvsRequest};
+    let stamp = Timestamp {
+        wall_ms: 1,
+        logical: 0,
+        writer: WriterId(2),
+    };
+    let put = |len: usize| {
+        let value = LatticeValue::Lww(Lww::new(stamp, vec![7; len]));
+        let msg = Message::KvsRequest(KvsRequest {
+            id: RequestId(1),
+            reply_to: Address::from("tcp://127.0.0.1:1"),
+            ops: vec![KeyOp::Put {
+                key: "k".into(),
+                value,
+            }],
+            ack: Ack::FirstReplica,
+        });
+        (msg.clone(), bytes::Bytes::from(encode(&msg).unwrap()))
+    };
+    let lww_of = |msg: &Message| match msg {
+        Message::KvsRequest(r) => match &r.ops[0] {
+            KeyOp::Put {
+                value: LatticeValue::Lww(l),
+                ..
+            } => l.bytes().clone(),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    };
+    let inside =
+        |frame: &bytes::Bytes, value: &bytes::Bytes| frame.as_ptr_range().contains(&value.as_ptr());
+
+    let (sent, frame) = put(200_000);
+    let got = in_frame::decode(&frame, || decode_body(&frame[3..]).unwrap());
+    assert_eq!(got, sent);
+    assert!(inside(&frame, &lww_of(&got)), "sliced out of the frame");
+    let copied = decode(&frame).unwrap();
+    assert_eq!(copied, sent);
+    assert!(
+        !inside(&frame, &lww_of(&copied)),
+        "outside `in_frame::decode`: a copy"
+    );
+
+    let (sent, frame) = put(1000);
+    let got = in_frame::decode(&frame, || decode_body(&frame[3..]).unwrap());
+    assert_eq!(got, sent);
+    assert!(!inside(&frame, &lww_of(&got)), "a small value is copied");
+}

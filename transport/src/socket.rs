@@ -21,10 +21,12 @@
 //! ([`Receiver::take_refusal`]), never handed to the role.
 
 use crate::clock;
-use anna::protocol::seal::{Opener, Sealer, Security};
+use anna::lattice::lww::in_frame;
+use anna::protocol::seal::{OpenError, Opener, Principal, Sealer, Security};
 use anna::protocol::{self, Address, EncodeError, Message};
 use anna::role::{Driver, Input, Outbox, Role, Step};
 use anna::time::Time;
+use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -194,6 +196,22 @@ impl Receiver {
 
     /// The next message if one is already queued. Malformed frames in front
     /// of it are counted and skipped.
+    /// Opens the frame just received. A large one is handed over to the
+    /// message instead of being reused: its large last-writer-wins value
+    /// is then a slice of the frame, not a copy
+    /// (`anna::lattice::lww::in_frame`).
+    fn open_frame(&mut self) -> Result<(Message, Principal), OpenError> {
+        let now = crate::security::unix_secs();
+        if self.frame.len() < in_frame::MIN_SLICED {
+            return self.opener.open(&mut self.frame, now);
+        }
+        let mut frame = std::mem::replace(&mut self.frame, zmq::Message::new());
+        let (body, principal) = self.opener.authenticate(&mut frame, now)?;
+        let frame = Bytes::from_owner(Frame(frame));
+        let msg = in_frame::decode(&frame, || anna::protocol::decode_body(&frame[body]))?;
+        Ok((msg, principal))
+    }
+
     pub fn try_recv(&mut self) -> Result<Option<Message>, TransportError> {
         loop {
             match self.socket.recv(&mut self.frame, zmq::DONTWAIT) {
@@ -201,9 +219,7 @@ impl Receiver {
                 Err(zmq::Error::EAGAIN) => return Ok(None),
                 Err(e) => return Err(e.into()),
             }
-            let opened = self
-                .opener
-                .open(&mut self.frame, crate::security::unix_secs());
+            let opened = self.open_frame();
             match opened {
                 Ok((msg, principal)) => match principal.missing_right(&msg) {
                     Ok(()) => {
@@ -676,5 +692,20 @@ impl<R: Role> Driver for ZmqDriver<R> {
         } else {
             Step::Idle
         })
+    }
+}
+
+/// A received frame, owned by the values decoded out of it.
+struct Frame(zmq::Message);
+
+// SAFETY: the frame is owned by this value alone and only read from here
+// on; a ZeroMQ message's memory may be read and released from any thread
+// (`zmq_msg_close` is not tied to the thread that received it).
+unsafe impl Send for Frame {}
+unsafe impl Sync for Frame {}
+
+impl AsRef<[u8]> for Frame {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
     }
 }

@@ -105,7 +105,9 @@ pub struct Lww {
     // Bytes as one block, not a sequence of `u8`s: the same encoding,
     // tens of times faster for large values. Shared, not copied: a read
     // answered from a stored value, a session holding what it read and a
-    // value mapped from shared memory all hold the one block.
+    // value mapped from shared memory all hold the one block; decoded from
+    // a frame it is a slice of the frame where that pays (see `in_frame`).
+    #[serde(deserialize_with = "in_frame::deserialize")]
     value: Bytes,
 }
 
@@ -218,5 +220,90 @@ mod tests {
         hlc.observe(ts(10, u32::MAX, 2));
         let next = hlc.now(0);
         assert_eq!((next.wall_ms, next.logical), (11, 0));
+    }
+}
+
+/// Decoding a last-writer-wins value out of a received frame without
+/// copying it: while [`in_frame::decode`] runs, a value that is most of
+/// the frame it is decoded from becomes a slice of that frame (the frame
+/// then lives as long as the value). Smaller values are copied, so that a
+/// small value kept for long does not keep a large frame alive.
+pub mod in_frame {
+    use bytes::Bytes;
+    use serde::de::{Deserializer, Error, SeqAccess, Visitor};
+    use std::cell::RefCell;
+
+    /// Values at least this large, and at least half their frame, are
+    /// sliced out of the frame rather than copied.
+    pub const MIN_SLICED: usize = 64 << 10;
+
+    thread_local! {
+        static FRAME: RefCell<Option<Bytes>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `decode` (which decodes from a part of `frame`) with `frame`
+    /// as the frame large values may be sliced from.
+    pub fn decode<R>(frame: &Bytes, decode: impl FnOnce() -> R) -> R {
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                FRAME.with(|f| f.borrow_mut().take());
+            }
+        }
+        FRAME.with(|f| *f.borrow_mut() = Some(frame.clone()));
+        let _reset = Reset;
+        decode()
+    }
+
+    fn slice_or_copy(bytes: &[u8]) -> Bytes {
+        if bytes.len() >= MIN_SLICED {
+            let sliced = FRAME.with(|f| {
+                let frame = f.borrow();
+                let frame = frame.as_ref()?;
+                let range = frame.as_ptr_range();
+                let inside = range.start <= bytes.as_ptr()
+                    && bytes.as_ptr_range().end <= range.end
+                    && bytes.len() >= frame.len() / 2;
+                inside.then(|| frame.slice_ref(bytes))
+            });
+            if let Some(sliced) = sliced {
+                return sliced;
+            }
+        }
+        Bytes::copy_from_slice(bytes)
+    }
+
+    struct BytesVisitor;
+
+    impl<'de> Visitor<'de> for BytesVisitor {
+        type Value = Bytes;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("bytes")
+        }
+
+        fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Bytes, E> {
+            Ok(slice_or_copy(v))
+        }
+
+        fn visit_borrowed_bytes<E: Error>(self, v: &'de [u8]) -> Result<Bytes, E> {
+            Ok(slice_or_copy(v))
+        }
+
+        fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+            Ok(Bytes::from(v))
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Bytes, A::Error> {
+            let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+            while let Some(b) = seq.next_element::<u8>()? {
+                v.push(b);
+            }
+            Ok(Bytes::from(v))
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        d.deserialize_bytes(BytesVisitor)
     }
 }

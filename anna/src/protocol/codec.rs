@@ -97,6 +97,12 @@ pub(crate) fn encode_body_into(msg: &Message, buf: &mut Vec<u8>) -> Result<(), E
 /// Decodes one open frame. Never panics; every failure is a
 /// [`DecodeError`]. A sealed frame is opened by [`super::seal::Opener`].
 pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
+    let body = open_body(bytes)?;
+    decode_body(&bytes[body])
+}
+
+/// Where an open frame's body lies, once its header is checked.
+pub(crate) fn open_body(bytes: &[u8]) -> Result<std::ops::Range<usize>, DecodeError> {
     let Some((version, _)) = bytes.split_first_chunk::<VERSION_BYTES>() else {
         return Err(DecodeError::Truncated { len: bytes.len() });
     };
@@ -119,11 +125,11 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     if header[2] != 0 {
         return Err(DecodeError::Sealed);
     }
-    decode_body(body)
+    Ok(bytes.len() - body.len()..bytes.len())
 }
 
 /// Decodes a frame's body: exactly one message.
-pub(crate) fn decode_body(body: &[u8]) -> Result<Message, DecodeError> {
+pub fn decode_body(body: &[u8]) -> Result<Message, DecodeError> {
     let (msg, used) = bincode::serde::decode_from_slice::<Message, Config>(body, CONFIG)
         .map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if used != body.len() {

@@ -38,7 +38,8 @@ pub mod session;
 pub use crate::ids::{Address, Key, NodeId, NodeInfo, RequestId};
 pub use cluster::{Membership, RouteRequest, RouteResponse};
 pub use codec::{
-    decode, encode, encode_into, DecodeError, EncodeError, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    decode, decode_body, encode, encode_into, DecodeError, EncodeError, MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
 };
 pub use kvs::{
     Ack, Gossip, KeyOp, KeyResult, KvsError, KvsRequest, KvsResponse, Outcome, SharedValue,

@@ -1075,6 +1075,19 @@ impl Opener {
         frame: &mut [u8],
         now_secs: u64,
     ) -> Result<(Message, Principal), OpenError> {
+        let (body, principal) = self.authenticate(frame, now_secs)?;
+        Ok((codec::decode_body(&frame[body])?, principal))
+    }
+
+    /// [`Opener::open`] without the decoding: authenticates (and decrypts,
+    /// in place) `frame`, and returns where in it the message's body lies,
+    /// for the caller to decode with [`decode_body`] (from a frame it can
+    /// share, say). Never panics.
+    pub fn authenticate(
+        &mut self,
+        frame: &mut [u8],
+        now_secs: u64,
+    ) -> Result<(std::ops::Range<usize>, Principal), OpenError> {
         if frame.len() < 3 {
             return Err(DecodeError::Truncated { len: frame.len() }.into());
         }
@@ -1091,7 +1104,7 @@ impl Opener {
             if self.secure {
                 return Err(OpenError::NotSealed);
             }
-            return Ok((codec::decode(frame)?, Principal::Anyone));
+            return Ok((codec::open_body(frame)?, Principal::Anyone));
         }
         if !self.secure {
             return Err(OpenError::UnexpectedSeal);
@@ -1211,7 +1224,6 @@ impl Opener {
             return Err(OpenError::Stale { skew_secs: skew });
         }
         self.replay.accept(sender, counter, now_secs)?;
-        let msg = codec::decode_body(&frame[header..end])?;
-        Ok((msg, principal))
+        Ok((header..end, principal))
     }
 }

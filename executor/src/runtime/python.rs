@@ -267,6 +267,20 @@ pub struct PythonRuntime {
 }
 
 impl PythonRuntime {
+    /// The loaded callable of `function`, or `BadFunction`.
+    fn loaded(&self, function: &str) -> Result<Py<PyAny>, CallError> {
+        Python::attach(|py| self.functions.get(function).map(|f| f.clone_ref(py))).ok_or_else(
+            || {
+                call_error(
+                    CallErrorKind::BadFunction,
+                    "BadFunction",
+                    format!("{function} is not loaded"),
+                    function,
+                )
+            },
+        )
+    }
+
     /// Sets the interpreter up on the calling (worker) thread: the memory
     /// cap (`python_memory_bytes`, 0: none; see [`python_memory`]), the
     /// paths, the native module, the runtime module, a `cloudpickle` import
@@ -511,16 +525,7 @@ impl Runtime for PythonRuntime {
     }
 
     fn invoke(&mut self, function: &str, input: CallInput<'_>) -> Result<Vec<u8>, CallError> {
-        let Some(callable) =
-            Python::attach(|py| self.functions.get(function).map(|f| f.clone_ref(py)))
-        else {
-            return Err(call_error(
-                CallErrorKind::BadFunction,
-                "BadFunction",
-                format!("{function} is not loaded"),
-                function,
-            ));
-        };
+        let callable = self.loaded(function)?;
         let (result, fired) = self.guarded(input.env, |py, me| {
             let upstream: Vec<Bound<'_, PyBytes>> =
                 input.upstream.iter().map(|u| PyBytes::new(py, u)).collect();
@@ -561,16 +566,7 @@ impl Runtime for PythonRuntime {
     }
 
     fn start(&mut self, function: &str, input: CallInput<'_>, seq: u64) -> Result<(), CallError> {
-        let Some(callable) =
-            Python::attach(|py| self.functions.get(function).map(|f| f.clone_ref(py)))
-        else {
-            return Err(call_error(
-                CallErrorKind::BadFunction,
-                "BadFunction",
-                format!("{function} is not loaded"),
-                function,
-            ));
-        };
+        let callable = self.loaded(function)?;
         let ports = Arc::new(Ports {
             route: Default::default(),
             mailbox: self.ports.mailbox.clone(),

@@ -88,6 +88,11 @@ class CallTimeout(BaseException):
     """Raised in a function by the executor at its call's deadline."""
 
 
+def _timed_out(name):
+    """The outcome of a call of `name` stopped at its deadline."""
+    return ("error", "Timeout", "Timeout", f"{name} did not finish before the call's deadline", "")
+
+
 #: What a call may print and log that travels back to its caller; beyond
 #: it the output is cut (the executor's log still has all of it).
 MAX_OUTPUT_CHARS = 64 * 1024
@@ -476,7 +481,7 @@ def _invoke_instance(name, key, payload, upstream, deadline, call):
         return ("ok", result)
     except CallTimeout:
         _instances.pop(key, None)
-        return ("error", "Timeout", "Timeout", f"{name}.{method} did not finish before the call's deadline", "")
+        return _timed_out(f"{name}.{method}")
     except BaseException as e:
         # The instance in memory may be half changed: read it again.
         _instances.pop(key, None)
@@ -703,13 +708,7 @@ def _invoke(fn, payload, upstream, deadline, name):
     try:
         result = fn(*inputs, *args, **kwargs)
     except CallTimeout:
-        return (
-            "error",
-            "Timeout",
-            "Timeout",
-            f"{name} did not finish before the call's deadline",
-            "",
-        )
+        return _timed_out(name)
     except _Failed as e:
         return e.failed
     except BaseException as e:
@@ -872,13 +871,7 @@ async def _awaited(fn, prepared, deadline, name):
             done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - time.time()))
             if not done:
                 task.cancel()
-                return (
-                    "error",
-                    "Timeout",
-                    "Timeout",
-                    f"{name} did not finish before the call's deadline",
-                    "",
-                )
+                return _timed_out(name)
             result = task.result()
     except _Failed as e:
         return e.failed

@@ -26,16 +26,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shlex
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import squall
+from local_cluster import local_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 SLEEP_S = 0.1
@@ -48,23 +44,6 @@ async def wait():
 
 def wait_blocking():
     time.sleep(SLEEP_S)
-
-
-def free_base_port(span=600):
-    for base in range(22000, 60000, span):
-        socks = []
-        try:
-            for p in range(base, base + span, 50):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range")
 
 
 def steal_s():
@@ -96,15 +75,10 @@ def main():
 
     rows = []
     for i, limit in enumerate(int(x) for x in args.limits.split(",")):
-        state = tempfile.mkdtemp(prefix="squall-abench-")
-        config = Path(state) / "squall.toml"
-        config.write_text(f"[executor]\nmax_async_calls = {limit}\n")
-        base = [args.binary, "--state-dir", state, "--config", str(config)]
-        up = base + ["up", "--base-port", str(free_base_port()), "--nodes", "1", "--threads", "1",
-                     "--compute-nodes", "1", "--executors", str(EXECUTORS), "--no-monitor"]
-        print("$", " ".join(shlex.quote(c) for c in up), flush=True)
-        subprocess.run(up, check=True, stdout=subprocess.DEVNULL)
-        try:
+        config = f"[executor]\nmax_async_calls = {limit}\n"
+        up = ("--nodes", "1", "--threads", "1", "--compute-nodes", "1",
+              "--executors", str(EXECUTORS), "--no-monitor")
+        with local_cluster(args.binary, config, *up, prefix="squall-abench-") as state:
             client = squall.connect(state, timeout=10.0, call_timeout=600.0)
             client.register(wait)
             client.register(wait_blocking)
@@ -122,9 +96,6 @@ def main():
                 rows.append(("def, time.sleep(0.1)", "-", took, ideal, steal))
                 print(f"  blocking: {took:.2f} s", flush=True)
             client.close()
-        finally:
-            subprocess.run(base + ["down"], check=False, stdout=subprocess.DEVNULL)
-            shutil.rmtree(state, ignore_errors=True)
 
     print()
     print(f"{args.calls} calls in flight at once on {EXECUTORS} executors")

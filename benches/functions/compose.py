@@ -40,7 +40,6 @@ import platform
 import random
 import shlex
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,6 +49,7 @@ import traceback
 from pathlib import Path
 
 import numpy as np
+from local_cluster import free_base_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MB = 1 << 20
@@ -127,27 +127,6 @@ def steal_percent(before, after):
     return f"{100 * (after[0] - before[0]) / (after[1] - before[1]):.1f}%"
 
 
-def free_port_block(span=600):
-    """A base port whose whole range [base, base+span) is free on loopback
-    (squall up puts routers, schedulers, nodes, caches and executors at fixed
-    offsets from it)."""
-    for base in range(20000, 60000 - span, 997):
-        ok = True
-        for off in (0, 50, 100, 101, 400, 401, 402, 403):
-            s = socket.socket()
-            try:
-                s.bind(("127.0.0.1", base + off))
-            except OSError:
-                ok = False
-            finally:
-                s.close()
-            if not ok:
-                break
-        if ok:
-            return base
-    raise RuntimeError("no free port range found")
-
-
 def git_commit():
     try:
         rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
@@ -182,7 +161,7 @@ class SquallCluster:
     def __init__(self, binary, executors, config=None):
         self.binary = str(binary)
         self.dir = tempfile.mkdtemp(prefix="squall-fbench-")
-        self.port = free_port_block()
+        self.port = free_base_port()
         self.executors = executors
         self.config = config
         self.started = False

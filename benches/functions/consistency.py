@@ -23,40 +23,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import squall
+from local_cluster import local_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = """\
 [scheduler]
 executor_capacity = 1
 """
-
-
-def free_base_port(span=600):
-    for base in range(21000, 60000, span):
-        try:
-            socks = []
-            for p in range(base, base + span, 50):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range")
 
 
 def reads(*values_and_keys):
@@ -104,15 +83,9 @@ def main():
     ap.add_argument("--binary", default=str(ROOT / "target" / "release" / "squall"))
     args = ap.parse_args()
 
-    state = tempfile.mkdtemp(prefix="squall-cbench-")
-    config = Path(state) / "squall.toml"
-    config.write_text(CONFIG)
-    base = [args.binary, "--state-dir", state, "--config", str(config)]
-    up = base + ["up", "--base-port", str(free_base_port()), "--nodes", "3", "--threads", "1",
-                 "--compute-nodes", "2", "--executors", "2", "--no-monitor"]
-    print("$", " ".join(shlex.quote(c) for c in up), flush=True)
-    subprocess.run(up, check=True, stdout=subprocess.DEVNULL)
-    try:
+    up = ("--nodes", "3", "--threads", "1", "--compute-nodes", "2", "--executors", "2",
+          "--no-monitor")
+    with local_cluster(args.binary, CONFIG, *up, prefix="squall-cbench-") as state:
         record = __import__("json").loads((Path(state) / "cluster.json").read_text())
         # Executor logs are named executor-NODE-I.log.
         node_of = {a: Path(e["log"]).stem.split("-")[1]
@@ -155,9 +128,6 @@ def main():
             print(f"| {name} | {level} | {p50:.2f} | {p99:.2f} | {mean:.2f} | {share} |")
         print(f"\n{args.calls} calls per row after {args.warmup} warm-up, one in flight; "
               f"{os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}")
-    finally:
-        subprocess.run(base + ["down"], check=False, stdout=subprocess.DEVNULL)
-        shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -67,10 +67,20 @@ impl Endpoint {
     /// answering this endpoint's `ipc://` address) from its file: once
     /// more, if the file is gone (the cache replaced it meanwhile).
     fn request(&mut self, op: KeyOp, ack: Ack) -> Result<Outcome, ClientError> {
+        // Only a read is answered in shared memory: only a read is kept to
+        // be asked again (a write's value is not copied for nothing).
+        let read = matches!(op, KeyOp::Get { .. } | KeyOp::ReadState { .. }).then(|| op.clone());
+        let mut next = Some(op);
         let mut tries = 0;
         loop {
             tries += 1;
-            let shared = match self.request_once(op.clone(), ack)? {
+            let op = next.take().or_else(|| read.clone()).ok_or_else(|| {
+                ClientError::Transport(format!(
+                    "{}: a write answered in shared memory",
+                    self.target
+                ))
+            })?;
+            let shared = match self.request_once(op, ack)? {
                 Outcome::Shared(shared) => shared,
                 outcome => return Ok(outcome),
             };

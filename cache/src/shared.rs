@@ -15,9 +15,10 @@
 //! an eviction of the key or room needed for another value *retires* the
 //! file: no answer names it any more, and it is removed [`GRACE`] later
 //! (a reader maps the file as soon as it has the answer, and a mapping
-//! outlives the name). Current files take at most `[cache] shared_bytes`;
-//! beyond that the least recently read are retired first, and a value
-//! larger than that is answered in the frame.
+//! outlives the name). The files, retired ones included, take at most
+//! `[cache] shared_bytes`: beyond that the least recently read are retired
+//! first, and a value that still does not fit (a writer replacing a large
+//! value faster than retired files go) is answered in the frame.
 
 use anna::lattice::Timestamp;
 use anna::protocol::{Address, Key, Outcome, SharedValue};
@@ -26,7 +27,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 /// How long a retired file stays after the last answer that named it.
-pub const GRACE: Duration = Duration::from_secs(10);
+pub const GRACE: Duration = Duration::from_secs(2);
 
 /// Where values in shared memory are written: files, each written once
 /// and named so that only a reader told the name finds it.
@@ -192,19 +193,23 @@ impl Shared {
         self.retired.front().map(|(at, _, _)| *at)
     }
 
-    /// Retires the least recently read files until `len` more bytes fit;
-    /// whether they do.
+    /// Whether `len` more bytes fit beside the current files and the
+    /// retired ones kept. If not, the least recently read files, as many
+    /// bytes as `len`, are retired, so that room comes after their grace.
     fn make_room(&mut self, now: Time, len: u64) -> bool {
-        if len > self.max_bytes {
-            return false;
+        self.tick(now);
+        if self.bytes + self.retired_bytes + len <= self.max_bytes {
+            return true;
         }
-        while self.bytes + len > self.max_bytes {
+        let mut freed = 0;
+        while freed < len && len <= self.max_bytes {
             let Some((_, key)) = self.lru.pop_first() else {
                 break;
             };
+            freed += self.current.get(&key).map_or(0, |f| f.len);
             self.retire(now, &key);
         }
-        self.bytes + len <= self.max_bytes
+        false
     }
 
     fn touch(&mut self) -> u64 {

@@ -834,25 +834,43 @@ fn a_newer_version_or_a_delete_retires_the_file_which_goes_after_its_grace() {
 }
 
 #[test]
-fn beyond_shared_bytes_the_least_recently_read_file_is_retired_and_a_value_too_large_goes_in_the_frame(
-) {
+fn the_files_retired_ones_included_stay_within_shared_bytes() {
     let (mut h, dir) = shared_harness("cap", 300_000);
     h.miss("a", Some(lww(1, 200_000)));
     h.miss("b", Some(lww(2, 200_000)));
     h.miss("huge", Some(lww(3, 400_000)));
     let (a, _) = filled(read_for(&mut h, "a", LOCAL_EXEC));
+    // b does not fit beside a: a is retired to make room, and b goes in
+    // the frame until a's file is gone.
+    assert_eq!(
+        read_for(&mut h, "b", LOCAL_EXEC),
+        Outcome::Value(lww(2, 200_000))
+    );
+    assert_eq!(h.counter("shared_keys"), 0, "a was retired");
+    assert!(std::path::Path::new(&a).exists(), "kept for its grace");
+    h.advance(squall_cache::shared::GRACE + Duration::from_millis(1));
+    h.step(Input::Tick);
     let (b, answer) = filled(read_for(&mut h, "b", LOCAL_EXEC));
     assert_eq!(answer, Outcome::Value(lww(2, 200_000)));
-    assert_eq!(
-        h.counter("shared_keys"),
-        1,
-        "a was retired to make room for b"
-    );
     assert_ne!(a, b);
     assert_eq!(
         read_for(&mut h, "huge", LOCAL_EXEC),
         Outcome::Value(lww(3, 400_000))
     );
+
+    // A writer replacing b faster than retired files go: each version is
+    // shared while the cap allows, then goes in the frame.
+    for v in 10..14u64 {
+        h.gossip(vec![("b", KeyState::from_value(lww(v, 100_000)))]);
+        let outcome = read_for(&mut h, "b", LOCAL_EXEC);
+        assert!(
+            h.counter("shared_bytes") <= 300_000,
+            "{}",
+            h.counter("shared_bytes")
+        );
+        let shared = matches!(outcome, Outcome::Shared(_));
+        assert_eq!(shared, v < 11, "version {v}: {outcome:?}");
+    }
     drop(h);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -62,10 +62,18 @@ impl SharedDir {
     }
 }
 
+/// Whether process `pid` runs: it exists and is not a zombie (a cache
+/// killed with SIGKILL stays one until its parent reaps it, often after
+/// the next cache started).
 fn alive(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command's closing parenthesis.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
 }
 
 impl ValueFiles for SharedDir {
@@ -116,6 +124,11 @@ mod tests {
         // A dead cache's directory of the same node is swept; another
         // node's and a live one's are not.
         let dead = base.join("squall-compute-0-4000000000");
+        // A killed cache not yet reaped by its parent: a zombie.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let zombie = base.join(format!("squall-compute-0-{}", child.id()));
+        fs::create_dir_all(&zombie).unwrap();
         let other = base.join("squall-compute-1-4000000000");
         let live = base.join(format!(
             "squall-compute-0-{}",
@@ -126,6 +139,8 @@ mod tests {
         }
         let mut files = SharedDir::create(&base, "compute-0").unwrap();
         assert!(!dead.exists() && other.exists() && live.exists());
+        assert!(!zombie.exists(), "a zombie's directory is swept");
+        child.wait().unwrap();
         let mode = fs::metadata(files.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o711);
 

@@ -228,7 +228,8 @@ struct Executor {
 impl Role for Executor {
     /// Takes up the worker's events first (a wake-up from the worker is an
     /// [`Input::Tick`], due or not), then the input (a tick only if the
-    /// core's is due), then hands the worker the next job if it is free.
+    /// core's is due), then hands the worker jobs while it has room (see
+    /// [`crate::core::WORKER_DEPTH`]).
     fn step(&mut self, now: Time, input: Input, out: &mut Outbox) {
         while let Ok(event) = self.events.try_recv() {
             self.on_event(now, event, out);
@@ -240,9 +241,10 @@ impl Role for Executor {
             }
             Input::Tick => {}
         }
-        if let Some(job) = self.core.next_job(now, out) {
+        while let Some(job) = self.core.next_job(now, out) {
             if self.jobs.send(job).is_err() {
                 self.failed = Some(ExecutorError::WorkerGone);
+                break;
             }
         }
         if self.core.is_stuck() {

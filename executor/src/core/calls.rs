@@ -271,7 +271,7 @@ impl ExecutorCore {
     /// first, then prewarm loads); calls whose deadline passed in the queue
     /// fail with a timeout instead.
     pub fn next_job(&mut self, now: Time, out: &mut Outbox) -> Option<Job> {
-        if self.running.is_some() || self.stuck {
+        if !self.worker_has_room() || self.stuck {
             return None;
         }
         while let Some(inv) = self.pop_startable() {
@@ -330,7 +330,7 @@ impl ExecutorCore {
                 started: Some(now),
                 ..inv
             };
-            self.running = Some(Running {
+            self.on_worker.push_back(Running {
                 seq: job.seq,
                 deadline_ms: inv.deadline_ms,
                 work: Work::Call(inv),
@@ -341,17 +341,35 @@ impl ExecutorCore {
         self.next_load(now)
     }
 
+    /// Whether the worker takes another job now; see [`super::MIN_HANDED`].
+    fn worker_has_room(&self) -> bool {
+        let held = self.on_worker.len();
+        held < super::MIN_HANDED
+            || (held < super::MAX_HANDED && self.job_time * (held as u32) < super::HANDED_WORK)
+    }
+
+    /// The worker is done with its front job (finished, or started as a
+    /// coroutine): takes it off, counts its busy time, and starts the
+    /// clock of the job behind it, which the worker takes up now.
+    pub(super) fn worker_moved_on(&mut self, now: Time) -> Option<Running> {
+        let done = self.on_worker.pop_front()?;
+        let took = now.saturating_since(done.started);
+        self.busy_in_period += now.saturating_since(done.started.max(self.period_start));
+        self.job_time = (self.job_time * 7 + took) / 8;
+        if let Some(next) = self.on_worker.front_mut() {
+            next.started = now;
+            if let Work::Call(inv) = &mut next.work {
+                inv.started = Some(now);
+            }
+        }
+        Some(done)
+    }
+
     /// The worker finished a job, or the event loop a coroutine the worker
     /// started.
     pub fn job_done(&mut self, now: Time, done: JobDone, out: &mut Outbox) {
-        let running = match &self.running {
-            Some(running) if running.seq == done.seq => {
-                let running = self.running.take();
-                if let Some(r) = &running {
-                    self.busy_in_period += now.saturating_since(r.started.max(self.period_start));
-                }
-                running
-            }
+        let running = match self.on_worker.front() {
+            Some(running) if running.seq == done.seq => self.worker_moved_on(now),
             // A coroutine, unless it already failed as stuck; or a stray
             // answer.
             _ => self.coroutines.remove(&done.seq),
@@ -545,16 +563,18 @@ impl ExecutorCore {
     /// the timeout cannot reach it: its caller gets the timeout and the
     /// executor gives up (the driver exits the process).
     pub(super) fn check_stuck(&mut self, now: Time, out: &mut Outbox) {
-        let Some(running) = &self.running else {
+        let Some(running) = self.on_worker.front() else {
             return;
         };
         let limit = running.deadline_ms + self.config.grace.as_millis() as u64;
         if self.stuck || now.as_millis() < limit {
             return;
         }
-        let Some(running) = self.running.take() else {
+        let Some(running) = self.on_worker.pop_front() else {
             return;
         };
+        // The jobs behind it never run: the process exits, and their
+        // schedulers re-plan them as they do the queued calls.
         self.stuck = true;
         let grace_ms = self.config.grace.as_millis() as u64;
         let (function, call) = match &running.work {

@@ -24,14 +24,13 @@ use tracing::warn;
 impl ExecutorCore {
     /// The worker started job `seq` as a coroutine and is free again.
     pub fn job_started(&mut self, now: Time, seq: u64) {
-        match &self.running {
+        match self.on_worker.front() {
             Some(running) if running.seq == seq => {}
             _ => return,
         }
-        let Some(running) = self.running.take() else {
+        let Some(running) = self.worker_moved_on(now) else {
             return;
         };
-        self.busy_in_period += now.saturating_since(running.started.max(self.period_start));
         if let Work::Call(inv) = &running.work {
             if let Some(warm) = self.warm.get_mut(inv.name()) {
                 warm.is_async = true;
@@ -63,7 +62,8 @@ impl ExecutorCore {
     /// with every coroutine slot taken, the first that is not a call of a
     /// coroutine function.
     pub(super) fn pop_startable(&mut self) -> Option<Invocation> {
-        if self.coroutines.len() < self.config.max_async_calls {
+        // A job handed to the worker may start a coroutine too.
+        if self.coroutines.len() + self.on_worker.len() < self.config.max_async_calls {
             return self.ready.pop_front();
         }
         let i = (self.ready.iter()).position(|inv| !self.known_async(inv.name()))?;

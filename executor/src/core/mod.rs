@@ -36,6 +36,24 @@ use std::collections::{BTreeMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
+/// The worker holds the job it runs and the next, handed before the first
+/// ends; more while the jobs it holds are expected to take less than
+/// [`HANDED_WORK`] together (by the mean time of recent jobs), up to
+/// [`MAX_HANDED`]. Handing one job at a time, the worker waited for a
+/// wake-up of the I/O thread (and the I/O thread for a CPU) between any
+/// two jobs: 10,000 tiny calls went at 5.5–6.3k calls/s on two cores
+/// against 15–17k handing up to 16 (`benches/RESULTS.md`, issue 18).
+///
+/// A job handed early reads what it reads when it runs, at least at its
+/// session (kept values are checked against it), as if it had started
+/// when it was handed; a cancel no longer reaches it, and that is why
+/// long jobs are not handed ahead beyond the next.
+pub const MIN_HANDED: usize = 2;
+/// See [`MIN_HANDED`].
+pub const MAX_HANDED: usize = 16;
+/// See [`MIN_HANDED`].
+pub const HANDED_WORK: Duration = Duration::from_millis(2);
+
 /// Who an executor is and whom it talks to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
@@ -129,7 +147,14 @@ pub struct ExecutorCore {
     fanins: StableHashMap<InvKey, PendingFanIn>,
     seen: StableHashMap<InvKey, u64>,
     ready: VecDeque<Invocation>,
-    running: Option<Running>,
+    /// Jobs handed to the worker, in order: the front one runs, the rest
+    /// (see [`MIN_HANDED`]) wait in its channel, so it goes from one job
+    /// to the next without waiting for this thread.
+    on_worker: VecDeque<Running>,
+    /// The mean time the worker spent on a job lately (a moving average
+    /// of the time between the worker moving on from one job and from the
+    /// next), deciding how many jobs it is handed.
+    job_time: Duration,
     /// Calls of coroutine functions the worker started, in flight on its
     /// event loop, by job sequence number.
     coroutines: StableHashMap<u64, Running>,
@@ -173,7 +198,8 @@ impl ExecutorCore {
             fanins: StableHashMap::default(),
             seen: StableHashMap::default(),
             ready: VecDeque::new(),
-            running: None,
+            on_worker: VecDeque::new(),
+            job_time: HANDED_WORK,
             coroutines: StableHashMap::default(),
             deliveries: Vec::new(),
             stuck: false,
@@ -204,7 +230,7 @@ impl ExecutorCore {
 
     /// Whether a job is running on the worker.
     pub fn is_busy(&self) -> bool {
-        self.running.is_some()
+        !self.on_worker.is_empty()
     }
 
     /// User messages received since the last call, for the mailbox.
@@ -238,7 +264,7 @@ impl ExecutorCore {
 
     fn report(&mut self, now: Time, out: &mut Outbox) {
         let mut busy = self.busy_in_period;
-        if let Some(running) = &self.running {
+        if let Some(running) = self.on_worker.front() {
             busy += now.saturating_since(running.started.max(self.period_start));
         }
         let elapsed = now

@@ -101,7 +101,7 @@ impl ExecutorCore {
                 function,
                 generation,
             };
-            self.running = Some(Running {
+            self.on_worker.push_back(Running {
                 seq: job.seq,
                 work: Work::Load(load),
                 started: now,

@@ -733,3 +733,117 @@ fn watched_keys_are_bounded_and_one_dropped_goes_stale() {
     assert_eq!(job.stale_values.len(), 1, "{:?}", job.stale_values);
     assert!(["a", "b"].contains(&job.stale_values[0].as_str()));
 }
+
+/// Invokes `n` calls of warm function `name`, ids from `first` on.
+fn invoke_many(core: &mut ExecutorCore, name: &str, first: u64, n: u64) {
+    for seq in first..first + n {
+        let mut p = single(name);
+        p.id.seq = seq;
+        let sent = step(
+            core,
+            T0,
+            Message::Invoke {
+                plan: p,
+                function: 0,
+            },
+        );
+        assert!(sent.is_empty(), "warm: no fetch: {sent:?}");
+    }
+}
+
+/// The jobs the core hands the worker now, at `now`.
+fn handed(core: &mut ExecutorCore, now: Time) -> Vec<Job> {
+    let mut out = Outbox::default();
+    std::iter::from_fn(|| core.next_job(now, &mut out)).collect()
+}
+
+/// Finishes the worker's jobs one by one, each `took` after the last,
+/// from `now`; returns the time the last finished.
+fn finish_in_turn(core: &mut ExecutorCore, jobs: &[Job], mut now: Time, took: Duration) -> Time {
+    for job in jobs {
+        now = now + took;
+        let mut out = Outbox::default();
+        let done = JobDone {
+            seq: job.seq,
+            outcome: Ok(vec![]),
+            effects: Default::default(),
+        };
+        core.job_done(now, done, &mut out);
+        assert!(
+            out.drain().any(|(to, m)| to.as_str() == CALLER
+                && matches!(m, Message::CallResult(r) if r.id.seq == job.env.call.seq)),
+            "each job answers its own caller"
+        );
+    }
+    now
+}
+
+#[test]
+fn the_worker_is_handed_the_next_job_before_its_first_ends_and_more_of_them_when_they_are_short() {
+    let mut core = core();
+    let job = warm_up(&mut core, "f");
+    assert!(job.seq > 0);
+    invoke_many(&mut core, "f", 10, 40);
+    // Nothing known of f's time yet: the job it runs and the next.
+    let jobs = handed(&mut core, T0);
+    assert_eq!(jobs.len(), MIN_HANDED);
+    assert!(core.is_busy());
+    // Jobs of 10 µs: the worker soon holds as many as it may.
+    let mut now = T0;
+    let mut most = 0;
+    let mut jobs = jobs;
+    while !jobs.is_empty() {
+        now = finish_in_turn(&mut core, &jobs, now, Duration::from_micros(10));
+        jobs = handed(&mut core, now);
+        most = most.max(jobs.len());
+    }
+    assert_eq!(most, MAX_HANDED, "short jobs are handed ahead, to the cap");
+    assert!(!core.is_busy());
+
+    // Jobs of 5 ms: back to the job it runs and the next.
+    invoke_many(&mut core, "f", 100, 40);
+    let mut jobs = handed(&mut core, now);
+    let mut last = 0;
+    for _ in 0..20 {
+        now = finish_in_turn(&mut core, &jobs[..1], now, Duration::from_millis(5));
+        jobs.remove(0);
+        jobs.extend(handed(&mut core, now));
+        last = jobs.len();
+    }
+    assert_eq!(
+        last, MIN_HANDED,
+        "long jobs are not handed ahead beyond the next"
+    );
+}
+
+#[test]
+fn a_job_handed_to_the_worker_cannot_be_cancelled_and_runs_on() {
+    let mut core = core();
+    warm_up(&mut core, "f");
+    invoke_many(&mut core, "f", 10, 3);
+    let jobs = handed(&mut core, T0);
+    assert_eq!(jobs.len(), MIN_HANDED);
+    let cancel = |core: &mut ExecutorCore, seq: u64| {
+        let mut id = single("f").id;
+        id.seq = seq;
+        let sent = step(
+            core,
+            T0,
+            Message::CancelCall {
+                id,
+                reply_to: Address::from(CALLER),
+            },
+        );
+        sent.iter().find_map(|(_, m)| match m {
+            Message::CancelAnswer { cancelled, .. } => Some(*cancelled),
+            _ => None,
+        })
+    };
+    assert_eq!(cancel(&mut core, 11), Some(false), "handed: runs on");
+    assert_eq!(cancel(&mut core, 12), Some(true), "still queued: dropped");
+    finish_in_turn(&mut core, &jobs, T0, Duration::from_micros(10));
+    assert!(
+        handed(&mut core, T0).is_empty(),
+        "the cancelled call never runs"
+    );
+}

@@ -20,6 +20,10 @@ use tracing::debug;
 struct State {
     armed: Option<(u64, Instant)>,
     fired: Option<u64>,
+    /// When the watchdog wakes by itself (it waits for that deadline);
+    /// `None`: it waits until told. A call armed to end at or after it
+    /// needs no wake-up: the watchdog looks again then.
+    wakes_at: Option<Instant>,
     stop: bool,
 }
 
@@ -51,7 +55,12 @@ impl Watchdog {
         let (lock, wake) = &*self.shared;
         let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
         state.armed = Some((self.next, deadline));
-        wake.notify_one();
+        // Calls mostly share one timeout, so each ends after the last one
+        // armed: the watchdog, asleep until then, is left asleep (a
+        // wake-up per call cost a context switch per call).
+        if state.wakes_at.is_none_or(|at| at > deadline) {
+            wake.notify_one();
+        }
     }
 
     /// Disarms it; returns whether it fired for this call. Call with the
@@ -86,14 +95,19 @@ fn watch(shared: &(Mutex<State>, Condvar), thread_id: std::ffi::c_ulong, excepti
                     Some((seq, deadline)) if state.fired != Some(seq) => {
                         let now = Instant::now();
                         if now >= deadline {
+                            state.wakes_at = None;
                             break seq;
                         }
+                        state.wakes_at = Some(deadline);
                         state = wake
                             .wait_timeout(state, deadline - now)
                             .unwrap_or_else(|e| e.into_inner())
                             .0;
                     }
-                    _ => state = wake.wait(state).unwrap_or_else(|e| e.into_inner()),
+                    _ => {
+                        state.wakes_at = None;
+                        state = wake.wait(state).unwrap_or_else(|e| e.into_inner());
+                    }
                 }
             }
         };

@@ -51,11 +51,12 @@ fn a_started_coroutine_frees_the_worker_and_its_result_reaches_the_caller() {
     invoke(&mut core, "a", 2);
     invoke(&mut core, "a", 3);
     let first = next_job(&mut core).unwrap();
-    assert!(next_job(&mut core).is_none(), "the worker is starting it");
+    let second = next_job(&mut core).expect("the next job is handed along");
+    assert!(next_job(&mut core).is_none(), "no third: none is queued");
     core.job_started(T0, first.seq);
-    assert!(!core.is_busy());
-    let second = next_job(&mut core).expect("the worker is free again");
+    assert!(core.is_busy(), "the worker holds the second");
     core.job_started(T0, second.seq);
+    assert!(!core.is_busy());
     assert_eq!(core.coroutines_in_flight(), 2);
     // They end in any order, each answering its own caller.
     let sent = finish(&mut core, &second, Ok(b"3".to_vec()));

@@ -40,7 +40,7 @@ const TAG_LWW: u8 = 0;
 const TAG_SET: u8 = 1;
 const TAG_MAX: u8 = 3;
 const TAG_MAP: u8 = 6;
-const MESSAGE_VARIANTS: u8 = 41;
+const MESSAGE_VARIANTS: u8 = 42;
 
 /// A gossip entry's `KeyState` prefix: never deleted (`None`), then
 /// `Some(value)`; the value's bytes follow.
@@ -268,7 +268,8 @@ fn samples_cover_every_variant_and_lattice_kind() {
             | Message::StatusRequest { .. }
             | Message::StatusReply { .. }
             | Message::RouteRequest(_)
-            | Message::RouteResponse(_) => {}
+            | Message::RouteResponse(_)
+            | Message::Batch(_) => {}
         }
     }
     assert_eq!(seen.len(), 4 + 4 + 15 + 7 + 1 + 11, "{seen:?}");
@@ -660,4 +661,27 @@ fn a_large_value_decoded_in_its_frame_is_a_slice_of_it() {
     let got = in_frame::decode(&frame, || decode_body(&frame[3..]).unwrap());
     assert_eq!(got, sent);
     assert!(!inside(&frame, &lww_of(&got)), "a small value is copied");
+}
+
+#[test]
+fn a_batch_inside_a_batch_is_refused_before_it_can_nest_deeper() {
+    // Batch tag 41, one message, which is again a batch: a million levels
+    // would otherwise recurse a million times.
+    let mut body = Vec::new();
+    for _ in 0..1_000_000 {
+        body.extend_from_slice(&[41, 1]);
+    }
+    assert!(matches!(
+        decode(&frame_of(&[&body])),
+        Err(DecodeError::Malformed(e)) if e.contains("a batch inside a batch")
+    ));
+    let nested = Message::Batch(vec![Message::Batch(vec![])]);
+    let frame = encode(&nested).expect("encodes: only decoding refuses it");
+    assert!(matches!(decode(&frame), Err(DecodeError::Malformed(_))));
+    // After a refused one, the next batch decodes.
+    let one = Message::Batch(vec![Message::Pong {
+        id: RequestId(1),
+        boot: 2,
+    }]);
+    assert_eq!(decode(&encode(&one).unwrap()), Ok(one));
 }

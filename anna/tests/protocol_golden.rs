@@ -63,7 +63,7 @@ fn ping_encoding_is_pinned() {
         "ping",
         msg,
         concat!(
-            "0a00", // protocol version 10, u16 LE
+            "0b00", // protocol version 11, u16 LE
             "00",   // mode 0: an open frame
             "00",   // Message::Ping
             "07",   // id
@@ -93,7 +93,7 @@ fn kvs_request_with_an_lww_put_encoding_is_pinned() {
         "kvs-request put lww",
         msg,
         concat!(
-            "0a00", // protocol version 10
+            "0b00", // protocol version 11
             "00",   // open
             "02",   // Message::KvsRequest
             "2a",   // id 42
@@ -136,7 +136,7 @@ fn gossip_of_a_counter_encoding_is_pinned() {
         "gossip counter",
         msg,
         concat!(
-            "0a00", // protocol version 10
+            "0b00", // protocol version 11
             "00",   // open
             "04",   // Message::Gossip
             "0d",
@@ -183,7 +183,7 @@ fn membership_state_encoding_is_pinned() {
         "membership state",
         msg,
         concat!(
-            "0a00", // protocol version 10
+            "0b00", // protocol version 11
             "00",   // open
             "07",   // Message::Membership
             "03",   // Membership::State
@@ -231,7 +231,7 @@ fn call_result_error_encoding_is_pinned() {
         "call-result",
         msg,
         concat!(
-            "0a00", // protocol version 10
+            "0b00", // protocol version 11
             "00",   // open
             "11",   // Message::CallResult (variant 17)
             "fb2c01", "01",     // CallId { caller: 300 (varint), seq: 1 }
@@ -275,7 +275,7 @@ fn storage_report_encoding_is_pinned() {
         "storage-report",
         msg,
         concat!(
-            "0a00", // protocol version 10
+            "0b00", // protocol version 11
             "00",   // open
             "1b",   // Message::StorageReport (variant 27)
             "05",   // id
@@ -298,6 +298,32 @@ fn storage_report_encoding_is_pinned() {
             "06",     // disk_bytes 6
             "03",     // memory_hits 3
             "01",     // disk_hits 1
+        ),
+    );
+}
+
+#[test]
+fn a_batch_encoding_is_pinned() {
+    let ping = |id| Message::Ping {
+        id: RequestId(id),
+        reply_to: Address::from("tcp://a:1"),
+    };
+    assert_golden(
+        "batch",
+        Message::Batch(vec![ping(1), ping(2)]),
+        concat!(
+            "0b00", // protocol version 11
+            "00",   // mode 0: an open frame
+            "29",   // Message::Batch (variant 41)
+            "02",   // two messages, each as it is encoded alone:
+            "00",
+            "01",
+            "09",
+            "7463703a2f2f613a31", // Ping 1
+            "00",
+            "02",
+            "09",
+            "7463703a2f2f613a31", // Ping 2
         ),
     );
 }

@@ -477,3 +477,52 @@ fn only_a_node_speaks_for_itself_and_only_holders_of_the_secret_can_tell() {
 
 /// Where a sealed frame's name (a client's, or a node's id) starts.
 const FIXED_NAME: usize = 32;
+
+#[test]
+fn a_batch_is_sealed_like_its_messages_and_checked_message_by_message() {
+    let s = secret(1);
+    let gossip = Message::GossipAck {
+        id: RequestId(1),
+        from: Address::from("tcp://127.0.0.1:1"),
+    };
+    // Answers in a batch reach a caller as answers do alone.
+    let answers = Message::Batch(vec![answer(), answer()]);
+    assert!(answers.may_reach_clients());
+    assert!(!Message::Batch(vec![answer(), get("k")]).may_reach_clients());
+    assert!(!Message::Batch(vec![]).may_reach_clients());
+    let frame = sealed(&executor(&s), 1, &answers);
+    let mut at_client = Opener::new(&client(&s, "caller", false));
+    let (opened, _) = at_client.open(&mut frame.clone(), NOW).unwrap();
+    assert_eq!(opened, answers);
+
+    // An executor's batch is refused for its worst message.
+    let mut at_member = Opener::new(&member(&s, false));
+    let smuggled = Message::Batch(vec![put("k"), gossip.clone()]);
+    assert!(smuggled.members_only());
+    let mut frame = sealed(&executor(&s), 2, &smuggled);
+    let (msg, who) = at_member.open(&mut frame, NOW).unwrap();
+    assert_eq!(who, Principal::Executor);
+    assert_eq!(
+        who.missing_right(&msg),
+        Err(Refusal::MembersOnly("gossip-ack"))
+    );
+    assert_eq!(
+        who.missing_right(&Message::Batch(vec![put("k"), get("k")])),
+        Ok(())
+    );
+    // A member's batch may hold anything a member sends.
+    assert_eq!(Principal::Member.missing_right(&smuggled), Ok(()));
+    // Clients never send batches, whatever their rights.
+    let mut frame = sealed(
+        &client(&s, "admin", false),
+        3,
+        &Message::Batch(vec![get("k")]),
+    );
+    let (msg, who) = at_member.open(&mut frame, NOW).unwrap();
+    assert_eq!(who, Principal::Client(Rights::all()));
+    assert_eq!(who.missing_right(&msg), Err(Refusal::MembersOnly("batch")));
+    // A node's own messages and batches do not go in a batch.
+    assert!(!depart().batchable());
+    assert!(!answers.batchable());
+    assert!(answer().batchable());
+}

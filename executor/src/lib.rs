@@ -34,7 +34,10 @@
 //! ```
 //!
 //! One function runs at a time: the GIL makes a process per core the honest
-//! unit of Python work, so a node runs several executor processes. A
+//! unit of Python work, so a node runs several executor processes. The
+//! worker holds the next job (and more while jobs are short, see
+//! [`core::MIN_HANDED`]) before its current one ends, so it goes from job
+//! to job without waiting for the I/O thread. A
 //! coroutine function (`async def`) is the exception: the worker starts
 //! its call on the event loop and takes the next job, and up to
 //! [`ExecutorConfig::max_async_calls`] coroutines await there at once

@@ -27,7 +27,7 @@ use anna::protocol::{self, Address, EncodeError, Message};
 use anna::role::{Driver, Input, Outbox, Role, Step};
 use anna::time::Time;
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
@@ -48,6 +48,13 @@ pub const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// How many queued messages a driver hands its role per step, so ticks are
 /// not starved under load.
 pub const DELIVERY_BATCH: usize = 256;
+/// How many delivered messages a driver takes up before it sends what the
+/// role queued for them (and at the end of a batch): sent together,
+/// ZeroMQ's I/O thread writes them in one go instead of waking for each,
+/// while an answer waits for at most this many other messages.
+pub const FLUSH_EVERY: usize = 16;
+/// The most messages a driver puts in one [`Message::Batch`].
+pub const MAX_BATCH: usize = 64;
 
 /// A transport failure. Malformed input is not one: it is counted.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +105,8 @@ pub struct Receiver {
     address: Address,
     frame: zmq::Message,
     opener: Opener,
+    /// The messages of a [`Message::Batch`] received and not yet taken.
+    batched: VecDeque<Message>,
     /// Answers to refused client requests, for the driver to send.
     refusals: Vec<(Address, Message)>,
     stats: TransportStats,
@@ -142,6 +151,7 @@ impl Receiver {
             address: bound,
             frame: zmq::Message::new(),
             opener: Opener::new(security),
+            batched: VecDeque::new(),
             refusals: Vec::new(),
             stats: TransportStats::default(),
         })
@@ -214,6 +224,10 @@ impl Receiver {
 
     pub fn try_recv(&mut self) -> Result<Option<Message>, TransportError> {
         loop {
+            if let Some(msg) = self.batched.pop_front() {
+                self.stats.received += 1;
+                return Ok(Some(msg));
+            }
             match self.socket.recv(&mut self.frame, zmq::DONTWAIT) {
                 Ok(()) => {}
                 Err(zmq::Error::EAGAIN) => return Ok(None),
@@ -221,11 +235,28 @@ impl Receiver {
             }
             let opened = self.open_frame();
             match opened {
+                Ok((Message::Batch(messages), _)) if messages.iter().any(|m| !m.batchable()) => {
+                    self.stats.malformed += 1;
+                    let n = self.stats.malformed;
+                    let why = "a batch holding a batch or a node's own message";
+                    log_dropped(
+                        &self.address,
+                        "malformed",
+                        n,
+                        &why,
+                        "dropped malformed frame",
+                    );
+                }
                 Ok((msg, principal)) => match principal.missing_right(&msg) {
-                    Ok(()) => {
-                        self.stats.received += 1;
-                        return Ok(Some(msg));
-                    }
+                    // Every message of a batch was checked: they come out
+                    // one by one, in order.
+                    Ok(()) => match msg {
+                        Message::Batch(messages) => self.batched.extend(messages),
+                        msg => {
+                            self.stats.received += 1;
+                            return Ok(Some(msg));
+                        }
+                    },
                     Err(why) => {
                         self.stats.refused += 1;
                         let n = self.stats.refused;
@@ -479,6 +510,10 @@ pub struct ZmqDriver<R: Role> {
     wake: Option<zmq::Socket>,
     shutdown: Shutdown,
     outbox: Outbox,
+    /// The frames of a flush: their address, the seal of the messages
+    /// that may join them (`None`: none may), their messages
+    /// ([`ZmqDriver::flush`]). Kept to reuse the list's memory.
+    groups: Vec<(Address, Option<bool>, Vec<Message>)>,
     stopped: bool,
     reported: TransportStats,
     /// Nanoseconds busy, cumulative; kept in nanoseconds so that short
@@ -520,6 +555,7 @@ impl<R: Role> ZmqDriver<R> {
                 endpoint,
             },
             outbox: Outbox::default(),
+            groups: Vec::new(),
             stopped: false,
             reported: TransportStats::default(),
             busy_ns: 0,
@@ -603,18 +639,61 @@ impl<R: Role> ZmqDriver<R> {
         self.busy_ns = self.busy_ns.saturating_add(ns);
     }
 
+    /// Sends what the role queued. Messages for one address go in one
+    /// frame ([`Message::Batch`], in their order) when there are several
+    /// and they are sealed alike: one seal, one ZeroMQ message and one
+    /// wake-up of the receiver instead of one each.
     fn flush(&mut self) {
-        for (to, msg) in self.outbox.drain() {
-            match self.sender.send(&to, &msg) {
-                Err(error @ TransportError::Encode { .. }) => {
-                    warn!(%to, kind = msg.kind(), %error, "message not sent")
-                }
-                Err(error) => debug!(%to, kind = msg.kind(), %error, "message not sent"),
-                Ok(()) => {}
+        if self.outbox.len() < 2 {
+            let mut outbox = std::mem::take(&mut self.outbox);
+            for (to, msg) in outbox.drain() {
+                self.send(&to, msg);
             }
+            self.outbox = outbox;
+            return;
+        }
+        let mut groups = std::mem::take(&mut self.groups);
+        for (to, msg) in self.outbox.drain() {
+            // A message joins the last frame for its address if that one
+            // is open to it (so none overtakes another for that address).
+            let seal = msg.batchable().then(|| msg.may_reach_clients());
+            let last = groups.iter_mut().rev().find(|(t, _, _)| *t == to);
+            match last {
+                Some((_, open, g)) if seal.is_some() && *open == seal && g.len() < MAX_BATCH => {
+                    g.push(msg)
+                }
+                _ => groups.push((to, seal, vec![msg])),
+            }
+        }
+        for (to, _, mut messages) in groups.drain(..) {
+            let msg = match messages.len() {
+                1 => messages.pop().expect("one message"),
+                _ => Message::Batch(messages),
+            };
+            self.send(&to, msg);
+        }
+        self.groups = groups;
+    }
+
+    /// Sends one frame; a batch too large for a frame goes message by
+    /// message.
+    fn send(&mut self, to: &Address, msg: Message) {
+        match (self.sender.send(to, &msg), msg) {
+            (Err(TransportError::Encode { .. }), Message::Batch(messages)) => {
+                for msg in messages {
+                    self.send(to, msg);
+                }
+            }
+            (Err(error @ TransportError::Encode { .. }), msg) => {
+                warn!(%to, kind = msg.kind(), %error, "message not sent")
+            }
+            (Err(error), msg) => debug!(%to, kind = msg.kind(), %error, "message not sent"),
+            (Ok(()), _) => {}
         }
     }
 
+    /// Steps the role with `input`; what it queued is sent by the next
+    /// [`ZmqDriver::flush`].
     fn handle(&mut self, input: Input) {
         let stats = self.stats();
         if stats != self.reported {
@@ -622,7 +701,6 @@ impl<R: Role> ZmqDriver<R> {
             self.role.observe_transport(stats);
         }
         self.role.step(clock::now(), input, &mut self.outbox);
-        self.flush();
     }
 }
 
@@ -643,6 +721,7 @@ impl<R: Role> Driver for ZmqDriver<R> {
             if due <= now {
                 let started = Instant::now();
                 self.handle(Input::Tick);
+                self.flush();
                 self.count_busy(started);
                 return Ok(Step::Ticked);
             }
@@ -663,13 +742,14 @@ impl<R: Role> Driver for ZmqDriver<R> {
             while wake.recv(&mut frame, zmq::DONTWAIT).is_ok() {}
             let started = Instant::now();
             self.handle(Input::Tick);
+            self.flush();
             self.count_busy(started);
             ticked = true;
         }
         let mut delivered = false;
         if ready {
             let started = Instant::now();
-            for _ in 0..DELIVERY_BATCH {
+            for n in 1..=DELIVERY_BATCH {
                 match self.receiver.try_recv()? {
                     Some(msg) => {
                         self.handle(Input::Message(msg));
@@ -677,7 +757,11 @@ impl<R: Role> Driver for ZmqDriver<R> {
                     }
                     None => break,
                 }
+                if n % FLUSH_EVERY == 0 {
+                    self.flush();
+                }
             }
+            self.flush();
             while let Some((to, refusal)) = self.receiver.take_refusal() {
                 if let Err(error) = self.sender.send(&to, &refusal) {
                     debug!(%to, %error, "refusal not sent");

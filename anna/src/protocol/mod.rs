@@ -213,6 +213,34 @@ pub enum Message {
     /// thread's numbers), from the watcher to the storage thread, which
     /// then forgets them.
     ChangesDone { watcher: Address, seqs: Vec<u64> },
+    /// Several messages for one receiver in one frame, in the order they
+    /// were queued: what a server's driver sends when a step queued more
+    /// than one for the same address ([`Message::batchable`]). A receiver
+    /// takes them up one by one, each checked as if it came alone; a batch
+    /// inside a batch is malformed. Clients never send one.
+    Batch(#[serde(deserialize_with = "deserialize_batch")] Vec<Message>),
+}
+
+thread_local! {
+    static IN_BATCH: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Decodes a batch's messages, refusing a batch among them: nested
+/// batches would let a crafted frame overflow the decoder's stack.
+fn deserialize_batch<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<Message>, D::Error> {
+    struct Inside;
+    impl Drop for Inside {
+        fn drop(&mut self) {
+            IN_BATCH.with(|b| b.set(false));
+        }
+    }
+    if IN_BATCH.with(|b| b.replace(true)) {
+        return Err(serde::de::Error::custom("a batch inside a batch"));
+    }
+    let _inside = Inside;
+    Vec::<Message>::deserialize(deserializer)
 }
 
 impl Message {
@@ -278,6 +306,14 @@ impl Message {
             Message::WatchState(_) => "watch-state",
             Message::Changes(_) => "changes",
             Message::ChangesDone { .. } => "changes-done",
+            Message::Batch(_) => "batch",
         }
+    }
+
+    /// Whether this message may travel in a [`Message::Batch`]: any but a
+    /// batch and the messages sealed with a storage node's own key
+    /// ([`Message::speaks_for`]).
+    pub fn batchable(&self) -> bool {
+        !matches!(self, Message::Batch(_)) && self.speaks_for().is_none()
     }
 }

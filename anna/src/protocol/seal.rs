@@ -526,6 +526,13 @@ impl Principal {
     /// send only requests, each needing its right
     /// ([`Message::needed_rights`]).
     pub fn missing_right(&self, msg: &Message) -> Result<(), Refusal> {
+        if let Message::Batch(messages) = msg {
+            // (Receivers check the messages of a batch one by one.)
+            if let Principal::Client(_) = self {
+                return Err(Refusal::MembersOnly(msg.kind()));
+            }
+            return messages.iter().try_for_each(|m| self.missing_right(m));
+        }
         if let Some(node) = msg.speaks_for() {
             return match self {
                 Principal::Anyone => Ok(()),
@@ -574,6 +581,9 @@ impl Message {
     /// to running functions' peers. Such messages are sealed for members
     /// and clients alike.
     pub fn may_reach_clients(&self) -> bool {
+        if let Message::Batch(messages) = self {
+            return !messages.is_empty() && messages.iter().all(Message::may_reach_clients);
+        }
         matches!(
             self,
             Message::Pong { .. }
@@ -593,6 +603,9 @@ impl Message {
     /// membership, replication between storage threads, scaling. An
     /// executor's key cannot send it.
     pub fn members_only(&self) -> bool {
+        if let Message::Batch(messages) = self {
+            return messages.iter().any(Message::members_only);
+        }
         matches!(
             self,
             Message::Membership(_)

@@ -735,6 +735,16 @@ fn compute_messages() -> Vec<Message> {
             watcher: Address::from("tcp://127.0.0.1:7150"),
             seqs: vec![41, 42],
         },
+        Message::Batch(vec![
+            Message::ChangesDone {
+                watcher: Address::from("tcp://127.0.0.1:7150"),
+                seqs: vec![43],
+            },
+            Message::Ping {
+                id: RequestId(44),
+                reply_to: Address::from("tcp://127.0.0.1:7151"),
+            },
+        ]),
     ];
     msgs.extend(CALL_ERROR_KINDS.iter().map(|&kind| {
         Message::CallResult(CallResult {

@@ -50,6 +50,25 @@ pub trait KvBackend {
     /// Writes `value` under `key`, returning once the store acknowledged it.
     fn put(&mut self, key: &str, value: &[u8]) -> Result<()>;
 
+    /// Reads `keys` in one request (a multi-key read, a pipeline) and
+    /// returns how many held nothing. The default reads them one by one.
+    fn get_many(&mut self, keys: &[&str]) -> Result<usize> {
+        let mut missing = 0;
+        for key in keys {
+            missing += usize::from(self.get(key)?.is_none());
+        }
+        Ok(missing)
+    }
+
+    /// Writes `items` in one request (a multi-key write, a pipeline). The
+    /// default writes them one by one.
+    fn put_many(&mut self, items: &[(&str, &[u8])]) -> Result<()> {
+        for (key, value) in items {
+            self.put(key, value)?;
+        }
+        Ok(())
+    }
+
     /// Writes many keys, for preloading. The default writes them one by one;
     /// a backend with pipelining or multi-key requests should override it.
     fn put_batch(&mut self, items: &[(&str, &[u8])]) -> Result<()> {

@@ -222,19 +222,14 @@ impl Plan<'_> {
             Stop::Requests(n) => (None, share(n, w.clients, index)),
         };
         let mut finished = measure_from;
+        let mut batch = Vec::with_capacity(w.batch);
 
         while quota > 0 {
             let started = Instant::now();
             if until.is_some_and(|u| started >= u) {
                 break;
             }
-            let key = &self.keys[self.chooser.sample(&mut rng)];
-            let read = rng.random_bool(w.read_ratio);
-            let result = if read {
-                conn.get(key).map(|v| v.is_some())
-            } else {
-                conn.put(key, self.value).map(|()| true)
-            };
+            let (read, result) = self.request(conn, &mut rng, &mut batch);
             let ended = Instant::now();
             let measured = started >= measure_from && until.is_none_or(|u| ended <= u);
             if !measured {
@@ -249,15 +244,16 @@ impl Plan<'_> {
             quota -= 1;
             finished = ended;
             match result {
-                Ok(found) => {
+                Ok(missing) => {
                     histogram.saturating_record(micros(ended - started));
+                    let keys = w.batch as u64;
                     if read {
-                        counts.reads += 1;
-                        if !found && w.preload {
-                            counts.misses += 1;
+                        counts.reads += keys;
+                        if w.preload {
+                            counts.misses += missing as u64;
                         }
                     } else {
-                        counts.writes += 1;
+                        counts.writes += keys;
                     }
                 }
                 Err(e) => {
@@ -274,6 +270,46 @@ impl Plan<'_> {
             error,
             finished_after: finished.saturating_duration_since(measure_from),
         }
+    }
+
+    /// Makes one request of the workload's mix: whether it read, and how
+    /// many of the keys it read held nothing. With batches of several keys,
+    /// they are distinct and all read or all written.
+    fn request<'k>(
+        &'k self,
+        conn: &mut Connection,
+        rng: &mut SmallRng,
+        batch: &mut Vec<&'k str>,
+    ) -> (bool, Result<usize, BackendError>) {
+        let w = self.workload;
+        if w.batch == 1 {
+            let key = &self.keys[self.chooser.sample(rng)];
+            let read = rng.random_bool(w.read_ratio);
+            let result = if read {
+                conn.get(key).map(|v| usize::from(v.is_none()))
+            } else {
+                conn.put(key, self.value).map(|()| 0)
+            };
+            return (read, result);
+        }
+        batch.clear();
+        while batch.len() < w.batch {
+            let index = self.chooser.sample(rng);
+            // (The same `&str` is the same key: compared by address, not
+            // by its bytes, so choosing costs the client next to nothing.)
+            let key = self.keys[index].as_str();
+            if !batch.iter().any(|k| std::ptr::eq(*k, key)) {
+                batch.push(key);
+            }
+        }
+        let read = rng.random_bool(w.read_ratio);
+        let result = if read {
+            conn.get_many(batch)
+        } else {
+            let items: Vec<(&str, &[u8])> = batch.iter().map(|k| (*k, self.value)).collect();
+            conn.put_many(&items).map(|()| 0)
+        };
+        (read, result)
     }
 
     /// Replaces a connection after a failed request; false if that failed
@@ -381,6 +417,26 @@ mod tests {
             factory.map.lock().unwrap()[&Workload::key_name(0)].len(),
             100
         );
+    }
+
+    #[test]
+    fn a_batched_run_counts_keys_and_times_requests() {
+        let factory = MapFactory::default();
+        // Keys 0-2: none of them the cursed key 3.
+        let w = Workload {
+            clients: 2,
+            keys: 3,
+            batch: 3,
+            read_ratio: 0.5,
+            stop: Stop::Requests(100),
+            warmup: Duration::ZERO,
+            ..Workload::default()
+        };
+        let report = run(&w, &factory).unwrap();
+        let c = report.counts;
+        assert_eq!((c.reads + c.writes, c.errors, c.misses), (300, 0, 0));
+        assert!(c.reads > 0 && c.writes > 0, "{c:?}");
+        assert_eq!(report.histogram.len(), 100, "one latency per request");
     }
 
     #[test]

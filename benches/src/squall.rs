@@ -455,6 +455,22 @@ impl KvBackend for SquallConnection {
         self.client.put_lww(key, value.to_vec()).map_err(server)
     }
 
+    /// One multi-key read: one request per replica holding some of the
+    /// keys (one, with a single storage node).
+    fn get_many(&mut self, keys: &[&str]) -> Result<usize> {
+        let values = self.client.get_many(keys).map_err(server)?;
+        Ok(values.iter().filter(|v| v.is_none()).count())
+    }
+
+    /// One multi-key write, as [`SquallConnection::get_many`] reads.
+    fn put_many(&mut self, items: &[(&str, &[u8])]) -> Result<()> {
+        let at = self.client.timestamp();
+        let entries = (items.iter())
+            .map(|(k, v)| (k.to_string(), LatticeValue::Lww(Lww::new(at, v.to_vec()))))
+            .collect();
+        self.client.put_many(entries).map_err(server)
+    }
+
     fn put_batch(&mut self, items: &[(&str, &[u8])]) -> Result<()> {
         let mut in_flight = 0;
         for (key, value) in items {

@@ -29,6 +29,10 @@ pub struct Workload {
     pub value_size: usize,
     /// Fraction of requests that are reads (0 to 1); the rest are writes.
     pub read_ratio: f64,
+    /// Keys per request: 1, or that many distinct keys read or written
+    /// in one request (Squall's multi-key `get_many`/`put_many`, a Redis
+    /// pipeline). Throughput counts keys; latency is per request.
+    pub batch: usize,
     /// When measuring ends.
     pub stop: Stop,
     /// Requests run before measuring starts, to warm connections, caches
@@ -51,6 +55,7 @@ impl Default for Workload {
             zipf: 0.0,
             value_size: 100,
             read_ratio: 0.95,
+            batch: 1,
             stop: Stop::After(Duration::from_secs(5)),
             warmup: Duration::from_secs(1),
             preload: true,
@@ -68,6 +73,8 @@ pub enum WorkloadError {
     BadReadRatio(f64),
     #[error("a run must measure something: give a non-zero duration or request count")]
     NothingToMeasure,
+    #[error("a batch of {batch} keys needs at least that many keys, and at least 1 (keys: {keys})")]
+    BadBatch { batch: usize, keys: usize },
     #[error(transparent)]
     Keys(#[from] ZipfError),
 }
@@ -80,6 +87,12 @@ impl Workload {
         }
         if !(0.0..=1.0).contains(&self.read_ratio) {
             return Err(WorkloadError::BadReadRatio(self.read_ratio));
+        }
+        if self.batch == 0 || (self.keys > 0 && self.batch > self.keys) {
+            return Err(WorkloadError::BadBatch {
+                batch: self.batch,
+                keys: self.keys,
+            });
         }
         match self.stop {
             Stop::After(d) if d.is_zero() => return Err(WorkloadError::NothingToMeasure),
@@ -108,7 +121,11 @@ impl fmt::Display for Workload {
         } else {
             write!(f, "zipf {}", self.zipf)?;
         }
-        write!(f, ", {}% reads", (self.read_ratio * 100.0).round())
+        write!(f, ", {}% reads", (self.read_ratio * 100.0).round())?;
+        if self.batch > 1 {
+            write!(f, ", {} keys a request", self.batch)?;
+        }
+        Ok(())
     }
 }
 
@@ -127,6 +144,8 @@ mod tests {
             ..w
         };
         assert_eq!(skewed.label(), "zipf 0.99, 50% reads");
+        let batched = Workload { batch: 16, ..skewed };
+        assert_eq!(batched.label(), "zipf 0.99, 50% reads, 16 keys a request");
     }
 
     #[test]
@@ -154,6 +173,16 @@ mod tests {
             }),
             WorkloadError::NothingToMeasure
         );
+        for (batch, keys) in [(0, 10), (11, 10)] {
+            assert_eq!(
+                bad(Workload {
+                    batch,
+                    keys,
+                    ..w.clone()
+                }),
+                WorkloadError::BadBatch { batch, keys }
+            );
+        }
         assert_eq!(
             bad(Workload { keys: 0, ..w }),
             WorkloadError::Keys(ZipfError::NoKeys)

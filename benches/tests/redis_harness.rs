@@ -44,6 +44,13 @@ fn a_short_workload_runs_against_a_real_redis_and_a_put_is_readable() {
     // The preload wrote every key with the workload's value size.
     let last = Workload::key_name(999);
     assert_eq!(conn.get(&last).unwrap().map(|v| v.len()), Some(100));
+
+    // Pipelined 16 deep: every key read or written, every read hitting.
+    let report = run(&Workload { batch: 16, ..workload }, &factory).unwrap();
+    assert_eq!(report.counts.errors, 0, "{:?}", report.first_error);
+    assert_eq!(report.counts.misses, 0);
+    assert_eq!((report.counts.reads + report.counts.writes) % 16, 0);
+    assert_eq!(conn.get_many(&["greeting", "never-written"]).unwrap(), 1);
 }
 
 #[test]

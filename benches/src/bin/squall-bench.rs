@@ -367,6 +367,11 @@ struct KvsArgs {
     /// Fraction of requests that are reads, 0 to 1 [default: 0.95].
     #[arg(long)]
     reads: Option<f64>,
+    /// Keys per request: each request reads (or writes) this many distinct
+    /// keys at once, as Squall's `get_many`/`put_many` and as a Redis
+    /// pipeline of that depth. Throughput counts keys, latency requests.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     /// Measured seconds per run [default: 5; 6 with --matrix, ~2 minutes
     /// in all].
     #[arg(long)]
@@ -822,6 +827,7 @@ fn workloads(args: &KvsArgs) -> Result<Vec<Workload>> {
         zipf: args.zipf.unwrap_or(0.0),
         value_size: args.value_size,
         read_ratio: args.reads.unwrap_or(0.95),
+        batch: args.batch,
         stop,
         warmup: seconds(args.warmup)?,
         preload: true,

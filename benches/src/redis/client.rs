@@ -119,19 +119,50 @@ impl KvBackend for RedisConnection {
         check_set(self.request(&[b"SET", key.as_bytes(), value])?)
     }
 
+    /// Pipelines every `GET`, then reads every reply: Redis pipelined.
+    fn get_many(&mut self, keys: &[&str]) -> Result<usize> {
+        self.output.clear();
+        for key in keys {
+            resp::encode_command(&[b"GET", key.as_bytes()], &mut self.output);
+        }
+        self.flush()?;
+        let mut missing = 0;
+        self.read_replies(keys.len(), |reply| match reply {
+            Reply::Bulk(value) => {
+                missing += usize::from(value.is_none());
+                Ok(())
+            }
+            Reply::Error(e) => Err(BackendError::Server(e)),
+            other => Err(unexpected("GET", other)),
+        })?;
+        Ok(missing)
+    }
+
+    fn put_many(&mut self, items: &[(&str, &[u8])]) -> Result<()> {
+        self.put_batch(items)
+    }
+
     /// Pipelines every `SET`, then reads every reply, so a batch costs one
-    /// round trip. All replies are read even after an error, keeping the
-    /// connection in step; the first error is returned.
+    /// round trip.
     fn put_batch(&mut self, items: &[(&str, &[u8])]) -> Result<()> {
         self.output.clear();
         for (key, value) in items {
             resp::encode_command(&[b"SET", key.as_bytes(), value], &mut self.output);
         }
         self.flush()?;
+        self.read_replies(items.len(), check_set)
+    }
+}
+
+impl RedisConnection {
+    /// Reads `n` pipelined replies, each through `check`. All are read
+    /// even after an error, keeping the connection in step; the first
+    /// error is returned.
+    fn read_replies(&mut self, n: usize, mut check: impl FnMut(Reply) -> Result<()>) -> Result<()> {
         let mut first_error = None;
-        for _ in items {
-            if let Err(e) = self.read_reply().and_then(check_set) {
-                if matches!(e, BackendError::Server(_)) {
+        for _ in 0..n {
+            if let Err(e) = self.read_reply().and_then(&mut check) {
+                if matches!(e, BackendError::Server(_) | BackendError::Protocol(_)) {
                     first_error.get_or_insert(e);
                 } else {
                     return Err(e);

@@ -27,7 +27,7 @@ SQUALL := target/release/squall
 # it.
 APT_PACKAGES := g++ make pkg-config python3-dev python3-venv redis-server redis-tools chromium
 
-.PHONY: demo test setup build bench-kvs bench-durable bench-functions bench-consistency bench-async bench-autoscale test-faults clean help
+.PHONY: demo test setup build bench-kvs bench-durable bench-functions bench-throughput bench-consistency bench-async bench-autoscale test-faults clean help
 
 help:
 	@echo "make demo    install everything, build, and run the main job"
@@ -37,6 +37,7 @@ help:
 	@echo "make bench-kvs  run the KVS benchmark matrix: Squall (1 and 2 threads), Redis, ZeroMQ floor (~5 min)"
 	@echo "make bench-durable  durable puts beside Redis's AOF (always, everysec), recovery time of 1M keys, memory- vs disk-tier reads (~7 min)"
 	@echo "make bench-functions  run the functions benchmark: Squall vs Ray vs Dask (~3 min; installs them into .venv-bench)"
+	@echo "make bench-throughput  calls/s alone: 10,000 tiny calls in flight, 3 rounds, then again after compose.py's steps (~1 min)"
 	@echo "make bench-consistency  the price of each consistency level and of a session (~1 min)"
 	@echo "make bench-async  1,000 calls of an async def awaiting 100 ms against the same written blocking (~1.5 min)"
 	@echo "make test-faults  fault campaign: load while processes are killed, stalled, stopped (10 min; MINUTES=1 shorter)"
@@ -136,6 +137,12 @@ $(STAMPS)/venv-bench: benches/functions/requirements.txt benches/functions/setup
 bench-functions: $(STAMPS)/venv-bench
 	cargo build --release -p squall
 	$(BENCH_VENV)/bin/python benches/functions/compose.py
+
+# Calls per second alone, in a process of its own (A/B of builds:
+# benches/functions/throughput.py --binary A --binary B --repeat 2).
+bench-throughput: $(STAMPS)/venv-bench
+	cargo build --release -p squall
+	$(BENCH_VENV)/bin/python benches/functions/throughput.py --after get
 
 # The price of each consistency level (a DAG across executors reading 1 and
 # 10 keys) and of carrying a session of 1,024 writes with every call.

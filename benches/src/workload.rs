@@ -73,7 +73,9 @@ pub enum WorkloadError {
     BadReadRatio(f64),
     #[error("a run must measure something: give a non-zero duration or request count")]
     NothingToMeasure,
-    #[error("a batch of {batch} keys needs at least that many keys, and at least 1 (keys: {keys})")]
+    #[error(
+        "a batch of {batch} keys needs at least that many keys, and at least 1 (keys: {keys})"
+    )]
     BadBatch { batch: usize, keys: usize },
     #[error(transparent)]
     Keys(#[from] ZipfError),
@@ -144,7 +146,10 @@ mod tests {
             ..w
         };
         assert_eq!(skewed.label(), "zipf 0.99, 50% reads");
-        let batched = Workload { batch: 16, ..skewed };
+        let batched = Workload {
+            batch: 16,
+            ..skewed
+        };
         assert_eq!(batched.label(), "zipf 0.99, 50% reads, 16 keys a request");
     }
 

@@ -46,7 +46,14 @@ fn a_short_workload_runs_against_a_real_redis_and_a_put_is_readable() {
     assert_eq!(conn.get(&last).unwrap().map(|v| v.len()), Some(100));
 
     // Pipelined 16 deep: every key read or written, every read hitting.
-    let report = run(&Workload { batch: 16, ..workload }, &factory).unwrap();
+    let report = run(
+        &Workload {
+            batch: 16,
+            ..workload
+        },
+        &factory,
+    )
+    .unwrap();
     assert_eq!(report.counts.errors, 0, "{:?}", report.first_error);
     assert_eq!(report.counts.misses, 0);
     assert_eq!((report.counts.reads + report.counts.writes) % 16, 0);

@@ -212,6 +212,20 @@ def test_a_failed_future_fails_the_call_that_took_it(client, fns):
     assert info.value.type_name == "ValueError"
 
 
+def test_a_future_that_already_failed_fails_the_call_that_took_it_too(client, fns):
+    failed = client.call_async(fns["boom"], "upstream")
+    assert isinstance(failed.exception(timeout=20), squall.RemoteError)
+    # Not raised here: the call is made, and fails on its executor as it
+    # does when the failure comes after it.
+    downstream = client.call_async(fns["add"], failed, 1)
+    with pytest.raises(squall.RemoteError) as info:
+        downstream.result(timeout=20)
+    assert "an argument failed" in str(info.value) and "no upstream" in str(info.value)
+    assert info.value.type_name == "ValueError"
+    with pytest.raises(squall.RemoteError, match="no upstream"):
+        client.call(fns["add"], failed, 1)
+
+
 def test_a_future_feeds_a_dag(client, fns):
     client.register(first, name="fut_first")
     dag = client.register_dag("fut_dag", ["fut_first", "fut_add"], [("fut_first", "fut_add")])

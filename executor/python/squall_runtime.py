@@ -620,20 +620,30 @@ def _read_stored(read, key, deadline):
         time.sleep(REFERENCE_POLL_S)
 
 
+def _is_failed(value):
+    """Whether `value` is a failed call's `FailedArgument`: what a future
+    that failed becomes, passed by value or read under its key."""
+    return type(value).__name__ == "FailedArgument" and hasattr(value, "error")
+
+
+def _special(value):
+    return _is_reference(value) or _is_failed(value)
+
+
 def _resolve(args, kwargs, deadline):
-    if not any(map(_is_reference, args)) and not any(
-        map(_is_reference, kwargs.values())
-    ):
+    if not any(map(_special, args)) and not any(map(_special, kwargs.values())):
         return args, kwargs
     memo = {}
 
     def value(x):
+        if _is_failed(x):
+            raise _FailedArgument(x)
         if not _is_reference(x):
             return x
         if x.key not in memo:
             memo[x.key] = _read_reference(x.key, deadline)
         found = memo[x.key]
-        if type(found).__name__ == "FailedArgument" and hasattr(found, "error"):
+        if _is_failed(found):
             raise _FailedArgument(found)
         return found
 

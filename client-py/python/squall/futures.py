@@ -192,12 +192,17 @@ class Future(CallFuture):
     def _argument(self) -> Tuple[Any, bool]:
         """What this future becomes as another call's argument, and whether
         it was exported: a `Reference` to the key its result will be put
-        under while its result has not arrived, else its value (raising
-        its error)."""
+        under while its result has not arrived, else its value, or its
+        error as a `FailedArgument` the executor raises."""
         from .reference import Reference
 
         key = self._completions.export(self)
         if key is None:
+            error = self.exception()
+            if error is not None:
+                # Failed already: the call taking it fails on its executor
+                # as it does when the failure comes later, under the key.
+                return FailedArgument(self._what, error), False
             return self.result(), False
         return Reference(key), True
 

@@ -194,6 +194,20 @@ impl Worker {
         if job.load_only {
             return Ok(Some(Vec::new()));
         }
+        // Handed to the worker before the job ahead of it ended (see
+        // `core::MIN_HANDED`), a call may reach here past its deadline: it
+        // never starts, as one past its deadline in the queue never did.
+        if squall_transport::clock::now().as_millis() >= job.deadline_ms {
+            return Err(call_error(
+                CallErrorKind::Timeout,
+                "Timeout",
+                format!(
+                    "call {} of {name} waited for the worker past its deadline",
+                    job.env.call
+                ),
+                name,
+            ));
+        }
         if job.env.instance.is_some() && job.code.runtime != compute::Runtime::Python {
             return Err(call_error(
                 CallErrorKind::BadFunction,

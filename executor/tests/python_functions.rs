@@ -34,6 +34,11 @@ def nap(seconds):
 def inc(x):
     return x + 1
 
+def mark(path):
+    with open(path, "w") as f:
+        f.write("ran")
+    return "marked"
+
 def tenfold(y):
     return y * 10
 
@@ -63,7 +68,7 @@ class Aged:
 /// Cloudpickles every function of [`FUNCTIONS`] in a separate interpreter.
 fn registered() -> (HashMap<String, FunctionCode>, PathBuf) {
     let names = [
-        "add", "boom", "spin", "nap", "inc", "tenfold", "talk", "Counter", "Aged",
+        "add", "boom", "spin", "nap", "inc", "mark", "tenfold", "talk", "Counter", "Aged",
     ];
     pickle_functions(FUNCTIONS, &names, &["Counter", "Aged"])
 }
@@ -132,6 +137,41 @@ fn an_infinite_loop_is_stopped_at_its_deadline_and_the_next_call_is_served() {
         "{took:?}"
     );
     assert_eq!(value(h.call("add", "((20, 22), {})", 10_000)), "42");
+}
+
+#[test]
+fn a_call_whose_deadline_passes_behind_a_long_one_never_starts() {
+    let (functions, _) = registered();
+    let mut h = Harness::start(functions, vec![]);
+    assert_eq!(value(h.call("nap", "((0.0,), {})", 10_000)), "'rested'");
+    let path = scratch().join("marked");
+    let _ = std::fs::remove_file(&path);
+    let long = h.plan(
+        vec![("nap", pickle("((1.0,), {})"), vec![], vec![])],
+        10_000,
+    );
+    let args = format!("(({:?},), {{}})", path.display().to_string());
+    let short = h.plan(vec![("mark", pickle(&args), vec![], vec![])], 300);
+    h.invoke(&long, 0);
+    h.invoke(&short, 0);
+    // Both results, in whichever order they come.
+    let mut results = HashMap::new();
+    h.wait_for(Duration::from_secs(20), |m| match m {
+        Message::CallResult(r) => {
+            results.insert(r.id, r.outcome.clone());
+            (results.len() == 2).then_some(())
+        }
+        _ => None,
+    })
+    .expect("both results");
+    let e = error(results.remove(&short.id).unwrap());
+    assert_eq!(e.kind, CallErrorKind::Timeout, "{e:?}");
+    assert_eq!(value(results.remove(&long.id).unwrap()), "'rested'");
+    assert!(!path.exists(), "the late call ran: {}", path.display());
+    // A call in time behind nothing runs.
+    let args = format!("(({:?},), {{}})", path.display().to_string());
+    assert_eq!(value(h.call("mark", &args, 10_000)), "'marked'");
+    assert!(path.exists());
 }
 
 #[test]

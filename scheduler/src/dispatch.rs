@@ -292,7 +292,7 @@ impl Scheduler {
         }
         let placed = placed.clone();
         let finished = failed || call.sinks_done();
-        self.registry.release(&placed);
+        self.registry.done(&placed, now);
         if finished {
             if let Some(call) = self.calls.remove(&id) {
                 self.release(&call);

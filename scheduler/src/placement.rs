@@ -1,16 +1,24 @@
 //! Placement: which executor runs a function.
 //!
-//! Among the executors that are not overloaded (fewer than
-//! `executor_capacity` invocations outstanding from this scheduler, and a
-//! reported busy fraction under `busy_permille`), the scheduler prefers, in
-//! order:
+//! An executor is overloaded with `executor_capacity` invocations
+//! outstanding from this scheduler, or a reported busy fraction of
+//! `busy_permille` or more. Two exceptions raise the count:
 //!
-//! A coroutine function (`async def`, as executors report them in
-//! `ExecutorReport::async_functions`) does not hold an executor's worker
-//! while it awaits: for one, an executor may have `executor_capacity` plus
-//! its free coroutine slots outstanding (`async_limit` less
-//! `async_running`, as it last reported; the coroutines this scheduler
-//! placed since then count against them through `outstanding`).
+//! - An executor whose functions are short (by the time between its
+//!   completions while it had more outstanding) may have as many as it
+//!   runs in [`QUEUED_WORK`], up to [`MAX_DEEPER`] times the capacity.
+//!   With 16, tiny calls left each executor idle half the time waiting for
+//!   the next invocation (10,000 in flight: 16.7–24.7k calls/s against
+//!   23.7–27.6k with 64; `benches/RESULTS.md`).
+//! - A coroutine function (`async def`, as executors report them in
+//!   `ExecutorReport::async_functions`) does not hold an executor's worker
+//!   while it awaits: for one, an executor may have its free coroutine
+//!   slots more outstanding (`async_limit` less `async_running`, as it
+//!   last reported; the coroutines this scheduler placed since then count
+//!   against them through `outstanding`).
+//!
+//! Among the executors that are not overloaded, the scheduler prefers, in
+//! order:
 //!
 //! 0. a node whose cache is reporting: one whose last report is more than
 //!    [`CACHE_LAG`] older than the freshest cache's is stalled or gone, and
@@ -60,6 +68,15 @@ impl Limits {
     /// a coroutine function.
     fn overloaded(&self, e: &Executor, coroutine: bool) -> bool {
         let mut capacity = self.capacity;
+        // Short functions: as many as it runs in `QUEUED_WORK`, so the
+        // time a completion takes to come back (and the next invocation
+        // to go) does not leave it idle; at most `MAX_DEEPER` times the
+        // capacity. Long ones keep the capacity, so calls still wait here
+        // for whichever executor frees first.
+        if let Some(per) = e.per_function.filter(|p| !p.is_zero()) {
+            let fits = (QUEUED_WORK.as_nanos() / per.as_nanos()).min(u128::from(u32::MAX)) as u32;
+            capacity = capacity.max(fits.min(capacity.saturating_mul(MAX_DEEPER)));
+        }
         if coroutine {
             let free = (e.report.async_limit).saturating_sub(e.report.async_running);
             capacity = capacity.saturating_add(free);
@@ -67,6 +84,12 @@ impl Limits {
         e.outstanding >= capacity || e.report.busy_permille >= self.busy_permille
     }
 }
+
+/// The work (by its recent time per function) an executor may have
+/// outstanding beyond `executor_capacity`, for short functions.
+pub const QUEUED_WORK: std::time::Duration = std::time::Duration::from_millis(5);
+/// At most this many times `executor_capacity` outstanding on one executor.
+pub const MAX_DEEPER: u32 = 4;
 
 /// How far a cache's last report may lag the freshest cache's before its
 /// node is avoided (three report periods at the default).

@@ -18,6 +18,13 @@ pub(crate) struct Executor {
     /// Functions of calls in flight this scheduler assigned to it and has
     /// not yet heard done (or given up on).
     pub outstanding: u32,
+    /// How long it takes per function while it has work (a moving average
+    /// of the time between its completions while more were outstanding);
+    /// `None` until measured. Short functions let it have more
+    /// outstanding (`placement::Limits`).
+    pub per_function: Option<Duration>,
+    /// When it last completed a function for this scheduler.
+    pub last_done: Option<Time>,
 }
 
 /// One node's cache, as last reported.
@@ -57,6 +64,8 @@ impl Registry {
                     report,
                     last_heard: now,
                     outstanding: 0,
+                    per_function: None,
+                    last_done: None,
                 };
                 self.executors
                     .insert(executor.report.executor.clone(), executor);
@@ -137,6 +146,26 @@ impl Registry {
         if let Some(e) = self.executors.get_mut(executor) {
             e.outstanding = e.outstanding.saturating_sub(1);
         }
+    }
+
+    /// Counts a function of `executor` done at `now`: one fewer
+    /// outstanding, and, when it had others outstanding since its previous
+    /// completion, a sample of its time per function. (Completions that
+    /// arrive together count as one interval shared among them, so the
+    /// average stays the time per function.)
+    pub fn done(&mut self, executor: &Address, now: Time) {
+        let Some(e) = self.executors.get_mut(executor) else {
+            return;
+        };
+        if let Some(last) = e.last_done.filter(|_| e.outstanding >= 2) {
+            let took = now.saturating_since(last);
+            e.per_function = Some(match e.per_function {
+                Some(mean) => (mean * 7 + took) / 8,
+                None => took,
+            });
+        }
+        e.last_done = Some(now);
+        e.outstanding = e.outstanding.saturating_sub(1);
     }
 
     /// Forgets `executor` (it left, or its process restarted); returns

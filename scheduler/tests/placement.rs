@@ -164,3 +164,32 @@ fn with_every_coroutine_slot_taken_a_coroutine_function_sees_only_the_capacity()
     let sent = step(&mut s, 2, call(1, "f", &[], 1000));
     assert!(invokes(&sent).is_empty());
 }
+
+#[test]
+fn an_executor_of_short_functions_may_have_more_outstanding_and_one_of_long_ones_not() {
+    // Capacity 2, ten calls: two go to e1 and eight wait; e1 then finishes
+    // calls 1 and 2 `apart_ms` apart (the second while another is
+    // outstanding: one sample of its time per function). Returns how many
+    // invocations the second completion let go.
+    let run = |apart_ms: u64| {
+        let config = SchedulerConfig {
+            executor_capacity: 2,
+            ..SchedulerConfig::default()
+        };
+        let mut s = scheduler(config);
+        step(&mut s, 0, report("e1", "n1", 0, &[]));
+        let placed: usize = (1..=10)
+            .map(|seq| invokes(&step(&mut s, 1, call(seq, "f", &[], 60_000))).len())
+            .sum();
+        assert_eq!(placed, 2, "the capacity, nothing measured yet");
+        let first = step(&mut s, 2, done(1, 0, 0, "e1", false));
+        assert_eq!(invokes(&first).len(), 1, "one freed, one more goes");
+        let second = step(&mut s, 2 + apart_ms, done(2, 0, 0, "e1", false));
+        invokes(&second).len()
+    };
+    // 1 ms a function: five fit in QUEUED_WORK (5 ms); one outstanding
+    // after the completion, so four go.
+    assert_eq!(run(1), 4);
+    // 50 ms a function: the capacity of 2 as before.
+    assert_eq!(run(50), 1);
+}

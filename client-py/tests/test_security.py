@@ -97,7 +97,10 @@ def test_a_caller_calls_but_cannot_write(secured):
 def test_an_encrypting_client_works_as_any_other(secured):
     cluster, admin = secured
     c = keyed(cluster, "admin", encrypt=True)
-    c.put("encrypted", {"a": 1})
+    # Read by another client: acknowledged by both replicas first (with the
+    # first replica's ack, the other client's read may reach the replica
+    # the write has not reached yet).
+    c.put("encrypted", {"a": 1}, ack="all")
     assert admin.get("encrypted") == {"a": 1}
     assert c.call("double", 5) == 10
     c.close()

@@ -292,7 +292,8 @@ impl Scheduler {
         }
         let placed = placed.clone();
         let finished = failed || call.sinks_done();
-        self.registry.done(&placed, now);
+        self.registry
+            .done(&placed, &call.plan.functions[i].name, now);
         if finished {
             if let Some(call) = self.calls.remove(&id) {
                 self.release(&call);

@@ -4,9 +4,12 @@
 //! outstanding from this scheduler, or a reported busy fraction of
 //! `busy_permille` or more. Two exceptions raise the count:
 //!
-//! - An executor whose functions are short (by the time between its
-//!   completions while it had more outstanding) may have as many as it
-//!   runs in [`QUEUED_WORK`], up to [`MAX_DEEPER`] times the capacity.
+//! - For a function an executor runs briefly (by the time between its
+//!   completions of it while it had more outstanding), it may have as
+//!   many as it runs in [`QUEUED_WORK`], up to [`MAX_DEEPER`] times the
+//!   capacity; a function not yet timed there keeps the capacity (so a
+//!   burst of a long function after many short ones is not piled onto
+//!   one executor).
 //!   With 16, tiny calls left each executor idle half the time waiting for
 //!   the next invocation (10,000 in flight: 16.7–24.7k calls/s against
 //!   23.7–27.6k with 64; `benches/RESULTS.md`).
@@ -66,14 +69,14 @@ pub(crate) struct Limits {
 impl Limits {
     /// Whether `e` takes no more calls of a function; `coroutine`: one of
     /// a coroutine function.
-    fn overloaded(&self, e: &Executor, coroutine: bool) -> bool {
+    fn overloaded(&self, e: &Executor, function: &str, coroutine: bool) -> bool {
         let mut capacity = self.capacity;
-        // Short functions: as many as it runs in `QUEUED_WORK`, so the
-        // time a completion takes to come back (and the next invocation
-        // to go) does not leave it idle; at most `MAX_DEEPER` times the
-        // capacity. Long ones keep the capacity, so calls still wait here
-        // for whichever executor frees first.
-        if let Some(per) = e.per_function.filter(|p| !p.is_zero()) {
+        // A function it runs briefly: as many as it runs in `QUEUED_WORK`,
+        // so the time a completion takes to come back (and the next
+        // invocation to go) does not leave it idle; at most `MAX_DEEPER`
+        // times the capacity. Others keep the capacity, so their calls
+        // still wait here for whichever executor frees first.
+        if let Some(per) = e.per_function.get(function).filter(|p| !p.is_zero()) {
             let fits = (QUEUED_WORK.as_nanos() / per.as_nanos()).min(u128::from(u32::MAX)) as u32;
             capacity = capacity.max(fits.min(capacity.saturating_mul(MAX_DEEPER)));
         }
@@ -164,7 +167,7 @@ impl Registry {
         let scored: Vec<(&Address, Score)> = self
             .executors
             .iter()
-            .filter(|(_, e)| !limits.overloaded(e, coroutine))
+            .filter(|(_, e)| !limits.overloaded(e, function, coroutine))
             .map(|(a, e)| {
                 let warm = e.report.warm.iter().any(|w| w == function);
                 let score = (

@@ -10,6 +10,10 @@ use anna::time::Time;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// How many functions' times an executor's entry keeps (it starts again
+/// when more come).
+const MAX_TIMED_FUNCTIONS: usize = 256;
+
 /// One live executor.
 #[derive(Debug)]
 pub(crate) struct Executor {
@@ -18,11 +22,12 @@ pub(crate) struct Executor {
     /// Functions of calls in flight this scheduler assigned to it and has
     /// not yet heard done (or given up on).
     pub outstanding: u32,
-    /// How long it takes per function while it has work (a moving average
-    /// of the time between its completions while more were outstanding);
-    /// `None` until measured. Short functions let it have more
-    /// outstanding (`placement::Limits`).
-    pub per_function: Option<Duration>,
+    /// How long each function takes it while it has work (by name: a
+    /// moving average of the time between a completion of that function
+    /// and the completion before it, while more were outstanding). Calls
+    /// of a function it runs briefly may have it hold more outstanding
+    /// (`placement::Limits`); a function not measured here may not.
+    pub per_function: StableHashMap<String, Duration>,
     /// When it last completed a function for this scheduler.
     pub last_done: Option<Time>,
 }
@@ -64,7 +69,7 @@ impl Registry {
                     report,
                     last_heard: now,
                     outstanding: 0,
-                    per_function: None,
+                    per_function: StableHashMap::default(),
                     last_done: None,
                 };
                 self.executors
@@ -148,21 +153,26 @@ impl Registry {
         }
     }
 
-    /// Counts a function of `executor` done at `now`: one fewer
+    /// Counts `function` done on `executor` at `now`: one fewer
     /// outstanding, and, when it had others outstanding since its previous
-    /// completion, a sample of its time per function. (Completions that
-    /// arrive together count as one interval shared among them, so the
-    /// average stays the time per function.)
-    pub fn done(&mut self, executor: &Address, now: Time) {
+    /// completion, a sample of the function's time there. (Completions
+    /// that arrive together count as one interval shared among them, so
+    /// the average stays the time per call.)
+    pub fn done(&mut self, executor: &Address, function: &str, now: Time) {
         let Some(e) = self.executors.get_mut(executor) else {
             return;
         };
         if let Some(last) = e.last_done.filter(|_| e.outstanding >= 2) {
             let took = now.saturating_since(last);
-            e.per_function = Some(match e.per_function {
-                Some(mean) => (mean * 7 + took) / 8,
-                None => took,
-            });
+            match e.per_function.get_mut(function) {
+                Some(mean) => *mean = (*mean * 7 + took) / 8,
+                None => {
+                    if e.per_function.len() >= MAX_TIMED_FUNCTIONS {
+                        e.per_function.clear();
+                    }
+                    e.per_function.insert(function.to_string(), took);
+                }
+            }
         }
         e.last_done = Some(now);
         e.outstanding = e.outstanding.saturating_sub(1);

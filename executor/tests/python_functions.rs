@@ -140,6 +140,24 @@ fn an_infinite_loop_is_stopped_at_its_deadline_and_the_next_call_is_served() {
 }
 
 #[test]
+fn a_short_deadline_after_a_long_one_still_stops_a_loop_at_its_own_deadline() {
+    // The watchdog sleeps until the deadline of the call it last saw and
+    // is woken only for one ending sooner: this one must wake it.
+    let (functions, _) = registered();
+    let mut h = Harness::start(functions, vec![]);
+    assert_eq!(value(h.call("add", "((1, 2), {})", 600_000)), "3");
+    let started = Instant::now();
+    let e = error(h.call("spin", "((), {})", 700));
+    assert_eq!(e.kind, CallErrorKind::Timeout, "{e:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(value(h.call("add", "((20, 22), {})", 10_000)), "42");
+}
+
+#[test]
 fn a_call_whose_deadline_passes_behind_a_long_one_never_starts() {
     let (functions, _) = registered();
     let mut h = Harness::start(functions, vec![]);

@@ -17,7 +17,7 @@
 //! - [`route`]: [`CacheRoute`], the one way a running function (Python or
 //!   WebAssembly) reaches the node's cache, reading and writing at its
 //!   call's consistency level.
-//! - [`worker`]: the worker thread that runs jobs one at a time, the
+//! - [`worker`]: the worker thread that runs jobs one after another, the
 //!   mailbox of `user.recv`.
 //! - [`driver`]: [`run`], the I/O thread.
 //!

@@ -204,8 +204,6 @@ impl Receiver {
         }
     }
 
-    /// The next message if one is already queued. Malformed frames in front
-    /// of it are counted and skipped.
     /// Opens the frame just received. A large one is handed over to the
     /// message instead of being reused: its large last-writer-wins value
     /// is then a slice of the frame, not a copy
@@ -222,6 +220,9 @@ impl Receiver {
         Ok((msg, principal))
     }
 
+    /// The next message if one is already queued (the messages of a batch
+    /// one by one, in order). Malformed frames in front of it are counted
+    /// and skipped.
     pub fn try_recv(&mut self) -> Result<Option<Message>, TransportError> {
         loop {
             if let Some(msg) = self.batched.pop_front() {
@@ -238,7 +239,8 @@ impl Receiver {
                 Ok((Message::Batch(messages), _)) if messages.iter().any(|m| !m.batchable()) => {
                     self.stats.malformed += 1;
                     let n = self.stats.malformed;
-                    let why = "a batch holding a batch or a node's own message";
+                    // (A batch inside a batch does not even decode.)
+                    let why = "a batch holding a node's own message";
                     log_dropped(
                         &self.address,
                         "malformed",

@@ -2,7 +2,7 @@
 //!
 //! It owns no socket, thread or interpreter. The I/O thread hands it
 //! messages and ticks through [`Role::step`], asks it for the next [`crate::job::Job`]
-//! whenever the worker is idle ([`ExecutorCore::next_job`]), and hands back
+//! while the worker has room ([`ExecutorCore::next_job`], [`MIN_HANDED`]), and hands back
 //! what the worker finished ([`ExecutorCore::job_done`]). Everything it wants
 //! sent comes out of the [`Outbox`]; user messages for the mailbox come out
 //! of [`ExecutorCore::take_deliveries`].

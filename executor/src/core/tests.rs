@@ -210,7 +210,7 @@ fn an_invoke_fetches_the_code_from_the_cache_then_runs_and_answers_the_caller() 
         ("f", &b"f"[..])
     );
     assert_eq!(job.env.peers, vec![("f".to_string(), Address::from(ME))]);
-    assert!(next_job(&mut core).is_none(), "one job at a time");
+    assert!(next_job(&mut core).is_none(), "nothing else queued");
     let sent = finish(&mut core, &job, Ok(b"42".to_vec()));
     assert_eq!(sent.len(), 2);
     assert_eq!(sent[0].0.as_str(), CALLER);

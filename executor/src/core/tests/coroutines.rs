@@ -3,21 +3,6 @@
 
 use super::*;
 
-/// Invokes call `seq` of `name` (warm already).
-fn invoke(core: &mut ExecutorCore, name: &str, seq: u64) {
-    let mut p = single(name);
-    p.id.seq = seq;
-    let sent = step(
-        core,
-        T0,
-        Message::Invoke {
-            plan: p,
-            function: 0,
-        },
-    );
-    assert!(sent.is_empty(), "warm: no fetch: {sent:?}");
-}
-
 /// A core with `limit` coroutine slots where `a` is known to be a
 /// coroutine function (one call of it started and finished) and `f` is warm.
 fn with_async(limit: usize) -> ExecutorCore {
@@ -48,8 +33,8 @@ fn report(core: &mut ExecutorCore) -> ExecutorReport {
 #[test]
 fn a_started_coroutine_frees_the_worker_and_its_result_reaches_the_caller() {
     let mut core = with_async(10);
-    invoke(&mut core, "a", 2);
-    invoke(&mut core, "a", 3);
+    invoke_many(&mut core, "a", 2, 1);
+    invoke_many(&mut core, "a", 3, 1);
     let first = next_job(&mut core).unwrap();
     let second = next_job(&mut core).expect("the next job is handed along");
     assert!(next_job(&mut core).is_none(), "no third: none is queued");
@@ -77,9 +62,9 @@ fn a_started_coroutine_frees_the_worker_and_its_result_reaches_the_caller() {
 fn beyond_the_limit_coroutine_calls_wait_while_plain_calls_still_start() {
     let mut core = with_async(2);
     for seq in 2..6 {
-        invoke(&mut core, "a", seq);
+        invoke_many(&mut core, "a", seq, 1);
     }
-    invoke(&mut core, "f", 6);
+    invoke_many(&mut core, "f", 6, 1);
     let mut started = Vec::new();
     for _ in 0..2 {
         let job = next_job(&mut core).unwrap();
@@ -104,7 +89,7 @@ fn beyond_the_limit_coroutine_calls_wait_while_plain_calls_still_start() {
 #[test]
 fn reports_carry_the_coroutine_slots_and_the_coroutine_functions() {
     let mut core = with_async(5);
-    invoke(&mut core, "a", 2);
+    invoke_many(&mut core, "a", 2, 1);
     let job = next_job(&mut core).unwrap();
     core.job_started(T0, job.seq);
     let r = report(&mut core);
@@ -117,7 +102,7 @@ fn reports_carry_the_coroutine_slots_and_the_coroutine_functions() {
 #[test]
 fn a_coroutine_past_its_deadline_and_grace_is_failed_and_marks_the_executor_stuck() {
     let mut core = with_async(5);
-    invoke(&mut core, "a", 2);
+    invoke_many(&mut core, "a", 2, 1);
     let job = next_job(&mut core).unwrap();
     core.job_started(T0, job.seq);
     let mut out = Outbox::default();

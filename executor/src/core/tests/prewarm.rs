@@ -38,7 +38,7 @@ fn a_prewarm_fetches_the_code_and_loads_it_on_the_worker_without_running_a_call(
         ("f", &[1][..])
     );
     assert!(load.payload.is_empty() && load.upstream.is_empty());
-    assert!(next_job(&mut core).is_none(), "one job at a time");
+    assert!(next_job(&mut core).is_none(), "nothing else to load");
     assert!(
         finish(&mut core, &load, Ok(vec![])).is_empty(),
         "no result, no CallDone"

@@ -196,6 +196,8 @@ pub struct Placement {
     global: HashRing<NodeId>,
     nodes: BTreeMap<NodeId, NodeInfo>,
     holders: HashMap<Address, (NodeId, u64)>,
+    /// Each live thread's direct endpoint, where its node serves one.
+    direct: HashMap<Address, Address>,
     local: BTreeMap<usize, HashRing<u32>>,
     defaults: ReplicationFactor,
     overrides: BTreeMap<Key, ReplicationFactor>,
@@ -224,6 +226,14 @@ impl Placement {
             })
             .flat_map(|(id, inc, info)| info.threads.iter().map(move |t| (t.clone(), (id, inc))))
             .collect();
+        let direct = (nodes.values())
+            .flat_map(|info| {
+                info.threads
+                    .iter()
+                    .cloned()
+                    .zip(info.direct.iter().cloned())
+            })
+            .collect();
         let overrides = state
             .replication
             .reveal()
@@ -235,6 +245,7 @@ impl Placement {
             global: HashRing::new(nodes.keys().copied()),
             nodes,
             holders,
+            direct,
             local,
             defaults,
             overrides,
@@ -254,6 +265,12 @@ impl Placement {
     /// The live node and incarnation a thread address belongs to.
     pub fn holder(&self, thread: &Address) -> Option<(NodeId, u64)> {
         self.holders.get(thread).copied()
+    }
+
+    /// Where a live `thread` takes clients' requests straight over TCP,
+    /// if its node serves that ([`NodeInfo::direct`]).
+    pub fn direct(&self, thread: &Address) -> Option<&Address> {
+        self.direct.get(thread)
     }
 
     /// Whether `thread` held `key` here as the same incarnation it is in
@@ -334,6 +351,7 @@ mod tests {
                 .map(|t| Address(format!("tcp://127.0.0.1:{}", 7000 + id * 10 + t as u64)))
                 .collect(),
             boot: id,
+            direct: Vec::new(),
         }
     }
 

@@ -56,4 +56,9 @@ pub struct NodeInfo {
     /// node (same id, same addresses, empty memory) is told apart from the
     /// incarnation it replaces by it.
     pub boot: u64,
+    /// Where each worker thread also takes clients' requests straight
+    /// over TCP (`tcp://host:port`, in thread order), answered on the
+    /// connection they came on; empty where the node serves none
+    /// (clients then use `threads`).
+    pub direct: Vec<Address>,
 }

@@ -110,12 +110,14 @@ pub struct TransportStats {
     /// the fraction of it the role's thread was busy. Drivers that do not
     /// measure it (the simulator) leave it at zero.
     pub busy_us: u64,
+    /// Requests taken on direct connections (counted in `received` too).
+    pub direct: u64,
 }
 
 impl TransportStats {
     /// The counters by name, for status replies: a role's own counters
     /// followed by these.
-    pub fn named(&self) -> [(&'static str, u64); 7] {
+    pub fn named(&self) -> [(&'static str, u64); 8] {
         [
             ("received", self.received),
             ("malformed", self.malformed),
@@ -124,6 +126,7 @@ impl TransportStats {
             ("sent", self.sent),
             ("dropped", self.dropped),
             ("busy_us", self.busy_us),
+            ("direct", self.direct),
         ]
     }
 }

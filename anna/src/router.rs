@@ -418,6 +418,7 @@ mod tests {
             id: NodeId(id),
             threads: vec![Address(format!("node{id}/t0"))],
             boot: 7,
+            direct: Vec::new(),
         }
     }
 

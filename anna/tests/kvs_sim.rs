@@ -415,6 +415,7 @@ fn node_info(id: u64, boot: u64) -> NodeInfo {
     NodeInfo {
         id: NodeId(id),
         boot,
+        direct: Vec::new(),
         threads: (0..THREADS)
             .map(|t| Address(format!("node{id}/t{t}")))
             .collect(),

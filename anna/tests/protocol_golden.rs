@@ -63,7 +63,7 @@ fn ping_encoding_is_pinned() {
         "ping",
         msg,
         concat!(
-            "0b00", // protocol version 11, u16 LE
+            "0c00", // protocol version 12, u16 LE
             "00",   // mode 0: an open frame
             "00",   // Message::Ping
             "07",   // id
@@ -93,7 +93,7 @@ fn kvs_request_with_an_lww_put_encoding_is_pinned() {
         "kvs-request put lww",
         msg,
         concat!(
-            "0b00", // protocol version 11
+            "0c00", // protocol version 12
             "00",   // open
             "02",   // Message::KvsRequest
             "2a",   // id 42
@@ -136,7 +136,7 @@ fn gossip_of_a_counter_encoding_is_pinned() {
         "gossip counter",
         msg,
         concat!(
-            "0b00", // protocol version 11
+            "0c00", // protocol version 12
             "00",   // open
             "04",   // Message::Gossip
             "0d",
@@ -171,11 +171,13 @@ fn membership_state_encoding_is_pinned() {
             Address::from("tcp://n1:6001"),
         ],
         boot: 7,
+        direct: vec![Address::from("tcp://n1:7000")],
     });
     state.record_join(NodeInfo {
         id: NodeId(2),
         threads: vec![Address::from("tcp://n2:6000")],
         boot: 300,
+        direct: Vec::new(),
     });
     state.record_departure(NodeId(2), 1);
     let msg = Message::Membership(Membership::State(state));
@@ -183,7 +185,7 @@ fn membership_state_encoding_is_pinned() {
         "membership state",
         msg,
         concat!(
-            "0b00", // protocol version 11
+            "0c00", // protocol version 12
             "00",   // open
             "07",   // Message::Membership
             "03",   // Membership::State
@@ -199,6 +201,9 @@ fn membership_state_encoding_is_pinned() {
             "0d",
             "7463703a2f2f6e313a36303031", //       "tcp://n1:6001"
             "07",                         //     boot 7
+            "01",                         //     one direct endpoint:
+            "0d",
+            "7463703a2f2f6e313a37303030", //       "tcp://n1:7000"
             "02",                         // node 2:
             "01",                         //   Max holds a record
             "01",                         //   incarnation 1
@@ -231,7 +236,7 @@ fn call_result_error_encoding_is_pinned() {
         "call-result",
         msg,
         concat!(
-            "0b00", // protocol version 11
+            "0c00", // protocol version 12
             "00",   // open
             "11",   // Message::CallResult (variant 17)
             "fb2c01", "01",     // CallId { caller: 300 (varint), seq: 1 }
@@ -275,7 +280,7 @@ fn storage_report_encoding_is_pinned() {
         "storage-report",
         msg,
         concat!(
-            "0b00", // protocol version 11
+            "0c00", // protocol version 12
             "00",   // open
             "1b",   // Message::StorageReport (variant 27)
             "05",   // id
@@ -312,7 +317,7 @@ fn a_batch_encoding_is_pinned() {
         "batch",
         Message::Batch(vec![ping(1), ping(2)]),
         concat!(
-            "0b00", // protocol version 11
+            "0c00", // protocol version 12
             "00",   // mode 0: an open frame
             "29",   // Message::Batch (variant 41)
             "02",   // two messages, each as it is encoded alone:

@@ -49,6 +49,9 @@ pub struct SquallFactory {
     log: String,
     /// How this factory's clients seal their frames (as the cluster does).
     security: Security,
+    /// Whether clients use the storage threads' direct endpoints
+    /// ([`ClientConfig::direct`]).
+    direct: bool,
 }
 
 /// How a benchmarked cluster seals its frames (`[security]`).
@@ -227,6 +230,7 @@ impl SquallFactory {
             up_args,
             log: log.to_string(),
             security: FrameSecurity::Authenticated.security(),
+            direct: true,
         };
         factory.reread_record()?;
         Ok(factory)
@@ -234,6 +238,19 @@ impl SquallFactory {
 
     /// The same factory, its clients putting at `ack`, named for it:
     /// `squall (1t, ack durable)`, `squall (1t, ack one)`.
+    /// This factory with clients that reach the storage threads over
+    /// ZeroMQ only, not their direct endpoints: the path before them.
+    pub fn over_zmq(mut self) -> Self {
+        self.direct = false;
+        let inner = self
+            .name
+            .trim_start_matches("squall (")
+            .trim_end_matches(')')
+            .to_string();
+        self.name = format!("squall ({inner}, over ZeroMQ)");
+        self
+    }
+
     pub fn with_put_ack(mut self, ack: Ack) -> Self {
         self.ack = ack;
         let level = match ack {
@@ -414,6 +431,7 @@ impl BackendFactory for SquallFactory {
             self.routers.clone(),
             ClientConfig {
                 put_ack: self.ack,
+                direct: self.direct,
                 ..ClientConfig::default()
             },
             &self.security,

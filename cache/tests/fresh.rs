@@ -95,6 +95,7 @@ fn a_write_to_the_kvs_reaches_the_cache_by_subscription_and_the_next_read_is_a_f
         id: NodeId(1),
         threads: vec![free_tcp()],
         boot: 1,
+        direct: Vec::new(),
     };
     let worker = StorageWorker::new(
         WorkerConfig::default(),

@@ -93,11 +93,15 @@ mod tests {
             port: 7100,
             routers: strings(&["tcp://10.0.0.1:7000", "tcp://10.0.0.1:7001"]),
             data_dir: Some("/var/lib/squall/node-3".into()),
+            direct_port: Some(7110),
+            no_direct: false,
         };
         assert!(matches!(parse(kvs.to_args()), Command::Kvs(p) if p == kvs));
         let kvs = KvsArgs {
             threads: None,
             data_dir: None,
+            direct_port: None,
+            no_direct: true,
             ..kvs
         };
         assert!(matches!(parse(kvs.to_args()), Command::Kvs(p) if p == kvs));
@@ -188,6 +192,8 @@ mod tests {
             port: 7100,
             routers: strings(&["tcp://127.0.0.1:7000", "tcp://127.0.0.1:7001"]),
             data_dir: None,
+            direct_port: None,
+            no_direct: false,
         };
         assert_eq!(
             kvs.to_args().unwrap(),

@@ -9,7 +9,8 @@
 //!
 //! Ports: routers at `base`, `base + 1`, ...; schedulers at `base + 50 + s`;
 //! storage node `i` (from 1) at `base + 100 + 20 * (i - 1) + t` for thread
-//! `t`; compute node `n` (from 0) has its cache at `base + 400 + 20 * n` and
+//! `t` (its direct endpoint at `+ 10 + t` with up to 10 threads, free ports
+//! beyond); compute node `n` (from 0) has its cache at `base + 400 + 20 * n` and
 //! its executor `e` at that `+ 1 + e`; the monitor at `base + 60`, its
 //! `/metrics` at `base + 61`; the HTTP gateway at `base + 62`.
 
@@ -203,6 +204,10 @@ pub(crate) fn start_storage_node(
         port: first,
         routers: strings(routers),
         data_dir: Some(launch.data_dir(id)),
+        // Thread t's direct endpoint at first + 10 + t, in the node's
+        // block of 20 ports, where the threads leave room.
+        direct_port: (s.threads <= 10).then(|| port(first, 10)).transpose()?,
+        no_direct: false,
     }
     .to_args()?;
     let addresses = (first..=last).map(|p| launch.tcp(p)).collect();

@@ -17,6 +17,7 @@ use clap::Args;
 use serde::Serialize;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use squall_transport::direct::DirectServer;
 use squall_transport::{Shutdown, TransportError, ZmqDriver};
 use std::path::PathBuf;
 use std::thread::JoinHandle;
@@ -46,6 +47,15 @@ pub struct KvsArgs {
     /// state directory.
     #[arg(long, value_name = "DIR")]
     pub(crate) data_dir: Option<PathBuf>,
+    /// Port of thread 0's direct endpoint, where clients' requests come
+    /// straight over TCP and are answered on their connection; thread t at
+    /// PORT + t (default: free ports, announced with the node).
+    #[arg(long, value_name = "PORT", conflicts_with = "no_direct")]
+    pub(crate) direct_port: Option<u16>,
+    /// Serve no direct endpoint: clients reach the threads over ZeroMQ
+    /// only.
+    #[arg(long)]
+    pub(crate) no_direct: bool,
 }
 
 impl KvsArgs {
@@ -102,6 +112,14 @@ pub(crate) fn spawn_driver_also<R: Role + Send + 'static>(
             .bind_also(a)
             .with_context(|| format!("{name}: binding {a}"))?;
     }
+    spawn(driver, name)
+}
+
+/// Runs `driver` on a thread of its own, named `name`.
+fn spawn<R: Role + Send + 'static>(
+    mut driver: ZmqDriver<R>,
+    name: String,
+) -> Result<(Shutdown, JoinHandle<Result<(), TransportError>>)> {
     let stop = driver.shutdown_handle();
     let thread = std::thread::Builder::new()
         .name(name)
@@ -175,12 +193,25 @@ fn leave(
 
 pub fn run_kvs(args: &KvsArgs, config: &SquallConfig) -> Result<()> {
     let threads = args.threads.unwrap_or_else(|| config.cluster.threads());
+    let mut direct = Vec::new();
+    if !args.no_direct {
+        for t in 0..threads {
+            let port = args
+                .direct_port
+                .map_or("*".to_string(), |p| (p + t).to_string());
+            let at = Address(format!("tcp://{}:{port}", args.host));
+            let server = DirectServer::bind(&at)
+                .with_context(|| format!("binding thread {t}'s direct endpoint {at}"))?;
+            direct.push(server);
+        }
+    }
     let node = NodeInfo {
         id: NodeId(args.id),
         threads: (0..threads)
             .map(|t| Address(format!("tcp://{}:{}", args.host, args.port + t)))
             .collect(),
         boot: squall_transport::clock::fresh_id("boot"),
+        direct: direct.iter().map(|d| d.address().clone()).collect(),
     };
     let routers: Vec<Address> = args.routers.iter().map(|r| Address(r.clone())).collect();
     let ctx = zmq::Context::new();
@@ -204,17 +235,19 @@ pub fn run_kvs(args: &KvsArgs, config: &SquallConfig) -> Result<()> {
             worker = load_keys(worker, disk, u32::from(t), u32::from(threads))?;
         }
         let address = node.threads[usize::from(t)].clone();
-        drivers.push(spawn_driver(
-            &ctx,
-            &address,
-            worker,
-            format!("kvs-{}-{t}", args.id),
-        )?);
+        let name = format!("kvs-{}-{t}", args.id);
+        let mut driver =
+            ZmqDriver::bind(&ctx, &address, worker).with_context(|| format!("starting {name}"))?;
+        if !direct.is_empty() {
+            driver.serve_direct(direct.remove(0));
+        }
+        drivers.push(spawn(driver, name)?);
     }
     tracing::info!(
         node = args.id,
         threads,
         first = %node.threads[0],
+        direct = %node.direct.first().map_or("none", |a| a.as_str()),
         "storage node serving"
     );
     let mut signals = signals()?;

@@ -356,6 +356,7 @@ fn base_cluster_with(seed: u64, executor_capacity: u32) -> Sim<Host> {
         let info = NodeInfo {
             id: NodeId(id),
             boot: 1,
+            direct: Vec::new(),
             threads: vec![addr(&format!("node{id}"))],
         };
         let config = WorkerConfig {

@@ -222,6 +222,7 @@ fn a_departure_is_taken_only_from_the_node_itself_and_only_of_its_incarnation() 
                 id: NodeId(node),
                 threads: vec![Address::from("tcp://127.0.0.1:9")],
                 boot: 1,
+                direct: Vec::new(),
             },
             incarnation: u64::from(u32::MAX),
         });

@@ -677,6 +677,7 @@ mod tests {
             id: NodeId(1),
             threads: vec![Address::from("t0"), Address::from("t1")],
             boot: 1,
+            direct: Vec::new(),
         });
         c
     }

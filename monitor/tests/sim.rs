@@ -43,6 +43,7 @@ fn node(id: u64) -> NodeInfo {
     NodeInfo {
         id: NodeId(id),
         boot: id,
+        direct: Vec::new(),
         threads: vec![Address(format!("node{id}/t0"))],
     }
 }

@@ -6,6 +6,7 @@
 //! one per thread.
 
 use crate::clock;
+use crate::direct::DirectLink;
 use crate::socket::{Receiver, Sender, TransportError};
 use anna::client::{ClientConfig, ClientCore, ClientError, Completion, OpId, OpOutput};
 use anna::cluster::ReplicationFactor;
@@ -13,7 +14,7 @@ use anna::lattice::{KeyState, LatticeValue, Lww, Timestamp, WriterId};
 use anna::protocol::seal::Security;
 use anna::protocol::{Ack, Address, Key, Message, RequestId, Session};
 use anna::role::Outbox;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 impl From<TransportError> for ClientError {
@@ -29,8 +30,20 @@ pub struct Client {
     tx: Sender,
     outbox: Outbox,
     finished: HashMap<OpId, Result<OpOutput, ClientError>>,
+    /// Connections to storage threads' direct endpoints ([`crate::direct`]).
+    links: Vec<DirectLink>,
+    /// Direct endpoints that could not be reached, and until when requests
+    /// for them go over ZeroMQ instead.
+    unreachable: HashMap<Address, Instant>,
+    /// Answers read from links and not yet handled.
+    direct_in: VecDeque<Message>,
+    frame: Vec<u8>,
     _ctx: zmq::Context,
 }
+
+/// How long a direct endpoint that could not be reached is left alone
+/// (its requests go over ZeroMQ meanwhile).
+const UNREACHABLE_FOR: Duration = Duration::from_secs(2);
 
 impl Client {
     /// A client of the cluster whose routers are `routers`, receiving
@@ -86,6 +99,10 @@ impl Client {
             rx,
             outbox: Outbox::default(),
             finished: HashMap::new(),
+            links: Vec::new(),
+            unreachable: HashMap::new(),
+            direct_in: VecDeque::new(),
+            frame: Vec::new(),
             _ctx: ctx,
         })
     }
@@ -297,17 +314,22 @@ impl Client {
     /// Sends what the core queued, then waits for one answer or the core's
     /// next deadline, and returns what that finished.
     fn pump(&mut self) -> Result<Vec<Completion>, ClientError> {
-        for (to, msg) in self.outbox.drain() {
+        let mut outbox = std::mem::take(&mut self.outbox);
+        for (to, msg) in outbox.drain() {
+            if self.send_direct(&to, &msg) {
+                continue;
+            }
             if let Err(e) = self.tx.send(&to, &msg) {
                 tracing::debug!(%to, error = %e, "request not sent; the attempt will time out");
             }
         }
+        self.outbox = outbox;
         let now = clock::now();
         let wait = self
             .core
             .next_tick()
             .map_or(Duration::from_secs(1), |t| t.saturating_since(now));
-        let mut done = match self.rx.recv(Some(wait))? {
+        let mut done = match self.recv(wait)? {
             Some(msg) => self.core.handle(clock::now(), msg, &mut self.outbox),
             None => Vec::new(),
         };
@@ -318,6 +340,111 @@ impl Client {
             done.extend(self.core.tick(now, &mut self.outbox));
         }
         Ok(done)
+    }
+}
+
+impl Client {
+    /// Sends `msg` on the direct link to `to`'s endpoint if the cluster
+    /// state names one (connecting on first use); `false`: send it over
+    /// ZeroMQ instead.
+    fn send_direct(&mut self, to: &Address, msg: &Message) -> bool {
+        if !self.core.config().direct || !matches!(msg, Message::KvsRequest(_)) {
+            return false;
+        }
+        let Some(endpoint) = self.core.direct(to) else {
+            return false;
+        };
+        let link = match self.links.iter().position(|l| l.address() == endpoint) {
+            Some(i) => i,
+            None => {
+                if (self.unreachable.get(endpoint)).is_some_and(|until| Instant::now() < *until) {
+                    return false;
+                }
+                let timeout = self.core.config().attempt_timeout;
+                match DirectLink::connect(endpoint, timeout) {
+                    Ok(link) => {
+                        self.unreachable.remove(endpoint);
+                        self.links.push(link);
+                        self.links.len() - 1
+                    }
+                    Err(e) => {
+                        tracing::debug!(%endpoint, error = %e, "direct endpoint unreachable; using ZeroMQ");
+                        let until = Instant::now() + UNREACHABLE_FOR;
+                        self.unreachable.insert(endpoint.clone(), until);
+                        return false;
+                    }
+                }
+            }
+        };
+        if let Err(e) = self.tx.seal(to, msg, &mut self.frame) {
+            tracing::debug!(%to, error = %e, "request not sent; the attempt will time out");
+            return true;
+        }
+        if let Err(e) = self.links[link].send(&self.frame) {
+            // A node restarted since the link was made, say: one fresh
+            // connection is tried at once.
+            let lost = self.links.swap_remove(link);
+            tracing::debug!(endpoint = %lost.address(), error = %e, "direct link lost");
+            let fresh = DirectLink::connect(lost.address(), self.core.config().attempt_timeout)
+                .and_then(|mut link| link.send(&self.frame).map(|()| link));
+            match fresh {
+                Ok(link) => self.links.push(link),
+                Err(e) => {
+                    tracing::debug!(endpoint = %lost.address(), error = %e, "direct endpoint unreachable; using ZeroMQ");
+                    let until = Instant::now() + UNREACHABLE_FOR;
+                    self.unreachable.insert(lost.address().clone(), until);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// The next answer, from the reply socket or a direct link, waiting at
+    /// most `wait`.
+    fn recv(&mut self, wait: Duration) -> Result<Option<Message>, ClientError> {
+        if self.links.is_empty() {
+            if let Some(msg) = self.direct_in.pop_front() {
+                return Ok(Some(msg));
+            }
+            return Ok(self.rx.recv(Some(wait))?);
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(msg) = self.direct_in.pop_front() {
+                return Ok(Some(msg));
+            }
+            if let Some(msg) = self.rx.try_recv()? {
+                return Ok(Some(msg));
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return Ok(None);
+            };
+            let mut items: Vec<zmq::PollItem> = Vec::with_capacity(1 + self.links.len());
+            items.push(self.rx.poll_item());
+            items.extend(
+                self.links
+                    .iter()
+                    .map(|l| zmq::PollItem::from_fd(l.fd(), zmq::POLLIN)),
+            );
+            let millis = i64::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i64::MAX);
+            match zmq::poll(&mut items, millis) {
+                Ok(0) => return Ok(None),
+                Ok(_) | Err(zmq::Error::EINTR) => {}
+                Err(e) => return Err(TransportError::from(e).into()),
+            }
+            let ready: Vec<bool> = items[1..].iter().map(|i| i.is_readable()).collect();
+            drop(items);
+            for i in (0..ready.len()).rev() {
+                if !ready[i] {
+                    continue;
+                }
+                if let Err(e) = self.links[i].receive(&mut self.rx, &mut self.direct_in) {
+                    let link = self.links.swap_remove(i);
+                    tracing::debug!(endpoint = %link.address(), error = %e, "direct link lost");
+                }
+            }
+        }
     }
 }
 

@@ -17,6 +17,9 @@
 //!   client's and the HTTP gateway's.
 //! - [`endpoint`]: [`Endpoint`], plain request/response against one KVS
 //!   endpoint (a node's cache: an executor's route to it).
+//! - [`direct`]: clients' requests to storage threads over plain TCP,
+//!   polled by the worker thread itself and answered on their connection
+//!   ([`direct::DirectServer`], [`direct::DirectLink`]).
 //! - [`clock`]: the wall clock and fresh ids, for drivers to hand to roles.
 //! - [`security`]: the process's frame security (keys, sealing) that every
 //!   socket uses.
@@ -27,6 +30,7 @@
 pub mod calls;
 pub mod client;
 pub mod clock;
+pub mod direct;
 pub mod endpoint;
 pub mod heap;
 pub mod security;

@@ -21,6 +21,7 @@
 //! ([`Receiver::take_refusal`]), never handed to the role.
 
 use crate::clock;
+use crate::direct::DirectServer;
 use anna::lattice::lww::in_frame;
 use anna::protocol::seal::{OpenError, Opener, Principal, Sealer, Security};
 use anna::protocol::{self, Address, EncodeError, Message};
@@ -80,6 +81,9 @@ pub enum TransportError {
         address: Address,
         source: EncodeError,
     },
+    /// The direct connection an answer was for has closed.
+    #[error("the direct connection {address} has closed; message dropped")]
+    Gone { address: Address },
     /// Any other socket error.
     #[error("socket error: {0}")]
     Socket(#[from] zmq::Error),
@@ -91,6 +95,12 @@ pub use anna::role::TransportStats;
 /// (`ZMQ_MAXMSGSIZE`): the codec's ceiling unless the process set its
 /// `[limits] max_message_bytes` with [`set_max_message_bytes`].
 static MAX_MESSAGE_BYTES: AtomicUsize = AtomicUsize::new(protocol::MAX_FRAME_BYTES);
+
+/// The largest frame this process accepts (see
+/// [`set_max_message_bytes`]).
+pub fn max_message_bytes() -> usize {
+    MAX_MESSAGE_BYTES.load(Ordering::Relaxed)
+}
 
 /// Sets the largest frame every socket this process binds from now on
 /// accepts (at most the codec's ceiling): what a process does with its
@@ -184,6 +194,12 @@ impl Receiver {
         self.stats
     }
 
+    /// The socket's readiness to read, for a wait on it beside other
+    /// things.
+    pub fn poll_item(&self) -> zmq::PollItem<'_> {
+        self.socket.as_poll_item(zmq::POLLIN)
+    }
+
     /// The next message, waiting at most `timeout` (forever if `None`).
     /// Malformed frames are counted and skipped within the same wait.
     pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Option<Message>, TransportError> {
@@ -209,15 +225,12 @@ impl Receiver {
     /// is then a slice of the frame, not a copy
     /// (`anna::lattice::lww::in_frame`).
     fn open_frame(&mut self) -> Result<(Message, Principal), OpenError> {
-        let now = crate::security::unix_secs();
         if self.frame.len() < in_frame::MIN_SLICED {
+            let now = crate::security::unix_secs();
             return self.opener.open(&mut self.frame, now);
         }
-        let mut frame = std::mem::replace(&mut self.frame, zmq::Message::new());
-        let (body, principal) = self.opener.authenticate(&mut frame, now)?;
-        let frame = Bytes::from_owner(Frame(frame));
-        let msg = in_frame::decode(&frame, || anna::protocol::decode_body(&frame[body]))?;
-        Ok((msg, principal))
+        let frame = std::mem::replace(&mut self.frame, zmq::Message::new());
+        open_owned(&mut self.opener, Frame(frame))
     }
 
     /// The next message if one is already queued (the messages of a batch
@@ -235,63 +248,101 @@ impl Receiver {
                 Err(e) => return Err(e.into()),
             }
             let opened = self.open_frame();
-            match opened {
-                Ok((Message::Batch(messages), _)) if messages.iter().any(|m| !m.batchable()) => {
-                    self.stats.malformed += 1;
-                    let n = self.stats.malformed;
-                    // (A batch inside a batch does not even decode.)
-                    let why = "a batch holding a node's own message";
-                    log_dropped(
-                        &self.address,
-                        "malformed",
-                        n,
-                        &why,
-                        "dropped malformed frame",
-                    );
-                }
-                Ok((msg, principal)) => match principal.missing_right(&msg) {
-                    // Every message of a batch was checked: they come out
-                    // one by one, in order.
-                    Ok(()) => match msg {
-                        Message::Batch(messages) => self.batched.extend(messages),
-                        msg => {
-                            self.stats.received += 1;
-                            return Ok(Some(msg));
-                        }
-                    },
-                    Err(why) => {
-                        self.stats.refused += 1;
-                        let n = self.stats.refused;
-                        log_dropped(
-                            &self.address,
-                            "refused",
-                            n,
-                            &why,
-                            "refused a client's message",
-                        );
-                        if self.refusals.len() < MAX_REFUSALS {
-                            self.refusals.extend(msg.refusal(&why));
-                        }
-                    }
-                },
-                Err(e) if e.is_authentication() => {
-                    self.stats.unauthenticated += 1;
-                    let n = self.stats.unauthenticated;
-                    log_dropped(
-                        &self.address,
-                        "unauthenticated",
-                        n,
-                        &e,
-                        "dropped unauthenticated frame",
-                    );
-                }
-                Err(e) => {
-                    self.stats.malformed += 1;
-                    let n = self.stats.malformed;
-                    log_dropped(&self.address, "malformed", n, &e, "dropped malformed frame");
-                }
+            if let Some(msg) = self.admit(opened) {
+                self.stats.received += 1;
+                return Ok(Some(msg));
             }
         }
+    }
+
+    /// Opens a frame that came another way than this receiver's socket (a
+    /// direct connection), with this receiver's keys and replay guard, and
+    /// puts its messages (a batch's one by one, in order) at the end of
+    /// `out`; what it drops is counted and logged as for its own frames.
+    pub fn open_other(&mut self, frame: &mut [u8], out: &mut VecDeque<Message>) {
+        let opened = if frame.len() < in_frame::MIN_SLICED {
+            self.opener.open(frame, crate::security::unix_secs())
+        } else {
+            open_owned(&mut self.opener, frame.to_vec())
+        };
+        let before = self.batched.len();
+        if let Some(msg) = self.admit(opened) {
+            self.stats.received += 1;
+            out.push_back(msg);
+        }
+        let added = self.batched.len() - before;
+        self.stats.received += added as u64;
+        out.extend(self.batched.drain(before..));
+    }
+
+    /// Checks, counts and logs an opened frame: its message if it is one
+    /// a role may take; a batch's messages queued in `batched`; nothing
+    /// for a frame dropped or refused (a refusal's answer is kept for
+    /// [`Receiver::take_refusal`]).
+    fn admit(&mut self, opened: Result<(Message, Principal), OpenError>) -> Option<Message> {
+        match opened {
+            Ok((Message::Batch(messages), _)) if messages.iter().any(|m| !m.batchable()) => {
+                self.stats.malformed += 1;
+                let n = self.stats.malformed;
+                // (A batch inside a batch does not even decode.)
+                let why = "a batch holding a node's own message";
+                log_dropped(
+                    &self.address,
+                    "malformed",
+                    n,
+                    &why,
+                    "dropped malformed frame",
+                );
+            }
+            Ok((msg, principal)) => match principal.missing_right(&msg) {
+                // Every message of a batch was checked: they come out
+                // one by one, in order.
+                Ok(()) => match msg {
+                    Message::Batch(messages) => self.batched.extend(messages),
+                    msg => return Some(msg),
+                },
+                Err(why) => {
+                    self.stats.refused += 1;
+                    let n = self.stats.refused;
+                    log_dropped(
+                        &self.address,
+                        "refused",
+                        n,
+                        &why,
+                        "refused a client's message",
+                    );
+                    if self.refusals.len() < MAX_REFUSALS {
+                        self.refusals.extend(msg.refusal(&why));
+                    }
+                }
+            },
+            Err(e) if e.is_authentication() => {
+                self.stats.unauthenticated += 1;
+                let n = self.stats.unauthenticated;
+                log_dropped(
+                    &self.address,
+                    "unauthenticated",
+                    n,
+                    &e,
+                    "dropped unauthenticated frame",
+                );
+            }
+            Err(e) => self.count_malformed(&e),
+        }
+        None
+    }
+
+    /// Counts and logs a frame dropped as malformed.
+    pub fn count_malformed(&mut self, error: &dyn std::fmt::Display) {
+        self.stats.malformed += 1;
+        let n = self.stats.malformed;
+        log_dropped(
+            &self.address,
+            "malformed",
+            n,
+            error,
+            "dropped malformed frame",
+        );
     }
 
     /// The next answer to a refused client request, for the driver to
@@ -315,6 +366,19 @@ fn log_dropped(
     } else {
         debug!(%address, counter, n, %error, "{what}");
     }
+}
+
+/// Opens a large frame the decoded message may keep slices of: its large
+/// last-writer-wins values are parts of `frame`, not copies.
+fn open_owned<F>(opener: &mut Opener, mut frame: F) -> Result<(Message, Principal), OpenError>
+where
+    F: AsRef<[u8]> + AsMut<[u8]> + Send + Sync + 'static,
+{
+    let now = crate::security::unix_secs();
+    let (body, principal) = opener.authenticate(frame.as_mut(), now)?;
+    let frame = Bytes::from_owner(frame);
+    let msg = in_frame::decode(&frame, || anna::protocol::decode_body(&frame[body]))?;
+    Ok((msg, principal))
 }
 
 struct Peer {
@@ -366,6 +430,27 @@ impl Sender {
             });
         }
         self.send_frame(to)
+    }
+
+    /// Seals `msg` for `to` into `frame` (replacing its contents), for a
+    /// frame that leaves another way than this sender's sockets (a direct
+    /// connection): one sealer, so one sequence of counters, for both.
+    pub fn seal(
+        &mut self,
+        to: &Address,
+        msg: &Message,
+        frame: &mut Vec<u8>,
+    ) -> Result<(), TransportError> {
+        let now = crate::security::unix_secs();
+        self.sealer.seal_into(msg, now, frame).map_err(|source| {
+            self.stats.dropped += 1;
+            TransportError::Encode {
+                address: to.clone(),
+                source,
+            }
+        })?;
+        self.stats.sent += 1;
+        Ok(())
     }
 
     /// Queues raw bytes for `to`: for tests that speak garbage on purpose.
@@ -452,22 +537,28 @@ fn poll_millis(d: Duration) -> i64 {
     i64::try_from(d.as_micros().div_ceil(1000)).unwrap_or(i64::MAX)
 }
 
-/// Waits at most `wait` until one of `sockets` (three at most) can be
-/// read; which can, in order. A signal cutting the wait short is no error:
-/// nothing is ready.
+/// Waits at most `wait` until one of `sockets` (three at most) or the
+/// descriptor `fd` can be read; which can, in order, `fd` last. A signal
+/// cutting the wait short is no error: nothing is ready.
 fn poll_readable<const N: usize>(
     sockets: [&zmq::Socket; N],
+    fd: Option<std::os::fd::RawFd>,
     wait: Duration,
-) -> Result<[bool; 3], zmq::Error> {
-    let mut items = sockets.map(|s| s.as_poll_item(zmq::POLLIN));
-    match zmq::poll(&mut items, poll_millis(wait)) {
+) -> Result<[bool; 4], zmq::Error> {
+    let mut items: [zmq::PollItem; 4] = std::array::from_fn(|i| match sockets.get(i) {
+        Some(s) => s.as_poll_item(zmq::POLLIN),
+        None => zmq::PollItem::from_fd(fd.unwrap_or(-1), zmq::POLLIN),
+    });
+    let used = N + usize::from(fd.is_some());
+    match zmq::poll(&mut items[..used], poll_millis(wait)) {
         Ok(_) | Err(zmq::Error::EINTR) => {}
         Err(e) => return Err(e),
     }
-    let mut readable = [false; 3];
-    for (r, item) in readable.iter_mut().zip(&items) {
+    let mut readable = [false; 4];
+    for (r, item) in readable.iter_mut().zip(&items[..N]) {
         *r = item.is_readable();
     }
+    readable[3] = fd.is_some() && items[N].is_readable();
     Ok(readable)
 }
 
@@ -510,6 +601,9 @@ pub struct ZmqDriver<R: Role> {
     sender: Sender,
     control: zmq::Socket,
     wake: Option<zmq::Socket>,
+    /// Clients' requests straight over TCP, where the role serves them
+    /// ([`ZmqDriver::serve_direct`]).
+    direct: Option<crate::direct::DirectServer>,
     shutdown: Shutdown,
     outbox: Outbox,
     /// The frames of a flush: their address, the seal of the messages
@@ -552,6 +646,7 @@ impl<R: Role> ZmqDriver<R> {
             sender: Sender::new(ctx),
             control,
             wake: None,
+            direct: None,
             shutdown: Shutdown {
                 ctx: ctx.clone(),
                 endpoint,
@@ -581,6 +676,18 @@ impl<R: Role> ZmqDriver<R> {
     /// own). A role woken this way checks its own deadlines on a tick.
     pub fn wake_on(&mut self, wake: zmq::Socket) {
         self.wake = Some(wake);
+    }
+
+    /// Also takes clients' requests on `server`'s connections, polled in
+    /// the same wait as the role's socket, and sends what the role answers
+    /// to them back on their connection ([`crate::direct`]).
+    pub fn serve_direct(&mut self, server: crate::direct::DirectServer) {
+        self.direct = Some(server);
+    }
+
+    /// The direct endpoint served, if any.
+    pub fn direct(&self) -> Option<&crate::direct::DirectServer> {
+        self.direct.as_ref()
     }
 
     /// Sends through sockets of `ctx` from now on. Dropping a context waits
@@ -632,6 +739,7 @@ impl<R: Role> ZmqDriver<R> {
             sent: s.sent,
             dropped: s.dropped,
             busy_us: self.busy_ns / 1000,
+            direct: self.direct.as_ref().map_or(0, DirectServer::taken),
         }
     }
 
@@ -680,7 +788,13 @@ impl<R: Role> ZmqDriver<R> {
     /// Sends one frame; a batch too large for a frame goes message by
     /// message.
     fn send(&mut self, to: &Address, msg: Message) {
-        match (self.sender.send(to, &msg), msg) {
+        let sent = match &mut self.direct {
+            Some(direct) if DirectServer::names_connection(to) => {
+                direct.send(to, &msg, &mut self.sender)
+            }
+            _ => self.sender.send(to, &msg),
+        };
+        match (sent, msg) {
             (Err(TransportError::Encode { .. }), Message::Batch(messages)) => {
                 for msg in messages {
                     self.send(to, msg);
@@ -691,6 +805,15 @@ impl<R: Role> ZmqDriver<R> {
             }
             (Err(error), msg) => debug!(%to, kind = msg.kind(), %error, "message not sent"),
             (Ok(()), _) => {}
+        }
+    }
+
+    /// Answers the client requests the receiver refused.
+    fn send_refusals(&mut self) {
+        while let Some((to, refusal)) = self.receiver.take_refusal() {
+            if let Err(error) = self.sender.send(&to, &refusal) {
+                debug!(%to, %error, "refusal not sent");
+            }
         }
     }
 
@@ -729,10 +852,14 @@ impl<R: Role> Driver for ZmqDriver<R> {
             }
             wait = wait.min(due.saturating_since(now));
         }
+        if self.direct.as_ref().is_some_and(DirectServer::has_taken) {
+            wait = Duration::ZERO;
+        }
         let (control, inbox) = (&self.control, &self.receiver.socket);
-        let [stop, ready, woken] = match &self.wake {
-            Some(wake) => poll_readable([control, inbox, wake], wait)?,
-            None => poll_readable([control, inbox], wait)?,
+        let direct = self.direct.as_ref().map(DirectServer::fd);
+        let [stop, ready, woken, connections] = match &self.wake {
+            Some(wake) => poll_readable([control, inbox, wake], direct, wait)?,
+            None => poll_readable([control, inbox], direct, wait)?,
         };
         if stop {
             self.stopped = true;
@@ -764,11 +891,26 @@ impl<R: Role> Driver for ZmqDriver<R> {
                 }
             }
             self.flush();
-            while let Some((to, refusal)) = self.receiver.take_refusal() {
-                if let Err(error) = self.sender.send(&to, &refusal) {
-                    debug!(%to, %error, "refusal not sent");
+            self.send_refusals();
+            self.count_busy(started);
+        }
+        if connections || self.direct.as_ref().is_some_and(DirectServer::has_taken) {
+            let started = Instant::now();
+            if let Some(direct) = self.direct.as_mut().filter(|_| connections) {
+                direct.take_up(&mut self.receiver);
+            }
+            for n in 1..=DELIVERY_BATCH {
+                let Some(msg) = self.direct.as_mut().and_then(DirectServer::next_request) else {
+                    break;
+                };
+                self.handle(Input::Message(msg));
+                delivered = true;
+                if n % FLUSH_EVERY == 0 {
+                    self.flush();
                 }
             }
+            self.flush();
+            self.send_refusals();
             self.count_busy(started);
         }
         Ok(if delivered {
@@ -793,5 +935,11 @@ unsafe impl Sync for Frame {}
 impl AsRef<[u8]> for Frame {
     fn as_ref(&self) -> &[u8] {
         &self.0
+    }
+}
+
+impl AsMut<[u8]> for Frame {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.0
     }
 }

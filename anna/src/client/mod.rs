@@ -48,6 +48,11 @@ pub struct ClientConfig {
     /// "not mine" to tell the client.
     #[serde(with = "crate::config::millis")]
     pub placement_refresh: Duration,
+    /// Send requests to a storage thread straight over TCP where its node
+    /// serves that (answers come back on the same connection: two thread
+    /// crossings instead of four); otherwise, or with `false`, over
+    /// ZeroMQ.
+    pub direct: bool,
     /// The `[limits]` section: a put over `max_value_bytes` fails at once,
     /// without being sent. Set by the process from the config file's own
     /// section.
@@ -63,6 +68,7 @@ impl Default for ClientConfig {
             put_ack: Ack::FirstReplica,
             delete_ack: Ack::All,
             placement_refresh: Duration::from_secs(1),
+            direct: true,
             limits: crate::config::Limits::default(),
         }
     }
@@ -321,6 +327,13 @@ impl ClientCore {
     /// The routers this client asks.
     pub fn routers(&self) -> &[Address] {
         &self.routers
+    }
+
+    /// Where storage thread `thread` takes requests straight over TCP, as
+    /// the cluster state this client holds says (see
+    /// [`crate::cluster::Placement::direct`]).
+    pub fn direct(&self, thread: &Address) -> Option<&Address> {
+        self.placement.as_ref()?.direct(thread)
     }
 
     /// Its settings.
@@ -937,6 +950,7 @@ mod tests {
                 .map(|t| Address(format!("inproc://thread-{t}")))
                 .collect(),
             boot: 1,
+            direct: Vec::new(),
         });
         Message::StatusReply {
             id,

@@ -256,6 +256,7 @@ mod tests {
         NodeInfo {
             id: NodeId(3),
             boot: 1,
+            direct: Vec::new(),
             threads: vec![Address::from("t0"), Address::from("t1")],
         }
     }

@@ -316,4 +316,17 @@ impl Message {
     pub fn batchable(&self) -> bool {
         !matches!(self, Message::Batch(_)) && self.speaks_for().is_none()
     }
+
+    /// Where a client's request to a storage thread is answered: what a
+    /// request taken on a direct connection has replaced by that
+    /// connection. `None` for every other message (none of them may come
+    /// that way).
+    pub fn direct_reply_to(&mut self) -> Option<&mut Address> {
+        match self {
+            Message::Ping { reply_to, .. }
+            | Message::StatusRequest { reply_to, .. }
+            | Message::KvsRequest(KvsRequest { reply_to, .. }) => Some(reply_to),
+            _ => None,
+        }
+    }
 }

@@ -53,6 +53,7 @@ impl KvsDouble {
             id: NodeId(1),
             threads: vec![at.into()],
             boot: 1,
+            direct: Vec::new(),
         };
         let replication = ReplicationFactor {
             global: 1,

@@ -167,6 +167,7 @@ fn cluster_state() -> ClusterState {
 fn node(id: u64, threads: usize) -> NodeInfo {
     NodeInfo {
         boot: id * 1_000_003,
+        direct: Vec::new(),
         id: NodeId(id),
         threads: (0..threads)
             .map(|t| Address(format!("tcp://10.0.0.{id}:{}", 6000 + t)))

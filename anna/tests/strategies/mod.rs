@@ -593,6 +593,7 @@ pub fn node_info() -> impl Strategy<Value = NodeInfo> {
     (1u64..=3, 1usize..=2, 0u64..2).prop_map(|(id, threads, boot)| NodeInfo {
         id: NodeId(id),
         boot,
+        direct: Vec::new(),
         threads: (0..threads)
             .map(|t| Address(format!("node{id}/b{boot}/t{t}")))
             .collect(),

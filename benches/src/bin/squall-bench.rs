@@ -25,7 +25,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use squall_benches::recovery::{self, StopKind};
 use squall_benches::redis::{Persistence, RedisFactory};
 use squall_benches::squall::{FrameSecurity, SquallFactory};
-use squall_benches::zmq_floor::ZmqFloorFactory;
+use squall_benches::zmq_floor::{TcpFloorFactory, ZmqFloorFactory};
 use squall_benches::{
     run_interleaved_pooled, table, BackendFactory, ConnectionPool, Report, Stop, Workload,
 };
@@ -416,6 +416,12 @@ enum BackendName {
     Redis,
     /// Not a store: one ZeroMQ ping round trip per request.
     ZmqFloor,
+    /// Squall with its clients reaching the storage threads over ZeroMQ
+    /// only (not their direct endpoints): the path before them.
+    SquallZmq,
+    /// Not a store: one ping round trip per request over a direct
+    /// endpoint's TCP connection.
+    TcpFloor,
 }
 
 fn main() -> ExitCode {
@@ -908,6 +914,19 @@ fn start(
                 }
             }
         }
+        BackendName::SquallZmq => {
+            for &threads in &args.squall_threads {
+                let base = 17_100 + 300 * *squall_clusters;
+                *squall_clusters += 1;
+                let factory =
+                    SquallFactory::start(threads, base).context("starting the Squall cluster")?;
+                out.push((Box::new(factory.over_zmq()), Class::Periodic));
+            }
+        }
+        BackendName::TcpFloor => out.push((
+            Box::new(TcpFloorFactory::start().context("starting the tcp-floor responder")?),
+            Class::Memory,
+        )),
         BackendName::Squall => {
             let acks = squall_acks(args);
             for &threads in &args.squall_threads {

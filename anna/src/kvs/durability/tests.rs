@@ -16,6 +16,7 @@ fn me() -> NodeInfo {
         id: NodeId(1),
         threads: vec![Address::from("w1")],
         boot: 1,
+        direct: Vec::new(),
     }
 }
 
@@ -237,6 +238,7 @@ fn under_flush_always_a_write_asking_for_two_replicas_waits_for_the_sync_and_the
         id: NodeId(2),
         threads: vec![Address::from("w2")],
         boot: 1,
+        direct: Vec::new(),
     };
     let two = WorkerConfig {
         replication: ReplicationFactor {

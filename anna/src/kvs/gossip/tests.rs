@@ -21,6 +21,7 @@ fn node(id: u64) -> NodeInfo {
         id: NodeId(id),
         threads: vec![Address::from(format!("w{id}").as_str())],
         boot: 1,
+        direct: Vec::new(),
     }
 }
 

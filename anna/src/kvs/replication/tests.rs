@@ -19,6 +19,7 @@ fn worker() -> StorageWorker {
         id: NodeId(1),
         threads: vec![Address::from("w0")],
         boot: 1,
+        direct: Vec::new(),
     };
     let config = WorkerConfig {
         replication: DEFAULT,

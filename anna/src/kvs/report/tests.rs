@@ -17,6 +17,7 @@ fn worker() -> StorageWorker {
         id: NodeId(7),
         threads: vec![Address::from("w0")],
         boot: 1,
+        direct: Vec::new(),
     };
     let config = WorkerConfig {
         replication: ReplicationFactor {
@@ -135,6 +136,7 @@ fn a_misrouted_key_is_not_counted_as_an_access() {
             id: NodeId(1),
             threads: vec![Address::from("w0")],
             boot: 1,
+            direct: Vec::new(),
         },
         0,
         Vec::new(),

@@ -16,6 +16,7 @@ fn node(id: u64, thread: &str) -> NodeInfo {
         id: NodeId(id),
         threads: vec![Address::from(thread)],
         boot: 1,
+        direct: Vec::new(),
     }
 }
 

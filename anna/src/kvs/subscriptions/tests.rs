@@ -15,6 +15,7 @@ fn worker(joined: bool) -> StorageWorker {
         id: NodeId(1),
         threads: vec![Address::from("w0")],
         boot: 1,
+        direct: Vec::new(),
     };
     let config = WorkerConfig {
         replication: ReplicationFactor {

@@ -1,0 +1,597 @@
+//! The direct path: clients' requests to storage threads over plain TCP,
+//! answered on the connection they came on.
+//!
+//! A request over ZeroMQ crosses four threads (the client's, its ZeroMQ
+//! I/O thread, the server's I/O thread, the worker) and a reply the same
+//! four back. On the direct path a client thread writes its sealed frame to
+//! a TCP connection the worker thread itself polls (beside its ZeroMQ
+//! socket, in the same wait), and the worker writes the answer back on that
+//! connection: two threads, as a request to Redis crosses.
+//!
+//! Frames are the protocol's sealed frames, each after its length (a `u32`,
+//! little endian); they are opened, checked and counted by the worker's own
+//! [`Receiver`] (its keys, its replay guard, its counters), so a frame is
+//! trusted on this path exactly as much as on the other. Only a client's
+//! requests to a storage thread may come this way
+//! ([`Message::direct_reply_to`]); anything else is counted as malformed and
+//! dropped, and a connection that sends a length beyond the receiver's
+//! largest frame is closed.
+//!
+//! Inside the worker's process a request taken on a connection carries the
+//! address `direct://<slot>.<generation>` of that connection instead of the
+//! reply address it was sent with: whatever the role answers there goes
+//! back on it, and to nobody else (a client cannot have another's answers
+//! sent to its connection). A connection closed is forgotten with its
+//! generation: late answers for it are dropped, and the client retries.
+//!
+//! Nodes learn where each thread serves this from the cluster state
+//! ([`anna::ids::NodeInfo::direct`]); everything else (gossip, the compute
+//! tier, the routers) stays on ZeroMQ.
+
+use crate::socket::{Receiver, Sender, TransportError};
+use anna::protocol::{Address, Message};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
+use tracing::{debug, info, warn};
+
+/// The scheme of the reply addresses that name a direct connection inside
+/// the process that took its requests.
+pub const SCHEME: &str = "direct://";
+/// How many connections one worker thread keeps; more are refused (closed
+/// at once) and counted.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// How many answer bytes a connection may have waiting for a client that
+/// does not read them before it is closed.
+pub const MAX_UNSENT: usize = 256 << 20;
+/// How much a read takes from a connection at a time.
+const READ_CHUNK: usize = 64 << 10;
+/// How long a client waits for its request to be taken by a connection
+/// whose buffers are full before it gives the connection up.
+pub const SEND_WAIT: Duration = Duration::from_secs(2);
+
+const LISTENER: Token = Token(usize::MAX);
+
+/// The `host:port` of a `tcp://host:port` address (`*` as port 0).
+pub fn socket_addr(address: &Address) -> io::Result<SocketAddr> {
+    let rest = address.as_str().strip_prefix("tcp://").ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a direct endpoint is tcp://host:port, not {address}"),
+        )
+    })?;
+    let (host, port) = rest.rsplit_once(':').ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("no port in {address}"))
+    })?;
+    let port = if port == "*" { "0" } else { port };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (host, port.parse::<u16>().map_err(io::Error::other)?)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{address} resolves to nothing"),
+            )
+        })
+}
+
+/// Frames arriving on a stream: bytes read, cut at the lengths. The buffer
+/// is kept initialized and only grows (zeroed once, not per read).
+#[derive(Default)]
+struct FrameReader {
+    buf: Vec<u8>,
+    /// Where the next frame's length starts.
+    at: usize,
+    /// How far `buf` holds bytes read.
+    filled: usize,
+    /// The length the frame at `at` needs in all, once known.
+    want: usize,
+}
+
+/// Why a connection ends.
+enum Ended {
+    /// The peer closed it, or it failed.
+    Closed(io::Error),
+    /// The peer announced a frame larger than this end accepts.
+    Oversized(usize),
+}
+
+impl FrameReader {
+    /// Reads what `stream` has, until a read comes back short (the
+    /// stream's queue is empty then: any later byte is a new readiness) or
+    /// would block. `Err` when the stream ended.
+    fn fill(&mut self, stream: &mut impl Read) -> Result<(), Ended> {
+        loop {
+            self.make_room();
+            let room = self.buf.len() - self.filled;
+            match stream.read(&mut self.buf[self.filled..]) {
+                Ok(0) => return Err(Ended::Closed(io::ErrorKind::UnexpectedEof.into())),
+                Ok(n) => {
+                    self.filled += n;
+                    if n < room {
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Ended::Closed(e)),
+            }
+        }
+    }
+
+    /// Moves the unread bytes to the front when the room behind them runs
+    /// short, and grows the buffer to hold the frame being read.
+    fn make_room(&mut self) {
+        if self.buf.len() - self.filled >= READ_CHUNK / 2 && self.buf.len() >= self.at + self.want {
+            return;
+        }
+        if self.at > 0 {
+            self.buf.copy_within(self.at..self.filled, 0);
+            self.filled -= self.at;
+            self.at = 0;
+        }
+        let needed = (self.filled + READ_CHUNK).max(self.want);
+        if self.buf.len() < needed {
+            self.buf.resize(needed.next_power_of_two(), 0);
+        }
+    }
+
+    /// The next whole frame read, if any; a length beyond `max` ends the
+    /// stream.
+    fn next_frame(&mut self, max: usize) -> Result<Option<&mut [u8]>, Ended> {
+        let Some(prefix) = self.buf[..self.filled].get(self.at..self.at + 4) else {
+            self.want = 0;
+            return Ok(None);
+        };
+        let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+        if len > max {
+            return Err(Ended::Oversized(len));
+        }
+        let start = self.at + 4;
+        if self.filled < start + len {
+            self.want = 4 + len;
+            return Ok(None);
+        }
+        self.at = start + len;
+        self.want = 0;
+        if self.at == self.filled {
+            self.at = 0;
+            self.filled = 0;
+        }
+        Ok(Some(&mut self.buf[start..start + len]))
+    }
+}
+
+/// Frames leaving on a stream: written at once as far as the stream takes
+/// them, the rest kept until it is writable again.
+#[derive(Default)]
+struct FrameWriter {
+    unsent: Vec<u8>,
+    at: usize,
+}
+
+impl FrameWriter {
+    /// Writes `frame` after its length, after what is still unsent.
+    fn send(&mut self, stream: &mut impl Write, frame: &[u8]) -> io::Result<()> {
+        let len = u32::try_from(frame.len()).map_err(io::Error::other)?;
+        let prefix = len.to_le_bytes();
+        let mut written = 0;
+        if self.at == self.unsent.len() {
+            self.unsent.clear();
+            self.at = 0;
+            written = loop {
+                match stream.write_vectored(&[IoSlice::new(&prefix), IoSlice::new(frame)]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 0,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+        }
+        // Whatever was not written waits, prefix and frame in order.
+        if written < 4 {
+            self.unsent.extend_from_slice(&prefix[written..]);
+            self.unsent.extend_from_slice(frame);
+        } else {
+            self.unsent.extend_from_slice(&frame[written - 4..]);
+        }
+        if self.unsent.len() - self.at > MAX_UNSENT {
+            return Err(io::Error::other("the peer does not read its answers"));
+        }
+        self.flush(stream)
+    }
+
+    /// Writes what is unsent, as far as the stream takes it.
+    fn flush(&mut self, stream: &mut impl Write) -> io::Result<()> {
+        while self.at < self.unsent.len() {
+            match stream.write(&self.unsent[self.at..]) {
+                Ok(n) => self.at += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.unsent.clear();
+        self.at = 0;
+        Ok(())
+    }
+
+    fn pending(&self) -> bool {
+        self.at < self.unsent.len()
+    }
+}
+
+/// One client's connection to a worker thread.
+struct Connection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// `direct://<slot>.<generation>`: what its requests carry as their
+    /// reply address inside the process.
+    reply_to: Address,
+    reader: FrameReader,
+    writer: FrameWriter,
+}
+
+/// A worker thread's direct endpoint: the listening socket, the clients'
+/// connections, and the requests taken from them, for its driver
+/// ([`crate::ZmqDriver::serve_direct`]).
+pub struct DirectServer {
+    poll: Poll,
+    events: Events,
+    listener: TcpListener,
+    address: Address,
+    slots: Vec<Option<Connection>>,
+    free: Vec<usize>,
+    generation: u64,
+    /// Requests taken and not yet handed to the role.
+    taken: VecDeque<Message>,
+    opened: VecDeque<Message>,
+    frame: Vec<u8>,
+    refused_connections: u64,
+    /// Requests taken, in all.
+    requests: u64,
+}
+
+impl DirectServer {
+    /// Listens at `address` (`tcp://host:port`; port `*` picks a free one,
+    /// which [`DirectServer::address`] then names).
+    pub fn bind(address: &Address) -> io::Result<Self> {
+        let at = socket_addr(address)?;
+        let mut listener = TcpListener::bind(at)?;
+        let bound = listener.local_addr()?;
+        let host = address
+            .as_str()
+            .strip_prefix("tcp://")
+            .and_then(|r| r.rsplit_once(':'))
+            .map_or_else(|| bound.ip().to_string(), |(h, _)| h.to_string());
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        Ok(DirectServer {
+            poll,
+            events: Events::with_capacity(256),
+            listener,
+            address: Address(format!("tcp://{host}:{}", bound.port())),
+            slots: Vec::new(),
+            free: Vec::new(),
+            generation: 0,
+            taken: VecDeque::new(),
+            opened: VecDeque::new(),
+            frame: Vec::new(),
+            refused_connections: 0,
+            requests: 0,
+        })
+    }
+
+    /// Where clients connect.
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// A descriptor readable whenever a connection has something to take
+    /// up, for the driver's wait.
+    pub fn fd(&self) -> RawFd {
+        self.poll.as_raw_fd()
+    }
+
+    /// How many clients are connected.
+    pub fn connections(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    /// How many requests have been taken, in all.
+    pub fn taken(&self) -> u64 {
+        self.requests
+    }
+
+    /// Whether requests taken are waiting for the role.
+    pub fn has_taken(&self) -> bool {
+        !self.taken.is_empty()
+    }
+
+    /// The next request taken, its reply address naming its connection.
+    pub fn next_request(&mut self) -> Option<Message> {
+        self.taken.pop_front()
+    }
+
+    /// Takes up what the connections have: new clients, requests (opened
+    /// and checked by `receiver`), answers that can now leave. Never waits.
+    pub fn take_up(&mut self, receiver: &mut Receiver) {
+        match self.poll.poll(&mut self.events, Some(Duration::ZERO)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
+            Err(e) => {
+                warn!(address = %self.address, error = %e, "direct endpoint: poll failed");
+                return;
+            }
+        }
+        let ready: Vec<(Token, bool, bool)> = (self.events.iter())
+            .map(|e| {
+                (
+                    e.token(),
+                    e.is_readable() || e.is_read_closed(),
+                    e.is_writable(),
+                )
+            })
+            .collect();
+        for (token, readable, writable) in ready {
+            if token == LISTENER {
+                self.accept();
+                continue;
+            }
+            if writable {
+                self.flush(token.0);
+            }
+            if readable {
+                self.read(token.0, receiver);
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, peer)) => {
+                    if self.connections() >= MAX_CONNECTIONS {
+                        self.refused_connections += 1;
+                        if self.refused_connections.is_power_of_two() {
+                            warn!(address = %self.address, %peer, max = MAX_CONNECTIONS,
+                                  n = self.refused_connections, "direct endpoint: too many connections; closed");
+                        }
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    let slot = self.free.pop().unwrap_or_else(|| {
+                        self.slots.push(None);
+                        self.slots.len() - 1
+                    });
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    if let Err(e) =
+                        self.poll
+                            .registry()
+                            .register(&mut stream, Token(slot), interest)
+                    {
+                        warn!(address = %self.address, error = %e, "direct endpoint: cannot watch a connection");
+                        self.free.push(slot);
+                        continue;
+                    }
+                    self.generation += 1;
+                    debug!(address = %self.address, %peer, slot, "direct connection opened");
+                    self.slots[slot] = Some(Connection {
+                        stream,
+                        peer,
+                        reply_to: Address(format!("{SCHEME}{slot}.{}", self.generation)),
+                        reader: FrameReader::default(),
+                        writer: FrameWriter::default(),
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Out of descriptors, say: the rest wait in the backlog.
+                    warn!(address = %self.address, error = %e, "direct endpoint: accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn read(&mut self, slot: usize, receiver: &mut Receiver) {
+        let max = crate::socket::max_message_bytes();
+        let Some(Some(conn)) = self.slots.get_mut(slot) else {
+            return;
+        };
+        let mut ended = conn.reader.fill(&mut conn.stream).err();
+        // Frames read before an end are taken all the same.
+        loop {
+            let frame = match conn.reader.next_frame(max) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    ended = Some(e);
+                    break;
+                }
+            };
+            receiver.open_other(frame, &mut self.opened);
+            for mut msg in self.opened.drain(..) {
+                match msg.direct_reply_to() {
+                    Some(reply_to) => {
+                        *reply_to = conn.reply_to.clone();
+                        self.requests += 1;
+                        self.taken.push_back(msg);
+                    }
+                    None => receiver.count_malformed(&format_args!(
+                        "a {} on a direct connection, which takes clients' requests only",
+                        msg.kind()
+                    )),
+                }
+            }
+        }
+        match ended {
+            None => {}
+            Some(Ended::Closed(e)) => {
+                debug!(address = %self.address, peer = %conn.peer, error = %e, "direct connection closed");
+                self.close(slot);
+            }
+            Some(Ended::Oversized(len)) => {
+                receiver.count_malformed(&format_args!(
+                    "a frame of {len} bytes announced (at most {max}); connection closed"
+                ));
+                self.close(slot);
+            }
+        }
+    }
+
+    fn flush(&mut self, slot: usize) {
+        let Some(Some(conn)) = self.slots.get_mut(slot) else {
+            return;
+        };
+        if let Err(e) = conn.writer.flush(&mut conn.stream) {
+            debug!(address = %self.address, peer = %conn.peer, error = %e, "direct connection failed");
+            self.close(slot);
+        }
+    }
+
+    fn close(&mut self, slot: usize) {
+        if let Some(mut conn) = self.slots.get_mut(slot).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            self.free.push(slot);
+        }
+    }
+
+    /// Whether `to` names a connection of a direct endpoint.
+    pub fn names_connection(to: &Address) -> bool {
+        to.as_str().starts_with(SCHEME)
+    }
+
+    /// Sends `msg` on the connection `to` names, sealed by `sender`. An
+    /// answer for a connection that has closed since is dropped (its
+    /// client retries), and so is one that cannot be sealed.
+    pub fn send(
+        &mut self,
+        to: &Address,
+        msg: &Message,
+        sender: &mut Sender,
+    ) -> Result<(), TransportError> {
+        let slot = to.as_str()[SCHEME.len()..]
+            .split_once('.')
+            .and_then(|(s, _)| s.parse::<usize>().ok());
+        let conn = slot.and_then(|s| self.slots.get_mut(s)?.as_mut().map(|c| (s, c)));
+        let Some((slot, conn)) = conn.filter(|(_, c)| c.reply_to == *to) else {
+            return Err(TransportError::Gone {
+                address: to.clone(),
+            });
+        };
+        sender.seal(to, msg, &mut self.frame)?;
+        if let Err(e) = conn.writer.send(&mut conn.stream, &self.frame) {
+            debug!(address = %self.address, peer = %conn.peer, error = %e, "direct connection failed");
+            self.close(slot);
+            return Err(TransportError::Gone {
+                address: to.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether answers wait for connections to take them.
+    pub fn unsent(&self) -> bool {
+        self.slots.iter().flatten().any(|c| c.writer.pending())
+    }
+}
+
+impl Drop for DirectServer {
+    fn drop(&mut self) {
+        if self.connections() > 0 {
+            info!(address = %self.address, connections = self.connections(), "direct endpoint closed");
+        }
+    }
+}
+
+/// A client's connection to one worker thread's direct endpoint.
+pub struct DirectLink {
+    stream: std::net::TcpStream,
+    address: Address,
+    reader: FrameReader,
+    writer: FrameWriter,
+}
+
+impl DirectLink {
+    /// Connects to `address` (a thread's direct endpoint), waiting at most
+    /// `timeout`.
+    pub fn connect(address: &Address, timeout: Duration) -> io::Result<Self> {
+        let stream = std::net::TcpStream::connect_timeout(&socket_addr(address)?, timeout)?;
+        stream.set_nodelay(true)?;
+        stream.set_nonblocking(true)?;
+        Ok(DirectLink {
+            stream,
+            address: address.clone(),
+            reader: FrameReader::default(),
+            writer: FrameWriter::default(),
+        })
+    }
+
+    /// The endpoint connected to.
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// The descriptor to wait on for answers.
+    pub fn fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+
+    /// Sends one sealed frame; waits (at most [`SEND_WAIT`]) only while
+    /// the connection's buffers are full. An error: the link is done.
+    pub fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.writer.send(&mut self.stream, frame)?;
+        let mut waited = Duration::ZERO;
+        while self.writer.pending() {
+            if waited >= SEND_WAIT {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the storage thread takes no more requests",
+                ));
+            }
+            let mut items = [zmq::PollItem::from_fd(self.fd(), zmq::POLLOUT)];
+            let _ = zmq::poll(&mut items, 100);
+            waited += Duration::from_millis(100);
+            self.writer.flush(&mut self.stream)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the answers that have arrived, opened and checked by
+    /// `receiver`, to the end of `out`. An error: the link is done (what
+    /// arrived before is in `out`).
+    pub fn receive(
+        &mut self,
+        receiver: &mut Receiver,
+        out: &mut VecDeque<Message>,
+    ) -> io::Result<()> {
+        let max = crate::socket::max_message_bytes();
+        let mut ended = self.reader.fill(&mut self.stream).err();
+        loop {
+            match self.reader.next_frame(max) {
+                Ok(Some(frame)) => receiver.open_other(frame, out),
+                Ok(None) => break,
+                Err(e) => {
+                    ended = Some(e);
+                    break;
+                }
+            }
+        }
+        match ended {
+            None => Ok(()),
+            Some(Ended::Closed(e)) => Err(e),
+            Some(Ended::Oversized(len)) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("an answer of {len} bytes announced (at most {max})"),
+            )),
+        }
+    }
+}

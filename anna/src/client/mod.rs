@@ -286,7 +286,9 @@ pub struct ClientCore {
     /// The outstanding cluster-state request, and when it was sent.
     asking: Option<(RequestId, Time)>,
     asked: u64,
-    ops: BTreeMap<OpId, Op>,
+    /// Boxed: the map moves entries as it changes, a pointer each
+    /// instead of a whole operation.
+    ops: BTreeMap<OpId, Box<Op>>,
     by_request: HashMap<(RequestId, u32), OpId>,
     /// While a batch is open ([`ClientCore::batch`]): the requests being
     /// assembled, one per (replica, acknowledgement level).
@@ -494,7 +496,7 @@ impl ClientCore {
             started: now,
             sent: false,
         };
-        self.ops.insert(id, op);
+        self.ops.insert(id, Box::new(op));
         self.attempt(now, id, out);
         id
     }

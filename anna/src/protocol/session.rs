@@ -13,7 +13,7 @@
 use super::Key;
 use crate::lattice::{KeyState, Lattice, LatticeValue, VectorClock};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 /// Most keys a session remembers; beyond, the key written longest ago is
 /// forgotten (its write has long reached every replica, unless one is
@@ -111,6 +111,10 @@ impl Session {
 #[derive(Clone, Debug, Default)]
 pub struct SessionLog {
     witnesses: HashMap<Key, (KeyState, u64)>,
+    /// The keys in the order of their writes, each with the write's
+    /// number; an entry whose number is no longer its key's is stale and
+    /// skipped. The oldest key is found here, not by a scan of every key.
+    order: VecDeque<(Key, u64)>,
     next: u64,
     /// The snapshot calls carry, rebuilt after a write.
     snapshot: Option<Session>,
@@ -130,14 +134,25 @@ impl SessionLog {
             }
             None => {
                 if self.witnesses.len() >= SESSION_KEYS {
-                    let oldest = (self.witnesses.iter())
-                        .min_by_key(|(_, (_, at))| *at)
-                        .map(|(k, _)| k.clone());
-                    if let Some(k) = oldest {
-                        self.witnesses.remove(&k);
-                    }
+                    self.forget_oldest();
                 }
                 self.witnesses.insert(key.to_string(), (witness, self.next));
+            }
+        }
+        self.order.push_back((key.to_string(), self.next));
+        if self.order.len() > 2 * SESSION_KEYS {
+            // Rewrites of the same keys leave stale entries: drop them.
+            let witnesses = &self.witnesses;
+            (self.order).retain(|(k, n)| witnesses.get(k).is_some_and(|(_, at)| at == n));
+        }
+    }
+
+    /// Forgets the key written longest ago.
+    fn forget_oldest(&mut self) {
+        while let Some((key, n)) = self.order.pop_front() {
+            if self.witnesses.get(&key).is_some_and(|(_, at)| *at == n) {
+                self.witnesses.remove(&key);
+                return;
             }
         }
     }
@@ -214,5 +229,26 @@ mod tests {
             "the oldest key is forgotten first"
         );
         assert!(session.get(&format!("k{}", SESSION_KEYS + 4)).is_some());
+    }
+
+    #[test]
+    fn the_key_forgotten_is_the_one_written_longest_ago_however_often_others_were() {
+        let mut log = SessionLog::default();
+        // Many rewrites of one key, then a full log of others.
+        for _ in 0..5 * SESSION_KEYS {
+            log.record("hot", &write(1));
+        }
+        for i in 0..SESSION_KEYS - 1 {
+            log.record(&format!("k{i}"), &write(1));
+        }
+        assert!(log.get("hot").is_some());
+        // "hot" is written again: k0 is now the oldest.
+        log.record("hot", &write(2));
+        log.record("new", &write(1));
+        assert!(log.get("k0").is_none(), "the oldest write is forgotten");
+        assert!(log.get("hot").is_some(), "a key written again is kept");
+        assert!(log.get("k1").is_some() && log.get("new").is_some());
+        assert_eq!(log.snapshot().len(), SESSION_KEYS);
+        assert!(log.order.len() <= 2 * SESSION_KEYS);
     }
 }

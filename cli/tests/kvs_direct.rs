@@ -88,10 +88,16 @@ fn clients_requests_go_straight_to_the_threads_unless_told_otherwise() {
         let got = client.get(&format!("direct-{i}")).unwrap();
         assert_eq!(bytes(got), Some(vec![i as u8; 10]));
     }
+    // Large values cross whole both ways (a frame that fills its buffer
+    // alone is handed over with it), and small ones after them.
+    let large: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    client.put_lww("direct-large", large.clone()).unwrap();
+    assert_eq!(bytes(client.get("direct-large").unwrap()), Some(large));
+    assert_eq!(bytes(client.get("direct-0").unwrap()), Some(vec![0; 10]));
     let taken = direct_requests(&cluster, &mut probe) - before;
     assert!(
-        taken >= 80,
-        "80 requests went direct, the threads counted {taken}"
+        taken >= 83,
+        "83 requests went direct, the threads counted {taken}"
     );
 
     // Over ZeroMQ only: the same answers, nothing taken on a connection.

@@ -29,6 +29,7 @@
 //! tier, the routers) stays on ZeroMQ.
 
 use crate::socket::{Receiver, Sender, TransportError};
+use anna::lattice::lww::in_frame;
 use anna::protocol::{Address, Message};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -48,6 +49,8 @@ pub const MAX_CONNECTIONS: usize = 4096;
 /// How many answer bytes a connection may have waiting for a client that
 /// does not read them before it is closed.
 pub const MAX_UNSENT: usize = 256 << 20;
+/// The largest sealing buffer a direct endpoint keeps between answers.
+const KEPT_FRAME: usize = 1 << 20;
 /// How much a read takes from a connection at a time.
 const READ_CHUNK: usize = 64 << 10;
 /// How long a client waits for its request to be taken by a connection
@@ -142,8 +145,9 @@ impl FrameReader {
     }
 
     /// The next whole frame read, if any; a length beyond `max` ends the
-    /// stream.
-    fn next_frame(&mut self, max: usize) -> Result<Option<&mut [u8]>, Ended> {
+    /// stream. A large frame that fills the buffer alone is handed over
+    /// with it, not copied (its large values stay slices of it).
+    fn next_frame(&mut self, max: usize) -> Result<Option<DirectFrame<'_>>, Ended> {
         let Some(prefix) = self.buf[..self.filled].get(self.at..self.at + 4) else {
             self.want = 0;
             return Ok(None);
@@ -162,8 +166,43 @@ impl FrameReader {
         if self.at == self.filled {
             self.at = 0;
             self.filled = 0;
+            if len >= in_frame::MIN_SLICED {
+                let buf = std::mem::take(&mut self.buf);
+                return Ok(Some(DirectFrame::Owned(Window {
+                    buf,
+                    range: start..start + len,
+                })));
+            }
         }
-        Ok(Some(&mut self.buf[start..start + len]))
+        Ok(Some(DirectFrame::Borrowed(
+            &mut self.buf[start..start + len],
+        )))
+    }
+}
+
+/// A frame read from a direct connection: in the reader's buffer, or the
+/// buffer itself when a large frame filled it alone.
+pub enum DirectFrame<'a> {
+    Borrowed(&'a mut [u8]),
+    Owned(Window),
+}
+
+/// A part of a buffer, owned: a large frame handed over with the buffer
+/// it was read into.
+pub struct Window {
+    buf: Vec<u8>,
+    range: std::ops::Range<usize>,
+}
+
+impl AsRef<[u8]> for Window {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[self.range.clone()]
+    }
+}
+
+impl AsMut<[u8]> for Window {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.range.clone()]
     }
 }
 
@@ -488,7 +527,12 @@ impl DirectServer {
             });
         };
         sender.seal(to, msg, &mut self.frame)?;
-        if let Err(e) = conn.writer.send(&mut conn.stream, &self.frame) {
+        let sent = conn.writer.send(&mut conn.stream, &self.frame);
+        if self.frame.capacity() > KEPT_FRAME {
+            // A large answer's buffer is not kept for the small ones.
+            self.frame = Vec::new();
+        }
+        if let Err(e) = sent {
             debug!(address = %self.address, peer = %conn.peer, error = %e, "direct connection failed");
             self.close(slot);
             return Err(TransportError::Gone {
@@ -496,11 +540,6 @@ impl DirectServer {
             });
         }
         Ok(())
-    }
-
-    /// Whether answers wait for connections to take them.
-    pub fn unsent(&self) -> bool {
-        self.slots.iter().flatten().any(|c| c.writer.pending())
     }
 }
 

@@ -21,7 +21,7 @@
 //! ([`Receiver::take_refusal`]), never handed to the role.
 
 use crate::clock;
-use crate::direct::DirectServer;
+use crate::direct::{DirectFrame, DirectServer};
 use anna::lattice::lww::in_frame;
 use anna::protocol::seal::{OpenError, Opener, Principal, Sealer, Security};
 use anna::protocol::{self, Address, EncodeError, Message};
@@ -259,11 +259,13 @@ impl Receiver {
     /// direct connection), with this receiver's keys and replay guard, and
     /// puts its messages (a batch's one by one, in order) at the end of
     /// `out`; what it drops is counted and logged as for its own frames.
-    pub fn open_other(&mut self, frame: &mut [u8], out: &mut VecDeque<Message>) {
-        let opened = if frame.len() < in_frame::MIN_SLICED {
-            self.opener.open(frame, crate::security::unix_secs())
-        } else {
-            open_owned(&mut self.opener, frame.to_vec())
+    pub fn open_other(&mut self, frame: DirectFrame<'_>, out: &mut VecDeque<Message>) {
+        let opened = match frame {
+            DirectFrame::Borrowed(frame) if frame.len() < in_frame::MIN_SLICED => {
+                self.opener.open(frame, crate::security::unix_secs())
+            }
+            DirectFrame::Borrowed(frame) => open_owned(&mut self.opener, frame.to_vec()),
+            DirectFrame::Owned(frame) => open_owned(&mut self.opener, frame),
         };
         let before = self.batched.len();
         if let Some(msg) = self.admit(opened) {

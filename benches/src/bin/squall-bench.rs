@@ -324,8 +324,8 @@ impl PersistenceName {
 #[derive(Debug, clap::Args)]
 struct KvsArgs {
     /// Backends to run, in order; the `redis` row of a workload is the
-    /// baseline of the ratio columns [default: squall,redis,zmq-floor;
-    /// squall,redis with --durable].
+    /// baseline of the ratio columns [default:
+    /// squall,redis,zmq-floor,tcp-floor; squall,redis with --durable].
     #[arg(long, value_enum, value_delimiter = ',')]
     backends: Vec<BackendName>,
     /// Acknowledgement levels of the Squall backend's puts, each value one
@@ -774,6 +774,7 @@ fn backends(args: &KvsArgs) -> Vec<BackendName> {
             BackendName::Squall,
             BackendName::Redis,
             BackendName::ZmqFloor,
+            BackendName::TcpFloor,
         ]
     }
 }

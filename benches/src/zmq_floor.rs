@@ -271,7 +271,7 @@ impl RoundTrip for TcpFloorConnection {
         self.tx
             .seal(&to, &ping, &mut self.frame)
             .map_err(transport)?;
-        self.link.send(&self.frame).map_err(BackendError::Io)?;
+        self.link.send(&mut self.frame).map_err(BackendError::Io)?;
         loop {
             while let Some(msg) = self.answers.pop_front() {
                 if matches!(msg, Message::Pong { id: got, .. } if got == id) {

@@ -380,13 +380,18 @@ impl Client {
             tracing::debug!(%to, error = %e, "request not sent; the attempt will time out");
             return true;
         }
-        if let Err(e) = self.links[link].send(&self.frame) {
+        if let Err(e) = self.links[link].send(&mut self.frame) {
             // A node restarted since the link was made, say: one fresh
-            // connection is tried at once.
+            // connection is tried at once, with the request sealed again
+            // (the lost link may have kept the frame).
             let lost = self.links.swap_remove(link);
             tracing::debug!(endpoint = %lost.address(), error = %e, "direct link lost");
+            if self.tx.seal(to, msg, &mut self.frame).is_err() {
+                return true;
+            }
+            let frame = &mut self.frame;
             let fresh = DirectLink::connect(lost.address(), self.core.config().attempt_timeout)
-                .and_then(|mut link| link.send(&self.frame).map(|()| link));
+                .and_then(|mut link| link.send(frame).map(|()| link));
             match fresh {
                 Ok(link) => self.links.push(link),
                 Err(e) => {

@@ -34,7 +34,7 @@ use anna::protocol::{Address, Message};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
@@ -83,15 +83,15 @@ pub fn socket_addr(address: &Address) -> io::Result<SocketAddr> {
         })
 }
 
-/// Frames arriving on a stream: bytes read, cut at the lengths. The buffer
-/// is kept initialized and only grows (zeroed once, not per read).
+/// Frames arriving on a stream: bytes read, cut at the lengths. Reads go
+/// into the buffer's spare capacity: a large frame's room is reserved
+/// once, never zeroed.
 #[derive(Default)]
 struct FrameReader {
+    /// The bytes read and not yet taken (from `at`).
     buf: Vec<u8>,
     /// Where the next frame's length starts.
     at: usize,
-    /// How far `buf` holds bytes read.
-    filled: usize,
     /// The length the frame at `at` needs in all, once known.
     want: usize,
 }
@@ -105,50 +105,68 @@ enum Ended {
 }
 
 impl FrameReader {
-    /// Reads what `stream` has, until a read comes back short (the
+    /// Reads what the stream `fd` has, until a read comes back short (the
     /// stream's queue is empty then: any later byte is a new readiness) or
     /// would block. `Err` when the stream ended.
-    fn fill(&mut self, stream: &mut impl Read) -> Result<(), Ended> {
+    fn fill(&mut self, fd: RawFd) -> Result<(), Ended> {
         loop {
             self.make_room();
-            let room = self.buf.len() - self.filled;
-            match stream.read(&mut self.buf[self.filled..]) {
+            let spare = self.buf.spare_capacity_mut();
+            let room = spare.len();
+            // SAFETY: read(2) writes at most `room` bytes into the spare
+            // capacity, which this buffer owns, and reports how many.
+            let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), room) };
+            match usize::try_from(n) {
                 Ok(0) => return Err(Ended::Closed(io::ErrorKind::UnexpectedEof.into())),
                 Ok(n) => {
-                    self.filled += n;
+                    // SAFETY: the `n` bytes after the old length were
+                    // written by the read just above.
+                    unsafe { self.buf.set_len(self.buf.len() + n) };
                     if n < room {
                         return Ok(());
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Ended::Closed(e)),
+                Err(_) => {
+                    let e = io::Error::last_os_error();
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => return Ok(()),
+                        io::ErrorKind::Interrupted => {}
+                        _ => return Err(Ended::Closed(e)),
+                    }
+                }
             }
         }
     }
 
-    /// Moves the unread bytes to the front when the room behind them runs
-    /// short, and grows the buffer to hold the frame being read.
+    /// Forgets the frames taken once none is left, moves the unread bytes
+    /// to the front when the room behind them runs short, and reserves
+    /// room for the frame being read.
     fn make_room(&mut self) {
-        if self.buf.len() - self.filled >= READ_CHUNK / 2 && self.buf.len() >= self.at + self.want {
+        if self.at > 0 && self.at == self.buf.len() {
+            self.buf.clear();
+            self.at = 0;
+        }
+        let room = self.buf.capacity() - self.buf.len();
+        if room >= READ_CHUNK / 2 && self.buf.capacity() >= self.at + self.want {
             return;
         }
         if self.at > 0 {
-            self.buf.copy_within(self.at..self.filled, 0);
-            self.filled -= self.at;
+            self.buf.drain(..self.at);
             self.at = 0;
         }
-        let needed = (self.filled + READ_CHUNK).max(self.want);
-        if self.buf.len() < needed {
-            self.buf.resize(needed.next_power_of_two(), 0);
-        }
+        let needed = (self.buf.len() + READ_CHUNK).max(self.want);
+        self.buf.reserve(needed - self.buf.len());
     }
 
     /// The next whole frame read, if any; a length beyond `max` ends the
-    /// stream. A large frame that fills the buffer alone is handed over
-    /// with it, not copied (its large values stay slices of it).
+    /// stream. A large frame that ends the bytes read is handed over with
+    /// the buffer, not copied (its large values stay slices of it).
     fn next_frame(&mut self, max: usize) -> Result<Option<DirectFrame<'_>>, Ended> {
-        let Some(prefix) = self.buf[..self.filled].get(self.at..self.at + 4) else {
+        if self.at > 0 && self.at == self.buf.len() {
+            self.buf.clear();
+            self.at = 0;
+        }
+        let Some(prefix) = self.buf.get(self.at..self.at + 4) else {
             self.want = 0;
             return Ok(None);
         };
@@ -157,23 +175,20 @@ impl FrameReader {
             return Err(Ended::Oversized(len));
         }
         let start = self.at + 4;
-        if self.filled < start + len {
+        if self.buf.len() < start + len {
             self.want = 4 + len;
             return Ok(None);
         }
-        self.at = start + len;
         self.want = 0;
-        if self.at == self.filled {
+        if len >= in_frame::MIN_SLICED && start + len == self.buf.len() {
             self.at = 0;
-            self.filled = 0;
-            if len >= in_frame::MIN_SLICED {
-                let buf = std::mem::take(&mut self.buf);
-                return Ok(Some(DirectFrame::Owned(Window {
-                    buf,
-                    range: start..start + len,
-                })));
-            }
+            let buf = std::mem::take(&mut self.buf);
+            return Ok(Some(DirectFrame::Owned(Window {
+                buf,
+                range: start..start + len,
+            })));
         }
+        self.at = start + len;
         Ok(Some(DirectFrame::Borrowed(
             &mut self.buf[start..start + len],
         )))
@@ -181,7 +196,7 @@ impl FrameReader {
 }
 
 /// A frame read from a direct connection: in the reader's buffer, or the
-/// buffer itself when a large frame filled it alone.
+/// buffer itself when a large frame ended what was read.
 pub enum DirectFrame<'a> {
     Borrowed(&'a mut [u8]),
     Owned(Window),
@@ -215,15 +230,19 @@ struct FrameWriter {
 }
 
 impl FrameWriter {
-    /// Writes `frame` after its length, after what is still unsent.
-    fn send(&mut self, stream: &mut impl Write, frame: &[u8]) -> io::Result<()> {
+    /// Writes `frame` after its length, after what is still unsent. What
+    /// the stream does not take at once waits; `frame`'s buffer itself
+    /// when nothing else waited (a large answer is not copied to wait).
+    fn send(&mut self, stream: &mut impl Write, frame: &mut Vec<u8>) -> io::Result<()> {
         let len = u32::try_from(frame.len()).map_err(io::Error::other)?;
         let prefix = len.to_le_bytes();
-        let mut written = 0;
-        if self.at == self.unsent.len() {
-            self.unsent.clear();
-            self.at = 0;
-            written = loop {
+        if self.pending() {
+            self.unsent.extend_from_slice(&prefix);
+            self.unsent.extend_from_slice(frame);
+        } else {
+            let written = loop {
+                // (A Rust binary and CPython both ignore SIGPIPE, which
+                // writev(2) to a reset connection would raise.)
                 match stream.write_vectored(&[IoSlice::new(&prefix), IoSlice::new(frame)]) {
                     Ok(n) => break n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 0,
@@ -231,13 +250,18 @@ impl FrameWriter {
                     Err(e) => return Err(e),
                 }
             };
-        }
-        // Whatever was not written waits, prefix and frame in order.
-        if written < 4 {
-            self.unsent.extend_from_slice(&prefix[written..]);
-            self.unsent.extend_from_slice(frame);
-        } else {
-            self.unsent.extend_from_slice(&frame[written - 4..]);
+            if written == 4 + frame.len() {
+                return Ok(());
+            }
+            self.unsent.clear();
+            if written >= 4 {
+                std::mem::swap(&mut self.unsent, frame);
+                self.at = written - 4;
+            } else {
+                self.unsent.extend_from_slice(&prefix[written..]);
+                self.unsent.extend_from_slice(frame);
+                self.at = 0;
+            }
         }
         if self.unsent.len() - self.at > MAX_UNSENT {
             return Err(io::Error::other("the peer does not read its answers"));
@@ -255,8 +279,12 @@ impl FrameWriter {
                 Err(e) => return Err(e),
             }
         }
-        self.unsent.clear();
         self.at = 0;
+        if self.unsent.capacity() > KEPT_FRAME {
+            self.unsent = Vec::new();
+        } else {
+            self.unsent.clear();
+        }
         Ok(())
     }
 
@@ -445,7 +473,7 @@ impl DirectServer {
         let Some(Some(conn)) = self.slots.get_mut(slot) else {
             return;
         };
-        let mut ended = conn.reader.fill(&mut conn.stream).err();
+        let mut ended = conn.reader.fill(conn.stream.as_raw_fd()).err();
         // Frames read before an end are taken all the same.
         loop {
             let frame = match conn.reader.next_frame(max) {
@@ -527,7 +555,7 @@ impl DirectServer {
             });
         };
         sender.seal(to, msg, &mut self.frame)?;
-        let sent = conn.writer.send(&mut conn.stream, &self.frame);
+        let sent = conn.writer.send(&mut conn.stream, &mut self.frame);
         if self.frame.capacity() > KEPT_FRAME {
             // A large answer's buffer is not kept for the small ones.
             self.frame = Vec::new();
@@ -586,19 +614,19 @@ impl DirectLink {
 
     /// Sends one sealed frame; waits (at most [`SEND_WAIT`]) only while
     /// the connection's buffers are full. An error: the link is done.
-    pub fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+    pub fn send(&mut self, frame: &mut Vec<u8>) -> io::Result<()> {
         self.writer.send(&mut self.stream, frame)?;
-        let mut waited = Duration::ZERO;
+        let until = std::time::Instant::now() + SEND_WAIT;
         while self.writer.pending() {
-            if waited >= SEND_WAIT {
+            let Some(left) = until.checked_duration_since(std::time::Instant::now()) else {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "the storage thread takes no more requests",
                 ));
-            }
+            };
             let mut items = [zmq::PollItem::from_fd(self.fd(), zmq::POLLOUT)];
-            let _ = zmq::poll(&mut items, 100);
-            waited += Duration::from_millis(100);
+            let millis = i64::try_from(left.as_millis().max(1)).unwrap_or(i64::MAX);
+            let _ = zmq::poll(&mut items, millis);
             self.writer.flush(&mut self.stream)?;
         }
         Ok(())
@@ -613,7 +641,7 @@ impl DirectLink {
         out: &mut VecDeque<Message>,
     ) -> io::Result<()> {
         let max = crate::socket::max_message_bytes();
-        let mut ended = self.reader.fill(&mut self.stream).err();
+        let mut ended = self.reader.fill(self.stream.as_raw_fd()).err();
         loop {
             match self.reader.next_frame(max) {
                 Ok(Some(frame)) => receiver.open_other(frame, out),
@@ -632,5 +660,81 @@ impl DirectLink {
                 format!("an answer of {len} bytes announced (at most {max})"),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    fn frame(n: usize, seed: u8) -> Vec<u8> {
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    /// Frames of every size, written while the other end reads as it can,
+    /// come out whole and in order: split across reads, several in one
+    /// read, a large one handed over with its buffer or copied out of it.
+    #[test]
+    fn frames_cross_whole_and_in_order_whatever_the_stream_takes_at_once() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.set_nonblocking(true).unwrap();
+        let sizes = [10, 300_000, 5, 70_000, 0, 1 << 20, 3];
+        let sent: Vec<Vec<u8>> = (sizes.iter().enumerate())
+            .map(|(i, &n)| frame(n, i as u8))
+            .collect();
+        let mut writer = FrameWriter::default();
+        let mut reader = FrameReader::default();
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        let mut owned = 0;
+        let mut next = 0;
+        for _ in 0..100_000 {
+            if next < sent.len() && !writer.pending() {
+                let mut buf = sent[next].clone();
+                writer.send(&mut a, &mut buf).unwrap();
+                next += 1;
+            }
+            writer.flush(&mut a).unwrap();
+            match reader.fill(b.as_raw_fd()) {
+                Ok(()) => {}
+                Err(Ended::Closed(e)) => panic!("closed: {e}"),
+                Err(Ended::Oversized(n)) => panic!("oversized {n}"),
+            }
+            while let Some(f) = reader.next_frame(64 << 20).ok().flatten() {
+                match f {
+                    DirectFrame::Borrowed(f) => got.push(f.to_vec()),
+                    DirectFrame::Owned(w) => {
+                        owned += 1;
+                        got.push(w.as_ref().to_vec());
+                    }
+                }
+            }
+            if got.len() == sent.len() {
+                break;
+            }
+        }
+        assert_eq!(got.len(), sent.len());
+        for (i, (g, s)) in got.iter().zip(&sent).enumerate() {
+            assert!(g == s, "frame {i} ({} bytes) changed", s.len());
+        }
+        assert!(
+            owned >= 1,
+            "a large frame ending the bytes read is handed over"
+        );
+    }
+
+    #[test]
+    fn a_length_beyond_the_limit_ends_the_stream() {
+        let mut reader = FrameReader {
+            buf: 1000u32.to_le_bytes().to_vec(),
+            ..FrameReader::default()
+        };
+        assert!(matches!(
+            reader.next_frame(999),
+            Err(Ended::Oversized(1000))
+        ));
     }
 }

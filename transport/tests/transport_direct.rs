@@ -48,7 +48,7 @@ impl Client {
         let mut frame = Vec::new();
         let to = self.link.address().clone();
         self.tx.seal(&to, msg, &mut frame).unwrap();
-        self.link.send(&frame).unwrap();
+        self.link.send(&mut frame).unwrap();
     }
 
     /// Steps `driver` until an answer arrives on the link.

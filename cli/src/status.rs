@@ -316,7 +316,15 @@ fn report(config: &SquallConfig, routers: &[Address]) -> Result<Totals> {
                 );
                 for (id, rec) in state.members() {
                     let status = match &rec.status {
-                        MemberStatus::Up(info) => format!("up, {} thread(s)", info.threads.len()),
+                        MemberStatus::Up(info) => match info.direct.first() {
+                            Some(first) => format!(
+                                "up, {} thread(s), direct endpoints from {first}",
+                                info.threads.len()
+                            ),
+                            None => {
+                                format!("up, {} thread(s), no direct endpoints", info.threads.len())
+                            }
+                        },
                         MemberStatus::Departed => "departed".to_string(),
                     };
                     sayln!(
@@ -338,11 +346,12 @@ fn report(config: &SquallConfig, routers: &[Address]) -> Result<Totals> {
                         totals.kvs_ops +=
                             s.counter("gets") + s.counter("puts") + s.counter("deletes");
                         sayln!(
-                            "  {a:<24} keys {:<8} gets {:<10} puts {:<10} malformed {} \
-                             unauthenticated {} refused {}",
+                            "  {a:<24} keys {:<8} gets {:<10} puts {:<10} direct {:<10} \
+                             malformed {} unauthenticated {} refused {}",
                             s.counter("keys"),
                             s.counter("gets"),
                             s.counter("puts"),
+                            s.counter("direct"),
                             s.counter("malformed"),
                             s.counter("unauthenticated"),
                             s.counter("refused")

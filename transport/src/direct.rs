@@ -51,6 +51,8 @@ pub const MAX_CONNECTIONS: usize = 4096;
 pub const MAX_UNSENT: usize = 256 << 20;
 /// The largest sealing buffer a direct endpoint keeps between answers.
 const KEPT_FRAME: usize = 1 << 20;
+/// The most requests taken from connections and waiting for the role.
+pub const MAX_TAKEN: usize = 1024;
 /// How much a read takes from a connection at a time.
 const READ_CHUNK: usize = 64 << 10;
 /// How long a client waits for its request to be taken by a connection
@@ -302,6 +304,8 @@ struct Connection {
     reply_to: Address,
     reader: FrameReader,
     writer: FrameWriter,
+    /// In the server's `ready` queue.
+    queued: bool,
 }
 
 /// A worker thread's direct endpoint: the listening socket, the clients'
@@ -317,6 +321,8 @@ pub struct DirectServer {
     generation: u64,
     /// Requests taken and not yet handed to the role.
     taken: VecDeque<Message>,
+    /// Connections with bytes to take, in turn.
+    ready: VecDeque<usize>,
     opened: VecDeque<Message>,
     frame: Vec<u8>,
     refused_connections: u64,
@@ -348,6 +354,7 @@ impl DirectServer {
             free: Vec::new(),
             generation: 0,
             taken: VecDeque::new(),
+            ready: VecDeque::new(),
             opened: VecDeque::new(),
             frame: Vec::new(),
             refused_connections: 0,
@@ -376,9 +383,10 @@ impl DirectServer {
         self.requests
     }
 
-    /// Whether requests taken are waiting for the role.
-    pub fn has_taken(&self) -> bool {
-        !self.taken.is_empty()
+    /// Whether requests taken are waiting for the role, or connections
+    /// have bytes to take once it has room.
+    pub fn has_work(&self) -> bool {
+        !self.taken.is_empty() || !self.ready.is_empty()
     }
 
     /// The next request taken, its reply address naming its connection.
@@ -388,7 +396,28 @@ impl DirectServer {
 
     /// Takes up what the connections have: new clients, requests (opened
     /// and checked by `receiver`), answers that can now leave. Never waits.
+    ///
+    /// At most [`MAX_TAKEN`] requests wait for the role: past that, a
+    /// connection's bytes stay in its socket (its client's sends then wait,
+    /// as on a full ZeroMQ queue), and the connection is remembered as
+    /// ready, to be read once the role has taken up what waits.
     pub fn take_up(&mut self, receiver: &mut Receiver) {
+        self.poll_ready();
+        while self.taken.len() < MAX_TAKEN {
+            let Some(slot) = self.ready.pop_front() else {
+                break;
+            };
+            if self.read(slot, receiver) {
+                self.ready.push_back(slot);
+            } else if let Some(Some(conn)) = self.slots.get_mut(slot) {
+                conn.queued = false;
+            }
+        }
+    }
+
+    /// Takes the readiness the descriptor reports: new clients accepted,
+    /// answers waiting written, readable connections queued in `ready`.
+    fn poll_ready(&mut self) {
         match self.poll.poll(&mut self.events, Some(Duration::ZERO)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
@@ -414,8 +443,11 @@ impl DirectServer {
             if writable {
                 self.flush(token.0);
             }
-            if readable {
-                self.read(token.0, receiver);
+            if let Some(Some(conn)) = self.slots.get_mut(token.0).filter(|_| readable) {
+                if !conn.queued {
+                    conn.queued = true;
+                    self.ready.push_back(token.0);
+                }
             }
         }
     }
@@ -455,6 +487,7 @@ impl DirectServer {
                         reply_to: Address(format!("{SCHEME}{slot}.{}", self.generation)),
                         reader: FrameReader::default(),
                         writer: FrameWriter::default(),
+                        queued: false,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -468,16 +501,28 @@ impl DirectServer {
         }
     }
 
-    fn read(&mut self, slot: usize, receiver: &mut Receiver) {
+    /// Takes the requests connection `slot` has, reading its socket only
+    /// once the frames already read are taken. `true`: it may have more,
+    /// left for when the role has room.
+    fn read(&mut self, slot: usize, receiver: &mut Receiver) -> bool {
         let max = crate::socket::max_message_bytes();
         let Some(Some(conn)) = self.slots.get_mut(slot) else {
-            return;
+            return false;
         };
-        let mut ended = conn.reader.fill(conn.stream.as_raw_fd()).err();
+        let mut ended = None;
+        let mut filled = false;
         // Frames read before an end are taken all the same.
         loop {
+            if self.taken.len() >= MAX_TAKEN {
+                return true;
+            }
             let frame = match conn.reader.next_frame(max) {
                 Ok(Some(frame)) => frame,
+                Ok(None) if !filled && ended.is_none() => {
+                    filled = true;
+                    ended = conn.reader.fill(conn.stream.as_raw_fd()).err();
+                    continue;
+                }
                 Ok(None) => break,
                 Err(e) => {
                     ended = Some(e);
@@ -512,6 +557,7 @@ impl DirectServer {
                 self.close(slot);
             }
         }
+        false
     }
 
     fn flush(&mut self, slot: usize) {

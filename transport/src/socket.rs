@@ -854,7 +854,7 @@ impl<R: Role> Driver for ZmqDriver<R> {
             }
             wait = wait.min(due.saturating_since(now));
         }
-        if self.direct.as_ref().is_some_and(DirectServer::has_taken) {
+        if self.direct.as_ref().is_some_and(DirectServer::has_work) {
             wait = Duration::ZERO;
         }
         let (control, inbox) = (&self.control, &self.receiver.socket);
@@ -896,9 +896,9 @@ impl<R: Role> Driver for ZmqDriver<R> {
             self.send_refusals();
             self.count_busy(started);
         }
-        if connections || self.direct.as_ref().is_some_and(DirectServer::has_taken) {
+        if connections || self.direct.as_ref().is_some_and(DirectServer::has_work) {
             let started = Instant::now();
-            if let Some(direct) = self.direct.as_mut().filter(|_| connections) {
+            if let Some(direct) = self.direct.as_mut() {
                 direct.take_up(&mut self.receiver);
             }
             for n in 1..=DELIVERY_BATCH {

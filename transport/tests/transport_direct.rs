@@ -215,3 +215,38 @@ fn an_answer_for_a_connection_gone_never_reaches_the_one_in_its_place() {
     assert_eq!(second.answers.pop_front(), Some(pong(2)));
     assert!(second.answers.is_empty(), "only its own answer");
 }
+
+#[test]
+fn a_flood_of_requests_is_taken_a_window_at_a_time_and_every_one_answered() {
+    let ctx = zmq::Context::new();
+    let (mut driver, endpoint) = responder(&ctx);
+    let mut client = Client::connect(&ctx, &endpoint);
+    // More than the window of requests waiting for the role, in one go:
+    // what is left in the socket must be read later without a new
+    // readiness from it.
+    let n = 3 * squall_transport::direct::MAX_TAKEN as u64 + 17;
+    for id in 1..=n {
+        client.send(&ping(id, "tcp://127.0.0.1:1"));
+    }
+    let mut answered = std::collections::BTreeSet::new();
+    let until = Instant::now() + Duration::from_secs(20);
+    while (answered.len() as u64) < n {
+        assert!(
+            Instant::now() < until,
+            "{} of {n} answered; the driver counted {:?}, the role answered {}",
+            answered.len(),
+            driver.stats(),
+            driver.role().answered()
+        );
+        if let Some(Message::Pong { id, .. }) = client.answer(&mut driver) {
+            answered.insert(id.0);
+        }
+        while let Some(msg) = client.answers.pop_front() {
+            if let Message::Pong { id, .. } = msg {
+                answered.insert(id.0);
+            }
+        }
+    }
+    assert_eq!(answered.len() as u64, n);
+    assert_eq!(driver.role().answered(), n);
+}

@@ -335,6 +335,87 @@ fn every_changed_byte_is_refused() {
     }
 }
 
+/// A large body is covered by its digest: a byte changed anywhere in it,
+/// in the header or in any tag is refused, by members and by clients, in
+/// every mode, encrypted or not.
+#[test]
+fn every_changed_byte_of_a_large_frame_is_refused_wherever_it_is_opened() {
+    let s = secret(1);
+    let large = |key: &str| {
+        let mut msg = put(key);
+        if let Message::KvsRequest(r) = &mut msg {
+            if let KeyOp::Put { value, .. } = &mut r.ops[0] {
+                let at = Timestamp {
+                    wall_ms: 5,
+                    logical: 0,
+                    writer: WriterId(1),
+                };
+                *value = LatticeValue::Lww(Lww::new(at, vec![7u8; 200_000]));
+            }
+        }
+        msg
+    };
+    let answer_of = |msg: Message| match msg {
+        Message::KvsRequest(r) => Message::KvsResponse(KvsResponse {
+            id: r.id,
+            results: vec![KeyResult {
+                key: "k".into(),
+                outcome: match &r.ops[0] {
+                    KeyOp::Put { value, .. } => Outcome::Value(value.clone()),
+                    _ => unreachable!(),
+                },
+            }],
+            hits: 0,
+        }),
+        other => other,
+    };
+    for encrypt in [false, true] {
+        for (sender, msg, openers) in [
+            (member(&s, encrypt), large("k"), vec![member(&s, false)]),
+            (
+                member(&s, encrypt),
+                answer_of(large("k")),
+                vec![member(&s, false), client(&s, "reader", false)],
+            ),
+            (
+                client(&s, "admin", encrypt),
+                large("k"),
+                vec![member(&s, false)],
+            ),
+        ] {
+            let frame = sealed(&sender, 1, &msg);
+            for security in &openers {
+                assert_eq!(
+                    Opener::new(security)
+                        .open(&mut frame.clone(), NOW)
+                        .map(|(m, _)| m),
+                    Ok(msg.clone()),
+                    "the frame as sealed opens"
+                );
+                // (A client cannot check an answer's outer tag, the
+                // executors' key's: it holds only the reply key.)
+                let unchecked = if security.identity.as_ref().is_some_and(|i| !i.is_member()) {
+                    16
+                } else {
+                    0
+                };
+                let n = frame.len();
+                let places = (2..120)
+                    .chain((120..n - 64).step_by(4999))
+                    .chain(n - 64..n - unchecked);
+                for i in places {
+                    let mut bytes = frame.clone();
+                    bytes[i] ^= 0x01;
+                    assert!(
+                        Opener::new(security).open(&mut bytes, NOW).is_err(),
+                        "byte {i} of {n} changed and the frame opened (encrypted: {encrypt})"
+                    );
+                }
+            }
+        }
+    }
+}
+
 proptest! {
     #[test]
     fn arbitrary_bytes_never_open_and_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200), mode in 0u8..5) {

@@ -45,8 +45,12 @@
 //! [node tag 16]                                  node mode (name: node id)
 //! ```
 //!
-//! The tag is XChaCha20-Poly1305's over the header (and, unencrypted, the
-//! body as associated data); the nonce is the sender's random 16-byte id and
+//! Each tag is XChaCha20-Poly1305's over the header, the BLAKE3 digest of
+//! the body as it travels (encrypted or not) and the tags before it, as
+//! associated data; an encrypted body is sealed by the first key itself.
+//! Hashing the body once instead of running each key's MAC over it keeps a
+//! large value's frame at one pass over its bytes (a reply frame has two
+//! tags, a node's three). The nonce is the sender's random 16-byte id and
 //! its counter, so no nonce repeats under one key. A receiver refuses a
 //! frame whose time is further than [`FRESHNESS`] from its own clock and a
 //! counter of a sender it has already seen ([`ReplayGuard`]): a captured
@@ -78,6 +82,8 @@ pub const MAX_SENDERS: usize = 100_000;
 pub const MAX_NAME: usize = 64;
 
 const TAG: usize = 16;
+/// The body's digest (BLAKE3) that the tags cover instead of the body.
+const DIGEST: usize = 32;
 const SENDER: usize = 16;
 /// Version, mode, sender, counter, time, name length.
 const FIXED_HEADER: usize = 2 + 1 + SENDER + 8 + 4 + 1;
@@ -813,6 +819,8 @@ pub struct Sealer {
     keys: Option<SealKeys>,
     sender: [u8; SENDER],
     counter: u64,
+    /// What the tags cover, rebuilt per frame (kept for its memory).
+    text: Vec<u8>,
 }
 
 struct SealKeys {
@@ -876,6 +884,7 @@ impl Sealer {
             keys,
             sender,
             counter: 0,
+            text: Vec::new(),
         }
     }
 
@@ -923,19 +932,31 @@ impl Sealer {
         }
         let failed = |_| EncodeError::Serialize("sealing failed".into());
         let nonce = nonce(&self.sender, self.counter);
-        let tag = if self.encrypt {
+        let encrypted = if self.encrypt {
             let (aad, body) = buf.split_at_mut(header);
-            inner.encrypt_inout_detached(&nonce, aad, body.into())
+            Some(inner.encrypt_inout_detached(&nonce, aad, body.into()))
         } else {
-            inner.encrypt_inout_detached(&nonce, buf, (&mut [][..]).into())
+            None
+        };
+        // What the tags cover: the header, the body's digest, the tags
+        // before them (see the module's docs).
+        let text = &mut self.text;
+        text.clear();
+        text.extend_from_slice(&buf[..header]);
+        text.extend_from_slice(blake3::hash(&buf[header..]).as_bytes());
+        let tag = match encrypted {
+            Some(tag) => tag,
+            None => inner.encrypt_inout_detached(&nonce, text, (&mut [][..]).into()),
         }
         .map_err(failed)?;
         buf.extend_from_slice(&tag);
+        text.extend_from_slice(&tag);
         for key in outer.into_iter().chain(node.map(|(_, key)| key)) {
             let tag = key
-                .encrypt_inout_detached(&nonce, buf, (&mut [][..]).into())
+                .encrypt_inout_detached(&nonce, text, (&mut [][..]).into())
                 .map_err(failed)?;
             buf.extend_from_slice(&tag);
+            text.extend_from_slice(&tag);
         }
         Ok(())
     }
@@ -1027,6 +1048,8 @@ pub struct Opener {
     /// node's own frames.
     nodes: Option<FrameKey>,
     replay: ReplayGuard,
+    /// What the tags cover, rebuilt per frame (kept for its memory).
+    text: Vec<u8>,
 }
 
 impl Opener {
@@ -1040,6 +1063,7 @@ impl Opener {
             clients: HashMap::new(),
             nodes: None,
             replay: ReplayGuard::default(),
+            text: Vec::new(),
         };
         let accept = |root: &FrameKey| {
             security
@@ -1149,19 +1173,31 @@ impl Opener {
             frame[27..31].try_into().expect("4 bytes"),
         ));
         let nonce = nonce(&sender, counter);
-        // The outer tag, where this receiver holds its key: it covers the
-        // whole frame, so an unencrypted frame needs no further check.
-        let outer = |key: Option<&XChaCha20Poly1305>, frame: &[u8]| -> Option<bool> {
-            let (sealed, tag) = frame.split_at(frame.len() - TAG);
-            let tag: [u8; TAG] = tag.try_into().expect("16 bytes");
-            let checked =
-                key?.decrypt_inout_detached(&nonce, sealed, (&mut [][..]).into(), &tag.into());
-            Some(checked.is_ok())
+        let end = frame.len() - tags;
+        // What the tags cover: the header, the body's digest, then each
+        // tag covers the tags before it.
+        let text = &mut self.text;
+        text.clear();
+        text.extend_from_slice(&frame[..header]);
+        text.extend_from_slice(blake3::hash(&frame[header..end]).as_bytes());
+        text.extend_from_slice(&frame[end..]);
+        let text = &*text;
+        let covered = header + DIGEST;
+        // Tag `n` (from 0), where this receiver holds its key.
+        let check = |key: &XChaCha20Poly1305, n: usize| -> bool {
+            let at = covered + n * TAG;
+            let tag: [u8; TAG] = text[at..at + TAG].try_into().expect("16 bytes");
+            key.decrypt_inout_detached(&nonce, &text[..at], (&mut [][..]).into(), &tag.into())
+                .is_ok()
         };
+        // The outer tag: it covers the whole frame, so an unencrypted
+        // frame needs no further check.
+        let outer =
+            |key: Option<&XChaCha20Poly1305>, n: usize| -> Option<bool> { Some(check(key?, n)) };
         let (principal, inner, checked) = match kind {
             MODE_MEMBER => {
                 let inner = self.compute.as_ref().ok_or(OpenError::WrongMode(kind))?;
-                match outer(self.cluster.as_ref(), frame) {
+                match outer(self.cluster.as_ref(), 1) {
                     Some(false) => return Err(OpenError::BadTag),
                     checked => (Principal::Member, inner, checked.is_some()),
                 }
@@ -1180,12 +1216,12 @@ impl Opener {
                     .ok_or(OpenError::BadTag)?;
                 if let Some(nodes) = &self.nodes {
                     let key = node_key(nodes, id).cipher();
-                    match outer(Some(&key), frame) {
+                    match outer(Some(&key), 2) {
                         Some(true) => (Principal::Node(id), inner, true),
                         _ => return Err(OpenError::BadTag),
                     }
                 } else {
-                    match outer(self.cluster.as_ref(), &frame[..frame.len() - TAG]) {
+                    match outer(self.cluster.as_ref(), 1) {
                         Some(false) => return Err(OpenError::BadTag),
                         checked => (Principal::Member, inner, checked.is_some()),
                     }
@@ -1209,28 +1245,26 @@ impl Opener {
                 // that may reach a client is members-only, so who of the
                 // two sent it does not matter.
                 let inner = self.reply.as_ref().ok_or(OpenError::WrongMode(kind))?;
-                match outer(self.compute.as_ref(), frame) {
+                match outer(self.compute.as_ref(), 1) {
                     Some(false) => return Err(OpenError::BadTag),
                     checked => (Principal::Member, inner, checked.is_some()),
                 }
             }
             _ => return Err(OpenError::WrongMode(kind)),
         };
-        let end = frame.len() - tags;
         if encrypted || !checked {
-            let tag: [u8; TAG] = frame[end..end + TAG].try_into().expect("16 bytes");
             let opened = if encrypted {
+                let tag: [u8; TAG] = frame[end..end + TAG].try_into().expect("16 bytes");
                 let (aad, body) = frame[..end].split_at_mut(header);
-                inner.decrypt_inout_detached(&nonce, aad, body.into(), &tag.into())
+                inner
+                    .decrypt_inout_detached(&nonce, aad, body.into(), &tag.into())
+                    .is_ok()
             } else {
-                inner.decrypt_inout_detached(
-                    &nonce,
-                    &frame[..end],
-                    (&mut [][..]).into(),
-                    &tag.into(),
-                )
+                check(inner, 0)
             };
-            opened.map_err(|_| OpenError::BadTag)?;
+            if !opened {
+                return Err(OpenError::BadTag);
+            }
         }
         let skew = time.abs_diff(now_secs);
         if skew > FRESHNESS_SECS {

@@ -1173,7 +1173,15 @@ mod tests {
         let Command::Kvs(args) = cli.command else {
             panic!("parsed as another command")
         };
-        assert_eq!(backends(&args).len(), 3);
+        assert_eq!(
+            backends(&args),
+            [
+                BackendName::Squall,
+                BackendName::Redis,
+                BackendName::ZmqFloor,
+                BackendName::TcpFloor
+            ]
+        );
         assert!(squall_acks(&args).is_empty());
         assert_eq!(redis_persistences(&args), [PersistenceName::None]);
         let cli = Cli::parse_from(["squall-bench", "recovery", "--keys", "1000"]);

@@ -591,8 +591,8 @@ impl DirectServer {
         msg: &Message,
         sender: &mut Sender,
     ) -> Result<(), TransportError> {
-        let slot = to.as_str()[SCHEME.len()..]
-            .split_once('.')
+        let slot = (to.as_str().strip_prefix(SCHEME))
+            .and_then(|name| name.split_once('.'))
             .and_then(|(s, _)| s.parse::<usize>().ok());
         let conn = slot.and_then(|s| self.slots.get_mut(s)?.as_mut().map(|c| (s, c)));
         let Some((slot, conn)) = conn.filter(|(_, c)| c.reply_to == *to) else {

@@ -201,6 +201,13 @@ fn an_answer_for_a_connection_gone_never_reaches_the_one_in_its_place() {
         boot: 0,
     };
     assert!(server.send(&gone, &pong(1), &mut sender).is_err());
+    for stranger in ["tcp://x", "direct://", "direct://x.1", "direct://99.1"] {
+        let to = Address::from(stranger);
+        assert!(
+            server.send(&to, &pong(1), &mut sender).is_err(),
+            "{stranger}"
+        );
+    }
     server.send(&here, &pong(2), &mut sender).unwrap();
     let until = Instant::now() + WAIT;
     while second.answers.is_empty() {

@@ -55,9 +55,6 @@ const KEPT_FRAME: usize = 1 << 20;
 pub const MAX_TAKEN: usize = 1024;
 /// How much a read takes from a connection at a time.
 const READ_CHUNK: usize = 64 << 10;
-/// How long a client waits for its request to be taken by a connection
-/// whose buffers are full before it gives the connection up.
-pub const SEND_WAIT: Duration = Duration::from_secs(2);
 
 const LISTENER: Token = Token(usize::MAX);
 
@@ -631,11 +628,15 @@ pub struct DirectLink {
     address: Address,
     reader: FrameReader,
     writer: FrameWriter,
+    /// The longest wait to connect, and for a full connection to take a
+    /// request.
+    timeout: Duration,
 }
 
 impl DirectLink {
     /// Connects to `address` (a thread's direct endpoint), waiting at most
-    /// `timeout`.
+    /// `timeout` (as long as a send waits, later, for a full connection to
+    /// take a request: a client's attempt timeout).
     pub fn connect(address: &Address, timeout: Duration) -> io::Result<Self> {
         let stream = std::net::TcpStream::connect_timeout(&socket_addr(address)?, timeout)?;
         stream.set_nodelay(true)?;
@@ -645,6 +646,7 @@ impl DirectLink {
             address: address.clone(),
             reader: FrameReader::default(),
             writer: FrameWriter::default(),
+            timeout,
         })
     }
 
@@ -658,11 +660,12 @@ impl DirectLink {
         self.stream.as_raw_fd()
     }
 
-    /// Sends one sealed frame; waits (at most [`SEND_WAIT`]) only while
-    /// the connection's buffers are full. An error: the link is done.
+    /// Sends one sealed frame; waits (at most the link's timeout) only
+    /// while the connection's buffers are full. An error: the link is
+    /// done.
     pub fn send(&mut self, frame: &mut Vec<u8>) -> io::Result<()> {
         self.writer.send(&mut self.stream, frame)?;
-        let until = std::time::Instant::now() + SEND_WAIT;
+        let until = std::time::Instant::now() + self.timeout;
         while self.writer.pending() {
             let Some(left) = until.checked_duration_since(std::time::Instant::now()) else {
                 return Err(io::Error::new(

@@ -257,3 +257,20 @@ fn a_flood_of_requests_is_taken_a_window_at_a_time_and_every_one_answered() {
     assert_eq!(answered.len() as u64, n);
     assert_eq!(driver.role().answered(), n);
 }
+
+#[test]
+fn a_send_to_a_thread_that_takes_nothing_gives_up_at_the_links_timeout() {
+    // Bound and never polled: the connection is made by the kernel, and
+    // its buffers fill.
+    let server = DirectServer::bind(&Address::from("tcp://127.0.0.1:*")).unwrap();
+    let mut link = DirectLink::connect(server.address(), Duration::from_millis(300)).unwrap();
+    let mut frame = vec![0u8; 32 << 20];
+    let started = Instant::now();
+    let sent = link.send(&mut frame);
+    assert!(sent.is_err(), "32 MiB cannot fit a connection nobody reads");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "gave up after {took:?}"
+    );
+}

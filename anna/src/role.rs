@@ -156,6 +156,15 @@ pub trait Role {
     /// [`TransportStats::busy_us`] into a busy fraction). Ignored by
     /// default.
     fn observe_transport(&mut self, _stats: TransportStats) {}
+
+    /// Where storage thread `thread`, which this role sends KVS requests
+    /// to, takes them straight over TCP, if this role's client is to use
+    /// that (see [`crate::client::ClientConfig::direct`]): a driver then
+    /// sends them there and hands back the answers from that connection.
+    /// `None` by default (a role with no KVS client).
+    fn direct_endpoint(&self, _thread: &Address) -> Option<&Address> {
+        None
+    }
 }
 
 /// What one [`Driver::step`] did.

@@ -11,14 +11,25 @@ use anna::client::ClientConfig;
 use anna::lattice::{LatticeValue, Lww, Timestamp, WriterId};
 use anna::protocol::seal::{Identity, Sealer, Secret, Security};
 use anna::protocol::{Ack, Address, KeyOp, KvsRequest, Message, RequestId};
+use anna::role::Driver;
 use cluster::{client_config, Cluster, Probe};
+use squall_cache::{Cache, CacheConfig};
 use squall_transport::security::{sender_id, unix_secs};
+use squall_transport::{Endpoint, ZmqDriver};
 use std::io::Write;
 use std::time::Duration;
 
-/// Requests taken on direct connections by every thread of the cluster.
+/// Requests taken on direct connections by every thread of nodes 1 and 2.
 fn direct_requests(cluster: &Cluster, probe: &mut Probe) -> u64 {
-    let threads = [1, 2].map(|id| cluster.node_threads(id)).concat();
+    direct_requests_of(cluster, probe, &[1, 2])
+}
+
+/// Requests taken on direct connections by every thread of `nodes`.
+fn direct_requests_of(cluster: &Cluster, probe: &mut Probe, nodes: &[u64]) -> u64 {
+    let threads: Vec<Address> = nodes
+        .iter()
+        .flat_map(|&id| cluster.node_threads(id))
+        .collect();
     threads
         .iter()
         .map(|t| {
@@ -166,4 +177,52 @@ fn forged_and_replayed_frames_on_a_direct_connection_are_dropped_and_counted() {
     );
     let got = client.get("replayed").unwrap();
     assert_eq!(bytes(got), Some(b"once".to_vec()));
+}
+
+#[test]
+fn a_caches_misses_go_to_the_threads_direct_endpoints_unless_told_otherwise() {
+    let cluster = Cluster::start(1, 1, 1);
+    let mut client = cluster.client(client_config());
+    client.put_lww("via-cache", b"hello".to_vec()).unwrap();
+    let mut probe = Probe::new();
+    for direct in [true, false] {
+        let before = direct_requests_of(&cluster, &mut probe, &[1]);
+        let ctx = zmq::Context::new();
+        let config = CacheConfig {
+            client: ClientConfig {
+                direct,
+                ..client_config()
+            },
+            ..CacheConfig::default()
+        };
+        let routers = vec![cluster.router()];
+        let any = Address::from("tcp://127.0.0.1:*");
+        let mut driver = ZmqDriver::bind_with(&ctx, &any, |me| {
+            Cache::new(
+                config,
+                "test".into(),
+                me.clone(),
+                routers,
+                vec![],
+                WriterId(77),
+            )
+        })
+        .unwrap();
+        let cache = driver.address().clone();
+        let stop = driver.shutdown_handle();
+        let running = std::thread::spawn(move || driver.run());
+        let mut endpoint = Endpoint::connect(cache, &any, Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            bytes(endpoint.get("via-cache", None).unwrap()),
+            Some(b"hello".to_vec())
+        );
+        stop.stop().unwrap();
+        running.join().unwrap().unwrap();
+        let taken = direct_requests_of(&cluster, &mut probe, &[1]) - before;
+        if direct {
+            assert!(taken >= 1, "the cache's miss went direct: {taken}");
+        } else {
+            assert_eq!(taken, 0, "a cache told not to goes over ZeroMQ");
+        }
+    }
 }

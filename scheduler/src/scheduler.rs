@@ -181,6 +181,15 @@ impl Role for Scheduler {
         self.next_wake()
     }
 
+    fn direct_endpoint(&self, thread: &Address) -> Option<&Address> {
+        let client = &self.client;
+        client
+            .config()
+            .direct
+            .then(|| client.direct(thread))
+            .flatten()
+    }
+
     fn observe_transport(&mut self, stats: TransportStats) {
         self.stats.transport = stats;
     }

@@ -6,7 +6,7 @@
 //! one per thread.
 
 use crate::clock;
-use crate::direct::DirectLink;
+use crate::direct::{DirectLink, UNREACHABLE_FOR};
 use crate::socket::{Receiver, Sender, TransportError};
 use anna::client::{ClientConfig, ClientCore, ClientError, Completion, OpId, OpOutput};
 use anna::cluster::ReplicationFactor;
@@ -40,10 +40,6 @@ pub struct Client {
     frame: Vec<u8>,
     _ctx: zmq::Context,
 }
-
-/// How long a direct endpoint that could not be reached is left alone
-/// (its requests go over ZeroMQ meanwhile).
-const UNREACHABLE_FOR: Duration = Duration::from_secs(2);
 
 impl Client {
     /// A client of the cluster whose routers are `routers`, receiving

@@ -33,11 +33,11 @@ use anna::lattice::lww::in_frame;
 use anna::protocol::{Address, Message};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 /// The scheme of the reply addresses that name a direct connection inside
@@ -49,6 +49,9 @@ pub const MAX_CONNECTIONS: usize = 4096;
 /// How many answer bytes a connection may have waiting for a client that
 /// does not read them before it is closed.
 pub const MAX_UNSENT: usize = 256 << 20;
+/// How long an endpoint that could not be reached, or whose connection
+/// failed, is left alone (its requests go over ZeroMQ meanwhile).
+pub const UNREACHABLE_FOR: Duration = Duration::from_secs(2);
 /// The largest sealing buffer a direct endpoint keeps between answers.
 const KEPT_FRAME: usize = 1 << 20;
 /// The most requests taken from connections and waiting for the role.
@@ -708,6 +711,203 @@ impl DirectLink {
                 io::ErrorKind::InvalidData,
                 format!("an answer of {len} bytes announced (at most {max})"),
             )),
+        }
+    }
+}
+
+/// Whether `msg` may go over a direct connection: a KVS request, or a
+/// batch of them.
+pub fn is_request(msg: &Message) -> bool {
+    match msg {
+        Message::KvsRequest(_) => true,
+        Message::Batch(messages) => messages.iter().all(|m| matches!(m, Message::KvsRequest(_))),
+        _ => false,
+    }
+}
+
+/// A driven role's own connections to storage threads' direct endpoints
+/// (a cache's, a scheduler's: roles with a KVS client), for its driver.
+/// Nothing here waits: a connection is made without waiting for it, a
+/// request waits in its buffer until the connection takes it, answers are
+/// read when the driver's poll says so. A connection that fails is
+/// dropped (its requests time out and are retried, as lost messages are),
+/// and its endpoint left alone for a while: requests for it go over
+/// ZeroMQ meanwhile.
+pub struct DirectLinks {
+    poll: Poll,
+    events: Events,
+    links: Vec<Option<Link>>,
+    unreachable: HashMap<Address, Instant>,
+    frame: Vec<u8>,
+}
+
+struct Link {
+    endpoint: Address,
+    stream: TcpStream,
+    reader: FrameReader,
+    writer: FrameWriter,
+}
+
+impl DirectLinks {
+    /// No connection yet.
+    pub fn new() -> io::Result<Self> {
+        Ok(DirectLinks {
+            poll: Poll::new()?,
+            events: Events::with_capacity(64),
+            links: Vec::new(),
+            unreachable: HashMap::new(),
+            frame: Vec::new(),
+        })
+    }
+
+    /// A descriptor readable whenever a connection has something to take
+    /// up, for the driver's wait.
+    pub fn fd(&self) -> RawFd {
+        self.poll.as_raw_fd()
+    }
+
+    /// Sends `msg` (addressed to thread `to`) to `endpoint`, sealed by
+    /// `sender`, connecting first if need be. `false`: not sent (the
+    /// endpoint is left alone for now, or cannot be reached): send it over
+    /// ZeroMQ.
+    pub fn send(
+        &mut self,
+        endpoint: &Address,
+        to: &Address,
+        msg: &Message,
+        sender: &mut Sender,
+    ) -> bool {
+        let slot = match self
+            .links
+            .iter()
+            .position(|l| l.as_ref().is_some_and(|l| l.endpoint == *endpoint))
+        {
+            Some(slot) => slot,
+            None => match self.connect(endpoint) {
+                Some(slot) => slot,
+                None => return false,
+            },
+        };
+        if sender.seal(to, msg, &mut self.frame).is_err() {
+            // Too large for a frame: ZeroMQ's path says so.
+            return false;
+        }
+        let Some(link) = self.links[slot].as_mut() else {
+            return false;
+        };
+        match link.writer.send(&mut link.stream, &mut self.frame) {
+            Ok(()) => true,
+            Err(e) => {
+                self.drop_link(slot, &e);
+                false
+            }
+        }
+    }
+
+    fn connect(&mut self, endpoint: &Address) -> Option<usize> {
+        if (self.unreachable.get(endpoint)).is_some_and(|until| Instant::now() < *until) {
+            return None;
+        }
+        let connected = socket_addr(endpoint).and_then(TcpStream::connect);
+        let mut stream = match connected {
+            Ok(stream) => stream,
+            Err(e) => {
+                debug!(%endpoint, error = %e, "direct endpoint unreachable; using ZeroMQ");
+                self.unreachable
+                    .insert(endpoint.clone(), Instant::now() + UNREACHABLE_FOR);
+                return None;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let slot = self
+            .links
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or_else(|| {
+                self.links.push(None);
+                self.links.len() - 1
+            });
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(slot), interest)
+        {
+            debug!(%endpoint, error = %e, "cannot watch a direct connection; using ZeroMQ");
+            return None;
+        }
+        self.unreachable.remove(endpoint);
+        self.links[slot] = Some(Link {
+            endpoint: endpoint.clone(),
+            stream,
+            reader: FrameReader::default(),
+            writer: FrameWriter::default(),
+        });
+        Some(slot)
+    }
+
+    fn drop_link(&mut self, slot: usize, error: &dyn std::fmt::Display) {
+        if let Some(mut link) = self.links.get_mut(slot).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(&mut link.stream);
+            debug!(endpoint = %link.endpoint, %error, "direct connection lost; using ZeroMQ for a while");
+            self.unreachable
+                .insert(link.endpoint, Instant::now() + UNREACHABLE_FOR);
+        }
+    }
+
+    /// Takes up what the connections have: requests waiting written as
+    /// far as they take them, answers (opened and checked by `receiver`)
+    /// put at the end of `out`. Never waits.
+    pub fn take_up(&mut self, receiver: &mut Receiver, out: &mut VecDeque<Message>) {
+        match self.poll.poll(&mut self.events, Some(Duration::ZERO)) {
+            Ok(()) => {}
+            Err(e) => {
+                debug!(error = %e, "direct connections: poll failed");
+                return;
+            }
+        }
+        let max = crate::socket::max_message_bytes();
+        let ready: Vec<(usize, bool, bool)> = (self.events.iter())
+            .map(|e| {
+                (
+                    e.token().0,
+                    e.is_readable() || e.is_read_closed() || e.is_error(),
+                    e.is_writable(),
+                )
+            })
+            .collect();
+        for (slot, readable, writable) in ready {
+            let Some(link) = self.links.get_mut(slot).and_then(Option::as_mut) else {
+                continue;
+            };
+            let mut failed: Option<io::Error> = None;
+            if writable {
+                failed = link.writer.flush(&mut link.stream).err();
+            }
+            if readable && failed.is_none() {
+                let mut ended = link.reader.fill(link.stream.as_raw_fd()).err();
+                loop {
+                    match link.reader.next_frame(max) {
+                        Ok(Some(frame)) => receiver.open_other(frame, out),
+                        Ok(None) => break,
+                        Err(e) => {
+                            ended = Some(e);
+                            break;
+                        }
+                    }
+                }
+                failed = match ended {
+                    None => None,
+                    Some(Ended::Closed(e)) => Some(e),
+                    Some(Ended::Oversized(len)) => Some(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("an answer of {len} bytes announced (at most {max})"),
+                    )),
+                };
+            }
+            if let Some(e) = failed.or_else(|| link.stream.take_error().ok().flatten()) {
+                self.drop_link(slot, &e);
+            }
         }
     }
 }

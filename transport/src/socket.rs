@@ -21,7 +21,7 @@
 //! ([`Receiver::take_refusal`]), never handed to the role.
 
 use crate::clock;
-use crate::direct::{DirectFrame, DirectServer};
+use crate::direct::{DirectFrame, DirectLinks, DirectServer};
 use anna::lattice::lww::in_frame;
 use anna::protocol::seal::{OpenError, Opener, Principal, Sealer, Security};
 use anna::protocol::{self, Address, EncodeError, Message};
@@ -539,28 +539,43 @@ fn poll_millis(d: Duration) -> i64 {
     i64::try_from(d.as_micros().div_ceil(1000)).unwrap_or(i64::MAX)
 }
 
-/// Waits at most `wait` until one of `sockets` (three at most) or the
-/// descriptor `fd` can be read; which can, in order, `fd` last. A signal
-/// cutting the wait short is no error: nothing is ready.
+/// Waits at most `wait` until one of `sockets` (three at most) or of the
+/// descriptors `fds` can be read; which can, in order: the sockets' in
+/// the first three places (the missing ones false), then the
+/// descriptors'. A signal cutting the wait short is no error: nothing is
+/// ready.
 fn poll_readable<const N: usize>(
     sockets: [&zmq::Socket; N],
-    fd: Option<std::os::fd::RawFd>,
+    fds: [Option<std::os::fd::RawFd>; 2],
     wait: Duration,
-) -> Result<[bool; 4], zmq::Error> {
-    let mut items: [zmq::PollItem; 4] = std::array::from_fn(|i| match sockets.get(i) {
+) -> Result<[bool; 5], zmq::Error> {
+    // Where each descriptor sits among the items, after the sockets.
+    let mut at = [usize::MAX; 2];
+    let mut used = N;
+    for (i, fd) in fds.iter().enumerate() {
+        if fd.is_some() {
+            at[i] = used;
+            used += 1;
+        }
+    }
+    let mut items: [zmq::PollItem; 5] = std::array::from_fn(|i| match sockets.get(i) {
         Some(s) => s.as_poll_item(zmq::POLLIN),
-        None => zmq::PollItem::from_fd(fd.unwrap_or(-1), zmq::POLLIN),
+        None => {
+            let fd = (0..2).find(|&k| at[k] == i).and_then(|k| fds[k]);
+            zmq::PollItem::from_fd(fd.unwrap_or(-1), zmq::POLLIN)
+        }
     });
-    let used = N + usize::from(fd.is_some());
     match zmq::poll(&mut items[..used], poll_millis(wait)) {
         Ok(_) | Err(zmq::Error::EINTR) => {}
         Err(e) => return Err(e),
     }
-    let mut readable = [false; 4];
+    let mut readable = [false; 5];
     for (r, item) in readable.iter_mut().zip(&items[..N]) {
         *r = item.is_readable();
     }
-    readable[3] = fd.is_some() && items[N].is_readable();
+    for (k, &i) in at.iter().enumerate() {
+        readable[3 + k] = i != usize::MAX && items[i].is_readable();
+    }
     Ok(readable)
 }
 
@@ -606,6 +621,11 @@ pub struct ZmqDriver<R: Role> {
     /// Clients' requests straight over TCP, where the role serves them
     /// ([`ZmqDriver::serve_direct`]).
     direct: Option<crate::direct::DirectServer>,
+    /// The role's own connections to storage threads' direct endpoints,
+    /// made on its first request for one ([`Role::direct_endpoint`]).
+    links: Option<DirectLinks>,
+    /// Answers read from `links`, not yet handed to the role.
+    answers: VecDeque<Message>,
     shutdown: Shutdown,
     outbox: Outbox,
     /// The frames of a flush: their address, the seal of the messages
@@ -649,6 +669,8 @@ impl<R: Role> ZmqDriver<R> {
             control,
             wake: None,
             direct: None,
+            links: None,
+            answers: VecDeque::new(),
             shutdown: Shutdown {
                 ctx: ctx.clone(),
                 endpoint,
@@ -790,6 +812,9 @@ impl<R: Role> ZmqDriver<R> {
     /// Sends one frame; a batch too large for a frame goes message by
     /// message.
     fn send(&mut self, to: &Address, msg: Message) {
+        if crate::direct::is_request(&msg) && self.send_direct(to, &msg) {
+            return;
+        }
         let sent = match &mut self.direct {
             Some(direct) if DirectServer::names_connection(to) => {
                 direct.send(to, &msg, &mut self.sender)
@@ -808,6 +833,27 @@ impl<R: Role> ZmqDriver<R> {
             (Err(error), msg) => debug!(%to, kind = msg.kind(), %error, "message not sent"),
             (Ok(()), _) => {}
         }
+    }
+
+    /// Sends a KVS request to its thread's direct endpoint, if the role
+    /// names one; `false`: send it over ZeroMQ.
+    fn send_direct(&mut self, to: &Address, msg: &Message) -> bool {
+        let Some(endpoint) = self.role.direct_endpoint(to) else {
+            return false;
+        };
+        if self.links.is_none() {
+            match DirectLinks::new() {
+                Ok(links) => self.links = Some(links),
+                Err(error) => {
+                    warn!(%error, "cannot wait on direct connections; requests go over ZeroMQ");
+                    return false;
+                }
+            }
+        }
+        let Some(links) = self.links.as_mut() else {
+            return false;
+        };
+        links.send(endpoint, to, msg, &mut self.sender)
     }
 
     /// Answers the client requests the receiver refused.
@@ -854,14 +900,17 @@ impl<R: Role> Driver for ZmqDriver<R> {
             }
             wait = wait.min(due.saturating_since(now));
         }
-        if self.direct.as_ref().is_some_and(DirectServer::has_work) {
+        if self.direct.as_ref().is_some_and(DirectServer::has_work) || !self.answers.is_empty() {
             wait = Duration::ZERO;
         }
         let (control, inbox) = (&self.control, &self.receiver.socket);
-        let direct = self.direct.as_ref().map(DirectServer::fd);
-        let [stop, ready, woken, connections] = match &self.wake {
-            Some(wake) => poll_readable([control, inbox, wake], direct, wait)?,
-            None => poll_readable([control, inbox], direct, wait)?,
+        let fds = [
+            self.direct.as_ref().map(DirectServer::fd),
+            self.links.as_ref().map(DirectLinks::fd),
+        ];
+        let [stop, ready, woken, connections, answered] = match &self.wake {
+            Some(wake) => poll_readable([control, inbox, wake], fds, wait)?,
+            None => poll_readable([control, inbox], fds, wait)?,
         };
         if stop {
             self.stopped = true;
@@ -894,6 +943,24 @@ impl<R: Role> Driver for ZmqDriver<R> {
             }
             self.flush();
             self.send_refusals();
+            self.count_busy(started);
+        }
+        if answered || !self.answers.is_empty() {
+            let started = Instant::now();
+            if let Some(links) = self.links.as_mut().filter(|_| answered) {
+                links.take_up(&mut self.receiver, &mut self.answers);
+            }
+            for n in 1..=DELIVERY_BATCH {
+                let Some(msg) = self.answers.pop_front() else {
+                    break;
+                };
+                self.handle(Input::Message(msg));
+                delivered = true;
+                if n % FLUSH_EVERY == 0 {
+                    self.flush();
+                }
+            }
+            self.flush();
             self.count_busy(started);
         }
         if connections || self.direct.as_ref().is_some_and(DirectServer::has_work) {

@@ -140,6 +140,37 @@ impl FrameReader {
         }
     }
 
+    /// Reads what the stream `fd` has and opens every whole frame with
+    /// `receiver` (a client's end: answers), to the end of `out`. An
+    /// error: the stream is done (what arrived before is in `out`).
+    fn receive(
+        &mut self,
+        fd: RawFd,
+        receiver: &mut Receiver,
+        out: &mut VecDeque<Message>,
+    ) -> io::Result<()> {
+        let max = crate::socket::max_message_bytes();
+        let mut ended = self.fill(fd).err();
+        loop {
+            match self.next_frame(max) {
+                Ok(Some(frame)) => receiver.open_other(frame, out),
+                Ok(None) => break,
+                Err(e) => {
+                    ended = Some(e);
+                    break;
+                }
+            }
+        }
+        match ended {
+            None => Ok(()),
+            Some(Ended::Closed(e)) => Err(e),
+            Some(Ended::Oversized(len)) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("an answer of {len} bytes announced (at most {max})"),
+            )),
+        }
+    }
+
     /// Forgets the frames taken once none is left, moves the unread bytes
     /// to the front when the room behind them runs short, and reserves
     /// room for the frame being read.
@@ -692,26 +723,7 @@ impl DirectLink {
         receiver: &mut Receiver,
         out: &mut VecDeque<Message>,
     ) -> io::Result<()> {
-        let max = crate::socket::max_message_bytes();
-        let mut ended = self.reader.fill(self.stream.as_raw_fd()).err();
-        loop {
-            match self.reader.next_frame(max) {
-                Ok(Some(frame)) => receiver.open_other(frame, out),
-                Ok(None) => break,
-                Err(e) => {
-                    ended = Some(e);
-                    break;
-                }
-            }
-        }
-        match ended {
-            None => Ok(()),
-            Some(Ended::Closed(e)) => Err(e),
-            Some(Ended::Oversized(len)) => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("an answer of {len} bytes announced (at most {max})"),
-            )),
-        }
+        self.reader.receive(self.stream.as_raw_fd(), receiver, out)
     }
 }
 
@@ -866,7 +878,6 @@ impl DirectLinks {
                 return;
             }
         }
-        let max = crate::socket::max_message_bytes();
         let ready: Vec<(usize, bool, bool)> = (self.events.iter())
             .map(|e| {
                 (
@@ -885,25 +896,8 @@ impl DirectLinks {
                 failed = link.writer.flush(&mut link.stream).err();
             }
             if readable && failed.is_none() {
-                let mut ended = link.reader.fill(link.stream.as_raw_fd()).err();
-                loop {
-                    match link.reader.next_frame(max) {
-                        Ok(Some(frame)) => receiver.open_other(frame, out),
-                        Ok(None) => break,
-                        Err(e) => {
-                            ended = Some(e);
-                            break;
-                        }
-                    }
-                }
-                failed = match ended {
-                    None => None,
-                    Some(Ended::Closed(e)) => Some(e),
-                    Some(Ended::Oversized(len)) => Some(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("an answer of {len} bytes announced (at most {max})"),
-                    )),
-                };
+                let fd = link.stream.as_raw_fd();
+                failed = link.reader.receive(fd, receiver, out).err();
             }
             if let Some(e) = failed.or_else(|| link.stream.take_error().ok().flatten()) {
                 self.drop_link(slot, &e);

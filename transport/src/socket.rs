@@ -856,6 +856,25 @@ impl<R: Role> ZmqDriver<R> {
         links.send(endpoint, to, msg, &mut self.sender)
     }
 
+    /// Hands the role up to [`DELIVERY_BATCH`] messages `next` takes,
+    /// sending what it queued every [`FLUSH_EVERY`] and at the end;
+    /// whether any was handed.
+    fn deliver(&mut self, mut next: impl FnMut(&mut Self) -> Option<Message>) -> bool {
+        let mut delivered = false;
+        for n in 1..=DELIVERY_BATCH {
+            let Some(msg) = next(self) else {
+                break;
+            };
+            self.handle(Input::Message(msg));
+            delivered = true;
+            if n % FLUSH_EVERY == 0 {
+                self.flush();
+            }
+        }
+        self.flush();
+        delivered
+    }
+
     /// Answers the client requests the receiver refused.
     fn send_refusals(&mut self) {
         while let Some((to, refusal)) = self.receiver.take_refusal() {
@@ -950,17 +969,7 @@ impl<R: Role> Driver for ZmqDriver<R> {
             if let Some(links) = self.links.as_mut().filter(|_| answered) {
                 links.take_up(&mut self.receiver, &mut self.answers);
             }
-            for n in 1..=DELIVERY_BATCH {
-                let Some(msg) = self.answers.pop_front() else {
-                    break;
-                };
-                self.handle(Input::Message(msg));
-                delivered = true;
-                if n % FLUSH_EVERY == 0 {
-                    self.flush();
-                }
-            }
-            self.flush();
+            delivered |= self.deliver(|d| d.answers.pop_front());
             self.count_busy(started);
         }
         if connections || self.direct.as_ref().is_some_and(DirectServer::has_work) {
@@ -968,17 +977,7 @@ impl<R: Role> Driver for ZmqDriver<R> {
             if let Some(direct) = self.direct.as_mut() {
                 direct.take_up(&mut self.receiver);
             }
-            for n in 1..=DELIVERY_BATCH {
-                let Some(msg) = self.direct.as_mut().and_then(DirectServer::next_request) else {
-                    break;
-                };
-                self.handle(Input::Message(msg));
-                delivered = true;
-                if n % FLUSH_EVERY == 0 {
-                    self.flush();
-                }
-            }
-            self.flush();
+            delivered |= self.deliver(|d| d.direct.as_mut().and_then(DirectServer::next_request));
             self.send_refusals();
             self.count_busy(started);
         }

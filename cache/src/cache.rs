@@ -226,12 +226,7 @@ impl Role for Cache {
     }
 
     fn direct_endpoint(&self, thread: &Address) -> Option<&Address> {
-        let client = &self.client;
-        client
-            .config()
-            .direct
-            .then(|| client.direct(thread))
-            .flatten()
+        self.client.direct(thread)
     }
 
     fn observe_transport(&mut self, stats: TransportStats) {

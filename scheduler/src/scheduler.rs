@@ -182,12 +182,7 @@ impl Role for Scheduler {
     }
 
     fn direct_endpoint(&self, thread: &Address) -> Option<&Address> {
-        let client = &self.client;
-        client
-            .config()
-            .direct
-            .then(|| client.direct(thread))
-            .flatten()
+        self.client.direct(thread)
     }
 
     fn observe_transport(&mut self, stats: TransportStats) {

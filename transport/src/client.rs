@@ -344,7 +344,7 @@ impl Client {
     /// state names one (connecting on first use); `false`: send it over
     /// ZeroMQ instead.
     fn send_direct(&mut self, to: &Address, msg: &Message) -> bool {
-        if !self.core.config().direct || !matches!(msg, Message::KvsRequest(_)) {
+        if !matches!(msg, Message::KvsRequest(_)) {
             return false;
         }
         let Some(endpoint) = self.core.direct(to) else {

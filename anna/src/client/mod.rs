@@ -331,10 +331,14 @@ impl ClientCore {
         &self.routers
     }
 
-    /// Where storage thread `thread` takes requests straight over TCP, as
-    /// the cluster state this client holds says (see
-    /// [`crate::cluster::Placement::direct`]).
+    /// Where this client sends its requests to storage thread `thread`
+    /// straight over TCP: the thread's endpoint as the cluster state this
+    /// client holds names it ([`crate::cluster::Placement::direct`]),
+    /// unless its settings say not to ([`ClientConfig::direct`]).
     pub fn direct(&self, thread: &Address) -> Option<&Address> {
+        if !self.config.direct {
+            return None;
+        }
         self.placement.as_ref()?.direct(thread)
     }
 

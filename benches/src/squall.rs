@@ -236,21 +236,26 @@ impl SquallFactory {
         Ok(factory)
     }
 
-    /// The same factory, its clients putting at `ack`, named for it:
-    /// `squall (1t, ack durable)`, `squall (1t, ack one)`.
     /// This factory with clients that reach the storage threads over
-    /// ZeroMQ only, not their direct endpoints: the path before them.
+    /// ZeroMQ only, not their direct endpoints: the path before them,
+    /// named `squall (1t, over ZeroMQ)`.
     pub fn over_zmq(mut self) -> Self {
         self.direct = false;
-        let inner = self
-            .name
-            .trim_start_matches("squall (")
-            .trim_end_matches(')')
-            .to_string();
-        self.name = format!("squall ({inner}, over ZeroMQ)");
+        self.name_also("over ZeroMQ");
         self
     }
 
+    /// Adds `what` to the name in its parentheses: `squall (1t, WHAT)`.
+    fn name_also(&mut self, what: &str) {
+        let inner = self
+            .name
+            .trim_start_matches("squall (")
+            .trim_end_matches(')');
+        self.name = format!("squall ({inner}, {what})");
+    }
+
+    /// The same factory, its clients putting at `ack`, named for it:
+    /// `squall (1t, ack durable)`, `squall (1t, ack one)`.
     pub fn with_put_ack(mut self, ack: Ack) -> Self {
         self.ack = ack;
         let level = match ack {
@@ -259,12 +264,7 @@ impl SquallFactory {
             Ack::All => "all".to_string(),
             Ack::Durable => "durable".to_string(),
         };
-        let inner = self
-            .name
-            .trim_start_matches("squall (")
-            .trim_end_matches(')')
-            .to_string();
-        self.name = format!("squall ({inner}, ack {level})");
+        self.name_also(&format!("ack {level}"));
         self
     }
 

@@ -32,49 +32,63 @@ pub const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct ZmqFloorFactory {
     client_ctx: zmq::Context,
     server: Address,
+    _responder: Responder,
+}
+
+/// A ping responder's driver running on a thread of its own, named
+/// `name`; stopped and joined when this drops.
+struct Responder {
     shutdown: Shutdown,
-    responder: Option<JoinHandle<std::result::Result<u64, TransportError>>>,
+    thread: Option<JoinHandle<std::result::Result<u64, TransportError>>>,
+}
+
+impl Responder {
+    fn spawn(mut driver: ZmqDriver<PingResponder>, name: &str) -> Result<Self> {
+        let shutdown = driver.shutdown_handle();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                driver.run()?;
+                Ok(driver.role().answered())
+            })?;
+        Ok(Responder {
+            shutdown,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if self.shutdown.stop().is_ok() {
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
 }
 
 impl ZmqFloorFactory {
     /// Starts the responder on a free loopback TCP port.
     pub fn start() -> Result<Self> {
         let server_ctx = zmq::Context::new();
-        let mut driver = ZmqDriver::bind(
+        let driver = ZmqDriver::bind(
             &server_ctx,
             &Address::from("tcp://127.0.0.1:*"),
             PingResponder::default(),
         )
         .map_err(setup)?;
         let server = driver.address().clone();
-        let shutdown = driver.shutdown_handle();
-        let responder = std::thread::Builder::new()
-            .name("zmq-floor-responder".into())
-            .spawn(move || {
-                driver.run()?;
-                Ok(driver.role().answered())
-            })?;
         Ok(ZmqFloorFactory {
             client_ctx: zmq::Context::new(),
             server,
-            shutdown,
-            responder: Some(responder),
+            _responder: Responder::spawn(driver, "zmq-floor-responder")?,
         })
     }
 
     /// The responder's address.
     pub fn address(&self) -> &Address {
         &self.server
-    }
-}
-
-impl Drop for ZmqFloorFactory {
-    fn drop(&mut self) {
-        if self.shutdown.stop().is_ok() {
-            if let Some(responder) = self.responder.take() {
-                let _ = responder.join();
-            }
-        }
     }
 }
 
@@ -174,8 +188,7 @@ impl<C: RoundTrip + Send> KvBackend for Floor<C> {
 pub struct TcpFloorFactory {
     client_ctx: zmq::Context,
     endpoint: Address,
-    shutdown: Shutdown,
-    responder: Option<JoinHandle<std::result::Result<u64, TransportError>>>,
+    _responder: Responder,
 }
 
 impl TcpFloorFactory {
@@ -192,34 +205,16 @@ impl TcpFloorFactory {
             .map_err(|e| BackendError::Setup(format!("tcp-floor: {e}")))?;
         let endpoint = direct.address().clone();
         driver.serve_direct(direct);
-        let shutdown = driver.shutdown_handle();
-        let responder = std::thread::Builder::new()
-            .name("tcp-floor-responder".into())
-            .spawn(move || {
-                driver.run()?;
-                Ok(driver.role().answered())
-            })?;
         Ok(TcpFloorFactory {
             client_ctx: zmq::Context::new(),
             endpoint,
-            shutdown,
-            responder: Some(responder),
+            _responder: Responder::spawn(driver, "tcp-floor-responder")?,
         })
     }
 
     /// The responder's direct endpoint.
     pub fn address(&self) -> &Address {
         &self.endpoint
-    }
-}
-
-impl Drop for TcpFloorFactory {
-    fn drop(&mut self) {
-        if self.shutdown.stop().is_ok() {
-            if let Some(responder) = self.responder.take() {
-                let _ = responder.join();
-            }
-        }
     }
 }
 

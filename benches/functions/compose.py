@@ -19,7 +19,9 @@ Three parts, each run against every system one after the other:
       the system (Squall: put in the KVS, passed as squall.Reference; Ray:
       ray.put object refs; Dask: scattered futures). "first": the first call
       on freshly stored arrays (median over --locality-fresh pairs);
-      "warm": later calls on the same arrays (median of --locality-warm).
+      "warm": later calls on the same arrays (median of --locality-warm),
+      then the same with squall.Reference(key, readonly=True): the
+      executor hands each call the read-only arrays it decoded once.
   (c) throughput: --tasks tiny calls put in flight at once (Squall
       call_async, Ray .remote, Dask submit), then all awaited; wall time and
       calls/s.
@@ -287,8 +289,24 @@ def run_squall(args, res):
             t0 = time.perf_counter()
             client.call("total", ra, rb)
             warm.append(time.perf_counter() - t0)
+        # The same warm calls with read-only arguments: the executor hands
+        # every call the arrays it decoded once (Ray's ray.get gives
+        # read-only arrays too).
+        warm_ro = []
+        ra, rb = (squall.Reference("fbench:a:0", readonly=True),
+                  squall.Reference("fbench:b:0", readonly=True))
+        a, b = arrays(0)
+        want = float(a.sum()) + float(b.sum())
+        for _ in range(args.warmup // 10 + 2):
+            client.call("total", ra, rb)
+        for _ in range(args.locality_warm):
+            t0 = time.perf_counter()
+            got = client.call("total", ra, rb)
+            warm_ro.append(time.perf_counter() - t0)
+            assert abs(got - want) < 1e-6 * abs(want), (got, want)
         res["loc_first"] = ms_stats(first)
         res["loc_warm"] = ms_stats(warm)
+        res["loc_warm_ro"] = ms_stats(warm_ro)
         res["loc_driver"] = ms_stats(timed_loop(
             lambda i: (client.get("fbench:a:0"), client.get("fbench:b:0")),
             args.locality_warm, 2))
@@ -383,8 +401,24 @@ def run_ray(args, res):
             t0 = time.perf_counter()
             ray.get(r_total.remote(ra, rb))
             warm.append(time.perf_counter() - t0)
+        # The same warm calls with read-only arguments: the executor hands
+        # every call the arrays it decoded once (Ray's ray.get gives
+        # read-only arrays too).
+        warm_ro = []
+        ra, rb = (squall.Reference("fbench:a:0", readonly=True),
+                  squall.Reference("fbench:b:0", readonly=True))
+        a, b = arrays(0)
+        want = float(a.sum()) + float(b.sum())
+        for _ in range(args.warmup // 10 + 2):
+            client.call("total", ra, rb)
+        for _ in range(args.locality_warm):
+            t0 = time.perf_counter()
+            got = client.call("total", ra, rb)
+            warm_ro.append(time.perf_counter() - t0)
+            assert abs(got - want) < 1e-6 * abs(want), (got, want)
         res["loc_first"] = ms_stats(first)
         res["loc_warm"] = ms_stats(warm)
+        res["loc_warm_ro"] = ms_stats(warm_ro)
         res["loc_driver"] = ms_stats(timed_loop(
             lambda i: (ray.get(ra), ray.get(rb)), args.locality_warm, 2))
         del keep, ra, rb
@@ -452,8 +486,24 @@ def run_dask(args, res):
             t0 = time.perf_counter()
             client.submit(total, fa, fb, pure=False).result()
             warm.append(time.perf_counter() - t0)
+        # The same warm calls with read-only arguments: the executor hands
+        # every call the arrays it decoded once (Ray's ray.get gives
+        # read-only arrays too).
+        warm_ro = []
+        ra, rb = (squall.Reference("fbench:a:0", readonly=True),
+                  squall.Reference("fbench:b:0", readonly=True))
+        a, b = arrays(0)
+        want = float(a.sum()) + float(b.sum())
+        for _ in range(args.warmup // 10 + 2):
+            client.call("total", ra, rb)
+        for _ in range(args.locality_warm):
+            t0 = time.perf_counter()
+            got = client.call("total", ra, rb)
+            warm_ro.append(time.perf_counter() - t0)
+            assert abs(got - want) < 1e-6 * abs(want), (got, want)
         res["loc_first"] = ms_stats(first)
         res["loc_warm"] = ms_stats(warm)
+        res["loc_warm_ro"] = ms_stats(warm_ro)
         res["loc_driver"] = ms_stats(timed_loop(
             lambda i: (fa.result(), fb.result()), args.locality_warm, 2))
         del keep, fa, fb
@@ -515,9 +565,11 @@ def report(args, results, meta):
     print()
 
     def row(label, key, sub=("p50", "p99", "mean")):
+        """One row of `key`'s figures per system; `key` may instead map a
+        system to its key (a system it leaves out shows "—")."""
         cells = []
         for s in systems:
-            r = results[s].get(key)
+            r = results[s].get(key.get(s) if isinstance(key, dict) else key)
             cells.append(" / ".join(fmt(r[k]) for k in sub) if r else "failed" if "error" in results[s] else "—")
         print(f"| {label} | " + " | ".join(cells) + " |")
 
@@ -527,12 +579,8 @@ def report(args, results, meta):
     print("|---|" + "---|" * len(systems))
     row("composition increment(square(x)) (Squall: call_dag, both on one executor; Ray: two chained tasks)", "compose")
     if "squall" in results:
-        cells = []
-        for s in systems:
-            r = results[s].get("compose_split") if s == "squall" else results[s].get("compose")
-            cells.append(" / ".join(fmt(r[k]) for k in ("p50", "p99", "mean")) if r else "—")
-        print("| composition on two executors (Squall: colocate_chains = false; Ray: two chained tasks) | "
-              + " | ".join(cells) + " |")
+        row("composition on two executors (Squall: colocate_chains = false; Ray: two chained tasks)",
+            {s: "compose_split" if s == "squall" else "compose" for s in systems})
     row("single call increment(x) (Squall: call)", "single")
     if "squall" in results and not args.skip_wasm:
         row("composition, both in WebAssembly (Squall: call_dag of square.wat -> increment.wat)",
@@ -546,6 +594,9 @@ def report(args, results, meta):
     print("|---|" + "---|" * len(systems))
     row("first call", "loc_first")
     row("warm (cached) call", "loc_warm")
+    if "squall" in results:
+        row("warm call, read-only arrays (Squall: Reference(key, readonly=True); "
+            "Ray: ray.get's arrays are read-only anyway)", {"squall": "loc_warm_ro", "ray": "loc_warm"})
     row("reference: both arrays fetched into the driver (get / ray.get / future.result)", "loc_driver")
     print()
     print(f"(c) throughput: {args.tasks} tiny calls (increment) in flight at once, then all awaited")

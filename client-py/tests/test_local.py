@@ -149,6 +149,25 @@ def test_functions_errors_and_output_behave_alike(api):
     assert f"{p}_square" not in client.list_functions()
 
 
+def write_first(values):
+    try:
+        values[0] = 7
+    except ValueError as e:
+        return "refused: " + str(e)
+    return float(values.sum())
+
+
+def test_readonly_references_behave_alike(api):
+    np = pytest.importorskip("numpy")
+    client, p = api
+    client.register(write_first, name=f"{p}_write_first")
+    client.put(f"{p}/arr", np.zeros(8))
+    assert client.call(f"{p}_write_first", squall.Reference(f"{p}/arr")) == 7.0
+    got = client.call(f"{p}_write_first", squall.Reference(f"{p}/arr", readonly=True))
+    assert got.startswith("refused: ") and "read-only" in got, got
+    assert float(client.get(f"{p}/arr").sum()) == 0.0
+
+
 def test_references_futures_and_dags_behave_alike(api):
     client, p = api
     client.register(square, name=f"{p}_sq")

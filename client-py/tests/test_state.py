@@ -151,6 +151,70 @@ def test_a_value_the_caller_wrote_is_kept_yet_every_call_sees_the_callers_latest
         assert compute.call(name, squall.Reference(key))[0] == f"v{i}".encode()
 
 
+def readonly_view(values):
+    """What a function sees of a read-only array: whether it may write
+    it, what writing raises, and whether an earlier call on its executor
+    was handed this very object (each one seen is kept alive, so an
+    identity cannot be a freed object's reused address)."""
+    import squall
+    from squall import user
+
+    try:
+        values[0] = -1.0
+        refused = ""
+    except ValueError as e:
+        refused = str(e)
+    seen = squall.__dict__.setdefault("_readonly_views_seen", [])
+    again = any(v is values for v in seen)
+    seen.append(values)
+    return bool(values.flags.writeable), refused, float(values.sum()), user.executor_id(), again
+
+
+def scale_in_place(values):
+    values *= 2
+    return float(values.sum())
+
+
+def test_a_readonly_reference_shares_one_read_only_array_per_version(compute, key):
+    np = pytest.importorskip("numpy")
+    name = compute.register(readonly_view, name=unique("readonly_view"))
+    values = np.arange(100_000, dtype=np.float64)
+    compute.put(key, values)
+    seen = [compute.call(name, squall.Reference(key, readonly=True)) for _ in range(16)]
+    for writeable, refused, total, _, _ in seen:
+        assert not writeable and "read-only" in refused, (writeable, refused)
+        assert total == float(values.sum())
+    # An executor that answered several calls handed the later ones the
+    # object it decoded for the first: decoded once, not per call.
+    executors = [executor for _, _, _, executor, _ in seen]
+    assert len(set(executors)) < len(executors), executors
+    assert any(again for *_, again in seen), seen
+    # A new version is seen at once, read-only too.
+    compute.put(key, values + 1)
+    writeable, _, total, _, _ = compute.call(name, squall.Reference(key, readonly=True))
+    assert not writeable and total == float((values + 1).sum())
+    # A plain reference to the same key still gets its own writable copy,
+    # and what it changes no later call sees.
+    scale = compute.register(scale_in_place, name=unique("scale_in_place"))
+    for _ in range(4):
+        assert compute.call(scale, squall.Reference(key)) == float((values + 1).sum() * 2)
+    for _ in range(4):
+        _, _, total, _, _ = compute.call(name, squall.Reference(key, readonly=True))
+        assert total == float((values + 1).sum())
+    # Writing a read-only argument is the function's error, at the caller.
+    with pytest.raises(squall.RemoteError) as e:
+        compute.call(scale, squall.Reference(key, readonly=True))
+    assert "read-only" in str(e.value)
+
+
+def test_a_readonly_reference_to_a_mutable_value_is_still_fresh_for_every_call(compute, key):
+    name = compute.register(append_one, name=unique("append_one"))
+    compute.put(key, [1, 2, 3])
+    got = [compute.call(name, squall.Reference(key, readonly=True)) for _ in range(4)]
+    assert got == [4, 4, 4, 4]
+    assert compute.get(key) == [1, 2, 3]
+
+
 def digest_of(key):
     import hashlib
 

@@ -55,7 +55,12 @@ not come here: they take the executor's route to the cache in Rust.
 Referenced last-writer-wins values are kept between calls as the bytes
 read (least recently used out beyond ``max_value_bytes``) and decoded
 afresh for every call, so a function that mutates its argument cannot
-change what the next call sees. The executor subscribes at the node's
+change what the next call sees. A ``Reference(key, readonly=True)`` is
+resolved to a read-only value instead (NumPy arrays with ``writeable``
+off, also inside tuples): decoded once per kept version and the same
+object handed to every such call, counted in ``max_value_bytes`` beside
+its bytes; a value with mutable parts (lists, dicts, arrays of Python
+objects) is decoded afresh as before. The executor subscribes at the node's
 cache to every key it keeps and calls ``invalidate`` when one changes.
 
 An error is ``("error", kind, type_name, message, traceback)`` where kind
@@ -72,9 +77,9 @@ import os
 import pickle
 import site
 import struct
+import sys
 import threading
 from collections import OrderedDict
-import sys
 import time
 import traceback
 
@@ -510,14 +515,31 @@ def _missing(exc):
     return isinstance(exc, KeyError) or "NotFound" in type(exc).__name__
 
 
-#: Referenced last-writer-wins values kept between calls: key -> (bytes as
-#: stored, their timestamp), least recently used first; at most
-#: `_value_budget` bytes.
+#: Referenced last-writer-wins values kept between calls: key -> `_Kept`,
+#: least recently used first; at most `_value_budget` bytes.
 _values = OrderedDict()
 _value_bytes = 0
 _value_budget = 256 << 20
 #: Reads of a `Reference` a kept value answered.
 _kept_hits = 0
+
+
+class _Kept:
+    """A kept value: its bytes as stored, their timestamp, and, once a
+    ``Reference(key, readonly=True)`` decoded it into something that can
+    be shared read-only, that object (`_UNSHARED` until then); `size`
+    counts both."""
+
+    __slots__ = ("data", "timestamp", "shared", "size")
+
+    def __init__(self, data, timestamp):
+        self.data = data
+        self.timestamp = timestamp
+        self.shared = _UNSHARED
+        self.size = len(data)
+
+
+_UNSHARED = object()
 
 
 def configure(max_value_bytes):
@@ -541,24 +563,25 @@ def _forget(key):
     global _value_bytes
     kept = _values.pop(key, None)
     if kept is not None:
-        _value_bytes -= len(kept[0])
+        _value_bytes -= kept.size
 
 
 def _trim():
     global _value_bytes
     while _values and _value_bytes > _value_budget:
-        _, (data, _) = _values.popitem(last=False)
-        _value_bytes -= len(data)
+        _, kept = _values.popitem(last=False)
+        _value_bytes -= kept.size
 
 
 def _remember(key, data, timestamp):
     global _value_bytes
     _forget(key)
     if len(data) > _value_budget:
-        return
-    _values[key] = (data, timestamp)
-    _value_bytes += len(data)
+        return None
+    kept = _values[key] = _Kept(data, timestamp)
+    _value_bytes += kept.size
     _trim()
+    return kept
 
 
 def _decode(data):
@@ -571,7 +594,27 @@ def _decode(data):
     return data
 
 
-def _read_reference(key, deadline):
+def _shared(key, kept):
+    """The kept value of `key` as one read-only object every
+    ``readonly=True`` reference to this version gets: decoded and frozen
+    the first time, counted in the budget if it can be shared."""
+    global _value_bytes
+    if kept.shared is not _UNSHARED:
+        return kept.shared
+    from squall.reference import freeze
+
+    value = _decode(kept.data)
+    size = freeze(value)
+    if size is not None and _values.get(key) is kept:
+        kept.shared = value
+        extra = 0 if value is kept.data else size
+        kept.size += extra
+        _value_bytes += extra
+        _trim()
+    return value
+
+
+def _read_reference(key, deadline, readonly=False):
     import _squall_executor
 
     global _kept_hits
@@ -580,26 +623,35 @@ def _read_reference(key, deadline):
     # the kept value is at least that write.
     plain = _squall_executor.consistency() == "lww"
     kept = _values.get(key) if plain else None
-    if kept is not None and _squall_executor.kept_fresh(key, kept[1]):
+    if kept is not None and _squall_executor.kept_fresh(key, kept.timestamp):
         _values.move_to_end(key)
         _kept_hits += 1
         capture = _current_capture()
         if capture is not None:
             capture.kept += 1
-            capture.kept_bytes += len(kept[0])
-        return _decode(kept[0])
+            capture.kept_bytes += len(kept.data)
+        return _shared(key, kept) if readonly else _decode(kept.data)
     value = _read_stored(lambda: _squall_executor.get(key, True), key, deadline)
-    return _plain(value, remember=key if plain else None)
+    return _plain(value, remember=key if plain else None, readonly=readonly)
 
 
-def _plain(value, remember=None):
+def _plain(value, remember=None, readonly=False):
     """A raw read's value as the function sees it: last-writer-wins bytes
-    unpickled (kept under `remember`, if given), other lattices as they
-    are."""
+    unpickled (kept under `remember`, if given; read-only and shared if
+    `readonly`), other lattices as they are."""
     if type(value).__name__ == "Lww" and isinstance(getattr(value, "value", None), bytes):
+        kept = None
         if remember is not None and value.timestamp is not None:
-            _remember(remember, value.value, tuple(value.timestamp))
-        return _decode(value.value)
+            kept = _remember(remember, value.value, tuple(value.timestamp))
+        if not readonly:
+            return _decode(value.value)
+        if kept is not None:
+            return _shared(remember, kept)
+        from squall.reference import freeze
+
+        decoded = _decode(value.value)
+        freeze(decoded)
+        return decoded
     return value
 
 
@@ -640,9 +692,10 @@ def _resolve(args, kwargs, deadline):
             raise _FailedArgument(x)
         if not _is_reference(x):
             return x
-        if x.key not in memo:
-            memo[x.key] = _read_reference(x.key, deadline)
-        found = memo[x.key]
+        readonly = bool(getattr(x, "readonly", False))
+        if (x.key, readonly) not in memo:
+            memo[x.key, readonly] = _read_reference(x.key, deadline, readonly)
+        found = memo[x.key, readonly]
         if _is_failed(found):
             raise _FailedArgument(found)
         return found

@@ -95,7 +95,7 @@ from .errors import (
 from .events import Event, Timestamp, Trigger
 from .futures import CallFuture, FailedArgument, format_output
 from .lattices import Lww
-from .reference import Reference
+from .reference import Reference, freeze
 
 __all__ = ["local", "LocalClient", "LocalFuture"]
 
@@ -588,6 +588,8 @@ class LocalClient:
                     raise _CallFailed(CallTimeoutError(
                         f"reference {x.key!r} does not exist (a cluster would wait for it until the "
                         "call's deadline)", type_name="Timeout", function=name))
+                if x.readonly:
+                    freeze(value)
                 return value
             if isinstance(x, FailedArgument):
                 raise _CallFailed(x.error)

@@ -401,24 +401,8 @@ def run_ray(args, res):
             t0 = time.perf_counter()
             ray.get(r_total.remote(ra, rb))
             warm.append(time.perf_counter() - t0)
-        # The same warm calls with read-only arguments: the executor hands
-        # every call the arrays it decoded once (Ray's ray.get gives
-        # read-only arrays too).
-        warm_ro = []
-        ra, rb = (squall.Reference("fbench:a:0", readonly=True),
-                  squall.Reference("fbench:b:0", readonly=True))
-        a, b = arrays(0)
-        want = float(a.sum()) + float(b.sum())
-        for _ in range(args.warmup // 10 + 2):
-            client.call("total", ra, rb)
-        for _ in range(args.locality_warm):
-            t0 = time.perf_counter()
-            got = client.call("total", ra, rb)
-            warm_ro.append(time.perf_counter() - t0)
-            assert abs(got - want) < 1e-6 * abs(want), (got, want)
         res["loc_first"] = ms_stats(first)
         res["loc_warm"] = ms_stats(warm)
-        res["loc_warm_ro"] = ms_stats(warm_ro)
         res["loc_driver"] = ms_stats(timed_loop(
             lambda i: (ray.get(ra), ray.get(rb)), args.locality_warm, 2))
         del keep, ra, rb
@@ -486,24 +470,8 @@ def run_dask(args, res):
             t0 = time.perf_counter()
             client.submit(total, fa, fb, pure=False).result()
             warm.append(time.perf_counter() - t0)
-        # The same warm calls with read-only arguments: the executor hands
-        # every call the arrays it decoded once (Ray's ray.get gives
-        # read-only arrays too).
-        warm_ro = []
-        ra, rb = (squall.Reference("fbench:a:0", readonly=True),
-                  squall.Reference("fbench:b:0", readonly=True))
-        a, b = arrays(0)
-        want = float(a.sum()) + float(b.sum())
-        for _ in range(args.warmup // 10 + 2):
-            client.call("total", ra, rb)
-        for _ in range(args.locality_warm):
-            t0 = time.perf_counter()
-            got = client.call("total", ra, rb)
-            warm_ro.append(time.perf_counter() - t0)
-            assert abs(got - want) < 1e-6 * abs(want), (got, want)
         res["loc_first"] = ms_stats(first)
         res["loc_warm"] = ms_stats(warm)
-        res["loc_warm_ro"] = ms_stats(warm_ro)
         res["loc_driver"] = ms_stats(timed_loop(
             lambda i: (fa.result(), fb.result()), args.locality_warm, 2))
         del keep, fa, fb

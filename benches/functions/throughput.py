@@ -92,7 +92,19 @@ def main():
     ap.add_argument("--repeat", type=int, default=1, help="clusters per binary, alternating")
     ap.add_argument("--after", choices=STEPS, default="nothing",
                     help="measure again after compose.py's steps up to this one")
+    ap.add_argument("--import-peers", action="store_true",
+                    help="import numpy, ray and dask.distributed first, as compose.py does")
+    ap.add_argument("--gc-freeze", action="store_true",
+                    help="then move every object alive into the collector's permanent "
+                         "generation (gc.freeze), as compose.py does")
     args = ap.parse_args()
+    if args.import_peers:
+        import dask.distributed  # noqa: F401
+        import numpy  # noqa: F401
+        import ray  # noqa: F401
+    if args.gc_freeze:
+        gc.collect()
+        gc.freeze()
     binaries = args.binary or [ROOT / "target" / "release" / "squall"]
     # Executors import from this venv (numpy, for --after call).
     os.environ["VIRTUAL_ENV"] = sys.prefix

@@ -293,24 +293,21 @@ impl Placement {
         out.clear();
         let factor = self.factor(key);
         let hash = key_hash(key);
-        let mut nodes = Vec::new();
+        let (global, local) = (factor.global.max(1), factor.local.max(1));
         self.global
-            .owners_into(hash, usize::from(factor.global.max(1)), &mut nodes);
-        let mut threads = Vec::new();
-        for node in nodes {
-            let Some(info) = self.nodes.get(&node) else {
-                continue;
-            };
-            let Some(ring) = self.local.get(&info.threads.len()) else {
-                continue;
-            };
-            ring.owners_into(hash, usize::from(factor.local.max(1)), &mut threads);
-            for &t in &threads {
-                if let Some(addr) = info.threads.get(t as usize) {
-                    out.push(addr.clone());
-                }
-            }
-        }
+            .for_each_owner(hash, usize::from(global), |node| {
+                let Some(info) = self.nodes.get(&node) else {
+                    return;
+                };
+                let Some(ring) = self.local.get(&info.threads.len()) else {
+                    return;
+                };
+                ring.for_each_owner(hash, usize::from(local), |t| {
+                    if let Some(addr) = info.threads.get(t as usize) {
+                        out.push(addr.clone());
+                    }
+                });
+            });
     }
 
     /// Every thread address holding `key`.

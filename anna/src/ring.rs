@@ -107,16 +107,38 @@ impl<M: RingMember> HashRing<M> {
     /// (cleared first). Fewer if the ring has fewer members.
     pub fn owners_into(&self, hash: u64, n: usize, out: &mut Vec<M>) {
         out.clear();
+        self.for_each_owner(hash, n, |m| out.push(m));
+    }
+
+    /// Calls `f` with each of the first `n` distinct members clockwise
+    /// from `hash`, in order (what [`HashRing::owners_into`] collects);
+    /// allocates nothing for replication factors up to 16.
+    pub fn for_each_owner(&self, hash: u64, n: usize, mut f: impl FnMut(M)) {
+        const SMALL: usize = 16;
         let want = n.min(self.members.len());
+        let Some(&(_, first)) = self.points.first() else {
+            return;
+        };
         if want == 0 {
             return;
         }
+        let mut small = [first; SMALL];
+        let mut large = Vec::new();
+        let seen = if want <= SMALL {
+            &mut small[..]
+        } else {
+            large.resize(want, first);
+            &mut large[..]
+        };
+        let mut count = 0;
         let start = self.points.partition_point(|&(p, _)| p < hash);
         for i in 0..self.points.len() {
             let (_, m) = self.points[(start + i) % self.points.len()];
-            if !out.contains(&m) {
-                out.push(m);
-                if out.len() == want {
+            if !seen[..count].contains(&m) {
+                seen[count] = m;
+                count += 1;
+                f(m);
+                if count == want {
                     return;
                 }
             }
@@ -133,31 +155,12 @@ impl<M: RingMember> HashRing<M> {
     /// Whether `member` is among the first `n` owners of `hash`; allocates
     /// nothing for replication factors up to 16.
     pub fn is_owner(&self, hash: u64, n: usize, member: M) -> bool {
-        const SMALL: usize = 16;
-        let want = n.min(self.members.len());
-        if want == 0 || !self.members.contains(&member) {
+        if !self.members.contains(&member) {
             return false;
         }
-        if want > SMALL {
-            return self.owners(hash, want).contains(&member);
-        }
-        let mut seen = [member; SMALL];
-        let mut count = 0;
-        let start = self.points.partition_point(|&(p, _)| p < hash);
-        for i in 0..self.points.len() {
-            let (_, m) = self.points[(start + i) % self.points.len()];
-            if m == member {
-                return true;
-            }
-            if !seen[..count].contains(&m) {
-                seen[count] = m;
-                count += 1;
-                if count == want {
-                    return false;
-                }
-            }
-        }
-        false
+        let mut found = false;
+        self.for_each_owner(hash, n, |m| found |= m == member);
+        found
     }
 }
 
@@ -187,6 +190,25 @@ mod tests {
             assert_eq!(distinct.len(), 3);
         }
         assert!(HashRing::<NodeId>::default().owners(1, 3).is_empty());
+    }
+
+    #[test]
+    fn owners_are_the_first_distinct_members_clockwise() {
+        let ring = HashRing::new((0..20u32).collect::<Vec<_>>());
+        let len = ring.points.len();
+        for h in keys(300) {
+            for n in [1, 3, 16, 17, 20, 25] {
+                let start = ring.points.partition_point(|&(p, _)| p < h);
+                let mut walked = Vec::new();
+                for i in 0..len {
+                    let m = ring.points[(start + i) % len].1;
+                    if !walked.contains(&m) && walked.len() < n {
+                        walked.push(m);
+                    }
+                }
+                assert_eq!(ring.owners(h, n), walked, "h={h} n={n}");
+            }
+        }
     }
 
     #[test]

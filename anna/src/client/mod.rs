@@ -290,6 +290,9 @@ pub struct ClientCore {
     /// instead of a whole operation.
     ops: BTreeMap<OpId, Box<Op>>,
     by_request: HashMap<(RequestId, u32), OpId>,
+    /// The owners of the key an attempt goes to (kept: its capacity is
+    /// reused by every attempt).
+    owners: Vec<Address>,
     /// While a batch is open ([`ClientCore::batch`]): the requests being
     /// assembled, one per (replica, acknowledgement level).
     batch: Option<Vec<(Address, KvsRequest)>>,
@@ -319,6 +322,7 @@ impl ClientCore {
             asked: 0,
             ops: BTreeMap::new(),
             by_request: HashMap::new(),
+            owners: Vec::new(),
             batch: None,
             refused: Vec::new(),
             next: 0,
@@ -523,16 +527,21 @@ impl ClientCore {
         let wrote_at = (self.recent_writes.get(&op.key))
             .filter(|(_, until)| is_write && *until > now)
             .map(|(at, _)| at);
+        // The replica: chosen among the owners (collected into the
+        // client's own list, reused), moved out of it, no other copy.
+        let owners = &mut self.owners;
         let replica = self.placement.as_ref().and_then(|p| {
-            let owners = p.owners(&op.key);
+            p.owners_into(&op.key, owners);
             let n = owners.len();
-            let sticky = wrote_at.filter(|a| owners.contains(a) && !op.tried.contains(a));
-            sticky.cloned().or_else(|| {
+            let sticky = wrote_at
+                .and_then(|a| owners.iter().position(|o| o == a))
+                .filter(|&i| !op.tried.contains(&owners[i]));
+            let i = sticky.or_else(|| {
                 (0..n)
-                    .map(|i| &owners[(op.turn as usize).wrapping_add(i) % n])
-                    .find(|a| !op.tried.contains(a))
-                    .cloned()
-            })
+                    .map(|i| (op.turn as usize).wrapping_add(i) % n)
+                    .find(|&i| !op.tried.contains(&owners[i]))
+            })?;
+            Some(owners.swap_remove(i))
         });
         let Some(to) = replica else {
             op.tried.clear();
@@ -540,34 +549,24 @@ impl ClientCore {
             self.ask_for_state(now, out);
             return;
         };
+        let key = op.key.clone();
         let (kv_op, ack) = match &op.kind {
-            OpKind::Get => (
-                KeyOp::Get {
-                    key: op.key.clone(),
-                },
-                Ack::FirstReplica,
-            ),
+            OpKind::Get => (KeyOp::Get { key }, Ack::FirstReplica),
             OpKind::Read(_) => (
                 KeyOp::ReadState {
-                    key: op.key.clone(),
+                    key,
                     at_least: None,
                 },
                 Ack::FirstReplica,
             ),
             OpKind::Put(v, ack) => (
                 KeyOp::Put {
-                    key: op.key.clone(),
+                    key,
                     value: v.clone(),
                 },
                 *ack,
             ),
-            OpKind::Delete(at, ack) => (
-                KeyOp::Delete {
-                    key: op.key.clone(),
-                    at: *at,
-                },
-                *ack,
-            ),
+            OpKind::Delete(at, ack) => (KeyOp::Delete { key, at: *at }, *ack),
         };
         op.tried.push(to.clone());
         op.at = Some(to.clone());
@@ -582,14 +581,15 @@ impl ClientCore {
         // In a batch, join the request already going to this replica at
         // this acknowledgement level; otherwise send a request of its own.
         let joined = self.batch.as_mut().and_then(|batch| {
-            let (_, req) = batch
+            batch
                 .iter_mut()
-                .find(|(at, req)| *at == to && req.ack == ack)?;
-            req.ops.push(kv_op.clone());
-            Some((req.id, req.ops.len() as u32 - 1))
+                .find(|(at, req)| *at == to && req.ack == ack)
         });
         let request = match joined {
-            Some(place) => place,
+            Some((_, req)) => {
+                req.ops.push(kv_op);
+                (req.id, req.ops.len() as u32 - 1)
+            }
             None => {
                 self.next += 1;
                 let req = KvsRequest {

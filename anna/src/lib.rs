@@ -50,5 +50,6 @@ pub mod protocol;
 pub mod ring;
 pub mod role;
 pub mod router;
+pub mod shared;
 pub mod sim;
 pub mod time;

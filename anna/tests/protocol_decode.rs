@@ -123,6 +123,7 @@ fn carriers(value: LatticeValue) -> Vec<Message> {
                 value: value.clone(),
             }],
             ack: Ack::FirstReplica,
+            shared_memory: None,
         }),
         Message::KvsResponse(anna::protocol::KvsResponse {
             id: RequestId(1),
@@ -630,6 +631,7 @@ fn a_large_value_decoded_in_its_frame_is_a_slice_of_it() {
                 value,
             }],
             ack: Ack::FirstReplica,
+            shared_memory: None,
         });
         (msg.clone(), bytes::Bytes::from(encode(&msg).unwrap()))
     };

@@ -63,7 +63,7 @@ fn ping_encoding_is_pinned() {
         "ping",
         msg,
         concat!(
-            "0c00", // protocol version 12, u16 LE
+            "0d00", // protocol version 13, u16 LE
             "00",   // mode 0: an open frame
             "00",   // Message::Ping
             "07",   // id
@@ -88,12 +88,13 @@ fn kvs_request_with_an_lww_put_encoding_is_pinned() {
             value: LatticeValue::Lww(Lww::new(ts, b"v".to_vec())),
         }],
         ack: Ack::Replicas(2),
+        shared_memory: None,
     });
     assert_golden(
         "kvs-request put lww",
         msg,
         concat!(
-            "0c00", // protocol version 12
+            "0d00", // protocol version 13
             "00",   // open
             "02",   // Message::KvsRequest
             "2a",   // id 42
@@ -114,6 +115,7 @@ fn kvs_request_with_an_lww_put_encoding_is_pinned() {
             "76", // value b"v"
             "01",
             "02", // Ack::Replicas(2)
+            "00", // shared_memory: None
         ),
     );
 }
@@ -136,7 +138,7 @@ fn gossip_of_a_counter_encoding_is_pinned() {
         "gossip counter",
         msg,
         concat!(
-            "0c00", // protocol version 12
+            "0d00", // protocol version 13
             "00",   // open
             "04",   // Message::Gossip
             "0d",
@@ -185,7 +187,7 @@ fn membership_state_encoding_is_pinned() {
         "membership state",
         msg,
         concat!(
-            "0c00", // protocol version 12
+            "0d00", // protocol version 13
             "00",   // open
             "07",   // Message::Membership
             "03",   // Membership::State
@@ -236,7 +238,7 @@ fn call_result_error_encoding_is_pinned() {
         "call-result",
         msg,
         concat!(
-            "0c00", // protocol version 12
+            "0d00", // protocol version 13
             "00",   // open
             "11",   // Message::CallResult (variant 17)
             "fb2c01", "01",     // CallId { caller: 300 (varint), seq: 1 }
@@ -280,7 +282,7 @@ fn storage_report_encoding_is_pinned() {
         "storage-report",
         msg,
         concat!(
-            "0c00", // protocol version 12
+            "0d00", // protocol version 13
             "00",   // open
             "1b",   // Message::StorageReport (variant 27)
             "05",   // id
@@ -317,7 +319,7 @@ fn a_batch_encoding_is_pinned() {
         "batch",
         Message::Batch(vec![ping(1), ping(2)]),
         concat!(
-            "0c00", // protocol version 12
+            "0d00", // protocol version 13
             "00",   // mode 0: an open frame
             "29",   // Message::Batch (variant 41)
             "02",   // two messages, each as it is encoded alone:

@@ -63,6 +63,7 @@ fn put(key: &str) -> Message {
             )),
         }],
         ack: Ack::FirstReplica,
+        shared_memory: None,
     })
 }
 
@@ -74,6 +75,7 @@ fn get(key: &str) -> Message {
             key: key.to_string(),
         }],
         ack: Ack::FirstReplica,
+        shared_memory: None,
     })
 }
 

@@ -65,6 +65,7 @@ fn holds(
             key: key.to_string(),
         }],
         ack: Default::default(),
+        shared_memory: None,
     });
     tx.send(to, &req).map_err(io)?;
     let deadline = Instant::now() + wait;

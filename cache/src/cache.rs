@@ -2,13 +2,13 @@
 
 use crate::config::CacheConfig;
 use crate::report::CacheStats;
-use crate::shared::{Shared, ValueFiles};
 use crate::store::Store;
 use anna::client::{ClientCore, OpId};
 use anna::kvs::Subscribers;
 use anna::lattice::WriterId;
 use anna::protocol::{Address, Key, KeyResult, Message, RequestId};
 use anna::role::{Input, Outbox, Role, StableHashMap, TransportStats};
+use anna::shared::{Shared, ValueFiles};
 use anna::time::Time;
 use std::collections::BTreeSet;
 
@@ -105,10 +105,17 @@ impl Cache {
     }
 
     /// Answers executors' reads of large values in files of `files` from
-    /// now on (see [`crate::shared`]); without, every value is answered in
+    /// now on (see [`anna::shared`]); without, every value is answered in
     /// the frame.
     pub fn share_values_in(&mut self, files: Box<dyn ValueFiles>) {
         self.shared.set_files(files);
+    }
+
+    /// The cache's KVS client, to be given what only its process knows
+    /// (the shared memory it maps storage threads' files of:
+    /// [`ClientCore::map_shared_memory`]).
+    pub fn client_mut(&mut self) -> &mut ClientCore {
+        &mut self.client
     }
 
     /// The address the KVS pushes to.

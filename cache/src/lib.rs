@@ -56,7 +56,7 @@
 //! - [`config`]: [`CacheConfig`], the `[cache]` section.
 //! - `cache.rs`: [`Cache`], its state, dispatch and timers.
 //! - `requests.rs`: executors' gets, puts and deletes; hits and misses.
-//! - [`shared`]: large values answered to executors in shared memory.
+//! - [`anna::shared`]: large values answered to executors in shared memory.
 //! - `subscriptions.rs`: subscriptions at the KVS and executors'
 //!   subscriptions at the cache; pushes both ways.
 //! - `store.rs`: the bounded replica with least-recently-used eviction.
@@ -66,12 +66,17 @@ mod cache;
 pub mod config;
 pub mod report;
 mod requests;
-pub mod shared;
 mod store;
 mod subscriptions;
 
+pub use anna::shared::ValueFiles;
 pub use cache::Cache;
 pub use config::{CacheConfig, ConfigError};
 pub use report::CacheStats;
-pub use shared::ValueFiles;
+
+/// Large values answered to executors in shared memory
+/// ([`anna::shared`], shared with storage threads).
+pub mod shared {
+    pub use anna::shared::GRACE;
+}
 pub use subscriptions::SUBSCRIBE_BATCH;

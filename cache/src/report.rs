@@ -97,12 +97,9 @@ impl Cache {
             ("kvs_errors", s.kvs_errors),
             ("reports", s.reports),
             ("unexpected", s.unexpected),
-            ("shared_keys", self.shared.len() as u64),
-            ("shared_bytes", self.shared.bytes()),
-            ("shared_written", self.shared.written),
-            ("shared_failures", self.shared.failures),
         ];
-        named_counters(&own, &s.transport)
+        let shared = self.shared.counters();
+        named_counters(&[&own[..], &shared[..]].concat(), &s.transport)
     }
 
     pub(crate) fn on_status(&mut self, id: RequestId, reply_to: Address, out: &mut Outbox) {

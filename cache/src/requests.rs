@@ -57,6 +57,9 @@ impl Cache {
             reply_to,
             ops,
             ack,
+            // The cache shares values with its executors alone: their
+            // `ipc://` addresses say so.
+            shared_memory: _,
         } = req;
         let pending = self.fresh_pending();
         let mut results = Vec::with_capacity(ops.len());
@@ -180,7 +183,7 @@ impl Cache {
     }
 
     /// Answers an executor's request, its large values in shared memory
-    /// if the executor is on this machine (see [`crate::shared`]).
+    /// if the executor is on this machine (see [`anna::shared`]).
     fn answer(
         &mut self,
         now: Time,
@@ -192,7 +195,10 @@ impl Cache {
     ) {
         for r in &mut results {
             let outcome = std::mem::replace(&mut r.outcome, Outcome::NotFound);
-            r.outcome = self.shared.share(now, &r.key, outcome, &reply_to);
+            // Only an executor of this node (`ipc://`) maps the cache's files.
+            let local = reply_to.as_str().starts_with("ipc://");
+            let source = self.client.shared_source(&r.key);
+            r.outcome = self.shared.share(now, &r.key, outcome, local, source);
         }
         out.send(
             reply_to,

@@ -59,6 +59,7 @@ impl Executor {
             reply_to: self.rx.address().clone(),
             ops: vec![KeyOp::Get { key: key.into() }],
             ack: Ack::FirstReplica,
+            shared_memory: None,
         });
         let Message::KvsResponse(r) = self.ask(msg) else {
             panic!("not a KVS response");

@@ -73,6 +73,7 @@ impl Harness {
             reply_to: addr(EXEC),
             ops,
             ack,
+            shared_memory: None,
         }));
         (id, sent)
     }
@@ -701,6 +702,7 @@ fn read_for(h: &mut Harness, key: &str, reply_to: &str) -> Outcome {
         reply_to: addr(reply_to),
         ops: vec![KeyOp::Get { key: key.into() }],
         ack: Ack::FirstReplica,
+        shared_memory: None,
     }));
     let mut found: Vec<Outcome> = sent
         .into_iter()
@@ -770,6 +772,7 @@ fn a_large_value_goes_to_a_local_executor_in_shared_memory_written_once() {
             at_least: Some(at_least),
         }],
         ack: Ack::FirstReplica,
+        shared_memory: None,
     }));
     let outcome = sent
         .into_iter()

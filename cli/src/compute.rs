@@ -264,6 +264,9 @@ pub fn run_cache(args: &CacheArgs, config: &SquallConfig) -> Result<()> {
                 "cache: no directory for values in shared memory; every value goes in the frame"),
         }
     }
+    // Misses of large values a storage node on this machine holds are read
+    // from its files, mapped ([client] shared_memory of [cache.client]).
+    squall_transport::shared::map_storage_files(cache.client_mut());
     let driver =
         crate::roles::spawn_driver_also(&ctx, &me, std::slice::from_ref(&ipc), cache, "cache")?;
     open_ipc_socket(&ipc)?;

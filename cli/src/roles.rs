@@ -19,7 +19,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use squall_transport::direct::DirectServer;
 use squall_transport::{Shutdown, TransportError, ZmqDriver};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -234,8 +234,9 @@ pub fn run_kvs(args: &KvsArgs, config: &SquallConfig) -> Result<()> {
         if let Some(disk) = &disk {
             worker = load_keys(worker, disk, u32::from(t), u32::from(threads))?;
         }
-        let address = node.threads[usize::from(t)].clone();
         let name = format!("kvs-{}-{t}", args.id);
+        worker = share_values(worker, &config.storage.shared_dir, &name);
+        let address = node.threads[usize::from(t)].clone();
         let mut driver =
             ZmqDriver::bind(&ctx, &address, worker).with_context(|| format!("starting {name}"))?;
         if !direct.is_empty() {
@@ -255,6 +256,30 @@ pub fn run_kvs(args: &KvsArgs, config: &SquallConfig) -> Result<()> {
         leave(&ctx, &node, &routers, config, &mut signals)?;
     }
     stop_drivers("storage node", drivers)
+}
+
+/// `worker` answering readers on this machine's large values in files of
+/// `dir` (a `tmpfs`; `[storage] shared_dir`), one directory per thread
+/// (`name`), if it can make one; unchanged if `dir` is empty or cannot be
+/// used (every value then goes in the frame).
+fn share_values(worker: StorageWorker, dir: &str, name: &str) -> StorageWorker {
+    if dir.is_empty() {
+        return worker;
+    }
+    let Some(identity) = squall_transport::shared::identity(Path::new(dir)) else {
+        tracing::warn!(%dir, "storage: cannot name the shared memory; every value goes in the frame");
+        return worker;
+    };
+    match crate::shared_memory::SharedDir::create(Path::new(dir), name) {
+        Ok(files) => {
+            tracing::info!(dir = %files.path().display(), "storage: large values go to readers on this machine in shared memory");
+            worker.with_shared_memory(Box::new(files), identity)
+        }
+        Err(error) => {
+            tracing::warn!(%dir, %error, "storage: no directory for values in shared memory; every value goes in the frame");
+            worker
+        }
+    }
 }
 
 /// `worker` keeping its keys in `disk`, with the keys it holds there

@@ -1,7 +1,10 @@
 //! The directory a node's cache writes large values into for its
-//! executors to map (`squall_cache::shared`): one per cache process,
-//! `DIR/squall-NODE-PID` on a `tmpfs` (`[cache] shared_dir`, `/dev/shm`
-//! by default).
+//! executors to map, and a storage thread for clients on its machine
+//! (`anna::shared`): one per cache process and per storage thread,
+//! `DIR/squall-NAME-PID` on a `tmpfs` (`[cache] shared_dir`,
+//! `[storage] shared_dir`, `/dev/shm` by default). A cache that read a
+//! value from a storage thread's file gives it a second name in its own
+//! directory (a hard link) instead of a copy.
 //!
 //! The directory may be entered but not listed by others (mode 0711) and
 //! each file is readable by all (0644: executors may run as another user)
@@ -60,6 +63,14 @@ impl SharedDir {
     pub fn path(&self) -> &Path {
         &self.dir
     }
+
+    /// A random 128-bit name no one can guess.
+    fn fresh_name(&self) -> String {
+        squall_transport::security::sender_id()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }
 
 /// Whether process `pid` runs: it exists and is not a zombie (a cache
@@ -78,10 +89,7 @@ fn alive(pid: u32) -> bool {
 
 impl ValueFiles for SharedDir {
     fn write(&mut self, bytes: &[u8]) -> io::Result<String> {
-        let name: String = squall_transport::security::sender_id()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let name = self.fresh_name();
         let partial = self.dir.join(format!(".{name}"));
         let path = self.dir.join(&name);
         let written = (|| {
@@ -97,6 +105,17 @@ impl ValueFiles for SharedDir {
             let _ = fs::remove_file(&partial);
             return Err(e);
         }
+        path.into_os_string()
+            .into_string()
+            .map_err(|_| io::Error::other("a path that is not UTF-8"))
+    }
+
+    fn link(&mut self, source: &str) -> io::Result<String> {
+        // A second name of the same file (a storage thread's on this
+        // machine's shared memory): nothing is copied. Only where the
+        // file may be linked (the same filesystem, a file of this user).
+        let path = self.dir.join(self.fresh_name());
+        fs::hard_link(source, &path)?;
         path.into_os_string()
             .into_string()
             .map_err(|_| io::Error::other("a path that is not UTF-8"))

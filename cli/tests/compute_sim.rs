@@ -518,6 +518,7 @@ impl CountingExecutor {
                 value: LatticeValue::Counter(counter),
             }],
             ack: Ack::FirstReplica,
+            shared_memory: None,
         };
         out.send(self.cache.clone(), Message::KvsRequest(put));
         w.resend_at = now + WRITE_RETRY;
@@ -869,6 +870,7 @@ impl ReadingExecutor {
                 at_least: job.env.session.get(key).cloned(),
             }],
             ack: Ack::FirstReplica,
+            shared_memory: None,
         };
         out.send(self.cache.clone(), Message::KvsRequest(read));
         *resend_at = now + WRITE_RETRY;

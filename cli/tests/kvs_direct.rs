@@ -54,6 +54,7 @@ fn put(key: &str, value: &[u8]) -> Message {
             value: LatticeValue::Lww(Lww::new(at, value.to_vec())),
         }],
         ack: Ack::FirstReplica,
+        shared_memory: None,
     })
 }
 

@@ -139,6 +139,7 @@ fn a_clients_key_cannot_change_membership_or_do_what_it_has_no_right_to() {
                 value: lww(b"no"),
             }],
             ack: Ack::FirstReplica,
+            shared_memory: None,
         })
     };
     let reply = probe
@@ -161,6 +162,7 @@ fn a_clients_key_cannot_change_membership_or_do_what_it_has_no_right_to() {
                 key: "written-by-a-reader".into(),
             }],
             ack: Ack::FirstReplica,
+            shared_memory: None,
         })
     };
     let reply = probe.ask_as(Some(&mut reader), &node, Duration::from_secs(5), get);

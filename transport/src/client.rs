@@ -89,8 +89,10 @@ impl Client {
         let rx = Receiver::bind_secured(&ctx, bind, security)?;
         let me = rx.address().clone();
         let writer = WriterId(clock::fresh_id(me.as_str()));
+        let mut core = ClientCore::new(config, me, routers, writer);
+        crate::shared::map_storage_files(&mut core);
         Ok(Client {
-            core: ClientCore::new(config, me, routers, writer),
+            core,
             tx: Sender::secured(&ctx, security),
             rx,
             outbox: Outbox::default(),
@@ -106,6 +108,12 @@ impl Client {
     /// The client's settings.
     pub fn config(&self) -> &ClientConfig {
         self.core.config()
+    }
+
+    /// What this client counted of its operations (latencies, retries,
+    /// failures, reads answered in shared memory).
+    pub fn figures(&self) -> &anna::protocol::figures::KvsFigures {
+        self.core.figures()
     }
 
     /// The writer id this client stamps and counts as.

@@ -112,6 +112,7 @@ impl Endpoint {
             reply_to: self.rx.address().clone(),
             ops: vec![op],
             ack,
+            shared_memory: None,
         });
         self.tx.send(&self.target, &msg).map_err(transport)?;
         let deadline = Instant::now() + self.timeout;

@@ -1,11 +1,50 @@
 //! Values in shared memory: how an executor reads the file a node's cache
-//! wrote a large value into (see `anna::protocol::SharedValue`), without
-//! a copy: the file is mapped, and the value's bytes are the mapping.
+//! wrote a large value into, and a client the file of a storage thread on
+//! its machine (see `anna::shared`, `anna::protocol::SharedValue`),
+//! without a copy: the file is mapped, and the value's bytes are the
+//! mapping.
 
+use anna::client::ClientCore;
 use bytes::Bytes;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// Where a client looks for storage threads' files: the shared memory it
+/// names in its requests (`[storage] shared_dir` by default too).
+pub const SHARED_DIR: &str = "/dev/shm";
+
+/// The shared memory a process can map files of in `dir`: a digest of
+/// the machine's boot (`/proc/sys/kernel/random/boot_id`) and of the
+/// filesystem `dir` is on (its device), the same for every process that
+/// sees the same files there (a container with its own `/dev/shm` names
+/// another). `None` if either cannot be read.
+pub fn identity(dir: &Path) -> Option<u64> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let device = std::fs::metadata(dir).ok()?.dev();
+    // FNV-1a: stable across builds and processes.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in boot.trim().bytes().chain(device.to_le_bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    Some(hash)
+}
+
+/// Makes `core` read large values a storage thread on this machine holds
+/// from the thread's files in [`SHARED_DIR`], mapped, if its config asks
+/// for that (`shared_memory`, the default) and the shared memory can be
+/// named.
+pub fn map_storage_files(core: &mut ClientCore) {
+    if !core.config().shared_memory {
+        return;
+    }
+    if let Some(identity) = identity(Path::new(SHARED_DIR)) {
+        core.map_shared_memory(identity, map_file);
+    }
+}
 
 /// A read-only mapping of a whole file, unmapped when dropped.
 struct Mapping {

@@ -17,7 +17,7 @@ use crate::lattice::{
 use crate::protocol::figures::KvsFigures;
 use crate::protocol::{
     Ack, Address, Key, KeyOp, KvsError, KvsRequest, KvsResponse, Message, Outcome, RequestId,
-    Session, SessionLog,
+    Session, SessionLog, SharedValue,
 };
 use crate::role::Outbox;
 use crate::time::Time;
@@ -53,6 +53,10 @@ pub struct ClientConfig {
     /// crossings instead of four); otherwise, or with `false`, over
     /// ZeroMQ.
     pub direct: bool,
+    /// Read large values that a storage thread on this machine holds from
+    /// a file of its shared memory (`/dev/shm`), mapped, instead of in the
+    /// frame ([`crate::shared`]); `false`: always in the frame.
+    pub shared_memory: bool,
     /// The `[limits]` section: a put over `max_value_bytes` fails at once,
     /// without being sent. Set by the process from the config file's own
     /// section.
@@ -69,6 +73,7 @@ impl Default for ClientConfig {
             delete_ack: Ack::All,
             placement_refresh: Duration::from_secs(1),
             direct: true,
+            shared_memory: true,
             limits: crate::config::Limits::default(),
         }
     }
@@ -196,6 +201,14 @@ pub const WRITE_AFFINITY: Duration = Duration::from_secs(1);
 /// dropped, and if none has expired, all.
 const MAX_RECENT_WRITES: usize = 4096;
 
+/// Reads the file at `path` of a value in shared memory: its `len`
+/// bytes (mapped, not copied, by `squall_transport::shared::map_file`).
+pub type MapFile = fn(path: &str, len: u64) -> std::io::Result<bytes::Bytes>;
+
+/// Most keys whose file of shared memory a client remembers
+/// ([`ClientCore::shared_source`]); beyond, it forgets them all.
+const MAX_SHARED_SOURCES: usize = 1024;
+
 /// Identifies one operation of a [`ClientCore`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct OpId(pub u64);
@@ -293,6 +306,14 @@ pub struct ClientCore {
     /// The owners of the key an attempt goes to (kept: its capacity is
     /// reused by every attempt).
     owners: Vec<Address>,
+    /// The shared memory this client maps files of, and how: named in its
+    /// requests, so that a storage thread on this machine may answer a
+    /// large value in a file ([`ClientCore::map_shared_memory`]).
+    shared_memory: Option<(u64, MapFile)>,
+    /// The file each key's value was last read from in shared memory, with
+    /// its version ([`ClientCore::shared_source`]); at most
+    /// [`MAX_SHARED_SOURCES`] keys.
+    shared_sources: HashMap<Key, (Timestamp, String)>,
     /// While a batch is open ([`ClientCore::batch`]): the requests being
     /// assembled, one per (replica, acknowledgement level).
     batch: Option<Vec<(Address, KvsRequest)>>,
@@ -323,11 +344,30 @@ impl ClientCore {
             ops: BTreeMap::new(),
             by_request: HashMap::new(),
             owners: Vec::new(),
+            shared_memory: None,
+            shared_sources: HashMap::new(),
             batch: None,
             refused: Vec::new(),
             next: 0,
             figures: KvsFigures::default(),
         }
+    }
+
+    /// From now on, names shared memory `identity` in its requests (see
+    /// [`crate::protocol::KvsRequest::shared_memory`]) and reads a value
+    /// answered in a file there with `map` (the file's bytes, `len` of
+    /// them). If a file cannot be read, the client stops naming it and
+    /// asks again for the value in the frame.
+    pub fn map_shared_memory(&mut self, identity: u64, map: MapFile) {
+        self.shared_memory = Some((identity, map));
+    }
+
+    /// The file of shared memory `key`'s value was last read from, with
+    /// the version it held (the file may be gone since): for a node's
+    /// cache to give its executors the same file under its own name
+    /// instead of a copy ([`crate::shared::Shared::share`]).
+    pub fn shared_source(&self, key: &str) -> Option<(Timestamp, &str)> {
+        (self.shared_sources.get(key)).map(|(stamp, path)| (*stamp, path.as_str()))
     }
 
     /// The routers this client asks.
@@ -597,6 +637,7 @@ impl ClientCore {
                     reply_to: self.me.clone(),
                     ops: vec![kv_op],
                     ack,
+                    shared_memory: self.shared_memory.map(|(identity, _)| identity),
                 };
                 match self.batch.as_mut() {
                     Some(batch) => batch.push((to, req)),
@@ -771,12 +812,41 @@ impl ClientCore {
                 return;
             }
             Outcome::Error(error) => Err(ClientError::from_kvs(key, error, || result_from(op))),
-            // Only a node's cache answers so, and only to its executors'
-            // `ipc://` addresses: never to this client's.
-            Outcome::Shared(shared) => Err(ClientError::Transport(format!(
-                "`{key}`: an answer in shared memory ({}) reached a client that cannot map it",
-                shared.path
-            ))),
+            Outcome::Shared(shared) => {
+                let path = shared.path.clone();
+                let filled = match self.shared_memory {
+                    Some((_, map)) => (map(&shared.path, shared.len))
+                        .map_err(|e| e.to_string())
+                        .and_then(|bytes| shared.fill(bytes)),
+                    None => Err("this client maps no shared memory".to_string()),
+                };
+                match filled {
+                    Ok(outcome) => {
+                        self.figures.shared += 1;
+                        if let Some((stamp, _)) = SharedValue::candidate(&outcome, 0) {
+                            if self.shared_sources.len() >= MAX_SHARED_SOURCES {
+                                self.shared_sources.clear();
+                            }
+                            self.shared_sources.insert(key.clone(), (stamp, path));
+                        }
+                        let result = crate::protocol::KeyResult { key, outcome };
+                        return self.on_result(now, id, result, out, done);
+                    }
+                    Err(why) => {
+                        // Asked again, of the same replica, for the value
+                        // in the frame (the file may be on another
+                        // machine's memory after all).
+                        tracing::warn!(%key, %path, %why,
+                            "a value in shared memory could not be read: values come in frames from now on");
+                        self.shared_memory = None;
+                        if let Some(op) = self.ops.get_mut(&id) {
+                            op.tried.pop();
+                        }
+                        self.attempt(now, id, out);
+                        return;
+                    }
+                }
+            }
         };
         self.finish(now, id, output, done);
     }
@@ -1036,6 +1106,108 @@ mod tests {
         };
         let done = core.handle(now, Message::KvsResponse(response), out);
         (to, done)
+    }
+
+    fn lww(bytes: &[u8]) -> LatticeValue {
+        let at = crate::lattice::Timestamp {
+            wall_ms: 1,
+            logical: 0,
+            writer: WriterId(9),
+        };
+        LatticeValue::Lww(crate::lattice::Lww::new(at, bytes.to_vec()))
+    }
+
+    fn shared_answer(path: &str, value: &LatticeValue) -> Outcome {
+        crate::protocol::SharedValue::share(Outcome::Value(value.clone()), path.to_string())
+    }
+
+    fn map_known(path: &str, len: u64) -> std::io::Result<bytes::Bytes> {
+        match path {
+            "/shm/value" if len == 5 => Ok(bytes::Bytes::from_static(b"large")),
+            _ => Err(std::io::Error::other("no such file")),
+        }
+    }
+
+    fn sent_shared_memory(sent: &[(Address, Message)]) -> Vec<Option<u64>> {
+        (sent.iter())
+            .filter_map(|(_, m)| match m {
+                Message::KvsRequest(r) => Some(r.shared_memory),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_value_answered_in_shared_memory_is_read_from_its_file() {
+        let now = Time(1_000_000);
+        let mut out = Outbox::default();
+        let mut core = client_of_one_thread(now, &mut out);
+        core.get(now, "k".into(), &mut out);
+        let sent: Vec<_> = out.drain().collect();
+        assert_eq!(sent_shared_memory(&sent), [None], "no shared memory named");
+        let answer = shared_answer("/shm/value", &lww(b"large"));
+        let (_, done) = answer_one(&mut core, now, sent, answer, &mut out);
+        assert!(
+            done.is_empty(),
+            "a client that maps nothing asks again: {done:?}"
+        );
+        let again: Vec<_> = out.drain().collect();
+        let (_, done) = answer_one(
+            &mut core,
+            now,
+            again,
+            Outcome::Value(lww(b"large")),
+            &mut out,
+        );
+        assert_eq!(done.len(), 1);
+
+        core.map_shared_memory(42, map_known);
+        core.get(now, "k".into(), &mut out);
+        let sent: Vec<_> = out.drain().collect();
+        assert_eq!(sent_shared_memory(&sent), [Some(42)]);
+        let answer = shared_answer("/shm/value", &lww(b"large"));
+        let (_, done) = answer_one(&mut core, now, sent, answer, &mut out);
+        assert_eq!(
+            done.into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
+            [Ok(OpOutput::Value(Some(lww(b"large"))))]
+        );
+        assert_eq!(core.figures().shared, 1);
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_gets_the_value_asked_again_in_the_frame() {
+        let now = Time(1_000_000);
+        let mut out = Outbox::default();
+        let mut core = client_of_one_thread(now, &mut out);
+        core.map_shared_memory(42, map_known);
+        core.get(now, "k".into(), &mut out);
+        let sent: Vec<_> = out.drain().collect();
+        // A file on another machine's memory after all.
+        let answer = shared_answer("/elsewhere/value", &lww(b"large"));
+        let (first, done) = answer_one(&mut core, now, sent, answer, &mut out);
+        assert!(done.is_empty(), "the read goes on: {done:?}");
+        let again: Vec<_> = out.drain().collect();
+        assert_eq!(
+            sent_shared_memory(&again),
+            [None],
+            "asked again without naming the shared memory"
+        );
+        assert_eq!(again[0].0, first, "of the same replica");
+        let (_, done) = answer_one(
+            &mut core,
+            now,
+            again,
+            Outcome::Value(lww(b"large")),
+            &mut out,
+        );
+        assert_eq!(
+            done.into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
+            [Ok(OpOutput::Value(Some(lww(b"large"))))]
+        );
+        assert_eq!(core.figures().shared, 0);
+        core.get(now, "k".into(), &mut out);
+        let later: Vec<_> = out.drain().collect();
+        assert_eq!(sent_shared_memory(&later), [None], "and from then on");
     }
 
     #[test]

@@ -293,7 +293,7 @@ impl StorageWorker {
             return;
         }
         if self.reqs.acked(id, from) {
-            self.finish_wait(id, out);
+            self.finish_wait(now, id, out);
         }
     }
 }

@@ -141,6 +141,18 @@ pub struct WorkerConfig {
     /// config file's own section.
     #[serde(skip)]
     pub limits: crate::config::Limits,
+    /// The directory (on a `tmpfs`) where a thread writes large values
+    /// read by clients on this machine, for them to map (see
+    /// [`crate::shared`]): a reader whose request names the same shared
+    /// memory gets a file instead of the bytes in the frame. Empty: every
+    /// value is answered in the frame. Set by the process.
+    pub shared_dir: String,
+    /// Last-writer-wins values of at least this many bytes are answered in
+    /// shared memory to readers on this machine.
+    pub shared_min_bytes: u64,
+    /// At most this many bytes of values in shared memory, per thread
+    /// (beyond it the least recently read are dropped from it first).
+    pub shared_bytes: u64,
 }
 
 impl Default for WorkerConfig {
@@ -164,6 +176,9 @@ impl Default for WorkerConfig {
             flush_period: Duration::from_millis(100),
             memory_bytes: 0,
             limits: crate::config::Limits::default(),
+            shared_dir: "/dev/shm".to_string(),
+            shared_min_bytes: 1 << 20,
+            shared_bytes: 1 << 30,
         }
     }
 }
@@ -182,6 +197,12 @@ pub struct StorageWorker {
     stats: WorkerStats,
     subs: subscriptions::Subscriptions,
     triggers: triggers::Triggers,
+    /// Large values answered in files of shared memory to readers on this
+    /// machine ([`StorageWorker::with_shared_memory`]).
+    shared: crate::shared::Shared,
+    /// The shared memory those files are in (see
+    /// [`crate::protocol::KvsRequest::shared_memory`]); `None`: none.
+    shared_memory: Option<u64>,
 }
 
 /// Who a storage thread is: fixed at its start.
@@ -205,6 +226,7 @@ impl StorageWorker {
         let me = node.threads[thread as usize].clone();
         let triggers = triggers::Triggers::new(&me);
         let ring = membership::Ring::new(config.replication);
+        let shared = crate::shared::Shared::new(config.shared_min_bytes, config.shared_bytes);
         StorageWorker {
             stats: WorkerStats::new(config.stats_epoch),
             config,
@@ -223,7 +245,22 @@ impl StorageWorker {
             reqs: requests::Requests::default(),
             subs: subscriptions::Subscriptions::default(),
             triggers,
+            shared,
+            shared_memory: None,
         }
+    }
+
+    /// This worker answering large values' reads from readers whose
+    /// requests name `identity` (the shared memory `files` are in) with a
+    /// file of `files` instead of the bytes ([`crate::shared`]).
+    pub fn with_shared_memory(
+        mut self,
+        files: Box<dyn crate::shared::ValueFiles>,
+        identity: u64,
+    ) -> Self {
+        self.shared.set_files(files);
+        self.shared_memory = Some(identity);
+        self
     }
 
     /// The address this worker receives at.
@@ -347,6 +384,9 @@ impl Role for StorageWorker {
         if let Some(t) = self.reqs.next_deadline() {
             consider(t);
         }
+        if let Some(t) = self.shared.next_tick() {
+            consider(t);
+        }
         if let Some(h) = self.handoffs.next_retry() {
             consider(h);
         }
@@ -393,8 +433,11 @@ impl StorageWorker {
             Message::Watch(watch) => self.on_watch(now, *watch, out),
             Message::ChangesDone { seqs, .. } => self.triggers.done(&seqs),
             Message::StatusRequest { id, reply_to } => {
-                let counters =
+                let mut counters =
                     (self.stats).counters(self.shard.len(), self.subs.len(), self.shard.tiers());
+                counters.extend(
+                    (self.shared.counters()).map(|(name, value)| (name.to_string(), value)),
+                );
                 let reply = Message::status_reply(
                     id,
                     &self.id.me,
@@ -433,5 +476,6 @@ impl StorageWorker {
         self.triggers.send(now, &self.id.me, out);
         self.continue_leave(now, out);
         self.subs.prune(now);
+        self.shared.tick(now);
     }
 }

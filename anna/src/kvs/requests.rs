@@ -24,6 +24,9 @@ use std::time::Duration;
 /// previous owners' copies of keys.
 struct Pending {
     reply_to: Address,
+    /// Its reader maps this thread's files of shared memory: a large
+    /// value read goes there ([`crate::shared`]).
+    maps: bool,
     client_id: RequestId,
     results: Vec<KeyResult>,
     open: usize,
@@ -246,8 +249,10 @@ impl StorageWorker {
             reply_to,
             ops,
             ack,
+            shared_memory,
         } = req;
         let pending_id = self.fresh_id();
+        let maps = shared_memory.is_some() && shared_memory == self.shared_memory;
         let mut results = Vec::with_capacity(ops.len());
         let mut opened = Vec::new();
         for (index, op) in ops.into_iter().enumerate() {
@@ -299,7 +304,8 @@ impl StorageWorker {
                                 } else {
                                     self.stats.advance(now);
                                 }
-                                read_outcome(state, whole)
+                                let outcome = read_outcome(state, whole);
+                                self.shared.share(now, &key, outcome, maps, None)
                             }
                             Err(e) => disk_error(e),
                         },
@@ -377,6 +383,7 @@ impl StorageWorker {
             pending_id,
             Pending {
                 reply_to,
+                maps,
                 client_id: id,
                 results,
                 open: opened.len(),
@@ -540,20 +547,20 @@ impl StorageWorker {
 
     pub(super) fn on_fetch_reply(
         &mut self,
-        _now: Time,
+        now: Time,
         id: RequestId,
         from: Address,
         entries: Vec<(Key, KeyState)>,
         out: &mut Outbox,
     ) {
         if self.reqs.fetched(id, &from, entries) {
-            self.finish_wait(id, out);
+            self.finish_wait(now, id, out);
         }
     }
 
     /// Settles the operation an internal id waited for, answering its
     /// request if it was the last open one.
-    pub(super) fn finish_wait(&mut self, id: RequestId, out: &mut Outbox) {
+    pub(super) fn finish_wait(&mut self, now: Time, id: RequestId, out: &mut Outbox) {
         let Some(wait) = self.reqs.waits.remove(&id) else {
             return;
         };
@@ -589,7 +596,8 @@ impl StorageWorker {
                         entry.merge(state);
                     }
                 }
-                outcome
+                let maps = self.reqs.pending.get(&wait.pending).is_some_and(|p| p.maps);
+                self.shared.share(now, &key, outcome, maps, None)
             }
         };
         self.reqs.settle(wait.pending, wait.op, outcome, out);
@@ -620,7 +628,7 @@ impl StorageWorker {
     pub(super) fn expire_pending(&mut self, now: Time, out: &mut Outbox) {
         while let Some((pending_id, waits)) = self.reqs.next_expired(now) {
             for id in waits {
-                self.finish_wait(id, out);
+                self.finish_wait(now, id, out);
             }
             self.reqs.answer(pending_id, out);
         }

@@ -306,6 +306,9 @@ impl StorageWorker {
     /// A client's write changed `key`: records it for the triggers that
     /// watch it.
     pub(super) fn record_change(&mut self, now: Time, key: &str, kind: ChangeKind) {
+        // A file of the old version in shared memory is answered no more
+        // (a version merged by gossip is noticed at the key's next read).
+        self.shared.retire(now, key);
         if !self.triggers.any() {
             return;
         }

@@ -465,6 +465,7 @@ mod tests {
                     value,
                 }],
                 ack: Ack::FirstReplica,
+                shared_memory: None,
             })
         };
         let deepest = put(nested(MAX_NESTING));

@@ -15,7 +15,7 @@ use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 /// The version every frame starts with. Bump it when a message's shape
 /// changes; peers of another version are refused with
 /// [`DecodeError::WrongVersion`].
-pub const PROTOCOL_VERSION: u16 = 12;
+pub const PROTOCOL_VERSION: u16 = 13;
 
 /// The largest frame accepted or produced.
 pub const MAX_FRAME_BYTES: usize = 64 << 20;

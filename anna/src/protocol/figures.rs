@@ -80,4 +80,7 @@ pub struct KvsFigures {
     pub timeouts: u64,
     /// Operations that failed otherwise.
     pub errors: u64,
+    /// Reads whose value came in a file of shared memory, mapped
+    /// ([`crate::shared`]).
+    pub shared: u64,
 }

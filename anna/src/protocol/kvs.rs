@@ -85,6 +85,13 @@ pub struct KvsRequest {
     pub reply_to: Address,
     pub ops: Vec<KeyOp>,
     pub ack: Ack,
+    /// The shared memory the reader can map files of (a digest naming the
+    /// machine's boot and the `tmpfs` directory, see `squall_transport::
+    /// shared::identity`), if it can: a storage thread whose own files are
+    /// there may answer a large value's read in a file
+    /// ([`Outcome::Shared`], [`crate::shared`]). `None`: every value in
+    /// the frame.
+    pub shared_memory: Option<u64>,
 }
 
 /// The answer to a [`KvsRequest`]: one result per operation, in order.

@@ -224,6 +224,7 @@ mod tests {
             reply_to: Address::from("me"),
             ops,
             ack: Ack::FirstReplica,
+            shared_memory: None,
         };
         (Address::from("kvs"), Message::KvsRequest(req))
     }

@@ -229,30 +229,35 @@ pub fn sample_messages() -> Vec<Message> {
                 },
             ],
             ack: Ack::FirstReplica,
+            shared_memory: Some(0x0123_4567_89ab_cdef),
         }),
         Message::KvsRequest(KvsRequest {
             id: RequestId(2),
             reply_to: reply_to.clone(),
             ops: puts,
             ack: Ack::Replicas(3),
+            shared_memory: None,
         }),
         Message::KvsRequest(KvsRequest {
             id: RequestId(3),
             reply_to: reply_to.clone(),
             ops: Vec::new(),
             ack: Ack::Replicas(u8::MAX),
+            shared_memory: None,
         }),
         Message::KvsRequest(KvsRequest {
             id: RequestId(4),
             reply_to: reply_to.clone(),
             ops: Vec::new(),
             ack: Ack::All,
+            shared_memory: None,
         }),
         Message::KvsRequest(KvsRequest {
             id: RequestId(5),
             reply_to: reply_to.clone(),
             ops: Vec::new(),
             ack: Ack::Durable,
+            shared_memory: None,
         }),
         Message::KvsResponse(KvsResponse {
             id: RequestId(2),
@@ -584,6 +589,7 @@ fn cache_report() -> CacheReport {
             retries: 3,
             timeouts: 1,
             errors: u64::MAX,
+            shared: 7,
         }),
     }
 }

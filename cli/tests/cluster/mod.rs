@@ -219,7 +219,7 @@ impl Cluster {
         Cluster::start_as(nodes, threads, config, true)
     }
 
-    fn start_as(nodes: u64, threads: u16, text: String, durable: bool) -> Cluster {
+    pub fn start_as(nodes: u64, threads: u16, text: String, durable: bool) -> Cluster {
         assert!(threads <= 10, "node ports are 10 apart");
         let dir = tempfile::Builder::new()
             .prefix("squall-test-")

@@ -182,6 +182,7 @@ impl Probe {
                 reply_to,
                 ops,
                 ack: Ack::FirstReplica,
+                shared_memory: None,
             })
         })?;
         match reply {
@@ -204,6 +205,7 @@ impl Probe {
                         .map(|k| KeyOp::Get { key: k.clone() })
                         .collect(),
                     ack: Ack::FirstReplica,
+                    shared_memory: None,
                 })
             })?;
             match reply {

@@ -500,6 +500,7 @@ impl ExecutorCore {
                     value,
                 }],
                 ack: Ack::FirstReplica,
+                shared_memory: None,
             };
             out.send(self.id.cache.clone(), Message::KvsRequest(put));
         }

@@ -99,6 +99,7 @@ impl ExecutorCore {
                 at_least: at_least.clone(),
             }],
             ack: Ack::FirstReplica,
+            shared_memory: None,
         };
         out.send(self.id.cache.clone(), Message::KvsRequest(get));
         if let Some(old) = self.fetches.insert(

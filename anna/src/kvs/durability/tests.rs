@@ -62,6 +62,7 @@ fn send(w: &mut StorageWorker, now: Time, id: u64, ops: Vec<KeyOp>, ack: Ack) ->
         reply_to: Address::from("client"),
         ops,
         ack,
+        shared_memory: None,
     });
     step(w, now, Input::Message(req))
 }
@@ -259,6 +260,7 @@ fn under_flush_always_a_write_asking_for_two_replicas_waits_for_the_sync_and_the
         reply_to: Address::from("client"),
         ops: vec![put("k", 1)],
         ack: Ack::Replicas(2),
+        shared_memory: None,
     });
     let mut out = Outbox::default();
     w.step(t, Input::Message(req), &mut out);

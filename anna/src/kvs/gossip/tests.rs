@@ -72,6 +72,7 @@ fn put(w: &mut StorageWorker, now: Time, key: &str, bytes: usize) {
             value: LatticeValue::Lww(Lww::new(at, vec![7; bytes])),
         }],
         ack: Ack::FirstReplica,
+        shared_memory: None,
     });
     w.step(now, Input::Message(req), &mut Outbox::default());
 }

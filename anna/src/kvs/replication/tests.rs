@@ -47,6 +47,7 @@ fn request(op: KeyOp) -> Input {
         reply_to: Address::from("client"),
         ops: vec![op],
         ack: Ack::FirstReplica,
+        shared_memory: None,
     }))
 }
 

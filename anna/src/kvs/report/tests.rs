@@ -40,6 +40,7 @@ fn request(ops: Vec<KeyOp>) -> Input {
         reply_to: Address::from("client"),
         ops,
         ack: Ack::FirstReplica,
+        shared_memory: None,
     }))
 }
 

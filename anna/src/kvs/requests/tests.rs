@@ -50,6 +50,7 @@ fn a_read_after_a_departure_does_not_wait_for_the_departed_owner() {
         reply_to: Address::from("client"),
         ops: vec![KeyOp::Get { key: key.clone() }],
         ack: Ack::FirstReplica,
+        shared_memory: None,
     });
     w.step(Time(2_000), Input::Message(get), &mut out);
     let sent: Vec<(Address, Message)> = out.drain().collect();
@@ -72,6 +73,7 @@ fn request(w: &mut StorageWorker, now: Time, ops: Vec<KeyOp>) -> Vec<crate::prot
         reply_to: Address::from("client"),
         ops,
         ack: Ack::FirstReplica,
+        shared_memory: None,
     });
     w.step(now, Input::Message(req), &mut out);
     let answer = out.drain().find_map(|(_, m)| match m {

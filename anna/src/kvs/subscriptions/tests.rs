@@ -50,6 +50,7 @@ fn put(key: &str, n: u64) -> Input {
             value: LatticeValue::Max(Max::new(n as i64)),
         }],
         ack: Ack::FirstReplica,
+        shared_memory: None,
     }))
 }
 

@@ -1,14 +1,16 @@
-//! Large values answered to executors in shared memory.
+//! Large values answered in shared memory, by a node's cache to its
+//! executors and by a storage thread to readers on its machine.
 //!
 //! A read whose answer carries a last-writer-wins value of at least
-//! `[cache] shared_min_bytes`, asked by a reader on this machine (its
-//! reply address is `ipc://`: an executor of this node), is answered with
-//! the value's bytes in a file of shared memory ([`ValueFiles`], a
-//! directory on a `tmpfs` such as `/dev/shm`) and only its state in the
-//! frame ([`anna::protocol::SharedValue`]). The executor maps the file:
-//! the value crosses from the cache to every executor that reads it once,
-//! however many read it, instead of being copied, sealed, sent, opened and
-//! decoded for each read.
+//! `min_bytes`, asked by a reader that can map this process's files (the
+//! caller says so: an executor's `ipc://` address at its node's cache, a
+//! request naming the same shared memory at a storage thread, see
+//! [`crate::protocol::KvsRequest::shared_memory`]), is answered with the
+//! value's bytes in a file of shared memory ([`ValueFiles`], a directory
+//! on a `tmpfs` such as `/dev/shm`) and only its state in the frame
+//! ([`crate::protocol::SharedValue`]). The reader maps the file: the value
+//! crosses once, however many read it, instead of being copied, sealed,
+//! sent, opened and decoded for each read.
 //!
 //! A key's file is written at its first such read and answered to every
 //! later one while the key holds that version. A newer version, a delete,
@@ -16,13 +18,13 @@
 //! file: no answer names it any more, and it is removed [`GRACE`] later
 //! (a reader maps the file as soon as it has the answer, and a mapping
 //! outlives the name). The files, retired ones included, take at most
-//! `[cache] shared_bytes`: beyond that the least recently read are retired
-//! first, and a value that still does not fit (a writer replacing a large
-//! value faster than retired files go) is answered in the frame.
+//! `max_bytes`: beyond that the least recently read are retired first,
+//! and a value that still does not fit (a writer replacing a large value
+//! faster than retired files go) is answered in the frame.
 
-use anna::lattice::Timestamp;
-use anna::protocol::{Address, Key, Outcome, SharedValue};
-use anna::time::Time;
+use crate::lattice::Timestamp;
+use crate::protocol::{Key, Outcome, SharedValue};
+use crate::time::Time;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
@@ -35,6 +37,14 @@ pub trait ValueFiles: Send {
     /// Writes `bytes` as a new file, complete before its name appears;
     /// returns the path a reader opens.
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<String>;
+    /// Gives the file at `source` (another process's, holding the same
+    /// bytes) a new name here without copying it, as
+    /// [`ValueFiles::write`] would have written it; an error where that
+    /// cannot be done (the caller then writes the bytes).
+    fn link(&mut self, source: &str) -> std::io::Result<String> {
+        let _ = source;
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
     /// Removes the file at `path` (one [`ValueFiles::write`] returned).
     fn remove(&mut self, path: &str);
 }
@@ -48,9 +58,9 @@ struct File {
     used: u64,
 }
 
-/// The cache's values in shared memory: which key's version is in which
+/// A process's values in shared memory: which key's version is in which
 /// file, what was retired, and what they take.
-pub(crate) struct Shared {
+pub struct Shared {
     files: Option<Box<dyn ValueFiles>>,
     min_bytes: u64,
     max_bytes: u64,
@@ -65,12 +75,15 @@ pub(crate) struct Shared {
     retired_bytes: u64,
     next_use: u64,
     /// Files written, and failures to write one (answered in the frame).
-    pub(crate) written: u64,
-    pub(crate) failures: u64,
+    pub written: u64,
+    pub failures: u64,
+    /// Of the files written, those that are a second name of the file the
+    /// value was read from ([`ValueFiles::link`]): nothing copied.
+    pub linked: u64,
 }
 
 impl Shared {
-    pub(crate) fn new(min_bytes: u64, max_bytes: u64) -> Self {
+    pub fn new(min_bytes: u64, max_bytes: u64) -> Self {
         Shared {
             files: None,
             min_bytes,
@@ -83,35 +96,54 @@ impl Shared {
             next_use: 0,
             written: 0,
             failures: 0,
+            linked: 0,
         }
     }
 
     /// Answers large values in files of `files` from now on.
-    pub(crate) fn set_files(&mut self, files: Box<dyn ValueFiles>) {
+    pub fn set_files(&mut self, files: Box<dyn ValueFiles>) {
         self.files = Some(files);
     }
 
     /// Bytes of the files in shared memory, retired ones included.
-    pub(crate) fn bytes(&self) -> u64 {
+    pub fn bytes(&self) -> u64 {
         self.bytes + self.retired_bytes
     }
 
+    /// Its counters, for status replies.
+    pub fn counters(&self) -> [(&'static str, u64); 5] {
+        [
+            ("shared_keys", self.keys() as u64),
+            ("shared_bytes", self.bytes()),
+            ("shared_written", self.written),
+            ("shared_linked", self.linked),
+            ("shared_failures", self.failures),
+        ]
+    }
+
     /// How many keys have a current file.
-    pub(crate) fn len(&self) -> usize {
+    pub fn keys(&self) -> usize {
         self.current.len()
     }
 
-    /// `outcome`, the answer to a read of `key` for `reply_to`, with its
-    /// value in shared memory if it is large and the reader on this
-    /// machine; unchanged otherwise (or if no file could be written).
-    pub(crate) fn share(
+    /// `outcome`, the answer to a read of `key`, with its value in shared
+    /// memory if it is large and `reader_maps` (the reader can map this
+    /// process's files); unchanged otherwise (or if no file could be
+    /// written).
+    ///
+    /// `source` is a file this process read the value from (a storage
+    /// thread's, [`crate::client::ClientCore::shared_source`]) with the
+    /// version it held: if it still holds the answer's version, the new
+    /// file is a second name of it ([`ValueFiles::link`]), not a copy.
+    pub fn share(
         &mut self,
         now: Time,
         key: &str,
         outcome: Outcome,
-        reply_to: &Address,
+        reader_maps: bool,
+        source: Option<(Timestamp, &str)>,
     ) -> Outcome {
-        if self.files.is_none() || !reply_to.as_str().starts_with("ipc://") {
+        if self.files.is_none() || !reader_maps {
             return outcome;
         }
         let Some((stamp, bytes)) = SharedValue::candidate(&outcome, self.min_bytes as usize) else {
@@ -130,7 +162,11 @@ impl Shared {
             let Some(files) = self.files.as_mut() else {
                 return outcome;
             };
-            match files.write(bytes) {
+            let linked = source
+                .filter(|(from, _)| *from == stamp)
+                .and_then(|(_, path)| files.link(path).ok());
+            self.linked += u64::from(linked.is_some());
+            match linked.map_or_else(|| files.write(bytes), Ok) {
                 Ok(path) => {
                     self.written += 1;
                     self.bytes += len;
@@ -148,7 +184,7 @@ impl Shared {
                     self.failures += 1;
                     if self.failures.is_power_of_two() {
                         tracing::warn!(%key, %error, failures = self.failures,
-                            "cache: could not write a value to shared memory; answering it in the frame");
+                            "could not write a value to shared memory; answering it in the frame");
                     }
                     return outcome;
                 }
@@ -166,7 +202,7 @@ impl Shared {
 
     /// `key` is no longer answered from its file (deleted, evicted,
     /// replaced): the file goes after [`GRACE`].
-    pub(crate) fn retire(&mut self, now: Time, key: &str) {
+    pub fn retire(&mut self, now: Time, key: &str) {
         if let Some(file) = self.current.remove(key) {
             self.lru.remove(&file.used);
             self.bytes = self.bytes.saturating_sub(file.len);
@@ -176,7 +212,7 @@ impl Shared {
     }
 
     /// Removes the retired files whose grace has passed.
-    pub(crate) fn tick(&mut self, now: Time) {
+    pub fn tick(&mut self, now: Time) {
         while self.retired.front().is_some_and(|(at, _, _)| *at <= now) {
             let Some((_, path, len)) = self.retired.pop_front() else {
                 break;
@@ -189,7 +225,7 @@ impl Shared {
     }
 
     /// When the next retired file may go.
-    pub(crate) fn next_tick(&self) -> Option<Time> {
+    pub fn next_tick(&self) -> Option<Time> {
         self.retired.front().map(|(at, _, _)| *at)
     }
 

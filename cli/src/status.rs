@@ -356,6 +356,18 @@ fn report(config: &SquallConfig, routers: &[Address]) -> Result<Totals> {
                             s.counter("unauthenticated"),
                             s.counter("refused")
                         );
+                        // Shared memory only where a reader on this
+                        // machine got a value in a file.
+                        if s.counter("shared_written") + s.counter("shared_failures") > 0 {
+                            sayln!(
+                                "  {:<24} shared memory: {} keys, {} bytes in files now; {} files written, {} failures",
+                                "",
+                                s.counter("shared_keys"),
+                                s.counter("shared_bytes"),
+                                s.counter("shared_written"),
+                                s.counter("shared_failures")
+                            );
+                        }
                         // Tiers only where a memory budget sent keys to disk.
                         if s.counter("disk_keys") + s.counter("demoted") > 0 {
                             let hits = s.counter("memory_hits") + s.counter("disk_hits");

@@ -3,7 +3,8 @@
 fresh pairs of a 1 MB and a 10 MB float64 array, the time to put both,
 then one call of a function reading both with `squall.user.get`, timed in
 the function (each read: the node's cache, the storage thread, shared
-memory, the executor's decode) and at the caller.
+memory, the executor's decode) and at the caller, with the executor that
+ran it and whether numpy was imported there before.
 
     .venv-bench/bin/python benches/functions/first_call.py STATE_DIR [--pairs 8]
 
@@ -22,11 +23,12 @@ import squall
 
 
 def timed_reads(key_a, key_b):
+    import sys
     import time
 
     from squall import user
 
-    took = []
+    took = ["numpy" in sys.modules, user.executor_id()]
     for key in (key_a, key_b):
         t0 = time.perf_counter()
         user.get(key)
@@ -53,8 +55,11 @@ def main():
         t0 = time.perf_counter()
         reads = client.call("timed_reads", key_a, key_b)
         call_ms = (time.perf_counter() - t0) * 1e3
+        loaded, executor, read_a, read_b = reads
         print(f"pair {k}: put both {put_ms:.1f} ms, call {call_ms:.1f} ms, "
-              f"reads in the function (1 MB, 10 MB) {reads[0]:.2f}, {reads[1]:.2f} ms", flush=True)
+              f"reads in the function (1 MB, 10 MB) {read_a:.2f}, {read_b:.2f} ms "
+              f"(executor {executor}, numpy {'already' if loaded else 'not yet'} imported)",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -278,6 +278,9 @@ struct Op {
     started: Time,
     /// An attempt was sent: the next one is a retry.
     sent: bool,
+    /// Its answer named a file of shared memory that was gone by the time
+    /// it was opened (replaced by a newer version's meanwhile).
+    vanished: bool,
 }
 
 /// The client protocol as a state machine.
@@ -357,7 +360,9 @@ impl ClientCore {
     /// [`crate::protocol::KvsRequest::shared_memory`]) and reads a value
     /// answered in a file there with `map` (the file's bytes, `len` of
     /// them). If a file cannot be read, the client stops naming it and
-    /// asks again for the value in the frame.
+    /// asks again for the value in the frame; a file gone once (a version
+    /// replaced between the answer and its reading) is asked for again
+    /// first.
     pub fn map_shared_memory(&mut self, identity: u64, map: MapFile) {
         self.shared_memory = Some((identity, map));
     }
@@ -543,6 +548,7 @@ impl ClientCore {
             turn: self.turns,
             started: now,
             sent: false,
+            vanished: false,
         };
         self.ops.insert(id, Box::new(op));
         self.attempt(now, id, out);
@@ -814,11 +820,12 @@ impl ClientCore {
             Outcome::Error(error) => Err(ClientError::from_kvs(key, error, || result_from(op))),
             Outcome::Shared(shared) => {
                 let path = shared.path.clone();
-                let filled = match self.shared_memory {
-                    Some((_, map)) => (map(&shared.path, shared.len))
-                        .map_err(|e| e.to_string())
-                        .and_then(|bytes| shared.fill(bytes)),
-                    None => Err("this client maps no shared memory".to_string()),
+                let (filled, gone) = match self.shared_memory {
+                    Some((_, map)) => match map(&shared.path, shared.len) {
+                        Ok(bytes) => (shared.fill(bytes), false),
+                        Err(e) => (Err(e.to_string()), e.kind() == std::io::ErrorKind::NotFound),
+                    },
+                    None => (Err("this client maps no shared memory".to_string()), false),
                 };
                 match filled {
                     Ok(outcome) => {
@@ -833,14 +840,23 @@ impl ClientCore {
                         return self.on_result(now, id, result, out, done);
                     }
                     Err(why) => {
-                        // Asked again, of the same replica, for the value
-                        // in the frame (the file may be on another
-                        // machine's memory after all).
-                        tracing::warn!(%key, %path, %why,
-                            "a value in shared memory could not be read: values come in frames from now on");
-                        self.shared_memory = None;
-                        if let Some(op) = self.ops.get_mut(&id) {
-                            op.tried.pop();
+                        // Asked again, of the same replica. A file gone
+                        // once is a version replaced meanwhile: asked
+                        // again as before. Otherwise (or gone twice) the
+                        // file is not in this client's memory after all:
+                        // values come in frames from now on.
+                        let Some(op) = self.ops.get_mut(&id) else {
+                            return;
+                        };
+                        let replaced = gone && !op.vanished;
+                        op.vanished |= gone;
+                        op.tried.pop();
+                        if replaced {
+                            tracing::debug!(%key, %path, "a file of shared memory was gone: asking again");
+                        } else {
+                            tracing::warn!(%key, %path, %why,
+                                "a value in shared memory could not be read: values come in frames from now on");
+                            self.shared_memory = None;
                         }
                         self.attempt(now, id, out);
                         return;
@@ -1124,7 +1140,8 @@ mod tests {
     fn map_known(path: &str, len: u64) -> std::io::Result<bytes::Bytes> {
         match path {
             "/shm/value" if len == 5 => Ok(bytes::Bytes::from_static(b"large")),
-            _ => Err(std::io::Error::other("no such file")),
+            "/elsewhere/value" => Err(std::io::ErrorKind::PermissionDenied.into()),
+            _ => Err(std::io::ErrorKind::NotFound.into()),
         }
     }
 
@@ -1172,6 +1189,42 @@ mod tests {
             [Ok(OpOutput::Value(Some(lww(b"large"))))]
         );
         assert_eq!(core.figures().shared, 1);
+    }
+
+    #[test]
+    fn a_file_gone_once_is_asked_for_again_and_gone_twice_in_the_frame() {
+        let now = Time(1_000_000);
+        let mut out = Outbox::default();
+        let mut core = client_of_one_thread(now, &mut out);
+        core.map_shared_memory(42, map_known);
+        core.get(now, "k".into(), &mut out);
+        let sent: Vec<_> = out.drain().collect();
+        // `map_known` knows no such file: it is gone (`NotFound`).
+        let gone = || shared_answer("/shm/replaced", &lww(b"large"));
+        let (_, done) = answer_one(&mut core, now, sent, gone(), &mut out);
+        assert!(done.is_empty());
+        let again: Vec<_> = out.drain().collect();
+        assert_eq!(
+            sent_shared_memory(&again),
+            [Some(42)],
+            "a version replaced meanwhile: asked again as before"
+        );
+        let (_, done) = answer_one(&mut core, now, again, gone(), &mut out);
+        assert!(done.is_empty());
+        let framed: Vec<_> = out.drain().collect();
+        assert_eq!(
+            sent_shared_memory(&framed),
+            [None],
+            "gone twice: in the frame"
+        );
+        let (_, done) = answer_one(
+            &mut core,
+            now,
+            framed,
+            Outcome::Value(lww(b"large")),
+            &mut out,
+        );
+        assert_eq!(done.len(), 1);
     }
 
     #[test]

@@ -42,8 +42,47 @@ pub fn map_storage_files(core: &mut ClientCore) {
         return;
     }
     if let Some(identity) = identity(Path::new(SHARED_DIR)) {
-        core.map_shared_memory(identity, map_file);
+        core.map_shared_memory(identity, map_file_kept);
     }
+}
+
+/// How many of the files a client mapped last stay mapped for their next
+/// read, and how many bytes they may hold at most.
+const KEPT_FILES: usize = 8;
+const KEPT_BYTES: usize = 256 << 20;
+
+/// The mappings [`map_file_kept`] keeps, the latest last.
+static KEPT: std::sync::Mutex<std::collections::VecDeque<(String, Bytes)>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
+
+/// [`map_file`], keeping the latest [`KEPT_FILES`] mappings (at most
+/// [`KEPT_BYTES`]) of this process for the next read of the same file: a
+/// file holds one version of a value and is never changed, so a reader
+/// fetching it again gets the pages it already mapped instead of mapping
+/// and faulting them in again. A kept mapping holds its pages after the
+/// file is removed, until newer ones push it out.
+pub fn map_file_kept(path: &str, len: u64) -> io::Result<Bytes> {
+    let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(at) = kept
+        .iter()
+        .position(|(p, b)| p == path && b.len() as u64 == len)
+    {
+        let entry = kept.remove(at).expect("found");
+        let bytes = entry.1.clone();
+        kept.push_back(entry);
+        return Ok(bytes);
+    }
+    drop(kept);
+    let bytes = map_file(path, len)?;
+    let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+    kept.push_back((path.to_string(), bytes.clone()));
+    let mut held: usize = kept.iter().map(|(_, b)| b.len()).sum();
+    while kept.len() > KEPT_FILES || (held > KEPT_BYTES && kept.len() > 1) {
+        if let Some((_, b)) = kept.pop_front() {
+            held -= b.len();
+        }
+    }
+    Ok(bytes)
 }
 
 /// A read-only mapping of a whole file, unmapped when dropped.
@@ -127,6 +166,35 @@ mod tests {
         drop(bytes);
         assert_eq!(clone.len(), data.len());
         assert_eq!(clone[999_999], data[999_999]);
+    }
+
+    #[test]
+    fn the_latest_mappings_are_kept_for_the_next_read_of_their_file() {
+        let dir = std::env::temp_dir().join(format!("squall-kept-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files: Vec<String> = (0..=KEPT_FILES)
+            .map(|i| {
+                let path = dir.join(format!("v{i}"));
+                std::fs::write(&path, vec![i as u8; 4096]).unwrap();
+                path.to_str().unwrap().to_string()
+            })
+            .collect();
+        let first = map_file_kept(&files[0], 4096).unwrap();
+        let again = map_file_kept(&files[0], 4096).unwrap();
+        assert_eq!(first.as_ptr(), again.as_ptr(), "the same mapping");
+        // Kept past the removal of its name, with its bytes.
+        std::fs::remove_file(&files[0]).unwrap();
+        let after = map_file_kept(&files[0], 4096).unwrap();
+        assert_eq!(after.as_ptr(), first.as_ptr());
+        assert_eq!(&after[..], &[0u8; 4096][..]);
+        // A length that does not match is not the kept file.
+        assert!(map_file_kept(&files[0], 10).is_err());
+        // KEPT_FILES newer ones push it out: its name is gone, so it fails.
+        for (i, path) in files.iter().enumerate().skip(1) {
+            assert_eq!(map_file_kept(path, 4096).unwrap()[0], i as u8);
+        }
+        assert!(map_file_kept(&files[0], 4096).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -53,7 +53,9 @@ A WebAssembly function's host imports ``squall.get`` and ``squall.put`` do
 not come here: they take the executor's route to the cache in Rust.
 
 Referenced last-writer-wins values are kept between calls as the bytes
-read (least recently used out beyond ``max_value_bytes``) and decoded
+read, where they lie (``_squall_executor.get_reference`` gives them as a
+buffer over the cache's file or the frame: no copy into a Python
+``bytes``; least recently used out beyond ``max_value_bytes``) and decoded
 afresh for every call, so a function that mutates its argument cannot
 change what the next call sees. A ``Reference(key, readonly=True)`` is
 resolved to a read-only value instead (NumPy arrays with ``writeable``
@@ -585,13 +587,22 @@ def _remember(key, data, timestamp):
 
 
 def _decode(data):
+    """Stored last-writer-wins bytes (a `bytes`, or a stored value's
+    buffer read where it lies) as the function sees them: unpickled, or
+    as `bytes`."""
     from squall import _native
 
-    if _native.looks_pickled(data):
+    if isinstance(data, bytes):
+        pickled = _native.looks_pickled(data)
+    else:
+        # The rule reads a pickle's first two bytes and its last.
+        view = memoryview(data)
+        pickled = len(view) >= 3 and _native.looks_pickled(bytes(view[:2]) + bytes(view[-1:]))
+    if pickled:
         import cloudpickle
 
         return cloudpickle.loads(data)
-    return data
+    return data if isinstance(data, bytes) else bytes(memoryview(data))
 
 
 def _shared(key, kept):
@@ -631,28 +642,30 @@ def _read_reference(key, deadline, readonly=False):
             capture.kept += 1
             capture.kept_bytes += len(kept.data)
         return _shared(key, kept) if readonly else _decode(kept.data)
-    value = _read_stored(lambda: _squall_executor.get(key, True), key, deadline)
+    value = _read_stored(lambda: _squall_executor.get_reference(key), key, deadline)
     return _plain(value, remember=key if plain else None, readonly=readonly)
 
 
 def _plain(value, remember=None, readonly=False):
-    """A raw read's value as the function sees it: last-writer-wins bytes
-    unpickled (kept under `remember`, if given; read-only and shared if
-    `readonly`), other lattices as they are."""
-    if type(value).__name__ == "Lww" and isinstance(getattr(value, "value", None), bytes):
-        kept = None
-        if remember is not None and value.timestamp is not None:
-            kept = _remember(remember, value.value, tuple(value.timestamp))
-        if not readonly:
-            return _decode(value.value)
-        if kept is not None:
-            return _shared(remember, kept)
-        from squall.reference import freeze
+    """A reference's value (`_squall_executor.get_reference`) as the
+    function sees it: last-writer-wins bytes, which come as `(buffer,
+    timestamp)`, unpickled (kept under `remember`, if given; read-only and
+    shared if `readonly`), other lattices as they are."""
+    if type(value) is not tuple:
+        return value
+    data, timestamp = value
+    kept = None
+    if remember is not None:
+        kept = _remember(remember, data, tuple(timestamp))
+    if not readonly:
+        return _decode(data)
+    if kept is not None:
+        return _shared(remember, kept)
+    from squall.reference import freeze
 
-        decoded = _decode(value.value)
-        freeze(decoded)
-        return decoded
-    return value
+    decoded = _decode(data)
+    freeze(decoded)
+    return decoded
 
 
 def _read_stored(read, key, deadline):

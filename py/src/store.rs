@@ -222,18 +222,28 @@ impl<B: Kvs> Store<B> {
         at_least: Option<&KeyState>,
         pin: bool,
     ) -> PyResult<Py<PyAny>> {
-        let value = py.detach(|| {
+        match self.get_value(py, key, at_least, pin)? {
+            None => Ok(py.None()),
+            Some(v) => Ok(values::from_lattice(py, &v, raw)?.unbind()),
+        }
+    }
+
+    /// The key's value as stored, read as [`Store::get`] reads it.
+    pub fn get_value(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        at_least: Option<&KeyState>,
+        pin: bool,
+    ) -> PyResult<Option<LatticeValue>> {
+        Ok(py.detach(|| {
             let mut net = lock(&self.net);
             if pin {
                 net.get_pinned(key, at_least)
             } else {
                 net.get(key, at_least)
             }
-        })?;
-        match value {
-            None => Ok(py.None()),
-            Some(v) => Ok(values::from_lattice(py, &v, raw)?.unbind()),
-        }
+        })?)
     }
 
     /// The key's value as stored, without converting it.

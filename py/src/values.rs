@@ -129,17 +129,22 @@ fn unpickle_shared<'py>(py: Python<'py>, bytes: &bytes::Bytes) -> PyResult<Bound
         return unpickle(py, bytes);
     }
     let loads = LOADS.import(py, "pickle", "loads")?;
-    let buffer = Bound::new(
-        py,
-        ValueBuffer {
-            bytes: bytes.clone(),
-        },
-    )?;
+    let buffer = buffer(py, bytes)?;
     let view = py
         .import("builtins")?
         .getattr("memoryview")?
         .call1((buffer,))?;
     loads.call1((view,))
+}
+
+/// `bytes` as a [`ValueBuffer`]: readable by Python where they lie.
+pub fn buffer<'py>(py: Python<'py>, bytes: &bytes::Bytes) -> PyResult<Bound<'py, ValueBuffer>> {
+    Bound::new(
+        py,
+        ValueBuffer {
+            bytes: bytes.clone(),
+        },
+    )
 }
 
 /// A stored value's bytes as a read-only Python buffer: a `memoryview` of

@@ -88,6 +88,26 @@ fn get(py: Python<'_>, key: &str, raw: bool) -> PyResult<Py<PyAny>> {
     store.get(py, key, raw, None, true)
 }
 
+/// The value of `key` for a `Reference` argument, read as [`get`] reads
+/// it: a last-writer-wins value as `(buffer, (wall_ms, logical, writer))`
+/// — its bytes as a read-only buffer where they lie (the cache's file
+/// mapped, or the frame), not copied into a Python `bytes` — any other
+/// value as `get(key, raw=True)` gives it; `None` if absent.
+#[pyfunction]
+fn get_reference(py: Python<'_>, key: &str) -> PyResult<Py<PyAny>> {
+    let store = ports()?.route.store()?;
+    match store.get_value(py, key, None, true)? {
+        None => Ok(py.None()),
+        Some(anna::lattice::LatticeValue::Lww(l)) => {
+            let ts = l.timestamp();
+            let stamp = (ts.wall_ms, ts.logical, ts.writer.0);
+            let buffer = squall_py::values::buffer(py, l.bytes())?;
+            Ok((buffer, stamp).into_pyobject(py)?.into_any().unbind())
+        }
+        Some(value) => Ok(squall_py::values::from_lattice(py, &value, true)?.unbind()),
+    }
+}
+
 /// Merges `value` into `key` through the node's cache, acknowledged at
 /// `ack`, as the invocation's writer.
 #[pyfunction]
@@ -207,6 +227,7 @@ fn recv(py: Python<'_>, timeout_s: Option<f64>) -> PyResult<Option<(String, Py<P
 fn native_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     let m = PyModule::new(py, NATIVE_MODULE)?;
     m.add_function(wrap_pyfunction!(get, &m)?)?;
+    m.add_function(wrap_pyfunction!(get_reference, &m)?)?;
     m.add_function(wrap_pyfunction!(put, &m)?)?;
     m.add_function(wrap_pyfunction!(delete, &m)?)?;
     m.add_function(wrap_pyfunction!(executor_id, &m)?)?;

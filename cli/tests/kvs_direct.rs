@@ -26,18 +26,7 @@ fn direct_requests(cluster: &Cluster, probe: &mut Probe) -> u64 {
 
 /// Requests taken on direct connections by every thread of `nodes`.
 fn direct_requests_of(cluster: &Cluster, probe: &mut Probe, nodes: &[u64]) -> u64 {
-    let threads: Vec<Address> = nodes
-        .iter()
-        .flat_map(|&id| cluster.node_threads(id))
-        .collect();
-    threads
-        .iter()
-        .map(|t| {
-            probe
-                .counter(t, "direct")
-                .expect("the thread answers its status")
-        })
-        .sum()
+    cluster.threads_counter(probe, nodes, "direct")
 }
 
 fn put(key: &str, value: &[u8]) -> Message {

@@ -16,18 +16,7 @@ use cluster::{client_config, Cluster, Probe};
 
 /// The sum of counter `name` over every thread of nodes 1 and 2.
 fn counted(cluster: &Cluster, probe: &mut Probe, name: &str) -> u64 {
-    let threads: Vec<Address> = [1, 2]
-        .iter()
-        .flat_map(|&id| cluster.node_threads(id))
-        .collect();
-    threads
-        .iter()
-        .map(|t| {
-            probe
-                .counter(t, name)
-                .expect("the thread answers its status")
-        })
-        .sum()
+    cluster.threads_counter(probe, &[1, 2], name)
 }
 
 fn bytes(value: Option<LatticeValue>) -> Vec<u8> {

@@ -1154,6 +1154,22 @@ mod tests {
             .collect()
     }
 
+    /// Answers the request in `sent` with the large value in the frame;
+    /// returns what the client finished.
+    fn answer_in_frame(
+        core: &mut ClientCore,
+        now: Time,
+        sent: Vec<(Address, Message)>,
+        out: &mut Outbox,
+    ) -> Vec<Result<OpOutput, ClientError>> {
+        let (_, done) = answer_one(core, now, sent, Outcome::Value(lww(b"large")), out);
+        done.into_iter().map(|(_, r)| r).collect()
+    }
+
+    fn large_read() -> [Result<OpOutput, ClientError>; 1] {
+        [Ok(OpOutput::Value(Some(lww(b"large"))))]
+    }
+
     #[test]
     fn a_value_answered_in_shared_memory_is_read_from_its_file() {
         let now = Time(1_000_000);
@@ -1169,14 +1185,10 @@ mod tests {
             "a client that maps nothing asks again: {done:?}"
         );
         let again: Vec<_> = out.drain().collect();
-        let (_, done) = answer_one(
-            &mut core,
-            now,
-            again,
-            Outcome::Value(lww(b"large")),
-            &mut out,
+        assert_eq!(
+            answer_in_frame(&mut core, now, again, &mut out),
+            large_read()
         );
-        assert_eq!(done.len(), 1);
 
         core.map_shared_memory(42, map_known);
         core.get(now, "k".into(), &mut out);
@@ -1184,10 +1196,8 @@ mod tests {
         assert_eq!(sent_shared_memory(&sent), [Some(42)]);
         let answer = shared_answer("/shm/value", &lww(b"large"));
         let (_, done) = answer_one(&mut core, now, sent, answer, &mut out);
-        assert_eq!(
-            done.into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
-            [Ok(OpOutput::Value(Some(lww(b"large"))))]
-        );
+        let done: Vec<_> = done.into_iter().map(|(_, r)| r).collect();
+        assert_eq!(done, large_read(), "read from the file");
         assert_eq!(core.figures().shared, 1);
     }
 
@@ -1217,14 +1227,10 @@ mod tests {
             [None],
             "gone twice: in the frame"
         );
-        let (_, done) = answer_one(
-            &mut core,
-            now,
-            framed,
-            Outcome::Value(lww(b"large")),
-            &mut out,
+        assert_eq!(
+            answer_in_frame(&mut core, now, framed, &mut out),
+            large_read()
         );
-        assert_eq!(done.len(), 1);
     }
 
     #[test]
@@ -1246,16 +1252,9 @@ mod tests {
             "asked again without naming the shared memory"
         );
         assert_eq!(again[0].0, first, "of the same replica");
-        let (_, done) = answer_one(
-            &mut core,
-            now,
-            again,
-            Outcome::Value(lww(b"large")),
-            &mut out,
-        );
         assert_eq!(
-            done.into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
-            [Ok(OpOutput::Value(Some(lww(b"large"))))]
+            answer_in_frame(&mut core, now, again, &mut out),
+            large_read()
         );
         assert_eq!(core.figures().shared, 0);
         core.get(now, "k".into(), &mut out);

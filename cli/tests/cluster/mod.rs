@@ -273,6 +273,20 @@ impl Cluster {
             .collect()
     }
 
+    /// Counter `name` summed over every thread of `nodes`, as each thread
+    /// answers its status.
+    pub fn threads_counter(&self, probe: &mut Probe, nodes: &[u64], name: &str) -> u64 {
+        let threads: Vec<Address> = nodes.iter().flat_map(|&id| self.node_threads(id)).collect();
+        threads
+            .iter()
+            .map(|t| {
+                probe
+                    .counter(t, name)
+                    .expect("the thread answers its status")
+            })
+            .sum()
+    }
+
     /// Every socket of the cluster: the router's, then every node thread's.
     pub fn all_sockets(&self) -> Vec<Address> {
         let mut all = vec![self.router()];

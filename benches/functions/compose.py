@@ -19,9 +19,13 @@ Three parts, each run against every system one after the other:
       the system (Squall: put in the KVS, passed as squall.Reference; Ray:
       ray.put object refs; Dask: scattered futures). "first": the first call
       on freshly stored arrays (median over --locality-fresh pairs);
-      "warm": later calls on the same arrays (median of --locality-warm),
-      then the same with squall.Reference(key, readonly=True): the
-      executor hands each call the read-only arrays it decoded once.
+      "warm": later calls on the same arrays (median of --locality-warm).
+      First and warm calls again with squall.Reference(key, readonly=True):
+      the executor reads the arrays where the value lies (its cache's file
+      in shared memory, no copy) and hands each call the read-only arrays
+      it made once; the driver's fetch again with get(key, readonly=True)
+      (arrays over the mapped value, no copy). Ray's arrays are read-only
+      in every row.
   (c) throughput: --tasks tiny calls put in flight at once (Squall
       call_async, Ray .remote, Dask submit), then all awaited; wall time and
       calls/s. Before each system's part the objects alive are frozen out
@@ -293,6 +297,19 @@ def run_squall(args, res):
                               squall.Reference(f"fbench:b:{k}"))
             first.append(time.perf_counter() - t0)
             assert abs(got - want) < 1e-6 * abs(want), (got, want)
+        # The same first calls with read-only arguments (fresh keys): the
+        # executor reads the arrays where the value lies, no copy.
+        first_ro = []
+        for k in range(args.locality_fresh):
+            a, b = arrays(k)
+            client.put(f"fbench:ra:{k}", a)
+            client.put(f"fbench:rb:{k}", b)
+            want = float(a.sum()) + float(b.sum())
+            t0 = time.perf_counter()
+            got = client.call("total", squall.Reference(f"fbench:ra:{k}", readonly=True),
+                              squall.Reference(f"fbench:rb:{k}", readonly=True))
+            first_ro.append(time.perf_counter() - t0)
+            assert abs(got - want) < 1e-6 * abs(want), (got, want)
         warm = []
         ra, rb = squall.Reference("fbench:a:0"), squall.Reference("fbench:b:0")
         for _ in range(args.warmup // 10 + 2):
@@ -317,10 +334,15 @@ def run_squall(args, res):
             warm_ro.append(time.perf_counter() - t0)
             assert abs(got - want) < 1e-6 * abs(want), (got, want)
         res["loc_first"] = ms_stats(first)
+        res["loc_first_ro"] = ms_stats(first_ro)
         res["loc_warm"] = ms_stats(warm)
         res["loc_warm_ro"] = ms_stats(warm_ro)
         res["loc_driver"] = ms_stats(timed_loop(
             lambda i: (client.get("fbench:a:0"), client.get("fbench:b:0")),
+            args.locality_warm, 2))
+        res["loc_driver_ro"] = ms_stats(timed_loop(
+            lambda i: (client.get("fbench:a:0", readonly=True),
+                       client.get("fbench:b:0", readonly=True)),
             args.locality_warm, 2))
 
         print(f"  (c) throughput: {args.tasks} call_async in flight", flush=True)
@@ -573,11 +595,17 @@ def report(args, results, meta):
     print("| measure | " + " | ".join(names[s] for s in systems) + " |")
     print("|---|" + "---|" * len(systems))
     row("first call", "loc_first")
+    if "squall" in results:
+        row("first call, read-only arrays (Squall: Reference(key, readonly=True); "
+            "Ray: its arrays are read-only anyway)", {"squall": "loc_first_ro", "ray": "loc_first"})
     row("warm (cached) call", "loc_warm")
     if "squall" in results:
         row("warm call, read-only arrays (Squall: Reference(key, readonly=True); "
             "Ray: ray.get's arrays are read-only anyway)", {"squall": "loc_warm_ro", "ray": "loc_warm"})
     row("reference: both arrays fetched into the driver (get / ray.get / future.result)", "loc_driver")
+    if "squall" in results:
+        row("both arrays fetched into the driver read-only (Squall: get(key, readonly=True); "
+            "Ray: ray.get's arrays are read-only anyway)", {"squall": "loc_driver_ro", "ray": "loc_driver"})
     print()
     print(f"(c) throughput: {args.tasks} tiny calls (increment) in flight at once, then all awaited")
     print()

@@ -172,6 +172,13 @@ impl Client {
         self.kvs.get(py, key, raw, None, false)
     }
 
+    /// The key's value as `get` returns it, its large buffers (a NumPy
+    /// array's memory) read where the value lies, read-only (see
+    /// `squall.Client.get`'s `readonly`).
+    fn get_readonly(&self, py: Python<'_>, key: &str) -> PyResult<Py<PyAny>> {
+        self.kvs.get_readonly(py, key)
+    }
+
     /// Whether the key holds a value.
     fn exists(&self, py: Python<'_>, key: &str) -> PyResult<bool> {
         Ok(self.kvs.get_lattice(py, key)?.is_some())
@@ -525,6 +532,12 @@ impl LocalKvs {
         self.store.get(py, key, raw, None, false)
     }
 
+    /// The key's value as `get` returns it, its large buffers read where
+    /// they lie, read-only (see `squall.Client.get`'s `readonly`).
+    fn get_readonly(&self, py: Python<'_>, key: &str) -> PyResult<Py<PyAny>> {
+        self.store.get_readonly(py, key)
+    }
+
     /// Whether the key holds a value.
     fn exists(&self, py: Python<'_>, key: &str) -> PyResult<bool> {
         Ok(self.store.get_lattice(py, key)?.is_some())
@@ -618,6 +631,14 @@ fn send_user_message(
 #[pyfunction]
 fn looks_pickled(data: &[u8]) -> bool {
     values::looks_pickled(data)
+}
+
+/// `pickle.loads(data)` with the large buffers the writer marked read
+/// where they lie in `data` (a `bytes` or a stored value's buffer),
+/// read-only; returns `(object, bytes shared with data)`.
+#[pyfunction]
+fn loads_readonly<'py>(data: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, usize)> {
+    values::unpickle_readonly(data)
 }
 
 fn value_kind(name: &str) -> PyResult<ValueKind> {
@@ -890,6 +911,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(use_key, m)?)?;
     m.add_function(wrap_pyfunction!(send_user_message, m)?)?;
     m.add_function(wrap_pyfunction!(looks_pickled, m)?)?;
+    m.add_function(wrap_pyfunction!(loads_readonly, m)?)?;
     m.add_function(wrap_pyfunction!(encode_function, m)?)?;
     m.add_function(wrap_pyfunction!(decode_function, m)?)?;
     m.add_function(wrap_pyfunction!(wasm_module, m)?)?;

@@ -168,6 +168,22 @@ def test_readonly_references_behave_alike(api):
     assert float(client.get(f"{p}/arr").sum()) == 0.0
 
 
+def test_readonly_gets_behave_alike(api):
+    np = pytest.importorskip("numpy")
+    client, p = api
+    big = np.arange(100_000, dtype=np.float64)
+    client.put(f"{p}/pair", (big, np.arange(4)))
+    got = client.get(f"{p}/pair", readonly=True)
+    assert all(not a.flags.writeable for a in got)
+    assert np.array_equal(got[0], big) and list(got[1]) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="read-only"):
+        got[0][0] = 1.0
+    plain = client.get(f"{p}/pair")
+    assert plain[0].flags.writeable and not np.shares_memory(plain[0], got[0])
+    with pytest.raises(ValueError, match="readonly"):
+        client.get(f"{p}/pair", raw=True, readonly=True)
+
+
 def test_references_futures_and_dags_behave_alike(api):
     client, p = api
     client.register(square, name=f"{p}_sq")

@@ -5,6 +5,7 @@ that never appears."""
 
 from __future__ import annotations
 
+import pickle
 import time
 
 import pytest
@@ -205,6 +206,62 @@ def test_a_readonly_reference_shares_one_read_only_array_per_version(compute, ke
     with pytest.raises(squall.RemoteError) as e:
         compute.call(scale, squall.Reference(key, readonly=True))
     assert "read-only" in str(e.value)
+
+
+def where_it_lies(values):
+    """What a function sees of an array: what its memory belongs to (what
+    the last of its bases views: a `bytearray` unpickled for it, the
+    stored value's `ValueBuffer`, a `bytes` copied once), whether it may
+    write it, whether it is aligned, and its sum."""
+    array = values
+    while type(array).__name__ == "ndarray" and array.base is not None:
+        array = array.base
+    owner = type(getattr(array, "obj", array)).__name__
+    return owner, bool(values.flags.writeable), bool(values.flags.aligned), float(values.sum())
+
+
+def test_a_readonly_reference_reads_a_large_array_where_the_value_lies(compute, key):
+    np = pytest.importorskip("numpy")
+    name = compute.register(where_it_lies, name=unique("where_it_lies"))
+    # 3 MiB: the cache holds it in a file of shared memory, which its
+    # executors map.
+    values = np.arange(3 << 17, dtype=np.float64)
+    compute.put(key, values)
+    for _ in range(4):
+        lies, writeable, aligned, total = compute.call(name, squall.Reference(key, readonly=True))
+        assert (lies, writeable, aligned, total) == ("ValueBuffer", False, True, float(values.sum()))
+    # A plain reference still gets an array of its own, writable.
+    assert compute.call(name, squall.Reference(key)) == ("bytearray", True, True, float(values.sum()))
+    # A value written as a plain pickle (by another writer) is read too,
+    # unpickled into a copy as before, and frozen.
+    compute.put(key, squall.Lww(pickle.dumps(values + 1, protocol=5)))
+    lies, writeable, aligned, total = compute.call(name, squall.Reference(key, readonly=True))
+    assert (lies, writeable, aligned, total) == ("bytearray", False, True, float((values + 1).sum()))
+
+
+def test_a_readonly_get_reads_large_arrays_where_the_value_lies(client, key):
+    np = pytest.importorskip("numpy")
+    # 3 MiB, read from the storage node's file in shared memory, and 200 KB
+    # in the frame, beside a plain object.
+    big = np.arange(3 << 17, dtype=np.float64)
+    small = np.arange(50_000, dtype=np.int32)
+    client.put(key, (big, "label", small))
+    got = client.get(key, readonly=True)
+    assert got[1] == "label"
+    for array, want in ((got[0], big), (got[2], small)):
+        assert np.array_equal(array, want)
+        assert not array.flags.writeable and array.flags.aligned
+    assert where_it_lies(got[0])[0] == "ValueBuffer"
+    with pytest.raises(ValueError, match="read-only"):
+        got[0][0] = -1.0
+    # A plain get gets writable arrays of its own; what it changes stays
+    # in it.
+    plain = client.get(key)
+    assert plain[0].flags.writeable and not np.shares_memory(plain[0], got[0])
+    plain[0][0] = -1.0
+    assert client.get(key, readonly=True)[0][0] == 0.0
+    # The stored value is a plain pickle to any reader.
+    assert np.array_equal(pickle.loads(client.get(key, raw=True).value)[0], big)
 
 
 def test_a_readonly_reference_to_a_mutable_value_is_still_fresh_for_every_call(compute, key):

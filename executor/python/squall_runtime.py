@@ -586,23 +586,42 @@ def _remember(key, data, timestamp):
     return kept
 
 
-def _decode(data):
-    """Stored last-writer-wins bytes (a `bytes`, or a stored value's
-    buffer read where it lies) as the function sees them: unpickled, or
-    as `bytes`."""
+def _pickled(data):
+    """Whether stored last-writer-wins bytes (a `bytes`, or a stored
+    value's buffer read where it lies) are a pickle."""
     from squall import _native
 
     if isinstance(data, bytes):
-        pickled = _native.looks_pickled(data)
-    else:
-        # The rule reads a pickle's first two bytes and its last.
-        view = memoryview(data)
-        pickled = len(view) >= 3 and _native.looks_pickled(bytes(view[:2]) + bytes(view[-1:]))
-    if pickled:
+        return _native.looks_pickled(data)
+    # The rule reads a pickle's first two bytes and its last.
+    view = memoryview(data)
+    return len(view) >= 3 and _native.looks_pickled(bytes(view[:2]) + bytes(view[-1:]))
+
+
+def _decode(data):
+    """Stored last-writer-wins bytes as the function sees them: unpickled,
+    or as `bytes`."""
+    if _pickled(data):
         import cloudpickle
 
         return cloudpickle.loads(data)
     return data if isinstance(data, bytes) else bytes(memoryview(data))
+
+
+def _decode_readonly(data):
+    """`(value, bytes it shares with data)`: `data` decoded as `_decode`
+    does and frozen (`squall.reference.freeze`), the large buffers the
+    writer marked (a NumPy array's memory) left where they lie; the
+    value's size if it may be shared between calls, else None."""
+    from squall.reference import freeze
+
+    if not _pickled(data):
+        value, in_place = _decode(data), 0
+    else:
+        from squall import _native
+
+        value, in_place = _native.loads_readonly(data)
+    return value, in_place, freeze(value)
 
 
 def _shared(key, kept):
@@ -612,13 +631,11 @@ def _shared(key, kept):
     global _value_bytes
     if kept.shared is not _UNSHARED:
         return kept.shared
-    from squall.reference import freeze
-
-    value = _decode(kept.data)
-    size = freeze(value)
+    value, in_place, size = _decode_readonly(kept.data)
     if size is not None and _values.get(key) is kept:
         kept.shared = value
-        extra = 0 if value is kept.data else size
+        # Arrays over the kept bytes cost nothing more.
+        extra = 0 if value is kept.data else max(size - in_place, 0)
         kept.size += extra
         _value_bytes += extra
         _trim()
@@ -661,11 +678,7 @@ def _plain(value, remember=None, readonly=False):
         return _decode(data)
     if kept is not None:
         return _shared(remember, kept)
-    from squall.reference import freeze
-
-    decoded = _decode(data)
-    freeze(decoded)
-    return decoded
+    return _decode_readonly(data)[0]
 
 
 def _read_stored(read, key, deadline):

@@ -228,6 +228,16 @@ impl<B: Kvs> Store<B> {
         }
     }
 
+    /// The key's value as [`Store::get`] returns it, except that a large
+    /// buffer of a pickled value (a NumPy array's memory) is read where it
+    /// lies, read-only ([`values::from_lattice_readonly`]).
+    pub fn get_readonly(&self, py: Python<'_>, key: &str) -> PyResult<Py<PyAny>> {
+        match self.get_value(py, key, None, false)? {
+            None => Ok(py.None()),
+            Some(v) => Ok(values::from_lattice_readonly(py, &v)?.unbind()),
+        }
+    }
+
     /// The key's value as stored, read as [`Store::get`] reads it.
     pub fn get_value(
         &self,

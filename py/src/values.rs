@@ -21,6 +21,7 @@
 //! fresh timestamp, removes of the tags the object was read with (or, for
 //! an object made without a read, the tags stored when it is put).
 
+pub mod buffers;
 mod observed;
 
 use anna::lattice::element::{self, Element};
@@ -28,10 +29,11 @@ use anna::lattice::{
     Causal, CausalVersion, Counter, Dependent, Hlc, LatticeKind, LatticeValue, Lww, MapLattice,
     Max, Min, OrderedSetLattice, Priority, SetLattice, Timestamp, VectorClock, WriterId,
 };
+use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyCFunction, PyDict, PyList, PySlice, PyString, PyTuple};
 use std::collections::{BTreeMap, HashMap};
 
 /// What a writer needs to turn Python objects into lattice writes.
@@ -105,10 +107,60 @@ fn class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
     module.bind(py).getattr(name)
 }
 
-/// `cloudpickle.dumps(obj)`.
+/// `cloudpickle.dumps(obj, protocol=5)`, with its large buffers (a NumPy
+/// array's memory) laid in-band aligned and marked, so that a read-only
+/// reader can use them where they lie ([`buffers`]).
 pub fn pickle<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Vec<u8>> {
-    let dumps = DUMPS.import(obj.py(), "cloudpickle", "dumps")?;
-    dumps.call1((obj,))?.extract()
+    let py = obj.py();
+    let dumps = DUMPS.import(py, "cloudpickle", "dumps")?;
+    let taken = PyList::empty(py);
+    let callback = {
+        let taken = taken.clone().unbind();
+        PyCFunction::new_closure(py, None, None, move |args, _| -> PyResult<bool> {
+            take_out(taken.bind(args.py()), &args.get_item(0)?)
+        })?
+    };
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("protocol", 5)?;
+    kwargs.set_item("buffer_callback", callback)?;
+    let main = dumps.call((obj,), Some(&kwargs))?;
+    let main = main.cast::<PyBytes>()?.as_bytes();
+    if taken.is_empty() {
+        return Ok(main.to_vec());
+    }
+    let views = taken
+        .iter()
+        .map(|view| PyUntypedBuffer::get(&view))
+        .collect::<PyResult<Vec<_>>>()?;
+    let laid: Vec<buffers::Taken<'_>> = views
+        .iter()
+        .map(|view| buffers::Taken {
+            // SAFETY: a C-contiguous buffer (checked in `take_out`) of
+            // `len_bytes` bytes, held by `view` and not written while
+            // the GIL is held here.
+            bytes: unsafe {
+                std::slice::from_raw_parts(view.buf_ptr().cast::<u8>(), view.len_bytes())
+            },
+            readonly: view.readonly(),
+        })
+        .collect();
+    buffers::in_band(main, &laid)
+        .ok_or_else(|| PyValueError::new_err("the pickler's buffers do not match its stream"))
+}
+
+/// The pickler's `buffer_callback`: keeps `buffer` (a `PickleBuffer`) in
+/// band (`true`) unless it is contiguous and [`buffers::MIN_BYTES`] or
+/// more, in which case its raw view joins `taken`.
+fn take_out(taken: &Bound<'_, PyList>, buffer: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let Ok(raw) = buffer.call_method0("raw") else {
+        return Ok(true);
+    };
+    let large = PyUntypedBuffer::get(&raw)
+        .is_ok_and(|view| view.is_c_contiguous() && view.len_bytes() >= buffers::MIN_BYTES);
+    if large {
+        taken.append(raw)?;
+    }
+    Ok(!large)
 }
 
 /// `pickle.loads(bytes)`.
@@ -135,6 +187,63 @@ fn unpickle_shared<'py>(py: Python<'py>, bytes: &bytes::Bytes) -> PyResult<Bound
         .getattr("memoryview")?
         .call1((buffer,))?;
     loads.call1((view,))
+}
+
+/// The alignment in memory a buffer read in place needs: the largest of a
+/// NumPy dtype's (a mapping is page-aligned, and a `bytes`' data 16-byte
+/// aligned, so the writer's [`buffers::ALIGN`] from the value's start holds
+/// there; a value in the middle of a frame may not).
+const MEMORY_ALIGN: usize = 16;
+
+/// `pickle.loads` of `data` (any read-only Python buffer: a `bytes`, a
+/// [`ValueBuffer`]) with the buffers the writer marked ([`buffers`]) read
+/// where they lie, read-only: a NumPy array among them is a read-only view
+/// of `data`. Returns the object and how many of its bytes it shares with
+/// `data`. A buffer not aligned in memory after all (a value in the middle
+/// of a frame) is copied once instead, so that arrays stay aligned.
+pub fn unpickle_readonly<'py>(data: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, usize)> {
+    let py = data.py();
+    let loads = LOADS.import(py, "pickle", "loads")?;
+    let view = PyUntypedBuffer::get(data)?;
+    if !view.is_c_contiguous() {
+        return Ok((loads.call1((data,))?, 0));
+    }
+    let base = view.buf_ptr().cast::<u8>().cast_const();
+    // SAFETY: a C-contiguous buffer of `len_bytes` bytes held by `view`;
+    // stored values are never written.
+    let bytes = unsafe { std::slice::from_raw_parts(base, view.len_bytes()) };
+    let marked = if bytes.len() >= buffers::MIN_BYTES {
+        buffers::marked(bytes)
+    } else {
+        Vec::new()
+    };
+    if marked.is_empty() {
+        return Ok((loads.call1((data,))?, 0));
+    }
+    let whole = py
+        .import("builtins")?
+        .getattr("memoryview")?
+        .call1((data,))?;
+    let mut shared = 0;
+    let mut taken = Vec::with_capacity(marked.len());
+    for m in &marked {
+        let aligned = (base as usize + m.data.start).is_multiple_of(MEMORY_ALIGN);
+        taken.push(if aligned {
+            shared += m.data.len();
+            whole.get_item(PySlice::new(
+                py,
+                m.data.start as isize,
+                m.data.end as isize,
+                1,
+            ))?
+        } else {
+            PyBytes::new(py, &bytes[m.data.clone()]).into_any()
+        });
+    }
+    let main = PyBytes::new(py, &buffers::out_of_band(bytes, &marked));
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("buffers", PyList::new(py, taken)?)?;
+    Ok((loads.call((main,), Some(&kwargs))?, shared))
 }
 
 /// `bytes` as a [`ValueBuffer`]: readable by Python where they lie.
@@ -453,6 +562,21 @@ fn py_versions<'py, 'a, P: Ord + Clone + 'a>(
         list.append(item)?;
     }
     Ok(list)
+}
+
+/// A stored value as [`from_lattice`] converts it, except that a pickled
+/// last-writer-wins value is read with [`unpickle_readonly`]: its large
+/// buffers read where they lie, read-only.
+pub fn from_lattice_readonly<'py>(
+    py: Python<'py>,
+    value: &LatticeValue,
+) -> PyResult<Bound<'py, PyAny>> {
+    match value {
+        LatticeValue::Lww(l) if looks_pickled(l.value()) => {
+            Ok(unpickle_readonly(buffer(py, l.bytes())?.as_any())?.0)
+        }
+        _ => from_lattice(py, value, false),
+    }
 }
 
 /// Converts a stored value into its Python object. With `raw`, a

@@ -37,6 +37,9 @@ class Client:
         """The schedulers calls go to."""
     def get(self, key: str, raw: bool = False) -> Any:
         """The key's value (as `squall.Client.get`), or None."""
+    def get_readonly(self, key: str) -> Any:
+        """The key's value as `get(key, readonly=True)` reads it: large
+        buffers (a NumPy array's memory) where they lie, read-only."""
     def exists(self, key: str) -> bool:
         """Whether the key holds a value."""
     def put(self, key: str, value: Any, ack: Union[str, int, None] = None) -> None:
@@ -152,4 +155,9 @@ def decode_trigger(data: bytes) -> Optional[Tuple[str, str, str, str]]:
 def looks_pickled(data: bytes) -> bool:
     """Whether last-writer-wins bytes are a pickle (read back as the object
     they pickle) rather than raw bytes: the rule `get` applies."""
+
+def loads_readonly(data: Any) -> Tuple[Any, int]:
+    """``pickle.loads(data)`` with the large buffers the writer marked read
+    where they lie in `data` (a `bytes` or a stored value's buffer),
+    read-only; returns ``(object, bytes it shares with data)``."""
     ...

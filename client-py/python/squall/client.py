@@ -25,7 +25,7 @@ from .errors import CallTimeoutError, ClusterNotFoundError, UnknownFunctionError
 from .futures import GRACE_S, Future, _Completions, format_output
 from .lattices import Lww, Set
 from .events import Trigger
-from .reference import Reference
+from .reference import Reference, freeze
 
 __all__ = ["Client", "Future", "Function", "Dag", "Instance"]
 
@@ -521,6 +521,17 @@ class Instance:
         return f"<squall.Instance {self._cls}[{self._name!r}]>"
 
 
+def _get(kvs: Any, key: str, raw: bool, readonly: bool) -> Any:
+    """`Client.get` against `kvs` (a cluster's or the local test mode's)."""
+    if not readonly:
+        return kvs.get(key, raw)
+    if raw:
+        raise ValueError("get: raw=True returns bytes; readonly applies to unpickled values")
+    value = kvs.get_readonly(key)
+    freeze(value)
+    return value
+
+
 class Client:
     """A connection to a Squall cluster; create one with `squall.connect`.
 
@@ -584,13 +595,21 @@ class Client:
 
     # -- the key-value store ------------------------------------------------
 
-    def get(self, key: str, raw: bool = False) -> Any:
+    def get(self, key: str, raw: bool = False, readonly: bool = False) -> Any:
         """The value of `key`, or ``None`` if it has none.
 
         With ``raw=True`` a last-writer-wins value is returned as
         `squall.Lww` (its bytes and timestamp) instead of being unpickled.
+
+        With ``readonly=True`` NumPy arrays (also inside tuples) come back
+        read-only, as a ``Reference(key, readonly=True)`` gives them to a
+        function, and a large one (64 KiB or more, put by this client
+        version) is not copied: it is a view of the value where the client
+        read it (for a value of 1 MiB or more from a storage node on this
+        machine, the node's file in shared memory). A write to it raises
+        ``ValueError``; ``numpy.array(a)`` makes a writable copy.
         """
-        return self._native.get(key, raw)
+        return _get(self._native, key, raw, readonly)
 
     def put(self, key: str, value: Any, ack: Union[str, int] = "one") -> None:
         """Merges `value` into `key`: a plain object as pickled

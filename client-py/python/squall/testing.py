@@ -70,6 +70,7 @@ from .client import (
     _check_name,
     _delete_function,
     _function_record,
+    _get,
     _list_triggers,
     _list_versions,
     _clear_traffic,
@@ -276,8 +277,8 @@ class LocalClient:
 
     # -- the key-value store --------------------------------------------
 
-    def get(self, key: str, raw: bool = False) -> Any:
-        return self._kvs.get(key, raw)
+    def get(self, key: str, raw: bool = False, readonly: bool = False) -> Any:
+        return _get(self._kvs, key, raw, readonly)
 
     def put(self, key: str, value: Any, ack: Union[str, int] = "one") -> None:
         self._kvs.put(key, value, ack)

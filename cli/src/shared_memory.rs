@@ -11,9 +11,10 @@
 //! under a random 128-bit name, told only in sealed frames: a process
 //! that is not told a name cannot find the value. A file is written under
 //! a temporary name and renamed when complete, so a reader never maps a
-//! partial value. The directory goes when the cache stops; the
-//! directories of this node's caches that died without removing theirs
-//! (their process is gone) are removed when the next one starts.
+//! partial value. The directory goes when its process stops; the
+//! directories of processes that died without removing theirs (killed:
+//! their process is gone), whichever node or thread they served, are
+//! removed when the next cache or storage thread on the machine starts.
 
 use squall_cache::ValueFiles;
 use std::fs::{self, OpenOptions};
@@ -28,7 +29,8 @@ pub struct SharedDir {
 
 impl SharedDir {
     /// Makes `base/squall-NODE-PID`, after removing the directories left
-    /// in `base` by this node's earlier caches whose process is gone.
+    /// in `base` by earlier caches and storage threads (of any node, of
+    /// this user) whose process is gone.
     pub fn create(base: &Path, node: &str) -> io::Result<SharedDir> {
         let node: String = node
             .chars()
@@ -40,20 +42,8 @@ impl SharedDir {
                 }
             })
             .collect();
-        let prefix = format!("squall-{node}-");
-        if let Ok(entries) = fs::read_dir(base) {
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
-                    continue;
-                };
-                if pid.parse::<u32>().is_ok_and(|pid| !alive(pid)) {
-                    let _ = fs::remove_dir_all(entry.path());
-                    tracing::info!(dir = %entry.path().display(), "removed a dead cache's values in shared memory");
-                }
-            }
-        }
-        let dir = base.join(format!("{prefix}{}", std::process::id()));
+        sweep(base);
+        let dir = base.join(format!("squall-{node}-{}", std::process::id()));
         fs::create_dir_all(&dir)?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o711))?;
         Ok(SharedDir { dir })
@@ -70,6 +60,33 @@ impl SharedDir {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect()
+    }
+}
+
+/// Removes the directories `squall-NAME-PID` in `base` that this user
+/// owns and whose process is gone.
+fn sweep(base: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("squall-"))
+            .and_then(|n| n.rsplit_once('-'))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let ours = entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == me);
+        if ours && !alive(pid) {
+            let _ = fs::remove_dir_all(entry.path());
+            tracing::info!(dir = %entry.path().display(), "removed a dead process's values in shared memory");
+        }
     }
 }
 
@@ -140,24 +157,26 @@ mod tests {
     fn values_are_written_whole_readable_and_removed_with_the_directory() {
         let base = std::env::temp_dir().join(format!("squall-shm-test-{}", std::process::id()));
         fs::create_dir_all(&base).unwrap();
-        // A dead cache's directory of the same node is swept; another
-        // node's and a live one's are not.
+        // A dead process's directory is swept, whichever node or thread
+        // it served; a live one's is not, nor what is not a directory.
         let dead = base.join("squall-compute-0-4000000000");
         // A killed cache not yet reaped by its parent: a zombie.
         let mut child = std::process::Command::new("true").spawn().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(200));
         let zombie = base.join(format!("squall-compute-0-{}", child.id()));
         fs::create_dir_all(&zombie).unwrap();
-        let other = base.join("squall-compute-1-4000000000");
+        let other = base.join("squall-kvs-4-1-4000000000");
         let live = base.join(format!(
-            "squall-compute-0-{}",
+            "squall-kvs-2-0-{}",
             std::os::unix::process::parent_id()
         ));
         for d in [&dead, &other, &live] {
             fs::create_dir_all(d).unwrap();
         }
+        let file = base.join("squall-notes-4000000000");
+        fs::write(&file, b"not a directory").unwrap();
         let mut files = SharedDir::create(&base, "compute-0").unwrap();
-        assert!(!dead.exists() && other.exists() && live.exists());
+        assert!(!dead.exists() && !other.exists() && live.exists() && file.exists());
         assert!(!zombie.exists(), "a zombie's directory is swept");
         child.wait().unwrap();
         let mode = fs::metadata(files.path()).unwrap().permissions().mode() & 0o777;

@@ -442,10 +442,20 @@ impl Client {
                 Ok(_) | Err(zmq::Error::EINTR) => {}
                 Err(e) => return Err(TransportError::from(e).into()),
             }
-            let ready: Vec<bool> = items[1..].iter().map(|i| i.is_readable()).collect();
+            // The links ready, as bits, not a list allocated per wake-up
+            // (a client talks to a few storage threads; one with more than
+            // 64 links tries every one).
+            let links = items.len() - 1;
+            let ready = if links > 64 {
+                u64::MAX
+            } else {
+                (items[1..].iter().enumerate()).fold(0u64, |bits, (i, item)| {
+                    bits | (u64::from(item.is_readable()) << i)
+                })
+            };
             drop(items);
-            for i in (0..ready.len()).rev() {
-                if !ready[i] {
+            for i in (0..links).rev() {
+                if links <= 64 && ready & (1 << i) == 0 {
                     continue;
                 }
                 if let Err(e) = self.links[i].receive(&mut self.rx, &mut self.direct_in) {

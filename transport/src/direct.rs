@@ -457,16 +457,15 @@ impl DirectServer {
                 return;
             }
         }
-        let ready: Vec<(Token, bool, bool)> = (self.events.iter())
-            .map(|e| {
-                (
-                    e.token(),
-                    e.is_readable() || e.is_read_closed(),
-                    e.is_writable(),
-                )
-            })
-            .collect();
-        for (token, readable, writable) in ready {
+        // The events are taken out while they are handled (no copy of
+        // them allocated per wake-up) and put back for the next poll.
+        let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        for event in events.iter() {
+            let (token, readable, writable) = (
+                event.token(),
+                event.is_readable() || event.is_read_closed(),
+                event.is_writable(),
+            );
             if token == LISTENER {
                 self.accept();
                 continue;
@@ -481,6 +480,7 @@ impl DirectServer {
                 }
             }
         }
+        self.events = events;
     }
 
     fn accept(&mut self) {
@@ -878,16 +878,15 @@ impl DirectLinks {
                 return;
             }
         }
-        let ready: Vec<(usize, bool, bool)> = (self.events.iter())
-            .map(|e| {
-                (
-                    e.token().0,
-                    e.is_readable() || e.is_read_closed() || e.is_error(),
-                    e.is_writable(),
-                )
-            })
-            .collect();
-        for (slot, readable, writable) in ready {
+        // As in `DirectServer::poll_ready`: the events taken out while
+        // they are handled, put back for the next poll.
+        let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        for event in events.iter() {
+            let (slot, readable, writable) = (
+                event.token().0,
+                event.is_readable() || event.is_read_closed() || event.is_error(),
+                event.is_writable(),
+            );
             let Some(link) = self.links.get_mut(slot).and_then(Option::as_mut) else {
                 continue;
             };
@@ -903,6 +902,7 @@ impl DirectLinks {
                 self.drop_link(slot, &e);
             }
         }
+        self.events = events;
     }
 }
 

@@ -80,7 +80,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -161,25 +160,6 @@ def faults_read(value):
 # -- the cluster ---------------------------------------------------------
 
 
-def free_base_port(ports: int = 500, low: int = 20000, high: int = 60000) -> int:
-    """A port P such that P..P+ports are free now."""
-    for _ in range(50):
-        base = random.randrange(low, high - ports)
-        socks = []
-        try:
-            for p in range(base, base + ports):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range found")
-
-
 def proc_state(pid: int) -> str:
     """The process's state letter from /proc ('' if it is gone)."""
     try:
@@ -218,9 +198,11 @@ class Cluster:
 
     def up(self, args: argparse.Namespace) -> str:
         """`squall up` on free ports (three tries); returns the command."""
+        from squall.testing import free_base_port
+
         last = None
         for _ in range(3):
-            base = free_base_port()
+            base = free_base_port(500)
             flags = [
                 "up", "--base-port", str(base), "--nodes", str(args.nodes), "--threads", "1",
                 "--routers", str(args.routers), "--schedulers", str(args.schedulers),

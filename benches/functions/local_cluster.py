@@ -1,34 +1,17 @@
-"""What the functions benchmarks share: a free block of loopback ports for
-`squall up`, and a local cluster started with a config and stopped again."""
+"""What the functions benchmarks share: a local cluster started on free
+loopback ports (`squall.testing.free_base_port`) with a config, and
+stopped again."""
 
 from __future__ import annotations
 
 import contextlib
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
-
-def free_base_port(span=600, low=20000, high=60000):
-    """A base port such that [base, base+span), where `squall up` puts
-    its processes at fixed offsets, is free on loopback now."""
-    for base in range(low, high - span, 997):
-        socks = []
-        try:
-            for port in range(base, base + span):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range found")
+from squall.testing import free_base_port
 
 
 @contextlib.contextmanager

@@ -21,7 +21,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 import pytest
 
 import squall
+import squall.testing
 
 ROOT = Path(__file__).resolve().parents[2]
 # `squall up` takes ports from its base port up: routers, schedulers (+50),
@@ -60,22 +60,8 @@ def squall_bin() -> Path:
 
 
 def free_base_port(ports: int = PORTS, low: int = 20000, high: int = 60000) -> int:
-    """A port P in low..high such that P..P+ports are free now."""
-    for _ in range(50):
-        base = random.randrange(low, high - ports)
-        socks = []
-        try:
-            for p in range(base, base + ports):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range found")
+    """`squall.testing.free_base_port`, for this suite's clusters."""
+    return squall.testing.free_base_port(ports, low, high)
 
 
 def eventually(read, want=None, timeout=3.0):

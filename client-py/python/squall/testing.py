@@ -43,6 +43,9 @@ module, and its calls fail with `BadFunctionError`); ``user.send`` /
 
 The same API tests run against this mode and a real cluster
 (client-py/tests/test_local.py), so the two stay alike.
+
+For tests that do start a cluster, `free_base_port` finds a
+``squall up --base-port`` whose ports are free.
 """
 
 from __future__ import annotations
@@ -98,7 +101,33 @@ from .futures import CallFuture, FailedArgument, format_output
 from .lattices import Lww
 from .reference import Reference, freeze
 
-__all__ = ["local", "LocalClient", "LocalFuture"]
+__all__ = ["local", "LocalClient", "LocalFuture", "free_base_port"]
+
+
+def free_base_port(ports: int = 600, low: int = 20000, high: int = 60000) -> int:
+    """A base port for ``squall up --base-port`` (which puts its processes
+    at fixed offsets from it): a port P in `low`..`high` such that P to
+    P + `ports` are all free on loopback now. Bases are tried at random (so
+    that tests running side by side seldom meet); `RuntimeError` if 50
+    tries found none."""
+    import random
+    import socket
+
+    for _ in range(50):
+        base = random.randrange(low, high - ports)
+        socks = []
+        try:
+            for port in range(base, base + ports):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {ports} free ports in a row found between {low} and {high}")
 
 
 def local(executors: int = 2, call_timeout: float = 60.0, consistency: str = "lww") -> "LocalClient":

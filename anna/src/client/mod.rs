@@ -1166,6 +1166,20 @@ mod tests {
         done.into_iter().map(|(_, r)| r).collect()
     }
 
+    /// A client of one thread that maps its machine's shared memory
+    /// (files `map_known` knows), with a read of `k` sent: the client and
+    /// what it sent.
+    fn reading_through_shared_memory(
+        now: Time,
+        out: &mut Outbox,
+    ) -> (ClientCore, Vec<(Address, Message)>) {
+        let mut core = client_of_one_thread(now, out);
+        core.map_shared_memory(42, map_known);
+        core.get(now, "k".into(), out);
+        let sent = out.drain().collect();
+        (core, sent)
+    }
+
     fn large_read() -> [Result<OpOutput, ClientError>; 1] {
         [Ok(OpOutput::Value(Some(lww(b"large"))))]
     }
@@ -1205,10 +1219,7 @@ mod tests {
     fn a_file_gone_once_is_asked_for_again_and_gone_twice_in_the_frame() {
         let now = Time(1_000_000);
         let mut out = Outbox::default();
-        let mut core = client_of_one_thread(now, &mut out);
-        core.map_shared_memory(42, map_known);
-        core.get(now, "k".into(), &mut out);
-        let sent: Vec<_> = out.drain().collect();
+        let (mut core, sent) = reading_through_shared_memory(now, &mut out);
         // `map_known` knows no such file: it is gone (`NotFound`).
         let gone = || shared_answer("/shm/replaced", &lww(b"large"));
         let (_, done) = answer_one(&mut core, now, sent, gone(), &mut out);
@@ -1237,10 +1248,7 @@ mod tests {
     fn a_file_that_cannot_be_read_gets_the_value_asked_again_in_the_frame() {
         let now = Time(1_000_000);
         let mut out = Outbox::default();
-        let mut core = client_of_one_thread(now, &mut out);
-        core.map_shared_memory(42, map_known);
-        core.get(now, "k".into(), &mut out);
-        let sent: Vec<_> = out.drain().collect();
+        let (mut core, sent) = reading_through_shared_memory(now, &mut out);
         // A file on another machine's memory after all.
         let answer = shared_answer("/elsewhere/value", &lww(b"large"));
         let (first, done) = answer_one(&mut core, now, sent, answer, &mut out);

@@ -286,30 +286,27 @@ def run_squall(args, res):
                 res["wasm_error"] = traceback.format_exc()
 
         print("  (b) locality", flush=True)
-        first = []
-        for k in range(args.locality_fresh):
-            a, b = arrays(k)
-            client.put(f"fbench:a:{k}", a)
-            client.put(f"fbench:b:{k}", b)
-            want = float(a.sum()) + float(b.sum())
-            t0 = time.perf_counter()
-            got = client.call("total", squall.Reference(f"fbench:a:{k}"),
-                              squall.Reference(f"fbench:b:{k}"))
-            first.append(time.perf_counter() - t0)
-            assert abs(got - want) < 1e-6 * abs(want), (got, want)
-        # The same first calls with read-only arguments (fresh keys): the
-        # executor reads the arrays where the value lies, no copy.
-        first_ro = []
-        for k in range(args.locality_fresh):
-            a, b = arrays(k)
-            client.put(f"fbench:ra:{k}", a)
-            client.put(f"fbench:rb:{k}", b)
-            want = float(a.sum()) + float(b.sum())
-            t0 = time.perf_counter()
-            got = client.call("total", squall.Reference(f"fbench:ra:{k}", readonly=True),
-                              squall.Reference(f"fbench:rb:{k}", readonly=True))
-            first_ro.append(time.perf_counter() - t0)
-            assert abs(got - want) < 1e-6 * abs(want), (got, want)
+        def first_calls(prefix, readonly):
+            """The first call on each of --locality-fresh pairs put just
+            before it, under keys fbench:{prefix}a:K and fbench:{prefix}b:K."""
+            took = []
+            for k in range(args.locality_fresh):
+                a, b = arrays(k)
+                ka, kb = f"fbench:{prefix}a:{k}", f"fbench:{prefix}b:{k}"
+                client.put(ka, a)
+                client.put(kb, b)
+                want = float(a.sum()) + float(b.sum())
+                t0 = time.perf_counter()
+                got = client.call("total", squall.Reference(ka, readonly=readonly),
+                                  squall.Reference(kb, readonly=readonly))
+                took.append(time.perf_counter() - t0)
+                assert abs(got - want) < 1e-6 * abs(want), (got, want)
+            return took
+
+        first = first_calls("", readonly=False)
+        # The same with read-only arguments (fresh keys): the executor
+        # reads the arrays where the value lies, no copy.
+        first_ro = first_calls("r", readonly=True)
         warm = []
         ra, rb = squall.Reference("fbench:a:0"), squall.Reference("fbench:b:0")
         for _ in range(args.warmup // 10 + 2):

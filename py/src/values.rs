@@ -23,6 +23,7 @@
 
 pub mod buffers;
 mod observed;
+pub mod opcodes;
 
 use anna::lattice::element::{self, Element};
 use anna::lattice::{

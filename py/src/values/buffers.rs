@@ -23,6 +23,10 @@
 //! the arrays lie over the frame or the mapping the value was read into,
 //! no copy, and a write to one raises.
 
+use super::opcodes::{
+    BINBYTES8, BYTEARRAY8, FRAME, MARK, NEXT_BUFFER, POP, POP_MARK, READONLY_BUFFER,
+    SHORT_BINBYTES, STOP,
+};
 use std::ops::Range;
 
 /// Buffers smaller than this stay in-band where CPython puts them (a copy
@@ -32,17 +36,6 @@ pub const MIN_BYTES: usize = 64 << 10;
 /// A marked buffer's data starts at a multiple of this many bytes from
 /// the value's start (a cache line; every NumPy dtype's alignment).
 pub const ALIGN: usize = 64;
-
-const MARK: u8 = b'(';
-const POP_MARK: u8 = b'1';
-const POP: u8 = b'0';
-const SHORT_BINBYTES: u8 = b'C';
-const STOP: u8 = b'.';
-const FRAME: u8 = 0x95;
-const BINBYTES8: u8 = 0x8e;
-const BYTEARRAY8: u8 = 0x96;
-const NEXT_BUFFER: u8 = 0x97;
-const READONLY_BUFFER: u8 = 0x98;
 
 /// A marked buffer in a stored pickle.
 #[derive(Clone, Debug, PartialEq, Eq)]

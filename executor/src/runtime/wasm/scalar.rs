@@ -12,6 +12,7 @@
 
 use anna::lattice::LatticeValue;
 use squall_py::values::looks_pickled;
+use squall_py::values::opcodes::*;
 
 /// What a WebAssembly function reads of `value`: `None` for a value with
 /// nothing visible (an empty max or min), the bytes otherwise, or why it
@@ -47,27 +48,6 @@ pub fn pickled_bytes(data: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&[MEMOIZE, STOP]);
     out
 }
-
-const PROTO: u8 = 0x80;
-const FRAME: u8 = 0x95;
-const STOP: u8 = b'.';
-const MEMOIZE: u8 = 0x94;
-const BINPUT: u8 = b'q';
-const LONG_BINPUT: u8 = b'r';
-const BININT: u8 = b'J';
-const BININT1: u8 = b'K';
-const BININT2: u8 = b'M';
-const LONG1: u8 = 0x8a;
-const BINFLOAT: u8 = b'G';
-const NEWTRUE: u8 = 0x88;
-const NEWFALSE: u8 = 0x89;
-const SHORT_BINUNICODE: u8 = 0x8c;
-const BINUNICODE: u8 = b'X';
-const BINUNICODE8: u8 = 0x8d;
-const SHORT_BINBYTES: u8 = b'C';
-const BINBYTES: u8 = b'B';
-const BINBYTES8: u8 = 0x8e;
-const BYTEARRAY8: u8 = 0x96;
 
 /// A pickle being read.
 struct Reader<'a> {

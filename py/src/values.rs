@@ -32,9 +32,10 @@ use anna::lattice::{
 };
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyCFunction, PyDict, PyList, PySlice, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PySlice, PyString, PyTuple};
 use std::collections::{BTreeMap, HashMap};
 
 /// What a writer needs to turn Python objects into lattice writes.
@@ -114,24 +115,19 @@ fn class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
 pub fn pickle<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Vec<u8>> {
     let py = obj.py();
     let dumps = DUMPS.import(py, "cloudpickle", "dumps")?;
-    let taken = PyList::empty(py);
-    let callback = {
-        let taken = taken.clone().unbind();
-        PyCFunction::new_closure(py, None, None, move |args, _| -> PyResult<bool> {
-            take_out(taken.bind(args.py()), &args.get_item(0)?)
-        })?
-    };
+    let taker = Bound::new(py, Taker::default())?;
     let kwargs = PyDict::new(py);
-    kwargs.set_item("protocol", 5)?;
-    kwargs.set_item("buffer_callback", callback)?;
+    kwargs.set_item(intern!(py, "protocol"), 5)?;
+    kwargs.set_item(intern!(py, "buffer_callback"), &taker)?;
     let main = dumps.call((obj,), Some(&kwargs))?;
     let main = main.cast::<PyBytes>()?.as_bytes();
+    let taken = std::mem::take(&mut taker.borrow_mut().taken);
     if taken.is_empty() {
         return Ok(main.to_vec());
     }
     let views = taken
         .iter()
-        .map(|view| PyUntypedBuffer::get(&view))
+        .map(|view| PyUntypedBuffer::get(view.bind(py)))
         .collect::<PyResult<Vec<_>>>()?;
     let laid: Vec<buffers::Taken<'_>> = views
         .iter()
@@ -149,19 +145,29 @@ pub fn pickle<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Vec<u8>> {
         .ok_or_else(|| PyValueError::new_err("the pickler's buffers do not match its stream"))
 }
 
-/// The pickler's `buffer_callback`: keeps `buffer` (a `PickleBuffer`) in
-/// band (`true`) unless it is contiguous and [`buffers::MIN_BYTES`] or
-/// more, in which case its raw view joins `taken`.
-fn take_out(taken: &Bound<'_, PyList>, buffer: &Bound<'_, PyAny>) -> PyResult<bool> {
-    let Ok(raw) = buffer.call_method0("raw") else {
-        return Ok(true);
-    };
-    let large = PyUntypedBuffer::get(&raw)
-        .is_ok_and(|view| view.is_c_contiguous() && view.len_bytes() >= buffers::MIN_BYTES);
-    if large {
-        taken.append(raw)?;
+/// The pickler's `buffer_callback` of one [`pickle`]: keeps a
+/// `PickleBuffer` in band (`True`) unless it is contiguous and
+/// [`buffers::MIN_BYTES`] or more, in which case its raw view joins
+/// `taken`. One small object per pickle, made in Rust.
+#[pyclass(module = "squall._native")]
+#[derive(Default)]
+pub struct Taker {
+    taken: Vec<Py<PyAny>>,
+}
+
+#[pymethods]
+impl Taker {
+    fn __call__(&mut self, buffer: &Bound<'_, PyAny>) -> bool {
+        let Ok(raw) = buffer.call_method0(intern!(buffer.py(), "raw")) else {
+            return true;
+        };
+        let large = PyUntypedBuffer::get(&raw)
+            .is_ok_and(|view| view.is_c_contiguous() && view.len_bytes() >= buffers::MIN_BYTES);
+        if large {
+            self.taken.push(raw.unbind());
+        }
+        !large
     }
-    Ok(!large)
 }
 
 /// `pickle.loads(bytes)`.
